@@ -1,0 +1,143 @@
+package appservice
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// maxTransactionBytes bounds what one transaction may weigh; homeservers send
+// at most a few hundred events per transaction.
+const maxTransactionBytes = 64 << 20
+
+// rawTransaction keeps each event as it came, so that the stored copy is the
+// homeserver's own JSON.
+type rawTransaction struct {
+	Events                 []json.RawMessage `json:"events"`
+	EphemeralEvents        []json.RawMessage `json:"ephemeral"`
+	MSC2409EphemeralEvents []json.RawMessage `json:"de.sorunome.msc2409.ephemeral"`
+}
+
+type eventHead struct {
+	ID     id.EventID `json:"event_id"`
+	RoomID id.RoomID  `json:"room_id"`
+	Type   string     `json:"type"`
+}
+
+// putTransaction stores the transaction id and its events in one database
+// transaction before answering 200, so a crash loses nothing: the homeserver
+// retries until it gets the 200, and a repeat is recognised by its id.
+func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
+	if !l.checkHSToken(w, r) {
+		return
+	}
+	txnID := r.PathValue("txnID")
+	log := l.log.With().Str("transaction_id", txnID).Logger()
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxTransactionBytes+1))
+	if err != nil || len(body) == 0 || len(body) > maxTransactionBytes {
+		mautrix.MNotJSON.WithMessage("Missing, unreadable or oversized request body").Write(w)
+		return
+	}
+	var txn rawTransaction
+	if err = json.Unmarshal(body, &txn); err != nil {
+		mautrix.MBadJSON.WithMessage("Transaction is not valid JSON: " + err.Error()).Write(w)
+		return
+	}
+	heads := make([]eventHead, len(txn.Events))
+	for i, raw := range txn.Events {
+		if err = json.Unmarshal(raw, &heads[i]); err != nil || heads[i].ID == "" || heads[i].RoomID == "" {
+			mautrix.MBadJSON.WithMessage(fmt.Sprintf("Event %d lacks event_id or room_id", i)).Write(w)
+			return
+		}
+	}
+	ctx := log.WithContext(context.Background())
+	fresh := false
+	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
+		if err != nil || !fresh {
+			return err
+		}
+		for i, raw := range txn.Events {
+			if err = l.db.MXEvent.Insert(ctx, heads[i].ID, heads[i].RoomID, raw); err != nil {
+				return fmt.Errorf("store event %s: %w", heads[i].ID, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		log.Err(err).Msg("Failed to store transaction")
+		mautrix.MUnknown.WithMessage("Failed to store transaction").WithStatus(http.StatusInternalServerError).Write(w)
+		return
+	}
+	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
+	if !fresh {
+		log.Debug().Msg("Ignoring transaction seen before")
+		return
+	}
+	log.Debug().Int("events", len(txn.Events)).Msg("Stored transaction")
+	if l.sink == nil {
+		return
+	}
+	if len(txn.Events) > 0 {
+		l.sink.Wake()
+	}
+	ephemeral := txn.EphemeralEvents
+	if ephemeral == nil {
+		ephemeral = txn.MSC2409EphemeralEvents
+	}
+	for _, raw := range ephemeral {
+		evt, err := parseEphemeral(raw)
+		if err != nil {
+			log.Debug().Err(err).Msg("Skipping unparsable ephemeral event")
+			continue
+		}
+		l.sink.MatrixEphemeral(ctx, evt)
+	}
+}
+
+// EphemeralEvent is an ephemeral event as an appservice receives it: unlike in
+// /sync, it names its room.
+type EphemeralEvent struct {
+	*event.Event
+}
+
+func parseEphemeral(raw json.RawMessage) (*EphemeralEvent, error) {
+	var evt event.Event
+	if err := json.Unmarshal(raw, &evt); err != nil {
+		return nil, err
+	}
+	evt.Type.Class = event.EphemeralEventType
+	evt.Mautrix.EventSource = event.SourceEphemeral
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		return nil, err
+	}
+	return &EphemeralEvent{&evt}, nil
+}
+
+// ParseEvent turns a stored Matrix event back into a parsed event.
+func ParseEvent(data []byte) (*event.Event, error) {
+	var evt event.Event
+	if err := json.Unmarshal(data, &evt); err != nil {
+		return nil, fmt.Errorf("parse stored event: %w", err)
+	}
+	if evt.StateKey != nil {
+		evt.Type.Class = event.StateEventType
+	} else {
+		evt.Type.Class = event.MessageEventType
+	}
+	evt.Mautrix.EventSource = event.SourceTimeline
+	evt.Mautrix.ReceivedAt = time.Now()
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		return &evt, fmt.Errorf("parse content of %s: %w", evt.ID, err)
+	}
+	return &evt, nil
+}

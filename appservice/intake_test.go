@@ -1,0 +1,141 @@
+package appservice_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+type countingSink struct{ wakes, ephemeral atomic.Int32 }
+
+func (s *countingSink) Wake() { s.wakes.Add(1) }
+func (s *countingSink) MatrixEphemeral(context.Context, *appservice.EphemeralEvent) {
+	s.ephemeral.Add(1)
+}
+
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.Homeserver.Address = "http://127.0.0.1:1"
+	cfg.Homeserver.Domain = "localhost"
+	cfg.Appservice.ID = "dmbridge"
+	cfg.Appservice.Bot.Username = "dmbridgebot"
+	cfg.Appservice.ASToken = "as-secret"
+	cfg.Appservice.HSToken = "hs-secret"
+	return cfg
+}
+
+// startLink opens the database and serves the link's routes, as one bridge
+// process would; calling it again on the same target is a restart.
+func startLink(t *testing.T, target testdb.Target) (*httptest.Server, *database.Database, *countingSink) {
+	t.Helper()
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &countingSink{}
+	link.SetSink(sink)
+	srv := httptest.NewServer(link.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = db.Close()
+	})
+	return srv, db, sink
+}
+
+const txnBody = `{"events":[{"event_id":"$e1","room_id":"!r:localhost","sender":"@alice:localhost",
+	"type":"m.room.message","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}}],
+	"ephemeral":[{"type":"m.typing","room_id":"!r:localhost","content":{"user_ids":["@alice:localhost"]}}]}`
+
+func put(t *testing.T, srv *httptest.Server, txnID, token, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(data)
+}
+
+func countRows(t *testing.T, db *database.Database, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(context.Background(), "SELECT COUNT(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestTransactionAuth(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			srv, db, sink := startLink(t, target)
+			if code, body := put(t, srv, "t1", "wrong", txnBody); code != http.StatusForbidden || !strings.Contains(body, "M_FORBIDDEN") {
+				t.Errorf("wrong token: %d %s, want 403 M_FORBIDDEN", code, body)
+			}
+			if code, _ := put(t, srv, "t1", "", txnBody); code != http.StatusUnauthorized {
+				t.Errorf("missing token: %d, want 401", code)
+			}
+			if code, body := put(t, srv, "t2", "hs-secret", `{"events":[{`); code != http.StatusBadRequest {
+				t.Errorf("malformed body: %d %s, want 400", code, body)
+			}
+			if n := countRows(t, db, "as_txn") + countRows(t, db, "mx_event"); n != 0 {
+				t.Errorf("refused transactions left %d rows", n)
+			}
+			if sink.wakes.Load() != 0 || sink.ephemeral.Load() != 0 {
+				t.Errorf("refused transactions reached the sink")
+			}
+		})
+	}
+}
+
+func TestTransactionOnceAcrossRestart(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			srv, db, sink := startLink(t, target)
+			for i := 0; i < 2; i++ {
+				if code, body := put(t, srv, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
+					t.Fatalf("put %d: %d %s", i, code, body)
+				}
+			}
+			if n := countRows(t, db, "mx_event"); n != 1 {
+				t.Errorf("%d stored events after a repeated txn, want 1", n)
+			}
+			if sink.wakes.Load() != 1 || sink.ephemeral.Load() != 1 {
+				t.Errorf("sink saw %d wakes and %d ephemeral events, want 1 and 1", sink.wakes.Load(), sink.ephemeral.Load())
+			}
+			srv.Close()
+			_ = db.Close()
+
+			srv2, db2, sink2 := startLink(t, target)
+			if code, _ := put(t, srv2, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
+				t.Fatalf("put after restart: %d", code)
+			}
+			if n := countRows(t, db2, "mx_event"); n != 1 {
+				t.Errorf("%d stored events after restart and repeat, want 1", n)
+			}
+			if sink2.wakes.Load() != 0 {
+				t.Errorf("a transaction seen before the restart was processed again")
+			}
+		})
+	}
+}

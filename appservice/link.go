@@ -1,0 +1,120 @@
+// Package appservice is the bridge's link to the homeserver: the appservice
+// registration, durable transaction intake, user queries and intents. It sits
+// on top of mautrix-go's appservice package and adds what a bridge that must
+// lose nothing needs: transactions stored before they are acknowledged.
+package appservice
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/rs/zerolog"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+	"maunium.net/go/mautrix/sqlstatestore"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// DoublePuppetValue marks events the bridge sent as a real user, so that they
+// are recognised when the homeserver hands them back.
+const DoublePuppetValue = "dmbridge"
+
+// Sink receives what the intake took in.
+type Sink interface {
+	// Wake tells the sink that new Matrix events are stored.
+	Wake()
+	// Ephemeral hands over an ephemeral event (typing, receipt, presence);
+	// these are not stored, and losing one is acceptable.
+	MatrixEphemeral(ctx context.Context, evt *EphemeralEvent)
+}
+
+// Link is the bridge's connection to the homeserver.
+type Link struct {
+	AS         *mas.AppService
+	StateStore *sqlstatestore.SQLStateStore
+	cfg        *config.Config
+	db         *database.Database
+	log        zerolog.Logger
+	sink       Sink
+	server     *http.Server
+}
+
+// New builds the appservice from the config. The state store shares the
+// bridge's database so that joined members and registrations survive restarts.
+func New(ctx context.Context, cfg *config.Config, db *database.Database, log zerolog.Logger) (*Link, error) {
+	reg := &mas.Registration{
+		ID:              cfg.Appservice.ID,
+		URL:             cfg.Appservice.Address,
+		AppToken:        cfg.Appservice.ASToken,
+		ServerToken:     cfg.Appservice.HSToken,
+		SenderLocalpart: cfg.Appservice.Bot.Username,
+		EphemeralEvents: cfg.Appservice.EphemeralEvents,
+	}
+	as, err := mas.CreateFull(mas.CreateOpts{
+		Registration:     reg,
+		HomeserverDomain: cfg.Homeserver.Domain,
+		HomeserverURL:    cfg.Homeserver.Address,
+		HostConfig:       mas.HostConfig{Hostname: cfg.Appservice.Hostname, Port: uint16(cfg.Appservice.Port)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create appservice: %w", err)
+	}
+	as.Log = log.With().Str("component", "appservice").Logger()
+	as.DoublePuppetValue = DoublePuppetValue
+	store := sqlstatestore.NewSQLStateStore(db.Database, db.Log, true)
+	if err = store.Upgrade(ctx); err != nil {
+		return nil, fmt.Errorf("upgrade state store: %w", err)
+	}
+	as.StateStore = store
+	l := &Link{AS: as, StateStore: store, cfg: cfg, db: db, log: log}
+	as.QueryHandler = &queryHandler{link: l}
+	return l, nil
+}
+
+// SetSink names who receives the events the intake takes in.
+func (l *Link) SetSink(s Sink) { l.sink = s }
+
+// Handler routes the homeserver's calls: transactions go to the durable
+// intake, everything else to mautrix's router.
+func (l *Link) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", l.putTransaction)
+	mux.Handle("/", l.AS.Router)
+	return mux
+}
+
+// Start listens for the homeserver. It returns once the listener is bound.
+func (l *Link) Start() error {
+	addr := l.cfg.Appservice.Hostname + ":" + strconv.Itoa(l.cfg.Appservice.Port)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for the homeserver on %s: %w", addr, err)
+	}
+	l.server = &http.Server{Handler: l.Handler()}
+	go func() {
+		if err := l.server.Serve(ln); err != nil && err != http.ErrServerClosed {
+			l.log.Error().Err(err).Msg("Appservice listener failed")
+		}
+	}()
+	l.log.Info().Str("address", addr).Msg("Listening for the homeserver")
+	return nil
+}
+
+// Stop closes the listener, letting requests in progress finish.
+func (l *Link) Stop(ctx context.Context) error {
+	if l.server == nil {
+		return nil
+	}
+	return l.server.Shutdown(ctx)
+}
+
+// BotMXID is the bridge bot's user id.
+func (l *Link) BotMXID() id.UserID { return l.AS.BotMXID() }
+
+// Bot returns the bot's intent.
+func (l *Link) Bot() *mas.IntentAPI { return l.AS.BotIntent() }

@@ -1,0 +1,143 @@
+// Package bridge assembles the bridge: database, homeserver link, portals and
+// the connector listener, and starts and stops them in order.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/portal"
+)
+
+// Version is the bridge's version, set at build time with -ldflags.
+var Version = "0.1.0"
+
+// Bridge is one running bridge.
+type Bridge struct {
+	cfg     *config.Config
+	log     zerolog.Logger
+	DB      *database.Database
+	Link    *appservice.Link
+	Portals *portal.Manager
+	Conn    *connector.Server
+
+	connServer *http.Server
+	connAddr   net.Addr
+}
+
+// New opens the database (running migrations) and wires the parts together.
+func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, error) {
+	db, err := database.Open(ctx, cfg.Database.Type, cfg.Database.URI, log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Database.MaxOpenConns > 0 {
+		db.RawDB.SetMaxOpenConns(cfg.Database.MaxOpenConns)
+	}
+	if cfg.Database.MaxIdleConns > 0 {
+		db.RawDB.SetMaxIdleConns(cfg.Database.MaxIdleConns)
+	}
+	link, err := appservice.New(ctx, cfg, db, log)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	portals := portal.NewManager(cfg, db, link, log)
+	srv, err := connector.NewServer(connector.ServerOptions{
+		Token:          cfg.Connector.Token,
+		MaxFrameBytes:  cfg.Connector.MaxFrameBytes,
+		MaxInFlight:    cfg.Connector.MaxInFlight,
+		CommandTimeout: cfg.Connector.CommandTimeout.D(),
+		Bridge:         connector.Software{Name: "dmbridge", Version: Version},
+		Store:          &streamStore{db: db},
+		Handler:        portals,
+		Log:            log.With().Str("component", "connector").Logger(),
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("create connector server: %w", err)
+	}
+	portals.SetConnector(srv)
+	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv}, nil
+}
+
+// Start listens for the homeserver and for connectors, makes sure the bot
+// exists, and starts applying stored work.
+func (b *Bridge) Start(ctx context.Context) error {
+	if err := b.Link.Start(); err != nil {
+		return err
+	}
+	if err := b.ensureBot(ctx); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", b.cfg.Connector.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for connectors on %s: %w", b.cfg.Connector.Listen, err)
+	}
+	b.connAddr = ln.Addr()
+	b.connServer = &http.Server{Handler: b.Conn, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := b.connServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			b.log.Error().Err(err).Msg("Connector listener failed")
+		}
+	}()
+	b.Portals.Start()
+	b.log.Info().Str("connector_listen", ln.Addr().String()).Msg("Bridge started")
+	return nil
+}
+
+// ConnectorAddr is where the connector listener is bound (useful with port 0).
+func (b *Bridge) ConnectorAddr() net.Addr { return b.connAddr }
+
+// ensureBot registers the bot and sets its displayname, waiting for the
+// homeserver to come up if it is still starting.
+func (b *Bridge) ensureBot(ctx context.Context) error {
+	bot := b.Link.Bot()
+	var err error
+	for attempt := 0; attempt < 10; attempt++ {
+		if err = bot.EnsureRegistered(ctx); err == nil {
+			break
+		}
+		b.log.Warn().Err(err).Msg("Homeserver not ready for the bot yet, retrying")
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("register bridge bot: %w", err)
+	}
+	profile, err := bot.GetOwnDisplayName(ctx)
+	if err == nil && profile.DisplayName == b.cfg.Appservice.Bot.Displayname {
+		return nil
+	}
+	if err = bot.SetDisplayName(ctx, b.cfg.Appservice.Bot.Displayname); err != nil {
+		return fmt.Errorf("set bot displayname: %w", err)
+	}
+	return nil
+}
+
+// Stop closes the listeners, lets running work finish within ctx, and closes
+// the database. Unfinished work stays stored for the next start.
+func (b *Bridge) Stop(ctx context.Context) error {
+	var errs []error
+	if b.connServer != nil {
+		b.Conn.Close()
+		errs = append(errs, b.connServer.Shutdown(ctx))
+	}
+	errs = append(errs, b.Link.Stop(ctx))
+	b.Portals.Stop(ctx)
+	errs = append(errs, b.DB.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,301 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/bridge"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+const (
+	testConnectorToken = "connector-secret-for-tests"
+	testLogin          = "alice@network"
+)
+
+// stack is one end-to-end setup: a real Dendrite, a real database, the
+// bridge, and a fake connector built on the project's SDK.
+type stack struct {
+	t      *testing.T
+	hs     *tesths.Homeserver
+	cfg    *config.Config
+	br     *bridge.Bridge
+	alice  *mautrix.Client
+	sync   *tesths.SyncWatcher
+	fake   *fakeConnector
+	target testdb.Target
+}
+
+type stackOptions struct {
+	noDoublePuppet bool
+	permissions    config.Permissions
+}
+
+func newStack(t *testing.T, target testdb.Target, opts ...stackOptions) *stack {
+	t.Helper()
+	var o stackOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	cfg := config.Default()
+	cfg.Homeserver.Domain = "localhost"
+	port := tesths.FreePort(t)
+	cfg.Appservice.Address = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg.Appservice.Hostname = "127.0.0.1"
+	cfg.Appservice.Port = port
+	cfg.Appservice.ID = "dmbridge"
+	cfg.Appservice.Bot = config.BotConfig{Username: "dmbridgebot", Displayname: "DM bridge bot"}
+	cfg.Database.Type, cfg.Database.URI = target.Type, target.URI
+	cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
+	cfg.Connector.Token = testConnectorToken
+	cfg.Connector.CommandTimeout = config.Duration(10 * time.Second)
+	cfg.Permissions = config.Permissions{"localhost": config.LevelUser}
+	if o.permissions != nil {
+		cfg.Permissions = o.permissions
+	}
+	reg := cfg.GenerateRegistration()
+	regs := []*mas.Registration{reg}
+	if !o.noDoublePuppet {
+		dp := tesths.DoublePuppetRegistration("localhost")
+		regs = append(regs, dp)
+		cfg.DoublePuppet.Secrets = map[string]string{"localhost": "as_token:" + dp.AppToken}
+	}
+	hs := tesths.Start(t, regs...)
+	cfg.Homeserver.Address = hs.URL
+	s := &stack{t: t, hs: hs, cfg: cfg, target: target}
+	s.alice = hs.CreateUser(t, "alice")
+	s.sync = tesths.NewSyncWatcher(t, s.alice)
+	s.startBridge()
+	t.Cleanup(func() { s.stopBridge() })
+	return s
+}
+
+func (s *stack) startBridge() {
+	s.t.Helper()
+	log := zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	br, err := bridge.New(context.Background(), s.cfg, log)
+	if err != nil {
+		s.t.Fatalf("new bridge: %v", err)
+	}
+	if err = br.Start(context.Background()); err != nil {
+		s.t.Fatalf("start bridge: %v", err)
+	}
+	s.br = br
+}
+
+func (s *stack) stopBridge() {
+	if s.br == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := s.br.Stop(ctx); err != nil {
+		s.t.Logf("stop bridge: %v", err)
+	}
+	s.br = nil
+}
+
+func (s *stack) restartBridge() {
+	s.t.Helper()
+	s.stopBridge()
+	s.startBridge()
+}
+
+// ghost is the Matrix id of a contact's ghost.
+func (s *stack) ghost(contactID string) id.UserID { return s.cfg.GhostUserID(contactID) }
+
+// waitMessage waits until alice's sync shows a message with the body in a room.
+func (s *stack) waitMessage(roomID id.RoomID, body string) *event.Event {
+	s.t.Helper()
+	return s.sync.WaitEvent(s.t, 20*time.Second, func(evt *event.Event) bool {
+		if evt.RoomID != roomID || evt.Type != event.EventMessage {
+			return false
+		}
+		_ = evt.Content.ParseRaw(evt.Type)
+		msg := evt.Content.AsMessage()
+		return msg != nil && msg.Body == body
+	})
+}
+
+// messagesIn returns the bodies of the m.room.message events alice's sync has
+// seen in the room, in order.
+func (s *stack) messagesIn(roomID id.RoomID) []*event.Event {
+	var out []*event.Event
+	for _, evt := range s.sync.Events(roomID) {
+		if evt.Type == event.EventMessage {
+			_ = evt.Content.ParseRaw(evt.Type)
+			out = append(out, evt)
+		}
+	}
+	return out
+}
+
+// roomOf returns the portal room of a chat from the bridge's database.
+func (s *stack) roomOf(chatID string) id.RoomID {
+	s.t.Helper()
+	var room id.RoomID
+	tesths.WaitFor(s.t, 20*time.Second, "portal room for "+chatID, func() (bool, error) {
+		var roomStr *string
+		err := s.br.DB.QueryRow(context.Background(),
+			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", testLogin, chatID).Scan(&roomStr)
+		if err != nil || roomStr == nil {
+			return false, err
+		}
+		room = id.RoomID(*roomStr)
+		return true, nil
+	})
+	return room
+}
+
+// fakeConnector is a connector written with the project's SDK; it records
+// the commands it gets and answers them like a network would.
+type fakeConnector struct {
+	t      *testing.T
+	client *connector.Client
+	store  *connector.MemoryStore
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu       sync.Mutex
+	commands []recordedCommand
+	nextID   int
+	fail     map[string]*connector.Error
+}
+
+type recordedCommand struct {
+	Op  string
+	Cmd connector.Command
+}
+
+func helloFor(logins ...connector.Login) connector.Hello {
+	return connector.Hello{
+		Protocol:  []int{connector.ProtocolVersion},
+		Connector: connector.Software{ID: "fake", Name: "Fake connector", Version: "0.0.1"},
+		Network:   connector.Network{ID: "fakenet", Name: "Fake network"},
+		Capabilities: connector.Capabilities{
+			Formats: []string{"plain", "html"}, Media: true, Edit: true, Delete: true, Reactions: true,
+			Replies: true, ReadReceipts: true, Typing: true, Presence: true, ResolveIdentifier: true,
+		},
+		Logins: logins,
+	}
+}
+
+func (s *stack) connectFake(store *connector.MemoryStore, logins ...connector.Login) *fakeConnector {
+	s.t.Helper()
+	if len(logins) == 0 {
+		logins = []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}}
+	}
+	if store == nil {
+		store = connector.NewMemoryStore()
+	}
+	f := &fakeConnector{t: s.t, store: store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
+	welcomed := make(chan struct{}, 1)
+	f.client = connector.NewClient(connector.ClientOptions{
+		URL:        "ws://" + s.cfg.Connector.Listen,
+		Token:      testConnectorToken,
+		Hello:      helloFor(logins...),
+		Store:      store,
+		Handle:     f.handle,
+		Log:        zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+		OnWelcome: func(connector.Welcome) {
+			select {
+			case welcomed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	go func() {
+		defer close(f.done)
+		_ = f.client.Run(ctx)
+	}()
+	s.t.Cleanup(f.stop)
+	select {
+	case <-welcomed:
+	case <-time.After(15 * time.Second):
+		s.t.Fatal("fake connector got no welcome")
+	}
+	s.fake = f
+	return f
+}
+
+func (f *fakeConnector) stop() {
+	f.cancel()
+	<-f.done
+}
+
+func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.commands = append(f.commands, recordedCommand{Op: op, Cmd: *cmd})
+	if e := f.fail[op]; e != nil {
+		return nil, e
+	}
+	f.nextID++
+	switch op {
+	case connector.OpSendMessage, connector.OpEditMessage, connector.OpReact, connector.OpUnreact:
+		return &connector.Result{ID: fmt.Sprintf("net-%d", f.nextID), TS: time.Now().UnixMilli()}, nil
+	case connector.OpResolveIdentifier:
+		return &connector.Result{
+			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier},
+			Chat:    &connector.Chat{ID: cmd.Identifier, Type: connector.ChatTypeDM, With: cmd.Identifier},
+		}, nil
+	case connector.OpGetContact:
+		return &connector.Result{Contact: &connector.Contact{ID: cmd.ID, Name: "Contact " + cmd.ID}}, nil
+	}
+	return &connector.Result{}, nil
+}
+
+// commandsOf returns the recorded commands with the op.
+func (f *fakeConnector) commandsOf(op string) []connector.Command {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []connector.Command
+	for _, c := range f.commands {
+		if c.Op == op {
+			out = append(out, c.Cmd)
+		}
+	}
+	return out
+}
+
+// send sends an event and waits until the bridge acked it.
+func (f *fakeConnector) send(ev *connector.Event) int64 {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	seq, err := f.client.Send(ctx, ev)
+	if err != nil {
+		f.t.Fatalf("send %s: %v", ev.Kind, err)
+	}
+	if err = f.client.WaitAcked(ctx, seq); err != nil {
+		f.t.Fatalf("wait ack of %d: %v", seq, err)
+	}
+	return seq
+}
+
+func dmChat(contact string) *connector.Chat {
+	return &connector.Chat{ID: contact, Type: connector.ChatTypeDM, With: contact}
+}
+
+func textFrom(contact, msgID, text string) *connector.Event {
+	return &connector.Event{
+		Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(),
+		Chat: dmChat(contact), Sender: &connector.Sender{ID: contact}, ID: msgID, Text: text,
+	}
+}

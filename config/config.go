@@ -1,0 +1,225 @@
+// Package config loads, validates and derives values from the bridge's YAML
+// configuration file. Everything the rest of the bridge needs to know about
+// naming (ghost user ids, the bot, permissions) lives here so that the
+// registration given to the homeserver and the bridge's runtime behaviour can
+// never disagree.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Config is the whole bridge configuration.
+type Config struct {
+	Homeserver   HomeserverConfig   `yaml:"homeserver"`
+	Appservice   AppserviceConfig   `yaml:"appservice"`
+	Ghosts       GhostsConfig       `yaml:"ghosts"`
+	Database     DatabaseConfig     `yaml:"database"`
+	Connector    ConnectorConfig    `yaml:"connector"`
+	DoublePuppet DoublePuppetConfig `yaml:"double_puppet"`
+	// Permissions maps "*", a server name or a full user id to a Level.
+	Permissions  Permissions        `yaml:"permissions"`
+	Bridge       BridgeConfig       `yaml:"bridge"`
+	Provisioning ProvisioningConfig `yaml:"provisioning"`
+	Logging      LoggingConfig      `yaml:"logging"`
+
+	// Path is the file the config was loaded from; SaveTokens rewrites it and
+	// every error message names it.
+	Path string `yaml:"-"`
+
+	// envKeys records which keys were replaced from the environment (key
+	// path -> variable), so SaveTokens can refuse to write a value the
+	// environment would shadow.
+	envKeys map[string]string
+	// presentKeys holds every key the file set (key path -> line), so a
+	// required key can be reported as empty rather than missing.
+	presentKeys map[string]int
+	// unknownKeys feeds the "did you mean" hint for missing required keys.
+	unknownKeys []Warning
+	// Compiled templates, filled by Validate. Each remembers its source text
+	// so a later edit of the field is noticed instead of silently ignored.
+	ghostTmpl   *ghostTemplate
+	displayTmpl *displayTemplate
+}
+
+// HomeserverConfig says where the homeserver is and what server name it has.
+type HomeserverConfig struct {
+	Address string `yaml:"address"`
+	Domain  string `yaml:"domain"`
+}
+
+// AppserviceConfig describes the bridge's appservice HTTP listener and the
+// registration the homeserver knows it by.
+type AppserviceConfig struct {
+	// Address is the URL the homeserver uses to reach the bridge.
+	Address string `yaml:"address"`
+	// Hostname and Port are where the bridge listens.
+	Hostname string    `yaml:"hostname"`
+	Port     int       `yaml:"port"`
+	ID       string    `yaml:"id"`
+	Bot      BotConfig `yaml:"bot"`
+	ASToken  string    `yaml:"as_token"`
+	HSToken  string    `yaml:"hs_token"`
+	// EphemeralEvents asks the homeserver to push typing notifications,
+	// receipts and presence (receive_ephemeral in the registration).
+	EphemeralEvents bool `yaml:"ephemeral_events"`
+}
+
+// BotConfig is the bridge bot's own Matrix profile.
+type BotConfig struct {
+	Username    string `yaml:"username"`
+	Displayname string `yaml:"displayname"`
+	Avatar      string `yaml:"avatar"`
+}
+
+// GhostsConfig names the Matrix users that stand in for remote contacts.
+type GhostsConfig struct {
+	// UsernameTemplate is a text/template applied to the escaped contact id;
+	// it must contain {{.}} exactly once.
+	UsernameTemplate string `yaml:"username_template"`
+	// DisplaynameTemplate gets .Name (the contact's name) and .ID (its raw id).
+	DisplaynameTemplate string `yaml:"displayname_template"`
+}
+
+// DatabaseConfig selects the bridge database.
+type DatabaseConfig struct {
+	Type         string `yaml:"type"`
+	URI          string `yaml:"uri"`
+	MaxOpenConns int    `yaml:"max_open_conns"`
+	MaxIdleConns int    `yaml:"max_idle_conns"`
+}
+
+// ConnectorConfig is the websocket endpoint connectors dial into.
+type ConnectorConfig struct {
+	Listen         string   `yaml:"listen"`
+	Token          string   `yaml:"token"`
+	MaxFrameBytes  int64    `yaml:"max_frame_bytes"`
+	MaxInFlight    int      `yaml:"max_in_flight"`
+	CommandTimeout Duration `yaml:"command_timeout"`
+}
+
+// DoublePuppetConfig maps a server name to "as_token:<token>" of an
+// appservice on that server that may act as its users.
+type DoublePuppetConfig struct {
+	Secrets map[string]string `yaml:"secrets"`
+}
+
+// BridgeConfig holds the bridging behaviour knobs.
+type BridgeConfig struct {
+	MaxMediaBytes    int64 `yaml:"max_media_bytes"`
+	InlineMediaBytes int64 `yaml:"inline_media_bytes"`
+	// MDirectRepairInterval is how often m.direct is re-checked; 0 disables
+	// the periodic pass.
+	MDirectRepairInterval Duration `yaml:"m_direct_repair_interval"`
+	BridgePresence        bool     `yaml:"bridge_own_presence"`
+	// HomeserverConcurrency caps homeserver calls in flight.
+	HomeserverConcurrency int `yaml:"homeserver_concurrency"`
+}
+
+// ProvisioningConfig configures the provisioning API.
+type ProvisioningConfig struct {
+	// SharedSecret enables the shared-secret mode; empty disables it.
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+// LoggingConfig configures the bridge's zerolog output.
+type LoggingConfig struct {
+	Level string `yaml:"level"`
+	// Format is "pretty" or "json".
+	Format string `yaml:"format"`
+	// File, if set, receives the log in addition to stderr.
+	File string `yaml:"file"`
+}
+
+// Default returns a config holding every default value. It is not valid on
+// its own: the keys without a sensible default are left empty.
+func Default() *Config {
+	return &Config{
+		Appservice: AppserviceConfig{
+			Hostname:        "127.0.0.1",
+			EphemeralEvents: true,
+		},
+		Ghosts: GhostsConfig{
+			UsernameTemplate:    "dm_{{.}}",
+			DisplaynameTemplate: "{{.Name}}",
+		},
+		Database: DatabaseConfig{
+			Type:         "sqlite3-fk-wal",
+			URI:          "file:dmbridge.db?_txlock=immediate",
+			MaxOpenConns: 20,
+			MaxIdleConns: 2,
+		},
+		Connector: ConnectorConfig{
+			MaxFrameBytes:  1 << 20,
+			MaxInFlight:    256,
+			CommandTimeout: Duration(60 * time.Second),
+		},
+		Bridge: BridgeConfig{
+			MaxMediaBytes:         100 << 20,
+			InlineMediaBytes:      512 << 10,
+			MDirectRepairInterval: Duration(time.Hour),
+			HomeserverConcurrency: 16,
+		},
+		Logging: LoggingConfig{
+			Level:  "info",
+			Format: "pretty",
+		},
+	}
+}
+
+// Load reads, parses and validates the config for running the bridge.
+func Load(path string) (*Config, []Warning, error) {
+	return load(path, modeRun)
+}
+
+// LoadForRegistration is Load for -g: the appservice and connector tokens may
+// still be empty because generating the registration is what fills them in.
+func LoadForRegistration(path string) (*Config, []Warning, error) {
+	return load(path, modeRegistration)
+}
+
+// Parse is Load for data already in memory; path is only used to name the
+// file in messages and for SaveTokens.
+func Parse(path string, data []byte) (*Config, []Warning, error) {
+	return parse(path, data, os.LookupEnv, modeRun)
+}
+
+// ParseForRegistration is LoadForRegistration for data already in memory.
+func ParseForRegistration(path string, data []byte) (*Config, []Warning, error) {
+	return parse(path, data, os.LookupEnv, modeRegistration)
+}
+
+func load(path string, mode validationMode) (*Config, []Warning, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, fmt.Errorf("%s: cannot read config: file does not exist (start from the example: bridge -e > %s)", path, path)
+	} else if err != nil {
+		return nil, nil, fmt.Errorf("%s: cannot read config: %w", path, err)
+	}
+	return parse(path, data, os.LookupEnv, mode)
+}
+
+// lookupEnvFunc has the signature of os.LookupEnv; tests pass their own so
+// they need not touch the process environment.
+type lookupEnvFunc func(string) (string, bool)
+
+func parse(path string, data []byte, lookupEnv lookupEnvFunc, mode validationMode) (*Config, []Warning, error) {
+	cfg := Default()
+	cfg.Path = path
+	d, err := decodeYAML(path, data, cfg)
+	if err != nil {
+		return nil, d.warnings, err
+	}
+	warnings := d.warnings
+	cfg.unknownKeys = warnings
+	cfg.presentKeys = d.present
+	cfg.applyEnv(lookupEnv)
+	if err := cfg.validate(mode); err != nil {
+		return nil, warnings, err
+	}
+	return cfg, warnings, nil
+}

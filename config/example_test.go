@@ -1,0 +1,59 @@
+package config
+
+import (
+	"bytes"
+	"os"
+	"reflect"
+	"testing"
+)
+
+func TestRootExampleConfigIsCopy(t *testing.T) {
+	root, err := os.ReadFile("../example-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(root, ExampleConfig()) {
+		t.Error("../example-config.yaml differs from config/example-config.yaml; edit the latter and run `go generate ./config`")
+	}
+}
+
+func TestExampleConfigValidates(t *testing.T) {
+	cfg, warnings, err := parse("example-config.yaml", ExampleConfig(), testEnv(nil), modeRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) > 0 {
+		t.Errorf("example has unknown keys: %v", warnings)
+	}
+	if cfg.Homeserver != (HomeserverConfig{Address: "http://127.0.0.1:8008", Domain: "localhost"}) {
+		t.Errorf("homeserver: %+v", cfg.Homeserver)
+	}
+	if cfg.Appservice.Address != "http://127.0.0.1:29333" || cfg.Appservice.Port != 29333 || cfg.Appservice.ID != "dmbridge" ||
+		cfg.Appservice.Bot.Username != "dmbridgebot" || cfg.Appservice.Bot.Displayname != "DM bridge bot" {
+		t.Errorf("appservice: %+v", cfg.Appservice)
+	}
+	if cfg.Connector.Listen != "127.0.0.1:29334" {
+		t.Errorf("connector.listen: %q", cfg.Connector.Listen)
+	}
+	if !reflect.DeepEqual(cfg.Permissions, Permissions{"localhost": LevelUser}) {
+		t.Errorf("permissions: %v", cfg.Permissions)
+	}
+	// The example documents the defaults, so it must not contradict them.
+	d := Default()
+	if cfg.Ghosts != d.Ghosts || cfg.Database != d.Database || cfg.Bridge != d.Bridge || cfg.Logging != d.Logging ||
+		cfg.Connector.MaxFrameBytes != d.Connector.MaxFrameBytes || cfg.Connector.MaxInFlight != d.Connector.MaxInFlight ||
+		cfg.Connector.CommandTimeout != d.Connector.CommandTimeout ||
+		cfg.Appservice.Hostname != d.Appservice.Hostname || cfg.Appservice.EphemeralEvents != d.Appservice.EphemeralEvents {
+		t.Errorf("example values differ from Default():\n%+v\n%+v", cfg, d)
+	}
+}
+
+func TestExampleConfigNeedsTokens(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	if _, _, err := parse("example-config.yaml", ExampleConfig(), none, modeRegistration); err != nil {
+		t.Errorf("example should be usable for -g as is: %v", err)
+	}
+	if _, _, err := parse("example-config.yaml", ExampleConfig(), none, modeRun); err == nil {
+		t.Error("example ran without tokens")
+	}
+}

@@ -1,0 +1,184 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// ghostPlaceholder is the only action allowed in ghosts.username_template.
+const ghostPlaceholder = "{{.}}"
+
+// ghostTemplate is a compiled ghosts.username_template. The template must be
+// constant around its single {{.}}, so it reduces to a prefix and a suffix;
+// that is what makes the mapping reversible and expressible as the exclusive
+// namespace regex in the registration.
+type ghostTemplate struct {
+	source, prefix, suffix string
+}
+
+// Localparts may only use these characters (the Matrix user id grammar);
+// the escaped contact id always does, so only the fixed text needs checking.
+var localpartChars = regexp.MustCompile(`^[a-z0-9._=/+-]*$`)
+
+func compileGhostTemplate(src string) (*ghostTemplate, error) {
+	if n := strings.Count(src, ghostPlaceholder); n != 1 {
+		return nil, fmt.Errorf("must contain %s exactly once, found it %d times: %q", ghostPlaceholder, n, src)
+	}
+	tmpl, err := template.New("username_template").Option("missingkey=error").Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid template: %w", err)
+	}
+	// Rendering two different ids and comparing the surroundings proves the
+	// rest of the template ignores the id (no second use through another
+	// action) without having to inspect the template's parse tree.
+	// The markers use characters no valid fixed text can contain, so
+	// finding them in the output is unambiguous.
+	pre1, suf1, err := renderAround(tmpl, "\x00A\x00")
+	if err != nil {
+		return nil, err
+	}
+	pre2, suf2, err := renderAround(tmpl, "\x00BB\x00")
+	if err != nil {
+		return nil, err
+	}
+	if pre1 != pre2 || suf1 != suf2 {
+		return nil, fmt.Errorf("may use the contact id only through its single %s: %q", ghostPlaceholder, src)
+	}
+	if pre1+suf1 == "" {
+		return nil, fmt.Errorf("needs fixed text around %s, otherwise the bridge would claim every user on the server", ghostPlaceholder)
+	}
+	if !localpartChars.MatchString(pre1 + suf1) {
+		return nil, fmt.Errorf("fixed text may only use a-z 0-9 . _ = - / +: %q", src)
+	}
+	return &ghostTemplate{source: src, prefix: pre1, suffix: suf1}, nil
+}
+
+func renderAround(tmpl *template.Template, marker string) (prefix, suffix string, err error) {
+	var sb strings.Builder
+	if err := tmpl.Execute(&sb, marker); err != nil {
+		return "", "", fmt.Errorf("cannot be rendered: %w", err)
+	}
+	out := sb.String()
+	before, after, found := strings.Cut(out, marker)
+	if !found || strings.Contains(after, marker) {
+		return "", "", errors.New("must render the contact id exactly once")
+	}
+	return before, after, nil
+}
+
+// ghostTemplate returns the compiled username template. Validate caches it;
+// a config that was edited or never validated gets a fresh compile, and an
+// invalid template falls back to the default so callers never see an error
+// that Validate would already have reported.
+func (c *Config) ghostTemplate() *ghostTemplate {
+	if t := c.ghostTmpl; t != nil && t.source == c.Ghosts.UsernameTemplate {
+		return t
+	}
+	if t, err := compileGhostTemplate(c.Ghosts.UsernameTemplate); err == nil {
+		return t
+	}
+	t, _ := compileGhostTemplate(Default().Ghosts.UsernameTemplate)
+	return t
+}
+
+// GhostLocalpart is the localpart of the ghost user for a remote contact.
+// The contact id is escaped with mautrix's reversible encoding first, so any
+// id (e-mail-like, phone numbers, unicode) yields a valid localpart.
+func (c *Config) GhostLocalpart(contactID string) string {
+	t := c.ghostTemplate()
+	return t.prefix + id.EncodeUserLocalpart(contactID) + t.suffix
+}
+
+// GhostUserID is the full Matrix user id of a contact's ghost. Very long
+// contact ids can exceed Matrix's 255-byte limit; callers that care should
+// check len() against id.UserIDMaxLength.
+func (c *Config) GhostUserID(contactID string) id.UserID {
+	return id.NewUserID(c.GhostLocalpart(contactID), c.Homeserver.Domain)
+}
+
+// ParseGhostUserID returns the contact id a ghost user id stands for, and
+// false for any user that is not one of this bridge's ghosts.
+func (c *Config) ParseGhostUserID(userID id.UserID) (string, bool) {
+	localpart, server, err := userID.Parse()
+	if err != nil || server != c.Homeserver.Domain {
+		return "", false
+	}
+	t := c.ghostTemplate()
+	escaped, ok := strings.CutPrefix(localpart, t.prefix)
+	if !ok {
+		return "", false
+	}
+	escaped, ok = strings.CutSuffix(escaped, t.suffix)
+	if !ok || escaped == "" {
+		return "", false
+	}
+	contactID, err := id.DecodeUserLocalpart(escaped)
+	// The decoder also accepts spellings the encoder never produces (such
+	// as "=41" for "A"); accepting them would give one contact several
+	// ghosts, so only the canonical form counts.
+	if err != nil || id.EncodeUserLocalpart(contactID) != escaped {
+		return "", false
+	}
+	return contactID, true
+}
+
+// BotUserID is the bridge bot's Matrix user id.
+func (c *Config) BotUserID() id.UserID {
+	return id.NewUserID(c.Appservice.Bot.Username, c.Homeserver.Domain)
+}
+
+// displayTemplate is a compiled ghosts.displayname_template.
+type displayTemplate struct {
+	source string
+	tmpl   *template.Template
+}
+
+// displayFields is what ghosts.displayname_template can refer to.
+type displayFields struct {
+	Name string // the contact's name as the network reports it
+	ID   string // the raw, unescaped contact id
+}
+
+func compileDisplayTemplate(src string) (*displayTemplate, error) {
+	tmpl, err := template.New("displayname_template").Option("missingkey=error").Parse(src)
+	if err != nil {
+		return nil, fmt.Errorf("not a valid template: %w", err)
+	}
+	// Unknown fields only fail at execution time, so try it once now.
+	if err := tmpl.Execute(&strings.Builder{}, displayFields{Name: "Name", ID: "id"}); err != nil {
+		return nil, fmt.Errorf("cannot be rendered (fields are .Name and .ID): %w", err)
+	}
+	return &displayTemplate{source: src, tmpl: tmpl}, nil
+}
+
+func (c *Config) displayTemplate() *displayTemplate {
+	if t := c.displayTmpl; t != nil && t.source == c.Ghosts.DisplaynameTemplate {
+		return t
+	}
+	if t, err := compileDisplayTemplate(c.Ghosts.DisplaynameTemplate); err == nil {
+		return t
+	}
+	t, _ := compileDisplayTemplate(Default().Ghosts.DisplaynameTemplate)
+	return t
+}
+
+// GhostDisplayname renders the ghost's display name. When the result is
+// blank (e.g. the network gave no name) it falls back to the contact id so
+// the Matrix client shows something more useful than the escaped localpart.
+func (c *Config) GhostDisplayname(name, contactID string) string {
+	var sb strings.Builder
+	err := c.displayTemplate().tmpl.Execute(&sb, displayFields{Name: name, ID: contactID})
+	out := strings.TrimSpace(sb.String())
+	if err != nil || out == "" {
+		if strings.TrimSpace(name) != "" {
+			return name
+		}
+		return contactID
+	}
+	return out
+}

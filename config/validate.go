@@ -1,0 +1,272 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// validationMode separates running the bridge from generating its
+// registration: -g is what creates the appservice tokens, so it cannot
+// demand them.
+type validationMode int
+
+const (
+	modeRun validationMode = iota
+	modeRegistration
+)
+
+var (
+	databaseTypes = []string{"sqlite3-fk-wal", "sqlite3", "postgres"}
+	logLevels     = []string{"trace", "debug", "info", "warn", "error", "fatal", "panic", "disabled"}
+	logFormats    = []string{"pretty", "json"}
+)
+
+// Validate checks everything the bridge needs to run and returns the first
+// problem as an *Error. It also caches the compiled templates.
+func (c *Config) Validate() error { return c.validate(modeRun) }
+
+// ValidateForRegistration is Validate without the checks for the secrets that
+// generating the registration produces or that are only needed at run time
+// (appservice tokens, connector token).
+func (c *Config) ValidateForRegistration() error { return c.validate(modeRegistration) }
+
+func (c *Config) validate(mode validationMode) error {
+	v := &validator{c: c, mode: mode}
+	v.homeserver()
+	v.appservice()
+	v.ghosts()
+	v.database()
+	v.connector()
+	v.doublePuppet()
+	v.permissions()
+	v.bridge()
+	v.logging()
+	return v.err
+}
+
+// validator keeps only the first problem: the bridge reports one line and
+// exits, and later problems are often consequences of the first.
+type validator struct {
+	c    *Config
+	mode validationMode
+	err  error
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	if v.err != nil {
+		return
+	}
+	v.err = &Error{File: v.c.Path, Key: key, Message: fmt.Sprintf(format, args...)}
+}
+
+func (v *validator) required(key, value string) bool {
+	if value != "" {
+		return true
+	}
+	v.fail(key, "%s", v.missingMessage(key))
+	return false
+}
+
+// missingMessage tells "absent" from "present but empty", and adds a hint when an unknown sibling key exists, because a
+// misspelt key shows up as exactly that pair: a missing key and an unknown
+// one next to it.
+func (v *validator) missingMessage(key string) string {
+	if _, present := v.c.presentKeys[key]; present {
+		return "required but empty"
+	}
+	parent := ""
+	if i := strings.LastIndexByte(key, '.'); i >= 0 {
+		parent = key[:i+1]
+	}
+	for _, w := range v.c.unknownKeys {
+		rest, ok := strings.CutPrefix(w.Key, parent)
+		if ok && !strings.Contains(rest, ".") {
+			return fmt.Sprintf("required but missing (is %q on line %d a typo?)", w.Key, w.Line)
+		}
+	}
+	return "required but missing"
+}
+
+func (v *validator) httpURL(key, value string) {
+	if !v.required(key, value) {
+		return
+	}
+	u, err := url.Parse(value)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.fail(key, "not a valid http(s) URL: %q", value)
+	}
+}
+
+func (v *validator) positive(key string, value int64) {
+	if value <= 0 {
+		v.fail(key, "must be greater than 0, got %d", value)
+	}
+}
+
+func (v *validator) notNegative(key string, value int64) {
+	if value < 0 {
+		v.fail(key, "must not be negative, got %d", value)
+	}
+}
+
+func (v *validator) oneOf(key, value string, allowed []string) {
+	if !slices.Contains(allowed, value) {
+		v.fail(key, "unknown value %q (want one of %s)", value, strings.Join(allowed, ", "))
+	}
+}
+
+func (v *validator) homeserver() {
+	hs := v.c.Homeserver
+	v.httpURL("homeserver.address", hs.Address)
+	if v.required("homeserver.domain", hs.Domain) && !id.ValidateServerName(hs.Domain) {
+		v.fail("homeserver.domain", "not a valid Matrix server name: %q", hs.Domain)
+	}
+}
+
+func (v *validator) appservice() {
+	as := v.c.Appservice
+	v.httpURL("appservice.address", as.Address)
+	if _, present := v.c.presentKeys["appservice.port"]; as.Port == 0 && !present {
+		v.fail("appservice.port", "%s", v.missingMessage("appservice.port"))
+	} else if as.Port < 1 || as.Port > 65535 {
+		v.fail("appservice.port", "must be between 1 and 65535, got %d", as.Port)
+	}
+	v.required("appservice.id", as.ID)
+	if v.required("appservice.bot.username", as.Bot.Username) {
+		if err := id.ValidateUserLocalpart(as.Bot.Username); err != nil {
+			v.fail("appservice.bot.username", "not a valid Matrix localpart (a-z 0-9 . _ = - / +): %q", as.Bot.Username)
+		}
+	}
+	if as.Bot.Avatar != "" {
+		if _, err := id.ParseContentURI(as.Bot.Avatar); err != nil {
+			v.fail("appservice.bot.avatar", "not an mxc:// URI: %q", as.Bot.Avatar)
+		}
+	}
+	if v.mode == modeRun {
+		const hint = `empty; run the bridge with -g first to generate the registration and its tokens`
+		if as.ASToken == "" {
+			v.fail("appservice.as_token", hint)
+		}
+		if as.HSToken == "" {
+			v.fail("appservice.hs_token", hint)
+		}
+	}
+}
+
+func (v *validator) ghosts() {
+	g := v.c.Ghosts
+	tmpl, err := compileGhostTemplate(g.UsernameTemplate)
+	if err != nil {
+		v.fail("ghosts.username_template", "%v", err)
+		return
+	}
+	v.c.ghostTmpl = tmpl
+	if _, isGhost := v.c.ParseGhostUserID(v.c.BotUserID()); isGhost {
+		v.fail("appservice.bot.username", "%q is inside the ghost namespace of ghosts.username_template %q; pick a name that does not match it",
+			v.c.Appservice.Bot.Username, g.UsernameTemplate)
+	}
+	display, err := compileDisplayTemplate(g.DisplaynameTemplate)
+	if err != nil {
+		v.fail("ghosts.displayname_template", "%v", err)
+		return
+	}
+	v.c.displayTmpl = display
+}
+
+func (v *validator) database() {
+	db := v.c.Database
+	if v.required("database.type", db.Type) {
+		v.oneOf("database.type", db.Type, databaseTypes)
+	}
+	v.required("database.uri", db.URI)
+	v.notNegative("database.max_open_conns", int64(db.MaxOpenConns))
+	v.notNegative("database.max_idle_conns", int64(db.MaxIdleConns))
+}
+
+func (v *validator) connector() {
+	cc := v.c.Connector
+	if v.required("connector.listen", cc.Listen) {
+		v.listenAddress(cc.Listen)
+	}
+	if v.mode == modeRun && cc.Token == "" {
+		v.fail("connector.token", "empty, and the bridge refuses to accept connectors without a token; "+
+			"set connector.token in %s or the DMBRIDGE_CONNECTOR_TOKEN environment variable to a long random string "+
+			"(e.g. from `openssl rand -hex 32`) and give the connector the same token", orDefault(v.c.Path, "the config file"))
+	}
+	v.positive("connector.max_frame_bytes", cc.MaxFrameBytes)
+	v.positive("connector.max_in_flight", int64(cc.MaxInFlight))
+	if cc.CommandTimeout <= 0 {
+		v.fail("connector.command_timeout", "must be longer than 0s, got %s", cc.CommandTimeout)
+	}
+}
+
+func (v *validator) listenAddress(listen string) {
+	host, portText, err := net.SplitHostPort(listen)
+	port, portErr := strconv.Atoi(portText)
+	if err != nil || portErr != nil || port < 1 || port > 65535 {
+		v.fail("connector.listen", "not a host:port address: %q", listen)
+		return
+	}
+	// Both listeners on one port would make the second one fail at start
+	// with a less obvious "address already in use".
+	as := v.c.Appservice
+	if port == as.Port && (host == as.Hostname || isWildcardHost(host) || isWildcardHost(as.Hostname)) {
+		v.fail("connector.listen", "%q overlaps the appservice listener on port %d; use another port", listen, as.Port)
+	}
+}
+
+func isWildcardHost(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::"
+}
+
+func (v *validator) doublePuppet() {
+	for _, server := range sortedKeys(v.c.DoublePuppet.Secrets) {
+		key := joinMapKey("double_puppet.secrets", server)
+		if !id.ValidateServerName(server) {
+			v.fail(key, "not a valid Matrix server name: %q", server)
+		}
+		token, ok := strings.CutPrefix(v.c.DoublePuppet.Secrets[server], "as_token:")
+		if !ok || token == "" {
+			v.fail(key, `must be "as_token:" followed by the token of an appservice on that server`)
+		}
+	}
+}
+
+func (v *validator) permissions() {
+	for _, key := range sortedKeys(v.c.Permissions) {
+		if problem := checkPermissionKey(key); problem != "" {
+			v.fail(joinMapKey("permissions", key), "%s", problem)
+		}
+		if level := v.c.Permissions[key]; level < LevelBlock || level > LevelAdmin {
+			v.fail(joinMapKey("permissions", key), "unknown permission level %d", int(level))
+		}
+	}
+}
+
+func (v *validator) bridge() {
+	b := v.c.Bridge
+	v.positive("bridge.max_media_bytes", b.MaxMediaBytes)
+	v.notNegative("bridge.inline_media_bytes", b.InlineMediaBytes)
+	if b.MDirectRepairInterval < 0 {
+		v.fail("bridge.m_direct_repair_interval", "must not be negative (0 disables the repair pass), got %s", b.MDirectRepairInterval)
+	}
+	v.positive("bridge.homeserver_concurrency", int64(b.HomeserverConcurrency))
+}
+
+func (v *validator) logging() {
+	l := v.c.Logging
+	v.oneOf("logging.level", l.Level, logLevels)
+	v.oneOf("logging.format", l.Format, logFormats)
+}
+
+// sortedKeys makes the reported problem independent of map order.
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

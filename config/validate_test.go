@@ -1,0 +1,288 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestMinimalConfigIsValid(t *testing.T) {
+	cfg := mustParse(t, minimalYAML)
+	if cfg.Connector.Token != "connector-secret" || cfg.Appservice.ASToken != "as-secret" {
+		t.Errorf("environment overrides not applied: %+v", cfg.Appservice)
+	}
+	if got := cfg.EnvOverrides()["connector.token"]; got != "DMBRIDGE_CONNECTOR_TOKEN" {
+		t.Errorf("EnvOverrides()[connector.token] = %q", got)
+	}
+}
+
+func TestValidationErrors(t *testing.T) {
+	type change struct{ old, repl string }
+	tests := []struct {
+		name    string
+		changes []change
+		env     map[string]string
+		noEnv   bool // run without the default secrets
+		want    string
+	}{
+		{
+			name:    "wrong type",
+			changes: []change{{"  port: 29333", `  port: "abc"`}},
+			want:    `config.yaml: appservice.port: wrong type: want an integer, got "abc" (line 6)`,
+		},
+		{
+			name:    "wrong type for a section",
+			changes: []change{{"connector:", "connector: 5"}, {"  listen: 127.0.0.1:29334", ""}},
+			want:    `config.yaml: connector: wrong type: want a mapping, got "5" (line 13)`,
+		},
+		{
+			name:    "bad duration",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  command_timeout: soon"}},
+			want:    `config.yaml: connector.command_timeout: not a duration: "soon" (want e.g. "30s", "5m" or "1h") (line 15)`,
+		},
+		{
+			name:    "missing homeserver.address",
+			changes: []change{{"  address: http://127.0.0.1:8008", ""}},
+			want:    `config.yaml: homeserver.address: required but missing`,
+		},
+		{
+			name:    "misspelt key gets a hint",
+			changes: []change{{"  address: http://127.0.0.1:8008", "  adress: http://127.0.0.1:8008"}},
+			want:    `config.yaml: homeserver.address: required but missing (is "homeserver.adress" on line 2 a typo?)`,
+		},
+		{
+			name:    "empty homeserver.domain",
+			changes: []change{{"  domain: localhost", `  domain: ""`}},
+			want:    `config.yaml: homeserver.domain: required but empty`,
+		},
+		{
+			name:    "missing appservice.address",
+			changes: []change{{"  address: http://127.0.0.1:29333", ""}},
+			want:    `config.yaml: appservice.address: required but missing`,
+		},
+		{
+			name:    "missing appservice.port",
+			changes: []change{{"  port: 29333", ""}},
+			want:    `config.yaml: appservice.port: required but missing`,
+		},
+		{
+			name:    "port out of range",
+			changes: []change{{"  port: 29333", "  port: 70000"}},
+			want:    `config.yaml: appservice.port: must be between 1 and 65535, got 70000`,
+		},
+		{
+			name:    "missing appservice.id",
+			changes: []change{{"  id: dmbridge", ""}},
+			want:    `config.yaml: appservice.id: required but missing`,
+		},
+		{
+			name:    "missing bot username",
+			changes: []change{{"    username: dmbridgebot", ""}},
+			want:    `config.yaml: appservice.bot.username: required but missing`,
+		},
+		{
+			name:    "bot username not a localpart",
+			changes: []change{{"    username: dmbridgebot", "    username: Bot"}},
+			want:    `config.yaml: appservice.bot.username: not a valid Matrix localpart (a-z 0-9 . _ = - / +): "Bot"`,
+		},
+		{
+			name:    "bot inside ghost namespace",
+			changes: []change{{"    username: dmbridgebot", "    username: dm_bot"}},
+			want:    `config.yaml: appservice.bot.username: "dm_bot" is inside the ghost namespace of ghosts.username_template "dm_{{.}}"; pick a name that does not match it`,
+		},
+		{
+			// database.type and database.uri have defaults, so only an
+			// explicitly empty value can fail.
+			name:    "empty database.type",
+			changes: []change{{"  type: sqlite3", `  type: ""`}},
+			want:    `config.yaml: database.type: required but empty`,
+		},
+		{
+			name:    "empty database.uri",
+			changes: []change{{"  uri: file:test.db", `  uri: ""`}},
+			want:    `config.yaml: database.uri: required but empty`,
+		},
+		{
+			name:    "missing connector.listen",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  token: x"}},
+			want:    `config.yaml: connector.listen: required but missing`,
+		},
+		{
+			name:    "bad connector.listen",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: localhost"}},
+			want:    `config.yaml: connector.listen: not a host:port address: "localhost"`,
+		},
+		{
+			name:    "connector.listen on the appservice port",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 0.0.0.0:29333"}},
+			want:    `config.yaml: connector.listen: "0.0.0.0:29333" overlaps the appservice listener on port 29333; use another port`,
+		},
+		{
+			name:    "unparsable homeserver URL",
+			changes: []change{{"  address: http://127.0.0.1:8008", `  address: "ht!tp://"`}},
+			want:    `config.yaml: homeserver.address: not a valid http(s) URL: "ht!tp://"`,
+		},
+		{
+			name:    "URL without http scheme",
+			changes: []change{{"  address: http://127.0.0.1:29333", "  address: 127.0.0.1:29333"}},
+			want:    `config.yaml: appservice.address: not a valid http(s) URL: "127.0.0.1:29333"`,
+		},
+		{
+			name:    "username_template without placeholder",
+			changes: []change{{"permissions:", "ghosts:\n  username_template: dm_\npermissions:"}},
+			want:    `config.yaml: ghosts.username_template: must contain {{.}} exactly once, found it 0 times: "dm_"`,
+		},
+		{
+			name:    "username_template with placeholder twice",
+			changes: []change{{"permissions:", "ghosts:\n  username_template: \"{{.}}_{{.}}\"\npermissions:"}},
+			want:    `config.yaml: ghosts.username_template: must contain {{.}} exactly once, found it 2 times: "{{.}}_{{.}}"`,
+		},
+		{
+			name:    "username_template using the id twice",
+			changes: []change{{"permissions:", "ghosts:\n  username_template: \"x{{len .}}_{{.}}\"\npermissions:"}},
+			want:    `config.yaml: ghosts.username_template: may use the contact id only through its single {{.}}: "x{{len .}}_{{.}}"`,
+		},
+		{
+			name:    "username_template with no fixed text",
+			changes: []change{{"permissions:", "ghosts:\n  username_template: \"{{.}}\"\npermissions:"}},
+			want:    `config.yaml: ghosts.username_template: needs fixed text around {{.}}, otherwise the bridge would claim every user on the server`,
+		},
+		{
+			name:    "username_template with uppercase",
+			changes: []change{{"permissions:", "ghosts:\n  username_template: \"DM_{{.}}\"\npermissions:"}},
+			want:    `config.yaml: ghosts.username_template: fixed text may only use a-z 0-9 . _ = - / +: "DM_{{.}}"`,
+		},
+		{
+			name:    "displayname_template with unknown field",
+			changes: []change{{"permissions:", "ghosts:\n  displayname_template: \"{{.Nick}}\"\npermissions:"}},
+			want:    `config.yaml: ghosts.displayname_template: cannot be rendered (fields are .Name and .ID)`,
+		},
+		{
+			name:    "unknown database type",
+			changes: []change{{"  type: sqlite3", "  type: mysql"}},
+			want:    `config.yaml: database.type: unknown value "mysql" (want one of sqlite3-fk-wal, sqlite3, postgres)`,
+		},
+		{
+			name:    "bad permission level",
+			changes: []change{{"  localhost: user", "  localhost: superuser"}},
+			want:    `config.yaml: permissions.localhost: unknown permission level "superuser" (want block, user or admin) (line 16)`,
+		},
+		{
+			name:    "bad permission key",
+			changes: []change{{"  localhost: user", `  "@bob": user`}},
+			want:    `config.yaml: permissions.@bob: not a valid user id (want @user:server): "@bob"`,
+		},
+		{
+			name:  "empty connector token",
+			noEnv: true,
+			env:   map[string]string{"DMBRIDGE_AS_TOKEN": "a", "DMBRIDGE_HS_TOKEN": "h"},
+			want:  "config.yaml: connector.token: empty, and the bridge refuses to accept connectors without a token; set connector.token in config.yaml or the DMBRIDGE_CONNECTOR_TOKEN environment variable",
+		},
+		{
+			name:  "empty as_token",
+			noEnv: true,
+			env:   map[string]string{"DMBRIDGE_CONNECTOR_TOKEN": "c"},
+			want:  "config.yaml: appservice.as_token: empty; run the bridge with -g first",
+		},
+		{
+			name:    "negative frame size",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  max_frame_bytes: -1"}},
+			want:    `config.yaml: connector.max_frame_bytes: must be greater than 0, got -1`,
+		},
+		{
+			name:    "negative media size",
+			changes: []change{{"permissions:", "bridge:\n  max_media_bytes: -5\npermissions:"}},
+			want:    `config.yaml: bridge.max_media_bytes: must be greater than 0, got -5`,
+		},
+		{
+			name:    "negative inline size",
+			changes: []change{{"permissions:", "bridge:\n  inline_media_bytes: -5\npermissions:"}},
+			want:    `config.yaml: bridge.inline_media_bytes: must not be negative, got -5`,
+		},
+		{
+			name:    "negative repair interval",
+			changes: []change{{"permissions:", "bridge:\n  m_direct_repair_interval: -1h\npermissions:"}},
+			want:    `config.yaml: bridge.m_direct_repair_interval: must not be negative (0 disables the repair pass), got -1h0m0s`,
+		},
+		{
+			name:    "bad double puppet secret",
+			changes: []change{{"permissions:", "double_puppet:\n  secrets:\n    example.org: hunter2\npermissions:"}},
+			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,
+		},
+		{
+			name:    "bad log format",
+			changes: []change{{"permissions:", "logging:\n  format: xml\npermissions:"}},
+			want:    `config.yaml: logging.format: unknown value "xml" (want one of pretty, json)`,
+		},
+		{
+			name:    "duplicate key",
+			changes: []change{{"  id: dmbridge", "  id: dmbridge\n  id: other"}},
+			want:    `config.yaml: appservice.id: duplicate key, first defined on line 7 (line 8)`,
+		},
+		{
+			name:    "syntax error",
+			changes: []change{{"  id: dmbridge", "  id: [dmbridge"}},
+			want:    `config.yaml: line 6: did not find expected ',' or ']'`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := minimalYAML
+			for _, c := range tt.changes {
+				src = edit(t, src, c.old, c.repl)
+			}
+			env := testEnv(tt.env)
+			if tt.noEnv {
+				env = func(k string) (string, bool) { v, ok := tt.env[k]; return v, ok }
+			}
+			_, _, err := parse("config.yaml", []byte(src), env, modeRun)
+			if err == nil {
+				t.Fatalf("no error; want %q", tt.want)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, tt.want) {
+				t.Errorf("error:\n got %s\nwant %s", msg, tt.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans several lines: %q", msg)
+			}
+			if _, ok := errors.AsType[*Error](err); !ok {
+				t.Errorf("error is %T, want *Error", err)
+			}
+		})
+	}
+}
+
+func TestEnvKeyInErrors(t *testing.T) {
+	src := edit(t, minimalYAML, "  uri: file:test.db", "")
+	_, _, err := parse("config.yaml", []byte(src), testEnv(map[string]string{"DMBRIDGE_DATABASE_URI": "file:env.db"}), modeRun)
+	if err != nil {
+		t.Fatalf("DMBRIDGE_DATABASE_URI should satisfy database.uri: %v", err)
+	}
+	src = edit(t, minimalYAML, "  localhost: user", "")
+	cfg, _, err := parse("config.yaml", []byte(src), testEnv(nil), modeRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Connector.Listen = "nonsense"
+	err = cfg.Validate()
+	want := `config.yaml: connector.listen: not a host:port address: "nonsense"`
+	if err == nil || err.Error() != want {
+		t.Errorf("Validate after edit = %v, want %s", err, want)
+	}
+}
+
+func TestRegistrationModeAllowsMissingTokens(t *testing.T) {
+	none := func(string) (string, bool) { return "", false }
+	if _, _, err := parse("config.yaml", []byte(minimalYAML), none, modeRegistration); err != nil {
+		t.Fatalf("registration mode: %v", err)
+	}
+	if _, _, err := parse("config.yaml", []byte(minimalYAML), none, modeRun); err == nil {
+		t.Fatal("run mode accepted a config without tokens")
+	}
+	// Everything else is still checked when generating.
+	bad := edit(t, minimalYAML, "  type: sqlite3", "  type: mysql")
+	if _, _, err := parse("config.yaml", []byte(bad), none, modeRegistration); err == nil {
+		t.Fatal("registration mode accepted an unknown database type")
+	}
+}

@@ -1,0 +1,208 @@
+package connector
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/gorilla/websocket"
+)
+
+// maxBadInRow is how many M_BAD_FRAME answers in a row the spec tolerates.
+const maxBadInRow = 100
+
+var errTooManyBad = errors.New("more than 100 bad frames in a row")
+
+// readLoop processes frames in order until the connection fails or closes.
+func (c *serverConn) readLoop() error {
+	for {
+		typ, msg, err := c.read()
+		if err != nil {
+			return err
+		}
+		_ = c.ws.SetReadDeadline(deadline(c.srv.opts.DeadAfter))
+		if c.closing.Load() {
+			// Closing: the peer may still send until it sees our close
+			// frame, but nothing it says counts any more.
+			continue
+		}
+		bad, err := c.dispatch(typ, msg)
+		if err != nil {
+			return err
+		}
+		if !bad {
+			c.badInRow = 0
+			continue
+		}
+		c.badInRow++
+		if c.badInRow > maxBadInRow {
+			c.rlog.Warn().Msg("Disconnecting connector after too many bad frames")
+			c.sendClose(CloseProtocolError, "too many bad frames")
+			return errTooManyBad
+		}
+	}
+}
+
+// dispatch handles one frame. bad reports an M_BAD_FRAME answer; err ends
+// the connection.
+func (c *serverConn) dispatch(typ int, msg []byte) (bad bool, err error) {
+	if typ != websocket.TextMessage {
+		return c.badFrame(frameRefs{}, "frames must be text frames"), nil
+	}
+	var f Frame
+	if err := json.Unmarshal(msg, &f); err != nil {
+		return c.badFrame(salvageRefs(msg), "not a valid frame: "+err.Error()), nil
+	}
+	refs := frameRefs{ID: f.ID, Seq: f.Seq}
+	switch f.Type {
+	case TypeEvent:
+		return c.onEvent(&f)
+	case TypeEphemeral:
+		return c.onEphemeral(&f), nil
+	case TypeRes:
+		return c.onRes(&f), nil
+	case TypeErr:
+		return c.onErr(&f), nil
+	case TypeHello, TypeWelcome, TypeAck, TypeCmd:
+		return c.badFrame(refs, fmt.Sprintf("a %s frame is not expected from the connector here", f.Type)), nil
+	case "":
+		return c.badFrame(refs, "type is required"), nil
+	default:
+		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown frame type %q", f.Type)})
+		return false, nil
+	}
+}
+
+func (c *serverConn) badFrame(refs frameRefs, reason string) bool {
+	c.rlog.Debug().Str("id", refs.ID).Int64("seq", refs.Seq).Str("reason", reason).Msg("Bad frame from connector")
+	c.sendErr(refs, &Error{Code: ErrBadFrame, Message: reason})
+	return true
+}
+
+// onEvent applies the seq rules, then validates and accepts the event.
+func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
+	refs := frameRefs{ID: f.ID, Seq: f.Seq}
+	switch {
+	case f.Seq < 1:
+		return c.badFrame(refs, "event: seq must be an integer >= 1"), nil
+	case f.Seq <= c.acked:
+		// A replay; the cumulative ack covers it.
+		c.noteAck(false)
+		return false, nil
+	case f.Seq > c.acked+1:
+		// Report the gap once, then drop everything until the connector
+		// resends acked+1: with a full window in flight, one err per
+		// dropped event would only bury the one that matters.
+		if !c.gapReported {
+			c.gapReported = true
+			c.rlog.Warn().Int64("seq", f.Seq).Int64("expected", c.acked+1).Msg("Connector skipped ahead")
+			c.sendErr(refs, &Error{Code: ErrBadSeq, Message: fmt.Sprintf("expected seq %d", c.acked+1), Retryable: true})
+		}
+		return false, nil
+	}
+	c.gapReported = false
+	if len(f.Data) == 0 {
+		return c.badFrame(refs, "event: data is required"), nil
+	}
+	var ev Event
+	if err := json.Unmarshal(f.Data, &ev); err != nil {
+		return c.badFrame(refs, "event: "+err.Error()), nil
+	}
+	if ev.Kind == "" {
+		return c.badFrame(refs, "event: data.kind is required"), nil
+	}
+	if !IsKnownEventKind(ev.Kind) {
+		// Acked anyway: a newer connector must not block its own stream
+		// on an older bridge.
+		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown event kind %q", ev.Kind)})
+		return false, c.accept(f.Seq, nil)
+	}
+	if err := ev.Validate(); err != nil {
+		return c.badFrame(refs, "event: "+err.Error()), nil
+	}
+	if IsChatScoped(ev.Kind) && ev.Chat.Type != ChatTypeDM {
+		c.sendErr(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", ev.Chat.Type)})
+		return false, c.accept(f.Seq, nil)
+	}
+	if e := c.srv.opts.Handler.Check(c.ctx, c.id, &ev); e != nil {
+		c.sendErr(refs, e)
+		return false, c.accept(f.Seq, nil)
+	}
+	return false, c.accept(f.Seq, &ev)
+}
+
+// accept stores the event and queues its ack. A store failure closes the
+// connection with 1011: the connector reconnects and replays from the
+// store's acked_seq, which is the only state both sides can trust then.
+func (c *serverConn) accept(seq int64, ev *Event) error {
+	if err := c.srv.opts.Store.Accept(c.ctx, c.id, seq, ev); err != nil {
+		if !c.closing.Load() {
+			c.rlog.Error().Err(err).Int64("seq", seq).Msg("Could not store event")
+			c.sendClose(websocket.CloseInternalServerErr, "bridge could not store the event")
+		}
+		return fmt.Errorf("accept seq %d: %w", seq, err)
+	}
+	c.acked = seq
+	c.noteAck(true)
+	return nil
+}
+
+func (c *serverConn) onEphemeral(f *Frame) (bad bool) {
+	refs := frameRefs{ID: f.ID, Seq: f.Seq}
+	if len(f.Data) == 0 {
+		return c.badFrame(refs, "ephemeral: data is required")
+	}
+	var e Ephemeral
+	if err := json.Unmarshal(f.Data, &e); err != nil {
+		return c.badFrame(refs, "ephemeral: "+err.Error())
+	}
+	if e.Kind == "" {
+		return c.badFrame(refs, "ephemeral: data.kind is required")
+	}
+	if !IsKnownEphemeralKind(e.Kind) {
+		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown ephemeral kind %q", e.Kind)})
+		return false
+	}
+	if err := e.Validate(); err != nil {
+		return c.badFrame(refs, "ephemeral: "+err.Error())
+	}
+	if e.Chat != nil && e.Chat.Type != ChatTypeDM {
+		c.sendErr(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", e.Chat.Type)})
+		return false
+	}
+	c.srv.opts.Handler.Ephemeral(c.ctx, c.id, &e)
+	return false
+}
+
+func (c *serverConn) onRes(f *Frame) (bad bool) {
+	refs := frameRefs{ID: f.ID, Seq: f.Seq}
+	if f.ID == "" {
+		return c.badFrame(refs, "res: id is required")
+	}
+	var res Result
+	if len(f.Data) != 0 {
+		if err := json.Unmarshal(f.Data, &res); err != nil {
+			// The command did get an answer, just not a usable one; fail it
+			// rather than leave the caller waiting for the timeout.
+			c.resolve(f.ID, cmdReply{err: &Error{Code: ErrBadFrame, Message: "connector sent an undecodable result: " + err.Error()}})
+			return c.badFrame(refs, "res: "+err.Error())
+		}
+	}
+	if !c.resolve(f.ID, cmdReply{res: &res}) {
+		c.rlog.Debug().Str("id", f.ID).Msg("Result for a command nobody waits for (timed out?)")
+	}
+	return false
+}
+
+func (c *serverConn) onErr(f *Frame) (bad bool) {
+	refs := frameRefs{ID: f.ID, Seq: f.Seq}
+	if f.Error == nil || f.Error.Code == "" {
+		return c.badFrame(refs, "err: error.code is required")
+	}
+	if f.ID != "" && c.resolve(f.ID, cmdReply{err: f.Error}) {
+		return false
+	}
+	c.rlog.Warn().Str("id", f.ID).Int64("seq", f.Seq).Str("code", f.Error.Code).Str("message", f.Error.Message).
+		Msg("Connector reported an error")
+	return false
+}

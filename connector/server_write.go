@@ -1,0 +1,158 @@
+package connector
+
+import (
+	"errors"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// ackNote tells the writer that everything up to the reader's acked seq may
+// be acked. fresh marks a newly accepted event, as opposed to a replay.
+type ackNote struct {
+	seq   int64
+	fresh bool
+}
+
+// send queues a frame for the writer. It gives up silently once the writer
+// has stopped: the connection is going away and the frame with it.
+func (c *serverConn) send(b []byte) bool {
+	select {
+	case c.out <- outFrame{data: b}:
+		return true
+	case <-c.writerDone:
+		return false
+	}
+}
+
+// sendErr queues an err frame pointing at refs.
+func (c *serverConn) sendErr(refs frameRefs, e *Error) {
+	c.send(errFrame(refs.ID, refs.Seq, e))
+}
+
+// sendClose queues a close behind the frames already queued, so an err frame
+// explaining the close reaches the peer first. Reader goroutine only.
+func (c *serverConn) sendClose(code int, reason string) {
+	c.closeQueued = true
+	select {
+	case c.out <- outFrame{closeCode: code, closeReason: reason}:
+	case <-c.writerDone:
+		c.closeWith(code, reason)
+	}
+}
+
+// noteAck hands the reader's current acked seq to the writer for batching.
+func (c *serverConn) noteAck(fresh bool) {
+	select {
+	case c.acks <- ackNote{seq: c.acked, fresh: fresh}:
+	case <-c.writerDone:
+	}
+}
+
+// writeLoop is the only goroutine that writes data frames, as gorilla
+// requires. Control frames (pings, close) go through WriteControl, which may
+// run concurrently with it.
+func (c *serverConn) writeLoop() {
+	defer close(c.writerDone)
+	opts := &c.srv.opts
+	ping := time.NewTicker(opts.PingInterval)
+	defer ping.Stop()
+
+	var (
+		timer  *time.Timer
+		timerC <-chan time.Time
+		ackSeq int64
+		unsent int // notes since the last ack frame
+		fresh  int // newly accepted events since the last ack frame
+	)
+	flush := func() error {
+		if timer != nil {
+			timer.Stop()
+			timer, timerC = nil, nil
+		}
+		if unsent == 0 {
+			return nil
+		}
+		err := c.write(ackFrame(ackSeq))
+		if fresh > 0 {
+			opts.Handler.Accepted(c.id)
+		}
+		unsent, fresh = 0, 0
+		return err
+	}
+	handle := func(o outFrame) error {
+		if o.closeCode != 0 {
+			// Frames before the close must not wait behind the ack timer.
+			err := flush()
+			c.closeWith(o.closeCode, o.closeReason)
+			return err
+		}
+		return c.write(o.data)
+	}
+
+	for {
+		var err error
+		select {
+		case <-c.stopWriter:
+			// Whatever the reader queued before it stopped still goes out;
+			// in particular the close that explains why it stopped.
+		drain:
+			for {
+				select {
+				case o := <-c.out:
+					_ = handle(o)
+				case n := <-c.acks:
+					ackSeq = max(ackSeq, n.seq)
+					unsent++
+					if n.fresh {
+						fresh++
+					}
+				default:
+					break drain
+				}
+			}
+			_ = flush()
+			return
+		case o := <-c.out:
+			err = handle(o)
+		case n := <-c.acks:
+			ackSeq = max(ackSeq, n.seq)
+			unsent++
+			if n.fresh {
+				fresh++
+			}
+			if unsent >= opts.AckEvery {
+				err = flush()
+			} else if timerC == nil {
+				timer = time.NewTimer(opts.AckDelay)
+				timerC = timer.C
+			}
+		case <-timerC:
+			timer, timerC = nil, nil
+			err = flush()
+		case <-ping.C:
+			err = c.ws.WriteControl(websocket.PingMessage, nil, deadline(writeWait))
+		}
+		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
+			c.log.Debug().Err(err).Msg("Write to connector failed")
+			if fresh > 0 {
+				// Stored is stored, ack or not; the bridge's workers must
+				// still hear of it.
+				opts.Handler.Accepted(c.id)
+			}
+			// Make the reader notice: it owns the teardown.
+			_ = c.ws.NetConn().Close()
+			return
+		}
+	}
+}
+
+func (c *serverConn) write(b []byte) error {
+	_ = c.ws.SetWriteDeadline(deadline(writeWait))
+	return c.ws.WriteMessage(websocket.TextMessage, b)
+}
+
+func ackFrame(seq int64) []byte {
+	b, _ := encodeFrame(Frame{Type: TypeAck, Seq: seq}, nil)
+	return b
+}

@@ -1,0 +1,213 @@
+package connector
+
+import "fmt"
+
+// MaxInlineAttachment is the largest attachment that may travel inline as
+// base64 data (decoded size); anything larger must be offered by URL.
+const MaxInlineAttachment = 512 * 1024
+
+// Presence values of a presence ephemeral.
+const (
+	PresenceOnline      = "online"
+	PresenceUnavailable = "unavailable"
+	PresenceOffline     = "offline"
+)
+
+// IsKnownEventKind reports whether kind is an event kind of protocol v1.
+func IsKnownEventKind(kind string) bool {
+	switch kind {
+	case KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove,
+		KindReadReceipt, KindContact, KindChatDeleted, KindLogin:
+		return true
+	}
+	return false
+}
+
+// IsKnownEphemeralKind reports whether kind is an ephemeral kind of protocol v1.
+func IsKnownEphemeralKind(kind string) bool {
+	return kind == KindTyping || kind == KindPresence
+}
+
+// IsChatScoped reports whether events of this kind belong to one chat and
+// therefore carry a chat object.
+func IsChatScoped(kind string) bool {
+	switch kind {
+	case KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove,
+		KindReadReceipt, KindChatDeleted:
+		return true
+	}
+	return false
+}
+
+// Validate checks the fields that the event's kind requires. An unknown kind
+// is reported too; the server tells it apart with IsKnownEventKind first,
+// because an unknown kind is acked while an invalid known one is not.
+func (e *Event) Validate() error {
+	v := validator{kind: e.Kind}
+	if e.Kind == "" {
+		return v.fail("kind", "is required")
+	}
+	if !IsKnownEventKind(e.Kind) {
+		return v.fail("kind", "is not a known event kind")
+	}
+	if e.Login == "" {
+		return v.fail("login", "is required")
+	}
+	if IsChatScoped(e.Kind) {
+		if err := v.chat(e.Chat); err != nil {
+			return err
+		}
+	}
+	switch e.Kind {
+	case KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove, KindReadReceipt:
+		if err := v.sender(e.Sender); err != nil {
+			return err
+		}
+	}
+	switch e.Kind {
+	case KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove:
+		if e.ID == "" {
+			return v.fail("id", "is required")
+		}
+	}
+	switch e.Kind {
+	case KindEdit, KindDelete, KindReaction, KindReactionRemove:
+		if e.Target == "" {
+			return v.fail("target", "is required")
+		}
+	}
+	switch e.Kind {
+	case KindMessage:
+		if e.Text == "" && e.HTML == "" && len(e.Attachments) == 0 {
+			return v.fail("text", "is required when there is no html and no attachment")
+		}
+		for i := range e.Attachments {
+			if err := v.attachment(i, &e.Attachments[i]); err != nil {
+				return err
+			}
+		}
+	case KindEdit:
+		if e.Text == "" && e.HTML == "" {
+			return v.fail("text", "is required when there is no html")
+		}
+	case KindReaction, KindReactionRemove:
+		if e.Key == "" {
+			return v.fail("key", "is required")
+		}
+	case KindReadReceipt:
+		if e.UpTo == "" {
+			return v.fail("up_to", "is required")
+		}
+	case KindContact:
+		if err := v.contact(e.Contact); err != nil {
+			return err
+		}
+	case KindLogin:
+		switch e.State {
+		case LoginConnected, LoginDisconnected, LoginBadCredentials:
+		case "":
+			return v.fail("state", "is required")
+		default:
+			return v.fail("state", fmt.Sprintf("%q is not one of connected, disconnected, bad_credentials", e.State))
+		}
+	}
+	return nil
+}
+
+// Validate checks the fields that the ephemeral's kind requires.
+func (e *Ephemeral) Validate() error {
+	v := validator{kind: e.Kind}
+	if e.Kind == "" {
+		return v.fail("kind", "is required")
+	}
+	if !IsKnownEphemeralKind(e.Kind) {
+		return v.fail("kind", "is not a known ephemeral kind")
+	}
+	if e.Login == "" {
+		return v.fail("login", "is required")
+	}
+	switch e.Kind {
+	case KindTyping:
+		if err := v.chat(e.Chat); err != nil {
+			return err
+		}
+		if err := v.sender(e.Sender); err != nil {
+			return err
+		}
+		if e.TimeoutMS < 0 {
+			return v.fail("timeout_ms", "must not be negative")
+		}
+	case KindPresence:
+		if e.Contact == "" {
+			return v.fail("contact", "is required")
+		}
+		switch e.Presence {
+		case PresenceOnline, PresenceUnavailable, PresenceOffline:
+		case "":
+			return v.fail("presence", "is required")
+		default:
+			return v.fail("presence", fmt.Sprintf("%q is not one of online, unavailable, offline", e.Presence))
+		}
+	}
+	return nil
+}
+
+// validator carries the kind into every error it builds.
+type validator struct{ kind string }
+
+func (v validator) fail(field, reason string) error {
+	return &ValidationError{Kind: v.kind, Field: field, Reason: reason}
+}
+
+func (v validator) chat(c *Chat) error {
+	switch {
+	case c == nil:
+		return v.fail("chat", "is required")
+	case c.ID == "":
+		return v.fail("chat.id", "is required")
+	case c.Type == "":
+		return v.fail("chat.type", "is required")
+	case c.Type == ChatTypeDM && c.With == "":
+		// Without the other party the bridge cannot pick the DM's ghost, and
+		// is_me messages do not name it anywhere else.
+		return v.fail("chat.with", "is required for dm chats")
+	}
+	return nil
+}
+
+func (v validator) sender(s *Sender) error {
+	switch {
+	case s == nil:
+		return v.fail("sender", "is required")
+	case s.ID == "":
+		return v.fail("sender.id", "is required")
+	}
+	return nil
+}
+
+func (v validator) contact(c *Contact) error {
+	switch {
+	case c == nil:
+		return v.fail("contact", "is required")
+	case c.ID == "":
+		return v.fail("contact.id", "is required")
+	case c.Avatar != nil && c.Avatar.ID == "":
+		return v.fail("contact.avatar.id", "is required when avatar is set")
+	case c.Avatar != nil && c.Avatar.URL == "":
+		return v.fail("contact.avatar.url", "is required when avatar is set")
+	}
+	return nil
+}
+
+func (v validator) attachment(i int, a *Attachment) error {
+	field := func(name string) string { return fmt.Sprintf("attachments[%d].%s", i, name) }
+	switch {
+	case a.URL == "" && len(a.Data) == 0:
+		return v.fail(field("url"), "or data is required")
+	case a.URL != "" && len(a.Data) != 0:
+		return v.fail(field("data"), "must not be set together with url")
+	case len(a.Data) > MaxInlineAttachment:
+		return v.fail(field("data"), fmt.Sprintf("is %d bytes, more than the %d allowed inline; use url", len(a.Data), MaxInlineAttachment))
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package database_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+func open(t *testing.T, target testdb.Target) *database.Database {
+	t.Helper()
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("open %s: %v", target.Name, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func TestMigrationsFromEmptyAndAgain(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			first := open(t, target)
+			version, err := schemaVersion(ctx, first)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if version < 1 {
+				t.Fatalf("version after upgrade = %d, want >= 1", version)
+			}
+			if err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+				t.Fatal(err)
+			}
+			_ = first.Close()
+			second := open(t, target)
+			again, err := schemaVersion(ctx, second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again != version {
+				t.Fatalf("second start changed version %d -> %d", version, again)
+			}
+			login, err := second.Login.Get(ctx, "l1")
+			if err != nil || login == nil || login.MatrixUser != "@a:x" {
+				t.Fatalf("login lost across restart: %+v, %v", login, err)
+			}
+		})
+	}
+}
+
+func TestPortalUniquePerChat(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			if err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+				t.Fatal(err)
+			}
+			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+			a, err := db.Portal.GetOrCreate(ctx, key, "bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Portal.SetRoom(ctx, key, "!r:x"); err != nil {
+				t.Fatal(err)
+			}
+			b, err := db.Portal.GetOrCreate(ctx, key, "bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.RoomID != "!r:x" || a.LoginID != b.LoginID {
+				t.Fatalf("second GetOrCreate gave another portal: %+v", b)
+			}
+		})
+	}
+}
+
+func TestStreamAdvanceRefusesGaps(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			for seq := int64(1); seq <= 3; seq++ {
+				if err := db.Stream.Advance(ctx, "c", seq); err != nil {
+					t.Fatalf("advance to %d: %v", seq, err)
+				}
+			}
+			if err := db.Stream.Advance(ctx, "c", 5); err == nil {
+				t.Fatal("advance 3 -> 5 succeeded, want an error")
+			}
+			if err := db.Stream.Advance(ctx, "c", 3); err == nil {
+				t.Fatal("advance 3 -> 3 succeeded, want an error")
+			}
+			if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 3 {
+				t.Fatalf("acked_seq = %d, want 3", got)
+			}
+		})
+	}
+}
+
+func TestMessageMappingDedup(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			_ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
+			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+			if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+				t.Fatal(err)
+			}
+			msg := &database.Message{PortalKey: key, RemoteID: "m1", MXID: "$e1", RoomID: "!r:x", SenderID: "bob", TS: 1}
+			if err := db.Message.Insert(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Message.Insert(ctx, msg); err != nil {
+				t.Fatalf("replayed insert: %v", err)
+			}
+			got, err := db.Message.GetByMXID(ctx, "$e1")
+			if err != nil || got == nil || got.RemoteID != "m1" {
+				t.Fatalf("GetByMXID = %+v, %v", got, err)
+			}
+		})
+	}
+}
+
+func schemaVersion(ctx context.Context, db *database.Database) (int, error) {
+	var v int
+	err := db.QueryRow(ctx, "SELECT version FROM version").Scan(&v)
+	return v, err
+}

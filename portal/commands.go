@@ -1,0 +1,143 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// maxCommandAttempts is how often a retryable failure is retried before the
+// user is told the message was not delivered.
+const maxCommandAttempts = 5
+
+// resumeCommands queues a flush for every room with pending commands of the
+// connector ("" for all), after a restart or a reconnect.
+func (m *Manager) resumeCommands(connectorID string) {
+	var cmds []*database.PendingCommand
+	var err error
+	if connectorID == "" {
+		cmds, err = m.db.PendingCm.All(m.ctx)
+	} else {
+		cmds, err = m.db.PendingCm.ByConnector(m.ctx, connectorID)
+	}
+	if err != nil {
+		m.log.Err(err).Msg("Failed to load pending commands")
+		return
+	}
+	seen := make(map[id.RoomID]bool)
+	for _, c := range cmds {
+		if !seen[c.RoomID] {
+			seen[c.RoomID] = true
+			m.submitFlush(c.RoomID)
+		}
+	}
+}
+
+func (m *Manager) submitFlush(roomID id.RoomID) {
+	m.lanes.submit("room/"+string(roomID), "flush", func(ctx context.Context) {
+		ctx = m.log.With().Stringer("room_id", roomID).Logger().WithContext(ctx)
+		m.flushCommands(ctx, roomID)
+	})
+}
+
+// flushCommands sends a room's pending commands in order. It stops at the
+// first one that cannot go now; a reconnect or a retry timer resumes it.
+func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
+	log := zerolog.Ctx(ctx)
+	cmds, err := m.db.PendingCm.ByRoom(ctx, roomID)
+	if err != nil {
+		log.Err(err).Msg("Failed to load pending commands")
+		return
+	}
+	for _, pc := range cmds {
+		if !m.conn.Connected(pc.ConnectorID) {
+			log.Debug().Str("connector_id", pc.ConnectorID).Msg("Connector offline, commands wait for it")
+			return
+		}
+		var cmd connector.Command
+		if err := json.Unmarshal(pc.Data, &cmd); err != nil {
+			log.Err(err).Str("txn", pc.Txn).Msg("Dropping a stored command that does not parse")
+			_ = m.db.PendingCm.Delete(ctx, pc.Txn)
+			continue
+		}
+		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
+		if err == nil {
+			if err = m.commandDone(ctx, pc, &cmd, res); err != nil {
+				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result")
+				return
+			}
+			continue
+		}
+		if ctx.Err() != nil || errors.Is(err, connector.ErrNotConnected) {
+			return
+		}
+		var cerr *connector.Error
+		retryable := !errors.As(err, &cerr) || cerr.Retryable
+		if retryable && pc.Attempts+1 < maxCommandAttempts {
+			_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
+			delay := backoff(pc.Attempts + 1)
+			log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
+			time.AfterFunc(delay, func() { m.submitFlush(roomID) })
+			return
+		}
+		log.Warn().Err(err).Str("txn", pc.Txn).Msg("Command failed for good")
+		m.commandFailed(ctx, pc, err)
+	}
+}
+
+// commandDone stores what a command's result means and drops the command,
+// in one transaction.
+func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		switch pc.Op {
+		case connector.OpSendMessage:
+			if res.ID == "" {
+				return fmt.Errorf("send_message result has no message id")
+			}
+			ts := res.TS
+			if ts == 0 {
+				ts = time.Now().UnixMilli()
+			}
+			if err := m.db.Message.Insert(ctx, &database.Message{
+				PortalKey: pc.PortalKey, RemoteID: res.ID, MXID: id.EventID(pc.Txn), RoomID: pc.RoomID,
+				SenderID: pc.LoginID, IsMe: true, TS: ts,
+			}); err != nil {
+				return err
+			}
+		}
+		return m.db.PendingCm.Delete(ctx, pc.Txn)
+	})
+}
+
+// commandFailed tells the user, in the room, that their action did not reach
+// the network, so that nobody believes an undelivered message arrived.
+func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand, cause error) {
+	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
+	}
+	p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
+	if err != nil {
+		return
+	}
+	what := "Your message"
+	if pc.Op != connector.OpSendMessage {
+		what = "Your " + pc.Op
+	}
+	m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s", what, describeError(cause)))
+}
+
+func describeError(err error) string {
+	var cerr *connector.Error
+	if errors.As(err, &cerr) && cerr.Message != "" {
+		return cerr.Message + " (" + cerr.Code + ")"
+	}
+	return err.Error()
+}

@@ -1,0 +1,61 @@
+package portal
+
+import (
+	"context"
+
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// remoteToMatrix converts a connector message into the Matrix events that
+// show it: the text, then one event per attachment.
+func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
+	var contents []*event.MessageEventContent
+	if ev.Text != "" || ev.HTML != "" {
+		contents = append(contents, textContent(ev.Text, ev.HTML))
+	}
+	if ev.ReplyTo != "" && len(contents) > 0 {
+		target, err := m.db.Message.GetPart(ctx, key, ev.ReplyTo, 0)
+		if err != nil {
+			return nil, err
+		}
+		if target != nil {
+			contents[0].RelatesTo = (&event.RelatesTo{}).SetReplyTo(target.MXID)
+		}
+	}
+	return contents, nil
+}
+
+// textContent builds an m.text event; the plain body is derived from the
+// HTML when the network sent only HTML.
+func textContent(text, html string) *event.MessageEventContent {
+	content := &event.MessageEventContent{MsgType: event.MsgText, Body: text}
+	if html != "" {
+		content.Format = event.FormatHTML
+		content.FormattedBody = html
+		if text == "" {
+			content.Body = format.HTMLToText(html)
+		}
+	}
+	return content
+}
+
+// markAsUsers labels the user's own messages when the ghost has to post them
+// because no double puppet is available.
+func markAsUsers(contents []*event.MessageEventContent) {
+	for _, c := range contents {
+		c.Body = "You (from another device): " + c.Body
+		if c.FormattedBody != "" {
+			c.FormattedBody = "<em>You (from another device):</em> " + c.FormattedBody
+		}
+	}
+}
+
+// chatOf is the connector's name for a portal's chat.
+func chatOf(p *database.Portal) *connector.Chat {
+	return &connector.Chat{ID: p.ChatID, Type: connector.ChatTypeDM, With: p.ContactID}
+}

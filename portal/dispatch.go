@@ -1,0 +1,204 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// maxAttempts is how often a stored event is tried before it is parked.
+const maxAttempts = 5
+
+// errPermanent marks failures that no retry can fix (bad stored data).
+var errPermanent = errors.New("permanent failure")
+
+// remoteLoop feeds accepted connector events to the lanes, in seq order,
+// without loading more than maxQueued into memory.
+func (m *Manager) remoteLoop() {
+	defer m.wg.Done()
+	after := make(map[string]int64)
+	for {
+		loaded := 0
+		if m.lanes.pending() < maxQueued {
+			conns, err := m.db.Inbox.Connectors(m.ctx)
+			if err != nil && m.ctx.Err() == nil {
+				m.log.Err(err).Msg("Failed to list connectors with pending events")
+			}
+			for _, connID := range conns {
+				rows, err := m.db.Inbox.Pending(m.ctx, connID, after[connID], 512)
+				if err != nil {
+					if m.ctx.Err() == nil {
+						m.log.Err(err).Str("connector_id", connID).Msg("Failed to load pending events")
+					}
+					continue
+				}
+				for _, row := range rows {
+					row := row
+					var ev connector.Event
+					// A row that does not parse still gets a lane; applyInbox parks it.
+					_ = json.Unmarshal(row.Data, &ev)
+					if !m.lanes.submit(remoteLane(row, &ev), row.Kind, func(ctx context.Context) { m.applyInbox(ctx, row, &ev) }) {
+						return
+					}
+					after[connID] = row.Seq
+				}
+				loaded += len(rows)
+			}
+		}
+		if loaded > 0 && m.lanes.pending() < maxQueued {
+			continue
+		}
+		select {
+		case <-m.remoteWake:
+		case <-m.ctx.Done():
+			return
+		case <-time.After(time.Minute):
+			// A periodic look covers a wake lost to a failed query.
+		}
+	}
+}
+
+// remoteLane keys a connector event by login and contact. A DM chat has one
+// contact, so this is one lane per chat, and a contact's profile change shares
+// the lane of its chat: a portal is never created before the name it should
+// carry has been applied.
+func remoteLane(row *database.InboxRow, ev *connector.Event) string {
+	switch {
+	case ev.Chat != nil && ev.Chat.With != "":
+		return "contact/" + row.LoginID + "/" + ev.Chat.With
+	case ev.Chat != nil:
+		return "contact/" + row.LoginID + "/" + ev.Chat.ID
+	case ev.Contact != nil:
+		return "contact/" + row.LoginID + "/" + ev.Contact.ID
+	}
+	return "login/" + row.LoginID
+}
+
+// matrixLoop feeds stored Matrix events to their room's lane.
+func (m *Manager) matrixLoop() {
+	defer m.wg.Done()
+	var after int64
+	for {
+		loaded := 0
+		if m.lanes.pending() < maxQueued {
+			rows, err := m.db.MXEvent.Pending(m.ctx, after, 512)
+			if err != nil && m.ctx.Err() == nil {
+				m.log.Err(err).Msg("Failed to load pending Matrix events")
+			}
+			for _, row := range rows {
+				row := row
+				if !m.lanes.submit("room/"+string(row.RoomID), "matrix", func(ctx context.Context) { m.applyMatrix(ctx, row) }) {
+					return
+				}
+				after = row.Seq
+			}
+			loaded = len(rows)
+		}
+		if loaded > 0 && m.lanes.pending() < maxQueued {
+			continue
+		}
+		select {
+		case <-m.matrixWake:
+		case <-m.ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+	}
+}
+
+// applyInbox applies one connector event with bounded retries. The handler
+// marks the row done in the same transaction as its own writes; a row that
+// keeps failing is parked with its error, and the user is told.
+func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *connector.Event) {
+	log := m.log.With().Str("connector_id", row.ConnectorID).Int64("seq", row.Seq).
+		Str("login_id", row.LoginID).Str("chat_id", row.ChatID).Str("kind", row.Kind).Logger()
+	ctx = log.WithContext(ctx)
+	if ev.Kind == "" {
+		m.park(ctx, row, fmt.Errorf("%w: stored event does not parse", errPermanent))
+		return
+	}
+	done := func(ctx context.Context) error {
+		return m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, "")
+	}
+	m.retry(ctx, row.Attempts, func(ctx context.Context) error {
+		return m.applyRemote(ctx, row.ConnectorID, ev, done)
+	}, func(ctx context.Context, err error, attempts int) error {
+		return m.db.Inbox.AddAttempt(ctx, row.ConnectorID, row.Seq, err.Error())
+	}, func(ctx context.Context, err error) {
+		m.park(ctx, row, err)
+		m.noticeFailure(ctx, row, ev, err)
+	})
+}
+
+func (m *Manager) park(ctx context.Context, row *database.InboxRow, err error) {
+	zerolog.Ctx(ctx).Error().Err(err).Msg("Giving up on connector event, parking it")
+	if err := m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, err.Error()); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to park connector event")
+	}
+}
+
+// applyMatrix handles one stored Matrix event with bounded retries.
+func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
+	log := m.log.With().Stringer("event_id", row.EventID).Stringer("room_id", row.RoomID).Logger()
+	ctx = log.WithContext(ctx)
+	m.retry(ctx, row.Attempts, func(ctx context.Context) error {
+		return m.handleMatrix(ctx, row)
+	}, func(ctx context.Context, err error, attempts int) error {
+		return m.db.MXEvent.AddAttempt(ctx, row.Seq, err.Error())
+	}, func(ctx context.Context, err error) {
+		log.Error().Err(err).Msg("Giving up on Matrix event, parking it")
+		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
+			log.Err(err).Msg("Failed to park Matrix event")
+		}
+	})
+}
+
+// retry runs fn until it succeeds, fails permanently, runs out of attempts
+// or the bridge stops. A panic counts as a failure.
+func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Context) error,
+	failed func(context.Context, error, int) error, giveUp func(context.Context, error)) {
+	for {
+		err := safely(ctx, fn)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		attempts++
+		if errors.Is(err, errPermanent) || attempts >= maxAttempts {
+			giveUp(ctx, err)
+			return
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Int("attempt", attempts).Msg("Failed, will retry")
+		if ferr := failed(ctx, err, attempts); ferr != nil {
+			zerolog.Ctx(ctx).Err(ferr).Msg("Failed to count attempt")
+		}
+		select {
+		case <-time.After(backoff(attempts)):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func backoff(attempt int) time.Duration {
+	d := 500 * time.Millisecond << (attempt - 1)
+	if d > 30*time.Second {
+		d = 30 * time.Second
+	}
+	return d
+}
+
+func safely(ctx context.Context, fn func(context.Context) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return fn(ctx)
+}

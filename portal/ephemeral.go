@@ -1,0 +1,137 @@
+package portal
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// ephemeralTimeout bounds one ephemeral update; a late typing notice is
+// worthless, so it is not retried.
+const ephemeralTimeout = 10 * time.Second
+
+// remoteEphemeral shows typing and presence from the network. It is queued on
+// its own lane so the connector's reader never waits for the homeserver.
+func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
+	switch e.Kind {
+	case connector.KindTyping:
+		if e.Chat == nil || e.Sender == nil || e.Sender.IsMe {
+			return
+		}
+		m.lanes.submit("typing/"+e.Login+"/"+e.Chat.ID, "typing", func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+			defer cancel()
+			p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: e.Login, ChatID: e.Chat.ID})
+			if err != nil || p == nil || p.RoomID == "" {
+				return
+			}
+			timeout := time.Duration(e.TimeoutMS) * time.Millisecond
+			if timeout <= 0 {
+				timeout = 30 * time.Second
+			}
+			if _, err = m.ghosts.Intent(p.ContactID).UserTyping(ctx, p.RoomID, e.Typing, timeout); err != nil {
+				m.log.Debug().Err(err).Msg("Failed to set ghost typing")
+			}
+		})
+	case connector.KindPresence:
+		m.lanes.submit("presence/"+e.Contact, "presence", func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+			defer cancel()
+			ghost, err := m.db.Ghost.Get(ctx, e.Contact)
+			if err != nil || ghost == nil || !ghost.Registered {
+				// Presence of a contact with no ghost has no room to show in.
+				return
+			}
+			err = m.ghosts.Intent(e.Contact).SetPresence(ctx, mautrix.ReqPresence{
+				Presence: event.Presence(e.Presence), StatusMsg: e.StatusMsg,
+			})
+			if err != nil {
+				m.log.Debug().Err(err).Msg("Failed to set ghost presence")
+			}
+		})
+	}
+}
+
+// MatrixEphemeral turns the user's typing and read receipts in a portal into
+// commands. They are not stored: a lost one is harmless.
+func (m *Manager) MatrixEphemeral(ctx context.Context, evt *appservice.EphemeralEvent) {
+	switch evt.Type {
+	case event.EphemeralEventTyping:
+		m.matrixTyping(evt)
+	case event.EphemeralEventReceipt:
+		m.matrixReceipts(evt)
+	default:
+		zerolog.Ctx(ctx).Trace().Str("type", evt.Type.Type).Msg("Ignoring ephemeral event")
+	}
+}
+
+// portalOfUser returns the portal of a room when the user is its owner.
+func (m *Manager) portalOfUser(ctx context.Context, evt *appservice.EphemeralEvent) (*database.Portal, *database.Login) {
+	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
+	if err != nil || p == nil {
+		return nil, nil
+	}
+	login, err := m.db.Login.Get(ctx, p.LoginID)
+	if err != nil || login == nil {
+		return nil, nil
+	}
+	return p, login
+}
+
+func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
+	m.lanes.submit("typing/"+string(evt.RoomID), "matrix typing", func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+		defer cancel()
+		p, login := m.portalOfUser(ctx, evt)
+		if p == nil {
+			return
+		}
+		typing := false
+		for _, u := range evt.Content.AsTyping().UserIDs {
+			typing = typing || u == login.MatrixUser
+		}
+		_, err := m.conn.Command(ctx, login.ConnectorID, connector.OpSetTyping, &connector.Command{
+			Login: login.ID, Chat: chatOf(p), Typing: typing, TimeoutMS: 30000,
+		})
+		if err != nil {
+			m.log.Debug().Err(err).Msg("Failed to send typing to the network")
+		}
+	})
+}
+
+func (m *Manager) matrixReceipts(evt *appservice.EphemeralEvent) {
+	m.lanes.submit("receipt/"+string(evt.RoomID), "matrix receipt", func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+		defer cancel()
+		p, login := m.portalOfUser(ctx, evt)
+		if p == nil {
+			return
+		}
+		read := false
+		for _, receipts := range *evt.Content.AsReceipt() {
+			if _, ok := receipts[event.ReceiptTypeRead][login.MatrixUser]; ok {
+				read = true
+			}
+		}
+		if !read {
+			return
+		}
+		latest, err := m.db.Message.LatestRemote(ctx, p.RoomID)
+		if err != nil || latest == nil {
+			return
+		}
+		_, err = m.conn.Command(ctx, login.ConnectorID, connector.OpMarkRead, &connector.Command{
+			Login: login.ID, Chat: chatOf(p), UpTo: latest.RemoteID,
+		})
+		if err != nil {
+			m.log.Debug().Err(err).Msg("Failed to send read marker to the network")
+		}
+	})
+}

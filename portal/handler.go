@@ -1,0 +1,86 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// The Manager is the connector server's Handler. These run on the
+// connection's reader goroutine, so they only touch the database or queue work.
+
+// Hello stores the logins the connector announces and refuses those whose
+// Matrix user may not use the bridge.
+func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []connector.LoginRefusal {
+	var refused []connector.LoginRefusal
+	for _, l := range hello.Logins {
+		if reason := m.refuseLogin(l); reason != "" {
+			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: reason})
+			continue
+		}
+		err := m.db.Login.Upsert(ctx, &database.Login{
+			ID: l.ID, ConnectorID: connectorID, MatrixUser: id.UserID(l.MatrixUser), Name: l.Name, State: l.State,
+		})
+		if err != nil {
+			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
+			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
+		}
+	}
+	return refused
+}
+
+func (m *Manager) refuseLogin(l connector.Login) string {
+	user := id.UserID(l.MatrixUser)
+	if _, server, err := user.Parse(); err != nil || server == "" {
+		return fmt.Sprintf("%q is not a Matrix user id", l.MatrixUser)
+	}
+	if m.cfg.PermissionLevel(user) < config.LevelUser {
+		return fmt.Sprintf("%s is not allowed to use this bridge", l.MatrixUser)
+	}
+	return ""
+}
+
+// Check refuses events the bridge will not store: chats other than DMs, and
+// logins that were not announced or are not allowed.
+func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.Event) *connector.Error {
+	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
+		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
+	}
+	login, err := m.db.Login.Get(ctx, ev.Login)
+	if err != nil {
+		return &connector.Error{Code: connector.ErrUnknown, Message: "the bridge could not look up the login", Retryable: true}
+	}
+	if login == nil || login.ConnectorID != connectorID {
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", ev.Login)}
+	}
+	if m.cfg.PermissionLevel(login.MatrixUser) < config.LevelUser {
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", login.MatrixUser)}
+	}
+	return nil
+}
+
+// Accepted wakes the dispatcher for newly stored events.
+func (m *Manager) Accepted(string) { signal(m.remoteWake) }
+
+// Connected resends the commands that waited for this connector.
+func (m *Manager) Connected(connectorID string) {
+	go m.resumeCommands(connectorID)
+}
+
+// Disconnected needs no action: commands wait in the database.
+func (m *Manager) Disconnected(connectorID string) {
+	m.log.Info().Str("connector_id", connectorID).Msg("Connector disconnected")
+}
+
+// Ephemeral handles typing and presence from the network.
+func (m *Manager) Ephemeral(ctx context.Context, connectorID string, e *connector.Ephemeral) {
+	m.remoteEphemeral(connectorID, e)
+}
+
+var _ appservice.Sink = (*Manager)(nil)

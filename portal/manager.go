@@ -1,0 +1,118 @@
+// Package portal turns chats on the network into Matrix DM rooms and carries
+// events both ways: connector events into the rooms, the user's Matrix events
+// into connector commands.
+package portal
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/puppet"
+)
+
+// Connector is what the portals need of the connector server.
+type Connector interface {
+	Command(ctx context.Context, connectorID, op string, cmd *connector.Command) (*connector.Result, error)
+	Connected(connectorID string) bool
+	Hello(connectorID string) (*connector.Hello, bool)
+}
+
+// maxQueued bounds how many stored events are loaded into memory at once;
+// the rest wait in the database.
+const maxQueued = 4096
+
+// Manager owns the portals and the flow of events through them.
+type Manager struct {
+	cfg    *config.Config
+	db     *database.Database
+	link   *appservice.Link
+	ghosts *puppet.Ghosts
+	dps    *puppet.DoublePuppets
+	direct *puppet.Direct
+	conn   Connector
+	log    zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	lanes  *lanes
+	wg     sync.WaitGroup
+
+	remoteWake chan struct{}
+	matrixWake chan struct{}
+}
+
+// NewManager wires the portal manager. SetConnector must be called before Start.
+func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link, log zerolog.Logger) *Manager {
+	ctx, cancel := context.WithCancel(context.Background())
+	httpClient := &http.Client{Timeout: 2 * time.Minute}
+	m := &Manager{
+		cfg:        cfg,
+		db:         db,
+		link:       link,
+		ghosts:     puppet.NewGhosts(link.AS, db, cfg, httpClient, log),
+		dps:        puppet.NewDoublePuppets(link.AS, db, cfg, log),
+		direct:     puppet.NewDirect(log),
+		log:        log.With().Str("component", "portals").Logger(),
+		ctx:        ctx,
+		cancel:     cancel,
+		remoteWake: make(chan struct{}, 1),
+		matrixWake: make(chan struct{}, 1),
+	}
+	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
+	m.lanes.onIdle = m.wakeAll
+	link.SetSink(m)
+	return m
+}
+
+// SetConnector gives the manager the connector server to send commands to.
+func (m *Manager) SetConnector(c Connector) { m.conn = c }
+
+// Start runs the dispatchers; stored work from before a restart is picked up.
+func (m *Manager) Start() {
+	m.wg.Add(2)
+	go m.remoteLoop()
+	go m.matrixLoop()
+	m.wakeAll()
+	m.resumeCommands("")
+}
+
+// Stop lets running jobs finish within ctx, then stops everything. Work not
+// yet done stays in the database.
+func (m *Manager) Stop(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		m.lanes.stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		m.log.Warn().Msg("Jobs still running at shutdown deadline, cancelling them")
+	}
+	m.cancel()
+	<-done
+	m.wg.Wait()
+}
+
+// Wake tells the Matrix-side dispatcher that events were stored.
+func (m *Manager) Wake() { signal(m.matrixWake) }
+
+func (m *Manager) wakeAll() {
+	signal(m.remoteWake)
+	signal(m.matrixWake)
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,109 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// handleMatrix handles one stored Matrix event. Events the bridge caused
+// (ghosts, the bot, its own double-puppet sends) never go to the network.
+func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error {
+	evt, err := appservice.ParseEvent(row.Data)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Matrix event does not parse, skipping it")
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
+	}
+	mautrix.UpdateStateStore(ctx, m.link.StateStore, evt)
+	if m.isBridgeUser(evt) || evt.Content.Raw[mas.DoublePuppetKey] == appservice.DoublePuppetValue {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
+	if err != nil {
+		return fmt.Errorf("look up portal of %s: %w", evt.RoomID, err)
+	}
+	if p == nil {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	login, err := m.db.Login.Get(ctx, p.LoginID)
+	if err != nil {
+		return err
+	}
+	if login == nil || evt.Sender != login.MatrixUser {
+		// Other members (bots welcome in a DM) are not bridged.
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	ctx = zerolog.Ctx(ctx).With().Str("login_id", p.LoginID).Str("chat_id", p.ChatID).Logger().WithContext(ctx)
+	switch evt.Type {
+	case event.EventMessage:
+		return m.matrixMessage(ctx, row, evt, login, p)
+	default:
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+}
+
+func (m *Manager) isBridgeUser(evt *event.Event) bool {
+	if evt.Sender == m.link.BotMXID() {
+		return true
+	}
+	_, isGhost := m.cfg.ParseGhostUserID(evt.Sender)
+	return isGhost
+}
+
+// matrixMessage turns the user's message into a send_message command. The
+// command is stored in the same transaction that marks the event handled,
+// so it is sent at least once, and its txn makes the connector act once.
+func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
+	content := evt.Content.AsMessage()
+	if content == nil || content.RelatesTo.GetReplaceID() != "" {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	cmd := &connector.Command{
+		Login: login.ID,
+		Chat:  chatOf(p),
+		Txn:   string(evt.ID),
+		Text:  content.Body,
+	}
+	if content.Format == event.FormatHTML && content.FormattedBody != "" {
+		cmd.HTML = content.FormattedBody
+	}
+	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" {
+		if target, err := m.db.Message.GetByMXID(ctx, replyTo); err != nil {
+			return err
+		} else if target != nil {
+			cmd.ReplyTo = target.RemoteID
+		}
+	}
+	return m.queueCommand(ctx, row, login, p, connector.OpSendMessage, cmd)
+}
+
+// queueCommand stores a command for the portal and marks the Matrix event
+// handled, in one transaction, then sends what the room has pending.
+func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login *database.Login, p *database.Portal, op string, cmd *connector.Command) error {
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	err = m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := m.db.PendingCm.Insert(ctx, &database.PendingCommand{
+			Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
+		}); err != nil {
+			return err
+		}
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	})
+	if err != nil {
+		return fmt.Errorf("queue %s: %w", op, err)
+	}
+	m.flushCommands(ctx, p.RoomID)
+	return nil
+}

@@ -1,0 +1,173 @@
+package portal
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// applyRemote applies one connector event. done marks the inbox row applied;
+// handlers call it inside the transaction that stores their own result, so
+// that a crash never leaves the two apart.
+func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *connector.Event, done func(context.Context) error) error {
+	login, err := m.db.Login.Get(ctx, ev.Login)
+	if err != nil {
+		return fmt.Errorf("load login %s: %w", ev.Login, err)
+	} else if login == nil {
+		zerolog.Ctx(ctx).Warn().Msg("Dropping event of a login that no longer exists")
+		return done(ctx)
+	}
+	switch ev.Kind {
+	case connector.KindMessage:
+		return m.remoteMessage(ctx, connectorID, login, ev, done)
+	case connector.KindContact:
+		return m.remoteContact(ctx, ev, done)
+	case connector.KindLogin:
+		return m.remoteLoginState(ctx, login, ev, done)
+	default:
+		zerolog.Ctx(ctx).Debug().Msg("No handler for event kind")
+		return done(ctx)
+	}
+}
+
+// remoteTxnID is the deterministic transaction id of a Matrix send caused by
+// a connector event: a retry after a crash reuses it, and the homeserver
+// answers with the event it already has instead of posting again.
+func remoteTxnID(ev *connector.Event, part int) string {
+	h := sha256.New()
+	for _, s := range []string{ev.Login, ev.Chat.ID, ev.ID, ev.Kind, strconv.Itoa(part)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "dmb_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// senderIntent is who posts a remote event: the contact's ghost, or the user's
+// double puppet for the user's own messages from another device.
+func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *database.Portal, sender *connector.Sender) (*mas.IntentAPI, bool, error) {
+	if sender != nil && sender.IsMe {
+		dp, err := m.dps.Intent(ctx, login.MatrixUser)
+		if err != nil {
+			return nil, false, err
+		}
+		if dp != nil {
+			return dp, true, nil
+		}
+		// Without double puppeting the ghost posts it, marked as the user's.
+		return m.ghosts.Intent(p.ContactID), true, nil
+	}
+	return m.ghosts.Intent(p.ContactID), false, nil
+}
+
+func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
+	key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
+	if existing, err := m.db.Message.GetPart(ctx, key, ev.ID, 0); err != nil {
+		return err
+	} else if existing != nil {
+		zerolog.Ctx(ctx).Debug().Msg("Message already bridged, skipping replay")
+		return done(ctx)
+	}
+	if ev.Txn != "" {
+		if handled, err := m.recogniseEcho(ctx, key, ev, done); handled || err != nil {
+			return err
+		}
+	}
+	p, err := m.ensurePortal(ctx, login, connectorID, ev.Chat)
+	if err != nil {
+		return err
+	}
+	intent, isMe, err := m.senderIntent(ctx, login, p, ev.Sender)
+	if err != nil {
+		return err
+	}
+	contents, err := m.remoteToMatrix(ctx, intent, key, ev)
+	if err != nil {
+		return err
+	}
+	if isMe && !intent.IsCustomPuppet {
+		markAsUsers(contents)
+	}
+	msgs := make([]*database.Message, 0, len(contents))
+	for part, content := range contents {
+		resp, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{
+			Timestamp:     ev.TS,
+			TransactionID: remoteTxnID(ev, part),
+		})
+		if err != nil {
+			return fmt.Errorf("send message %s part %d: %w", ev.ID, part, err)
+		}
+		msgs = append(msgs, &database.Message{
+			PortalKey: key, RemoteID: ev.ID, Part: part, MXID: resp.EventID, RoomID: p.RoomID,
+			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
+		})
+	}
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		for _, msg := range msgs {
+			if err := m.db.Message.Insert(ctx, msg); err != nil {
+				return fmt.Errorf("store message mapping: %w", err)
+			}
+		}
+		return done(ctx)
+	})
+}
+
+// recogniseEcho handles a message that carries the txn of a command the
+// bridge sent: it is the user's own Matrix message coming back, so it is
+// mapped, never posted.
+func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev *connector.Event, done func(context.Context) error) (bool, error) {
+	if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
+		return false, err
+	} else if mapped != nil {
+		return true, done(ctx)
+	}
+	pending, err := m.db.PendingCm.Get(ctx, ev.Txn)
+	if err != nil {
+		return false, err
+	} else if pending == nil {
+		return false, nil
+	}
+	// The echo overtook the command's result: store the mapping now, the
+	// result's insert will find it there.
+	return true, m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		err := m.db.Message.Insert(ctx, &database.Message{
+			PortalKey: key, RemoteID: ev.ID, MXID: id.EventID(ev.Txn), RoomID: pending.RoomID,
+			SenderID: ev.Sender.ID, IsMe: true, TS: ev.TS,
+		})
+		if err != nil {
+			return err
+		}
+		return done(ctx)
+	})
+}
+
+func (m *Manager) remoteContact(ctx context.Context, ev *connector.Event, done func(context.Context) error) error {
+	changed, err := m.ghosts.UpdateProfile(ctx, ev.Contact)
+	if err != nil {
+		return err
+	}
+	if changed {
+		if err = m.syncMemberProfiles(ctx, ev.Contact.ID); err != nil {
+			return err
+		}
+	}
+	return done(ctx)
+}
+
+func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
+	if err := m.db.Login.SetState(ctx, login.ID, ev.State); err != nil {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Str("state", ev.State).Str("message", ev.Message).Msg("Login state changed")
+	return done(ctx)
+}

@@ -1,0 +1,107 @@
+package puppet
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+const asTokenPrefix = "as_token:"
+
+// DoublePuppets hands out intents that act as real Matrix users, through the
+// "as_token:" method: a second appservice registration whose namespace covers
+// the users, used with user_id masquerading.
+type DoublePuppets struct {
+	as      *mas.AppService
+	db      *database.Database
+	secrets map[string]string
+	log     zerolog.Logger
+
+	mu      sync.Mutex
+	intents map[id.UserID]*mas.IntentAPI
+	warned  map[string]bool
+	locks   keyedLocks
+}
+
+// NewDoublePuppets creates the double puppet manager.
+func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
+	return &DoublePuppets{
+		as: as, db: db, secrets: cfg.DoublePuppet.Secrets,
+		log:     log.With().Str("component", "double_puppet").Logger(),
+		intents: make(map[id.UserID]*mas.IntentAPI),
+		warned:  make(map[string]bool),
+	}
+}
+
+// Intent returns an intent acting as the user, or nil when no secret covers
+// the user's server; the bridge then falls back to a plain invite. The first
+// call per user verifies the secret with whoami.
+func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.IntentAPI, error) {
+	d.mu.Lock()
+	intent, ok := d.intents[userID]
+	d.mu.Unlock()
+	if ok {
+		return intent, nil
+	}
+	unlock := d.locks.lock(string(userID))
+	defer unlock()
+	d.mu.Lock()
+	intent, ok = d.intents[userID]
+	d.mu.Unlock()
+	if ok {
+		return intent, nil
+	}
+	_, server, err := userID.Parse()
+	if err != nil {
+		return nil, fmt.Errorf("parse user id %q: %w", userID, err)
+	}
+	secret, hasSecret := d.secrets[server]
+	if !hasSecret || !strings.HasPrefix(secret, asTokenPrefix) {
+		d.warnOnce(server)
+		return nil, nil
+	}
+	client, err := d.as.NewExternalMautrixClient(userID, strings.TrimPrefix(secret, asTokenPrefix), "")
+	if err != nil {
+		return nil, fmt.Errorf("double puppet client for %s: %w", userID, err)
+	}
+	client.SetAppServiceUserID = true
+	intent = d.as.NewIntentAPI("double_puppet")
+	intent.Client = client
+	intent.Localpart, _, _ = userID.Parse()
+	intent.UserID = userID
+	intent.IsCustomPuppet = true
+	resp, err := intent.Whoami(ctx)
+	if err != nil {
+		_ = d.db.User.SetDoublePuppet(ctx, userID, false)
+		return nil, fmt.Errorf("verify double puppet for %s: %w", userID, err)
+	} else if resp.UserID != userID {
+		return nil, fmt.Errorf("verify double puppet for %s: whoami answered %s", userID, resp.UserID)
+	}
+	if err = d.db.User.SetDoublePuppet(ctx, userID, true); err != nil {
+		return nil, fmt.Errorf("store double puppet state of %s: %w", userID, err)
+	}
+	d.mu.Lock()
+	d.intents[userID] = intent
+	d.mu.Unlock()
+	d.log.Info().Stringer("user_id", userID).Msg("Double puppeting enabled")
+	return intent, nil
+}
+
+func (d *DoublePuppets) warnOnce(server string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.warned[server] {
+		return
+	}
+	d.warned[server] = true
+	d.log.Warn().Str("server", server).
+		Msg("No double_puppet secret (as_token:...) for this server: users will get plain invites and their own messages from other devices are sent by the ghost")
+}
