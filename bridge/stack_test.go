@@ -41,6 +41,8 @@ type stack struct {
 type stackOptions struct {
 	noDoublePuppet bool
 	permissions    config.Permissions
+	// noBridge leaves starting the bridge to the test (e.g. as a process).
+	noBridge bool
 }
 
 func newStack(t *testing.T, target testdb.Target, opts ...stackOptions) *stack {
@@ -58,7 +60,9 @@ func newStack(t *testing.T, target testdb.Target, opts ...stackOptions) *stack {
 	cfg.Appservice.ID = "dmbridge"
 	cfg.Appservice.Bot = config.BotConfig{Username: "dmbridgebot", Displayname: "DM bridge bot"}
 	cfg.Database.Type, cfg.Database.URI = target.Type, target.URI
-	cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
+	// Port 0 on the first start; startBridge pins the port it got so that a
+	// restart listens where connectors reconnect to.
+	cfg.Connector.Listen = "127.0.0.1:0"
 	cfg.Connector.Token = testConnectorToken
 	cfg.Connector.CommandTimeout = config.Duration(10 * time.Second)
 	cfg.Permissions = config.Permissions{"localhost": config.LevelUser}
@@ -77,8 +81,10 @@ func newStack(t *testing.T, target testdb.Target, opts ...stackOptions) *stack {
 	s := &stack{t: t, hs: hs, cfg: cfg, target: target}
 	s.alice = hs.CreateUser(t, "alice")
 	s.sync = tesths.NewSyncWatcher(t, s.alice)
-	s.startBridge()
-	t.Cleanup(func() { s.stopBridge() })
+	if !o.noBridge {
+		s.startBridge()
+		t.Cleanup(func() { s.stopBridge() })
+	}
 	return s
 }
 
@@ -93,6 +99,7 @@ func (s *stack) startBridge() {
 		s.t.Fatalf("start bridge: %v", err)
 	}
 	s.br = br
+	s.cfg.Connector.Listen = br.ConnectorAddr().String()
 }
 
 func (s *stack) stopBridge() {

@@ -1,0 +1,160 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+	"maunium.net/go/mautrix/id"
+)
+
+// waitBodies waits until the room shows exactly want, in order, and then
+// checks that nothing more arrives within a short grace period.
+func (s *stack) waitBodies(roomID id.RoomID, want []string) {
+	s.t.Helper()
+	tesths.WaitFor(s.t, 30*time.Second, fmt.Sprintf("messages %q", want), func() (bool, error) {
+		got := bodies(s.messagesIn(roomID))
+		if len(got) > len(want) {
+			return false, fmt.Errorf("too many messages: %q", got)
+		}
+		return slices.Equal(got, want), nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	if got := bodies(s.messagesIn(roomID)); !slices.Equal(got, want) {
+		s.t.Fatalf("room shows %q, want exactly %q", got, want)
+	}
+}
+
+func numbered(prefix string, from, to int) []string {
+	var out []string
+	for i := from; i <= to; i++ {
+		out = append(out, fmt.Sprintf("%s %d", prefix, i))
+	}
+	return out
+}
+
+// TestConnectorReconnectMidStream: the connector drops while events are in
+// flight and keeps producing while offline; after it reconnects, every event
+// shows once, in order.
+func TestConnectorReconnectMidStream(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			store := connector.NewMemoryStore()
+			f := s.connectFake(store)
+			f.send(textFrom("bob@network", "m0", "message 0"))
+			roomID := s.roomOf("bob@network")
+			ctx := context.Background()
+			for i := 1; i <= 5; i++ {
+				if _, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.stop()
+			for i := 6; i <= 10; i++ {
+				if _, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.connectFake(store)
+			s.waitBodies(roomID, numbered("message", 0, 10))
+		})
+	}
+}
+
+// TestBridgeRestartBetweenEvents: the bridge stops and starts between two
+// events; the connector reconnects by itself and nothing is lost or doubled.
+func TestBridgeRestartBetweenEvents(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			f := s.connectFake(nil)
+			f.send(textFrom("bob@network", "m1", "message 1"))
+			roomID := s.roomOf("bob@network")
+			s.waitBodies(roomID, []string{"message 1"})
+			s.restartBridge()
+			f.send(textFrom("bob@network", "m2", "message 2"))
+			s.waitBodies(roomID, []string{"message 1", "message 2"})
+		})
+	}
+}
+
+// TestReplayWholeStream: a connector that lost its state sends everything
+// again from seq 1, and then the same messages again under new seqs. The
+// bridge acks it all and shows only what is new.
+func TestReplayWholeStream(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			f := s.connectFake(nil)
+			for i := 1; i <= 3; i++ {
+				f.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+			}
+			roomID := s.roomOf("bob@network")
+			s.waitBodies(roomID, numbered("message", 1, 3))
+			f.stop()
+
+			again := s.connectFake(connector.NewMemoryStore())
+			for i := 1; i <= 3; i++ { // seq 1..3: replays of what the bridge acked
+				again.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+			}
+			for i := 1; i <= 3; i++ { // seq 4..6: new seqs, known message ids
+				again.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+			}
+			again.send(textFrom("bob@network", "m4", "message 4"))
+			s.waitBodies(roomID, numbered("message", 1, 4))
+		})
+	}
+}
+
+// TestMatrixMessagesWhileConnectorOffline: the user writes while the
+// connector is away and the bridge restarts in between; each message reaches
+// the connector exactly once, in order, when it is back.
+func TestMatrixMessagesWhileConnectorOffline(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			store := connector.NewMemoryStore()
+			f := s.connectFake(store)
+			f.send(textFrom("bob@network", "m1", "hello"))
+			roomID := s.roomOf("bob@network")
+			s.waitMessage(roomID, "hello")
+			f.stop()
+			ctx := context.Background()
+			var sent []id.EventID
+			for i := 1; i <= 3; i++ {
+				resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				sent = append(sent, resp.EventID)
+			}
+			// Let the homeserver deliver them before the bridge goes down.
+			tesths.WaitFor(t, 20*time.Second, "replies queued", func() (bool, error) {
+				var n int
+				err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM pending_command").Scan(&n)
+				return n == 3, err
+			})
+			s.restartBridge()
+			back := s.connectFake(store)
+			tesths.WaitFor(t, 20*time.Second, "3 send_message commands", func() (bool, error) {
+				return len(back.commandsOf(connector.OpSendMessage)) >= 3, nil
+			})
+			time.Sleep(300 * time.Millisecond)
+			cmds := back.commandsOf(connector.OpSendMessage)
+			if len(cmds) != 3 {
+				t.Fatalf("connector got %d send_message commands, want 3", len(cmds))
+			}
+			for i, c := range cmds {
+				if c.Txn != string(sent[i]) || c.Text != fmt.Sprintf("reply %d", i+1) {
+					t.Errorf("command %d = txn %s text %q, want txn %s text %q", i, c.Txn, c.Text, sent[i], fmt.Sprintf("reply %d", i+1))
+				}
+			}
+		})
+	}
+}
