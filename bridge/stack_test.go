@@ -28,7 +28,7 @@ const (
 // stack is one end-to-end setup: a real Dendrite, a real database, the
 // bridge, and a fake connector built on the project's SDK.
 type stack struct {
-	t      *testing.T
+	t      testing.TB
 	hs     *tesths.Homeserver
 	cfg    *config.Config
 	br     *bridge.Bridge
@@ -45,7 +45,7 @@ type stackOptions struct {
 	noBridge bool
 }
 
-func newStack(t *testing.T, target testdb.Target, opts ...stackOptions) *stack {
+func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	t.Helper()
 	var o stackOptions
 	if len(opts) > 0 {
@@ -169,7 +169,7 @@ func (s *stack) roomOf(chatID string) id.RoomID {
 // fakeConnector is a connector written with the project's SDK; it records
 // the commands it gets and answers them like a network would.
 type fakeConnector struct {
-	t      *testing.T
+	t      testing.TB
 	client *connector.Client
 	store  *connector.MemoryStore
 	cancel context.CancelFunc

@@ -143,3 +143,16 @@ func (q *PendingCommandQuery) Delete(ctx context.Context, txn string) error {
 func (q *PendingCommandQuery) ByRoom(ctx context.Context, roomID id.RoomID) ([]*PendingCommand, error) {
 	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command WHERE room_id=$1 ORDER BY created_at, txn", roomID)
 }
+
+// Prune forgets transaction ids older than the cutoff. A homeserver retries
+// a transaction only until it is answered, so old ids cannot come back.
+func (q *ASTxnQuery) Prune(ctx context.Context, before time.Time) error {
+	_, err := q.db.Exec(ctx, "DELETE FROM as_txn WHERE received_at < $1", before.UnixMilli())
+	return err
+}
+
+// Prune deletes events handled without error; parked ones stay for inspection.
+func (q *MXEventQuery) Prune(ctx context.Context) error {
+	_, err := q.db.Exec(ctx, "DELETE FROM mx_event WHERE done=true AND error=''")
+	return err
+}

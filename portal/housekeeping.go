@@ -1,0 +1,39 @@
+package portal
+
+import (
+	"time"
+)
+
+// housekeepingInterval is how often handled rows are deleted. The tables
+// only need to hold work in progress; dedup lives in the message table.
+const housekeepingInterval = 10 * time.Minute
+
+// asTxnRetention keeps appservice transaction ids long enough to recognise
+// any retry a homeserver could still send.
+const asTxnRetention = 24 * time.Hour
+
+func (m *Manager) housekeepingLoop() {
+	defer m.wg.Done()
+	ticker := time.NewTicker(housekeepingInterval)
+	defer ticker.Stop()
+	for {
+		m.prune()
+		select {
+		case <-ticker.C:
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+func (m *Manager) prune() {
+	if err := m.db.Inbox.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune applied connector events")
+	}
+	if err := m.db.MXEvent.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune handled Matrix events")
+	}
+	if err := m.db.ASTxn.Prune(m.ctx, time.Now().Add(-asTxnRetention)); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune old transaction ids")
+	}
+}
