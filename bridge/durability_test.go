@@ -84,9 +84,9 @@ func TestBridgeRestartBetweenEvents(t *testing.T) {
 	}
 }
 
-// TestReplayWholeStream: a connector that lost its state sends everything
-// again from seq 1, and then the same messages again under new seqs. The
-// bridge acks it all and shows only what is new.
+// TestReplayWholeStream: a connector replays its whole stream from seq 1,
+// then, having lost its state, sends the same messages again under new seqs.
+// The bridge acks it all and shows only what is new.
 func TestReplayWholeStream(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
@@ -99,11 +99,42 @@ func TestReplayWholeStream(t *testing.T) {
 			s.waitBodies(roomID, numbered("message", 1, 3))
 			f.stop()
 
-			again := s.connectFake(connector.NewMemoryStore())
-			for i := 1; i <= 3; i++ { // seq 1..3: replays of what the bridge acked
-				again.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+			// Seq 1..3 again, on a raw connection under the same connector id.
+			raw, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
+			if err != nil {
+				t.Fatal(err)
 			}
-			for i := 1; i <= 3; i++ { // seq 4..6: new seqs, known message ids
+			hello := helloFor(connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID)})
+			if err = raw.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+				t.Fatal(err)
+			}
+			welcome, err := raw.ReadFrame(5 * time.Second)
+			if err != nil || welcome.Type != connector.TypeWelcome {
+				t.Fatalf("welcome: %+v, %v", welcome, err)
+			}
+			for i := 1; i <= 3; i++ {
+				if err = raw.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: int64(i)}, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for {
+				ack, err := raw.ReadFrame(5 * time.Second)
+				if err != nil {
+					t.Fatalf("waiting for the replay's ack: %v", err)
+				}
+				if ack.Type == connector.TypeErr {
+					t.Fatalf("replay answered with %+v", ack.Error)
+				}
+				if ack.Type == connector.TypeAck && ack.Seq == 3 {
+					break
+				}
+			}
+			_ = raw.Close()
+
+			// A connector whose store was reset: the SDK numbers after the
+			// bridge's acked_seq, and the known message ids are deduplicated.
+			again := s.connectFake(connector.NewMemoryStore())
+			for i := 1; i <= 3; i++ {
 				again.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
 			}
 			again.send(textFrom("bob@network", "m4", "message 4"))
