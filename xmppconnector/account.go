@@ -1,0 +1,278 @@
+package xmppconnector
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+// eventSink is the part of the SDK client an account uses.
+type eventSink interface {
+	Send(ctx context.Context, ev *connector.Event) (int64, error)
+	SendEphemeral(ctx context.Context, e *connector.Ephemeral) error
+}
+
+// account is one XMPP account, bridged as one login. It keeps one stream
+// to the server, reconnecting with backoff, and turns what arrives into
+// events on a single worker goroutine, so a chat's events keep their order.
+type account struct {
+	cfg        *AccountConfig
+	xcfg       *XMPPConfig
+	login      string // the account's bare JID, also the login id
+	store      *Store
+	events     eventSink
+	avatarBase string // "" when avatars are not served
+	onState    func() // the login state changed; the connector updates its hello
+	log        zerolog.Logger
+
+	mu       sync.Mutex
+	conn     *xmppConn // nil while disconnected
+	state    string    // the login state the bridge was last told
+	show     string    // our own presence, kept across reconnects
+	status   string
+	presence map[string]map[string]string // contact → resource → protocol presence
+
+	qmu   sync.Mutex
+	queue []work
+	wake  chan struct{}
+}
+
+// work is one item for the worker: a stanza, or the archive catch-up that
+// starts every connection.
+type work struct {
+	conn    *xmppConn
+	msg     *message
+	pres    *presence
+	catchUp bool
+}
+
+func newAccount(cfg *AccountConfig, xcfg *XMPPConfig, store *Store, events eventSink, avatarBase string, onState func(), log zerolog.Logger) *account {
+	return &account{
+		cfg:        cfg,
+		xcfg:       xcfg,
+		login:      cfg.JID,
+		store:      store,
+		events:     events,
+		avatarBase: avatarBase,
+		onState:    onState,
+		log:        log.With().Str("login", cfg.JID).Logger(),
+		state:      connector.LoginDisconnected,
+		presence:   make(map[string]map[string]string),
+		wake:       make(chan struct{}, 1),
+	}
+}
+
+// loginInfo is the account as announced in hello.
+func (a *account) loginInfo() connector.Login {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return connector.Login{ID: a.login, MatrixUser: a.cfg.MatrixUser, State: a.state}
+}
+
+// current returns the live connection, or nil.
+func (a *account) current() *xmppConn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.conn
+}
+
+// run keeps the account connected until ctx ends.
+func (a *account) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.work(ctx)
+	}()
+	defer wg.Wait()
+
+	delay := a.xcfg.MinBackoff
+	for {
+		conn, err := a.connect(ctx)
+		if ctx.Err() != nil {
+			if conn != nil {
+				conn.close()
+			}
+			return
+		}
+		if err == nil {
+			delay = a.xcfg.MinBackoff
+			a.setState(ctx, connector.LoginConnected, "")
+			go conn.keepAlive(ctx, a.xcfg.PingInterval)
+			select {
+			case <-conn.done:
+				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
+			case <-ctx.Done():
+				conn.close()
+				a.dropConn(conn)
+				return
+			}
+			a.dropConn(conn)
+			a.setState(ctx, connector.LoginDisconnected, "connection to the XMPP server lost")
+		} else if errors.Is(err, errBadCredentials) {
+			a.log.Error().Err(err).Msg("XMPP login refused")
+			a.setState(ctx, connector.LoginBadCredentials, "the XMPP server refused the password")
+			delay = a.xcfg.MaxBackoff
+		} else {
+			a.log.Warn().Err(err).Msg("Could not connect to the XMPP server")
+			a.setState(ctx, connector.LoginDisconnected, "cannot reach the XMPP server")
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		a.log.Debug().Dur("retry_in", wait).Msg("Reconnecting to XMPP later")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		delay = min(2*delay, a.xcfg.MaxBackoff)
+	}
+}
+
+// connect logs in and sets the stream up. The catch-up is queued before
+// presence goes out, so the worker pages the archive before it sees any
+// live message (offline ones included) of this connection.
+func (a *account) connect(ctx context.Context) (*xmppConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sess, err := login(dctx, a.xcfg, a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	conn := newConn(sess, a.login, a, a.log)
+	a.log.Info().Str("jid", sess.LocalAddr().String()).Msg("Connected to XMPP")
+	if err := conn.request(dctx, enableCarbonsIQ(), nil); err != nil {
+		// Without carbons, messages sent from other clients stay invisible
+		// until the next catch-up; not a reason to stay offline.
+		a.log.Warn().Err(err).Msg("Could not enable message carbons")
+	}
+	a.mu.Lock()
+	a.conn = conn
+	a.mu.Unlock()
+	a.enqueue(work{conn: conn, catchUp: true})
+	if err := conn.send(dctx, a.ownPresence(conn)); err != nil {
+		conn.close()
+		a.dropConn(conn)
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (a *account) dropConn(conn *xmppConn) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.conn == conn {
+		a.conn = nil
+	}
+	// Presence is per connection: nobody is known to be online any more.
+	a.presence = make(map[string]map[string]string)
+}
+
+// setState tells the bridge about a login state change (once per change).
+func (a *account) setState(ctx context.Context, state, msg string) {
+	a.mu.Lock()
+	changed := a.state != state
+	a.state = state
+	a.mu.Unlock()
+	if !changed {
+		return
+	}
+	if a.onState != nil {
+		a.onState()
+	}
+	ev := &connector.Event{Kind: connector.KindLogin, Login: a.login, TS: time.Now().UnixMilli(), State: state, Message: msg}
+	if _, err := a.events.Send(ctx, ev); err != nil && ctx.Err() == nil {
+		a.log.Error().Err(err).Str("state", state).Msg("Could not queue login state event")
+	}
+}
+
+// onMessage and onPresence run on the read loop: they only queue.
+func (a *account) onMessage(c *xmppConn, m *message)   { a.enqueue(work{conn: c, msg: m}) }
+func (a *account) onPresence(c *xmppConn, p *presence) { a.enqueue(work{conn: c, pres: p}) }
+
+// enqueue never blocks: the read loop must keep reading so that the
+// worker's own requests (archive pages, vCards) get their answers. The
+// queue is bounded in practice by what the server sends in one burst.
+func (a *account) enqueue(w work) {
+	a.qmu.Lock()
+	a.queue = append(a.queue, w)
+	a.qmu.Unlock()
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *account) work(ctx context.Context) {
+	for {
+		a.qmu.Lock()
+		batch := a.queue
+		a.queue = nil
+		a.qmu.Unlock()
+		for _, w := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			a.do(ctx, w)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wake:
+		}
+	}
+}
+
+func (a *account) do(ctx context.Context, w work) {
+	var err error
+	switch {
+	case w.catchUp:
+		if !w.conn.alive() {
+			// Its successor queues a catch-up of its own.
+			return
+		}
+		err = a.catchUp(ctx, w.conn)
+	case w.msg != nil:
+		err = a.handleStanza(ctx, w.conn, w.msg)
+	case w.pres != nil:
+		err = a.handlePresence(ctx, w.conn, w.pres)
+	}
+	if err != nil && ctx.Err() == nil {
+		// What failed is still in the archive; the next catch-up brings it back.
+		a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")
+	}
+}
+
+type carbonsIQ struct {
+	XMLName xml.Name `xml:"iq"`
+	ID      string   `xml:"id,attr"`
+	Type    string   `xml:"type,attr"`
+	Enable  struct {
+		XMLName xml.Name `xml:"urn:xmpp:carbons:2 enable"`
+	}
+}
+
+func enableCarbonsIQ() carbonsIQ { return carbonsIQ{ID: newID(), Type: "set"} }
+
+type presenceOut struct {
+	XMLName xml.Name `xml:"presence"`
+	To      string   `xml:"to,attr,omitempty"`
+	Type    string   `xml:"type,attr,omitempty"`
+	Show    string   `xml:"show,omitempty"`
+	Status  string   `xml:"status,omitempty"`
+	Caps    *capsEl
+}
+
+// ownPresence is our available presence, with the caps that make the
+// server send contacts' profile updates.
+func (a *account) ownPresence(c *xmppConn) presenceOut {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return presenceOut{Show: a.show, Status: a.status, Caps: c.caps.element()}
+}

@@ -1,0 +1,94 @@
+package xmppconnector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+const maxBackfill = 100
+
+// backfill answers history requests from the archive. Only plain messages
+// come back: edits, reactions and receipts of old history would need the
+// state they change, which the bridge builds from live events.
+func (a *account) backfill(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
+	peer, err := chatPeer(cmd.Chat)
+	if err != nil {
+		return nil, err
+	}
+	conn := a.current()
+	if conn == nil {
+		return nil, errOffline
+	}
+	limit := cmd.Limit
+	if limit <= 0 || limit > maxBackfill {
+		limit = maxBackfill
+	}
+	before := ""
+	if cmd.Before != nil {
+		// Message ids are archive ids, except for our own sends (the txn);
+		// those are known to the archive under their stanza-id alias only
+		// if catch-up saw them, so fall back to the id itself.
+		before = *cmd.Before
+	}
+	page, err := conn.queryArchive(ctx, archiveQuery{with: peer, before: &before, max: limit})
+	var iqErr *iqError
+	if errors.As(err, &iqErr) && iqErr.Condition == "item-not-found" {
+		return nil, &connector.Error{Code: connector.ErrNotFound, Message: fmt.Sprintf("message %q is not in the archive", before)}
+	}
+	if err != nil {
+		return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
+	}
+	res := &connector.Result{HasMore: !page.complete}
+	for i := range page.items {
+		ev, err := a.archivedMessage(ctx, peer, &page.items[i])
+		if err != nil {
+			return nil, err
+		}
+		if ev != nil {
+			res.Messages = append(res.Messages, *ev)
+		}
+	}
+	return res, nil
+}
+
+// archivedMessage converts a plain archived message; nil for anything else.
+func (a *account) archivedMessage(ctx context.Context, peer string, item *mamItem) (*connector.Event, error) {
+	m := item.msg
+	if m.Type == "groupchat" || m.Type == "error" || m.Replace != nil || m.Retract != nil || m.Reactions != nil || (m.Body == "" && m.OOB == nil) {
+		return nil, nil
+	}
+	ev := &connector.Event{
+		Kind:  connector.KindMessage,
+		Login: a.login,
+		Chat:  &connector.Chat{ID: peer, Type: connector.ChatTypeDM, With: peer},
+		ID:    item.id,
+	}
+	if ts, ok := item.delay.time(); ok {
+		ev.TS = ts.UnixMilli()
+	}
+	if bareOf(m.From) == a.login {
+		ev.Sender = &connector.Sender{ID: a.login, IsMe: true}
+		if m.OriginID != nil {
+			res, _, found, err := a.store.TxnResult(ctx, m.OriginID.ID)
+			if err != nil {
+				return nil, err
+			}
+			if found && res != nil && res.ID != "" {
+				ev.ID, ev.Txn = res.ID, m.OriginID.ID
+			}
+		}
+	} else {
+		ev.Sender = &connector.Sender{ID: peer}
+	}
+	ev.Text, ev.Attachments = messageContent(m)
+	if m.Reply != nil && m.Reply.ID != "" {
+		ev.ReplyTo, _ = a.resolve(ctx, peer, m.Reply.ID)
+	}
+	if ev.Text == "" && len(ev.Attachments) == 0 {
+		return nil, nil
+	}
+	return ev, nil
+}

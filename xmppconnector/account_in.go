@@ -1,0 +1,275 @@
+package xmppconnector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+// inbound is a one-to-one message on its way to the bridge, wherever it
+// came from: live, as a carbon, or out of the archive.
+type inbound struct {
+	m         *message
+	archiveID string // our server's stanza-id for it; "" if it has none
+	outgoing  bool   // sent by one of our own clients
+	ts        time.Time
+	live      bool // arrived just now (typing notices only make sense then)
+}
+
+// handleStanza sorts a live message stanza.
+func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) error {
+	switch {
+	case m.Type == "error":
+		a.log.Debug().Str("from", m.From).Str("id", m.ID).Msg("Ignoring a message error")
+		return nil
+	case m.Type == "groupchat" || m.MUCUser != nil:
+		a.log.Debug().Str("from", m.From).Msg("Ignoring a group chat message")
+		return nil
+	case m.Type == "headline" && m.Event != nil:
+		// A PEP notification: a contact's nickname, vCard or avatar changed.
+		if from := bareOf(m.From); from != "" && from != a.login {
+			return a.refreshContact(ctx, conn, from)
+		}
+		return nil
+	case m.Type == "headline":
+		return nil
+	}
+	if m.Received != nil || m.Sent != nil {
+		// Carbons are only genuine from our own account (mellium empties
+		// a from that equals it); anyone else could forge "I sent this".
+		if m.From != "" && m.From != a.login {
+			a.log.Warn().Str("from", m.From).Msg("Ignoring a carbon that does not come from our account")
+			return nil
+		}
+		c := m.Received
+		if c == nil {
+			c = m.Sent
+		}
+		inner := c.Forwarded.Message
+		if inner == nil || inner.Type == "groupchat" || inner.MUCUser != nil || inner.Type == "error" {
+			return nil
+		}
+		ts, ok := c.Forwarded.Delay.time()
+		if !ok {
+			ts = time.Now()
+		}
+		return a.bridge(ctx, conn, inbound{m: inner, archiveID: inner.stanzaID(a.login), outgoing: m.Sent != nil, ts: ts, live: true})
+	}
+	ts, ok := m.Delay.time()
+	if !ok {
+		ts = time.Now()
+	}
+	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !ok})
+}
+
+// bridge turns one message into events. Each event is stored together
+// with the archive item it came from (see effects), so that it is bridged
+// exactly once whether it arrives live, as a carbon, from the archive, or
+// all three.
+func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error {
+	m := in.m
+	peer := bareOf(m.From)
+	if in.outgoing {
+		peer = bareOf(m.To)
+	}
+	eff := &effects{login: a.login, stanzaID: in.archiveID}
+	if peer == "" || peer == a.login || !strings.Contains(peer, "@") {
+		// Notes to self, and server or component addresses: no DM to bridge.
+		return a.skip(ctx, eff)
+	}
+	if in.archiveID != "" {
+		seen, err := a.store.Seen(ctx, a.login, in.archiveID)
+		if err != nil || seen {
+			return err
+		}
+	}
+	chat := &connector.Chat{ID: peer, Type: connector.ChatTypeDM, With: peer}
+	sender := &connector.Sender{ID: peer}
+	if in.outgoing {
+		sender = &connector.Sender{ID: a.login, IsMe: true}
+	}
+	if st := m.chatState(); st != "" && in.live && !in.outgoing {
+		a.sendTyping(ctx, chat, sender, st == "composing")
+	}
+
+	xmppID := m.ID
+	originID := ""
+	if m.OriginID != nil {
+		originID = m.OriginID.ID
+		if xmppID == "" {
+			xmppID = originID
+		}
+	}
+	id := in.archiveID
+	if id == "" {
+		id = xmppID
+	}
+	ev := &connector.Event{Login: a.login, TS: in.ts.UnixMilli(), Chat: chat, Sender: sender, ID: id}
+	if in.outgoing && originID != "" {
+		// One of the bridge's own sends coming back (archive copy): say
+		// so with its txn, under the id the command's answer gave it.
+		res, _, found, err := a.store.TxnResult(ctx, originID)
+		if err != nil {
+			return err
+		}
+		if found {
+			ev.Txn = originID
+			if res != nil && res.ID != "" {
+				ev.ID = res.ID
+			}
+		}
+	}
+	if ev.ID == "" {
+		return a.skip(ctx, eff)
+	}
+
+	switch {
+	case m.Replace != nil:
+		ev.Kind, ev.Text = connector.KindEdit, m.Body
+		if ev.Target, _ = a.resolve(ctx, peer, m.Replace.ID); ev.Target == "" || ev.Text == "" {
+			return a.skip(ctx, eff)
+		}
+		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}}}
+	case m.Retract != nil:
+		ev.Kind = connector.KindDelete
+		if ev.Target, _ = a.resolve(ctx, peer, m.Retract.ID); ev.Target == "" {
+			return a.skip(ctx, eff)
+		}
+	case m.Reactions != nil:
+		return a.bridgeReactions(ctx, ev, eff, m.Reactions)
+	case m.Displayed != nil:
+		ev.Kind, ev.ID = connector.KindReadReceipt, ""
+		if ev.UpTo, _ = a.resolve(ctx, peer, m.Displayed.ID); ev.UpTo == "" {
+			return a.skip(ctx, eff)
+		}
+	case m.Body != "" || m.OOB != nil:
+		if ev.Txn == "" {
+			// Already bridged under another id (say, live without a
+			// stanza-id, now from the archive)?
+			if _, known, err := a.store.BridgeID(ctx, a.login, peer, xmppID); err != nil || known {
+				if err == nil {
+					err = a.skip(ctx, eff)
+				}
+				return err
+			}
+		}
+		ev.Kind = connector.KindMessage
+		ev.Text, ev.Attachments = messageContent(m)
+		if m.Reply != nil && m.Reply.ID != "" {
+			ev.ReplyTo, _ = a.resolve(ctx, peer, m.Reply.ID)
+		}
+		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}}}
+	default:
+		// Chat states, receipts and the like: nothing durable to bridge.
+		return a.skip(ctx, eff)
+	}
+	if conn != nil {
+		if err := a.ensureContact(ctx, conn, peer); err != nil {
+			a.log.Warn().Err(err).Str("contact", peer).Msg("Could not load contact profile")
+		}
+	}
+	return a.emit(ctx, ev, eff)
+}
+
+// resolve maps an XMPP-side message id in chat to the bridge's id. An
+// unknown id is passed through: it may be a bridge id already (our own
+// sends use the txn for both).
+func (a *account) resolve(ctx context.Context, chat, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	id, ok, err := a.store.BridgeID(ctx, a.login, chat, ref)
+	if err != nil || !ok {
+		return ref, err
+	}
+	return id, nil
+}
+
+// bridgeReactions turns a XEP-0444 reaction set (always the sender's
+// complete set) into adds and removes against what the bridge was told.
+func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, eff *effects, r *reactionsEl) error {
+	target, err := a.resolve(ctx, base.Chat.ID, r.ID)
+	if err != nil || target == "" {
+		return err
+	}
+	old, err := a.store.Reactions(ctx, a.login, base.Chat.ID, target, base.Sender.ID)
+	if err != nil {
+		return err
+	}
+	now := uniq(r.Reactions)
+	eff.reactions = &reactionSet{chat: base.Chat.ID, target: target, sender: base.Sender.ID, keys: now}
+	var evs []*connector.Event
+	for _, k := range now {
+		if !contains(old, k) {
+			ev := *base
+			ev.Kind, ev.Target, ev.Key, ev.ID = connector.KindReaction, target, k, base.ID+"/"+k
+			evs = append(evs, &ev)
+		}
+	}
+	for _, k := range old {
+		if !contains(now, k) {
+			ev := *base
+			ev.Kind, ev.Target, ev.Key, ev.ID = connector.KindReactionRemove, target, k, base.ID+"/-"+k
+			evs = append(evs, &ev)
+		}
+	}
+	if len(evs) == 0 {
+		return a.skip(ctx, eff)
+	}
+	for i, ev := range evs {
+		// The state change rides on the last event: a crash in between
+		// replays the whole set, and the bridge drops the repeats by id.
+		var e *effects
+		if i == len(evs)-1 {
+			e = eff
+		}
+		if err := a.emit(ctx, ev, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emit hands an event to the SDK, which stores it (with eff) before
+// returning. An event the SDK refuses as invalid would be refused forever,
+// so its archive item is marked handled rather than retried.
+func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) error {
+	sctx := ctx
+	if eff != nil {
+		sctx = withEffects(ctx, eff)
+	}
+	_, err := a.events.Send(sctx, ev)
+	var verr *connector.ValidationError
+	if errors.As(err, &verr) {
+		a.log.Error().Err(err).Str("kind", ev.Kind).Msg("Dropping an event the SDK refuses")
+		return a.skip(ctx, eff)
+	}
+	if err != nil {
+		return fmt.Errorf("queueing %s event: %w", ev.Kind, err)
+	}
+	return nil
+}
+
+// skip commits eff's bookkeeping for a stanza that produces no event.
+func (a *account) skip(ctx context.Context, eff *effects) error {
+	if eff == nil || (eff.stanzaID == "" && eff.reactions == nil && len(eff.refs) == 0) {
+		return nil
+	}
+	return a.store.Apply(ctx, eff)
+}
+
+func (a *account) sendTyping(ctx context.Context, chat *connector.Chat, sender *connector.Sender, typing bool) {
+	e := &connector.Ephemeral{Kind: connector.KindTyping, Login: a.login, Chat: chat, Sender: sender, Typing: typing}
+	if typing {
+		// XEP-0085 has no expiry; paused or active ends it, and a client
+		// that vanished mid-sentence should not type forever.
+		e.TimeoutMS = 30_000
+	}
+	if err := a.events.SendEphemeral(ctx, e); err != nil {
+		a.log.Debug().Err(err).Msg("Could not send typing notice")
+	}
+}

@@ -1,0 +1,184 @@
+package xmppconnector
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	"mellium.im/xmpp/jid"
+)
+
+// Config is the connector's YAML configuration; xmpp-connector.example.yaml
+// documents every field.
+type Config struct {
+	Bridge   BridgeConfig    `yaml:"bridge"`
+	Database string          `yaml:"database"`
+	XMPP     XMPPConfig      `yaml:"xmpp"`
+	Avatars  AvatarConfig    `yaml:"avatars"`
+	Accounts []AccountConfig `yaml:"accounts"`
+	LogLevel string          `yaml:"log_level"`
+}
+
+// BridgeConfig says where the bridge's connector listener is.
+type BridgeConfig struct {
+	URL         string `yaml:"url"`
+	Token       string `yaml:"token"`
+	TokenFile   string `yaml:"token_file"`
+	ConnectorID string `yaml:"connector_id"`
+}
+
+// TLS modes for the XMPP connection.
+const (
+	TLSStartTLS  = "starttls"
+	TLSDirect    = "direct"
+	TLSPlaintext = "plaintext"
+)
+
+// XMPPConfig says how to reach the XMPP server.
+type XMPPConfig struct {
+	// Server is host:port; empty means the SRV records of each account's domain.
+	Server string `yaml:"server"`
+	// TLS is starttls (default), direct, or plaintext (loopback test servers only).
+	TLS                string `yaml:"tls"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// MinBackoff and MaxBackoff bound the reconnect delay (defaults 1s, 60s).
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// PingInterval is how often the server is pinged to notice a dead
+	// connection (default 60s).
+	PingInterval time.Duration `yaml:"ping_interval"`
+}
+
+// AvatarConfig enables the small HTTP endpoint contact avatars are served
+// from: the protocol's avatar object carries a URL, and XMPP avatars are
+// bytes inside a vCard, so somebody has to give them one.
+type AvatarConfig struct {
+	// Listen is host:port for the endpoint; empty disables avatars.
+	Listen string `yaml:"listen"`
+	// BaseURL is how the bridge reaches Listen (default http://<listen>).
+	BaseURL string `yaml:"base_url"`
+}
+
+// AccountConfig is one XMPP account, bridged as one login.
+type AccountConfig struct {
+	JID          string `yaml:"jid"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
+	MatrixUser   string `yaml:"matrix_user"`
+}
+
+// LoadConfig reads and checks a config file, resolving *_file secrets.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	var cfg Config
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing config %s: %w", path, err)
+	}
+	if err := cfg.resolveSecrets(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Check(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+func readSecret(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+func (c *Config) resolveSecrets() error {
+	if c.Bridge.Token == "" && c.Bridge.TokenFile != "" {
+		tok, err := readSecret(c.Bridge.TokenFile)
+		if err != nil {
+			return fmt.Errorf("bridge.token_file: %w", err)
+		}
+		c.Bridge.Token = tok
+	}
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		if a.Password == "" && a.PasswordFile != "" {
+			pw, err := readSecret(a.PasswordFile)
+			if err != nil {
+				return fmt.Errorf("accounts[%d].password_file: %w", i, err)
+			}
+			a.Password = pw
+		}
+	}
+	return nil
+}
+
+// Check fills in defaults and reports the first invalid setting.
+func (c *Config) Check() error {
+	if c.Bridge.URL == "" {
+		return errors.New("bridge.url is required")
+	}
+	if c.Bridge.Token == "" {
+		return errors.New("bridge.token or bridge.token_file is required")
+	}
+	if c.Bridge.ConnectorID == "" {
+		c.Bridge.ConnectorID = "xmpp"
+	}
+	if c.Database == "" {
+		c.Database = "xmpp-connector.db"
+	}
+	switch c.XMPP.TLS {
+	case "":
+		c.XMPP.TLS = TLSStartTLS
+	case TLSStartTLS, TLSDirect, TLSPlaintext:
+	default:
+		return fmt.Errorf("xmpp.tls %q is not one of starttls, direct, plaintext", c.XMPP.TLS)
+	}
+	if c.XMPP.Server != "" {
+		if _, _, err := net.SplitHostPort(c.XMPP.Server); err != nil {
+			return fmt.Errorf("xmpp.server %q is not host:port: %w", c.XMPP.Server, err)
+		}
+	}
+	if c.XMPP.MinBackoff <= 0 {
+		c.XMPP.MinBackoff = time.Second
+	}
+	if c.XMPP.MaxBackoff < c.XMPP.MinBackoff {
+		c.XMPP.MaxBackoff = max(time.Minute, c.XMPP.MinBackoff)
+	}
+	if c.XMPP.PingInterval <= 0 {
+		c.XMPP.PingInterval = time.Minute
+	}
+	if c.Avatars.Listen != "" && c.Avatars.BaseURL == "" {
+		c.Avatars.BaseURL = "http://" + c.Avatars.Listen
+	}
+	c.Avatars.BaseURL = strings.TrimRight(c.Avatars.BaseURL, "/")
+	if len(c.Accounts) == 0 {
+		return errors.New("accounts: at least one account is required")
+	}
+	seen := make(map[string]bool)
+	for i := range c.Accounts {
+		a := &c.Accounts[i]
+		j, err := jid.Parse(a.JID)
+		if err != nil || j.Localpart() == "" {
+			return fmt.Errorf("accounts[%d].jid %q is not a user@domain JID", i, a.JID)
+		}
+		a.JID = j.Bare().String()
+		if seen[a.JID] {
+			return fmt.Errorf("accounts[%d].jid %s is listed twice", i, a.JID)
+		}
+		seen[a.JID] = true
+		if a.Password == "" {
+			return fmt.Errorf("accounts[%d] (%s): password or password_file is required", i, a.JID)
+		}
+		if !strings.HasPrefix(a.MatrixUser, "@") || !strings.Contains(a.MatrixUser, ":") {
+			return fmt.Errorf("accounts[%d] (%s): matrix_user %q is not a Matrix user id", i, a.JID, a.MatrixUser)
+		}
+	}
+	return nil
+}

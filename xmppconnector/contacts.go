@@ -1,0 +1,188 @@
+package xmppconnector
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+type vCardGetIQ struct {
+	XMLName xml.Name `xml:"iq"`
+	ID      string   `xml:"id,attr"`
+	To      string   `xml:"to,attr"`
+	Type    string   `xml:"type,attr"`
+	VCard   struct {
+		XMLName xml.Name `xml:"vcard-temp vCard"`
+	}
+}
+
+// fetchContact reads who's vCard (XEP-0054) and turns it into a contact.
+// Servers answer for accounts without a vCard with an error, which just
+// means a contact with no profile.
+func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) (*connector.Contact, error) {
+	c := &connector.Contact{ID: who}
+	if j, err := jid.Parse(who); err == nil {
+		c.Name = j.Localpart()
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	var vc vCard
+	err := conn.request(rctx, vCardGetIQ{ID: newID(), To: who, Type: "get"}, &vc)
+	var iqErr *iqError
+	if errors.As(err, &iqErr) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetching vCard of %s: %w", who, err)
+	}
+	if name := strings.TrimSpace(vc.FN); name != "" {
+		c.Name = name
+	} else if nick := strings.TrimSpace(vc.Nickname); nick != "" {
+		c.Name = nick
+	}
+	if vc.Photo.BinVal != "" && a.avatarBase != "" {
+		data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(vc.Photo.BinVal), ""))
+		if err != nil {
+			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
+			return c, nil
+		}
+		sum := sha1.Sum(data)
+		id := hex.EncodeToString(sum[:])
+		mt := vc.Photo.Type
+		if mt == "" {
+			mt = "image/png"
+		}
+		if err := a.store.PutAvatar(ctx, id, mt, data); err != nil {
+			return nil, err
+		}
+		c.Avatar = &connector.Avatar{ID: id, URL: a.avatarBase + avatarPath + id, MimeType: mt}
+	}
+	return c, nil
+}
+
+// ensureContact introduces a contact to the bridge the first time it
+// shows up.
+func (a *account) ensureContact(ctx context.Context, conn *xmppConn, who string) error {
+	_, known, err := a.store.Contact(ctx, a.login, who)
+	if err != nil || known {
+		return err
+	}
+	return a.refreshContact(ctx, conn, who)
+}
+
+// refreshContact re-reads a profile and tells the bridge if it changed.
+func (a *account) refreshContact(ctx context.Context, conn *xmppConn, who string) error {
+	c, err := a.fetchContact(ctx, conn, who)
+	if err != nil {
+		return err
+	}
+	now := storedContact{Name: c.Name}
+	if c.Avatar != nil {
+		now.AvatarID = c.Avatar.ID
+	}
+	before, known, err := a.store.Contact(ctx, a.login, who)
+	if err != nil {
+		return err
+	}
+	if known && before == now {
+		return nil
+	}
+	ev := &connector.Event{Kind: connector.KindContact, Login: a.login, TS: time.Now().UnixMilli(), Contact: c}
+	if err := a.emit(ctx, ev, nil); err != nil {
+		return err
+	}
+	return a.store.PutContact(ctx, a.login, who, now)
+}
+
+// handlePresence maps contacts' presence, answers subscription requests,
+// and notices avatar changes announced in presence (XEP-0153).
+func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presence) error {
+	from, err := jid.Parse(p.From)
+	if err != nil || p.MUCUser != nil {
+		return nil
+	}
+	who := from.Bare().String()
+	if who == a.login || from.Localpart() == "" {
+		return nil
+	}
+	switch p.Type {
+	case "subscribe":
+		// The Matrix user cannot answer a subscription request, and
+		// without mutual subscription neither presence nor profile updates
+		// flow, so the connector accepts and asks back.
+		a.log.Info().Str("contact", who).Msg("Accepting presence subscription")
+		if err := conn.send(ctx, presenceOut{To: who, Type: "subscribed"}); err != nil {
+			return err
+		}
+		return conn.send(ctx, presenceOut{To: who, Type: "subscribe"})
+	case "", "unavailable":
+	default:
+		return nil
+	}
+	state := connector.PresenceOffline
+	if p.Type == "" {
+		switch p.Show {
+		case "away", "xa":
+			state = connector.PresenceUnavailable
+		default:
+			state = connector.PresenceOnline
+		}
+	}
+	if agg, changed := a.notePresence(who, from.Resourcepart(), state); changed {
+		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg, StatusMsg: p.Status}
+		if err := a.events.SendEphemeral(ctx, e); err != nil {
+			a.log.Debug().Err(err).Msg("Could not send presence")
+		}
+	}
+	if p.Update != nil && p.Update.Photo != nil && a.avatarBase != "" {
+		stored, known, err := a.store.Contact(ctx, a.login, who)
+		if err != nil {
+			return err
+		}
+		if !known || stored.AvatarID != *p.Update.Photo {
+			return a.refreshContact(ctx, conn, who)
+		}
+	}
+	return nil
+}
+
+// notePresence records one resource's presence and returns the contact's
+// overall presence (its most available resource) and whether it changed.
+func (a *account) notePresence(who, resource, state string) (string, bool) {
+	rank := map[string]int{connector.PresenceOffline: 0, connector.PresenceUnavailable: 1, connector.PresenceOnline: 2}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	res := a.presence[who]
+	before := connector.PresenceOffline
+	for _, s := range res {
+		if rank[s] > rank[before] {
+			before = s
+		}
+	}
+	if res == nil {
+		res = make(map[string]string)
+		a.presence[who] = res
+	}
+	if state == connector.PresenceOffline {
+		delete(res, resource)
+	} else {
+		res[resource] = state
+	}
+	after := connector.PresenceOffline
+	for _, s := range res {
+		if rank[s] > rank[after] {
+			after = s
+		}
+	}
+	return after, after != before
+}

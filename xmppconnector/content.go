@@ -1,0 +1,108 @@
+package xmppconnector
+
+import (
+	"mime"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+
+	"mellium.im/xmpp/jid"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+// bareOf returns the bare form of a JID string, "" if it is not one.
+func bareOf(s string) string {
+	if s == "" {
+		return ""
+	}
+	j, err := jid.Parse(s)
+	if err != nil {
+		return ""
+	}
+	return j.Bare().String()
+}
+
+// messageContent extracts the text and attachments of a message. A reply
+// quotes the original as a XEP-0428 fallback in front of the body, which
+// the bridge shows its own way, so the quote is cut out; an out-of-band
+// URL (XEP-0066, how HTTP uploads travel) becomes an attachment, and the
+// body that merely repeats it goes.
+func messageContent(m *message) (string, []connector.Attachment) {
+	body := stripFallback(m.Body, m.Fallbacks, nsReply)
+	var atts []connector.Attachment
+	if m.OOB != nil && m.OOB.URL != "" {
+		if u, err := url.Parse(m.OOB.URL); err == nil && (u.Scheme == "https" || u.Scheme == "http") {
+			name := path.Base(u.Path)
+			if name == "/" || name == "." {
+				name = "file"
+			}
+			atts = append(atts, connector.Attachment{
+				Name:     name,
+				MimeType: mimeByName(name),
+				URL:      m.OOB.URL,
+			})
+			if strings.TrimSpace(body) == m.OOB.URL {
+				body = ""
+			}
+		}
+	}
+	return body, atts
+}
+
+func mimeByName(name string) string {
+	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+// stripFallback removes the body ranges marked as fallback for ns. The
+// ranges count Unicode code points, as XEP-0426 says.
+func stripFallback(body string, fbs []fallbackEl, ns string) string {
+	runes := []rune(body)
+	keep := make([]bool, len(runes))
+	for i := range keep {
+		keep[i] = true
+	}
+	cut := false
+	for _, fb := range fbs {
+		if fb.For != ns {
+			continue
+		}
+		for _, b := range fb.Bodies {
+			if b.Start == nil || b.End == nil {
+				continue
+			}
+			start, end := max(*b.Start, 0), min(*b.End, len(runes))
+			for i := start; i < end; i++ {
+				keep[i] = false
+				cut = true
+			}
+		}
+	}
+	if !cut {
+		return body
+	}
+	var out []rune
+	for i, r := range runes {
+		if keep[i] {
+			out = append(out, r)
+		}
+	}
+	return strings.TrimLeft(string(out), "\n")
+}
+
+// uniq returns the distinct values of s in first-seen order.
+func uniq(s []string) []string {
+	var out []string
+	for _, v := range s {
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func contains(s []string, v string) bool { return slices.Contains(s, v) }

@@ -1,0 +1,86 @@
+package xmppconnector
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestStripReplyFallback(t *testing.T) {
+	start, end := 0, 11
+	fb := []fallbackEl{{For: nsReply}}
+	fb[0].Bodies = append(fb[0].Bodies, struct {
+		Start *int `xml:"start,attr"`
+		End   *int `xml:"end,attr"`
+	}{&start, &end})
+	// 11 code points, not bytes: the quote holds a two-byte rune.
+	if got := stripFallback("> héllo wo\nanswer", fb, nsReply); got != "answer" {
+		t.Errorf("stripFallback = %q, want %q", got, "answer")
+	}
+	if got := stripFallback("untouched", fb[:0], nsReply); got != "untouched" {
+		t.Errorf("without fallback = %q", got)
+	}
+}
+
+func TestMessageContentOOB(t *testing.T) {
+	m := &message{Body: "https://up.example/f/cat.png", OOB: &oobEl{URL: "https://up.example/f/cat.png"}}
+	text, atts := messageContent(m)
+	if text != "" || len(atts) != 1 || atts[0].Name != "cat.png" || atts[0].MimeType != "image/png" {
+		t.Errorf("content = %q %+v", text, atts)
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "c.yaml")
+	yaml := `
+bridge: {url: "ws://127.0.0.1:29350", token: tok}
+xmpp: {server: "127.0.0.1:5222", tls: plaintext}
+avatars: {listen: "127.0.0.1:29351"}
+accounts:
+  - {jid: "Alice@Example.org/res", password_file: "` + pw + `", matrix_user: "@alice:example.org"}
+`
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := cfg.Accounts[0]
+	if a.JID != "alice@example.org" || a.Password != "s3cret" || cfg.Bridge.ConnectorID != "xmpp" || cfg.Avatars.BaseURL != "http://127.0.0.1:29351" {
+		t.Errorf("config = %+v", cfg)
+	}
+	bad := strings.Replace(yaml, "tls: plaintext", "tls: maybe", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "xmpp.tls") {
+		t.Errorf("bad tls mode: %v", err)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := os.ReadFile("../xmpp-connector.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "c.yaml")
+	text := strings.Replace(string(cfg), "/etc/dmbridge/alice.xmpp-password", pw, 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err != nil {
+		t.Errorf("example config: %v", err)
+	}
+}

@@ -1,0 +1,249 @@
+package xmppconnector
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"slices"
+	"testing"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
+)
+
+func kind(k string) func(*connector.Event) bool {
+	return func(ev *connector.Event) bool { return ev.Kind == k }
+}
+
+func TestIncomingReactionsRetractionsRepliesTyping(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	x := bob.SendChat(t, e.alice, "react to me", "")
+	msg := e.bridge.waitEvent(t, "the message", isMessage("react to me"))
+
+	bob.ChatState(t, e.alice, "composing")
+	e.bridge.waitFor(t, "typing", func(_ []connector.Event, eph []connector.Ephemeral) bool {
+		return slices.ContainsFunc(eph, func(p connector.Ephemeral) bool {
+			return p.Kind == connector.KindTyping && p.Typing && p.Sender.ID == e.bob && p.Chat.ID == e.bob
+		})
+	})
+
+	bob.React(t, e.alice, x, "👍", "🎉")
+	bob.React(t, e.alice, x, "👍")
+	e.bridge.waitEvent(t, "reaction removed", kind(connector.KindReactionRemove))
+	adds := e.bridge.matching(kind(connector.KindReaction))
+	removes := e.bridge.matching(kind(connector.KindReactionRemove))
+	if len(adds) != 2 || len(removes) != 1 || removes[0].Key != "🎉" || removes[0].Target != msg.ID {
+		t.Errorf("reactions bridged as adds %v and removes %v, want 👍 🎉 added and 🎉 removed on %s", adds, removes, msg.ID)
+	}
+	for _, a := range adds {
+		if a.Target != msg.ID || a.Sender.ID != e.bob {
+			t.Errorf("reaction %s, want target %s from bob", eventString(a), msg.ID)
+		}
+	}
+
+	bob.Reply(t, e.alice, x, "a reply")
+	reply := e.bridge.waitEvent(t, "the reply", isMessage("a reply"))
+	if reply.ReplyTo != msg.ID {
+		t.Errorf("reply_to = %q, want %s", reply.ReplyTo, msg.ID)
+	}
+
+	bob.Retract(t, e.alice, x)
+	del := e.bridge.waitEvent(t, "the retraction", kind(connector.KindDelete))
+	if del.Target != msg.ID || del.Sender.ID != e.bob {
+		t.Errorf("delete = %s, want target %s", eventString(del), msg.ID)
+	}
+	// The retraction's fallback body must not show up as a message.
+	if n := len(e.bridge.matching(kind(connector.KindMessage))); n != 2 {
+		t.Errorf("%d messages bridged, want 2:\n%s", n, e.bridge.dump())
+	}
+}
+
+func TestOutgoingCommands(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	run := func(op string, cmd connector.Command) *connector.Result {
+		t.Helper()
+		cmd.Login, cmd.Chat = e.alice, chat
+		res, err := e.bridge.command(t, op, &cmd)
+		if err != nil {
+			t.Fatalf("%s: %v", op, err)
+		}
+		return res
+	}
+	x := bob.SendChat(t, e.alice, "from bob", "")
+	bobMsg := e.bridge.waitEvent(t, "bob's message", isMessage("from bob"))
+
+	run(connector.OpSendMessage, connector.Command{Txn: "$reply", Text: "replying", ReplyTo: bobMsg.ID})
+	if got := bob.Next(t, waitLong, testxmpp.WithBody); got.ReplyTo != x || got.Body != "replying" {
+		t.Errorf("reply arrived as %+v, want reply to %s", got, x)
+	}
+	run(connector.OpEditMessage, connector.Command{Txn: "$edit", Target: "$reply", Text: "replying (edited)"})
+	if got := bob.Next(t, waitLong, testxmpp.WithBody); got.Replace != "$reply" || got.Body != "replying (edited)" || got.OriginID != "$edit" {
+		t.Errorf("edit arrived as %+v, want a correction of $reply", got)
+	}
+	run(connector.OpReact, connector.Command{Txn: "$r1", Target: bobMsg.ID, Key: "👍"})
+	run(connector.OpReact, connector.Command{Txn: "$r2", Target: bobMsg.ID, Key: "❤️"})
+	run(connector.OpUnreact, connector.Command{Txn: "$r3", Target: bobMsg.ID, Key: "👍"})
+	var sets [][]string
+	for range 3 {
+		got := bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.ReactionsTo != "" })
+		if got.ReactionsTo != x {
+			t.Errorf("reactions for %q, want bob's id %s", got.ReactionsTo, x)
+		}
+		sets = append(sets, got.Reactions)
+	}
+	if len(sets[0]) != 1 || len(sets[1]) != 2 || len(sets[2]) != 1 || sets[2][0] != "❤️" {
+		t.Errorf("reaction sets %q, want [👍] [👍 ❤️] [❤️]", sets)
+	}
+	run(connector.OpMarkRead, connector.Command{UpTo: bobMsg.ID})
+	if got := bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.Displayed != "" }); got.Displayed != x {
+		t.Errorf("displayed marker for %q, want %s", got.Displayed, x)
+	}
+	run(connector.OpSetTyping, connector.Command{Typing: true})
+	bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.ChatState == "composing" })
+	run(connector.OpDeleteMessage, connector.Command{Txn: "$del", Target: "$reply"})
+	if got := bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.Retract != "" }); got.Retract != "$reply" {
+		t.Errorf("retraction of %q, want $reply", got.Retract)
+	}
+}
+
+func TestOwnSendComesBackWithTxn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	stop := e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	bob.SendChat(t, e.alice, "cursor", "")
+	e.bridge.waitEvent(t, "a message to set the cursor", isMessage("cursor"))
+	cmd := &connector.Command{Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Txn: "$mine", Text: "from matrix"}
+	if _, err := e.bridge.command(t, connector.OpSendMessage, cmd); err != nil {
+		t.Fatal(err)
+	}
+	bob.Next(t, waitLong, testxmpp.WithBody)
+	stop()
+	// The archive copy of the send is caught up on the next start.
+	e.start(t)
+	echo := e.bridge.waitEvent(t, "the archive copy of our send", isMessage("from matrix"))
+	if echo.Txn != "$mine" || echo.ID != "$mine" || !echo.Sender.IsMe {
+		t.Errorf("echo = %s, want txn and id $mine from me", eventString(echo))
+	}
+}
+
+func TestResolveIdentifierWithAvatar(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	photo := []byte("\x89PNG\r\n\x1a\n not really a png")
+	bob.SetVCard(t, "Bob", photo, "image/png")
+
+	res, err := e.bridge.command(t, connector.OpResolveIdentifier, &connector.Command{Login: e.alice, Identifier: " xmpp:" + e.bob + "?message", Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Chat == nil || res.Chat.ID != e.bob || res.Chat.With != e.bob || res.Contact == nil || res.Contact.Name != "Bob" {
+		t.Fatalf("resolve_identifier = %+v, want bob's dm and contact", res)
+	}
+	sum := sha1.Sum(photo)
+	if res.Contact.Avatar == nil || res.Contact.Avatar.ID != hex.EncodeToString(sum[:]) {
+		t.Fatalf("avatar = %+v, want id = SHA-1 of the photo", res.Contact.Avatar)
+	}
+	resp, err := http.Get(res.Contact.Avatar.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || string(body) != string(photo) || resp.Header.Get("Content-Type") != "image/png" {
+		t.Errorf("avatar URL answered %d %q with %d bytes, want the photo", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	}
+
+	if _, err := e.bridge.command(t, connector.OpResolveIdentifier, &connector.Command{Login: e.alice, Identifier: "not an address"}); err == nil {
+		t.Error("resolve_identifier accepted a non-address")
+	}
+	got, err := e.bridge.command(t, connector.OpGetContact, &connector.Command{Login: e.alice, ID: e.bob})
+	if err != nil || got.Contact == nil || got.Contact.Name != "Bob" {
+		t.Errorf("get_contact = %+v, %v", got, err)
+	}
+}
+
+func TestPresence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	bob.Subscribe(t, e.alice)
+	presence := func(state string) func([]connector.Event, []connector.Ephemeral) bool {
+		return func(_ []connector.Event, eph []connector.Ephemeral) bool {
+			return slices.ContainsFunc(eph, func(p connector.Ephemeral) bool {
+				return p.Kind == connector.KindPresence && p.Contact == e.bob && p.Presence == state
+			})
+		}
+	}
+	e.bridge.waitFor(t, "bob online", presence(connector.PresenceOnline))
+	bob.Presence(t, "away", "lunch")
+	e.bridge.waitFor(t, "bob away", presence(connector.PresenceUnavailable))
+	bob.Close()
+	e.bridge.waitFor(t, "bob offline", presence(connector.PresenceOffline))
+}
+
+func TestBackfill(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	for _, text := range []string{"one", "two", "three"} {
+		bob.SendChat(t, e.alice, text, "")
+		e.bridge.waitEvent(t, text, isMessage(text))
+	}
+	res, err := e.bridge.command(t, connector.OpBackfill, &connector.Command{
+		Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Limit: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Messages) != 2 || res.Messages[0].Text != "two" || res.Messages[1].Text != "three" || !res.HasMore {
+		t.Fatalf("backfill = %+v, want two and three, oldest first, with more", res)
+	}
+	live := e.bridge.matching(isMessage("two"))
+	if res.Messages[0].ID != live[0].ID {
+		t.Errorf("backfilled id %s, live id %s: want the same", res.Messages[0].ID, live[0].ID)
+	}
+	before := res.Messages[0].ID
+	older, err := e.bridge.command(t, connector.OpBackfill, &connector.Command{
+		Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Limit: 10, Before: &before,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(older.Messages) != 1 || older.Messages[0].Text != "one" || older.HasMore {
+		t.Errorf("older page = %+v, want just one, no more", older)
+	}
+}
+
+func TestBadCredentials(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.Accounts[0].Password = "wrong"
+	c, err := New(t.Context(), e.cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	// t.Context ends before cleanups run, which stops Run.
+	go func() { done <- c.Run(t.Context()) }()
+	ev := e.bridge.waitEvent(t, "bad credentials", isLogin(connector.LoginBadCredentials))
+	if ev.Login != e.alice {
+		t.Errorf("login event for %q", ev.Login)
+	}
+	t.Cleanup(func() {
+		<-done
+		_ = c.Close()
+	})
+}

@@ -1,0 +1,285 @@
+package xmppconnector
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/ping"
+)
+
+// stanzaSink receives the stanzas of a connection, on its read loop: it
+// must not block, nor use the connection to send.
+type stanzaSink interface {
+	onMessage(c *xmppConn, m *message)
+	onPresence(c *xmppConn, p *presence)
+}
+
+// xmppConn is one live XMPP stream of an account.
+type xmppConn struct {
+	sess *xmpp.Session
+	bare string // the account's bare JID
+	log  zerolog.Logger
+	sink stanzaSink
+	caps capabilities
+
+	done chan struct{} // closed when the read loop has ended
+	err  error         // why it ended; valid once done is closed
+
+	mamMu sync.Mutex
+	mam   map[string]*[]mamItem // archive query id → results so far
+}
+
+// newConn starts the read loop of an established session.
+func newConn(sess *xmpp.Session, bare string, sink stanzaSink, log zerolog.Logger) *xmppConn {
+	c := &xmppConn{
+		sess: sess,
+		bare: bare,
+		log:  log,
+		sink: sink,
+		caps: newCapabilities(),
+		done: make(chan struct{}),
+		mam:  make(map[string]*[]mamItem),
+	}
+	go func() {
+		c.err = sess.Serve(xmpp.HandlerFunc(c.handle))
+		close(c.done)
+	}()
+	return c
+}
+
+// close ends the stream; the read loop ends once the server closes its side.
+func (c *xmppConn) close() {
+	_ = c.sess.Close()
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		_ = c.sess.Conn().Close()
+		<-c.done
+	}
+}
+
+// keepAlive pings the server every interval and closes the connection when
+// a ping goes unanswered: a silently dropped TCP connection would
+// otherwise go unnoticed until the next send.
+func (c *xmppConn) keepAlive(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := ping.Send(pctx, c.sess, jid.MustParse(c.bare).Domain())
+		timedOut := pctx.Err() != nil
+		cancel()
+		// An error answer still proves the stream is alive; only silence
+		// means it is dead.
+		if err != nil && timedOut && ctx.Err() == nil {
+			c.log.Warn().Err(err).Msg("XMPP server did not answer a ping; reconnecting")
+			_ = c.sess.Conn().Close()
+			return
+		}
+	}
+}
+
+// handle runs on the read loop for every top-level element.
+func (c *xmppConn) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r))
+	switch start.Name.Local {
+	case "message":
+		var m message
+		if err := d.Decode(&m); err != nil {
+			c.log.Warn().Err(err).Msg("Could not decode a message stanza")
+			return nil
+		}
+		if m.Result != nil && c.collectArchived(&m) {
+			return nil
+		}
+		c.sink.onMessage(c, &m)
+	case "presence":
+		var p presence
+		if err := d.Decode(&p); err != nil {
+			c.log.Warn().Err(err).Msg("Could not decode a presence stanza")
+			return nil
+		}
+		c.sink.onPresence(c, &p)
+	case "iq":
+		return c.answerIQ(r, d)
+	}
+	return nil
+}
+
+// answerIQ answers the requests a client must: disco#info (so the server
+// learns our +notify features for PEP), ping, and roster pushes.
+func (c *xmppConn) answerIQ(w xmlstream.TokenReadEncoder, d *xml.Decoder) error {
+	var iq struct {
+		ID      string `xml:"id,attr"`
+		Type    string `xml:"type,attr"`
+		From    string `xml:"from,attr"`
+		Payload struct {
+			XMLName xml.Name
+			Node    string `xml:"node,attr"`
+		} `xml:",any"`
+	}
+	if err := d.Decode(&iq); err != nil {
+		return nil
+	}
+	if iq.Type != "get" && iq.Type != "set" {
+		return nil
+	}
+	switch iq.Payload.XMLName.Space {
+	case nsDiscoInfo:
+		if iq.Type == "get" {
+			return w.Encode(c.caps.discoResult(iq.ID, iq.From, iq.Payload.Node))
+		}
+	case nsPing:
+		return w.Encode(emptyResult(iq.ID, iq.From))
+	case "jabber:iq:roster":
+		// Roster pushes come from our own account only (from empty).
+		if iq.From == "" {
+			return w.Encode(emptyResult(iq.ID, iq.From))
+		}
+	}
+	// mellium answers anything else with service-unavailable.
+	return nil
+}
+
+type iqResult struct {
+	XMLName xml.Name `xml:"iq"`
+	ID      string   `xml:"id,attr"`
+	To      string   `xml:"to,attr,omitempty"`
+	Type    string   `xml:"type,attr"`
+}
+
+func emptyResult(id, to string) iqResult {
+	return iqResult{ID: id, To: to, Type: "result"}
+}
+
+// send writes one stanza (a struct that marshals to it).
+func (c *xmppConn) send(ctx context.Context, v any) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	if err := c.sess.Encode(ctx, v); err != nil {
+		return fmt.Errorf("sending stanza: %w", err)
+	}
+	return nil
+}
+
+// requestTimeout bounds every IQ: a server that does not answer within it
+// is treated like a dead one.
+const requestTimeout = 30 * time.Second
+
+// bound limits ctx to the life of the connection and to requestTimeout: a
+// request on a stream that died would otherwise wait for an answer forever.
+func (c *xmppConn) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// alive reports whether the read loop still runs.
+func (c *xmppConn) alive() bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// request sends an IQ (with its ID set) and decodes the answer's header and
+// payload; an error IQ comes back as *iqError.
+func (c *xmppConn) request(ctx context.Context, iq any, payload any) error {
+	ctx, cancel := c.bound(ctx)
+	defer cancel()
+	resp, err := c.sess.EncodeIQ(ctx, iq)
+	if err != nil {
+		return fmt.Errorf("sending IQ: %w", err)
+	}
+	defer resp.Close()
+	var answer iqHeader
+	if err := xml.NewTokenDecoder(resp).Decode(&answer); err != nil {
+		return fmt.Errorf("reading IQ answer: %w", err)
+	}
+	if answer.Type == "error" {
+		return &iqError{Condition: answer.condition()}
+	}
+	if payload == nil || len(answer.Raw) == 0 {
+		return nil
+	}
+	return answer.Raw[0].decode(payload)
+}
+
+// rawEl keeps an element's tokens so it can be decoded a second time, once
+// the caller knows what it is.
+type rawEl struct {
+	toks []xml.Token
+}
+
+func (e *rawEl) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	e.toks = append(e.toks, start.Copy())
+	for level := 1; level > 0; {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch tok.(type) {
+		case xml.StartElement:
+			level++
+		case xml.EndElement:
+			level--
+		}
+		e.toks = append(e.toks, xml.CopyToken(tok))
+	}
+	return nil
+}
+
+func (e *rawEl) decode(v any) error {
+	i := 0
+	d := xml.NewTokenDecoder(tokenSlice(func() (xml.Token, error) {
+		if i >= len(e.toks) {
+			return nil, io.EOF
+		}
+		i++
+		return e.toks[i-1], nil
+	}))
+	return d.Decode(v)
+}
+
+type tokenSlice func() (xml.Token, error)
+
+func (f tokenSlice) Token() (xml.Token, error) { return f() }
+
+// iqError is an IQ answered with type error.
+type iqError struct {
+	Condition string
+}
+
+func (e *iqError) Error() string { return "XMPP error: " + e.Condition }
+
+// newID returns a random stanza id.
+func newID() string {
+	b := make([]byte, 9)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,182 @@
+package xmppconnector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
+)
+
+// Store is the connector's SQLite file. It is the SDK's ClientStore (event
+// outbox and txn outcomes) and also remembers, per account, the archive
+// cursor, which archive ids were already bridged, how bridge message ids
+// map to XMPP ids, reactions, contacts and avatars.
+//
+// Everything that must move together happens in one transaction; see
+// Append for the one place where that crosses the SDK boundary.
+type Store struct {
+	db *sql.DB
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS seq (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	next INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO seq (id, next) VALUES (1, 1);
+CREATE TABLE IF NOT EXISTS outbox (
+	seq   INTEGER PRIMARY KEY,
+	event BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS txns (
+	txn        TEXT PRIMARY KEY,
+	result     BLOB,
+	error      BLOB,
+	created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+	login     TEXT PRIMARY KEY,
+	stanza_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+	login     TEXT NOT NULL,
+	stanza_id TEXT NOT NULL,
+	at        INTEGER NOT NULL,
+	PRIMARY KEY (login, stanza_id)
+);
+CREATE INDEX IF NOT EXISTS seen_at ON seen (at);
+CREATE INDEX IF NOT EXISTS txns_created_at ON txns (created_at);
+CREATE TABLE IF NOT EXISTS messages (
+	login     TEXT NOT NULL,
+	chat      TEXT NOT NULL,
+	bridge_id TEXT NOT NULL,
+	xmpp_id   TEXT NOT NULL,
+	PRIMARY KEY (login, chat, bridge_id)
+);
+CREATE TABLE IF NOT EXISTS message_refs (
+	login     TEXT NOT NULL,
+	chat      TEXT NOT NULL,
+	ref       TEXT NOT NULL,
+	bridge_id TEXT NOT NULL,
+	PRIMARY KEY (login, chat, ref)
+);
+CREATE TABLE IF NOT EXISTS reactions (
+	login  TEXT NOT NULL,
+	chat   TEXT NOT NULL,
+	target TEXT NOT NULL,
+	sender TEXT NOT NULL,
+	key    TEXT NOT NULL,
+	PRIMARY KEY (login, chat, target, sender, key)
+);
+CREATE TABLE IF NOT EXISTS contacts (
+	login     TEXT NOT NULL,
+	jid       TEXT NOT NULL,
+	name      TEXT NOT NULL,
+	avatar_id TEXT NOT NULL,
+	PRIMARY KEY (login, jid)
+);
+CREATE TABLE IF NOT EXISTS avatars (
+	sha1     TEXT PRIMARY KEY,
+	mimetype TEXT NOT NULL,
+	data     BLOB NOT NULL
+);
+`
+
+// OpenStore opens (creating if needed) the SQLite file at path.
+func OpenStore(ctx context.Context, path string) (*Store, error) {
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_synchronous=FULL")
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	// One connection: SQLite serialises writers anyway, and a single
+	// connection turns "database is locked" into plain waiting.
+	db.SetMaxOpenConns(1)
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("creating schema in %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// inTx runs fn in a transaction, committing if it returns nil.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// Cursor returns the last archive id of login that was bridged ("" if none).
+func (s *Store) Cursor(ctx context.Context, login string) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT stanza_id FROM cursors WHERE login = ?`, login).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id, err
+}
+
+// MarkArchived records that the archive item stanzaID of login has been
+// handled without producing an event (a chat state, a message from a
+// group chat, ...), so catch-up continues after it.
+func (s *Store) MarkArchived(ctx context.Context, login, stanzaID string) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error { return markArchived(ctx, tx, login, stanzaID) })
+}
+
+func markArchived(ctx context.Context, tx *sql.Tx, login, stanzaID string) error {
+	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO seen (login, stanza_id, at) VALUES (?, ?, ?)`,
+		login, stanzaID, time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("marking %s seen: %w", stanzaID, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (login, stanza_id) VALUES (?, ?)
+		ON CONFLICT (login) DO UPDATE SET stanza_id = excluded.stanza_id`, login, stanzaID); err != nil {
+		return fmt.Errorf("moving cursor to %s: %w", stanzaID, err)
+	}
+	return nil
+}
+
+// keepFor is how long archive ids and txn outcomes are remembered. Both
+// only matter while the same item can come back: a resent command, or an
+// archive page overlapping what arrived live, which is a matter of
+// minutes to days, not months.
+const keepFor = 30 * 24 * time.Hour
+
+// Prune forgets archive ids and txn outcomes older than keepFor.
+func (s *Store) Prune(ctx context.Context) error {
+	cutoff := time.Now().Add(-keepFor).UnixMilli()
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM seen WHERE at < ?`, cutoff); err != nil {
+		return fmt.Errorf("pruning seen archive ids: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM txns WHERE created_at < ?`, cutoff); err != nil {
+		return fmt.Errorf("pruning txn outcomes: %w", err)
+	}
+	return nil
+}
+
+// SetCursor moves the cursor without marking anything seen (first start).
+func (s *Store) SetCursor(ctx context.Context, login, stanzaID string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO cursors (login, stanza_id) VALUES (?, ?)
+		ON CONFLICT (login) DO UPDATE SET stanza_id = excluded.stanza_id`, login, stanzaID)
+	return err
+}
+
+// Seen reports whether the archive item stanzaID of login was handled.
+func (s *Store) Seen(ctx context.Context, login, stanzaID string) (bool, error) {
+	var one int
+	err := s.db.QueryRowContext(ctx, `SELECT 1 FROM seen WHERE login = ? AND stanza_id = ?`, login, stanzaID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}

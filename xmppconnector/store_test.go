@@ -1,0 +1,126 @@
+package xmppconnector
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+func openTestStore(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := OpenStore(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func msgEvent(id string) *connector.Event {
+	return &connector.Event{
+		Kind: connector.KindMessage, Login: "a@x", ID: id, Text: id,
+		Chat:   &connector.Chat{ID: "b@x", Type: connector.ChatTypeDM, With: "b@x"},
+		Sender: &connector.Sender{ID: "b@x"},
+	}
+}
+
+func TestStoreOutboxContract(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "c.db")
+	s := openTestStore(t, path)
+	mustSeq := func(want int64) {
+		t.Helper()
+		if got, err := s.NextSeq(ctx); err != nil || got != want {
+			t.Fatalf("NextSeq = %d, %v; want %d", got, err, want)
+		}
+	}
+	mustSeq(1)
+	for i, id := range []string{"m1", "m2", "m3"} {
+		if err := s.Append(ctx, int64(i+1), msgEvent(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Append(ctx, 7, msgEvent("gap")); err == nil {
+		t.Fatal("Append accepted a seq that skips ahead")
+	}
+	mustSeq(4)
+	if err := s.Acked(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := s.Unacked(ctx, 1)
+	if err != nil || len(evs) != 2 || evs[0].Seq != 2 || evs[0].Event.ID != "m2" || evs[1].Event.Chat.ID != "b@x" {
+		t.Fatalf("Unacked = %+v, %v", evs, err)
+	}
+	// A bridge that acked more than this store ever held (a reset store):
+	// new seqs continue after the ack.
+	if err := s.Acked(ctx, 40); err != nil {
+		t.Fatal(err)
+	}
+	mustSeq(41)
+	_ = s.Close()
+	s = openTestStore(t, path)
+	mustSeq(41)
+}
+
+func TestStoreTxnOutcomes(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	if _, _, found, err := s.TxnResult(ctx, "$t"); found || err != nil {
+		t.Fatalf("unknown txn found=%v err=%v", found, err)
+	}
+	if err := s.SaveTxnResult(ctx, "$ok", &connector.Result{ID: "$ok", TS: 5}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveTxnResult(ctx, "$bad", nil, &connector.Error{Code: connector.ErrUnsupported, Message: "no"}); err != nil {
+		t.Fatal(err)
+	}
+	res, perr, found, err := s.TxnResult(ctx, "$ok")
+	if err != nil || !found || perr != nil || res.ID != "$ok" || res.TS != 5 {
+		t.Errorf("$ok = %+v %+v %v %v", res, perr, found, err)
+	}
+	res, perr, found, err = s.TxnResult(ctx, "$bad")
+	if err != nil || !found || res != nil || perr.Code != connector.ErrUnsupported {
+		t.Errorf("$bad = %+v %+v %v %v", res, perr, found, err)
+	}
+}
+
+// The archive bookkeeping of an event commits with it or not at all.
+func TestStoreEffectsCommitWithEvent(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	eff := &effects{login: "a@x", stanzaID: "S1", refs: []msgRef{{chat: "b@x", bridgeID: "S1", xmppID: "bob-1", aliases: []string{"origin-1"}}}}
+	if err := s.Append(withEffects(ctx, eff), 5, msgEvent("S1")); err == nil {
+		t.Fatal("Append with a wrong seq succeeded")
+	}
+	if seen, _ := s.Seen(ctx, "a@x", "S1"); seen {
+		t.Fatal("a failed Append marked its archive item seen")
+	}
+	if err := s.Append(withEffects(ctx, eff), 1, msgEvent("S1")); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := s.Seen(ctx, "a@x", "S1"); !seen || err != nil {
+		t.Errorf("seen = %v, %v", seen, err)
+	}
+	if c, err := s.Cursor(ctx, "a@x"); c != "S1" || err != nil {
+		t.Errorf("cursor = %q, %v", c, err)
+	}
+	for _, ref := range []string{"bob-1", "origin-1", "S1"} {
+		if id, ok, err := s.BridgeID(ctx, "a@x", "b@x", ref); id != "S1" || !ok || err != nil {
+			t.Errorf("BridgeID(%s) = %q %v %v", ref, id, ok, err)
+		}
+	}
+	if x, err := s.XMPPID(ctx, "a@x", "b@x", "S1"); x != "bob-1" || err != nil {
+		t.Errorf("XMPPID = %q, %v", x, err)
+	}
+	if x, _ := s.XMPPID(ctx, "a@x", "b@x", "unknown"); x != "unknown" {
+		t.Errorf("XMPPID of an unknown id = %q, want it passed through", x)
+	}
+	if err := s.Prune(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if seen, _ := s.Seen(ctx, "a@x", "S1"); !seen {
+		t.Error("Prune forgot a fresh archive id")
+	}
+}

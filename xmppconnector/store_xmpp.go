@@ -1,0 +1,109 @@
+package xmppconnector
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// BridgeID returns the bridge id of the message that XMPP knows as ref in
+// chat, and whether it is known.
+func (s *Store) BridgeID(ctx context.Context, login, chat, ref string) (string, bool, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT bridge_id FROM message_refs WHERE login = ? AND chat = ? AND ref = ?`,
+		login, chat, ref).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("looking up message %s: %w", ref, err)
+	}
+	return id, true, nil
+}
+
+// XMPPID returns the id XMPP references to the message with bridge id
+// bridgeID use; an unknown message is assumed to use its bridge id.
+func (s *Store) XMPPID(ctx context.Context, login, chat, bridgeID string) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT xmpp_id FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`,
+		login, chat, bridgeID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return bridgeID, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("looking up message %s: %w", bridgeID, err)
+	}
+	return id, nil
+}
+
+// Reactions returns sender's current reaction keys on target.
+func (s *Store) Reactions(ctx context.Context, login, chat, target, sender string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key FROM reactions WHERE login = ? AND chat = ? AND target = ? AND sender = ? ORDER BY key`,
+		login, chat, target, sender)
+	if err != nil {
+		return nil, fmt.Errorf("loading reactions: %w", err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
+// storedContact is what was last told to the bridge about a contact.
+type storedContact struct {
+	Name     string
+	AvatarID string
+}
+
+// Contact returns the stored profile of jid, and whether there is one.
+func (s *Store) Contact(ctx context.Context, login, jid string) (storedContact, bool, error) {
+	var c storedContact
+	err := s.db.QueryRowContext(ctx, `SELECT name, avatar_id FROM contacts WHERE login = ? AND jid = ?`, login, jid).
+		Scan(&c.Name, &c.AvatarID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, false, nil
+	}
+	if err != nil {
+		return c, false, fmt.Errorf("loading contact %s: %w", jid, err)
+	}
+	return c, true, nil
+}
+
+// PutContact records the profile the bridge now has for jid.
+func (s *Store) PutContact(ctx context.Context, login, jid string, c storedContact) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO contacts (login, jid, name, avatar_id) VALUES (?, ?, ?, ?)
+		ON CONFLICT (login, jid) DO UPDATE SET name = excluded.name, avatar_id = excluded.avatar_id`,
+		login, jid, c.Name, c.AvatarID)
+	if err != nil {
+		return fmt.Errorf("storing contact %s: %w", jid, err)
+	}
+	return nil
+}
+
+// PutAvatar stores picture bytes under their SHA-1 (hex).
+func (s *Store) PutAvatar(ctx context.Context, sha1, mimetype string, data []byte) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO avatars (sha1, mimetype, data) VALUES (?, ?, ?)`, sha1, mimetype, data)
+	if err != nil {
+		return fmt.Errorf("storing avatar %s: %w", sha1, err)
+	}
+	return nil
+}
+
+// Avatar returns a stored picture; ok is false if there is none.
+func (s *Store) Avatar(ctx context.Context, sha1 string) (mimetype string, data []byte, ok bool, err error) {
+	err = s.db.QueryRowContext(ctx, `SELECT mimetype, data FROM avatars WHERE sha1 = ?`, sha1).Scan(&mimetype, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, fmt.Errorf("loading avatar %s: %w", sha1, err)
+	}
+	return mimetype, data, true, nil
+}
