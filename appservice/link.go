@@ -42,6 +42,20 @@ type Link struct {
 	log        zerolog.Logger
 	sink       Sink
 	server     *http.Server
+	// mounts are routes beside the homeserver's, such as provisioning.
+	mounts []mount
+}
+
+type mount struct {
+	pattern string
+	handler http.Handler
+}
+
+// Mount serves h for pattern (a net/http ServeMux pattern) on the appservice
+// listener, so that APIs like provisioning need no port of their own. It must
+// be called before Start or Handler.
+func (l *Link) Mount(pattern string, h http.Handler) {
+	l.mounts = append(l.mounts, mount{pattern: pattern, handler: h})
 }
 
 // New builds the appservice from the config. The state store shares the
@@ -84,6 +98,9 @@ func (l *Link) SetSink(s Sink) { l.sink = s }
 func (l *Link) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", l.putTransaction)
+	for _, m := range l.mounts {
+		mux.Handle(m.pattern, m.handler)
+	}
 	mux.Handle("/", l.AS.Router)
 	return mux
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/bot"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/portal"
+	"github.com/dmbridge/dmbridge/provisioning"
 )
 
 // Version is the bridge's version, set at build time with -ldflags.
@@ -61,6 +63,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		Bridge:         connector.Software{Name: "dmbridge", Version: Version},
 		Store:          &streamStore{db: db},
 		Handler:        portals,
+		Media:          portals.MediaHandler(),
 		Log:            log.With().Str("component", "connector").Logger(),
 	})
 	if err != nil {
@@ -68,6 +71,8 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
 	portals.SetConnector(srv)
+	portals.SetRoomHandler(bot.New(cfg, db, link, portals, srv, log))
+	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
 	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv}, nil
 }
 

@@ -123,7 +123,6 @@ func (c *Client) handshake(ws *websocket.Conn) (Welcome, error) {
 		}
 		return err
 	})
-	_ = ws.SetReadDeadline(deadline(c.opts.DeadAfter))
 
 	hello := c.opts.Hello
 	c.mu.Lock()
@@ -138,11 +137,10 @@ func (c *Client) handshake(ws *websocket.Conn) (Welcome, error) {
 		return Welcome{}, fmt.Errorf("send hello: %w", err)
 	}
 	for {
-		_, msg, err := ws.ReadMessage()
+		_, msg, err := c.read(ws)
 		if err != nil {
 			return Welcome{}, fmt.Errorf("wait for welcome: %w", err)
 		}
-		_ = ws.SetReadDeadline(deadline(c.opts.DeadAfter))
 		var f Frame
 		if err := json.Unmarshal(msg, &f); err != nil {
 			return Welcome{}, fmt.Errorf("wait for welcome: %w", err)
@@ -301,11 +299,10 @@ func (c *Client) nextEvents(s *clientSession, buf []queuedEvent) []queuedEvent {
 // readLoop handles the bridge's frames until the connection ends.
 func (c *Client) readLoop(ctx context.Context, s *clientSession) error {
 	for {
-		typ, msg, err := s.ws.ReadMessage()
+		typ, msg, err := c.read(s.ws)
 		if err != nil {
 			return err
 		}
-		_ = s.ws.SetReadDeadline(deadline(c.opts.DeadAfter))
 		if typ != websocket.TextMessage {
 			c.sendOn(s, errFrame("", 0, &Error{Code: ErrBadFrame, Message: "frames must be text frames"}))
 			continue
@@ -333,6 +330,12 @@ func (c *Client) readLoop(ctx context.Context, s *clientSession) error {
 			c.sendOn(s, errFrame(f.ID, f.Seq, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown frame type %q", f.Type)}))
 		}
 	}
+}
+
+// read waits DeadAfter for the bridge's next frame; pings extend the wait.
+func (c *Client) read(ws *websocket.Conn) (int, []byte, error) {
+	_ = ws.SetReadDeadline(deadline(c.opts.DeadAfter))
+	return ws.ReadMessage()
 }
 
 // onAck moves the window and lets the store forget what the bridge holds.
@@ -383,6 +386,11 @@ func (c *Client) onErrFrame(s *clientSession, f *Frame) {
 func (c *Client) reportErr(f *Frame) {
 	if f.Error == nil {
 		return
+	}
+	if f.Error.Code == ErrBadFrame && f.Seq > 0 {
+		// The bridge neither stores nor acks it, and everything after it
+		// waits: only a fixed connector (or store) gets the stream moving.
+		c.log.Error().Int64("seq", f.Seq).Str("message", f.Error.Message).Msg("Bridge refused a stored event as malformed; the event stream is stuck on it")
 	}
 	c.log.Warn().Str("id", f.ID).Int64("seq", f.Seq).Str("code", f.Error.Code).Str("login", f.Error.Login).
 		Str("message", f.Error.Message).Msg("Bridge sent an error")

@@ -508,3 +508,51 @@ func TestNormalizeURL(t *testing.T) {
 		}
 	}
 }
+
+// The same window rule against the real server, with a slow store so that
+// events pile up: sampled, the client never has more than 4 unacked on the wire.
+func TestClientMaxInFlightRealServer(t *testing.T) {
+	const window = 4
+	h := newHarness(t, func(o *ServerOptions) { o.MaxInFlight = window; o.AckDelay = time.Millisecond })
+	h.store.delay = 2 * time.Millisecond
+	c := h.client(t, "c", nil)
+	runClient(t, c)
+	waitConnected(t, c)
+	ctx := ctxTimeout(t, 20*time.Second)
+
+	stop := make(chan struct{})
+	peak := make(chan int64, 1)
+	go func() {
+		var worst int64
+		defer func() { peak <- worst }()
+		for {
+			c.mu.Lock()
+			if s := c.sess; s != nil {
+				worst = max(worst, s.maxSent-c.acked)
+			}
+			c.mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Microsecond):
+			}
+		}
+	}()
+	var last int64
+	for i := 1; i <= 60; i++ {
+		seq, err := c.Send(ctx, message(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+	}
+	err := c.WaitAcked(ctx, last)
+	close(stop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if worst := <-peak; worst > window || worst < 2 {
+		t.Errorf("peak in flight %d; want 2..%d (the slow store should fill the window)", worst, window)
+	}
+	checkStored(t, h.store.snapshot("c"), 60)
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,10 @@ type Store interface {
 	AckedSeq(ctx context.Context, connectorID string) (int64, error)
 	// Accept durably stores ev (already validated) and advances acked_seq to
 	// seq, in one database transaction. ev == nil means: advance acked_seq
-	// only (unknown kind, unsupported chat type, refused login).
+	// only (unknown kind, unsupported chat type, refused login). The server
+	// calls it with seq = acked_seq+1 only, one call at a time per
+	// connector id; deduplicating by (login, chat.id, id) is the store's
+	// part, as the protocol promises it.
 	Accept(ctx context.Context, connectorID string, seq int64, ev *Event) error
 }
 
@@ -166,7 +170,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == Path:
 		s.serveWebsocket(w, r)
-	case len(r.URL.Path) > len(MediaPathPrefix) && r.URL.Path[:len(MediaPathPrefix)] == MediaPathPrefix:
+	case strings.HasPrefix(r.URL.Path, MediaPathPrefix):
 		s.serveMedia(w, r)
 	default:
 		http.NotFound(w, r)

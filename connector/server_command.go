@@ -42,8 +42,12 @@ func (s *Server) Command(ctx context.Context, connectorID string, op string, cmd
 		return nil, fmt.Errorf("connector %q: %w", connectorID, ErrNotConnected)
 	}
 	defer c.removePending(id)
-	if !c.send(b) {
+	select {
+	case c.out <- outFrame{data: b}:
+	case <-c.writerDone:
 		return nil, fmt.Errorf("connector %q: %w", connectorID, ErrNotConnected)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sending %s to connector %q: %w", op, connectorID, ctx.Err())
 	}
 	timeout := time.NewTimer(s.opts.CommandTimeout)
 	defer timeout.Stop()

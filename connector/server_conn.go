@@ -37,6 +37,9 @@ type serverConn struct {
 	id    string
 	hello *Hello
 	ready atomic.Bool // welcome sent and not yet torn down
+	// mediaBase is the scheme://host the connector dialed, set before the
+	// connection runs; media URLs handed to this connector are built on it.
+	mediaBase string
 
 	out        chan outFrame
 	acks       chan ackNote
@@ -92,7 +95,6 @@ func newServerConn(s *Server, ws *websocket.Conn, log zerolog.Logger) *serverCon
 func (c *serverConn) run() {
 	opts := &c.srv.opts
 	c.ws.SetReadLimit(opts.MaxFrameBytes)
-	_ = c.ws.SetReadDeadline(deadline(opts.DeadAfter))
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(deadline(opts.DeadAfter))
 	})
@@ -110,7 +112,6 @@ func (c *serverConn) handshake() error {
 	if err != nil {
 		return fmt.Errorf("read hello: %w", err)
 	}
-	_ = c.ws.SetReadDeadline(deadline(opts.DeadAfter))
 	hello, refs, perr := parseHello(typ, msg)
 	if perr != nil {
 		c.rlog.Warn().Str("code", perr.Code).Str("reason", perr.Message).Msg("Refused connector handshake")
@@ -224,8 +225,11 @@ func parseHello(typ int, msg []byte) (*Hello, frameRefs, *Error) {
 }
 
 // read reads the next message and remembers a failure, after which gorilla's
-// reader must not be used again. Reader goroutine only.
+// reader must not be used again. The peer gets DeadAfter from the moment we
+// wait, so time spent in Store or Handler never counts as its silence;
+// pongs extend the wait. Reader goroutine only.
 func (c *serverConn) read() (int, []byte, error) {
+	_ = c.ws.SetReadDeadline(deadline(c.srv.opts.DeadAfter))
 	typ, msg, err := c.ws.ReadMessage()
 	if err != nil {
 		c.readFailed = true

@@ -67,6 +67,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := newServerConn(s, ws, log)
+	c.mediaBase = mediaBaseOf(r)
 	if !s.track(c) {
 		c.ws.WriteControl(websocket.CloseMessage, closeMessage(websocket.CloseGoingAway, "bridge shutting down"), deadline(writeWait))
 		_ = ws.Close()

@@ -20,7 +20,6 @@ func (c *serverConn) readLoop() error {
 		if err != nil {
 			return err
 		}
-		_ = c.ws.SetReadDeadline(deadline(c.srv.opts.DeadAfter))
 		if c.closing.Load() {
 			// Closing: the peer may still send until it sees our close
 			// frame, but nothing it says counts any more.

@@ -90,6 +90,7 @@ func TestHandshake(t *testing.T) {
 	if got, ok := h.srv.Hello("xmpp"); !ok || got.Network.ID != "testnet" {
 		t.Errorf("Hello = %+v %v", got, ok)
 	}
+	eventually(t, "Connected callback", func() bool { return len(h.handler.events()) > 0 })
 	if got := h.handler.events(); !slices.Equal(got, []string{"connected:xmpp"}) {
 		t.Errorf("handler saw %v", got)
 	}
@@ -313,6 +314,7 @@ func TestReplacedConnection(t *testing.T) {
 		t.Errorf("old connection: want close 4001, got %v", err)
 	}
 	want := []string{"connected:c", "disconnected:c", "connected:c"}
+	eventually(t, "handler callbacks", func() bool { return len(h.handler.events()) >= len(want) })
 	if got := h.handler.events(); !slices.Equal(got, want) {
 		t.Errorf("handler saw %v, want %v", got, want)
 	}

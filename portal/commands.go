@@ -68,6 +68,9 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			_ = m.db.PendingCm.Delete(ctx, pc.Txn)
 			continue
 		}
+		if !m.prepareCommand(ctx, pc, &cmd) {
+			continue
+		}
 		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
 		if err == nil {
 			if err = m.commandDone(ctx, pc, &cmd, res); err != nil {
@@ -97,6 +100,13 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 // in one transaction.
 func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
 	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err != nil {
+			return err
+		} else if p == nil || p.PortalKey != pc.PortalKey {
+			// The portal was cleaned up while the command was out (see
+			// cleanup.go): the network has it, and there is no room to map it to.
+			return m.db.PendingCm.Delete(ctx, pc.Txn)
+		}
 		switch pc.Op {
 		case connector.OpSendMessage:
 			if res.ID == "" {
@@ -110,6 +120,10 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 				PortalKey: pc.PortalKey, RemoteID: res.ID, MXID: id.EventID(pc.Txn), RoomID: pc.RoomID,
 				SenderID: pc.LoginID, IsMe: true, TS: ts,
 			}); err != nil {
+				return err
+			}
+		case connector.OpEditMessage, connector.OpDeleteMessage, connector.OpReact, connector.OpUnreact:
+			if err := m.relationDone(ctx, pc, cmd, res); err != nil {
 				return err
 			}
 		}
@@ -127,10 +141,7 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 	if err != nil {
 		return
 	}
-	what := "Your message"
-	if pc.Op != connector.OpSendMessage {
-		what = "Your " + pc.Op
-	}
+	what := actionOf(pc)
 	m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s", what, describeError(cause)))
 }
 

@@ -18,6 +18,13 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key
 	if ev.Text != "" || ev.HTML != "" {
 		contents = append(contents, textContent(ev.Text, ev.HTML))
 	}
+	if len(ev.Attachments) > 0 {
+		files, err := m.attachmentContents(ctx, intent, ev)
+		if err != nil {
+			return nil, err
+		}
+		contents = append(contents, files...)
+	}
 	if ev.ReplyTo != "" && len(contents) > 0 {
 		target, err := m.db.Message.GetPart(ctx, key, ev.ReplyTo, 0)
 		if err != nil {

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/appservice"
@@ -49,9 +48,7 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 				// Presence of a contact with no ghost has no room to show in.
 				return
 			}
-			err = m.ghosts.Intent(e.Contact).SetPresence(ctx, mautrix.ReqPresence{
-				Presence: event.Presence(e.Presence), StatusMsg: e.StatusMsg,
-			})
+			err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg)
 			if err != nil {
 				m.log.Debug().Err(err).Msg("Failed to set ghost presence")
 			}
@@ -67,6 +64,8 @@ func (m *Manager) MatrixEphemeral(ctx context.Context, evt *appservice.Ephemeral
 		m.matrixTyping(evt)
 	case event.EphemeralEventReceipt:
 		m.matrixReceipts(evt)
+	case event.EphemeralEventPresence:
+		m.matrixPresence(evt)
 	default:
 		zerolog.Ctx(ctx).Trace().Str("type", evt.Type.Type).Msg("Ignoring ephemeral event")
 	}
@@ -93,6 +92,9 @@ func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
 		if p == nil {
 			return
 		}
+		if caps, ok := m.capabilities(login.ConnectorID); !ok || !caps.Typing {
+			return
+		}
 		typing := false
 		for _, u := range evt.Content.AsTyping().UserIDs {
 			typing = typing || u == login.MatrixUser
@@ -114,24 +116,6 @@ func (m *Manager) matrixReceipts(evt *appservice.EphemeralEvent) {
 		if p == nil {
 			return
 		}
-		read := false
-		for _, receipts := range *evt.Content.AsReceipt() {
-			if _, ok := receipts[event.ReceiptTypeRead][login.MatrixUser]; ok {
-				read = true
-			}
-		}
-		if !read {
-			return
-		}
-		latest, err := m.db.Message.LatestRemote(ctx, p.RoomID)
-		if err != nil || latest == nil {
-			return
-		}
-		_, err = m.conn.Command(ctx, login.ConnectorID, connector.OpMarkRead, &connector.Command{
-			Login: login.ID, Chat: chatOf(p), UpTo: latest.RemoteID,
-		})
-		if err != nil {
-			m.log.Debug().Err(err).Msg("Failed to send read marker to the network")
-		}
+		m.markRead(ctx, p, login, evt.Content.AsReceipt())
 	})
 }

@@ -39,6 +39,11 @@ type Manager struct {
 	direct *puppet.Direct
 	conn   Connector
 	log    zerolog.Logger
+	// mediaHTTP fetches attachments from connector URLs; see media.go.
+	mediaHTTP *http.Client
+	// chats and rooms: see chatlocks.go and membership.go.
+	chats chatLocks
+	rooms RoomHandler
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -60,6 +65,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		ghosts:     puppet.NewGhosts(link.AS, db, cfg, httpClient, log),
 		dps:        puppet.NewDoublePuppets(link.AS, db, cfg, log),
 		direct:     puppet.NewDirect(log),
+		mediaHTTP:  newMediaHTTPClient(),
 		log:        log.With().Str("component", "portals").Logger(),
 		ctx:        ctx,
 		cancel:     cancel,
@@ -77,11 +83,13 @@ func (m *Manager) SetConnector(c Connector) { m.conn = c }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
-	m.wg.Add(2)
+	m.wg.Add(3)
 	go m.remoteLoop()
 	go m.matrixLoop()
+	go m.housekeepingLoop()
 	m.wakeAll()
 	m.resumeCommands("")
+	m.startDirectRepair()
 }
 
 // Stop lets running jobs finish within ctx, then stops everything. Work not

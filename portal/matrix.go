@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 )
@@ -27,12 +28,15 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error
 	if m.isBridgeUser(evt) || evt.Content.Raw[mas.DoublePuppetKey] == appservice.DoublePuppetValue {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
+	if handled, err := m.matrixMembership(ctx, row, evt); handled {
+		return err
+	}
 	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
 	if err != nil {
 		return fmt.Errorf("look up portal of %s: %w", evt.RoomID, err)
 	}
 	if p == nil {
-		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		return m.notPortal(ctx, row, evt)
 	}
 	login, err := m.db.Login.Get(ctx, p.LoginID)
 	if err != nil {
@@ -42,10 +46,18 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error
 		// Other members (bots welcome in a DM) are not bridged.
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
+	if m.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
+		// A user blocked after the portal was made no longer reaches the network.
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
 	ctx = zerolog.Ctx(ctx).With().Str("login_id", p.LoginID).Str("chat_id", p.ChatID).Logger().WithContext(ctx)
 	switch evt.Type {
 	case event.EventMessage:
 		return m.matrixMessage(ctx, row, evt, login, p)
+	case event.EventReaction:
+		return m.matrixReaction(ctx, row, evt, login, p)
+	case event.EventRedaction:
+		return m.matrixRedaction(ctx, row, evt, login, p)
 	default:
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
@@ -64,24 +76,17 @@ func (m *Manager) isBridgeUser(evt *event.Event) bool {
 // so it is sent at least once, and its txn makes the connector act once.
 func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
 	content := evt.Content.AsMessage()
-	if content == nil || content.RelatesTo.GetReplaceID() != "" {
+	if content == nil {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	cmd := &connector.Command{
-		Login: login.ID,
-		Chat:  chatOf(p),
-		Txn:   string(evt.ID),
-		Text:  content.Body,
+	if content.RelatesTo.GetReplaceID() != "" {
+		return m.matrixEdit(ctx, row, evt, login, p, content)
 	}
-	if content.Format == event.FormatHTML && content.FormattedBody != "" {
-		cmd.HTML = content.FormattedBody
-	}
-	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" {
-		if target, err := m.db.Message.GetByMXID(ctx, replyTo); err != nil {
-			return err
-		} else if target != nil {
-			cmd.ReplyTo = target.RemoteID
-		}
+	cmd, notice, err := m.messageCommand(ctx, evt, login, p, content)
+	if err != nil {
+		return err
+	} else if cmd == nil {
+		return m.refuseMatrix(ctx, row, p, notice)
 	}
 	return m.queueCommand(ctx, row, login, p, connector.OpSendMessage, cmd)
 }

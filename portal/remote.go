@@ -28,13 +28,22 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 		zerolog.Ctx(ctx).Warn().Msg("Dropping event of a login that no longer exists")
 		return done(ctx)
 	}
+	if ev.Chat != nil {
+		// Invites, start-chat and cleanups change portals too; see chatlocks.go.
+		unlock := m.chats.lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
+		defer unlock()
+	}
 	switch ev.Kind {
 	case connector.KindMessage:
 		return m.remoteMessage(ctx, connectorID, login, ev, done)
+	case connector.KindEdit, connector.KindDelete, connector.KindReaction, connector.KindReactionRemove, connector.KindReadReceipt:
+		return m.remoteRelation(ctx, login, ev, done)
 	case connector.KindContact:
 		return m.remoteContact(ctx, ev, done)
 	case connector.KindLogin:
 		return m.remoteLoginState(ctx, login, ev, done)
+	case connector.KindChatDeleted:
+		return m.remoteChatDeleted(ctx, connectorID, login, ev, done)
 	default:
 		zerolog.Ctx(ctx).Debug().Msg("No handler for event kind")
 		return done(ctx)
@@ -169,5 +178,8 @@ func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, e
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("state", ev.State).Str("message", ev.Message).Msg("Login state changed")
+	if ev.State == connector.LoginBadCredentials {
+		return m.loginGone(ctx, login, ev, done)
+	}
 	return done(ctx)
 }

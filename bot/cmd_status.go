@@ -1,0 +1,72 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// cmdPing reports the user's logins and whether their connectors are up.
+func (b *Bot) cmdPing(ctx context.Context, req *request) error {
+	logins, err := b.db.Login.ByUser(ctx, req.user)
+	if err != nil {
+		return fmt.Errorf("list logins: %w", err)
+	}
+	if len(logins) == 0 {
+		b.reply(ctx, req.roomID, "The bridge is running, but it has no login of yours. "+
+			"Accounts are added in the network connector, which tells the bridge about them.")
+		return nil
+	}
+	var sb strings.Builder
+	sb.WriteString("The bridge is running. Your logins:\n\n")
+	for _, l := range logins {
+		sb.WriteString("* " + b.describeLogin(l, false) + "\n")
+	}
+	b.reply(ctx, req.roomID, sb.String())
+	return nil
+}
+
+// cmdLogins lists every login, for admins.
+func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
+	logins, err := b.db.Login.All(ctx)
+	if err != nil {
+		return fmt.Errorf("list logins: %w", err)
+	}
+	if len(logins) == 0 {
+		b.reply(ctx, req.roomID, "The bridge has no logins.")
+		return nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d logins:\n\n", len(logins))
+	for _, l := range logins {
+		sb.WriteString("* " + b.describeLogin(l, true) + "\n")
+	}
+	b.reply(ctx, req.roomID, sb.String())
+	return nil
+}
+
+// describeLogin is one line about a login: who, its state as the connector
+// last reported it, and whether that connector is connected now.
+func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
+	line := escape(l.ID)
+	if l.Name != "" {
+		line += " (" + escape(l.Name) + ")"
+	}
+	if withOwner {
+		line += " of " + escape(string(l.MatrixUser))
+	}
+	state := l.State
+	if state == "" {
+		state = "unknown"
+	}
+	connection := "offline"
+	if b.conn != nil && b.conn.Connected(l.ConnectorID) {
+		connection = "online"
+		if hello, ok := b.conn.Hello(l.ConnectorID); ok && hello.Network.Name != "" {
+			connection += ", " + escape(hello.Network.Name)
+		}
+	}
+	return fmt.Sprintf("%s: login %s; connector %s is %s", line, escape(state), escape(l.ConnectorID), connection)
+}

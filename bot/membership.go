@@ -1,0 +1,139 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+)
+
+func (b *Bot) membership(ctx context.Context, evt *event.Event) error {
+	target := id.UserID(evt.GetStateKey())
+	switch evt.Content.AsMember().Membership {
+	case event.MembershipInvite:
+		if target == b.link.BotMXID() {
+			return b.invited(ctx, evt)
+		}
+	case event.MembershipLeave, event.MembershipBan:
+		if target == b.link.BotMXID() {
+			return b.forgetRoom(ctx, evt.Sender, evt.RoomID)
+		}
+		return b.memberLeft(ctx, evt.RoomID, target)
+	}
+	return nil
+}
+
+// invited accepts an invite from a user the bridge serves into a room where
+// that user and the bot are alone, which makes it the user's management
+// room. Anyone else's invite is declined without writing anything.
+func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
+	log := zerolog.Ctx(ctx)
+	bot := b.link.Bot()
+	if b.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
+		log.Info().Msg("Declining bot invite from a user the bridge does not serve")
+		// A member event rather than /leave: Dendrite drops the reason of /leave.
+		_, err := bot.SendStateEvent(ctx, evt.RoomID, event.StateMember, string(bot.UserID),
+			&event.MemberEventContent{Membership: event.MembershipLeave, Reason: "You are not allowed to use this bridge."})
+		if err != nil {
+			log.Warn().Err(err).Msg("Failed to decline invite")
+		}
+		return nil
+	}
+	if _, err := bot.JoinRoomByID(ctx, evt.RoomID); err != nil {
+		if isGone(err) {
+			log.Info().Err(err).Msg("Bot invite is gone")
+			return nil
+		}
+		return fmt.Errorf("join %s: %w", evt.RoomID, err)
+	}
+	_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID, event.MembershipJoin)
+	others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender)
+	if err != nil {
+		return err
+	}
+	txn := "dmb_bot_welcome_" + string(evt.ID)
+	if len(others) > 0 {
+		b.replyTxn(ctx, evt.RoomID, txn, "I only answer in a room where just you and I are members. "+
+			"Start a direct chat with me to manage the bridge.")
+		if _, err = bot.LeaveRoom(ctx, evt.RoomID); err != nil && !isGone(err) {
+			return fmt.Errorf("leave %s: %w", evt.RoomID, err)
+		}
+		_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID, event.MembershipLeave)
+		return nil
+	}
+	if err = b.db.User.SetManagementRoom(ctx, evt.Sender, evt.RoomID); err != nil {
+		return fmt.Errorf("store management room: %w", err)
+	}
+	log.Info().Msg("Joined a management room")
+	b.replyTxn(ctx, evt.RoomID, txn, "Hello! I am the bridge bot. "+b.helpText(evt.Sender))
+	return nil
+}
+
+// memberLeft has the bot leave a room it would be alone in, so that no room
+// holds only the bot.
+func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) error {
+	if !b.inRoom(ctx, roomID) {
+		return nil
+	}
+	resp, err := b.link.Bot().JoinedMembers(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("list members of %s: %w", roomID, err)
+	}
+	for member := range resp.Joined {
+		if member != b.link.BotMXID() {
+			return nil
+		}
+	}
+	if _, err = b.link.Bot().LeaveRoom(ctx, roomID); err != nil && !isGone(err) {
+		return fmt.Errorf("leave %s: %w", roomID, err)
+	}
+	_ = b.link.StateStore.SetMembership(ctx, roomID, b.link.BotMXID(), event.MembershipLeave)
+	return b.forgetRoom(ctx, user, roomID)
+}
+
+// forgetRoom drops the user's management room record when it names roomID.
+func (b *Bot) forgetRoom(ctx context.Context, user id.UserID, roomID id.RoomID) error {
+	u, err := b.db.User.Get(ctx, user)
+	if err != nil || u == nil || u.ManagementRoom != roomID {
+		return err
+	}
+	zerolog.Ctx(ctx).Info().Msg("Management room gone")
+	return b.db.User.SetManagementRoom(ctx, user, "")
+}
+
+// otherMembers lists who, besides user and the bot, is in the room or invited.
+func (b *Bot) otherMembers(ctx context.Context, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
+	resp, err := b.link.Bot().Members(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
+	}
+	var others []id.UserID
+	for _, evt := range resp.Chunk {
+		target := id.UserID(evt.GetStateKey())
+		membership := evt.Content.AsMember().Membership
+		if target == user || target == b.link.BotMXID() {
+			continue
+		}
+		if membership == event.MembershipJoin || membership == event.MembershipInvite {
+			others = append(others, target)
+		}
+	}
+	return others, nil
+}
+
+// isGone reports a refusal that means the invite or membership no longer exists.
+func isGone(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		code := httpErr.Response.StatusCode
+		return code == http.StatusForbidden || code == http.StatusNotFound
+	}
+	return false
+}

@@ -1,0 +1,202 @@
+package bridge_test
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// readBy reports whether a receipt event marks eventID read (m.read) by user.
+func readBy(evt *event.Event, eventID id.EventID, user id.UserID) bool {
+	receipts := evt.Content.AsReceipt()
+	if receipts == nil {
+		return false
+	}
+	_, ok := (*receipts)[eventID][event.ReceiptTypeRead][user]
+	return ok
+}
+
+func TestReadReceiptsFromNetwork(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, "m1", "did you get this?")
+	ctx := context.Background()
+	ghost := s.ghost(fidBob)
+
+	// The contact reads the user's message: the ghost's receipt moves there.
+	resp, err := s.alice.SendText(ctx, roomID, "yes I did")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := s.fidRemoteID(resp.EventID)
+	ev := fidFromBob(connector.KindReadReceipt, "")
+	ev.UpTo = remote
+	f.send(ev)
+	s.fidRoomEvent(roomID, event.EphemeralEventReceipt, func(evt *event.Event) bool {
+		return readBy(evt, resp.EventID, ghost)
+	})
+
+	// The user read the contact's message on another device: their own
+	// receipt moves, through the double puppet.
+	f.send(&connector.Event{Kind: connector.KindReadReceipt, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
+		Sender: &connector.Sender{ID: testLogin, IsMe: true}, UpTo: "m1"})
+	s.fidRoomEvent(roomID, event.EphemeralEventReceipt, func(evt *event.Event) bool {
+		return readBy(evt, first.ID, s.alice.UserID)
+	})
+
+	// A receipt for a message the bridge never saw is skipped.
+	ev = fidFromBob(connector.KindReadReceipt, "")
+	ev.UpTo = "never-seen"
+	f.send(ev)
+	f.send(textFrom(fidBob, "m2", "after the receipts"))
+	s.waitMessage(roomID, "after the receipts")
+}
+
+func TestTypingFromNetwork(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m1", "hi")
+	ctx := context.Background()
+	ghost := s.ghost(fidBob)
+	typing := func(on bool) {
+		t.Helper()
+		err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindTyping, Login: testLogin,
+			Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: on, TimeoutMS: 20000})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	typing(true)
+	s.fidRoomEvent(roomID, event.EphemeralEventTyping, func(evt *event.Event) bool {
+		return slices.Equal(evt.Content.AsTyping().UserIDs, []id.UserID{ghost})
+	})
+	typing(false)
+	sawTyping := false
+	s.fidRoomEvent(roomID, event.EphemeralEventTyping, func(evt *event.Event) bool {
+		users := evt.Content.AsTyping().UserIDs
+		sawTyping = sawTyping || slices.Contains(users, ghost)
+		return sawTyping && len(users) == 0
+	})
+}
+
+func TestPresenceFromNetwork(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	s.fidPortal(f, "m1", "hi")
+	ctx := context.Background()
+	ghost := s.ghost(fidBob)
+	for _, want := range []struct{ presence, status string }{{"online", "at the beach"}, {"unavailable", "back soon"}, {"offline", ""}} {
+		err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindPresence, Login: testLogin,
+			Contact: fidBob, Presence: want.presence, StatusMsg: want.status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "ghost presence "+want.presence, func() (bool, error) {
+			got, err := s.alice.GetPresence(ctx, ghost)
+			if err != nil {
+				return false, err
+			}
+			return string(got.Presence) == want.presence && got.StatusMsg == want.status, nil
+		})
+	}
+}
+
+// TestMatrixEphemeralIntake feeds the bridge the user's typing, read
+// receipt and presence the way Synapse pushes them (MSC2409 / spec v1.13
+// receive_ephemeral). Dendrite pushes no ephemeral events to appservices, so
+// the test delivers them itself into the portal Dendrite created.
+func TestMatrixEphemeralIntake(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.BridgePresence = true })
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, "m1", "are you typing?")
+	ctx := context.Background()
+	alice := s.alice.UserID
+
+	// The user answers, so that the newest event in the room is their own:
+	// their receipt on it means they read bob's message before it.
+	resp, err := s.alice.SendText(ctx, roomID, "hold on")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fidRemoteID(resp.EventID)
+	ephemeral := []any{
+		map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{alice}}},
+		map[string]any{"type": "m.receipt", "room_id": roomID, "content": map[id.EventID]any{
+			resp.EventID: map[string]any{"m.read": map[id.UserID]any{alice: map[string]any{"ts": time.Now().UnixMilli()}}},
+		}},
+		map[string]any{"type": "m.presence", "sender": alice, "content": map[string]any{"presence": "online", "status_msg": "on Matrix"}},
+	}
+	s.fidPush(nil, rawList(t, ephemeral...))
+	typing := f.fidWaitCommand(connector.OpSetTyping, func(c *connector.Command) bool { return c.Typing })
+	if typing.Chat == nil || typing.Chat.ID != fidBob || typing.Login != testLogin || typing.TimeoutMS <= 0 {
+		t.Errorf("set_typing = %+v", typing)
+	}
+	read := f.fidWaitCommand(connector.OpMarkRead, nil)
+	if read.UpTo != "m1" || read.Chat.ID != fidBob {
+		t.Errorf("mark_read = %+v, want up_to m1 (bob's message before the user's own)", read)
+	}
+	presence := f.fidWaitCommand(connector.OpSetPresence, nil)
+	if presence.Presence != "online" || presence.StatusMsg != "on Matrix" || presence.Login != testLogin {
+		t.Errorf("set_presence = %+v", presence)
+	}
+
+	// The unstable MSC2409 key works as well; the user stopped typing.
+	body, err := json.Marshal(map[string]any{"events": []any{}, "de.sorunome.msc2409.ephemeral": []any{
+		map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{}}},
+		map[string]any{"type": "m.receipt", "room_id": roomID, "content": map[id.EventID]any{
+			first.ID: map[string]any{"m.read": map[id.UserID]any{alice: map[string]any{"ts": time.Now().UnixMilli()}}},
+		}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fidPushRaw(body)
+	f.fidWaitCommand(connector.OpSetTyping, func(c *connector.Command) bool { return !c.Typing })
+	tesths.WaitFor(t, 20*time.Second, "second mark_read", func() (bool, error) {
+		return len(f.commandsOf(connector.OpMarkRead)) == 2, nil
+	})
+	if got := f.commandsOf(connector.OpMarkRead)[1]; got.UpTo != "m1" {
+		t.Errorf("mark_read for a receipt on bob's message = %+v", got)
+	}
+}
+
+// TestOwnPresenceOffByDefault: without bridge_own_presence the user's
+// presence stays on Matrix.
+func TestOwnPresenceOffByDefault(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m1", "hi")
+	s.fidPush(nil, rawList(t,
+		map[string]any{"type": "m.presence", "sender": s.alice.UserID, "content": map[string]any{"presence": "online"}},
+		map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{s.alice.UserID}}},
+	))
+	// The typing from the same transaction shows the transaction was taken
+	// in; the presence before it is dropped on intake.
+	f.fidWaitCommand(connector.OpSetTyping, nil)
+	if got := f.commandsOf(connector.OpSetPresence); len(got) != 0 {
+		t.Errorf("set_presence sent with bridge_own_presence off: %+v", got)
+	}
+}
+
+func rawList(t *testing.T, items ...any) []json.RawMessage {
+	t.Helper()
+	out := make([]json.RawMessage, len(items))
+	for i, item := range items {
+		data, err := json.Marshal(item)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = data
+	}
+	return out
+}

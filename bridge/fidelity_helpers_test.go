@@ -1,0 +1,213 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+const fidBob = "bob@network"
+
+// newFidelityStack is newStack on SQLite with the bridge config adjusted
+// before the bridge starts (the config is shared with the running bridge,
+// so it must not change afterwards).
+func newFidelityStack(t *testing.T, target testdb.Target, adjust func(*config.Config)) *stack {
+	t.Helper()
+	s := newStack(t, target, stackOptions{noBridge: true})
+	if adjust != nil {
+		adjust(s.cfg)
+	}
+	s.startBridge()
+	t.Cleanup(s.stopBridge)
+	return s
+}
+
+// fakeSetup varies the fake connector: what its network can do, and work
+// it does on a command before answering (such as fetching an attachment).
+type fakeSetup struct {
+	caps   *connector.Capabilities
+	store  *connector.MemoryStore
+	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
+}
+
+// fidConnect is connectFake with a fakeSetup. A new fake with the same
+// connector id replaces the old one; pass the old store to keep its seq.
+func (s *stack) fidConnect(o fakeSetup) *fakeConnector {
+	s.t.Helper()
+	if s.fake != nil {
+		s.fake.stop()
+	}
+	if o.store == nil {
+		o.store = connector.NewMemoryStore()
+	}
+	hello := helloFor(connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected})
+	if o.caps != nil {
+		hello.Capabilities = *o.caps
+	}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
+	welcomed := make(chan struct{}, 1)
+	handle := f.handle
+	if o.before != nil {
+		handle = func(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
+			if err := o.before(ctx, f.client, op, cmd); err != nil {
+				return nil, err
+			}
+			return f.handle(ctx, op, cmd)
+		}
+	}
+	f.client = connector.NewClient(connector.ClientOptions{
+		URL:        "ws://" + s.cfg.Connector.Listen,
+		Token:      testConnectorToken,
+		Hello:      hello,
+		Store:      o.store,
+		Handle:     handle,
+		Log:        zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+		OnWelcome: func(connector.Welcome) {
+			select {
+			case welcomed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	go func() {
+		defer close(f.done)
+		_ = f.client.Run(ctx)
+	}()
+	s.t.Cleanup(f.stop)
+	select {
+	case <-welcomed:
+	case <-time.After(15 * time.Second):
+		s.t.Fatal("fake connector got no welcome")
+	}
+	s.fake = f
+	return f
+}
+
+// fidPortal makes bob's portal with a first message and returns its room
+// and the Matrix event of that message.
+func (s *stack) fidPortal(f *fakeConnector, msgID, text string) (id.RoomID, *event.Event) {
+	s.t.Helper()
+	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: fidBob, Name: "Bob"}})
+	f.send(textFrom(fidBob, msgID, text))
+	roomID := s.roomOf(fidBob)
+	return roomID, s.waitMessage(roomID, text)
+}
+
+// fidWaitCommand waits until the connector got a command of op that matches.
+func (f *fakeConnector) fidWaitCommand(op string, match func(*connector.Command) bool) connector.Command {
+	f.t.Helper()
+	var got connector.Command
+	tesths.WaitFor(f.t, 20*time.Second, op+" at the connector", func() (bool, error) {
+		for _, c := range f.commandsOf(op) {
+			if match == nil || match(&c) {
+				got = c
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return got
+}
+
+// fidRoomEvent waits for an event of the type in the room that matches.
+func (s *stack) fidRoomEvent(roomID id.RoomID, typ event.Type, match func(*event.Event) bool) *event.Event {
+	s.t.Helper()
+	return s.sync.WaitEvent(s.t, 20*time.Second, func(evt *event.Event) bool {
+		return evt.RoomID == roomID && evt.Type.Type == typ.Type && (match == nil || match(evt))
+	})
+}
+
+// fidNotice waits for an m.notice in the room whose body contains all parts.
+func (s *stack) fidNotice(roomID id.RoomID, parts ...string) *event.Event {
+	s.t.Helper()
+	return s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+		msg := evt.Content.AsMessage()
+		if msg == nil || msg.MsgType != event.MsgNotice {
+			return false
+		}
+		for _, p := range parts {
+			if !fidContains(msg.Body, p) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func fidContains(s, sub string) bool {
+	return strings.Contains(strings.ToLower(s), strings.ToLower(sub))
+}
+
+// fidPush hands the bridge's appservice listener a transaction, as a
+// homeserver does: timeline events and ephemeral events (typing, receipts,
+// presence). Tests use it for what Dendrite never pushes to appservices.
+func (s *stack) fidPush(events []json.RawMessage, ephemeral []json.RawMessage) {
+	s.t.Helper()
+	body, err := json.Marshal(map[string]any{"events": orEmpty(events), "ephemeral": orEmpty(ephemeral)})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.fidPushRaw(body)
+}
+
+func (s *stack) fidPushRaw(body []byte) {
+	s.t.Helper()
+	txnURL := s.cfg.Appservice.Address + "/_matrix/app/v1/transactions/fid-" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	req, err := http.NewRequest(http.MethodPut, txnURL, bytes.NewReader(body))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+s.cfg.Appservice.HSToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("appservice transaction: HTTP %d: %s", resp.StatusCode, msg)
+	}
+}
+
+func orEmpty(list []json.RawMessage) []json.RawMessage {
+	if list == nil {
+		return []json.RawMessage{}
+	}
+	return list
+}
+
+// fidDeliverRedaction pushes a redaction that Dendrite stored to the bridge.
+// Dendrite v0.15.2 never sends m.room.redaction to appservices (its sync API
+// drops redactions before they reach the appservice stream), so the test
+// plays the part of a homeserver that does, with Dendrite's own event JSON.
+func (s *stack) fidDeliverRedaction(roomID id.RoomID, eventID id.EventID) {
+	s.t.Helper()
+	var raw json.RawMessage
+	// The redaction is readable only once Dendrite's sync API has stored it.
+	tesths.WaitFor(s.t, 20*time.Second, "redaction "+string(eventID)+" readable", func() (bool, error) {
+		_, err := s.alice.MakeRequest(context.Background(), http.MethodGet,
+			s.alice.BuildClientURL("v3", "rooms", roomID, "event", eventID), nil, &raw)
+		return err == nil, err
+	})
+	s.fidPush([]json.RawMessage{raw}, nil)
+}

@@ -1,0 +1,379 @@
+package bridge_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// fidRemoteID waits until the bridge has mapped the user's Matrix message to
+// the network's message id, and returns that id.
+func (s *stack) fidRemoteID(eventID id.EventID) string {
+	s.t.Helper()
+	var remote string
+	tesths.WaitFor(s.t, 20*time.Second, "mapping of "+string(eventID), func() (bool, error) {
+		msg, err := s.br.DB.Message.GetByMXID(context.Background(), eventID)
+		if err != nil || msg == nil {
+			return false, err
+		}
+		remote = msg.RemoteID
+		return true, nil
+	})
+	return remote
+}
+
+func fidFromBob(kind, msgID string) *connector.Event {
+	return &connector.Event{Kind: kind, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
+		Sender: &connector.Sender{ID: fidBob}, ID: msgID}
+}
+
+func TestFormattingBothWays(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m0", "hello")
+	ctx := context.Background()
+
+	// Network → Matrix: html becomes formatted_body, text stays the body.
+	ev := fidFromBob(connector.KindMessage, "m1")
+	ev.Text, ev.HTML = "bold and plain", "<b>bold</b> and plain"
+	f.send(ev)
+	msg := s.waitMessage(roomID, "bold and plain").Content.AsMessage()
+	if msg.MsgType != event.MsgText || msg.Format != event.FormatHTML || msg.FormattedBody != "<b>bold</b> and plain" {
+		t.Errorf("formatted message = %+v", msg)
+	}
+	// HTML alone: the plain body is derived from it by the format package.
+	html := "<p>Hi <i>there</i></p><ul><li>one</li><li>two</li></ul>"
+	ev = fidFromBob(connector.KindMessage, "m2")
+	ev.HTML = html
+	f.send(ev)
+	got := s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+		return evt.Content.AsMessage().FormattedBody == html
+	}).Content.AsMessage()
+	if want := format.HTMLToText(html); got.Body != want || strings.Contains(got.Body, "<") {
+		t.Errorf("plain fallback = %q, want %q", got.Body, want)
+	}
+
+	// Matrix → network: the HTML goes as html, a readable text beside it.
+	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgText, Body: "**strong** words", Format: event.FormatHTML, FormattedBody: "<strong>strong</strong> words",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	if cmd.HTML != "<strong>strong</strong> words" || cmd.Text != "**strong** words" {
+		t.Errorf("send_message text=%q html=%q", cmd.Text, cmd.HTML)
+	}
+
+	// A network without html gets the plain text only.
+	caps := helloFor().Capabilities
+	caps.Formats = []string{"plain"}
+	f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
+	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgText, Body: "*soft* <link>", Format: event.FormatHTML,
+		FormattedBody: `<em>soft</em> <a href="https://example.org">link</a>`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	if cmd.HTML != "" || cmd.Text != "_soft_ link (https://example.org)" {
+		t.Errorf("plain-only network got text=%q html=%q", cmd.Text, cmd.HTML)
+	}
+}
+
+func TestRepliesBothWays(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, "m1", "question?")
+	ctx := context.Background()
+
+	ev := fidFromBob(connector.KindMessage, "m2")
+	ev.Text, ev.ReplyTo = "answer", "m1"
+	f.send(ev)
+	reply := s.waitMessage(roomID, "answer").Content.AsMessage()
+	if got := reply.RelatesTo.GetReplyTo(); got != first.ID {
+		t.Errorf("reply m.in_reply_to = %q, want %s", got, first.ID)
+	}
+	// A reply to a message the bridge never saw still arrives, as a plain message.
+	ev = fidFromBob(connector.KindMessage, "m3")
+	ev.Text, ev.ReplyTo = "orphan reply", "never-seen"
+	f.send(ev)
+	if orphan := s.waitMessage(roomID, "orphan reply").Content.AsMessage(); orphan.RelatesTo != nil {
+		t.Errorf("reply to an unknown message has relates_to %+v", orphan.RelatesTo)
+	}
+
+	// Matrix → network, including a client's reply fallback, which must not reach the network.
+	content := &event.MessageEventContent{
+		MsgType: event.MsgText, Body: "> <@dm_bob:localhost> question?\n\nsure",
+		Format:        event.FormatHTML,
+		FormattedBody: `<mx-reply><blockquote>question?</blockquote></mx-reply>sure`,
+		RelatesTo:     (&event.RelatesTo{}).SetReplyTo(first.ID),
+	}
+	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	if cmd.ReplyTo != "m1" || cmd.Text != "sure" || cmd.HTML != "sure" {
+		t.Errorf("reply from Matrix = reply_to %q text %q html %q", cmd.ReplyTo, cmd.Text, cmd.HTML)
+	}
+	unknown := &event.MessageEventContent{MsgType: event.MsgText, Body: "to nowhere",
+		RelatesTo: (&event.RelatesTo{}).SetReplyTo("$not-bridged")}
+	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, unknown)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd = f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	if cmd.ReplyTo != "" || cmd.Text != "to nowhere" {
+		t.Errorf("reply to an unknown event = %+v", cmd)
+	}
+}
+
+func TestEditsBothWays(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newFidelityStack(t, target, nil)
+			f := s.fidConnect(fakeSetup{})
+			roomID, first := s.fidPortal(f, "m1", "teh typo")
+			ctx := context.Background()
+
+			ev := fidFromBob(connector.KindEdit, "e1")
+			ev.Target, ev.Text, ev.HTML = "m1", "the typo", "<i>the</i> typo"
+			f.send(ev)
+			edit := s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+				return evt.Content.AsMessage().RelatesTo.GetReplaceID() == first.ID
+			})
+			msg := edit.Content.AsMessage()
+			if edit.Sender != s.ghost(fidBob) || msg.RelatesTo.Type != event.RelReplace || msg.NewContent == nil ||
+				msg.NewContent.Body != "the typo" || msg.NewContent.FormattedBody != "<i>the</i> typo" || msg.Body != "* the typo" {
+				t.Errorf("edit event = %s", edit.Content.VeryRaw)
+			}
+			// An edit of an unknown message is skipped and the portal carries on.
+			ev = fidFromBob(connector.KindEdit, "e2")
+			ev.Target, ev.Text = "never-seen", "whatever"
+			f.send(ev)
+			f.send(textFrom(fidBob, "m2", "still here"))
+			s.waitMessage(roomID, "still here")
+
+			// Matrix → network.
+			resp, err := s.alice.SendText(ctx, roomID, "my mesage")
+			if err != nil {
+				t.Fatal(err)
+			}
+			remote := s.fidRemoteID(resp.EventID)
+			editResp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+				MsgType: event.MsgText, Body: "* my message",
+				NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "my message"},
+				RelatesTo:  (&event.RelatesTo{}).SetReplace(resp.EventID),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := f.fidWaitCommand(connector.OpEditMessage, nil)
+			if cmd.Txn != string(editResp.EventID) || cmd.Target != remote || cmd.Text != "my message" || cmd.Chat.ID != fidBob {
+				t.Errorf("edit_message = %+v, want txn %s target %s", cmd, editResp.EventID, remote)
+			}
+		})
+	}
+}
+
+func TestDeletesBothWays(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, "m1", "regrettable")
+	ctx := context.Background()
+
+	ev := fidFromBob(connector.KindDelete, "d1")
+	ev.Target = "m1"
+	f.send(ev)
+	s.fidRoomEvent(roomID, event.EventRedaction, func(evt *event.Event) bool { return evt.Redacts == first.ID })
+	redacted, err := s.alice.GetEvent(ctx, roomID, first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if redacted.Unsigned.RedactedBecause == nil || len(redacted.Content.Raw) != 0 {
+		t.Errorf("deleted message is not redacted: %s", redacted.Content.VeryRaw)
+	}
+	ev = fidFromBob(connector.KindDelete, "d2")
+	ev.Target = "m1" // already gone: skipped
+	f.send(ev)
+	f.send(textFrom(fidBob, "m2", "after the deletes"))
+	s.waitMessage(roomID, "after the deletes")
+
+	// Matrix → network: the user deletes their own message.
+	resp, err := s.alice.SendText(ctx, roomID, "oops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := s.fidRemoteID(resp.EventID)
+	red, err := s.alice.RedactEvent(ctx, roomID, resp.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fidDeliverRedaction(roomID, red.EventID)
+	cmd := f.fidWaitCommand(connector.OpDeleteMessage, nil)
+	if cmd.Txn != string(red.EventID) || cmd.Target != remote {
+		t.Errorf("delete_message = %+v, want txn %s target %s", cmd, red.EventID, remote)
+	}
+	// The contact's message can only be removed on Matrix; the user is told.
+	bobMsg := s.waitMessage(roomID, "after the deletes")
+	if red, err = s.alice.RedactEvent(ctx, roomID, bobMsg.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.fidDeliverRedaction(roomID, red.EventID)
+	s.fidNotice(roomID, "removed on Matrix only")
+	if n := len(f.commandsOf(connector.OpDeleteMessage)); n != 1 {
+		t.Errorf("%d delete_message commands, want 1", n)
+	}
+}
+
+func TestReactionsBothWays(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newFidelityStack(t, target, nil)
+			f := s.fidConnect(fakeSetup{})
+			roomID, first := s.fidPortal(f, "m1", "react to me")
+			ctx := context.Background()
+			ghost := s.ghost(fidBob)
+
+			ev := fidFromBob(connector.KindReaction, "r1")
+			ev.Target, ev.Key = "m1", "👍"
+			f.send(ev)
+			rx := s.fidRoomEvent(roomID, event.EventReaction, func(evt *event.Event) bool {
+				return evt.Sender == ghost
+			})
+			if rel := rx.Content.AsReaction().RelatesTo; rel.Type != event.RelAnnotation || rel.EventID != first.ID || rel.Key != "👍" {
+				t.Errorf("reaction relates_to = %+v", rel)
+			}
+			ev = fidFromBob(connector.KindReactionRemove, "r2")
+			ev.Target, ev.Key = "m1", "👍"
+			f.send(ev)
+			s.fidRoomEvent(roomID, event.EventRedaction, func(evt *event.Event) bool { return evt.Redacts == rx.ID })
+
+			// Matrix → network: react, then take the reaction back.
+			resp, err := s.alice.SendReaction(ctx, roomID, first.ID, "❤️")
+			if err != nil {
+				t.Fatal(err)
+			}
+			react := f.fidWaitCommand(connector.OpReact, nil)
+			if react.Txn != string(resp.EventID) || react.Target != "m1" || react.Key != "❤️" {
+				t.Errorf("react = %+v", react)
+			}
+			// The network's echo (with the txn) is not posted a second time.
+			echo := &connector.Event{Kind: connector.KindReaction, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
+				Sender: &connector.Sender{ID: testLogin, IsMe: true}, ID: "r-echo", Target: "m1", Key: "❤️", Txn: string(resp.EventID)}
+			f.send(echo)
+			red, err := s.alice.RedactEvent(ctx, roomID, resp.EventID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.fidDeliverRedaction(roomID, red.EventID)
+			unreact := f.fidWaitCommand(connector.OpUnreact, nil)
+			if unreact.Txn != string(red.EventID) || unreact.Target != "m1" || unreact.Key != "❤️" {
+				t.Errorf("unreact = %+v", unreact)
+			}
+			f.send(textFrom(fidBob, "m2", "sentinel"))
+			s.waitMessage(roomID, "sentinel")
+			mine := 0
+			for _, evt := range s.sync.Events(roomID) {
+				if evt.Type == event.EventReaction && evt.Sender == s.alice.UserID {
+					mine++
+				}
+			}
+			if mine != 1 {
+				t.Errorf("alice has %d reaction events, want 1 (the echo must not be posted)", mine)
+			}
+
+			// A network without reactions: the user is told instead of silence.
+			caps := helloFor().Capabilities
+			caps.Reactions = false
+			f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
+			if _, err = s.alice.SendReaction(ctx, roomID, first.ID, "🎉"); err != nil {
+				t.Fatal(err)
+			}
+			s.fidNotice(roomID, "reaction was not delivered", "does not support reactions")
+			if n := len(f.commandsOf(connector.OpReact)); n != 0 {
+				t.Errorf("network without reactions got %d react commands", n)
+			}
+		})
+	}
+}
+
+func TestDeliveryFailures(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m1", "hi")
+	ctx := context.Background()
+	setFail := func(e *connector.Error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.fail[connector.OpSendMessage] = e
+	}
+
+	// A refusal is final: the user reads what failed and why.
+	setFail(&connector.Error{Code: connector.ErrForbidden, Message: "the contact blocked you"})
+	if _, err := s.alice.SendText(ctx, roomID, "are you there?"); err != nil {
+		t.Fatal(err)
+	}
+	s.fidNotice(roomID, "your message was not delivered", "the contact blocked you")
+
+	// A retryable failure is retried with backoff until it goes through.
+	setFail(&connector.Error{Code: connector.ErrNetwork, Message: "network hiccup", Retryable: true})
+	resp, err := s.alice.SendText(ctx, roomID, "second try")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attempts := func() int {
+		n := 0
+		for _, c := range f.commandsOf(connector.OpSendMessage) {
+			if c.Txn == string(resp.EventID) {
+				n++
+			}
+		}
+		return n
+	}
+	tesths.WaitFor(t, 20*time.Second, "two failed attempts", func() (bool, error) { return attempts() >= 2, nil })
+	setFail(nil)
+	s.fidRemoteID(resp.EventID)
+	if n := attempts(); n < 3 {
+		t.Errorf("%d attempts, want at least 3 (two failures, then success)", n)
+	}
+	for _, evt := range s.messagesIn(roomID) {
+		if strings.Contains(evt.Content.AsMessage().Body, "network hiccup") {
+			t.Errorf("a retried message produced a failure notice: %q", evt.Content.AsMessage().Body)
+		}
+	}
+
+	// Any other op that keeps failing is given up after the last retry
+	// (backoff 0.5+1+2+4 s), and the user is told.
+	f.mu.Lock()
+	f.fail[connector.OpReact] = &connector.Error{Code: connector.ErrNetwork, Message: "network down", Retryable: true}
+	f.mu.Unlock()
+	rx, err := s.alice.SendReaction(ctx, roomID, resp.EventID, "👍")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sync.WaitEvent(t, 30*time.Second, func(evt *event.Event) bool {
+		msg := evt.Content.AsMessage()
+		return evt.RoomID == roomID && msg != nil && msg.MsgType == event.MsgNotice &&
+			strings.Contains(msg.Body, "Your reaction was not delivered") && strings.Contains(msg.Body, "network down")
+	})
+	if n := len(f.commandsOf(connector.OpReact)); n != 5 {
+		t.Errorf("react was tried %d times, want 5", n)
+	}
+	for _, c := range f.commandsOf(connector.OpReact) {
+		if c.Txn != string(rx.EventID) {
+			t.Errorf("retry carries txn %q, want %s", c.Txn, rx.EventID)
+		}
+	}
+}

@@ -1,0 +1,275 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+	"github.com/dmbridge/dmbridge/provisioning"
+)
+
+// TestInviteGhostMakesPortal is "Start chat" in a Matrix client: the user
+// creates a DM with a ghost, the ghost joins, and the room is the portal both
+// ways.
+func TestInviteGhostMakesPortal(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			ctx := context.Background()
+			f := s.connectFake(nil)
+			ghost := s.ghost("bob@network")
+
+			roomID := s.createDM(s.alice, ghost)
+			// Clients send the first message right away, before the ghost
+			// joins: the homeserver does not show it to the bridge then.
+			resp, err := s.alice.SendText(ctx, roomID, "hi bob")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.waitMembership(s.sync, roomID, ghost, event.MembershipJoin)
+			if got := s.roomOf("bob@network"); got != roomID {
+				t.Errorf("portal room = %s, want the invited room %s", got, roomID)
+			}
+			resolves := f.commandsOf(connector.OpResolveIdentifier)
+			if len(resolves) != 1 || resolves[0].Identifier != "bob@network" || !resolves[0].Create || resolves[0].Login != testLogin {
+				t.Errorf("resolve_identifier commands = %+v, want one for bob@network with create", resolves)
+			}
+			tesths.WaitFor(t, 20*time.Second, "send_message at the connector", func() (bool, error) {
+				cmds := f.commandsOf(connector.OpSendMessage)
+				return len(cmds) == 1 && cmds[0].Txn == string(resp.EventID) && cmds[0].Chat.ID == "bob@network", nil
+			})
+			f.send(textFrom("bob@network", "r1", "hello back"))
+			if msg := s.waitMessage(roomID, "hello back"); msg.Sender != ghost {
+				t.Errorf("reply sender = %s, want %s", msg.Sender, ghost)
+			}
+			s.waitDirect(ghost, roomID, true)
+			var member event.MemberEventContent
+			if err = s.alice.StateEvent(ctx, roomID, event.StateMember, string(ghost), &member); err != nil {
+				t.Fatal(err)
+			}
+			if member.Displayname != "Resolved bob@network" {
+				t.Errorf("ghost displayname in the room = %q, want the resolved contact's name", member.Displayname)
+			}
+		})
+	}
+}
+
+// TestInviteGhostRefusals: a chat that has a portal is pointed to, and a
+// room that is not a DM is refused; the ghost leaves either way.
+func TestInviteGhostRefusals(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t))
+	ctx := context.Background()
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	f.send(textFrom("bob@network", "m1", "hi"))
+	existing := s.roomOf("bob@network")
+	s.waitMessage(existing, "hi")
+
+	second := s.createDM(s.alice, ghost)
+	notice := s.waitNotice(s.sync, second, ghost, existing.URI().MatrixToURL())
+	if !strings.Contains(notice, "already have a chat") {
+		t.Errorf("notice = %q", notice)
+	}
+	s.waitMembership(s.sync, second, ghost, event.MembershipLeave)
+	if got := s.roomOf("bob@network"); got != existing {
+		t.Errorf("portal moved to %s, want it to stay %s", got, existing)
+	}
+
+	group, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{s.ghost("carol@network")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitNotice(s.sync, group.RoomID, s.ghost("carol@network"), "direct chats")
+	s.waitMembership(s.sync, group.RoomID, s.ghost("carol@network"), event.MembershipLeave)
+	if n := s.countRows("SELECT COUNT(*) FROM portal WHERE chat_id='carol@network'"); n != 0 {
+		t.Errorf("a refused room made %d portals", n)
+	}
+
+	friend := s.hs.CreateUser(t, "friend")
+	crowded, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{friend.UserID, s.ghost("dave@network")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.waitNotice(s.sync, crowded.RoomID, s.ghost("dave@network"), string(friend.UserID))
+	s.waitMembership(s.sync, crowded.RoomID, s.ghost("dave@network"), event.MembershipLeave)
+	if n := s.countRows("SELECT COUNT(*) FROM portal WHERE chat_id='dave@network'"); n != 0 {
+		t.Errorf("a room with another user made %d portals", n)
+	}
+}
+
+// TestStartChatBotAndProvisioning: the bot's start-chat and the provisioning
+// API reach the same portal, and asking again makes no second room.
+func TestStartChatBotAndProvisioning(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target, stackOptions{noBridge: true})
+			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+			s.startBridge()
+			t.Cleanup(s.stopBridge)
+			f := s.connectFake(nil)
+			bot := s.cfg.BotUserID()
+			mgmt := s.createDM(s.alice, bot)
+			s.waitNotice(s.sync, mgmt, bot, "start-chat")
+
+			s.command(mgmt, "start-chat carol@network")
+			carol := s.roomOf("carol@network")
+			s.waitNotice(s.sync, mgmt, bot, "Started a new chat")
+			s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
+
+			status, res := s.provision(s.alice.AccessToken, "", "carol@network")
+			if status != http.StatusOK || res.RoomID != carol || res.Created {
+				t.Errorf("provisioning with the access token = %d %+v, want the existing room %s", status, res, carol)
+			}
+			status, res = s.provision("provisioning-secret-for-tests", s.alice.UserID, "carol@network")
+			if status != http.StatusOK || res.RoomID != carol || res.Created {
+				t.Errorf("provisioning with the shared secret = %d %+v, want the existing room %s", status, res, carol)
+			}
+
+			status, res = s.provision(s.alice.AccessToken, "", "dave@network")
+			if status != http.StatusOK || !res.Created || res.RoomID == "" {
+				t.Fatalf("provisioning a new chat = %d %+v", status, res)
+			}
+			dave := res.RoomID
+			s.command(mgmt, "start-chat dave@network")
+			s.waitNotice(s.sync, mgmt, bot, "already have a chat with **Resolved dave@network**")
+			s.waitNotice(s.sync, mgmt, bot, dave.URI().MatrixToURL())
+
+			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
+				t.Errorf("%d portals, want 2", n)
+			}
+			if n := len(f.commandsOf(connector.OpResolveIdentifier)); n != 5 {
+				t.Errorf("%d resolve_identifier commands, want one per request (5)", n)
+			}
+			joined, err := s.alice.JoinedRooms(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(joined.JoinedRooms) != 3 {
+				t.Errorf("alice is in %d rooms, want the management room and 2 portals", len(joined.JoinedRooms))
+			}
+
+			s.command(mgmt, "list")
+			list := s.waitNotice(s.sync, mgmt, bot, "Your chats")
+			for _, room := range []id.RoomID{carol, dave} {
+				if !strings.Contains(list, room.URI().MatrixToURL()) {
+					t.Errorf("list does not link %s: %q", room, list)
+				}
+			}
+			s.command(mgmt, "ping")
+			s.waitNotice(s.sync, mgmt, bot, "login connected; connector fake is online")
+			s.command(mgmt, "logins")
+			s.waitNotice(s.sync, mgmt, bot, "is for bridge admins")
+			s.command(mgmt, "frobnicate")
+			s.waitNotice(s.sync, mgmt, bot, "Unknown command")
+		})
+	}
+}
+
+// createDM creates a room the way clients start a DM: trusted_private_chat,
+// is_direct, the other user invited.
+func (s *stack) createDM(client *mautrix.Client, invitee id.UserID) id.RoomID {
+	s.t.Helper()
+	resp, err := client.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{
+		Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{invitee},
+	})
+	if err != nil {
+		s.t.Fatalf("create DM with %s: %v", invitee, err)
+	}
+	return resp.RoomID
+}
+
+// command sends a command to the bot as alice.
+func (s *stack) command(roomID id.RoomID, text string) {
+	s.t.Helper()
+	if _, err := s.alice.SendText(context.Background(), roomID, text); err != nil {
+		s.t.Fatalf("send %q: %v", text, err)
+	}
+}
+
+// waitMembership waits until the watcher saw user's membership in the room.
+func (s *stack) waitMembership(w *tesths.SyncWatcher, roomID id.RoomID, user id.UserID, membership event.Membership) {
+	s.t.Helper()
+	w.WaitEvent(s.t, 30*time.Second, func(evt *event.Event) bool {
+		return evt.RoomID == roomID && evt.Type == event.StateMember && evt.GetStateKey() == string(user) &&
+			evt.Content.AsMember().Membership == membership
+	})
+}
+
+// waitNotice waits for a notice from sender in the room whose body or HTML
+// contains want, and returns the body and HTML.
+func (s *stack) waitNotice(w *tesths.SyncWatcher, roomID id.RoomID, sender id.UserID, want string) string {
+	s.t.Helper()
+	evt := w.WaitEvent(s.t, 30*time.Second, func(evt *event.Event) bool {
+		if evt.RoomID != roomID || evt.Sender != sender || evt.Type != event.EventMessage {
+			return false
+		}
+		msg := evt.Content.AsMessage()
+		return msg != nil && msg.MsgType == event.MsgNotice && strings.Contains(msg.Body+"\n"+msg.FormattedBody, want)
+	})
+	msg := evt.Content.AsMessage()
+	return msg.Body + "\n" + msg.FormattedBody
+}
+
+// waitDirect waits until alice's m.direct lists (or no longer lists) the room
+// under the ghost.
+func (s *stack) waitDirect(ghost id.UserID, roomID id.RoomID, listed bool) {
+	s.t.Helper()
+	tesths.WaitFor(s.t, 20*time.Second, "m.direct change", func() (bool, error) {
+		return slices.Contains(tesths.DirectContent(s.t, s.alice)[ghost], roomID) == listed, nil
+	})
+}
+
+func (s *stack) countRows(query string, args ...any) int {
+	s.t.Helper()
+	var n int
+	if err := s.br.DB.QueryRow(context.Background(), query, args...).Scan(&n); err != nil {
+		s.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+type provisionResult struct {
+	RoomID  id.RoomID `json:"room_id"`
+	Created bool      `json:"created"`
+	ErrCode string    `json:"errcode"`
+}
+
+// provision calls the start-chat endpoint with a bearer token and, for the
+// shared secret, a user_id.
+func (s *stack) provision(token string, user id.UserID, identifier string) (int, provisionResult) {
+	s.t.Helper()
+	u := s.cfg.Appservice.Address + provisioning.Prefix + "start-chat"
+	if user != "" {
+		u += "?user_id=" + url.QueryEscape(string(user))
+	}
+	body, _ := json.Marshal(map[string]string{"identifier": identifier})
+	req, _ := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatalf("provisioning request: %v", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var res provisionResult
+	if err = json.Unmarshal(data, &res); err != nil {
+		s.t.Fatalf("provisioning answer %d is not JSON: %s", resp.StatusCode, data)
+	}
+	return resp.StatusCode, res
+}

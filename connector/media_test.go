@@ -1,0 +1,81 @@
+package connector
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestMediaPathRoundTrip(t *testing.T) {
+	for _, c := range []struct{ server, id string }{
+		{"example.org", "abcDEF123"},
+		{"example.org:8448", "with/slash"},
+		{"[::1]:8008", "100% sure?#"},
+	} {
+		p := MediaPath(c.server, c.id)
+		server, id, ok := ParseMediaPath(p)
+		if !ok || server != c.server || id != c.id {
+			t.Errorf("ParseMediaPath(%q) = %q %q %v, want %q %q", p, server, id, ok, c.server, c.id)
+		}
+	}
+	for _, bad := range []string{
+		MediaPathPrefix, MediaPathPrefix + "server", MediaPathPrefix + "server/", MediaPathPrefix + "/id",
+		MediaPathPrefix + "server/id/extra", "/elsewhere/server/id", MediaPathPrefix + "server/%zz",
+	} {
+		if _, _, ok := ParseMediaPath(bad); ok {
+			t.Errorf("ParseMediaPath(%q) accepted a malformed path", bad)
+		}
+	}
+}
+
+// TestOpenAttachmentToken: the connector token goes to the bridge's own
+// listener and nowhere else, whatever URL an attachment names.
+func TestOpenAttachmentToken(t *testing.T) {
+	seen := make(chan string, 4)
+	serve := func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")
+		_, _ = io.WriteString(w, "payload:"+r.URL.Path)
+	}
+	bridge := httptest.NewServer(http.HandlerFunc(serve))
+	defer bridge.Close()
+	other := httptest.NewServer(http.HandlerFunc(serve))
+	defer other.Close()
+	c := NewClient(ClientOptions{URL: strings.Replace(bridge.URL, "http", "ws", 1), Token: "secret"})
+	ctx := context.Background()
+
+	read := func(a *Attachment) string {
+		t.Helper()
+		body, err := c.OpenAttachment(ctx, nil, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer body.Close()
+		data, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	if got := read(&Attachment{Name: "inline", Data: []byte("inline bytes")}); got != "inline bytes" {
+		t.Errorf("inline attachment = %q", got)
+	}
+	if got := read(&Attachment{URL: bridge.URL + MediaPath("hs", "m1")}); got != "payload:"+MediaPath("hs", "m1") {
+		t.Errorf("bridge attachment = %q", got)
+	}
+	if auth := <-seen; auth != "Bearer secret" {
+		t.Errorf("bridge got Authorization %q, want the token", auth)
+	}
+	if got := read(&Attachment{URL: MediaPath("hs", "m2")}); got != "payload:"+MediaPath("hs", "m2") {
+		t.Errorf("relative attachment = %q", got)
+	}
+	if auth := <-seen; auth != "Bearer secret" {
+		t.Errorf("relative URL: bridge got Authorization %q, want the token", auth)
+	}
+	read(&Attachment{URL: other.URL + "/file"})
+	if auth := <-seen; auth != "" {
+		t.Errorf("a third-party host got Authorization %q", auth)
+	}
+}

@@ -1,0 +1,35 @@
+package portal
+
+import (
+	"strings"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+)
+
+// matrixText is what the network gets for a Matrix message's text: the HTML
+// as the client formatted it, and a plain text that reads well on its own
+// for networks without HTML. The plain text is derived from the HTML rather
+// than taken from body, so that mentions read as names and any reply
+// fallback the client put in is gone from both.
+func matrixText(content *event.MessageEventContent) (text, html string) {
+	c := *content
+	c.RemoveReplyFallback()
+	if c.Format == event.FormatHTML && strings.TrimSpace(c.FormattedBody) != "" {
+		return format.HTMLToText(c.FormattedBody), c.FormattedBody
+	}
+	if c.RelatesTo.GetReplyTo() != "" {
+		return event.TrimReplyFallbackText(c.Body), ""
+	}
+	return c.Body, ""
+}
+
+// editText is the text of a Matrix edit: m.new_content when the client sent
+// one (the "* " fallback in the outer body is not what the user wrote).
+func editText(content *event.MessageEventContent) (text, html string) {
+	if content.NewContent != nil {
+		return matrixText(content.NewContent)
+	}
+	text, html = matrixText(content)
+	return strings.TrimPrefix(text, "* "), strings.TrimPrefix(html, "* ")
+}

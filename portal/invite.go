@@ -1,0 +1,261 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/puppet"
+)
+
+// ghostInvited turns a DM the user created with a ghost into that contact's
+// portal, the way any Matrix client starts a DM. Every refusal is a notice
+// from the ghost followed by the ghost leaving, except for users the bridge
+// does not serve: their invite is declined without a word in the room and
+// without any state written. A nil return means the invite was dealt with.
+func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID string) error {
+	user := evt.Sender
+	log := zerolog.Ctx(ctx).With().Stringer("inviter", user).Str("contact_id", contactID).Logger()
+	ctx = log.WithContext(ctx)
+	intent := m.ghosts.Intent(contactID)
+	if m.cfg.PermissionLevel(user) < config.LevelUser {
+		log.Info().Msg("Declining a ghost invite from a user the bridge does not serve")
+		if err := intent.EnsureRegistered(ctx); err != nil {
+			return fmt.Errorf("register ghost to decline the invite: %w", err)
+		}
+		if err := declineInvite(ctx, intent, evt.RoomID, "You are not allowed to use this bridge."); err != nil {
+			log.Warn().Err(err).Msg("Failed to decline invite")
+		}
+		return nil
+	}
+	if p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID); err != nil {
+		return fmt.Errorf("look up portal of %s: %w", evt.RoomID, err)
+	} else if p != nil {
+		return m.invitedIntoPortal(ctx, evt, p, contactID)
+	}
+	if !evt.Content.AsMember().IsDirect {
+		return m.refuseInvite(ctx, evt, intent, "I can only be in direct chats: this bridge bridges one-to-one conversations. "+
+			"Start a direct chat with me instead (your client's “Start chat”).")
+	}
+	// The ghost joins before anything else, so that it can explain a
+	// refusal and read who else is in the room.
+	if _, _, err := m.ghosts.Ensure(ctx, contactID); err != nil {
+		return fmt.Errorf("prepare ghost: %w", err)
+	}
+	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
+		return err
+	}
+	if others, err := m.otherMembers(ctx, intent, evt.RoomID, user); err != nil {
+		return err
+	} else if len(others) > 0 {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("This room already has other members (%s). "+
+			"This bridge bridges one-to-one conversations only: start a direct chat with just me.", joinUsers(others)))
+	}
+	logins, err := m.userLogins(ctx, user, "")
+	if err != nil && !errors.Is(err, ErrNoLogin) {
+		return err
+	} else if err != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(err)))
+	}
+	r, err := m.resolveContact(ctx, logins, contactID)
+	if err != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(err)))
+	}
+	if got := contactOfChat(r.chat); got != contactID {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("%s is known on the network as %s. Start a direct chat with %s instead.",
+			contactID, got, m.ghosts.MXID(got).URI().MatrixToURL()))
+	}
+	if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
+		log.Warn().Err(err).Msg("Failed to apply the contact's profile")
+	}
+	return m.adoptRoom(ctx, evt, intent, r)
+}
+
+// adoptRoom makes the invited room the chat's portal, unless the chat has one.
+func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.IntentAPI, r *resolved) error {
+	key := database.PortalKey{LoginID: r.login.ID, ChatID: r.chat.ID}
+	log := zerolog.Ctx(ctx).With().Str("login_id", key.LoginID).Str("chat_id", key.ChatID).Logger()
+	ctx = log.WithContext(ctx)
+	unlock := m.chats.lock(key)
+	defer unlock()
+	p, err := m.db.Portal.GetOrCreate(ctx, key, contactOfChat(r.chat))
+	if err != nil {
+		return fmt.Errorf("load portal: %w", err)
+	}
+	if p.RoomID != "" && p.RoomID != evt.RoomID {
+		if err = m.openPortal(ctx, r.login, p); err != nil {
+			log.Warn().Err(err).Msg("Failed to bring the user back into the existing portal")
+		}
+		return m.refuseJoined(ctx, evt, ghost, fmt.Sprintf("You already have a chat with %s: %s — I am leaving this room, "+
+			"please continue there.", m.contactName(ctx, p.ContactID), p.RoomID.URI().MatrixToURL()))
+	}
+	if p.RoomID == "" {
+		if err = m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if err := m.db.Portal.SetRoom(ctx, key, evt.RoomID); err != nil {
+				return err
+			}
+			// The room may have been a portal once; it is one again, and the
+			// m.direct repair must not remove it.
+			return m.db.Cleaned.Delete(ctx, r.login.MatrixUser, evt.RoomID)
+		}); err != nil {
+			return fmt.Errorf("store adopted room: %w", err)
+		}
+		p.RoomID = evt.RoomID
+		log.Info().Stringer("room_id", evt.RoomID).Msg("Room the user started is now the portal")
+	}
+	m.sendBridgeInfo(ctx, ghost, r, p)
+	if err = m.db.Portal.SetUserJoined(ctx, key, true); err != nil {
+		return err
+	}
+	if !p.InDirect {
+		if err = m.addToDirect(ctx, r.login.MatrixUser, ghost.UserID, p); err != nil {
+			return err
+		}
+	}
+	// The ghost joined before its profile was known; bring its member event
+	// in the room up to date.
+	if err = m.syncMemberProfiles(ctx, p.ContactID); err != nil {
+		log.Warn().Err(err).Msg("Failed to update the ghost's profile in the room")
+	}
+	return m.catchUpEarlyMessages(ctx, ghost, p.RoomID, evt.ID, r.login.MatrixUser)
+}
+
+// addToDirect lists the portal under the ghost in the user's m.direct. The
+// inviting client usually did so already; Apply then writes nothing.
+func (m *Manager) addToDirect(ctx context.Context, user, ghost id.UserID, p *database.Portal) error {
+	dp, err := m.dps.Intent(ctx, user)
+	if err != nil || dp == nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("No double puppet, m.direct is the client's business")
+		return nil
+	}
+	change := puppet.DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {p.RoomID}}}
+	if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+		return fmt.Errorf("add portal %s to m.direct: %w", p.RoomID, err)
+	}
+	return m.db.Portal.SetInDirect(ctx, p.PortalKey, true)
+}
+
+// sendBridgeInfo writes the m.bridge state that ensurePortal puts into the
+// rooms it creates. The user's room may not let the ghost send state; the
+// room works without it, so a refusal is only logged.
+func (m *Manager) sendBridgeInfo(ctx context.Context, ghost *mas.IntentAPI, r *resolved, p *database.Portal) {
+	stateKey := m.bridgeStateKey(r.login.ConnectorID, p.ChatID)
+	info := m.bridgeInfo(r.login.ConnectorID, r.login, p, ghost.UserID)
+	for _, typ := range []event.Type{event.StateBridge, event.StateHalfShotBridge} {
+		if _, err := ghost.SendStateEvent(ctx, p.RoomID, typ, stateKey, info); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Str("type", typ.Type).Msg("Failed to set bridge info in the adopted room")
+		}
+	}
+}
+
+// invitedIntoPortal handles a ghost invited into a room that is already a
+// portal: its own ghost comes back, any other is refused.
+func (m *Manager) invitedIntoPortal(ctx context.Context, evt *event.Event, p *database.Portal, contactID string) error {
+	intent := m.ghosts.Intent(contactID)
+	if p.ContactID == contactID {
+		_, err := m.joinInvited(ctx, intent, evt.RoomID)
+		return err
+	}
+	return m.refuseInvite(ctx, evt, intent, fmt.Sprintf("This room is already the chat with %s; "+
+		"this bridge bridges one-to-one conversations only.", m.contactName(ctx, p.ContactID)))
+}
+
+// refuseInvite joins to explain a refusal, then leaves.
+func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
+	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
+		return err
+	}
+	return m.refuseJoined(ctx, evt, intent, text)
+}
+
+// refuseJoined says why the ghost will not bridge the room, and leaves. The
+// notice's transaction id comes from the invite, so a retry says it once.
+func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
+	log := zerolog.Ctx(ctx)
+	log.Info().Str("reason", text).Msg("Refusing ghost invite")
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	if _, err := intent.SendMessageEvent(ctx, evt.RoomID, event.EventMessage, content,
+		mautrix.ReqSendEvent{TransactionID: "dmb_refuse_" + string(evt.ID)}); err != nil {
+		log.Warn().Err(err).Msg("Failed to explain the refusal")
+	}
+	if _, err := intent.LeaveRoom(ctx, evt.RoomID); err != nil && !isGoneError(err) {
+		return fmt.Errorf("leave refused room: %w", err)
+	}
+	_ = m.link.StateStore.SetMembership(ctx, evt.RoomID, intent.UserID, event.MembershipLeave)
+	return nil
+}
+
+// joinInvited accepts the invite. It reports false when the invite is gone
+// (withdrawn, or already answered before a restart): there is nobody to talk to.
+func (m *Manager) joinInvited(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID) (bool, error) {
+	// A ghost invited in a createRoom call was never queried, so it may not
+	// exist on the homeserver yet.
+	if err := intent.EnsureRegistered(ctx); err != nil {
+		return false, fmt.Errorf("register %s: %w", intent.UserID, err)
+	}
+	if _, err := intent.JoinRoomByID(ctx, roomID); err != nil {
+		if isGoneError(err) {
+			zerolog.Ctx(ctx).Info().Err(err).Msg("Invite is gone, nothing to do")
+			return false, nil
+		}
+		return false, fmt.Errorf("join %s as %s: %w", roomID, intent.UserID, err)
+	}
+	_ = m.link.StateStore.SetMembership(ctx, roomID, intent.UserID, event.MembershipJoin)
+	return true, nil
+}
+
+// otherMembers lists who, besides the user and the ghost, is in the room or
+// invited to it. A DM that already holds someone else is not one-to-one.
+func (m *Manager) otherMembers(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
+	resp, err := intent.Members(ctx, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
+	}
+	var others []id.UserID
+	for _, evt := range resp.Chunk {
+		member := evt.Content.AsMember()
+		target := id.UserID(evt.GetStateKey())
+		if target == user || target == intent.UserID {
+			continue
+		}
+		if member.Membership == event.MembershipJoin || member.Membership == event.MembershipInvite {
+			others = append(others, target)
+		}
+	}
+	return others, nil
+}
+
+func joinUsers(users []id.UserID) string {
+	out := ""
+	for i, u := range users {
+		if i > 0 {
+			out += ", "
+		}
+		out += string(u)
+	}
+	return out
+}
+
+// contactName is what the user knows the contact as.
+func (m *Manager) contactName(ctx context.Context, contactID string) string {
+	if ghost, err := m.db.Ghost.Get(ctx, contactID); err == nil && ghost != nil && ghost.Name != "" {
+		return m.cfg.GhostDisplayname(ghost.Name, contactID)
+	}
+	return contactID
+}
+
+// declineInvite rejects an invite with a reason the inviter sees. It writes
+// the member event itself because Dendrite drops the reason given to /leave.
+func declineInvite(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, reason string) error {
+	_, err := intent.SendStateEvent(ctx, roomID, event.StateMember, string(intent.UserID),
+		&event.MemberEventContent{Membership: event.MembershipLeave, Reason: reason})
+	return err
+}

@@ -1,0 +1,133 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// inlineOverhead leaves room in a frame for the command around inline data.
+const inlineOverhead = 64 << 10
+
+// messageCommand builds the send_message for a Matrix message. When the
+// message cannot go at all (a file over the limit, an encrypted file) it
+// returns no command and a notice for the user instead.
+func (m *Manager) messageCommand(ctx context.Context, evt *event.Event, login *database.Login, p *database.Portal, content *event.MessageEventContent) (*connector.Command, string, error) {
+	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID)}
+	if isMedia(content) {
+		att, notice, err := m.matrixAttachment(ctx, content)
+		if att == nil {
+			return nil, notice, err
+		}
+		cmd.Attachments = []connector.Attachment{*att}
+		if caption := content.GetCaption(); caption != "" {
+			c := *content
+			c.Body = caption
+			if c.FormattedBody == "" {
+				c.Format = ""
+			}
+			cmd.Text, cmd.HTML = matrixText(&c)
+		}
+	} else {
+		cmd.Text, cmd.HTML = matrixText(content)
+		if content.MsgType == event.MsgEmote {
+			// "/me" is how most networks (and XMPP's XEP-0245) spell an emote.
+			cmd.Text = "/me " + cmd.Text
+			if cmd.HTML != "" {
+				cmd.HTML = "/me " + cmd.HTML
+			}
+		}
+	}
+	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" {
+		target, err := m.db.Message.GetByMXID(ctx, replyTo)
+		if err != nil {
+			return nil, "", err
+		}
+		if target != nil {
+			cmd.ReplyTo = target.RemoteID
+		} else {
+			zerolog.Ctx(ctx).Info().Stringer("reply_to", replyTo).Msg("Reply to an event the bridge does not know, sending it as a plain message")
+		}
+	}
+	return cmd, "", nil
+}
+
+func isMedia(content *event.MessageEventContent) bool {
+	switch content.MsgType {
+	case event.MsgImage, event.MsgVideo, event.MsgAudio, event.MsgFile:
+		return true
+	}
+	return content.URL != "" || content.File != nil
+}
+
+// matrixAttachment describes a Matrix file for the connector: small files
+// travel inline, larger ones as a path on the connector listener that the
+// connector fetches (completed to a URL when the command is sent).
+func (m *Manager) matrixAttachment(ctx context.Context, content *event.MessageEventContent) (*connector.Attachment, string, error) {
+	name := content.GetFileName()
+	if content.File != nil {
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: the bridge cannot pass on encrypted files.", name), nil
+	}
+	uri, err := content.URL.Parse()
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Media message with a bad mxc URL")
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: its file address is not valid.", name), nil
+	}
+	att := &connector.Attachment{Name: name}
+	if content.Info != nil {
+		att.MimeType = content.Info.MimeType
+		att.Size = int64(content.Info.Size)
+	}
+	limit := m.cfg.Bridge.MaxMediaBytes
+	if att.Size > limit {
+		return nil, fmt.Sprintf("⚠️ %q (%s) was not delivered: it is larger than the bridge's limit of %s.",
+			name, humanBytes(att.Size), humanBytes(limit)), nil
+	}
+	if att.Size > 0 && att.Size <= m.inlineLimit() {
+		data, err := m.downloadSmall(ctx, content, m.inlineLimit())
+		if err != nil {
+			return nil, "", err
+		}
+		if data != nil {
+			att.Data, att.Size = data, int64(len(data))
+			return att, "", nil
+		}
+		// info.size understated the file; it goes by URL instead.
+	}
+	att.URL = connector.MediaPath(uri.Homeserver, uri.FileID)
+	return att, "", nil
+}
+
+// inlineLimit is the largest file sent inline: the configured size, within
+// what the protocol allows and what fits a frame once base64-encoded.
+func (m *Manager) inlineLimit() int64 {
+	limit := min(m.cfg.Bridge.InlineMediaBytes, connector.MaxInlineAttachment)
+	if frame := m.cfg.Connector.MaxFrameBytes; frame > 0 {
+		limit = min(limit, (frame-inlineOverhead)*3/4)
+	}
+	return max(limit, 0)
+}
+
+// downloadSmall reads a file of at most limit bytes; nil if it is larger.
+func (m *Manager) downloadSmall(ctx context.Context, content *event.MessageEventContent, limit int64) ([]byte, error) {
+	uri, _ := content.URL.Parse()
+	resp, err := m.downloadMedia(ctx, uri, nil)
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", content.URL, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", content.URL, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, nil
+	}
+	return data, nil
+}

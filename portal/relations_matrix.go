@@ -1,0 +1,144 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// The user's edits, reactions and deletions on Matrix become commands on the
+// message they point at. Each goes through the pending-command path with the
+// Matrix event id as txn, like a message; commandDone (relationDone) stores
+// what the result means. Whatever points at an event the bridge does not
+// know is logged and skipped.
+
+// matrixEdit turns an m.replace into edit_message.
+func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal, content *event.MessageEventContent) error {
+	targetMX := content.RelatesTo.GetReplaceID()
+	target, err := m.db.Message.GetByMXID(ctx, targetMX)
+	if err != nil {
+		return err
+	}
+	if target == nil || !target.IsMe {
+		zerolog.Ctx(ctx).Info().Stringer("target", targetMX).Msg("Edit of an event that is not a bridged message of the user, skipping it")
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	text, html := editText(content)
+	return m.queueCommand(ctx, row, login, p, connector.OpEditMessage, &connector.Command{
+		Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Target: target.RemoteID, Text: text, HTML: html,
+	})
+}
+
+// matrixReaction turns an m.annotation into react.
+func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
+	content := evt.Content.AsReaction()
+	targetMX, key := content.RelatesTo.EventID, content.RelatesTo.Key
+	if content.RelatesTo.Type != event.RelAnnotation || targetMX == "" || key == "" {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	target, err := m.db.Message.GetByMXID(ctx, targetMX)
+	if err != nil {
+		return err
+	}
+	if target == nil {
+		zerolog.Ctx(ctx).Info().Stringer("target", targetMX).Msg("Reaction to an event the bridge does not know, skipping it")
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	return m.queueCommand(ctx, row, login, p, connector.OpReact, &connector.Command{
+		Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Target: target.RemoteID, Key: key,
+	})
+}
+
+// matrixRedaction removes a reaction (unreact) or deletes a message
+// (delete_message), depending on what was redacted.
+func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
+	redacts := evt.Redacts
+	if redacts == "" {
+		redacts = evt.Content.AsRedaction().Redacts
+	}
+	log := zerolog.Ctx(ctx).With().Stringer("redacts", redacts).Logger()
+	base := connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID)}
+	if reaction, err := m.reactionByMXID(ctx, redacts); err != nil {
+		return err
+	} else if reaction != nil {
+		if reaction.SenderID != login.ID {
+			log.Info().Msg("Redaction of the contact's reaction, nothing to send")
+			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		}
+		base.Target, base.Key = reaction.TargetID, reaction.Key
+		return m.queueCommand(ctx, row, login, p, connector.OpUnreact, &base)
+	}
+	msg, err := m.db.Message.GetByMXID(ctx, redacts)
+	if err != nil {
+		return err
+	}
+	if msg == nil {
+		log.Info().Msg("Redaction of an event the bridge does not know, skipping it")
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	if !msg.IsMe {
+		return m.refuseMatrix(ctx, row, p, "The message was removed on Matrix only: the bridge deletes only your own messages on "+m.networkName(login.ConnectorID)+".")
+	}
+	base.Target = msg.RemoteID
+	return m.queueCommand(ctx, row, login, p, connector.OpDeleteMessage, &base)
+}
+
+// reactionByMXID finds a reaction by its Matrix event, including one whose
+// react command has not been answered yet: the unreact is queued behind it.
+func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (*database.Reaction, error) {
+	r, err := m.db.Reaction.GetByMXID(ctx, eventID)
+	if err != nil || r != nil {
+		return r, err
+	}
+	pc, err := m.db.PendingCm.Get(ctx, string(eventID))
+	if err != nil || pc == nil || pc.Op != connector.OpReact {
+		return nil, err
+	}
+	var cmd connector.Command
+	if err := json.Unmarshal(pc.Data, &cmd); err != nil {
+		return nil, nil
+	}
+	return &database.Reaction{PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key, MXID: eventID}, nil
+}
+
+// refuseMatrix marks a Matrix event handled without a command and tells the
+// user why it did not reach the network.
+func (m *Manager) refuseMatrix(ctx context.Context, row *database.MXEvent, p *database.Portal, notice string) error {
+	if err := m.db.MXEvent.MarkDone(ctx, row.Seq, ""); err != nil {
+		return err
+	}
+	if notice != "" {
+		m.notice(ctx, p, notice)
+	}
+	return nil
+}
+
+// relationDone stores what the answer to an edit, delete or reaction
+// command means; it runs inside commandDone's transaction.
+func (m *Manager) relationDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
+	switch pc.Op {
+	case connector.OpDeleteMessage:
+		if err := m.db.Reaction.DeleteTarget(ctx, pc.PortalKey, cmd.Target); err != nil {
+			return err
+		}
+		return m.db.Message.DeleteRemote(ctx, pc.PortalKey, cmd.Target)
+	case connector.OpReact:
+		remoteID := ""
+		if res != nil {
+			remoteID = res.ID
+		}
+		return m.db.Reaction.Insert(ctx, &database.Reaction{
+			PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key,
+			RemoteID: remoteID, MXID: id.EventID(pc.Txn),
+		})
+	case connector.OpUnreact:
+		return m.db.Reaction.DeleteKey(ctx, pc.PortalKey, cmd.Target, pc.LoginID, cmd.Key)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// remoteRelation applies an event that points at an earlier message: an
+// edit, a deletion, a reaction or its removal, a read receipt. Whatever
+// points at a message the bridge never mapped is logged and skipped: the
+// portal must keep going.
+func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
+	log := zerolog.Ctx(ctx)
+	if ev.Txn != "" && ev.Kind != connector.KindReadReceipt {
+		// The echo of the bridge's own command: Matrix shows it already.
+		log.Debug().Str("txn", ev.Txn).Msg("Echo of the bridge's own command, skipping it")
+		return done(ctx)
+	}
+	key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
+	p, err := m.db.Portal.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("load portal %s: %w", ev.Chat.ID, err)
+	}
+	if p == nil || p.RoomID == "" {
+		log.Info().Msg("Event points into a chat without a portal, skipping it")
+		return done(ctx)
+	}
+	if ev.Kind == connector.KindReadReceipt {
+		return m.remoteReadReceipt(ctx, login, p, ev, done)
+	}
+	intent, isMe, err := m.senderIntent(ctx, login, p, ev.Sender)
+	if err != nil {
+		return err
+	}
+	switch ev.Kind {
+	case connector.KindEdit:
+		return m.remoteEdit(ctx, p, intent, isMe, ev, done)
+	case connector.KindDelete:
+		return m.remoteDelete(ctx, p, intent, ev, done)
+	case connector.KindReaction:
+		return m.remoteReaction(ctx, login, p, intent, ev, done)
+	default:
+		return m.remoteReactionRemove(ctx, login, p, intent, ev, done)
+	}
+}
+
+func skipUnknownTarget(ctx context.Context, ev *connector.Event, done func(context.Context) error) error {
+	zerolog.Ctx(ctx).Info().Str("target", ev.Target).Str("up_to", ev.UpTo).
+		Msg("Event points at a message the bridge does not know, skipping it")
+	return done(ctx)
+}
+
+func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *mas.IntentAPI, isMe bool, ev *connector.Event, done func(context.Context) error) error {
+	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
+	if err != nil {
+		return err
+	} else if target == nil {
+		return skipUnknownTarget(ctx, ev, done)
+	}
+	content := textContent(ev.Text, ev.HTML)
+	if isMe && !intent.IsCustomPuppet {
+		markAsUsers([]*event.MessageEventContent{content})
+	}
+	content.SetEdit(target.MXID)
+	_, err = intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{
+		Timestamp: ev.TS, TransactionID: remoteTxnID(ev, 0),
+	})
+	if err != nil {
+		return fmt.Errorf("send edit of %s: %w", ev.Target, err)
+	}
+	return done(ctx)
+}
+
+// remoteDelete redacts every part of the message, then forgets it.
+func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+	parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.Target)
+	if err != nil {
+		return err
+	} else if len(parts) == 0 {
+		return skipUnknownTarget(ctx, ev, done)
+	}
+	for i, part := range parts {
+		_, err := intent.RedactEvent(ctx, p.RoomID, part.MXID, mautrix.ReqRedact{TxnID: remoteTxnID(ev, i)})
+		if err != nil {
+			return fmt.Errorf("redact part %d of %s: %w", part.Part, ev.Target, err)
+		}
+	}
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := m.db.Reaction.DeleteTarget(ctx, p.PortalKey, ev.Target); err != nil {
+			return err
+		}
+		if err := m.db.Message.DeleteRemote(ctx, p.PortalKey, ev.Target); err != nil {
+			return err
+		}
+		return done(ctx)
+	})
+}
+
+// reactionSender keys reactions by who made them; the user's own reactions
+// use the login id whichever device made them, so that the echo of a
+// reaction sent from Matrix is recognised as the same reaction.
+func reactionSender(login *database.Login, ev *connector.Event) string {
+	if ev.Sender.IsMe {
+		return login.ID
+	}
+	return ev.Sender.ID
+}
+
+func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+	sender := reactionSender(login, ev)
+	if existing, err := m.db.Reaction.Get(ctx, p.PortalKey, ev.Target, sender, ev.Key); err != nil {
+		return err
+	} else if existing != nil {
+		zerolog.Ctx(ctx).Debug().Msg("Reaction already bridged")
+		return done(ctx)
+	}
+	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
+	if err != nil {
+		return err
+	} else if target == nil {
+		return skipUnknownTarget(ctx, ev, done)
+	}
+	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
+	resp, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, content, mautrix.ReqSendEvent{
+		Timestamp: ev.TS, TransactionID: remoteTxnID(ev, 0),
+	})
+	if err != nil {
+		return fmt.Errorf("send reaction to %s: %w", ev.Target, err)
+	}
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		err := m.db.Reaction.Insert(ctx, &database.Reaction{
+			PortalKey: p.PortalKey, TargetID: ev.Target, SenderID: sender, Key: ev.Key, RemoteID: ev.ID, MXID: resp.EventID,
+		})
+		if err != nil {
+			return fmt.Errorf("store reaction mapping: %w", err)
+		}
+		return done(ctx)
+	})
+}
+
+func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Login, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+	r, err := m.db.Reaction.Get(ctx, p.PortalKey, ev.Target, reactionSender(login, ev), ev.Key)
+	if err != nil {
+		return err
+	} else if r == nil {
+		return skipUnknownTarget(ctx, ev, done)
+	}
+	if _, err = intent.RedactEvent(ctx, p.RoomID, r.MXID, mautrix.ReqRedact{TxnID: remoteTxnID(ev, 0)}); err != nil {
+		return fmt.Errorf("redact reaction %s: %w", r.MXID, err)
+	}
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
+			return err
+		}
+		return done(ctx)
+	})
+}
+
+// remoteReadReceipt moves the reader's m.read receipt: the ghost's when the
+// contact read, the user's own (through the double puppet) when the user read
+// on another device. The user's receipt is marked as the bridge's so that it
+// does not come back from the homeserver as a mark_read.
+func (m *Manager) remoteReadReceipt(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error) error {
+	msg, err := m.db.Message.LastPart(ctx, p.PortalKey, ev.UpTo)
+	if err != nil {
+		return err
+	} else if msg == nil {
+		return skipUnknownTarget(ctx, ev, done)
+	}
+	if !ev.Sender.IsMe {
+		if err = m.ghosts.Intent(p.ContactID).MarkRead(ctx, p.RoomID, msg.MXID); err != nil {
+			return fmt.Errorf("set ghost read receipt: %w", err)
+		}
+		return done(ctx)
+	}
+	dp, err := m.dps.Intent(ctx, login.MatrixUser)
+	if err != nil {
+		return err
+	}
+	if dp == nil {
+		zerolog.Ctx(ctx).Debug().Msg("No double puppet, the user's own read receipt cannot be shown")
+		return done(ctx)
+	}
+	marker := map[string]any{mas.DoublePuppetKey: appservice.DoublePuppetValue}
+	if err = dp.SendReceipt(ctx, p.RoomID, msg.MXID, event.ReceiptTypeRead, marker); err != nil {
+		return fmt.Errorf("set user read receipt: %w", err)
+	}
+	if err = dp.SetReadMarkers(ctx, p.RoomID, &mautrix.ReqSetReadMarkers{FullyRead: msg.MXID}); err != nil {
+		return fmt.Errorf("set user read marker: %w", err)
+	}
+	return done(ctx)
+}

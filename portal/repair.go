@@ -1,0 +1,157 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/puppet"
+)
+
+// startDirectRepair re-checks m.direct at start-up and then every
+// bridge.m_direct_repair_interval (0 keeps only the start-up pass). Clients
+// rewrite m.direct wholesale, and one that lost the bridge's entries makes
+// portals show up as group rooms; the repair puts them back.
+func (m *Manager) startDirectRepair() {
+	interval := m.cfg.Bridge.MDirectRepairInterval.D()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			if err := m.RepairDirect(m.ctx); err != nil && m.ctx.Err() == nil {
+				m.log.Err(err).Msg("m.direct repair failed")
+			}
+			if interval <= 0 {
+				return
+			}
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+}
+
+// RepairDirect runs one repair pass over every user with a double puppet.
+// One user's failure does not stop the others; the errors are joined.
+func (m *Manager) RepairDirect(ctx context.Context) error {
+	users, err := m.db.Login.DirectUsers(ctx)
+	if err != nil {
+		return fmt.Errorf("list users for the m.direct repair: %w", err)
+	}
+	var errs []error
+	for _, user := range users {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err = m.repairUserDirect(ctx, user); err != nil {
+			errs = append(errs, fmt.Errorf("repair m.direct of %s: %w", user, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repairUserDirect makes the user's m.direct list every portal under its
+// ghost and drop the rooms the bridge cleaned up. Entries for other rooms are
+// the user's own and are never touched.
+func (m *Manager) repairUserDirect(ctx context.Context, user id.UserID) error {
+	dp, err := m.dps.Intent(ctx, user)
+	if err != nil || dp == nil {
+		return err
+	}
+	log := m.log.With().Str("component", "m_direct_repair").Stringer("user_id", user).Logger()
+	portals, err := m.db.Portal.ByUser(ctx, user)
+	if err != nil {
+		return err
+	}
+	change := puppet.DirectChange{Add: make(map[id.UserID][]id.RoomID)}
+	for _, p := range portals {
+		if p.RoomID != "" {
+			ghost := m.ghosts.MXID(p.ContactID)
+			change.Add[ghost] = append(change.Add[ghost], p.RoomID)
+		}
+	}
+	// Read the cleaned rooms after the portals, and let them win: a portal
+	// whose cleanup started in between is then removed, not put back
+	// (cleanupPortal records the room before it deletes the portal).
+	if change.Remove, err = m.db.Cleaned.ByUser(ctx, user); err != nil {
+		return err
+	}
+	current, err := readDirect(ctx, dp.Client)
+	if err != nil {
+		return err
+	}
+	added, removed := directDiff(current, change)
+	if len(added) == 0 && len(removed) == 0 {
+		log.Debug().Msg("m.direct is in order")
+		return m.markInDirect(ctx, portals, change.Remove)
+	}
+	if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+		return err
+	}
+	log.Info().Strs("added", added).Strs("removed", removed).Msg("Repaired m.direct")
+	return m.markInDirect(ctx, portals, change.Remove)
+}
+
+// markInDirect records that the portals' rooms are in m.direct now, so that
+// ensurePortal does not redo it.
+func (m *Manager) markInDirect(ctx context.Context, portals []*database.Portal, removed map[id.RoomID]bool) error {
+	for _, p := range portals {
+		if p.RoomID != "" && !p.InDirect && !removed[p.RoomID] {
+			if err := m.db.Portal.SetInDirect(ctx, p.PortalKey, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readDirect reads m.direct for the diff that the log shows. Values that are
+// not room lists are skipped here, as Apply leaves them alone.
+func readDirect(ctx context.Context, client *mautrix.Client) (map[string][]id.RoomID, error) {
+	raw := make(map[string]json.RawMessage)
+	err := client.GetAccountData(ctx, event.AccountDataDirectChats.Type, &raw)
+	if errors.Is(err, mautrix.MNotFound) {
+		return map[string][]id.RoomID{}, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("read m.direct: %w", err)
+	}
+	out := make(map[string][]id.RoomID, len(raw))
+	for key, value := range raw {
+		var rooms []id.RoomID
+		if json.Unmarshal(value, &rooms) == nil {
+			out[key] = rooms
+		}
+	}
+	return out, nil
+}
+
+// directDiff says what the change would add ("ghost room") and remove.
+func directDiff(current map[string][]id.RoomID, change puppet.DirectChange) (added, removed []string) {
+	for ghost, rooms := range change.Add {
+		for _, room := range rooms {
+			if !change.Remove[room] && !slices.Contains(current[string(ghost)], room) {
+				added = append(added, string(ghost)+" "+string(room))
+			}
+		}
+	}
+	for key, rooms := range current {
+		for _, room := range rooms {
+			if change.Remove[room] {
+				removed = append(removed, key+" "+string(room))
+			}
+		}
+	}
+	slices.Sort(added)
+	slices.Sort(removed)
+	return added, removed
+}
