@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -37,69 +36,13 @@ func newFidelityStack(t *testing.T, target testdb.Target, adjust func(*config.Co
 	return s
 }
 
-// fakeSetup varies the fake connector: what its network can do, and work
-// it does on a command before answering (such as fetching an attachment).
-type fakeSetup struct {
-	caps   *connector.Capabilities
-	store  *connector.MemoryStore
-	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
-}
-
-// fidConnect is connectFake with a fakeSetup. A new fake with the same
-// connector id replaces the old one; pass the old store to keep its seq.
+// fidConnect replaces the running fake connector with one set up as o.
 func (s *stack) fidConnect(o fakeSetup) *fakeConnector {
 	s.t.Helper()
 	if s.fake != nil {
 		s.fake.stop()
 	}
-	if o.store == nil {
-		o.store = connector.NewMemoryStore()
-	}
-	hello := helloFor(connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected})
-	if o.caps != nil {
-		hello.Capabilities = *o.caps
-	}
-	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
-	welcomed := make(chan struct{}, 1)
-	handle := f.handle
-	if o.before != nil {
-		handle = func(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
-			if err := o.before(ctx, f.client, op, cmd); err != nil {
-				return nil, err
-			}
-			return f.handle(ctx, op, cmd)
-		}
-	}
-	f.client = connector.NewClient(connector.ClientOptions{
-		URL:        "ws://" + s.cfg.Connector.Listen,
-		Token:      testConnectorToken,
-		Hello:      hello,
-		Store:      o.store,
-		Handle:     handle,
-		Log:        zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
-		MinBackoff: 50 * time.Millisecond,
-		MaxBackoff: 500 * time.Millisecond,
-		OnWelcome: func(connector.Welcome) {
-			select {
-			case welcomed <- struct{}{}:
-			default:
-			}
-		},
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	f.cancel = cancel
-	go func() {
-		defer close(f.done)
-		_ = f.client.Run(ctx)
-	}()
-	s.t.Cleanup(f.stop)
-	select {
-	case <-welcomed:
-	case <-time.After(15 * time.Second):
-		s.t.Fatal("fake connector got no welcome")
-	}
-	s.fake = f
-	return f
+	return s.connectFakeWith(o)
 }
 
 // fidPortal makes bob's portal with a first message and returns its room

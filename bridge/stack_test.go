@@ -201,20 +201,51 @@ func helloFor(logins ...connector.Login) connector.Hello {
 
 func (s *stack) connectFake(store *connector.MemoryStore, logins ...connector.Login) *fakeConnector {
 	s.t.Helper()
-	if len(logins) == 0 {
-		logins = []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}}
+	return s.connectFakeWith(fakeSetup{store: store, logins: logins})
+}
+
+// fakeSetup varies the fake connector: its logins, what its network can do,
+// and work it does on a command before answering (such as fetching an
+// attachment).
+type fakeSetup struct {
+	logins []connector.Login
+	caps   *connector.Capabilities
+	store  *connector.MemoryStore
+	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
+}
+
+// connectFakeWith starts a fake connector and waits for its welcome. A new
+// fake with the same connector id replaces the old one; pass the old store
+// to keep its seq.
+func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
+	s.t.Helper()
+	if len(o.logins) == 0 {
+		o.logins = []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}}
 	}
-	if store == nil {
-		store = connector.NewMemoryStore()
+	if o.store == nil {
+		o.store = connector.NewMemoryStore()
 	}
-	f := &fakeConnector{t: s.t, store: store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
+	hello := helloFor(o.logins...)
+	if o.caps != nil {
+		hello.Capabilities = *o.caps
+	}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
 	welcomed := make(chan struct{}, 1)
+	handle := f.handle
+	if o.before != nil {
+		handle = func(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
+			if err := o.before(ctx, f.client, op, cmd); err != nil {
+				return nil, err
+			}
+			return f.handle(ctx, op, cmd)
+		}
+	}
 	f.client = connector.NewClient(connector.ClientOptions{
 		URL:        "ws://" + s.cfg.Connector.Listen,
 		Token:      testConnectorToken,
-		Hello:      helloFor(logins...),
-		Store:      store,
-		Handle:     f.handle,
+		Hello:      hello,
+		Store:      o.store,
+		Handle:     handle,
 		Log:        zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.WarnLevel),
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
