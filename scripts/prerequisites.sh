@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Makes a fresh machine ready for the test suite. Safe to run again.
+# With --demo, only what `make demo` needs: Prosody (the demo builds
+# Dendrite itself, saying so, and runs on SQLite).
 set -euo pipefail
+demo_only=false
+[ "${1:-}" = "--demo" ] && demo_only=true
 
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
 # PostgreSQL: the database tests run on it as well as on SQLite.
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+if ! $demo_only && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
 	if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
 		echo "prerequisites: starting PostgreSQL"
 		as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
@@ -29,4 +33,5 @@ fi
 
 # Dendrite: built once from the module proxy and cached; the test harness
 # would build it too, this only moves the wait out of the first test.
+$demo_only && exit 0
 go run ./internal/tesths/cmd/build-dendrite

@@ -1,4 +1,4 @@
-package testxmpp
+package devstack
 
 import (
 	"fmt"
@@ -6,17 +6,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 )
 
-// procCred is the account a child process runs under; nil means ours.
-type procCred = syscall.Credential
-
-// runAs decides which account Prosody and prosodyctl run under. Prosody
-// refuses to run as root, so a root test process hands them to the
-// "prosody" account that the Debian package creates; anyone else runs them
-// as themselves.
-func runAs() (*procCred, error) {
+// prosodyAccount decides which account Prosody and prosodyctl run under.
+// Prosody refuses to run as root, so a root caller hands them to the
+// "prosody" account that the Debian package creates; anyone else runs
+// them as themselves.
+func prosodyAccount() (*procCred, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
@@ -35,12 +31,6 @@ func runAs() (*procCred, error) {
 	return &procCred{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
 }
 
-// procAttr ties Prosody's lifetime to the test binary: a killed go test
-// never runs its cleanups, and a stray Prosody would keep its port.
-func procAttr(cred *procCred) *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
-}
-
 // handOver gives the whole tree under dir to the account Prosody runs as.
 func handOver(dir string, cred *procCred) error {
 	if cred == nil {
@@ -52,4 +42,26 @@ func handOver(dir string, cred *procCred) error {
 		}
 		return os.Lchown(path, int(cred.Uid), int(cred.Gid))
 	})
+}
+
+// ProsodyCanReach reports whether Prosody, running as the account
+// prosodyAccount picks, can get to dir: every directory above it must be
+// searchable by others (a checkout under /root is not).
+func ProsodyCanReach(dir string) bool {
+	if os.Geteuid() != 0 {
+		return true
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return false
+	}
+	for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if p == filepath.Dir(p) {
+			return true
+		}
+	}
 }
