@@ -193,9 +193,11 @@ func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w Welcome
 	}
 	if w.AckedSeq >= next {
 		s.log.Warn().Int64("store_next_seq", next).
-			Msg("Bridge has acked seqs this store never wrote (store reset?); continuing after the bridge's acked_seq")
-	}
-	if err := store.Acked(ctx, w.AckedSeq); err != nil {
+			Msg("Bridge has acked seqs this store never wrote (store reset?); renumbering stored events after the bridge's acked_seq")
+		if err := store.Rebase(ctx, w.AckedSeq); err != nil {
+			return nil, fmt.Errorf("renumber stored events: %w", err)
+		}
+	} else if err := store.Acked(ctx, w.AckedSeq); err != nil {
 		return nil, fmt.Errorf("forget acked events: %w", err)
 	}
 	backlog, err := store.Unacked(ctx, w.AckedSeq)

@@ -26,6 +26,12 @@ type ClientStore interface {
 	// on: the bridge has acked seqs this store never saw (it was reset), and
 	// reusing them would make the bridge drop new events as replays.
 	Acked(ctx context.Context, upTo int64) error
+	// Rebase renumbers every stored event, keeping their order, to after+1,
+	// after+2, ..., and NextSeq continues after them. The SDK calls it when
+	// the bridge has acked seqs this store never wrote (the store was reset
+	// or restored): under their old numbers the bridge would drop the
+	// stored events as replays, and it deduplicates them by message id.
+	Rebase(ctx context.Context, after int64) error
 	// TxnResult returns the recorded outcome of a command txn: its result or
 	// its error, and whether there was one.
 	TxnResult(ctx context.Context, txn string) (*Result, *Error, bool, error)
@@ -99,6 +105,16 @@ func (m *MemoryStore) Acked(_ context.Context, upTo int64) error {
 	if upTo >= m.next {
 		m.next = upTo + 1
 	}
+	return nil
+}
+
+func (m *MemoryStore) Rebase(_ context.Context, after int64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range m.events {
+		m.events[i].Seq = after + 1 + int64(i)
+	}
+	m.next = after + 1 + int64(len(m.events))
 	return nil
 }
 

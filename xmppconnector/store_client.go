@@ -155,6 +155,32 @@ func (s *Store) Acked(ctx context.Context, upTo int64) error {
 	})
 }
 
+// Rebase implements connector.ClientStore. The rows are read and written
+// back rather than updated in place, since shifting primary keys up one row
+// at a time can collide with a row not yet moved.
+func (s *Store) Rebase(ctx context.Context, after int64) error {
+	pending, err := s.Unacked(ctx, 0)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox`); err != nil {
+			return err
+		}
+		for i, se := range pending {
+			data, err := json.Marshal(&se.Event)
+			if err != nil {
+				return fmt.Errorf("encoding event %d: %w", se.Seq, err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox (seq, event) VALUES (?, ?)`, after+1+int64(i), data); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE seq SET next = ? WHERE id = 1`, after+1+int64(len(pending)))
+		return err
+	})
+}
+
 // TxnResult implements connector.ClientStore.
 func (s *Store) TxnResult(ctx context.Context, txn string) (*connector.Result, *connector.Error, bool, error) {
 	var resData, errData []byte
