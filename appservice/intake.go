@@ -61,6 +61,11 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := log.WithContext(context.Background())
 	fresh := false
+	// Homeservers send one transaction at a time, but a retry can overlap a
+	// slow first attempt. Serialising the intake keeps mx_event's seq in
+	// commit order, which the dispatcher relies on to never skip a row.
+	l.intakeMu.Lock()
+	defer l.intakeMu.Unlock()
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
 		if err != nil || !fresh {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"github.com/rs/zerolog"
 	mas "maunium.net/go/mautrix/appservice"
@@ -28,7 +29,7 @@ const DoublePuppetValue = "dmbridge"
 type Sink interface {
 	// Wake tells the sink that new Matrix events are stored.
 	Wake()
-	// Ephemeral hands over an ephemeral event (typing, receipt, presence);
+	// MatrixEphemeral hands over an ephemeral event (typing, receipt, presence);
 	// these are not stored, and losing one is acceptable.
 	MatrixEphemeral(ctx context.Context, evt *EphemeralEvent)
 }
@@ -41,6 +42,7 @@ type Link struct {
 	db         *database.Database
 	log        zerolog.Logger
 	sink       Sink
+	intakeMu   sync.Mutex
 	server     *http.Server
 	// mounts are routes beside the homeserver's, such as provisioning.
 	mounts []mount
