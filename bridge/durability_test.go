@@ -7,10 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
-	"maunium.net/go/mautrix/id"
 )
 
 // waitBodies waits until the room shows exactly want, in order, and then
@@ -187,5 +191,58 @@ func TestMatrixMessagesWhileConnectorOffline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInterruptedPortalCreationResumes sets up what a crash inside
+// createRoom leaves behind: the portal row marked as creating, and a room the
+// ghost made with its m.bridge state but without the user's invite (the
+// homeserver stops a createRoom whose caller went away). The next event
+// adopts that room instead of making a second one, and the user still gets
+// an is_direct invite, a join and the m.direct entry.
+func TestInterruptedPortalCreationResumes(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t))
+	ctx := context.Background()
+	f := s.connectFake(nil)
+	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob"}})
+	ghost := s.ghost("bob@network")
+	tesths.WaitFor(t, 20*time.Second, "bob's ghost registered", func() (bool, error) {
+		g, err := s.br.DB.Ghost.Get(ctx, "bob@network")
+		return g != nil && g.Registered, err
+	})
+	key := database.PortalKey{LoginID: testLogin, ChatID: "bob@network"}
+	if _, err := s.br.DB.Portal.GetOrCreate(ctx, key, "bob@network"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.br.DB.Portal.MarkCreateStarted(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	stateKey := "fakenet://bob@network"
+	info := &event.BridgeEventContent{BridgeBot: s.br.Link.BotMXID(), Creator: ghost,
+		Protocol: event.BridgeInfoSection{ID: "fakenet"}, Channel: event.BridgeInfoSection{ID: "bob@network", Receiver: testLogin}}
+	orphan, err := s.br.Link.AS.Intent(ghost).CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "trusted_private_chat",
+		InitialState: []*event.Event{{Type: event.StateBridge, StateKey: &stateKey, Content: event.Content{Parsed: info}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	f.send(textFrom("bob@network", "m1", "after the crash"))
+	roomID, invite := s.sync.WaitInvite(t, 30*time.Second)
+	if roomID != orphan.RoomID {
+		t.Fatalf("invited to %s, want the interrupted room %s", roomID, orphan.RoomID)
+	}
+	if invite.Sender != ghost || !invite.Content.AsMember().IsDirect {
+		t.Errorf("invite from %s with is_direct=%v, want from the ghost with is_direct", invite.Sender, invite.Content.AsMember().IsDirect)
+	}
+	s.waitBodies(orphan.RoomID, []string{"after the crash"})
+	s.waitDirect(ghost, orphan.RoomID, true)
+	joined, err := s.alice.JoinedRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(joined.JoinedRooms) != 1 || joined.JoinedRooms[0] != orphan.RoomID {
+		t.Errorf("alice is in %v, want only %s", joined.JoinedRooms, orphan.RoomID)
 	}
 }

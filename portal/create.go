@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -41,6 +42,11 @@ func (m *Manager) ensurePortal(ctx context.Context, login *database.Login, conne
 		if p.CreateStarted {
 			if p.RoomID, err = m.findOrphanRoom(ctx, ghostIntent, connectorID, p); err != nil {
 				return nil, fmt.Errorf("look for a half-created room for %s: %w", chat.ID, err)
+			}
+			if p.RoomID != "" {
+				if err = m.ensureDirectInvite(ctx, ghostIntent, p.RoomID, login.MatrixUser); err != nil {
+					return nil, fmt.Errorf("invite %s to recovered portal %s: %w", login.MatrixUser, p.RoomID, err)
+				}
 			}
 		}
 		if p.RoomID == "" {
@@ -135,6 +141,23 @@ func (m *Manager) createRoom(ctx context.Context, ghost *mas.IntentAPI, connecto
 		return "", err
 	}
 	return resp.RoomID, nil
+}
+
+// ensureDirectInvite gives the user of a recovered room the is_direct invite
+// that createRoom would have sent. The homeserver stops processing a
+// createRoom whose caller went away, so a crash can leave a room that has
+// its initial state (and so is found by findOrphanRoom) but no invites yet.
+func (m *Manager) ensureDirectInvite(ctx context.Context, ghost *mas.IntentAPI, roomID id.RoomID, user id.UserID) error {
+	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost.UserID, event.MembershipJoin)
+	var member event.MemberEventContent
+	err := ghost.StateEvent(ctx, roomID, event.StateMember, string(user), &member)
+	if err == nil && (member.Membership == event.MembershipInvite || member.Membership == event.MembershipJoin) {
+		return nil
+	} else if err != nil && !errors.Is(err, mautrix.MNotFound) {
+		return err
+	}
+	_, err = ghost.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: user}, map[string]any{"is_direct": true})
+	return err
 }
 
 // findOrphanRoom looks for a room the ghost created for this chat before a
