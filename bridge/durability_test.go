@@ -221,7 +221,7 @@ func TestInterruptedPortalCreationResumes(t *testing.T) {
 	info := &event.BridgeEventContent{BridgeBot: s.br.Link.BotMXID(), Creator: ghost,
 		Protocol: event.BridgeInfoSection{ID: "fakenet"}, Channel: event.BridgeInfoSection{ID: "bob@network", Receiver: testLogin}}
 	orphan, err := s.br.Link.AS.Intent(ghost).CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "trusted_private_chat",
+		Preset:       "trusted_private_chat",
 		InitialState: []*event.Event{{Type: event.StateBridge, StateKey: &stateKey, Content: event.Content{Parsed: info}}},
 	})
 	if err != nil {
