@@ -60,7 +60,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := log.WithContext(context.Background())
-	fresh := false
+	fresh, added := false, 0
 	// Homeservers send one transaction at a time, but a retry can overlap a
 	// slow first attempt. Serialising the intake keeps mx_event's seq in
 	// commit order, which the dispatcher relies on to never skip a row.
@@ -68,12 +68,18 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	defer l.intakeMu.Unlock()
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
-		if err != nil || !fresh {
+		if err != nil {
 			return err
 		}
+		// Events are stored even for a transaction id seen before: Dendrite
+		// names a retried batch after its first event, and the retry can
+		// carry events that arrived meanwhile. Event ids keep it once.
 		for i, raw := range txn.Events {
-			if err = l.db.MXEvent.Insert(ctx, heads[i].ID, heads[i].RoomID, raw); err != nil {
+			isNew, err := l.db.MXEvent.Insert(ctx, heads[i].ID, heads[i].RoomID, raw)
+			if err != nil {
 				return fmt.Errorf("store event %s: %w", heads[i].ID, err)
+			} else if isNew {
+				added++
 			}
 		}
 		return nil
@@ -84,16 +90,16 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
-	if !fresh {
-		log.Debug().Msg("Ignoring transaction seen before")
-		return
-	}
-	log.Debug().Int("events", len(txn.Events)).Msg("Stored transaction")
+	log.Debug().Bool("seen_before", !fresh).Int("events", len(txn.Events)).Int("new_events", added).Msg("Stored transaction")
 	if l.sink == nil {
 		return
 	}
-	if len(txn.Events) > 0 {
+	if added > 0 {
 		l.sink.Wake()
+	}
+	if !fresh {
+		// Ephemeral events of a repeated transaction were handed over already.
+		return
 	}
 	ephemeral := txn.EphemeralEvents
 	if ephemeral == nil {

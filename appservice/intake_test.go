@@ -139,3 +139,45 @@ func TestTransactionOnceAcrossRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestRetriedTransactionWithMoreEvents: Dendrite names a transaction after
+// the first event of its batch, so a retry after a failed push can reuse the
+// id with events added meanwhile. Those must not be lost, and the ones
+// already stored must not be stored twice.
+func TestRetriedTransactionWithMoreEvents(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			srv, db, sink := startLink(t, target)
+			if code, _ := put(t, srv, "txn-b", "hs-secret", txnBody); code != http.StatusOK {
+				t.Fatalf("first put: %d", code)
+			}
+			bigger := `{"events":[{"event_id":"$e1","room_id":"!r:localhost","sender":"@alice:localhost",
+				"type":"m.room.message","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}},
+				{"event_id":"$e2","room_id":"!r:localhost","sender":"@alice:localhost",
+				"type":"m.room.message","origin_server_ts":2,"content":{"msgtype":"m.text","body":"later"}}]}`
+			if code, _ := put(t, srv, "txn-b", "hs-secret", bigger); code != http.StatusOK {
+				t.Fatalf("retried put: %d", code)
+			}
+			var ids []string
+			rows, err := db.Query(context.Background(), "SELECT event_id FROM mx_event ORDER BY seq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var s string
+				_ = rows.Scan(&s)
+				ids = append(ids, s)
+			}
+			_ = rows.Close()
+			if strings.Join(ids, ",") != "$e1,$e2" {
+				t.Errorf("stored events %v, want $e1 then $e2 once each", ids)
+			}
+			if sink.wakes.Load() != 2 {
+				t.Errorf("sink woken %d times, want 2 (once per put that added events)", sink.wakes.Load())
+			}
+			if sink.ephemeral.Load() != 1 {
+				t.Errorf("ephemeral events handed over %d times, want 1", sink.ephemeral.Load())
+			}
+		})
+	}
+}

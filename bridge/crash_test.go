@@ -94,13 +94,14 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 			s := newStack(t, target, stackOptions{noBridge: true})
 			s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
 			s.cfg.Logging.Format = "json"
+			s.cfg.Logging.Level = "debug"
 			proc := &bridgeProcess{t: t, binary: buildBridge(t), config: s.writeConfig(t), logDir: t.TempDir()}
 			t.Cleanup(proc.kill)
 			t.Cleanup(func() {
 				if t.Failed() {
 					for i := 1; i <= proc.runs; i++ {
 						data, _ := os.ReadFile(filepath.Join(proc.logDir, fmt.Sprintf("bridge-%d.log", i)))
-						t.Logf("bridge run %d log:\n%s", i, tail(string(data), 40))
+						t.Logf("bridge run %d log:\n%s", i, tail(string(data), 400))
 					}
 				}
 			})

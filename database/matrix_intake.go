@@ -46,11 +46,18 @@ type MXEvent struct {
 	Attempts int
 }
 
-// Insert stores an event; an event id seen before (in another transaction) is skipped.
-func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id.RoomID, data []byte) error {
-	_, err := q.db.Exec(ctx, "INSERT INTO mx_event (event_id, room_id, data) VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING",
-		eventID, roomID, string(data))
-	return err
+// Insert stores an event and reports whether it is new; an event id seen
+// before, in whatever transaction, is skipped.
+func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id.RoomID, data []byte) (bool, error) {
+	res, err := q.db.Exec(ctx, `
+		INSERT INTO mx_event (event_id, room_id, data, received_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (event_id) DO NOTHING`,
+		eventID, roomID, string(data), time.Now().UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 func scanMXEvent(row dbutil.Scannable) (*MXEvent, error) {
@@ -151,8 +158,9 @@ func (q *ASTxnQuery) Prune(ctx context.Context, before time.Time) error {
 	return err
 }
 
-// Prune deletes events handled without error; parked ones stay for inspection.
-func (q *MXEventQuery) Prune(ctx context.Context) error {
-	_, err := q.db.Exec(ctx, "DELETE FROM mx_event WHERE done=true AND error=''")
+// Prune deletes events handled without error that arrived before the
+// cutoff; parked ones stay for inspection.
+func (q *MXEventQuery) Prune(ctx context.Context, before time.Time) error {
+	_, err := q.db.Exec(ctx, "DELETE FROM mx_event WHERE done=true AND error='' AND received_at < $1", before.UnixMilli())
 	return err
 }

@@ -8,9 +8,9 @@ import (
 // only need to hold work in progress; dedup lives in the message table.
 const housekeepingInterval = 10 * time.Minute
 
-// asTxnRetention keeps appservice transaction ids long enough to recognise
-// any retry a homeserver could still send.
-const asTxnRetention = 24 * time.Hour
+// intakeRetention keeps appservice transaction ids and handled event ids
+// long enough to recognise any retry a homeserver could still send.
+const intakeRetention = 24 * time.Hour
 
 func (m *Manager) housekeepingLoop() {
 	defer m.wg.Done()
@@ -30,10 +30,10 @@ func (m *Manager) prune() {
 	if err := m.db.Inbox.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune applied connector events")
 	}
-	if err := m.db.MXEvent.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
+	if err := m.db.MXEvent.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune handled Matrix events")
 	}
-	if err := m.db.ASTxn.Prune(m.ctx, time.Now().Add(-asTxnRetention)); err != nil && m.ctx.Err() == nil {
+	if err := m.db.ASTxn.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune old transaction ids")
 	}
 }

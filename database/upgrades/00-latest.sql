@@ -127,7 +127,10 @@ CREATE TABLE mx_event (seq INTEGER PRIMARY KEY AUTOINCREMENT,
 	data     TEXT    NOT NULL,
 	attempts INTEGER NOT NULL DEFAULT 0,
 	done     BOOLEAN NOT NULL DEFAULT false,
-	error    TEXT    NOT NULL DEFAULT ''
+	error    TEXT    NOT NULL DEFAULT '',
+	-- Handled rows are kept for a day: their event ids recognise a
+	-- homeserver's retry, which may carry them again under any txn id.
+	received_at BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX mx_event_pending_idx ON mx_event (done, seq);
 
