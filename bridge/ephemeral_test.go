@@ -168,6 +168,17 @@ func TestMatrixEphemeralIntake(t *testing.T) {
 	if got := f.commandsOf(connector.OpMarkRead)[1]; got.UpTo != "m1" {
 		t.Errorf("mark_read for a receipt on bob's message = %+v", got)
 	}
+
+	// Only the ghost typing: the user's state did not change, the network
+	// hears nothing. The user typing again afterwards is the third command.
+	s.fidPush(nil, rawList(t, map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{s.ghost(fidBob)}}}))
+	s.fidPush(nil, rawList(t, map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{s.ghost(fidBob), alice}}}))
+	tesths.WaitFor(t, 20*time.Second, "third set_typing", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSetTyping)) >= 3, nil
+	})
+	if got := f.commandsOf(connector.OpSetTyping); len(got) != 3 || !got[2].Typing {
+		t.Errorf("set_typing commands = %+v, want typing, stopped, typing", got)
+	}
 }
 
 // TestOwnPresenceOffByDefault: without bridge_own_presence the user's

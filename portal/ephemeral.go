@@ -99,6 +99,12 @@ func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
 		for _, u := range evt.Content.AsTyping().UserIDs {
 			typing = typing || u == login.MatrixUser
 		}
+		// A typing push lists everyone typing in the room, the ghost too; the
+		// network hears only changes of the user's own state.
+		if was, _ := m.userTyping.Load(evt.RoomID); was == typing || (was == nil && !typing) {
+			return
+		}
+		m.userTyping.Store(evt.RoomID, typing)
 		_, err := m.conn.Command(ctx, login.ConnectorID, connector.OpSetTyping, &connector.Command{
 			Login: login.ID, Chat: chatOf(p), Typing: typing, TimeoutMS: 30000,
 		})

@@ -52,6 +52,8 @@ type Manager struct {
 
 	remoteWake chan struct{}
 	matrixWake chan struct{}
+	// userTyping is the typing state last sent to the network per room.
+	userTyping sync.Map
 }
 
 // NewManager wires the portal manager. SetConnector must be called before Start.
