@@ -377,3 +377,34 @@ func TestDeliveryFailures(t *testing.T) {
 		}
 	}
 }
+
+// TestUnusableResultDoesNotBlockTheRoom: a send_message answered without a
+// message id cannot be mapped; the user is told, and later messages go on.
+func TestUnusableResultDoesNotBlockTheRoom(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m1", "hi")
+	ctx := context.Background()
+	f.mu.Lock()
+	f.blank[connector.OpSendMessage] = true
+	f.mu.Unlock()
+	if _, err := s.alice.SendText(ctx, roomID, "lost id"); err != nil {
+		t.Fatal(err)
+	}
+	s.fidNotice(roomID, "your message was not delivered", "no message id")
+	f.mu.Lock()
+	f.blank[connector.OpSendMessage] = false
+	f.mu.Unlock()
+	resp, err := s.alice.SendText(ctx, roomID, "next one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the next message at the connector", func() (bool, error) {
+		for _, c := range f.commandsOf(connector.OpSendMessage) {
+			if c.Txn == string(resp.EventID) {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}

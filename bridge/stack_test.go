@@ -179,6 +179,8 @@ type fakeConnector struct {
 	commands []recordedCommand
 	nextID   int
 	fail     map[string]*connector.Error
+	// blank makes the op succeed with an empty result, as a buggy network would.
+	blank map[string]bool
 }
 
 type recordedCommand struct {
@@ -229,7 +231,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	if o.caps != nil {
 		hello.Capabilities = *o.caps
 	}
-	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}}
 	welcomed := make(chan struct{}, 1)
 	handle := f.handle
 	if o.before != nil {
@@ -283,6 +285,9 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 	f.commands = append(f.commands, recordedCommand{Op: op, Cmd: *cmd})
 	if e := f.fail[op]; e != nil {
 		return nil, e
+	}
+	if f.blank[op] {
+		return &connector.Result{}, nil
 	}
 	f.nextID++
 	switch op {

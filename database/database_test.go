@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -131,4 +132,43 @@ func schemaVersion(ctx context.Context, db *database.Database) (int, error) {
 	var v int
 	err := db.QueryRow(ctx, "SELECT version FROM version").Scan(&v)
 	return v, err
+}
+
+// Commands queued within one millisecond (a user typing fast while the
+// connector is offline) must still come back in the order they were queued.
+func TestPendingCommandsKeepQueueOrder(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			// Event ids are random, so a later one often sorts first.
+			txns := []string{"$z", "$y", "$x", "$w", "$v", "$u", "$t", "$s", "$r", "$q"}
+			for i, txn := range txns {
+				err := db.PendingCm.Insert(ctx, &database.PendingCommand{
+					Txn: txn, ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l1", ChatID: "ch"},
+					RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: int64(i + 1),
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for name, list := range map[string]func() ([]*database.PendingCommand, error){
+				"ByRoom":      func() ([]*database.PendingCommand, error) { return db.PendingCm.ByRoom(ctx, "!r:x") },
+				"ByConnector": func() ([]*database.PendingCommand, error) { return db.PendingCm.ByConnector(ctx, "c") },
+				"All":         func() ([]*database.PendingCommand, error) { return db.PendingCm.All(ctx) },
+			} {
+				cmds, err := list()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, c := range cmds {
+					got = append(got, c.Txn)
+				}
+				if !slices.Equal(got, txns) {
+					t.Errorf("%s order = %v, want %v", name, got, txns)
+				}
+			}
+		})
+	}
 }

@@ -98,26 +98,31 @@ type PendingCommand struct {
 	Op       string
 	Data     []byte
 	Attempts int
+	// MXSeq is the seq of the mx_event row that caused the command.
+	MXSeq int64
 }
 
 // Insert stores a command; one with the same txn already there is kept.
 func (q *PendingCommandQuery) Insert(ctx context.Context, c *PendingCommand) error {
 	_, err := q.db.Exec(ctx, `
-		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (txn) DO NOTHING`,
-		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli())
+		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (txn) DO NOTHING`,
+		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq)
 	return err
 }
 
 func scanPendingCommand(row dbutil.Scannable) (*PendingCommand, error) {
 	var c PendingCommand
 	var data string
-	err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts)
+	err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq)
 	c.Data = []byte(data)
 	return &c, err
 }
 
-const pendingCommandColumns = "txn, connector_id, login_id, chat_id, room_id, op, data, attempts"
+const pendingCommandColumns = "txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq"
+
+// pendingCommandOrder is the order commands go out in.
+const pendingCommandOrder = " ORDER BY mx_seq, created_at, txn"
 
 // Get returns a pending command by txn, or nil.
 func (q *PendingCommandQuery) Get(ctx context.Context, txn string) (*PendingCommand, error) {
@@ -126,12 +131,12 @@ func (q *PendingCommandQuery) Get(ctx context.Context, txn string) (*PendingComm
 
 // ByConnector lists a connector's pending commands, oldest first.
 func (q *PendingCommandQuery) ByConnector(ctx context.Context, connectorID string) ([]*PendingCommand, error) {
-	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command WHERE connector_id=$1 ORDER BY created_at, txn", connectorID)
+	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command WHERE connector_id=$1"+pendingCommandOrder, connectorID)
 }
 
 // All lists every pending command, oldest first.
 func (q *PendingCommandQuery) All(ctx context.Context) ([]*PendingCommand, error) {
-	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command ORDER BY created_at, txn")
+	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command"+pendingCommandOrder)
 }
 
 // AddAttempt counts a failed try.
@@ -148,7 +153,7 @@ func (q *PendingCommandQuery) Delete(ctx context.Context, txn string) error {
 
 // ByRoom lists a room's pending commands, oldest first; they go out in order.
 func (q *PendingCommandQuery) ByRoom(ctx context.Context, roomID id.RoomID) ([]*PendingCommand, error) {
-	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command WHERE room_id=$1 ORDER BY created_at, txn", roomID)
+	return queryMany(ctx, q.db, scanPendingCommand, "SELECT "+pendingCommandColumns+" FROM pending_command WHERE room_id=$1"+pendingCommandOrder, roomID)
 }
 
 // Prune forgets transaction ids older than the cutoff. A homeserver retries

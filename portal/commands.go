@@ -73,7 +73,12 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		}
 		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
 		if err == nil {
-			if err = m.commandDone(ctx, pc, &cmd, res); err != nil {
+			if err = m.commandDone(ctx, pc, &cmd, res); errors.Is(err, errPermanent) {
+				// A result the bridge cannot use would block the room's queue
+				// for good if retried; the user is told instead.
+				log.Warn().Err(err).Str("txn", pc.Txn).Msg("Unusable command result")
+				m.commandFailed(ctx, pc, err)
+			} else if err != nil {
 				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result")
 				return
 			}
@@ -110,7 +115,7 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		switch pc.Op {
 		case connector.OpSendMessage:
 			if res.ID == "" {
-				return fmt.Errorf("send_message result has no message id")
+				return fmt.Errorf("%w: the network gave no message id for it", errPermanent)
 			}
 			ts := res.TS
 			if ts == 0 {

@@ -101,6 +101,7 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	err = m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, &database.PendingCommand{
 			Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
+			MXSeq: row.Seq,
 		}); err != nil {
 			return err
 		}

@@ -135,15 +135,20 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 // bridge sent: it is the user's own Matrix message coming back, so it is
 // mapped, never posted.
 func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev *connector.Event, done func(context.Context) error) (bool, error) {
-	if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
-		return false, err
-	} else if mapped != nil {
-		return true, done(ctx)
-	}
+	// The command's result is stored on the room's lane, which does not hold
+	// this chat's lock, and it inserts the mapping and deletes the command in
+	// one transaction. Looking for the command first and the mapping second
+	// means one of the two is always seen; the other order could miss both
+	// and post the user's own message back to them.
 	pending, err := m.db.PendingCm.Get(ctx, ev.Txn)
 	if err != nil {
 		return false, err
 	} else if pending == nil {
+		if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
+			return false, err
+		} else if mapped != nil {
+			return true, done(ctx)
+		}
 		return false, nil
 	}
 	// The echo overtook the command's result: store the mapping now, the

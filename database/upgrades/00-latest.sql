@@ -1,4 +1,4 @@
--- v0 -> v1: Latest revision
+-- v0 -> v2: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -145,5 +145,8 @@ CREATE TABLE pending_command (
 	op           TEXT    NOT NULL,
 	data         TEXT    NOT NULL,
 	attempts     INTEGER NOT NULL DEFAULT 0,
-	created_at   BIGINT  NOT NULL
+	created_at   BIGINT  NOT NULL,
+	-- The causing mx_event's seq. Commands go out in this order: created_at
+	-- is a wall clock in milliseconds, and txn (an event id) is random.
+	mx_seq       BIGINT  NOT NULL DEFAULT 0
 );
