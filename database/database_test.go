@@ -172,3 +172,36 @@ func TestPendingCommandsKeepQueueOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeFromV1 takes a database back to the v1 schema (without the
+// columns v2 added) and checks that opening it runs the v1 -> v2 upgrade.
+func TestUpgradeFromV1(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			for _, stmt := range []string{
+				"DROP INDEX IF EXISTS mx_event_pending_idx",
+				"ALTER TABLE pending_command DROP COLUMN mx_seq",
+				"ALTER TABLE mx_event DROP COLUMN received_at",
+				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+				"UPDATE version SET version=1",
+			} {
+				if _, err := db.Exec(ctx, stmt); err != nil {
+					t.Fatalf("%s: %v", stmt, err)
+				}
+			}
+			_ = db.Close()
+			upgraded := open(t, target)
+			if v, err := schemaVersion(ctx, upgraded); err != nil || v != 2 {
+				t.Fatalf("version after upgrade = %d, %v; want 2", v, err)
+			}
+			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
+				t.Errorf("mx_event after upgrade: %v", err)
+			}
+			if err := upgraded.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$t", ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
+				t.Errorf("pending_command after upgrade: %v", err)
+			}
+		})
+	}
+}
