@@ -26,7 +26,7 @@ func (c *Client) Send(ctx context.Context, ev *Event) (int64, error) {
 		return 0, fmt.Errorf("encode %s event: %w", ev.Kind, err)
 	}
 	if limit := c.frameLimit(); int64(len(data))+frameOverhead > limit {
-		return 0, fmt.Errorf("%s event is %d bytes, too large for a %d-byte frame", ev.Kind, len(data), limit)
+		return 0, fmt.Errorf("%w: %s event is %d bytes, too large for a %d-byte frame", ErrEventTooLarge, ev.Kind, len(data), limit)
 	}
 	if err := c.waitForRoom(ctx); err != nil {
 		return 0, err

@@ -204,6 +204,19 @@ func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w Welcome
 	if err != nil {
 		return nil, fmt.Errorf("load unacked events: %w", err)
 	}
+	if w.AckedSeq < next-1 && (len(backlog) == 0 || backlog[0].Seq != w.AckedSeq+1) {
+		// The bridge is behind events this store already forgot (its
+		// database was restored?). They cannot be resent, and anything
+		// numbered after them would meet M_BAD_SEQ for good.
+		s.log.Warn().Int64("store_next_seq", next).
+			Msg("Bridge's acked_seq is behind events this store already forgot (bridge restored?); renumbering stored events after it")
+		if err := store.Rebase(ctx, w.AckedSeq); err != nil {
+			return nil, fmt.Errorf("renumber stored events: %w", err)
+		}
+		if backlog, err = store.Unacked(ctx, w.AckedSeq); err != nil {
+			return nil, fmt.Errorf("load unacked events: %w", err)
+		}
+	}
 	if next, err = store.NextSeq(ctx); err != nil {
 		return nil, fmt.Errorf("read next seq: %w", err)
 	}

@@ -31,6 +31,8 @@ type ClientStore interface {
 	// the bridge has acked seqs this store never wrote (the store was reset
 	// or restored): under their old numbers the bridge would drop the
 	// stored events as replays, and it deduplicates them by message id.
+	// It also calls it when the bridge is behind events this store has
+	// forgotten (the bridge was restored), which can no longer be resent.
 	Rebase(ctx context.Context, after int64) error
 	// TxnResult returns the recorded outcome of a command txn: its result or
 	// its error, and whether there was one.

@@ -16,6 +16,11 @@ var ErrNotConnected = &Error{Code: "M_NOT_CONNECTED", Message: "connector is not
 // Reconnecting would only start a tug of war between the two processes.
 var ErrReplaced = errors.New("connection replaced by another connector with the same id")
 
+// ErrEventTooLarge is wrapped by Client.Send's error for an event that does
+// not fit into a frame. Like a ValidationError it is final: the same event
+// is refused every time, so a connector must not retry it.
+var ErrEventTooLarge = errors.New("event does not fit into a frame")
+
 // ErrTooLarge is the code the SDK answers a command with when its result
 // does not fit into one frame. Not in the spec's list, which is open.
 const ErrTooLarge = "M_TOO_LARGE"

@@ -237,15 +237,21 @@ func (a *account) do(ctx context.Context, w work) {
 			// Its successor queues a catch-up of its own.
 			return
 		}
-		err = a.catchUp(ctx, w.conn)
+		if err = a.catchUp(ctx, w.conn); err == nil {
+			w.conn.caughtUp.Store(true)
+		}
 	case w.msg != nil:
 		err = a.handleStanza(ctx, w.conn, w.msg)
 	case w.pres != nil:
 		err = a.handlePresence(ctx, w.conn, w.pres)
 	}
-	if err != nil && ctx.Err() == nil {
-		// What failed is still in the archive; the next catch-up brings it back.
-		a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")
+	if err != nil {
+		// What failed is still in the archive, and the next catch-up brings
+		// it back provided the cursor stays before it.
+		w.conn.caughtUp.Store(false)
+		if ctx.Err() == nil {
+			a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")
+		}
 	}
 }
 

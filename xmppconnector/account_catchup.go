@@ -56,6 +56,13 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 			}
 		}
 		total += len(page.items)
+		if page.last != "" {
+			// Items seen live leave the cursor where it was; past the whole
+			// page, the next catch-up need not page over them again.
+			if err := a.store.SetCursor(ctx, a.login, page.last); err != nil {
+				return fmt.Errorf("moving archive cursor: %w", err)
+			}
+		}
 		if page.complete || len(page.items) == 0 || page.last == "" {
 			break
 		}
@@ -78,6 +85,7 @@ func (a *account) handleArchived(ctx context.Context, conn *xmppConn, item *mamI
 		archiveID: item.id,
 		outgoing:  bareOf(m.From) == a.login,
 		ts:        ts,
+		archived:  true,
 	}
 	if m.Type == "groupchat" || m.Type == "error" || m.MUCUser != nil {
 		return a.store.MarkArchived(ctx, a.login, item.id)

@@ -18,6 +18,7 @@ type inbound struct {
 	outgoing  bool   // sent by one of our own clients
 	ts        time.Time
 	live      bool // arrived just now (typing notices only make sense then)
+	archived  bool // an item of the archive catch-up, handled in archive order
 }
 
 // handleStanza sorts a live message stanza.
@@ -76,7 +77,10 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 	if in.outgoing {
 		peer = bareOf(m.To)
 	}
-	eff := &effects{login: a.login, stanzaID: in.archiveID}
+	// A stanza that did not come out of the catch-up may overtake archive
+	// items still unbridged; moving the cursor past them would lose them.
+	eff := &effects{login: a.login, stanzaID: in.archiveID,
+		keepCursor: !in.archived && (conn == nil || !conn.caughtUp.Load())}
 	if peer == "" || peer == a.login || !strings.Contains(peer, "@") {
 		// Notes to self, and server or component addresses: no DM to bridge.
 		return a.skip(ctx, eff)
@@ -235,8 +239,9 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 }
 
 // emit hands an event to the SDK, which stores it (with eff) before
-// returning. An event the SDK refuses as invalid would be refused forever,
-// so its archive item is marked handled rather than retried.
+// returning. An event the SDK refuses as invalid or too large would be
+// refused forever (and stop every catch-up at it), so its archive item is
+// marked handled rather than retried.
 func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) error {
 	sctx := ctx
 	if eff != nil {
@@ -244,7 +249,7 @@ func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) e
 	}
 	_, err := a.events.Send(sctx, ev)
 	var verr *connector.ValidationError
-	if errors.As(err, &verr) {
+	if errors.As(err, &verr) || errors.Is(err, connector.ErrEventTooLarge) {
 		a.log.Error().Err(err).Str("kind", ev.Kind).Msg("Dropping an event the SDK refuses")
 		return a.skip(ctx, eff)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -37,6 +38,12 @@ type xmppConn struct {
 
 	mamMu sync.Mutex
 	mam   map[string]*[]mamItem // archive query id → results so far
+
+	// caughtUp is set once the archive catch-up of this connection has
+	// bridged everything up to now, and cleared when a stanza fails: only
+	// in between does a live stanza's archive id mark how far the archive
+	// has been bridged. Worker goroutine only, atomic for tests' sake.
+	caughtUp atomic.Bool
 }
 
 // newConn starts the read loop of an established session.

@@ -131,13 +131,19 @@ func (s *Store) Cursor(ctx context.Context, login string) (string, error) {
 // handled without producing an event (a chat state, a message from a
 // group chat, ...), so catch-up continues after it.
 func (s *Store) MarkArchived(ctx context.Context, login, stanzaID string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error { return markArchived(ctx, tx, login, stanzaID) })
+	return s.inTx(ctx, func(tx *sql.Tx) error { return markArchived(ctx, tx, login, stanzaID, true) })
 }
 
-func markArchived(ctx context.Context, tx *sql.Tx, login, stanzaID string) error {
+// markArchived marks stanzaID seen and, with moveCursor, moves the cursor
+// to it. Without, a later catch-up pages over the item again and skips it
+// as seen.
+func markArchived(ctx context.Context, tx *sql.Tx, login, stanzaID string, moveCursor bool) error {
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO seen (login, stanza_id, at) VALUES (?, ?, ?)`,
 		login, stanzaID, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("marking %s seen: %w", stanzaID, err)
+	}
+	if !moveCursor {
+		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (login, stanza_id) VALUES (?, ?)
 		ON CONFLICT (login) DO UPDATE SET stanza_id = excluded.stanza_id`, login, stanzaID); err != nil {

@@ -20,10 +20,13 @@ var _ connector.ClientStore = (*Store)(nil)
 // moved, event not stored) nor bridge it twice (event stored, item not
 // marked seen, archive replayed).
 type effects struct {
-	login     string
-	stanzaID  string // archive item to mark seen and move the cursor to; "" for none
-	refs      []msgRef
-	reactions *reactionSet
+	login    string
+	stanzaID string // archive item to mark seen and move the cursor to; "" for none
+	// keepCursor marks stanzaID seen without moving the cursor: archive
+	// items before it may not have been bridged yet.
+	keepCursor bool
+	refs       []msgRef
+	reactions  *reactionSet
 }
 
 // msgRef maps XMPP-side ids of one message to its bridge id.
@@ -58,7 +61,7 @@ func applyEffects(ctx context.Context, tx *sql.Tx, e *effects) error {
 		return nil
 	}
 	if e.stanzaID != "" {
-		if err := markArchived(ctx, tx, e.login, e.stanzaID); err != nil {
+		if err := markArchived(ctx, tx, e.login, e.stanzaID, !e.keepCursor); err != nil {
 			return err
 		}
 	}

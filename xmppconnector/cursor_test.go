@@ -1,0 +1,132 @@
+package xmppconnector
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+// storingSink stands in for the SDK client: it appends to the store as
+// Send does, so effects ride along, or fails when told to.
+type storingSink struct {
+	store *Store
+	mu    sync.Mutex
+	fail  error
+	sent  []connector.Event
+}
+
+func (s *storingSink) Send(ctx context.Context, ev *connector.Event) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return 0, s.fail
+	}
+	seq, err := s.store.NextSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.store.Append(ctx, seq, ev); err != nil {
+		return 0, err
+	}
+	s.sent = append(s.sent, *ev)
+	return seq, nil
+}
+
+func (s *storingSink) SendEphemeral(context.Context, *connector.Ephemeral) error { return nil }
+
+// A live message must not move the archive cursor while the archive before
+// it has not been fully bridged: the next catch-up starts at the cursor,
+// so anything it skips is lost for good.
+func TestLiveStanzaMovesCursorOnlyAfterCatchUp(t *testing.T) {
+	ctx := t.Context()
+	const me, bob = "alice@example.org", "bob@example.org"
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	// A known contact keeps bridge() from asking the (absent) server for a vCard.
+	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetCursor(ctx, me, "arch-1"); err != nil {
+		t.Fatal(err)
+	}
+	live := func(stanzaID, body string) *message {
+		return &message{From: bob + "/phone", To: me, ID: "x-" + stanzaID, Type: "chat", Body: body,
+			StanzaIDs: []stanzaIDEl{{ID: stanzaID, By: me}}}
+	}
+	cursor := func() string {
+		t.Helper()
+		c, err := store.Cursor(ctx, me)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	conn := &xmppConn{done: make(chan struct{})}
+
+	// Catch-up has not completed on this connection (it failed half way,
+	// say): the live message is bridged, but the cursor stays.
+	a.do(ctx, work{conn: conn, msg: live("arch-9", "live before catch-up")})
+	if len(sink.sent) != 1 {
+		t.Fatalf("sent %d events, want 1", len(sink.sent))
+	}
+	if got := cursor(); got != "arch-1" {
+		t.Fatalf("cursor = %q after a live message on a connection not caught up; want arch-1", got)
+	}
+	if seen, err := store.Seen(ctx, me, "arch-9"); err != nil || !seen {
+		t.Fatalf("arch-9 seen = %v, %v; want true (catch-up must not bridge it again)", seen, err)
+	}
+
+	// Caught up: live messages follow the archive, and the cursor with them.
+	conn.caughtUp.Store(true)
+	a.do(ctx, work{conn: conn, msg: live("arch-10", "live after catch-up")})
+	if got := cursor(); got != "arch-10" {
+		t.Fatalf("cursor = %q; want arch-10", got)
+	}
+
+	// A live message that could not be bridged stays in the archive only
+	// behind the cursor; later ones must not move it past.
+	sink.fail = errors.New("store full")
+	a.do(ctx, work{conn: conn, msg: live("arch-11", "lost?")})
+	sink.fail = nil
+	a.do(ctx, work{conn: conn, msg: live("arch-12", "after the failure")})
+	if got := cursor(); got != "arch-10" {
+		t.Fatalf("cursor = %q after a failed live message; want arch-10", got)
+	}
+}
+
+// An archived message the SDK refuses as too large for a frame is refused
+// on every catch-up; failing on it would stop catch-up there for good, so
+// it is skipped like an invalid one.
+func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
+	ctx := t.Context()
+	const me, bob = "alice@example.org", "bob@example.org"
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	// Never run: Send only stores, and checks the frame size first.
+	client := connector.NewClient(connector.ClientOptions{URL: "ws://127.0.0.1:1", Store: store, MaxFrameBytes: 4096})
+	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, client, "", nil, zerolog.Nop())
+	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	conn := &xmppConn{done: make(chan struct{})}
+	item := &mamItem{id: "arch-7", msg: &message{From: bob + "/phone", To: me, ID: "big", Type: "chat", Body: strings.Repeat("x", 8192)}}
+	if err := a.handleArchived(ctx, conn, item); err != nil {
+		t.Fatalf("handleArchived: %v", err)
+	}
+	if seen, err := store.Seen(ctx, me, "arch-7"); err != nil || !seen {
+		t.Fatalf("arch-7 seen = %v, %v; want true", seen, err)
+	}
+	if c, _ := store.Cursor(ctx, me); c != "arch-7" {
+		t.Fatalf("cursor = %q, want arch-7", c)
+	}
+	if next, _ := store.NextSeq(ctx); next != 1 {
+		t.Fatalf("next seq = %d: the oversize event was stored", next)
+	}
+}
