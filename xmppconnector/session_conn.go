@@ -35,6 +35,12 @@ type xmppConn struct {
 
 	done chan struct{} // closed when the read loop has ended
 	err  error         // why it ended; valid once done is closed
+	// life is cancelled when the read loop ends. Writes use it rather than
+	// a per-call context: mellium arms the write deadline from the context
+	// in a goroutine that may still fire after the write returned and a
+	// per-call cancel ran, breaking the next writer's stanza.
+	life    context.Context
+	endLife context.CancelFunc
 
 	mamMu sync.Mutex
 	mam   map[string]*[]mamItem // archive query id → results so far
@@ -57,9 +63,11 @@ func newConn(sess *xmpp.Session, bare string, sink stanzaSink, log zerolog.Logge
 		done: make(chan struct{}),
 		mam:  make(map[string]*[]mamItem),
 	}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	go func() {
 		c.err = sess.Serve(xmpp.HandlerFunc(c.handle))
 		close(c.done)
+		c.endLife()
 	}()
 	return c
 }
@@ -178,9 +186,10 @@ func emptyResult(id, to string) iqResult {
 
 // send writes one stanza (a struct that marshals to it).
 func (c *xmppConn) send(ctx context.Context, v any) error {
-	ctx, cancel := c.bound(ctx)
-	defer cancel()
-	if err := c.sess.Encode(ctx, v); err != nil {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sending stanza: %w", err)
+	}
+	if err := c.sess.Encode(c.life, v); err != nil {
 		return fmt.Errorf("sending stanza: %w", err)
 	}
 	return nil

@@ -99,9 +99,10 @@ func (c *Client) Bare() string {
 // SendRaw sends one stanza given as XML text.
 func (c *Client) SendRaw(t testing.TB, stanza string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	if err := c.sess.Send(ctx, xml.NewDecoder(strings.NewReader(stanza))); err != nil {
+	// Not a per-call context: mellium arms the write deadline from it in a
+	// goroutine that may still fire after Send returned and cancel() ran,
+	// breaking a concurrent writer's stanza (the handler answers IQs).
+	if err := c.sess.Send(context.Background(), xml.NewDecoder(strings.NewReader(stanza))); err != nil {
 		t.Fatalf("testxmpp: sending %s: %v", stanza, err)
 	}
 }
