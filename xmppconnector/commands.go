@@ -193,17 +193,9 @@ func parseAddress(s string) (string, error) {
 }
 
 func (a *account) resolveIdentifier(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
-	who, err := parseAddress(cmd.Identifier)
+	who, conn, c, err := a.lookupContact(ctx, cmd.Identifier)
 	if err != nil {
 		return nil, err
-	}
-	conn := a.current()
-	if conn == nil {
-		return nil, errOffline
-	}
-	c, err := a.fetchContact(ctx, conn, who)
-	if err != nil {
-		return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
 	}
 	if cmd.Create {
 		// Adding a contact in XMPP means asking for its presence.
@@ -215,19 +207,29 @@ func (a *account) resolveIdentifier(ctx context.Context, cmd *connector.Command)
 }
 
 func (a *account) getContact(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
-	who, err := parseAddress(cmd.ID)
+	_, _, c, err := a.lookupContact(ctx, cmd.ID)
 	if err != nil {
 		return nil, err
 	}
+	return &connector.Result{Contact: c}, nil
+}
+
+// lookupContact parses an address and fetches its profile on the current
+// connection, answering with the protocol errors both commands share.
+func (a *account) lookupContact(ctx context.Context, address string) (string, *xmppConn, *connector.Contact, error) {
+	who, err := parseAddress(address)
+	if err != nil {
+		return "", nil, nil, err
+	}
 	conn := a.current()
 	if conn == nil {
-		return nil, errOffline
+		return "", nil, nil, errOffline
 	}
 	c, err := a.fetchContact(ctx, conn, who)
 	if err != nil {
-		return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
+		return "", nil, nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
 	}
-	return &connector.Result{Contact: c}, nil
+	return who, conn, c, nil
 }
 
 func (a *account) setPresence(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
