@@ -22,26 +22,31 @@ type Store interface {
 	// seq, in one database transaction. ev == nil means: advance acked_seq
 	// only (unknown kind, unsupported chat type, refused login). The server
 	// calls it with seq = acked_seq+1 only, one call at a time per
-	// connector id; deduplicating by (login, chat.id, id) is the store's
-	// part, as the protocol promises it.
+	// connector id, from a goroutine of its own (not the reader);
+	// deduplicating by (login, chat.id, id) is the store's part, as the
+	// protocol promises it. A Store that also implements BatchStore gets
+	// AcceptBatch instead.
 	Accept(ctx context.Context, connectorID string, seq int64, ev *Event) error
 }
 
 // Handler is how the server hands a connection's traffic to the bridge.
 //
 // Every method runs on the connection's reader goroutine (Accepted on its
-// writer goroutine) and must return quickly: while it runs, no frame of that
-// connector is read, so no ack and no command answer moves. Anything that
-// talks to the homeserver belongs on a worker that the call merely wakes.
+// writer goroutine, or its committer's once the writer has stopped) and must
+// return quickly: while it runs, no frame of that connector is read, so no
+// ack and no command answer moves. Anything that talks to the homeserver
+// belongs on a worker that the call merely wakes.
 type Handler interface {
 	// Hello runs after a valid hello, before welcome. It returns the logins
 	// it refuses; each gets an err frame M_FORBIDDEN naming the login.
 	Hello(ctx context.Context, connectorID string, hello *Hello) (refused []LoginRefusal)
-	// Check runs for each validated event before Accept. A non-nil *Error is
-	// sent as an err frame (with the seq) and the event is acked without
+	// Check runs for each validated event before it is queued for storing;
+	// events before it may still be waiting to be stored. A non-nil *Error
+	// is sent as an err frame (with the seq) and the event is acked without
 	// being stored.
 	Check(ctx context.Context, connectorID string, ev *Event) *Error
-	// Accepted is called after a batch of events was accepted.
+	// Accepted is called after a batch of events was stored, when their ack
+	// goes out (or would have, had the connection not failed).
 	Accepted(connectorID string)
 	// Ephemeral receives a validated ephemeral frame.
 	Ephemeral(ctx context.Context, connectorID string, e *Ephemeral)

@@ -45,7 +45,7 @@ type serverConn struct {
 	acks       chan ackNote
 	stopWriter chan struct{}
 	writerDone chan struct{}
-	stopped    chan struct{} // closed once no frame of this connection will be processed again
+	stopped    chan struct{} // closed once no frame of this connection will be processed or stored again
 
 	closing   atomic.Bool
 	closingCh chan struct{} // closed together with closing becoming true
@@ -54,10 +54,20 @@ type serverConn struct {
 	pending    map[string]chan cmdReply
 	pendClosed bool
 
-	// Reader goroutine only.
+	// The committer (server_commit.go) stores what the reader queued on
+	// commitIn, in order; commitDone is closed when it has stopped, for
+	// good after a store failure. committed is the highest seq known
+	// stored: set by the reader in the handshake, then by the committer.
+	commitIn   chan Accepted
+	commitDone chan struct{}
+	committed  atomic.Int64
+
+	// Reader goroutine only; rlog is also read by the committer, which
+	// starts after the handshake set it.
 	rlog        zerolog.Logger // log with the connector id
 	welcomed    bool
-	acked       int64 // the last seq accepted from this connector
+	committing  bool  // the committer runs; teardown must stop it
+	queued      int64 // the last seq accepted from this connector: stored or queued for storing
 	gapReported bool  // M_BAD_SEQ sent for the current gap; stay quiet until it is filled
 	closeQueued bool  // sendClose was called; the writer will send the close frame
 	readFailed  bool  // the websocket reader returned an error and is unusable
@@ -87,6 +97,8 @@ func newServerConn(s *Server, ws *websocket.Conn, log zerolog.Logger) *serverCon
 		writerDone: make(chan struct{}),
 		stopped:    make(chan struct{}),
 		closingCh:  make(chan struct{}),
+		commitIn:   make(chan Accepted, s.opts.batchLimit()),
+		commitDone: make(chan struct{}),
 		pending:    make(map[string]chan cmdReply),
 	}
 }
@@ -101,6 +113,7 @@ func (c *serverConn) run() {
 	go c.writeLoop()
 	err := c.handshake()
 	if err == nil {
+		c.startCommitter()
 		err = c.readLoop()
 	}
 	c.teardown(err)
@@ -125,9 +138,9 @@ func (c *serverConn) handshake() error {
 	if old := c.srv.claim(c); old != nil {
 		c.rlog.Info().Msg("New connection replaces the old one of this connector")
 		old.closeWith(CloseReplaced, "replaced")
-		// The old reader may be inside Store.Accept; reading acked_seq
-		// before it finished would hand out a stale value, and two readers
-		// accepting for one id could store an event twice.
+		// The old committer may still be storing; reading acked_seq before
+		// it finished would hand out a stale value, and two committers for
+		// one id could store an event twice.
 		select {
 		case <-old.stopped:
 		case <-c.closingCh:
@@ -145,7 +158,8 @@ func (c *serverConn) handshake() error {
 		c.sendClose(websocket.CloseInternalServerErr, "bridge could not read acked_seq")
 		return fmt.Errorf("read acked_seq: %w", err)
 	}
-	c.acked = acked
+	c.queued = acked
+	c.committed.Store(acked)
 	welcome, err := encodeFrame(Frame{Type: TypeWelcome}, &Welcome{
 		Protocol:      ProtocolVersion,
 		AckedSeq:      acked,
@@ -264,6 +278,9 @@ func (c *serverConn) teardown(readErr error) {
 	ev.Msg("Connector connection ended")
 
 	c.ready.Store(false)
+	// Before release: until then a replacing connection finds this one and
+	// waits for stopped, so it never reads acked_seq while we still store.
+	c.stopCommitter()
 	c.srv.release(c)
 	c.failPending()
 

@@ -78,24 +78,31 @@ func (c *serverConn) badFrame(refs frameRefs, reason string) bool {
 	return true
 }
 
-// onEvent applies the seq rules, then validates and accepts the event.
+// onEvent applies the seq rules, then validates the event and queues it for
+// storing. The rules count queued events as accepted: the committer stores
+// them in order and nothing else decides their fate, except a store failure,
+// which ends the connection.
 func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 	refs := frameRefs{ID: f.ID, Seq: f.Seq}
 	switch {
 	case f.Seq < 1:
 		return c.badFrame(refs, "event: seq must be an integer >= 1"), nil
-	case f.Seq <= c.acked:
-		// A replay; the cumulative ack covers it.
-		c.noteAck(false)
+	case f.Seq <= c.queued:
+		// A replay; the cumulative ack covers it. If it is queued but not
+		// yet stored, the ack of its batch will; acking now could only
+		// repeat an older seq.
+		if f.Seq <= c.committed.Load() {
+			c.noteReplay()
+		}
 		return false, nil
-	case f.Seq > c.acked+1:
+	case f.Seq > c.queued+1:
 		// Report the gap once, then drop everything until the connector
-		// resends acked+1: with a full window in flight, one err per
+		// sends the expected seq: with a full window in flight, one err per
 		// dropped event would only bury the one that matters.
 		if !c.gapReported {
 			c.gapReported = true
-			c.rlog.Warn().Int64("seq", f.Seq).Int64("expected", c.acked+1).Msg("Connector skipped ahead")
-			c.sendErr(refs, &Error{Code: ErrBadSeq, Message: fmt.Sprintf("expected seq %d", c.acked+1), Retryable: true})
+			c.rlog.Warn().Int64("seq", f.Seq).Int64("expected", c.queued+1).Msg("Connector skipped ahead")
+			c.sendErr(refs, &Error{Code: ErrBadSeq, Message: fmt.Sprintf("expected seq %d", c.queued+1), Retryable: true})
 		}
 		return false, nil
 	}
@@ -114,36 +121,20 @@ func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 		// Acked anyway: a newer connector must not block its own stream
 		// on an older bridge.
 		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown event kind %q", ev.Kind)})
-		return false, c.accept(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil)
 	}
 	if err := ev.Validate(); err != nil {
 		return c.badFrame(refs, "event: "+err.Error()), nil
 	}
 	if IsChatScoped(ev.Kind) && ev.Chat.Type != ChatTypeDM {
 		c.sendErr(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", ev.Chat.Type)})
-		return false, c.accept(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil)
 	}
 	if e := c.srv.opts.Handler.Check(c.ctx, c.id, &ev); e != nil {
 		c.sendErr(refs, e)
-		return false, c.accept(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil)
 	}
-	return false, c.accept(f.Seq, &ev)
-}
-
-// accept stores the event and queues its ack. A store failure closes the
-// connection with 1011: the connector reconnects and replays from the
-// store's acked_seq, which is the only state both sides can trust then.
-func (c *serverConn) accept(seq int64, ev *Event) error {
-	if err := c.srv.opts.Store.Accept(c.ctx, c.id, seq, ev); err != nil {
-		if !c.closing.Load() {
-			c.rlog.Error().Err(err).Int64("seq", seq).Msg("Could not store event")
-			c.sendClose(websocket.CloseInternalServerErr, "bridge could not store the event")
-		}
-		return fmt.Errorf("accept seq %d: %w", seq, err)
-	}
-	c.acked = seq
-	c.noteAck(true)
-	return nil
+	return false, c.enqueue(f.Seq, &ev)
 }
 
 func (c *serverConn) onEphemeral(f *Frame) (bad bool) {

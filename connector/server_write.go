@@ -7,11 +7,12 @@ import (
 	"github.com/gorilla/websocket"
 )
 
-// ackNote tells the writer that everything up to the reader's acked seq may
-// be acked. fresh marks a newly accepted event, as opposed to a replay.
+// ackNote tells the writer that everything up to seq is stored and may be
+// acked. fresh counts the events newly stored up to seq; 0 marks the answer
+// to a replay.
 type ackNote struct {
 	seq   int64
-	fresh bool
+	fresh int
 }
 
 // send queues a frame for the writer. It gives up silently once the writer
@@ -41,10 +42,28 @@ func (c *serverConn) sendClose(code int, reason string) {
 	}
 }
 
-// noteAck hands the reader's current acked seq to the writer for batching.
-func (c *serverConn) noteAck(fresh bool) {
+// noteReplay answers a replayed event with the current cumulative ack.
+// The caller makes sure something is stored, so the ack is never 0.
+func (c *serverConn) noteReplay() {
+	c.noteAck(ackNote{seq: c.committed.Load()})
+}
+
+// noteStored tells the writer that the committer stored n more events, up
+// to seq. Committer goroutine only, so notes arrive in seq order.
+func (c *serverConn) noteStored(seq int64, n int) {
 	select {
-	case c.acks <- ackNote{seq: c.acked, fresh: fresh}:
+	case c.acks <- ackNote{seq: seq, fresh: n}:
+	case <-c.writerDone:
+		// No ack can go out any more, but stored is stored: the bridge's
+		// workers must still hear of it, and the writer that would have
+		// told them is gone.
+		c.srv.opts.Handler.Accepted(c.id)
+	}
+}
+
+func (c *serverConn) noteAck(n ackNote) {
+	select {
+	case c.acks <- n:
 	case <-c.writerDone:
 	}
 }
@@ -62,9 +81,14 @@ func (c *serverConn) writeLoop() {
 		timer  *time.Timer
 		timerC <-chan time.Time
 		ackSeq int64
-		unsent int // notes since the last ack frame
-		fresh  int // newly accepted events since the last ack frame
+		unsent int // events stored or replayed since the last ack frame
+		fresh  int // newly stored events since the last ack frame
 	)
+	take := func(n ackNote) {
+		ackSeq = max(ackSeq, n.seq)
+		unsent += max(n.fresh, 1)
+		fresh += n.fresh
+	}
 	flush := func() error {
 		if timer != nil {
 			timer.Stop()
@@ -102,11 +126,7 @@ func (c *serverConn) writeLoop() {
 				case o := <-c.out:
 					_ = handle(o)
 				case n := <-c.acks:
-					ackSeq = max(ackSeq, n.seq)
-					unsent++
-					if n.fresh {
-						fresh++
-					}
+					take(n)
 				default:
 					break drain
 				}
@@ -116,11 +136,7 @@ func (c *serverConn) writeLoop() {
 		case o := <-c.out:
 			err = handle(o)
 		case n := <-c.acks:
-			ackSeq = max(ackSeq, n.seq)
-			unsent++
-			if n.fresh {
-				fresh++
-			}
+			take(n)
 			if unsent >= opts.AckEvery {
 				err = flush()
 			} else if timerC == nil {

@@ -103,6 +103,39 @@ func TestStreamAdvanceRefusesGaps(t *testing.T) {
 	}
 }
 
+func TestStreamAdvanceFromRefusesGapsAndGoingBack(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			if err := db.Stream.AdvanceFrom(ctx, "c", 1, 4); err == nil {
+				t.Fatal("advance 1 -> 4 of a new stream succeeded, want an error")
+			}
+			if err := db.Stream.AdvanceFrom(ctx, "c", 0, 4); err != nil {
+				t.Fatalf("advance 0 -> 4: %v", err)
+			}
+			if err := db.Stream.AdvanceFrom(ctx, "c", 0, 2); err == nil {
+				t.Fatal("advance 0 -> 2 at 4 succeeded, want an error")
+			}
+			for _, bad := range [][2]int64{{3, 6}, {5, 6}, {4, 4}, {4, 3}} {
+				if err := db.Stream.AdvanceFrom(ctx, "c", bad[0], bad[1]); err == nil {
+					t.Fatalf("advance %d -> %d at 4 succeeded, want an error", bad[0], bad[1])
+				}
+			}
+			if err := db.Stream.AdvanceFrom(ctx, "c", 4, 9); err != nil {
+				t.Fatalf("advance 4 -> 9: %v", err)
+			}
+			// The single-step Advance carries on from there.
+			if err := db.Stream.Advance(ctx, "c", 10); err != nil {
+				t.Fatalf("advance to 10: %v", err)
+			}
+			if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 10 {
+				t.Fatalf("acked_seq = %d, want 10", got)
+			}
+		})
+	}
+}
+
 func TestMessageMappingDedup(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -40,6 +41,38 @@ func (q *StreamQuery) Advance(ctx context.Context, connectorID string, seq int64
 	return nil
 }
 
+// AdvanceFrom moves acked_seq from exactly from to to, for a batch of
+// to-from events stored in the same transaction. Like Advance it refuses to
+// go back or skip: if acked_seq is not from (0 meaning no row yet), someone
+// else wrote to this stream and the transaction must not commit.
+func (q *StreamQuery) AdvanceFrom(ctx context.Context, connectorID string, from, to int64) error {
+	if to <= from || from < 0 {
+		return fmt.Errorf("advance stream %s from %d to %d: not forward", connectorID, from, to)
+	}
+	var res sql.Result
+	var err error
+	if from == 0 {
+		// A connector without a row is at 0; one with a row must be at 0.
+		res, err = q.db.Exec(ctx, `
+			INSERT INTO connector_stream (connector_id, acked_seq) VALUES ($1, $2)
+			ON CONFLICT (connector_id) DO UPDATE SET acked_seq=excluded.acked_seq
+			WHERE connector_stream.acked_seq = 0`, connectorID, to)
+	} else {
+		res, err = q.db.Exec(ctx, `
+			UPDATE connector_stream SET acked_seq=$3 WHERE connector_id=$1 AND acked_seq=$2`,
+			connectorID, from, to)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("advance stream %s from %d to %d: acked_seq is not %d", connectorID, from, to, from)
+	}
+	return nil
+}
+
 // InboxQuery reads and writes the inbox table.
 type InboxQuery struct{ db *dbutil.Database }
 
@@ -60,6 +93,35 @@ func (q *InboxQuery) Insert(ctx context.Context, r *InboxRow) error {
 		INSERT INTO inbox (connector_id, seq, login_id, chat_id, kind, data) VALUES ($1, $2, $3, $4, $5, $6)`,
 		r.ConnectorID, r.Seq, r.LoginID, r.ChatID, r.Kind, string(r.Data))
 	return err
+}
+
+// insertChunk bounds the rows of one multi-row INSERT: 6 parameters each
+// stays well below SQLite's smallest variable limit (999).
+const insertChunk = 100
+
+// InsertMany stores accepted events with as few statements as possible: in
+// a transaction on PostgreSQL each statement is a round trip, and for a
+// batch of events those, not the commit, would dominate.
+func (q *InboxQuery) InsertMany(ctx context.Context, rows []*InboxRow) error {
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), insertChunk)]
+		rows = rows[len(chunk):]
+		var sb strings.Builder
+		sb.WriteString("INSERT INTO inbox (connector_id, seq, login_id, chat_id, kind, data) VALUES ")
+		args := make([]any, 0, 6*len(chunk))
+		for i, r := range chunk {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&sb, "($%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6)
+			args = append(args, r.ConnectorID, r.Seq, r.LoginID, r.ChatID, r.Kind, string(r.Data))
+		}
+		if _, err := q.db.Exec(ctx, sb.String(), args...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func scanInbox(row dbutil.Scannable) (*InboxRow, error) {

@@ -1,0 +1,289 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// batchStore is a testStore that implements BatchStore. hold, if set, makes
+// the first AcceptBatch wait until it is closed, so a test can queue events
+// behind a batch in progress. A batch that contains failAt fails whole.
+type batchStore struct {
+	*testStore
+	hold   chan struct{}
+	failAt atomic.Int64
+
+	mu      sync.Mutex
+	batches [][]int64
+}
+
+func (s *batchStore) AcceptBatch(ctx context.Context, id string, items []Accepted) error {
+	seqs := make([]int64, len(items))
+	for i, it := range items {
+		seqs[i] = it.Seq
+	}
+	s.mu.Lock()
+	s.batches = append(s.batches, seqs)
+	first := len(s.batches) == 1
+	s.mu.Unlock()
+	if first && s.hold != nil {
+		select {
+		case <-s.hold:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if slices.Contains(seqs, s.failAt.Load()) {
+		return errors.New("disk on fire")
+	}
+	for _, it := range items {
+		// testStore checks that every seq comes exactly once, in order.
+		if err := s.testStore.Accept(ctx, id, it.Seq, it.Event); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *batchStore) seen() [][]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.batches)
+}
+
+func newBatchHarness(t *testing.T, bs *batchStore, mutate func(*ServerOptions)) *harness {
+	h := newHarness(t, func(o *ServerOptions) {
+		bs.testStore = newTestStore(t)
+		o.Store = bs
+		if mutate != nil {
+			mutate(o)
+		}
+	})
+	h.store = bs.testStore
+	return h
+}
+
+// waitQueued waits until n events of connector id wait behind the batch
+// being stored.
+func (h *harness) waitQueued(t *testing.T, id string, n int) {
+	t.Helper()
+	eventually(t, "events queued for the committer", func() bool {
+		c := h.srv.live(id)
+		return c != nil && len(c.commitIn) == n
+	})
+}
+
+// frames reads rc on a goroutine, so a test can wait for "nothing" without
+// a read deadline, which would break the connection for good.
+func frames(rc *RawConn) <-chan *Frame {
+	ch := make(chan *Frame, 64)
+	go func() {
+		defer close(ch)
+		for {
+			f, err := rc.ReadFrame(10 * time.Second)
+			if err != nil {
+				return
+			}
+			ch <- f
+		}
+	}()
+	return ch
+}
+func TestEventsArrivingTogetherShareABatch(t *testing.T) {
+	bs := &batchStore{hold: make(chan struct{})}
+	h := newBatchHarness(t, bs, nil)
+	var checked atomic.Int32
+	h.handler.check = func(*Event) *Error { checked.Add(1); return nil }
+	rc, _ := h.connect(t, "c")
+
+	sendEvent(t, rc, 1, message(1))
+	eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
+	for i := 2; i <= 20; i++ {
+		sendEvent(t, rc, int64(i), message(i))
+	}
+	h.waitQueued(t, "c", 19)
+	// Check runs as each event is read, before it is stored.
+	if n := checked.Load(); n != 20 {
+		t.Fatalf("Check ran %d times before storing, want 20", n)
+	}
+	// A replay of a queued event must not be acked early either, and the
+	// seq rules count queued events: 21 is next, not 2.
+	in := frames(rc)
+	sendEvent(t, rc, 5, message(5))
+	timeout := time.After(100 * time.Millisecond)
+quiet:
+	for {
+		select {
+		case f := <-in:
+			t.Fatalf("got %+v while nothing was stored yet", f)
+		case <-timeout:
+			break quiet
+		}
+	}
+
+	close(bs.hold)
+	for f := range in {
+		if f.Type == TypeErr {
+			t.Fatalf("unexpected err %+v", f.Error)
+		}
+		if f.Type == TypeAck && f.Seq == 20 {
+			break
+		}
+	}
+	if got, want := bs.seen(), [][]int64{{1}, seqRange(2, 20)}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches %v, want %v", got, want)
+	}
+	if n := len(h.store.snapshot("c")); n != 20 {
+		t.Fatalf("stored %d events, want 20", n)
+	}
+	eventually(t, "Accepted", func() bool {
+		h.handler.mu.Lock()
+		defer h.handler.mu.Unlock()
+		return h.handler.accepted > 0
+	})
+}
+
+func TestFailedBatchAcksNothingAndCloses(t *testing.T) {
+	bs := &batchStore{hold: make(chan struct{})}
+	bs.failAt.Store(4)
+	// A batch holds at most 4 events, so 6 and later queue behind the
+	// failing batch 2-5.
+	h := newBatchHarness(t, bs, func(o *ServerOptions) { o.MaxInFlight = 4 })
+	rc, _ := h.connect(t, "c")
+
+	sendEvent(t, rc, 1, message(1))
+	eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
+	for i := 2; i <= 9; i++ {
+		sendEvent(t, rc, int64(i), message(i))
+	}
+	h.waitQueued(t, "c", 4)
+	close(bs.hold)
+
+	var maxAck int64
+	for {
+		f, err := rc.ReadFrame(5 * time.Second)
+		if err != nil {
+			_ = rc.Close()
+			if CloseCode(err) != 1011 {
+				t.Fatalf("want close 1011, got %v", err)
+			}
+			break
+		}
+		if f.Type == TypeAck {
+			maxAck = max(maxAck, f.Seq)
+		}
+	}
+	if maxAck > 1 {
+		t.Fatalf("acked %d, but only 1 was stored", maxAck)
+	}
+	if got, want := bs.seen(), [][]int64{{1}, seqRange(2, 5)}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Fatalf("batches %v, want %v: nothing may be stored after a failed batch", got, want)
+	}
+	stored := h.store.snapshot("c")
+	if len(stored) != 1 || stored[0].seq != 1 {
+		t.Fatalf("stored %v, want seq 1 only", stored)
+	}
+
+	// The connector resumes from what was stored.
+	bs.failAt.Store(0)
+	rc, w := h.connect(t, "c")
+	if w.AckedSeq != 1 {
+		t.Fatalf("acked_seq after the failure %d, want 1", w.AckedSeq)
+	}
+	for i := 2; i <= 9; i++ {
+		sendEvent(t, rc, int64(i), message(i))
+	}
+	waitAck(t, rc, 9)
+}
+
+func TestPlainStoreFailureAcksOnlyTheStoredPrefix(t *testing.T) {
+	// A Store without AcceptBatch stores one event per call, so what went
+	// before the failing event is stored and may be acked; nothing after.
+	fs := &failingStore{testStore: newTestStore(t), failAt: 4}
+	h := newHarness(t, func(o *ServerOptions) { o.Store = fs })
+	rc, _ := h.connect(t, "c")
+	for i := 1; i <= 8; i++ {
+		sendEvent(t, rc, int64(i), message(i))
+	}
+	var maxAck int64
+	for {
+		f, err := rc.ReadFrame(5 * time.Second)
+		if err != nil {
+			_ = rc.Close()
+			if CloseCode(err) != 1011 {
+				t.Fatalf("want close 1011, got %v", err)
+			}
+			break
+		}
+		if f.Type == TypeAck {
+			maxAck = max(maxAck, f.Seq)
+		}
+	}
+	if maxAck > 3 {
+		t.Fatalf("acked %d, but only 3 were stored", maxAck)
+	}
+	if n := len(fs.snapshot("c")); n != 3 {
+		t.Fatalf("stored %d events, want 3", n)
+	}
+}
+
+// failingStore is a plain Store (no AcceptBatch) that fails at failAt.
+type failingStore struct {
+	*testStore
+	failAt int64
+}
+
+func (s *failingStore) Accept(ctx context.Context, id string, seq int64, ev *Event) error {
+	if seq == s.failAt {
+		return errors.New("disk on fire")
+	}
+	return s.testStore.Accept(ctx, id, seq, ev)
+}
+
+func TestReplacementWaitsForTheOldBatch(t *testing.T) {
+	bs := &batchStore{hold: make(chan struct{})}
+	h := newBatchHarness(t, bs, nil)
+	old, _ := h.connect(t, "c")
+	sendEvent(t, old, 1, message(1))
+	eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
+	for i := 2; i <= 5; i++ {
+		sendEvent(t, old, int64(i), message(i))
+	}
+	h.waitQueued(t, "c", 4)
+	go func() {
+		// The old connector answers the 4001 as a live one would.
+		for {
+			if _, err := old.ReadFrame(5 * time.Second); err != nil {
+				return
+			}
+		}
+	}()
+
+	var released atomic.Bool
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		released.Store(true)
+		close(bs.hold)
+	}()
+	_, w := h.connect(t, "c")
+	if !released.Load() {
+		t.Fatal("welcome came while the old connection was still storing")
+	}
+	// The old connection stored what it had queued before it stopped.
+	if w.AckedSeq != 5 {
+		t.Fatalf("acked_seq %d, want 5", w.AckedSeq)
+	}
+}
+
+func seqRange(from, to int64) []int64 {
+	var out []int64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
