@@ -24,13 +24,15 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: reason})
 			continue
 		}
-		err := m.db.Login.Upsert(ctx, &database.Login{
+		login := &database.Login{
 			ID: l.ID, ConnectorID: connectorID, MatrixUser: id.UserID(l.MatrixUser), Name: l.Name, State: l.State,
-		})
-		if err != nil {
+		}
+		if err := m.db.Login.Upsert(ctx, login); err != nil {
 			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
 			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
+			continue
 		}
+		m.loginOwners.Store(l.ID, loginOwner{connectorID: connectorID, user: login.MatrixUser})
 	}
 	return refused
 }
@@ -52,17 +54,39 @@ func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.E
 	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
 		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
 	}
-	login, err := m.db.Login.Get(ctx, ev.Login)
+	owner, err := m.loginOwner(ctx, ev.Login)
 	if err != nil {
 		return &connector.Error{Code: connector.ErrUnknown, Message: "the bridge could not look up the login", Retryable: true}
 	}
-	if login == nil || login.ConnectorID != connectorID {
+	if owner.connectorID != connectorID {
 		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", ev.Login)}
 	}
-	if m.cfg.PermissionLevel(login.MatrixUser) < config.LevelUser {
-		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", login.MatrixUser)}
+	if m.cfg.PermissionLevel(owner.user) < config.LevelUser {
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", owner.user)}
 	}
 	return nil
+}
+
+// loginOwner is what Check needs of a login. Only a hello changes it, so it
+// is kept in memory: Check runs for every event on the connection's reader,
+// and a database read each time bounded the intake.
+type loginOwner struct {
+	connectorID string
+	user        id.UserID
+}
+
+// loginOwner returns the login's owner; a login never announced has a zero one.
+func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, error) {
+	if cached, ok := m.loginOwners.Load(loginID); ok {
+		return cached.(loginOwner), nil
+	}
+	login, err := m.db.Login.Get(ctx, loginID)
+	if err != nil || login == nil {
+		return loginOwner{}, err
+	}
+	owner := loginOwner{connectorID: login.ConnectorID, user: login.MatrixUser}
+	m.loginOwners.Store(loginID, owner)
+	return owner, nil
 }
 
 // Accepted wakes the dispatcher for newly stored events.

@@ -54,6 +54,8 @@ type Manager struct {
 	matrixWake chan struct{}
 	// userTyping is the typing state last sent to the network per room.
 	userTyping sync.Map
+	// loginOwners caches loginOwner by login id for Check.
+	loginOwners sync.Map
 }
 
 // NewManager wires the portal manager. SetConnector must be called before Start.
