@@ -30,7 +30,12 @@ type account struct {
 	events     eventSink
 	avatarBase string // "" when avatars are not served
 	onState    func() // the login state changed; the connector updates its hello
-	log        zerolog.Logger
+	files      attachmentOpener
+	// tried is closed once the first login attempt has ended, so the
+	// connector knows by then whether the server takes file uploads.
+	tried     chan struct{}
+	triedOnce sync.Once
+	log       zerolog.Logger
 
 	mu       sync.Mutex
 	conn     *xmppConn // nil while disconnected
@@ -66,7 +71,14 @@ func newAccount(cfg *AccountConfig, xcfg *XMPPConfig, store *Store, events event
 		state:      connector.LoginDisconnected,
 		presence:   make(map[string]map[string]string),
 		wake:       make(chan struct{}, 1),
+		tried:      make(chan struct{}),
 	}
+}
+
+// canUpload reports whether the live connection found an upload service.
+func (a *account) canUpload() bool {
+	c := a.current()
+	return c != nil && c.upload != nil
 }
 
 // loginInfo is the account as announced in hello.
@@ -96,6 +108,7 @@ func (a *account) run(ctx context.Context) {
 	delay := a.xcfg.MinBackoff
 	for {
 		conn, err := a.connect(ctx)
+		a.triedOnce.Do(func() { close(a.tried) })
 		if ctx.Err() != nil {
 			if conn != nil {
 				conn.close()
@@ -151,6 +164,12 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 		// Without carbons, messages sent from other clients stay invisible
 		// until the next catch-up; not a reason to stay offline.
 		a.log.Warn().Err(err).Msg("Could not enable message carbons")
+	}
+	if conn.upload, err = discoverUpload(dctx, conn, sess.LocalAddr().Domain().String()); err != nil {
+		// Files then get M_UNSUPPORTED until the next connection.
+		a.log.Warn().Err(err).Msg("Could not look for an HTTP upload service")
+	} else if conn.upload != nil {
+		a.log.Info().Str("service", conn.upload.jid).Int64("max_file_size", conn.upload.maxSize).Msg("Server offers HTTP file upload")
 	}
 	a.mu.Lock()
 	a.conn = conn

@@ -22,6 +22,7 @@ type outMessage struct {
 	ID        string       `xml:"id,attr"`
 	Type      string       `xml:"type,attr"`
 	Body      string       `xml:"body,omitempty"`
+	OOB       *oobOut      `xml:"jabber:x:oob x"`
 	OriginID  *idEl        `xml:"urn:xmpp:sid:0 origin-id"`
 	Replace   *idEl        `xml:"urn:xmpp:message-correct:0 replace"`
 	Retract   *idEl        `xml:"urn:xmpp:message-retract:1 retract"`
@@ -79,7 +80,7 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 	switch op {
 	case connector.OpSendMessage:
 		if len(cmd.Attachments) > 0 {
-			return nil, &connector.Error{Code: connector.ErrUnsupported, Message: "the XMPP connector cannot send files yet"}
+			return a.sendFiles(ctx, conn, peer, id, cmd)
 		}
 		if cmd.Text == "" {
 			return nil, badRequest("send_message needs text")

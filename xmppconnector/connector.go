@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -20,7 +21,7 @@ const Version = "0.1.0"
 type Connector struct {
 	cfg      *Config
 	store    *Store
-	client   *connector.Client
+	client   *clientGate
 	accounts map[string]*account
 	order    []*account
 	avatars  net.Listener // nil when avatars are off
@@ -51,11 +52,49 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Connector, erro
 			cfg.Avatars.BaseURL = "http://" + c.avatars.Addr().String()
 		}
 	}
-	c.client = connector.NewClient(connector.ClientOptions{
-		URL:    cfg.Bridge.URL,
-		Token:  cfg.Bridge.Token,
-		Hello:  c.hello(),
-		Store:  store,
+	c.client = newClientGate()
+	for i := range cfg.Accounts {
+		ac := &cfg.Accounts[i]
+		a := newAccount(ac, &cfg.XMPP, store, c.client, cfg.Avatars.BaseURL, c.updateLogins, log)
+		a.files = c.client
+		c.accounts[a.login] = a
+		c.order = append(c.order, a)
+	}
+	return c, nil
+}
+
+// uploadProbeWait bounds how long the connector waits for the accounts'
+// first logins, which tell whether files can be sent, before it dials the
+// bridge: a server that hangs must not keep it away from the bridge.
+const uploadProbeWait = 10 * time.Second
+
+// newClient makes the SDK client, once the accounts' first logins have
+// ended or uploadProbeWait passed: media is announced when an account's
+// server offers HTTP File Upload. The hello cannot change later; an
+// account whose server turns out to have none answers files with
+// M_UNSUPPORTED.
+func (c *Connector) newClient(ctx context.Context) *connector.Client {
+	deadline := time.After(uploadProbeWait)
+wait:
+	for _, a := range c.order {
+		select {
+		case <-a.tried:
+		case <-deadline:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	media := false
+	for _, a := range c.order {
+		media = media || a.canUpload()
+	}
+	log := c.log
+	client := connector.NewClient(connector.ClientOptions{
+		URL:    c.cfg.Bridge.URL,
+		Token:  c.cfg.Bridge.Token,
+		Hello:  c.hello(media),
+		Store:  c.store,
 		Handle: c.handle,
 		Log:    log,
 		OnWelcome: func(w connector.Welcome) {
@@ -67,22 +106,18 @@ func New(ctx context.Context, cfg *Config, log zerolog.Logger) (*Connector, erro
 			}
 		},
 	})
-	for i := range cfg.Accounts {
-		ac := &cfg.Accounts[i]
-		a := newAccount(ac, &cfg.XMPP, store, c.client, cfg.Avatars.BaseURL, c.updateLogins, log)
-		c.accounts[a.login] = a
-		c.order = append(c.order, a)
-	}
+	c.client.set(client)
 	c.updateLogins()
-	return c, nil
+	return client
 }
 
-func (c *Connector) hello() connector.Hello {
+func (c *Connector) hello(media bool) connector.Hello {
 	return connector.Hello{
 		Connector: connector.Software{ID: c.cfg.Bridge.ConnectorID, Name: "XMPP connector", Version: Version},
 		Network:   connector.Network{ID: "xmpp", Name: "XMPP"},
 		Capabilities: connector.Capabilities{
 			Formats:           []string{"plain"},
+			Media:             media,
 			Edit:              true,
 			Delete:            true,
 			Reactions:         true,
@@ -98,14 +133,15 @@ func (c *Connector) hello() connector.Hello {
 
 // updateLogins keeps the logins of the next hello current.
 func (c *Connector) updateLogins() {
-	if c.client == nil {
+	client := c.client.current()
+	if client == nil {
 		return
 	}
 	logins := make([]connector.Login, 0, len(c.order))
 	for _, a := range c.order {
 		logins = append(logins, a.loginInfo())
 	}
-	c.client.SetLogins(logins)
+	client.SetLogins(logins)
 }
 
 // handle routes a bridge command to its account.
@@ -141,7 +177,7 @@ func (c *Connector) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	err := c.client.Run(ctx)
+	err := c.newClient(ctx).Run(ctx)
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		return nil
 	}

@@ -21,8 +21,22 @@
 // reactions, contacts, avatars), session*.go, caps.go, mam.go, stanza.go
 // (one XMPP stream: login, read loop, keep-alive, IQs, archive paging),
 // account*.go (one login: reconnect loop, archive catch-up, stanzas to
-// events, backfill), commands.go (bridge commands to stanzas), contacts.go
-// (vCards, presence) and avatars.go (the avatar endpoint).
+// events, backfill), commands.go (bridge commands to stanzas),
+// commands_media.go and upload.go (files: HTTP File Upload, XEP-0363),
+// client_gate.go (the SDK client, made once the first logins tell whether
+// files can be sent), contacts.go (vCards, presence) and avatars.go (the
+// avatar endpoint).
+//
+// Files: each attachment of send_message is fetched (inline data as is, a
+// url with the bridge token via the SDK), streamed with a PUT into a slot
+// of the server's upload service, and shared as a message whose body and
+// XEP-0066 url are the slot's GET URL, which is what clients show as a
+// file. The slot request needs the exact size up front; it comes from the
+// data or the download's Content-Length, and only a download without one
+// is spooled to a temporary file. A file over the service's max-file-size
+// is refused with M_UNSUPPORTED naming the limit. hello says media: true
+// when an account's server offers an upload service; it cannot change
+// later, so an account whose server has none answers files M_UNSUPPORTED.
 //
 // Ids: a message's id towards the bridge is the stanza-id our server's
 // archive gave it (XEP-0359, by = the account), else its id attribute.

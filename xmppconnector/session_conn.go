@@ -32,6 +32,9 @@ type xmppConn struct {
 	log  zerolog.Logger
 	sink stanzaSink
 	caps capabilities
+	// upload is the server's HTTP File Upload service, nil if it has none
+	// (or did not say); set before the connection is published.
+	upload *uploadService
 
 	done chan struct{} // closed when the read loop has ended
 	err  error         // why it ended; valid once done is closed

@@ -28,6 +28,11 @@ type ProsodyOptions struct {
 	// NoOffline disables offline message storage (mod_offline), so the
 	// archive is the only way an account that was away gets its messages.
 	NoOffline bool
+	// UploadLimit is the largest file HTTP File Upload accepts, in bytes;
+	// 0 means DefaultUploadLimit.
+	UploadLimit int64
+	// NoUpload leaves HTTP File Upload out, like a server without it.
+	NoUpload bool
 	// DeathSignal reaches Prosody if this process dies without stopping
 	// it; default SIGKILL.
 	DeathSignal syscall.Signal
@@ -36,8 +41,11 @@ type ProsodyOptions struct {
 // Prosody is a Prosody server that can be stopped and started again on
 // the same port with the same data.
 type Prosody struct {
-	Dir      string
-	Port     int
+	Dir  string
+	Port int
+	// HTTPPort serves HTTP File Upload on 127.0.0.1; picked freshly at each
+	// StartProsody.
+	HTTPPort int
 	cfgPath  string
 	logPath  string
 	outPath  string // Prosody's own stdout/stderr: startup errors, Lua tracebacks
@@ -94,7 +102,19 @@ func StartProsody(ctx context.Context, opts ProsodyOptions) (*Prosody, error) {
 				return nil, err
 			}
 		}
-		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts.Dir, s.Port, !opts.NoOffline)), 0o640); err != nil {
+		// Only the client port is waited for; a lost race for the HTTP
+		// port is rare (it was free a moment ago) and shows in the log.
+		if s.HTTPPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+		limit := opts.UploadLimit
+		if limit <= 0 {
+			limit = DefaultUploadLimit
+		}
+		if opts.NoUpload {
+			limit = 0
+		}
+		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts.Dir, s.Port, s.HTTPPort, limit, !opts.NoOffline)), 0o640); err != nil {
 			return nil, err
 		}
 		if err := handOver(opts.Dir, cred); err != nil {

@@ -42,6 +42,7 @@ type Message struct {
 	ReplyTo            string // XEP-0461 id
 	ChatState          string // XEP-0085 element name
 	Displayed          string // XEP-0333 id
+	OOB                string // XEP-0066 url: how clients send files
 }
 
 // Dial logs user in, sends initial presence and starts collecting
@@ -193,6 +194,9 @@ type rawMessage struct {
 	Retract   *idAttr `xml:"urn:xmpp:message-retract:1 retract"`
 	Reply     *idAttr `xml:"urn:xmpp:reply:0 reply"`
 	Displayed *idAttr `xml:"urn:xmpp:chat-markers:0 displayed"`
+	OOB       *struct {
+		URL string `xml:"url"`
+	} `xml:"jabber:x:oob x"`
 	Reactions *struct {
 		ID        string   `xml:"id,attr"`
 		Reactions []string `xml:"reaction"`
@@ -212,6 +216,9 @@ func (m *rawMessage) reduce() *Message {
 	}
 	out.OriginID, out.Replace, out.Retract = val(m.OriginID), val(m.Replace), val(m.Retract)
 	out.ReplyTo, out.Displayed = val(m.Reply), val(m.Displayed)
+	if m.OOB != nil {
+		out.OOB = m.OOB.URL
+	}
 	if m.Reactions != nil {
 		out.ReactionsTo, out.Reactions = m.Reactions.ID, m.Reactions.Reactions
 	}

@@ -152,3 +152,14 @@ func (c *Client) SetVCard(t testing.TB, name string, photo []byte, mimetype stri
 		}
 	}
 }
+
+// SendFile sends a link to a file the way clients share uploads: the URL
+// as body and as XEP-0066 out-of-band data. It returns the message id.
+func (c *Client) SendFile(t testing.TB, to, url string) string {
+	t.Helper()
+	id := NewID()
+	c.SendRaw(t, fmt.Sprintf(`<message to='%s' type='chat' id='%s'><body>%s</body>`+
+		`<x xmlns='jabber:x:oob'><url>%s</url></x><origin-id xmlns='urn:xmpp:sid:0' id='%s'/></message>`,
+		esc(to), id, esc(url), esc(url), id))
+	return id
+}

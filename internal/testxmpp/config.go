@@ -4,7 +4,9 @@ package testxmpp
 type Option func(*options)
 
 type options struct {
-	offline bool
+	offline     bool
+	uploadLimit int64
+	noUpload    bool
 }
 
 func defaultOptions() options { return options{offline: true} }
@@ -14,4 +16,15 @@ func defaultOptions() options { return options{offline: true} }
 // gets what it missed.
 func WithoutOfflineStorage() Option {
 	return func(o *options) { o.offline = false }
+}
+
+// WithUploadLimit sets the largest file the server's HTTP File Upload
+// service (XEP-0363, on UploadDomain) accepts, in bytes.
+func WithUploadLimit(n int64) Option {
+	return func(o *options) { o.uploadLimit = n }
+}
+
+// WithoutUpload starts the server without an HTTP File Upload service.
+func WithoutUpload() Option {
+	return func(o *options) { o.noUpload = true }
 }

@@ -20,6 +20,9 @@ import (
 // Domain is the only virtual host of every test server.
 const Domain = devstack.ProsodyDomain
 
+// UploadDomain is every test server's HTTP File Upload service.
+const UploadDomain = devstack.UploadDomain
+
 const (
 	stopGrace = 5 * time.Second
 	// Enough of the debug log to see the last few stanzas around a failure.
@@ -48,7 +51,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		t.Fatalf("testxmpp: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	p, err := devstack.StartProsody(t.Context(), devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline})
+	p, err := devstack.StartProsody(t.Context(), devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline, UploadLimit: o.uploadLimit, NoUpload: o.noUpload})
 	if err != nil {
 		t.Fatalf("testxmpp: %v", err)
 	}
