@@ -1,0 +1,58 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"io"
+	"net/http"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
+)
+
+// TestXMPPFileFromMatrix: alice sends a file from her Matrix client; bob's
+// XMPP client gets it the way XMPP clients share files (an out-of-band link
+// with origin-id = the Matrix event id), and the link serves the same bytes.
+func TestXMPPFileFromMatrix(t *testing.T) {
+	x := newXMPPStack(t)
+	ctx := context.Background()
+	x.bobSays("send me the picture")
+	room := x.portal()
+	x.waitMessage(room, "send me the picture")
+
+	data := bytes.Repeat([]byte("dmbridge file test "), 40000) // 760 KB: sent by URL, not inline
+	up, err := x.alice.UploadMedia(ctx, mautrix.ReqUploadMedia{
+		ContentBytes: data, ContentType: "application/octet-stream", FileName: "notes.bin",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := x.alice.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{
+		MsgType: event.MsgFile, Body: "notes.bin", URL: up.ContentURI.CUString(),
+		Info: &event.FileInfo{MimeType: "application/octet-stream", Size: len(data)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := x.bobGets(func(m *testxmpp.Message) bool { return m.OOB != "" })
+	if got.OriginID != string(resp.EventID) {
+		t.Errorf("file message origin-id %q, want the Matrix event id %s", got.OriginID, resp.EventID)
+	}
+	res, err := http.Get(got.OOB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	fetched, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(fetched) != sha256.Sum256(data) {
+		t.Errorf("the shared link serves %d bytes that differ from the %d sent", len(fetched), len(data))
+	}
+	x.noMoreFor("the file", func(m *testxmpp.Message) bool { return m.OOB != "" })
+}
