@@ -164,20 +164,7 @@ func TestFailedBatchAcksNothingAndCloses(t *testing.T) {
 	h.waitQueued(t, "c", 4)
 	close(bs.hold)
 
-	var maxAck int64
-	for {
-		f, err := rc.ReadFrame(5 * time.Second)
-		if err != nil {
-			_ = rc.Close()
-			if CloseCode(err) != 1011 {
-				t.Fatalf("want close 1011, got %v", err)
-			}
-			break
-		}
-		if f.Type == TypeAck {
-			maxAck = max(maxAck, f.Seq)
-		}
-	}
+	maxAck := highestAckBeforeClose(t, rc, 1011)
 	if maxAck > 1 {
 		t.Fatalf("acked %d, but only 1 was stored", maxAck)
 	}
@@ -210,20 +197,7 @@ func TestPlainStoreFailureAcksOnlyTheStoredPrefix(t *testing.T) {
 	for i := 1; i <= 8; i++ {
 		sendEvent(t, rc, int64(i), message(i))
 	}
-	var maxAck int64
-	for {
-		f, err := rc.ReadFrame(5 * time.Second)
-		if err != nil {
-			_ = rc.Close()
-			if CloseCode(err) != 1011 {
-				t.Fatalf("want close 1011, got %v", err)
-			}
-			break
-		}
-		if f.Type == TypeAck {
-			maxAck = max(maxAck, f.Seq)
-		}
-	}
+	maxAck := highestAckBeforeClose(t, rc, 1011)
 	if maxAck > 3 {
 		t.Fatalf("acked %d, but only 3 were stored", maxAck)
 	}
@@ -286,4 +260,24 @@ func seqRange(from, to int64) []int64 {
 		out = append(out, s)
 	}
 	return out
+}
+
+// highestAckBeforeClose reads frames until the bridge closes the connection
+// with code, and returns the highest seq acked before that.
+func highestAckBeforeClose(t *testing.T, rc *RawConn, code int) int64 {
+	t.Helper()
+	var maxAck int64
+	for {
+		f, err := rc.ReadFrame(5 * time.Second)
+		if err != nil {
+			_ = rc.Close()
+			if CloseCode(err) != code {
+				t.Fatalf("want close %d, got %v", code, err)
+			}
+			return maxAck
+		}
+		if f.Type == TypeAck {
+			maxAck = max(maxAck, f.Seq)
+		}
+	}
 }
