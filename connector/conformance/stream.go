@@ -92,3 +92,16 @@ func (s *suite) produceUnacked(ctx context.Context, n int) (first, last int64, e
 	}
 	return evs[0].seq, s.expect - 1, nil
 }
+
+// threeAckedOne has the connector send three new events and acks only the
+// first, leaving the other two in flight: the start of the replay and gap
+// checks.
+func (s *suite) threeAckedOne(ctx context.Context) (first, last int64, err error) {
+	if err = s.ensure(ctx); err != nil {
+		return 0, 0, err
+	}
+	if first, last, err = s.produceUnacked(ctx, 3); err != nil {
+		return 0, 0, err
+	}
+	return first, last, s.ack(first)
+}
