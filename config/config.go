@@ -182,17 +182,6 @@ func LoadForRegistration(path string) (*Config, []Warning, error) {
 	return load(path, modeRegistration)
 }
 
-// Parse is Load for data already in memory; path is only used to name the
-// file in messages and for SaveTokens.
-func Parse(path string, data []byte) (*Config, []Warning, error) {
-	return parse(path, data, os.LookupEnv, modeRun)
-}
-
-// ParseForRegistration is LoadForRegistration for data already in memory.
-func ParseForRegistration(path string, data []byte) (*Config, []Warning, error) {
-	return parse(path, data, os.LookupEnv, modeRegistration)
-}
-
 func load(path string, mode validationMode) (*Config, []Warning, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

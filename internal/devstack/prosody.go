@@ -174,14 +174,6 @@ func (s *Prosody) Start(ctx context.Context) error {
 	return s.launch(ctx)
 }
 
-// Running reports whether Prosody was started and not stopped; Exited
-// tells whether it is still alive.
-func (s *Prosody) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc != nil
-}
-
 // Exited is closed when the current Prosody process ends (nil when stopped).
 func (s *Prosody) Exited() <-chan struct{} {
 	s.mu.Lock()
@@ -201,12 +193,6 @@ func (s *Prosody) Pid() int {
 	}
 	return s.proc.Pid()
 }
-
-// LogPath is Prosody's debug log.
-func (s *Prosody) LogPath() string { return s.logPath }
-
-// LogTail returns the last n lines of Prosody's log.
-func (s *Prosody) LogTail(n int) string { return Tail(s.logPath, n) }
 
 // Logs returns Prosody's own output and the end of its log, for failure
 // reports.

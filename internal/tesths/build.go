@@ -24,14 +24,3 @@ func ensureBinaries() (devstack.DendriteBinaries, error) {
 	})
 	return buildResult, buildErr
 }
-
-// CacheDir is where built homeserver binaries are kept between test runs:
-// $DMBRIDGE_CACHE, else $XDG_CACHE_HOME/dmbridge, else ~/.cache/dmbridge.
-func CacheDir() (string, error) { return devstack.CacheDir() }
-
-// EnsureDendrite builds the homeserver binaries if they are not cached yet
-// and returns the path of the dendrite executable.
-func EnsureDendrite() (string, error) {
-	b, err := ensureBinaries()
-	return b.Dendrite, err
-}

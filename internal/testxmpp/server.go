@@ -64,9 +64,6 @@ func Start(t testing.TB, opts ...Option) *Server {
 // Addr is the host:port of the client-to-server listener.
 func (s *Server) Addr() string { return s.p.Addr() }
 
-// Domain is the server's XMPP domain.
-func (s *Server) Domain() string { return Domain }
-
 // JID returns the bare JID of a local user.
 func (s *Server) JID(user string) string { return s.p.JID(user) }
 
@@ -99,9 +96,6 @@ func (s *Server) Stop(t testing.TB) {
 		t.Fatalf("testxmpp: %v\n%s", err, s.p.Logs(failureLogLines))
 	}
 }
-
-// LogTail returns the last n lines of Prosody's log.
-func (s *Server) LogTail(n int) string { return s.p.LogTail(n) }
 
 func (s *Server) cleanup(t testing.TB) {
 	ctx, cancel := context.WithTimeout(context.Background(), stopGrace)
