@@ -45,6 +45,10 @@ func scanPortal(row dbutil.Scannable) (*Portal, error) {
 // GetOrCreate returns the portal row for key, inserting it (without a room)
 // if it does not exist. The unique key makes concurrent callers agree.
 func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID string) (*Portal, error) {
+	// Every message of a chat comes here; the insert is only for its first.
+	if p, err := q.Get(ctx, key); err != nil || p != nil {
+		return p, err
+	}
 	_, err := q.db.Exec(ctx, `
 		INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (login_id, chat_id) DO NOTHING`, key.LoginID, key.ChatID, contactID, time.Now().UnixMilli())
