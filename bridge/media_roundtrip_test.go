@@ -87,7 +87,10 @@ func (hp *heapPeak) finish() uint64 {
 // stream, so the figure stays well under the file size. The figures are
 // logged (go test -v -run TestFiveMegabyteRoundTrip ./bridge).
 func TestFiveMegabyteRoundTrip(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.MaxMediaBytes = 16 << 20 })
+	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) {
+		cfg.Bridge.MaxMediaBytes = 16 << 20
+		cfg.Bridge.MediaFetchAllow = loopbackMedia
+	})
 	dir := t.TempDir()
 	src := filepath.Join(dir, "payload.bin")
 	want := writeRandomFile(t, src, roundTripBytes)

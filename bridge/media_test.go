@@ -83,7 +83,10 @@ func (s *stack) download(uri id.ContentURIString) []byte {
 }
 
 func TestMediaFromNetwork(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.MaxMediaBytes = 1 << 20 })
+	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) {
+		cfg.Bridge.MaxMediaBytes = 1 << 20
+		cfg.Bridge.MediaFetchAllow = loopbackMedia
+	})
 	f := s.fidConnect(fakeSetup{})
 	roomID, first := s.fidPortal(f, "m1", "hi")
 	pic := makePNG(t, 40, 30)

@@ -7,6 +7,7 @@ import (
 
 	"maunium.net/go/mautrix/event"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -15,7 +16,7 @@ import (
 // in the ghost's global profile and in its member event in the portal,
 // which is what clients display. The picture is fetched once per avatar id.
 func TestContactProfileChange(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.MediaFetchAllow = loopbackMedia })
 	f := s.fidConnect(fakeSetup{})
 	roomID, _ := s.fidPortal(f, "m1", "hi")
 	ctx := context.Background()

@@ -43,7 +43,15 @@ type stackOptions struct {
 	permissions    config.Permissions
 	// noBridge leaves starting the bridge to the test (e.g. as a process).
 	noBridge bool
+	// mediaFetchAllow is bridge.media_fetch_allow. Every test server is on
+	// loopback, which the bridge refuses to fetch from by default, so a
+	// test whose media or avatars come from one opens it here.
+	mediaFetchAllow []string
 }
+
+// loopbackMedia opens loopback to the bridge's media fetches, for tests
+// whose file servers, avatar servers or XMPP upload services run there.
+var loopbackMedia = []string{"127.0.0.0/8", "::1/128", "localhost"}
 
 func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	t.Helper()
@@ -69,6 +77,7 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	if o.permissions != nil {
 		cfg.Permissions = o.permissions
 	}
+	cfg.Bridge.MediaFetchAllow = o.mediaFetchAllow
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}
 	if !o.noDoublePuppet {

@@ -50,7 +50,9 @@ type xmppStack struct {
 
 func newXMPPStack(t *testing.T) *xmppStack {
 	t.Helper()
-	s := newStack(t, testdb.SQLite(t))
+	// Prosody's upload service and the connector's avatar server are on
+	// loopback.
+	s := newStack(t, testdb.SQLite(t), stackOptions{mediaFetchAllow: loopbackMedia})
 	srv := testxmpp.Start(t)
 	srv.Register(t, "alice", xeAlicePW)
 	srv.Register(t, "bob", xeBobPW)

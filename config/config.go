@@ -118,6 +118,10 @@ type BridgeConfig struct {
 	BridgePresence        bool     `yaml:"bridge_own_presence"`
 	// HomeserverConcurrency caps homeserver calls in flight.
 	HomeserverConcurrency int `yaml:"homeserver_concurrency"`
+	// MediaFetchAllow opens addresses that fetches of attachment and avatar
+	// URLs otherwise refuse (loopback, private, link-local...): CIDRs,
+	// addresses, host names, each optionally with a port. See netguard.
+	MediaFetchAllow []string `yaml:"media_fetch_allow"`
 }
 
 // ProvisioningConfig configures the provisioning API.

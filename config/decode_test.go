@@ -1,6 +1,7 @@
 package config
 
 import (
+	"reflect"
 	"testing"
 	"time"
 )
@@ -21,7 +22,7 @@ func TestDefaultsFillUnsetKeys(t *testing.T) {
 	if cfg.Logging != (LoggingConfig{Level: "info", Format: "pretty"}) {
 		t.Errorf("logging defaults: %+v", cfg.Logging)
 	}
-	if cfg.Bridge != d.Bridge || cfg.Bridge.MaxMediaBytes != 100<<20 || cfg.Bridge.InlineMediaBytes != 512<<10 ||
+	if !reflect.DeepEqual(cfg.Bridge, d.Bridge) || cfg.Bridge.MaxMediaBytes != 100<<20 || cfg.Bridge.InlineMediaBytes != 512<<10 ||
 		cfg.Bridge.MDirectRepairInterval.D() != time.Hour || cfg.Bridge.HomeserverConcurrency != 16 || cfg.Bridge.BridgePresence {
 		t.Errorf("bridge defaults: %+v", cfg.Bridge)
 	}

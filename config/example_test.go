@@ -40,7 +40,10 @@ func TestExampleConfigValidates(t *testing.T) {
 	}
 	// The example documents the defaults, so it must not contradict them.
 	d := Default()
-	if cfg.Ghosts != d.Ghosts || cfg.Database != d.Database || cfg.Bridge != d.Bridge || cfg.Logging != d.Logging ||
+	if cfg.Ghosts != d.Ghosts || cfg.Database != d.Database || !reflect.DeepEqual(cfg.Bridge.MediaFetchAllow, []string{}) ||
+		cfg.Bridge.MaxMediaBytes != d.Bridge.MaxMediaBytes || cfg.Bridge.InlineMediaBytes != d.Bridge.InlineMediaBytes ||
+		cfg.Bridge.MDirectRepairInterval != d.Bridge.MDirectRepairInterval || cfg.Bridge.HomeserverConcurrency != d.Bridge.HomeserverConcurrency ||
+		cfg.Bridge.BridgePresence != d.Bridge.BridgePresence || cfg.Logging != d.Logging ||
 		cfg.Connector.MaxFrameBytes != d.Connector.MaxFrameBytes || cfg.Connector.MaxInFlight != d.Connector.MaxInFlight ||
 		cfg.Connector.CommandTimeout != d.Connector.CommandTimeout ||
 		cfg.Appservice.Hostname != d.Appservice.Hostname || cfg.Appservice.EphemeralEvents != d.Appservice.EphemeralEvents {

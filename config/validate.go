@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // validationMode separates running the bridge from generating its
@@ -258,6 +260,11 @@ func (v *validator) bridge() {
 		v.fail("bridge.m_direct_repair_interval", "must not be negative (0 disables the repair pass), got %s", b.MDirectRepairInterval)
 	}
 	v.positive("bridge.homeserver_concurrency", int64(b.HomeserverConcurrency))
+	for i, entry := range b.MediaFetchAllow {
+		if err := netguard.ValidateEntry(entry); err != nil {
+			v.fail(fmt.Sprintf("bridge.media_fetch_allow[%d]", i), "%v", err)
+		}
+	}
 }
 
 func (v *validator) logging() {

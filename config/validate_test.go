@@ -195,6 +195,11 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: bridge.max_media_bytes: must be greater than 0, got -5`,
 		},
 		{
+			name:    "bad media fetch allowlist entry",
+			changes: []change{{"permissions:", "bridge:\n  media_fetch_allow: [10.0.0.0/8, 10.0.0.0/40]\npermissions:"}},
+			want:    `config.yaml: bridge.media_fetch_allow[1]: "10.0.0.0/40" is not a valid CIDR`,
+		},
+		{
 			name:    "negative inline size",
 			changes: []change{{"permissions:", "bridge:\n  inline_media_bytes: -5\npermissions:"}},
 			want:    `config.yaml: bridge.inline_media_bytes: must not be negative, got -5`,

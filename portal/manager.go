@@ -5,6 +5,7 @@ package portal
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/netguard"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -61,7 +63,17 @@ type Manager struct {
 // NewManager wires the portal manager. SetConnector must be called before Start.
 func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link, log zerolog.Logger) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
-	httpClient := &http.Client{Timeout: 2 * time.Minute}
+	// Attachment and avatar URLs come from the network: both clients refuse
+	// internal addresses unless bridge.media_fetch_allow opens them.
+	// Validate has checked every entry, so NewPolicy cannot fail here; if it
+	// somehow did, the empty policy (refuse every internal address) is used.
+	guard, err := netguard.NewPolicy(cfg.Bridge.MediaFetchAllow)
+	if err != nil {
+		log.Err(err).Msg("Invalid bridge.media_fetch_allow, refusing every internal address")
+		guard = &netguard.Policy{}
+	}
+	httpClient := guard.NewClient(guard.NewTransport(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}))
+	httpClient.Timeout = 2 * time.Minute
 	m := &Manager{
 		cfg:        cfg,
 		db:         db,
@@ -69,7 +81,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		ghosts:     puppet.NewGhosts(link.AS, db, cfg, httpClient, log),
 		dps:        puppet.NewDoublePuppets(link.AS, db, cfg, log),
 		direct:     puppet.NewDirect(log),
-		mediaHTTP:  newMediaHTTPClient(),
+		mediaHTTP:  newMediaHTTPClient(guard),
 		log:        log.With().Str("component", "portals").Logger(),
 		ctx:        ctx,
 		cancel:     cancel,

@@ -22,6 +22,7 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // imageHeaderBytes is how much of an image is looked at for its dimensions.
@@ -32,15 +33,14 @@ const imageHeaderBytes = 256 << 10
 // newMediaHTTPClient fetches attachments. It has no overall timeout because
 // a large file on a slow link may take long; a connector that does not
 // answer at all is cut off by the header timeout, one that stalls mid-body
-// by the job's context.
-func newMediaHTTPClient() *http.Client {
-	return &http.Client{Transport: &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ResponseHeaderTimeout: 60 * time.Second,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   4,
-	}}
+// by the job's context. The URLs come from the network, so every address
+// dialled, redirects included, goes through the guard.
+func newMediaHTTPClient(guard *netguard.Policy) *http.Client {
+	t := guard.NewTransport(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
+	t.ResponseHeaderTimeout = 60 * time.Second
+	t.IdleConnTimeout = 90 * time.Second
+	t.MaxIdleConnsPerHost = 4
+	return guard.NewClient(t)
 }
 
 // errTooLarge marks media over bridge.max_media_bytes.
@@ -57,6 +57,12 @@ func (m *Manager) attachmentContents(ctx context.Context, intent *mas.IntentAPI,
 		if errors.Is(err, errTooLarge) {
 			zerolog.Ctx(ctx).Warn().Str("name", a.Name).Int64("size", a.Size).Msg("Attachment too large to bridge")
 			content = tooLargeNotice(a.Name, a.Size, m.cfg.Bridge.MaxMediaBytes)
+		} else if netguard.IsRefused(err) {
+			// No retry can change the answer. The address stays in the
+			// operator's log and out of the room.
+			zerolog.Ctx(ctx).Warn().Str("name", a.Name).Str("refused", netguard.Detail(err)).
+				Msg("Attachment link points to an address the bridge may not fetch")
+			content = refusedNotice(a.Name)
 		} else if err != nil {
 			return nil, fmt.Errorf("bridge attachment %d (%s): %w", i, a.Name, err)
 		}
@@ -125,11 +131,17 @@ func (m *Manager) openAttachment(ctx context.Context, a *connector.Attachment) (
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.URL, nil)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: bad attachment url: %v", errPermanent, err)
+		return nil, 0, fmt.Errorf("%w: bad attachment url", errPermanent)
+	}
+	if err = netguard.CheckScheme(req.URL.Scheme); err != nil {
+		return nil, 0, err
 	}
 	resp, err := m.mediaHTTP.Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("fetch: %w", err)
+		// The error names the URL and maybe an internal address, and its
+		// text may reach the room in a failure notice: log it, hide it.
+		zerolog.Ctx(ctx).Debug().Err(err).Msg("Attachment fetch failed")
+		return nil, 0, &fetchFailed{cause: err}
 	}
 	if resp.StatusCode != http.StatusOK {
 		_ = resp.Body.Close()
@@ -141,6 +153,23 @@ func (m *Manager) openAttachment(ctx context.Context, a *connector.Attachment) (
 	}
 	return resp.Body, resp.ContentLength, nil
 }
+
+// fetchFailed is a failed download whose text leaves out the URL and the
+// address; the cause stays reachable for errors.Is and netguard.Detail.
+type fetchFailed struct{ cause error }
+
+func (f *fetchFailed) Error() string {
+	if netguard.IsRefused(f.cause) {
+		return "fetch: " + netguard.ErrRefused.Error()
+	}
+	var netErr net.Error
+	if errors.As(f.cause, &netErr) && netErr.Timeout() {
+		return "fetch: the file's server did not answer in time"
+	}
+	return "fetch: the file's server could not be reached"
+}
+
+func (f *fetchFailed) Unwrap() error { return f.cause }
 
 // limitedReader stops with an error once more than left bytes came through,
 // so that a file whose size was not announced cannot exceed the limit.
@@ -185,6 +214,19 @@ func tooLargeNotice(name string, size, limit int64) *event.MessageEventContent {
 	return &event.MessageEventContent{
 		MsgType: event.MsgNotice,
 		Body:    fmt.Sprintf("⚠️ %s%s was not bridged: it is larger than the bridge's limit of %s.", what, sizeText, humanBytes(limit)),
+	}
+}
+
+// refusedNotice stands in for an attachment whose link points into the
+// bridge's own network. It does not repeat the link.
+func refusedNotice(name string) *event.MessageEventContent {
+	what := "A file"
+	if name != "" {
+		what = fmt.Sprintf("The file %q", name)
+	}
+	return &event.MessageEventContent{
+		MsgType: event.MsgNotice,
+		Body:    fmt.Sprintf("⚠️ %s was not bridged: its link points to an address the bridge does not fetch from.", what),
 	}
 }
 
