@@ -59,12 +59,33 @@ func skipUnknownTarget(ctx context.Context, ev *connector.Event, done func(conte
 	return done(ctx)
 }
 
+// sentBySameSide reports whether the sender of an edit or a deletion is the
+// side that sent its target: the contact may change only the contact's
+// messages, the user on another device only the user's. The ghost's power
+// level would let it redact anything in the room, so this check is all that
+// keeps a contact away from the user's messages.
+func sentBySameSide(target *database.Message, sender *connector.Sender) bool {
+	if sender == nil || target.IsMe != sender.IsMe {
+		return false
+	}
+	return sender.IsMe || target.SenderID == sender.ID
+}
+
+func skipOthersMessage(ctx context.Context, target *database.Message, ev *connector.Event, done func(context.Context) error) error {
+	zerolog.Ctx(ctx).Warn().Str("target", ev.Target).Bool("target_is_me", target.IsMe).
+		Str("target_sender", target.SenderID).Str("kind", ev.Kind).
+		Msg("Refusing an edit or deletion of a message the other side sent, skipping it")
+	return done(ctx)
+}
+
 func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *mas.IntentAPI, isMe bool, ev *connector.Event, done func(context.Context) error) error {
 	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
 	if err != nil {
 		return err
 	} else if target == nil {
 		return skipUnknownTarget(ctx, ev, done)
+	} else if !sentBySameSide(target, ev.Sender) {
+		return skipOthersMessage(ctx, target, ev, done)
 	}
 	content := textContent(ev.Text, ev.HTML)
 	if isMe && !intent.IsCustomPuppet {
@@ -87,6 +108,8 @@ func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent *
 		return err
 	} else if len(parts) == 0 {
 		return skipUnknownTarget(ctx, ev, done)
+	} else if !sentBySameSide(parts[0], ev.Sender) {
+		return skipOthersMessage(ctx, parts[0], ev, done)
 	}
 	for i, part := range parts {
 		_, err := intent.RedactEvent(ctx, p.RoomID, part.MXID, mautrix.ReqRedact{TxnID: remoteTxnID(ev, i)})
