@@ -137,11 +137,23 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		if ev.Target, _ = a.resolve(ctx, peer, m.Replace.ID); ev.Target == "" || ev.Text == "" {
 			return a.skip(ctx, eff)
 		}
-		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}}}
+		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
+			if err == nil {
+				err = a.skip(ctx, eff)
+			}
+			return err
+		}
+		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
 	case m.Retract != nil:
 		ev.Kind = connector.KindDelete
 		if ev.Target, _ = a.resolve(ctx, peer, m.Retract.ID); ev.Target == "" {
 			return a.skip(ctx, eff)
+		}
+		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
+			if err == nil {
+				err = a.skip(ctx, eff)
+			}
+			return err
 		}
 	case m.Reactions != nil:
 		return a.bridgeReactions(ctx, ev, eff, m.Reactions)
@@ -166,7 +178,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		if m.Reply != nil && m.Reply.ID != "" {
 			ev.ReplyTo, _ = a.resolve(ctx, peer, m.Reply.ID)
 		}
-		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}}}
+		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
 	default:
 		// Chat states, receipts and the like: nothing durable to bridge.
 		return a.skip(ctx, eff)
@@ -177,6 +189,25 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	}
 	return a.emit(ctx, ev, eff)
+}
+
+// authoredBy reports whether the message with bridge id target in chat was
+// sent by who. XEP-0308 and XEP-0424 let only a message's sender correct or
+// retract it; without this check a contact could name the id of one of the
+// user's messages and have the bridge change it. An unknown target is
+// refused (nothing the connector bridged); a message stored before authors
+// were recorded is left to the bridge's own check.
+func (a *account) authoredBy(ctx context.Context, chat, target, who string) (bool, error) {
+	author, known, err := a.store.Author(ctx, a.login, chat, target)
+	if err != nil {
+		return false, err
+	}
+	if known && (author == who || author == "") {
+		return true, nil
+	}
+	a.log.Warn().Str("chat", chat).Str("target", target).Str("sender", who).Str("author", author).Bool("known", known).
+		Msg("Ignoring a correction or retraction of a message its sender did not send")
+	return false, nil
 }
 
 // resolve maps an XMPP-side message id in chat to the bridge's id. An

@@ -93,7 +93,7 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 			}
 			msg.Reply = &replyEl{To: peer, ID: to}
 		}
-		eff = &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id}}}
+		eff = &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id, author: a.login}}}
 		res.ID, res.TS = id, time.Now().UnixMilli()
 	case connector.OpEditMessage:
 		if cmd.Text == "" || cmd.Target == "" {
@@ -104,7 +104,7 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 			return nil, err
 		}
 		msg.Body, msg.Replace = cmd.Text, &idEl{ID: target}
-		eff = &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id}}}
+		eff = &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id, author: a.login}}}
 		res.ID = id
 	case connector.OpDeleteMessage:
 		target, err := a.store.XMPPID(ctx, a.login, peer, cmd.Target)

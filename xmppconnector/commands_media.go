@@ -77,7 +77,7 @@ func (a *account) sendFiles(ctx context.Context, conn *xmppConn, peer, id string
 			return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
 		}
 	}
-	eff := &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id, aliases: ids[1:]}}}
+	eff := &effects{login: a.login, refs: []msgRef{{chat: peer, bridgeID: id, xmppID: id, aliases: ids[1:], author: a.login}}}
 	if err := a.store.Apply(ctx, eff); err != nil {
 		a.log.Error().Err(err).Msg("Sent files, but could not record it")
 	}

@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS messages (
 	chat      TEXT NOT NULL,
 	bridge_id TEXT NOT NULL,
 	xmpp_id   TEXT NOT NULL,
+	-- Bare JID of who sent it; '' for rows from before it was recorded.
+	author    TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (login, chat, bridge_id)
 );
 CREATE TABLE IF NOT EXISTS message_refs (
@@ -98,7 +100,23 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("creating schema in %s: %w", path, err)
 	}
+	if err := addAuthorColumn(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("upgrading schema in %s: %w", path, err)
+	}
 	return &Store{db: db}, nil
+}
+
+// addAuthorColumn upgrades a file made before messages.author existed;
+// CREATE TABLE IF NOT EXISTS leaves an existing table as it was.
+func addAuthorColumn(ctx context.Context, db *sql.DB) error {
+	var n int
+	err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'author'`).Scan(&n)
+	if err != nil || n > 0 {
+		return err
+	}
+	_, err = db.ExecContext(ctx, `ALTER TABLE messages ADD COLUMN author TEXT NOT NULL DEFAULT ''`)
+	return err
 }
 
 // Close closes the database.

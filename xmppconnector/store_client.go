@@ -35,6 +35,7 @@ type msgRef struct {
 	bridgeID string
 	xmppID   string   // what references to this message on XMPP use
 	aliases  []string // other ids the message is known by (origin-id, stanza-id)
+	author   string   // bare JID of the sender; only they may correct or retract it
 }
 
 // reactionSet is the complete set of one sender's reactions on one message.
@@ -66,8 +67,8 @@ func applyEffects(ctx context.Context, tx *sql.Tx, e *effects) error {
 		}
 	}
 	for _, r := range e.refs {
-		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO messages (login, chat, bridge_id, xmpp_id) VALUES (?, ?, ?, ?)`,
-			e.login, r.chat, r.bridgeID, r.xmppID); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO messages (login, chat, bridge_id, xmpp_id, author) VALUES (?, ?, ?, ?, ?)`,
+			e.login, r.chat, r.bridgeID, r.xmppID, r.author); err != nil {
 			return fmt.Errorf("mapping message %s: %w", r.bridgeID, err)
 		}
 		for _, ref := range append([]string{r.bridgeID, r.xmppID}, r.aliases...) {

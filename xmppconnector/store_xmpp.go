@@ -37,6 +37,22 @@ func (s *Store) XMPPID(ctx context.Context, login, chat, bridgeID string) (strin
 	return id, nil
 }
 
+// Author returns the bare JID that sent the message with bridge id
+// bridgeID in chat ("" for a message stored before authors were), and
+// whether the message is known at all.
+func (s *Store) Author(ctx context.Context, login, chat, bridgeID string) (string, bool, error) {
+	var author string
+	err := s.db.QueryRowContext(ctx, `SELECT author FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`,
+		login, chat, bridgeID).Scan(&author)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("looking up the author of %s: %w", bridgeID, err)
+	}
+	return author, true, nil
+}
+
 // Reactions returns sender's current reaction keys on target.
 func (s *Store) Reactions(ctx context.Context, login, chat, target, sender string) ([]string, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT key FROM reactions WHERE login = ? AND chat = ? AND target = ? AND sender = ? ORDER BY key`,

@@ -1,0 +1,68 @@
+package xmppconnector
+
+import (
+	"database/sql"
+	"path/filepath"
+	"testing"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
+)
+
+// TestContactCannotRetractOrCorrectTheUsersMessages: on real Prosody, bob
+// retracts and corrects a message alice sent through the bridge, naming its
+// id. Only a message's sender may do either (XEP-0424, XEP-0308), so neither
+// reaches the bridge; bob's retraction and correction of his own message do.
+func TestContactCannotRetractOrCorrectTheUsersMessages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	if _, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{Login: e.alice, Chat: chat, Txn: "$alices", Text: "alice wrote this"}); err != nil {
+		t.Fatal(err)
+	}
+	sent := bob.Next(t, waitLong, testxmpp.WithBody)
+
+	bob.Retract(t, e.alice, sent.ID)
+	bob.Correct(t, e.alice, sent.ID, "bob rewrote alice")
+	x := bob.SendChat(t, e.alice, "bob wrote this", "")
+	own := e.bridge.waitEvent(t, "bob's message", isMessage("bob wrote this"))
+	bob.Correct(t, e.alice, x, "bob fixed his")
+	bob.Retract(t, e.alice, x)
+	e.bridge.waitEvent(t, "bob's own retraction", kind(connector.KindDelete))
+
+	for _, ev := range append(e.bridge.matching(kind(connector.KindDelete)), e.bridge.matching(kind(connector.KindEdit))...) {
+		if ev.Target != own.ID {
+			t.Errorf("bridged %s of %s, want only changes of bob's %s", ev.Kind, ev.Target, own.ID)
+		}
+	}
+	if n := len(e.bridge.matching(kind(connector.KindEdit))); n != 1 {
+		t.Errorf("%d edits bridged, want bob's one:\n%s", n, e.bridge.dump())
+	}
+}
+
+// A file from before messages.author existed gets the column on open.
+func TestStoreAddsAuthorColumn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Exec(`CREATE TABLE messages (login TEXT NOT NULL, chat TEXT NOT NULL, bridge_id TEXT NOT NULL, xmpp_id TEXT NOT NULL, PRIMARY KEY (login, chat, bridge_id));
+		INSERT INTO messages VALUES ('a@x', 'b@x', 'old', 'old')`)
+	_ = db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openTestStore(t, path)
+	if author, known, err := s.Author(t.Context(), "a@x", "b@x", "old"); author != "" || !known || err != nil {
+		t.Errorf("old row: author %q known %v err %v", author, known, err)
+	}
+	if err := s.Apply(t.Context(), &effects{login: "a@x", refs: []msgRef{{chat: "b@x", bridgeID: "new", xmppID: "new", author: "b@x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if author, known, err := s.Author(t.Context(), "a@x", "b@x", "new"); author != "b@x" || !known || err != nil {
+		t.Errorf("new row: author %q known %v err %v", author, known, err)
+	}
+}
