@@ -38,15 +38,20 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key
 }
 
 // textContent builds an m.text event; the plain body is derived from the
-// HTML when the network sent only HTML.
+// HTML when the network sent only HTML. The HTML is the network's, so it is
+// sanitised first (see sanitize.go).
 func textContent(text, html string) *event.MessageEventContent {
 	content := &event.MessageEventContent{MsgType: event.MsgText, Body: text}
-	if html != "" {
+	if html == "" {
+		return content
+	}
+	clean := sanitizeRemoteHTML(html)
+	if text == "" {
+		content.Body = format.HTMLToText(clean)
+	}
+	if clean != "" {
 		content.Format = event.FormatHTML
-		content.FormattedBody = html
-		if text == "" {
-			content.Body = format.HTMLToText(html)
-		}
+		content.FormattedBody = clean
 	}
 	return content
 }

@@ -1,0 +1,60 @@
+package portal
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/microcosm-cc/bluemonday"
+)
+
+// remoteHTML is the sanitiser for HTML from the network: the tags and
+// attributes the Matrix client-server spec lists for m.room.message
+// formatted bodies (section "HTML" under m.room.message msgtypes), links
+// only to http(s), mailto and matrix, images only from mxc://. A rich reply
+// fallback (mx-reply) is the bridge's to write, never the network's, so it
+// goes with all its content. The policy is built once and never changed
+// after, and bluemonday policies are safe for concurrent use.
+var remoteHTML = newRemoteHTMLPolicy()
+
+var (
+	hexColor     = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
+	safeLink     = regexp.MustCompile(`(?i)^(https?://|mailto:|matrix:)`)
+	mxcSource    = regexp.MustCompile(`^mxc://[^/\s]+/[^/\s]+$`)
+	codeLanguage = regexp.MustCompile(`^language-[A-Za-z0-9_+#.-]+$`)
+	linkTarget   = regexp.MustCompile(`^_(blank|self|parent|top)$`)
+)
+
+func newRemoteHTMLPolicy() *bluemonday.Policy {
+	p := bluemonday.NewPolicy()
+	p.AllowElements("font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "a",
+		"ul", "ol", "sup", "sub", "li", "b", "i", "u", "strong", "em", "strike", "code", "hr", "br",
+		"div", "table", "thead", "tbody", "tr", "th", "td", "caption", "pre", "span", "img",
+		"details", "summary")
+	p.AllowAttrs("data-mx-bg-color", "data-mx-color", "color").Matching(hexColor).OnElements("font")
+	p.AllowAttrs("data-mx-bg-color", "data-mx-color").Matching(hexColor).OnElements("span")
+	p.AllowAttrs("data-mx-spoiler").OnElements("span")
+	p.AllowAttrs("name").OnElements("a")
+	p.AllowAttrs("target").Matching(linkTarget).OnElements("a")
+	p.AllowAttrs("href").Matching(safeLink).OnElements("a")
+	p.AllowAttrs("width", "height").Matching(bluemonday.Integer).OnElements("img")
+	p.AllowAttrs("alt", "title").OnElements("img")
+	p.AllowAttrs("src").Matching(mxcSource).OnElements("img")
+	p.AllowAttrs("start").Matching(bluemonday.Integer).OnElements("ol")
+	p.AllowAttrs("class").Matching(codeLanguage).OnElements("code")
+	// The per-attribute patterns above pick the scheme for each place; this
+	// makes bluemonday also parse every URL and drop what does not parse.
+	p.RequireParseableURLs(true)
+	p.AllowURLSchemes("https", "http", "mailto", "matrix", "mxc")
+	p.SkipElementsContent("mx-reply")
+	return p
+}
+
+// sanitizeRemoteHTML returns html reduced to what Matrix allows, or "" when
+// nothing that needs HTML is left.
+func sanitizeRemoteHTML(html string) string {
+	clean := remoteHTML.Sanitize(html)
+	if strings.TrimSpace(clean) == "" {
+		return ""
+	}
+	return clean
+}
