@@ -68,6 +68,7 @@ func newXMPPStack(t *testing.T) *xmppStack {
 			// A restarted server closes the stream, which is noticed at
 			// once; the ping is for the connections that just go quiet.
 			PingInterval: 5 * time.Second,
+			UploadAllow:  loopbackMedia,
 		},
 		Avatars:  xmppconnector.AvatarConfig{Listen: "127.0.0.1:0"},
 		Accounts: []xmppconnector.AccountConfig{{JID: x.login, Password: xeAlicePW, MatrixUser: string(s.alice.UserID)}},

@@ -21,7 +21,7 @@ import (
 // ErrRefused is wrapped by every refusal, so callers can tell "the address
 // is not allowed" from "the server did not answer". Its text never names
 // the address: callers may show it to users.
-var ErrRefused = errors.New("the link points to an address the bridge may not fetch")
+var ErrRefused = errors.New("refused to connect to a local or private network address")
 
 // refusedError keeps the refused address for logs (Detail) while Error
 // stays free of it.

@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
@@ -31,6 +32,9 @@ type account struct {
 	avatarBase string // "" when avatars are not served
 	onState    func() // the login state changed; the connector updates its hello
 	files      attachmentOpener
+	// uploadHTTP puts files into upload slots, whose URLs the server
+	// chose: it refuses internal addresses (xmpp.upload_allow opens them).
+	uploadHTTP *http.Client
 	// tried is closed once the first login attempt has ended, so the
 	// connector knows by then whether the server takes file uploads.
 	tried     chan struct{}
@@ -72,6 +76,7 @@ func newAccount(cfg *AccountConfig, xcfg *XMPPConfig, store *Store, events event
 		presence:   make(map[string]map[string]string),
 		wake:       make(chan struct{}, 1),
 		tried:      make(chan struct{}),
+		uploadHTTP: newUploadClient(xcfg.UploadAllow, log),
 	}
 }
 

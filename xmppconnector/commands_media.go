@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path"
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // attachmentOpener is the part of the SDK client that fetches a command's
@@ -120,7 +124,7 @@ func (a *account) uploadFile(ctx context.Context, conn *xmppConn, svc *uploadSer
 	if err != nil {
 		return "", 0, slotError(name, size, svc.maxSize, err)
 	}
-	if err := sl.put(ctx, uploadHTTP, body, size, mimetype); err != nil {
+	if err := sl.put(ctx, a.uploadHTTP, body, size, mimetype); err != nil {
 		var pe *putError
 		retry := !errors.As(err, &pe) || pe.status == 0 || pe.status >= 500 || pe.status == http.StatusRequestTimeout || pe.status == http.StatusTooManyRequests
 		return "", 0, &connector.Error{Code: connector.ErrNetwork, Message: fmt.Sprintf("uploading %q: %v", name, err), Retryable: retry}
@@ -128,9 +132,17 @@ func (a *account) uploadFile(ctx context.Context, conn *xmppConn, svc *uploadSer
 	return sl.Get.URL, size, nil
 }
 
-// uploadHTTP has no overall timeout: a large file may take long, and the
-// command's context bounds it anyway.
-var uploadHTTP = &http.Client{}
+// newUploadClient has no overall timeout: a large file may take long, and
+// the command's context bounds it anyway. Check has validated allow; if it
+// somehow does not parse, every internal address stays refused.
+func newUploadClient(allow []string, log zerolog.Logger) *http.Client {
+	guard, err := netguard.NewPolicy(allow)
+	if err != nil {
+		log.Err(err).Msg("Invalid xmpp.upload_allow, refusing every internal address")
+		guard = &netguard.Policy{}
+	}
+	return guard.NewClient(guard.NewTransport(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}))
+}
 
 // uploadName is a file name the service accepts: no directories, never empty.
 func uploadName(name string) string {

@@ -10,6 +10,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 	"mellium.im/xmpp/jid"
+
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // Config is the connector's YAML configuration; xmpp-connector.example.yaml
@@ -51,6 +53,11 @@ type XMPPConfig struct {
 	// PingInterval is how often the server is pinged to notice a dead
 	// connection (default 60s).
 	PingInterval time.Duration `yaml:"ping_interval"`
+	// UploadAllow opens internal addresses (loopback, private, link-local...)
+	// to file uploads: the upload slot URL comes from the server, and the
+	// connector refuses to send files into its own network unless listed
+	// here (CIDRs, addresses, host names, each optionally with a port).
+	UploadAllow []string `yaml:"upload_allow"`
 }
 
 // AvatarConfig enables the small HTTP endpoint contact avatars are served
@@ -143,6 +150,11 @@ func (c *Config) Check() error {
 	if c.XMPP.Server != "" {
 		if _, _, err := net.SplitHostPort(c.XMPP.Server); err != nil {
 			return fmt.Errorf("xmpp.server %q is not host:port: %w", c.XMPP.Server, err)
+		}
+	}
+	for i, entry := range c.XMPP.UploadAllow {
+		if err := netguard.ValidateEntry(entry); err != nil {
+			return fmt.Errorf("xmpp.upload_allow[%d]: %w", i, err)
 		}
 	}
 	if c.XMPP.MinBackoff <= 0 {

@@ -63,6 +63,13 @@ accounts:
 	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "xmpp.tls") {
 		t.Errorf("bad tls mode: %v", err)
 	}
+	bad = strings.Replace(yaml, "tls: plaintext", "tls: plaintext, upload_allow: [10.0.0.0/8, \"not a host\"]", 1)
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "xmpp.upload_allow[1]") {
+		t.Errorf("bad upload_allow entry: %v", err)
+	}
 }
 
 func TestExampleConfigLoads(t *testing.T) {

@@ -221,6 +221,9 @@ func newEnv(t *testing.T, opts ...testxmpp.Option) *env {
 			MinBackoff:   100 * time.Millisecond,
 			MaxBackoff:   time.Second,
 			PingInterval: 2 * time.Second,
+			// Prosody's upload service is on loopback, which uploads
+			// refuse by default.
+			UploadAllow: []string{"127.0.0.0/8", "::1/128", "localhost"},
 		},
 		Avatars:  AvatarConfig{Listen: "127.0.0.1:0"},
 		Accounts: []AccountConfig{{JID: srv.JID("alice"), Password: alicePW, MatrixUser: "@alice:localhost"}},

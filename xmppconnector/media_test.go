@@ -264,3 +264,27 @@ func TestUploadDiscoveryForm(t *testing.T) {
 		}
 	}
 }
+
+// TestUploadToInternalSlotRefused: the upload slot's URL is the server's to
+// choose; one on loopback (here Prosody's own) is refused unless
+// xmpp.upload_allow opens it, the error does not name the address, and
+// nothing reaches the contact.
+func TestUploadToInternalSlotRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.XMPP.UploadAllow = nil
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	_, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{
+		Login: e.alice, Chat: chat, Txn: "$file", Attachments: []connector.Attachment{{Name: "a.txt", Size: 1, Data: []byte("a")}}})
+	if err == nil || !strings.Contains(err.Error(), "local or private network") || strings.Contains(err.Error(), "127.0.0.1") {
+		t.Fatalf("upload to a loopback slot: %v, want a refusal that does not name the address", err)
+	}
+	if _, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{Login: e.alice, Chat: chat, Txn: "$text", Text: "after"}); err != nil {
+		t.Fatal(err)
+	}
+	if m := bob.Next(t, waitLong, testxmpp.WithBody); m.Body != "after" || m.OOB != "" {
+		t.Errorf("bob got %+v first, want only the text", m)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // HTTP File Upload (XEP-0363): the server hands out a slot (a PUT and a
@@ -212,6 +214,10 @@ type putError struct {
 func (e *putError) Error() string {
 	if e.status != 0 {
 		return fmt.Sprintf("upload answered HTTP %d", e.status)
+	}
+	if netguard.IsRefused(e.err) {
+		// Without the slot URL, which names the internal address.
+		return "upload failed: " + netguard.ErrRefused.Error()
 	}
 	return "upload failed: " + e.err.Error()
 }
