@@ -52,7 +52,12 @@ func newXMPPStack(t *testing.T) *xmppStack {
 	t.Helper()
 	// Prosody's upload service and the connector's avatar server are on
 	// loopback.
-	s := newStack(t, testdb.SQLite(t), stackOptions{mediaFetchAllow: loopbackMedia})
+	return newXMPPStackWith(t, stackOptions{mediaFetchAllow: loopbackMedia})
+}
+
+func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {
+	t.Helper()
+	s := newStack(t, testdb.SQLite(t), o)
 	srv := testxmpp.Start(t)
 	srv.Register(t, "alice", xeAlicePW)
 	srv.Register(t, "bob", xeBobPW)
