@@ -18,6 +18,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/netguard"
 )
 
 // maxAvatarBytes bounds a contact picture the bridge will fetch.
@@ -134,7 +135,13 @@ func (g *Ghosts) UpdateProfile(ctx context.Context, contact *connector.Contact) 
 		mxc := id.ContentURIString("")
 		if contact.Avatar != nil && contact.Avatar.ID != "" {
 			uri, err := g.uploadAvatar(ctx, intent, contact.Avatar)
-			if err != nil {
+			if netguard.IsRefused(err) {
+				// No retry changes that answer; the rest of the profile
+				// stands and the ghost keeps its old picture.
+				zerolog.Ctx(ctx).Warn().Str("avatar_id", contact.Avatar.ID).Str("refused", netguard.Detail(err)).
+					Msg("Avatar URL points to an address the bridge may not fetch, skipping the avatar")
+				return changed, nil
+			} else if err != nil {
 				return changed, err
 			}
 			mxc = uri.CUString()
