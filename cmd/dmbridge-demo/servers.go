@@ -127,8 +127,10 @@ bridge:
 database: %q
 xmpp:
   server: %q
-  # Prosody listens on loopback only, without TLS.
+  # Prosody listens on loopback only, without TLS; its upload slots are
+  # there too, which uploads refuse unless listed.
   tls: plaintext
+  upload_allow: [127.0.0.1/32]
   min_backoff: 500ms
   max_backoff: 10s
   ping_interval: 30s
