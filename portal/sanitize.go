@@ -18,7 +18,7 @@ var remoteHTML = newRemoteHTMLPolicy()
 
 var (
 	hexColor     = regexp.MustCompile(`^#[0-9a-fA-F]{6}$`)
-	safeLink     = regexp.MustCompile(`(?i)^(https?://|mailto:|matrix:)`)
+	safeLink     = regexp.MustCompile(`(?i)^(https?://[^/?#\s]+|mailto:|matrix:)`)
 	mxcSource    = regexp.MustCompile(`^mxc://[^/\s]+/[^/\s]+$`)
 	codeLanguage = regexp.MustCompile(`^language-[A-Za-z0-9_+#.-]+$`)
 	linkTarget   = regexp.MustCompile(`^_(blank|self|parent|top)$`)

@@ -16,6 +16,7 @@ func TestSanitizeRemoteHTML(t *testing.T) {
 		{"mxc link is not a link", `<a href="mxc://a/b">x</a>`, `x`},
 		{"data link", `<a href="data:text/html,<script>">x</a>`, `x`},
 		{"relative link", `<a href="/etc/passwd">x</a>`, `x`},
+		{"link without a host", `<a href="http://">x</a>`, `x`},
 		{"image from http", `<img src="https://tracker.example/p.gif" alt="a">`, `<img alt="a">`},
 		{"image from mxc", `<img src="mxc://server/id" width="10" height="20" alt="a" title="t">`, `<img src="mxc://server/id" width="10" height="20" alt="a" title="t">`},
 		{"mx-reply and its content go", `<mx-reply><blockquote>forged quote</blockquote></mx-reply>real`, `real`},
@@ -46,4 +47,58 @@ func TestTextContentSanitises(t *testing.T) {
 	if strings.Contains(textContent("", `<a href="javascript:x">l</a>`).FormattedBody, "javascript") {
 		t.Error("javascript link survived")
 	}
+}
+
+// FuzzSanitizeRemoteHTML checks properties that must hold for any input:
+// no script, no event handler, no javascript: attribute, no mx-reply, and a
+// second pass changes nothing (the output is already what Matrix allows).
+func FuzzSanitizeRemoteHTML(f *testing.F) {
+	for _, seed := range []string{
+		`<b>x</b>`, `<script>alert(1)</script>`, `<a href="javascript:x">l</a>`, `<img src=x onerror=alert(1)>`,
+		`<mx-reply><a href="https://matrix.to">q</a></mx-reply>t`, `<a href="  JaVaScRiPt:x">l</a>`,
+		`<svg><script>x</script></svg>`, `<math><mi xlink:href="javascript:x">m</mi></math>`,
+		`<a href="java&#x09;script:x">l</a>`, `<<script>script>x<</script>/script>`, `<font color="#fff000" onclick=x>f</font>`,
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		out := sanitizeRemoteHTML(in)
+		lower := strings.ToLower(out)
+		for _, bad := range []string{"<script", "<mx-reply", `="javascript:`, "<iframe", "<style", "<svg", " on"} {
+			if bad == " on" {
+				// An attribute named on*: look only inside tags.
+				if strings.Contains(lower, "<") && hasEventHandler(lower) {
+					t.Fatalf("event handler survived: %q -> %q", in, out)
+				}
+				continue
+			}
+			if strings.Contains(lower, bad) {
+				t.Fatalf("%q survived: %q -> %q", bad, in, out)
+			}
+		}
+		if again := sanitizeRemoteHTML(out); again != out {
+			t.Fatalf("not stable: %q -> %q -> %q", in, out, again)
+		}
+	})
+}
+
+// hasEventHandler reports an on...= attribute inside a tag of s.
+func hasEventHandler(s string) bool {
+	inTag := false
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '<':
+			inTag = true
+		case '>':
+			inTag = false
+		case ' ', '\t', '\n', '/':
+			if inTag && strings.HasPrefix(s[i+1:], "on") {
+				rest := strings.TrimLeft(s[i+3:], "abcdefghijklmnopqrstuvwxyz")
+				if strings.HasPrefix(rest, "=") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
