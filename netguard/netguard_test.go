@@ -129,4 +129,15 @@ func TestClientRefusesAtConnect(t *testing.T) {
 	if hitsInternal.Load() != 0 {
 		t.Fatal("the refused server got a request through a redirect")
 	}
+	// A host name entry opens that name whatever it resolves to, and only it.
+	byName, err := NewPolicy([]string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := get(byName, strings.Replace(internal.URL, "127.0.0.1", "localhost", 1)); err != nil {
+		t.Errorf("allowed host name: %v", err)
+	}
+	if err := get(byName, internal.URL); !IsRefused(err) {
+		t.Errorf("the address behind an allowed name, dialled directly: %v, want a refusal", err)
+	}
 }
