@@ -3,13 +3,16 @@ package bridge_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // TestContactCannotChangeTheUsersMessages: the ghost has the power to
@@ -89,5 +92,39 @@ func TestContactCannotChangeTheUsersMessages(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestContactCannotRemoveTheUsersReaction: the user's reactions are keyed
+// by the login id; a reaction removal whose sender names that id without
+// is_me is not the user's and changes nothing.
+func TestContactCannotRemoveTheUsersReaction(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, "m1", "react to me")
+	ctx := context.Background()
+
+	resp, err := s.alice.SendReaction(ctx, roomID, first.ID, "❤️")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.fidWaitCommand(connector.OpReact, nil)
+	tesths.WaitFor(t, 20*time.Second, "the reaction's mapping", func() (bool, error) {
+		r, err := s.br.DB.Reaction.Get(ctx, database.PortalKey{LoginID: testLogin, ChatID: fidBob}, "m1", testLogin, "❤️")
+		return r != nil, err
+	})
+	ev := fidFromBob(connector.KindReactionRemove, "rr-bad")
+	ev.Sender = &connector.Sender{ID: testLogin}
+	ev.Target, ev.Key = "m1", "❤️"
+	f.send(ev)
+	f.send(textFrom(fidBob, "m2", "sentinel"))
+	s.waitMessage(roomID, "sentinel")
+
+	got, err := s.alice.GetEvent(ctx, roomID, resp.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Unsigned.RedactedBecause != nil || len(got.Content.Raw) == 0 {
+		t.Errorf("alice's reaction was redacted")
 	}
 }

@@ -37,6 +37,14 @@ func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev 
 	if ev.Kind == connector.KindReadReceipt {
 		return m.remoteReadReceipt(ctx, login, p, ev, done)
 	}
+	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != p.ContactID {
+		// In a DM the other side is the contact; anyone else (the login's
+		// own id without is_me, say) would act on keys that are not theirs,
+		// such as the user's reactions.
+		log.Warn().Str("sender", ev.Sender.ID).Str("contact", p.ContactID).
+			Msg("Relation from someone who is not the chat's contact, skipping it")
+		return done(ctx)
+	}
 	intent, isMe, err := m.senderIntent(ctx, login, p, ev.Sender)
 	if err != nil {
 		return err
