@@ -118,6 +118,12 @@ type BridgeConfig struct {
 	BridgePresence        bool     `yaml:"bridge_own_presence"`
 	// HomeserverConcurrency caps homeserver calls in flight.
 	HomeserverConcurrency int `yaml:"homeserver_concurrency"`
+	// InDoubtGrace is how long after a cut-off send (the bridge died, or its
+	// request timed out or lost its connection) the bridge waits before it
+	// looks for the event in the room and sends again if it is not there:
+	// the homeserver may still be storing the event of a request it saw
+	// cancelled. See portal/indoubt.go.
+	InDoubtGrace Duration `yaml:"in_doubt_grace"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -163,6 +169,7 @@ func Default() *Config {
 			InlineMediaBytes:      512 << 10,
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
+			InDoubtGrace:          Duration(15 * time.Second),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

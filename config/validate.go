@@ -258,6 +258,9 @@ func (v *validator) bridge() {
 		v.fail("bridge.m_direct_repair_interval", "must not be negative (0 disables the repair pass), got %s", b.MDirectRepairInterval)
 	}
 	v.positive("bridge.homeserver_concurrency", int64(b.HomeserverConcurrency))
+	if b.InDoubtGrace <= 0 {
+		v.fail("bridge.in_doubt_grace", "must be greater than 0, got %s", b.InDoubtGrace)
+	}
 }
 
 func (v *validator) logging() {
