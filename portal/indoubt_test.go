@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -203,5 +207,31 @@ func TestMatchOwnEventByID(t *testing.T) {
 	}
 	if got := matchOwnEvent(evts, id.UserID("@g:x"), event.EventMessage, "t"); got != "$c" {
 		t.Errorf("matched %q, want $c", got)
+	}
+}
+
+func TestSendNeverArrived(t *testing.T) {
+	status := func(code int) error {
+		return fmt.Errorf("send: %w", mautrix.HTTPError{Response: &http.Response{StatusCode: code}, Message: "answer"})
+	}
+	dial := mautrix.HTTPError{Message: "request error", WrappedError: &url.Error{Op: "Put", URL: "http://hs",
+		Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}}
+	dropped := mautrix.HTTPError{Message: "request error", WrappedError: &url.Error{Op: "Put", URL: "http://hs",
+		Err: &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}}}
+	for name, c := range map[string]struct {
+		err  error
+		want bool
+	}{
+		"refused event":      {status(http.StatusRequestEntityTooLarge), true},
+		"rate limited":       {status(http.StatusTooManyRequests), true},
+		"connection refused": {dial, true},
+		"bad gateway":        {status(http.StatusBadGateway), false},
+		"connection reset":   {dropped, false},
+		"timeout":            {mautrix.HTTPError{Message: "request error", WrappedError: context.DeadlineExceeded}, false},
+		"cancelled":          {context.Canceled, false},
+	} {
+		if got := sendNeverArrived(c.err); got != c.want {
+			t.Errorf("%s: never arrived = %v, want %v", name, got, c.want)
+		}
 	}
 }
