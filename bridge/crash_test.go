@@ -163,23 +163,27 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := append(numbered("message", 1, run.messages), numbered("reply", 1, run.replies)...)
-			var counts map[string]int
-			tesths.WaitFor(t, 5*time.Minute, "every message in the room", func() (bool, error) {
-				var err error
-				counts, _, err = roomBodies(ctx, s.alice, roomID)
+			// Waits that time out fall through to the count, which names
+			// what is missing.
+			allShown := func() bool {
+				counts, _, err := roomBodies(ctx, s.alice, roomID)
 				if err != nil {
-					return false, err
+					t.Logf("read the room: %v", err)
+					return false
 				}
 				for _, body := range want {
 					if counts[body] == 0 {
-						return false, nil
+						return false
 					}
 				}
-				return true, nil
-			})
-			tesths.WaitFor(t, 2*time.Minute, "every reply at the connector", func() (bool, error) {
-				return len(f.commandsOf(connector.OpSendMessage)) >= run.replies, nil
-			})
+				return true
+			}
+			if !eventually(5*time.Minute, time.Second, allShown) {
+				t.Error("timed out waiting for every message in the room")
+			}
+			if !eventually(2*time.Minute, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= run.replies }) {
+				t.Error("timed out waiting for every reply at the connector")
+			}
 			// A late second copy would show within this.
 			time.Sleep(3 * time.Second)
 			counts, order, err := roomBodies(ctx, s.alice, roomID)
@@ -245,12 +249,8 @@ func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomI
 		killerDone <- func() error {
 			for k := 1; k <= run.kills; k++ {
 				shown := k * run.messages / (run.kills + 1)
-				deadline := time.Now().Add(5 * time.Minute)
-				for remoteShown(s.messagesIn(roomID)) < shown {
-					if time.Now().After(deadline) {
-						return fmt.Errorf("kill %d: the room stays below %d messages", k, shown)
-					}
-					time.Sleep(10 * time.Millisecond)
+				if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(s.messagesIn(roomID)) >= shown }) {
+					return fmt.Errorf("kill %d: the room stays below %d messages", k, shown)
 				}
 				time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
 				proc.kill()
@@ -289,6 +289,16 @@ func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomI
 		t.Fatalf("killed the bridge %d times, want %d", proc.runs-1, run.kills)
 	}
 	return out
+}
+
+// eventually polls cond every interval until it holds or timeout passes.
+func eventually(timeout, interval time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(interval) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 // remoteShown counts the distinct remote messages among evts.
