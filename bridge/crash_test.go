@@ -3,16 +3,22 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -75,6 +81,16 @@ func (p *bridgeProcess) start(listen string) {
 	})
 }
 
+// countLogs counts the log lines of every run that contain text.
+func (p *bridgeProcess) countLogs(text string) int {
+	n := 0
+	for i := 1; i <= p.runs; i++ {
+		data, _ := os.ReadFile(filepath.Join(p.logDir, fmt.Sprintf("bridge-%d.log", i)))
+		n += strings.Count(string(data), text)
+	}
+	return n
+}
+
 func (p *bridgeProcess) kill() {
 	if p.cmd == nil || p.cmd.Process == nil {
 		return
@@ -84,54 +100,56 @@ func (p *bridgeProcess) kill() {
 	p.cmd = nil
 }
 
-// TestKilledBridgeLosesNothing kills the bridge process with SIGKILL twice
-// while a stream of remote messages and the user's replies are in flight.
-// Every acked remote message shows exactly once, in order, and every reply
-// reaches the network exactly once.
+// killRun is the size of a SIGKILL run. The short one runs in `go test`;
+// DMBRIDGE_FAULTS=1 (see `make faults`) runs the full one.
+type killRun struct {
+	kills, messages, replies int
+	// grace overrides bridge.in_doubt_grace: each kill that cuts a send
+	// off costs that long, and the short run must stay short.
+	grace time.Duration
+}
+
+func killRunSize() killRun {
+	if os.Getenv("DMBRIDGE_FAULTS") != "" {
+		return killRun{kills: 10, messages: 200, replies: 30}
+	}
+	return killRun{kills: 3, messages: 60, replies: 10, grace: 5 * time.Second}
+}
+
+// TestKilledBridgeLosesNothing kills the bridge process with SIGKILL again
+// and again while a contact sends a steady stream of messages and the user
+// sends replies. Every remote message shows in the room exactly once, in
+// order, and every reply reaches the network exactly once.
 func TestKilledBridgeLosesNothing(t *testing.T) {
+	run := killRunSize()
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target, stackOptions{noBridge: true})
 			s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
 			s.cfg.Logging.Format = "json"
 			s.cfg.Logging.Level = "debug"
+			if run.grace > 0 {
+				s.cfg.Bridge.InDoubtGrace = config.Duration(run.grace)
+			}
 			proc := &bridgeProcess{t: t, binary: buildBridge(t), config: s.writeConfig(t), logDir: t.TempDir()}
 			t.Cleanup(proc.kill)
 			t.Cleanup(func() {
 				if t.Failed() {
 					for i := 1; i <= proc.runs; i++ {
 						data, _ := os.ReadFile(filepath.Join(proc.logDir, fmt.Sprintf("bridge-%d.log", i)))
-						t.Logf("bridge run %d log:\n%s", i, tail(string(data), 400))
+						t.Logf("bridge run %d log:\n%s", i, tail(string(data), 200))
 					}
 				}
 			})
 			proc.start(s.cfg.Connector.Listen)
-			store := connector.NewMemoryStore()
-			f := s.connectFake(store)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			f := s.connectFake(connector.NewMemoryStore())
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
 
-			const total = 30
-			var seqs []int64
-			for i := 1; i <= total; i++ {
-				seq, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
-				if err != nil {
-					t.Fatal(err)
-				}
-				seqs = append(seqs, seq)
-				if i == 10 || i == 20 {
-					if err = f.client.WaitAcked(ctx, seqs[i-3]); err != nil {
-						t.Fatal(err)
-					}
-					proc.kill()
-					proc.start(s.cfg.Connector.Listen)
-				}
-			}
-			if err := f.client.WaitAcked(ctx, seqs[total-1]); err != nil {
-				t.Fatal(err)
-			}
+			// The first message makes the portal the replies go to.
+			f.send(textFrom("bob@network", "m1", "message 1"))
 			var roomID id.RoomID
-			tesths.WaitFor(t, 30*time.Second, "the portal", func() (bool, error) {
+			tesths.WaitFor(t, 60*time.Second, "the portal", func() (bool, error) {
 				joined, err := s.alice.JoinedRooms(ctx)
 				if err != nil || len(joined.JoinedRooms) == 0 {
 					return false, err
@@ -139,36 +157,198 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 				roomID = joined.JoinedRooms[0]
 				return len(joined.JoinedRooms) == 1, nil
 			})
-			s.waitBodies(roomID, numbered("message", 1, total))
 
-			// Replies from Matrix around another crash.
-			var sent []id.EventID
-			for i := 1; i <= 5; i++ {
-				resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", i))
+			sent := stream(ctx, t, s, f, roomID, run, proc)
+			if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+				t.Fatal(err)
+			}
+			want := append(numbered("message", 1, run.messages), numbered("reply", 1, run.replies)...)
+			// Waits that time out fall through to the count, which names
+			// what is missing.
+			allShown := func() bool {
+				counts, _, err := roomBodies(ctx, s.alice, roomID)
 				if err != nil {
-					t.Fatal(err)
+					t.Logf("read the room: %v", err)
+					return false
 				}
-				sent = append(sent, resp.EventID)
-				if i == 3 {
-					proc.kill()
-					proc.start(s.cfg.Connector.Listen)
+				for _, body := range want {
+					if counts[body] == 0 {
+						return false
+					}
 				}
+				return true
 			}
-			tesths.WaitFor(t, 60*time.Second, "5 replies at the connector", func() (bool, error) {
-				return len(f.commandsOf(connector.OpSendMessage)) >= 5, nil
-			})
-			time.Sleep(500 * time.Millisecond)
-			got := map[string]int{}
+			if !eventually(5*time.Minute, time.Second, allShown) {
+				t.Error("timed out waiting for every message in the room")
+			}
+			if !eventually(2*time.Minute, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= run.replies }) {
+				t.Error("timed out waiting for every reply at the connector")
+			}
+			// A late second copy would show within this.
+			time.Sleep(3 * time.Second)
+			counts, order, err := roomBodies(ctx, s.alice, roomID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			executed := map[string]int{}
 			for _, c := range f.commandsOf(connector.OpSendMessage) {
-				got[c.Txn]++
+				executed[c.Txn]++
 			}
-			for _, evtID := range sent {
-				if got[string(evtID)] != 1 {
-					t.Errorf("reply %s executed %d times on the network, want 1", evtID, got[string(evtID)])
+			var lost, doubled, repLost, repDoubled int
+			for _, body := range numbered("message", 1, run.messages) {
+				switch n := counts[body]; {
+				case n == 0:
+					lost++
+					t.Errorf("%q is missing from the room", body)
+				case n > 1:
+					doubled += n - 1
+					t.Errorf("%q shows %d times in the room", body, n)
 				}
 			}
+			for i, evtID := range sent.replies {
+				switch n := executed[string(evtID)]; {
+				case n == 0:
+					repLost++
+					t.Errorf("reply %d (%s) never reached the network", i+1, evtID)
+				case n > 1:
+					repDoubled += n - 1
+					t.Errorf("reply %d (%s) executed %d times on the network", i+1, evtID, n)
+				}
+			}
+			for body, n := range counts {
+				if !slices.Contains(want, body) {
+					t.Errorf("unexpected message in the room (%d times): %q", n, body)
+				}
+			}
+			if !slices.IsSorted(order) {
+				t.Errorf("remote messages out of order: %v", order)
+			}
+			landed, resent := proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land")
+			t.Logf("SIGKILL x%d on %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d; "+
+				"sends in doubt: %d had landed, %d sent again",
+				proc.runs-1, target.Name, run.messages, run.messages-lost, lost, doubled,
+				len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled, landed, resent)
 		})
 	}
+}
+
+type streamed struct {
+	lastSeq int64
+	replies []id.EventID
+}
+
+// stream sends messages 2..N from the contact, paced, with the user's
+// replies spread among them, while another goroutine kills and restarts the
+// bridge each time the room shows another share of the stream: the bridge
+// is then busy applying the rest, so a send is likely in flight.
+func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomID id.RoomID, run killRun, proc *bridgeProcess) streamed {
+	t.Helper()
+	var out streamed
+	killerDone := make(chan error, 1)
+	go func() {
+		killerDone <- func() error {
+			for k := 1; k <= run.kills; k++ {
+				shown := k * run.messages / (run.kills + 1)
+				if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(s.messagesIn(roomID)) >= shown }) {
+					return fmt.Errorf("kill %d: the room stays below %d messages", k, shown)
+				}
+				time.Sleep(time.Duration(rand.IntN(100)) * time.Millisecond)
+				proc.kill()
+				proc.start(s.cfg.Connector.Listen)
+			}
+			return nil
+		}()
+	}()
+	replyAt := func(i int) bool {
+		for j := 1; j <= run.replies; j++ {
+			if i == 1+j*(run.messages-1)/(run.replies+1) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 2; i <= run.messages; i++ {
+		seq, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.lastSeq = seq
+		if replyAt(i) {
+			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", len(out.replies)+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.replies = append(out.replies, resp.EventID)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := <-killerDone; err != nil {
+		t.Fatal(err)
+	}
+	if proc.runs-1 != run.kills {
+		t.Fatalf("killed the bridge %d times, want %d", proc.runs-1, run.kills)
+	}
+	return out
+}
+
+// eventually polls cond every interval until it holds or timeout passes.
+func eventually(timeout, interval time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(interval) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// remoteShown counts the distinct remote messages among evts.
+func remoteShown(evts []*event.Event) int {
+	seen := map[string]bool{}
+	for _, evt := range evts {
+		if msg := evt.Content.AsMessage(); msg != nil && strings.HasPrefix(msg.Body, "message ") {
+			seen[msg.Body] = true
+		}
+	}
+	return len(seen)
+}
+
+// roomBodies reads the whole room through /messages as the user and counts
+// each message body; order lists the numbers of the remote messages in
+// timeline order, first copies only.
+func roomBodies(ctx context.Context, c *mautrix.Client, roomID id.RoomID) (map[string]int, []int, error) {
+	counts := map[string]int{}
+	var backwards []string
+	from := ""
+	for page := 0; page < 100; page++ {
+		resp, err := c.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Type != event.EventMessage {
+				continue
+			}
+			_ = evt.Content.ParseRaw(evt.Type)
+			if msg := evt.Content.AsMessage(); msg != nil {
+				counts[msg.Body]++
+				backwards = append(backwards, msg.Body)
+			}
+		}
+		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {
+			break
+		}
+		from = resp.End
+	}
+	var order []int
+	seen := map[int]bool{}
+	for i := len(backwards) - 1; i >= 0; i-- {
+		var n int
+		if _, err := fmt.Sscanf(backwards[i], "message %d", &n); err == nil && !seen[n] {
+			seen[n] = true
+			order = append(order, n)
+		}
+	}
+	return counts, order, nil
 }
 
 func tail(s string, lines int) string {

@@ -122,6 +122,12 @@ type BridgeConfig struct {
 	// URLs otherwise refuse (loopback, private, link-local...): CIDRs,
 	// addresses, host names, each optionally with a port. See netguard.
 	MediaFetchAllow []string `yaml:"media_fetch_allow"`
+	// InDoubtGrace is how long after a cut-off send (the bridge died, or its
+	// request timed out or lost its connection) the bridge waits before it
+	// looks for the event in the room and sends again if it is not there:
+	// the homeserver may still be storing the event of a request it saw
+	// cancelled. See portal/indoubt.go.
+	InDoubtGrace Duration `yaml:"in_doubt_grace"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -167,6 +173,7 @@ func Default() *Config {
 			InlineMediaBytes:      512 << 10,
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
+			InDoubtGrace:          Duration(15 * time.Second),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

@@ -265,6 +265,9 @@ func (v *validator) bridge() {
 			v.fail(fmt.Sprintf("bridge.media_fetch_allow[%d]", i), "%v", err)
 		}
 	}
+	if b.InDoubtGrace <= 0 {
+		v.fail("bridge.in_doubt_grace", "must be greater than 0, got %s", b.InDoubtGrace)
+	}
 }
 
 func (v *validator) logging() {

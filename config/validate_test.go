@@ -210,6 +210,11 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: bridge.m_direct_repair_interval: must not be negative (0 disables the repair pass), got -1h0m0s`,
 		},
 		{
+			name:    "zero in-doubt grace",
+			changes: []change{{"permissions:", "bridge:\n  in_doubt_grace: 0s\npermissions:"}},
+			want:    `config.yaml: bridge.in_doubt_grace: must be greater than 0, got 0s`,
+		},
+		{
 			name:    "bad double puppet secret",
 			changes: []change{{"permissions:", "double_puppet:\n  secrets:\n    example.org: hunter2\npermissions:"}},
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,

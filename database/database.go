@@ -31,6 +31,7 @@ type Database struct {
 	ASTxn     *ASTxnQuery
 	MXEvent   *MXEventQuery
 	PendingCm *PendingCommandQuery
+	InDoubt   *InDoubtQuery
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -50,6 +51,7 @@ func New(db *dbutil.Database) *Database {
 		ASTxn:     &ASTxnQuery{db},
 		MXEvent:   &MXEventQuery{db},
 		PendingCm: &PendingCommandQuery{db},
+		InDoubt:   &InDoubtQuery{db},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -212,23 +213,14 @@ func TestUpgradeFromV1(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
-			for _, stmt := range []string{
+			upgraded := reopenFrom(t, target,
 				"DROP INDEX IF EXISTS mx_event_pending_idx",
 				"ALTER TABLE pending_command DROP COLUMN mx_seq",
 				"ALTER TABLE mx_event DROP COLUMN received_at",
 				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+				"DROP TABLE in_doubt_send",
 				"UPDATE version SET version=1",
-			} {
-				if _, err := db.Exec(ctx, stmt); err != nil {
-					t.Fatalf("%s: %v", stmt, err)
-				}
-			}
-			_ = db.Close()
-			upgraded := open(t, target)
-			if v, err := schemaVersion(ctx, upgraded); err != nil || v != 2 {
-				t.Fatalf("version after upgrade = %d, %v; want 2", v, err)
-			}
+			)
 			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
 				t.Errorf("mx_event after upgrade: %v", err)
 			}
@@ -237,4 +229,58 @@ func TestUpgradeFromV1(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUpgradeFromV2 takes a database back to v2 (without in_doubt_send) and
+// checks that opening it adds the table.
+func TestUpgradeFromV2(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", "UPDATE version SET version=2")
+			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
+				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
+			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
+				t.Fatal(err)
+			}
+			if err := upgraded.InDoubt.SetEventID(ctx, "t1", "$e"); err != nil {
+				t.Fatal(err)
+			}
+			// A new attempt starts over: new start time, no answer yet.
+			send.StartedAt = time.UnixMilli(2000)
+			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
+				t.Fatal(err)
+			}
+			got, err := upgraded.InDoubt.Get(ctx, "t1")
+			if err != nil || got == nil || got.EventID != "" || got.StartedAt.UnixMilli() != 2000 || got.PortalKey.ChatID != "c" {
+				t.Fatalf("marker after a second Begin = %+v, %v", got, err)
+			}
+			if err = upgraded.InDoubt.Prune(ctx, time.UnixMilli(3000)); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ = upgraded.InDoubt.Get(ctx, "t1"); got != nil {
+				t.Error("old marker not pruned")
+			}
+		})
+	}
+}
+
+// reopenFrom takes a new database back to an older schema with downgrade,
+// then opens it again, which runs the upgrades, and checks it is at the
+// latest version.
+func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *database.Database {
+	t.Helper()
+	ctx := context.Background()
+	db := open(t, target)
+	for _, stmt := range downgrade {
+		if _, err := db.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	_ = db.Close()
+	upgraded := open(t, target)
+	if v, err := schemaVersion(ctx, upgraded); err != nil || v != 3 {
+		t.Fatalf("version after upgrade = %d, %v; want 3", v, err)
+	}
+	return upgraded
 }

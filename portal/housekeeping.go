@@ -36,4 +36,7 @@ func (m *Manager) prune() {
 	if err := m.db.ASTxn.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune old transaction ids")
 	}
+	if err := m.db.InDoubt.Prune(m.ctx, time.Now().Add(-inDoubtRetention)); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune old in-doubt markers")
+	}
 }

@@ -109,7 +109,29 @@ func (l *lanes) runOne(key string, j job) {
 				Msg("Job panicked")
 		}
 	}()
-	j.run(l.ctx)
+	j.run(context.WithValue(l.ctx, laneSlotKey{}, l.sem))
+}
+
+// laneSlotKey finds, in a job's context, the semaphore whose slot the job
+// holds, so that a job that must wait can give its slot back meanwhile.
+type laneSlotKey struct{}
+
+// withoutSlot runs wait with the calling job's concurrency slot released,
+// and takes a slot again before it returns: a job that sleeps must not keep
+// other portals from reaching the homeserver. Outside a lane it just waits.
+func withoutSlot(ctx context.Context, wait func()) {
+	sem, ok := ctx.Value(laneSlotKey{}).(chan struct{})
+	if !ok {
+		wait()
+		return
+	}
+	<-sem
+	defer func() {
+		// Not cancellable: the lane gives the slot back after the job, so
+		// the job must hold one when it returns. Other jobs always release.
+		sem <- struct{}{}
+	}()
+	wait()
 }
 
 // stop lets every running job finish, drops what is queued (it is still in

@@ -58,6 +58,9 @@ type Manager struct {
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
 	loginOwners sync.Map
+	// started is when this process started: no request of an earlier one
+	// is running after it (see indoubt.go).
+	started time.Time
 }
 
 // NewManager wires the portal manager. SetConnector must be called before Start.
@@ -87,6 +90,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		cancel:     cancel,
 		remoteWake: make(chan struct{}, 1),
 		matrixWake: make(chan struct{}, 1),
+		started:    time.Now(),
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeAll

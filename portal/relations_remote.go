@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/connector"
@@ -100,13 +101,27 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *ma
 		markAsUsers([]*event.MessageEventContent{content})
 	}
 	content.SetEdit(target.MXID)
-	_, err = intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{
-		Timestamp: ev.TS, TransactionID: remoteTxnID(ev, 0),
-	})
-	if err != nil {
+	send := newRemoteSend(intent, p, ev, 0, event.EventMessage)
+	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
+		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+			Timestamp: ev.TS, TransactionID: txnID,
+		})
+	}
+	if _, err = m.sendRemote(ctx, send); err != nil {
 		return fmt.Errorf("send edit of %s: %w", ev.Target, err)
 	}
-	return done(ctx)
+	return m.doneWithSends(ctx, done, send.txnID)
+}
+
+// remoteRedaction is the send of a redaction for a remote event.
+func remoteRedaction(intent *mas.IntentAPI, p *database.Portal, ev *connector.Event, part int, target id.EventID) *remoteSend {
+	send := newRemoteSend(intent, p, ev, part, event.EventRedaction)
+	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
+		return intent.RedactEvent(ctx, p.RoomID, target, mautrix.ReqRedact{
+			TxnID: txnID, Extra: map[string]any{contentTxnKey: txnID},
+		})
+	}
+	return send
 }
 
 // remoteDelete redacts every part of the message, then forgets it.
@@ -119,13 +134,16 @@ func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent *
 	} else if !sentBySameSide(parts[0], ev.Sender) {
 		return skipOthersMessage(ctx, parts[0], ev, done)
 	}
+	txns := make([]string, 0, len(parts))
 	for i, part := range parts {
-		_, err := intent.RedactEvent(ctx, p.RoomID, part.MXID, mautrix.ReqRedact{TxnID: remoteTxnID(ev, i)})
-		if err != nil {
+		send := remoteRedaction(intent, p, ev, i, part.MXID)
+		send.keepEventID = i < len(parts)-1
+		if _, err := m.sendRemote(ctx, send); err != nil {
 			return fmt.Errorf("redact part %d of %s: %w", part.Part, ev.Target, err)
 		}
+		txns = append(txns, send.txnID)
 	}
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
 		if err := m.db.Reaction.DeleteTarget(ctx, p.PortalKey, ev.Target); err != nil {
 			return err
 		}
@@ -133,7 +151,7 @@ func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent *
 			return err
 		}
 		return done(ctx)
-	})
+	}, txns...)
 }
 
 // reactionSender keys reactions by who made them; the user's own reactions
@@ -161,21 +179,25 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 		return skipUnknownTarget(ctx, ev, done)
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
-	resp, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, content, mautrix.ReqSendEvent{
-		Timestamp: ev.TS, TransactionID: remoteTxnID(ev, 0),
-	})
+	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
+	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
+		return intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+			Timestamp: ev.TS, TransactionID: txnID,
+		})
+	}
+	eventID, err := m.sendRemote(ctx, send)
 	if err != nil {
 		return fmt.Errorf("send reaction to %s: %w", ev.Target, err)
 	}
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
 		err := m.db.Reaction.Insert(ctx, &database.Reaction{
-			PortalKey: p.PortalKey, TargetID: ev.Target, SenderID: sender, Key: ev.Key, RemoteID: ev.ID, MXID: resp.EventID,
+			PortalKey: p.PortalKey, TargetID: ev.Target, SenderID: sender, Key: ev.Key, RemoteID: ev.ID, MXID: eventID,
 		})
 		if err != nil {
 			return fmt.Errorf("store reaction mapping: %w", err)
 		}
 		return done(ctx)
-	})
+	}, send.txnID)
 }
 
 func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Login, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
@@ -185,15 +207,15 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 	} else if r == nil {
 		return skipUnknownTarget(ctx, ev, done)
 	}
-	if _, err = intent.RedactEvent(ctx, p.RoomID, r.MXID, mautrix.ReqRedact{TxnID: remoteTxnID(ev, 0)}); err != nil {
+	if _, err = m.sendRemote(ctx, remoteRedaction(intent, p, ev, 0, r.MXID)); err != nil {
 		return fmt.Errorf("redact reaction %s: %w", r.MXID, err)
 	}
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
 		if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
 			return err
 		}
 		return done(ctx)
-	})
+	}, remoteTxnID(ev, 0))
 }
 
 // remoteReadReceipt moves the reader's m.read receipt: the ghost's when the

@@ -51,8 +51,9 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 }
 
 // remoteTxnID is the deterministic transaction id of a Matrix send caused by
-// a connector event: a retry after a crash reuses it, and the homeserver
-// answers with the event it already has instead of posting again.
+// a connector event: a retry reuses it, so a homeserver that remembers it
+// answers with the event it already has. A request that was cut off is not
+// remembered by Dendrite; indoubt.go covers that case.
 func remoteTxnID(ev *connector.Event, part int) string {
 	h := sha256.New()
 	for _, s := range []string{ev.Login, ev.Chat.ID, ev.ID, ev.Kind, strconv.Itoa(part)} {
@@ -108,27 +109,34 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 		markAsUsers(contents)
 	}
 	msgs := make([]*database.Message, 0, len(contents))
+	txns := make([]string, 0, len(contents))
 	for part, content := range contents {
-		resp, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{
-			Timestamp:     ev.TS,
-			TransactionID: remoteTxnID(ev, part),
-		})
+		send := newRemoteSend(intent, p, ev, part, event.EventMessage)
+		send.keepEventID = part < len(contents)-1
+		send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
+			return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+				Timestamp:     ev.TS,
+				TransactionID: txnID,
+			})
+		}
+		eventID, err := m.sendRemote(ctx, send)
 		if err != nil {
 			return fmt.Errorf("send message %s part %d: %w", ev.ID, part, err)
 		}
+		txns = append(txns, send.txnID)
 		msgs = append(msgs, &database.Message{
-			PortalKey: key, RemoteID: ev.ID, Part: part, MXID: resp.EventID, RoomID: p.RoomID,
+			PortalKey: key, RemoteID: ev.ID, Part: part, MXID: eventID, RoomID: p.RoomID,
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
 		})
 	}
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
 		for _, msg := range msgs {
 			if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return fmt.Errorf("store message mapping: %w", err)
 			}
 		}
 		return done(ctx)
-	})
+	}, txns...)
 }
 
 // recogniseEcho handles a message that carries the txn of a command the

@@ -1,4 +1,4 @@
--- v0 -> v2: Latest revision
+-- v0 -> v3: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -149,4 +149,18 @@ CREATE TABLE pending_command (
 	-- The causing mx_event's seq. Commands go out in this order: created_at
 	-- is a wall clock in milliseconds, and txn (an event id) is random.
 	mx_seq       BIGINT  NOT NULL DEFAULT 0
+);
+
+-- Matrix sends for remote events whose outcome is not known yet; see
+-- portal/indoubt.go. Removed in the transaction that stores the result.
+CREATE TABLE in_doubt_send (
+	txn_id     TEXT    NOT NULL PRIMARY KEY,
+	room_id    TEXT    NOT NULL,
+	login_id   TEXT    NOT NULL,
+	chat_id    TEXT    NOT NULL,
+	remote_id  TEXT    NOT NULL,
+	part       INTEGER NOT NULL DEFAULT 0,
+	event_type TEXT    NOT NULL,
+	started_at BIGINT  NOT NULL,
+	event_id   TEXT    NOT NULL DEFAULT ''
 );

@@ -1,0 +1,243 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// A Matrix send caused by a remote event uses a deterministic transaction id,
+// but the homeserver's transaction cache cannot be trusted for a request that
+// was cut off: Dendrite still stores the event of a request whose client went
+// away (the bridge was killed, its HTTP request timed out, the connection
+// dropped), yet it does not remember the transaction id, so sending again
+// posts a second copy. Such a send is "in doubt". A marker row is written
+// before every send and removed in the transaction that stores the result; a
+// send that finds its marker was in doubt, and resolves it against the room
+// before it sends anything:
+//
+//  1. wait until the old request cannot land any more: it was over when this
+//     process started (an earlier process's request) or when its error came
+//     back (this process's), and the homeserver gets bridge.in_doubt_grace on
+//     top to finish storing what it was given;
+//  2. look for the event in the room's recent timeline, as the sender, by the
+//     transaction id the bridge puts into the content (contentTxnKey);
+//  3. found: use that event, send nothing; not found: send again.
+
+// contentTxnKey carries a send's transaction id in the event content, so that
+// the bridge can recognise its own event in the room.
+const contentTxnKey = "com.github.dmbridge.txn"
+
+// The search for an in-doubt event reads at most inDoubtPages pages of
+// inDoubtPageSize of the sender's events of that type. A chat's events are
+// applied one at a time, so the event in doubt is the sender's newest in that
+// chat from the bridge; only the user's own messages (or the bridge's sends
+// for other remote events by the same sender) can come after it.
+const (
+	inDoubtPageSize = 100
+	inDoubtPages    = 5
+)
+
+// inDoubtRetention is how long a marker left by a parked or skipped event is
+// kept.
+const inDoubtRetention = 7 * 24 * time.Hour
+
+// remoteSend is one Matrix send caused by a remote event.
+type remoteSend struct {
+	intent    *mas.IntentAPI
+	roomID    id.RoomID
+	key       database.PortalKey
+	remoteID  string
+	part      int
+	eventType event.Type
+	txnID     string
+	// keepEventID stores the homeserver's answer in the marker, because the
+	// result is written later, with the event's other parts.
+	keepEventID bool
+	// send performs the request with the given transaction id, which it
+	// must also put into the content under contentTxnKey.
+	send func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error)
+}
+
+func newRemoteSend(intent *mas.IntentAPI, p *database.Portal, ev *connector.Event, part int, evType event.Type) *remoteSend {
+	return &remoteSend{
+		intent: intent, roomID: p.RoomID, key: p.PortalKey, remoteID: ev.ID, part: part,
+		eventType: evType, txnID: remoteTxnID(ev, part),
+	}
+}
+
+// withTxnKey adds the transaction id to a send's content.
+func withTxnKey(content any, txnID string) *event.Content {
+	return &event.Content{Parsed: content, Raw: map[string]any{contentTxnKey: txnID}}
+}
+
+// sendRemote performs s at most once as far as the room can tell, and returns
+// the event that shows it. The caller deletes the marker (txnID) in the
+// transaction that stores the result.
+func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, error) {
+	log := zerolog.Ctx(ctx).With().Str("txn_id", s.txnID).Int("part", s.part).Logger()
+	marker, err := m.db.InDoubt.Get(ctx, s.txnID)
+	if err != nil {
+		return "", fmt.Errorf("load in-doubt marker: %w", err)
+	}
+	if marker != nil {
+		if marker.EventID != "" {
+			return marker.EventID, nil
+		}
+		if err = m.settle(ctx, log, marker); err != nil {
+			return "", err
+		}
+		found, err := findOwnEvent(ctx, s)
+		if err != nil {
+			return "", err
+		}
+		if found != "" {
+			log.Info().Stringer("event_id", found).Msg("Send in doubt had landed, using that event")
+			if s.keepEventID {
+				if err = m.db.InDoubt.SetEventID(ctx, s.txnID, found); err != nil {
+					return "", fmt.Errorf("store in-doubt answer: %w", err)
+				}
+			}
+			return found, nil
+		}
+		log.Info().Msg("Send in doubt did not land, sending again")
+	}
+	err = m.db.InDoubt.Begin(ctx, &database.InDoubtSend{
+		TxnID: s.txnID, RoomID: s.roomID, PortalKey: s.key, RemoteID: s.remoteID, Part: s.part,
+		EventType: s.eventType.Type, StartedAt: time.Now(),
+	})
+	if err != nil {
+		return "", fmt.Errorf("mark send in doubt: %w", err)
+	}
+	// mautrix would resend a timed-out or dropped request by itself, at
+	// once: exactly the resend that posts a second copy.
+	resp, err := s.send(mautrix.WithMaxRetries(ctx, 0), s.txnID)
+	if err != nil {
+		if sendNeverArrived(err) {
+			// Nothing to resolve on the next attempt.
+			if derr := m.db.InDoubt.Delete(ctx, s.txnID); derr != nil {
+				log.Warn().Err(derr).Msg("Failed to clear marker of a refused send")
+			}
+		}
+		return "", err
+	}
+	if s.keepEventID {
+		if err = m.db.InDoubt.SetEventID(ctx, s.txnID, resp.EventID); err != nil {
+			return "", fmt.Errorf("store send answer: %w", err)
+		}
+	}
+	return resp.EventID, nil
+}
+
+// doneWithSends runs done (which stores the sends' results and marks the
+// event applied) and clears the in-doubt markers of the sends, in one
+// transaction.
+func (m *Manager) doneWithSends(ctx context.Context, done func(context.Context) error, txnIDs ...string) error {
+	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := m.db.InDoubt.Delete(ctx, txnIDs...); err != nil {
+			return fmt.Errorf("clear in-doubt markers: %w", err)
+		}
+		return done(ctx)
+	})
+}
+
+// settle waits until the request behind marker can no longer land, with the
+// lane's concurrency slot given back meanwhile.
+func (m *Manager) settle(ctx context.Context, log zerolog.Logger, marker *database.InDoubtSend) error {
+	until := settleTime(marker.StartedAt, m.started, time.Now(), m.cfg.Bridge.InDoubtGrace.D())
+	wait := time.Until(until)
+	if wait <= 0 {
+		return nil
+	}
+	log.Info().Time("started_at", marker.StartedAt).Dur("wait", wait).
+		Msg("Send in doubt, waiting until it cannot land any more before looking for it")
+	var err error
+	withoutSlot(ctx, func() {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	})
+	return err
+}
+
+// settleTime is when a send started at started can no longer land. A request
+// of an earlier process ended at the latest when this one started (a killed
+// process's connections are closed by the kernel); one of this process ended
+// before its error was handled, so before now (a chat's events are applied
+// one at a time, so it is not running any more). The homeserver gets grace on
+// top to store what it took in before it saw the request cancelled.
+func settleTime(started, processStart, now time.Time, grace time.Duration) time.Time {
+	ended := now
+	if started.Before(processStart) {
+		ended = processStart
+	}
+	if ended.Before(started) {
+		ended = started
+	}
+	return ended.Add(grace)
+}
+
+// findOwnEvent looks for the event of s in the room's recent timeline: sent by
+// s's sender, of s's type, carrying s's transaction id.
+func findOwnEvent(ctx context.Context, s *remoteSend) (id.EventID, error) {
+	filter := &mautrix.FilterPart{Types: []event.Type{s.eventType}, Senders: []id.UserID{s.intent.UserID}}
+	from := ""
+	for page := 0; page < inDoubtPages; page++ {
+		resp, err := s.intent.Messages(ctx, s.roomID, from, "", mautrix.DirectionBackward, filter, inDoubtPageSize)
+		if err != nil {
+			return "", fmt.Errorf("look for send in doubt in the room: %w", err)
+		}
+		if found := matchOwnEvent(resp.Chunk, s.intent.UserID, s.eventType, s.txnID); found != "" {
+			return found, nil
+		}
+		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {
+			break
+		}
+		from = resp.End
+	}
+	return "", nil
+}
+
+// matchOwnEvent returns the event among evts that sender sent with the type
+// and the transaction id in its content. The sender is checked here too: a
+// homeserver may ignore the filter, and anyone in the room can copy a key.
+func matchOwnEvent(evts []*event.Event, sender id.UserID, evType event.Type, txnID string) id.EventID {
+	for _, evt := range evts {
+		if evt.Sender != sender || evt.Type.Type != evType.Type {
+			continue
+		}
+		if v, ok := evt.Content.Raw[contentTxnKey].(string); ok && v == txnID {
+			return evt.ID
+		}
+	}
+	return ""
+}
+
+// sendNeverArrived reports whether err proves the homeserver did not take
+// the request: it answered with a client error (it refused the event, or
+// rate-limited it), or no connection was made at all. Anything else (a
+// timeout, a dropped connection, a 5xx from a proxy, a cancelled context)
+// leaves the send in doubt.
+func sendNeverArrived(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil {
+		return httpErr.Response.StatusCode >= 400 && httpErr.Response.StatusCode < 500
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) && opErr.Op == "dial"
+}
