@@ -25,6 +25,7 @@ type Config struct {
 	Permissions  Permissions        `yaml:"permissions"`
 	Bridge       BridgeConfig       `yaml:"bridge"`
 	Provisioning ProvisioningConfig `yaml:"provisioning"`
+	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
 
 	// Path is the file the config was loaded from; SaveTokens rewrites it and
@@ -124,6 +125,13 @@ type BridgeConfig struct {
 type ProvisioningConfig struct {
 	// SharedSecret enables the shared-secret mode; empty disables it.
 	SharedSecret string `yaml:"shared_secret"`
+}
+
+// MetricsConfig configures the Prometheus and pprof listener.
+type MetricsConfig struct {
+	// Listen is the host:port of the metrics listener; empty (the default)
+	// disables it.
+	Listen string `yaml:"listen"`
 }
 
 // LoggingConfig configures the bridge's zerolog output.
