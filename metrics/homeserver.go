@@ -144,7 +144,18 @@ func classIndex(path string) int {
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		rest = rest[i+1:]
 	}
-	seg := strings.Split(rest, "/")
+	// Up to five segments are looked at; splitting by hand keeps the
+	// request path free of allocations.
+	var seg [5]string
+	n := 0
+	for n < len(seg) {
+		var more bool
+		seg[n], rest, more = strings.Cut(rest, "/")
+		n++
+		if !more {
+			break
+		}
+	}
 	switch seg[0] {
 	case "createRoom":
 		return idxCreateRoom
@@ -154,19 +165,17 @@ func classIndex(path string) int {
 		return idxProfile
 	case "user":
 		// user/{id}/account_data/{type} and user/{id}/rooms/{room}/account_data/{type}
-		if (len(seg) > 2 && seg[2] == "account_data") || (len(seg) > 4 && seg[4] == "account_data") {
+		if seg[2] == "account_data" || (seg[2] == "rooms" && seg[4] == "account_data") {
 			return idxAccountData
 		}
 	case "rooms":
-		if len(seg) > 2 {
-			switch seg[2] {
-			case "send", "redact":
-				return idxSend
-			case "state":
-				return idxState
-			case "join", "invite", "leave", "kick", "ban", "unban", "forget":
-				return idxJoin
-			}
+		switch seg[2] {
+		case "send", "redact":
+			return idxSend
+		case "state":
+			return idxState
+		case "join", "invite", "leave", "kick", "ban", "unban", "forget":
+			return idxJoin
 		}
 	}
 	return idxOther

@@ -11,6 +11,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,9 +60,82 @@ type Metrics struct {
 	hsDuration *prometheus.HistogramVec
 	connects   *prometheus.CounterVec
 
+	// remote and commands hold each kind's children, resolved once: a
+	// label lookup hashes and locks, a read-only map does neither.
+	remote   map[string]*outcome
+	commands map[string]*outcome
+
 	remoteStart *startTimes[remoteKey]
 	cmdStart    *startTimes[string]
 	homeserver  homeserverState
+}
+
+// outcome is one kind's counters by result, and its latency. Children are
+// resolved on first use, so a scrape shows only the kinds that happened.
+type outcome struct {
+	m         *Metrics
+	direction string
+	kind      string
+	bad       string // the failing result of this direction
+
+	once     sync.Once
+	ok, fail prometheus.Counter
+	latOnce  sync.Once
+	latency  prometheus.Observer
+}
+
+func (o *outcome) counters() (ok, fail prometheus.Counter) {
+	o.once.Do(func() {
+		o.ok = o.m.events.WithLabelValues(o.direction, o.kind, ResultOK)
+		o.fail = o.m.events.WithLabelValues(o.direction, o.kind, o.bad)
+	})
+	return o.ok, o.fail
+}
+
+func (o *outcome) observe(d time.Duration) {
+	o.latOnce.Do(func() { o.latency = o.m.latency.WithLabelValues(o.direction, o.kind) })
+	o.latency.Observe(d.Seconds())
+}
+
+// done counts one end of an event of this kind; start is observed as its
+// latency when timed and successful.
+func (o *outcome) done(success bool, start time.Time, timed bool) {
+	ok, fail := o.counters()
+	if !success {
+		fail.Inc()
+		return
+	}
+	ok.Inc()
+	if timed {
+		o.observe(time.Since(start))
+	}
+}
+
+func (m *Metrics) outcomes(direction, bad string, kinds []string) map[string]*outcome {
+	out := make(map[string]*outcome, len(kinds))
+	for _, k := range kinds {
+		out[k] = &outcome{m: m, direction: direction, kind: k, bad: bad}
+	}
+	return out
+}
+
+// The label values of kind: the protocol's event kinds and command ops. Any
+// other value (it comes from the connector) is counted as "other", so that a
+// label never grows without bound.
+var (
+	remoteKinds = []string{connector.KindMessage, connector.KindEdit, connector.KindDelete, connector.KindReaction,
+		connector.KindReactionRemove, connector.KindReadReceipt, connector.KindContact,
+		connector.KindChatDeleted, connector.KindLogin, "other"}
+	commandOps = []string{connector.OpSendMessage, connector.OpEditMessage, connector.OpDeleteMessage, connector.OpReact,
+		connector.OpUnreact, connector.OpMarkRead, connector.OpSetTyping, connector.OpSetPresence,
+		connector.OpResolveIdentifier, connector.OpGetContact, connector.OpBackfill, "other"}
+)
+
+func lookup(table map[string]*outcome, kind string) *outcome {
+	if o, ok := table[kind]; ok {
+		return o
+	}
+	return table["other"]
 }
 
 // New builds an instance's metrics on a fresh registry, with the Go runtime
@@ -98,6 +172,8 @@ func New() *Metrics {
 		remoteStart: newStartTimes[remoteKey](maxTracked),
 		cmdStart:    newStartTimes[string](maxTracked),
 	}
+	m.remote = m.outcomes(RemoteToMatrix, ResultParked, remoteKinds)
+	m.commands = m.outcomes(MatrixToRemote, ResultFailed, commandOps)
 	m.Registry.MustRegister(m.events, m.latency, m.hsRequests, m.hsErrors, m.hsDuration, m.connects,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: Namespace}))
@@ -137,12 +213,8 @@ func (m *Metrics) remoteDone(connectorID string, seq int64, kind, result string)
 	if m == nil {
 		return
 	}
-	kind = eventKind(kind)
-	m.events.WithLabelValues(RemoteToMatrix, kind, result).Inc()
-	start, ok := m.remoteStart.end(remoteKey{connectorID, seq})
-	if ok && result == ResultOK {
-		m.latency.WithLabelValues(RemoteToMatrix, kind).Observe(time.Since(start).Seconds())
-	}
+	start, timed := m.remoteStart.end(remoteKey{connectorID, seq})
+	lookup(m.remote, kind).done(result == ResultOK, start, timed)
 }
 
 // CommandQueued records when the Matrix event behind a connector command
@@ -160,16 +232,8 @@ func (m *Metrics) CommandDone(txn, op string, ok bool) {
 	if m == nil {
 		return
 	}
-	op = commandOp(op)
-	result := ResultOK
-	if !ok {
-		result = ResultFailed
-	}
-	m.events.WithLabelValues(MatrixToRemote, op, result).Inc()
-	start, found := m.cmdStart.end(txn)
-	if found && ok {
-		m.latency.WithLabelValues(MatrixToRemote, op).Observe(time.Since(start).Seconds())
-	}
+	start, timed := m.cmdStart.end(txn)
+	lookup(m.commands, op).done(ok, start, timed)
 }
 
 // MatrixParked counts a Matrix event the bridge gave up on.
@@ -186,27 +250,4 @@ func (m *Metrics) ConnectorConnected(connectorID string) {
 		return
 	}
 	m.connects.WithLabelValues(connectorID).Inc()
-}
-
-// eventKind keeps the kind label to the protocol's kinds: the value comes
-// from the connector, and a label must not grow without bound.
-func eventKind(kind string) string {
-	switch kind {
-	case connector.KindMessage, connector.KindEdit, connector.KindDelete, connector.KindReaction,
-		connector.KindReactionRemove, connector.KindReadReceipt, connector.KindContact,
-		connector.KindChatDeleted, connector.KindLogin:
-		return kind
-	}
-	return "other"
-}
-
-// commandOp does the same for command ops.
-func commandOp(op string) string {
-	switch op {
-	case connector.OpSendMessage, connector.OpEditMessage, connector.OpDeleteMessage, connector.OpReact,
-		connector.OpUnreact, connector.OpMarkRead, connector.OpSetTyping, connector.OpSetPresence,
-		connector.OpResolveIdentifier, connector.OpGetContact, connector.OpBackfill:
-		return op
-	}
-	return "other"
 }
