@@ -176,7 +176,7 @@ func New() *Metrics {
 	m.commands = m.outcomes(MatrixToRemote, ResultFailed, commandOps)
 	m.Registry.MustRegister(m.events, m.latency, m.hsRequests, m.hsErrors, m.hsDuration, m.connects,
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: Namespace}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
