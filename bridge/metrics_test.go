@@ -45,10 +45,7 @@ func TestMetricsAndHealth(t *testing.T) {
 				u.Host = proxy.addr
 				target.URI = u.String()
 			}
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Metrics.Listen = "127.0.0.1:0"
-			s.startBridge()
-			t.Cleanup(s.stopBridge)
+			s := newStack(t, target)
 			metricsURL := "http://" + s.br.MetricsAddr().String() + "/metrics"
 			asURL := s.cfg.Appservice.Address
 			ctx := context.Background()
