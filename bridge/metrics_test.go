@@ -80,6 +80,8 @@ func TestMetricsAndHealth(t *testing.T) {
 			wantDelta(t, m0, m1, "dmbridge_events_total", remoteOK("contact"), 1)
 			wantDelta(t, m0, m1, "dmbridge_bridge_latency_seconds", labels{"direction": "remote_to_matrix", "kind": "message"}, 3)
 			wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "createRoom"}, 1)
+			// The double puppet's join.
+			wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "join"}, 1)
 			if d := m1.value("dmbridge_homeserver_requests_total", labels{"class": "send"}) - m0.value("dmbridge_homeserver_requests_total", labels{"class": "send"}); d < 3 {
 				t.Errorf("homeserver send requests moved by %v, want at least the 3 messages", d)
 			}

@@ -173,6 +173,12 @@ func classIndex(path string) int {
 		case "send", "redact":
 			return idxSend
 		case "state":
+			// mautrix changes a double puppet's membership with a member
+			// state event rather than /join; it is a membership change all
+			// the same.
+			if seg[3] == "m.room.member" {
+				return idxJoin
+			}
 			return idxState
 		case "join", "invite", "leave", "kick", "ban", "unban", "forget":
 			return idxJoin

@@ -16,7 +16,8 @@ func TestClass(t *testing.T) {
 	tests := map[string]string{
 		"/_matrix/client/v3/rooms/!r:x/send/m.room.message/txn1":     ClassSend,
 		"/_matrix/client/v3/rooms/!r:x/redact/$e/txn2":               ClassSend,
-		"/_matrix/client/v3/rooms/!r:x/state/m.room.member/@u:x":     ClassState,
+		"/_matrix/client/v3/rooms/!r:x/state/m.room.member/@u:x":     ClassJoin,
+		"/_matrix/client/v3/rooms/!r:x/state/m.room.name/":           ClassState,
 		"/_matrix/client/v3/rooms/!r:x/state/m.bridge/a/b":           ClassState,
 		"/_matrix/client/v3/createRoom":                              ClassCreateRoom,
 		"/_matrix/client/v3/join/!r:x":                               ClassJoin,
