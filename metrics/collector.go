@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +55,12 @@ var (
 		[]string{"connector"}, nil)
 )
 
-type stateCollector struct{ src Sources }
+type stateCollector struct {
+	src Sources
+	// dbDown remembers the last scrape's outcome, so that a database that
+	// stays down is logged once, not on every scrape.
+	dbDown atomic.Bool
+}
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descDBUp, descQueue, descParked, descPortals, descGhosts, descLogins, descConnected} {
@@ -72,8 +78,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		logins, err = stats.LoginStates(ctx)
 	}
 	live := c.src.Connectors()
-	if err != nil {
+	if wasDown := c.dbDown.Swap(err != nil); err != nil && !wasDown {
 		c.src.Log.Warn().Err(err).Msg("Metrics scrape could not read the database")
+	} else if err == nil && wasDown {
+		c.src.Log.Info().Msg("Metrics scrape reads the database again")
+	}
+	if err != nil {
 		ch <- gauge(descDBUp, 0)
 		for _, id := range live {
 			ch <- gauge(descConnected, 1, id)
