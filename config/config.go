@@ -119,6 +119,10 @@ type BridgeConfig struct {
 	BridgePresence        bool     `yaml:"bridge_own_presence"`
 	// HomeserverConcurrency caps homeserver calls in flight.
 	HomeserverConcurrency int `yaml:"homeserver_concurrency"`
+	// LoginAlertAfter is how long a login may stay disconnected before its
+	// user is told in their management room; 0 disables that notice (a
+	// login that goes to bad_credentials is always reported).
+	LoginAlertAfter Duration `yaml:"login_alert_after"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -171,6 +175,7 @@ func Default() *Config {
 			InlineMediaBytes:      512 << 10,
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
+			LoginAlertAfter:       Duration(10 * time.Minute),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

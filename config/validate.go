@@ -259,6 +259,9 @@ func (v *validator) bridge() {
 		v.fail("bridge.m_direct_repair_interval", "must not be negative (0 disables the repair pass), got %s", b.MDirectRepairInterval)
 	}
 	v.positive("bridge.homeserver_concurrency", int64(b.HomeserverConcurrency))
+	if b.LoginAlertAfter < 0 {
+		v.fail("bridge.login_alert_after", "must not be negative (0 turns the notice off), got %s", b.LoginAlertAfter)
+	}
 }
 
 func (v *validator) metrics() {
