@@ -17,6 +17,8 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/health"
+	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/portal"
 	"github.com/dmbridge/dmbridge/provisioning"
 )
@@ -32,9 +34,21 @@ type Bridge struct {
 	Link    *appservice.Link
 	Portals *portal.Manager
 	Conn    *connector.Server
+	// Metrics is this instance's registry and instruments; they are kept
+	// even when metrics.listen is off, because health reads the homeserver's
+	// last successful call from them.
+	Metrics *metrics.Metrics
+	// Health answers /_dmbridge/health and /_dmbridge/ready; more readiness
+	// conditions can be added with AddReadyCheck.
+	Health *health.Checker
 
 	connServer *http.Server
 	connAddr   net.Addr
+	metricsSrv *metrics.Server
+	bot        *bot.Bot
+	// stopWatch ends the login alerts; watchDone closes when they ended.
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // New opens the database (running migrations) and wires the parts together.
@@ -54,15 +68,20 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		_ = db.Close()
 		return nil, err
 	}
+	mx := metrics.New()
+	// Every intent's client and the double puppets share this client, so
+	// wrapping its transport sees every homeserver request.
+	link.AS.HTTPClient.Transport = mx.Transport(link.AS.HTTPClient.Transport)
 	portals := portal.NewManager(cfg, db, link, log)
+	portals.SetMetrics(mx)
 	srv, err := connector.NewServer(connector.ServerOptions{
 		Token:          cfg.Connector.Token,
 		MaxFrameBytes:  cfg.Connector.MaxFrameBytes,
 		MaxInFlight:    cfg.Connector.MaxInFlight,
 		CommandTimeout: cfg.Connector.CommandTimeout.D(),
 		Bridge:         connector.Software{Name: "dmbridge", Version: Version},
-		Store:          &streamStore{db: db},
-		Handler:        portals,
+		Store:          &streamStore{db: db, metrics: mx},
+		Handler:        observedHandler{Manager: portals, metrics: mx},
 		Media:          portals.MediaHandler(),
 		Log:            log.With().Str("component", "connector").Logger(),
 	})
@@ -71,14 +90,27 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
 	portals.SetConnector(srv)
-	portals.SetRoomHandler(bot.New(cfg, db, link, portals, srv, log))
+	botHandler := bot.New(cfg, db, link, portals, srv, log)
+	portals.SetRoomHandler(botHandler)
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
-	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv}, nil
+	mx.WatchState(metrics.Sources{DB: db, Connectors: srv.ConnectorIDs, Log: log.With().Str("component", "metrics").Logger()})
+	checker := health.New(db, mx, srv.ConnectorIDs, Version, log)
+	link.Mount("GET "+health.HealthPath, checker.HealthHandler())
+	link.Mount("GET "+health.ReadyPath, checker.ReadyHandler())
+	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker,
+		bot: botHandler}, nil
 }
 
 // Start listens for the homeserver and for connectors, makes sure the bot
 // exists, and starts applying stored work.
 func (b *Bridge) Start(ctx context.Context) error {
+	if listen := b.cfg.Metrics.Listen; listen != "" {
+		srv, err := b.Metrics.Listen(listen, b.log.With().Str("component", "metrics").Logger())
+		if err != nil {
+			return err
+		}
+		b.metricsSrv = srv
+	}
 	if err := b.Link.Start(); err != nil {
 		return err
 	}
@@ -97,8 +129,22 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}()
 	b.Portals.Start()
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	b.stopWatch, b.watchDone = stopWatch, make(chan struct{})
+	go func() {
+		defer close(b.watchDone)
+		b.bot.WatchLogins(watchCtx)
+	}()
 	b.log.Info().Str("connector_listen", ln.Addr().String()).Msg("Bridge started")
 	return nil
+}
+
+// MetricsAddr is where the metrics listener is bound, or nil when it is off.
+func (b *Bridge) MetricsAddr() net.Addr {
+	if b.metricsSrv == nil {
+		return nil
+	}
+	return b.metricsSrv.Addr()
 }
 
 // ConnectorAddr is where the connector listener is bound (useful with port 0).
@@ -141,8 +187,13 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		b.Conn.Close()
 		errs = append(errs, b.connServer.Shutdown(ctx))
 	}
+	if b.stopWatch != nil {
+		b.stopWatch()
+		<-b.watchDone
+	}
 	errs = append(errs, b.Link.Stop(ctx))
 	b.Portals.Stop(ctx)
+	errs = append(errs, b.metricsSrv.Stop(ctx))
 	errs = append(errs, b.DB.Close())
 	return errors.Join(errs...)
 }

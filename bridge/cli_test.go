@@ -3,6 +3,8 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +32,7 @@ func TestGeneratedRegistrationWorksWithDendrite(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bridge -e: %v", err)
 	}
-	asPort := tesths.FreePort(t)
+	asPort, metricsPort := tesths.FreePort(t), tesths.FreePort(t)
 	db := testdb.SQLite(t)
 	cfgText := string(example)
 	for old, repl := range map[string]string{
@@ -38,6 +40,7 @@ func TestGeneratedRegistrationWorksWithDendrite(t *testing.T) {
 		"port: 29333":                        fmt.Sprintf("port: %d", asPort),
 		"listen: 127.0.0.1:29334":            fmt.Sprintf("listen: 127.0.0.1:%d", tesths.FreePort(t)),
 		"file:dmbridge.db?_txlock=immediate": db.URI,
+		`listen: ""`:                         fmt.Sprintf("listen: 127.0.0.1:%d", metricsPort),
 	} {
 		if !strings.Contains(cfgText, old) {
 			t.Fatalf("example config has no %q", old)
@@ -94,6 +97,25 @@ func TestGeneratedRegistrationWorksWithDendrite(t *testing.T) {
 	who, err := asBot.Whoami(context.Background())
 	if err != nil || who.UserID != bot {
 		t.Fatalf("whoami with the generated as_token: %+v, %v", who, err)
+	}
+	// The operator's probes and metrics answer.
+	for _, u := range []string{
+		fmt.Sprintf("http://127.0.0.1:%d/_dmbridge/ready", asPort),
+		fmt.Sprintf("http://127.0.0.1:%d/_dmbridge/health", asPort),
+		fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
+	} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s\n%s", u, resp.Status, body)
+		}
+		if strings.HasSuffix(u, "/metrics") && !strings.Contains(string(body), "dmbridge_database_up 1") {
+			t.Errorf("GET %s lacks dmbridge_database_up 1:\n%s", u, body)
+		}
 	}
 	// SIGTERM stops it cleanly: exit status 0.
 	if err = cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -73,6 +73,11 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	cfg.Connector.Listen = "127.0.0.1:0"
 	cfg.Connector.Token = testConnectorToken
 	cfg.Connector.CommandTimeout = config.Duration(10 * time.Second)
+	if !o.noBridge {
+		// In-process bridges serve metrics, as an operator's would; port 0
+		// is fine here but not in a config file (see writeConfig's users).
+		cfg.Metrics.Listen = "127.0.0.1:0"
+	}
 	cfg.Permissions = config.Permissions{"localhost": config.LevelUser}
 	if o.permissions != nil {
 		cfg.Permissions = o.permissions

@@ -4,16 +4,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/metrics"
 )
 
 // streamStore is the connector server's durable side: accepted events go
 // into the inbox and acked_seq moves, in one transaction, so that an ack
 // always means the event survives a crash. It is a connector.BatchStore:
 // events that arrive together share one transaction, and so one fsync.
-type streamStore struct{ db *database.Database }
+type streamStore struct {
+	db      *database.Database
+	metrics *metrics.Metrics
+}
 
 var _ connector.BatchStore = (*streamStore)(nil)
 
@@ -30,6 +35,8 @@ func (s *streamStore) AcceptBatch(ctx context.Context, connectorID string, items
 		return nil
 	}
 	first, last := items[0].Seq, items[len(items)-1].Seq
+	// The intake of an event is where its bridge latency starts.
+	takenIn := time.Now()
 	// Encode before the transaction opens, so it holds its locks only for
 	// the writes.
 	rows := make([]*database.InboxRow, 0, len(items))
@@ -52,7 +59,7 @@ func (s *streamStore) AcceptBatch(ctx context.Context, connectorID string, items
 		}
 		rows = append(rows, row)
 	}
-	return s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := s.db.Inbox.InsertMany(ctx, rows); err != nil {
 			return fmt.Errorf("store events %d-%d: %w", first, last, err)
 		}
@@ -60,4 +67,10 @@ func (s *streamStore) AcceptBatch(ctx context.Context, connectorID string, items
 		// here first and none of this may commit.
 		return s.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
 	})
+	if err == nil {
+		for _, r := range rows {
+			s.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
+		}
+	}
+	return err
 }

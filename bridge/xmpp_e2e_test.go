@@ -59,6 +59,15 @@ func TestXMPPDirectMessageBothWays(t *testing.T) {
 		t.Errorf("bob got a %q message from %q, want a chat message from alice", got.Type, got.From)
 	}
 	x.noMoreFor("alice's message", withBodyText("hi bob, alice from Matrix"))
+
+	// What an operator's scrape shows after this conversation.
+	m := scrape(t, "http://"+x.br.MetricsAddr().String()+"/metrics")
+	wantValue(t, m, "dmbridge_events_total", labels{"direction": "remote_to_matrix", "kind": "message", "result": "ok"}, 1)
+	wantValue(t, m, "dmbridge_events_total", labels{"direction": "matrix_to_remote", "kind": "send_message", "result": "ok"}, 1)
+	wantValue(t, m, "dmbridge_bridge_latency_seconds", labels{"direction": "remote_to_matrix", "kind": "message"}, 1)
+	wantValue(t, m, "dmbridge_homeserver_requests_total", labels{"class": "createRoom"}, 1)
+	wantValue(t, m, "dmbridge_connector_connected", labels{"connector": "xmpp"}, 1)
+	wantValue(t, m, "dmbridge_portals", nil, 1)
 }
 
 // TestXMPPNothingLostWhileDown: messages bob sends while the connector is

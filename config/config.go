@@ -25,6 +25,7 @@ type Config struct {
 	Permissions  Permissions        `yaml:"permissions"`
 	Bridge       BridgeConfig       `yaml:"bridge"`
 	Provisioning ProvisioningConfig `yaml:"provisioning"`
+	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
 
 	// Path is the file the config was loaded from; SaveTokens rewrites it and
@@ -128,12 +129,23 @@ type BridgeConfig struct {
 	// the homeserver may still be storing the event of a request it saw
 	// cancelled. See portal/indoubt.go.
 	InDoubtGrace Duration `yaml:"in_doubt_grace"`
+	// LoginAlertAfter is how long a login may stay disconnected before its
+	// user is told in their management room; 0 disables that notice (a
+	// login that goes to bad_credentials is always reported).
+	LoginAlertAfter Duration `yaml:"login_alert_after"`
 }
 
 // ProvisioningConfig configures the provisioning API.
 type ProvisioningConfig struct {
 	// SharedSecret enables the shared-secret mode; empty disables it.
 	SharedSecret string `yaml:"shared_secret"`
+}
+
+// MetricsConfig configures the Prometheus and pprof listener.
+type MetricsConfig struct {
+	// Listen is the host:port of the metrics listener; empty (the default)
+	// disables it.
+	Listen string `yaml:"listen"`
 }
 
 // LoggingConfig configures the bridge's zerolog output.
@@ -174,6 +186,7 @@ func Default() *Config {
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
 			InDoubtGrace:          Duration(15 * time.Second),
+			LoginAlertAfter:       Duration(10 * time.Minute),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

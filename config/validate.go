@@ -49,6 +49,7 @@ func (c *Config) validate(mode validationMode) error {
 	v.doublePuppet()
 	v.permissions()
 	v.bridge()
+	v.metrics()
 	v.logging()
 	return v.err
 }
@@ -267,6 +268,33 @@ func (v *validator) bridge() {
 	}
 	if b.InDoubtGrace <= 0 {
 		v.fail("bridge.in_doubt_grace", "must be greater than 0, got %s", b.InDoubtGrace)
+	}
+	if b.LoginAlertAfter < 0 {
+		v.fail("bridge.login_alert_after", "must not be negative (0 turns the notice off), got %s", b.LoginAlertAfter)
+	}
+}
+
+func (v *validator) metrics() {
+	listen := v.c.Metrics.Listen
+	if listen == "" {
+		return
+	}
+	host, portText, err := net.SplitHostPort(listen)
+	port, portErr := strconv.Atoi(portText)
+	if err != nil || portErr != nil || port < 1 || port > 65535 {
+		v.fail("metrics.listen", "not a host:port address: %q (leave it empty to disable metrics)", listen)
+		return
+	}
+	overlaps := func(otherHost string, otherPort int) bool {
+		return port == otherPort && (host == otherHost || isWildcardHost(host) || isWildcardHost(otherHost))
+	}
+	if as := v.c.Appservice; overlaps(as.Hostname, as.Port) {
+		v.fail("metrics.listen", "%q overlaps the appservice listener on port %d; use another port", listen, as.Port)
+	}
+	if cHost, cPort, err := net.SplitHostPort(v.c.Connector.Listen); err == nil {
+		if n, err := strconv.Atoi(cPort); err == nil && n != 0 && overlaps(cHost, n) {
+			v.fail("metrics.listen", "%q overlaps the connector listener %q; use another port", listen, v.c.Connector.Listen)
+		}
 	}
 }
 

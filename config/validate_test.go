@@ -220,6 +220,26 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,
 		},
 		{
+			name:    "negative login alert delay",
+			changes: []change{{"permissions:", "bridge:\n  login_alert_after: -1m\npermissions:"}},
+			want:    `config.yaml: bridge.login_alert_after: must not be negative (0 turns the notice off), got -1m0s`,
+		},
+		{
+			name:    "bad metrics.listen",
+			changes: []change{{"permissions:", "metrics:\n  listen: 9090\npermissions:"}},
+			want:    `config.yaml: metrics.listen: not a host:port address: "9090" (leave it empty to disable metrics)`,
+		},
+		{
+			name:    "metrics.listen on the appservice port",
+			changes: []change{{"permissions:", "metrics:\n  listen: 0.0.0.0:29333\npermissions:"}},
+			want:    `config.yaml: metrics.listen: "0.0.0.0:29333" overlaps the appservice listener on port 29333; use another port`,
+		},
+		{
+			name:    "metrics.listen on the connector port",
+			changes: []change{{"permissions:", "metrics:\n  listen: 127.0.0.1:29334\npermissions:"}},
+			want:    `config.yaml: metrics.listen: "127.0.0.1:29334" overlaps the connector listener "127.0.0.1:29334"; use another port`,
+		},
+		{
 			name:    "bad log format",
 			changes: []change{{"permissions:", "logging:\n  format: xml\npermissions:"}},
 			want:    `config.yaml: logging.format: unknown value "xml" (want one of pretty, json)`,
@@ -294,5 +314,15 @@ func TestRegistrationModeAllowsMissingTokens(t *testing.T) {
 	bad := edit(t, minimalYAML, "  type: sqlite3", "  type: mysql")
 	if _, _, err := parse("config.yaml", []byte(bad), none, modeRegistration); err == nil {
 		t.Fatal("registration mode accepted an unknown database type")
+	}
+}
+
+func TestMetricsListen(t *testing.T) {
+	if cfg := mustParse(t, minimalYAML); cfg.Metrics.Listen != "" {
+		t.Errorf("metrics.listen defaults to %q, want empty (off)", cfg.Metrics.Listen)
+	}
+	src := edit(t, minimalYAML, "permissions:", "metrics:\n  listen: 127.0.0.1:29335\npermissions:")
+	if cfg := mustParse(t, src); cfg.Metrics.Listen != "127.0.0.1:29335" {
+		t.Errorf("metrics.listen = %q", cfg.Metrics.Listen)
 	}
 }

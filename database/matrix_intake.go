@@ -44,6 +44,9 @@ type MXEvent struct {
 	RoomID   id.RoomID
 	Data     []byte
 	Attempts int
+	// ReceivedAt is when the appservice transaction carrying it was taken
+	// in (millisecond precision); zero for an event not read from the table.
+	ReceivedAt time.Time
 }
 
 // Insert stores an event and reports whether it is new; an event id seen
@@ -63,15 +66,19 @@ func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id
 func scanMXEvent(row dbutil.Scannable) (*MXEvent, error) {
 	var e MXEvent
 	var data string
-	err := row.Scan(&e.Seq, &e.EventID, &e.RoomID, &data, &e.Attempts)
+	var received int64
+	err := row.Scan(&e.Seq, &e.EventID, &e.RoomID, &data, &e.Attempts, &received)
 	e.Data = []byte(data)
+	if received > 0 {
+		e.ReceivedAt = time.UnixMilli(received)
+	}
 	return &e, err
 }
 
 // Pending lists events not yet handled with seq > after, in order, at most limit.
 func (q *MXEventQuery) Pending(ctx context.Context, after int64, limit int) ([]*MXEvent, error) {
 	return queryMany(ctx, q.db, scanMXEvent, `
-		SELECT seq, event_id, room_id, data, attempts FROM mx_event WHERE done=false AND seq>$1 ORDER BY seq LIMIT $2`, after, limit)
+		SELECT seq, event_id, room_id, data, attempts, received_at FROM mx_event WHERE done=false AND seq>$1 ORDER BY seq LIMIT $2`, after, limit)
 }
 
 // MarkDone marks an event handled; errMsg is set when it was parked instead.

@@ -81,6 +81,8 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			} else if err != nil {
 				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result")
 				return
+			} else {
+				m.metrics.CommandDone(pc.Txn, pc.Op, true)
 			}
 			continue
 		}
@@ -139,6 +141,7 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 // commandFailed tells the user, in the room, that their action did not reach
 // the network, so that nobody believes an undelivered message arrived.
 func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand, cause error) {
+	m.metrics.CommandDone(pc.Txn, pc.Op, false)
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}

@@ -128,7 +128,11 @@ func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *co
 		return m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, "")
 	}
 	m.retry(ctx, row.Attempts, func(ctx context.Context) error {
-		return m.applyRemote(ctx, row.ConnectorID, ev, done)
+		err := m.applyRemote(ctx, row.ConnectorID, ev, done)
+		if err == nil {
+			m.metrics.RemoteApplied(row.ConnectorID, row.Seq, row.Kind)
+		}
+		return err
 	}, func(ctx context.Context, err error, attempts int) error {
 		return m.db.Inbox.AddAttempt(ctx, row.ConnectorID, row.Seq, err.Error())
 	}, func(ctx context.Context, err error) {
@@ -139,6 +143,7 @@ func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *co
 
 func (m *Manager) park(ctx context.Context, row *database.InboxRow, err error) {
 	zerolog.Ctx(ctx).Error().Err(err).Msg("Giving up on connector event, parking it")
+	m.metrics.RemoteParked(row.ConnectorID, row.Seq, row.Kind)
 	if err := m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, err.Error()); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to park connector event")
 	}
@@ -154,6 +159,7 @@ func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 		return m.db.MXEvent.AddAttempt(ctx, row.Seq, err.Error())
 	}, func(ctx context.Context, err error) {
 		log.Error().Err(err).Msg("Giving up on Matrix event, parking it")
+		m.metrics.MatrixParked()
 		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
 			log.Err(err).Msg("Failed to park Matrix event")
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/netguard"
 	"github.com/dmbridge/dmbridge/puppet"
 )
@@ -41,6 +42,8 @@ type Manager struct {
 	direct *puppet.Direct
 	conn   Connector
 	log    zerolog.Logger
+	// metrics counts what the portals finish; nil records nothing.
+	metrics *metrics.Metrics
 	// mediaHTTP fetches attachments from connector URLs; see media.go.
 	mediaHTTP *http.Client
 	// chats and rooms: see chatlocks.go and membership.go.
@@ -100,6 +103,10 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 
 // SetConnector gives the manager the connector server to send commands to.
 func (m *Manager) SetConnector(c Connector) { m.conn = c }
+
+// SetMetrics gives the manager the instance's metrics. It must be called
+// before Start.
+func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {

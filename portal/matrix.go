@@ -110,6 +110,7 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", op, err)
 	}
+	m.metrics.CommandQueued(cmd.Txn, row.ReceivedAt)
 	m.flushCommands(ctx, p.RoomID)
 	return nil
 }

@@ -145,3 +145,7 @@ func FreePort(t testing.TB) int {
 	}
 	return port
 }
+
+// Pid is Dendrite's process id, for tests that pause it (SIGSTOP) to hold
+// the bridge's homeserver calls.
+func (hs *Homeserver) Pid() int { return hs.d.Pid() }

@@ -1,0 +1,126 @@
+package database
+
+import (
+	"context"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// StatsQuery reads the counts that metrics and health report. It spans
+// tables, so it is built on demand instead of being one of the per-table
+// query structs.
+type StatsQuery struct{ db *dbutil.Database }
+
+// Stats returns the query struct for counts across tables.
+func (db *Database) Stats() *StatsQuery { return &StatsQuery{db.Database} }
+
+// Counts are the sizes an operator watches.
+type Counts struct {
+	// InboxPending: connector events stored but not yet applied.
+	InboxPending int64
+	// MatrixPending: Matrix events stored but not yet handled.
+	MatrixPending int64
+	// PendingCommands: commands to connectors whose result is not stored.
+	PendingCommands int64
+	// ParkedRemote and ParkedMatrix: events given up on and kept with
+	// their error (Matrix ones are kept for a day, see Prune).
+	ParkedRemote int64
+	ParkedMatrix int64
+	Portals      int64
+	Ghosts       int64
+}
+
+// Counts reads every count in one round trip. Each subquery is served by an
+// index or by a table that pruning keeps small (done inbox rows go, parked
+// ones stay).
+func (q *StatsQuery) Counts(ctx context.Context) (*Counts, error) {
+	var c Counts
+	err := q.db.QueryRow(ctx, `
+		SELECT
+			(SELECT COUNT(*) FROM inbox WHERE done=false),
+			(SELECT COUNT(*) FROM mx_event WHERE done=false),
+			(SELECT COUNT(*) FROM pending_command),
+			(SELECT COUNT(*) FROM inbox WHERE done=true AND error<>''),
+			(SELECT COUNT(*) FROM mx_event WHERE done=true AND error<>''),
+			(SELECT COUNT(*) FROM portal),
+			(SELECT COUNT(*) FROM ghost)`).Scan(
+		&c.InboxPending, &c.MatrixPending, &c.PendingCommands, &c.ParkedRemote, &c.ParkedMatrix, &c.Portals, &c.Ghosts)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoginStateCount is how many logins of a connector are in a state.
+type LoginStateCount struct {
+	ConnectorID string
+	State       string
+	Count       int64
+}
+
+// LoginStates counts logins by connector and state.
+func (q *StatsQuery) LoginStates(ctx context.Context) ([]*LoginStateCount, error) {
+	return queryMany(ctx, q.db, func(row dbutil.Scannable) (*LoginStateCount, error) {
+		var c LoginStateCount
+		return &c, row.Scan(&c.ConnectorID, &c.State, &c.Count)
+	}, "SELECT connector_id, state, COUNT(*) FROM login GROUP BY connector_id, state ORDER BY connector_id, state")
+}
+
+// LoginStatus is a login's state and since when. Health leaves out the
+// Matrix user; the login alerts need it to find the management room.
+type LoginStatus struct {
+	ID          string
+	ConnectorID string
+	MatrixUser  id.UserID
+	State       string
+	UpdatedAt   time.Time
+}
+
+// LoginStatuses lists logins in id order, at most limit.
+func (q *StatsQuery) LoginStatuses(ctx context.Context, limit int) ([]*LoginStatus, error) {
+	return queryMany(ctx, q.db, func(row dbutil.Scannable) (*LoginStatus, error) {
+		var l LoginStatus
+		var updated int64
+		err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.State, &updated)
+		if updated > 0 {
+			l.UpdatedAt = time.UnixMilli(updated).UTC()
+		}
+		return &l, err
+	}, "SELECT id, connector_id, matrix_user, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
+}
+
+// LoginActivity is when a login's state last changed and when its last
+// bridged message (either way) was sent.
+type LoginActivity struct {
+	StateSince  time.Time
+	LastMessage time.Time
+}
+
+// Activity reads a login's activity; zero times where nothing is known.
+// The message lookup walks the login's part of the message table's primary
+// key, which is fine for a command a user types, not for a hot path.
+func (q *StatsQuery) Activity(ctx context.Context, loginID string) (*LoginActivity, error) {
+	var updated, last int64
+	err := q.db.QueryRow(ctx, `
+		SELECT COALESCE((SELECT updated_at FROM login WHERE id=$1), 0),
+			COALESCE((SELECT MAX(ts) FROM message WHERE login_id=$1), 0)`, loginID).Scan(&updated, &last)
+	if err != nil {
+		return nil, err
+	}
+	var a LoginActivity
+	if updated > 0 {
+		a.StateSince = time.UnixMilli(updated).UTC()
+	}
+	if last > 0 {
+		a.LastMessage = time.UnixMilli(last).UTC()
+	}
+	return &a, nil
+}
+
+// Ping checks that the database answers a query.
+func (q *StatsQuery) Ping(ctx context.Context) error {
+	var one int
+	return q.db.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
