@@ -56,15 +56,16 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 	}
 	portals := portal.NewManager(cfg, db, link, log)
 	srv, err := connector.NewServer(connector.ServerOptions{
-		Token:          cfg.Connector.Token,
-		MaxFrameBytes:  cfg.Connector.MaxFrameBytes,
-		MaxInFlight:    cfg.Connector.MaxInFlight,
-		CommandTimeout: cfg.Connector.CommandTimeout.D(),
-		Bridge:         connector.Software{Name: "dmbridge", Version: Version},
-		Store:          &streamStore{db: db},
-		Handler:        portals,
-		Media:          portals.MediaHandler(),
-		Log:            log.With().Str("component", "connector").Logger(),
+		Token:           cfg.Connector.Token,
+		ConnectorTokens: cfg.ConnectorTokens(),
+		MaxFrameBytes:   cfg.Connector.MaxFrameBytes,
+		MaxInFlight:     cfg.Connector.MaxInFlight,
+		CommandTimeout:  cfg.Connector.CommandTimeout.D(),
+		Bridge:          connector.Software{Name: "dmbridge", Version: Version},
+		Store:           &streamStore{db: db},
+		Handler:         portals,
+		Media:           portals.MediaHandler(),
+		Log:             log.With().Str("component", "connector").Logger(),
 	})
 	if err != nil {
 		_ = db.Close()

@@ -119,7 +119,7 @@ func TestStartChatBotAndProvisioning(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests-0123456789"
 			s.startBridge()
 			t.Cleanup(s.stopBridge)
 			f := s.connectFake(nil)
@@ -136,7 +136,7 @@ func TestStartChatBotAndProvisioning(t *testing.T) {
 			if status != http.StatusOK || res.RoomID != carol || res.Created {
 				t.Errorf("provisioning with the access token = %d %+v, want the existing room %s", status, res, carol)
 			}
-			status, res = s.provision("provisioning-secret-for-tests", s.alice.UserID, "carol@network")
+			status, res = s.provision("provisioning-secret-for-tests-0123456789", s.alice.UserID, "carol@network")
 			if status != http.StatusOK || res.RoomID != carol || res.Created {
 				t.Errorf("provisioning with the shared secret = %d %+v, want the existing room %s", status, res, carol)
 			}

@@ -33,7 +33,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 			if version < 1 {
 				t.Fatalf("version after upgrade = %d, want >= 1", version)
 			}
-			if err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
 			_ = first.Close()
@@ -58,7 +58,7 @@ func TestPortalUniquePerChat(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			db := open(t, target)
-			if err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
@@ -141,7 +141,7 @@ func TestMessageMappingDedup(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			db := open(t, target)
-			_ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
+			_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 			if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
 				t.Fatal(err)
@@ -234,6 +234,36 @@ func TestUpgradeFromV1(t *testing.T) {
 			}
 			if err := upgraded.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$t", ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
 				t.Errorf("pending_command after upgrade: %v", err)
+			}
+		})
+	}
+}
+
+// TestLoginKeepsItsOwner: announcing an existing login for another Matrix
+// user changes nothing; the same owner may update it.
+func TestLoginKeepsItsOwner(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"})
+			if err != nil || !stored {
+				t.Fatalf("first upsert: %v %v", stored, err)
+			}
+			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@m:x", Name: "M"})
+			if err != nil || stored {
+				t.Fatalf("upsert for another owner: stored %v, err %v; want refused", stored, err)
+			}
+			l, err := db.Login.Get(ctx, "l1")
+			if err != nil || l.MatrixUser != "@a:x" || l.ConnectorID != "c" || l.Name != "A" {
+				t.Fatalf("login after a refused move: %+v, %v", l, err)
+			}
+			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A2", State: "connected"})
+			if err != nil || !stored {
+				t.Fatalf("same owner's update: %v %v", stored, err)
+			}
+			if l, _ = db.Login.Get(ctx, "l1"); l.Name != "A2" || l.State != "connected" {
+				t.Fatalf("update not stored: %+v", l)
 			}
 		})
 	}
