@@ -91,7 +91,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return fmt.Errorf("listen for connectors on %s: %w", b.cfg.Connector.Listen, err)
 	}
 	b.connAddr = ln.Addr()
-	b.connServer = &http.Server{Handler: b.Conn, ReadHeaderTimeout: 10 * time.Second}
+	b.connServer = appservice.NewHTTPServer(b.Conn)
 	go func() {
 		if err := b.connServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error().Err(err).Msg("Connector listener failed")
