@@ -71,12 +71,18 @@ func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.E
 	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
 		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
 	}
-	owner, err := m.loginOwner(ctx, ev.Login)
+	return m.checkLogin(ctx, connectorID, ev.Login)
+}
+
+// checkLogin refuses a login that this connector's hello did not get
+// accepted, or whose owner may no longer use the bridge or this connector.
+func (m *Manager) checkLogin(ctx context.Context, connectorID, loginID string) *connector.Error {
+	owner, err := m.loginOwner(ctx, loginID)
 	if err != nil {
 		return &connector.Error{Code: connector.ErrUnknown, Message: "the bridge could not look up the login", Retryable: true}
 	}
 	if owner.connectorID != connectorID {
-		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", ev.Login)}
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", loginID)}
 	}
 	if m.cfg.PermissionLevel(owner.user) < config.LevelUser || !m.cfg.ConnectorMayServe(connectorID, owner.user) {
 		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", owner.user)}
@@ -119,8 +125,14 @@ func (m *Manager) Disconnected(connectorID string) {
 	m.log.Info().Str("connector_id", connectorID).Msg("Connector disconnected")
 }
 
-// Ephemeral handles typing and presence from the network.
+// Ephemeral handles typing and presence from the network, for logins this
+// connector holds only. Ephemerals are never acknowledged and may be lost,
+// so a refused one is dropped with a log line.
 func (m *Manager) Ephemeral(ctx context.Context, connectorID string, e *connector.Ephemeral) {
+	if cerr := m.checkLogin(ctx, connectorID, e.Login); cerr != nil {
+		m.log.Debug().Str("connector_id", connectorID).Str("login_id", e.Login).Str("reason", cerr.Message).Msg("Dropped an ephemeral frame")
+		return
+	}
 	m.remoteEphemeral(connectorID, e)
 }
 

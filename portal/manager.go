@@ -56,6 +56,8 @@ type Manager struct {
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
 	loginOwners sync.Map
+	// ephemeral bounds remote typing and presence; see ephemeral_bound.go.
+	ephemeral ephemeralGate
 }
 
 // NewManager wires the portal manager. SetConnector must be called before Start.
