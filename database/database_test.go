@@ -2,6 +2,8 @@ package database_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -266,5 +268,36 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 				t.Fatalf("update not stored: %+v", l)
 			}
 		})
+	}
+}
+
+// TestSQLiteFileIsPrivate: the bridge's SQLite file and its WAL are
+// readable by their owner only, whatever the umask allows.
+func TestSQLiteFileIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bridge.db")
+	for _, dialect := range []string{"sqlite3-fk-wal", "sqlite3"} {
+		_ = os.Remove(path)
+		db, err := database.Open(context.Background(), dialect, "file:"+path+"?_txlock=immediate", zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Login.Upsert(context.Background(), &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: %s has mode %v, want 0600", dialect, e.Name(), info.Mode().Perm())
+			}
+		}
+		_ = db.Close()
+		for _, suffix := range []string{"-wal", "-shm"} {
+			_ = os.Remove(path + suffix)
+		}
 	}
 }
