@@ -421,6 +421,9 @@ func TestMediaEndpoint(t *testing.T) {
 		t.Error("a media URL for a connector that is not connected")
 	}
 	h.connect(t, "c")
+	// The welcome can arrive a moment before the server counts the
+	// connection as live.
+	eventually(t, "connector c live", func() bool { return h.srv.Connected("c") })
 	url, ok := h.srv.MediaURL("c", "hs.example", "abc")
 	if !ok || !strings.HasPrefix(url, h.hs.URL+MediaPathPrefix+"hs.example/abc?") {
 		t.Fatalf("MediaURL = %q, %v", url, ok)
@@ -465,6 +468,7 @@ func TestMediaEndpoint(t *testing.T) {
 	if f := mustRead(t, rc); f.Type != TypeWelcome {
 		t.Fatalf("own token, own id: %+v", f)
 	}
+	eventually(t, "connector own live", func() bool { return h.srv.Connected("own") })
 	ownURL, _ := h.srv.MediaURL("own", "hs.example", "abc")
 	if code, _ := get(ownURL, testToken); code != http.StatusForbidden {
 		t.Errorf("an own connector's media with the shared token: %d, want 403", code)
@@ -512,6 +516,7 @@ func TestConnectorTokenBoundToID(t *testing.T) {
 	if f := mustRead(t, holder); f.Type != TypeWelcome {
 		t.Fatalf("own token, own id: %+v", f)
 	}
+	eventually(t, "connector own live", func() bool { return h.srv.Connected("own") })
 	refused(hello(ownToken, "other"), "own token, other id")
 	refused(hello(testToken, "own"), "shared token, an id with its own token")
 	if !h.srv.Connected("own") || h.srv.Connected("other") {
