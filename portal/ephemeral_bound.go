@@ -42,19 +42,18 @@ func (g *ephemeralGate) offer(connectorID, key string, e *connector.Ephemeral, n
 		g.latest = make(map[string]*connector.Ephemeral)
 		g.buckets = make(map[string]*tokenBucket)
 	}
+	if _, waiting := g.latest[key]; waiting {
+		// Free: the waiting job shows this newer state instead, so the
+		// last word (typing stopped, gone offline) is never dropped.
+		g.latest[key] = e
+		return false, false
+	}
 	b := g.buckets[connectorID]
 	if b == nil {
 		b = &tokenBucket{tokens: ephemeralBurst, last: now}
 		g.buckets[connectorID] = b
 	}
-	if !b.take(now) {
-		return false, true
-	}
-	if _, waiting := g.latest[key]; waiting {
-		g.latest[key] = e
-		return false, false
-	}
-	if len(g.latest) >= maxPendingEphemeral {
+	if len(g.latest) >= maxPendingEphemeral || !b.take(now) {
 		return false, true
 	}
 	g.latest[key] = e

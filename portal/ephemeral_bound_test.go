@@ -48,6 +48,13 @@ func TestEphemeralGateBounds(t *testing.T) {
 	if accepted != ephemeralBurst {
 		t.Errorf("accepted %d frames at once, want the burst of %d", accepted, ephemeralBurst)
 	}
+	// Over the rate, a newer state for a waiting key still replaces it.
+	if _, dropped := g.offer("flood", "k0", &connector.Ephemeral{Typing: true}, now); dropped {
+		t.Error("an update of a waiting key was dropped over the rate")
+	}
+	if e := g.take("k0"); e == nil || !e.Typing {
+		t.Errorf("waiting job got %+v, want the newer state", e)
+	}
 	if _, dropped := g.offer("calm", "other", &connector.Ephemeral{}, now); dropped {
 		t.Error("another connector was dropped for the flood")
 	}
