@@ -76,6 +76,7 @@ func TestStartChatAuth(t *testing.T) {
 		{"secret for blocked user", "?user_id=@mallory:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
 		{"secret for a ghost", "?user_id=@dm_bob=40network:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
 		{"secret for the bot", "?user_id=@bridgebot:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for a non-canonical ghost id", "?user_id=@dm_=41:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			starter := &fakeStarter{}

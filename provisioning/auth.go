@@ -95,10 +95,7 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (id.UserID, b
 
 // refuse says why a user may not use the API, or "".
 func (a *API) refuse(user id.UserID) string {
-	if user == a.cfg.BotUserID() {
-		return "The bridge's own users cannot be provisioned"
-	}
-	if _, isGhost := a.cfg.ParseGhostUserID(user); isGhost {
+	if a.cfg.InAppserviceNamespace(user) {
 		return "The bridge's own users cannot be provisioned"
 	}
 	if a.cfg.PermissionLevel(user) < config.LevelUser {
