@@ -114,7 +114,7 @@ func (l *Link) Start() error {
 	if err != nil {
 		return fmt.Errorf("listen for the homeserver on %s: %w", addr, err)
 	}
-	l.server = &http.Server{Handler: l.Handler()}
+	l.server = NewHTTPServer(l.Handler())
 	go func() {
 		if err := l.server.Serve(ln); err != nil && err != http.ErrServerClosed {
 			l.log.Error().Err(err).Msg("Appservice listener failed")

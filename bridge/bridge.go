@@ -75,15 +75,16 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 	portals := portal.NewManager(cfg, db, link, log)
 	portals.SetMetrics(mx)
 	srv, err := connector.NewServer(connector.ServerOptions{
-		Token:          cfg.Connector.Token,
-		MaxFrameBytes:  cfg.Connector.MaxFrameBytes,
-		MaxInFlight:    cfg.Connector.MaxInFlight,
-		CommandTimeout: cfg.Connector.CommandTimeout.D(),
-		Bridge:         connector.Software{Name: "dmbridge", Version: Version},
-		Store:          &streamStore{db: db, metrics: mx},
-		Handler:        observedHandler{Manager: portals, metrics: mx},
-		Media:          portals.MediaHandler(),
-		Log:            log.With().Str("component", "connector").Logger(),
+		Token:           cfg.Connector.Token,
+		ConnectorTokens: cfg.ConnectorTokens(),
+		MaxFrameBytes:   cfg.Connector.MaxFrameBytes,
+		MaxInFlight:     cfg.Connector.MaxInFlight,
+		CommandTimeout:  cfg.Connector.CommandTimeout.D(),
+		Bridge:          connector.Software{Name: "dmbridge", Version: Version},
+		Store:           &streamStore{db: db, metrics: mx},
+		Handler:         observedHandler{Manager: portals, metrics: mx},
+		Media:           portals.MediaHandler(),
+		Log:             log.With().Str("component", "connector").Logger(),
 	})
 	if err != nil {
 		_ = db.Close()
@@ -122,7 +123,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return fmt.Errorf("listen for connectors on %s: %w", b.cfg.Connector.Listen, err)
 	}
 	b.connAddr = ln.Addr()
-	b.connServer = &http.Server{Handler: b.Conn, ReadHeaderTimeout: 10 * time.Second}
+	b.connServer = appservice.NewHTTPServer(b.Conn)
 	go func() {
 		if err := b.connServer.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			b.log.Error().Err(err).Msg("Connector listener failed")

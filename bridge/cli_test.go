@@ -64,7 +64,7 @@ func TestGeneratedRegistrationWorksWithDendrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-c", cfgPath)
-	cmd.Env = append(os.Environ(), "DMBRIDGE_CONNECTOR_TOKEN=token-from-env")
+	cmd.Env = append(os.Environ(), "DMBRIDGE_CONNECTOR_TOKEN=token-from-env-0123456789abcdef0123")
 	var logs strings.Builder
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err = cmd.Start(); err != nil {

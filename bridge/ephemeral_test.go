@@ -211,3 +211,63 @@ func rawList(t *testing.T, items ...any) []json.RawMessage {
 	}
 	return out
 }
+
+// TestEphemeralOnlyForOwnLogins: a second connector cannot make alice's
+// contact type or change its presence through a login it does not hold;
+// the connector that holds the login still can.
+func TestEphemeralOnlyForOwnLogins(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newFidelityStack(t, target, nil)
+			f := s.fidConnect(fakeSetup{})
+			roomID, _ := s.fidPortal(f, "m1", "hi")
+			ctx := context.Background()
+			ghost := s.ghost(fidBob)
+			if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindPresence, Login: testLogin,
+				Contact: fidBob, Presence: "unavailable", StatusMsg: "the real status"}); err != nil {
+				t.Fatal(err)
+			}
+			tesths.WaitFor(t, 20*time.Second, "the real presence", func() (bool, error) {
+				got, err := s.alice.GetPresence(ctx, ghost)
+				return err == nil && got.StatusMsg == "the real status", err
+			})
+
+			raw := s.rawHello(t)
+			for _, e := range []*connector.Ephemeral{
+				{Kind: connector.KindTyping, Login: testLogin, Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 60000},
+				{Kind: connector.KindPresence, Login: testLogin, Contact: fidBob, Presence: "online", StatusMsg: "hijacked"},
+			} {
+				if err := raw.WriteFrame(connector.Frame{Type: connector.TypeEphemeral}, e); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Something both connectors' frames have passed by now.
+			f.send(textFrom(fidBob, "m2", "marker"))
+			s.waitMessage(roomID, "marker")
+			deadline := time.Now().Add(2 * time.Second)
+			for time.Now().Before(deadline) {
+				got, err := s.alice.GetPresence(ctx, ghost)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.StatusMsg == "hijacked" {
+					t.Fatal("another connector set the ghost's presence through alice's login")
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			for _, evt := range s.sync.Events(roomID) {
+				if evt.Type.Type == event.EphemeralEventTyping.Type && slices.Contains(evt.Content.AsTyping().UserIDs, ghost) {
+					t.Fatal("another connector made the ghost type through alice's login")
+				}
+			}
+			// The login's own connector still can.
+			if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindTyping, Login: testLogin,
+				Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 20000}); err != nil {
+				t.Fatal(err)
+			}
+			s.fidRoomEvent(roomID, event.EphemeralEventTyping, func(evt *event.Event) bool {
+				return slices.Contains(evt.Content.AsTyping().UserIDs, ghost)
+			})
+		})
+	}
+}

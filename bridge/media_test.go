@@ -232,6 +232,28 @@ func TestMediaFromMatrix(t *testing.T) {
 	if r, err := http.Get(a.URL); err != nil || r.StatusCode != http.StatusUnauthorized {
 		t.Errorf("media fetch without token: %v %v", r.StatusCode, err)
 	}
+	// With the token, but for media that was not handed to this connector
+	// (the user's other upload, named without a signature or under the
+	// big image's signature): 403 and none of the file.
+	base, _, _ := strings.Cut(a.URL, "?")
+	other := "http://" + s.cfg.Connector.Listen + connector.MediaPath(small.ContentURI.Homeserver, small.ContentURI.FileID)
+	for name, u := range map[string]string{
+		"unsigned":                   base,
+		"another file":               other,
+		"another file, borrowed sig": other + a.URL[len(base):],
+	} {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		req.Header.Set("Authorization", "Bearer "+testConnectorToken)
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(r.Body)
+		_ = r.Body.Close()
+		if r.StatusCode != http.StatusForbidden || strings.Contains(string(body), "tiny file") || len(body) > 200 {
+			t.Errorf("%s: HTTP %d with %d bytes, want 403 and no file", name, r.StatusCode, len(body))
+		}
+	}
 
 	// Over the size limit: a notice, no command.
 	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{

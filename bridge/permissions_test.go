@@ -29,7 +29,7 @@ func TestBlockedUserIsRefused(t *testing.T) {
 
 	// The operator blocks mallory and restarts the bridge.
 	s.stopBridge()
-	s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+	s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests-0123456789"
 	s.cfg.Permissions = config.Permissions{"localhost": config.LevelUser, string(mallory.UserID): config.LevelBlock}
 	s.startBridge()
 	f := s.connectFake(nil)
@@ -52,7 +52,7 @@ func TestBlockedUserIsRefused(t *testing.T) {
 	if status, res := s.provision(mallory.AccessToken, "", "bob@network"); status != http.StatusForbidden {
 		t.Errorf("provisioning with a blocked user's token = %d %+v, want 403", status, res)
 	}
-	if status, res := s.provision("provisioning-secret-for-tests", mallory.UserID, "bob@network"); status != http.StatusForbidden {
+	if status, res := s.provision("provisioning-secret-for-tests-0123456789", mallory.UserID, "bob@network"); status != http.StatusForbidden {
 		t.Errorf("provisioning for a blocked user = %d %+v, want 403", status, res)
 	}
 	if status, _ := s.provision("not-a-token", "", "bob@network"); status != http.StatusUnauthorized {

@@ -21,7 +21,7 @@ import (
 )
 
 const (
-	testConnectorToken = "connector-secret-for-tests"
+	testConnectorToken = "connector-secret-for-tests-0123456789"
 	testLogin          = "alice@network"
 )
 
@@ -228,6 +228,8 @@ type fakeSetup struct {
 	caps   *connector.Capabilities
 	store  *connector.MemoryStore
 	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
+	// id and token replace the fake's connector id and the shared token.
+	id, token string
 }
 
 // connectFakeWith starts a fake connector and waits for its welcome. A new
@@ -245,6 +247,13 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	if o.caps != nil {
 		hello.Capabilities = *o.caps
 	}
+	if o.id != "" {
+		hello.Connector.ID = o.id
+	}
+	token := testConnectorToken
+	if o.token != "" {
+		token = o.token
+	}
 	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}}
 	welcomed := make(chan struct{}, 1)
 	handle := f.handle
@@ -258,7 +267,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	}
 	f.client = connector.NewClient(connector.ClientOptions{
 		URL:        "ws://" + s.cfg.Connector.Listen,
-		Token:      testConnectorToken,
+		Token:      token,
 		Hello:      hello,
 		Store:      o.store,
 		Handle:     handle,

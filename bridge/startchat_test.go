@@ -119,7 +119,7 @@ func TestStartChatBotAndProvisioning(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests-0123456789"
 			s.startBridge()
 			t.Cleanup(s.stopBridge)
 			f := s.connectFake(nil)
@@ -136,7 +136,7 @@ func TestStartChatBotAndProvisioning(t *testing.T) {
 			if status != http.StatusOK || res.RoomID != carol || res.Created {
 				t.Errorf("provisioning with the access token = %d %+v, want the existing room %s", status, res, carol)
 			}
-			status, res = s.provision("provisioning-secret-for-tests", s.alice.UserID, "carol@network")
+			status, res = s.provision("provisioning-secret-for-tests-0123456789", s.alice.UserID, "carol@network")
 			if status != http.StatusOK || res.RoomID != carol || res.Created {
 				t.Errorf("provisioning with the shared secret = %d %+v, want the existing room %s", status, res, carol)
 			}
@@ -272,4 +272,52 @@ func (s *stack) provision(token string, user id.UserID, identifier string) (int,
 		s.t.Fatalf("provisioning answer %d is not JSON: %s", resp.StatusCode, data)
 	}
 	return resp.StatusCode, res
+}
+
+// TestRefusedInviteLeavesNoGhost: invites of ghosts that end in a refusal
+// (a DM with a third person, a user without a login) leave no ghost in the
+// bridge's database; an accepted one records its ghost. (The homeserver
+// account may exist: the homeserver's user query registers a ghost before
+// the invite, as the spec asks.)
+func TestRefusedInviteLeavesNoGhost(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			ctx := context.Background()
+			s.connectFake(nil)
+			friend := s.hs.CreateUser(t, "friend")
+			dave := s.ghost("dave@network")
+			crowded, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+				Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{friend.UserID, dave},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.waitNotice(s.sync, crowded.RoomID, dave, string(friend.UserID))
+			s.waitMembership(s.sync, crowded.RoomID, dave, event.MembershipLeave)
+
+			// friend has no login on the bridge.
+			friendSync := tesths.NewSyncWatcher(t, friend)
+			erin := s.ghost("erin@network")
+			noLogin := s.createDM(friend, erin)
+			s.waitNotice(friendSync, noLogin, erin, "cannot reach")
+			s.waitMembership(friendSync, noLogin, erin, event.MembershipLeave)
+
+			for _, g := range []id.UserID{dave, erin} {
+				if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", g); n != 0 {
+					t.Errorf("refused invite left %d ghost rows for %s", n, g)
+				}
+			}
+
+			// An accepted invite does record its ghost.
+			carol := s.ghost("carol@network")
+			room := s.createDM(s.alice, carol)
+			if got := s.roomOf("carol@network"); got != room {
+				t.Fatalf("portal of carol is %s, want the invited room %s", got, room)
+			}
+			if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", carol); n != 1 {
+				t.Errorf("accepted invite: %d ghost rows for %s, want 1", n, carol)
+			}
+		})
+	}
 }

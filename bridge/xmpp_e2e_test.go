@@ -245,12 +245,17 @@ func TestXMPPTypingAndReadMarkers(t *testing.T) {
 func TestXMPPVCardRenameFollows(t *testing.T) {
 	x := newXMPPStack(t)
 	ghost := x.ghostID()
-	// Mutual presence subscription: the connector accepts bob's request
-	// and asks back, and from then on Prosody notifies alice's account of
-	// bob's profile changes (PEP).
+	// alice starts the chat from Matrix, which adds bob to her roster;
+	// then the connector accepts bob's subscription request and asks back
+	// (mutual subscription), and from then on Prosody notifies alice's
+	// account of bob's profile changes (PEP).
+	started := x.createDM(x.alice, ghost)
+	room := x.portal()
+	if room != started {
+		t.Fatalf("portal %s, want the DM alice started %s", room, started)
+	}
 	x.bob.Subscribe(t, x.login)
 	x.bobSays("hi, I'm bob")
-	room := x.portal()
 	x.waitMessage(room, "hi, I'm bob")
 
 	x.bob.SetVCard(t, "Bob Builder", nil, "")

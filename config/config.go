@@ -96,11 +96,17 @@ type DatabaseConfig struct {
 
 // ConnectorConfig is the websocket endpoint connectors dial into.
 type ConnectorConfig struct {
-	Listen         string   `yaml:"listen"`
-	Token          string   `yaml:"token"`
-	MaxFrameBytes  int64    `yaml:"max_frame_bytes"`
-	MaxInFlight    int      `yaml:"max_in_flight"`
-	CommandTimeout Duration `yaml:"command_timeout"`
+	Listen string `yaml:"listen"`
+	// Token is the shared token: a connector that presents it may use any
+	// connector id not listed in Connectors and serve every user the
+	// permissions allow.
+	Token string `yaml:"token"`
+	// Connectors gives single connectors a token of their own and limits
+	// the Matrix users they may serve.
+	Connectors     []ConnectorAccess `yaml:"connectors"`
+	MaxFrameBytes  int64             `yaml:"max_frame_bytes"`
+	MaxInFlight    int               `yaml:"max_in_flight"`
+	CommandTimeout Duration          `yaml:"command_timeout"`
 }
 
 // DoublePuppetConfig maps a server name to "as_token:<token>" of an

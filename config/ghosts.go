@@ -182,3 +182,19 @@ func (c *Config) GhostDisplayname(name, contactID string) string {
 	}
 	return out
 }
+
+// InAppserviceNamespace reports whether userID belongs to the bridge itself:
+// the bot, or any user id the registration's ghost namespace claims (also
+// spellings ParseGhostUserID does not treat as a contact).
+func (c *Config) InAppserviceNamespace(userID id.UserID) bool {
+	if userID == c.BotUserID() {
+		return true
+	}
+	localpart, server, err := userID.Parse()
+	if err != nil || server != c.Homeserver.Domain {
+		return false
+	}
+	t := c.ghostTemplate()
+	return len(localpart) > len(t.prefix)+len(t.suffix) &&
+		strings.HasPrefix(localpart, t.prefix) && strings.HasSuffix(localpart, t.suffix)
+}

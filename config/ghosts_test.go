@@ -118,3 +118,21 @@ func TestBotUserID(t *testing.T) {
 		t.Errorf("BotUserID = %q", got)
 	}
 }
+
+func TestInAppserviceNamespace(t *testing.T) {
+	c := Default()
+	c.Homeserver.Domain = "localhost"
+	c.Appservice.Bot.Username = "dmbridgebot"
+	for user, want := range map[string]bool{
+		"@dmbridgebot:localhost":          true,
+		"@dm_bob=40network:localhost":     true,
+		"@dm_=41:localhost":               true, // not a canonical ghost id, still the bridge's
+		"@dm_:localhost":                  false,
+		"@alice:localhost":                false,
+		"@dm_bob=40network:elsewhere.org": false,
+	} {
+		if got := c.InAppserviceNamespace(id.UserID(user)); got != want {
+			t.Errorf("InAppserviceNamespace(%s) = %v, want %v", user, got, want)
+		}
+	}
+}

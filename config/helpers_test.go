@@ -25,12 +25,15 @@ permissions:
   localhost: user
 `
 
+// testConnectorToken is long enough for MinSecretLength.
+const testConnectorToken = "connector-secret-0123456789abcdef"
+
 // testEnv supplies the secrets a running bridge needs.
 func testEnv(extra map[string]string) lookupEnvFunc {
 	env := map[string]string{
 		"DMBRIDGE_AS_TOKEN":        "as-secret",
 		"DMBRIDGE_HS_TOKEN":        "hs-secret",
-		"DMBRIDGE_CONNECTOR_TOKEN": "connector-secret",
+		"DMBRIDGE_CONNECTOR_TOKEN": testConnectorToken,
 	}
 	for k, v := range extra {
 		env[k] = v

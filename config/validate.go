@@ -50,6 +50,7 @@ func (c *Config) validate(mode validationMode) error {
 	v.permissions()
 	v.bridge()
 	v.metrics()
+	v.secret("provisioning.shared_secret", c.Provisioning.SharedSecret)
 	v.logging()
 	return v.err
 }
@@ -198,11 +199,13 @@ func (v *validator) connector() {
 	if v.required("connector.listen", cc.Listen) {
 		v.listenAddress(cc.Listen)
 	}
-	if v.mode == modeRun && cc.Token == "" {
+	if v.mode == modeRun && cc.Token == "" && len(cc.Connectors) == 0 {
 		v.fail("connector.token", "empty, and the bridge refuses to accept connectors without a token; "+
 			"set connector.token in %s or the DMBRIDGE_CONNECTOR_TOKEN environment variable to a long random string "+
 			"(e.g. from `openssl rand -hex 32`) and give the connector the same token", orDefault(v.c.Path, "the config file"))
 	}
+	v.secret("connector.token", cc.Token)
+	v.connectorAccess()
 	v.positive("connector.max_frame_bytes", cc.MaxFrameBytes)
 	v.positive("connector.max_in_flight", int64(cc.MaxInFlight))
 	if cc.CommandTimeout <= 0 {

@@ -4,11 +4,13 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"maunium.net/go/mautrix/id"
 )
 
 func TestMinimalConfigIsValid(t *testing.T) {
 	cfg := mustParse(t, minimalYAML)
-	if cfg.Connector.Token != "connector-secret" || cfg.Appservice.ASToken != "as-secret" {
+	if cfg.Connector.Token != testConnectorToken || cfg.Appservice.ASToken != "as-secret" {
 		t.Errorf("environment overrides not applied: %+v", cfg.Appservice)
 	}
 	if got := cfg.EnvOverrides()["connector.token"]; got != "DMBRIDGE_CONNECTOR_TOKEN" {
@@ -179,9 +181,54 @@ func TestValidationErrors(t *testing.T) {
 			want:  "config.yaml: connector.token: empty, and the bridge refuses to accept connectors without a token; set connector.token in config.yaml or the DMBRIDGE_CONNECTOR_TOKEN environment variable",
 		},
 		{
+			name: "short connector token",
+			env:  map[string]string{"DMBRIDGE_CONNECTOR_TOKEN": "hunter2"},
+			want: "config.yaml: connector.token: too short (7 characters); use at least 32 random characters, e.g. from `openssl rand -hex 32`",
+		},
+		{
+			name:    "short provisioning secret",
+			changes: []change{{"permissions:", "provisioning:\n  shared_secret: hunter2\npermissions:"}},
+			want:    "config.yaml: provisioning.shared_secret: too short (7 characters); use at least 32 random characters",
+		},
+		{
+			name:    "listed connector without id",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - token: " + testConnectorToken + "-b\n    allowed_servers: [localhost]"}},
+			want:    "config.yaml: connector.connectors[0].id: required but missing",
+		},
+		{
+			name:    "listed connector with a short token",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: short\n    allowed_servers: [localhost]"}},
+			want:    "config.yaml: connector.connectors[0].token: too short (5 characters)",
+		},
+		{
+			name:    "listed connector with the shared token",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "\n    allowed_servers: [localhost]"}},
+			want:    "config.yaml: connector.connectors[0].token: the same token as connector.token or another connector",
+		},
+		{
+			name:    "listed connector serving no one",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b"}},
+			want:    "config.yaml: connector.connectors[0]: needs allowed_users or allowed_servers",
+		},
+		{
+			name:    "listed connector with a bad user",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_users: [alice]"}},
+			want:    `config.yaml: connector.connectors[0].allowed_users[0]: not a valid user id (want @user:server): "alice"`,
+		},
+		{
+			name:    "listed connector with a bad server",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_servers: [\"bad server\"]"}},
+			want:    `config.yaml: connector.connectors[0].allowed_servers[0]: not a valid Matrix server name: "bad server"`,
+		},
+		{
+			name:    "listed connector twice",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - {id: xmpp, token: " + testConnectorToken + "-b, allowed_servers: [localhost]}\n  - {id: xmpp, token: " + testConnectorToken + "-c, allowed_servers: [localhost]}"}},
+			want:    `config.yaml: connector.connectors[1].id: connector id "xmpp" is listed twice`,
+		},
+		{
 			name:  "empty as_token",
 			noEnv: true,
-			env:   map[string]string{"DMBRIDGE_CONNECTOR_TOKEN": "c"},
+			env:   map[string]string{"DMBRIDGE_CONNECTOR_TOKEN": testConnectorToken},
 			want:  "config.yaml: appservice.as_token: empty; run the bridge with -g first",
 		},
 		{
@@ -324,5 +371,35 @@ func TestMetricsListen(t *testing.T) {
 	src := edit(t, minimalYAML, "permissions:", "metrics:\n  listen: 127.0.0.1:29335\npermissions:")
 	if cfg := mustParse(t, src); cfg.Metrics.Listen != "127.0.0.1:29335" {
 		t.Errorf("metrics.listen = %q", cfg.Metrics.Listen)
+	}
+}
+
+// TestConnectorAccess: a listed connector may serve its users and servers
+// only; an unlisted id (reached with the shared token) anyone permitted, and
+// the listed connectors alone make a valid config without a shared token.
+func TestConnectorAccess(t *testing.T) {
+	src := edit(t, minimalYAML, "  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n"+
+		"  - {id: a, token: "+testConnectorToken+"-a, allowed_users: [\"@bob:other.example\"], allowed_servers: [localhost]}")
+	env := testEnv(map[string]string{"DMBRIDGE_CONNECTOR_TOKEN": ""})
+	cfg, _, err := parse("config.yaml", []byte(src), env, modeRun)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		connector, user string
+		want            bool
+	}{
+		{"a", "@alice:localhost", true},
+		{"a", "@bob:other.example", true},
+		{"a", "@carol:other.example", false},
+		{"a", "@mallory:evil.example", false},
+		{"shared", "@mallory:evil.example", true},
+	} {
+		if got := cfg.ConnectorMayServe(tc.connector, id.UserID(tc.user)); got != tc.want {
+			t.Errorf("ConnectorMayServe(%s, %s) = %v, want %v", tc.connector, tc.user, got, tc.want)
+		}
+	}
+	if tokens := cfg.ConnectorTokens(); tokens["a"] != testConnectorToken+"-a" || len(tokens) != 1 {
+		t.Errorf("ConnectorTokens() = %v", tokens)
 	}
 }

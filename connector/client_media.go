@@ -3,18 +3,22 @@ package connector
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 )
 
 // OpenAttachment returns the content of an attachment the bridge sent in a
 // command: the inline data, or a stream from its url. The caller closes it.
 //
-// The bearer token goes only to the bridge's own listener (the host the
-// client dials); a url anywhere else is fetched without it, so the token
-// never leaks to a third party. A relative url is resolved against the
+// The bearer token goes only to the exact origin (scheme, host and port) of
+// the bridge the client dials, and is not carried along a redirect to
+// another origin; a url anywhere else, an http:// one of a wss:// bridge
+// included, is fetched without it, so the token never leaks to a third
+// party or travels unencrypted. A relative url is resolved against the
 // bridge. httpClient nil means http.DefaultClient.
 func (c *Client) OpenAttachment(ctx context.Context, httpClient *http.Client, a *Attachment) (io.ReadCloser, error) {
 	if a.URL == "" {
@@ -35,8 +39,9 @@ func (c *Client) OpenAttachment(ctx context.Context, httpClient *http.Client, a 
 	if err != nil {
 		return nil, fmt.Errorf("attachment url: %w", err)
 	}
-	if target.Host == bridge.Host {
+	if sameOrigin(target, bridge) {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
+		httpClient = keepTokenAtOrigin(httpClient, bridge)
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
@@ -64,4 +69,42 @@ func (c *Client) bridgeHTTPURL() (*url.URL, error) {
 		u.Scheme = "http"
 	}
 	return u, nil
+}
+
+// sameOrigin compares scheme, host and port, with the scheme's default port
+// filled in.
+func sameOrigin(a, b *url.URL) bool {
+	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) &&
+		portOf(a) == portOf(b)
+}
+
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if strings.EqualFold(u.Scheme, "https") {
+		return "443"
+	}
+	return "80"
+}
+
+// keepTokenAtOrigin returns a copy of hc that drops the Authorization header
+// on a redirect leaving origin (the standard client keeps it for the same
+// host on another port or scheme).
+func keepTokenAtOrigin(hc *http.Client, origin *url.URL) *http.Client {
+	c := *hc
+	next := hc.CheckRedirect
+	c.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+		if !sameOrigin(req.URL, origin) {
+			req.Header.Del("Authorization")
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("stopped after 10 redirects")
+		}
+		return nil
+	}
+	return &c
 }

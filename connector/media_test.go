@@ -79,3 +79,50 @@ func TestOpenAttachmentToken(t *testing.T) {
 		t.Errorf("a third-party host got Authorization %q", auth)
 	}
 }
+
+// TestOpenAttachmentTokenExactOrigin: the token goes to the exact origin of
+// the bridge URL, so neither an http:// URL of a wss:// bridge on the same
+// host and port, nor a redirect from the bridge to another port, gets it.
+func TestOpenAttachmentTokenExactOrigin(t *testing.T) {
+	seen := make(chan string, 4)
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")
+		_, _ = io.WriteString(w, "elsewhere")
+	}))
+	defer other.Close()
+	bridge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, other.URL+"/file", http.StatusFound)
+			return
+		}
+		_, _ = io.WriteString(w, "plain")
+	}))
+	defer bridge.Close()
+	ctx := context.Background()
+	open := func(c *Client, url string) {
+		t.Helper()
+		body, err := c.OpenAttachment(ctx, nil, &Attachment{Name: "f", URL: url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, body)
+		_ = body.Close()
+	}
+
+	// The client believes it talks TLS to this host and port.
+	tlsClient := NewClient(ClientOptions{URL: strings.Replace(bridge.URL, "http://", "wss://", 1), Token: "secret"})
+	open(tlsClient, bridge.URL+"/file")
+	if auth := <-seen; auth != "" {
+		t.Errorf("an http:// URL of a wss:// bridge got Authorization %q", auth)
+	}
+
+	plain := NewClient(ClientOptions{URL: strings.Replace(bridge.URL, "http://", "ws://", 1), Token: "secret"})
+	open(plain, bridge.URL+"/redirect")
+	if auth := <-seen; auth != "Bearer secret" {
+		t.Errorf("the bridge got Authorization %q, want the token", auth)
+	}
+	if auth := <-seen; auth != "" {
+		t.Errorf("a redirect to another port carried Authorization %q", auth)
+	}
+}

@@ -2,7 +2,9 @@ package connector
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -65,8 +67,17 @@ type LoginRefusal struct {
 
 // ServerOptions configures NewServer. Zero durations and sizes take the defaults.
 type ServerOptions struct {
-	// Token is the bearer token connectors must present. Required.
+	// Token is the shared bearer token: a connector presenting it may use
+	// any connector id that has no token of its own. Required unless
+	// ConnectorTokens has one.
 	Token string
+	// ConnectorTokens maps a connector id to a token of its own. A
+	// connector presenting it may say only that id in its hello, and that
+	// id is refused with the shared token.
+	ConnectorTokens map[string]string
+	// MediaURLTTL is how long a media URL handed out in a command stays
+	// valid (default 1h).
+	MediaURLTTL time.Duration
 	// MaxFrameBytes is the largest frame accepted (default 1 MiB).
 	MaxFrameBytes int64
 	// MaxInFlight is sent in welcome (default 256).
@@ -110,6 +121,9 @@ func (o *ServerOptions) setDefaults() {
 	if o.AckDelay <= 0 {
 		o.AckDelay = 20 * time.Millisecond
 	}
+	if o.MediaURLTTL <= 0 {
+		o.MediaURLTTL = time.Hour
+	}
 	if o.AckEvery <= 0 {
 		o.AckEvery = min(64, o.MaxInFlight)
 	}
@@ -121,7 +135,11 @@ type Server struct {
 	opts     ServerOptions
 	log      zerolog.Logger
 	upgrader websocket.Upgrader
-	tokenSum [32]byte
+	tokens   tokenSet
+	// mediaKey signs the media URLs handed to connectors. It lives only
+	// as long as the process: commands get fresh URLs when they are
+	// (re)sent, so nothing signed needs to survive a restart.
+	mediaKey []byte
 
 	ctx    context.Context // cancelled by Close; parent of every connection's context
 	cancel context.CancelFunc
@@ -138,7 +156,7 @@ type Server struct {
 // NewServer checks the options and returns a server ready to be mounted.
 func NewServer(opts ServerOptions) (*Server, error) {
 	switch {
-	case opts.Token == "":
+	case opts.Token == "" && len(opts.ConnectorTokens) == 0:
 		return nil, errors.New("connector server: token is required")
 	case opts.Store == nil:
 		return nil, errors.New("connector server: store is required")
@@ -152,11 +170,20 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.DeadAfter <= opts.PingInterval {
 		return nil, errors.New("connector server: dead_after must be longer than ping_interval")
 	}
+	tokens, err := newTokenSet(opts.Token, opts.ConnectorTokens)
+	if err != nil {
+		return nil, err
+	}
+	mediaKey := make([]byte, 32)
+	if _, err := rand.Read(mediaKey); err != nil {
+		return nil, fmt.Errorf("connector server: media key: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:     opts,
 		log:      opts.Log.With().Str("component", "connector_server").Logger(),
-		tokenSum: hashToken(opts.Token),
+		tokens:   tokens,
+		mediaKey: mediaKey,
 		ctx:      ctx,
 		cancel:   cancel,
 		byID:     make(map[string]*serverConn),

@@ -40,6 +40,8 @@ type serverConn struct {
 	// mediaBase is the scheme://host the connector dialed, set before the
 	// connection runs; media URLs handed to this connector are built on it.
 	mediaBase string
+	// who is what the bearer token authenticated as; set before run.
+	who identity
 
 	out        chan outFrame
 	acks       chan ackNote
@@ -130,6 +132,15 @@ func (c *serverConn) handshake() error {
 		c.rlog.Warn().Str("code", perr.Code).Str("reason", perr.Message).Msg("Refused connector handshake")
 		c.sendErr(refs, perr)
 		c.sendClose(CloseProtocolError, perr.Message)
+		return perr
+	}
+	// Before claiming the id: a token that may not use it must not even
+	// replace the connection that rightly holds it.
+	if reason := c.srv.mayUse(c.who, hello.Connector.ID); reason != "" {
+		c.rlog.Warn().Str("connector_id", hello.Connector.ID).Str("reason", reason).Msg("Refused connector handshake")
+		perr := &Error{Code: ErrForbidden, Message: reason}
+		c.sendErr(refs, perr)
+		c.sendClose(CloseProtocolError, "forbidden connector id")
 		return perr
 	}
 	c.id, c.hello = hello.Connector.ID, hello

@@ -3,6 +3,8 @@ package connector
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,21 +19,79 @@ func hashToken(token string) [32]byte {
 	return sha256.Sum256([]byte(token))
 }
 
-// authorized checks the bearer token in constant time. The token itself is
-// never logged, nor is the header that carries it.
-func (s *Server) authorized(r *http.Request) bool {
+// tokenSet holds the digests of the shared token and of each connector's own.
+type tokenSet struct {
+	shared    [32]byte
+	hasShared bool
+	own       map[string][32]byte // connector id -> digest of its token
+}
+
+func newTokenSet(shared string, own map[string]string) (tokenSet, error) {
+	ts := tokenSet{shared: hashToken(shared), hasShared: shared != "", own: make(map[string][32]byte, len(own))}
+	seen := map[[32]byte]bool{}
+	if ts.hasShared {
+		seen[ts.shared] = true
+	}
+	for id, token := range own {
+		sum := hashToken(token)
+		if id == "" || token == "" || seen[sum] {
+			return tokenSet{}, errors.New("connector server: every connector token needs an id and a value distinct from the others")
+		}
+		seen[sum] = true
+		ts.own[id] = sum
+	}
+	return ts, nil
+}
+
+// identity is who a request authenticated as: the shared token (bound
+// empty) or the token of one connector id (bound).
+type identity struct{ bound string }
+
+// authenticate checks the bearer token against every known token, each in
+// constant time. The token itself is never logged, nor is the header that
+// carries it.
+func (s *Server) authenticate(r *http.Request) (identity, bool) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return false
+		return identity{}, false
 	}
 	sum := hashToken(strings.TrimSpace(token))
-	return subtle.ConstantTimeCompare(sum[:], s.tokenSum[:]) == 1
+	var who identity
+	found := s.tokens.hasShared && subtle.ConstantTimeCompare(sum[:], s.tokens.shared[:]) == 1
+	for id, own := range s.tokens.own {
+		if subtle.ConstantTimeCompare(sum[:], own[:]) == 1 {
+			who, found = identity{bound: id}, true
+		}
+	}
+	return who, found
+}
+
+// mayUse says why who may not act as connectorID, or "" if it may: a
+// connector's own token is good for its id only, and an id with a token of
+// its own is not open to the shared token.
+func (s *Server) mayUse(who identity, connectorID string) string {
+	if who.bound != "" {
+		if who.bound != connectorID {
+			return fmt.Sprintf("this token belongs to connector %q; it cannot be used as %q", who.bound, connectorID)
+		}
+		return ""
+	}
+	if _, reserved := s.tokens.own[connectorID]; reserved {
+		return fmt.Sprintf("connector %q has a token of its own; the shared token cannot be used for it", connectorID)
+	}
+	return ""
 }
 
 func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
-	if !s.authorized(r) {
+	who, ok := s.authenticate(r)
+	if !ok {
 		s.log.Warn().Str("remote", r.RemoteAddr).Msg("Refused media request with a missing or wrong token")
 		http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+		return
+	}
+	if reason := s.checkMediaSignature(who, r); reason != "" {
+		s.log.Warn().Str("remote", r.RemoteAddr).Str("reason", reason).Msg("Refused media request")
+		http.Error(w, reason, http.StatusForbidden)
 		return
 	}
 	if s.opts.Media == nil {
@@ -43,7 +103,8 @@ func (s *Server) serveMedia(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	log := s.log.With().Str("remote", r.RemoteAddr).Logger()
-	if !s.authorized(r) {
+	who, ok := s.authenticate(r)
+	if !ok {
 		log.Warn().Msg("Refused connector with a missing or wrong token")
 		http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
 		return
@@ -68,6 +129,7 @@ func (s *Server) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c := newServerConn(s, ws, log)
 	c.mediaBase = mediaBaseOf(r)
+	c.who = who
 	if !s.track(c) {
 		c.ws.WriteControl(websocket.CloseMessage, closeMessage(websocket.CloseGoingAway, "bridge shutting down"), deadline(writeWait))
 		_ = ws.Close()

@@ -3,6 +3,8 @@ package connector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -395,13 +397,14 @@ func TestKeepAlive(t *testing.T) {
 }
 
 func TestMediaEndpoint(t *testing.T) {
+	const ownToken = "token-of-connector-own-0123456789"
 	h := newHarness(t, func(o *ServerOptions) {
+		o.ConnectorTokens = map[string]string{"own": ownToken}
 		o.Media = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write([]byte("media:" + strings.TrimPrefix(r.URL.Path, MediaPathPrefix)))
 		})
 	})
-	url := h.hs.URL + MediaPathPrefix + "hs.example/abc"
-	get := func(token string) (int, string) {
+	get := func(url, token string) (int, string) {
 		req, _ := http.NewRequest(http.MethodGet, url, nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
@@ -411,20 +414,67 @@ func TestMediaEndpoint(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
-		var b strings.Builder
-		buf := make([]byte, 512)
-		n, _ := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		return resp.StatusCode, b.String()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
 	}
-	if code, _ := get(""); code != http.StatusUnauthorized {
+	if _, ok := h.srv.MediaURL("c", "hs.example", "abc"); ok {
+		t.Error("a media URL for a connector that is not connected")
+	}
+	h.connect(t, "c")
+	// The welcome can arrive a moment before the server counts the
+	// connection as live.
+	eventually(t, "connector c live", func() bool { return h.srv.Connected("c") })
+	url, ok := h.srv.MediaURL("c", "hs.example", "abc")
+	if !ok || !strings.HasPrefix(url, h.hs.URL+MediaPathPrefix+"hs.example/abc?") {
+		t.Fatalf("MediaURL = %q, %v", url, ok)
+	}
+	if code, _ := get(url, ""); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d", code)
 	}
-	if code, _ := get("wrong"); code != http.StatusUnauthorized {
+	if code, _ := get(url, "wrong"); code != http.StatusUnauthorized {
 		t.Errorf("wrong token: %d", code)
 	}
-	if code, body := get(testToken); code != http.StatusOK || body != "media:hs.example/abc" {
-		t.Errorf("with token: %d %q", code, body)
+	if code, body := get(url, testToken); code != http.StatusOK || body != "media:hs.example/abc" {
+		t.Errorf("signed URL with token: %d %q", code, body)
+	}
+	// Anything the bridge did not hand out gets 403 and no bytes.
+	expired := time.Now().Add(-time.Minute).Unix()
+	forbidden := map[string]string{
+		"unsigned":               h.hs.URL + MediaPathPrefix + "hs.example/abc",
+		"other media":            strings.Replace(url, "/abc?", "/abd?", 1),
+		"other connector":        strings.Replace(url, "connector=c", "connector=d", 1),
+		"bad signature":          url[:len(url)-2] + "AA",
+		"own connector's id":     strings.Replace(url, "connector=c", "connector=own", 1),
+		"expired":                fmt.Sprintf("%s%s?connector=c&expires=%d&sig=%s", h.hs.URL, MediaPath("hs.example", "abc"), expired, h.srv.mediaSignature("c", "hs.example", "abc", expired)),
+		"no expiry":              strings.Replace(url, "expires=", "expired=", 1),
+		"a path that is not one": h.hs.URL + MediaPathPrefix + "hs.example/abc/x?" + strings.SplitN(url, "?", 2)[1],
+	}
+	for name, u := range forbidden {
+		if code, body := get(u, testToken); code != http.StatusForbidden || strings.Contains(body, "media:") {
+			t.Errorf("%s: %d %q, want 403 without the media", name, code, body)
+		}
+	}
+	// A connector's own token fetches only what was signed for it.
+	if code, _ := get(url, ownToken); code != http.StatusForbidden {
+		t.Errorf("another connector's media with an own token: %d, want 403", code)
+	}
+	rc, _, err := DialRaw(context.Background(), h.url, ownToken, []string{Subprotocol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.WriteFrame(Frame{Type: TypeHello}, testHello("own")); err != nil {
+		t.Fatal(err)
+	}
+	if f := mustRead(t, rc); f.Type != TypeWelcome {
+		t.Fatalf("own token, own id: %+v", f)
+	}
+	eventually(t, "connector own live", func() bool { return h.srv.Connected("own") })
+	ownURL, _ := h.srv.MediaURL("own", "hs.example", "abc")
+	if code, _ := get(ownURL, testToken); code != http.StatusForbidden {
+		t.Errorf("an own connector's media with the shared token: %d, want 403", code)
+	}
+	if code, body := get(ownURL, ownToken); code != http.StatusOK || body != "media:hs.example/abc" {
+		t.Errorf("own media with own token: %d %q", code, body)
 	}
 	resp, err := http.Get(h.hs.URL + "/elsewhere")
 	if err != nil {
@@ -433,6 +483,48 @@ func TestMediaEndpoint(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("other path: %d", resp.StatusCode)
+	}
+}
+
+// TestConnectorTokenBoundToID: a connector's own token is good for its own
+// id only, the shared token not for an id that has its own, and a refused
+// hello never disturbs the connection that holds the id.
+func TestConnectorTokenBoundToID(t *testing.T) {
+	const ownToken = "token-of-connector-own-0123456789"
+	h := newHarness(t, func(o *ServerOptions) { o.ConnectorTokens = map[string]string{"own": ownToken} })
+	hello := func(token, id string) *RawConn {
+		t.Helper()
+		rc, _, err := DialRaw(context.Background(), h.url, token, []string{Subprotocol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rc.Close() })
+		if err := rc.WriteFrame(Frame{Type: TypeHello}, testHello(id)); err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}
+	refused := func(rc *RawConn, what string) {
+		t.Helper()
+		f := mustRead(t, rc)
+		if f.Type != TypeErr || f.Error == nil || f.Error.Code != ErrForbidden {
+			t.Fatalf("%s: got %+v, want err M_FORBIDDEN", what, f)
+		}
+		expectClose(t, rc, CloseProtocolError)
+	}
+	holder := hello(ownToken, "own")
+	if f := mustRead(t, holder); f.Type != TypeWelcome {
+		t.Fatalf("own token, own id: %+v", f)
+	}
+	eventually(t, "connector own live", func() bool { return h.srv.Connected("own") })
+	refused(hello(ownToken, "other"), "own token, other id")
+	refused(hello(testToken, "own"), "shared token, an id with its own token")
+	if !h.srv.Connected("own") || h.srv.Connected("other") {
+		t.Errorf("connected: own %v, other %v; want the holder untouched", h.srv.Connected("own"), h.srv.Connected("other"))
+	}
+	shared := hello(testToken, "shared")
+	if f := mustRead(t, shared); f.Type != TypeWelcome {
+		t.Fatalf("shared token, free id: %+v", f)
 	}
 }
 
@@ -459,6 +551,8 @@ func TestNewServerOptions(t *testing.T) {
 	base := ServerOptions{Token: "t", Store: newTestStore(t), Handler: newTestHandler()}
 	bad := []func(*ServerOptions){
 		func(o *ServerOptions) { o.Token = "" },
+		func(o *ServerOptions) { o.ConnectorTokens = map[string]string{"a": "t"} },
+		func(o *ServerOptions) { o.ConnectorTokens = map[string]string{"": "x"} },
 		func(o *ServerOptions) { o.Store = nil },
 		func(o *ServerOptions) { o.Handler = nil },
 		func(o *ServerOptions) { o.MaxInFlight = 4; o.AckEvery = 8 },

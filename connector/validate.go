@@ -114,6 +114,10 @@ func (e *Event) Validate() error {
 	return nil
 }
 
+// MaxStatusMsgBytes bounds a presence status message: it is set on a ghost's
+// profile presence, where a longer one only costs the homeserver.
+const MaxStatusMsgBytes = 1024
+
 // Validate checks the fields that the ephemeral's kind requires.
 func (e *Ephemeral) Validate() error {
 	v := validator{kind: e.Kind}
@@ -147,6 +151,9 @@ func (e *Ephemeral) Validate() error {
 			return v.fail("presence", "is required")
 		default:
 			return v.fail("presence", fmt.Sprintf("%q is not one of online, unavailable, offline", e.Presence))
+		}
+		if len(e.StatusMsg) > MaxStatusMsgBytes {
+			return v.fail("status_msg", fmt.Sprintf("is %d bytes, more than the %d allowed", len(e.StatusMsg), MaxStatusMsgBytes))
 		}
 	}
 	return nil

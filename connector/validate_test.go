@@ -108,6 +108,7 @@ func TestEphemeralValidate(t *testing.T) {
 		{Ephemeral{Kind: KindPresence, Login: "a", Presence: PresenceOnline}, "contact"},
 		{Ephemeral{Kind: KindPresence, Login: "a", Contact: "b"}, "presence"},
 		{Ephemeral{Kind: KindPresence, Login: "a", Contact: "b", Presence: "away"}, "presence"},
+		{Ephemeral{Kind: KindPresence, Login: "a", Contact: "b", Presence: PresenceOnline, StatusMsg: strings.Repeat("x", MaxStatusMsgBytes+1)}, "status_msg"},
 	}
 	for _, tc := range bad {
 		var ve *ValidationError

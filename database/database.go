@@ -5,6 +5,7 @@ package database
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	_ "github.com/lib/pq"           // PostgreSQL driver
 	_ "github.com/mattn/go-sqlite3" // SQLite driver
@@ -13,6 +14,7 @@ import (
 	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal dialect
 
 	"github.com/dmbridge/dmbridge/database/upgrades"
+	"github.com/dmbridge/dmbridge/internal/privatefile"
 )
 
 // Database bundles the query structs over one dbutil database.
@@ -58,6 +60,12 @@ func New(db *dbutil.Database) *Database {
 // Open connects to the database of the given dbutil dialect ("sqlite3-fk-wal",
 // "sqlite3" or "postgres") and runs the migrations.
 func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Database, error) {
+	if strings.HasPrefix(dialect, "sqlite") {
+		// The database holds messages and user ids: readable by its owner only.
+		if err := privatefile.CreateSQLite(uri); err != nil {
+			return nil, fmt.Errorf("open %s database: %w", dialect, err)
+		}
+	}
 	raw, err := dbutil.NewWithDialect(uri, dialect)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)

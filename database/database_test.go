@@ -2,6 +2,8 @@ package database_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -34,7 +36,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 			if version < 1 {
 				t.Fatalf("version after upgrade = %d, want >= 1", version)
 			}
-			if err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
 			_ = first.Close()
@@ -59,7 +61,7 @@ func TestPortalUniquePerChat(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			db := open(t, target)
-			if err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
@@ -142,7 +144,7 @@ func TestMessageMappingDedup(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			db := open(t, target)
-			_ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
+			_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 			if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
 				t.Fatal(err)
@@ -265,6 +267,36 @@ func TestUpgradeFromV2(t *testing.T) {
 	}
 }
 
+// TestLoginKeepsItsOwner: announcing an existing login for another Matrix
+// user changes nothing; the same owner may update it.
+func TestLoginKeepsItsOwner(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"})
+			if err != nil || !stored {
+				t.Fatalf("first upsert: %v %v", stored, err)
+			}
+			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@m:x", Name: "M"})
+			if err != nil || stored {
+				t.Fatalf("upsert for another owner: stored %v, err %v; want refused", stored, err)
+			}
+			l, err := db.Login.Get(ctx, "l1")
+			if err != nil || l.MatrixUser != "@a:x" || l.ConnectorID != "c" || l.Name != "A" {
+				t.Fatalf("login after a refused move: %+v, %v", l, err)
+			}
+			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A2", State: "connected"})
+			if err != nil || !stored {
+				t.Fatalf("same owner's update: %v %v", stored, err)
+			}
+			if l, _ = db.Login.Get(ctx, "l1"); l.Name != "A2" || l.State != "connected" {
+				t.Fatalf("update not stored: %+v", l)
+			}
+		})
+	}
+}
+
 // reopenFrom takes a new database back to an older schema with downgrade,
 // then opens it again, which runs the upgrades, and checks it is at the
 // latest version.
@@ -283,4 +315,35 @@ func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *databa
 		t.Fatalf("version after upgrade = %d, %v; want 3", v, err)
 	}
 	return upgraded
+}
+
+// TestSQLiteFileIsPrivate: the bridge's SQLite file and its WAL are
+// readable by their owner only, whatever the umask allows.
+func TestSQLiteFileIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bridge.db")
+	for _, dialect := range []string{"sqlite3-fk-wal", "sqlite3"} {
+		_ = os.Remove(path)
+		db, err := database.Open(context.Background(), dialect, "file:"+path+"?_txlock=immediate", zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Login.Upsert(context.Background(), &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			info, err := e.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Mode().Perm()&0o077 != 0 {
+				t.Errorf("%s: %s has mode %v, want 0600", dialect, e.Name(), info.Mode().Perm())
+			}
+		}
+		_ = db.Close()
+		for _, suffix := range []string{"-wal", "-shm"} {
+			_ = os.Remove(path + suffix)
+		}
+	}
 }

@@ -28,14 +28,23 @@ func scanLogin(row dbutil.Scannable) (*Login, error) {
 	return &l, err
 }
 
-// Upsert stores a login as the connector announced it.
-func (q *LoginQuery) Upsert(ctx context.Context, l *Login) error {
-	_, err := q.db.Exec(ctx, `
+// Upsert stores a login as the connector announced it. A login keeps its
+// Matrix owner for good: announcing an existing login for another user
+// changes nothing and returns false, because moving it would pour the new
+// owner's traffic into the old owner's rooms. The check is part of the one
+// statement, so two hellos racing cannot slip past it.
+func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
+	res, err := q.db.Exec(ctx, `
 		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (id) DO UPDATE SET connector_id=excluded.connector_id, matrix_user=excluded.matrix_user,
-			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at`,
+		ON CONFLICT (id) DO UPDATE SET connector_id=excluded.connector_id,
+			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at
+		WHERE login.matrix_user=excluded.matrix_user`,
 		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli())
-	return err
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 // SetState records a login state change.

@@ -43,7 +43,7 @@ func TestEchoRacingCommandResult(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = db.Close() })
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-			if err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			if _, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err = db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {

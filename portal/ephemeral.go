@@ -17,42 +17,64 @@ import (
 const ephemeralTimeout = 10 * time.Second
 
 // remoteEphemeral shows typing and presence from the network. It is queued on
-// its own lane so the connector's reader never waits for the homeserver.
+// its own lane so the connector's reader never waits for the homeserver;
+// ephemeralGate keeps only the latest update per chat or contact and drops
+// what exceeds the connector's rate.
 func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
+	var key, name string
+	var apply func(ctx context.Context, e *connector.Ephemeral)
 	switch e.Kind {
 	case connector.KindTyping:
 		if e.Chat == nil || e.Sender == nil || e.Sender.IsMe {
 			return
 		}
-		m.lanes.submit("typing/"+e.Login+"/"+e.Chat.ID, "typing", func(ctx context.Context) {
-			ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
-			defer cancel()
-			p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: e.Login, ChatID: e.Chat.ID})
-			if err != nil || p == nil || p.RoomID == "" {
-				return
-			}
-			timeout := time.Duration(e.TimeoutMS) * time.Millisecond
-			if timeout <= 0 {
-				timeout = 30 * time.Second
-			}
-			if _, err = m.ghosts.Intent(p.ContactID).UserTyping(ctx, p.RoomID, e.Typing, timeout); err != nil {
-				m.log.Debug().Err(err).Msg("Failed to set ghost typing")
-			}
-		})
+		key, name, apply = "typing/"+e.Login+"/"+e.Chat.ID, "typing", m.applyRemoteTyping
 	case connector.KindPresence:
-		m.lanes.submit("presence/"+e.Contact, "presence", func(ctx context.Context) {
-			ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
-			defer cancel()
-			ghost, err := m.db.Ghost.Get(ctx, e.Contact)
-			if err != nil || ghost == nil || !ghost.Registered {
-				// Presence of a contact with no ghost has no room to show in.
-				return
-			}
-			err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg)
-			if err != nil {
-				m.log.Debug().Err(err).Msg("Failed to set ghost presence")
-			}
-		})
+		key, name, apply = "presence/"+e.Login+"/"+e.Contact, "presence", m.applyRemotePresence
+	default:
+		return
+	}
+	schedule, dropped := m.ephemeral.offer(connectorID, key, e, time.Now())
+	if dropped {
+		m.log.Debug().Str("connector_id", connectorID).Str("kind", e.Kind).Msg("Dropped an ephemeral frame over the connector's rate")
+	}
+	if !schedule {
+		return
+	}
+	m.lanes.submit(key, name, func(ctx context.Context) {
+		latest := m.ephemeral.take(key)
+		if latest == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+		defer cancel()
+		apply(ctx, latest)
+	})
+}
+
+func (m *Manager) applyRemoteTyping(ctx context.Context, e *connector.Ephemeral) {
+	p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: e.Login, ChatID: e.Chat.ID})
+	if err != nil || p == nil || p.RoomID == "" {
+		return
+	}
+	timeout := time.Duration(e.TimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	timeout = min(timeout, maxTypingTimeout)
+	if _, err = m.ghosts.Intent(p.ContactID).UserTyping(ctx, p.RoomID, e.Typing, timeout); err != nil {
+		m.log.Debug().Err(err).Msg("Failed to set ghost typing")
+	}
+}
+
+func (m *Manager) applyRemotePresence(ctx context.Context, e *connector.Ephemeral) {
+	ghost, err := m.db.Ghost.Get(ctx, e.Contact)
+	if err != nil || ghost == nil || !ghost.Registered {
+		// Presence of a contact with no ghost has no room to show in.
+		return
+	}
+	if err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg); err != nil {
+		m.log.Debug().Err(err).Msg("Failed to set ghost presence")
 	}
 }
 

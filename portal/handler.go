@@ -16,20 +16,29 @@ import (
 // connection's reader goroutine, so they only touch the database or queue work.
 
 // Hello stores the logins the connector announces and refuses those whose
-// Matrix user may not use the bridge.
+// Matrix user may not use the bridge or this connector, those that name the
+// bridge's own users, and those that would move an existing login to
+// another Matrix user. A refused login changes nothing in the database.
 func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []connector.LoginRefusal {
 	var refused []connector.LoginRefusal
 	for _, l := range hello.Logins {
-		if reason := m.refuseLogin(l); reason != "" {
+		if reason := m.refuseLogin(connectorID, l); reason != "" {
 			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: reason})
 			continue
 		}
 		login := &database.Login{
 			ID: l.ID, ConnectorID: connectorID, MatrixUser: id.UserID(l.MatrixUser), Name: l.Name, State: l.State,
 		}
-		if err := m.db.Login.Upsert(ctx, login); err != nil {
+		stored, err := m.db.Login.Upsert(ctx, login)
+		if err != nil {
 			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
 			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
+			continue
+		}
+		if !stored {
+			m.log.Warn().Str("login_id", l.ID).Str("connector_id", connectorID).Msg("Refused a hello that would move a login to another Matrix user")
+			refused = append(refused, connector.LoginRefusal{Login: l.ID,
+				Message: fmt.Sprintf("login %q already belongs to another Matrix user; a login never changes its owner", l.ID)})
 			continue
 		}
 		m.loginOwners.Store(l.ID, loginOwner{connectorID: connectorID, user: login.MatrixUser})
@@ -37,13 +46,21 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 	return refused
 }
 
-func (m *Manager) refuseLogin(l connector.Login) string {
+func (m *Manager) refuseLogin(connectorID string, l connector.Login) string {
 	user := id.UserID(l.MatrixUser)
 	if _, server, err := user.Parse(); err != nil || server == "" {
 		return fmt.Sprintf("%q is not a Matrix user id", l.MatrixUser)
 	}
+	// The bot and the ghosts are the bridge's own puppets: a login they
+	// "owned" would let the network act through them with no person behind it.
+	if m.cfg.InAppserviceNamespace(user) {
+		return fmt.Sprintf("%s is the bridge's own user (its bot or a ghost) and cannot own a login", l.MatrixUser)
+	}
 	if m.cfg.PermissionLevel(user) < config.LevelUser {
 		return fmt.Sprintf("%s is not allowed to use this bridge", l.MatrixUser)
+	}
+	if !m.cfg.ConnectorMayServe(connectorID, user) {
+		return fmt.Sprintf("connector %q is not allowed to serve %s (connector.connectors)", connectorID, l.MatrixUser)
 	}
 	return ""
 }
@@ -54,14 +71,20 @@ func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.E
 	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
 		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
 	}
-	owner, err := m.loginOwner(ctx, ev.Login)
+	return m.checkLogin(ctx, connectorID, ev.Login)
+}
+
+// checkLogin refuses a login that this connector's hello did not get
+// accepted, or whose owner may no longer use the bridge or this connector.
+func (m *Manager) checkLogin(ctx context.Context, connectorID, loginID string) *connector.Error {
+	owner, err := m.loginOwner(ctx, loginID)
 	if err != nil {
 		return &connector.Error{Code: connector.ErrUnknown, Message: "the bridge could not look up the login", Retryable: true}
 	}
 	if owner.connectorID != connectorID {
-		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", ev.Login)}
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", loginID)}
 	}
-	if m.cfg.PermissionLevel(owner.user) < config.LevelUser {
+	if m.cfg.PermissionLevel(owner.user) < config.LevelUser || !m.cfg.ConnectorMayServe(connectorID, owner.user) {
 		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", owner.user)}
 	}
 	return nil
@@ -102,8 +125,14 @@ func (m *Manager) Disconnected(connectorID string) {
 	m.log.Info().Str("connector_id", connectorID).Msg("Connector disconnected")
 }
 
-// Ephemeral handles typing and presence from the network.
+// Ephemeral handles typing and presence from the network, for logins this
+// connector holds only. Ephemerals are never acknowledged and may be lost,
+// so a refused one is dropped with a log line.
 func (m *Manager) Ephemeral(ctx context.Context, connectorID string, e *connector.Ephemeral) {
+	if cerr := m.checkLogin(ctx, connectorID, e.Login); cerr != nil {
+		m.log.Debug().Str("connector_id", connectorID).Str("login_id", e.Login).Str("reason", cerr.Message).Msg("Dropped an ephemeral frame")
+		return
+	}
 	m.remoteEphemeral(connectorID, e)
 }
 

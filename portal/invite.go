@@ -28,7 +28,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	intent := m.ghosts.Intent(contactID)
 	if m.cfg.PermissionLevel(user) < config.LevelUser {
 		log.Info().Msg("Declining a ghost invite from a user the bridge does not serve")
-		if err := intent.EnsureRegistered(ctx); err != nil {
+		if err := registerToAnswer(ctx, intent); err != nil {
 			return fmt.Errorf("register ghost to decline the invite: %w", err)
 		}
 		if err := declineInvite(ctx, intent, evt.RoomID, "You are not allowed to use this bridge."); err != nil {
@@ -46,10 +46,10 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 			"Start a direct chat with me instead (your client's “Start chat”).")
 	}
 	// The ghost joins before anything else, so that it can explain a
-	// refusal and read who else is in the room.
-	if _, _, err := m.ghosts.Ensure(ctx, contactID); err != nil {
-		return fmt.Errorf("prepare ghost: %w", err)
-	}
+	// refusal and read who else is in the room. It is recorded as a ghost
+	// (profile, ghost row) only when the room becomes its portal, in
+	// adoptRoom: anyone may invite any name in the ghost namespace, and a
+	// refused invite must leave nothing behind in the bridge.
 	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
 		return err
 	}
@@ -198,7 +198,7 @@ func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *ma
 func (m *Manager) joinInvited(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID) (bool, error) {
 	// A ghost invited in a createRoom call was never queried, so it may not
 	// exist on the homeserver yet.
-	if err := intent.EnsureRegistered(ctx); err != nil {
+	if err := registerToAnswer(ctx, intent); err != nil {
 		return false, fmt.Errorf("register %s: %w", intent.UserID, err)
 	}
 	if _, err := intent.JoinRoomByID(ctx, roomID); err != nil {
@@ -258,4 +258,16 @@ func declineInvite(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID,
 	_, err := intent.SendStateEvent(ctx, roomID, event.StateMember, string(intent.UserID),
 		&event.MemberEventContent{Membership: event.MembershipLeave, Reason: reason})
 	return err
+}
+
+// registerToAnswer makes sure the ghost exists on the homeserver so that it
+// can answer an invite, without recording it in the bridge's database (the
+// ghost table, or the state store's registrations as intent.EnsureRegistered
+// would): a ghost becomes the bridge's business once its room is a portal.
+// It costs one request per invite, and invites are rare.
+func registerToAnswer(ctx context.Context, intent *mas.IntentAPI) error {
+	if err := intent.Register(ctx); err != nil && !errors.Is(err, mautrix.MUserInUse) {
+		return err
+	}
+	return nil
 }

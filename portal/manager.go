@@ -64,6 +64,8 @@ type Manager struct {
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
+	// ephemeral bounds remote typing and presence; see ephemeral_bound.go.
+	ephemeral ephemeralGate
 }
 
 // NewManager wires the portal manager. SetConnector must be called before Start.

@@ -53,7 +53,7 @@ func New(cfg *config.Config, portals ChatStarter, log zerolog.Logger) *API {
 	a := &API{
 		cfg: cfg, portals: portals,
 		log:    log.With().Str("component", "provisioning").Logger(),
-		whoami: homeserverWhoami(cfg.Homeserver.Address),
+		whoami: newWhoamiCache(homeserverWhoami(cfg.Homeserver.Address)).lookup,
 		mux:    http.NewServeMux(),
 	}
 	a.mux.HandleFunc("POST "+Prefix+"start-chat", a.startChat)

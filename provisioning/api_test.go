@@ -33,7 +33,7 @@ func newTestAPI(starter *fakeStarter) *API {
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "localhost"
 	cfg.Appservice.Bot.Username = "bridgebot"
-	cfg.Provisioning.SharedSecret = "s3cret"
+	cfg.Provisioning.SharedSecret = "s3cret-provisioning-0123456789abcdef"
 	cfg.Permissions = config.Permissions{"localhost": config.LevelUser, "@mallory:localhost": config.LevelBlock}
 	a := New(cfg, starter, zerolog.Nop())
 	a.whoami = func(_ context.Context, token string) (id.UserID, error) {
@@ -71,11 +71,12 @@ func TestStartChatAuth(t *testing.T) {
 		{"blocked user", "", "token-of-@mallory:localhost", http.StatusForbidden, "M_FORBIDDEN"},
 		{"unknown server", "", "token-of-@eve:elsewhere.org", http.StatusForbidden, "M_FORBIDDEN"},
 		{"token for someone else", "?user_id=@bob:localhost", "token-of-@alice:localhost", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret without user", "", "s3cret", http.StatusBadRequest, "M_INVALID_PARAM"},
-		{"secret with user", "?user_id=@alice:localhost", "s3cret", http.StatusOK, ""},
-		{"secret for blocked user", "?user_id=@mallory:localhost", "s3cret", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret for a ghost", "?user_id=@dm_bob=40network:localhost", "s3cret", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret for the bot", "?user_id=@bridgebot:localhost", "s3cret", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret without user", "", "s3cret-provisioning-0123456789abcdef", http.StatusBadRequest, "M_INVALID_PARAM"},
+		{"secret with user", "?user_id=@alice:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusOK, ""},
+		{"secret for blocked user", "?user_id=@mallory:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for a ghost", "?user_id=@dm_bob=40network:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for the bot", "?user_id=@bridgebot:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for a non-canonical ghost id", "?user_id=@dm_=41:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			starter := &fakeStarter{}

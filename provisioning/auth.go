@@ -2,6 +2,7 @@ package provisioning
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"net/http"
@@ -56,7 +57,7 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (id.UserID, b
 	}
 	userParam := id.UserID(r.URL.Query().Get("user_id"))
 	var user id.UserID
-	if secret := a.cfg.Provisioning.SharedSecret; secret != "" && subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1 {
+	if secret := a.cfg.Provisioning.SharedSecret; secret != "" && sameSecret(token, secret) {
 		if _, _, err := userParam.ParseAndValidateRelaxed(); err != nil {
 			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "The shared secret needs a valid user_id query parameter")
 			return "", false
@@ -69,6 +70,10 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (id.UserID, b
 		user, err = a.whoami(ctx, token)
 		if errors.Is(err, errBadToken) {
 			writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown access token")
+			return "", false
+		} else if errors.Is(err, errBusy) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED", "Too many access token checks at once; retry shortly")
 			return "", false
 		} else if err != nil {
 			a.log.Warn().Err(err).Msg("Could not verify an access token")
@@ -90,14 +95,18 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (id.UserID, b
 
 // refuse says why a user may not use the API, or "".
 func (a *API) refuse(user id.UserID) string {
-	if user == a.cfg.BotUserID() {
-		return "The bridge's own users cannot be provisioned"
-	}
-	if _, isGhost := a.cfg.ParseGhostUserID(user); isGhost {
+	if a.cfg.InAppserviceNamespace(user) {
 		return "The bridge's own users cannot be provisioned"
 	}
 	if a.cfg.PermissionLevel(user) < config.LevelUser {
 		return "You are not allowed to use this bridge"
 	}
 	return ""
+}
+
+// sameSecret compares digests in constant time, so the time taken does not
+// even reveal the secret's length.
+func sameSecret(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }

@@ -49,7 +49,7 @@ func (h avatarHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveAvatars runs the avatar endpoint until ctx ends.
 func serveAvatars(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -182,8 +182,10 @@ func TestVCardNameChangeIsContactEvent(t *testing.T) {
 	e := newEnv(t)
 	e.start(t)
 	bob := e.xmpp.Dial(t, "bob", bobPW)
-	// Mutual subscription, which the connector completes by itself, is
-	// what makes the server push bob's profile changes to alice.
+	// Mutual subscription, which the connector completes by itself for a
+	// roster contact, is what makes the server push bob's profile changes
+	// to alice. Starting the chat puts bob in alice's roster.
+	e.addToRoster(t, e.bob)
 	bob.Subscribe(t, e.alice)
 	bob.SendChat(t, e.alice, "hi", "")
 	e.bridge.waitEvent(t, "first contact", func(ev *connector.Event) bool {

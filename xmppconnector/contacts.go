@@ -117,10 +117,21 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 	}
 	switch p.Type {
 	case "subscribe":
-		// The Matrix user cannot answer a subscription request, and
-		// without mutual subscription neither presence nor profile updates
-		// flow, so the connector accepts and asks back.
-		a.log.Info().Str("contact", who).Msg("Accepting presence subscription")
+		// Accepting lets the requester see when the user is online, so it
+		// is done for roster contacts only (people the user added, from
+		// any client or by starting a chat from Matrix); without mutual
+		// subscription neither presence nor profile updates flow, so the
+		// connector asks back. A stranger's request stays pending on the
+		// server, where the user can answer it from another XMPP client.
+		ok, err := a.inRoster(ctx, conn, who)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			a.log.Info().Str("contact", who).Msg("Leaving a presence subscription request from someone not in the roster unanswered")
+			return nil
+		}
+		a.log.Info().Str("contact", who).Msg("Accepting presence subscription from a roster contact")
 		if err := conn.send(ctx, presenceOut{To: who, Type: "subscribed"}); err != nil {
 			return err
 		}
@@ -156,6 +167,12 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 	return nil
 }
 
+// Bounds of the presence map, which any sender of presence can grow.
+const (
+	maxPresenceContacts  = 4096
+	maxPresenceResources = 16
+)
+
 // notePresence records one resource's presence and returns the contact's
 // overall presence (its most available resource) and whether it changed.
 func (a *account) notePresence(who, resource, state string) (string, bool) {
@@ -169,6 +186,12 @@ func (a *account) notePresence(who, resource, state string) (string, bool) {
 			before = s
 		}
 	}
+	if state != connector.PresenceOffline && (res == nil && len(a.presence) >= maxPresenceContacts ||
+		res[resource] == "" && len(res) >= maxPresenceResources) {
+		// Anyone may send directed presence, from any number of
+		// resources: beyond these bounds a newcomer is not tracked.
+		return before, false
+	}
 	if res == nil {
 		res = make(map[string]string)
 		a.presence[who] = res
@@ -177,6 +200,9 @@ func (a *account) notePresence(who, resource, state string) (string, bool) {
 		delete(res, resource)
 	} else {
 		res[resource] = state
+	}
+	if len(res) == 0 {
+		delete(a.presence, who)
 	}
 	after := connector.PresenceOffline
 	for _, s := range res {

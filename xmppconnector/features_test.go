@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testxmpp"
@@ -178,6 +179,7 @@ func TestPresence(t *testing.T) {
 	e := newEnv(t)
 	e.start(t)
 	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e.addToRoster(t, e.bob)
 	bob.Subscribe(t, e.alice)
 	presence := func(state string) func([]connector.Event, []connector.Ephemeral) bool {
 		return func(_ []connector.Event, eph []connector.Ephemeral) bool {
@@ -246,4 +248,34 @@ func TestBadCredentials(t *testing.T) {
 		<-done
 		_ = c.Close()
 	})
+}
+
+// TestSubscriptionOnlyFromRosterContacts: a stranger asking for alice's
+// presence gets no answer (the request stays pending for the user), while
+// a contact alice added is accepted.
+func TestSubscriptionOnlyFromRosterContacts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.xmpp.Register(t, "carol", "carol-pw")
+	e.start(t)
+	carol := e.xmpp.Dial(t, "carol", "carol-pw")
+	carol.Subscribe(t, e.alice)
+	// The account handles stanzas in order: once carol's later message is
+	// bridged, her request was dealt with.
+	carol.SendChat(t, e.alice, "after my request", "")
+	e.bridge.waitEvent(t, "carol's message", isMessage("after my request"))
+
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e.addToRoster(t, e.bob)
+	bob.Subscribe(t, e.alice)
+	deadline := time.Now().Add(waitLong)
+	for !bob.ApprovedBy(e.alice) && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !bob.ApprovedBy(e.alice) {
+		t.Error("bob, in alice's roster, was not approved")
+	}
+	if carol.ApprovedBy(e.alice) {
+		t.Error("carol, a stranger, was approved")
+	}
 }

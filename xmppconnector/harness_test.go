@@ -279,3 +279,12 @@ func countMatching(evs []connector.Event, pred func(*connector.Event) bool) int 
 	}
 	return n
 }
+
+// addToRoster makes who one of alice's roster contacts the way the user
+// does from Matrix: by starting a chat, which asks for who's presence.
+func (e *env) addToRoster(t *testing.T, who string) {
+	t.Helper()
+	if _, err := e.bridge.command(t, connector.OpResolveIdentifier, &connector.Command{Login: e.alice, Identifier: who, Create: true}); err != nil {
+		t.Fatalf("resolve %s: %v", who, err)
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/dmbridge/dmbridge/internal/privatefile"
 )
 
 // Store is the connector's SQLite file. It is the SDK's ClientStore (event
@@ -89,6 +91,10 @@ CREATE TABLE IF NOT EXISTS avatars (
 
 // OpenStore opens (creating if needed) the SQLite file at path.
 func OpenStore(ctx context.Context, path string) (*Store, error) {
+	// The store holds queued messages and who talks to whom: owner-only.
+	if err := privatefile.Create(path); err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_busy_timeout=5000&_synchronous=FULL")
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)

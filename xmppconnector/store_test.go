@@ -2,6 +2,7 @@ package xmppconnector
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -122,5 +123,28 @@ func TestStoreEffectsCommitWithEvent(t *testing.T) {
 	}
 	if seen, _ := s.Seen(ctx, "a@x", "S1"); !seen {
 		t.Error("Prune forgot a fresh archive id")
+	}
+}
+
+// TestStoreFileIsPrivate: a new store and its WAL are readable by their
+// owner only, whatever the umask allows.
+func TestStoreFileIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s, err := OpenStore(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.SetCursor(t.Context(), "acct", "c1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), st.Mode().Perm())
+		}
 	}
 }

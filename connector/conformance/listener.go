@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -47,7 +48,8 @@ func listen(addr, token string, maxFrame int64) (*listener, error) {
 		arrived:  make(chan struct{}),
 		upgrader: websocket.Upgrader{Subprotocols: []string{connector.Subprotocol}},
 	}
-	l.srv = &http.Server{Handler: l}
+	// The conformance tool may listen beyond loopback: bound silent clients.
+	l.srv = &http.Server{Handler: l, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	go func() { _ = l.srv.Serve(ln) }()
 	return l, nil
 }

@@ -26,8 +26,12 @@ type Client struct {
 
 	mu       sync.Mutex
 	messages []*Message
-	arrived  chan struct{} // closed and replaced when a message arrives
-	done     chan struct{}
+	// approvedBy holds the bare JIDs that approved our subscription:
+	// they sent presence type subscribed, or their available presence
+	// (Prosody sends the latter in place of the former).
+	approvedBy map[string]bool
+	arrived    chan struct{} // closed and replaced when a message arrives
+	done       chan struct{}
 }
 
 // Message is a received message stanza, reduced to what tests look at.
@@ -133,6 +137,14 @@ func (c *Client) Next(t testing.TB, timeout time.Duration, keep func(*Message) b
 	}
 }
 
+// ApprovedBy reports whether who (a bare JID) approved this client's
+// presence subscription: it sent subscribed, or its presence arrived.
+func (c *Client) ApprovedBy(who string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.approvedBy[who]
+}
+
 // Drain returns every message received so far without waiting.
 func (c *Client) Drain() []*Message {
 	c.mu.Lock()
@@ -167,6 +179,15 @@ func (c *Client) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement) e
 		}
 		if err := d.Decode(&p); err != nil {
 			return fmt.Errorf("decoding presence: %w", err)
+		}
+		if p.Type == "subscribed" || p.Type == "" {
+			c.mu.Lock()
+			if c.approvedBy == nil {
+				c.approvedBy = make(map[string]bool)
+			}
+			bare, _, _ := strings.Cut(p.From, "/")
+			c.approvedBy[bare] = true
+			c.mu.Unlock()
 		}
 		if p.Type == "subscribe" {
 			return r.Encode(struct {

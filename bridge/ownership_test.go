@@ -1,0 +1,176 @@
+package bridge_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// helloRaw says hello as connectorID with the token and returns the
+// connection and the message of every login refusal that came with the
+// welcome; want lists the logins expected to be refused.
+func (s *stack) helloRaw(t *testing.T, token, connectorID string, want []string, logins ...connector.Login) (*connector.RawConn, map[string]string) {
+	t.Helper()
+	conn, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, token, []string{connector.Subprotocol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	hello := helloFor(logins...)
+	hello.Connector.ID = connectorID
+	if err = conn.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+		t.Fatal(err)
+	}
+	refused := map[string]string{}
+	welcomed := false
+	for !welcomed || len(refused) < len(want) {
+		f, err := conn.ReadFrame(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after hello: %v (welcome %v, refused %v, want refused %v)", err, welcomed, refused, want)
+		}
+		switch {
+		case f.Type == connector.TypeWelcome:
+			welcomed = true
+		case f.Type == connector.TypeErr && f.Error != nil && f.Error.Code == connector.ErrForbidden && f.Error.Login != "":
+			refused[f.Error.Login] = f.Error.Message
+		default:
+			t.Fatalf("after hello: unexpected %+v", f)
+		}
+	}
+	for _, l := range want {
+		if _, ok := refused[l]; !ok {
+			t.Errorf("login %s was not refused; refusals: %v", l, refused)
+		}
+	}
+	return conn, refused
+}
+
+// TestLoginOwnerMustBeAPerson: a connector that names the bridge bot or a
+// ghost as a login's owner is refused with M_FORBIDDEN, and nothing is
+// stored for those logins.
+func TestLoginOwnerMustBeAPerson(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			ghost := s.ghost("bob@network")
+			conn, refused := s.helloRaw(t, testConnectorToken, "raw", []string{"bot-login", "ghost-login"},
+				connector.Login{ID: "bot-login", MatrixUser: string(s.cfg.BotUserID())},
+				connector.Login{ID: "ghost-login", MatrixUser: string(ghost)})
+			t.Logf("refusals: %v", refused)
+			// An event for such a login is refused too, and creates nothing.
+			ev := textFrom("carol@network", "m1", "through the ghost")
+			ev.Login = "ghost-login"
+			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+				t.Fatal(err)
+			}
+			expectErr(t, conn, connector.ErrForbidden)
+			for query, want := range map[string]int{
+				"SELECT COUNT(*) FROM login":  0,
+				"SELECT COUNT(*) FROM portal": 0,
+				"SELECT COUNT(*) FROM inbox":  0,
+			} {
+				if n := s.countRows(query); n != want {
+					t.Errorf("%s = %d, want %d", query, n, want)
+				}
+			}
+		})
+	}
+}
+
+// TestLoginCannotChangeOwner: a second connector announcing alice's login
+// for bob is refused; the login stays alice's, and alice keeps getting her
+// contacts' messages through her connector.
+func TestLoginCannotChangeOwner(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			bob := s.hs.CreateUser(t, "bob")
+			f := s.connectFake(nil)
+			f.send(textFrom("carol@network", "m1", "before the takeover"))
+			room := s.roomOf("carol@network")
+			s.waitMessage(room, "before the takeover")
+
+			conn, refused := s.helloRaw(t, testConnectorToken, "raw", []string{testLogin},
+				connector.Login{ID: testLogin, MatrixUser: string(bob.UserID), Name: "Bob"})
+			t.Logf("refusal: %s", refused[testLogin])
+			var owner, connectorID string
+			if err := s.br.DB.QueryRow(context.Background(), "SELECT matrix_user, connector_id FROM login WHERE id=$1", testLogin).Scan(&owner, &connectorID); err != nil {
+				t.Fatal(err)
+			}
+			if owner != string(s.alice.UserID) || connectorID != "fake" {
+				t.Errorf("login after the refused move: owner %s, connector %s", owner, connectorID)
+			}
+			// The intruder cannot send for the login either.
+			ev := textFrom("carol@network", "x1", "from the intruder")
+			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+				t.Fatal(err)
+			}
+			expectErr(t, conn, connector.ErrForbidden)
+
+			f.send(textFrom("carol@network", "m2", "after the takeover"))
+			s.waitMessage(room, "after the takeover")
+			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 1 {
+				t.Errorf("%d portals, want alice's one", n)
+			}
+			for _, evt := range s.messagesIn(room) {
+				if body := evt.Content.AsMessage().Body; body == "from the intruder" {
+					t.Errorf("the intruder's message reached alice's room")
+				}
+			}
+		})
+	}
+}
+
+// TestConnectorTokenLimitedToServer: a connector with a token of its own
+// that may serve example.org users only cannot hold alice's (localhost)
+// login, while one allowed localhost serves her; and neither own token can
+// be used under another connector id.
+func TestConnectorTokenLimitedToServer(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			const (
+				elsewhereToken = "token-of-the-elsewhere-connector-0123"
+				localToken     = "token-of-the-local-connector-0123456"
+			)
+			s := newStack(t, target, stackOptions{noBridge: true})
+			s.cfg.Connector.Connectors = []config.ConnectorAccess{
+				{ID: "elsewhere", Token: elsewhereToken, AllowedServers: []string{"example.org"}},
+				{ID: "local", Token: localToken, AllowedServers: []string{"localhost"}},
+			}
+			s.startBridge()
+			t.Cleanup(s.stopBridge)
+			alice := connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}
+
+			conn, refused := s.helloRaw(t, elsewhereToken, "elsewhere", []string{testLogin}, alice)
+			t.Logf("refusal: %s", refused[testLogin])
+			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, textFrom("carol@network", "e1", "wrong server")); err != nil {
+				t.Fatal(err)
+			}
+			expectErr(t, conn, connector.ErrForbidden)
+			if n := s.countRows("SELECT COUNT(*) FROM login"); n != 0 {
+				t.Errorf("the refused login left %d rows", n)
+			}
+
+			// The local connector's token cannot pose as another id.
+			impostor, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, localToken, []string{connector.Subprotocol})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer impostor.Close()
+			hello := helloFor(alice)
+			hello.Connector.ID = "elsewhere"
+			if err = impostor.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+				t.Fatal(err)
+			}
+			expectErr(t, impostor, connector.ErrForbidden)
+
+			f := s.connectFakeWith(fakeSetup{id: "local", token: localToken})
+			f.send(textFrom("carol@network", "m1", "through the local connector"))
+			s.waitMessage(s.roomOf("carol@network"), "through the local connector")
+		})
+	}
+}
