@@ -5,7 +5,6 @@ import (
 
 	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
@@ -45,7 +44,7 @@ func textContent(text, html string) *event.MessageEventContent {
 		content.Format = event.FormatHTML
 		content.FormattedBody = html
 		if text == "" {
-			content.Body = format.HTMLToText(html)
+			content.Body = htmlToPlain(html)
 		}
 	}
 	return content
