@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo vet fmt-check bench prerequisites
+.PHONY: build test demo vet fmt-check bench prerequisites fuzz fuzz-short faults
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -17,6 +17,38 @@ test: prerequisites
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz-short
+
+# Native Go fuzz targets, as package:target. Their seed corpora (and any
+# crasher committed under testdata/fuzz) run with every `go test`; fuzz-short
+# mutates each for FUZZTIME_SHORT as part of `make test`, `make fuzz` for
+# FUZZTIME each.
+FUZZ_TARGETS := \
+	./connector:FuzzFrameDecode ./connector:FuzzParseHello ./connector:FuzzCloseMessage \
+	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent \
+	./portal:FuzzRemoteToMatrix ./portal:FuzzMatrixToRemote \
+	./puppet:FuzzMergeDirect
+FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 2s
+
+define run-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$name ($$pkg) for $(1)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(1) $$pkg; \
+	done
+endef
+
+fuzz-short:
+	$(call run-fuzz,$(FUZZTIME_SHORT))
+
+fuzz:
+	$(call run-fuzz,$(FUZZTIME))
+
+# Full-size fault runs against a live stack (real Dendrite, real databases):
+# see bridge/faults_test.go. The short versions run in `make test`.
+faults: prerequisites
+	DMBRIDGE_FAULTS=full $(GO) test -count=1 -timeout 60m -v -run 'TestFault' ./bridge/
 
 bench: prerequisites
 	$(GO) test -run '^$$' -bench . -benchmem ./...
