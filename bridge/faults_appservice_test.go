@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -85,32 +86,19 @@ func badTransactions(rnd *rand.Rand, n, huge int, roomID id.RoomID, alice id.Use
 // nothing of the bad input reaches the connector or the room, and any row
 // kept for it is finished, not pending.
 func TestFaultMalformedTransactions(t *testing.T) {
-	total, replies := faultSize(50, 500), faultSize(10, 100)
+	total, nReplies := faultSize(50, 500), faultSize(10, 100)
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
 			f := s.connectFake(connector.NewMemoryStore())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
-			stream, roomID := s.startStream(ctx, t, f, "remote", 30*time.Millisecond, 3*replies, 3*replies)
+			stream, roomID := s.startStream(ctx, t, f, "remote", 30*time.Millisecond, 3*nReplies, 3*nReplies)
 			s.waitMessage(roomID, "first")
 
 			rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
 			bad := badTransactions(rnd, total, faultSize(1, 5), roomID, s.alice.UserID, s.cfg.Appservice.HSToken)
-			replyIDs := make(chan []id.EventID, 1)
-			go func() {
-				var ids []id.EventID
-				for i := 1; i <= replies; i++ {
-					resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", i))
-					if err != nil {
-						t.Errorf("reply %d: %v", i, err)
-						break
-					}
-					ids = append(ids, resp.EventID)
-					time.Sleep(time.Duration(rnd.IntN(100)) * time.Millisecond)
-				}
-				replyIDs <- ids
-			}()
+			replies := s.sendReplies(ctx, t, roomID, nReplies, func() time.Duration { return time.Duration(rnd.IntN(100)) * time.Millisecond })
 			statuses := map[string]map[int]int{}
 			url := fmt.Sprintf("http://%s:%d/_matrix/app/v1/transactions/", s.cfg.Appservice.Hostname, s.cfg.Appservice.Port)
 			client := &http.Client{Timeout: time.Minute}
@@ -136,23 +124,12 @@ func TestFaultMalformedTransactions(t *testing.T) {
 			}
 			t.Logf("answers by kind: %v", statuses)
 			sent := stream.finish(ctx, t)
-			ids := <-replyIDs
-			for i := range ids {
-				sent = append(sent, fmt.Sprintf("reply %d", i+1))
-			}
-
-			// Matrix → network: each reply once, nothing of the bad input.
-			waitCommands(t, f, len(ids))
-			perTxn := map[string]int{}
+			toNetwork := replies.wait(t, f)
+			sent = append(sent, sortedKeys(toNetwork)...)
 			for _, c := range f.commandsOf(connector.OpSendMessage) {
-				perTxn[c.Txn]++
 				if strings.HasPrefix(c.Txn, "$bad") || strings.HasPrefix(c.Text, "forged") {
 					t.Errorf("bad input reached the network: %+v", c)
 				}
-			}
-			toNetwork := map[string]int{}
-			for i, evtID := range ids {
-				toNetwork[fmt.Sprintf("reply %d", i+1)] = perTxn[string(evtID)]
 			}
 			tally(fmt.Sprintf("malformed transactions x%d: replies at the connector", len(bad)), target.Name, sortedKeys(toNetwork), toNetwork).check(t)
 
@@ -175,15 +152,47 @@ func TestFaultMalformedTransactions(t *testing.T) {
 	}
 }
 
-// waitCommands waits for n send_message commands at the fake connector and
-// a little longer for any that should not come.
-func waitCommands(t *testing.T, f *fakeConnector, n int) {
+// replyStream is the user writing in the portal while a fault is injected.
+type replyStream struct{ ids chan []id.EventID }
+
+// sendReplies sends "reply 1".."reply n" as alice, gap() apart.
+func (s *stack) sendReplies(ctx context.Context, t *testing.T, roomID id.RoomID, n int, gap func() time.Duration) *replyStream {
+	r := &replyStream{ids: make(chan []id.EventID, 1)}
+	go func() {
+		var ids []id.EventID
+		for i := 1; i <= n; i++ {
+			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", i))
+			if err != nil {
+				t.Errorf("reply %d: %v", i, err)
+				break
+			}
+			ids = append(ids, resp.EventID)
+			time.Sleep(gap())
+		}
+		r.ids <- ids
+	}()
+	return r
+}
+
+// wait waits until the replies were sent and reached the fake connector (or
+// a timeout passes), and returns how often each reached it, by body.
+func (r *replyStream) wait(t *testing.T, f *fakeConnector) map[string]int {
 	t.Helper()
+	ids := <-r.ids
 	deadline := time.Now().Add(2 * time.Minute)
-	for len(f.commandsOf(connector.OpSendMessage)) < n && time.Now().Before(deadline) {
+	for len(f.commandsOf(connector.OpSendMessage)) < len(ids) && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
+	perTxn := map[string]int{}
+	for _, c := range f.commandsOf(connector.OpSendMessage) {
+		perTxn[c.Txn]++
+	}
+	out := map[string]int{}
+	for i, evtID := range ids {
+		out[fmt.Sprintf("reply %d", i+1)] = perTxn[string(evtID)]
+	}
+	return out
 }
 
 func sortedKeys(m map[string]int) []string {
@@ -191,5 +200,6 @@ func sortedKeys(m map[string]int) []string {
 	for k := range m {
 		out = append(out, k)
 	}
+	slices.Sort(out)
 	return out
 }

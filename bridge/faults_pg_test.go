@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/id"
-
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -128,20 +126,7 @@ func TestFaultPostgresRestarts(t *testing.T) {
 	pace := 50 * time.Millisecond
 	stream, roomID := s.startStream(ctx, t, f, "remote", pace, remote, remote)
 	s.waitMessage(roomID, "first")
-	replyIDs := make(chan []id.EventID, 1)
-	go func() {
-		var ids []id.EventID
-		for i := 1; i <= replies; i++ {
-			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", i))
-			if err != nil {
-				t.Errorf("reply %d: %v", i, err)
-				break
-			}
-			ids = append(ids, resp.EventID)
-			time.Sleep(time.Duration(remote) * pace / time.Duration(replies))
-		}
-		replyIDs <- ids
-	}()
+	replyStream := s.sendReplies(ctx, t, roomID, replies, func() time.Duration { return time.Duration(remote) * pace / time.Duration(replies) })
 	// Two restarts, a third and two thirds of the way through the stream.
 	third := time.Duration(remote) * pace / 3
 	for i := 0; i < 2; i++ {
@@ -150,19 +135,8 @@ func TestFaultPostgresRestarts(t *testing.T) {
 		t.Logf("PostgreSQL restarted (%d)", i+1)
 	}
 	sent := stream.finish(ctx, t)
-	ids := <-replyIDs
-	for i := range ids {
-		sent = append(sent, fmt.Sprintf("reply %d", i+1))
-	}
-	waitCommands(t, f, len(ids))
-	perTxn := map[string]int{}
-	for _, c := range f.commandsOf(connector.OpSendMessage) {
-		perTxn[c.Txn]++
-	}
-	toNetwork := map[string]int{}
-	for i, evtID := range ids {
-		toNetwork[fmt.Sprintf("reply %d", i+1)] = perTxn[string(evtID)]
-	}
+	toNetwork := replyStream.wait(t, f)
+	sent = append(sent, sortedKeys(toNetwork)...)
 	tally("postgres restarts x2: replies at the connector", "postgres (private)", sortedKeys(toNetwork), toNetwork).check(t)
 	got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
 	tally("postgres restarts x2: room timeline", "postgres (private)", sent, got).check(t)
