@@ -123,6 +123,17 @@ func TestFaultMalformedTransactions(t *testing.T) {
 				}
 			}
 			t.Logf("answers by kind: %v", statuses)
+			accepted := 0
+			for _, codes := range statuses {
+				accepted += codes[http.StatusOK]
+			}
+			var txns int
+			if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM as_txn WHERE txn_id LIKE 'bad-%'").Scan(&txns); err != nil {
+				t.Fatal(err)
+			}
+			if txns > accepted {
+				t.Errorf("%d bad transaction ids stored, but only %d were answered 200", txns, accepted)
+			}
 			sent := stream.finish(ctx, t)
 			toNetwork := replies.wait(t, f)
 			sent = append(sent, sortedKeys(toNetwork)...)
