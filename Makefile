@@ -30,12 +30,14 @@ FUZZ_TARGETS := \
 	./puppet:FuzzMergeDirect
 FUZZTIME ?= 60s
 FUZZTIME_SHORT ?= 2s
+# e.g. FUZZFLAGS=-parallel=1 on a shared machine.
+FUZZFLAGS ?=
 
 define run-fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t#*:}; \
 		echo "fuzz $$name ($$pkg) for $(1)"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(1) $$pkg; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(1) $(FUZZFLAGS) $$pkg; \
 	done
 endef
 
