@@ -148,6 +148,7 @@ func TestFaultMalformedTransactions(t *testing.T) {
 			got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
 			r := tally(fmt.Sprintf("malformed transactions x%d: room timeline", len(bad)), target.Name, sent, got)
 			r.check(t)
+			s.explainMissing(t, roomID, r)
 			if r.Unexpected != 0 {
 				t.Errorf("%d messages in the room that nobody sent: %q", r.Unexpected, r.unexpectedSample)
 			}

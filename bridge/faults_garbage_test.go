@@ -196,6 +196,7 @@ func TestFaultGarbageFrames(t *testing.T) {
 			got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
 			r := tally(fmt.Sprintf("garbage frames x%d on %d connections", g.sent, g.conns), target.Name, sent, got)
 			r.check(t)
+			s.explainMissing(t, roomID, r)
 			t.Logf("garbage by kind: %v", g.byKind)
 
 			var inbox int

@@ -139,5 +139,7 @@ func TestFaultPostgresRestarts(t *testing.T) {
 	sent = append(sent, sortedKeys(toNetwork)...)
 	tally("postgres restarts x2: replies at the connector", "postgres (private)", sortedKeys(toNetwork), toNetwork).check(t)
 	got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
-	tally("postgres restarts x2: room timeline", "postgres (private)", sent, got).check(t)
+	r := tally("postgres restarts x2: room timeline", "postgres (private)", sent, got)
+	r.check(t)
+	s.explainMissing(t, roomID, r)
 }
