@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo vet fmt-check bench prerequisites faults
+.PHONY: build test demo vet fmt-check bench prerequisites fuzz fuzz-short faults
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -17,12 +17,44 @@ test: prerequisites
 	@unformatted="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz-short
 
-# Long fault runs; `make test` runs a short version of each.
-# The bridge binary killed with SIGKILL 10 times while a contact sends 200
-# messages and the user 30 replies, on SQLite and PostgreSQL.
+# Native Go fuzz targets, as package:target. Their seed corpora (and any
+# crasher committed under testdata/fuzz) run with every `go test`; fuzz-short
+# mutates each for FUZZTIME_SHORT as part of `make test`, `make fuzz` for
+# FUZZTIME each.
+FUZZ_TARGETS := \
+	./connector:FuzzFrameDecode ./connector:FuzzParseHello ./connector:FuzzCloseMessage \
+	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent \
+	./portal:FuzzRemoteToMatrix ./portal:FuzzMatrixToRemote ./portal:FuzzSanitizeRemoteHTML \
+	./puppet:FuzzMergeDirect
+FUZZTIME ?= 60s
+FUZZTIME_SHORT ?= 2s
+# e.g. FUZZFLAGS=-parallel=1 on a shared machine.
+FUZZFLAGS ?=
+
+define run-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzz $$name ($$pkg) for $(1)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(1) $(FUZZFLAGS) $$pkg; \
+	done
+endef
+
+fuzz-short:
+	$(call run-fuzz,$(FUZZTIME_SHORT))
+
+fuzz:
+	$(call run-fuzz,$(FUZZTIME))
+
+# Full-size fault runs against a live stack (real Dendrite, real databases),
+# each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs
+# a short version of each. The bridge binary killed with SIGKILL 10 times
+# while a contact sends 200 messages and the user 30 replies
+# (bridge/crash_test.go); 100 abrupt connector drops, 2,000 garbage frames,
+# 500 malformed transactions, two PostgreSQL restarts (bridge/faults*_test.go).
 faults: prerequisites
-	DMBRIDGE_FAULTS=1 $(GO) test -count=1 -timeout 60m -v -run '^TestKilledBridgeLosesNothing$$' ./bridge/
+	DMBRIDGE_FAULTS=full $(GO) test -count=1 -timeout 90m -v -run 'TestFault|^TestKilledBridgeLosesNothing$$' ./bridge/
 
 bench: prerequisites
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -101,7 +101,7 @@ func (p *bridgeProcess) kill() {
 }
 
 // killRun is the size of a SIGKILL run. The short one runs in `go test`;
-// DMBRIDGE_FAULTS=1 (see `make faults`) runs the full one.
+// DMBRIDGE_FAULTS=full (see `make faults`) runs the full one.
 type killRun struct {
 	kills, messages, replies int
 	// grace overrides bridge.in_doubt_grace: each kill that cuts a send

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 )
@@ -73,10 +74,16 @@ func CloseCode(err error) int {
 }
 
 // closeMessage builds a close frame payload; the reason is cut to fit the
-// 123 bytes a control frame leaves for it.
+// 123 bytes a control frame leaves for it, at a rune boundary: a reason that
+// is not UTF-8 makes the peer's reader fail with a protocol error, and the
+// peer never learns the close code (reasons can quote what the peer sent).
 func closeMessage(code int, reason string) []byte {
 	if len(reason) > 123 {
-		reason = reason[:123]
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	return websocket.FormatCloseMessage(code, reason)
 }

@@ -5,7 +5,6 @@ import (
 
 	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
@@ -47,7 +46,7 @@ func textContent(text, html string) *event.MessageEventContent {
 	}
 	clean := sanitizeRemoteHTML(html)
 	if text == "" {
-		content.Body = format.HTMLToText(clean)
+		content.Body = htmlToPlain(clean)
 	}
 	if clean != "" {
 		content.Format = event.FormatHTML

@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/format"
 )
 
 // matrixText is what the network gets for a Matrix message's text: the HTML
@@ -16,7 +15,7 @@ func matrixText(content *event.MessageEventContent) (text, html string) {
 	c := *content
 	c.RemoveReplyFallback()
 	if c.Format == event.FormatHTML && strings.TrimSpace(c.FormattedBody) != "" {
-		return format.HTMLToText(c.FormattedBody), c.FormattedBody
+		return htmlToPlain(c.FormattedBody), c.FormattedBody
 	}
 	if c.RelatesTo.GetReplyTo() != "" {
 		return event.TrimReplyFallbackText(c.Body), ""
