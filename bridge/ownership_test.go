@@ -2,8 +2,11 @@ package bridge_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
@@ -81,9 +84,9 @@ func TestLoginOwnerMustBeAPerson(t *testing.T) {
 	}
 }
 
-// TestLoginCannotChangeOwner: a second connector announcing alice's login
-// for bob is refused; the login stays alice's, and alice keeps getting her
-// contacts' messages through her connector.
+// TestLoginCannotChangeOwner: a second connector announcing alice's login,
+// for bob or for alice herself, is refused; the login stays alice's on her
+// connector, and alice keeps getting her contacts' messages through it.
 func TestLoginCannotChangeOwner(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
@@ -94,25 +97,31 @@ func TestLoginCannotChangeOwner(t *testing.T) {
 			room := s.roomOf("carol@network")
 			s.waitMessage(room, "before the takeover")
 
-			conn, refused := s.helloRaw(t, testConnectorToken, "raw", []string{testLogin},
-				connector.Login{ID: testLogin, MatrixUser: string(bob.UserID), Name: "Bob"})
-			t.Logf("refusal: %s", refused[testLogin])
-			var owner, connectorID string
-			if err := s.br.DB.QueryRow(context.Background(), "SELECT matrix_user, connector_id FROM login WHERE id=$1", testLogin).Scan(&owner, &connectorID); err != nil {
-				t.Fatal(err)
-			}
-			if owner != string(s.alice.UserID) || connectorID != "fake" {
-				t.Errorf("login after the refused move: owner %s, connector %s", owner, connectorID)
-			}
-			// The intruder cannot send for the login either.
-			ev := textFrom("carol@network", "x1", "from the intruder")
-			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
-				t.Fatal(err)
-			}
-			expectErr(t, conn, connector.ErrForbidden)
+			// Another Matrix owner, and the same owner through another
+			// connector holding the shared token: either would pour the
+			// intruder's traffic into alice's rooms and lock her connector out.
+			for i, owner := range []id.UserID{bob.UserID, s.alice.UserID} {
+				conn, refused := s.helloRaw(t, testConnectorToken, fmt.Sprintf("raw%d", i), []string{testLogin},
+					connector.Login{ID: testLogin, MatrixUser: string(owner), Name: "Intruder"})
+				t.Logf("refusal for %s: %s", owner, refused[testLogin])
+				var stored, connectorID string
+				if err := s.br.DB.QueryRow(context.Background(), "SELECT matrix_user, connector_id FROM login WHERE id=$1", testLogin).Scan(&stored, &connectorID); err != nil {
+					t.Fatal(err)
+				}
+				if stored != string(s.alice.UserID) || connectorID != "fake" {
+					t.Errorf("login after the refused move to %s: owner %s, connector %s", owner, stored, connectorID)
+				}
+				// The intruder cannot send for the login either.
+				ev := textFrom("carol@network", fmt.Sprintf("x%d", i), "from the intruder")
+				if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+					t.Fatal(err)
+				}
+				expectErr(t, conn, connector.ErrForbidden)
 
-			f.send(textFrom("carol@network", "m2", "after the takeover"))
-			s.waitMessage(room, "after the takeover")
+				body := fmt.Sprintf("after takeover attempt %d", i)
+				f.send(textFrom("carol@network", fmt.Sprintf("m%d", i+2), body))
+				s.waitMessage(room, body)
+			}
 			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 1 {
 				t.Errorf("%d portals, want alice's one", n)
 			}

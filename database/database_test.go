@@ -282,6 +282,10 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 			if err != nil || stored {
 				t.Fatalf("upsert for another owner: stored %v, err %v; want refused", stored, err)
 			}
+			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@a:x", Name: "M"})
+			if err != nil || stored {
+				t.Fatalf("upsert from another connector: stored %v, err %v; want refused", stored, err)
+			}
 			l, err := db.Login.Get(ctx, "l1")
 			if err != nil || l.MatrixUser != "@a:x" || l.ConnectorID != "c" || l.Name != "A" {
 				t.Fatalf("login after a refused move: %+v, %v", l, err)

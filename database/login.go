@@ -29,16 +29,18 @@ func scanLogin(row dbutil.Scannable) (*Login, error) {
 }
 
 // Upsert stores a login as the connector announced it. A login keeps its
-// Matrix owner for good: announcing an existing login for another user
-// changes nothing and returns false, because moving it would pour the new
-// owner's traffic into the old owner's rooms. The check is part of the one
-// statement, so two hellos racing cannot slip past it.
+// Matrix owner and its connector for good: announcing an existing login for
+// another user, or from another connector, changes nothing and returns
+// false. Moving it would pour the new owner's traffic into the old owner's
+// rooms, or let any holder of the shared token lock the rightful connector
+// out of its own login. The check is part of the one statement, so two
+// hellos racing cannot slip past it.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
 	res, err := q.db.Exec(ctx, `
 		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (id) DO UPDATE SET connector_id=excluded.connector_id,
+		ON CONFLICT (id) DO UPDATE SET
 			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at
-		WHERE login.matrix_user=excluded.matrix_user`,
+		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`,
 		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli())
 	if err != nil {
 		return false, err

@@ -18,7 +18,8 @@ import (
 // Hello stores the logins the connector announces and refuses those whose
 // Matrix user may not use the bridge or this connector, those that name the
 // bridge's own users, and those that would move an existing login to
-// another Matrix user. A refused login changes nothing in the database.
+// another Matrix user or another connector. A refused login changes nothing
+// in the database.
 func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []connector.LoginRefusal {
 	var refused []connector.LoginRefusal
 	for _, l := range hello.Logins {
@@ -36,9 +37,9 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 			continue
 		}
 		if !stored {
-			m.log.Warn().Str("login_id", l.ID).Str("connector_id", connectorID).Msg("Refused a hello that would move a login to another Matrix user")
+			m.log.Warn().Str("login_id", l.ID).Str("connector_id", connectorID).Msg("Refused a hello that would move a login to another Matrix user or connector")
 			refused = append(refused, connector.LoginRefusal{Login: l.ID,
-				Message: fmt.Sprintf("login %q already belongs to another Matrix user; a login never changes its owner", l.ID)})
+				Message: fmt.Sprintf("login %q already belongs to another Matrix user or connector; a login never changes either", l.ID)})
 			continue
 		}
 		m.loginOwners.Store(l.ID, loginOwner{connectorID: connectorID, user: login.MatrixUser})
