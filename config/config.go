@@ -118,6 +118,10 @@ type BridgeConfig struct {
 	BridgePresence        bool     `yaml:"bridge_own_presence"`
 	// HomeserverConcurrency caps homeserver calls in flight.
 	HomeserverConcurrency int `yaml:"homeserver_concurrency"`
+	// RetryMaxDelay caps the wait between tries of an event that failed for
+	// a passing reason (homeserver down, database down); such an event is
+	// retried until it goes through.
+	RetryMaxDelay Duration `yaml:"retry_max_delay"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -163,6 +167,7 @@ func Default() *Config {
 			InlineMediaBytes:      512 << 10,
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
+			RetryMaxDelay:         Duration(30 * time.Second),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

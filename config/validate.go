@@ -258,6 +258,9 @@ func (v *validator) bridge() {
 		v.fail("bridge.m_direct_repair_interval", "must not be negative (0 disables the repair pass), got %s", b.MDirectRepairInterval)
 	}
 	v.positive("bridge.homeserver_concurrency", int64(b.HomeserverConcurrency))
+	if b.RetryMaxDelay <= 0 {
+		v.fail("bridge.retry_max_delay", "must be greater than 0, got %s", b.RetryMaxDelay)
+	}
 }
 
 func (v *validator) logging() {

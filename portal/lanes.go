@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -76,17 +77,16 @@ func (l *lanes) work(key string) {
 		next := q[0]
 		l.mu.Unlock()
 
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.ctx.Done():
+		s := &slot{sem: l.sem}
+		if !s.acquire(l.ctx) {
 			l.mu.Lock()
 			l.queued -= len(l.queues[key])
 			delete(l.queues, key)
 			l.mu.Unlock()
 			return
 		}
-		l.runOne(key, next)
-		<-l.sem
+		l.runOne(key, next, s)
+		s.release()
 
 		l.mu.Lock()
 		l.queues[key] = l.queues[key][1:]
@@ -101,7 +101,7 @@ func (l *lanes) work(key string) {
 
 // runOne runs a job; a panic is logged with the lane key and does not take
 // the other lanes down. The job itself owns retries and parking.
-func (l *lanes) runOne(key string, j job) {
+func (l *lanes) runOne(key string, j job, s *slot) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.log.Error().Str("lane", key).Str("job", j.name).
@@ -109,7 +109,51 @@ func (l *lanes) runOne(key string, j job) {
 				Msg("Job panicked")
 		}
 	}()
-	j.run(l.ctx)
+	j.run(context.WithValue(l.ctx, slotKey{}, s))
+}
+
+// slot is a job's hold on the concurrency semaphore. A job that waits (a
+// retry's backoff) gives its slot back meanwhile: the lane stays blocked, so
+// its chat keeps its order, but other chats are not held up by it.
+type slot struct {
+	sem  chan struct{}
+	held bool
+}
+
+type slotKey struct{}
+
+func (s *slot) acquire(ctx context.Context) bool {
+	select {
+	case s.sem <- struct{}{}:
+		s.held = true
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (s *slot) release() {
+	if s.held {
+		<-s.sem
+		s.held = false
+	}
+}
+
+// pause waits for d without holding the job's slot, then takes a slot
+// again. It reports false if ctx ended first; the job must then return.
+func pause(ctx context.Context, d time.Duration) bool {
+	s, _ := ctx.Value(slotKey{}).(*slot)
+	if s != nil {
+		s.release()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	}
+	return s == nil || s.acquire(ctx)
 }
 
 // stop lets every running job finish, drops what is queued (it is still in
