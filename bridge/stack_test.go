@@ -36,6 +36,9 @@ type stack struct {
 	sync   *tesths.SyncWatcher
 	fake   *fakeConnector
 	target testdb.Target
+	// proxy is set with stackOptions.hsProxy: the bridge reaches Dendrite
+	// through it.
+	proxy *hsProxy
 }
 
 type stackOptions struct {
@@ -43,6 +46,8 @@ type stackOptions struct {
 	permissions    config.Permissions
 	// noBridge leaves starting the bridge to the test (e.g. as a process).
 	noBridge bool
+	// hsProxy puts a fault-injecting proxy between bridge and Dendrite.
+	hsProxy bool
 }
 
 func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
@@ -79,6 +84,10 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	hs := tesths.Start(t, regs...)
 	cfg.Homeserver.Address = hs.URL
 	s := &stack{t: t, hs: hs, cfg: cfg, target: target}
+	if o.hsProxy {
+		s.proxy = newHSProxy(t, hs.URL)
+		cfg.Homeserver.Address = s.proxy.srv.URL
+	}
 	s.alice = hs.CreateUser(t, "alice")
 	s.sync = tesths.NewSyncWatcher(t, s.alice)
 	if !o.noBridge {

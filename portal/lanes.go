@@ -20,6 +20,10 @@ type lanes struct {
 	sem    chan struct{}
 	onIdle func()
 
+	// stopping is closed by stop: a job waiting to retry gives up at once
+	// (its event stays stored) instead of holding up the shutdown.
+	stopping chan struct{}
+
 	mu      sync.Mutex
 	queues  map[string][]job
 	queued  int
@@ -36,7 +40,8 @@ func newLanes(ctx context.Context, concurrency int, log zerolog.Logger) *lanes {
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	return &lanes{ctx: ctx, log: log, sem: make(chan struct{}, concurrency), queues: make(map[string][]job)}
+	return &lanes{ctx: ctx, log: log, sem: make(chan struct{}, concurrency), queues: make(map[string][]job),
+		stopping: make(chan struct{})}
 }
 
 // submit queues a job on a key. It reports false once the lanes are stopping.
@@ -77,7 +82,7 @@ func (l *lanes) work(key string) {
 		next := q[0]
 		l.mu.Unlock()
 
-		s := &slot{sem: l.sem}
+		s := &slot{sem: l.sem, stopping: l.stopping}
 		if !s.acquire(l.ctx) {
 			l.mu.Lock()
 			l.queued -= len(l.queues[key])
@@ -116,8 +121,9 @@ func (l *lanes) runOne(key string, j job, s *slot) {
 // retry's backoff) gives its slot back meanwhile: the lane stays blocked, so
 // its chat keeps its order, but other chats are not held up by it.
 type slot struct {
-	sem  chan struct{}
-	held bool
+	sem      chan struct{}
+	stopping <-chan struct{}
+	held     bool
 }
 
 type slotKey struct{}
@@ -140,17 +146,22 @@ func (s *slot) release() {
 }
 
 // pause waits for d without holding the job's slot, then takes a slot
-// again. It reports false if ctx ended first; the job must then return.
+// again. It reports false if ctx ended or the lanes began to stop first; the
+// job must then return.
 func pause(ctx context.Context, d time.Duration) bool {
 	s, _ := ctx.Value(slotKey{}).(*slot)
+	var stopping <-chan struct{}
 	if s != nil {
 		s.release()
+		stopping = s.stopping
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 	case <-ctx.Done():
+		return false
+	case <-stopping:
 		return false
 	}
 	return s == nil || s.acquire(ctx)
@@ -160,7 +171,10 @@ func pause(ctx context.Context, d time.Duration) bool {
 // the database and runs again after a restart), and waits.
 func (l *lanes) stop() {
 	l.mu.Lock()
-	l.stopped = true
+	if !l.stopped {
+		l.stopped = true
+		close(l.stopping)
+	}
 	l.mu.Unlock()
 	l.wg.Wait()
 }

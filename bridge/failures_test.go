@@ -1,0 +1,139 @@
+package bridge_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// newProxiedStack is newStack with the fault proxy in front of Dendrite and
+// the config adjusted before the bridge starts.
+func newProxiedStack(t *testing.T, target testdb.Target, adjust func(*config.Config)) *stack {
+	t.Helper()
+	s := newStack(t, target, stackOptions{noBridge: true, hsProxy: true})
+	if adjust != nil {
+		adjust(s.cfg)
+	}
+	s.startBridge()
+	t.Cleanup(s.stopBridge)
+	return s
+}
+
+// isSendTo matches a bridge's message send into a room.
+func isSendTo(r *http.Request, roomID id.RoomID) bool {
+	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/") &&
+		(roomID == "" || strings.Contains(r.URL.Path, "/rooms/"+string(roomID)+"/") ||
+			strings.Contains(r.URL.EscapedPath(), "/rooms/"+id.RoomID(roomID).URI().PrimaryIdentifier()+"/"))
+}
+
+// TestLongRemoteTextArrives: a text above the homeserver's event size limit
+// is not refused and dropped. 100 kB arrive as parts that join back to the
+// text; 1 MB arrives as a file with its beginning as a text before it. The
+// chat's next message arrives after them.
+func TestLongRemoteTextArrives(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			f := s.connectFake(nil)
+			f.send(textFrom("bob@network", "m0", "hello"))
+			roomID := s.roomOf("bob@network")
+			s.waitMessage(roomID, "hello")
+
+			mid := strings.Repeat("A hundred kilobytes of <words> & more. ", 2600)
+			big := strings.Repeat("x", 1_000_000-20) + " end of the big one"
+			f.send(textFrom("bob@network", "m1", mid))
+			f.send(textFrom("bob@network", "m2", big))
+			f.send(textFrom("bob@network", "m3", "after"))
+			s.waitMessage(roomID, "after")
+
+			msgs := s.messagesIn(roomID)
+			var joined strings.Builder
+			i := 1
+			for ; i < len(msgs) && joined.Len() < len(mid); i++ {
+				joined.WriteString(msgs[i].Content.AsMessage().Body)
+			}
+			if joined.String() != mid {
+				t.Fatalf("the 100 kB text arrived as %d parts that do not join back to it", i-1)
+			}
+			if i-1 < 2 {
+				t.Fatalf("the 100 kB text arrived in %d part(s)", i-1)
+			}
+			rest := msgs[i:]
+			if len(rest) != 3 {
+				t.Fatalf("after the parts: %d messages, want preview, file and 'after'", len(rest))
+			}
+			preview, file := rest[0].Content.AsMessage(), rest[1].Content.AsMessage()
+			if !strings.HasPrefix(preview.Body, "xxxx") || !strings.Contains(preview.Body, "attached file") {
+				t.Errorf("preview of the 1 MB text: %.80q", preview.Body)
+			}
+			if file.MsgType != event.MsgFile || file.URL == "" {
+				t.Fatalf("second event of the 1 MB text is %s, want a file", file.MsgType)
+			}
+			if got := s.download(file.URL); string(got) != big {
+				t.Fatalf("the file holds %d bytes, not the 1 MB text", len(got))
+			}
+			if rest[2].Content.AsMessage().Body != "after" {
+				t.Fatalf("last message %q, want after", rest[2].Content.AsMessage().Body)
+			}
+		})
+	}
+}
+
+// TestRefusedSendEndsOnlyThatEvent: the homeserver refuses one message for
+// good (413 M_TOO_LARGE). The bridge must not try it again, must tell the
+// user in the room, and the chat's next message must arrive.
+func TestRefusedSendEndsOnlyThatEvent(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newProxiedStack(t, target, nil)
+			f := s.connectFake(nil)
+			f.send(textFrom("bob@network", "m0", "hello"))
+			roomID := s.roomOf("bob@network")
+			s.waitMessage(roomID, "hello")
+			s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
+				if isSendTo(r, "") && strings.Contains(string(body), "poison") {
+					return http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
+				}
+				return 0, ""
+			})
+			f.send(textFrom("bob@network", "m1", "poison pill"))
+			f.send(textFrom("bob@network", "m2", "after"))
+			s.waitNotice(s.sync, roomID, s.ghost("bob@network"), "could not be bridged")
+			s.waitMessage(roomID, "after")
+			if n := s.proxy.refusals("M_TOO_LARGE"); n != 1 {
+				t.Fatalf("the refused send was tried %d times, want once", n)
+			}
+		})
+	}
+}
+
+// TestRefusedPortalCreationTellsUser: a new contact's first message fails
+// for good before its room exists (the homeserver refuses createRoom once).
+// The user still learns of it: the portal is made for the notice.
+func TestRefusedPortalCreationTellsUser(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newProxiedStack(t, target, nil)
+			f := s.connectFake(nil)
+			refusedOnce := false
+			s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
+				if strings.HasSuffix(r.URL.Path, "/createRoom") && !refusedOnce {
+					refusedOnce = true
+					return http.StatusForbidden, "M_FORBIDDEN"
+				}
+				return 0, ""
+			})
+			f.send(textFrom("carol@network", "c1", "first words"))
+			roomID := s.roomOf("carol@network")
+			s.waitNotice(s.sync, roomID, s.ghost("carol@network"), "could not be bridged")
+			f.send(textFrom("carol@network", "c2", "second words"))
+			s.waitMessage(roomID, "second words")
+		})
+	}
+}
