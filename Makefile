@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo vet fmt-check bench prerequisites
+.PHONY: build test demo vet fmt-check bench prerequisites faults
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -20,6 +20,12 @@ test: prerequisites
 
 bench: prerequisites
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Long fault runs, each reporting sent/delivered/lost/doubled in its log.
+faults: prerequisites
+	@mkdir -p $(BIN)
+	DMBRIDGE_OUTAGE=6m $(GO) test -race -count=1 -timeout 40m -v -run 'TestHomeserverOutageLosesNothing' ./bridge/ \
+		> $(BIN)/faults-outage.log 2>&1; rc=$$?; grep -E 'outage|^\s*--- |^(ok|FAIL)' $(BIN)/faults-outage.log; exit $$rc
 
 demo: build
 	./scripts/demo.sh

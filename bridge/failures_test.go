@@ -1,15 +1,19 @@
 package bridge_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // newProxiedStack is newStack with the fault proxy in front of Dendrite and
@@ -23,6 +27,15 @@ func newProxiedStack(t *testing.T, target testdb.Target, adjust func(*config.Con
 	s.startBridge()
 	t.Cleanup(s.stopBridge)
 	return s
+}
+
+// helloFromBob makes bob's portal with a first message and returns its room.
+func (s *stack) helloFromBob(f *fakeConnector) id.RoomID {
+	s.t.Helper()
+	f.send(textFrom("bob@network", "m0", "hello"))
+	roomID := s.roomOf("bob@network")
+	s.waitMessage(roomID, "hello")
+	return roomID
 }
 
 // isSendTo matches a bridge's message send into a room.
@@ -41,9 +54,7 @@ func TestLongRemoteTextArrives(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
 			f := s.connectFake(nil)
-			f.send(textFrom("bob@network", "m0", "hello"))
-			roomID := s.roomOf("bob@network")
-			s.waitMessage(roomID, "hello")
+			roomID := s.helloFromBob(f)
 
 			mid := strings.Repeat("A hundred kilobytes of <words> & more. ", 2600)
 			big := strings.Repeat("x", 1_000_000-20) + " end of the big one"
@@ -93,9 +104,7 @@ func TestRefusedSendEndsOnlyThatEvent(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newProxiedStack(t, target, nil)
 			f := s.connectFake(nil)
-			f.send(textFrom("bob@network", "m0", "hello"))
-			roomID := s.roomOf("bob@network")
-			s.waitMessage(roomID, "hello")
+			roomID := s.helloFromBob(f)
 			s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
 				if isSendTo(r, "") && strings.Contains(string(body), "poison") {
 					return http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
@@ -134,6 +143,83 @@ func TestRefusedPortalCreationTellsUser(t *testing.T) {
 			s.waitNotice(s.sync, roomID, s.ghost("carol@network"), "could not be bridged")
 			f.send(textFrom("carol@network", "c2", "second words"))
 			s.waitMessage(roomID, "second words")
+		})
+	}
+}
+
+// TestTransientFailureHoldsNoSlot: with one concurrency slot, a chat whose
+// sends fail for a passing reason (502) must not hold up another chat while
+// it waits to retry, and it must not give up after a few tries either: once
+// the homeserver takes it, the message arrives, once, with no notice.
+func TestTransientFailureHoldsNoSlot(t *testing.T) {
+	s := newProxiedStack(t, testdb.SQLite(t), func(cfg *config.Config) {
+		cfg.Bridge.HomeserverConcurrency = 1
+		cfg.Bridge.RetryMaxDelay = config.Duration(time.Second)
+	})
+	f := s.connectFake(nil)
+	f.send(textFrom("bob@network", "b0", "bob 0"))
+	f.send(textFrom("carol@network", "c0", "carol 0"))
+	bobRoom, carolRoom := s.roomOf("bob@network"), s.roomOf("carol@network")
+	s.waitMessage(bobRoom, "bob 0")
+	s.waitMessage(carolRoom, "carol 0")
+
+	s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
+		if isSendTo(r, bobRoom) {
+			return http.StatusBadGateway, "M_UNKNOWN"
+		}
+		return 0, ""
+	})
+	f.send(textFrom("bob@network", "b1", "bob 1"))
+	tesths.WaitFor(t, 30*time.Second, "bob's send failing", func() (bool, error) {
+		return s.proxy.refusals("M_UNKNOWN") >= 1, nil
+	})
+	f.send(textFrom("carol@network", "c1", "carol 1"))
+	s.waitMessage(carolRoom, "carol 1")
+	if s.proxy.refusals("M_UNKNOWN") == 0 {
+		t.Fatal("bob's send stopped failing too early for the test")
+	}
+	// Well past the five tries after which the bridge used to give up.
+	tesths.WaitFor(t, 60*time.Second, "eight failed tries of bob's send", func() (bool, error) {
+		return s.proxy.refusals("M_UNKNOWN") >= 8, nil
+	})
+	s.proxy.setRefuse(nil)
+	s.waitBodies(bobRoom, []string{"bob 0", "bob 1"})
+}
+
+// TestEncryptedEventGetsNotice: the user turns on encryption in a portal and
+// sends an encrypted message. The bridge cannot read it; the user must be
+// told in the room, and nothing may reach the network.
+func TestEncryptedEventGetsNotice(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			f := s.connectFake(nil)
+			roomID := s.helloFromBob(f)
+			ctx := context.Background()
+			if _, err := s.alice.SendStateEvent(ctx, roomID, event.StateEncryption, "",
+				map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.alice.SendMessageEvent(ctx, roomID, event.EventEncrypted, map[string]any{
+				"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgAEnACgAkLmt6qF84IK++J7UDH2Za1YVchHyprqTqsg",
+				"device_id": "DEVICE", "sender_key": "c2VuZGVyIGtleQ", "session_id": "c2Vzc2lvbg",
+			}); err != nil {
+				t.Fatal(err)
+			}
+			s.waitNotice(s.sync, roomID, s.ghost("bob@network"), "encrypt")
+			// A plain message after it does reach the network, so the
+			// encrypted one had its chance to arrive before.
+			if _, err := s.alice.SendText(ctx, roomID, "plain after"); err != nil {
+				t.Fatal(err)
+			}
+			var cmds []connector.Command
+			tesths.WaitFor(t, 30*time.Second, "plain message at the connector", func() (bool, error) {
+				cmds = f.commandsOf(connector.OpSendMessage)
+				return len(cmds) > 0 && cmds[len(cmds)-1].Text == "plain after", nil
+			})
+			if len(cmds) != 1 {
+				t.Fatalf("connector got %d send_message commands, want only the plain one", len(cmds))
+			}
 		})
 	}
 }
