@@ -223,3 +223,32 @@ func TestEncryptedEventGetsNotice(t *testing.T) {
 		})
 	}
 }
+
+// TestParkedMatrixEventTellsUser: the user starts a chat by inviting a
+// ghost, and the homeserver refuses the ghost's join for good (400). The
+// invite is tried once, and the user, whose room the bot is not in, is told
+// in the management room.
+func TestParkedMatrixEventTellsUser(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newProxiedStack(t, target, nil)
+			s.connectFake(nil)
+			bot := s.cfg.BotUserID()
+			mgmt := s.createDM(s.alice, bot)
+			s.waitNotice(s.sync, mgmt, bot, "start-chat")
+			ghost := s.ghost("dave@network")
+			s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
+				if r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/join") &&
+					r.URL.Query().Get("user_id") == string(ghost) {
+					return http.StatusBadRequest, "M_UNKNOWN"
+				}
+				return 0, ""
+			})
+			s.createDM(s.alice, ghost)
+			s.waitNotice(s.sync, mgmt, bot, "was not delivered")
+			if n := s.proxy.refusals("M_UNKNOWN"); n != 1 {
+				t.Fatalf("the refused join was tried %d times, want once", n)
+			}
+		})
+	}
+}

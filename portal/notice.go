@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -96,7 +97,8 @@ func (m *Manager) noticeManagement(ctx context.Context, user id.UserID, text, tx
 }
 
 // noticeMatrixFailure tells the user that a Matrix event of theirs was not
-// delivered: in the portal as the ghost, elsewhere as the bot.
+// delivered: in the portal as the ghost; in another room as the bot, or,
+// where the bot is not a member, in the sender's management room.
 func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent, cause error) {
 	text := fmt.Sprintf("⚠️ Your event %s was not delivered: %v", row.EventID, cause)
 	txn := fmt.Sprintf("dmb_park_mx_%d", row.Seq)
@@ -105,5 +107,14 @@ func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent
 		m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
 		return
 	}
-	m.sendNotice(ctx, m.link.Bot(), row.RoomID, text, txn)
+	if m.sendNotice(ctx, m.link.Bot(), row.RoomID, text, txn) {
+		return
+	}
+	var head struct {
+		Sender id.UserID `json:"sender"`
+	}
+	if json.Unmarshal(row.Data, &head) == nil && head.Sender != "" && !m.isBridgeUser(&event.Event{Sender: head.Sender}) {
+		m.noticeManagement(ctx, head.Sender, fmt.Sprintf("⚠️ Your event %s in %s was not delivered: %v",
+			row.EventID, row.RoomID, cause), txn)
+	}
 }
