@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -249,6 +250,29 @@ func TestParkedMatrixEventTellsUser(t *testing.T) {
 			if n := s.proxy.refusals("M_UNKNOWN"); n != 1 {
 				t.Fatalf("the refused join was tried %d times, want once", n)
 			}
+		})
+	}
+}
+
+// TestUnreachableAttachmentDoesNotBlockChat: a failure that is neither a
+// refusal nor a homeserver or database outage (here the network's file
+// server does not answer) is tried a few times, then the message is set
+// aside with a notice and the chat goes on.
+func TestUnreachableAttachmentDoesNotBlockChat(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			f := s.connectFake(nil)
+			roomID := s.helloFromBob(f)
+			ev := textFrom("bob@network", "m1", "")
+			ev.Attachments = []connector.Attachment{{
+				Name: "pic.png", MimeType: "image/png",
+				URL: fmt.Sprintf("http://127.0.0.1:%d/pic.png", tesths.FreePort(t)),
+			}}
+			f.send(ev)
+			f.send(textFrom("bob@network", "m2", "after"))
+			s.waitNotice(s.sync, roomID, s.ghost("bob@network"), "could not be bridged")
+			s.waitMessage(roomID, "after")
 		})
 	}
 }

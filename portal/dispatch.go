@@ -158,15 +158,16 @@ func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 }
 
 // retry runs fn until it succeeds, fails permanently, panics maxPanics times
-// in a row, or the bridge stops. Anything else is transient: a homeserver or
-// database outage of any length must not lose the event, so it is tried
-// again with capped backoff for as long as it takes. Each failure is counted
+// in a row, fails maxOtherTries times for a reason that is not an outage, or
+// the bridge stops. An outage of the homeserver or the database, of any
+// length, must not lose the event, so such failures are tried again with
+// capped backoff for as long as it takes (see isOutage). Each failure is counted
 // in the row (attempts), so the backoff carries on where it was after a
 // restart. While it waits the job holds no concurrency slot (see pause): its
 // chat's later events wait behind it, other chats go on.
 func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Context) error,
 	failed func(context.Context, error, int) error, giveUp func(context.Context, error)) {
-	panics := 0
+	panics, others := 0, 0
 	for {
 		err := safely(ctx, fn)
 		if err == nil || ctx.Err() != nil {
@@ -179,7 +180,10 @@ func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Conte
 		} else {
 			panics = 0
 		}
-		if isPermanent(err) || panics >= maxPanics {
+		if !isPermanent(err) && !isOutage(err) && !m.databaseDown(ctx) {
+			others++
+		}
+		if isPermanent(err) || panics >= maxPanics || others >= maxOtherTries {
 			giveUp(ctx, err)
 			return
 		}
@@ -192,6 +196,15 @@ func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Conte
 			return
 		}
 	}
+}
+
+// databaseDown tells an outage of the database apart from other failures
+// whatever error type the driver used: a failure while the database does
+// not answer a ping is not counted against the event.
+func (m *Manager) databaseDown(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return m.db.RawDB.PingContext(ctx) != nil
 }
 
 // backoff doubles from 500 ms up to limit (30 s when unset).

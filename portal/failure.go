@@ -2,10 +2,13 @@ package portal
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix"
 )
 
@@ -25,9 +28,7 @@ var permanentCodes = map[string]bool{
 
 // isPermanent reports whether a failure ends its event at once. Everything
 // the homeserver refuses with a 4xx other than 429 (and 408, a timeout) is
-// permanent; connection failures, timeouts, 5xx and rate limits are not, nor
-// is anything else (a database error, say): those are retried until they
-// pass, since giving up on them would lose an event to a passing outage.
+// permanent, as is anything marked with errPermanent.
 func isPermanent(err error) bool {
 	if err == nil {
 		return false
@@ -49,6 +50,39 @@ func isPermanent(err error) bool {
 	status := httpErr.Response.StatusCode
 	return status >= 400 && status < 500 && status != http.StatusTooManyRequests && status != http.StatusRequestTimeout
 }
+
+// isOutage reports whether a failure that is not permanent comes from the
+// homeserver or the database being unreachable, overloaded or restarting.
+// Such failures are retried for as long as they last: giving up on them
+// would lose an event to an outage. Other failures (a file server of the
+// network that does not answer, a bug) are retried maxOtherTries times
+// before the event is parked, so that they cannot stop a chat for good.
+func isOutage(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) {
+		return !isPermanent(err)
+	}
+	var sqlState interface{ SQLState() string }
+	if errors.As(err, &sqlState) {
+		switch class := (sqlState.SQLState() + "  ")[:2]; class {
+		case "08", "40", "53", "57", "58":
+			// Connection exception, rollback (serialization, deadlock),
+			// insufficient resources, operator intervention (shutdown),
+			// system error.
+			return true
+		}
+		return false
+	}
+	var lite sqlite3.Error
+	if errors.As(err, &lite) {
+		return lite.Code == sqlite3.ErrBusy || lite.Code == sqlite3.ErrLocked || lite.Code == sqlite3.ErrIoErr
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone)
+}
+
+// maxOtherTries is how often a failure that is neither permanent nor an
+// outage is tried before its event is parked.
+const maxOtherTries = 5
 
 // panicError is a panic caught while handling an event. One panic may be a
 // race with something passing; the same event panicking maxPanics times in a

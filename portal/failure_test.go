@@ -1,13 +1,18 @@
 package portal
 
 import (
+	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lib/pq"
+	"github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix"
 )
 
@@ -41,6 +46,32 @@ func TestIsPermanent(t *testing.T) {
 	for _, c := range cases {
 		if got := isPermanent(c.err); got != c.want {
 			t.Errorf("%s: isPermanent = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestIsOutage(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"homeserver 502", httpErr(502, ""), true},
+		{"homeserver 429", httpErr(429, "M_LIMIT_EXCEEDED"), true},
+		{"homeserver connection refused", fmt.Errorf("x: %w", mautrix.HTTPError{Message: "request error", WrappedError: syscall.ECONNREFUSED}), true},
+		{"homeserver 403", httpErr(403, "M_FORBIDDEN"), false},
+		{"postgres shutting down", fmt.Errorf("load: %w", &pq.Error{Code: "57P01"}), true},
+		{"postgres connection failure", fmt.Errorf("load: %w", &pq.Error{Code: "08006"}), true},
+		{"postgres constraint", fmt.Errorf("load: %w", &pq.Error{Code: "23505"}), false},
+		{"sqlite busy", fmt.Errorf("load: %w", sqlite3.Error{Code: sqlite3.ErrBusy}), true},
+		{"bad connection", fmt.Errorf("load: %w", driver.ErrBadConn), true},
+		{"file server refuses", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: syscall.ECONNREFUSED}), false},
+		{"file server times out", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: context.DeadlineExceeded}), false},
+		{"something else", errors.New("avatar has no url"), false},
+	}
+	for _, c := range cases {
+		if got := isOutage(c.err); got != c.want {
+			t.Errorf("%s: isOutage = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
