@@ -123,8 +123,9 @@ func TestHomeserverOutageLosesNothing(t *testing.T) {
 			s.proxy.down.Store(false)
 			t.Logf("outage of %s over: the proxy turned away %d requests", time.Since(start).Round(time.Second), turned)
 
-			carolRoom := s.roomOf("carol@network")
+			// The first try after the outage may be a whole retry cap away.
 			deadline := 2*retryCap + 2*time.Minute
+			carolRoom := s.roomWithin("carol@network", deadline)
 			var bob, carol tally
 			tesths.WaitFor(t, deadline, "every message in the rooms", func() (bool, error) {
 				bobGot, err := s.roomBodyCounts(ctx, bobRoom)

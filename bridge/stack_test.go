@@ -161,8 +161,14 @@ func (s *stack) messagesIn(roomID id.RoomID) []*event.Event {
 // roomOf returns the portal room of a chat from the bridge's database.
 func (s *stack) roomOf(chatID string) id.RoomID {
 	s.t.Helper()
+	return s.roomWithin(chatID, 20*time.Second)
+}
+
+// roomWithin is roomOf with its own timeout.
+func (s *stack) roomWithin(chatID string, timeout time.Duration) id.RoomID {
+	s.t.Helper()
 	var room id.RoomID
-	tesths.WaitFor(s.t, 20*time.Second, "portal room for "+chatID, func() (bool, error) {
+	tesths.WaitFor(s.t, timeout, "portal room for "+chatID, func() (bool, error) {
 		var roomStr *string
 		err := s.br.DB.QueryRow(context.Background(),
 			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", testLogin, chatID).Scan(&roomStr)
