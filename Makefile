@@ -47,17 +47,22 @@ fuzz-short:
 fuzz:
 	$(call run-fuzz,$(FUZZTIME))
 
+bench: prerequisites
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
 # Full-size fault runs against a live stack (real Dendrite, real databases),
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs
 # a short version of each. The bridge binary killed with SIGKILL 10 times
 # while a contact sends 200 messages and the user 30 replies
 # (bridge/crash_test.go); 100 abrupt connector drops, 2,000 garbage frames,
-# 500 malformed transactions, two PostgreSQL restarts (bridge/faults*_test.go).
+# 500 malformed transactions, two PostgreSQL restarts (bridge/faults*_test.go);
+# a 6-minute homeserver outage (bridge/outage_test.go). The whole log is
+# kept in bin/faults.log.
 faults: prerequisites
-	DMBRIDGE_FAULTS=full $(GO) test -count=1 -timeout 90m -v -run 'TestFault|^TestKilledBridgeLosesNothing$$' ./bridge/
-
-bench: prerequisites
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p $(BIN)
+	DMBRIDGE_FAULTS=full DMBRIDGE_OUTAGE=6m $(GO) test -count=1 -timeout 120m -v \
+		-run 'TestFault|^TestKilledBridgeLosesNothing$$|^TestHomeserverOutageLosesNothing$$' ./bridge/ \
+		> $(BIN)/faults.log 2>&1; rc=$$?; grep -E 'FAULT|outage|^\s*--- |^(ok|FAIL)' $(BIN)/faults.log; exit $$rc
 
 demo: build
 	./scripts/demo.sh

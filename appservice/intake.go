@@ -2,6 +2,8 @@ package appservice
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,11 +54,15 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MBadJSON.WithMessage("Transaction is not valid JSON: " + err.Error()).Write(w)
 		return
 	}
+	// A malformed event is stored as parked and skipped, not refused: the
+	// homeserver would resend the whole transaction forever, and every good
+	// event in it (and behind it) would be stuck.
 	heads := make([]eventHead, len(txn.Events))
+	var malformed []int
 	for i, raw := range txn.Events {
 		if err = json.Unmarshal(raw, &heads[i]); err != nil || heads[i].ID == "" || heads[i].RoomID == "" {
-			mautrix.MBadJSON.WithMessage(fmt.Sprintf("Event %d lacks event_id or room_id", i)).Write(w)
-			return
+			log.Warn().Int("index", i).Msg("Skipping malformed event in transaction: not an object with event_id and room_id")
+			malformed = append(malformed, i)
 		}
 	}
 	ctx := log.WithContext(context.Background())
@@ -74,7 +80,16 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		// Events are stored even for a transaction id seen before: Dendrite
 		// names a retried batch after its first event, and the retry can
 		// carry events that arrived meanwhile. Event ids keep it once.
+		for _, i := range malformed {
+			if err := l.db.MXEvent.InsertParked(ctx, malformedID(txn.Events[i]), txn.Events[i],
+				"malformed event: not an object with event_id and room_id"); err != nil {
+				return fmt.Errorf("store malformed event %d: %w", i, err)
+			}
+		}
 		for i, raw := range txn.Events {
+			if heads[i].ID == "" || heads[i].RoomID == "" {
+				continue
+			}
 			isNew, err := l.db.MXEvent.Insert(ctx, heads[i].ID, heads[i].RoomID, raw)
 			if err != nil {
 				return fmt.Errorf("store event %s: %w", heads[i].ID, err)
@@ -113,6 +128,13 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 		l.sink.MatrixEphemeral(ctx, evt)
 	}
+}
+
+// malformedID names a malformed event by its content, so that a repeated
+// transaction stores it once.
+func malformedID(raw json.RawMessage) id.EventID {
+	sum := sha256.Sum256(raw)
+	return id.EventID("malformed:" + hex.EncodeToString(sum[:16]))
 }
 
 // EphemeralEvent is an ephemeral event as an appservice receives it: unlike in

@@ -181,3 +181,59 @@ func TestRetriedTransactionWithMoreEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestMalformedEventIsStoredAndSkipped: one event without an event_id, one
+// that is not an object, among good ones. The homeserver must get its 200
+// (a 400 makes it resend the transaction forever, the good events with it);
+// the good events are taken in, the bad ones kept as parked rows.
+func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			srv, db, sink := startLink(t, target)
+			body := `{"events":[
+				{"event_id":"$good1","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"a"}},
+				{"room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"no id"}},
+				"not an event",
+				{"event_id":"$good2","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"b"}}]}`
+			for i := 0; i < 2; i++ {
+				if code, resp := put(t, srv, "txn-bad", "hs-secret", body); code != http.StatusOK {
+					t.Fatalf("put %d: %d %s, want 200", i, code, resp)
+				}
+			}
+			type row struct {
+				id, errMsg string
+				done       bool
+			}
+			var got []row
+			rows, err := db.Query(context.Background(), "SELECT event_id, done, error FROM mx_event ORDER BY seq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var r row
+				if err := rows.Scan(&r.id, &r.done, &r.errMsg); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, r)
+			}
+			_ = rows.Close()
+			var pending, parked []string
+			for _, r := range got {
+				switch {
+				case !r.done && r.errMsg == "":
+					pending = append(pending, r.id)
+				case r.done && strings.HasPrefix(r.id, "malformed:") && strings.Contains(r.errMsg, "malformed"):
+					parked = append(parked, r.id)
+				default:
+					t.Errorf("unexpected row %+v", r)
+				}
+			}
+			if strings.Join(pending, ",") != "$good1,$good2" || len(parked) != 2 {
+				t.Fatalf("pending %v and parked %v, want $good1,$good2 and two parked rows", pending, parked)
+			}
+			if sink.wakes.Load() != 1 {
+				t.Errorf("sink woken %d times, want 1", sink.wakes.Load())
+			}
+		})
+	}
+}

@@ -81,6 +81,11 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 		return nil, fmt.Errorf("create appservice: %w", err)
 	}
 	as.Log = log.With().Str("component", "appservice").Logger()
+	// No retries inside a call: the event dispatcher retries failed events
+	// itself, for as long as it takes, and gives its concurrency slot back
+	// while it waits. mautrix's own retries would wait up to a minute per
+	// call while holding the slot, and stop after four.
+	as.DefaultHTTPRetries = 0
 	as.DoublePuppetValue = DoublePuppetValue
 	store := sqlstatestore.NewSQLStateStore(db.Database, db.Log, true)
 	if err = store.Upgrade(ctx); err != nil {

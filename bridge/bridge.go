@@ -170,12 +170,15 @@ func (b *Bridge) ensureBot(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("register bridge bot: %w", err)
 	}
+	// The displayname is cosmetic: a homeserver that is down now must not
+	// keep the bridge from starting and working through its stored events,
+	// which wait for the homeserver anyway.
 	profile, err := bot.GetOwnDisplayName(ctx)
 	if err == nil && profile.DisplayName == b.cfg.Appservice.Bot.Displayname {
 		return nil
 	}
 	if err = bot.SetDisplayName(ctx, b.cfg.Appservice.Bot.Displayname); err != nil {
-		return fmt.Errorf("set bot displayname: %w", err)
+		b.log.Warn().Err(err).Msg("Could not set the bot's displayname, going on without")
 	}
 	return nil
 }

@@ -36,6 +36,9 @@ type stack struct {
 	sync   *tesths.SyncWatcher
 	fake   *fakeConnector
 	target testdb.Target
+	// proxy is set with stackOptions.hsProxy: the bridge reaches Dendrite
+	// through it.
+	proxy *hsProxy
 }
 
 type stackOptions struct {
@@ -47,6 +50,8 @@ type stackOptions struct {
 	// loopback, which the bridge refuses to fetch from by default, so a
 	// test whose media or avatars come from one opens it here.
 	mediaFetchAllow []string
+	// hsProxy puts a fault-injecting proxy between bridge and Dendrite.
+	hsProxy bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -93,6 +98,10 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	hs := tesths.Start(t, regs...)
 	cfg.Homeserver.Address = hs.URL
 	s := &stack{t: t, hs: hs, cfg: cfg, target: target}
+	if o.hsProxy {
+		s.proxy = newHSProxy(t, hs.URL)
+		cfg.Homeserver.Address = s.proxy.srv.URL
+	}
 	s.alice = hs.CreateUser(t, "alice")
 	s.sync = tesths.NewSyncWatcher(t, s.alice)
 	if !o.noBridge {
@@ -166,8 +175,14 @@ func (s *stack) messagesIn(roomID id.RoomID) []*event.Event {
 // roomOf returns the portal room of a chat from the bridge's database.
 func (s *stack) roomOf(chatID string) id.RoomID {
 	s.t.Helper()
+	return s.roomWithin(chatID, 20*time.Second)
+}
+
+// roomWithin is roomOf with its own timeout.
+func (s *stack) roomWithin(chatID string, timeout time.Duration) id.RoomID {
+	s.t.Helper()
 	var room id.RoomID
-	tesths.WaitFor(s.t, 20*time.Second, "portal room for "+chatID, func() (bool, error) {
+	tesths.WaitFor(s.t, timeout, "portal room for "+chatID, func() (bool, error) {
 		var roomStr *string
 		err := s.br.DB.QueryRow(context.Background(),
 			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", testLogin, chatID).Scan(&roomStr)

@@ -139,6 +139,10 @@ type BridgeConfig struct {
 	// user is told in their management room; 0 disables that notice (a
 	// login that goes to bad_credentials is always reported).
 	LoginAlertAfter Duration `yaml:"login_alert_after"`
+	// RetryMaxDelay caps the wait between tries of an event that failed for
+	// a passing reason (homeserver down, database down); such an event is
+	// retried until it goes through.
+	RetryMaxDelay Duration `yaml:"retry_max_delay"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -193,6 +197,7 @@ func Default() *Config {
 			HomeserverConcurrency: 16,
 			InDoubtGrace:          Duration(15 * time.Second),
 			LoginAlertAfter:       Duration(10 * time.Minute),
+			RetryMaxDelay:         Duration(30 * time.Second),
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

@@ -275,6 +275,9 @@ func (v *validator) bridge() {
 	if b.LoginAlertAfter < 0 {
 		v.fail("bridge.login_alert_after", "must not be negative (0 turns the notice off), got %s", b.LoginAlertAfter)
 	}
+	if b.RetryMaxDelay <= 0 {
+		v.fail("bridge.retry_max_delay", "must be greater than 0, got %s", b.RetryMaxDelay)
+	}
 }
 
 func (v *validator) metrics() {

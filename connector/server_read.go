@@ -13,6 +13,10 @@ const maxBadInRow = 100
 
 var errTooManyBad = errors.New("more than 100 bad frames in a row")
 
+// errCheckFailed ends a connection whose handler could not decide on an
+// event for a passing reason (its database, say).
+var errCheckFailed = errors.New("bridge could not check an event")
+
 // readLoop processes frames in order until the connection fails or closes.
 func (c *serverConn) readLoop() error {
 	for {
@@ -131,6 +135,16 @@ func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 		return false, c.enqueue(f.Seq, nil)
 	}
 	if e := c.srv.opts.Handler.Check(c.ctx, c.id, &ev); e != nil {
+		if e.Retryable {
+			// Acking would drop an event the bridge might well take in a
+			// moment later. Closing with 1011 leaves it unacked: the
+			// connector reconnects and replays it, as after a store failure.
+			// What was queued before it is still stored and acked.
+			c.rlog.Warn().Int64("seq", f.Seq).Str("code", e.Code).Str("message", e.Message).
+				Msg("Could not check event, closing so that the connector replays it")
+			c.sendClose(websocket.CloseInternalServerErr, "bridge could not check the event")
+			return false, fmt.Errorf("%w: seq %d: %s", errCheckFailed, f.Seq, e.Message)
+		}
 		c.sendErr(refs, e)
 		return false, c.enqueue(f.Seq, nil)
 	}

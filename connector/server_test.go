@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -570,4 +571,39 @@ func TestNewServerOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
+}
+
+// TestRetryableCheckFailureIsNotAcked: when the handler cannot decide on an
+// event for a passing reason, the event must not be acked (the connector
+// would drop it): the bridge closes with 1011, and the replay on the next
+// connection is stored.
+func TestRetryableCheckFailureIsNotAcked(t *testing.T) {
+	h := newHarness(t, nil)
+	var failing atomic.Bool
+	failing.Store(true)
+	h.handler.check = func(ev *Event) *Error {
+		if ev.ID == "m2" && failing.Load() {
+			return &Error{Code: ErrUnknown, Message: "database unavailable", Retryable: true}
+		}
+		return nil
+	}
+	rc, _ := h.connect(t, "c")
+	sendEvent(t, rc, 1, message(1))
+	sendEvent(t, rc, 2, message(2))
+	if maxAck := highestAckBeforeClose(t, rc, 1011); maxAck >= 2 {
+		t.Fatalf("event 2 was acked (ack %d) although its check failed", maxAck)
+	}
+	if got := h.store.snapshot("c"); len(got) != 1 || got[0].ev == nil || got[0].ev.ID != "m1" {
+		t.Fatalf("store after the failed check: %+v", got)
+	}
+	failing.Store(false)
+	rc, w := h.connect(t, "c")
+	if w.AckedSeq != 1 {
+		t.Fatalf("welcome acked_seq %d, want 1", w.AckedSeq)
+	}
+	sendEvent(t, rc, 2, message(2))
+	waitAck(t, rc, 2)
+	if got := h.store.snapshot("c"); len(got) != 2 || got[1].ev == nil || got[1].ev.ID != "m2" {
+		t.Fatalf("store after the replay: %+v", got)
+	}
 }

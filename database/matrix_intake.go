@@ -63,6 +63,16 @@ func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id
 	return n == 1, err
 }
 
+// InsertParked stores an event that cannot be handled as handled with an
+// error, for an operator to inspect; a row with the same id is kept.
+func (q *MXEventQuery) InsertParked(ctx context.Context, eventID id.EventID, data []byte, errMsg string) error {
+	_, err := q.db.Exec(ctx, `
+		INSERT INTO mx_event (event_id, room_id, data, received_at, done, error) VALUES ($1, '', $2, $3, true, $4)
+		ON CONFLICT (event_id) DO NOTHING`,
+		eventID, string(data), time.Now().UnixMilli(), errMsg)
+	return err
+}
+
 func scanMXEvent(row dbutil.Scannable) (*MXEvent, error) {
 	var e MXEvent
 	var data string

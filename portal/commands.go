@@ -93,7 +93,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		retryable := !errors.As(err, &cerr) || cerr.Retryable
 		if retryable && pc.Attempts+1 < maxCommandAttempts {
 			_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
-			delay := backoff(pc.Attempts + 1)
+			delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
 			log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
 			time.AfterFunc(delay, func() { m.submitFlush(roomID) })
 			return

@@ -15,7 +15,11 @@ import (
 func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
 	var contents []*event.MessageEventContent
 	if ev.Text != "" || ev.HTML != "" {
-		contents = append(contents, textContent(ev.Text, ev.HTML))
+		texts, err := m.fitText(ctx, intent, textContent(ev.Text, ev.HTML))
+		if err != nil {
+			return nil, err
+		}
+		contents = append(contents, texts...)
 	}
 	if len(ev.Attachments) > 0 {
 		files, err := m.attachmentContents(ctx, intent, ev)

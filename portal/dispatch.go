@@ -13,12 +13,6 @@ import (
 	"github.com/dmbridge/dmbridge/database"
 )
 
-// maxAttempts is how often a stored event is tried before it is parked.
-const maxAttempts = 5
-
-// errPermanent marks failures that no retry can fix (bad stored data).
-var errPermanent = errors.New("permanent failure")
-
 // remoteLoop feeds accepted connector events to the lanes, in seq order,
 // without loading more than maxQueued into memory.
 func (m *Manager) remoteLoop() {
@@ -113,15 +107,17 @@ func (m *Manager) matrixLoop() {
 	}
 }
 
-// applyInbox applies one connector event with bounded retries. The handler
-// marks the row done in the same transaction as its own writes; a row that
-// keeps failing is parked with its error, and the user is told.
+// applyInbox applies one connector event. The handler marks the row done in
+// the same transaction as its own writes. A transient failure is retried
+// until it passes (see retry); a permanent one parks the row with its error,
+// and the user is told.
 func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *connector.Event) {
 	log := m.log.With().Str("connector_id", row.ConnectorID).Int64("seq", row.Seq).
 		Str("login_id", row.LoginID).Str("chat_id", row.ChatID).Str("kind", row.Kind).Logger()
 	ctx = log.WithContext(ctx)
 	if ev.Kind == "" {
 		m.park(ctx, row, fmt.Errorf("%w: stored event does not parse", errPermanent))
+		m.noticeFailure(ctx, row, ev, errors.New("the stored event does not parse"))
 		return
 	}
 	done := func(ctx context.Context) error {
@@ -149,7 +145,7 @@ func (m *Manager) park(ctx context.Context, row *database.InboxRow, err error) {
 	}
 }
 
-// applyMatrix handles one stored Matrix event with bounded retries.
+// applyMatrix handles one stored Matrix event; failures as in applyInbox.
 func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 	log := m.log.With().Stringer("event_id", row.EventID).Stringer("room_id", row.RoomID).Logger()
 	ctx = log.WithContext(ctx)
@@ -163,48 +159,68 @@ func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
 			log.Err(err).Msg("Failed to park Matrix event")
 		}
+		m.noticeMatrixFailure(ctx, row, err)
 	})
 }
 
-// retry runs fn until it succeeds, fails permanently, runs out of attempts
-// or the bridge stops. A panic counts as a failure.
+// retry runs fn until it succeeds, fails permanently, panics maxPanics times
+// in a row, fails maxOtherTries times for a reason that is not an outage, or
+// the bridge stops. An outage of the homeserver or the database, of any
+// length, must not lose the event, so such failures are tried again with
+// capped backoff for as long as it takes (see isOutage). Each failure is counted
+// in the row (attempts), so the backoff carries on where it was after a
+// restart. While it waits the job holds no concurrency slot (see pause): its
+// chat's later events wait behind it, other chats go on.
 func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Context) error,
 	failed func(context.Context, error, int) error, giveUp func(context.Context, error)) {
+	panics, others := 0, 0
 	for {
 		err := safely(ctx, fn)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
 		attempts++
-		if errors.Is(err, errPermanent) || attempts >= maxAttempts {
+		var pe *panicError
+		if errors.As(err, &pe) {
+			panics++
+		} else {
+			panics = 0
+		}
+		if !isPermanent(err) && !isOutage(err) && !m.databaseDown(ctx) {
+			others++
+		}
+		if isPermanent(err) || panics >= maxPanics || others >= maxOtherTries {
 			giveUp(ctx, err)
 			return
 		}
-		zerolog.Ctx(ctx).Warn().Err(err).Int("attempt", attempts).Msg("Failed, will retry")
+		wait := backoff(attempts, m.cfg.Bridge.RetryMaxDelay.D())
+		zerolog.Ctx(ctx).Warn().Err(err).Int("attempt", attempts).Stringer("retry_in", wait).Msg("Failed, will retry")
 		if ferr := failed(ctx, err, attempts); ferr != nil {
 			zerolog.Ctx(ctx).Err(ferr).Msg("Failed to count attempt")
 		}
-		select {
-		case <-time.After(backoff(attempts)):
-		case <-ctx.Done():
+		if !pause(ctx, wait) {
 			return
 		}
 	}
 }
 
-func backoff(attempt int) time.Duration {
-	d := 500 * time.Millisecond << (attempt - 1)
-	if d > 30*time.Second {
-		d = 30 * time.Second
-	}
-	return d
+// databaseDown tells an outage of the database apart from other failures
+// whatever error type the driver used: a failure while the database does
+// not answer a ping is not counted against the event.
+func (m *Manager) databaseDown(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return m.db.RawDB.PingContext(ctx) != nil
 }
 
-func safely(ctx context.Context, fn func(context.Context) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("panic: %v", r)
-		}
-	}()
-	return fn(ctx)
+// backoff doubles from 500 ms up to limit (30 s when unset).
+func backoff(attempt int, limit time.Duration) time.Duration {
+	if limit <= 0 {
+		limit = 30 * time.Second
+	}
+	d := 500 * time.Millisecond
+	for i := 1; i < attempt && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }

@@ -162,17 +162,10 @@ func (m *Manager) settle(ctx context.Context, log zerolog.Logger, marker *databa
 	}
 	log.Info().Time("started_at", marker.StartedAt).Dur("wait", wait).
 		Msg("Send in doubt, waiting until it cannot land any more before looking for it")
-	var err error
-	withoutSlot(ctx, func() {
-		timer := time.NewTimer(wait)
-		defer timer.Stop()
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	})
-	return err
+	if !pause(ctx, wait) {
+		return fmt.Errorf("waiting for a send in doubt: %w", context.Canceled)
+	}
+	return nil
 }
 
 // settleTime is when a send started at started can no longer land. A request

@@ -181,24 +181,6 @@ func TestSettleTime(t *testing.T) {
 	}
 }
 
-// A job waiting without its slot lets another job run meanwhile.
-func TestWithoutSlotGivesSlotBack(t *testing.T) {
-	sem := make(chan struct{}, 1)
-	sem <- struct{}{} // held by the waiting job
-	ctx := context.WithValue(context.Background(), laneSlotKey{}, sem)
-	withoutSlot(ctx, func() {
-		select {
-		case sem <- struct{}{}:
-			<-sem
-		default:
-			t.Error("slot still held while waiting")
-		}
-	})
-	if len(sem) != 1 {
-		t.Errorf("slot not taken back: %d held", len(sem))
-	}
-}
-
 func TestMatchOwnEventByID(t *testing.T) {
 	evts := []*event.Event{
 		{ID: "$a", Sender: "@g:x", Type: event.EventMessage, Content: event.Content{Raw: map[string]any{contentTxnKey: "other"}}},

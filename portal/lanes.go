@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -18,6 +19,10 @@ type lanes struct {
 	log    zerolog.Logger
 	sem    chan struct{}
 	onIdle func()
+
+	// stopping is closed by stop: a job waiting to retry gives up at once
+	// (its event stays stored) instead of holding up the shutdown.
+	stopping chan struct{}
 
 	mu      sync.Mutex
 	queues  map[string][]job
@@ -35,7 +40,8 @@ func newLanes(ctx context.Context, concurrency int, log zerolog.Logger) *lanes {
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	return &lanes{ctx: ctx, log: log, sem: make(chan struct{}, concurrency), queues: make(map[string][]job)}
+	return &lanes{ctx: ctx, log: log, sem: make(chan struct{}, concurrency), queues: make(map[string][]job),
+		stopping: make(chan struct{})}
 }
 
 // submit queues a job on a key. It reports false once the lanes are stopping.
@@ -76,17 +82,16 @@ func (l *lanes) work(key string) {
 		next := q[0]
 		l.mu.Unlock()
 
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.ctx.Done():
+		s := &slot{sem: l.sem, stopping: l.stopping}
+		if !s.acquire(l.ctx) {
 			l.mu.Lock()
 			l.queued -= len(l.queues[key])
 			delete(l.queues, key)
 			l.mu.Unlock()
 			return
 		}
-		l.runOne(key, next)
-		<-l.sem
+		l.runOne(key, next, s)
+		s.release()
 
 		l.mu.Lock()
 		l.queues[key] = l.queues[key][1:]
@@ -101,7 +106,7 @@ func (l *lanes) work(key string) {
 
 // runOne runs a job; a panic is logged with the lane key and does not take
 // the other lanes down. The job itself owns retries and parking.
-func (l *lanes) runOne(key string, j job) {
+func (l *lanes) runOne(key string, j job, s *slot) {
 	defer func() {
 		if r := recover(); r != nil {
 			l.log.Error().Str("lane", key).Str("job", j.name).
@@ -109,36 +114,67 @@ func (l *lanes) runOne(key string, j job) {
 				Msg("Job panicked")
 		}
 	}()
-	j.run(context.WithValue(l.ctx, laneSlotKey{}, l.sem))
+	j.run(context.WithValue(l.ctx, slotKey{}, s))
 }
 
-// laneSlotKey finds, in a job's context, the semaphore whose slot the job
-// holds, so that a job that must wait can give its slot back meanwhile.
-type laneSlotKey struct{}
+// slot is a job's hold on the concurrency semaphore. A job that waits (a
+// retry's backoff) gives its slot back meanwhile: the lane stays blocked, so
+// its chat keeps its order, but other chats are not held up by it.
+type slot struct {
+	sem      chan struct{}
+	stopping <-chan struct{}
+	held     bool
+}
 
-// withoutSlot runs wait with the calling job's concurrency slot released,
-// and takes a slot again before it returns: a job that sleeps must not keep
-// other portals from reaching the homeserver. Outside a lane it just waits.
-func withoutSlot(ctx context.Context, wait func()) {
-	sem, ok := ctx.Value(laneSlotKey{}).(chan struct{})
-	if !ok {
-		wait()
-		return
+type slotKey struct{}
+
+func (s *slot) acquire(ctx context.Context) bool {
+	select {
+	case s.sem <- struct{}{}:
+		s.held = true
+		return true
+	case <-ctx.Done():
+		return false
 	}
-	<-sem
-	defer func() {
-		// Not cancellable: the lane gives the slot back after the job, so
-		// the job must hold one when it returns. Other jobs always release.
-		sem <- struct{}{}
-	}()
-	wait()
+}
+
+func (s *slot) release() {
+	if s.held {
+		<-s.sem
+		s.held = false
+	}
+}
+
+// pause waits for d without holding the job's slot, then takes a slot
+// again. It reports false if ctx ended or the lanes began to stop first; the
+// job must then return.
+func pause(ctx context.Context, d time.Duration) bool {
+	s, _ := ctx.Value(slotKey{}).(*slot)
+	var stopping <-chan struct{}
+	if s != nil {
+		s.release()
+		stopping = s.stopping
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return false
+	case <-stopping:
+		return false
+	}
+	return s == nil || s.acquire(ctx)
 }
 
 // stop lets every running job finish, drops what is queued (it is still in
 // the database and runs again after a restart), and waits.
 func (l *lanes) stop() {
 	l.mu.Lock()
-	l.stopped = true
+	if !l.stopped {
+		l.stopped = true
+		close(l.stopping)
+	}
 	l.mu.Unlock()
 	l.wg.Wait()
 }

@@ -22,7 +22,15 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error
 	evt, err := appservice.ParseEvent(row.Data)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Matrix event does not parse, skipping it")
-		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
+		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
+			return err
+		}
+		// Parked like any other event that cannot be handled: its sender,
+		// if it is a user, is told.
+		if evt != nil && evt.Sender != "" && !m.isBridgeUser(evt) {
+			m.noticeMatrixFailure(ctx, row, err)
+		}
+		return nil
 	}
 	mautrix.UpdateStateStore(ctx, m.link.StateStore, evt)
 	if m.isBridgeUser(evt) || evt.Content.Raw[mas.DoublePuppetKey] == appservice.DoublePuppetValue {
@@ -58,9 +66,23 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error
 		return m.matrixReaction(ctx, row, evt, login, p)
 	case event.EventRedaction:
 		return m.matrixRedaction(ctx, row, evt, login, p)
+	case event.EventEncrypted:
+		return m.matrixEncrypted(ctx, row, p)
 	default:
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
+}
+
+// matrixEncrypted refuses an encrypted event: the bridge holds no keys, so
+// it cannot read it, and dropping it quietly would leave the user believing
+// it was sent. The notice goes first, under a transaction id of the event,
+// so a retry after a crash does not show it twice.
+func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, p *database.Portal) error {
+	zerolog.Ctx(ctx).Warn().Msg("Encrypted event in a portal; encryption is not supported, telling the user")
+	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, "⚠️ Your message was not delivered: it is "+
+		"end-to-end encrypted, and this bridge does not support encryption yet. Messages sent encrypted "+
+		"in this room do not reach the contact.", fmt.Sprintf("dmb_enc_%d", row.Seq))
+	return m.db.MXEvent.MarkDone(ctx, row.Seq, "encrypted events are not supported")
 }
 
 func (m *Manager) isBridgeUser(evt *event.Event) bool {

@@ -2,14 +2,22 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 )
+
+// noticeTries bounds how often a notice is sent when the homeserver fails
+// for a passing reason; a notice has no row of its own to wait in.
+const noticeTries = 5
 
 // notice posts an m.notice into a portal as the contact's ghost, the one
 // bridge-side member of the room.
@@ -17,21 +25,96 @@ func (m *Manager) notice(ctx context.Context, p *database.Portal, text string) {
 	if p == nil || p.RoomID == "" {
 		return
 	}
+	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, "")
+}
+
+// sendNotice posts an m.notice, trying again a few times while the
+// homeserver fails for a passing reason. txn, if set, keeps a repeated
+// notice (after a crash) from showing twice.
+func (m *Manager) sendNotice(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, text, txn string) bool {
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
-	if _, err := m.ghosts.Intent(p.ContactID).SendMessageEvent(ctx, p.RoomID, event.EventMessage, content); err != nil {
-		zerolog.Ctx(ctx).Err(err).Stringer("room_id", p.RoomID).Msg("Failed to send notice")
+	var extra []mautrix.ReqSendEvent
+	if txn != "" {
+		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txn})
+	}
+	for try := 1; ; try++ {
+		_, err := intent.SendMessageEvent(ctx, roomID, event.EventMessage, content, extra...)
+		if err == nil {
+			return true
+		}
+		if isPermanent(err) || try >= noticeTries || !pause(ctx, backoff(try, m.cfg.Bridge.RetryMaxDelay.D())) {
+			zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
+			return false
+		}
 	}
 }
 
 // noticeFailure tells the user that something from the network could not be
-// shown, so that a parked event is not silently missing.
+// shown, so that a parked event is not silently missing. The notice goes to
+// the chat's portal. A message whose chat has no room yet (a new contact's
+// first message) gets its portal created for the notice, so the user sees
+// where it belongs; when that fails too, or the event belongs to no chat,
+// the bot tells the user in their management room.
 func (m *Manager) noticeFailure(ctx context.Context, row *database.InboxRow, ev *connector.Event, cause error) {
-	if ev.Chat == nil {
+	what := "An event"
+	if ev.Kind != "" {
+		what = "A " + ev.Kind
+	}
+	text := fmt.Sprintf("⚠️ %s from the network could not be bridged: %v", what, cause)
+	txn := fmt.Sprintf("dmb_park_%s_%d", row.ConnectorID, row.Seq)
+	login, err := m.db.Login.Get(ctx, row.LoginID)
+	if err != nil || login == nil {
+		zerolog.Ctx(ctx).Error().Err(err).Msg("Cannot tell the user about a parked event: login not found")
 		return
 	}
-	p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: row.LoginID, ChatID: ev.Chat.ID})
-	if err != nil {
+	if ev.Chat != nil {
+		key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
+		p, err := m.db.Portal.Get(ctx, key)
+		if err == nil && (p == nil || p.RoomID == "") && ev.Kind == connector.KindMessage {
+			unlock := m.chats.lock(key)
+			p, err = m.ensurePortal(ctx, login, row.ConnectorID, ev.Chat)
+			unlock()
+		}
+		if err == nil && p != nil && p.RoomID != "" {
+			if m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn) {
+				return
+			}
+		}
+		text = fmt.Sprintf("⚠️ %s from %s could not be bridged: %v", what, ev.Chat.ID, cause)
+	}
+	m.noticeManagement(ctx, login.MatrixUser, text, txn)
+}
+
+// noticeManagement posts a notice as the bot in the user's management room.
+func (m *Manager) noticeManagement(ctx context.Context, user id.UserID, text, txn string) {
+	u, err := m.db.User.Get(ctx, user)
+	if err != nil || u == nil || u.ManagementRoom == "" {
+		zerolog.Ctx(ctx).Error().Err(err).Stringer("user", user).Str("notice", text).
+			Msg("No room to tell the user in")
 		return
 	}
-	m.notice(ctx, p, fmt.Sprintf("⚠️ A %s from the network could not be bridged: %v", ev.Kind, cause))
+	m.sendNotice(ctx, m.link.Bot(), u.ManagementRoom, text, txn)
+}
+
+// noticeMatrixFailure tells the user that a Matrix event of theirs was not
+// delivered: in the portal as the ghost; in another room as the bot, or,
+// where the bot is not a member, in the sender's management room.
+func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent, cause error) {
+	text := fmt.Sprintf("⚠️ Your event %s was not delivered: %v", row.EventID, cause)
+	txn := fmt.Sprintf("dmb_park_mx_%d", row.Seq)
+	p, err := m.db.Portal.GetByRoom(ctx, row.RoomID)
+	if err == nil && p != nil {
+		m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
+		return
+	}
+	if m.sendNotice(ctx, m.link.Bot(), row.RoomID, text, txn) {
+		return
+	}
+	var head struct {
+		Sender id.UserID `json:"sender"`
+	}
+	if json.Unmarshal(row.Data, &head) == nil && head.Sender != "" && !m.isBridgeUser(&event.Event{Sender: head.Sender}) {
+		m.noticeManagement(ctx, head.Sender, fmt.Sprintf("⚠️ Your event %s in %s was not delivered: %v",
+			row.EventID, row.RoomID, cause), txn)
+	}
 }

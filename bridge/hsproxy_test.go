@@ -1,0 +1,88 @@
+package bridge_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// hsProxy stands between the bridge and Dendrite to fake homeserver faults:
+// an outage (every request gets a 502 or a dropped connection) and refusals
+// of chosen requests. Users' clients talk to Dendrite directly.
+type hsProxy struct {
+	srv  *httptest.Server
+	down atomic.Bool
+	// turned counts the requests turned away while down.
+	turned atomic.Int64
+
+	mu sync.Mutex
+	// refuse, if set, may answer a request itself: a status and errcode.
+	refuse func(r *http.Request, body []byte) (int, string)
+	// refused counts the refusals per errcode.
+	refused map[string]int
+}
+
+func newHSProxy(t testing.TB, target string) *hsProxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &hsProxy{refused: map[string]int{}}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			if p.turned.Add(1)%2 == 0 {
+				http.Error(w, "homeserver down (test proxy)", http.StatusBadGateway)
+				return
+			}
+			// Drop the connection without an answer, as a crashed server does.
+			if hj, ok := w.(http.Hijacker); ok {
+				if conn, _, err := hj.Hijack(); err == nil {
+					_ = conn.Close()
+					return
+				}
+			}
+			http.Error(w, "homeserver down (test proxy)", http.StatusBadGateway)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		p.mu.Lock()
+		refuse := p.refuse
+		p.mu.Unlock()
+		if refuse != nil {
+			if status, code := refuse(r, body); status != 0 {
+				p.mu.Lock()
+				p.refused[code]++
+				p.mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(status)
+				_ = json.NewEncoder(w).Encode(map[string]string{"errcode": code, "error": "refused by the test proxy"})
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *hsProxy) setRefuse(f func(r *http.Request, body []byte) (int, string)) {
+	p.mu.Lock()
+	p.refuse = f
+	p.mu.Unlock()
+}
+
+func (p *hsProxy) refusals(code string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refused[code]
+}
