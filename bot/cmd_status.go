@@ -5,14 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/rs/zerolog"
-
 	"github.com/dmbridge/dmbridge/database"
 )
-
-// timeFormat shows times in UTC to the minute: the bot does not know the
-// user's time zone, and the zone is spelt out.
-const timeFormat = "2006-01-02 15:04 MST"
 
 // cmdPing reports the user's logins and whether their connectors are up.
 func (b *Bot) cmdPing(ctx context.Context, req *request) error {
@@ -28,7 +22,7 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 	var sb strings.Builder
 	sb.WriteString("The bridge is running. Your logins:\n\n")
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(ctx, l, false) + "\n")
+		sb.WriteString("* " + b.describeLogin(l, false) + "\n")
 	}
 	b.reply(ctx, req.roomID, sb.String())
 	return nil
@@ -47,16 +41,15 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%d logins:\n\n", len(logins))
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(ctx, l, true) + "\n")
+		sb.WriteString("* " + b.describeLogin(l, true) + "\n")
 	}
 	b.reply(ctx, req.roomID, sb.String())
 	return nil
 }
 
 // describeLogin is one line about a login: who, its state as the connector
-// last reported it and since when, its last bridged message, and whether
-// that connector is connected now.
-func (b *Bot) describeLogin(ctx context.Context, l *database.Login, withOwner bool) string {
+// last reported it, and whether that connector is connected now.
+func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 	line := escape(l.ID)
 	if l.Name != "" {
 		line += " (" + escape(l.Name) + ")"
@@ -75,18 +68,5 @@ func (b *Bot) describeLogin(ctx context.Context, l *database.Login, withOwner bo
 			connection += ", " + escape(hello.Network.Name)
 		}
 	}
-	// The activity comes last, so the first part reads the same as before.
-	activity := "no message yet"
-	if act, err := b.db.Stats().Activity(ctx, l.ID); err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Str("login_id", l.ID).Msg("Failed to read login activity")
-		activity = "last message unknown"
-	} else {
-		if !act.LastMessage.IsZero() {
-			activity = "last message " + act.LastMessage.Format(timeFormat)
-		}
-		if !act.StateSince.IsZero() {
-			activity = escape(state) + " since " + act.StateSince.Format(timeFormat) + ", " + activity
-		}
-	}
-	return fmt.Sprintf("%s: login %s; connector %s is %s; %s", line, escape(state), escape(l.ConnectorID), connection, activity)
+	return fmt.Sprintf("%s: login %s; connector %s is %s", line, escape(state), escape(l.ConnectorID), connection)
 }

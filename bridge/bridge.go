@@ -45,10 +45,6 @@ type Bridge struct {
 	connServer *http.Server
 	connAddr   net.Addr
 	metricsSrv *metrics.Server
-	bot        *bot.Bot
-	// stopWatch ends the login alerts; watchDone closes when they ended.
-	stopWatch context.CancelFunc
-	watchDone chan struct{}
 }
 
 // New opens the database (running migrations) and wires the parts together.
@@ -91,15 +87,13 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
 	portals.SetConnector(srv)
-	botHandler := bot.New(cfg, db, link, portals, srv, log)
-	portals.SetRoomHandler(botHandler)
+	portals.SetRoomHandler(bot.New(cfg, db, link, portals, srv, log))
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
 	mx.WatchState(metrics.Sources{DB: db, Connectors: srv.ConnectorIDs, Log: log.With().Str("component", "metrics").Logger()})
 	checker := health.New(db, mx, srv.ConnectorIDs, Version, log)
 	link.Mount("GET "+health.HealthPath, checker.HealthHandler())
 	link.Mount("GET "+health.ReadyPath, checker.ReadyHandler())
-	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker,
-		bot: botHandler}, nil
+	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker}, nil
 }
 
 // Start listens for the homeserver and for connectors, makes sure the bot
@@ -130,12 +124,6 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}()
 	b.Portals.Start()
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	b.stopWatch, b.watchDone = stopWatch, make(chan struct{})
-	go func() {
-		defer close(b.watchDone)
-		b.bot.WatchLogins(watchCtx)
-	}()
 	b.log.Info().Str("connector_listen", ln.Addr().String()).Msg("Bridge started")
 	return nil
 }
@@ -190,10 +178,6 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	if b.connServer != nil {
 		b.Conn.Close()
 		errs = append(errs, b.connServer.Shutdown(ctx))
-	}
-	if b.stopWatch != nil {
-		b.stopWatch()
-		<-b.watchDone
 	}
 	errs = append(errs, b.Link.Stop(ctx))
 	b.Portals.Stop(ctx)

@@ -267,11 +267,6 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,
 		},
 		{
-			name:    "negative login alert delay",
-			changes: []change{{"permissions:", "bridge:\n  login_alert_after: -1m\npermissions:"}},
-			want:    `config.yaml: bridge.login_alert_after: must not be negative (0 turns the notice off), got -1m0s`,
-		},
-		{
 			name:    "bad metrics.listen",
 			changes: []change{{"permissions:", "metrics:\n  listen: 9090\npermissions:"}},
 			want:    `config.yaml: metrics.listen: not a host:port address: "9090" (leave it empty to disable metrics)`,

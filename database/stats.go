@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"go.mau.fi/util/dbutil"
-	"maunium.net/go/mautrix/id"
 )
 
 // StatsQuery reads the counts that metrics and health report. It spans
@@ -68,12 +67,10 @@ func (q *StatsQuery) LoginStates(ctx context.Context) ([]*LoginStateCount, error
 	}, "SELECT connector_id, state, COUNT(*) FROM login GROUP BY connector_id, state ORDER BY connector_id, state")
 }
 
-// LoginStatus is a login's state and since when. Health leaves out the
-// Matrix user; the login alerts need it to find the management room.
+// LoginStatus is a login as health shows it: no Matrix user, no name.
 type LoginStatus struct {
 	ID          string
 	ConnectorID string
-	MatrixUser  id.UserID
 	State       string
 	UpdatedAt   time.Time
 }
@@ -83,40 +80,12 @@ func (q *StatsQuery) LoginStatuses(ctx context.Context, limit int) ([]*LoginStat
 	return queryMany(ctx, q.db, func(row dbutil.Scannable) (*LoginStatus, error) {
 		var l LoginStatus
 		var updated int64
-		err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.State, &updated)
+		err := row.Scan(&l.ID, &l.ConnectorID, &l.State, &updated)
 		if updated > 0 {
 			l.UpdatedAt = time.UnixMilli(updated).UTC()
 		}
 		return &l, err
-	}, "SELECT id, connector_id, matrix_user, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
-}
-
-// LoginActivity is when a login's state last changed and when its last
-// bridged message (either way) was sent.
-type LoginActivity struct {
-	StateSince  time.Time
-	LastMessage time.Time
-}
-
-// Activity reads a login's activity; zero times where nothing is known.
-// The message lookup walks the login's part of the message table's primary
-// key, which is fine for a command a user types, not for a hot path.
-func (q *StatsQuery) Activity(ctx context.Context, loginID string) (*LoginActivity, error) {
-	var updated, last int64
-	err := q.db.QueryRow(ctx, `
-		SELECT COALESCE((SELECT updated_at FROM login WHERE id=$1), 0),
-			COALESCE((SELECT MAX(ts) FROM message WHERE login_id=$1), 0)`, loginID).Scan(&updated, &last)
-	if err != nil {
-		return nil, err
-	}
-	var a LoginActivity
-	if updated > 0 {
-		a.StateSince = time.UnixMilli(updated).UTC()
-	}
-	if last > 0 {
-		a.LastMessage = time.UnixMilli(last).UTC()
-	}
-	return &a, nil
+	}, "SELECT id, connector_id, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
 }
 
 // Ping checks that the database answers a query.
