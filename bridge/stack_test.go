@@ -190,6 +190,8 @@ type fakeConnector struct {
 	fail     map[string]*connector.Error
 	// blank makes the op succeed with an empty result, as a buggy network would.
 	blank map[string]bool
+	// avatar is the picture resolve_identifier gives its contacts, if any.
+	avatar *connector.Avatar
 }
 
 type recordedCommand struct {
@@ -304,7 +306,7 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		return &connector.Result{ID: fmt.Sprintf("net-%d", f.nextID), TS: time.Now().UnixMilli()}, nil
 	case connector.OpResolveIdentifier:
 		return &connector.Result{
-			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier},
+			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier, Avatar: f.avatar},
 			Chat:    &connector.Chat{ID: cmd.Identifier, Type: connector.ChatTypeDM, With: cmd.Identifier},
 		}, nil
 	case connector.OpGetContact:

@@ -45,8 +45,25 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return m.refuseInvite(ctx, evt, intent, "I can only be in direct chats: this bridge bridges one-to-one conversations. "+
 			"Start a direct chat with me instead (your client's “Start chat”).")
 	}
-	// The ghost joins before anything else, so that it can explain a
-	// refusal and read who else is in the room.
+	// The contact is looked up while the ghost is still only invited, so
+	// that the ghost joins already named and pictured as the contact: its
+	// join is the first member event the user sees, and a join under the
+	// bare id followed by a rename would show in the room as two events.
+	logins, loginErr := m.userLogins(ctx, user, "")
+	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) {
+		return loginErr
+	}
+	var r *resolved
+	var resolveErr error
+	if loginErr == nil {
+		if r, resolveErr = m.resolveContact(ctx, logins, contactID); resolveErr == nil && contactOfChat(r.chat) == contactID {
+			if _, perr := m.ghosts.UpdateProfile(ctx, r.contact); perr != nil {
+				log.Warn().Err(perr).Msg("Failed to apply the contact's profile")
+			}
+		}
+	}
+	// The ghost joins before any refusal, so that it can explain it, and
+	// before reading who else is in the room.
 	if _, _, err := m.ghosts.Ensure(ctx, contactID); err != nil {
 		return fmt.Errorf("prepare ghost: %w", err)
 	}
@@ -59,22 +76,15 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("This room already has other members (%s). "+
 			"This bridge bridges one-to-one conversations only: start a direct chat with just me.", joinUsers(others)))
 	}
-	logins, err := m.userLogins(ctx, user, "")
-	if err != nil && !errors.Is(err, ErrNoLogin) {
-		return err
-	} else if err != nil {
-		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(err)))
+	if loginErr != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(loginErr)))
 	}
-	r, err := m.resolveContact(ctx, logins, contactID)
-	if err != nil {
-		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(err)))
+	if resolveErr != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(resolveErr)))
 	}
 	if got := contactOfChat(r.chat); got != contactID {
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("%s is known on the network as %s. Start a direct chat with %s instead.",
 			contactID, got, m.ghosts.MXID(got).URI().MatrixToURL()))
-	}
-	if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
-		log.Warn().Err(err).Msg("Failed to apply the contact's profile")
 	}
 	return m.adoptRoom(ctx, evt, intent, r)
 }
@@ -120,8 +130,8 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.In
 			return err
 		}
 	}
-	// The ghost joined before its profile was known; bring its member event
-	// in the room up to date.
+	// The ghost joined with the profile it had then; should the profile have
+	// changed since (or failed to apply), bring its member event up to date.
 	if err = m.syncMemberProfiles(ctx, p.ContactID); err != nil {
 		log.Warn().Err(err).Msg("Failed to update the ghost's profile in the room")
 	}
