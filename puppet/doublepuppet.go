@@ -39,7 +39,7 @@ type DoublePuppets struct {
 func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
 	return &DoublePuppets{
 		as: as, db: db, secrets: cfg.DoublePuppet.Secrets,
-		log:     log.With().Str("component", "double_puppet").Logger(),
+		log:      log.With().Str("component", "double_puppet").Logger(),
 		intents:  make(map[id.UserID]*mas.IntentAPI),
 		warned:   make(map[string]bool),
 		profiles: make(map[id.UserID]map[string]any),
