@@ -172,7 +172,7 @@ func TestStartChatBotAndProvisioning(t *testing.T) {
 				}
 			}
 			s.command(mgmt, "ping")
-			s.waitNotice(s.sync, mgmt, bot, "login connected; connector fake is online")
+			s.waitNotice(s.sync, mgmt, bot, "connector fake is online")
 			s.command(mgmt, "logins")
 			s.waitNotice(s.sync, mgmt, bot, "is for bridge admins")
 			s.command(mgmt, "frobnicate")

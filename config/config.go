@@ -128,6 +128,10 @@ type BridgeConfig struct {
 	// the homeserver may still be storing the event of a request it saw
 	// cancelled. See portal/indoubt.go.
 	InDoubtGrace Duration `yaml:"in_doubt_grace"`
+	// LoginAlertAfter is how long a login may stay disconnected before its
+	// user is told in their management room; 0 turns these alerts off
+	// (bad_credentials is reported either way). See portal/loginwatch.go.
+	LoginAlertAfter Duration `yaml:"login_alert_after"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -143,6 +147,10 @@ type LoggingConfig struct {
 	Format string `yaml:"format"`
 	// File, if set, receives the log in addition to stderr.
 	File string `yaml:"file"`
+	// SummaryInterval is how often an info line sums up the messages
+	// bridged since the last one (each message itself is logged at debug);
+	// 0 turns the summary off. Nothing is logged for an idle interval.
+	SummaryInterval Duration `yaml:"summary_interval"`
 }
 
 // Default returns a config holding every default value. It is not valid on
@@ -174,10 +182,12 @@ func Default() *Config {
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
 			InDoubtGrace:          Duration(15 * time.Second),
+			LoginAlertAfter:       Duration(10 * time.Minute),
 		},
 		Logging: LoggingConfig{
-			Level:  "info",
-			Format: "pretty",
+			Level:           "info",
+			Format:          "pretty",
+			SummaryInterval: Duration(5 * time.Minute),
 		},
 	}
 }

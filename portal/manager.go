@@ -58,6 +58,8 @@ type Manager struct {
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
 	loginOwners sync.Map
+	// watch: see loginwatch.go.
+	watch *loginWatch
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
@@ -91,6 +93,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		remoteWake: make(chan struct{}, 1),
 		matrixWake: make(chan struct{}, 1),
 		started:    time.Now(),
+		watch:      newLoginWatch(),
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeAll
@@ -103,10 +106,11 @@ func (m *Manager) SetConnector(c Connector) { m.conn = c }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
-	m.wg.Add(3)
+	m.wg.Add(4)
 	go m.remoteLoop()
 	go m.matrixLoop()
 	go m.housekeepingLoop()
+	go m.loginAlertLoop()
 	m.wakeAll()
 	m.resumeCommands("")
 	m.startDirectRepair()

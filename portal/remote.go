@@ -28,6 +28,7 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 		zerolog.Ctx(ctx).Warn().Msg("Dropping event of a login that no longer exists")
 		return done(ctx)
 	}
+	m.noteLoginEvent(ctx, login.ID)
 	if ev.Chat != nil {
 		// Invites, start-chat and cleanups change portals too; see chatlocks.go.
 		unlock := m.chats.lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
@@ -191,6 +192,7 @@ func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, e
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("state", ev.State).Str("message", ev.Message).Msg("Login state changed")
+	signal(m.watch.wake)
 	if ev.State == connector.LoginBadCredentials {
 		return m.loginGone(ctx, login, ev, done)
 	}
