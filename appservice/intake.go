@@ -108,7 +108,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	for _, raw := range ephemeral {
 		evt, err := parseEphemeral(raw)
 		if err != nil {
-			log.Debug().Err(err).Msg("Skipping unparsable ephemeral event")
+			log.Warn().Err(err).Msg("Skipping unparsable ephemeral event")
 			continue
 		}
 		l.sink.MatrixEphemeral(ctx, evt)

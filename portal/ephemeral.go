@@ -36,7 +36,7 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 				timeout = 30 * time.Second
 			}
 			if _, err = m.ghosts.Intent(p.ContactID).UserTyping(ctx, p.RoomID, e.Typing, timeout); err != nil {
-				m.log.Debug().Err(err).Msg("Failed to set ghost typing")
+				m.log.Warn().Err(err).Msg("Failed to set ghost typing, dropping it")
 			}
 		})
 	case connector.KindPresence:
@@ -50,7 +50,7 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 			}
 			err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg)
 			if err != nil {
-				m.log.Debug().Err(err).Msg("Failed to set ghost presence")
+				m.log.Warn().Err(err).Msg("Failed to set ghost presence, dropping it")
 			}
 		})
 	}
@@ -109,7 +109,7 @@ func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
 			Login: login.ID, Chat: chatOf(p), Typing: typing, TimeoutMS: 30000,
 		})
 		if err != nil {
-			m.log.Debug().Err(err).Msg("Failed to send typing to the network")
+			m.log.Warn().Err(err).Msg("Failed to send typing to the network, dropping it")
 		}
 	})
 }

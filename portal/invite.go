@@ -27,7 +27,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	ctx = log.WithContext(ctx)
 	intent := m.ghosts.Intent(contactID)
 	if m.cfg.PermissionLevel(user) < config.LevelUser {
-		log.Info().Msg("Declining a ghost invite from a user the bridge does not serve")
+		log.Warn().Msg("Declining a ghost invite from a user the bridge does not serve")
 		if err := intent.EnsureRegistered(ctx); err != nil {
 			return fmt.Errorf("register ghost to decline the invite: %w", err)
 		}
@@ -190,7 +190,7 @@ func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent *ma
 // notice's transaction id comes from the invite, so a retry says it once.
 func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
 	log := zerolog.Ctx(ctx)
-	log.Info().Str("reason", text).Msg("Refusing ghost invite")
+	log.Warn().Str("reason", text).Msg("Refusing ghost invite")
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
 	if _, err := intent.SendMessageEvent(ctx, evt.RoomID, event.EventMessage, content,
 		mautrix.ReqSendEvent{TransactionID: "dmb_refuse_" + string(evt.ID)}); err != nil {

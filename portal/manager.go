@@ -60,6 +60,7 @@ type Manager struct {
 	loginOwners sync.Map
 	// watch: see loginwatch.go.
 	watch *loginWatch
+	stats bridgeStats
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
@@ -106,11 +107,12 @@ func (m *Manager) SetConnector(c Connector) { m.conn = c }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
-	m.wg.Add(4)
+	m.wg.Add(5)
 	go m.remoteLoop()
 	go m.matrixLoop()
 	go m.housekeepingLoop()
 	go m.loginAlertLoop()
+	go m.summaryLoop()
 	m.wakeAll()
 	m.resumeCommands("")
 	m.startDirectRepair()
