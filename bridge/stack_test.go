@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -36,6 +37,8 @@ type stack struct {
 	sync   *tesths.SyncWatcher
 	fake   *fakeConnector
 	target testdb.Target
+	// logTo, if set, also gets the bridge's log, from debug level on.
+	logTo io.Writer
 }
 
 type stackOptions struct {
@@ -100,6 +103,10 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 func (s *stack) startBridge() {
 	s.t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	if s.logTo != nil {
+		toTest := &zerolog.FilteredLevelWriter{Writer: zerolog.LevelWriterAdapter{Writer: zerolog.NewTestWriter(s.t)}, Level: zerolog.InfoLevel}
+		log = zerolog.New(zerolog.MultiLevelWriter(toTest, s.logTo)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
 	br, err := bridge.New(context.Background(), s.cfg, log)
 	if err != nil {
 		s.t.Fatalf("new bridge: %v", err)
