@@ -135,6 +135,17 @@ func TestLoginStateInPingAndAlerts(t *testing.T) {
 				t.Errorf("ping with the connector gone shows it %s", conn)
 			}
 			s.waitNotice(s.sync, mgmt, bot, "no connection to its connector fake")
+			// A restart in the middle of the episode tells nothing twice, and
+			// ping still knows the last event.
+			s.restartBridge()
+			_, lastAfterRestart, _ := s.ping(mgmt, "disconnected")
+			if !lastAfterRestart.Equal(last) {
+				t.Errorf("ping after a restart shows last event %v, want %v", lastAfterRestart, last)
+			}
+			time.Sleep(2 * alertAfter)
+			if n := s.noticesWith(mgmt, bot, "no connection to its connector fake"); n != 1 {
+				t.Errorf("%d alerts for the connector episode across a restart, want 1", n)
+			}
 			f = s.connectFake(f.store)
 			tesths := time.Now().Add(30 * time.Second)
 			for s.noticesWith(mgmt, bot, "is connected again") < 2 && time.Now().Before(tesths) {
