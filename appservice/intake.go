@@ -44,17 +44,20 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	log := l.log.With().Str("transaction_id", txnID).Logger()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxTransactionBytes+1))
 	if err != nil || len(body) == 0 || len(body) > maxTransactionBytes {
+		log.Warn().Err(err).Int("bytes", len(body)).Msg("Refused a transaction: missing, unreadable or oversized body")
 		mautrix.MNotJSON.WithMessage("Missing, unreadable or oversized request body").Write(w)
 		return
 	}
 	var txn rawTransaction
 	if err = json.Unmarshal(body, &txn); err != nil {
+		log.Warn().Err(err).Msg("Refused a transaction that is not valid JSON")
 		mautrix.MBadJSON.WithMessage("Transaction is not valid JSON: " + err.Error()).Write(w)
 		return
 	}
 	heads := make([]eventHead, len(txn.Events))
 	for i, raw := range txn.Events {
 		if err = json.Unmarshal(raw, &heads[i]); err != nil || heads[i].ID == "" || heads[i].RoomID == "" {
+			log.Warn().Err(err).Int("event", i).Msg("Refused a transaction with an event that lacks event_id or room_id")
 			mautrix.MBadJSON.WithMessage(fmt.Sprintf("Event %d lacks event_id or room_id", i)).Write(w)
 			return
 		}
