@@ -85,7 +85,7 @@ func (s *stack) ping(mgmt id.RoomID, wantState string) (since, last time.Time, c
 func TestLoginStateInPingAndAlerts(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
-			const alertAfter = 2 * time.Second
+			const alertAfter = time.Second
 			s := newStack(t, target, stackOptions{noBridge: true})
 			s.cfg.Bridge.LoginAlertAfter = config.Duration(alertAfter)
 			s.startBridge()
