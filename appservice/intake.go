@@ -46,11 +46,13 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	log := l.log.With().Str("transaction_id", txnID).Logger()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxTransactionBytes+1))
 	if err != nil || len(body) == 0 || len(body) > maxTransactionBytes {
+		log.Warn().Err(err).Int("bytes", len(body)).Msg("Refused a transaction: missing, unreadable or oversized body")
 		mautrix.MNotJSON.WithMessage("Missing, unreadable or oversized request body").Write(w)
 		return
 	}
 	var txn rawTransaction
 	if err = json.Unmarshal(body, &txn); err != nil {
+		log.Warn().Err(err).Msg("Refused a transaction that is not valid JSON")
 		mautrix.MBadJSON.WithMessage("Transaction is not valid JSON: " + err.Error()).Write(w)
 		return
 	}
@@ -123,7 +125,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	for _, raw := range ephemeral {
 		evt, err := parseEphemeral(raw)
 		if err != nil {
-			log.Debug().Err(err).Msg("Skipping unparsable ephemeral event")
+			log.Warn().Err(err).Msg("Skipping unparsable ephemeral event")
 			continue
 		}
 		l.sink.MatrixEphemeral(ctx, evt)

@@ -17,10 +17,12 @@ func (l *Link) checkHSToken(w http.ResponseWriter, r *http.Request) bool {
 		token = r.URL.Query().Get("access_token")
 	}
 	if token == "" {
+		l.log.Warn().Str("path", r.URL.Path).Str("remote", r.RemoteAddr).Msg("Refused a homeserver request without hs_token")
 		mautrix.MMissingToken.WithMessage("Missing hs_token").Write(w)
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(token), []byte(l.AS.Registration.ServerToken)) != 1 {
+		l.log.Warn().Str("path", r.URL.Path).Str("remote", r.RemoteAddr).Msg("Refused a homeserver request with a wrong hs_token")
 		mautrix.MForbidden.WithMessage("Wrong hs_token").Write(w)
 		return false
 	}

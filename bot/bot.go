@@ -21,6 +21,7 @@ import (
 // Portals is what the bot needs of the portal manager.
 type Portals interface {
 	StartChat(ctx context.Context, user id.UserID, loginID, identifier string) (*portal.StartedChat, error)
+	LoginStatus(l *database.Login) portal.LoginStatus
 }
 
 // Connectors is what the bot needs to know about connector connections.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/portal"
 )
 
 // cmdPing reports the user's logins and whether their connectors are up.
@@ -48,7 +49,8 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 }
 
 // describeLogin is one line about a login: who, its state as the connector
-// last reported it, and whether that connector is connected now.
+// last reported it (disconnected while its connector is), since when, when
+// its last event arrived, and whether that connector is connected now.
 func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 	line := escape(l.ID)
 	if l.Name != "" {
@@ -57,16 +59,18 @@ func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 	if withOwner {
 		line += " of " + escape(string(l.MatrixUser))
 	}
-	state := l.State
-	if state == "" {
-		state = "unknown"
+	st := b.portals.LoginStatus(l)
+	state := escape(st.State)
+	if !st.Since.IsZero() {
+		state += " since " + portal.FormatTime(st.Since)
 	}
 	connection := "offline"
-	if b.conn != nil && b.conn.Connected(l.ConnectorID) {
+	if !st.ConnectorOffline {
 		connection = "online"
 		if hello, ok := b.conn.Hello(l.ConnectorID); ok && hello.Network.Name != "" {
 			connection += ", " + escape(hello.Network.Name)
 		}
 	}
-	return fmt.Sprintf("%s: login %s; connector %s is %s", line, escape(state), escape(l.ConnectorID), connection)
+	return fmt.Sprintf("%s: login %s; last event %s; connector %s is %s", line, state,
+		portal.FormatTime(st.LastEvent), escape(l.ConnectorID), connection)
 }

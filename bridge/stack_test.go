@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,8 @@ type stack struct {
 	// proxy is set with stackOptions.hsProxy: the bridge reaches Dendrite
 	// through it.
 	proxy *hsProxy
+	// logTo, if set, also gets the bridge's log, from debug level on.
+	logTo io.Writer
 }
 
 type stackOptions struct {
@@ -114,6 +117,10 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 func (s *stack) startBridge() {
 	s.t.Helper()
 	log := zerolog.New(zerolog.NewTestWriter(s.t)).Level(zerolog.InfoLevel).With().Timestamp().Logger()
+	if s.logTo != nil {
+		toTest := &zerolog.FilteredLevelWriter{Writer: zerolog.LevelWriterAdapter{Writer: zerolog.NewTestWriter(s.t)}, Level: zerolog.InfoLevel}
+		log = zerolog.New(zerolog.MultiLevelWriter(toTest, s.logTo)).Level(zerolog.DebugLevel).With().Timestamp().Logger()
+	}
 	br, err := bridge.New(context.Background(), s.cfg, log)
 	if err != nil {
 		s.t.Fatalf("new bridge: %v", err)
@@ -210,6 +217,8 @@ type fakeConnector struct {
 	fail     map[string]*connector.Error
 	// blank makes the op succeed with an empty result, as a buggy network would.
 	blank map[string]bool
+	// avatar is the picture resolve_identifier gives its contacts, if any.
+	avatar *connector.Avatar
 }
 
 type recordedCommand struct {
@@ -333,7 +342,7 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		return &connector.Result{ID: fmt.Sprintf("net-%d", f.nextID), TS: time.Now().UnixMilli()}, nil
 	case connector.OpResolveIdentifier:
 		return &connector.Result{
-			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier},
+			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier, Avatar: f.avatar},
 			Chat:    &connector.Chat{ID: cmd.Identifier, Type: connector.ChatTypeDM, With: cmd.Identifier},
 		}, nil
 	case connector.OpGetContact:

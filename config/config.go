@@ -136,8 +136,8 @@ type BridgeConfig struct {
 	// cancelled. See portal/indoubt.go.
 	InDoubtGrace Duration `yaml:"in_doubt_grace"`
 	// LoginAlertAfter is how long a login may stay disconnected before its
-	// user is told in their management room; 0 disables that notice (a
-	// login that goes to bad_credentials is always reported).
+	// user is told in their management room; 0 turns these alerts off
+	// (bad_credentials is reported either way). See portal/loginwatch.go.
 	LoginAlertAfter Duration `yaml:"login_alert_after"`
 	// RetryMaxDelay caps the wait between tries of an event that failed for
 	// a passing reason (homeserver down, database down); such an event is
@@ -165,6 +165,10 @@ type LoggingConfig struct {
 	Format string `yaml:"format"`
 	// File, if set, receives the log in addition to stderr.
 	File string `yaml:"file"`
+	// SummaryInterval is how often an info line sums up the messages
+	// bridged since the last one (each message itself is logged at debug);
+	// 0 turns the summary off. Nothing is logged for an idle interval.
+	SummaryInterval Duration `yaml:"summary_interval"`
 }
 
 // Default returns a config holding every default value. It is not valid on
@@ -200,8 +204,9 @@ func Default() *Config {
 			RetryMaxDelay:         Duration(30 * time.Second),
 		},
 		Logging: LoggingConfig{
-			Level:  "info",
-			Format: "pretty",
+			Level:           "info",
+			Format:          "pretty",
+			SummaryInterval: Duration(5 * time.Minute),
 		},
 	}
 }

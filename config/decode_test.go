@@ -19,11 +19,12 @@ func TestDefaultsFillUnsetKeys(t *testing.T) {
 	if !cfg.Appservice.EphemeralEvents {
 		t.Error("ephemeral_events should default to true")
 	}
-	if cfg.Logging != (LoggingConfig{Level: "info", Format: "pretty"}) {
+	if cfg.Logging != (LoggingConfig{Level: "info", Format: "pretty", SummaryInterval: Duration(5 * time.Minute)}) {
 		t.Errorf("logging defaults: %+v", cfg.Logging)
 	}
 	if !reflect.DeepEqual(cfg.Bridge, d.Bridge) || cfg.Bridge.MaxMediaBytes != 100<<20 || cfg.Bridge.InlineMediaBytes != 512<<10 ||
-		cfg.Bridge.MDirectRepairInterval.D() != time.Hour || cfg.Bridge.HomeserverConcurrency != 16 || cfg.Bridge.BridgePresence {
+		cfg.Bridge.MDirectRepairInterval.D() != time.Hour || cfg.Bridge.HomeserverConcurrency != 16 || cfg.Bridge.BridgePresence ||
+		cfg.Bridge.LoginAlertAfter.D() != 10*time.Minute {
 		t.Errorf("bridge defaults: %+v", cfg.Bridge)
 	}
 	if def := Default().Database; def.Type != "sqlite3-fk-wal" || def.URI != "file:dmbridge.db?_txlock=immediate" {

@@ -273,7 +273,7 @@ func (v *validator) bridge() {
 		v.fail("bridge.in_doubt_grace", "must be greater than 0, got %s", b.InDoubtGrace)
 	}
 	if b.LoginAlertAfter < 0 {
-		v.fail("bridge.login_alert_after", "must not be negative (0 turns the notice off), got %s", b.LoginAlertAfter)
+		v.fail("bridge.login_alert_after", "must not be negative (0 turns disconnection alerts off), got %s", b.LoginAlertAfter)
 	}
 	if b.RetryMaxDelay <= 0 {
 		v.fail("bridge.retry_max_delay", "must be greater than 0, got %s", b.RetryMaxDelay)
@@ -308,6 +308,9 @@ func (v *validator) logging() {
 	l := v.c.Logging
 	v.oneOf("logging.level", l.Level, logLevels)
 	v.oneOf("logging.format", l.Format, logFormats)
+	if l.SummaryInterval < 0 {
+		v.fail("logging.summary_interval", "must not be negative (0 turns the summary off), got %s", l.SummaryInterval)
+	}
 }
 
 // sortedKeys makes the reported problem independent of map order.

@@ -262,6 +262,16 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: bridge.in_doubt_grace: must be greater than 0, got 0s`,
 		},
 		{
+			name:    "negative login alert delay",
+			changes: []change{{"permissions:", "bridge:\n  login_alert_after: -1m\npermissions:"}},
+			want:    `config.yaml: bridge.login_alert_after: must not be negative (0 turns disconnection alerts off), got -1m0s`,
+		},
+		{
+			name:    "negative log summary interval",
+			changes: []change{{"permissions:", "logging:\n  summary_interval: -5m\npermissions:"}},
+			want:    `config.yaml: logging.summary_interval: must not be negative (0 turns the summary off), got -5m0s`,
+		},
+		{
 			name:    "bad double puppet secret",
 			changes: []change{{"permissions:", "double_puppet:\n  secrets:\n    example.org: hunter2\npermissions:"}},
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,

@@ -187,7 +187,7 @@ func (c *serverConn) handshake() error {
 		if msg == "" {
 			msg = fmt.Sprintf("login %s is not allowed to use this bridge", r.Login)
 		}
-		c.rlog.Info().Str("login", r.Login).Msg("Refused login")
+		c.rlog.Warn().Str("login", r.Login).Str("reason", msg).Msg("Refused login")
 		c.send(errFrame("", 0, &Error{Code: ErrForbidden, Message: msg, Login: r.Login}))
 	}
 	c.welcomed = true

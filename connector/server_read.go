@@ -71,15 +71,22 @@ func (c *serverConn) dispatch(typ int, msg []byte) (bad bool, err error) {
 	case "":
 		return c.badFrame(refs, "type is required"), nil
 	default:
-		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown frame type %q", f.Type)})
+		c.refuse(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown frame type %q", f.Type)})
 		return false, nil
 	}
 }
 
 func (c *serverConn) badFrame(refs frameRefs, reason string) bool {
-	c.rlog.Debug().Str("id", refs.ID).Int64("seq", refs.Seq).Str("reason", reason).Msg("Bad frame from connector")
-	c.sendErr(refs, &Error{Code: ErrBadFrame, Message: reason})
+	c.refuse(refs, &Error{Code: ErrBadFrame, Message: reason})
 	return true
+}
+
+// refuse tells the connector why its frame changed nothing, and logs it at
+// warn: every frame or event the bridge refuses leaves a trace with its reason.
+func (c *serverConn) refuse(refs frameRefs, e *Error) {
+	c.rlog.Warn().Str("id", refs.ID).Int64("seq", refs.Seq).Str("code", e.Code).Str("reason", e.Message).
+		Msg("Refused a frame from the connector")
+	c.sendErr(refs, e)
 }
 
 // onEvent applies the seq rules, then validates the event and queues it for
@@ -106,7 +113,7 @@ func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 		if !c.gapReported {
 			c.gapReported = true
 			c.rlog.Warn().Int64("seq", f.Seq).Int64("expected", c.queued+1).Msg("Connector skipped ahead")
-			c.sendErr(refs, &Error{Code: ErrBadSeq, Message: fmt.Sprintf("expected seq %d", c.queued+1), Retryable: true})
+			c.refuse(refs, &Error{Code: ErrBadSeq, Message: fmt.Sprintf("expected seq %d", c.queued+1), Retryable: true})
 		}
 		return false, nil
 	}
@@ -124,14 +131,14 @@ func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 	if !IsKnownEventKind(ev.Kind) {
 		// Acked anyway: a newer connector must not block its own stream
 		// on an older bridge.
-		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown event kind %q", ev.Kind)})
+		c.refuse(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown event kind %q", ev.Kind)})
 		return false, c.enqueue(f.Seq, nil)
 	}
 	if err := ev.Validate(); err != nil {
 		return c.badFrame(refs, "event: "+err.Error()), nil
 	}
 	if IsChatScoped(ev.Kind) && ev.Chat.Type != ChatTypeDM {
-		c.sendErr(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", ev.Chat.Type)})
+		c.refuse(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", ev.Chat.Type)})
 		return false, c.enqueue(f.Seq, nil)
 	}
 	if e := c.srv.opts.Handler.Check(c.ctx, c.id, &ev); e != nil {
@@ -145,7 +152,7 @@ func (c *serverConn) onEvent(f *Frame) (bad bool, err error) {
 			c.sendClose(websocket.CloseInternalServerErr, "bridge could not check the event")
 			return false, fmt.Errorf("%w: seq %d: %s", errCheckFailed, f.Seq, e.Message)
 		}
-		c.sendErr(refs, e)
+		c.refuse(refs, e)
 		return false, c.enqueue(f.Seq, nil)
 	}
 	return false, c.enqueue(f.Seq, &ev)
@@ -164,14 +171,14 @@ func (c *serverConn) onEphemeral(f *Frame) (bad bool) {
 		return c.badFrame(refs, "ephemeral: data.kind is required")
 	}
 	if !IsKnownEphemeralKind(e.Kind) {
-		c.sendErr(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown ephemeral kind %q", e.Kind)})
+		c.refuse(refs, &Error{Code: ErrUnknownKind, Message: fmt.Sprintf("unknown ephemeral kind %q", e.Kind)})
 		return false
 	}
 	if err := e.Validate(); err != nil {
 		return c.badFrame(refs, "ephemeral: "+err.Error())
 	}
 	if e.Chat != nil && e.Chat.Type != ChatTypeDM {
-		c.sendErr(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", e.Chat.Type)})
+		c.refuse(refs, &Error{Code: ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", e.Chat.Type)})
 		return false
 	}
 	c.srv.opts.Handler.Ephemeral(c.ctx, c.id, &e)
@@ -193,7 +200,7 @@ func (c *serverConn) onRes(f *Frame) (bad bool) {
 		}
 	}
 	if !c.resolve(f.ID, cmdReply{res: &res}) {
-		c.rlog.Debug().Str("id", f.ID).Msg("Result for a command nobody waits for (timed out?)")
+		c.rlog.Warn().Str("id", f.ID).Msg("Dropping a result for a command nobody waits for (timed out?)")
 	}
 	return false
 }

@@ -221,6 +221,7 @@ func TestUpgradeFromV1(t *testing.T) {
 				"ALTER TABLE mx_event DROP COLUMN received_at",
 				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
 				"DROP TABLE in_doubt_send",
+				dropV4[0], dropV4[1], dropV4[2],
 				"UPDATE version SET version=1",
 			)
 			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
@@ -239,7 +240,7 @@ func TestUpgradeFromV2(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", "UPDATE version SET version=2")
+			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "UPDATE version SET version=2")
 			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -301,6 +302,60 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 	}
 }
 
+// latestVersion is the schema version of 00-latest.sql.
+const latestVersion = 4
+
+// dropV4 takes the login table back to before v4.
+var dropV4 = []string{
+	"ALTER TABLE login DROP COLUMN state_since",
+	"ALTER TABLE login DROP COLUMN last_event_at",
+	"ALTER TABLE login DROP COLUMN alerted",
+}
+
+// TestUpgradeToV4 takes a database back to before v4 (without the login
+// alert columns) and checks that opening it adds them: a login stored before
+// keeps its state and gets its state time, last event and alert.
+func TestUpgradeToV4(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			stmts := append(append([]string{}, dropV4...),
+				"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
+				"UPDATE version SET version=3")
+			upgraded := reopenFrom(t, target, stmts...)
+			old, err := upgraded.Login.Get(ctx, "old")
+			if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
+				t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
+			}
+			if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
+				t.Fatal(err)
+			}
+			at := time.UnixMilli(5000)
+			if err = upgraded.Login.SetLastEvent(ctx, "old", at); err != nil {
+				t.Fatal(err)
+			}
+			if err = upgraded.Login.SetAlerted(ctx, "old", "disconnected"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := upgraded.Login.Get(ctx, "old")
+			if err != nil || got.StateSince.IsZero() || !got.LastEvent.Equal(at) || got.Alerted != "disconnected" {
+				t.Fatalf("login after writes = %+v, %v", got, err)
+			}
+			since := got.StateSince
+			// The same state again keeps its start; a hello that repeats it too.
+			if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
+				t.Fatal(err)
+			}
+			if stored, err := upgraded.Login.Upsert(ctx, &database.Login{ID: "old", ConnectorID: "c", MatrixUser: "@a:x", State: "disconnected"}); err != nil || !stored {
+				t.Fatal(stored, err)
+			}
+			if got, _ = upgraded.Login.Get(ctx, "old"); !got.StateSince.Equal(since) {
+				t.Errorf("state_since moved from %v to %v without a state change", since, got.StateSince)
+			}
+		})
+	}
+}
+
 // reopenFrom takes a new database back to an older schema with downgrade,
 // then opens it again, which runs the upgrades, and checks it is at the
 // latest version.
@@ -315,8 +370,8 @@ func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *databa
 	}
 	_ = db.Close()
 	upgraded := open(t, target)
-	if v, err := schemaVersion(ctx, upgraded); err != nil || v != 3 {
-		t.Fatalf("version after upgrade = %d, %v; want 3", v, err)
+	if v, err := schemaVersion(ctx, upgraded); err != nil || v != latestVersion {
+		t.Fatalf("version after upgrade = %d, %v; want %d", v, err, latestVersion)
 	}
 	return upgraded
 }

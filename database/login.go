@@ -18,14 +18,30 @@ type Login struct {
 	MatrixUser  id.UserID
 	Name        string
 	State       string
+	// StateSince is when the login entered State; zero when unknown.
+	StateSince time.Time
+	// LastEvent is when a connector event of the login was last applied
+	// (as last stored); zero when never.
+	LastEvent time.Time
+	// Alerted is the trouble its user was last told about ("" for none).
+	Alerted string
 }
 
-const loginColumns = "id, connector_id, matrix_user, name, state"
+const loginColumns = "id, connector_id, matrix_user, name, state, state_since, last_event_at, alerted"
 
 func scanLogin(row dbutil.Scannable) (*Login, error) {
 	var l Login
-	err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.Name, &l.State)
+	var since, last int64
+	err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.Name, &l.State, &since, &last, &l.Alerted)
+	l.StateSince, l.LastEvent = unixMilli(since), unixMilli(last)
 	return &l, err
+}
+
+func unixMilli(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
 }
 
 // Upsert stores a login as the connector announced it. A login keeps its
@@ -34,12 +50,14 @@ func scanLogin(row dbutil.Scannable) (*Login, error) {
 // false. Moving it would pour the new owner's traffic into the old owner's
 // rooms, or let any holder of the shared token lock the rightful connector
 // out of its own login. The check is part of the one statement, so two
-// hellos racing cannot slip past it.
+// hellos racing cannot slip past it. state_since moves only when the state
+// differs from the stored one.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
 	res, err := q.db.Exec(ctx, `
-		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since) VALUES ($1, $2, $3, $4, $5, $6, $6)
 		ON CONFLICT (id) DO UPDATE SET
-			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at
+			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at,
+			state_since=CASE WHEN login.state=excluded.state THEN login.state_since ELSE excluded.state_since END
 		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`,
 		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli())
 	if err != nil {
@@ -49,9 +67,23 @@ func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err err
 	return n > 0, err
 }
 
-// SetState records a login state change.
+// SetState records a login state change; state_since moves only when the
+// state differs from the stored one.
 func (q *LoginQuery) SetState(ctx context.Context, loginID, state string) error {
-	_, err := q.db.Exec(ctx, "UPDATE login SET state=$2, updated_at=$3 WHERE id=$1", loginID, state, time.Now().UnixMilli())
+	_, err := q.db.Exec(ctx, `UPDATE login SET state=$2, updated_at=$3,
+		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`, loginID, state, time.Now().UnixMilli())
+	return err
+}
+
+// SetLastEvent records when an event of the login was last applied.
+func (q *LoginQuery) SetLastEvent(ctx context.Context, loginID string, at time.Time) error {
+	_, err := q.db.Exec(ctx, "UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2", loginID, at.UnixMilli())
+	return err
+}
+
+// SetAlerted records the trouble the login's user was last told about.
+func (q *LoginQuery) SetAlerted(ctx context.Context, loginID, alerted string) error {
+	_, err := q.db.Exec(ctx, "UPDATE login SET alerted=$2 WHERE id=$1", loginID, alerted)
 	return err
 }
 

@@ -46,7 +46,7 @@ func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingComman
 		return true
 	}
 	if what := unsupported(caps, pc.Op, cmd); what != "" {
-		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("Network cannot carry this, telling the user")
+		zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Str("op", pc.Op).Msg("Network cannot carry this, telling the user")
 		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop unsupported command")
 		}

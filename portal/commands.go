@@ -106,7 +106,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 // commandDone stores what a command's result means and drops the command,
 // in one transaction.
 func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err := m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err != nil {
 			return err
 		} else if p == nil || p.PortalKey != pc.PortalKey {
@@ -136,12 +136,18 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		}
 		return m.db.PendingCm.Delete(ctx, pc.Txn)
 	})
+	if err == nil && pc.Op == connector.OpSendMessage {
+		m.stats.toNetwork.Add(1)
+		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Str("remote_id", res.ID).Msg("Bridged message to the network")
+	}
+	return err
 }
 
 // commandFailed tells the user, in the room, that their action did not reach
 // the network, so that nobody believes an undelivered message arrived.
 func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand, cause error) {
 	m.metrics.CommandDone(pc.Txn, pc.Op, false)
+	m.stats.networkErrors.Add(1)
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}

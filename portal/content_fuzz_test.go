@@ -35,7 +35,8 @@ var htmlSeeds = [][2]string{
 
 // FuzzRemoteToMatrix converts what a remote party sends as text and HTML
 // into the Matrix content the bridge posts. Properties: the text is kept as
-// sent; HTML is marked as such; the plain body derived from HTML is bounded
+// sent; HTML is marked as such and is the sanitised HTML, unless nothing of
+// it survives sanitising; the plain body derived from HTML is bounded
 // by the HTML's size and not empty when the HTML is plain words.
 func FuzzRemoteToMatrix(f *testing.F) {
 	for _, s := range htmlSeeds {
@@ -55,8 +56,8 @@ func FuzzRemoteToMatrix(f *testing.F) {
 		if text != "" && c.Body != text {
 			t.Fatalf("text %q became body %q", text, c.Body)
 		}
-		if c.Format != event.FormatHTML {
-			t.Fatalf("HTML message has format %q", c.Format)
+		if clean := sanitizeRemoteHTML(html); (c.Format == event.FormatHTML) != (clean != "") || c.FormattedBody != clean {
+			t.Fatalf("HTML %q sanitised to %q became format %q, formatted body %q", html, clean, c.Format, c.FormattedBody)
 		}
 		if len(c.FormattedBody) > htmlBound(len(html)) {
 			t.Fatalf("formatted body of %d bytes from %d bytes of HTML", len(c.FormattedBody), len(html))

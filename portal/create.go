@@ -70,7 +70,7 @@ func (m *Manager) ensurePortal(ctx context.Context, login *database.Login, conne
 		return p, nil
 	}
 	if !p.UserJoined {
-		if _, err = dp.JoinRoomByID(ctx, p.RoomID); err != nil {
+		if err = m.dps.Join(ctx, dp, p.RoomID); err != nil {
 			return nil, fmt.Errorf("join %s to portal %s: %w", login.MatrixUser, p.RoomID, err)
 		}
 		_ = m.link.StateStore.SetMembership(ctx, p.RoomID, login.MatrixUser, event.MembershipJoin)

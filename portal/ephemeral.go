@@ -63,7 +63,7 @@ func (m *Manager) applyRemoteTyping(ctx context.Context, e *connector.Ephemeral)
 	}
 	timeout = min(timeout, maxTypingTimeout)
 	if _, err = m.ghosts.Intent(p.ContactID).UserTyping(ctx, p.RoomID, e.Typing, timeout); err != nil {
-		m.log.Debug().Err(err).Msg("Failed to set ghost typing")
+		m.log.Warn().Err(err).Msg("Failed to set ghost typing, dropping it")
 	}
 }
 
@@ -74,7 +74,7 @@ func (m *Manager) applyRemotePresence(ctx context.Context, e *connector.Ephemera
 		return
 	}
 	if err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg); err != nil {
-		m.log.Debug().Err(err).Msg("Failed to set ghost presence")
+		m.log.Warn().Err(err).Msg("Failed to set ghost presence, dropping it")
 	}
 }
 
@@ -131,7 +131,7 @@ func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
 			Login: login.ID, Chat: chatOf(p), Typing: typing, TimeoutMS: 30000,
 		})
 		if err != nil {
-			m.log.Debug().Err(err).Msg("Failed to send typing to the network")
+			m.log.Warn().Err(err).Msg("Failed to send typing to the network, dropping it")
 		}
 	})
 }

@@ -27,7 +27,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	ctx = log.WithContext(ctx)
 	intent := m.ghosts.Intent(contactID)
 	if m.cfg.PermissionLevel(user) < config.LevelUser {
-		log.Info().Msg("Declining a ghost invite from a user the bridge does not serve")
+		log.Warn().Msg("Declining a ghost invite from a user the bridge does not serve")
 		if err := registerToAnswer(ctx, intent); err != nil {
 			return fmt.Errorf("register ghost to decline the invite: %w", err)
 		}
@@ -45,11 +45,34 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return m.refuseInvite(ctx, evt, intent, "I can only be in direct chats: this bridge bridges one-to-one conversations. "+
 			"Start a direct chat with me instead (your client's “Start chat”).")
 	}
-	// The ghost joins before anything else, so that it can explain a
-	// refusal and read who else is in the room. It is recorded as a ghost
-	// (profile, ghost row) only when the room becomes its portal, in
-	// adoptRoom: anyone may invite any name in the ghost namespace, and a
-	// refused invite must leave nothing behind in the bridge.
+	// The contact is looked up while the ghost is still only invited, so
+	// that the ghost joins already named and pictured as the contact: its
+	// join is the first member event the user sees, and a join under the
+	// bare id followed by a rename would show in the room as two events.
+	// Only a contact the user's login resolves gets its profile (and so its
+	// ghost row) here.
+	logins, loginErr := m.userLogins(ctx, user, "")
+	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) {
+		return loginErr
+	}
+	var r *resolved
+	var resolveErr error
+	if loginErr == nil {
+		if r, resolveErr = m.resolveContact(ctx, logins, contactID); resolveErr == nil && contactOfChat(r.chat) == contactID {
+			if _, perr := m.ghosts.UpdateProfile(ctx, r.contact); perr != nil {
+				log.Warn().Err(perr).Msg("Failed to apply the contact's profile")
+			}
+		}
+	}
+	// The ghost joins before any refusal, so that it can explain it, and
+	// before reading who else is in the room. A name that is not the
+	// user's contact is registered only to answer: it is recorded as a
+	// ghost (ghost row) only when the room becomes its portal, in
+	// adoptRoom, because anyone may invite any name in the ghost namespace
+	// and a refused invite must leave nothing behind in the bridge.
+	if err := registerToAnswer(ctx, intent); err != nil {
+		return fmt.Errorf("register ghost to answer the invite: %w", err)
+	}
 	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
 		return err
 	}
@@ -59,22 +82,15 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("This room already has other members (%s). "+
 			"This bridge bridges one-to-one conversations only: start a direct chat with just me.", joinUsers(others)))
 	}
-	logins, err := m.userLogins(ctx, user, "")
-	if err != nil && !errors.Is(err, ErrNoLogin) {
-		return err
-	} else if err != nil {
-		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(err)))
+	if loginErr != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(loginErr)))
 	}
-	r, err := m.resolveContact(ctx, logins, contactID)
-	if err != nil {
-		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(err)))
+	if resolveErr != nil {
+		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(resolveErr)))
 	}
 	if got := contactOfChat(r.chat); got != contactID {
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("%s is known on the network as %s. Start a direct chat with %s instead.",
 			contactID, got, m.ghosts.MXID(got).URI().MatrixToURL()))
-	}
-	if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
-		log.Warn().Err(err).Msg("Failed to apply the contact's profile")
 	}
 	return m.adoptRoom(ctx, evt, intent, r)
 }
@@ -120,8 +136,8 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.In
 			return err
 		}
 	}
-	// The ghost joined before its profile was known; bring its member event
-	// in the room up to date.
+	// The ghost joined with the profile it had then; should the profile have
+	// changed since (or failed to apply), bring its member event up to date.
 	if err = m.syncMemberProfiles(ctx, p.ContactID); err != nil {
 		log.Warn().Err(err).Msg("Failed to update the ghost's profile in the room")
 	}
@@ -180,7 +196,7 @@ func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent *ma
 // notice's transaction id comes from the invite, so a retry says it once.
 func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
 	log := zerolog.Ctx(ctx)
-	log.Info().Str("reason", text).Msg("Refusing ghost invite")
+	log.Warn().Str("reason", text).Msg("Refusing ghost invite")
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
 	if _, err := intent.SendMessageEvent(ctx, evt.RoomID, event.EventMessage, content,
 		mautrix.ReqSendEvent{TransactionID: "dmb_refuse_" + string(evt.ID)}); err != nil {

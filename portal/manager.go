@@ -61,6 +61,9 @@ type Manager struct {
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
 	loginOwners sync.Map
+	// watch: see loginwatch.go.
+	watch *loginWatch
+	stats bridgeStats
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
@@ -96,6 +99,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		remoteWake: make(chan struct{}, 1),
 		matrixWake: make(chan struct{}, 1),
 		started:    time.Now(),
+		watch:      newLoginWatch(),
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeAll
@@ -112,10 +116,12 @@ func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
-	m.wg.Add(3)
+	m.wg.Add(5)
 	go m.remoteLoop()
 	go m.matrixLoop()
 	go m.housekeepingLoop()
+	go m.loginAlertLoop()
+	go m.summaryLoop()
 	m.wakeAll()
 	m.resumeCommands("")
 	m.startDirectRepair()

@@ -18,7 +18,12 @@ import (
 
 // handleMatrix handles one stored Matrix event. Events the bridge caused
 // (ghosts, the bot, its own double-puppet sends) never go to the network.
-func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) error {
+func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err error) {
+	defer func() {
+		if err != nil {
+			m.stats.networkErrors.Add(1)
+		}
+	}()
 	evt, err := appservice.ParseEvent(row.Data)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Matrix event does not parse, skipping it")

@@ -39,7 +39,7 @@ func (m *Manager) matrixPresence(evt *appservice.EphemeralEvent) {
 				Login: login.ID, Presence: string(content.Presence), StatusMsg: content.StatusMessage,
 			})
 			if err != nil {
-				m.log.Debug().Err(err).Str("login_id", login.ID).Msg("Failed to send presence to the network")
+				m.log.Warn().Err(err).Str("login_id", login.ID).Msg("Failed to send presence to the network, dropping it")
 			}
 		}
 	})

@@ -34,7 +34,7 @@ func (m *Manager) markRead(ctx context.Context, p *database.Portal, login *datab
 		}
 		msg, err := m.readUpTo(ctx, p, eventID, receipt.Timestamp)
 		if err != nil {
-			m.log.Debug().Err(err).Msg("Failed to map read receipt")
+			m.log.Warn().Err(err).Msg("Failed to map read receipt, dropping it")
 			continue
 		}
 		if msg != nil && (upTo == nil || msg.TS > upTo.TS) {
@@ -48,7 +48,7 @@ func (m *Manager) markRead(ctx context.Context, p *database.Portal, login *datab
 		Login: login.ID, Chat: chatOf(p), UpTo: upTo.RemoteID,
 	})
 	if err != nil {
-		m.log.Debug().Err(err).Msg("Failed to send read marker to the network")
+		m.log.Warn().Err(err).Msg("Failed to send read marker to the network, dropping it")
 	}
 }
 

@@ -26,7 +26,7 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 		return err
 	}
 	if target == nil || !target.IsMe {
-		zerolog.Ctx(ctx).Info().Stringer("target", targetMX).Msg("Edit of an event that is not a bridged message of the user, skipping it")
+		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Edit of an event that is not a bridged message of the user, skipping it")
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	text, html := editText(content)
@@ -47,7 +47,7 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 		return err
 	}
 	if target == nil {
-		zerolog.Ctx(ctx).Info().Stringer("target", targetMX).Msg("Reaction to an event the bridge does not know, skipping it")
+		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Reaction to an event the bridge does not know, skipping it")
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	return m.queueCommand(ctx, row, login, p, connector.OpReact, &connector.Command{
@@ -68,7 +68,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return err
 	} else if reaction != nil {
 		if reaction.SenderID != login.ID {
-			log.Info().Msg("Redaction of the contact's reaction, nothing to send")
+			log.Warn().Msg("Redaction of the contact's reaction, nothing to send")
 			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 		}
 		base.Target, base.Key = reaction.TargetID, reaction.Key
@@ -79,7 +79,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return err
 	}
 	if msg == nil {
-		log.Info().Msg("Redaction of an event the bridge does not know, skipping it")
+		log.Warn().Msg("Redaction of an event the bridge does not know, skipping it")
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	if !msg.IsMe {

@@ -32,7 +32,7 @@ func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev 
 		return fmt.Errorf("load portal %s: %w", ev.Chat.ID, err)
 	}
 	if p == nil || p.RoomID == "" {
-		log.Info().Msg("Event points into a chat without a portal, skipping it")
+		log.Warn().Msg("Event points into a chat without a portal, skipping it")
 		return done(ctx)
 	}
 	if ev.Kind == connector.KindReadReceipt {
@@ -63,7 +63,7 @@ func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev 
 }
 
 func skipUnknownTarget(ctx context.Context, ev *connector.Event, done func(context.Context) error) error {
-	zerolog.Ctx(ctx).Info().Str("target", ev.Target).Str("up_to", ev.UpTo).
+	zerolog.Ctx(ctx).Warn().Str("target", ev.Target).Str("up_to", ev.UpTo).
 		Msg("Event points at a message the bridge does not know, skipping it")
 	return done(ctx)
 }

@@ -20,7 +20,12 @@ import (
 // applyRemote applies one connector event. done marks the inbox row applied;
 // handlers call it inside the transaction that stores their own result, so
 // that a crash never leaves the two apart.
-func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *connector.Event, done func(context.Context) error) (err error) {
+	defer func() {
+		if err != nil {
+			m.stats.matrixErrors.Add(1)
+		}
+	}()
 	login, err := m.db.Login.Get(ctx, ev.Login)
 	if err != nil {
 		return fmt.Errorf("load login %s: %w", ev.Login, err)
@@ -28,6 +33,7 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 		zerolog.Ctx(ctx).Warn().Msg("Dropping event of a login that no longer exists")
 		return done(ctx)
 	}
+	m.noteLoginEvent(ctx, login.ID)
 	if ev.Chat != nil {
 		// Invites, start-chat and cleanups change portals too; see chatlocks.go.
 		unlock := m.chats.lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
@@ -45,7 +51,7 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 	case connector.KindChatDeleted:
 		return m.remoteChatDeleted(ctx, connectorID, login, ev, done)
 	default:
-		zerolog.Ctx(ctx).Debug().Msg("No handler for event kind")
+		zerolog.Ctx(ctx).Warn().Msg("No handler for this event kind, dropping it")
 		return done(ctx)
 	}
 }
@@ -129,7 +135,7 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
 		})
 	}
-	return m.doneWithSends(ctx, func(ctx context.Context) error {
+	err = m.doneWithSends(ctx, func(ctx context.Context) error {
 		for _, msg := range msgs {
 			if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return fmt.Errorf("store message mapping: %w", err)
@@ -137,6 +143,12 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 		}
 		return done(ctx)
 	}, txns...)
+	if err == nil {
+		m.stats.toMatrix.Add(1)
+		zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
+			Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).Msg("Bridged message to Matrix")
+	}
+	return err
 }
 
 // recogniseEcho handles a message that carries the txn of a command the
@@ -191,6 +203,7 @@ func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, e
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("state", ev.State).Str("message", ev.Message).Msg("Login state changed")
+	signal(m.watch.wake)
 	if ev.State == connector.LoginBadCredentials {
 		return m.loginGone(ctx, login, ev, done)
 	}

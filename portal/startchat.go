@@ -98,7 +98,7 @@ func (m *Manager) openPortal(ctx context.Context, login *database.Login, p *data
 	if err != nil || dp == nil {
 		return m.db.Portal.SetUserJoined(ctx, p.PortalKey, false)
 	}
-	if _, err = dp.JoinRoomByID(ctx, p.RoomID); err != nil {
+	if err = m.dps.Join(ctx, dp, p.RoomID); err != nil {
 		return fmt.Errorf("join %s to portal %s: %w", login.MatrixUser, p.RoomID, err)
 	}
 	_ = m.link.StateStore.SetMembership(ctx, p.RoomID, login.MatrixUser, event.MembershipJoin)

@@ -115,7 +115,7 @@ func (a *API) startChat(w http.ResponseWriter, r *http.Request) {
 	started, err := a.portals.StartChat(log.WithContext(ctx), user, req.Login, req.Identifier)
 	if err != nil {
 		status, code := statusOf(err)
-		log.Info().Err(err).Int("status", status).Msg("Start-chat refused")
+		log.Warn().Err(err).Int("status", status).Msg("Start-chat refused")
 		writeError(w, status, code, portal.UserMessage(err))
 		return
 	}

@@ -86,7 +86,7 @@ func (a *API) authenticate(w http.ResponseWriter, r *http.Request) (id.UserID, b
 		}
 	}
 	if reason := a.refuse(user); reason != "" {
-		a.log.Info().Stringer("user_id", user).Msg("Refused provisioning request")
+		a.log.Warn().Stringer("user_id", user).Str("reason", reason).Msg("Refused provisioning request")
 		writeError(w, http.StatusForbidden, "M_FORBIDDEN", reason)
 		return "", false
 	}

@@ -29,15 +29,20 @@ type DoublePuppets struct {
 	intents map[id.UserID]*mas.IntentAPI
 	warned  map[string]bool
 	locks   keyedLocks
+	// profiles caches each user's global profile for their joins. A later
+	// change of it is the homeserver's business (it updates the user's
+	// member events), so one read per user and process is enough.
+	profiles map[id.UserID]map[string]any
 }
 
 // NewDoublePuppets creates the double puppet manager.
 func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
 	return &DoublePuppets{
 		as: as, db: db, secrets: cfg.DoublePuppet.Secrets,
-		log:     log.With().Str("component", "double_puppet").Logger(),
-		intents: make(map[id.UserID]*mas.IntentAPI),
-		warned:  make(map[string]bool),
+		log:      log.With().Str("component", "double_puppet").Logger(),
+		intents:  make(map[id.UserID]*mas.IntentAPI),
+		warned:   make(map[string]bool),
+		profiles: make(map[id.UserID]map[string]any),
 	}
 }
 
@@ -93,6 +98,44 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 	d.mu.Unlock()
 	d.log.Info().Stringer("user_id", userID).Msg("Double puppeting enabled")
 	return intent, nil
+}
+
+// Join joins the double puppet to a room with the user's displayname and
+// avatar in its member event. A double puppet joins by writing the member
+// event itself, and the homeserver copies no profile into a member event it
+// is handed, so without this the user's join shows their bare Matrix ID.
+func (d *DoublePuppets) Join(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID) error {
+	_, err := intent.JoinRoomByID(ctx, roomID, d.profile(ctx, intent))
+	return err
+}
+
+// profile is the user's global profile as member event content, read once
+// per user. Without one (the read failed) the join goes ahead without it and
+// the next join reads it again.
+func (d *DoublePuppets) profile(ctx context.Context, intent *mas.IntentAPI) map[string]any {
+	d.mu.Lock()
+	content, ok := d.profiles[intent.UserID]
+	d.mu.Unlock()
+	if ok {
+		return content
+	}
+	resp, err := intent.Client.GetProfile(ctx, intent.UserID)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Stringer("user_id", intent.UserID).
+			Msg("Failed to read the user's profile, joining without displayname and avatar")
+		return map[string]any{}
+	}
+	content = map[string]any{}
+	if resp.DisplayName != "" {
+		content["displayname"] = resp.DisplayName
+	}
+	if !resp.AvatarURL.IsEmpty() {
+		content["avatar_url"] = resp.AvatarURL.String()
+	}
+	d.mu.Lock()
+	d.profiles[intent.UserID] = content
+	d.mu.Unlock()
+	return content
 }
 
 func (d *DoublePuppets) warnOnce(server string) {

@@ -1,4 +1,4 @@
--- v0 -> v3: Latest revision
+-- v0 -> v4: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -7,7 +7,15 @@ CREATE TABLE login (
 	matrix_user  TEXT   NOT NULL,
 	name         TEXT   NOT NULL DEFAULT '',
 	state        TEXT   NOT NULL DEFAULT '',
-	updated_at   BIGINT NOT NULL DEFAULT 0
+	updated_at   BIGINT NOT NULL DEFAULT 0,
+	-- When the login entered its state (unix ms); 0 = unknown.
+	state_since   BIGINT NOT NULL DEFAULT 0,
+	-- When its last connector event was applied (unix ms), written at most
+	-- every few seconds; see portal/loginwatch.go.
+	last_event_at BIGINT NOT NULL DEFAULT 0,
+	-- The trouble the user was last told about in their management room
+	-- ('bad_credentials', 'disconnected'), '' when none: one alert per episode.
+	alerted       TEXT   NOT NULL DEFAULT ''
 );
 CREATE INDEX login_matrix_user_idx ON login (matrix_user);
 

@@ -1,0 +1,246 @@
+package portal
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// lastEventWriteEvery bounds how often a login's last event time is written
+// to the database: the exact time lives in memory, the stored one only has
+// to survive a restart roughly.
+const lastEventWriteEvery = 10 * time.Second
+
+// Trouble a user is told about, as stored in login.alerted.
+const (
+	troubleBadCredentials = connector.LoginBadCredentials
+	troubleDisconnected   = connector.LoginDisconnected
+)
+
+// LoginStatus is a login as its user should see it: the state that counts
+// (a login whose connector is not connected is disconnected, whatever it
+// last reported), since when, and when its last event arrived.
+type LoginStatus struct {
+	State string
+	// Since is when the login entered State; zero when unknown.
+	Since time.Time
+	// ConnectorOffline is true when the bridge has no connection to the
+	// login's connector.
+	ConnectorOffline bool
+	// LastEvent is zero when no event of the login arrived yet.
+	LastEvent time.Time
+}
+
+// loginWatch holds what the alerts need in memory: exact last event times,
+// and since when each connector is offline (the connection is not stored).
+type loginWatch struct {
+	mu           sync.Mutex
+	lastEvent    map[string]time.Time
+	lastWritten  map[string]time.Time
+	offlineSince map[string]time.Time
+	wake         chan struct{}
+}
+
+func newLoginWatch() *loginWatch {
+	return &loginWatch{
+		lastEvent: map[string]time.Time{}, lastWritten: map[string]time.Time{},
+		offlineSince: map[string]time.Time{}, wake: make(chan struct{}, 1),
+	}
+}
+
+// noteLoginEvent records that an event of the login arrived. The database
+// gets it at most every lastEventWriteEvery per login.
+func (m *Manager) noteLoginEvent(ctx context.Context, loginID string) {
+	now := time.Now()
+	w := m.watch
+	w.mu.Lock()
+	w.lastEvent[loginID] = now
+	write := now.Sub(w.lastWritten[loginID]) >= lastEventWriteEvery
+	if write {
+		w.lastWritten[loginID] = now
+	}
+	w.mu.Unlock()
+	if write {
+		if err := m.db.Login.SetLastEvent(ctx, loginID, now); err != nil {
+			m.log.Debug().Err(err).Str("login_id", loginID).Msg("Failed to store the time of the login's last event")
+		}
+	}
+}
+
+// LoginStatus reports a login's status for the bot's ping and the alerts.
+func (m *Manager) LoginStatus(l *database.Login) LoginStatus {
+	return m.loginStatus(l, time.Now())
+}
+
+func (m *Manager) loginStatus(l *database.Login, now time.Time) LoginStatus {
+	w := m.watch
+	st := LoginStatus{State: l.State, Since: l.StateSince, LastEvent: l.LastEvent}
+	if st.State == "" {
+		st.State = "unknown"
+	}
+	online := m.conn != nil && m.conn.Connected(l.ConnectorID)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if t := w.lastEvent[l.ID]; t.After(st.LastEvent) {
+		st.LastEvent = t
+	}
+	if online {
+		delete(w.offlineSince, l.ConnectorID)
+	} else {
+		since, ok := w.offlineSince[l.ConnectorID]
+		if !ok {
+			since = now
+			w.offlineSince[l.ConnectorID] = since
+		}
+		st.ConnectorOffline = true
+		if l.State != connector.LoginBadCredentials {
+			// Offline since the connector went away, or since the login
+			// itself reported being disconnected, whichever came first.
+			if l.State != connector.LoginDisconnected || st.Since.IsZero() || since.Before(st.Since) {
+				st.Since = since
+			}
+			st.State = connector.LoginDisconnected
+		}
+	}
+	if st.Since.IsZero() && st.State == connector.LoginDisconnected {
+		// Stored before state times were kept: count from this process.
+		st.Since = m.started
+	}
+	return st
+}
+
+// loginAlertLoop tells users about logins in trouble. It looks a few times
+// per login_alert_after, and at once when a login's state changes.
+func (m *Manager) loginAlertLoop() {
+	defer m.wg.Done()
+	after := m.cfg.Bridge.LoginAlertAfter.D()
+	interval := 30 * time.Second
+	if after > 0 && after/4 < interval {
+		interval = max(after/4, 100*time.Millisecond)
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		m.checkLogins(m.ctx)
+		select {
+		case <-ticker.C:
+		case <-m.watch.wake:
+		case <-m.ctx.Done():
+			return
+		}
+	}
+}
+
+func (m *Manager) checkLogins(ctx context.Context) {
+	logins, err := m.db.Login.All(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.log.Warn().Err(err).Msg("Failed to list logins for the login alerts")
+		}
+		return
+	}
+	now := time.Now()
+	after := m.cfg.Bridge.LoginAlertAfter.D()
+	for _, l := range logins {
+		st := m.loginStatus(l, now)
+		trouble := ""
+		switch {
+		case st.State == connector.LoginBadCredentials:
+			trouble = troubleBadCredentials
+		case st.State == connector.LoginDisconnected && after > 0 && now.Sub(st.Since) >= after:
+			trouble = troubleDisconnected
+		}
+		switch {
+		case trouble != "" && trouble != l.Alerted:
+			m.alertLogin(ctx, l, trouble, st)
+		case trouble == "" && l.Alerted != "" && st.State == connector.LoginConnected:
+			m.alertLogin(ctx, l, "", st)
+		}
+	}
+}
+
+// alertLogin tells the login's user, in their management room, about trouble
+// ("" = it is over), and records it so each episode is told once. The
+// transaction id is derived from the episode, so a retry after a crash
+// between the send and the record says it once.
+func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble string, st LoginStatus) {
+	log := m.log.With().Str("login_id", l.ID).Str("state", st.State).Str("alert", trouble).Logger()
+	if trouble != "" {
+		log.Warn().Time("since", st.Since).Bool("connector_offline", st.ConnectorOffline).Msg("Login is in trouble, telling its user")
+	} else {
+		log.Info().Msg("Login recovered, telling its user")
+	}
+	user, err := m.db.User.Get(ctx, l.MatrixUser)
+	if err != nil {
+		log.Warn().Err(err).Msg("Failed to look up the user's management room")
+		return
+	}
+	if user == nil || user.ManagementRoom == "" {
+		log.Warn().Msg("User has no management room, the login alert is only logged")
+	} else {
+		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: m.loginAlertText(l, trouble, st)}
+		// A trouble episode is named by its start; the end of one by now
+		// (the login's state may not have changed across the episode).
+		episode := st.Since
+		if trouble == "" {
+			episode = time.Now()
+		}
+		txn := loginAlertTxn(l.ID, trouble, episode)
+		if _, err = m.link.Bot().SendMessageEvent(ctx, user.ManagementRoom, event.EventMessage, content,
+			mautrix.ReqSendEvent{TransactionID: txn}); err != nil {
+			log.Warn().Err(err).Msg("Failed to send the login alert, trying again later")
+			return
+		}
+	}
+	if err = m.db.Login.SetAlerted(ctx, l.ID, trouble); err != nil {
+		log.Warn().Err(err).Msg("Failed to record the login alert")
+	}
+}
+
+func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStatus) string {
+	name := l.ID
+	if l.Name != "" {
+		name += " (" + l.Name + ")"
+	}
+	network := m.networkName(l.ConnectorID)
+	switch trouble {
+	case troubleBadCredentials:
+		return fmt.Sprintf("Your %s login %s was logged out by the network (bad credentials). "+
+			"Its chats are no longer bridged; log in again in the connector.", network, name)
+	case troubleDisconnected:
+		why := "the network disconnected it"
+		if st.ConnectorOffline {
+			why = "the bridge has no connection to its connector " + l.ConnectorID
+		}
+		return fmt.Sprintf("Your %s login %s has been disconnected since %s (%s): messages to and from it "+
+			"wait until it is back. I will tell you when it is.", network, name, FormatTime(st.Since), why)
+	}
+	return fmt.Sprintf("Your %s login %s is connected again.", network, name)
+}
+
+// FormatTime is how the bridge shows a time to users.
+func FormatTime(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05 UTC")
+}
+
+func loginAlertTxn(loginID, trouble string, since time.Time) string {
+	h := sha256.New()
+	for _, s := range []string{loginID, trouble, strconv.FormatInt(since.UnixMilli(), 10)} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return "dmb_alert_" + hex.EncodeToString(h.Sum(nil)[:16])
+}
