@@ -128,6 +128,17 @@ type BridgeConfig struct {
 	// the homeserver may still be storing the event of a request it saw
 	// cancelled. See portal/indoubt.go.
 	InDoubtGrace Duration `yaml:"in_doubt_grace"`
+	// Backfill: the history a new portal starts with. See portal/backfill.go.
+	Backfill BackfillConfig `yaml:"backfill"`
+}
+
+// BackfillConfig says how much history a new portal gets.
+type BackfillConfig struct {
+	// InitialLimit is how many earlier messages a new portal gets; 0 turns
+	// backfill off.
+	InitialLimit int `yaml:"initial_limit"`
+	// MaxAge leaves out messages older than this; 0 means no age limit.
+	MaxAge Duration `yaml:"max_age"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -174,6 +185,7 @@ func Default() *Config {
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
 			InDoubtGrace:          Duration(15 * time.Second),
+			Backfill:              BackfillConfig{InitialLimit: 50},
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

@@ -252,6 +252,9 @@ func (v *validator) permissions() {
 	}
 }
 
+// MaxBackfillLimit bounds bridge.backfill.initial_limit.
+const MaxBackfillLimit = 1000
+
 func (v *validator) bridge() {
 	b := v.c.Bridge
 	v.positive("bridge.max_media_bytes", b.MaxMediaBytes)
@@ -267,6 +270,14 @@ func (v *validator) bridge() {
 	}
 	if b.InDoubtGrace <= 0 {
 		v.fail("bridge.in_doubt_grace", "must be greater than 0, got %s", b.InDoubtGrace)
+	}
+	// One backfill is one command; the connector answers with one frame, so
+	// a limit far beyond what fits there is a typo, not a wish.
+	if b.Backfill.InitialLimit < 0 || b.Backfill.InitialLimit > MaxBackfillLimit {
+		v.fail("bridge.backfill.initial_limit", "must be between 0 (off) and %d, got %d", MaxBackfillLimit, b.Backfill.InitialLimit)
+	}
+	if b.Backfill.MaxAge < 0 {
+		v.fail("bridge.backfill.max_age", "must not be negative (0 means no limit), got %s", b.Backfill.MaxAge)
 	}
 }
 
