@@ -32,6 +32,7 @@ type Database struct {
 	MXEvent   *MXEventQuery
 	PendingCm *PendingCommandQuery
 	InDoubt   *InDoubtQuery
+	Backfill  *BackfillQuery
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -52,6 +53,7 @@ func New(db *dbutil.Database) *Database {
 		MXEvent:   &MXEventQuery{db},
 		PendingCm: &PendingCommandQuery{db},
 		InDoubt:   &InDoubtQuery{db},
+		Backfill:  &BackfillQuery{db},
 	}
 }
 

@@ -219,6 +219,7 @@ func TestUpgradeFromV1(t *testing.T) {
 				"ALTER TABLE mx_event DROP COLUMN received_at",
 				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
 				"DROP TABLE in_doubt_send",
+				"DROP TABLE backfill_pending",
 				"UPDATE version SET version=1",
 			)
 			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
@@ -237,7 +238,7 @@ func TestUpgradeFromV2(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", "UPDATE version SET version=2")
+			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", "DROP TABLE backfill_pending", "UPDATE version SET version=2")
 			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -265,6 +266,41 @@ func TestUpgradeFromV2(t *testing.T) {
 	}
 }
 
+// TestUpgradeFromV3 takes a database back to v3 (without backfill_pending)
+// with a portal in it, and checks that the upgrade adds the table without
+// queueing a backfill for that portal, while a new portal gets one.
+func TestUpgradeFromV3(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			upgraded := reopenFrom(t, target,
+				"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
+				"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
+				"DROP TABLE backfill_pending", "UPDATE version SET version=3")
+			old := database.PortalKey{LoginID: "l", ChatID: "old"}
+			if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
+				t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
+			}
+			key := database.PortalKey{LoginID: "l", ChatID: "new"}
+			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+				t.Fatal(err)
+			}
+			if pending, err := upgraded.Backfill.Pending(ctx, key); err != nil || !pending {
+				t.Fatalf("new portal pending = %v, %v; want true", pending, err)
+			}
+			if err := upgraded.Backfill.Done(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+				t.Fatal(err)
+			}
+			if pending, _ := upgraded.Backfill.Pending(ctx, key); pending {
+				t.Fatal("an existing portal was queued for backfill again")
+			}
+		})
+	}
+}
+
 // reopenFrom takes a new database back to an older schema with downgrade,
 // then opens it again, which runs the upgrades, and checks it is at the
 // latest version.
@@ -279,8 +315,8 @@ func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *databa
 	}
 	_ = db.Close()
 	upgraded := open(t, target)
-	if v, err := schemaVersion(ctx, upgraded); err != nil || v != 3 {
-		t.Fatalf("version after upgrade = %d, %v; want 3", v, err)
+	if v, err := schemaVersion(ctx, upgraded); err != nil || v != 4 {
+		t.Fatalf("version after upgrade = %d, %v; want 4", v, err)
 	}
 	return upgraded
 }
