@@ -190,6 +190,8 @@ type fakeConnector struct {
 	fail     map[string]*connector.Error
 	// blank makes the op succeed with an empty result, as a buggy network would.
 	blank map[string]bool
+	// backfill answers backfill commands (see backfill_test.go).
+	backfill func(cmd *connector.Command) *connector.Result
 }
 
 type recordedCommand struct {
@@ -223,6 +225,8 @@ type fakeSetup struct {
 	caps   *connector.Capabilities
 	store  *connector.MemoryStore
 	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
+	// backfill answers backfill commands; without it they get an empty result.
+	backfill func(cmd *connector.Command) *connector.Result
 }
 
 // connectFakeWith starts a fake connector and waits for its welcome. A new
@@ -240,7 +244,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	if o.caps != nil {
 		hello.Capabilities = *o.caps
 	}
-	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}, backfill: o.backfill}
 	welcomed := make(chan struct{}, 1)
 	handle := f.handle
 	if o.before != nil {
@@ -309,6 +313,10 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		}, nil
 	case connector.OpGetContact:
 		return &connector.Result{Contact: &connector.Contact{ID: cmd.ID, Name: "Contact " + cmd.ID}}, nil
+	case connector.OpBackfill:
+		if f.backfill != nil {
+			return f.backfill(cmd), nil
+		}
 	}
 	return &connector.Result{}, nil
 }
