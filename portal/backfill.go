@@ -41,6 +41,13 @@ func (m *Manager) backfill(ctx context.Context, connectorID string, login *datab
 	log := zerolog.Ctx(ctx).With().Str("action", "backfill").Logger()
 	ctx = log.WithContext(ctx)
 	limit := m.cfg.Bridge.Backfill.InitialLimit
+	if limit > 0 && !m.waitConnector(ctx, connectorID) {
+		if ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		log.Warn().Msg("Connector did not come back, the portal starts without its history")
+		return "", m.db.Backfill.Done(ctx, p.PortalKey)
+	}
 	if limit <= 0 || !m.canBackfill(connectorID) {
 		return "", m.db.Backfill.Done(ctx, p.PortalKey)
 	}
@@ -79,6 +86,35 @@ func (m *Manager) backfill(ctx context.Context, connectorID string, login *datab
 	}
 	log.Info().Int("fetched", len(history)).Int("posted", posted).Msg("Backfilled the chat's history")
 	return last, m.db.Backfill.Done(ctx, p.PortalKey)
+}
+
+// waitConnector waits up to the command timeout for the connector to be
+// connected. After a restart the stored events are applied at once, before
+// the connector has had time to reconnect; only a connected connector has
+// said whether it can backfill, and only it can answer.
+func (m *Manager) waitConnector(ctx context.Context, connectorID string) bool {
+	if m.conn == nil || m.conn.Connected(connectorID) {
+		return m.conn != nil
+	}
+	zerolog.Ctx(ctx).Debug().Msg("Waiting for the connector before backfilling")
+	ok := false
+	withoutSlot(ctx, func() {
+		deadline := time.NewTimer(m.cfg.Connector.CommandTimeout.D())
+		defer deadline.Stop()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for !ok {
+			select {
+			case <-tick.C:
+				ok = m.conn.Connected(connectorID)
+			case <-deadline.C:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	return ok
 }
 
 func (m *Manager) canBackfill(connectorID string) bool {
