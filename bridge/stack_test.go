@@ -18,6 +18,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
 )
 
 const (
@@ -47,6 +48,10 @@ type stackOptions struct {
 	// loopback, which the bridge refuses to fetch from by default, so a
 	// test whose media or avatars come from one opens it here.
 	mediaFetchAllow []string
+	// xmpp configures the Prosody of an XMPP stack; noConnector leaves
+	// starting its connector to the test.
+	xmpp        []testxmpp.Option
+	noConnector bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests

@@ -58,7 +58,7 @@ func newXMPPStack(t *testing.T) *xmppStack {
 func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {
 	t.Helper()
 	s := newStack(t, testdb.SQLite(t), o)
-	srv := testxmpp.Start(t)
+	srv := testxmpp.Start(t, o.xmpp...)
 	srv.Register(t, "alice", xeAlicePW)
 	srv.Register(t, "bob", xeBobPW)
 	x := &xmppStack{stack: s, t: t, xmpp: srv, login: srv.JID("alice"), bobJID: srv.JID("bob")}
@@ -78,7 +78,9 @@ func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {
 		Avatars:  xmppconnector.AvatarConfig{Listen: "127.0.0.1:0"},
 		Accounts: []xmppconnector.AccountConfig{{JID: x.login, Password: xeAlicePW, MatrixUser: string(s.alice.UserID)}},
 	}
-	x.startConnector()
+	if !o.noConnector {
+		x.startConnector()
+	}
 	x.bob = srv.Dial(t, "bob", xeBobPW)
 	return x
 }
