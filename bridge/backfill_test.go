@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -52,6 +53,9 @@ func (h *history) setup(store *connector.MemoryStore) fakeSetup {
 	caps.Backfill = true
 	all := append(slices.Clone(h.msgs), *h.live)
 	return fakeSetup{caps: &caps, store: store, backfill: func(cmd *connector.Command) *connector.Result {
+		if cmd.Chat == nil || cmd.Chat.ID != backfillContact {
+			return &connector.Result{}
+		}
 		end := len(all)
 		if cmd.Before != nil {
 			end = slices.IndexFunc(all, func(ev connector.Event) bool { return ev.ID == *cmd.Before })
@@ -234,5 +238,41 @@ func TestBackfillKilledMidway(t *testing.T) {
 			t.Logf("sends in doubt after the kill: %d had landed, %d sent again",
 				proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land"))
 		})
+	}
+}
+
+// TestHomeserverCallBudgetBackfill measures what history costs: a new DM
+// with 20 earlier messages against a new DM whose chat has none (both with
+// known ghosts, after a warm-up). Goal: one request per history message and
+// one per portal (the read markers).
+func TestHomeserverCallBudgetBackfill(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t))
+	counter := countHomeserverCalls(t, s)
+	h := newHistory(20)
+	f := s.connectFakeWith(h.setup(nil))
+	f.send(textFrom("warmup@network", "w1", "warm up"))
+	s.waitMessage(s.roomOf("warmup@network"), "warm up")
+	for _, contact := range []string{backfillContact, "carol@network"} {
+		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: contact, Name: contact}})
+	}
+	time.Sleep(300 * time.Millisecond)
+	counter.take()
+
+	f.send(textFrom("carol@network", "c1", "no history"))
+	s.waitMessage(s.roomOf("carol@network"), "no history")
+	time.Sleep(300 * time.Millisecond)
+	plain := counter.take()
+
+	f.send(h.live)
+	h.checkBackfilled(t, s, s.roomOf(backfillContact))
+	withHistory := counter.take()
+	// checkBackfilled's reads go to Dendrite directly, not through the proxy.
+	extra := len(withHistory) - len(plain)
+	t.Logf("new DM without history: %d calls; with %d history messages: %d calls: %d per history message, %d per portal on top",
+		len(plain), len(h.msgs), len(withHistory), (extra-1)/len(h.msgs), extra-len(h.msgs))
+	sort.Strings(withHistory)
+	t.Logf("calls with history: %q", withHistory)
+	if extra != len(h.msgs)+1 {
+		t.Errorf("history of %d messages cost %d extra calls, want %d (one send each and the read markers)", len(h.msgs), extra, len(h.msgs)+1)
 	}
 }
