@@ -276,3 +276,49 @@ func TestHomeserverCallBudgetBackfill(t *testing.T) {
 		t.Errorf("history of %d messages cost %d extra calls, want %d (one send each and the read markers)", len(h.msgs), extra, len(h.msgs)+1)
 	}
 }
+
+// TestBackfillStartedChats: a chat the user starts (provisioning API) and a
+// DM the user creates with a ghost both start with the chat's history.
+func TestBackfillStartedChats(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target, stackOptions{noBridge: true})
+			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+			s.startBridge()
+			t.Cleanup(s.stopBridge)
+			h := newHistory(20)
+			f := s.connectFakeWith(h.setup(nil))
+
+			// Started from Matrix, the whole archive is history: the
+			// "live" message included.
+			status, res := s.provision(s.alice.AccessToken, "", backfillContact)
+			if status != 200 || !res.Created {
+				t.Fatalf("start chat = %d %+v", status, res)
+			}
+			h.checkBackfilled(t, s, res.RoomID)
+
+			// A DM the user creates with the ghost of a chat with history.
+			h2 := newHistory(5)
+			for i := range h2.msgs {
+				h2.msgs[i].Chat, h2.msgs[i].ID = dmChat("carol@network"), "carol-"+h2.msgs[i].ID
+				h2.msgs[i].Text = "carol " + h2.msgs[i].Text
+				if h2.msgs[i].Sender.ID == backfillContact {
+					h2.msgs[i].Sender = &connector.Sender{ID: "carol@network"}
+				}
+			}
+			f.mu.Lock()
+			f.backfill = func(cmd *connector.Command) *connector.Result {
+				return &connector.Result{Messages: slices.Clone(h2.msgs)}
+			}
+			f.mu.Unlock()
+			ghost := s.ghost("carol@network")
+			roomID := s.createDM(s.alice, ghost)
+			tesths.WaitFor(t, 30*time.Second, "carol's history in the DM", func() (bool, error) {
+				return len(timeline(t, s.alice, roomID)) >= len(h2.msgs), nil
+			})
+			if got, want := bodies(timeline(t, s.alice, roomID)), bodiesOf(h2.msgs); !slices.Equal(got, want) {
+				t.Errorf("DM with carol's ghost shows %q, want %q", got, want)
+			}
+		})
+	}
+}
