@@ -322,3 +322,35 @@ func TestBackfillStartedChats(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncRecentChats: a login that connects for the first time gets its
+// most recent chats as portals, each with its history; a listed chat that is
+// not a DM is skipped, and a reconnect syncs nothing again.
+func TestSyncRecentChats(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			s := newStack(t, target)
+			h := newHistory(20)
+			setup := h.setup(connector.NewMemoryStore())
+			setup.caps.ListChats = true
+			setup.chats = []connector.Chat{*dmChat(backfillContact), {ID: "group", Type: "group"}, *dmChat("carol@network")}
+			f := s.connectFakeWith(setup)
+			// The whole archive is history, the newest message included.
+			h.checkBackfilled(t, s, s.roomOf(backfillContact))
+			carol := s.roomOf("carol@network")
+			s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
+			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
+				t.Errorf("%d portals, want 2", n)
+			}
+			if got := f.commandsOf(connector.OpListChats); len(got) != 1 || got[0].Login != testLogin || got[0].Limit != 10 {
+				t.Errorf("list_chats commands = %+v, want one for %s with limit 10", got, testLogin)
+			}
+			f.stop()
+			f2 := s.connectFakeWith(setup)
+			time.Sleep(time.Second)
+			if n := len(f2.commandsOf(connector.OpListChats)); n != 0 {
+				t.Errorf("a known login's reconnect listed its chats again (%d times)", n)
+			}
+		})
+	}
+}

@@ -197,6 +197,8 @@ type fakeConnector struct {
 	blank map[string]bool
 	// backfill answers backfill commands (see backfill_test.go).
 	backfill func(cmd *connector.Command) *connector.Result
+	// chats answers list_chats.
+	chats []connector.Chat
 }
 
 type recordedCommand struct {
@@ -232,6 +234,8 @@ type fakeSetup struct {
 	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
 	// backfill answers backfill commands; without it they get an empty result.
 	backfill func(cmd *connector.Command) *connector.Result
+	// chats answers list_chats.
+	chats []connector.Chat
 }
 
 // connectFakeWith starts a fake connector and waits for its welcome. A new
@@ -249,7 +253,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	if o.caps != nil {
 		hello.Capabilities = *o.caps
 	}
-	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}, backfill: o.backfill}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}, backfill: o.backfill, chats: o.chats}
 	welcomed := make(chan struct{}, 1)
 	handle := f.handle
 	if o.before != nil {
@@ -322,6 +326,8 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		if f.backfill != nil {
 			return f.backfill(cmd), nil
 		}
+	case connector.OpListChats:
+		return &connector.Result{Chats: f.chats}, nil
 	}
 	return &connector.Result{}, nil
 }

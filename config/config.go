@@ -139,6 +139,10 @@ type BackfillConfig struct {
 	InitialLimit int `yaml:"initial_limit"`
 	// MaxAge leaves out messages older than this; 0 means no age limit.
 	MaxAge Duration `yaml:"max_age"`
+	// SyncRecentChats is how many of its most recent chats a login that
+	// connects for the first time gets as portals (with history), if the
+	// connector can list them; 0 turns it off.
+	SyncRecentChats int `yaml:"sync_recent_chats"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -185,7 +189,7 @@ func Default() *Config {
 			MDirectRepairInterval: Duration(time.Hour),
 			HomeserverConcurrency: 16,
 			InDoubtGrace:          Duration(15 * time.Second),
-			Backfill:              BackfillConfig{InitialLimit: 50},
+			Backfill:              BackfillConfig{InitialLimit: 50, SyncRecentChats: 10},
 		},
 		Logging: LoggingConfig{
 			Level:  "info",

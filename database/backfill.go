@@ -29,3 +29,24 @@ func (q *BackfillQuery) Done(ctx context.Context, key PortalKey) error {
 	_, err := q.db.Exec(ctx, "DELETE FROM backfill_pending WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
 	return err
 }
+
+// AddLoginSync records that a new login's recent chats are to be synced.
+func (q *BackfillQuery) AddLoginSync(ctx context.Context, loginID string) error {
+	_, err := q.db.Exec(ctx, "INSERT INTO login_sync_pending (login_id) VALUES ($1) ON CONFLICT (login_id) DO NOTHING", loginID)
+	return err
+}
+
+// LoginSyncs lists the logins of a connector whose recent chats are still
+// to be synced.
+func (q *BackfillQuery) LoginSyncs(ctx context.Context, connectorID string) ([]string, error) {
+	rows, err := q.db.Query(ctx, `
+		SELECT s.login_id FROM login_sync_pending s JOIN login l ON l.id = s.login_id
+		WHERE l.connector_id=$1 ORDER BY s.login_id`, connectorID)
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[string], err).AsList()
+}
+
+// LoginSyncDone records that a login's recent chats are portals.
+func (q *BackfillQuery) LoginSyncDone(ctx context.Context, loginID string) error {
+	_, err := q.db.Exec(ctx, "DELETE FROM login_sync_pending WHERE login_id=$1", loginID)
+	return err
+}

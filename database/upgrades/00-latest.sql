@@ -175,3 +175,12 @@ CREATE TABLE backfill_pending (
 	CONSTRAINT backfill_pending_portal_fkey FOREIGN KEY (login_id, chat_id) REFERENCES portal (login_id, chat_id)
 		ON DELETE CASCADE ON UPDATE CASCADE
 );
+
+-- Logins seen for the first time whose recent chats are still to be made
+-- portals (bridge.backfill.sync_recent_chats); see portal/syncchats.go.
+CREATE TABLE login_sync_pending (
+	login_id TEXT NOT NULL PRIMARY KEY,
+
+	CONSTRAINT login_sync_pending_login_fkey FOREIGN KEY (login_id) REFERENCES login (id)
+		ON DELETE CASCADE ON UPDATE CASCADE
+);
