@@ -136,11 +136,17 @@ func (x *xmppStack) waitLoginState(state string) {
 // portal waits for the bridge's portal room of bob's chat.
 func (x *xmppStack) portal() id.RoomID {
 	x.t.Helper()
+	return x.portalOf(x.bobJID)
+}
+
+// portalOf waits for the bridge's portal room of alice's chat with a JID.
+func (x *xmppStack) portalOf(jid string) id.RoomID {
+	x.t.Helper()
 	var room id.RoomID
-	tesths.WaitFor(x.t, xeWait, "portal room for "+x.bobJID, func() (bool, error) {
+	tesths.WaitFor(x.t, xeWait, "portal room for "+jid, func() (bool, error) {
 		var roomStr *string
 		err := x.br.DB.QueryRow(context.Background(),
-			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", x.login, x.bobJID).Scan(&roomStr)
+			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", x.login, jid).Scan(&roomStr)
 		if err != nil || roomStr == nil {
 			return false, err
 		}
