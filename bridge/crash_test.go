@@ -58,6 +58,22 @@ func (s *stack) writeConfig(t *testing.T) string {
 	return path
 }
 
+// newBridgeProcess builds the binary for s's config (written now) and
+// kills it at the end of the test; a failed test shows the logs.
+func newBridgeProcess(t *testing.T, s *stack) *bridgeProcess {
+	proc := &bridgeProcess{t: t, binary: buildBridge(t), config: s.writeConfig(t), logDir: t.TempDir()}
+	t.Cleanup(proc.kill)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i := 1; i <= proc.runs; i++ {
+				data, _ := os.ReadFile(filepath.Join(proc.logDir, fmt.Sprintf("bridge-%d.log", i)))
+				t.Logf("bridge run %d log:\n%s", i, tail(string(data), 200))
+			}
+		}
+	})
+	return proc
+}
+
 func (p *bridgeProcess) start(listen string) {
 	p.t.Helper()
 	p.runs++
@@ -131,16 +147,7 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 			if run.grace > 0 {
 				s.cfg.Bridge.InDoubtGrace = config.Duration(run.grace)
 			}
-			proc := &bridgeProcess{t: t, binary: buildBridge(t), config: s.writeConfig(t), logDir: t.TempDir()}
-			t.Cleanup(proc.kill)
-			t.Cleanup(func() {
-				if t.Failed() {
-					for i := 1; i <= proc.runs; i++ {
-						data, _ := os.ReadFile(filepath.Join(proc.logDir, fmt.Sprintf("bridge-%d.log", i)))
-						t.Logf("bridge run %d log:\n%s", i, tail(string(data), 200))
-					}
-				}
-			})
+			proc := newBridgeProcess(t, s)
 			proc.start(s.cfg.Connector.Listen)
 			f := s.connectFake(connector.NewMemoryStore())
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

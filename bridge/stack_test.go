@@ -19,6 +19,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
 )
 
 const (
@@ -55,6 +56,10 @@ type stackOptions struct {
 	mediaFetchAllow []string
 	// hsProxy puts a fault-injecting proxy between bridge and Dendrite.
 	hsProxy bool
+	// xmpp configures the Prosody of an XMPP stack; noConnector leaves
+	// starting its connector to the test.
+	xmpp        []testxmpp.Option
+	noConnector bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -219,6 +224,10 @@ type fakeConnector struct {
 	blank map[string]bool
 	// avatar is the picture resolve_identifier gives its contacts, if any.
 	avatar *connector.Avatar
+	// backfill answers backfill commands (see backfill_test.go).
+	backfill func(cmd *connector.Command) *connector.Result
+	// chats answers list_chats.
+	chats []connector.Chat
 }
 
 type recordedCommand struct {
@@ -254,6 +263,10 @@ type fakeSetup struct {
 	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
 	// id and token replace the fake's connector id and the shared token.
 	id, token string
+	// backfill answers backfill commands; without it they get an empty result.
+	backfill func(cmd *connector.Command) *connector.Result
+	// chats answers list_chats.
+	chats []connector.Chat
 }
 
 // connectFakeWith starts a fake connector and waits for its welcome. A new
@@ -278,7 +291,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 	if o.token != "" {
 		token = o.token
 	}
-	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}}
+	f := &fakeConnector{t: s.t, store: o.store, done: make(chan struct{}), fail: map[string]*connector.Error{}, blank: map[string]bool{}, backfill: o.backfill, chats: o.chats}
 	welcomed := make(chan struct{}, 1)
 	handle := f.handle
 	if o.before != nil {
@@ -347,6 +360,12 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		}, nil
 	case connector.OpGetContact:
 		return &connector.Result{Contact: &connector.Contact{ID: cmd.ID, Name: "Contact " + cmd.ID}}, nil
+	case connector.OpBackfill:
+		if f.backfill != nil {
+			return f.backfill(cmd), nil
+		}
+	case connector.OpListChats:
+		return &connector.Result{Chats: f.chats}, nil
 	}
 	return &connector.Result{}, nil
 }

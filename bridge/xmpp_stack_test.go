@@ -58,7 +58,7 @@ func newXMPPStack(t *testing.T) *xmppStack {
 func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {
 	t.Helper()
 	s := newStack(t, testdb.SQLite(t), o)
-	srv := testxmpp.Start(t)
+	srv := testxmpp.Start(t, o.xmpp...)
 	srv.Register(t, "alice", xeAlicePW)
 	srv.Register(t, "bob", xeBobPW)
 	x := &xmppStack{stack: s, t: t, xmpp: srv, login: srv.JID("alice"), bobJID: srv.JID("bob")}
@@ -78,7 +78,9 @@ func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {
 		Avatars:  xmppconnector.AvatarConfig{Listen: "127.0.0.1:0"},
 		Accounts: []xmppconnector.AccountConfig{{JID: x.login, Password: xeAlicePW, MatrixUser: string(s.alice.UserID)}},
 	}
-	x.startConnector()
+	if !o.noConnector {
+		x.startConnector()
+	}
 	x.bob = srv.Dial(t, "bob", xeBobPW)
 	return x
 }
@@ -134,11 +136,17 @@ func (x *xmppStack) waitLoginState(state string) {
 // portal waits for the bridge's portal room of bob's chat.
 func (x *xmppStack) portal() id.RoomID {
 	x.t.Helper()
+	return x.portalOf(x.bobJID)
+}
+
+// portalOf waits for the bridge's portal room of alice's chat with a JID.
+func (x *xmppStack) portalOf(jid string) id.RoomID {
+	x.t.Helper()
 	var room id.RoomID
-	tesths.WaitFor(x.t, xeWait, "portal room for "+x.bobJID, func() (bool, error) {
+	tesths.WaitFor(x.t, xeWait, "portal room for "+jid, func() (bool, error) {
 		var roomStr *string
 		err := x.br.DB.QueryRow(context.Background(),
-			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", x.login, x.bobJID).Scan(&roomStr)
+			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", x.login, jid).Scan(&roomStr)
 		if err != nil || roomStr == nil {
 			return false, err
 		}

@@ -143,6 +143,21 @@ type BridgeConfig struct {
 	// a passing reason (homeserver down, database down); such an event is
 	// retried until it goes through.
 	RetryMaxDelay Duration `yaml:"retry_max_delay"`
+	// Backfill: the history a new portal starts with. See portal/backfill.go.
+	Backfill BackfillConfig `yaml:"backfill"`
+}
+
+// BackfillConfig says how much history a new portal gets.
+type BackfillConfig struct {
+	// InitialLimit is how many earlier messages a new portal gets; 0 turns
+	// backfill off.
+	InitialLimit int `yaml:"initial_limit"`
+	// MaxAge leaves out messages older than this; 0 means no age limit.
+	MaxAge Duration `yaml:"max_age"`
+	// SyncRecentChats is how many of its most recent chats a login that
+	// connects for the first time gets as portals (with history), if the
+	// connector can list them; 0 turns it off.
+	SyncRecentChats int `yaml:"sync_recent_chats"`
 }
 
 // ProvisioningConfig configures the provisioning API.
@@ -202,6 +217,7 @@ func Default() *Config {
 			InDoubtGrace:          Duration(15 * time.Second),
 			LoginAlertAfter:       Duration(10 * time.Minute),
 			RetryMaxDelay:         Duration(30 * time.Second),
+			Backfill:              BackfillConfig{InitialLimit: 50, SyncRecentChats: 10},
 		},
 		Logging: LoggingConfig{
 			Level:           "info",

@@ -256,6 +256,13 @@ func (v *validator) permissions() {
 	}
 }
 
+// MaxBackfillLimit bounds bridge.backfill.initial_limit.
+const MaxBackfillLimit = 1000
+
+// MaxSyncRecentChats bounds bridge.backfill.sync_recent_chats: each chat is
+// a room created at once.
+const MaxSyncRecentChats = 100
+
 func (v *validator) bridge() {
 	b := v.c.Bridge
 	v.positive("bridge.max_media_bytes", b.MaxMediaBytes)
@@ -277,6 +284,17 @@ func (v *validator) bridge() {
 	}
 	if b.RetryMaxDelay <= 0 {
 		v.fail("bridge.retry_max_delay", "must be greater than 0, got %s", b.RetryMaxDelay)
+	}
+	// One backfill is one command; the connector answers with one frame, so
+	// a limit far beyond what fits there is a typo, not a wish.
+	if b.Backfill.InitialLimit < 0 || b.Backfill.InitialLimit > MaxBackfillLimit {
+		v.fail("bridge.backfill.initial_limit", "must be between 0 (off) and %d, got %d", MaxBackfillLimit, b.Backfill.InitialLimit)
+	}
+	if b.Backfill.SyncRecentChats < 0 || b.Backfill.SyncRecentChats > MaxSyncRecentChats {
+		v.fail("bridge.backfill.sync_recent_chats", "must be between 0 (off) and %d, got %d", MaxSyncRecentChats, b.Backfill.SyncRecentChats)
+	}
+	if b.Backfill.MaxAge < 0 {
+		v.fail("bridge.backfill.max_age", "must not be negative (0 means no limit), got %s", b.Backfill.MaxAge)
 	}
 }
 

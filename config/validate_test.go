@@ -272,6 +272,21 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: logging.summary_interval: must not be negative (0 turns the summary off), got -5m0s`,
 		},
 		{
+			name:    "negative backfill limit",
+			changes: []change{{"permissions:", "bridge:\n  backfill:\n    initial_limit: -1\npermissions:"}},
+			want:    `config.yaml: bridge.backfill.initial_limit: must be between 0 (off) and 1000, got -1`,
+		},
+		{
+			name:    "too many chats to sync",
+			changes: []change{{"permissions:", "bridge:\n  backfill:\n    sync_recent_chats: 101\npermissions:"}},
+			want:    `config.yaml: bridge.backfill.sync_recent_chats: must be between 0 (off) and 100, got 101`,
+		},
+		{
+			name:    "negative backfill age",
+			changes: []change{{"permissions:", "bridge:\n  backfill:\n    max_age: -1h\npermissions:"}},
+			want:    `config.yaml: bridge.backfill.max_age: must not be negative (0 means no limit), got -1h0m0s`,
+		},
+		{
 			name:    "bad double puppet secret",
 			changes: []change{{"permissions:", "double_puppet:\n  secrets:\n    example.org: hunter2\npermissions:"}},
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,

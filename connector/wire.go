@@ -64,6 +64,9 @@ const (
 	OpResolveIdentifier = "resolve_identifier"
 	OpGetContact        = "get_contact"
 	OpBackfill          = "backfill"
+	// OpListChats is a v1 extension (capability list_chats): the login's
+	// most recently active chats, newest first.
+	OpListChats = "list_chats"
 )
 
 // Error codes carried in err frames.
@@ -147,6 +150,8 @@ type Capabilities struct {
 	Presence          bool     `json:"presence"`
 	ResolveIdentifier bool     `json:"resolve_identifier"`
 	Backfill          bool     `json:"backfill"`
+	// ListChats says the connector answers list_chats, a v1 extension.
+	ListChats bool `json:"list_chats,omitempty"`
 }
 
 // HasFormat reports whether the network accepts the given text format.
@@ -292,4 +297,6 @@ type Result struct {
 	Chat     *Chat    `json:"chat,omitempty"`
 	Messages []Event  `json:"messages,omitempty"`
 	HasMore  bool     `json:"has_more,omitempty"`
+	// Chats answers list_chats, newest activity first.
+	Chats []Chat `json:"chats,omitempty"`
 }

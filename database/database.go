@@ -34,6 +34,7 @@ type Database struct {
 	MXEvent   *MXEventQuery
 	PendingCm *PendingCommandQuery
 	InDoubt   *InDoubtQuery
+	Backfill  *BackfillQuery
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -54,6 +55,7 @@ func New(db *dbutil.Database) *Database {
 		MXEvent:   &MXEventQuery{db},
 		PendingCm: &PendingCommandQuery{db},
 		InDoubt:   &InDoubtQuery{db},
+		Backfill:  &BackfillQuery{db},
 	}
 }
 

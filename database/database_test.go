@@ -222,6 +222,8 @@ func TestUpgradeFromV1(t *testing.T) {
 				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
 				"DROP TABLE in_doubt_send",
 				dropV4[0], dropV4[1], dropV4[2],
+				"DROP TABLE backfill_pending",
+				"DROP TABLE login_sync_pending",
 				"UPDATE version SET version=1",
 			)
 			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
@@ -240,7 +242,7 @@ func TestUpgradeFromV2(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "UPDATE version SET version=2")
+			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "UPDATE version SET version=2")
 			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -303,7 +305,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 4
+const latestVersion = 5
 
 // dropV4 takes the login table back to before v4.
 var dropV4 = []string{
@@ -320,6 +322,7 @@ func TestUpgradeToV4(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			stmts := append(append([]string{}, dropV4...),
+				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending",
 				"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
 				"UPDATE version SET version=3")
 			upgraded := reopenFrom(t, target, stmts...)
@@ -351,6 +354,41 @@ func TestUpgradeToV4(t *testing.T) {
 			}
 			if got, _ = upgraded.Login.Get(ctx, "old"); !got.StateSince.Equal(since) {
 				t.Errorf("state_since moved from %v to %v without a state change", since, got.StateSince)
+			}
+		})
+	}
+}
+
+// TestUpgradeFromV4 takes a database back to v4 (without backfill_pending)
+// with a portal in it, and checks that the upgrade adds the table without
+// queueing a backfill for that portal, while a new portal gets one.
+func TestUpgradeFromV4(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			upgraded := reopenFrom(t, target,
+				"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
+				"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
+				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "UPDATE version SET version=4")
+			old := database.PortalKey{LoginID: "l", ChatID: "old"}
+			if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
+				t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
+			}
+			key := database.PortalKey{LoginID: "l", ChatID: "new"}
+			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+				t.Fatal(err)
+			}
+			if pending, err := upgraded.Backfill.Pending(ctx, key); err != nil || !pending {
+				t.Fatalf("new portal pending = %v, %v; want true", pending, err)
+			}
+			if err := upgraded.Backfill.Done(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+				t.Fatal(err)
+			}
+			if pending, _ := upgraded.Backfill.Pending(ctx, key); pending {
+				t.Fatal("an existing portal was queued for backfill again")
 			}
 		})
 	}

@@ -49,9 +49,20 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 	if p, err := q.Get(ctx, key); err != nil || p != nil {
 		return p, err
 	}
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (login_id, chat_id) DO NOTHING`, key.LoginID, key.ChatID, contactID, time.Now().UnixMilli())
+	// A new portal starts with its history to backfill, in the same
+	// transaction, so that no crash leaves a portal that never gets it.
+	err := q.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		res, err := q.db.Exec(ctx, `
+			INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (login_id, chat_id) DO NOTHING`, key.LoginID, key.ChatID, contactID, time.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+		return (&BackfillQuery{q.db}).add(ctx, key)
+	})
 	if err != nil {
 		return nil, err
 	}

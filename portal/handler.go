@@ -30,7 +30,7 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 		login := &database.Login{
 			ID: l.ID, ConnectorID: connectorID, MatrixUser: id.UserID(l.MatrixUser), Name: l.Name, State: l.State,
 		}
-		stored, err := m.db.Login.Upsert(ctx, login)
+		stored, err := m.storeLogin(ctx, login)
 		if err != nil {
 			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
 			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
@@ -116,9 +116,11 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 // Accepted wakes the dispatcher for newly stored events.
 func (m *Manager) Accepted(string) { signal(m.remoteWake) }
 
-// Connected resends the commands that waited for this connector.
+// Connected resends the commands that waited for this connector, and
+// syncs the recent chats of logins it brought for the first time.
 func (m *Manager) Connected(connectorID string) {
 	go m.resumeCommands(connectorID)
+	go m.syncNewLogins(connectorID)
 }
 
 // Disconnected needs no action: commands wait in the database.

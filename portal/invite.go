@@ -141,6 +141,11 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.In
 	if err = m.syncMemberProfiles(ctx, p.ContactID); err != nil {
 		log.Warn().Err(err).Msg("Failed to update the ghost's profile in the room")
 	}
+	// The conversation so far, before the user's first messages go out; the
+	// next message into the chat tries again if this fails.
+	if _, err = m.backfill(ctx, r.login.ConnectorID, r.login, p, nil); err != nil {
+		log.Warn().Err(err).Msg("Failed to backfill the adopted room")
+	}
 	return m.catchUpEarlyMessages(ctx, ghost, p.RoomID, evt.ID, r.login.MatrixUser)
 }
 

@@ -103,13 +103,26 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 	if err != nil {
 		return err
 	}
+	if _, err = m.backfill(ctx, connectorID, login, p, ev); err != nil {
+		return err
+	}
+	_, err = m.postMessage(ctx, login, p, ev, done)
+	return err
+}
+
+// postMessage posts a message event into its portal as its sender, then
+// stores the mapping and runs done in one transaction. It returns the event
+// of the message's last part. Live and backfilled messages both come here,
+// so both get the same transaction ids and in-doubt markers.
+func (m *Manager) postMessage(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error) (id.EventID, error) {
+	key := p.PortalKey
 	intent, isMe, err := m.senderIntent(ctx, login, p, ev.Sender)
 	if err != nil {
-		return err
+		return "", err
 	}
 	contents, err := m.remoteToMatrix(ctx, intent, key, ev)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if isMe && !intent.IsCustomPuppet {
 		markAsUsers(contents)
@@ -127,7 +140,7 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 		}
 		eventID, err := m.sendRemote(ctx, send)
 		if err != nil {
-			return fmt.Errorf("send message %s part %d: %w", ev.ID, part, err)
+			return "", fmt.Errorf("send message %s part %d: %w", ev.ID, part, err)
 		}
 		txns = append(txns, send.txnID)
 		msgs = append(msgs, &database.Message{
@@ -143,12 +156,13 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 		}
 		return done(ctx)
 	}, txns...)
-	if err == nil {
-		m.stats.toMatrix.Add(1)
-		zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
-			Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).Msg("Bridged message to Matrix")
+	if err != nil || len(msgs) == 0 {
+		return "", err
 	}
-	return err
+	m.stats.toMatrix.Add(1)
+	zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
+		Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).Msg("Bridged message to Matrix")
+	return msgs[len(msgs)-1].MXID, nil
 }
 
 // recogniseEcho handles a message that carries the txn of a command the

@@ -68,6 +68,11 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 			return nil, err
 		}
 	}
+	// A new portal shows the conversation so far. The chat is started
+	// without it if that fails; the next message into the chat tries again.
+	if _, err = m.backfill(ctx, r.login.ConnectorID, r.login, p, nil); err != nil {
+		log.Warn().Err(err).Msg("Failed to backfill the new chat")
+	}
 	log.Info().Stringer("room_id", p.RoomID).Bool("created", created).Msg("Chat started from Matrix")
 	return &StartedChat{RoomID: p.RoomID, LoginID: r.login.ID, Contact: *r.contact, Created: created}, nil
 }

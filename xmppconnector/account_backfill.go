@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/dmbridge/dmbridge/connector"
 )
@@ -91,4 +92,63 @@ func (a *account) archivedMessage(ctx context.Context, peer string, item *mamIte
 		return nil, nil
 	}
 	return ev, nil
+}
+
+// Listing recent chats reads the archive backward, all chats at once, at
+// most listChatsPages pages: an account whose archive is one long
+// conversation must not be read to its start to find a second one.
+const (
+	maxListChats   = 100
+	listChatsPages = 10
+)
+
+// listChats answers list_chats from the archive: the peers of the newest
+// messages, newest first, each once.
+func (a *account) listChats(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
+	conn := a.current()
+	if conn == nil {
+		return nil, errOffline
+	}
+	limit := cmd.Limit
+	if limit <= 0 || limit > maxListChats {
+		limit = maxListChats
+	}
+	res := &connector.Result{Chats: []connector.Chat{}}
+	seen := map[string]bool{}
+	before := ""
+	for page := 0; page < listChatsPages && len(res.Chats) < limit; page++ {
+		items, err := conn.queryArchive(ctx, archiveQuery{before: &before, max: maxBackfill})
+		if err != nil {
+			return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
+		}
+		for i := len(items.items) - 1; i >= 0 && len(res.Chats) < limit; i-- {
+			peer := a.archivePeer(items.items[i].msg)
+			if peer == "" || seen[peer] {
+				continue
+			}
+			seen[peer] = true
+			res.Chats = append(res.Chats, connector.Chat{ID: peer, Type: connector.ChatTypeDM, With: peer})
+		}
+		if items.complete || items.first == "" || items.first == before {
+			break
+		}
+		before = items.first
+	}
+	return res, nil
+}
+
+// archivePeer is the other party of an archived one-to-one message, or ""
+// for anything that is not one (group chat, errors, our own account).
+func (a *account) archivePeer(m *message) string {
+	if m == nil || m.Type == "groupchat" || m.Type == "error" {
+		return ""
+	}
+	peer := bareOf(m.From)
+	if peer == a.login || peer == "" {
+		peer = bareOf(m.To)
+	}
+	if peer == a.login || !strings.Contains(peer, "@") {
+		return ""
+	}
+	return peer
 }

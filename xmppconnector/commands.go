@@ -61,6 +61,8 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 		return a.setPresence(ctx, cmd)
 	case connector.OpBackfill:
 		return a.backfill(ctx, cmd)
+	case connector.OpListChats:
+		return a.listChats(ctx, cmd)
 	}
 	peer, err := chatPeer(cmd.Chat)
 	if err != nil {

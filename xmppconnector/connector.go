@@ -127,6 +127,7 @@ func (c *Connector) hello(media bool) connector.Hello {
 			Presence:          true,
 			ResolveIdentifier: true,
 			Backfill:          true,
+			ListChats:         true,
 		},
 	}
 }

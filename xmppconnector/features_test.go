@@ -279,3 +279,37 @@ func TestSubscriptionOnlyFromRosterContacts(t *testing.T) {
 		t.Error("carol, a stranger, was approved")
 	}
 }
+
+// TestListChats: list_chats names the peers of the newest archived
+// messages, newest first, each once, at most limit.
+func TestListChats(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.xmpp.Register(t, "carol", "carol-pw")
+	e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	carol := e.xmpp.Dial(t, "carol", "carol-pw")
+	for _, step := range []struct {
+		from *testxmpp.Client
+		text string
+	}{{bob, "b1"}, {carol, "c1"}, {bob, "b2"}} {
+		step.from.SendChat(t, e.alice, step.text, "")
+		e.bridge.waitEvent(t, step.text, isMessage(step.text))
+	}
+	carolJID := e.xmpp.JID("carol")
+	res, err := e.bridge.command(t, connector.OpListChats, &connector.Command{Login: e.alice, Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []connector.Chat{{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, {ID: carolJID, Type: connector.ChatTypeDM, With: carolJID}}
+	if !slices.Equal(res.Chats, want) {
+		t.Errorf("list_chats = %+v, want %+v", res.Chats, want)
+	}
+	res, err = e.bridge.command(t, connector.OpListChats, &connector.Command{Login: e.alice, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(res.Chats, want[:1]) {
+		t.Errorf("list_chats with limit 1 = %+v, want %+v", res.Chats, want[:1])
+	}
+}

@@ -32,6 +32,8 @@ func TestDetectsViolations(t *testing.T) {
 		{"no replay", faults{noReplay: true}, CheckReplayReconnect, "got seqs only up to"},
 		{"changed replay", faults{alterReplay: true}, CheckReplayReconnect, "sent again with different data"},
 		{"txn run twice", faults{txnTwice: true}, CheckTxnRepeat, "repeated as"},
+		{"backfill newest first", faults{newestFirst: true}, CheckHistory, "not oldest first"},
+		{"chat listed twice", faults{dupChats: true}, CheckHistory, "twice"},
 		{"unknown op accepted", faults{okUnknownOp: true}, CheckUnknownOp, "want an err frame"},
 		{"no pong", faults{noPong: true}, CheckPing, "no pong"},
 		{"M_BAD_SEQ ignored", faults{ignoreBadSeq: true}, CheckBadSeqResend, "after acking"},

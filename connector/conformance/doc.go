@@ -40,6 +40,11 @@
 //	                    the connection
 //	txn-repeat          one send_message txn under two cmd ids is answered
 //	                    twice with identical results and acts once
+//	history             with capability backfill, backfill of the target's
+//	                    chat returns valid message events of that chat,
+//	                    oldest first, at most limit; with list_chats, the
+//	                    answer has complete chats, each once, at most limit
+//	                    (skipped without either capability)
 //	bad-seq-resend      after err M_BAD_SEQ the connector resends from the
 //	                    last acked seq + 1
 //	replay-reconnect    events left unacked when the suite drops the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -24,6 +25,8 @@ type faults struct {
 	noPong       bool // ignores pings
 	ignoreBadSeq bool // does not resend after M_BAD_SEQ
 	dropOnReset  bool // drops pending events when welcome.acked_seq is beyond its store
+	newestFirst  bool // answers backfill newest first
+	dupChats     bool // names a chat twice in list_chats
 }
 
 const (
@@ -142,7 +145,8 @@ func (t *rawTarget) connection(ctx context.Context, url, token string) error {
 	}
 	c := &rawConn{ws: ws}
 	hello := connector.Hello{Protocol: []int{1}, Connector: connector.Software{ID: "raw", Name: "raw", Version: "0"},
-		Network: connector.Network{ID: "raw"}, Logins: []connector.Login{{ID: rawLogin, MatrixUser: "@carol:raw.invalid"}}}
+		Network: connector.Network{ID: "raw"}, Logins: []connector.Login{{ID: rawLogin, MatrixUser: "@carol:raw.invalid"}},
+		Capabilities: connector.Capabilities{Backfill: true, ListChats: true}}
 	if err := c.write(map[string]any{"type": "hello", "data": hello}); err != nil {
 		return err
 	}
@@ -278,6 +282,9 @@ func (t *rawTarget) command(f *connector.Frame) (json.RawMessage, *connector.Err
 	if cmd.Login != rawLogin {
 		return nil, &connector.Error{Code: connector.ErrNotFound, Message: "no such login"}
 	}
+	if res, ok := t.history(f.Op, &cmd); ok {
+		return res, nil
+	}
 	if f.Op != connector.OpSendMessage {
 		if t.f.okUnknownOp {
 			return json.RawMessage(`{}`), nil
@@ -297,4 +304,30 @@ func (t *rawTarget) command(f *connector.Frame) (json.RawMessage, *connector.Err
 	res, _ := json.Marshal(connector.Result{ID: fmt.Sprintf("raw-out-%d", t.outs), TS: time.Now().UnixMilli()})
 	t.txns[cmd.Txn] = res
 	return res, nil
+}
+
+// history answers backfill and list_chats from a fixed history of the chat
+// with rawContact.
+func (t *rawTarget) history(op string, cmd *connector.Command) (json.RawMessage, bool) {
+	chat := connector.Chat{ID: rawContact, Type: connector.ChatTypeDM, With: rawContact}
+	var res connector.Result
+	switch op {
+	case connector.OpBackfill:
+		for i := 1; i <= 2; i++ {
+			res.Messages = append(res.Messages, connector.Event{Kind: connector.KindMessage, Login: rawLogin, TS: int64(1000 * i),
+				Chat: &chat, Sender: &connector.Sender{ID: rawContact}, ID: fmt.Sprintf("raw-old-%d", i), Text: "old"})
+		}
+		if t.f.newestFirst {
+			slices.Reverse(res.Messages)
+		}
+	case connector.OpListChats:
+		res.Chats = []connector.Chat{chat}
+		if t.f.dupChats {
+			res.Chats = append(res.Chats, chat)
+		}
+	default:
+		return nil, false
+	}
+	data, _ := json.Marshal(res)
+	return data, true
 }

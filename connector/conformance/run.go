@@ -19,6 +19,7 @@ const (
 	CheckUnknownLogin      = "err-unknown-login"
 	CheckBadFrame          = "err-bad-frame"
 	CheckTxnRepeat         = "txn-repeat"
+	CheckHistory           = "history"
 	CheckBadSeqResend      = "bad-seq-resend"
 	CheckReplayReconnect   = "replay-reconnect"
 	CheckMaxInFlight       = "max-in-flight"
@@ -45,6 +46,7 @@ func allChecks() []check {
 		{CheckUnknownLogin, (*suite).checkUnknownLogin},
 		{CheckBadFrame, (*suite).checkBadFrame},
 		{CheckTxnRepeat, (*suite).checkTxnRepeat},
+		{CheckHistory, (*suite).checkHistory},
 		{CheckBadSeqResend, (*suite).checkBadSeq},
 		{CheckReplayReconnect, (*suite).checkReplayReconnect},
 		{CheckMaxInFlight, (*suite).checkMaxInFlight},

@@ -1,4 +1,4 @@
--- v0 -> v4: Latest revision
+-- v0 -> v5: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -171,4 +171,24 @@ CREATE TABLE in_doubt_send (
 	event_type TEXT    NOT NULL,
 	started_at BIGINT  NOT NULL,
 	event_id   TEXT    NOT NULL DEFAULT ''
+);
+
+-- New portals whose history is still to be backfilled; see
+-- portal/backfill.go. Removed once the history is in the room.
+CREATE TABLE backfill_pending (
+	login_id TEXT NOT NULL,
+	chat_id  TEXT NOT NULL,
+
+	PRIMARY KEY (login_id, chat_id),
+	CONSTRAINT backfill_pending_portal_fkey FOREIGN KEY (login_id, chat_id) REFERENCES portal (login_id, chat_id)
+		ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+-- Logins seen for the first time whose recent chats are still to be made
+-- portals (bridge.backfill.sync_recent_chats); see portal/syncchats.go.
+CREATE TABLE login_sync_pending (
+	login_id TEXT NOT NULL PRIMARY KEY,
+
+	CONSTRAINT login_sync_pending_login_fkey FOREIGN KEY (login_id) REFERENCES login (id)
+		ON DELETE CASCADE ON UPDATE CASCADE
 );

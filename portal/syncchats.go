@@ -1,0 +1,115 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// A login the bridge has never seen gets its most recent chats as portals,
+// each with its history (bridge.backfill.sync_recent_chats), if the
+// connector can list chats (capability list_chats, a v1 extension). The
+// login row is written together with a login_sync_pending row; the sync
+// runs when the connector is connected and removes the row when it is
+// through, so a sync cut off by a crash or a disconnect runs again on the
+// next connection. Portal creation and backfill are idempotent, so a chat
+// done before the cut costs nothing the second time.
+
+// storeLogin stores a login from a hello, and queues the sync of its recent
+// chats if it is new.
+func (m *Manager) storeLogin(ctx context.Context, login *database.Login) (stored bool, err error) {
+	err = m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		existing, err := m.db.Login.Get(ctx, login.ID)
+		if err != nil {
+			return err
+		}
+		if stored, err = m.db.Login.Upsert(ctx, login); err != nil || !stored {
+			return err
+		}
+		if existing == nil && m.cfg.Bridge.Backfill.SyncRecentChats > 0 {
+			return m.db.Backfill.AddLoginSync(ctx, login.ID)
+		}
+		return nil
+	})
+	return stored, err
+}
+
+// syncNewLogins queues the sync of every login of the connector that waits
+// for one.
+func (m *Manager) syncNewLogins(connectorID string) {
+	logins, err := m.db.Backfill.LoginSyncs(m.ctx, connectorID)
+	if err != nil {
+		m.log.Err(err).Str("connector_id", connectorID).Msg("Failed to load logins waiting for their chats")
+		return
+	}
+	for _, loginID := range logins {
+		m.lanes.submit("login-sync/"+loginID, "sync recent chats", func(ctx context.Context) {
+			log := m.log.With().Str("connector_id", connectorID).Str("login_id", loginID).Str("action", "sync_recent_chats").Logger()
+			if err := m.syncRecentChats(log.WithContext(ctx), connectorID, loginID); err != nil {
+				log.Warn().Err(err).Msg("Failed to sync the login's recent chats; trying again on the next connection")
+			}
+		})
+	}
+}
+
+// syncRecentChats makes portals, with history, for the login's most recent
+// chats.
+func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID string) error {
+	log := zerolog.Ctx(ctx)
+	limit := m.cfg.Bridge.Backfill.SyncRecentChats
+	hello, ok := m.conn.Hello(connectorID)
+	if !ok {
+		return errors.New("connector not connected")
+	}
+	if limit <= 0 || !hello.Capabilities.ListChats {
+		return m.db.Backfill.LoginSyncDone(ctx, loginID)
+	}
+	res, err := m.conn.Command(ctx, connectorID, connector.OpListChats, &connector.Command{Login: loginID, Limit: limit})
+	var protoErr *connector.Error
+	if errors.As(err, &protoErr) && !protoErr.Retryable {
+		log.Warn().Err(err).Msg("Connector cannot list the login's chats")
+		return m.db.Backfill.LoginSyncDone(ctx, loginID)
+	} else if err != nil {
+		return fmt.Errorf("list chats: %w", err)
+	}
+	made := 0
+	for i := range res.Chats {
+		if made >= limit {
+			break
+		}
+		chat := res.Chats[i]
+		if chat.ID == "" || chat.Type != connector.ChatTypeDM || chat.With == "" {
+			log.Warn().Str("chat_id", chat.ID).Str("type", chat.Type).Msg("Skipping a listed chat that is not a valid DM")
+			continue
+		}
+		if err = m.syncChat(ctx, connectorID, loginID, &chat); err != nil {
+			return fmt.Errorf("portal for %s: %w", chat.ID, err)
+		}
+		made++
+	}
+	log.Info().Int("listed", len(res.Chats)).Int("portals", made).Msg("Synced the new login's recent chats")
+	return m.db.Backfill.LoginSyncDone(ctx, loginID)
+}
+
+// syncChat makes one listed chat a portal with its history, under the chat's
+// lock like any event of the chat.
+func (m *Manager) syncChat(ctx context.Context, connectorID, loginID string, chat *connector.Chat) error {
+	ctx = zerolog.Ctx(ctx).With().Str("chat_id", chat.ID).Logger().WithContext(ctx)
+	unlock := m.chats.lock(database.PortalKey{LoginID: loginID, ChatID: chat.ID})
+	defer unlock()
+	login, err := m.db.Login.Get(ctx, loginID)
+	if err != nil || login == nil {
+		return err
+	}
+	p, err := m.ensurePortal(ctx, login, connectorID, chat)
+	if err != nil {
+		return err
+	}
+	_, err = m.backfill(ctx, connectorID, login, p, nil)
+	return err
+}
