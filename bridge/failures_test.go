@@ -156,6 +156,9 @@ func TestTransientFailureHoldsNoSlot(t *testing.T) {
 	s := newProxiedStack(t, testdb.SQLite(t), func(cfg *config.Config) {
 		cfg.Bridge.HomeserverConcurrency = 1
 		cfg.Bridge.RetryMaxDelay = config.Duration(time.Second)
+		// A 502 leaves each send in doubt; keep the wait before looking
+		// for it in the room short, so that eight tries fit the test.
+		cfg.Bridge.InDoubtGrace = config.Duration(200 * time.Millisecond)
 	})
 	f := s.connectFake(nil)
 	f.send(textFrom("bob@network", "b0", "bob 0"))
@@ -261,7 +264,9 @@ func TestParkedMatrixEventTellsUser(t *testing.T) {
 func TestUnreachableAttachmentDoesNotBlockChat(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
+			// The file server is on loopback: open it, so that this is a
+			// server that does not answer, not a refused address.
+			s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
 			f := s.connectFake(nil)
 			roomID := s.helloFromBob(f)
 			ev := textFrom("bob@network", "m1", "")

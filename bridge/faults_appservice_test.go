@@ -149,8 +149,16 @@ func TestFaultMalformedTransactions(t *testing.T) {
 			r := tally(fmt.Sprintf("malformed transactions x%d: room timeline", len(bad)), target.Name, sent, got)
 			r.check(t)
 			s.explainMissing(t, roomID, r)
-			if r.Unexpected != 0 {
-				t.Errorf("%d messages in the room that nobody sent: %q", r.Unexpected, r.unexpectedSample)
+			// The only messages nobody sent may be the bridge's notices
+			// about bad events it parked: every parked event is told.
+			want := map[string]bool{}
+			for _, b := range sent {
+				want[b] = true
+			}
+			for body, n := range got {
+				if !want[body] && !strings.HasPrefix(body, "⚠️ Your event $bad-") {
+					t.Errorf("%d× a message in the room that nobody sent: %q", n, body)
+				}
 			}
 			var pending, kept int
 			if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*), COALESCE(SUM(CASE WHEN done THEN 0 ELSE 1 END), 0) FROM mx_event WHERE event_id LIKE '$bad-%'").Scan(&kept, &pending); err != nil {
