@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/format"
@@ -157,6 +158,19 @@ func TestEditsBothWays(t *testing.T) {
 			if edit.Sender != s.ghost(fidBob) || msg.RelatesTo.Type != event.RelReplace || msg.NewContent == nil ||
 				msg.NewContent.Body != "the typo" || msg.NewContent.FormattedBody != "<i>the</i> typo" || msg.Body != "* the typo" {
 				t.Errorf("edit event = %s", edit.Content.VeryRaw)
+			}
+			// A long non-ASCII edit: the short fallback for clients without
+			// edits shows no broken character, m.new_content the whole text.
+			long := "a" + strings.Repeat("é", 80)
+			ev = fidFromBob(connector.KindEdit, "e3")
+			ev.Target, ev.Text = "m1", long
+			f.send(ev)
+			edit = s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+				m := evt.Content.AsMessage()
+				return m.RelatesTo.GetReplaceID() == first.ID && m.NewContent != nil && m.NewContent.Body == long
+			})
+			if msg = edit.Content.AsMessage(); strings.ContainsRune(msg.Body, utf8.RuneError) || !strings.HasPrefix(msg.Body, "* aé") {
+				t.Errorf("long edit fallback = %q", msg.Body)
 			}
 			// An edit of an unknown message is skipped and the portal carries on.
 			ev = fidFromBob(connector.KindEdit, "e2")

@@ -100,7 +100,7 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *ma
 	if isMe && !intent.IsCustomPuppet {
 		markAsUsers([]*event.MessageEventContent{content})
 	}
-	content.SetEdit(target.MXID)
+	setEdit(content, target.MXID)
 	send := newRemoteSend(intent, p, ev, 0, event.EventMessage)
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
 		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
