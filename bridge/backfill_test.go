@@ -345,6 +345,11 @@ func TestSyncRecentChats(t *testing.T) {
 			if got := f.commandsOf(connector.OpListChats); len(got) != 1 || got[0].Login != testLogin || got[0].Limit != 10 {
 				t.Errorf("list_chats commands = %+v, want one for %s with limit 10", got, testLogin)
 			}
+			// The sync is done once its row is gone; a connection cut
+			// before that syncs again on purpose.
+			tesths.WaitFor(t, 30*time.Second, "the recent-chats sync to finish", func() (bool, error) {
+				return s.countRows("SELECT COUNT(*) FROM login_sync_pending") == 0, nil
+			})
 			f.stop()
 			f2 := s.connectFakeWith(setup)
 			time.Sleep(time.Second)
