@@ -323,28 +323,13 @@ func remoteShown(evts []*event.Event) int {
 // each message body; order lists the numbers of the remote messages in
 // timeline order, first copies only.
 func roomBodies(ctx context.Context, c *mautrix.Client, roomID id.RoomID) (map[string]int, []int, error) {
+	backwards, err := pageBodies(ctx, c, roomID, mautrix.DirectionBackward, 100)
+	if err != nil {
+		return nil, nil, err
+	}
 	counts := map[string]int{}
-	var backwards []string
-	from := ""
-	for page := 0; page < 100; page++ {
-		resp, err := c.Messages(ctx, roomID, from, "", mautrix.DirectionBackward, nil, 100)
-		if err != nil {
-			return nil, nil, err
-		}
-		for _, evt := range resp.Chunk {
-			if evt.Type != event.EventMessage {
-				continue
-			}
-			_ = evt.Content.ParseRaw(evt.Type)
-			if msg := evt.Content.AsMessage(); msg != nil {
-				counts[msg.Body]++
-				backwards = append(backwards, msg.Body)
-			}
-		}
-		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {
-			break
-		}
-		from = resp.End
+	for _, b := range backwards {
+		counts[b]++
 	}
 	var order []int
 	seen := map[int]bool{}

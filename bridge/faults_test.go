@@ -42,10 +42,24 @@ func (s *stack) timelineBodies(ctx context.Context, roomID id.RoomID) (map[strin
 }
 
 func (s *stack) pagedBodies(ctx context.Context, roomID id.RoomID, dir mautrix.Direction, limit int) (map[string]int, error) {
+	bodies, err := pageBodies(ctx, s.alice, roomID, dir, limit)
+	if err != nil {
+		return nil, err
+	}
 	counts := map[string]int{}
+	for _, b := range bodies {
+		counts[b]++
+	}
+	return counts, nil
+}
+
+// pageBodies reads the whole room timeline through /messages as c and lists
+// every m.room.message body in the order the pages gave them.
+func pageBodies(ctx context.Context, c *mautrix.Client, roomID id.RoomID, dir mautrix.Direction, limit int) ([]string, error) {
+	var bodies []string
 	from := ""
 	for {
-		resp, err := s.alice.Messages(ctx, roomID, from, "", dir, nil, limit)
+		resp, err := c.Messages(ctx, roomID, from, "", dir, nil, limit)
 		if err != nil {
 			return nil, fmt.Errorf("read timeline of %s: %w", roomID, err)
 		}
@@ -55,11 +69,11 @@ func (s *stack) pagedBodies(ctx context.Context, roomID id.RoomID, dir mautrix.D
 			}
 			_ = evt.Content.ParseRaw(evt.Type)
 			if msg := evt.Content.AsMessage(); msg != nil {
-				counts[msg.Body]++
+				bodies = append(bodies, msg.Body)
 			}
 		}
-		if resp.End == "" || len(resp.Chunk) == 0 {
-			return counts, nil
+		if resp.End == "" || len(resp.Chunk) == 0 || resp.End == from {
+			return bodies, nil
 		}
 		from = resp.End
 	}
