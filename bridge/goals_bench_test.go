@@ -70,7 +70,7 @@ func (a *arrivals) record(s memhs.Sent) {
 
 func (a *arrivals) wait(b *testing.B, what string, bodies ...string) {
 	b.Helper()
-	tesths.WaitFor(b, time.Minute, what, func() (bool, error) {
+	tesths.WaitFor(b, 3*time.Minute, what, func() (bool, error) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		for _, body := range bodies {
@@ -150,7 +150,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	out.loneP50, out.loneP99 = percentile(lone, 50), percentile(lone, 99)
 
 	// Capacity over 8 chats, with CPU and (PostgreSQL) transactions.
-	const n8 = 4000
+	const n8 = 3000
 	pg := newPGStats(b, target)
 	pg.settle()
 	cpu0, t0 := cpuTime(), time.Now()
@@ -167,7 +167,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	out.xactPerMsg, out.rowsPerMsg = pg.perMessage(n8)
 
 	// One chat: order must be kept.
-	const n1 = 2000
+	const n1 = 1000
 	bodies = bodies[:0]
 	t0 = time.Now()
 	for i := 0; i < n1; i++ {
@@ -207,7 +207,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 // the homeserver's appservice transactions, and times until the connector
 // received every send_message command.
 func measureCommands(b *testing.B, s *stack, f *fakeConnector) float64 {
-	const n, perTxn = 2000, 50
+	const n, perTxn = 1000, 50
 	var rooms []string
 	for c := 0; c < 8; c++ {
 		rooms = append(rooms, string(s.roomOf(fmt.Sprintf("c%d@network", c))))
@@ -227,7 +227,7 @@ func measureCommands(b *testing.B, s *stack, f *fakeConnector) float64 {
 		}
 		s.fidPush(events, nil)
 	}
-	tesths.WaitFor(b, 5*time.Minute, "commands at the connector", func() (bool, error) {
+	tesths.WaitFor(b, 3*time.Minute, "commands at the connector", func() (bool, error) {
 		return len(f.commandsOf(connector.OpSendMessage))-before >= n, nil
 	})
 	return n / time.Since(t0).Seconds()
