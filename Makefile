@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo vet fmt-check bench prerequisites fuzz fuzz-short faults
+.PHONY: build test demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -47,8 +47,24 @@ fuzz-short:
 fuzz:
 	$(call run-fuzz,$(FUZZTIME))
 
+# One table of issue 14's goals beside the figures, against the in-memory
+# homeserver (internal/memhs), on SQLite and PostgreSQL (a few minutes).
+# bench-dendrite runs the benchmarks of the whole path on real Dendrite.
 bench: prerequisites
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m ./bridge/ \
+		> $(BIN)/bench.log 2>&1; rc=$$?; sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; \
+		grep -E '^(ok|FAIL|--- FAIL)' $(BIN)/bench.log; exit $$rc
+
+# CPU and allocation profiles of the same runs (bin/bench-cpu.out,
+# bin/bench-mem.out): go tool pprof -top bin/bench-cpu.out
+bench-profile: prerequisites
+	@mkdir -p $(BIN)
+	$(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m \
+		-cpuprofile $(BIN)/bench-cpu.out -memprofile $(BIN)/bench-mem.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1
+
+bench-dendrite: prerequisites
+	$(GO) test -run '^$$' -bench . -skip '^BenchmarkGoals$$' -benchmem ./...
 
 # Full-size fault runs against a live stack (real Dendrite, real databases),
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs

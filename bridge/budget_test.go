@@ -58,7 +58,8 @@ func countHomeserverCalls(t *testing.T, s *stack) *callCounter {
 }
 
 // TestHomeserverCallBudget measures the requests of a new DM with a known
-// ghost (goal: 5) and of one more message (goal: 1).
+// ghost (goal: 5), of one more message (goal: 1), and of a new DM with a new
+// ghost (goal: 8, the message included).
 func TestHomeserverCallBudget(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t))
 	counter := countHomeserverCalls(t, s)
@@ -82,7 +83,19 @@ func TestHomeserverCallBudget(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	perMessage := counter.take()
 
+	// Issue 14's P3: a contact never seen before, so a new ghost (register,
+	// displayname, without reading it first) as well as a new portal.
+	f.send(textFrom("carol@network", "c1", "hello from carol"))
+	s.waitMessage(s.roomOf("carol@network"), "hello from carol")
+	time.Sleep(300 * time.Millisecond)
+	newGhostDM := counter.take()
+
 	sort.Strings(newDM)
+	sort.Strings(newGhostDM)
+	t.Logf("new ghost and new DM, first message included: %d calls: %q", len(newGhostDM), newGhostDM)
+	if len(newGhostDM) > 8 {
+		t.Errorf("a new ghost with a new DM took %d homeserver calls, budget is 8", len(newGhostDM))
+	}
 	t.Logf("new DM with a known ghost, first message included: %d calls: %q", len(newDM), newDM)
 	t.Logf("one more message: %d calls: %q", len(perMessage), perMessage)
 	// createRoom, join, m.direct GET + PUT + GET, and the message itself.

@@ -17,6 +17,7 @@ import (
 	"github.com/dmbridge/dmbridge/bridge"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/memhs"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 	"github.com/dmbridge/dmbridge/internal/testxmpp"
@@ -43,6 +44,8 @@ type stack struct {
 	proxy *hsProxy
 	// logTo, if set, also gets the bridge's log, from debug level on.
 	logTo io.Writer
+	// mem is the in-memory homeserver of a stackOptions.memHS stack.
+	mem *memhs.Server
 }
 
 type stackOptions struct {
@@ -60,6 +63,9 @@ type stackOptions struct {
 	// starting its connector to the test.
 	xmpp        []testxmpp.Option
 	noConnector bool
+	// memHS runs the bridge against internal/memhs instead of Dendrite
+	// (benchmarks only: s.hs and s.sync stay nil, s.mem is set).
+	memHS bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -102,6 +108,9 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 		dp := tesths.DoublePuppetRegistration("localhost")
 		regs = append(regs, dp)
 		cfg.DoublePuppet.Secrets = map[string]string{"localhost": "as_token:" + dp.AppToken}
+	}
+	if o.memHS {
+		return newMemStack(t, cfg, target, regs, o)
 	}
 	hs := tesths.Start(t, regs...)
 	cfg.Homeserver.Address = hs.URL

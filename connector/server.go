@@ -34,7 +34,7 @@ type Store interface {
 // Handler is how the server hands a connection's traffic to the bridge.
 //
 // Every method runs on the connection's reader goroutine (Accepted on its
-// writer goroutine, or its committer's once the writer has stopped) and must
+// committer goroutine) and must
 // return quickly: while it runs, no frame of that connector is read, so no
 // ack and no command answer moves. Anything that talks to the homeserver
 // belongs on a worker that the call merely wakes.
@@ -47,8 +47,8 @@ type Handler interface {
 	// is sent as an err frame (with the seq) and the event is acked without
 	// being stored.
 	Check(ctx context.Context, connectorID string, ev *Event) *Error
-	// Accepted is called after a batch of events was stored, when their ack
-	// goes out (or would have, had the connection not failed).
+	// Accepted is called as soon as a batch of events was stored, before
+	// their (batched, possibly delayed) ack goes out.
 	Accepted(connectorID string)
 	// Ephemeral receives a validated ephemeral frame.
 	Ephemeral(ctx context.Context, connectorID string, e *Ephemeral)

@@ -129,6 +129,10 @@ func (c *serverConn) commitLoop() {
 		stored, err := c.store(batch)
 		if stored > 0 {
 			c.committed.Store(batch[stored-1].Seq)
+			// Wake the bridge's workers on commit, not when the ack frame
+			// goes out: acks are batched for up to AckDelay, and a lone
+			// message must not wait that out before it is applied.
+			c.srv.opts.Handler.Accepted(c.id)
 			c.noteStored(batch[stored-1].Seq, stored)
 		}
 		if err != nil {

@@ -281,3 +281,23 @@ func highestAckBeforeClose(t *testing.T, rc *RawConn, code int) int64 {
 		}
 	}
 }
+
+// TestAcceptedOnCommitNotOnAck: a lone event wakes the bridge's workers as
+// soon as it is stored, not when its ack (held back to batch acks for up to
+// AckDelay) goes out; otherwise every quiet-time message waits out AckDelay.
+func TestAcceptedOnCommitNotOnAck(t *testing.T) {
+	h := newHarness(t, func(o *ServerOptions) {
+		o.AckDelay = time.Minute
+		o.MaxInFlight, o.AckEvery = 256, 256
+	})
+	rc, _ := h.connect(t, "c")
+	sendEvent(t, rc, 1, message(1))
+	eventually(t, "Accepted for a lone stored event", func() bool {
+		h.handler.mu.Lock()
+		defer h.handler.mu.Unlock()
+		return h.handler.accepted == 1
+	})
+	if n := len(h.store.snapshot("c")); n != 1 {
+		t.Fatalf("Accepted before the event was stored: %d stored", n)
+	}
+}

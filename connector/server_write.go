@@ -54,10 +54,8 @@ func (c *serverConn) noteStored(seq int64, n int) {
 	select {
 	case c.acks <- ackNote{seq: seq, fresh: n}:
 	case <-c.writerDone:
-		// No ack can go out any more, but stored is stored: the bridge's
-		// workers must still hear of it, and the writer that would have
-		// told them is gone.
-		c.srv.opts.Handler.Accepted(c.id)
+		// No ack can go out any more; the committer already woke the
+		// bridge's workers (commitLoop).
 	}
 }
 
@@ -82,12 +80,10 @@ func (c *serverConn) writeLoop() {
 		timerC <-chan time.Time
 		ackSeq int64
 		unsent int // events stored or replayed since the last ack frame
-		fresh  int // newly stored events since the last ack frame
 	)
 	take := func(n ackNote) {
 		ackSeq = max(ackSeq, n.seq)
 		unsent += max(n.fresh, 1)
-		fresh += n.fresh
 	}
 	flush := func() error {
 		if timer != nil {
@@ -98,10 +94,7 @@ func (c *serverConn) writeLoop() {
 			return nil
 		}
 		err := c.write(ackFrame(ackSeq))
-		if fresh > 0 {
-			opts.Handler.Accepted(c.id)
-		}
-		unsent, fresh = 0, 0
+		unsent = 0
 		return err
 	}
 	handle := func(o outFrame) error {
@@ -151,11 +144,6 @@ func (c *serverConn) writeLoop() {
 		}
 		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 			c.log.Debug().Err(err).Msg("Write to connector failed")
-			if fresh > 0 {
-				// Stored is stored, ack or not; the bridge's workers must
-				// still hear of it.
-				opts.Handler.Accepted(c.id)
-			}
 			// Make the reader notice: it owns the teardown.
 			_ = c.ws.NetConn().Close()
 			return

@@ -35,17 +35,22 @@ type Database struct {
 	PendingCm *PendingCommandQuery
 	InDoubt   *InDoubtQuery
 	Backfill  *BackfillQuery
+
+	// cache keeps the rows the per-message path reads (cache.go).
+	cache *caches
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
 func New(db *dbutil.Database) *Database {
 	db.UpgradeTable = upgrades.Table
+	c := newCaches()
 	return &Database{
 		Database:  db,
-		Login:     &LoginQuery{db},
+		cache:     c,
+		Login:     &LoginQuery{db: db, c: c},
 		User:      &UserQuery{db},
 		Ghost:     &GhostQuery{db},
-		Portal:    &PortalQuery{db},
+		Portal:    &PortalQuery{db: db, c: c},
 		Cleaned:   &CleanedRoomQuery{db},
 		Message:   &MessageQuery{db},
 		Reaction:  &ReactionQuery{db},
@@ -55,7 +60,7 @@ func New(db *dbutil.Database) *Database {
 		MXEvent:   &MXEventQuery{db},
 		PendingCm: &PendingCommandQuery{db},
 		InDoubt:   &InDoubtQuery{db},
-		Backfill:  &BackfillQuery{db},
+		Backfill:  &BackfillQuery{db: db, c: c},
 	}
 }
 

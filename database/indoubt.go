@@ -51,6 +51,23 @@ func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
 	return err
 }
 
+// BeginFresh marks a send in doubt unless a marker for the transaction id
+// exists already, in one statement, and reports whether it did: the first
+// try of a send (by far the most common) costs one round trip instead of a
+// look-up and an insert. A false answer leaves the existing marker as it is
+// for the caller to resolve.
+func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, error) {
+	res, err := q.db.Exec(ctx, `
+		INSERT INTO `+"in_doubt_send ("+inDoubtColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
+		ON CONFLICT (txn_id) DO NOTHING`,
+		s.TxnID, s.RoomID, s.PortalKey.LoginID, s.PortalKey.ChatID, s.RemoteID, s.Part, s.EventType, s.StartedAt.UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
 // SetEventID records the homeserver's answer for a send whose result is
 // stored later, with other parts.
 func (q *InDoubtQuery) SetEventID(ctx context.Context, txnID string, eventID id.EventID) error {

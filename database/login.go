@@ -9,7 +9,22 @@ import (
 )
 
 // LoginQuery reads and writes the login table.
-type LoginQuery struct{ db *dbutil.Database }
+type LoginQuery struct {
+	db *dbutil.Database
+	c  *caches
+}
+
+// wrote forgets the cached login around a write to it; deleting a login
+// deletes its portals too.
+func (q *LoginQuery) wrote(ctx context.Context, loginID string, cascade bool) {
+	q.c.wrote(ctx, q.db, func() {
+		q.c.logins.forget(loginID)
+		if cascade {
+			q.c.portals.forgetAll()
+			q.c.backfilled.forgetAll()
+		}
+	})
+}
 
 // Login is a network account held by a connector and owned by a Matrix user.
 type Login struct {
@@ -53,6 +68,8 @@ func unixMilli(ms int64) time.Time {
 // hellos racing cannot slip past it. state_since moves only when the state
 // differs from the stored one.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
+	q.wrote(ctx, l.ID, false)
+	defer q.wrote(ctx, l.ID, false)
 	res, err := q.db.Exec(ctx, `
 		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since) VALUES ($1, $2, $3, $4, $5, $6, $6)
 		ON CONFLICT (id) DO UPDATE SET
@@ -70,6 +87,8 @@ func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err err
 // SetState records a login state change; state_since moves only when the
 // state differs from the stored one.
 func (q *LoginQuery) SetState(ctx context.Context, loginID, state string) error {
+	q.wrote(ctx, loginID, false)
+	defer q.wrote(ctx, loginID, false)
 	_, err := q.db.Exec(ctx, `UPDATE login SET state=$2, updated_at=$3,
 		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`, loginID, state, time.Now().UnixMilli())
 	return err
@@ -77,19 +96,31 @@ func (q *LoginQuery) SetState(ctx context.Context, loginID, state string) error 
 
 // SetLastEvent records when an event of the login was last applied.
 func (q *LoginQuery) SetLastEvent(ctx context.Context, loginID string, at time.Time) error {
+	q.wrote(ctx, loginID, false)
+	defer q.wrote(ctx, loginID, false)
 	_, err := q.db.Exec(ctx, "UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2", loginID, at.UnixMilli())
 	return err
 }
 
 // SetAlerted records the trouble the login's user was last told about.
 func (q *LoginQuery) SetAlerted(ctx context.Context, loginID, alerted string) error {
+	q.wrote(ctx, loginID, false)
+	defer q.wrote(ctx, loginID, false)
 	_, err := q.db.Exec(ctx, "UPDATE login SET alerted=$2 WHERE id=$1", loginID, alerted)
 	return err
 }
 
 // Get returns a login, or nil.
 func (q *LoginQuery) Get(ctx context.Context, loginID string) (*Login, error) {
-	return queryOne(ctx, q.db, scanLogin, "SELECT "+loginColumns+" FROM login WHERE id=$1", loginID)
+	if l, ok := q.c.logins.get(loginID); ok {
+		return &l, nil
+	}
+	gen := q.c.logins.generation()
+	l, err := queryOne(ctx, q.db, scanLogin, "SELECT "+loginColumns+" FROM login WHERE id=$1", loginID)
+	if err == nil && l != nil {
+		q.c.logins.put(ctx, q.db, gen, loginID, *l)
+	}
+	return l, err
 }
 
 // ByUser lists the logins a Matrix user owns.
@@ -104,6 +135,8 @@ func (q *LoginQuery) All(ctx context.Context) ([]*Login, error) {
 
 // Delete removes a login and, by cascade, its portals and their messages.
 func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
+	q.wrote(ctx, loginID, true)
+	defer q.wrote(ctx, loginID, true)
 	_, err := q.db.Exec(ctx, "DELETE FROM login WHERE id=$1", loginID)
 	return err
 }

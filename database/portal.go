@@ -9,8 +9,21 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// PortalQuery reads and writes the portal table.
-type PortalQuery struct{ db *dbutil.Database }
+// PortalQuery reads and writes the portal table. Get is served from cache
+// (see rowCache); every write here forgets the portal it touches.
+type PortalQuery struct {
+	db *dbutil.Database
+	c  *caches
+}
+
+// wrote forgets the cached portal (and whether it has history to backfill:
+// a new portal starts with some) around a write to it.
+func (q *PortalQuery) wrote(ctx context.Context, key PortalKey) {
+	q.c.wrote(ctx, q.db, func() {
+		q.c.portals.forget(key)
+		q.c.backfilled.forget(key)
+	})
+}
 
 // PortalKey names one chat of one login.
 type PortalKey struct {
@@ -51,6 +64,8 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 	}
 	// A new portal starts with its history to backfill, in the same
 	// transaction, so that no crash leaves a portal that never gets it.
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	err := q.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		res, err := q.db.Exec(ctx, `
 			INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
@@ -61,7 +76,7 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		return (&BackfillQuery{q.db}).add(ctx, key)
+		return (&BackfillQuery{db: q.db, c: q.c}).add(ctx, key)
 	})
 	if err != nil {
 		return nil, err
@@ -71,7 +86,15 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 
 // Get returns a portal by key, or nil.
 func (q *PortalQuery) Get(ctx context.Context, key PortalKey) (*Portal, error) {
-	return queryOne(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
+	if p, ok := q.c.portals.get(key); ok {
+		return &p, nil // a copy: callers fill in fields as they go
+	}
+	gen := q.c.portals.generation()
+	p, err := queryOne(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
+	if err == nil && p != nil {
+		q.c.portals.put(ctx, q.db, gen, key, *p)
+	}
+	return p, err
 }
 
 // GetByRoom returns the portal that owns a room, or nil.
@@ -98,30 +121,40 @@ func (q *PortalQuery) ByUser(ctx context.Context, userID id.UserID) ([]*Portal, 
 
 // MarkCreateStarted records that createRoom is about to be called.
 func (q *PortalQuery) MarkCreateStarted(ctx context.Context, key PortalKey) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	_, err := q.db.Exec(ctx, "UPDATE portal SET create_started=true WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
 	return err
 }
 
 // SetRoom stores the portal's room id.
 func (q *PortalQuery) SetRoom(ctx context.Context, key PortalKey, roomID id.RoomID) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	_, err := q.db.Exec(ctx, "UPDATE portal SET room_id=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, roomID)
 	return err
 }
 
 // SetUserJoined records that the double puppet joined the room.
 func (q *PortalQuery) SetUserJoined(ctx context.Context, key PortalKey, joined bool) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	_, err := q.db.Exec(ctx, "UPDATE portal SET user_joined=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, joined)
 	return err
 }
 
 // SetInDirect records that the room is in the user's m.direct.
 func (q *PortalQuery) SetInDirect(ctx context.Context, key PortalKey, in bool) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	_, err := q.db.Exec(ctx, "UPDATE portal SET in_direct=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, in)
 	return err
 }
 
 // Delete forgets a portal and, by cascade, its messages and reactions.
 func (q *PortalQuery) Delete(ctx context.Context, key PortalKey) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
 	_, err := q.db.Exec(ctx, "DELETE FROM portal WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
 	return err
 }

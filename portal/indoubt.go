@@ -87,9 +87,21 @@ func withTxnKey(content any, txnID string) *event.Content {
 // transaction that stores the result.
 func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, error) {
 	log := zerolog.Ctx(ctx).With().Str("txn_id", s.txnID).Int("part", s.part).Logger()
-	marker, err := m.db.InDoubt.Get(ctx, s.txnID)
+	mark := &database.InDoubtSend{
+		TxnID: s.txnID, RoomID: s.roomID, PortalKey: s.key, RemoteID: s.remoteID, Part: s.part,
+		EventType: s.eventType.Type, StartedAt: time.Now(),
+	}
+	// No marker yet (the usual case): this inserts it and the send goes
+	// out. Otherwise an earlier try may have landed, and the marker says.
+	fresh, err := m.db.InDoubt.BeginFresh(ctx, mark)
 	if err != nil {
-		return "", fmt.Errorf("load in-doubt marker: %w", err)
+		return "", fmt.Errorf("mark send in doubt: %w", err)
+	}
+	var marker *database.InDoubtSend
+	if !fresh {
+		if marker, err = m.db.InDoubt.Get(ctx, s.txnID); err != nil {
+			return "", fmt.Errorf("load in-doubt marker: %w", err)
+		}
 	}
 	if marker != nil {
 		if marker.EventID != "" {
@@ -113,12 +125,12 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 		}
 		log.Info().Msg("Send in doubt did not land, sending again")
 	}
-	err = m.db.InDoubt.Begin(ctx, &database.InDoubtSend{
-		TxnID: s.txnID, RoomID: s.roomID, PortalKey: s.key, RemoteID: s.remoteID, Part: s.part,
-		EventType: s.eventType.Type, StartedAt: time.Now(),
-	})
-	if err != nil {
-		return "", fmt.Errorf("mark send in doubt: %w", err)
+	if !fresh {
+		// The marker's clock restarts with this new try.
+		mark.StartedAt = time.Now()
+		if err = m.db.InDoubt.Begin(ctx, mark); err != nil {
+			return "", fmt.Errorf("mark send in doubt: %w", err)
+		}
 	}
 	// mautrix would resend a timed-out or dropped request by itself, at
 	// once: exactly the resend that posts a second copy.

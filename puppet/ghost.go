@@ -98,7 +98,11 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 
 func (g *Ghosts) setName(ctx context.Context, ghost *database.Ghost, intent *mas.IntentAPI, name string) error {
 	display := g.cfg.GhostDisplayname(name, ghost.ID)
-	if err := intent.SetDisplayName(ctx, display); err != nil {
+	// Not intent.SetDisplayName: it reads the displayname first to skip an
+	// unchanged one, a homeserver call per new ghost that buys nothing here,
+	// since the caller already compared with the name stored for the ghost
+	// (and only the bridge sets a ghost's profile).
+	if err := intent.Client.SetDisplayName(ctx, display); err != nil {
 		return fmt.Errorf("set displayname of %s: %w", ghost.MXID, err)
 	}
 	ghost.Name = name

@@ -1,0 +1,263 @@
+package bridge_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/memhs"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// BenchmarkGoals measures the bridge against issue 14's goals, against the
+// in-memory homeserver (internal/memhs) so that only the bridge's own cost
+// counts, on SQLite and PostgreSQL, and prints one table with the goals
+// beside the figures. It runs every scenario once whatever b.N is (run it
+// with -benchtime 1x, as `make bench` does). It complements the Dendrite
+// benchmarks in bench_test.go, which measure the whole path.
+func BenchmarkGoals(b *testing.B) {
+	results := map[string]*goalFigures{}
+	for _, name := range []string{"sqlite", "postgres"} {
+		b.Run(name, func(b *testing.B) {
+			results[name] = measureGoals(b, name)
+		})
+	}
+	printGoals(os.Stdout, results["sqlite"], results["postgres"])
+}
+
+// goalFigures is what measureGoals found on one database.
+type goalFigures struct {
+	rate8, rate1, cmdRate    float64
+	cpuPerMsg                time.Duration
+	loadP50, loadP99         time.Duration
+	loneP50, loneP99         time.Duration
+	newDMCalls, furtherCalls int
+	newDMBreakdown           string
+	xactPerMsg, rowsPerMsg   float64
+	orderKept                bool
+}
+
+// arrivals records when each message body reached the homeserver.
+type arrivals struct {
+	mu sync.Mutex
+	at map[string]time.Time
+	// order is the bodies per room in arrival order.
+	order map[string][]string
+}
+
+func (a *arrivals) record(s memhs.Sent) {
+	if s.Type != "m.room.message" {
+		return
+	}
+	var c struct {
+		Body string `json:"body"`
+	}
+	_ = json.Unmarshal(s.Content, &c)
+	a.mu.Lock()
+	a.at[c.Body] = s.At
+	a.order[s.RoomID] = append(a.order[s.RoomID], c.Body)
+	a.mu.Unlock()
+}
+
+func (a *arrivals) wait(b *testing.B, what string, bodies ...string) {
+	b.Helper()
+	tesths.WaitFor(b, 3*time.Minute, what, func() (bool, error) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, body := range bodies {
+			if _, ok := a.at[body]; !ok {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+func (a *arrivals) when(body string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.at[body]
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func measureGoals(b *testing.B, dbName string) *goalFigures {
+	target := testdb.SQLite(b)
+	if dbName == "postgres" {
+		target = testdb.Postgres(b)
+	}
+	s := newStack(b, target, stackOptions{memHS: true})
+	arr := &arrivals{at: map[string]time.Time{}, order: map[string][]string{}}
+	s.mem.OnSend = arr.record
+	f := s.connectFake(nil)
+	ctx := context.Background()
+	out := &goalFigures{}
+	send := func(contact, body string) {
+		if _, err := f.client.Send(ctx, textFrom(contact, body, body)); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	// Portals of 8 chats exist first; the first DM also verifies the
+	// double puppet, which happens once per user.
+	var warm []string
+	for c := 0; c < 8; c++ {
+		body := fmt.Sprintf("warm c%d", c)
+		send(fmt.Sprintf("c%d@network", c), body)
+		warm = append(warm, body)
+	}
+	arr.wait(b, "warm-up portals", warm...)
+	time.Sleep(500 * time.Millisecond)
+
+	// P3: a new ghost, a new portal and the first message.
+	s.mem.Calls()
+	send("newghost@network", "p3 first")
+	arr.wait(b, "first message of a new DM", "p3 first")
+	time.Sleep(500 * time.Millisecond)
+	calls, n := s.mem.Calls()
+	out.newDMCalls, out.newDMBreakdown = n, breakdown(calls)
+	send("newghost@network", "p3 second")
+	arr.wait(b, "second message", "p3 second")
+	time.Sleep(300 * time.Millisecond)
+	_, out.furtherCalls = s.mem.Calls()
+	if u := s.mem.Unknown(); len(u) > 0 {
+		b.Logf("memhs did not answer: %q", u)
+	}
+
+	// A lone message: nothing else in flight.
+	var lone []time.Duration
+	for i := 0; i < 40; i++ {
+		body := fmt.Sprintf("lone %d", i)
+		start := time.Now()
+		send("c0@network", body)
+		arr.wait(b, body, body)
+		lone = append(lone, arr.when(body).Sub(start))
+		time.Sleep(20 * time.Millisecond)
+	}
+	out.loneP50, out.loneP99 = percentile(lone, 50), percentile(lone, 99)
+
+	// Capacity over 8 chats, with CPU and (PostgreSQL) transactions.
+	const n8 = 3000
+	pg := newPGStats(b, target)
+	pg.settle()
+	cpu0, t0 := cpuTime(), time.Now()
+	var bodies []string
+	for i := 0; i < n8; i++ {
+		body := fmt.Sprintf("b8 %d", i)
+		send(fmt.Sprintf("c%d@network", i%8), body)
+		bodies = append(bodies, body)
+	}
+	arr.wait(b, "8-chat run", bodies...)
+	elapsed, cpu := time.Since(t0), cpuTime()-cpu0
+	out.rate8 = n8 / elapsed.Seconds()
+	out.cpuPerMsg = cpu / n8
+	out.xactPerMsg, out.rowsPerMsg = pg.perMessage(n8)
+
+	// One chat: order must be kept.
+	const n1 = 1000
+	bodies = bodies[:0]
+	t0 = time.Now()
+	for i := 0; i < n1; i++ {
+		body := fmt.Sprintf("b1 %d", i)
+		send("c1@network", body)
+		bodies = append(bodies, body)
+	}
+	arr.wait(b, "1-chat run", bodies...)
+	out.rate1 = n1 / time.Since(t0).Seconds()
+	out.orderKept = inOrder(arr, bodies)
+
+	// Added latency at an offered load of ~1,000 msg/s over 8 chats.
+	const nLoad = 2000
+	sentAt := make([]time.Time, nLoad)
+	bodies = bodies[:0]
+	tick := time.NewTicker(time.Millisecond)
+	for i := 0; i < nLoad; i++ {
+		<-tick.C
+		body := fmt.Sprintf("load %d", i)
+		sentAt[i] = time.Now()
+		send(fmt.Sprintf("c%d@network", i%8), body)
+		bodies = append(bodies, body)
+	}
+	tick.Stop()
+	arr.wait(b, "load run", bodies...)
+	var load []time.Duration
+	for i, body := range bodies {
+		load = append(load, arr.when(body).Sub(sentAt[i]))
+	}
+	out.loadP50, out.loadP99 = percentile(load, 50), percentile(load, 99)
+
+	out.cmdRate = measureCommands(b, s, f)
+	return out
+}
+
+// measureCommands pushes Matrix messages of the user into the 8 portals, as
+// the homeserver's appservice transactions, and times until the connector
+// received every send_message command.
+func measureCommands(b *testing.B, s *stack, f *fakeConnector) float64 {
+	const n, perTxn = 1000, 50
+	var rooms []string
+	for c := 0; c < 8; c++ {
+		rooms = append(rooms, string(s.roomOf(fmt.Sprintf("c%d@network", c))))
+	}
+	before := len(f.commandsOf(connector.OpSendMessage))
+	t0 := time.Now()
+	for i := 0; i < n; i += perTxn {
+		var events []json.RawMessage
+		for j := i; j < i+perTxn; j++ {
+			raw, _ := json.Marshal(map[string]any{
+				"type": "m.room.message", "event_id": fmt.Sprintf("$cmd%d-%d", j, t0.UnixNano()),
+				"room_id": rooms[j%len(rooms)], "sender": string(s.alice.UserID),
+				"origin_server_ts": time.Now().UnixMilli(),
+				"content":          map[string]string{"msgtype": "m.text", "body": fmt.Sprintf("cmd %d", j)},
+			})
+			events = append(events, raw)
+		}
+		s.fidPush(events, nil)
+	}
+	tesths.WaitFor(b, 3*time.Minute, "commands at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage))-before >= n, nil
+	})
+	return n / time.Since(t0).Seconds()
+}
+
+func inOrder(arr *arrivals, bodies []string) bool {
+	arr.mu.Lock()
+	defer arr.mu.Unlock()
+	var got []string
+	for _, list := range arr.order {
+		for _, body := range list {
+			if strings.HasPrefix(body, "b1 ") {
+				got = append(got, body)
+			}
+		}
+	}
+	return slices.Equal(got, bodies)
+}
+
+func percentile(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100]
+}
+
+func breakdown(calls map[string]int) string {
+	var parts []string
+	for k, v := range calls {
+		parts = append(parts, fmt.Sprintf("%s×%d", k, v))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}

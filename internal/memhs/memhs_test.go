@@ -1,0 +1,66 @@
+package memhs
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestSendIsIdempotentAndMembershipChecked: the behaviours the bridge's
+// exactly-once path leans on answer as a homeserver's would.
+func TestSendIsIdempotentAndMembershipChecked(t *testing.T) {
+	s := Start("hs")
+	defer s.Close()
+	ctx := context.Background()
+	s.AddToken("as", "@bot:hs")
+	ghost, _ := mautrix.NewClient(s.URL, "@ghost:hs", "as")
+	ghost.SetAppServiceUserID = true
+	if _, _, err := ghost.Register(ctx, &mautrix.ReqRegister[any]{Username: "ghost", Type: mautrix.AuthTypeAppservice}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ghost.Register(ctx, &mautrix.ReqRegister[any]{Username: "ghost", Type: mautrix.AuthTypeAppservice}); err == nil {
+		t.Fatal("second register of the same user succeeded")
+	}
+	room, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{"@alice:hs"}, IsDirect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := map[string]string{"msgtype": "m.text", "body": "hi"}
+	first, err := ghost.SendMessageEvent(ctx, room.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ghost.SendMessageEvent(ctx, room.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: "t1"})
+	if err != nil || again.EventID != first.EventID {
+		t.Fatalf("repeated txn id: %v %v, want %s", again, err, first.EventID)
+	}
+	messages := 0
+	for _, ev := range s.Timeline(string(room.RoomID)) {
+		if ev.Type == "m.room.message" {
+			messages++
+		}
+	}
+	if messages != 1 {
+		t.Fatalf("%d messages after a repeated txn id", messages)
+	}
+	alice, _ := mautrix.NewClient(s.URL, "@alice:hs", "as")
+	alice.SetAppServiceUserID = true
+	if _, err = alice.SendMessageEvent(ctx, room.RoomID, event.EventMessage, content); err == nil {
+		t.Fatal("an invited user could send before joining")
+	}
+	if _, err = alice.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = alice.SendMessageEvent(ctx, room.RoomID, event.EventMessage, content); err != nil {
+		t.Fatal(err)
+	}
+	if err = alice.SetAccountData(ctx, "m.direct", map[string][]string{"@ghost:hs": {string(room.RoomID)}}); err != nil {
+		t.Fatal(err)
+	}
+	if s.AccountData("@alice:hs", "m.direct") == nil {
+		t.Fatal("m.direct not stored")
+	}
+}
