@@ -238,6 +238,8 @@ func (e *Elector) WaitActive(ctx context.Context) error {
 	e.mu.Lock()
 	e.stopRenew, e.renewDone = make(chan struct{}), make(chan struct{})
 	e.mu.Unlock()
-	go e.renewLoop(ctx)
+	// Renewal outlives ctx (the signal context): an orderly shutdown still
+	// needs the lease until Release.
+	go e.renewLoop(context.WithoutCancel(ctx))
 	return nil
 }
