@@ -80,6 +80,23 @@ func (p *haPair) waitActive(i *haInstance, timeout time.Duration) {
 	tesths.WaitFor(p.t, timeout, i.name+" active", func() (bool, error) { return i.ready(&p.probe), nil })
 }
 
+// firstPortal sends the first message, which makes the portal the replies
+// go to, and returns its room.
+func (p *haPair) firstPortal(ctx context.Context, f *fakeConnector) id.RoomID {
+	p.t.Helper()
+	f.send(textFrom("bob@network", "m1", "message 1"))
+	var roomID id.RoomID
+	tesths.WaitFor(p.t, 60*time.Second, "the portal", func() (bool, error) {
+		joined, err := p.alice.JoinedRooms(ctx)
+		if err != nil || len(joined.JoinedRooms) == 0 {
+			return false, err
+		}
+		roomID = joined.JoinedRooms[0]
+		return len(joined.JoinedRooms) == 1, nil
+	})
+	return roomID
+}
+
 func (p *haPair) active() *haInstance { return p.router.active() }
 
 func (p *haPair) other(i *haInstance) *haInstance {
@@ -107,16 +124,7 @@ func TestFaultHAKillActive(t *testing.T) {
 	f := p.connectFake(connector.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	f.send(textFrom("bob@network", "m1", "message 1"))
-	var roomID id.RoomID
-	tesths.WaitFor(t, 60*time.Second, "the portal", func() (bool, error) {
-		joined, err := p.alice.JoinedRooms(ctx)
-		if err != nil || len(joined.JoinedRooms) == 0 {
-			return false, err
-		}
-		roomID = joined.JoinedRooms[0]
-		return len(joined.JoinedRooms) == 1, nil
-	})
+	roomID := p.firstPortal(ctx, f)
 
 	var takeovers []time.Duration
 	killer := func(k int) error {
@@ -236,39 +244,7 @@ func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID 
 	if err != nil {
 		t.Fatal(err)
 	}
-	executed := map[string]int{}
-	for _, c := range f.commandsOf(connector.OpSendMessage) {
-		executed[c.Txn]++
-	}
-	var lost, doubled, repLost, repDoubled int
-	for _, body := range numbered("message", 1, run.messages) {
-		switch n := counts[body]; {
-		case n == 0:
-			lost++
-			t.Errorf("%q is missing from the room", body)
-		case n > 1:
-			doubled += n - 1
-			t.Errorf("%q shows %d times in the room", body, n)
-		}
-	}
-	for i, evtID := range sent.replies {
-		switch n := executed[string(evtID)]; {
-		case n == 0:
-			repLost++
-			t.Errorf("reply %d (%s) never reached the network", i+1, evtID)
-		case n > 1:
-			repDoubled += n - 1
-			t.Errorf("reply %d (%s) executed %d times on the network", i+1, evtID, n)
-		}
-	}
-	for body, n := range counts {
-		if !slices.Contains(want, body) {
-			t.Errorf("unexpected message in the room (%d times): %q", n, body)
-		}
-	}
-	if !slices.IsSorted(order) {
-		t.Errorf("remote messages out of order: %v", order)
-	}
+	lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
 	t.Logf("remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d",
 		run.messages, run.messages-lost, lost, doubled, len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled)
 }
@@ -283,16 +259,7 @@ func TestFaultHAPausedActive(t *testing.T) {
 	f := p.connectFake(connector.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	f.send(textFrom("bob@network", "m1", "message 1"))
-	var roomID id.RoomID
-	tesths.WaitFor(t, 60*time.Second, "the portal", func() (bool, error) {
-		joined, err := p.alice.JoinedRooms(ctx)
-		if err != nil || len(joined.JoinedRooms) == 0 {
-			return false, err
-		}
-		roomID = joined.JoinedRooms[0]
-		return len(joined.JoinedRooms) == 1, nil
-	})
+	roomID := p.firstPortal(ctx, f)
 	var paused *haInstance
 	pauser := func(int) error {
 		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
@@ -327,6 +294,10 @@ func TestFaultHAPausedActive(t *testing.T) {
 	log := paused.log(paused.runs)
 	if !strings.Contains(log, "Lost the active lease") {
 		t.Errorf("%s's log does not say it lost the lease", paused.name)
+	}
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	for _, l := range lines[max(0, len(lines)-6):] {
+		t.Logf("%s after the pause: %.300s", paused.name, l)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/config"
@@ -87,28 +86,17 @@ func watchLease(lease *ha.Elector, checker *health.Checker, mx *metrics.Metrics)
 		}
 		return nil
 	})
-	registerRole(mx.Registry, lease)
+	registerRole(mx, lease)
 }
 
-// registerRole adds the role gauges: dmbridge_ha_active is 1 on the active
-// and 0 elsewhere, dmbridge_ha_epoch the epoch this instance was elected in.
-func registerRole(reg *prometheus.Registry, lease *ha.Elector) {
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: metrics.Namespace + "_ha_active",
-		Help: "1 while this instance is the active one of a high-availability group, else 0.",
-	}, func() float64 {
-		if lease != nil && lease.Check() == nil {
-			return 1
+// registerRole makes the role gauges (dmbridge_ha_active, _epoch) follow
+// lease.
+func registerRole(mx *metrics.Metrics, lease *ha.Elector) {
+	mx.WatchRole(func() (bool, int64) {
+		role, epoch := lease.Role()
+		if role != ha.Active {
+			return false, epoch
 		}
-		return 0
-	}), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: metrics.Namespace + "_ha_epoch",
-		Help: "The election epoch this instance was elected in (0 while standby).",
-	}, func() float64 {
-		if lease == nil {
-			return 0
-		}
-		_, epoch := lease.Role()
-		return float64(epoch)
-	}))
+		return true, epoch
+	})
 }

@@ -58,7 +58,7 @@ func WaitActive(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*h
 	}
 	if listen := cfg.Metrics.Listen; listen != "" {
 		mx := metrics.New()
-		registerRole(mx.Registry, lease)
+		registerRole(mx, lease)
 		msrv, err := mx.Listen(listen, log.With().Str("component", "metrics").Logger())
 		if err != nil {
 			stop()
