@@ -123,11 +123,50 @@ func (i *haInstance) logPath(run int) string {
 // active).
 func (i *haInstance) start() {
 	i.t.Helper()
+	if err := i.spawn(); err != nil {
+		i.t.Fatal(err)
+	}
+	tesths.WaitFor(i.t, 30*time.Second, i.name+" listening", func() (bool, error) {
+		conn, err := net.Dial("tcp", i.asAddr)
+		if err != nil {
+			return false, nil
+		}
+		_ = conn.Close()
+		return true, nil
+	})
+}
+
+// supervise restarts the process whenever it exits by itself, as systemd's
+// Restart=always would, until stop is closed.
+func (i *haInstance) supervise(stop <-chan struct{}) {
+	for {
+		i.mu.Lock()
+		exited := i.exited
+		i.mu.Unlock()
+		select {
+		case <-stop:
+			return
+		case <-exited:
+		}
+		select {
+		case <-stop:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		if err := i.spawn(); err != nil {
+			return
+		}
+	}
+}
+
+// spawn starts the binary without waiting for it.
+func (i *haInstance) spawn() error {
 	i.mu.Lock()
 	i.runs++
 	logFile, err := os.Create(i.logPath(i.runs))
 	if err != nil {
-		i.t.Fatal(err)
+		i.mu.Unlock()
+		return err
 	}
 	cmd := exec.Command(i.binary, "-c", i.config)
 	cmd.Env = append(os.Environ(),
@@ -135,7 +174,8 @@ func (i *haInstance) start() {
 		"DMBRIDGE_CONNECTOR_LISTEN="+i.connAddr)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err = cmd.Start(); err != nil {
-		i.t.Fatal(err)
+		i.mu.Unlock()
+		return err
 	}
 	exited := make(chan struct{})
 	i.cmd, i.exited = cmd, exited
@@ -148,14 +188,7 @@ func (i *haInstance) start() {
 		i.mu.Unlock()
 		close(exited)
 	}()
-	tesths.WaitFor(i.t, 30*time.Second, i.name+" listening", func() (bool, error) {
-		conn, err := net.Dial("tcp", i.asAddr)
-		if err != nil {
-			return false, nil
-		}
-		_ = conn.Close()
-		return true, nil
-	})
+	return nil
 }
 
 func (i *haInstance) ready(c *http.Client) bool {
@@ -208,9 +241,15 @@ func (i *haInstance) log(run int) string {
 	return string(data)
 }
 
+func (i *haInstance) runCount() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.runs
+}
+
 func (i *haInstance) countLogs(text string) int {
 	n := 0
-	for run := 1; run <= i.runs; run++ {
+	for run := 1; run <= i.runCount(); run++ {
 		n += strings.Count(i.log(run), text)
 	}
 	return n

@@ -33,8 +33,8 @@ type haPair struct {
 // haLease is short so that the tests stay short; takeover waits for it.
 const haLease, haRenew = 3 * time.Second, 750 * time.Millisecond
 
-func newHAPair(t *testing.T) *haPair {
-	s := newStack(t, testdb.Postgres(t), stackOptions{noBridge: true})
+func newHAPair(t *testing.T, target testdb.Target) *haPair {
+	s := newStack(t, target, stackOptions{noBridge: true})
 	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
 	s.cfg.Logging.Format = "json"
 	s.cfg.Logging.Level = "debug"
@@ -120,7 +120,7 @@ func haRunSize() killRun {
 // kill to the first message the new active delivers.
 func TestFaultHAKillActive(t *testing.T) {
 	run := haRunSize()
-	p := newHAPair(t)
+	p := newHAPair(t, testdb.Postgres(t))
 	f := p.connectFake(connector.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -162,7 +162,7 @@ func TestFaultHAKillActive(t *testing.T) {
 	sorted := slices.Clone(takeovers)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	if len(sorted) > 0 {
-		t.Logf("takeover (kill -> first message by the new active) over %d kills: min %s median %s max %s (lease %s, renew %s)",
+		t.Logf("FAULT HA: takeover (kill -> first message by the new active) over %d kills: min %s median %s max %s (lease %s, renew %s)",
 			len(sorted), sorted[0].Round(10*time.Millisecond), sorted[len(sorted)/2].Round(10*time.Millisecond),
 			sorted[len(sorted)-1].Round(10*time.Millisecond), haLease, haRenew)
 	}
@@ -245,8 +245,8 @@ func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID 
 		t.Fatal(err)
 	}
 	lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
-	t.Logf("remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d",
-		run.messages, run.messages-lost, lost, doubled, len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled)
+	t.Logf("FAULT HA %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d",
+		t.Name(), run.messages, run.messages-lost, lost, doubled, len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled)
 }
 
 // TestFaultHAPausedActive pauses the active with SIGSTOP for longer than its
@@ -255,7 +255,7 @@ func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID 
 // exiting with status 3.
 func TestFaultHAPausedActive(t *testing.T) {
 	run := killRun{kills: 1, messages: 30, replies: 4}
-	p := newHAPair(t)
+	p := newHAPair(t, testdb.Postgres(t))
 	f := p.connectFake(connector.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -333,4 +333,45 @@ func TestFaultHASQLiteSecondProcess(t *testing.T) {
 	if n := strings.Count(strings.TrimSpace(string(out)), "\n"); n > 2 {
 		t.Errorf("the refusal takes %d lines:\n%s", n+1, out)
 	}
+}
+
+// TestFaultHAPostgresRestart restarts PostgreSQL under load with two
+// instances under a supervisor that restarts whichever exits: the active
+// loses its lease and exits, one instance is active again afterwards, and
+// nothing is lost or doubled.
+func TestFaultHAPostgresRestart(t *testing.T) {
+	run := killRun{kills: 1, messages: 40, replies: 6}
+	pg := startPrivatePG(t)
+	p := newHAPair(t, pg.target())
+	stop := make(chan struct{})
+	defer close(stop)
+	go p.a.supervise(stop)
+	go p.b.supervise(stop)
+	f := p.connectFake(connector.NewMemoryStore())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	roomID := p.firstPortal(ctx, f)
+	restarter := func(int) error {
+		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
+			return fmt.Errorf("the room stays below %d messages", run.messages/3)
+		}
+		pg.restart(2 * time.Second)
+		return nil
+	}
+	sent := haStream(ctx, t, p.stack, f, roomID, run, restarter)
+	if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+		t.Fatal(err)
+	}
+	p.checkExactlyOnce(ctx, f, roomID, run, sent)
+	actives := 0
+	for _, i := range []*haInstance{p.a, p.b} {
+		if i.ready(&p.probe) {
+			actives++
+		}
+	}
+	if actives != 1 {
+		t.Errorf("%d instances active after the restart, want 1", actives)
+	}
+	t.Logf("FAULT HA: PostgreSQL restart: runs a=%d b=%d, lost-lease exits %d",
+		p.a.runCount(), p.b.runCount(), p.a.countLogs("Lost the active lease; exiting")+p.b.countLogs("Lost the active lease; exiting"))
 }
