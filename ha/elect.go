@@ -86,8 +86,8 @@ func (e *Elector) lockWithin(ctx context.Context, d time.Duration) (bool, error)
 }
 
 // takeLease moves the expired lease to this process with a new epoch and
-// returns it, or 0 if the lease is not expired any more. The update waits
-// for the row locks that fenced transactions hold, so no transaction of the
+// returns it, or 0 if the lease is not expired any more. It first waits for
+// the row locks that fenced transactions hold, so no transaction of the
 // former epoch can commit after it.
 func (e *Elector) takeLease(ctx context.Context) (int64, error) {
 	tx, err := e.conn.BeginTx(ctx, nil)
@@ -96,6 +96,11 @@ func (e *Elector) takeLease(ctx context.Context) (int64, error) {
 	}
 	defer func() { _ = tx.Rollback() }()
 	if _, err = tx.ExecContext(ctx, `SET LOCAL lock_timeout = '2s'`); err != nil {
+		return 0, fmt.Errorf("take the lease: %w", err)
+	}
+	// FOR UPDATE conflicts with the FOR KEY SHARE of fenced transactions
+	// (the UPDATE alone, changing no key, would not).
+	if _, err = tx.ExecContext(ctx, `SELECT 1 FROM dmbridge_lease WHERE id = 1 FOR UPDATE`); err != nil {
 		return 0, fmt.Errorf("take the lease: %w", err)
 	}
 	var epoch int64

@@ -23,10 +23,12 @@ func (e *Elector) OpenDB(uri string, fence bool) (*sql.DB, error) {
 
 // fencedConnector wraps lib/pq's connector. Its connections check, at the
 // start of every transaction, that the lease row still carries this
-// process's epoch, and keep the row locked FOR SHARE until the transaction
-// ends; the takeover's epoch increment therefore waits for (or, after ending
-// this process's sessions, aborts) every transaction of the old epoch, and no
-// transaction of the old epoch can begin after it. Writes outside a
+// process's epoch, and keep the row locked FOR KEY SHARE until the
+// transaction ends; the takeover locks the row FOR UPDATE before it
+// increments the epoch, so it waits for (or, after ending this process's
+// sessions, aborts) every transaction of the old epoch, and no transaction
+// of the old epoch can begin after it. KEY SHARE does not conflict with the
+// renewal's plain UPDATE, so a long transaction never delays a renewal. Writes outside a
 // transaction are checked against the lease by this process's clock.
 type fencedConnector struct {
 	inner driver.Connector
@@ -91,7 +93,7 @@ func (f *fencedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 		return nil, err
 	}
 	_, mine := f.c.e.Role()
-	rows, err := f.inner().QueryContext(ctx, `SELECT epoch FROM dmbridge_lease WHERE id = 1 AND holder = $1 FOR SHARE`,
+	rows, err := f.inner().QueryContext(ctx, `SELECT epoch FROM dmbridge_lease WHERE id = 1 AND holder = $1 FOR KEY SHARE`,
 		[]driver.NamedValue{{Ordinal: 1, Value: f.c.e.Instance()}})
 	if err != nil {
 		_ = tx.Rollback()

@@ -15,8 +15,8 @@
 //   - the active checks its lease by its own monotonic clock (valid until the
 //     start of its last successful renewal plus the lease duration minus a
 //     safety margin) before each homeserver request, ack and command;
-//   - every database transaction of the active locks the lease row FOR SHARE
-//     and checks that the epoch is still its own (FencedConnector), so a
+//   - every database transaction of the active locks the lease row FOR KEY
+//     SHARE and checks that the epoch is still its own (fence.go), so a
 //     takeover's epoch increment waits for running transactions, and a former
 //     active's later transactions fail;
 //   - on losing the lease (renewal failed, lock connection lost, lease time

@@ -189,3 +189,29 @@ func TestLostLockConnectionStopsAtOnce(t *testing.T) {
 		t.Error("lost process passes its check")
 	}
 }
+
+// TestLongTransactionKeepsTheLease: a transaction of the active that runs
+// longer than the lease does not hold up the renewals.
+func TestLongTransactionKeepsTheLease(t *testing.T) {
+	target := testdb.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := Options{Lease: 1200 * time.Millisecond, Renew: 300 * time.Millisecond, Margin: 300 * time.Millisecond}
+	a, _ := newElector(t, target.URI, opts)
+	if err := a.WaitActive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db := fencedDB(t, target.URI, a)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * opts.Lease)
+	if err := a.Check(); err != nil {
+		t.Fatalf("the active lost its lease during a long transaction: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a.Release(ctx)
+}
