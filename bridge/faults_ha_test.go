@@ -261,6 +261,7 @@ func TestFaultHAPausedActive(t *testing.T) {
 	defer cancel()
 	roomID := p.firstPortal(ctx, f)
 	var paused *haInstance
+	var pausedAt int
 	pauser := func(int) error {
 		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
 			return fmt.Errorf("the room stays below %d messages", run.messages/3)
@@ -271,6 +272,9 @@ func TestFaultHAPausedActive(t *testing.T) {
 		}
 		next := p.other(paused)
 		paused.signal(syscall.SIGSTOP)
+		// Everything the log gets after this was written after SIGCONT.
+		time.Sleep(100 * time.Millisecond)
+		pausedAt = len(paused.log(paused.runCount()))
 		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return next.ready(&p.probe) }) {
 			return fmt.Errorf("%s did not take over from the paused %s", next.name, paused.name)
 		}
@@ -291,13 +295,20 @@ func TestFaultHAPausedActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.checkExactlyOnce(ctx, f, roomID, run, sent)
-	log := paused.log(paused.runs)
-	if !strings.Contains(log, "Lost the active lease") {
-		t.Errorf("%s's log does not say it lost the lease", paused.name)
+	after := paused.log(paused.runCount())[pausedAt:]
+	if !strings.Contains(after, "Lost the active lease; exiting at once") {
+		t.Errorf("%s's log does not say it lost the lease after resuming", paused.name)
 	}
-	lines := strings.Split(strings.TrimSpace(log), "\n")
-	for _, l := range lines[max(0, len(lines)-6):] {
-		t.Logf("%s after the pause: %.300s", paused.name, l)
+	// What the bridge logs for a send that landed (the event id it got) and
+	// for a homeserver transaction it committed.
+	for _, done := range []string{`"event_id":"$`, `"message":"Stored transaction"`, `"message":"Connector connected"`} {
+		if strings.Contains(after, done) {
+			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(after, 40))
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(after), "\n")
+	for _, l := range lines[max(0, len(lines)-4):] {
+		t.Logf("%s after resuming: %.200s", paused.name, l)
 	}
 }
 
