@@ -106,6 +106,28 @@ func (p *haPair) other(i *haInstance) *haInstance {
 	return p.a
 }
 
+// checkCleanHandover stops the active with SIGTERM: it releases its lease
+// on the way out, so the standby takes over without waiting for it to expire.
+func (p *haPair) checkCleanHandover() {
+	t := p.t
+	old := p.active()
+	if old == nil {
+		t.Fatal("no active instance")
+	}
+	next := p.other(old)
+	start := time.Now()
+	old.signal(syscall.SIGTERM)
+	p.waitActive(next, 30*time.Second)
+	took := time.Since(start)
+	if status, exited := old.waitExit(30 * time.Second); !exited || status != 0 {
+		t.Errorf("%s after SIGTERM: exited %v, status %d; want a clean exit", old.name, exited, status)
+	}
+	if took >= haLease {
+		t.Errorf("handover after SIGTERM took %s, as long as the lease (%s): the lease was not released", took, haLease)
+	}
+	t.Logf("FAULT HA: handover after SIGTERM %s -> %s in %s", old.name, next.name, took.Round(10*time.Millisecond))
+}
+
 func haRunSize() killRun {
 	if os.Getenv("DMBRIDGE_FAULTS") != "" {
 		return killRun{kills: 5, messages: 200, replies: 30}
@@ -159,6 +181,7 @@ func TestFaultHAKillActive(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.checkExactlyOnce(ctx, f, roomID, run, sent)
+	p.checkCleanHandover()
 	sorted := slices.Clone(takeovers)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
 	if len(sorted) > 0 {
