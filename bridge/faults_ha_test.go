@@ -322,9 +322,9 @@ func TestFaultHAPausedActive(t *testing.T) {
 	if !strings.Contains(after, "Lost the active lease; exiting at once") {
 		t.Errorf("%s's log does not say it lost the lease after resuming", paused.name)
 	}
-	// What the bridge logs for a send that landed (the event id it got) and
-	// for a homeserver transaction it committed.
-	for _, done := range []string{`"event_id":"$`, `"message":"Stored transaction"`, `"message":"Connector connected"`} {
+	// What the bridge logs for a message it bridged to Matrix, for a
+	// homeserver transaction it committed and for a connector it accepted.
+	for _, done := range []string{`"message":"Bridged message to Matrix"`, `"message":"Stored transaction"`, `"message":"Connector connected"`} {
 		if strings.Contains(after, done) {
 			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(after, 40))
 		}
