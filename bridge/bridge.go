@@ -17,6 +17,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/portal"
@@ -49,7 +50,12 @@ type Bridge struct {
 
 // New opens the database (running migrations) and wires the parts together.
 func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, error) {
-	db, err := database.Open(ctx, cfg.Database.Type, cfg.Database.URI, log)
+	return build(ctx, cfg, log, nil)
+}
+
+// build is New, fenced by lease when it is not nil (see NewActive).
+func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*Bridge, error) {
+	db, err := openDB(ctx, cfg, log, lease)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +73,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 	mx := metrics.New()
 	// Every intent's client and the double puppets share this client, so
 	// wrapping its transport sees every homeserver request.
-	link.AS.HTTPClient.Transport = mx.Transport(link.AS.HTTPClient.Transport)
+	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
 	portals := portal.NewManager(cfg, db, link, log)
 	portals.SetMetrics(mx)
 	srv, err := connector.NewServer(connector.ServerOptions{
@@ -81,6 +87,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 		Handler:         observedHandler{Manager: portals, metrics: mx},
 		Media:           portals.MediaHandler(),
 		Log:             log.With().Str("component", "connector").Logger(),
+		Gate:            leaseGate(lease),
 	})
 	if err != nil {
 		_ = db.Close()
@@ -93,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 	checker := health.New(db, mx, srv.ConnectorIDs, Version, log)
 	link.Mount("GET "+health.HealthPath, checker.HealthHandler())
 	link.Mount("GET "+health.ReadyPath, checker.ReadyHandler())
+	watchLease(lease, checker, mx)
 	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker}, nil
 }
 

@@ -197,39 +197,7 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			executed := map[string]int{}
-			for _, c := range f.commandsOf(connector.OpSendMessage) {
-				executed[c.Txn]++
-			}
-			var lost, doubled, repLost, repDoubled int
-			for _, body := range numbered("message", 1, run.messages) {
-				switch n := counts[body]; {
-				case n == 0:
-					lost++
-					t.Errorf("%q is missing from the room", body)
-				case n > 1:
-					doubled += n - 1
-					t.Errorf("%q shows %d times in the room", body, n)
-				}
-			}
-			for i, evtID := range sent.replies {
-				switch n := executed[string(evtID)]; {
-				case n == 0:
-					repLost++
-					t.Errorf("reply %d (%s) never reached the network", i+1, evtID)
-				case n > 1:
-					repDoubled += n - 1
-					t.Errorf("reply %d (%s) executed %d times on the network", i+1, evtID, n)
-				}
-			}
-			for body, n := range counts {
-				if !slices.Contains(want, body) {
-					t.Errorf("unexpected message in the room (%d times): %q", n, body)
-				}
-			}
-			if !slices.IsSorted(order) {
-				t.Errorf("remote messages out of order: %v", order)
-			}
+			lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
 			landed, resent := proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land")
 			t.Logf("SIGKILL x%d on %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d; "+
 				"sends in doubt: %d had landed, %d sent again",
@@ -296,6 +264,45 @@ func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomI
 		t.Fatalf("killed the bridge %d times, want %d", proc.runs-1, run.kills)
 	}
 	return out
+}
+
+// countOnce checks the room's message counts and the replies the network
+// executed: each exactly once, the remote messages in order.
+func countOnce(t testing.TB, counts map[string]int, order []int, f *fakeConnector, want []string, messages int, replies []id.EventID) (lost, doubled, repLost, repDoubled int) {
+	t.Helper()
+	executed := map[string]int{}
+	for _, c := range f.commandsOf(connector.OpSendMessage) {
+		executed[c.Txn]++
+	}
+	for _, body := range numbered("message", 1, messages) {
+		switch n := counts[body]; {
+		case n == 0:
+			lost++
+			t.Errorf("%q is missing from the room", body)
+		case n > 1:
+			doubled += n - 1
+			t.Errorf("%q shows %d times in the room", body, n)
+		}
+	}
+	for i, evtID := range replies {
+		switch n := executed[string(evtID)]; {
+		case n == 0:
+			repLost++
+			t.Errorf("reply %d (%s) never reached the network", i+1, evtID)
+		case n > 1:
+			repDoubled += n - 1
+			t.Errorf("reply %d (%s) executed %d times on the network", i+1, evtID, n)
+		}
+	}
+	for body, n := range counts {
+		if !slices.Contains(want, body) {
+			t.Errorf("unexpected message in the room (%d times): %q", n, body)
+		}
+	}
+	if !slices.IsSorted(order) {
+		t.Errorf("remote messages out of order: %v", order)
+	}
+	return lost, doubled, repLost, repDoubled
 }
 
 // eventually polls cond every interval until it holds or timeout passes.

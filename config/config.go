@@ -27,6 +27,7 @@ type Config struct {
 	Provisioning ProvisioningConfig `yaml:"provisioning"`
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
+	HA           HAConfig           `yaml:"ha"`
 
 	// Path is the file the config was loaded from; SaveTokens rewrites it and
 	// every error message names it.
@@ -36,6 +37,8 @@ type Config struct {
 	// path -> variable), so SaveTokens can refuse to write a value the
 	// environment would shadow.
 	envKeys map[string]string
+	// envErr is an environment variable that could not be used.
+	envErr error
 	// presentKeys holds every key the file set (key path -> line), so a
 	// required key can be reported as empty rather than missing.
 	presentKeys map[string]int
@@ -173,6 +176,19 @@ type MetricsConfig struct {
 	Listen string `yaml:"listen"`
 }
 
+// HAConfig turns on high availability: several instances with the same
+// config against the same PostgreSQL database, one of them active.
+type HAConfig struct {
+	// Enabled makes this instance take part in the election; it requires
+	// database.type postgres.
+	Enabled bool `yaml:"enabled"`
+	// Lease is how long the active's lease lasts without renewal; a standby
+	// takes over this long after the active stopped renewing.
+	Lease Duration `yaml:"lease"`
+	// Renew is how often the active renews its lease.
+	Renew Duration `yaml:"renew"`
+}
+
 // LoggingConfig configures the bridge's zerolog output.
 type LoggingConfig struct {
 	Level string `yaml:"level"`
@@ -224,6 +240,7 @@ func Default() *Config {
 			Format:          "pretty",
 			SummaryInterval: Duration(5 * time.Minute),
 		},
+		HA: HAConfig{Lease: Duration(4 * time.Second), Renew: Duration(time.Second)},
 	}
 }
 
@@ -263,6 +280,9 @@ func parse(path string, data []byte, lookupEnv lookupEnvFunc, mode validationMod
 	cfg.unknownKeys = warnings
 	cfg.presentKeys = d.present
 	cfg.applyEnv(lookupEnv)
+	if cfg.envErr != nil {
+		return nil, warnings, cfg.envErr
+	}
 	if err := cfg.validate(mode); err != nil {
 		return nil, warnings, err
 	}

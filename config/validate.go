@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -52,6 +53,7 @@ func (c *Config) validate(mode validationMode) error {
 	v.metrics()
 	v.secret("provisioning.shared_secret", c.Provisioning.SharedSecret)
 	v.logging()
+	v.ha()
 	return v.err
 }
 
@@ -319,6 +321,22 @@ func (v *validator) metrics() {
 		if n, err := strconv.Atoi(cPort); err == nil && n != 0 && overlaps(cHost, n) {
 			v.fail("metrics.listen", "%q overlaps the connector listener %q; use another port", listen, v.c.Connector.Listen)
 		}
+	}
+}
+
+func (v *validator) ha() {
+	h := v.c.HA
+	if !h.Enabled {
+		return
+	}
+	if v.c.Database.Type != "postgres" {
+		v.fail("ha.enabled", "needs database.type postgres (SQLite is single-process), got %q", v.c.Database.Type)
+	}
+	if h.Lease < Duration(time.Second) {
+		v.fail("ha.lease", "must be at least 1s, got %s", h.Lease)
+	}
+	if h.Renew <= 0 || h.Renew*2 > h.Lease {
+		v.fail("ha.renew", "must be longer than 0s and at most half of ha.lease (%s), got %s", h.Lease, h.Renew)
 	}
 }
 

@@ -25,7 +25,12 @@ type CommandHandler func(ctx context.Context, op string, cmd *Command) (*Result,
 type ClientOptions struct {
 	// URL of the bridge's connector listener, e.g. ws://127.0.0.1:29350.
 	// Path is appended when the URL has none; http(s) means ws(s).
-	URL   string
+	URL string
+	// URLs are more bridges to try, in turn after URL, for a bridge with
+	// several instances (high availability) without a load balancer in
+	// front: a dial that fails (refused, or 503 from a standby) goes on to
+	// the next URL at once, and the client stays with the one that answered.
+	URLs  []string
 	Token string
 	// Hello is sent on every connect. Protocol defaults to [1]; Logins is
 	// replaced by SetLogins.
@@ -83,7 +88,8 @@ func (o *ClientOptions) setDefaults() {
 // reconnect, and runs commands with txn idempotency.
 type Client struct {
 	opts    ClientOptions
-	url     string
+	urls    []string      // normalised URL, then URLs
+	urlIdx  atomic.Uint32 // the one dialled last, which media requests use
 	urlErr  error
 	log     zerolog.Logger
 	running atomic.Bool
@@ -122,8 +128,23 @@ func NewClient(opts ClientOptions) *Client {
 		txnRuns:        make(map[string]*txnRun),
 		cmdSlots:       make(chan struct{}, opts.MaxConcurrentCommands),
 	}
-	c.url, c.urlErr = normalizeURL(opts.URL)
+	for _, raw := range append([]string{opts.URL}, opts.URLs...) {
+		u, err := normalizeURL(raw)
+		if err != nil {
+			c.urlErr = err
+			break
+		}
+		c.urls = append(c.urls, u)
+	}
 	return c
+}
+
+// url is the bridge URL dialled last.
+func (c *Client) url() string {
+	if len(c.urls) == 0 {
+		return ""
+	}
+	return c.urls[int(c.urlIdx.Load())%len(c.urls)]
 }
 
 // normalizeURL turns what an operator configures into the websocket URL.

@@ -59,7 +59,7 @@ func (c *Client) bridgeHTTPURL() (*url.URL, error) {
 	if c.urlErr != nil {
 		return nil, c.urlErr
 	}
-	u, err := url.Parse(c.url)
+	u, err := url.Parse(c.url())
 	if err != nil {
 		return nil, err
 	}

@@ -86,26 +86,46 @@ func (c *Client) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	return true, err
 }
 
+// dial connects to the bridge URL that answered last, or else to each of
+// the others in turn.
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
+	start := c.urlIdx.Load()
+	var errs []error
+	for i := range uint32(len(c.urls)) {
+		idx := (start + i) % uint32(len(c.urls))
+		ws, err := c.dialURL(ctx, c.urls[idx])
+		if err == nil {
+			c.urlIdx.Store(idx)
+			return ws, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (c *Client) dialURL(ctx context.Context, target string) (*websocket.Conn, error) {
 	dialer := websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: writeWait,
 		Subprotocols:     []string{Subprotocol},
 	}
 	header := http.Header{"Authorization": {"Bearer " + c.opts.Token}}
-	ws, resp, err := dialer.DialContext(ctx, c.url, header)
+	ws, resp, err := dialer.DialContext(ctx, target, header)
 	if err != nil {
 		if resp != nil {
 			if resp.StatusCode == http.StatusUnauthorized {
-				return nil, fmt.Errorf("dial %s: bridge refused the token (HTTP 401): %w", c.url, err)
+				return nil, fmt.Errorf("dial %s: bridge refused the token (HTTP 401): %w", target, err)
 			}
-			return nil, fmt.Errorf("dial %s: HTTP %d: %w", c.url, resp.StatusCode, err)
+			return nil, fmt.Errorf("dial %s: HTTP %d: %w", target, resp.StatusCode, err)
 		}
-		return nil, fmt.Errorf("dial %s: %w", c.url, err)
+		return nil, fmt.Errorf("dial %s: %w", target, err)
 	}
 	if ws.Subprotocol() != Subprotocol {
 		_ = ws.Close()
-		return nil, fmt.Errorf("dial %s: bridge did not agree to subprotocol %s", c.url, Subprotocol)
+		return nil, fmt.Errorf("dial %s: bridge did not agree to subprotocol %s", target, Subprotocol)
 	}
 	return ws, nil
 }

@@ -100,6 +100,10 @@ type ServerOptions struct {
 	Store   Store
 	Handler Handler
 	Log     zerolog.Logger
+	// Gate, when set, is asked before every frame written to a connector
+	// (acks, commands, welcome); an error closes the connection instead.
+	// High availability fences a former active with it.
+	Gate func() error
 }
 
 func (o *ServerOptions) setDefaults() {

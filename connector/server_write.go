@@ -152,6 +152,11 @@ func (c *serverConn) writeLoop() {
 }
 
 func (c *serverConn) write(b []byte) error {
+	if gate := c.srv.opts.Gate; gate != nil {
+		if err := gate(); err != nil {
+			return err
+		}
+	}
 	_ = c.ws.SetWriteDeadline(deadline(writeWait))
 	return c.ws.WriteMessage(websocket.TextMessage, b)
 }

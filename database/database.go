@@ -4,7 +4,9 @@ package database
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"os"
 	"strings"
 
 	_ "github.com/lib/pq"           // PostgreSQL driver
@@ -38,6 +40,8 @@ type Database struct {
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
+	// lock keeps other processes off a SQLite file; nil otherwise.
+	lock *os.File
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -73,13 +77,55 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 			return nil, fmt.Errorf("open %s database: %w", dialect, err)
 		}
 	}
+	var lock *os.File
+	if strings.HasPrefix(dialect, "sqlite") {
+		var err error
+		if lock, err = lockSQLite(uri); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := dbutil.NewWithDialect(uri, dialect)
+	if err != nil {
+		closeLock(lock)
+		return nil, fmt.Errorf("open %s database: %w", dialect, err)
+	}
+	db, err := upgrade(ctx, raw, log)
+	if err != nil {
+		closeLock(lock)
+		return nil, err
+	}
+	db.lock = lock
+	return db, nil
+}
+
+func closeLock(f *os.File) {
+	if f != nil {
+		_ = f.Close()
+	}
+}
+
+// Close closes the database and releases the SQLite lock.
+func (db *Database) Close() error {
+	err := db.Database.Close()
+	closeLock(db.lock)
+	db.lock = nil
+	return err
+}
+
+// OpenPool is Open over a pool the caller built, such as high
+// availability's fenced PostgreSQL pool.
+func OpenPool(ctx context.Context, pool *sql.DB, dialect string, log zerolog.Logger) (*Database, error) {
+	raw, err := dbutil.NewWithDB(pool, dialect)
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
 	}
+	return upgrade(ctx, raw, log)
+}
+
+func upgrade(ctx context.Context, raw *dbutil.Database, log zerolog.Logger) (*Database, error) {
 	raw.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
 	db := New(raw)
-	if err = db.Upgrade(ctx); err != nil {
+	if err := db.Upgrade(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("upgrade database: %w", err)
 	}

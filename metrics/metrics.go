@@ -59,6 +59,7 @@ type Metrics struct {
 	hsErrors   *prometheus.CounterVec
 	hsDuration *prometheus.HistogramVec
 	connects   *prometheus.CounterVec
+	role       *roleCollector
 
 	// remote and commands hold each kind's children, resolved once: a
 	// label lookup hashes and locks, a read-only map does neither.
@@ -177,6 +178,8 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.events, m.latency, m.hsRequests, m.hsErrors, m.hsDuration, m.connects,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.role = &roleCollector{}
+	m.Registry.MustRegister(m.role)
 	return m
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/bridge"
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/ha"
 )
 
 // stopTimeout bounds how long in-flight work may delay shutdown.
@@ -42,9 +43,25 @@ func serve(opts *options, stderr io.Writer) int {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
+	// With high availability, this instance stands by until it is elected;
+	// lost stays nil (never ready) without it.
+	var lost <-chan struct{}
+	var lease *ha.Elector
+	if cfg.HA.Enabled {
+		if lease, err = bridge.WaitActive(ctx, cfg, log); err != nil {
+			if ctx.Err() != nil {
+				log.Info().Msg("Stopped while standing by")
+				return 0
+			}
+			log.Error().Err(err).Msg("Failed to take part in the election")
+			return 1
+		}
+		lost = lease.Lost()
+	}
+
 	// The signal context also aborts a slow startup (e.g. waiting for the
 	// homeserver); Start only uses it while starting.
-	b, err := bridge.New(ctx, cfg, log)
+	b, err := newBridge(ctx, cfg, log, lease)
 	if err != nil {
 		log.Error().Err(err).Msg("Failed to initialize the bridge")
 		return 1
@@ -54,16 +71,41 @@ func serve(opts *options, stderr io.Writer) int {
 		stopBridge(b, log)
 		return 1
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-lost:
+		// Another instance may be elected any moment now: stop at once,
+		// without the orderly shutdown (which would still write and send).
+		// The supervisor restarts this process as a standby.
+		log.Error().Msg("Lost the active lease; exiting at once")
+		return exitLostLease
+	}
 	// Restore default signal handling so a second Ctrl-C during a slow
 	// shutdown kills the process instead of being swallowed.
 	stopSignals()
 	log.Info().Msg("Shutting down")
-	if !stopBridge(b, log) {
+	stopped := stopBridge(b, log)
+	if lease != nil {
+		// Only now may a standby take over: all work here has stopped.
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		lease.Release(rctx)
+		cancel()
+	}
+	if !stopped {
 		return 1
 	}
 	log.Info().Msg("Stopped")
 	return 0
+}
+
+// exitLostLease is the exit status of an instance that lost the lease.
+const exitLostLease = 3
+
+func newBridge(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*bridge.Bridge, error) {
+	if lease != nil {
+		return bridge.NewActive(ctx, cfg, log, lease)
+	}
+	return bridge.New(ctx, cfg, log)
 }
 
 func stopBridge(b *bridge.Bridge, log zerolog.Logger) bool {

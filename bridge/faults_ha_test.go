@@ -1,0 +1,416 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// haPair is a high-availability stack: Dendrite, one PostgreSQL database,
+// two bridge processes on their own ports and the router in front.
+type haPair struct {
+	*stack
+	a, b   *haInstance
+	router *haRouter
+	probe  http.Client
+}
+
+// haLease is short so that the tests stay short; takeover waits for it.
+const haLease, haRenew = 3 * time.Second, 750 * time.Millisecond
+
+func newHAPair(t *testing.T, target testdb.Target) *haPair {
+	s := newStack(t, target, stackOptions{noBridge: true})
+	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
+	s.cfg.Logging.Format = "json"
+	s.cfg.Logging.Level = "debug"
+	s.cfg.HA = config.HAConfig{Enabled: true, Lease: config.Duration(haLease), Renew: config.Duration(haRenew)}
+	// The old process has been gone for most of a lease when the new one
+	// starts, so its requests have had that long already.
+	s.cfg.Bridge.InDoubtGrace = config.Duration(1500 * time.Millisecond)
+	bin, cfgPath := buildBridge(t), s.writeConfig(t)
+	p := &haPair{stack: s, a: newHAInstance(t, "a", bin, cfgPath), b: newHAInstance(t, "b", bin, cfgPath),
+		probe: http.Client{Timeout: time.Second}}
+	p.router = newHARouter(t, fmt.Sprintf("127.0.0.1:%d", s.cfg.Appservice.Port), s.cfg.Connector.Listen, []*haInstance{p.a, p.b})
+	p.a.start()
+	p.waitActive(p.a, 60*time.Second)
+	p.b.start()
+	// The standby refuses both kinds of traffic.
+	for _, path := range []string{"/_dmbridge/ready", "/_matrix/app/v1/transactions/1"} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+p.b.asAddr+path, nil)
+		if path != "/_dmbridge/ready" {
+			req.Method = http.MethodPut
+		}
+		resp, err := p.probe.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("standby answers %s with %d, want 503", path, resp.StatusCode)
+		}
+	}
+	resp, err := p.probe.Get("http://" + p.b.connAddr + connector.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("standby's connector listener answers %d, want 503", resp.StatusCode)
+	}
+	return p
+}
+
+func (p *haPair) waitActive(i *haInstance, timeout time.Duration) {
+	p.t.Helper()
+	tesths.WaitFor(p.t, timeout, i.name+" active", func() (bool, error) { return i.ready(&p.probe), nil })
+}
+
+// firstPortal sends the first message, which makes the portal the replies
+// go to, and returns its room.
+func (p *haPair) firstPortal(ctx context.Context, f *fakeConnector) id.RoomID {
+	p.t.Helper()
+	f.send(textFrom("bob@network", "m1", "message 1"))
+	var roomID id.RoomID
+	tesths.WaitFor(p.t, 60*time.Second, "the portal", func() (bool, error) {
+		joined, err := p.alice.JoinedRooms(ctx)
+		if err != nil || len(joined.JoinedRooms) == 0 {
+			return false, err
+		}
+		roomID = joined.JoinedRooms[0]
+		return len(joined.JoinedRooms) == 1, nil
+	})
+	return roomID
+}
+
+func (p *haPair) active() *haInstance { return p.router.active() }
+
+func (p *haPair) other(i *haInstance) *haInstance {
+	if i == p.a {
+		return p.b
+	}
+	return p.a
+}
+
+// checkCleanHandover stops the active with SIGTERM: it releases its lease
+// on the way out, so the standby takes over without waiting for it to expire.
+func (p *haPair) checkCleanHandover() {
+	t := p.t
+	old := p.active()
+	if old == nil {
+		t.Fatal("no active instance")
+	}
+	next := p.other(old)
+	start := time.Now()
+	old.signal(syscall.SIGTERM)
+	p.waitActive(next, 30*time.Second)
+	took := time.Since(start)
+	if status, exited := old.waitExit(30 * time.Second); !exited || status != 0 {
+		t.Errorf("%s after SIGTERM: exited %v, status %d; want a clean exit", old.name, exited, status)
+	}
+	if took >= haLease {
+		t.Errorf("handover after SIGTERM took %s, as long as the lease (%s): the lease was not released", took, haLease)
+	}
+	t.Logf("FAULT HA: handover after SIGTERM %s -> %s in %s", old.name, next.name, took.Round(10*time.Millisecond))
+}
+
+func haRunSize() killRun {
+	if os.Getenv("DMBRIDGE_FAULTS") != "" {
+		return killRun{kills: 5, messages: 200, replies: 30}
+	}
+	return killRun{kills: 2, messages: 40, replies: 6}
+}
+
+// TestFaultHAKillActive kills the active bridge process with SIGKILL while
+// a contact streams messages and the user replies; the standby takes over
+// each time. Every message shows exactly once and in order, every reply
+// reaches the network exactly once, and each takeover is timed from the
+// kill to the first message the new active delivers.
+func TestFaultHAKillActive(t *testing.T) {
+	run := haRunSize()
+	p := newHAPair(t, testdb.Postgres(t))
+	f := p.connectFake(connector.NewMemoryStore())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	roomID := p.firstPortal(ctx, f)
+
+	var takeovers []time.Duration
+	killer := func(k int) error {
+		shown := k * run.messages / (run.kills + 1)
+		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= shown }) {
+			return fmt.Errorf("kill %d: the room stays below %d messages", k, shown)
+		}
+		old := p.active()
+		if old == nil {
+			return fmt.Errorf("kill %d: no active instance", k)
+		}
+		next := p.other(old)
+		killed := time.Now()
+		old.kill()
+		// The new active is ready; whatever the room shows now came from
+		// the old one.
+		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return next.ready(&p.probe) }) {
+			return fmt.Errorf("kill %d: %s did not take over", k, next.name)
+		}
+		before := remoteShown(p.messagesIn(roomID))
+		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) > before }) {
+			return fmt.Errorf("kill %d: %s delivered nothing", k, next.name)
+		}
+		took := time.Since(killed)
+		takeovers = append(takeovers, took)
+		t.Logf("kill %d: %s -> %s, first message after %s", k, old.name, next.name, took.Round(10*time.Millisecond))
+		old.start()
+		return nil
+	}
+	sent := haStream(ctx, t, p.stack, f, roomID, run, killer)
+	if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+		t.Fatal(err)
+	}
+	p.checkExactlyOnce(ctx, f, roomID, run, sent)
+	p.checkCleanHandover()
+	sorted := slices.Clone(takeovers)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	if len(sorted) > 0 {
+		t.Logf("FAULT HA: takeover (kill -> first message by the new active) over %d kills: min %s median %s max %s (lease %s, renew %s)",
+			len(sorted), sorted[0].Round(10*time.Millisecond), sorted[len(sorted)/2].Round(10*time.Millisecond),
+			sorted[len(sorted)-1].Round(10*time.Millisecond), haLease, haRenew)
+	}
+}
+
+// haStream is stream with the kills done by killer.
+func haStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomID id.RoomID, run killRun, killer func(k int) error) streamed {
+	t.Helper()
+	var out streamed
+	pace := time.Duration(run.kills) * 10 * time.Second / time.Duration(run.messages)
+	killerDone := make(chan error, 1)
+	go func() {
+		killerDone <- func() error {
+			for k := 1; k <= run.kills; k++ {
+				if err := killer(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+	}()
+	replyAt := func(i int) bool {
+		for j := 1; j <= run.replies; j++ {
+			if i == 1+j*(run.messages-1)/(run.replies+1) {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 2; i <= run.messages; i++ {
+		seq, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.lastSeq = seq
+		if replyAt(i) {
+			// The homeserver takes the reply whichever instance is up; it
+			// reaches the bridge through the router, retried until active.
+			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", len(out.replies)+1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.replies = append(out.replies, resp.EventID)
+		}
+		// Paced so that the stream outlasts the takeovers: each needs a
+		// message still to deliver to be timed.
+		time.Sleep(pace)
+	}
+	if err := <-killerDone; err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkExactlyOnce waits for everything to arrive, then counts.
+func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID id.RoomID, run killRun, sent streamed) {
+	t := p.t
+	want := append(numbered("message", 1, run.messages), numbered("reply", 1, len(sent.replies))...)
+	allShown := func() bool {
+		counts, _, err := roomBodies(ctx, p.alice, roomID)
+		if err != nil {
+			return false
+		}
+		for _, body := range want {
+			if counts[body] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if !eventually(5*time.Minute, time.Second, allShown) {
+		t.Error("timed out waiting for every message in the room")
+	}
+	if !eventually(3*time.Minute, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= len(sent.replies) }) {
+		t.Error("timed out waiting for every reply at the connector")
+	}
+	time.Sleep(3 * time.Second) // a late second copy would show within this
+	counts, order, err := roomBodies(ctx, p.alice, roomID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
+	t.Logf("FAULT HA %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d",
+		t.Name(), run.messages, run.messages-lost, lost, doubled, len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled)
+}
+
+// TestFaultHAPausedActive pauses the active with SIGSTOP for longer than its
+// lease, so the standby takes over, then resumes it: it sends nothing and
+// commits nothing (nothing shows twice, nothing is lost) and steps down by
+// exiting with status 3.
+func TestFaultHAPausedActive(t *testing.T) {
+	run := killRun{kills: 1, messages: 30, replies: 4}
+	p := newHAPair(t, testdb.Postgres(t))
+	f := p.connectFake(connector.NewMemoryStore())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	roomID := p.firstPortal(ctx, f)
+	var paused *haInstance
+	var pausedAt int
+	pauser := func(int) error {
+		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
+			return fmt.Errorf("the room stays below %d messages", run.messages/3)
+		}
+		paused = p.active()
+		if paused == nil {
+			return fmt.Errorf("no active instance")
+		}
+		next := p.other(paused)
+		paused.signal(syscall.SIGSTOP)
+		// Everything the log gets after this was written after SIGCONT.
+		time.Sleep(100 * time.Millisecond)
+		pausedAt = len(paused.log(paused.runCount()))
+		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return next.ready(&p.probe) }) {
+			return fmt.Errorf("%s did not take over from the paused %s", next.name, paused.name)
+		}
+		// Let the new active work a while, then wake the old one up.
+		time.Sleep(2 * time.Second)
+		paused.signal(syscall.SIGCONT)
+		return nil
+	}
+	sent := haStream(ctx, t, p.stack, f, roomID, run, pauser)
+	status, exited := paused.waitExit(30 * time.Second)
+	if !exited {
+		t.Fatalf("the resumed former active %s is still running", paused.name)
+	}
+	if status != 3 {
+		t.Errorf("the resumed former active exited with %d, want 3 (lost the lease)", status)
+	}
+	if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+		t.Fatal(err)
+	}
+	p.checkExactlyOnce(ctx, f, roomID, run, sent)
+	after := paused.log(paused.runCount())[pausedAt:]
+	if !strings.Contains(after, "Lost the active lease; exiting at once") {
+		t.Errorf("%s's log does not say it lost the lease after resuming", paused.name)
+	}
+	// What the bridge logs for a message it bridged to Matrix, for a
+	// homeserver transaction it committed and for a connector it accepted.
+	for _, done := range []string{`"message":"Bridged message to Matrix"`, `"message":"Stored transaction"`, `"message":"Connector connected"`} {
+		if strings.Contains(after, done) {
+			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(after, 40))
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(after), "\n")
+	for _, l := range lines[max(0, len(lines)-4):] {
+		t.Logf("%s after resuming: %.200s", paused.name, l)
+	}
+}
+
+// TestFaultHASQLiteSecondProcess: a second bridge process on the same
+// SQLite file exits at once with a one-line error naming the file.
+func TestFaultHASQLiteSecondProcess(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t), stackOptions{noBridge: true})
+	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
+	proc := newBridgeProcess(t, s)
+	proc.start(s.cfg.Connector.Listen)
+	cmd := exec.Command(proc.binary, "-c", proc.config)
+	cmd.Env = append(os.Environ(),
+		fmt.Sprintf("DMBRIDGE_APPSERVICE_PORT=%d", tesths.FreePort(t)),
+		fmt.Sprintf("DMBRIDGE_CONNECTOR_LISTEN=127.0.0.1:%d", tesths.FreePort(t)))
+	done := make(chan struct{})
+	var out []byte
+	var err error
+	go func() { out, err = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the second process is still running")
+	}
+	if err == nil {
+		t.Fatalf("the second process exited 0:\n%s", out)
+	}
+	path := strings.TrimPrefix(strings.SplitN(s.cfg.Database.URI, "?", 2)[0], "file:")
+	want := fmt.Sprintf("SQLite database %s is in use by another dmbridge process", path)
+	if !strings.Contains(string(out), want) {
+		t.Errorf("second process output lacks %q:\n%s", want, out)
+	}
+	if n := strings.Count(strings.TrimSpace(string(out)), "\n"); n > 2 {
+		t.Errorf("the refusal takes %d lines:\n%s", n+1, out)
+	}
+}
+
+// TestFaultHAPostgresRestart restarts PostgreSQL under load with two
+// instances under a supervisor that restarts whichever exits: the active
+// loses its lease and exits, one instance is active again afterwards, and
+// nothing is lost or doubled.
+func TestFaultHAPostgresRestart(t *testing.T) {
+	if os.Getenv("DMBRIDGE_FAULTS") == "" {
+		// About 25 s; `make faults` runs it. The kill and pause tests cover
+		// takeover in every `go test`.
+		t.Skip("set DMBRIDGE_FAULTS=full to run")
+	}
+	run := killRun{kills: 1, messages: 40, replies: 6}
+	pg := startPrivatePG(t)
+	p := newHAPair(t, pg.target())
+	stop := make(chan struct{})
+	defer close(stop)
+	go p.a.supervise(stop)
+	go p.b.supervise(stop)
+	f := p.connectFake(connector.NewMemoryStore())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	roomID := p.firstPortal(ctx, f)
+	restarter := func(int) error {
+		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
+			return fmt.Errorf("the room stays below %d messages", run.messages/3)
+		}
+		pg.restart(2 * time.Second)
+		return nil
+	}
+	sent := haStream(ctx, t, p.stack, f, roomID, run, restarter)
+	if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+		t.Fatal(err)
+	}
+	p.checkExactlyOnce(ctx, f, roomID, run, sent)
+	actives := 0
+	for _, i := range []*haInstance{p.a, p.b} {
+		if i.ready(&p.probe) {
+			actives++
+		}
+	}
+	if actives != 1 {
+		t.Errorf("%d instances active after the restart, want 1", actives)
+	}
+	t.Logf("FAULT HA: PostgreSQL restart: runs a=%d b=%d, lost-lease exits %d",
+		p.a.runCount(), p.b.runCount(), p.a.countLogs("Lost the active lease; exiting")+p.b.countLogs("Lost the active lease; exiting"))
+}

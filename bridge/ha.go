@@ -1,0 +1,102 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/ha"
+	"github.com/dmbridge/dmbridge/health"
+	"github.com/dmbridge/dmbridge/metrics"
+)
+
+// NewActive is New for an instance that has just won the election: its
+// database transactions, homeserver requests and connector frames are
+// fenced by lease, and /ready answers 200 only while it holds the lease.
+func NewActive(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*Bridge, error) {
+	return build(ctx, cfg, log, lease)
+}
+
+// ElectorOptions are the election's settings from the config.
+func ElectorOptions(cfg *config.Config) ha.Options {
+	return ha.Options{Lease: cfg.HA.Lease.D(), Renew: cfg.HA.Renew.D()}
+}
+
+func openDB(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*database.Database, error) {
+	if lease == nil {
+		return database.Open(ctx, cfg.Database.Type, cfg.Database.URI, log)
+	}
+	pool, err := lease.OpenDB(cfg.Database.URI, true)
+	if err != nil {
+		return nil, err
+	}
+	db, err := database.OpenPool(ctx, pool, cfg.Database.Type, log)
+	if err != nil {
+		_ = pool.Close()
+	}
+	return db, err
+}
+
+// fencedRoundTripper refuses a homeserver request unless this instance's
+// lease is valid by its own clock, so a resumed former active sends nothing.
+type fencedRoundTripper struct {
+	base  http.RoundTripper
+	lease *ha.Elector
+}
+
+func (f fencedRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := f.lease.Check(); err != nil {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return nil, fmt.Errorf("not sent to the homeserver: %w", err)
+	}
+	return f.base.RoundTrip(r)
+}
+
+func fenceTransport(base http.RoundTripper, lease *ha.Elector) http.RoundTripper {
+	if lease == nil {
+		return base
+	}
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return fencedRoundTripper{base: base, lease: lease}
+}
+
+func leaseGate(lease *ha.Elector) func() error {
+	if lease == nil {
+		return nil
+	}
+	return lease.Check
+}
+
+// watchLease makes /ready and the metrics show the role.
+func watchLease(lease *ha.Elector, checker *health.Checker, mx *metrics.Metrics) {
+	if lease == nil {
+		return
+	}
+	checker.AddReadyCheck("lease", func(context.Context) error {
+		if role, epoch := lease.Role(); role != ha.Active {
+			return fmt.Errorf("%s (epoch %d)", role, epoch)
+		}
+		return nil
+	})
+	registerRole(mx, lease)
+}
+
+// registerRole makes the role gauges (dmbridge_ha_active, _epoch) follow
+// lease.
+func registerRole(mx *metrics.Metrics, lease *ha.Elector) {
+	mx.WatchRole(func() (bool, int64) {
+		role, epoch := lease.Role()
+		if role != ha.Active {
+			return false, epoch
+		}
+		return true, epoch
+	})
+}
