@@ -234,6 +234,22 @@ func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomI
 			return nil
 		}()
 	}()
+	sendStream(ctx, t, s, f, roomID, run, 20*time.Millisecond, &out)
+	if err := <-killerDone; err != nil {
+		t.Fatal(err)
+	}
+	if proc.runs-1 != run.kills {
+		t.Fatalf("killed the bridge %d times, want %d", proc.runs-1, run.kills)
+	}
+	return out
+}
+
+// sendStream sends messages 2..N from the contact with the user's replies
+// spread among them, pausing pace after each, and records the last seq and
+// the replies in out. Both kill tests stream this way while their killer
+// goroutine works.
+func sendStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomID id.RoomID, run killRun, pace time.Duration, out *streamed) {
+	t.Helper()
 	replyAt := func(i int) bool {
 		for j := 1; j <= run.replies; j++ {
 			if i == 1+j*(run.messages-1)/(run.replies+1) {
@@ -249,21 +265,16 @@ func stream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomI
 		}
 		out.lastSeq = seq
 		if replyAt(i) {
+			// The homeserver takes the reply whichever bridge is up; it
+			// reaches the bridge in its transaction, retried until taken.
 			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", len(out.replies)+1))
 			if err != nil {
 				t.Fatal(err)
 			}
 			out.replies = append(out.replies, resp.EventID)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pace)
 	}
-	if err := <-killerDone; err != nil {
-		t.Fatal(err)
-	}
-	if proc.runs-1 != run.kills {
-		t.Fatalf("killed the bridge %d times, want %d", proc.runs-1, run.kills)
-	}
-	return out
 }
 
 // countOnce checks the room's message counts and the replies the network

@@ -207,33 +207,9 @@ func haStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roo
 			return nil
 		}()
 	}()
-	replyAt := func(i int) bool {
-		for j := 1; j <= run.replies; j++ {
-			if i == 1+j*(run.messages-1)/(run.replies+1) {
-				return true
-			}
-		}
-		return false
-	}
-	for i := 2; i <= run.messages; i++ {
-		seq, err := f.client.Send(ctx, textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.lastSeq = seq
-		if replyAt(i) {
-			// The homeserver takes the reply whichever instance is up; it
-			// reaches the bridge through the router, retried until active.
-			resp, err := s.alice.SendText(ctx, roomID, fmt.Sprintf("reply %d", len(out.replies)+1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out.replies = append(out.replies, resp.EventID)
-		}
-		// Paced so that the stream outlasts the takeovers: each needs a
-		// message still to deliver to be timed.
-		time.Sleep(pace)
-	}
+	// Paced so that the stream outlasts the takeovers: each needs a
+	// message still to deliver to be timed.
+	sendStream(ctx, t, s, f, roomID, run, pace, &out)
 	if err := <-killerDone; err != nil {
 		t.Fatal(err)
 	}
