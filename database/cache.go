@@ -116,7 +116,3 @@ func (db *Database) DoTxn(ctx context.Context, opts *dbutil.TxnOptions, fn func(
 	}
 	return err
 }
-
-// ForgetCached drops every cached row, for a process that may have missed
-// writes (e.g. one that becomes the active instance again).
-func (db *Database) ForgetCached() { db.cache.forgetAll() }

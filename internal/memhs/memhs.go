@@ -15,7 +15,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -235,5 +234,3 @@ func (s *Server) fmtMember(roomID string, r *room) map[string]any {
 	}
 	return map[string]any{"joined": joined}
 }
-
-func (s *Server) String() string { return fmt.Sprintf("memhs(%s)", s.URL) }
