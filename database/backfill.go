@@ -7,7 +7,8 @@ import (
 )
 
 // BackfillQuery reads and writes the backfill_pending table: the new portals
-// whose earlier history has not been posted yet.
+// whose earlier history has not been posted yet. Its rows are only a key, so
+// it holds the database itself.
 type BackfillQuery struct {
 	db *dbutil.Database
 	// c.backfilled caches the portals with nothing to backfill: a row is
@@ -15,16 +16,24 @@ type BackfillQuery struct {
 	c *caches
 }
 
+const (
+	countBackfillQuery  = `SELECT COUNT(*) FROM backfill_pending WHERE login_id=$1 AND chat_id=$2`
+	insertBackfillQuery = `
+		INSERT INTO backfill_pending (login_id, chat_id) VALUES ($1, $2)
+		ON CONFLICT (login_id, chat_id) DO NOTHING`
+	deleteBackfillQuery = `DELETE FROM backfill_pending WHERE login_id=$1 AND chat_id=$2`
+)
+
 func (q *BackfillQuery) wrote(ctx context.Context, key PortalKey) {
 	q.c.wrote(ctx, q.db, func() { q.c.backfilled.forget(key) })
 }
 
+// add is called by PortalQuery.GetOrCreate, in the transaction that inserts
+// the portal.
 func (q *BackfillQuery) add(ctx context.Context, key PortalKey) error {
 	q.wrote(ctx, key)
 	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO backfill_pending (login_id, chat_id) VALUES ($1, $2)
-		ON CONFLICT (login_id, chat_id) DO NOTHING`, key.LoginID, key.ChatID)
+	_, err := q.db.Exec(ctx, insertBackfillQuery, key.LoginID, key.ChatID)
 	return err
 }
 
@@ -35,7 +44,7 @@ func (q *BackfillQuery) Pending(ctx context.Context, key PortalKey) (bool, error
 	}
 	gen := q.c.backfilled.generation()
 	var n int
-	err := q.db.QueryRow(ctx, "SELECT COUNT(*) FROM backfill_pending WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID).Scan(&n)
+	err := q.db.QueryRow(ctx, countBackfillQuery, key.LoginID, key.ChatID).Scan(&n)
 	if err == nil && n == 0 {
 		q.c.backfilled.put(ctx, q.db, gen, key, true)
 	}
@@ -46,27 +55,6 @@ func (q *BackfillQuery) Pending(ctx context.Context, key PortalKey) (bool, error
 func (q *BackfillQuery) Done(ctx context.Context, key PortalKey) error {
 	q.wrote(ctx, key)
 	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "DELETE FROM backfill_pending WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
-	return err
-}
-
-// AddLoginSync records that a new login's recent chats are to be synced.
-func (q *BackfillQuery) AddLoginSync(ctx context.Context, loginID string) error {
-	_, err := q.db.Exec(ctx, "INSERT INTO login_sync_pending (login_id) VALUES ($1) ON CONFLICT (login_id) DO NOTHING", loginID)
-	return err
-}
-
-// LoginSyncs lists the logins of a connector whose recent chats are still
-// to be synced.
-func (q *BackfillQuery) LoginSyncs(ctx context.Context, connectorID string) ([]string, error) {
-	rows, err := q.db.Query(ctx, `
-		SELECT s.login_id FROM login_sync_pending s JOIN login l ON l.id = s.login_id
-		WHERE l.connector_id=$1 ORDER BY s.login_id`, connectorID)
-	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[string], err).AsList()
-}
-
-// LoginSyncDone records that a login's recent chats are portals.
-func (q *BackfillQuery) LoginSyncDone(ctx context.Context, loginID string) error {
-	_, err := q.db.Exec(ctx, "DELETE FROM login_sync_pending WHERE login_id=$1", loginID)
+	_, err := q.db.Exec(ctx, deleteBackfillQuery, key.LoginID, key.ChatID)
 	return err
 }

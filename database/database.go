@@ -19,7 +19,9 @@ import (
 	"github.com/dmbridge/dmbridge/internal/privatefile"
 )
 
-// Database bundles the query structs over one dbutil database.
+// Database bundles the query structs over one dbutil database. Each query
+// struct owns one table and lives in the file named after it; Stats (stats.go)
+// is the one that reads across tables.
 type Database struct {
 	*dbutil.Database
 
@@ -37,6 +39,7 @@ type Database struct {
 	PendingCm *PendingCommandQuery
 	InDoubt   *InDoubtQuery
 	Backfill  *BackfillQuery
+	LoginSync *LoginSyncQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -51,21 +54,31 @@ func New(db *dbutil.Database) *Database {
 	return &Database{
 		Database:  db,
 		cache:     c,
-		Login:     &LoginQuery{db: db, c: c},
-		User:      &UserQuery{db},
-		Ghost:     &GhostQuery{db},
-		Portal:    &PortalQuery{db: db, c: c},
-		Cleaned:   &CleanedRoomQuery{db},
-		Message:   &MessageQuery{db},
-		Reaction:  &ReactionQuery{db},
+		Login:     &LoginQuery{qh: helper[Login](db), c: c},
+		User:      &UserQuery{helper[User](db)},
+		Ghost:     &GhostQuery{helper[Ghost](db)},
+		Portal:    &PortalQuery{qh: helper[Portal](db), c: c},
+		Cleaned:   &CleanedRoomQuery{helper[CleanedRoom](db)},
+		Message:   &MessageQuery{helper[Message](db)},
+		Reaction:  &ReactionQuery{helper[Reaction](db)},
 		Stream:    &StreamQuery{db},
-		Inbox:     &InboxQuery{db},
+		Inbox:     &InboxQuery{helper[InboxRow](db)},
 		ASTxn:     &ASTxnQuery{db},
-		MXEvent:   &MXEventQuery{db},
-		PendingCm: &PendingCommandQuery{db},
-		InDoubt:   &InDoubtQuery{db},
+		MXEvent:   &MXEventQuery{helper[MXEvent](db)},
+		PendingCm: &PendingCommandQuery{helper[PendingCommand](db)},
+		InDoubt:   &InDoubtQuery{helper[InDoubtSend](db)},
 		Backfill:  &BackfillQuery{db: db, c: c},
+		LoginSync: &LoginSyncQuery{db},
 	}
+}
+
+// helper is dbutil's query helper for the row type R, whose pointer scans
+// itself (the Scan method next to each row type).
+func helper[R any, P interface {
+	*R
+	dbutil.DataStruct[P]
+}](db *dbutil.Database) *dbutil.QueryHelper[P] {
+	return dbutil.MakeQueryHelper(db, func(*dbutil.QueryHelper[P]) P { return new(R) })
 }
 
 // Open connects to the database of the given dbutil dialect ("sqlite3-fk-wal",

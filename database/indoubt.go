@@ -9,7 +9,9 @@ import (
 )
 
 // InDoubtQuery reads and writes the in_doubt_send table.
-type InDoubtQuery struct{ db *dbutil.Database }
+type InDoubtQuery struct {
+	*dbutil.QueryHelper[*InDoubtSend]
+}
 
 // InDoubtSend is a Matrix send for a remote event that was started and whose
 // result is not stored yet.
@@ -25,30 +27,51 @@ type InDoubtSend struct {
 	EventID id.EventID
 }
 
-const inDoubtColumns = "txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id"
+const (
+	getInDoubtQuery = `
+		SELECT txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id
+		FROM in_doubt_send WHERE txn_id=$1`
+	// A marker from an earlier attempt, already resolved as not landed,
+	// gets the new start time.
+	beginInDoubtQuery = `
+		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
+		ON CONFLICT (txn_id) DO UPDATE SET started_at=excluded.started_at, event_id=''`
+	beginFreshInDoubtQuery = `
+		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
+		ON CONFLICT (txn_id) DO NOTHING`
+	setInDoubtEventIDQuery = `UPDATE in_doubt_send SET event_id=$2 WHERE txn_id=$1`
+	deleteInDoubtQuery     = `DELETE FROM in_doubt_send WHERE txn_id=$1`
+	pruneInDoubtQuery      = `DELETE FROM in_doubt_send WHERE started_at < $1`
+)
 
-func scanInDoubt(row dbutil.Scannable) (*InDoubtSend, error) {
-	var s InDoubtSend
+// Scan reads an in_doubt_send row.
+func (s *InDoubtSend) Scan(row dbutil.Scannable) (*InDoubtSend, error) {
 	var started int64
 	err := row.Scan(&s.TxnID, &s.RoomID, &s.PortalKey.LoginID, &s.PortalKey.ChatID, &s.RemoteID, &s.Part,
 		&s.EventType, &started, &s.EventID)
+	if err != nil {
+		return nil, err
+	}
 	s.StartedAt = time.UnixMilli(started)
-	return &s, err
+	return s, nil
+}
+
+// sqlVariables are the values of the begin queries.
+func (s *InDoubtSend) sqlVariables() []any {
+	return []any{s.TxnID, s.RoomID, s.PortalKey.LoginID, s.PortalKey.ChatID, s.RemoteID, s.Part, s.EventType, s.StartedAt.UnixMilli()}
 }
 
 // Get returns the marker of a transaction id, or nil.
 func (q *InDoubtQuery) Get(ctx context.Context, txnID string) (*InDoubtSend, error) {
-	return queryOne(ctx, q.db, scanInDoubt, "SELECT "+inDoubtColumns+" FROM in_doubt_send WHERE txn_id=$1", txnID)
+	return q.QueryOne(ctx, getInDoubtQuery, txnID)
 }
 
 // Begin writes the marker right before a send; a marker from an earlier
 // attempt, already resolved as not landed, gets the new start time.
 func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO `+"in_doubt_send ("+inDoubtColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
-		ON CONFLICT (txn_id) DO UPDATE SET started_at=excluded.started_at, event_id=''`,
-		s.TxnID, s.RoomID, s.PortalKey.LoginID, s.PortalKey.ChatID, s.RemoteID, s.Part, s.EventType, s.StartedAt.UnixMilli())
-	return err
+	return q.Exec(ctx, beginInDoubtQuery, s.sqlVariables()...)
 }
 
 // BeginFresh marks a send in doubt unless a marker for the transaction id
@@ -57,10 +80,7 @@ func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
 // look-up and an insert. A false answer leaves the existing marker as it is
 // for the caller to resolve.
 func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, error) {
-	res, err := q.db.Exec(ctx, `
-		INSERT INTO `+"in_doubt_send ("+inDoubtColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
-		ON CONFLICT (txn_id) DO NOTHING`,
-		s.TxnID, s.RoomID, s.PortalKey.LoginID, s.PortalKey.ChatID, s.RemoteID, s.Part, s.EventType, s.StartedAt.UnixMilli())
+	res, err := q.GetDB().Exec(ctx, beginFreshInDoubtQuery, s.sqlVariables()...)
 	if err != nil {
 		return false, err
 	}
@@ -71,15 +91,14 @@ func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, er
 // SetEventID records the homeserver's answer for a send whose result is
 // stored later, with other parts.
 func (q *InDoubtQuery) SetEventID(ctx context.Context, txnID string, eventID id.EventID) error {
-	_, err := q.db.Exec(ctx, "UPDATE in_doubt_send SET event_id=$2 WHERE txn_id=$1", txnID, eventID)
-	return err
+	return q.Exec(ctx, setInDoubtEventIDQuery, txnID, eventID)
 }
 
 // Delete removes markers: their result is stored, or the send is known not
 // to have reached the homeserver.
 func (q *InDoubtQuery) Delete(ctx context.Context, txnIDs ...string) error {
 	for _, txn := range txnIDs {
-		if _, err := q.db.Exec(ctx, "DELETE FROM in_doubt_send WHERE txn_id=$1", txn); err != nil {
+		if err := q.Exec(ctx, deleteInDoubtQuery, txn); err != nil {
 			return err
 		}
 	}
@@ -89,6 +108,5 @@ func (q *InDoubtQuery) Delete(ctx context.Context, txnIDs ...string) error {
 // Prune removes markers older than before, left by events that were parked
 // or skipped; a retry of those no longer comes.
 func (q *InDoubtQuery) Prune(ctx context.Context, before time.Time) error {
-	_, err := q.db.Exec(ctx, "DELETE FROM in_doubt_send WHERE started_at < $1", before.UnixMilli())
-	return err
+	return q.Exec(ctx, pruneInDoubtQuery, before.UnixMilli())
 }

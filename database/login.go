@@ -8,22 +8,12 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// LoginQuery reads and writes the login table.
+// LoginQuery reads and writes the login table. Get is served from cache
+// (see rowCache). The query helper is not embedded: its Exec would let a
+// write skip wrote and leave a stale login in the cache.
 type LoginQuery struct {
-	db *dbutil.Database
+	qh *dbutil.QueryHelper[*Login]
 	c  *caches
-}
-
-// wrote forgets the cached login around a write to it; deleting a login
-// deletes its portals too.
-func (q *LoginQuery) wrote(ctx context.Context, loginID string, cascade bool) {
-	q.c.wrote(ctx, q.db, func() {
-		q.c.logins.forget(loginID)
-		if cascade {
-			q.c.portals.forgetAll()
-			q.c.backfilled.forgetAll()
-		}
-	})
 }
 
 // Login is a network account held by a connector and owned by a Matrix user.
@@ -42,14 +32,38 @@ type Login struct {
 	Alerted string
 }
 
-const loginColumns = "id, connector_id, matrix_user, name, state, state_since, last_event_at, alerted"
+const (
+	getLoginBaseQuery = `SELECT id, connector_id, matrix_user, name, state, state_since, last_event_at, alerted FROM login`
+	getLoginQuery     = getLoginBaseQuery + ` WHERE id=$1`
+	getLoginsByUser   = getLoginBaseQuery + ` WHERE matrix_user=$1 ORDER BY id`
+	getAllLogins      = getLoginBaseQuery + ` ORDER BY id`
+	// The check that a login keeps its owner and connector is part of the
+	// one statement, so two hellos racing cannot slip past it.
+	upsertLoginQuery = `
+		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since) VALUES ($1, $2, $3, $4, $5, $6, $6)
+		ON CONFLICT (id) DO UPDATE SET
+			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at,
+			state_since=CASE WHEN login.state=excluded.state THEN login.state_since ELSE excluded.state_since END
+		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`
+	setLoginStateQuery = `UPDATE login SET state=$2, updated_at=$3,
+		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`
+	setLoginLastEventQuery = `UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2`
+	setLoginAlertedQuery   = `UPDATE login SET alerted=$2 WHERE id=$1`
+	deleteLoginQuery       = `DELETE FROM login WHERE id=$1`
+	// Users with cleaned rooms count too: their login may be gone while
+	// stale m.direct entries remain.
+	getDirectUsersQuery = `SELECT matrix_user FROM login UNION SELECT matrix_user FROM cleaned_room`
+)
 
-func scanLogin(row dbutil.Scannable) (*Login, error) {
-	var l Login
+// Scan reads a login row.
+func (l *Login) Scan(row dbutil.Scannable) (*Login, error) {
 	var since, last int64
 	err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.Name, &l.State, &since, &last, &l.Alerted)
+	if err != nil {
+		return nil, err
+	}
 	l.StateSince, l.LastEvent = unixMilli(since), unixMilli(last)
-	return &l, err
+	return l, nil
 }
 
 func unixMilli(ms int64) time.Time {
@@ -59,23 +73,29 @@ func unixMilli(ms int64) time.Time {
 	return time.UnixMilli(ms)
 }
 
+// wrote forgets the cached login around a write to it; deleting a login
+// deletes its portals too.
+func (q *LoginQuery) wrote(ctx context.Context, loginID string, cascade bool) {
+	q.c.wrote(ctx, q.qh.GetDB(), func() {
+		q.c.logins.forget(loginID)
+		if cascade {
+			q.c.portals.forgetAll()
+			q.c.backfilled.forgetAll()
+		}
+	})
+}
+
 // Upsert stores a login as the connector announced it. A login keeps its
 // Matrix owner and its connector for good: announcing an existing login for
 // another user, or from another connector, changes nothing and returns
 // false. Moving it would pour the new owner's traffic into the old owner's
 // rooms, or let any holder of the shared token lock the rightful connector
-// out of its own login. The check is part of the one statement, so two
-// hellos racing cannot slip past it. state_since moves only when the state
-// differs from the stored one.
+// out of its own login. state_since moves only when the state differs from
+// the stored one.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
 	q.wrote(ctx, l.ID, false)
 	defer q.wrote(ctx, l.ID, false)
-	res, err := q.db.Exec(ctx, `
-		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since) VALUES ($1, $2, $3, $4, $5, $6, $6)
-		ON CONFLICT (id) DO UPDATE SET
-			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at,
-			state_since=CASE WHEN login.state=excluded.state THEN login.state_since ELSE excluded.state_since END
-		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`,
+	res, err := q.qh.GetDB().Exec(ctx, upsertLoginQuery,
 		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli())
 	if err != nil {
 		return false, err
@@ -89,25 +109,21 @@ func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err err
 func (q *LoginQuery) SetState(ctx context.Context, loginID, state string) error {
 	q.wrote(ctx, loginID, false)
 	defer q.wrote(ctx, loginID, false)
-	_, err := q.db.Exec(ctx, `UPDATE login SET state=$2, updated_at=$3,
-		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`, loginID, state, time.Now().UnixMilli())
-	return err
+	return q.qh.Exec(ctx, setLoginStateQuery, loginID, state, time.Now().UnixMilli())
 }
 
 // SetLastEvent records when an event of the login was last applied.
 func (q *LoginQuery) SetLastEvent(ctx context.Context, loginID string, at time.Time) error {
 	q.wrote(ctx, loginID, false)
 	defer q.wrote(ctx, loginID, false)
-	_, err := q.db.Exec(ctx, "UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2", loginID, at.UnixMilli())
-	return err
+	return q.qh.Exec(ctx, setLoginLastEventQuery, loginID, at.UnixMilli())
 }
 
 // SetAlerted records the trouble the login's user was last told about.
 func (q *LoginQuery) SetAlerted(ctx context.Context, loginID, alerted string) error {
 	q.wrote(ctx, loginID, false)
 	defer q.wrote(ctx, loginID, false)
-	_, err := q.db.Exec(ctx, "UPDATE login SET alerted=$2 WHERE id=$1", loginID, alerted)
-	return err
+	return q.qh.Exec(ctx, setLoginAlertedQuery, loginID, alerted)
 }
 
 // Get returns a login, or nil.
@@ -116,27 +132,33 @@ func (q *LoginQuery) Get(ctx context.Context, loginID string) (*Login, error) {
 		return &l, nil
 	}
 	gen := q.c.logins.generation()
-	l, err := queryOne(ctx, q.db, scanLogin, "SELECT "+loginColumns+" FROM login WHERE id=$1", loginID)
+	l, err := q.qh.QueryOne(ctx, getLoginQuery, loginID)
 	if err == nil && l != nil {
-		q.c.logins.put(ctx, q.db, gen, loginID, *l)
+		q.c.logins.put(ctx, q.qh.GetDB(), gen, loginID, *l)
 	}
 	return l, err
 }
 
 // ByUser lists the logins a Matrix user owns.
 func (q *LoginQuery) ByUser(ctx context.Context, userID id.UserID) ([]*Login, error) {
-	return queryMany(ctx, q.db, scanLogin, "SELECT "+loginColumns+" FROM login WHERE matrix_user=$1 ORDER BY id", userID)
+	return q.qh.QueryMany(ctx, getLoginsByUser, userID)
 }
 
 // All lists every login.
 func (q *LoginQuery) All(ctx context.Context) ([]*Login, error) {
-	return queryMany(ctx, q.db, scanLogin, "SELECT "+loginColumns+" FROM login ORDER BY id")
+	return q.qh.QueryMany(ctx, getAllLogins)
 }
 
 // Delete removes a login and, by cascade, its portals and their messages.
 func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
 	q.wrote(ctx, loginID, true)
 	defer q.wrote(ctx, loginID, true)
-	_, err := q.db.Exec(ctx, "DELETE FROM login WHERE id=$1", loginID)
-	return err
+	return q.qh.Exec(ctx, deleteLoginQuery, loginID)
+}
+
+// DirectUsers lists the Matrix users whose m.direct the bridge has a stake
+// in: owners of logins, and users with rooms the bridge cleaned up.
+func (q *LoginQuery) DirectUsers(ctx context.Context) ([]id.UserID, error) {
+	rows, err := q.qh.GetDB().Query(ctx, getDirectUsersQuery)
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
 }

@@ -10,19 +10,11 @@ import (
 )
 
 // PortalQuery reads and writes the portal table. Get is served from cache
-// (see rowCache); every write here forgets the portal it touches.
+// (see rowCache); every write here forgets the portal it touches. The query
+// helper is not embedded: its Exec would let a write skip wrote.
 type PortalQuery struct {
-	db *dbutil.Database
+	qh *dbutil.QueryHelper[*Portal]
 	c  *caches
-}
-
-// wrote forgets the cached portal (and whether it has history to backfill:
-// a new portal starts with some) around a write to it.
-func (q *PortalQuery) wrote(ctx context.Context, key PortalKey) {
-	q.c.wrote(ctx, q.db, func() {
-		q.c.portals.forget(key)
-		q.c.backfilled.forget(key)
-	})
 }
 
 // PortalKey names one chat of one login.
@@ -43,16 +35,53 @@ type Portal struct {
 	CreatedAt     time.Time
 }
 
-const portalColumns = "login_id, chat_id, contact_id, room_id, create_started, user_joined, in_direct, created_at"
+const (
+	getPortalBaseQuery = `
+		SELECT login_id, chat_id, contact_id, room_id, create_started, user_joined, in_direct, created_at FROM portal`
+	getPortalQuery           = getPortalBaseQuery + ` WHERE login_id=$1 AND chat_id=$2`
+	getPortalByRoomQuery     = getPortalBaseQuery + ` WHERE room_id=$1`
+	getPortalsByLoginQuery   = getPortalBaseQuery + ` WHERE login_id=$1 ORDER BY created_at`
+	getPortalsByContactQuery = getPortalBaseQuery + ` WHERE contact_id=$1 AND room_id IS NOT NULL`
+	getPortalsByUserQuery    = getPortalBaseQuery + `
+		WHERE login_id IN (SELECT id FROM login WHERE matrix_user=$1) ORDER BY created_at`
+	insertPortalQuery = `
+		INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (login_id, chat_id) DO NOTHING`
+	setPortalCreateStartedQuery = `UPDATE portal SET create_started=true WHERE login_id=$1 AND chat_id=$2`
+	setPortalRoomQuery          = `UPDATE portal SET room_id=$3 WHERE login_id=$1 AND chat_id=$2`
+	setPortalUserJoinedQuery    = `UPDATE portal SET user_joined=$3 WHERE login_id=$1 AND chat_id=$2`
+	setPortalInDirectQuery      = `UPDATE portal SET in_direct=$3 WHERE login_id=$1 AND chat_id=$2`
+	deletePortalQuery           = `DELETE FROM portal WHERE login_id=$1 AND chat_id=$2`
+)
 
-func scanPortal(row dbutil.Scannable) (*Portal, error) {
-	var p Portal
+// Scan reads a portal row.
+func (p *Portal) Scan(row dbutil.Scannable) (*Portal, error) {
 	var room sql.NullString
 	var created int64
 	err := row.Scan(&p.LoginID, &p.ChatID, &p.ContactID, &room, &p.CreateStarted, &p.UserJoined, &p.InDirect, &created)
+	if err != nil {
+		return nil, err
+	}
 	p.RoomID = id.RoomID(room.String)
 	p.CreatedAt = time.UnixMilli(created)
-	return &p, err
+	return p, nil
+}
+
+// wrote forgets the cached portal (and whether it has history to backfill:
+// a new portal starts with some) around a write to it.
+func (q *PortalQuery) wrote(ctx context.Context, key PortalKey) {
+	q.c.wrote(ctx, q.qh.GetDB(), func() {
+		q.c.portals.forget(key)
+		q.c.backfilled.forget(key)
+	})
+}
+
+// update runs one of the UPDATE/DELETE statements keyed by the portal,
+// forgetting the cached row around it.
+func (q *PortalQuery) update(ctx context.Context, query string, key PortalKey, args ...any) error {
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
+	return q.qh.Exec(ctx, query, append([]any{key.LoginID, key.ChatID}, args...)...)
 }
 
 // GetOrCreate returns the portal row for key, inserting it (without a room)
@@ -66,17 +95,16 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 	// transaction, so that no crash leaves a portal that never gets it.
 	q.wrote(ctx, key)
 	defer q.wrote(ctx, key)
-	err := q.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		res, err := q.db.Exec(ctx, `
-			INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (login_id, chat_id) DO NOTHING`, key.LoginID, key.ChatID, contactID, time.Now().UnixMilli())
+	db := q.qh.GetDB()
+	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		res, err := db.Exec(ctx, insertPortalQuery, key.LoginID, key.ChatID, contactID, time.Now().UnixMilli())
 		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		return (&BackfillQuery{db: q.db, c: q.c}).add(ctx, key)
+		return (&BackfillQuery{db: db, c: q.c}).add(ctx, key)
 	})
 	if err != nil {
 		return nil, err
@@ -90,100 +118,54 @@ func (q *PortalQuery) Get(ctx context.Context, key PortalKey) (*Portal, error) {
 		return &p, nil // a copy: callers fill in fields as they go
 	}
 	gen := q.c.portals.generation()
-	p, err := queryOne(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
+	p, err := q.qh.QueryOne(ctx, getPortalQuery, key.LoginID, key.ChatID)
 	if err == nil && p != nil {
-		q.c.portals.put(ctx, q.db, gen, key, *p)
+		q.c.portals.put(ctx, q.qh.GetDB(), gen, key, *p)
 	}
 	return p, err
 }
 
 // GetByRoom returns the portal that owns a room, or nil.
 func (q *PortalQuery) GetByRoom(ctx context.Context, roomID id.RoomID) (*Portal, error) {
-	return queryOne(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE room_id=$1", roomID)
+	return q.qh.QueryOne(ctx, getPortalByRoomQuery, roomID)
 }
 
 // ByLogin lists the portals of a login.
 func (q *PortalQuery) ByLogin(ctx context.Context, loginID string) ([]*Portal, error) {
-	return queryMany(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE login_id=$1 ORDER BY created_at", loginID)
+	return q.qh.QueryMany(ctx, getPortalsByLoginQuery, loginID)
 }
 
 // ByContact lists the portals whose other side is the given contact.
 func (q *PortalQuery) ByContact(ctx context.Context, contactID string) ([]*Portal, error) {
-	return queryMany(ctx, q.db, scanPortal, "SELECT "+portalColumns+" FROM portal WHERE contact_id=$1 AND room_id IS NOT NULL", contactID)
+	return q.qh.QueryMany(ctx, getPortalsByContactQuery, contactID)
 }
 
 // ByUser lists the portals of every login the Matrix user owns.
 func (q *PortalQuery) ByUser(ctx context.Context, userID id.UserID) ([]*Portal, error) {
-	return queryMany(ctx, q.db, scanPortal, `
-		SELECT `+portalColumns+` FROM portal WHERE login_id IN (SELECT id FROM login WHERE matrix_user=$1)
-		ORDER BY created_at`, userID)
+	return q.qh.QueryMany(ctx, getPortalsByUserQuery, userID)
 }
 
 // MarkCreateStarted records that createRoom is about to be called.
 func (q *PortalQuery) MarkCreateStarted(ctx context.Context, key PortalKey) error {
-	q.wrote(ctx, key)
-	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "UPDATE portal SET create_started=true WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
-	return err
+	return q.update(ctx, setPortalCreateStartedQuery, key)
 }
 
 // SetRoom stores the portal's room id.
 func (q *PortalQuery) SetRoom(ctx context.Context, key PortalKey, roomID id.RoomID) error {
-	q.wrote(ctx, key)
-	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "UPDATE portal SET room_id=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, roomID)
-	return err
+	return q.update(ctx, setPortalRoomQuery, key, roomID)
 }
 
 // SetUserJoined records that the double puppet joined the room.
 func (q *PortalQuery) SetUserJoined(ctx context.Context, key PortalKey, joined bool) error {
-	q.wrote(ctx, key)
-	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "UPDATE portal SET user_joined=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, joined)
-	return err
+	return q.update(ctx, setPortalUserJoinedQuery, key, joined)
 }
 
 // SetInDirect records that the room is in the user's m.direct.
 func (q *PortalQuery) SetInDirect(ctx context.Context, key PortalKey, in bool) error {
-	q.wrote(ctx, key)
-	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "UPDATE portal SET in_direct=$3 WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID, in)
-	return err
+	return q.update(ctx, setPortalInDirectQuery, key, in)
 }
 
 // Delete forgets a portal and, by cascade, its messages and reactions.
 func (q *PortalQuery) Delete(ctx context.Context, key PortalKey) error {
-	q.wrote(ctx, key)
-	defer q.wrote(ctx, key)
-	_, err := q.db.Exec(ctx, "DELETE FROM portal WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID)
-	return err
-}
-
-// CleanedRoomQuery reads and writes the cleaned_room table.
-type CleanedRoomQuery struct{ db *dbutil.Database }
-
-// Add records that the bridge cleaned up a room of the user's.
-func (q *CleanedRoomQuery) Add(ctx context.Context, userID id.UserID, roomID id.RoomID, ghost id.UserID) error {
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO cleaned_room (matrix_user, room_id, ghost_mxid, cleaned_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (matrix_user, room_id) DO NOTHING`, userID, roomID, ghost, time.Now().UnixMilli())
-	return err
-}
-
-// ByUser returns the rooms the bridge cleaned up for the user.
-func (q *CleanedRoomQuery) ByUser(ctx context.Context, userID id.UserID) (map[id.RoomID]bool, error) {
-	rows, err := q.db.Query(ctx, "SELECT room_id FROM cleaned_room WHERE matrix_user=$1", userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := make(map[id.RoomID]bool)
-	for rows.Next() {
-		var room id.RoomID
-		if err = rows.Scan(&room); err != nil {
-			return nil, err
-		}
-		out[room] = true
-	}
-	return out, rows.Err()
+	return q.update(ctx, deletePortalQuery, key)
 }

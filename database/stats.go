@@ -59,12 +59,15 @@ type LoginStateCount struct {
 	Count       int64
 }
 
+// Scan reads a count row of LoginStates.
+func (c *LoginStateCount) Scan(row dbutil.Scannable) (*LoginStateCount, error) {
+	return dbutil.ValueOrErr(c, row.Scan(&c.ConnectorID, &c.State, &c.Count))
+}
+
 // LoginStates counts logins by connector and state.
 func (q *StatsQuery) LoginStates(ctx context.Context) ([]*LoginStateCount, error) {
-	return queryMany(ctx, q.db, func(row dbutil.Scannable) (*LoginStateCount, error) {
-		var c LoginStateCount
-		return &c, row.Scan(&c.ConnectorID, &c.State, &c.Count)
-	}, "SELECT connector_id, state, COUNT(*) FROM login GROUP BY connector_id, state ORDER BY connector_id, state")
+	return helper[LoginStateCount](q.db).QueryMany(ctx,
+		"SELECT connector_id, state, COUNT(*) FROM login GROUP BY connector_id, state ORDER BY connector_id, state")
 }
 
 // LoginStatus is a login as health shows it: no Matrix user, no name.
@@ -75,17 +78,22 @@ type LoginStatus struct {
 	UpdatedAt   time.Time
 }
 
+// Scan reads a login row of LoginStatuses.
+func (l *LoginStatus) Scan(row dbutil.Scannable) (*LoginStatus, error) {
+	var updated int64
+	if err := row.Scan(&l.ID, &l.ConnectorID, &l.State, &updated); err != nil {
+		return nil, err
+	}
+	if updated > 0 {
+		l.UpdatedAt = time.UnixMilli(updated).UTC()
+	}
+	return l, nil
+}
+
 // LoginStatuses lists logins in id order, at most limit.
 func (q *StatsQuery) LoginStatuses(ctx context.Context, limit int) ([]*LoginStatus, error) {
-	return queryMany(ctx, q.db, func(row dbutil.Scannable) (*LoginStatus, error) {
-		var l LoginStatus
-		var updated int64
-		err := row.Scan(&l.ID, &l.ConnectorID, &l.State, &updated)
-		if updated > 0 {
-			l.UpdatedAt = time.UnixMilli(updated).UTC()
-		}
-		return &l, err
-	}, "SELECT id, connector_id, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
+	return helper[LoginStatus](q.db).QueryMany(ctx,
+		"SELECT id, connector_id, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
 }
 
 // Ping checks that the database answers a query.

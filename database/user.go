@@ -9,7 +9,9 @@ import (
 )
 
 // UserQuery reads and writes the matrix_user table.
-type UserQuery struct{ db *dbutil.Database }
+type UserQuery struct {
+	*dbutil.QueryHelper[*User]
+}
 
 // User is a Matrix user the bridge serves.
 type User struct {
@@ -18,31 +20,37 @@ type User struct {
 	DoublePuppet   bool
 }
 
-func scanUser(row dbutil.Scannable) (*User, error) {
-	var u User
+const (
+	getUserQuery               = `SELECT mxid, management_room, double_puppet FROM matrix_user WHERE mxid=$1`
+	setUserManagementRoomQuery = `
+		INSERT INTO matrix_user (mxid, management_room) VALUES ($1, $2)
+		ON CONFLICT (mxid) DO UPDATE SET management_room=excluded.management_room`
+	setUserDoublePuppetQuery = `
+		INSERT INTO matrix_user (mxid, double_puppet) VALUES ($1, $2)
+		ON CONFLICT (mxid) DO UPDATE SET double_puppet=excluded.double_puppet`
+)
+
+// Scan reads a matrix_user row.
+func (u *User) Scan(row dbutil.Scannable) (*User, error) {
 	var room sql.NullString
-	err := row.Scan(&u.MXID, &room, &u.DoublePuppet)
+	if err := row.Scan(&u.MXID, &room, &u.DoublePuppet); err != nil {
+		return nil, err
+	}
 	u.ManagementRoom = id.RoomID(room.String)
-	return &u, err
+	return u, nil
 }
 
 // Get returns a user, or nil.
 func (q *UserQuery) Get(ctx context.Context, userID id.UserID) (*User, error) {
-	return queryOne(ctx, q.db, scanUser, "SELECT mxid, management_room, double_puppet FROM matrix_user WHERE mxid=$1", userID)
+	return q.QueryOne(ctx, getUserQuery, userID)
 }
 
 // SetManagementRoom records the user's room with the bot.
 func (q *UserQuery) SetManagementRoom(ctx context.Context, userID id.UserID, roomID id.RoomID) error {
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO matrix_user (mxid, management_room) VALUES ($1, $2)
-		ON CONFLICT (mxid) DO UPDATE SET management_room=excluded.management_room`, userID, dbutil.StrPtr(roomID))
-	return err
+	return q.Exec(ctx, setUserManagementRoomQuery, userID, dbutil.StrPtr(roomID))
 }
 
 // SetDoublePuppet records whether double puppeting works for the user.
 func (q *UserQuery) SetDoublePuppet(ctx context.Context, userID id.UserID, ok bool) error {
-	_, err := q.db.Exec(ctx, `
-		INSERT INTO matrix_user (mxid, double_puppet) VALUES ($1, $2)
-		ON CONFLICT (mxid) DO UPDATE SET double_puppet=excluded.double_puppet`, userID, ok)
-	return err
+	return q.Exec(ctx, setUserDoublePuppetQuery, userID, ok)
 }

@@ -32,7 +32,7 @@ func (m *Manager) storeLogin(ctx context.Context, login *database.Login) (stored
 			return err
 		}
 		if existing == nil && m.cfg.Bridge.Backfill.SyncRecentChats > 0 {
-			return m.db.Backfill.AddLoginSync(ctx, login.ID)
+			return m.db.LoginSync.Add(ctx, login.ID)
 		}
 		return nil
 	})
@@ -42,7 +42,7 @@ func (m *Manager) storeLogin(ctx context.Context, login *database.Login) (stored
 // syncNewLogins queues the sync of every login of the connector that waits
 // for one.
 func (m *Manager) syncNewLogins(connectorID string) {
-	logins, err := m.db.Backfill.LoginSyncs(m.ctx, connectorID)
+	logins, err := m.db.LoginSync.ByConnector(m.ctx, connectorID)
 	if err != nil {
 		m.log.Err(err).Str("connector_id", connectorID).Msg("Failed to load logins waiting for their chats")
 		return
@@ -67,13 +67,13 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 		return errors.New("connector not connected")
 	}
 	if limit <= 0 || !hello.Capabilities.ListChats {
-		return m.db.Backfill.LoginSyncDone(ctx, loginID)
+		return m.db.LoginSync.Done(ctx, loginID)
 	}
 	res, err := m.conn.Command(ctx, connectorID, connector.OpListChats, &connector.Command{Login: loginID, Limit: limit})
 	var protoErr *connector.Error
 	if errors.As(err, &protoErr) && !protoErr.Retryable {
 		log.Warn().Err(err).Msg("Connector cannot list the login's chats")
-		return m.db.Backfill.LoginSyncDone(ctx, loginID)
+		return m.db.LoginSync.Done(ctx, loginID)
 	} else if err != nil {
 		return fmt.Errorf("list chats: %w", err)
 	}
@@ -93,7 +93,7 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 		made++
 	}
 	log.Info().Int("listed", len(res.Chats)).Int("portals", made).Msg("Synced the new login's recent chats")
-	return m.db.Backfill.LoginSyncDone(ctx, loginID)
+	return m.db.LoginSync.Done(ctx, loginID)
 }
 
 // syncChat makes one listed chat a portal with its history, under the chat's

@@ -1,0 +1,80 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"go.mau.fi/util/dbutil"
+)
+
+// StreamQuery reads and writes the connector_stream table. It has no row
+// type, only one number per connector, so it holds the database itself.
+type StreamQuery struct{ db *dbutil.Database }
+
+const (
+	getAckedSeqQuery = `SELECT acked_seq FROM connector_stream WHERE connector_id=$1`
+	// The WHERE refuses to move backwards or to skip.
+	advanceStreamQuery = `
+		INSERT INTO connector_stream (connector_id, acked_seq) VALUES ($1, $2)
+		ON CONFLICT (connector_id) DO UPDATE SET acked_seq=excluded.acked_seq
+		WHERE connector_stream.acked_seq = excluded.acked_seq - 1`
+	// A connector without a row is at 0; one with a row must be at 0.
+	advanceStreamFromZeroQuery = `
+		INSERT INTO connector_stream (connector_id, acked_seq) VALUES ($1, $2)
+		ON CONFLICT (connector_id) DO UPDATE SET acked_seq=excluded.acked_seq
+		WHERE connector_stream.acked_seq = 0`
+	advanceStreamFromQuery = `UPDATE connector_stream SET acked_seq=$3 WHERE connector_id=$1 AND acked_seq=$2`
+)
+
+// AckedSeq returns the highest seq accepted from a connector, 0 if none.
+func (q *StreamQuery) AckedSeq(ctx context.Context, connectorID string) (int64, error) {
+	var seq int64
+	err := q.db.QueryRow(ctx, getAckedSeqQuery, connectorID).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return seq, err
+}
+
+// Advance moves acked_seq to seq. It refuses to move backwards or to skip,
+// which would mean two writers for one stream.
+func (q *StreamQuery) Advance(ctx context.Context, connectorID string, seq int64) error {
+	res, err := q.db.Exec(ctx, advanceStreamQuery, connectorID, seq)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("advance stream %s to %d: not the next seq", connectorID, seq)
+	}
+	return nil
+}
+
+// AdvanceFrom moves acked_seq from exactly from to to, for a batch of
+// to-from events stored in the same transaction. Like Advance it refuses to
+// go back or skip: if acked_seq is not from (0 meaning no row yet), someone
+// else wrote to this stream and the transaction must not commit.
+func (q *StreamQuery) AdvanceFrom(ctx context.Context, connectorID string, from, to int64) error {
+	if to <= from || from < 0 {
+		return fmt.Errorf("advance stream %s from %d to %d: not forward", connectorID, from, to)
+	}
+	var res sql.Result
+	var err error
+	if from == 0 {
+		res, err = q.db.Exec(ctx, advanceStreamFromZeroQuery, connectorID, to)
+	} else {
+		res, err = q.db.Exec(ctx, advanceStreamFromQuery, connectorID, from, to)
+	}
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n != 1 {
+		return fmt.Errorf("advance stream %s from %d to %d: acked_seq is not %d", connectorID, from, to, from)
+	}
+	return nil
+}

@@ -1,0 +1,94 @@
+package database
+
+import (
+	"context"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// MXEventQuery reads and writes the mx_event table.
+type MXEventQuery struct {
+	*dbutil.QueryHelper[*MXEvent]
+}
+
+// MXEvent is a Matrix event taken in from a transaction.
+type MXEvent struct {
+	Seq      int64
+	EventID  id.EventID
+	RoomID   id.RoomID
+	Data     []byte
+	Attempts int
+	// ReceivedAt is when the appservice transaction carrying it was taken
+	// in (millisecond precision); zero for an event not read from the table.
+	ReceivedAt time.Time
+}
+
+const (
+	getPendingMXEventsQuery = `
+		SELECT seq, event_id, room_id, data, attempts, received_at FROM mx_event
+		WHERE done=false AND seq>$1 ORDER BY seq LIMIT $2`
+	insertMXEventQuery = `
+		INSERT INTO mx_event (event_id, room_id, data, received_at) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (event_id) DO NOTHING`
+	insertParkedMXEventQuery = `
+		INSERT INTO mx_event (event_id, room_id, data, received_at, done, error) VALUES ($1, '', $2, $3, true, $4)
+		ON CONFLICT (event_id) DO NOTHING`
+	markMXEventDoneQuery   = `UPDATE mx_event SET done=true, error=$2 WHERE seq=$1`
+	addMXEventAttemptQuery = `UPDATE mx_event SET attempts=attempts+1, error=$2 WHERE seq=$1`
+	// Parked events (error set) stay for inspection.
+	pruneMXEventsQuery = `DELETE FROM mx_event WHERE done=true AND error='' AND received_at < $1`
+)
+
+// Scan reads an mx_event row.
+func (e *MXEvent) Scan(row dbutil.Scannable) (*MXEvent, error) {
+	var data string
+	var received int64
+	if err := row.Scan(&e.Seq, &e.EventID, &e.RoomID, &data, &e.Attempts, &received); err != nil {
+		return nil, err
+	}
+	e.Data = []byte(data)
+	if received > 0 {
+		e.ReceivedAt = time.UnixMilli(received)
+	}
+	return e, nil
+}
+
+// Insert stores an event and reports whether it is new; an event id seen
+// before, in whatever transaction, is skipped.
+func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id.RoomID, data []byte) (bool, error) {
+	res, err := q.GetDB().Exec(ctx, insertMXEventQuery, eventID, roomID, string(data), time.Now().UnixMilli())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// InsertParked stores an event that cannot be handled as handled with an
+// error, for an operator to inspect; a row with the same id is kept.
+func (q *MXEventQuery) InsertParked(ctx context.Context, eventID id.EventID, data []byte, errMsg string) error {
+	return q.Exec(ctx, insertParkedMXEventQuery, eventID, string(data), time.Now().UnixMilli(), errMsg)
+}
+
+// Pending lists events not yet handled with seq > after, in order, at most limit.
+func (q *MXEventQuery) Pending(ctx context.Context, after int64, limit int) ([]*MXEvent, error) {
+	return q.QueryMany(ctx, getPendingMXEventsQuery, after, limit)
+}
+
+// MarkDone marks an event handled; errMsg is set when it was parked instead.
+func (q *MXEventQuery) MarkDone(ctx context.Context, seq int64, errMsg string) error {
+	return q.Exec(ctx, markMXEventDoneQuery, seq, errMsg)
+}
+
+// AddAttempt counts a failed attempt to handle an event.
+func (q *MXEventQuery) AddAttempt(ctx context.Context, seq int64, errMsg string) error {
+	return q.Exec(ctx, addMXEventAttemptQuery, seq, errMsg)
+}
+
+// Prune deletes events handled without error that arrived before the
+// cutoff; parked ones stay for inspection.
+func (q *MXEventQuery) Prune(ctx context.Context, before time.Time) error {
+	return q.Exec(ctx, pruneMXEventsQuery, before.UnixMilli())
+}

@@ -1,0 +1,89 @@
+package database
+
+import (
+	"context"
+	"time"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
+)
+
+// PendingCommandQuery reads and writes the pending_command table.
+type PendingCommandQuery struct {
+	*dbutil.QueryHelper[*PendingCommand]
+}
+
+// PendingCommand is a command to the connector whose result is not stored yet.
+type PendingCommand struct {
+	Txn         string
+	ConnectorID string
+	PortalKey
+	RoomID   id.RoomID
+	Op       string
+	Data     []byte
+	Attempts int
+	// MXSeq is the seq of the mx_event row that caused the command.
+	MXSeq int64
+}
+
+const (
+	getPendingCommandBaseQuery = `
+		SELECT txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq FROM pending_command`
+	// pendingCommandOrder is the order commands go out in.
+	pendingCommandOrder                = ` ORDER BY mx_seq, created_at, txn`
+	getPendingCommandQuery             = getPendingCommandBaseQuery + ` WHERE txn=$1`
+	getPendingCommandsByConnectorQuery = getPendingCommandBaseQuery + ` WHERE connector_id=$1` + pendingCommandOrder
+	getPendingCommandsByRoomQuery      = getPendingCommandBaseQuery + ` WHERE room_id=$1` + pendingCommandOrder
+	getAllPendingCommandsQuery         = getPendingCommandBaseQuery + pendingCommandOrder
+	insertPendingCommandQuery          = `
+		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (txn) DO NOTHING`
+	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1 WHERE txn=$1`
+	deletePendingCommandQuery     = `DELETE FROM pending_command WHERE txn=$1`
+)
+
+// Scan reads a pending_command row.
+func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
+	var data string
+	if err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq); err != nil {
+		return nil, err
+	}
+	c.Data = []byte(data)
+	return c, nil
+}
+
+// Insert stores a command; one with the same txn already there is kept.
+func (q *PendingCommandQuery) Insert(ctx context.Context, c *PendingCommand) error {
+	return q.Exec(ctx, insertPendingCommandQuery,
+		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq)
+}
+
+// Get returns a pending command by txn, or nil.
+func (q *PendingCommandQuery) Get(ctx context.Context, txn string) (*PendingCommand, error) {
+	return q.QueryOne(ctx, getPendingCommandQuery, txn)
+}
+
+// ByConnector lists a connector's pending commands, oldest first.
+func (q *PendingCommandQuery) ByConnector(ctx context.Context, connectorID string) ([]*PendingCommand, error) {
+	return q.QueryMany(ctx, getPendingCommandsByConnectorQuery, connectorID)
+}
+
+// ByRoom lists a room's pending commands, oldest first; they go out in order.
+func (q *PendingCommandQuery) ByRoom(ctx context.Context, roomID id.RoomID) ([]*PendingCommand, error) {
+	return q.QueryMany(ctx, getPendingCommandsByRoomQuery, roomID)
+}
+
+// All lists every pending command, oldest first.
+func (q *PendingCommandQuery) All(ctx context.Context) ([]*PendingCommand, error) {
+	return q.QueryMany(ctx, getAllPendingCommandsQuery)
+}
+
+// AddAttempt counts a failed try.
+func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string) error {
+	return q.Exec(ctx, addPendingCommandAttemptQuery, txn)
+}
+
+// Delete removes a command once its result is stored.
+func (q *PendingCommandQuery) Delete(ctx context.Context, txn string) error {
+	return q.Exec(ctx, deletePendingCommandQuery, txn)
+}
