@@ -1,8 +1,6 @@
 package xmppconnector
 
 import (
-	"database/sql"
-	"path/filepath"
 	"testing"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -39,30 +37,5 @@ func TestContactCannotRetractOrCorrectTheUsersMessages(t *testing.T) {
 	}
 	if n := len(e.bridge.matching(kind(connector.KindEdit))); n != 1 {
 		t.Errorf("%d edits bridged, want bob's one:\n%s", n, e.bridge.dump())
-	}
-}
-
-// A file from before messages.author existed gets the column on open.
-func TestStoreAddsAuthorColumn(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "old.db")
-	db, err := sql.Open("sqlite3", "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = db.Exec(`CREATE TABLE messages (login TEXT NOT NULL, chat TEXT NOT NULL, bridge_id TEXT NOT NULL, xmpp_id TEXT NOT NULL, PRIMARY KEY (login, chat, bridge_id));
-		INSERT INTO messages VALUES ('a@x', 'b@x', 'old', 'old')`)
-	_ = db.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := openTestStore(t, path)
-	if author, known, err := s.Author(t.Context(), "a@x", "b@x", "old"); author != "" || !known || err != nil {
-		t.Errorf("old row: author %q known %v err %v", author, known, err)
-	}
-	if err := s.Apply(t.Context(), &effects{login: "a@x", refs: []msgRef{{chat: "b@x", bridgeID: "new", xmppID: "new", author: "b@x"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if author, known, err := s.Author(t.Context(), "a@x", "b@x", "new"); author != "b@x" || !known || err != nil {
-		t.Errorf("new row: author %q known %v err %v", author, known, err)
 	}
 }

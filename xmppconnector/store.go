@@ -3,11 +3,14 @@ package xmppconnector
 import (
 	"context"
 	"database/sql"
+	"embed"
 	"errors"
 	"fmt"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 
 	"github.com/dmbridge/dmbridge/internal/privatefile"
 )
@@ -23,73 +26,16 @@ type Store struct {
 	db *sql.DB
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS seq (
-	id   INTEGER PRIMARY KEY CHECK (id = 1),
-	next INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO seq (id, next) VALUES (1, 1);
-CREATE TABLE IF NOT EXISTS outbox (
-	seq   INTEGER PRIMARY KEY,
-	event BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS txns (
-	txn        TEXT PRIMARY KEY,
-	result     BLOB,
-	error      BLOB,
-	created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS cursors (
-	login     TEXT PRIMARY KEY,
-	stanza_id TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS seen (
-	login     TEXT NOT NULL,
-	stanza_id TEXT NOT NULL,
-	at        INTEGER NOT NULL,
-	PRIMARY KEY (login, stanza_id)
-);
-CREATE INDEX IF NOT EXISTS seen_at ON seen (at);
-CREATE INDEX IF NOT EXISTS txns_created_at ON txns (created_at);
-CREATE TABLE IF NOT EXISTS messages (
-	login     TEXT NOT NULL,
-	chat      TEXT NOT NULL,
-	bridge_id TEXT NOT NULL,
-	xmpp_id   TEXT NOT NULL,
-	-- Bare JID of who sent it; '' for rows from before it was recorded.
-	author    TEXT NOT NULL DEFAULT '',
-	PRIMARY KEY (login, chat, bridge_id)
-);
-CREATE TABLE IF NOT EXISTS message_refs (
-	login     TEXT NOT NULL,
-	chat      TEXT NOT NULL,
-	ref       TEXT NOT NULL,
-	bridge_id TEXT NOT NULL,
-	PRIMARY KEY (login, chat, ref)
-);
-CREATE TABLE IF NOT EXISTS reactions (
-	login  TEXT NOT NULL,
-	chat   TEXT NOT NULL,
-	target TEXT NOT NULL,
-	sender TEXT NOT NULL,
-	key    TEXT NOT NULL,
-	PRIMARY KEY (login, chat, target, sender, key)
-);
-CREATE TABLE IF NOT EXISTS contacts (
-	login     TEXT NOT NULL,
-	jid       TEXT NOT NULL,
-	name      TEXT NOT NULL,
-	avatar_id TEXT NOT NULL,
-	PRIMARY KEY (login, jid)
-);
-CREATE TABLE IF NOT EXISTS avatars (
-	sha1     TEXT PRIMARY KEY,
-	mimetype TEXT NOT NULL,
-	data     BLOB NOT NULL
-);
-`
+// upgrades is the store's schema: embedded dbutil upgrade files, numbered
+// like the bridge's (database/upgrades).
+//
+//go:embed upgrades/*.sql
+var upgrades embed.FS
 
-// OpenStore opens (creating if needed) the SQLite file at path.
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
+
+// OpenStore opens (creating if needed) the SQLite file at path and brings
+// its schema to the latest version.
 func OpenStore(ctx context.Context, path string) (*Store, error) {
 	// The store holds queued messages and who talks to whom: owner-only.
 	if err := privatefile.Create(path); err != nil {
@@ -102,27 +48,55 @@ func OpenStore(ctx context.Context, path string) (*Store, error) {
 	// One connection: SQLite serialises writers anyway, and a single
 	// connection turns "database is locked" into plain waiting.
 	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("creating schema in %s: %w", path, err)
-	}
-	if err := addAuthorColumn(ctx, db); err != nil {
+	if err := upgradeStore(ctx, db); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("upgrading schema in %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
 }
 
-// addAuthorColumn upgrades a file made before messages.author existed;
-// CREATE TABLE IF NOT EXISTS leaves an existing table as it was.
-func addAuthorColumn(ctx context.Context, db *sql.DB) error {
-	var n int
-	err := db.QueryRowContext(ctx, `SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'author'`).Scan(&n)
-	if err != nil || n > 0 {
+// upgradeStore runs the upgrades through dbutil, which records the version
+// in the version table. Queries keep using db directly.
+func upgradeStore(ctx context.Context, db *sql.DB) error {
+	udb, err := dbutil.NewWithDB(db, "sqlite3")
+	if err != nil {
 		return err
 	}
-	_, err = db.ExecContext(ctx, `ALTER TABLE messages ADD COLUMN author TEXT NOT NULL DEFAULT ''`)
-	return err
+	udb.UpgradeTable = upgradeTable
+	udb.Log = dbutil.ZeroLogger(zerolog.Ctx(ctx).With().Str("component", "xmpp store").Logger())
+	if err := adoptUnversioned(ctx, udb); err != nil {
+		return fmt.Errorf("adopting a store without a schema version: %w", err)
+	}
+	return udb.Upgrade(ctx)
+}
+
+// adoptUnversioned records version 1 in a store that the connector wrote
+// before its schema had versions: such a store has the tables but no version
+// table, and running v0 -> latest on it would fail on the tables it has (or,
+// once there is a v2, skip the changes since v1). Every such store has the
+// v1 schema, except that one made before messages.author existed lacks that
+// column.
+func adoptUnversioned(ctx context.Context, db *dbutil.Database) error {
+	if versioned, err := db.TableExists(ctx, db.VersionTable); err != nil || versioned {
+		return err
+	}
+	if legacy, err := db.TableExists(ctx, "seq"); err != nil || !legacy {
+		return err
+	}
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if hasAuthor, err := db.ColumnExists(ctx, "messages", "author"); err != nil {
+			return err
+		} else if !hasAuthor {
+			if _, err := db.Exec(ctx, `ALTER TABLE messages ADD COLUMN author TEXT NOT NULL DEFAULT ''`); err != nil {
+				return fmt.Errorf("adding messages.author: %w", err)
+			}
+		}
+		if err := dbutil.DangerousInternalUpgradeVersionTable(ctx, db); err != nil {
+			return err
+		}
+		_, err := db.Exec(ctx, "INSERT INTO "+db.VersionTable+" (version, compat) VALUES (1, 1)")
+		return err
+	})
 }
 
 // Close closes the database.
