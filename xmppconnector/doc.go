@@ -18,7 +18,8 @@
 // Layout: connector.go (wires the accounts to the SDK client), config.go,
 // store*.go (the SQLite file: the SDK's event outbox and txn outcomes, and
 // per account the archive cursor, bridged archive ids, id mappings,
-// reactions, contacts, avatars), session*.go, caps.go, mam.go, stanza.go
+// reactions, contacts, avatars; its schema is versioned dbutil upgrades in
+// upgrades/), session*.go, caps.go, mam.go, stanza.go
 // (one XMPP stream: login, read loop, keep-alive, IQs, archive paging),
 // account*.go (one login: reconnect loop, archive catch-up, stanzas to
 // events, backfill), commands.go (bridge commands to stanzas),
