@@ -16,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/bot"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
@@ -34,7 +35,7 @@ type Bridge struct {
 	DB      *database.Database
 	Link    *appservice.Link
 	Portals *portal.Manager
-	Conn    *connector.Server
+	Conn    *server.Server
 	// Metrics is this instance's registry and instruments; they are kept
 	// even when metrics.listen is off, because health reads the homeserver's
 	// last successful call from them.
@@ -76,7 +77,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
 	portals := portal.NewManager(cfg, db, link, log)
 	portals.SetMetrics(mx)
-	srv, err := connector.NewServer(connector.ServerOptions{
+	srv, err := server.New(server.Options{
 		Token:           cfg.Connector.Token,
 		ConnectorTokens: cfg.ConnectorTokens(),
 		MaxFrameBytes:   cfg.Connector.MaxFrameBytes,

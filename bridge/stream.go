@@ -7,30 +7,31 @@ import (
 	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/metrics"
 )
 
 // streamStore is the connector server's durable side: accepted events go
 // into the inbox and acked_seq moves, in one transaction, so that an ack
-// always means the event survives a crash. It is a connector.BatchStore:
+// always means the event survives a crash. It is a server.BatchStore:
 // events that arrive together share one transaction, and so one fsync.
 type streamStore struct {
 	db      *database.Database
 	metrics *metrics.Metrics
 }
 
-var _ connector.BatchStore = (*streamStore)(nil)
+var _ server.BatchStore = (*streamStore)(nil)
 
 func (s *streamStore) AckedSeq(ctx context.Context, connectorID string) (int64, error) {
 	return s.db.Stream.AckedSeq(ctx, connectorID)
 }
 
 func (s *streamStore) Accept(ctx context.Context, connectorID string, seq int64, ev *connector.Event) error {
-	return s.AcceptBatch(ctx, connectorID, []connector.Accepted{{Seq: seq, Event: ev}})
+	return s.AcceptBatch(ctx, connectorID, []server.Accepted{{Seq: seq, Event: ev}})
 }
 
-func (s *streamStore) AcceptBatch(ctx context.Context, connectorID string, items []connector.Accepted) error {
+func (s *streamStore) AcceptBatch(ctx context.Context, connectorID string, items []server.Accepted) error {
 	if len(items) == 0 {
 		return nil
 	}

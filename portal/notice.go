@@ -71,7 +71,7 @@ func (m *Manager) noticeFailure(ctx context.Context, row *database.InboxRow, ev 
 		key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
 		p, err := m.db.Portal.Get(ctx, key)
 		if err == nil && (p == nil || p.RoomID == "") && ev.Kind == connector.KindMessage {
-			unlock := m.chats.lock(key)
+			unlock := m.chats.Lock(key)
 			p, err = m.ensurePortal(ctx, login, row.ConnectorID, ev.Chat)
 			unlock()
 		}
