@@ -20,6 +20,7 @@ import (
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
+	"github.com/dmbridge/dmbridge/inbox"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/portal"
 	"github.com/dmbridge/dmbridge/provisioning"
@@ -77,6 +78,8 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
 	portals := portal.NewManager(cfg, db, link, log)
 	portals.SetMetrics(mx)
+	events := inbox.New(db, mx, log)
+	portals.SetInbox(events)
 	srv, err := server.New(server.Options{
 		Token:           cfg.Connector.Token,
 		ConnectorTokens: cfg.ConnectorTokens(),
@@ -84,7 +87,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		MaxInFlight:     cfg.Connector.MaxInFlight,
 		CommandTimeout:  cfg.Connector.CommandTimeout.D(),
 		Bridge:          connector.Software{Name: "dmbridge", Version: Version},
-		Store:           &streamStore{db: db, metrics: mx},
+		Store:           events,
 		Handler:         observedHandler{Manager: portals, metrics: mx},
 		Media:           portals.MediaHandler(),
 		Log:             log.With().Str("component", "connector").Logger(),

@@ -67,12 +67,10 @@ func (m *Manager) refuseLogin(connectorID string, l connector.Login) string {
 	return ""
 }
 
-// Check refuses events the bridge will not store: chats other than DMs, and
-// logins that were not announced or are not allowed.
+// Check refuses events of logins that were not announced or are not
+// allowed. (Chats other than DMs the server has refused already: that is
+// the protocol's rule, not the bridge's.)
 func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.Event) *connector.Error {
-	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
-		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
-	}
 	return m.checkLogin(ctx, connectorID, ev.Login)
 }
 
@@ -113,9 +111,6 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 	m.loginOwners.Store(loginID, owner)
 	return owner, nil
 }
-
-// Accepted wakes the dispatcher for newly stored events.
-func (m *Manager) Accepted(string) { signal(m.remoteWake) }
 
 // Connected resends the commands that waited for this connector, and
 // syncs the recent chats of logins it brought for the first time.

@@ -88,7 +88,6 @@ func (bridgeHandler) Hello(context.Context, string, *connector.Hello) []server.L
 	return nil
 }
 func (bridgeHandler) Check(context.Context, string, *connector.Event) *connector.Error { return nil }
-func (bridgeHandler) Accepted(string)                                                  {}
 func (bridgeHandler) Connected(string)                                                 {}
 func (bridgeHandler) Disconnected(string)                                              {}
 func (h bridgeHandler) Ephemeral(_ context.Context, _ string, e *connector.Ephemeral) {

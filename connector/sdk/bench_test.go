@@ -26,7 +26,6 @@ type nopHandler struct{}
 
 func (nopHandler) Hello(context.Context, string, *connector.Hello) []server.LoginRefusal { return nil }
 func (nopHandler) Check(context.Context, string, *connector.Event) *connector.Error      { return nil }
-func (nopHandler) Accepted(string)                                                       {}
 func (nopHandler) Ephemeral(context.Context, string, *connector.Ephemeral)               {}
 func (nopHandler) Connected(string)                                                      {}
 func (nopHandler) Disconnected(string)                                                   {}

@@ -34,15 +34,17 @@ type Store interface {
 	// connector id, from a goroutine of its own (not the reader);
 	// deduplicating by (login, chat.id, id) is the store's part, as the
 	// protocol promises it. A Store that also implements BatchStore gets
-	// AcceptBatch instead.
+	// AcceptBatch instead. The server tells nobody that events were
+	// stored: a store with readers wakes them itself once its transaction
+	// commits, so that an event is applied at once and not only when its
+	// (batched, possibly delayed) ack goes out.
 	Accept(ctx context.Context, connectorID string, seq int64, ev *connector.Event) error
 }
 
 // Handler is how the server hands a connection's traffic to the bridge.
 //
-// Every method runs on the connection's reader goroutine (Accepted on its
-// committer goroutine) and must
-// return quickly: while it runs, no frame of that connector is read, so no
+// Every method runs on the connection's reader goroutine and must return
+// quickly: while it runs, no frame of that connector is read, so no
 // ack and no command answer moves. Anything that talks to the homeserver
 // belongs on a worker that the call merely wakes.
 type Handler interface {
@@ -54,9 +56,6 @@ type Handler interface {
 	// is sent as an err frame (with the seq) and the event is acked without
 	// being stored.
 	Check(ctx context.Context, connectorID string, ev *connector.Event) *connector.Error
-	// Accepted is called as soon as a batch of events was stored, before
-	// their (batched, possibly delayed) ack goes out.
-	Accepted(connectorID string)
 	// Ephemeral receives a validated ephemeral frame.
 	Ephemeral(ctx context.Context, connectorID string, e *connector.Ephemeral)
 	// Connected is called after welcome was sent; Command works from then on.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -15,6 +16,11 @@ import (
 type Accepted struct {
 	Seq   int64
 	Event *connector.Event
+	// Raw is the event's data exactly as the connector sent it, which
+	// decodes to Event: a store keeps these bytes rather than encoding
+	// Event again. Only data that is not valid UTF-8 (which JSON decoding
+	// repairs, and a text column refuses) is replaced by Event's encoding.
+	Raw json.RawMessage
 }
 
 // BatchStore is an optional extension of Store. When the Store implements it,
@@ -69,12 +75,12 @@ func (c *serverConn) stopCommitter() {
 // back-pressure the connector meets. Once the committer has failed it
 // returns errStoreFailed: the connection is closing with 1011 and nothing
 // more may be stored. Reader goroutine only.
-func (c *serverConn) enqueue(seq int64, ev *connector.Event) error {
+func (c *serverConn) enqueue(seq int64, ev *connector.Event, raw json.RawMessage) error {
 	if c.commitFailed() {
 		return c.storeFailed()
 	}
 	select {
-	case c.commitIn <- Accepted{Seq: seq, Event: ev}:
+	case c.commitIn <- Accepted{Seq: seq, Event: ev, Raw: raw}:
 		c.queued = seq
 		return nil
 	case <-c.commitDone:
@@ -131,10 +137,6 @@ func (c *serverConn) commitLoop() {
 		stored, err := c.store(batch)
 		if stored > 0 {
 			c.committed.Store(batch[stored-1].Seq)
-			// Wake the bridge's workers on commit, not when the ack frame
-			// goes out: acks are batched for up to AckDelay, and a lone
-			// message must not wait that out before it is applied.
-			c.srv.opts.Handler.Accepted(c.id)
 			c.noteStored(batch[stored-1].Seq, stored)
 		}
 		if err != nil {

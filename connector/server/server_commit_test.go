@@ -3,11 +3,14 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
@@ -146,11 +149,6 @@ quiet:
 	if n := len(h.Store.Snapshot("c")); n != 20 {
 		t.Fatalf("stored %d events, want 20", n)
 	}
-	connectortest.Eventually(t, "Accepted", func() bool {
-		h.Handler.Mu.Lock()
-		defer h.Handler.Mu.Unlock()
-		return h.Handler.AcceptedCount > 0
-	})
 }
 
 func TestFailedBatchAcksNothingAndCloses(t *testing.T) {
@@ -287,22 +285,68 @@ func highestAckBeforeClose(t *testing.T, rc *rawconn.Conn, code int) int64 {
 	}
 }
 
-// TestAcceptedOnCommitNotOnAck: a lone event wakes the bridge's workers as
-// soon as it is stored, not when its ack (held back to batch acks for up to
-// AckDelay) goes out; otherwise every quiet-time message waits out AckDelay.
-func TestAcceptedOnCommitNotOnAck(t *testing.T) {
+// TestStoredBeforeAck: a lone event is stored (and so, by the store, handed
+// to the bridge's workers) at once, not when its ack (held back to batch acks
+// for up to AckDelay) goes out; otherwise every quiet-time message would wait
+// out AckDelay.
+func TestStoredBeforeAck(t *testing.T) {
 	h := connectortest.NewHarness(t, func(o *server.Options) {
 		o.AckDelay = time.Minute
 		o.MaxInFlight, o.AckEvery = 256, 256
 	})
 	rc, _ := h.Connect(t, "c")
 	connectortest.SendEvent(t, rc, 1, connectortest.Message(1))
-	connectortest.Eventually(t, "Accepted for a lone stored event", func() bool {
-		h.Handler.Mu.Lock()
-		defer h.Handler.Mu.Unlock()
-		return h.Handler.AcceptedCount == 1
+	connectortest.Eventually(t, "a lone event stored before its ack", func() bool {
+		return len(h.Store.Snapshot("c")) == 1
 	})
-	if n := len(h.Store.Snapshot("c")); n != 1 {
-		t.Fatalf("Accepted before the event was stored: %d stored", n)
+}
+
+// rawStore records the Raw of every accepted event.
+type rawStore struct {
+	*connectortest.Store
+	mu  sync.Mutex
+	raw map[int64]string
+}
+
+func (s *rawStore) AcceptBatch(ctx context.Context, id string, items []server.Accepted) error {
+	for _, it := range items {
+		s.mu.Lock()
+		s.raw[it.Seq] = string(it.Raw)
+		s.mu.Unlock()
+		if err := s.Store.Accept(ctx, id, it.Seq, it.Event); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestStoreGetsTheBytesAsSent: a BatchStore gets each event's data exactly
+// as the connector sent it, so it need not encode the event again; data
+// that is not valid UTF-8 comes as the decoded event's encoding, which a
+// text column takes.
+func TestStoreGetsTheBytesAsSent(t *testing.T) {
+	rs := &rawStore{raw: map[int64]string{}}
+	h := connectortest.NewHarness(t, func(o *server.Options) {
+		rs.Store = connectortest.NewStore(t)
+		o.Store = rs
+	})
+	h.Store = rs.Store
+	rc, _ := h.Connect(t, "c")
+	sent := `{ "kind":"message", "login":"alice@testnet","chat":{"id":"c1","type":"dm","with":"bob"},"sender":{"id":"bob"},"id":"m1","text":"hi","x-new":true }`
+	bad := strings.Replace(sent, `"hi"`, "\"h\xffi\"", 1)
+	bad = strings.Replace(bad, `"m1"`, `"m2"`, 1)
+	for i, data := range []string{sent, bad} {
+		if err := rc.WriteText([]byte(fmt.Sprintf(`{"type":"event","seq":%d,"data":%s}`, i+1, data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	connectortest.WaitAck(t, rc, 2)
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.raw[1] != sent {
+		t.Errorf("store got %s, want the bytes as sent: %s", rs.raw[1], sent)
+	}
+	if !utf8.ValidString(rs.raw[2]) || !strings.Contains(rs.raw[2], "\"text\":\"h\ufffdi\"") || !strings.Contains(rs.raw[2], `"id":"m2"`) {
+		t.Errorf("store got %q for data that is not UTF-8, want the decoded event's encoding", rs.raw[2])
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -135,14 +136,14 @@ func (c *serverConn) onEvent(f *connector.Frame) (bad bool, err error) {
 		// Acked anyway: a newer connector must not block its own stream
 		// on an older bridge.
 		c.refuse(refs, &connector.Error{Code: connector.ErrUnknownKind, Message: fmt.Sprintf("unknown event kind %q", ev.Kind)})
-		return false, c.enqueue(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil, nil)
 	}
 	if err := ev.Validate(); err != nil {
 		return c.badFrame(refs, "event: "+err.Error()), nil
 	}
 	if connector.IsChatScoped(ev.Kind) && ev.Chat.Type != connector.ChatTypeDM {
 		c.refuse(refs, &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; only dm", ev.Chat.Type)})
-		return false, c.enqueue(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil, nil)
 	}
 	if e := c.srv.opts.Handler.Check(c.ctx, c.id, &ev); e != nil {
 		if e.Retryable {
@@ -156,9 +157,25 @@ func (c *serverConn) onEvent(f *connector.Frame) (bad bool, err error) {
 			return false, fmt.Errorf("%w: seq %d: %s", errCheckFailed, f.Seq, e.Message)
 		}
 		c.refuse(refs, e)
-		return false, c.enqueue(f.Seq, nil)
+		return false, c.enqueue(f.Seq, nil, nil)
 	}
-	return false, c.enqueue(f.Seq, &ev)
+	return false, c.enqueue(f.Seq, &ev, storable(f.Data, &ev))
+}
+
+// storable is the event's data as the connector sent it, for the store to
+// keep as it is. Data that is not valid UTF-8 decoded all the same (JSON
+// decoding replaces the bad bytes), so it is encoded again from the decoded
+// event: a database text column would refuse it, and the connector would
+// replay it into the same failure forever.
+func storable(data json.RawMessage, ev *connector.Event) json.RawMessage {
+	if utf8.Valid(data) {
+		return data
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil // cannot happen: Event has only plain fields
+	}
+	return b
 }
 
 func (c *serverConn) onEphemeral(f *connector.Frame) (bad bool) {

@@ -95,14 +95,13 @@ func (s *Store) SetAcked(id string, seq int64) {
 
 // testHandler records what the server hands to the bridge.
 type Handler struct {
-	Mu            sync.Mutex
-	Refuse        map[string]string
-	CheckFunc     func(*connector.Event) *connector.Error
-	Hellos        int
-	Log           []string // "connected:x", "disconnected:x", in order
-	Ephemerals    []connector.Ephemeral
-	AcceptedCount int
-	Changed       chan struct{}
+	Mu         sync.Mutex
+	Refuse     map[string]string
+	CheckFunc  func(*connector.Event) *connector.Error
+	Hellos     int
+	Log        []string // "connected:x", "disconnected:x", in order
+	Ephemerals []connector.Ephemeral
+	Changed    chan struct{}
 }
 
 func NewHandler() *Handler {
@@ -137,13 +136,6 @@ func (h *Handler) Check(_ context.Context, _ string, ev *connector.Event) *conne
 		return check(ev)
 	}
 	return nil
-}
-
-func (h *Handler) Accepted(string) {
-	h.Mu.Lock()
-	h.AcceptedCount++
-	h.Mu.Unlock()
-	h.Note()
 }
 
 func (h *Handler) Ephemeral(_ context.Context, _ string, e *connector.Ephemeral) {
