@@ -27,7 +27,7 @@ test: prerequisites
 # when a duration runs out while a starved worker is mid-call
 # (golang/go#75804, fixed in Go 1.27), which failed CI once here.
 FUZZ_TARGETS := \
-	./connector:FuzzFrameDecode ./connector:FuzzParseHello ./connector:FuzzCloseMessage \
+	./connector/server:FuzzFrameDecode ./connector/server:FuzzParseHello ./connector/server:FuzzCloseMessage \
 	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent \
 	./portal:FuzzRemoteToMatrix ./portal:FuzzMatrixToRemote ./portal:FuzzSanitizeRemoteHTML \
 	./puppet:FuzzMergeDirect

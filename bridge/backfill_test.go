@@ -14,6 +14,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -48,7 +49,7 @@ func newHistory(n int) *history {
 
 // setup is a fake connector that can backfill and answers from h, newest
 // first, page by page as the protocol says.
-func (h *history) setup(store *connector.MemoryStore) fakeSetup {
+func (h *history) setup(store *sdk.MemoryStore) fakeSetup {
 	caps := helloFor().Capabilities
 	caps.Backfill = true
 	all := append(slices.Clone(h.msgs), *h.live)
@@ -210,7 +211,7 @@ func TestBackfillKilledMidway(t *testing.T) {
 			proc := newBridgeProcess(t, s)
 			proc.start(s.cfg.Connector.Listen)
 			h := newHistory(20)
-			f := s.connectFakeWith(h.setup(connector.NewMemoryStore()))
+			f := s.connectFakeWith(h.setup(sdk.NewMemoryStore()))
 			f.send(h.live)
 			// Kill as soon as the third history message shows.
 			s.sync.WaitEvent(t, 60*time.Second, func(evt *event.Event) bool {
@@ -331,7 +332,7 @@ func TestSyncRecentChats(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
 			h := newHistory(20)
-			setup := h.setup(connector.NewMemoryStore())
+			setup := h.setup(sdk.NewMemoryStore())
 			setup.caps.ListChats = true
 			setup.chats = []connector.Chat{*dmChat(backfillContact), {ID: "group", Type: "group"}, *dmChat("carol@network")}
 			f := s.connectFakeWith(setup)

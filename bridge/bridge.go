@@ -16,9 +16,11 @@ import (
 	"github.com/dmbridge/dmbridge/bot"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
+	"github.com/dmbridge/dmbridge/inbox"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/portal"
 	"github.com/dmbridge/dmbridge/provisioning"
@@ -34,7 +36,7 @@ type Bridge struct {
 	DB      *database.Database
 	Link    *appservice.Link
 	Portals *portal.Manager
-	Conn    *connector.Server
+	Conn    *server.Server
 	// Metrics is this instance's registry and instruments; they are kept
 	// even when metrics.listen is off, because health reads the homeserver's
 	// last successful call from them.
@@ -76,14 +78,16 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
 	portals := portal.NewManager(cfg, db, link, log)
 	portals.SetMetrics(mx)
-	srv, err := connector.NewServer(connector.ServerOptions{
+	events := inbox.New(db, mx, log)
+	portals.SetInbox(events)
+	srv, err := server.New(server.Options{
 		Token:           cfg.Connector.Token,
 		ConnectorTokens: cfg.ConnectorTokens(),
 		MaxFrameBytes:   cfg.Connector.MaxFrameBytes,
 		MaxInFlight:     cfg.Connector.MaxInFlight,
 		CommandTimeout:  cfg.Connector.CommandTimeout.D(),
 		Bridge:          connector.Software{Name: "dmbridge", Version: Version},
-		Store:           &streamStore{db: db, metrics: mx},
+		Store:           events,
 		Handler:         observedHandler{Manager: portals, metrics: mx},
 		Media:           portals.MediaHandler(),
 		Log:             log.With().Str("component", "connector").Logger(),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -149,7 +150,7 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 			}
 			proc := newBridgeProcess(t, s)
 			proc.start(s.cfg.Connector.Listen)
-			f := s.connectFake(connector.NewMemoryStore())
+			f := s.connectFake(sdk.NewMemoryStore())
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
 

@@ -12,7 +12,9 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/rawconn"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -49,7 +51,7 @@ func TestConnectorReconnectMidStream(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
-			store := connector.NewMemoryStore()
+			store := sdk.NewMemoryStore()
 			f := s.connectFake(store)
 			f.send(textFrom("bob@network", "m0", "message 0"))
 			roomID := s.roomOf("bob@network")
@@ -104,7 +106,7 @@ func TestReplayWholeStream(t *testing.T) {
 			f.stop()
 
 			// Seq 1..3 again, on a raw connection under the same connector id.
-			raw, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
+			raw, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +139,7 @@ func TestReplayWholeStream(t *testing.T) {
 
 			// A connector whose store was reset: the SDK numbers after the
 			// bridge's acked_seq, and the known message ids are deduplicated.
-			again := s.connectFake(connector.NewMemoryStore())
+			again := s.connectFake(sdk.NewMemoryStore())
 			for i := 1; i <= 3; i++ {
 				again.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("message %d", i)))
 			}
@@ -154,7 +156,7 @@ func TestMatrixMessagesWhileConnectorOffline(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
-			store := connector.NewMemoryStore()
+			store := sdk.NewMemoryStore()
 			f := s.connectFake(store)
 			f.send(textFrom("bob@network", "m1", "hello"))
 			roomID := s.roomOf("bob@network")

@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -90,7 +91,7 @@ func TestFaultMalformedTransactions(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
-			f := s.connectFake(connector.NewMemoryStore())
+			f := s.connectFake(sdk.NewMemoryStore())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			stream, roomID := s.startStream(ctx, t, f, "remote", 30*time.Millisecond, 3*nReplies, 3*nReplies)

@@ -12,6 +12,8 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
+	"github.com/dmbridge/dmbridge/internal/rawconn"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -126,7 +128,7 @@ func (g *garbageSender) next(login, goodLogin string, seq *int64) (int, []byte, 
 // hangs up, and drops the TCP connection without a close frame.
 func (g *garbageSender) connection(ctx context.Context, t *testing.T, goodLogin string, n int) {
 	g.conns++
-	conn, _, err := connector.DialRaw(ctx, "ws://"+g.s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
+	conn, _, err := rawconn.Dial(ctx, "ws://"+g.s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
 	if err != nil {
 		t.Errorf("garbage connection %d: %v", g.conns, err)
 		return
@@ -184,7 +186,7 @@ func TestFaultGarbageFrames(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			s := newStack(t, target)
-			good := s.connectFake(connector.NewMemoryStore())
+			good := s.connectFake(sdk.NewMemoryStore())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
 			stream, roomID := s.startStream(ctx, t, good, "steady", 20*time.Millisecond, total/10, total)

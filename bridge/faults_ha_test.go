@@ -17,6 +17,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -143,7 +144,7 @@ func haRunSize() killRun {
 func TestFaultHAKillActive(t *testing.T) {
 	run := haRunSize()
 	p := newHAPair(t, testdb.Postgres(t))
-	f := p.connectFake(connector.NewMemoryStore())
+	f := p.connectFake(sdk.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	roomID := p.firstPortal(ctx, f)
@@ -255,7 +256,7 @@ func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID 
 func TestFaultHAPausedActive(t *testing.T) {
 	run := killRun{kills: 1, messages: 30, replies: 4}
 	p := newHAPair(t, testdb.Postgres(t))
-	f := p.connectFake(connector.NewMemoryStore())
+	f := p.connectFake(sdk.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	roomID := p.firstPortal(ctx, f)
@@ -362,7 +363,7 @@ func TestFaultHAPostgresRestart(t *testing.T) {
 	defer close(stop)
 	go p.a.supervise(stop)
 	go p.b.supervise(stop)
-	f := p.connectFake(connector.NewMemoryStore())
+	f := p.connectFake(sdk.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	roomID := p.firstPortal(ctx, f)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -120,7 +120,7 @@ func TestFaultPostgresRestarts(t *testing.T) {
 	remote, replies := faultSize(60, 600), faultSize(10, 100)
 	pg := startPrivatePG(t)
 	s := newStack(t, pg.target())
-	f := s.connectFake(connector.NewMemoryStore())
+	f := s.connectFake(sdk.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	pace := 50 * time.Millisecond

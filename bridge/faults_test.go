@@ -15,7 +15,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -341,7 +341,7 @@ func (p *dropProxy) drop(idle time.Duration) bool {
 // backgroundStream is a contact sending numbered messages at a steady pace
 // while a fault is injected.
 type backgroundStream struct {
-	client     *connector.Client
+	client     *sdk.Client
 	stop, done chan struct{}
 	sent       []string
 	last       int64
@@ -399,7 +399,7 @@ func TestFaultConnectorDrops(t *testing.T) {
 			proxy := newDropProxy(t, s.cfg.Connector.Listen)
 			real := s.cfg.Connector.Listen
 			s.cfg.Connector.Listen = proxy.addr()
-			f := s.connectFake(connector.NewMemoryStore())
+			f := s.connectFake(sdk.NewMemoryStore())
 			s.cfg.Connector.Listen = real
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()

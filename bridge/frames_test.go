@@ -9,14 +9,16 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/connws"
+	"github.com/dmbridge/dmbridge/internal/rawconn"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // rawHello connects a second connector ("raw") that breaks the rules, next
 // to the well-behaved fake, and returns it after the handshake.
-func (s *stack) rawHello(t *testing.T) *connector.RawConn {
+func (s *stack) rawHello(t *testing.T) *rawconn.Conn {
 	t.Helper()
-	conn, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
+	conn, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +34,7 @@ func (s *stack) rawHello(t *testing.T) *connector.RawConn {
 	return conn
 }
 
-func expectErr(t *testing.T, conn *connector.RawConn, code string) {
+func expectErr(t *testing.T, conn *rawconn.Conn, code string) {
 	t.Helper()
 	for {
 		f, err := conn.ReadFrame(5 * time.Second)
@@ -56,11 +58,11 @@ func TestBadConnectorInput(t *testing.T) {
 	good := s.connectFake(nil)
 	url := "ws://" + s.cfg.Connector.Listen + connector.Path
 
-	_, resp, err := connector.DialRaw(context.Background(), url, "wrong-token", []string{connector.Subprotocol})
+	_, resp, err := rawconn.Dial(context.Background(), url, "wrong-token", []string{connector.Subprotocol})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("wrong token: resp %v err %v, want HTTP 401", resp, err)
 	}
-	_, resp, err = connector.DialRaw(context.Background(), url, testConnectorToken, []string{"other.v9"})
+	_, resp, err = rawconn.Dial(context.Background(), url, testConnectorToken, []string{"other.v9"})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("unknown subprotocol: resp %v err %v, want HTTP 400", resp, err)
 	}
@@ -93,7 +95,7 @@ func TestBadConnectorInput(t *testing.T) {
 		if err == nil && f.Type == connector.TypeAck {
 			continue
 		}
-		if connector.CloseCode(err) != 1009 {
+		if connws.CloseCode(err) != 1009 {
 			t.Errorf("oversize frame: %+v, %v, want close 1009", f, err)
 		}
 		break
@@ -117,7 +119,7 @@ func TestLoginOfUnpermittedUserRefused(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t), stackOptions{permissions: map[string]config.Level{
 		"localhost": config.LevelUser, "@mallory:localhost": config.LevelBlock,
 	}})
-	conn, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
+	conn, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, testConnectorToken, []string{connector.Subprotocol})
 	if err != nil {
 		t.Fatal(err)
 	}

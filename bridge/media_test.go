@@ -22,6 +22,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -153,7 +154,7 @@ func (ff *fetchedFiles) get(txn string) (string, int64, bool) {
 // of send_message before answering, as a real one must, streaming it into
 // a checksum (and into sink, if set).
 func fetchingConnector(ff *fetchedFiles, sink func(txn string) io.Writer) fakeSetup {
-	return fakeSetup{before: func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error {
+	return fakeSetup{before: func(ctx context.Context, c *sdk.Client, op string, cmd *connector.Command) error {
 		if op != connector.OpSendMessage || len(cmd.Attachments) == 0 {
 			return nil
 		}

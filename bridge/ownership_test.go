@@ -10,15 +10,16 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/rawconn"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // helloRaw says hello as connectorID with the token and returns the
 // connection and the message of every login refusal that came with the
 // welcome; want lists the logins expected to be refused.
-func (s *stack) helloRaw(t *testing.T, token, connectorID string, want []string, logins ...connector.Login) (*connector.RawConn, map[string]string) {
+func (s *stack) helloRaw(t *testing.T, token, connectorID string, want []string, logins ...connector.Login) (*rawconn.Conn, map[string]string) {
 	t.Helper()
-	conn, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, token, []string{connector.Subprotocol})
+	conn, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, token, []string{connector.Subprotocol})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestConnectorTokenLimitedToServer(t *testing.T) {
 			}
 
 			// The local connector's token cannot pose as another id.
-			impostor, _, err := connector.DialRaw(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, localToken, []string{connector.Subprotocol})
+			impostor, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, localToken, []string{connector.Subprotocol})
 			if err != nil {
 				t.Fatal(err)
 			}

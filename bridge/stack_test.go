@@ -17,6 +17,7 @@ import (
 	"github.com/dmbridge/dmbridge/bridge"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/memhs"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -220,8 +221,8 @@ func (s *stack) roomWithin(chatID string, timeout time.Duration) id.RoomID {
 // the commands it gets and answers them like a network would.
 type fakeConnector struct {
 	t      testing.TB
-	client *connector.Client
-	store  *connector.MemoryStore
+	client *sdk.Client
+	store  *sdk.MemoryStore
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -257,7 +258,7 @@ func helloFor(logins ...connector.Login) connector.Hello {
 	}
 }
 
-func (s *stack) connectFake(store *connector.MemoryStore, logins ...connector.Login) *fakeConnector {
+func (s *stack) connectFake(store *sdk.MemoryStore, logins ...connector.Login) *fakeConnector {
 	s.t.Helper()
 	return s.connectFakeWith(fakeSetup{store: store, logins: logins})
 }
@@ -268,8 +269,8 @@ func (s *stack) connectFake(store *connector.MemoryStore, logins ...connector.Lo
 type fakeSetup struct {
 	logins []connector.Login
 	caps   *connector.Capabilities
-	store  *connector.MemoryStore
-	before func(ctx context.Context, c *connector.Client, op string, cmd *connector.Command) error
+	store  *sdk.MemoryStore
+	before func(ctx context.Context, c *sdk.Client, op string, cmd *connector.Command) error
 	// id and token replace the fake's connector id and the shared token.
 	id, token string
 	// backfill answers backfill commands; without it they get an empty result.
@@ -287,7 +288,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 		o.logins = []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}}
 	}
 	if o.store == nil {
-		o.store = connector.NewMemoryStore()
+		o.store = sdk.NewMemoryStore()
 	}
 	hello := helloFor(o.logins...)
 	if o.caps != nil {
@@ -311,7 +312,7 @@ func (s *stack) connectFakeWith(o fakeSetup) *fakeConnector {
 			return f.handle(ctx, op, cmd)
 		}
 	}
-	f.client = connector.NewClient(connector.ClientOptions{
+	f.client = sdk.NewClient(sdk.ClientOptions{
 		URL:        "ws://" + s.cfg.Connector.Listen,
 		Token:      token,
 		Hello:      hello,

@@ -6,23 +6,23 @@ import (
 	"testing"
 )
 
-func dmChat() *Chat { return &Chat{ID: "c1", Type: ChatTypeDM, With: "bob"} }
+func dmChatV() *Chat { return &Chat{ID: "c1", Type: ChatTypeDM, With: "bob"} }
 
-func bob() *Sender { return &Sender{ID: "bob"} }
+func bobV() *Sender { return &Sender{ID: "bob"} }
 
 func TestEventValidate(t *testing.T) {
 	ok := map[string]Event{
-		"message text": {Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m1", Text: "hi"},
-		"message html": {Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m1", HTML: "<b>hi</b>"},
-		"message file": {Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m1",
+		"message text": {Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m1", Text: "hi"},
+		"message html": {Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m1", HTML: "<b>hi</b>"},
+		"message file": {Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m1",
 			Attachments: []Attachment{{Name: "f", URL: "https://x/f"}, {Name: "g", Data: make([]byte, MaxInlineAttachment)}}},
-		"edit":            {Kind: KindEdit, Login: "a", Chat: dmChat(), Sender: bob(), ID: "e1", Target: "m1", Text: "hi!"},
-		"delete":          {Kind: KindDelete, Login: "a", Chat: dmChat(), Sender: bob(), ID: "d1", Target: "m1"},
-		"reaction":        {Kind: KindReaction, Login: "a", Chat: dmChat(), Sender: bob(), ID: "r1", Target: "m1", Key: "👍"},
-		"reaction_remove": {Kind: KindReactionRemove, Login: "a", Chat: dmChat(), Sender: bob(), ID: "r2", Target: "m1", Key: "👍"},
-		"read_receipt":    {Kind: KindReadReceipt, Login: "a", Chat: dmChat(), Sender: bob(), UpTo: "m1"},
+		"edit":            {Kind: KindEdit, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "e1", Target: "m1", Text: "hi!"},
+		"delete":          {Kind: KindDelete, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "d1", Target: "m1"},
+		"reaction":        {Kind: KindReaction, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "r1", Target: "m1", Key: "👍"},
+		"reaction_remove": {Kind: KindReactionRemove, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "r2", Target: "m1", Key: "👍"},
+		"read_receipt":    {Kind: KindReadReceipt, Login: "a", Chat: dmChatV(), Sender: bobV(), UpTo: "m1"},
 		"contact":         {Kind: KindContact, Login: "a", Contact: &Contact{ID: "bob", Avatar: &Avatar{ID: "v1", URL: "https://x/a"}}},
-		"chat_deleted":    {Kind: KindChatDeleted, Login: "a", Chat: dmChat()},
+		"chat_deleted":    {Kind: KindChatDeleted, Login: "a", Chat: dmChatV()},
 		"login":           {Kind: KindLogin, Login: "a", State: LoginBadCredentials},
 		"non-dm chat":     {Kind: KindChatDeleted, Login: "a", Chat: &Chat{ID: "g", Type: "group"}},
 	}
@@ -40,28 +40,28 @@ func TestEventValidate(t *testing.T) {
 		{"no kind", Event{Login: "a"}, "kind"},
 		{"unknown kind", Event{Kind: "poll", Login: "a"}, "kind"},
 		{"no login", Event{Kind: KindLogin, State: LoginConnected}, "login"},
-		{"no chat", Event{Kind: KindMessage, Login: "a", Sender: bob(), ID: "m", Text: "x"}, "chat"},
-		{"no chat id", Event{Kind: KindMessage, Login: "a", Chat: &Chat{Type: "dm", With: "b"}, Sender: bob(), ID: "m", Text: "x"}, "chat.id"},
+		{"no chat", Event{Kind: KindMessage, Login: "a", Sender: bobV(), ID: "m", Text: "x"}, "chat"},
+		{"no chat id", Event{Kind: KindMessage, Login: "a", Chat: &Chat{Type: "dm", With: "b"}, Sender: bobV(), ID: "m", Text: "x"}, "chat.id"},
 		{"no chat type", Event{Kind: KindChatDeleted, Login: "a", Chat: &Chat{ID: "c"}}, "chat.type"},
 		{"dm without with", Event{Kind: KindChatDeleted, Login: "a", Chat: &Chat{ID: "c", Type: "dm"}}, "chat.with"},
-		{"no sender", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), ID: "m", Text: "x"}, "sender"},
-		{"no sender id", Event{Kind: KindDelete, Login: "a", Chat: dmChat(), Sender: &Sender{IsMe: true}, ID: "d", Target: "m"}, "sender.id"},
-		{"no id", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), Text: "x"}, "id"},
-		{"empty message", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m"}, "text"},
-		{"attachment without source", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m",
+		{"no sender", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), ID: "m", Text: "x"}, "sender"},
+		{"no sender id", Event{Kind: KindDelete, Login: "a", Chat: dmChatV(), Sender: &Sender{IsMe: true}, ID: "d", Target: "m"}, "sender.id"},
+		{"no id", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), Text: "x"}, "id"},
+		{"empty message", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m"}, "text"},
+		{"attachment without source", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m",
 			Attachments: []Attachment{{Name: "f", URL: "u"}, {Name: "g"}}}, "attachments[1].url"},
-		{"attachment with both", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m",
+		{"attachment with both", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m",
 			Attachments: []Attachment{{Name: "f", URL: "u", Data: []byte{1}}}}, "attachments[0].data"},
-		{"attachment too big", Event{Kind: KindMessage, Login: "a", Chat: dmChat(), Sender: bob(), ID: "m",
+		{"attachment too big", Event{Kind: KindMessage, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "m",
 			Attachments: []Attachment{{Name: "f", Data: make([]byte, MaxInlineAttachment+1)}}}, "attachments[0].data"},
-		{"edit without target", Event{Kind: KindEdit, Login: "a", Chat: dmChat(), Sender: bob(), ID: "e", Text: "x"}, "target"},
-		{"edit without text", Event{Kind: KindEdit, Login: "a", Chat: dmChat(), Sender: bob(), ID: "e", Target: "m"}, "text"},
-		{"delete without target", Event{Kind: KindDelete, Login: "a", Chat: dmChat(), Sender: bob(), ID: "d"}, "target"},
-		{"reaction without key", Event{Kind: KindReaction, Login: "a", Chat: dmChat(), Sender: bob(), ID: "r", Target: "m"}, "key"},
-		{"reaction_remove without key", Event{Kind: KindReactionRemove, Login: "a", Chat: dmChat(), Sender: bob(), ID: "r", Target: "m"}, "key"},
-		{"reaction without id", Event{Kind: KindReaction, Login: "a", Chat: dmChat(), Sender: bob(), Target: "m", Key: "k"}, "id"},
-		{"receipt without up_to", Event{Kind: KindReadReceipt, Login: "a", Chat: dmChat(), Sender: bob()}, "up_to"},
-		{"receipt without sender", Event{Kind: KindReadReceipt, Login: "a", Chat: dmChat(), UpTo: "m"}, "sender"},
+		{"edit without target", Event{Kind: KindEdit, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "e", Text: "x"}, "target"},
+		{"edit without text", Event{Kind: KindEdit, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "e", Target: "m"}, "text"},
+		{"delete without target", Event{Kind: KindDelete, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "d"}, "target"},
+		{"reaction without key", Event{Kind: KindReaction, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "r", Target: "m"}, "key"},
+		{"reaction_remove without key", Event{Kind: KindReactionRemove, Login: "a", Chat: dmChatV(), Sender: bobV(), ID: "r", Target: "m"}, "key"},
+		{"reaction without id", Event{Kind: KindReaction, Login: "a", Chat: dmChatV(), Sender: bobV(), Target: "m", Key: "k"}, "id"},
+		{"receipt without up_to", Event{Kind: KindReadReceipt, Login: "a", Chat: dmChatV(), Sender: bobV()}, "up_to"},
+		{"receipt without sender", Event{Kind: KindReadReceipt, Login: "a", Chat: dmChatV(), UpTo: "m"}, "sender"},
 		{"contact missing", Event{Kind: KindContact, Login: "a"}, "contact"},
 		{"contact without id", Event{Kind: KindContact, Login: "a", Contact: &Contact{Name: "Bob"}}, "contact.id"},
 		{"avatar without id", Event{Kind: KindContact, Login: "a", Contact: &Contact{ID: "b", Avatar: &Avatar{URL: "u"}}}, "contact.avatar.id"},
@@ -87,7 +87,7 @@ func TestEventValidate(t *testing.T) {
 
 func TestEphemeralValidate(t *testing.T) {
 	ok := []Ephemeral{
-		{Kind: KindTyping, Login: "a", Chat: dmChat(), Sender: bob(), Typing: true, TimeoutMS: 30000},
+		{Kind: KindTyping, Login: "a", Chat: dmChatV(), Sender: bobV(), Typing: true, TimeoutMS: 30000},
 		{Kind: KindPresence, Login: "a", Contact: "bob", Presence: PresenceUnavailable, StatusMsg: "lunch"},
 	}
 	for _, e := range ok {
@@ -101,10 +101,10 @@ func TestEphemeralValidate(t *testing.T) {
 	}{
 		{Ephemeral{Login: "a"}, "kind"},
 		{Ephemeral{Kind: "mood", Login: "a"}, "kind"},
-		{Ephemeral{Kind: KindTyping, Chat: dmChat(), Sender: bob()}, "login"},
-		{Ephemeral{Kind: KindTyping, Login: "a", Sender: bob()}, "chat"},
-		{Ephemeral{Kind: KindTyping, Login: "a", Chat: dmChat()}, "sender"},
-		{Ephemeral{Kind: KindTyping, Login: "a", Chat: dmChat(), Sender: bob(), TimeoutMS: -1}, "timeout_ms"},
+		{Ephemeral{Kind: KindTyping, Chat: dmChatV(), Sender: bobV()}, "login"},
+		{Ephemeral{Kind: KindTyping, Login: "a", Sender: bobV()}, "chat"},
+		{Ephemeral{Kind: KindTyping, Login: "a", Chat: dmChatV()}, "sender"},
+		{Ephemeral{Kind: KindTyping, Login: "a", Chat: dmChatV(), Sender: bobV(), TimeoutMS: -1}, "timeout_ms"},
 		{Ephemeral{Kind: KindPresence, Login: "a", Presence: PresenceOnline}, "contact"},
 		{Ephemeral{Kind: KindPresence, Login: "a", Contact: "b"}, "presence"},
 		{Ephemeral{Kind: KindPresence, Login: "a", Contact: "b", Presence: "away"}, "presence"},

@@ -1,6 +1,8 @@
-// Package connector implements the connector protocol (docs/connector-protocol.md):
-// the wire types shared by both ends, the bridge-side websocket server, and a
-// client SDK for connector authors.
+// Package connector holds the wire types of the connector protocol
+// (docs/connector-protocol.md) that both ends share: frames, events,
+// ephemerals, commands, their validation and the media paths. The bridge's
+// side of the protocol is in connector/server, the kit for connector authors
+// in connector/sdk.
 package connector
 
 import (

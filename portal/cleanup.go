@@ -140,7 +140,7 @@ func (m *Manager) loginGone(ctx context.Context, login *database.Login, ev *conn
 
 // cleanupLocked takes the chat's lock and cleans the portal if it still exists.
 func (m *Manager) cleanupLocked(ctx context.Context, login *database.Login, key database.PortalKey, farewell string, finish func(context.Context) error) error {
-	unlock := m.chats.lock(key)
+	unlock := m.chats.Lock(key)
 	defer unlock()
 	p, err := m.db.Portal.Get(ctx, key)
 	if err != nil {

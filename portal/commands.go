@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -86,7 +87,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			}
 			continue
 		}
-		if ctx.Err() != nil || errors.Is(err, connector.ErrNotConnected) {
+		if ctx.Err() != nil || errors.Is(err, server.ErrNotConnected) {
 			return
 		}
 		var cerr *connector.Error

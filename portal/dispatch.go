@@ -2,55 +2,37 @@ package portal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/inbox"
 )
 
-// remoteLoop feeds accepted connector events to the lanes, in seq order,
+// remoteLoop feeds stored connector events to the lanes, in seq order,
 // without loading more than maxQueued into memory.
 func (m *Manager) remoteLoop() {
 	defer m.wg.Done()
-	after := make(map[string]int64)
+	reader := m.inbox.Reader()
 	for {
 		loaded := 0
 		if m.lanes.pending() < maxQueued {
-			conns, err := m.db.Inbox.Connectors(m.ctx)
-			if err != nil && m.ctx.Err() == nil {
-				m.log.Err(err).Msg("Failed to list connectors with pending events")
-			}
-			for _, connID := range conns {
-				rows, err := m.db.Inbox.Pending(m.ctx, connID, after[connID], 512)
-				if err != nil {
-					if m.ctx.Err() == nil {
-						m.log.Err(err).Str("connector_id", connID).Msg("Failed to load pending events")
-					}
-					continue
+			entries := reader.Next(m.ctx, 512)
+			for _, e := range entries {
+				if !m.lanes.submit(remoteLane(e), e.Kind, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
+					return
 				}
-				for _, row := range rows {
-					row := row
-					var ev connector.Event
-					// A row that does not parse still gets a lane; applyInbox parks it.
-					_ = json.Unmarshal(row.Data, &ev)
-					if !m.lanes.submit(remoteLane(row, &ev), row.Kind, func(ctx context.Context) { m.applyInbox(ctx, row, &ev) }) {
-						return
-					}
-					after[connID] = row.Seq
-				}
-				loaded += len(rows)
 			}
+			loaded = len(entries)
 		}
 		if loaded > 0 && m.lanes.pending() < maxQueued {
 			continue
 		}
 		select {
-		case <-m.remoteWake:
+		case <-m.inbox.Woken():
 		case <-m.ctx.Done():
 			return
 		case <-time.After(time.Minute):
@@ -62,17 +44,20 @@ func (m *Manager) remoteLoop() {
 // remoteLane keys a connector event by login and contact. A DM chat has one
 // contact, so this is one lane per chat, and a contact's profile change shares
 // the lane of its chat: a portal is never created before the name it should
-// carry has been applied.
-func remoteLane(row *database.InboxRow, ev *connector.Event) string {
+// carry has been applied. An event that does not parse still gets a lane
+// (its login's); applyInbox parks it.
+func remoteLane(e *inbox.Entry) string {
+	ev := e.Event
 	switch {
+	case ev == nil:
 	case ev.Chat != nil && ev.Chat.With != "":
-		return "contact/" + row.LoginID + "/" + ev.Chat.With
+		return "contact/" + e.LoginID + "/" + ev.Chat.With
 	case ev.Chat != nil:
-		return "contact/" + row.LoginID + "/" + ev.Chat.ID
+		return "contact/" + e.LoginID + "/" + ev.Chat.ID
 	case ev.Contact != nil:
-		return "contact/" + row.LoginID + "/" + ev.Contact.ID
+		return "contact/" + e.LoginID + "/" + ev.Contact.ID
 	}
-	return "login/" + row.LoginID
+	return "login/" + e.LoginID
 }
 
 // matrixLoop feeds stored Matrix events to their room's lane.
@@ -107,40 +92,37 @@ func (m *Manager) matrixLoop() {
 	}
 }
 
-// applyInbox applies one connector event. The handler marks the row done in
-// the same transaction as its own writes. A transient failure is retried
-// until it passes (see retry); a permanent one parks the row with its error,
-// and the user is told.
-func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *connector.Event) {
-	log := m.log.With().Str("connector_id", row.ConnectorID).Int64("seq", row.Seq).
-		Str("login_id", row.LoginID).Str("chat_id", row.ChatID).Str("kind", row.Kind).Logger()
+// applyInbox applies one connector event. The handler marks the entry done
+// in the same transaction as its own writes. A transient failure is retried
+// until it passes (see retry); a permanent one parks the entry with its
+// error, and the user is told.
+func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
+	log := m.log.With().Str("connector_id", e.ConnectorID).Int64("seq", e.Seq).
+		Str("login_id", e.LoginID).Str("chat_id", e.ChatID).Str("kind", e.Kind).Logger()
 	ctx = log.WithContext(ctx)
-	if ev.Kind == "" {
-		m.park(ctx, row, fmt.Errorf("%w: stored event does not parse", errPermanent))
-		m.noticeFailure(ctx, row, ev, errors.New("the stored event does not parse"))
+	if e.Event == nil {
+		m.park(ctx, e, fmt.Errorf("%w: %w", errPermanent, inbox.ErrUnparsable))
+		m.noticeFailure(ctx, e, errors.New("the stored event does not parse"))
 		return
 	}
-	done := func(ctx context.Context) error {
-		return m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, "")
-	}
-	m.retry(ctx, row.Attempts, func(ctx context.Context) error {
-		err := m.applyRemote(ctx, row.ConnectorID, ev, done)
+	m.retry(ctx, e.Attempts, func(ctx context.Context) error {
+		err := m.applyRemote(ctx, e.ConnectorID, e.Event, e.Done)
 		if err == nil {
-			m.metrics.RemoteApplied(row.ConnectorID, row.Seq, row.Kind)
+			m.metrics.RemoteApplied(e.ConnectorID, e.Seq, e.Kind)
 		}
 		return err
 	}, func(ctx context.Context, err error, attempts int) error {
-		return m.db.Inbox.AddAttempt(ctx, row.ConnectorID, row.Seq, err.Error())
+		return e.Failed(ctx, err)
 	}, func(ctx context.Context, err error) {
-		m.park(ctx, row, err)
-		m.noticeFailure(ctx, row, ev, err)
+		m.park(ctx, e, err)
+		m.noticeFailure(ctx, e, err)
 	})
 }
 
-func (m *Manager) park(ctx context.Context, row *database.InboxRow, err error) {
+func (m *Manager) park(ctx context.Context, e *inbox.Entry, err error) {
 	zerolog.Ctx(ctx).Error().Err(err).Msg("Giving up on connector event, parking it")
-	m.metrics.RemoteParked(row.ConnectorID, row.Seq, row.Kind)
-	if err := m.db.Inbox.MarkDone(ctx, row.ConnectorID, row.Seq, err.Error()); err != nil {
+	m.metrics.RemoteParked(e.ConnectorID, e.Seq, e.Kind)
+	if err := e.Park(ctx, err); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to park connector event")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -20,11 +21,11 @@ import (
 // bridge's own users, and those that would move an existing login to
 // another Matrix user or another connector. A refused login changes nothing
 // in the database.
-func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []connector.LoginRefusal {
-	var refused []connector.LoginRefusal
+func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []server.LoginRefusal {
+	var refused []server.LoginRefusal
 	for _, l := range hello.Logins {
 		if reason := m.refuseLogin(connectorID, l); reason != "" {
-			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: reason})
+			refused = append(refused, server.LoginRefusal{Login: l.ID, Message: reason})
 			continue
 		}
 		login := &database.Login{
@@ -33,12 +34,12 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 		stored, err := m.storeLogin(ctx, login)
 		if err != nil {
 			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
-			refused = append(refused, connector.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
+			refused = append(refused, server.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
 			continue
 		}
 		if !stored {
 			m.log.Warn().Str("login_id", l.ID).Str("connector_id", connectorID).Msg("Refused a hello that would move a login to another Matrix user or connector")
-			refused = append(refused, connector.LoginRefusal{Login: l.ID,
+			refused = append(refused, server.LoginRefusal{Login: l.ID,
 				Message: fmt.Sprintf("login %q already belongs to another Matrix user or connector; a login never changes either", l.ID)})
 			continue
 		}
@@ -66,12 +67,10 @@ func (m *Manager) refuseLogin(connectorID string, l connector.Login) string {
 	return ""
 }
 
-// Check refuses events the bridge will not store: chats other than DMs, and
-// logins that were not announced or are not allowed.
+// Check refuses events of logins that were not announced or are not
+// allowed. (Chats other than DMs the server has refused already: that is
+// the protocol's rule, not the bridge's.)
 func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.Event) *connector.Error {
-	if ev.Chat != nil && ev.Chat.Type != connector.ChatTypeDM {
-		return &connector.Error{Code: connector.ErrUnsupported, Message: fmt.Sprintf("chat type %q is not bridged; v1 bridges dm chats only", ev.Chat.Type)}
-	}
 	return m.checkLogin(ctx, connectorID, ev.Login)
 }
 
@@ -112,9 +111,6 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 	m.loginOwners.Store(loginID, owner)
 	return owner, nil
 }
-
-// Accepted wakes the dispatcher for newly stored events.
-func (m *Manager) Accepted(string) { signal(m.remoteWake) }
 
 // Connected resends the commands that waited for this connector, and
 // syncs the recent chats of logins it brought for the first time.

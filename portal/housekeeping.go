@@ -27,7 +27,7 @@ func (m *Manager) housekeepingLoop() {
 }
 
 func (m *Manager) prune() {
-	if err := m.db.Inbox.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
+	if err := m.inbox.Prune(m.ctx); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune applied connector events")
 	}
 	if err := m.db.MXEvent.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {

@@ -100,7 +100,7 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.In
 	key := database.PortalKey{LoginID: r.login.ID, ChatID: r.chat.ID}
 	log := zerolog.Ctx(ctx).With().Str("login_id", key.LoginID).Str("chat_id", key.ChatID).Logger()
 	ctx = log.WithContext(ctx)
-	unlock := m.chats.lock(key)
+	unlock := m.chats.Lock(key)
 	defer unlock()
 	p, err := m.db.Portal.GetOrCreate(ctx, key, contactOfChat(r.chat))
 	if err != nil {

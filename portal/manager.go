@@ -16,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/inbox"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/netguard"
 	"github.com/dmbridge/dmbridge/puppet"
@@ -55,7 +56,8 @@ type Manager struct {
 	lanes  *lanes
 	wg     sync.WaitGroup
 
-	remoteWake chan struct{}
+	// inbox holds the connector events; see dispatch.go.
+	inbox      *inbox.Inbox
 	matrixWake chan struct{}
 	// userTyping is the typing state last sent to the network per room.
 	userTyping sync.Map
@@ -96,7 +98,6 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		log:        log.With().Str("component", "portals").Logger(),
 		ctx:        ctx,
 		cancel:     cancel,
-		remoteWake: make(chan struct{}, 1),
 		matrixWake: make(chan struct{}, 1),
 		started:    time.Now(),
 		watch:      newLoginWatch(),
@@ -109,6 +110,10 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 
 // SetConnector gives the manager the connector server to send commands to.
 func (m *Manager) SetConnector(c Connector) { m.conn = c }
+
+// SetInbox gives the manager the connector events to apply. It must be
+// called before Start.
+func (m *Manager) SetInbox(in *inbox.Inbox) { m.inbox = in }
 
 // SetMetrics gives the manager the instance's metrics. It must be called
 // before Start.
@@ -149,7 +154,7 @@ func (m *Manager) Stop(ctx context.Context) {
 func (m *Manager) Wake() { signal(m.matrixWake) }
 
 func (m *Manager) wakeAll() {
-	signal(m.remoteWake)
+	m.inbox.Wake()
 	signal(m.matrixWake)
 }
 

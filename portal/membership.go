@@ -115,7 +115,7 @@ func (m *Manager) memberLeft(ctx context.Context, evt *event.Event, target id.Us
 	}
 	log := zerolog.Ctx(ctx).With().Str("login_id", p.LoginID).Str("chat_id", p.ChatID).Logger()
 	ctx = log.WithContext(ctx)
-	unlock := m.chats.lock(p.PortalKey)
+	unlock := m.chats.Lock(p.PortalKey)
 	defer unlock()
 	// Re-read under the lock: a remote event may have replaced the portal.
 	if p, err = m.db.Portal.Get(ctx, p.PortalKey); err != nil {

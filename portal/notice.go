@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/inbox"
 )
 
 // noticeTries bounds how often a notice is sent when the homeserver fails
@@ -55,7 +56,11 @@ func (m *Manager) sendNotice(ctx context.Context, intent *mas.IntentAPI, roomID 
 // first message) gets its portal created for the notice, so the user sees
 // where it belongs; when that fails too, or the event belongs to no chat,
 // the bot tells the user in their management room.
-func (m *Manager) noticeFailure(ctx context.Context, row *database.InboxRow, ev *connector.Event, cause error) {
+func (m *Manager) noticeFailure(ctx context.Context, row *inbox.Entry, cause error) {
+	ev := row.Event
+	if ev == nil {
+		ev = &connector.Event{}
+	}
 	what := "An event"
 	if ev.Kind != "" {
 		what = "A " + ev.Kind
@@ -71,7 +76,7 @@ func (m *Manager) noticeFailure(ctx context.Context, row *database.InboxRow, ev 
 		key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
 		p, err := m.db.Portal.Get(ctx, key)
 		if err == nil && (p == nil || p.RoomID == "") && ev.Kind == connector.KindMessage {
-			unlock := m.chats.lock(key)
+			unlock := m.chats.Lock(key)
 			p, err = m.ensurePortal(ctx, login, row.ConnectorID, ev.Chat)
 			unlock()
 		}

@@ -36,7 +36,7 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 	m.noteLoginEvent(ctx, login.ID)
 	if ev.Chat != nil {
 		// Invites, start-chat and cleanups change portals too; see chatlocks.go.
-		unlock := m.chats.lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
+		unlock := m.chats.Lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
 		defer unlock()
 	}
 	switch ev.Kind {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -70,7 +71,7 @@ func (m *Manager) userLogins(ctx context.Context, user id.UserID, loginID string
 // first login that answers wins; the last error is returned if none does.
 func (m *Manager) resolveContact(ctx context.Context, logins []*database.Login, identifier string) (*resolved, error) {
 	if m.conn == nil {
-		return nil, connector.ErrNotConnected
+		return nil, server.ErrNotConnected
 	}
 	var lastErr error
 	for _, login := range logins {
@@ -129,7 +130,7 @@ func UserMessage(err error) string {
 		return err.Error()
 	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound:
 		return "the network does not know that contact"
-	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotConnected.Code:
+	case errors.As(err, &cerr) && cerr.Code == server.ErrNotConnected.Code:
 		return "the network connector is offline, try again later"
 	case err != nil:
 		return describeError(err)

@@ -52,7 +52,7 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 		log.Warn().Err(err).Msg("Failed to apply the contact's profile")
 	}
 	key := database.PortalKey{LoginID: r.login.ID, ChatID: r.chat.ID}
-	unlock := m.chats.lock(key)
+	unlock := m.chats.Lock(key)
 	defer unlock()
 	existing, err := m.db.Portal.Get(ctx, key)
 	if err != nil {

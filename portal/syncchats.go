@@ -100,7 +100,7 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 // lock like any event of the chat.
 func (m *Manager) syncChat(ctx context.Context, connectorID, loginID string, chat *connector.Chat) error {
 	ctx = zerolog.Ctx(ctx).With().Str("chat_id", chat.ID).Logger().WithContext(ctx)
-	unlock := m.chats.lock(database.PortalKey{LoginID: loginID, ChatID: chat.ID})
+	unlock := m.chats.Lock(database.PortalKey{LoginID: loginID, ChatID: chat.ID})
 	defer unlock()
 	login, err := m.db.Login.Get(ctx, loginID)
 	if err != nil || login == nil {

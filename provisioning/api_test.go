@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/portal"
 )
 
@@ -106,7 +107,7 @@ func TestStartChatErrors(t *testing.T) {
 		{"no identifier", `{"identifier":" "}`, nil, http.StatusBadRequest, "M_MISSING_PARAM"},
 		{"no login", `{"identifier":"x"}`, portal.ErrNoLogin, http.StatusNotFound, "DMBRIDGE_NO_LOGIN"},
 		{"unknown contact", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrNotFound, Message: "no such user"}, http.StatusNotFound, "M_NOT_FOUND"},
-		{"connector offline", `{"identifier":"x"}`, connector.ErrNotConnected, http.StatusServiceUnavailable, "DMBRIDGE_CONNECTOR_UNAVAILABLE"},
+		{"connector offline", `{"identifier":"x"}`, server.ErrNotConnected, http.StatusServiceUnavailable, "DMBRIDGE_CONNECTOR_UNAVAILABLE"},
 		{"network refused", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrForbidden, Message: "no"}, http.StatusBadGateway, connector.ErrForbidden},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,8 @@
 package puppet
 
 import (
+	"github.com/dmbridge/dmbridge/internal/keyedmutex"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +24,7 @@ const mDirectAttempts = 4
 // user, writes only when its merge changes something, and reads back to verify.
 type Direct struct {
 	log   zerolog.Logger
-	locks keyedLocks
+	locks keyedmutex.Mutex[string]
 }
 
 // NewDirect creates the m.direct editor.
@@ -46,7 +48,7 @@ func (d *Direct) Apply(ctx context.Context, client *mautrix.Client, change Direc
 	if change.Empty() {
 		return false, nil
 	}
-	unlock := d.locks.lock(string(client.UserID))
+	unlock := d.locks.Lock(string(client.UserID))
 	defer unlock()
 	current, err := getDirect(ctx, client)
 	if err != nil {

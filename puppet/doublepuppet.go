@@ -12,6 +12,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/keyedmutex"
 )
 
 const asTokenPrefix = "as_token:"
@@ -28,7 +29,7 @@ type DoublePuppets struct {
 	mu      sync.Mutex
 	intents map[id.UserID]*mas.IntentAPI
 	warned  map[string]bool
-	locks   keyedLocks
+	locks   keyedmutex.Mutex[string]
 	// profiles caches each user's global profile for their joins. A later
 	// change of it is the homeserver's business (it updates the user's
 	// member events), so one read per user and process is enough.
@@ -56,7 +57,7 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 	if ok {
 		return intent, nil
 	}
-	unlock := d.locks.lock(string(userID))
+	unlock := d.locks.Lock(string(userID))
 	defer unlock()
 	d.mu.Lock()
 	intent, ok = d.intents[userID]

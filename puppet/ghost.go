@@ -18,6 +18,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/keyedmutex"
 	"github.com/dmbridge/dmbridge/netguard"
 )
 
@@ -31,7 +32,7 @@ type Ghosts struct {
 	cfg   *config.Config
 	http  *http.Client
 	log   zerolog.Logger
-	locks keyedLocks
+	locks keyedmutex.Mutex[string]
 }
 
 // NewGhosts creates the ghost manager.
@@ -51,7 +52,7 @@ func (g *Ghosts) Intent(contactID string) *mas.IntentAPI {
 // gives it a displayname: the contact's if known, else the contact id. Each
 // step runs once per ghost, remembered in the database.
 func (g *Ghosts) Ensure(ctx context.Context, contactID string) (*database.Ghost, *mas.IntentAPI, error) {
-	unlock := g.locks.lock(contactID)
+	unlock := g.locks.Lock(contactID)
 	defer unlock()
 	ghost, intent, err := g.ensureRegistered(ctx, contactID)
 	if err != nil {
@@ -114,7 +115,7 @@ func (g *Ghosts) setName(ctx context.Context, ghost *database.Ghost, intent *mas
 // homeserver only for what changed; the avatar is fetched and uploaded only
 // when its id changes. It reports whether anything changed.
 func (g *Ghosts) UpdateProfile(ctx context.Context, contact *connector.Contact) (bool, error) {
-	unlock := g.locks.lock(contact.ID)
+	unlock := g.locks.Lock(contact.ID)
 	defer unlock()
 	ghost, intent, err := g.ensureRegistered(ctx, contact.ID)
 	if err != nil {

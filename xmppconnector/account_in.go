@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
 // inbound is a one-to-one message on its way to the bridge, wherever it
@@ -280,7 +281,7 @@ func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) e
 	}
 	_, err := a.events.Send(sctx, ev)
 	var verr *connector.ValidationError
-	if errors.As(err, &verr) || errors.Is(err, connector.ErrEventTooLarge) {
+	if errors.As(err, &verr) || errors.Is(err, sdk.ErrEventTooLarge) {
 		a.log.Error().Err(err).Str("kind", ev.Kind).Msg("Dropping an event the SDK refuses")
 		return a.skip(ctx, eff)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
 // clientGate hands the SDK client to the accounts once Run has made it.
@@ -15,13 +16,13 @@ import (
 // for an upload service; until then the accounts' first events wait here.
 type clientGate struct {
 	mu     sync.Mutex
-	client *connector.Client
+	client *sdk.Client
 	ready  chan struct{}
 }
 
 func newClientGate() *clientGate { return &clientGate{ready: make(chan struct{})} }
 
-func (g *clientGate) set(c *connector.Client) {
+func (g *clientGate) set(c *sdk.Client) {
 	g.mu.Lock()
 	g.client = c
 	g.mu.Unlock()
@@ -29,13 +30,13 @@ func (g *clientGate) set(c *connector.Client) {
 }
 
 // current is the client, nil before set.
-func (g *clientGate) current() *connector.Client {
+func (g *clientGate) current() *sdk.Client {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.client
 }
 
-func (g *clientGate) wait(ctx context.Context) (*connector.Client, error) {
+func (g *clientGate) wait(ctx context.Context) (*sdk.Client, error) {
 	select {
 	case <-g.ready:
 		return g.current(), nil

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
 // Version is reported to the bridge in hello.
@@ -73,7 +74,7 @@ const uploadProbeWait = 10 * time.Second
 // server offers HTTP File Upload. The hello cannot change later; an
 // account whose server turns out to have none answers files with
 // M_UNSUPPORTED.
-func (c *Connector) newClient(ctx context.Context) *connector.Client {
+func (c *Connector) newClient(ctx context.Context) *sdk.Client {
 	deadline := time.After(uploadProbeWait)
 wait:
 	for _, a := range c.order {
@@ -90,7 +91,7 @@ wait:
 		media = media || a.canUpload()
 	}
 	log := c.log
-	client := connector.NewClient(connector.ClientOptions{
+	client := sdk.NewClient(sdk.ClientOptions{
 		URL:    c.cfg.Bridge.URL,
 		Token:  c.cfg.Bridge.Token,
 		Hello:  c.hello(media),

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
 // storingSink stands in for the SDK client: it appends to the store as
@@ -110,7 +111,7 @@ func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
 	const me, bob = "alice@example.org", "bob@example.org"
 	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
 	// Never run: Send only stores, and checks the frame size first.
-	client := connector.NewClient(connector.ClientOptions{URL: "ws://127.0.0.1:1", Store: store, MaxFrameBytes: 4096})
+	client := sdk.NewClient(sdk.ClientOptions{URL: "ws://127.0.0.1:1", Store: store, MaxFrameBytes: 4096})
 	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, client, "", nil, zerolog.Nop())
 	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package xmppconnector is the reference connector: it bridges one-to-one
 // XMPP chats of configured accounts to the bridge through the connector
-// SDK (package connector).
+// SDK (package connector/sdk).
 //
 // XMPP library: mellium.im/xmpp. Both candidates were tried against a real
 // Prosody. mellium won because it takes a context everywhere (dial,

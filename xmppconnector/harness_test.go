@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/internal/testxmpp"
 )
 
@@ -23,10 +24,10 @@ const (
 	waitLong    = 15 * time.Second
 )
 
-// fakeBridge is the bridge side of the protocol: the real connector.Server
+// fakeBridge is the bridge side of the protocol: the real server.Server
 // with an in-memory store that records every accepted event.
 type fakeBridge struct {
-	srv  *connector.Server
+	srv  *server.Server
 	http *httptest.Server
 
 	mu         sync.Mutex
@@ -38,7 +39,7 @@ type fakeBridge struct {
 
 func newFakeBridge(t *testing.T) *fakeBridge {
 	b := &fakeBridge{acked: make(map[string]int64), changed: make(chan struct{})}
-	srv, err := connector.NewServer(connector.ServerOptions{
+	srv, err := server.New(server.Options{
 		Token:   bridgeToken,
 		Store:   b,
 		Handler: bridgeHandler{b},
@@ -83,11 +84,10 @@ func (b *fakeBridge) notify() {
 
 type bridgeHandler struct{ b *fakeBridge }
 
-func (bridgeHandler) Hello(context.Context, string, *connector.Hello) []connector.LoginRefusal {
+func (bridgeHandler) Hello(context.Context, string, *connector.Hello) []server.LoginRefusal {
 	return nil
 }
 func (bridgeHandler) Check(context.Context, string, *connector.Event) *connector.Error { return nil }
-func (bridgeHandler) Accepted(string)                                                  {}
 func (bridgeHandler) Connected(string)                                                 {}
 func (bridgeHandler) Disconnected(string)                                              {}
 func (h bridgeHandler) Ephemeral(_ context.Context, _ string, e *connector.Ephemeral) {

@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
-var _ connector.ClientStore = (*Store)(nil)
+var _ sdk.ClientStore = (*Store)(nil)
 
 // effects is the connector's own state change that belongs to an event:
 // the archive item it came from, the id mappings it creates, the reaction
@@ -96,14 +97,14 @@ func applyEffects(ctx context.Context, tx *sql.Tx, e *effects) error {
 	return nil
 }
 
-// NextSeq implements connector.ClientStore.
+// NextSeq implements sdk.ClientStore.
 func (s *Store) NextSeq(ctx context.Context) (int64, error) {
 	var next int64
 	err := s.db.QueryRowContext(ctx, `SELECT next FROM seq WHERE id = 1`).Scan(&next)
 	return next, err
 }
 
-// Append implements connector.ClientStore; it also commits the effects
+// Append implements sdk.ClientStore; it also commits the effects
 // attached to ctx with withEffects.
 func (s *Store) Append(ctx context.Context, seq int64, ev *connector.Event) error {
 	data, err := json.Marshal(ev)
@@ -126,16 +127,16 @@ func (s *Store) Append(ctx context.Context, seq int64, ev *connector.Event) erro
 	})
 }
 
-// Unacked implements connector.ClientStore.
-func (s *Store) Unacked(ctx context.Context, after int64) ([]connector.StoredEvent, error) {
+// Unacked implements sdk.ClientStore.
+func (s *Store) Unacked(ctx context.Context, after int64) ([]sdk.StoredEvent, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq`, after)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []connector.StoredEvent
+	var out []sdk.StoredEvent
 	for rows.Next() {
-		var se connector.StoredEvent
+		var se sdk.StoredEvent
 		var data []byte
 		if err := rows.Scan(&se.Seq, &data); err != nil {
 			return nil, err
@@ -148,7 +149,7 @@ func (s *Store) Unacked(ctx context.Context, after int64) ([]connector.StoredEve
 	return out, rows.Err()
 }
 
-// Acked implements connector.ClientStore.
+// Acked implements sdk.ClientStore.
 func (s *Store) Acked(ctx context.Context, upTo int64) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM outbox WHERE seq <= ?`, upTo); err != nil {
@@ -159,7 +160,7 @@ func (s *Store) Acked(ctx context.Context, upTo int64) error {
 	})
 }
 
-// Rebase implements connector.ClientStore. The rows are read and written
+// Rebase implements sdk.ClientStore. The rows are read and written
 // back rather than updated in place, since shifting primary keys up one row
 // at a time can collide with a row not yet moved.
 func (s *Store) Rebase(ctx context.Context, after int64) error {
@@ -185,7 +186,7 @@ func (s *Store) Rebase(ctx context.Context, after int64) error {
 	})
 }
 
-// TxnResult implements connector.ClientStore.
+// TxnResult implements sdk.ClientStore.
 func (s *Store) TxnResult(ctx context.Context, txn string) (*connector.Result, *connector.Error, bool, error) {
 	var resData, errData []byte
 	err := s.db.QueryRowContext(ctx, `SELECT result, error FROM txns WHERE txn = ?`, txn).Scan(&resData, &errData)
@@ -212,7 +213,7 @@ func (s *Store) TxnResult(ctx context.Context, txn string) (*connector.Result, *
 	return res, perr, true, nil
 }
 
-// SaveTxnResult implements connector.ClientStore.
+// SaveTxnResult implements sdk.ClientStore.
 func (s *Store) SaveTxnResult(ctx context.Context, txn string, res *connector.Result, e *connector.Error) error {
 	var resData, errData []byte
 	var err error

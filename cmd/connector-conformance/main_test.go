@@ -81,7 +81,7 @@ func TestExternalConnector(t *testing.T) {
 		"-start-cmd", helperEnv + "=" + produce + " exec '" + exe + "'",
 		"-produce-cmd", "echo {n} >> '" + produce + "'",
 		// The helper's store dies with its process, and the SDK bug that
-		// acked-seq-ahead finds is covered by the connector package.
+		// acked-seq-ahead finds is covered by the connector/sdk package.
 		"-skip", conformance.CheckReplayRestart + "," + conformance.CheckAckedSeqAhead,
 	}, &out, &out)
 	t.Log(out.String())

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 )
 
 // The SDK target's fake network: one login talking to one contact.
@@ -31,10 +32,10 @@ type SDKTarget struct {
 	// Log receives the SDK's log; the zero value discards it.
 	Log zerolog.Logger
 
-	store *connector.MemoryStore
+	store *sdk.MemoryStore
 
 	mu        sync.Mutex
-	client    *connector.Client
+	client    *sdk.Client
 	runCtx    context.Context // ends with Stop
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -48,7 +49,7 @@ var _ NetworkObserver = (*SDKTarget)(nil)
 
 // NewSDKTarget returns a stopped target with an empty store.
 func NewSDKTarget() *SDKTarget {
-	return &SDKTarget{store: connector.NewMemoryStore(), delivered: make(map[string]int)}
+	return &SDKTarget{store: sdk.NewMemoryStore(), delivered: make(map[string]int)}
 }
 
 func (t *SDKTarget) Start(ctx context.Context, url, token string) error {
@@ -57,7 +58,7 @@ func (t *SDKTarget) Start(ctx context.Context, url, token string) error {
 	if t.client != nil {
 		return errors.New("sdk target: already running")
 	}
-	t.client = connector.NewClient(connector.ClientOptions{
+	t.client = sdk.NewClient(sdk.ClientOptions{
 		URL:   url,
 		Token: token,
 		Hello: connector.Hello{
@@ -77,7 +78,7 @@ func (t *SDKTarget) Start(ctx context.Context, url, token string) error {
 	// The connector outlives the call that starts it.
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t.runCtx, t.cancel, t.done = runCtx, cancel, make(chan struct{})
-	go func(c *connector.Client, done chan struct{}) {
+	go func(c *sdk.Client, done chan struct{}) {
 		defer close(done)
 		_ = c.Run(runCtx)
 	}(t.client, t.done)

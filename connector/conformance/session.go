@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/connws"
 )
 
 // writeWait bounds each write, so a connector that stops reading cannot
@@ -120,7 +121,7 @@ func (s *session) next(ctx context.Context, wait time.Duration) (inFrame, error)
 type closedError struct{ err error }
 
 func (e *closedError) Error() string {
-	if code := connector.CloseCode(e.err); code != 0 {
+	if code := connws.CloseCode(e.err); code != 0 {
 		return fmt.Sprintf("connection closed by the connector with code %d (%v)", code, e.err)
 	}
 	return fmt.Sprintf("connection lost: %v", e.err)

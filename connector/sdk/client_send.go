@@ -1,0 +1,131 @@
+package sdk
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/connws"
+)
+
+// Send validates ev, gives it the next seq and stores it durably before it
+// goes anywhere, then queues it for the bridge. It returns once the event is
+// stored: delivery, including replay after reconnects and restarts, is the
+// client's job from then on; WaitAcked waits for the bridge's ack.
+//
+// While connected with max_in_flight events unacked, Send blocks until the
+// bridge acks some or ctx ends; that error comes before anything is stored.
+// While disconnected it only stores. An event that fails validation or does
+// not fit into a frame is refused rather than stored: replayed, it would
+// stall the stream for good.
+func (c *Client) Send(ctx context.Context, ev *connector.Event) (int64, error) {
+	if err := ev.Validate(); err != nil {
+		return 0, err
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return 0, fmt.Errorf("encode %s event: %w", ev.Kind, err)
+	}
+	if limit := c.frameLimit(); int64(len(data))+frameOverhead > limit {
+		return 0, fmt.Errorf("%w: %s event is %d bytes, too large for a %d-byte frame", ErrEventTooLarge, ev.Kind, len(data), limit)
+	}
+	if err := c.waitForRoom(ctx); err != nil {
+		return 0, err
+	}
+
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	seq, err := c.opts.Store.NextSeq(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read next seq: %w", err)
+	}
+	if err := c.opts.Store.Append(ctx, seq, ev); err != nil {
+		return 0, fmt.Errorf("store event %d: %w", seq, err)
+	}
+	frame := eventFrame(seq, data)
+	c.mu.Lock()
+	c.lastSeq = seq
+	s := c.sess
+	if s != nil {
+		s.queue = append(s.queue, queuedEvent{seq: seq, frame: frame})
+	}
+	c.mu.Unlock()
+	if s != nil {
+		s.wakeWriter()
+	}
+	return seq, nil
+}
+
+// eventFrame builds an event frame around already encoded data; marshalling
+// a Frame would validate and copy data once more.
+func eventFrame(seq int64, data []byte) []byte {
+	b := make([]byte, 0, len(data)+40)
+	b = append(b, `{"type":"event","seq":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// frameLimit is the largest frame both ends accept, as far as known.
+func (c *Client) frameLimit() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess != nil {
+		return c.sess.maxFrame
+	}
+	return min(c.opts.MaxFrameBytes, c.bridgeMaxFrame)
+}
+
+// waitForRoom blocks while connected with a full window.
+func (c *Client) waitForRoom(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		s := c.sess
+		full := s != nil && c.lastSeq-c.acked >= s.maxInFlight
+		changed := c.changed
+		c.mu.Unlock()
+		if !full {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for room in the in-flight window: %w", ctx.Err())
+		}
+	}
+}
+
+// SendEphemeral sends e if connected and silently drops it otherwise:
+// ephemerals are never stored or replayed, and a stale typing notice is
+// worse than none.
+func (c *Client) SendEphemeral(ctx context.Context, e *connector.Ephemeral) error {
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	s := c.sess
+	c.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	b, err := connws.EncodeFrame(connector.Frame{Type: connector.TypeEphemeral}, e)
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) > s.maxFrame {
+		return fmt.Errorf("%s ephemeral is %d bytes, too large for a %d-byte frame", e.Kind, len(b), s.maxFrame)
+	}
+	select {
+	case s.out <- b:
+		return nil
+	case <-s.done:
+		return nil
+	case <-s.writerDone:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,139 @@
+// Package inbox is the bridge's durable queue of connector events: the one
+// place that writes an accepted event, wakes the reader, reads it back and
+// marks it done. The connector server hands it each event's data as the
+// connector sent it (validated there); the inbox stores those bytes as they
+// are, in the same transaction that moves the connector's acked_seq, so an
+// ack always means the event survives a crash. The portal manager reads the
+// events back in seq order and marks each done in the transaction that
+// applies it.
+package inbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/metrics"
+)
+
+// Inbox is the connector server's Store and the portal manager's source of
+// connector events. It has one reader (see Reader).
+type Inbox struct {
+	db      *database.Database
+	metrics *metrics.Metrics
+	log     zerolog.Logger
+	wake    chan struct{}
+	handoff handoff
+}
+
+var _ server.BatchStore = (*Inbox)(nil)
+
+// New returns an inbox on db; mx may be nil.
+func New(db *database.Database, mx *metrics.Metrics, log zerolog.Logger) *Inbox {
+	return &Inbox{
+		db:      db,
+		metrics: mx,
+		log:     log.With().Str("component", "inbox").Logger(),
+		wake:    make(chan struct{}, 1),
+		handoff: handoff{events: make(map[key]*connector.Event)},
+	}
+}
+
+// AckedSeq is the highest seq stored from connectorID, ever.
+func (in *Inbox) AckedSeq(ctx context.Context, connectorID string) (int64, error) {
+	return in.db.Stream.AckedSeq(ctx, connectorID)
+}
+
+// Accept stores one event; the server uses AcceptBatch, this is for Store.
+// Without the bytes the connector sent, ev is encoded.
+func (in *Inbox) Accept(ctx context.Context, connectorID string, seq int64, ev *connector.Event) error {
+	it := server.Accepted{Seq: seq, Event: ev}
+	if ev != nil {
+		raw, err := json.Marshal(ev)
+		if err != nil {
+			return fmt.Errorf("encode event %d: %w", seq, err)
+		}
+		it.Raw = raw
+	}
+	return in.AcceptBatch(ctx, connectorID, []server.Accepted{it})
+}
+
+// AcceptBatch stores the events of items as the connector sent them and moves
+// acked_seq to the last item's seq, in one transaction; after an error
+// nothing of it is stored. Once it commits, the reader is woken: acks go out
+// batched and possibly delayed, and a lone event must not wait for that.
+func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []server.Accepted) error {
+	if len(items) == 0 {
+		return nil
+	}
+	first, last := items[0].Seq, items[len(items)-1].Seq
+	// The intake of an event is where its bridge latency starts.
+	takenIn := time.Now()
+	// Rows are built before the transaction opens, so it holds its locks
+	// only for the writes.
+	rows := make([]*database.InboxRow, 0, len(items))
+	for i, it := range items {
+		// AdvanceFrom only checks the ends; a hole or a repeat in between
+		// would be acked without being stored.
+		if it.Seq != first+int64(i) {
+			return fmt.Errorf("batch of connector %s is not consecutive at seq %d", connectorID, it.Seq)
+		}
+		if it.Event == nil {
+			continue
+		}
+		if len(it.Raw) == 0 {
+			return fmt.Errorf("event %d of connector %s comes without its data", it.Seq, connectorID)
+		}
+		row := &database.InboxRow{ConnectorID: connectorID, Seq: it.Seq, LoginID: it.Event.Login, Kind: it.Event.Kind, Data: it.Raw}
+		if it.Event.Chat != nil {
+			row.ChatID = it.Event.Chat.ID
+		}
+		rows = append(rows, row)
+	}
+	// Handed over before the commit, so that the reader, which can see the
+	// rows only after it, always finds them; taken back if the commit fails.
+	in.handoff.put(connectorID, items)
+	err := in.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := in.db.Inbox.InsertMany(ctx, rows); err != nil {
+			return fmt.Errorf("store events %d-%d: %w", first, last, err)
+		}
+		// From first-1: if acked_seq is anything else, another writer got
+		// here first and none of this may commit.
+		return in.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
+	})
+	if err != nil {
+		in.handoff.drop(connectorID, items)
+		return err
+	}
+	for _, r := range rows {
+		in.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
+	}
+	if len(rows) > 0 {
+		in.Wake()
+	}
+	return nil
+}
+
+// Wake makes the reader look for stored events, as after a commit. Wakes
+// do not queue up: one pending wake covers any number.
+func (in *Inbox) Wake() {
+	select {
+	case in.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Woken delivers the wakes.
+func (in *Inbox) Woken() <-chan struct{} { return in.wake }
+
+// Prune deletes events applied without error, keeping the table small;
+// parked ones stay for the operator.
+func (in *Inbox) Prune(ctx context.Context) error {
+	return in.db.Inbox.Prune(ctx)
+}

@@ -1,0 +1,151 @@
+package inbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+func open(t *testing.T, target testdb.Target) *database.Database {
+	t.Helper()
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("open %s: %v", target.Name, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// item is an accepted event as the server hands it over: raw is what the
+// connector sent, with spacing and a field the bridge does not know.
+func item(t *testing.T, seq int64, text string) server.Accepted {
+	t.Helper()
+	raw := []byte(`{ "kind":"message","login":"alice","ts":7,"chat":{"id":"bob","type":"dm","with":"bob"},` +
+		`"sender":{"id":"bob"},"id":"m` + text + `","text":"` + text + `", "x-future":[1] }`)
+	var ev connector.Event
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		t.Fatal(err)
+	}
+	return server.Accepted{Seq: seq, Event: &ev, Raw: raw}
+}
+
+func woken(in *Inbox) bool {
+	select {
+	case <-in.Woken():
+		return true
+	default:
+		return false
+	}
+}
+
+// TestStoredAsSentReadOnce: the inbox stores the connector's bytes as they
+// are, wakes the reader on commit, and hands each event to the reader once:
+// decoded already while this process wrote it, decoded from the stored
+// bytes after a restart. Done, Failed and Park land in the table.
+func TestStoredAsSentReadOnce(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			in := New(db, nil, zerolog.Nop())
+			items := []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}
+			if err := in.AcceptBatch(ctx, "c", items); err != nil {
+				t.Fatal(err)
+			}
+			if !woken(in) {
+				t.Fatal("no wake after a commit")
+			}
+			if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
+				t.Fatalf("acked_seq %d, %v; want 3", acked, err)
+			}
+			var data string
+			if err := db.QueryRow(ctx, "SELECT data FROM inbox WHERE connector_id='c' AND seq=1").Scan(&data); err != nil {
+				t.Fatal(err)
+			}
+			if data != string(items[0].Raw) {
+				t.Fatalf("stored %s, want the bytes as sent: %s", data, items[0].Raw)
+			}
+
+			got := in.Reader().Next(ctx, 10)
+			if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
+				t.Fatalf("read %+v, want seqs 1 and 3", got)
+			}
+			if got[0].Event != items[0].Event || got[1].Event != items[2].Event {
+				t.Error("the events decoded at the edge were decoded again")
+			}
+
+			// Another process reads the same bytes back.
+			again := New(db, nil, zerolog.Nop()).Reader().Next(ctx, 10)
+			if len(again) != 2 || !reflect.DeepEqual(again[0].Event, items[0].Event) || again[1].ChatID != "bob" || again[1].LoginID != "alice" {
+				t.Fatalf("after a restart read %+v, want the same events", again)
+			}
+
+			r := in.Reader()
+			e := r.Next(ctx, 10)
+			if err := e[0].Done(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := e[1].Failed(ctx, errors.New("homeserver down")); err != nil {
+				t.Fatal(err)
+			}
+			if left := in.Reader().Next(ctx, 10); len(left) != 1 || left[0].Seq != 3 || left[0].Attempts != 1 {
+				t.Fatalf("after Done and Failed: %+v, want seq 3 with one attempt", left)
+			}
+			if err := e[1].Park(ctx, errors.New("gave up")); err != nil {
+				t.Fatal(err)
+			}
+			if left := in.Reader().Next(ctx, 10); len(left) != 0 {
+				t.Fatalf("after Park: %+v, want nothing", left)
+			}
+			if n := len(in.handoff.events); n != 0 {
+				t.Errorf("%d handed-over events left behind", n)
+			}
+		})
+	}
+}
+
+// TestFailedBatchStoresNothing: when acked_seq is not where the batch
+// starts (another writer), nothing is stored, nobody is woken, and nothing
+// decoded stays in memory.
+func TestFailedBatchStoresNothing(t *testing.T) {
+	ctx := context.Background()
+	in := New(open(t, testdb.SQLite(t)), nil, zerolog.Nop())
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two")}); err == nil {
+		t.Fatal("a batch from seq 2 on an empty stream was stored")
+	}
+	if woken(in) {
+		t.Error("woken by a failed batch")
+	}
+	if got := in.Reader().Next(ctx, 10); len(got) != 0 {
+		t.Fatalf("read %+v after a failed batch", got)
+	}
+	if n := len(in.handoff.events); n != 0 {
+		t.Errorf("%d handed-over events kept after a failed batch", n)
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "a"), item(t, 3, "b")}); err == nil {
+		t.Fatal("a batch with a hole was stored")
+	}
+}
+
+// TestUnparsableRow: a row whose data does not decode comes back without
+// an Event, for the caller to park.
+func TestUnparsableRow(t *testing.T) {
+	ctx := context.Background()
+	db := open(t, testdb.SQLite(t))
+	if err := db.Inbox.Insert(ctx, &database.InboxRow{ConnectorID: "c", Seq: 1, LoginID: "alice", Kind: "message", Data: []byte("{")}); err != nil {
+		t.Fatal(err)
+	}
+	got := New(db, nil, zerolog.Nop()).Reader().Next(ctx, 10)
+	if len(got) != 1 || got[0].Event != nil {
+		t.Fatalf("read %+v, want one entry without an event", got)
+	}
+}

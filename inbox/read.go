@@ -1,0 +1,153 @@
+package inbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// Entry is a stored event waiting to be applied.
+type Entry struct {
+	ConnectorID string
+	Seq         int64
+	LoginID     string
+	ChatID      string
+	Kind        string
+	// Attempts counts failed attempts to apply it so far, across restarts.
+	Attempts int
+	// Event is the decoded event; nil if the stored data does not parse
+	// (the caller parks such an entry).
+	Event *connector.Event
+
+	in *Inbox
+}
+
+// Done marks the entry applied. The caller runs it in the transaction of
+// its own writes, so that the event is applied exactly once.
+func (e *Entry) Done(ctx context.Context) error {
+	return e.in.db.Inbox.MarkDone(ctx, e.ConnectorID, e.Seq, "")
+}
+
+// Park marks the entry done with the reason the bridge gave up on it; it
+// stays in the table (Prune keeps it) for the operator.
+func (e *Entry) Park(ctx context.Context, reason error) error {
+	return e.in.db.Inbox.MarkDone(ctx, e.ConnectorID, e.Seq, reason.Error())
+}
+
+// Failed counts a failed attempt, so that the backoff carries on where it
+// was after a restart.
+func (e *Entry) Failed(ctx context.Context, reason error) error {
+	return e.in.db.Inbox.AddAttempt(ctx, e.ConnectorID, e.Seq, reason.Error())
+}
+
+// Reader reads the stored events of every connector in seq order, each
+// once per reader. The inbox has one reader at a time.
+type Reader struct {
+	in    *Inbox
+	after map[string]int64 // per connector: the last seq returned
+}
+
+// Reader starts reading from the oldest event not yet done.
+func (in *Inbox) Reader() *Reader {
+	return &Reader{in: in, after: make(map[string]int64)}
+}
+
+// Next returns the following events not yet done, at most perConnector of
+// each connector, in seq order within a connector. A connector whose events
+// cannot be listed is logged and skipped until the next call.
+func (r *Reader) Next(ctx context.Context, perConnector int) []*Entry {
+	conns, err := r.in.db.Inbox.Connectors(ctx)
+	if err != nil && ctx.Err() == nil {
+		r.in.log.Err(err).Msg("Failed to list connectors with pending events")
+	}
+	var out []*Entry
+	for _, connID := range conns {
+		rows, err := r.in.db.Inbox.Pending(ctx, connID, r.after[connID], perConnector)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.in.log.Err(err).Str("connector_id", connID).Msg("Failed to load pending events")
+			}
+			continue
+		}
+		for _, row := range rows {
+			out = append(out, r.in.entry(row))
+			r.after[connID] = row.Seq
+		}
+	}
+	return out
+}
+
+// entry decodes a row, unless the writer in this process handed its event
+// over: then the event has been decoded once, at the connector server, and
+// the stored bytes are those it was decoded from.
+func (in *Inbox) entry(row *database.InboxRow) *Entry {
+	e := &Entry{
+		ConnectorID: row.ConnectorID, Seq: row.Seq, LoginID: row.LoginID, ChatID: row.ChatID,
+		Kind: row.Kind, Attempts: row.Attempts, in: in,
+	}
+	if ev := in.handoff.take(row.ConnectorID, row.Seq); ev != nil {
+		e.Event = ev
+		return e
+	}
+	var ev connector.Event
+	if err := json.Unmarshal(row.Data, &ev); err != nil || ev.Kind == "" {
+		in.log.Warn().Err(err).Str("connector_id", row.ConnectorID).Int64("seq", row.Seq).Msg("Stored event does not parse")
+		return e
+	}
+	e.Event = &ev
+	return e
+}
+
+// ErrUnparsable is the reason to park an entry whose Event is nil.
+var ErrUnparsable = errors.New("stored event does not parse")
+
+// maxHandoff bounds the decoded events kept for the reader; beyond it the
+// reader decodes the stored bytes, as after a restart. The reader takes
+// events about as fast as they commit unless the homeserver falls behind,
+// and then a bounded backlog is all that is worth keeping in memory.
+const maxHandoff = 4096
+
+type key struct {
+	connectorID string
+	seq         int64
+}
+
+// handoff carries events decoded by the connector server from the writer
+// to the reader of this process, so that a live event is decoded once.
+type handoff struct {
+	mu     sync.Mutex
+	events map[key]*connector.Event
+}
+
+func (h *handoff) put(connectorID string, items []server.Accepted) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, it := range items {
+		if it.Event == nil || len(h.events) >= maxHandoff {
+			continue
+		}
+		h.events[key{connectorID, it.Seq}] = it.Event
+	}
+}
+
+func (h *handoff) drop(connectorID string, items []server.Accepted) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, it := range items {
+		delete(h.events, key{connectorID, it.Seq})
+	}
+}
+
+func (h *handoff) take(connectorID string, seq int64) *connector.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	k := key{connectorID, seq}
+	ev := h.events[k]
+	delete(h.events, k)
+	return ev
+}
