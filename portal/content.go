@@ -3,7 +3,7 @@ package portal
 import (
 	"context"
 
-	mas "maunium.net/go/mautrix/appservice"
+	"github.com/dmbridge/dmbridge/matrix"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -12,7 +12,7 @@ import (
 
 // remoteToMatrix converts a connector message into the Matrix events that
 // show it: the text, then one event per attachment.
-func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
+func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
 	var contents []*event.MessageEventContent
 	if ev.Text != "" || ev.HTML != "" {
 		texts, err := m.fitText(ctx, intent, textContent(ev.Text, ev.HTML))
