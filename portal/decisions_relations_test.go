@@ -105,6 +105,7 @@ func TestUnitRelationOwnershipRefused(t *testing.T) {
 		{Kind: connector.KindDelete, ID: "d2", Target: "m1", Sender: &connector.Sender{ID: unitLoginID, IsMe: true}},
 		{Kind: connector.KindEdit, ID: "e3", Target: "m1", Text: "mine now", Sender: &connector.Sender{ID: unitLoginID, IsMe: true}},
 		{Kind: connector.KindDelete, ID: "d3", Target: "m1", Sender: &connector.Sender{ID: "mallory"}},
+		{Kind: connector.KindReaction, ID: "x3", Target: "m1", Key: "😈", Sender: &connector.Sender{ID: "mallory"}},
 	}
 	for _, ev := range cases {
 		u.remote(t, ev)
