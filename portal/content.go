@@ -3,11 +3,11 @@ package portal
 import (
 	"context"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // remoteToMatrix converts a connector message into the Matrix events that

@@ -7,7 +7,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // A Matrix send caused by a remote event uses a deterministic transaction id,

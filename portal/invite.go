@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 

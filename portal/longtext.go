@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // A Matrix event may weigh at most 65536 bytes as a whole (signatures,

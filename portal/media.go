@@ -16,12 +16,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/netguard"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
@@ -14,6 +13,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // remoteRelation applies an event that points at an earlier message: an
