@@ -6,10 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 )
 
 const userRoom = id.RoomID("!userroom:x")
@@ -227,5 +229,50 @@ func TestUnitDirectMergeSurvivesConcurrentWrite(t *testing.T) {
 	}
 	if !u.portal(t).InDirect {
 		t.Error("portal not marked as in m.direct")
+	}
+}
+
+// A creation interrupted before the room id was stored resumes with the room
+// the ghost created (found by its m.bridge state), inviting the user if the
+// crash came before the invite, instead of creating a second room. A room
+// of another chat is not taken for it.
+func TestUnitInterruptedCreationResumes(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	key := database.PortalKey{LoginID: unitLoginID, ChatID: "bob"}
+	if _, err := u.db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.db.Portal.MarkCreateStarted(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	ghost := u.hs.Ghost(unitGhost, true)
+	mkRoom := func(chatID string) id.RoomID {
+		resp, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.hs.SetState(resp.RoomID, event.StateBridge, "testnet://"+chatID, &event.BridgeEventContent{
+			Channel: event.BridgeInfoSection{ID: chatID, Receiver: unitLoginID}})
+		return resp.RoomID
+	}
+	other := mkRoom("carol")
+	orphan := mkRoom("bob")
+	u.hs.Reset()
+	u.remote(t, fromBob("m1", "hello"))
+	if p := u.portal(t); p.RoomID != orphan {
+		t.Fatalf("portal room = %s, want the orphan %s (not %s)", p.RoomID, orphan, other)
+	}
+	if creates := u.hs.Calls("CreateRoom"); len(creates) != 0 {
+		t.Errorf("created another room: %+v", creates)
+	}
+	if got := u.hs.Membership(orphan, unitUser); got != event.MembershipInvite {
+		t.Errorf("user's membership in the recovered room = %q, want invite", got)
+	}
+	if inv := u.hs.Calls("InviteUser"); len(inv) != 1 || inv[0].Content["is_direct"] != true {
+		t.Errorf("invites = %+v, want one is_direct invite", inv)
+	}
+	if sends := u.sends(); len(sends) != 1 || sends[0].RoomID != orphan {
+		t.Errorf("sends = %+v, want the message in the recovered room", sends)
 	}
 }
