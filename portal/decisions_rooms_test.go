@@ -235,7 +235,7 @@ func TestUnitDirectMergeSurvivesConcurrentWrite(t *testing.T) {
 // A creation interrupted before the room id was stored resumes with the room
 // the ghost created (found by its m.bridge state), inviting the user if the
 // crash came before the invite, instead of creating a second room. A room
-// of another chat is not taken for it.
+// of another login's chat is not taken for it.
 func TestUnitInterruptedCreationResumes(t *testing.T) {
 	u := newUnit(t, false)
 	ctx := context.Background()
@@ -247,17 +247,18 @@ func TestUnitInterruptedCreationResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ghost := u.hs.Ghost(unitGhost, true)
-	mkRoom := func(chatID string) id.RoomID {
+	mkRoom := func(chatID, loginID string) id.RoomID {
 		resp, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		u.hs.SetState(resp.RoomID, event.StateBridge, "testnet://"+chatID, &event.BridgeEventContent{
-			Channel: event.BridgeInfoSection{ID: chatID, Receiver: unitLoginID}})
+			Channel: event.BridgeInfoSection{ID: chatID, Receiver: loginID}})
 		return resp.RoomID
 	}
-	other := mkRoom("carol")
-	orphan := mkRoom("bob")
+	// The same chat of another login (the ghost is in both) comes first.
+	other := mkRoom("bob", "l2")
+	orphan := mkRoom("bob", unitLoginID)
 	u.hs.Reset()
 	u.remote(t, fromBob("m1", "hello"))
 	if p := u.portal(t); p.RoomID != orphan {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -271,6 +273,8 @@ func (u *User) JoinedRooms(ctx context.Context) (*mautrix.RespJoinedRooms, error
 				resp.JoinedRooms = append(resp.JoinedRooms, roomID)
 			}
 		}
+		// In creation order, so that tests are deterministic.
+		slices.SortFunc(resp.JoinedRooms, func(a, b id.RoomID) int { return roomSeq(a) - roomSeq(b) })
 		return nil
 	})
 	return resp, err
@@ -453,6 +457,18 @@ func (u *User) SetAccountData(ctx context.Context, eventType string, data any) e
 		u.hs.accountData[u.id][eventType] = raw
 		return nil
 	})
+}
+
+// roomSeq is the sequence number in a room id the fake generated.
+func roomSeq(roomID id.RoomID) int {
+	n := 0
+	for _, c := range strings.TrimPrefix(string(roomID), "!") {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 func itoa(n int) string {
