@@ -5,7 +5,9 @@
 // that the portal's decisions can be tested against a recording fake
 // (internal/fakematrix), and so that a decorator (such as one that encrypts
 // what is sent into encrypted rooms) can wrap Intents without the callers
-// knowing.
+// knowing. Such a decorator embeds the API it wraps and overrides only the
+// methods it changes (SendMessageEvent, UploadMedia and Download, say);
+// callers never build an API themselves, they get it from Intents.
 //
 // The method names and signatures follow mautrix-go's IntentAPI, whose
 // semantics they keep: a send first makes sure the sender is joined (from the
