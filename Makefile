@@ -2,7 +2,7 @@
 GO ?= go
 BIN := bin
 
-.PHONY: build test demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults
+.PHONY: build test unit demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -18,6 +18,12 @@ test: prerequisites
 		if [ -n "$$unformatted" ]; then echo "gofmt would change:"; echo "$$unformatted"; exit 1; fi
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) fuzz-short
+
+# The fast tier: every test that needs no Dendrite, Prosody or PostgreSQL
+# (SQLite only), with no server running. Under -short the test helpers skip
+# the rest (internal/testdb.SkipShort); make test runs everything.
+unit:
+	$(GO) test -short -count=1 ./...
 
 # Native Go fuzz targets, as package:target. Their seed corpora (and any
 # crasher committed under testdata/fuzz) run with every `go test`; fuzz-short

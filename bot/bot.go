@@ -15,6 +15,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/portal"
 )
 
@@ -35,16 +36,18 @@ type Bot struct {
 	cfg      *config.Config
 	db       *database.Database
 	link     *appservice.Link
+	intent   matrix.API
 	portals  Portals
 	conn     Connectors
 	log      zerolog.Logger
 	commands []*command
 }
 
-// New creates the bot. It keeps no state of its own besides the database.
-func New(cfg *config.Config, db *database.Database, link *appservice.Link, portals Portals, conn Connectors, log zerolog.Logger) *Bot {
+// New creates the bot, which acts on Matrix through intent. It keeps no
+// state of its own besides the database.
+func New(cfg *config.Config, db *database.Database, link *appservice.Link, intent matrix.API, portals Portals, conn Connectors, log zerolog.Logger) *Bot {
 	b := &Bot{
-		cfg: cfg, db: db, link: link, portals: portals, conn: conn,
+		cfg: cfg, db: db, link: link, intent: intent, portals: portals, conn: conn,
 		log: log.With().Str("component", "bot").Logger(),
 	}
 	b.commands = b.commandTable()

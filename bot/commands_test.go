@@ -50,7 +50,7 @@ func TestHelpShowsAdminCommandsToAdminsOnly(t *testing.T) {
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "localhost"
 	cfg.Permissions = config.Permissions{"localhost": config.LevelUser, "@root:localhost": config.LevelAdmin}
-	b := New(cfg, nil, nil, nil, nil, zerolog.Nop())
+	b := New(cfg, nil, nil, nil, nil, nil, zerolog.Nop())
 	if help := b.helpText("@alice:localhost"); strings.Contains(help, "`logins") || !strings.Contains(help, "`start-chat") {
 		t.Errorf("user help:\n%s", help)
 	}

@@ -35,11 +35,11 @@ func (b *Bot) membership(ctx context.Context, evt *event.Event) error {
 // room. Anyone else's invite is declined without writing anything.
 func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 	log := zerolog.Ctx(ctx)
-	bot := b.link.Bot()
+	bot := b.intent
 	if b.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
 		log.Info().Msg("Declining bot invite from a user the bridge does not serve")
 		// A member event rather than /leave: Dendrite drops the reason of /leave.
-		_, err := bot.SendStateEvent(ctx, evt.RoomID, event.StateMember, string(bot.UserID),
+		_, err := bot.SendStateEvent(ctx, evt.RoomID, event.StateMember, string(bot.UserID()),
 			&event.MemberEventContent{Membership: event.MembershipLeave, Reason: "You are not allowed to use this bridge."})
 		if err != nil {
 			log.Warn().Err(err).Msg("Failed to decline invite")
@@ -53,7 +53,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 		}
 		return fmt.Errorf("join %s: %w", evt.RoomID, err)
 	}
-	_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID, event.MembershipJoin)
+	_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID(), event.MembershipJoin)
 	others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender)
 	if err != nil {
 		return err
@@ -65,7 +65,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 		if _, err = bot.LeaveRoom(ctx, evt.RoomID); err != nil && !isGone(err) {
 			return fmt.Errorf("leave %s: %w", evt.RoomID, err)
 		}
-		_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID, event.MembershipLeave)
+		_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID(), event.MembershipLeave)
 		return nil
 	}
 	if err = b.db.User.SetManagementRoom(ctx, evt.Sender, evt.RoomID); err != nil {
@@ -82,7 +82,7 @@ func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) 
 	if !b.inRoom(ctx, roomID) {
 		return nil
 	}
-	resp, err := b.link.Bot().JoinedMembers(ctx, roomID)
+	resp, err := b.intent.JoinedMembers(ctx, roomID)
 	if err != nil {
 		return fmt.Errorf("list members of %s: %w", roomID, err)
 	}
@@ -91,7 +91,7 @@ func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) 
 			return nil
 		}
 	}
-	if _, err = b.link.Bot().LeaveRoom(ctx, roomID); err != nil && !isGone(err) {
+	if _, err = b.intent.LeaveRoom(ctx, roomID); err != nil && !isGone(err) {
 		return fmt.Errorf("leave %s: %w", roomID, err)
 	}
 	_ = b.link.StateStore.SetMembership(ctx, roomID, b.link.BotMXID(), event.MembershipLeave)
@@ -110,7 +110,7 @@ func (b *Bot) forgetRoom(ctx context.Context, user id.UserID, roomID id.RoomID) 
 
 // otherMembers lists who, besides user and the bot, is in the room or invited.
 func (b *Bot) otherMembers(ctx context.Context, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
-	resp, err := b.link.Bot().Members(ctx, roomID)
+	resp, err := b.intent.Members(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
 	}

@@ -25,7 +25,7 @@ func (b *Bot) replyTxn(ctx context.Context, roomID id.RoomID, txn, markdown stri
 	if txn != "" {
 		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txn})
 	}
-	if _, err := b.link.Bot().SendMessageEvent(ctx, roomID, event.EventMessage, &content, extra...); err != nil {
+	if _, err := b.intent.SendMessageEvent(ctx, roomID, event.EventMessage, &content, extra...); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to send bot reply")
 	}
 }

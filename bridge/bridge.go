@@ -21,6 +21,7 @@ import (
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
 	"github.com/dmbridge/dmbridge/inbox"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/portal"
 	"github.com/dmbridge/dmbridge/provisioning"
@@ -76,7 +77,9 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	// Every intent's client and the double puppets share this client, so
 	// wrapping its transport sees every homeserver request.
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
-	portals := portal.NewManager(cfg, db, link, log)
+	// Everything portal/, puppet/ and bot/ do on Matrix goes through intents.
+	intents := matrix.NewIntents(link.AS)
+	portals := portal.NewManager(cfg, db, link, intents, log)
 	portals.SetMetrics(mx)
 	events := inbox.New(db, mx, log)
 	portals.SetInbox(events)
@@ -98,7 +101,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
 	portals.SetConnector(srv)
-	portals.SetRoomHandler(bot.New(cfg, db, link, portals, srv, log))
+	portals.SetRoomHandler(bot.New(cfg, db, link, intents.Bot(), portals, srv, log))
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
 	mx.WatchState(metrics.Sources{DB: db, Connectors: srv.ConnectorIDs, Log: log.With().Str("component", "metrics").Logger()})
 	checker := health.New(db, mx, srv.ConnectorIDs, Version, log)

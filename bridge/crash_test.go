@@ -38,6 +38,8 @@ type bridgeProcess struct {
 
 func buildBridge(t *testing.T) string {
 	t.Helper()
+	// Every test that runs the binary runs it against Dendrite.
+	testdb.SkipShort(t, "Dendrite")
 	bin := filepath.Join(t.TempDir(), "dmbridge")
 	out, err := exec.Command("go", "build", "-o", bin, "github.com/dmbridge/dmbridge/cmd/bridge").CombinedOutput()
 	if err != nil {

@@ -46,6 +46,7 @@ func pgBinDir(t *testing.T) string {
 
 func startPrivatePG(t *testing.T) *privatePG {
 	t.Helper()
+	testdb.SkipShort(t, "a private PostgreSQL server")
 	pgUser, err := user.Lookup("postgres")
 	if err != nil {
 		t.Fatalf("a postgres system user is needed to run a private server: %v", err)

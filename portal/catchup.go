@@ -4,15 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // catchUpLimit bounds how much early history an adopted room is searched.
@@ -37,25 +35,21 @@ type catchUpHead struct {
 // new DM right after creating it, so without this that message would never
 // reach the network. They are handled like events from the intake, in order,
 // before any later event of the room.
-func (m *Manager) catchUpEarlyMessages(ctx context.Context, ghost *mas.IntentAPI, roomID id.RoomID, invite id.EventID, user id.UserID) error {
+func (m *Manager) catchUpEarlyMessages(ctx context.Context, ghost matrix.API, roomID id.RoomID, invite id.EventID, user id.UserID) error {
 	// What follows the invite, read with /context because /messages needs a
 	// pagination token on some servers; messages from before the invite were
 	// not meant for the contact.
-	var resp struct {
-		After []json.RawMessage `json:"events_after"`
-	}
-	url := ghost.Client.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", roomID, "context", invite},
-		map[string]string{"limit": fmt.Sprint(catchUpLimit)})
-	if _, err := ghost.Client.MakeRequest(ctx, http.MethodGet, url, nil, &resp); err != nil {
+	after, err := ghost.EventsAfter(ctx, roomID, invite, catchUpLimit)
+	if err != nil {
 		return fmt.Errorf("read early history of %s: %w", roomID, err)
 	}
 	taken := 0
-	for _, raw := range resp.After {
+	for _, raw := range after {
 		var head catchUpHead
 		if err := json.Unmarshal(raw, &head); err != nil || head.ID == "" {
 			continue
 		}
-		if head.Type == event.StateMember.Type && head.StateKey != nil && id.UserID(*head.StateKey) == ghost.UserID &&
+		if head.Type == event.StateMember.Type && head.StateKey != nil && id.UserID(*head.StateKey) == ghost.UserID() &&
 			head.Content.Membership == event.MembershipJoin {
 			break
 		}

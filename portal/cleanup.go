@@ -58,11 +58,11 @@ func (m *Manager) finishCleanup(ctx context.Context, user id.UserID, roomID id.R
 		log.Warn().Err(err).Msg("Double puppet unavailable, m.direct entry left for the repair")
 	} else if dp != nil {
 		change := puppet.DirectChange{Remove: map[id.RoomID]bool{roomID: true}}
-		if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+		if _, err = m.direct.Apply(ctx, dp, change); err != nil {
 			return fmt.Errorf("remove %s from m.direct: %w", roomID, err)
 		}
 	}
-	intent := m.link.AS.Intent(ghost)
+	intent := m.mx.Ghost(ghost, false)
 	if _, err = intent.LeaveRoom(ctx, roomID); err != nil && !isGoneError(err) {
 		return fmt.Errorf("ghost %s leaving %s: %w", ghost, roomID, err)
 	}

@@ -3,16 +3,16 @@ package portal
 import (
 	"context"
 
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // remoteToMatrix converts a connector message into the Matrix events that
 // show it: the text, then one event per attachment.
-func (m *Manager) remoteToMatrix(ctx context.Context, intent *mas.IntentAPI, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
+func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
 	var contents []*event.MessageEventContent
 	if ev.Text != "" || ev.HTML != "" {
 		texts, err := m.fitText(ctx, intent, textContent(ev.Text, ev.HTML))

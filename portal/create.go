@@ -7,12 +7,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -81,7 +81,7 @@ func (m *Manager) ensurePortal(ctx context.Context, login *database.Login, conne
 	}
 	if !p.InDirect {
 		change := puppet.DirectChange{Add: map[id.UserID][]id.RoomID{ghost.MXID: {p.RoomID}}}
-		if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+		if _, err = m.direct.Apply(ctx, dp, change); err != nil {
 			return nil, fmt.Errorf("add portal %s to m.direct: %w", p.RoomID, err)
 		}
 		if err = m.db.Portal.SetInDirect(ctx, key, true); err != nil {
@@ -125,9 +125,9 @@ func (m *Manager) bridgeInfo(connectorID string, login *database.Login, p *datab
 // createRoom creates the DM as the ghost. The bot stays out of the room:
 // clients name a DM after its other members, and the user must see the
 // contact there, not the bridge.
-func (m *Manager) createRoom(ctx context.Context, ghost *mas.IntentAPI, connectorID string, login *database.Login, p *database.Portal) (id.RoomID, error) {
+func (m *Manager) createRoom(ctx context.Context, ghost matrix.API, connectorID string, login *database.Login, p *database.Portal) (id.RoomID, error) {
 	stateKey := m.bridgeStateKey(connectorID, p.ChatID)
-	info := m.bridgeInfo(connectorID, login, p, ghost.UserID)
+	info := m.bridgeInfo(connectorID, login, p, ghost.UserID())
 	resp, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{
 		Preset:   "trusted_private_chat",
 		IsDirect: true,
@@ -147,8 +147,8 @@ func (m *Manager) createRoom(ctx context.Context, ghost *mas.IntentAPI, connecto
 // that createRoom would have sent. The homeserver stops processing a
 // createRoom whose caller went away, so a crash can leave a room that has
 // its initial state (and so is found by findOrphanRoom) but no invites yet.
-func (m *Manager) ensureDirectInvite(ctx context.Context, ghost *mas.IntentAPI, roomID id.RoomID, user id.UserID) error {
-	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost.UserID, event.MembershipJoin)
+func (m *Manager) ensureDirectInvite(ctx context.Context, ghost matrix.API, roomID id.RoomID, user id.UserID) error {
+	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost.UserID(), event.MembershipJoin)
 	var member event.MemberEventContent
 	err := ghost.StateEvent(ctx, roomID, event.StateMember, string(user), &member)
 	if err == nil && (member.Membership == event.MembershipInvite || member.Membership == event.MembershipJoin) {
@@ -162,7 +162,7 @@ func (m *Manager) ensureDirectInvite(ctx context.Context, ghost *mas.IntentAPI, 
 
 // findOrphanRoom looks for a room the ghost created for this chat before a
 // crash kept its id from being stored. It runs only on that recovery path.
-func (m *Manager) findOrphanRoom(ctx context.Context, ghost *mas.IntentAPI, connectorID string, p *database.Portal) (id.RoomID, error) {
+func (m *Manager) findOrphanRoom(ctx context.Context, ghost matrix.API, connectorID string, p *database.Portal) (id.RoomID, error) {
 	rooms, err := ghost.JoinedRooms(ctx)
 	if err != nil {
 		return "", err

@@ -9,12 +9,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // A Matrix send caused by a remote event uses a deterministic transaction id,
@@ -55,7 +55,7 @@ const inDoubtRetention = 7 * 24 * time.Hour
 
 // remoteSend is one Matrix send caused by a remote event.
 type remoteSend struct {
-	intent    *mas.IntentAPI
+	intent    matrix.API
 	roomID    id.RoomID
 	key       database.PortalKey
 	remoteID  string
@@ -70,7 +70,7 @@ type remoteSend struct {
 	send func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error)
 }
 
-func newRemoteSend(intent *mas.IntentAPI, p *database.Portal, ev *connector.Event, part int, evType event.Type) *remoteSend {
+func newRemoteSend(intent matrix.API, p *database.Portal, ev *connector.Event, part int, evType event.Type) *remoteSend {
 	return &remoteSend{
 		intent: intent, roomID: p.RoomID, key: p.PortalKey, remoteID: ev.ID, part: part,
 		eventType: evType, txnID: remoteTxnID(ev, part),
@@ -200,14 +200,14 @@ func settleTime(started, processStart, now time.Time, grace time.Duration) time.
 // findOwnEvent looks for the event of s in the room's recent timeline: sent by
 // s's sender, of s's type, carrying s's transaction id.
 func findOwnEvent(ctx context.Context, s *remoteSend) (id.EventID, error) {
-	filter := &mautrix.FilterPart{Types: []event.Type{s.eventType}, Senders: []id.UserID{s.intent.UserID}}
+	filter := &mautrix.FilterPart{Types: []event.Type{s.eventType}, Senders: []id.UserID{s.intent.UserID()}}
 	from := ""
 	for page := 0; page < inDoubtPages; page++ {
 		resp, err := s.intent.Messages(ctx, s.roomID, from, "", mautrix.DirectionBackward, filter, inDoubtPageSize)
 		if err != nil {
 			return "", fmt.Errorf("look for send in doubt in the room: %w", err)
 		}
-		if found := matchOwnEvent(resp.Chunk, s.intent.UserID, s.eventType, s.txnID); found != "" {
+		if found := matchOwnEvent(resp.Chunk, s.intent.UserID(), s.eventType, s.txnID); found != "" {
 			return found, nil
 		}
 		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {

@@ -23,6 +23,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // roomTimeline answers /messages with a fixed timeline, newest first, and
@@ -40,7 +41,7 @@ func (r *roomTimeline) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"chunk": r.events, "start": "s1"})
 }
 
-func inDoubtSetup(t *testing.T, target testdb.Target, timeline *roomTimeline, started time.Time) (*Manager, *mas.IntentAPI) {
+func inDoubtSetup(t *testing.T, target testdb.Target, timeline *roomTimeline, started time.Time) (*Manager, matrix.API) {
 	t.Helper()
 	ctx := context.Background()
 	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
@@ -58,10 +59,10 @@ func inDoubtSetup(t *testing.T, target testdb.Target, timeline *roomTimeline, st
 	}
 	cfg := config.Default()
 	cfg.Bridge.InDoubtGrace = config.Duration(300 * time.Millisecond)
-	return &Manager{db: db, cfg: cfg, started: started}, as.Intent("@ghost:x")
+	return &Manager{db: db, cfg: cfg, started: started}, matrix.NewIntents(as).Ghost("@ghost:x", false)
 }
 
-func testSend(intent *mas.IntentAPI, sends *int, result func() (*mautrix.RespSendEvent, error)) *remoteSend {
+func testSend(intent matrix.API, sends *int, result func() (*mautrix.RespSendEvent, error)) *remoteSend {
 	return &remoteSend{
 		intent: intent, roomID: "!r:x", key: database.PortalKey{LoginID: "l", ChatID: "c"}, remoteID: "m1",
 		eventType: event.EventMessage, txnID: "dmb_t1",

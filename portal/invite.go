@@ -7,12 +7,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -96,7 +96,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 }
 
 // adoptRoom makes the invited room the chat's portal, unless the chat has one.
-func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.IntentAPI, r *resolved) error {
+func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost matrix.API, r *resolved) error {
 	key := database.PortalKey{LoginID: r.login.ID, ChatID: r.chat.ID}
 	log := zerolog.Ctx(ctx).With().Str("login_id", key.LoginID).Str("chat_id", key.ChatID).Logger()
 	ctx = log.WithContext(ctx)
@@ -132,7 +132,7 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost *mas.In
 		return err
 	}
 	if !p.InDirect {
-		if err = m.addToDirect(ctx, r.login.MatrixUser, ghost.UserID, p); err != nil {
+		if err = m.addToDirect(ctx, r.login.MatrixUser, ghost.UserID(), p); err != nil {
 			return err
 		}
 	}
@@ -158,7 +158,7 @@ func (m *Manager) addToDirect(ctx context.Context, user, ghost id.UserID, p *dat
 		return nil
 	}
 	change := puppet.DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {p.RoomID}}}
-	if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+	if _, err = m.direct.Apply(ctx, dp, change); err != nil {
 		return fmt.Errorf("add portal %s to m.direct: %w", p.RoomID, err)
 	}
 	return m.db.Portal.SetInDirect(ctx, p.PortalKey, true)
@@ -167,9 +167,9 @@ func (m *Manager) addToDirect(ctx context.Context, user, ghost id.UserID, p *dat
 // sendBridgeInfo writes the m.bridge state that ensurePortal puts into the
 // rooms it creates. The user's room may not let the ghost send state; the
 // room works without it, so a refusal is only logged.
-func (m *Manager) sendBridgeInfo(ctx context.Context, ghost *mas.IntentAPI, r *resolved, p *database.Portal) {
+func (m *Manager) sendBridgeInfo(ctx context.Context, ghost matrix.API, r *resolved, p *database.Portal) {
 	stateKey := m.bridgeStateKey(r.login.ConnectorID, p.ChatID)
-	info := m.bridgeInfo(r.login.ConnectorID, r.login, p, ghost.UserID)
+	info := m.bridgeInfo(r.login.ConnectorID, r.login, p, ghost.UserID())
 	for _, typ := range []event.Type{event.StateBridge, event.StateHalfShotBridge} {
 		if _, err := ghost.SendStateEvent(ctx, p.RoomID, typ, stateKey, info); err != nil {
 			zerolog.Ctx(ctx).Warn().Err(err).Str("type", typ.Type).Msg("Failed to set bridge info in the adopted room")
@@ -190,7 +190,7 @@ func (m *Manager) invitedIntoPortal(ctx context.Context, evt *event.Event, p *da
 }
 
 // refuseInvite joins to explain a refusal, then leaves.
-func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
+func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent matrix.API, text string) error {
 	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
 		return err
 	}
@@ -199,7 +199,7 @@ func (m *Manager) refuseInvite(ctx context.Context, evt *event.Event, intent *ma
 
 // refuseJoined says why the ghost will not bridge the room, and leaves. The
 // notice's transaction id comes from the invite, so a retry says it once.
-func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *mas.IntentAPI, text string) error {
+func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent matrix.API, text string) error {
 	log := zerolog.Ctx(ctx)
 	log.Warn().Str("reason", text).Msg("Refusing ghost invite")
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
@@ -210,32 +210,32 @@ func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent *ma
 	if _, err := intent.LeaveRoom(ctx, evt.RoomID); err != nil && !isGoneError(err) {
 		return fmt.Errorf("leave refused room: %w", err)
 	}
-	_ = m.link.StateStore.SetMembership(ctx, evt.RoomID, intent.UserID, event.MembershipLeave)
+	_ = m.link.StateStore.SetMembership(ctx, evt.RoomID, intent.UserID(), event.MembershipLeave)
 	return nil
 }
 
 // joinInvited accepts the invite. It reports false when the invite is gone
 // (withdrawn, or already answered before a restart): there is nobody to talk to.
-func (m *Manager) joinInvited(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID) (bool, error) {
+func (m *Manager) joinInvited(ctx context.Context, intent matrix.API, roomID id.RoomID) (bool, error) {
 	// A ghost invited in a createRoom call was never queried, so it may not
 	// exist on the homeserver yet.
 	if err := registerToAnswer(ctx, intent); err != nil {
-		return false, fmt.Errorf("register %s: %w", intent.UserID, err)
+		return false, fmt.Errorf("register %s: %w", intent.UserID(), err)
 	}
 	if _, err := intent.JoinRoomByID(ctx, roomID); err != nil {
 		if isGoneError(err) {
 			zerolog.Ctx(ctx).Info().Err(err).Msg("Invite is gone, nothing to do")
 			return false, nil
 		}
-		return false, fmt.Errorf("join %s as %s: %w", roomID, intent.UserID, err)
+		return false, fmt.Errorf("join %s as %s: %w", roomID, intent.UserID(), err)
 	}
-	_ = m.link.StateStore.SetMembership(ctx, roomID, intent.UserID, event.MembershipJoin)
+	_ = m.link.StateStore.SetMembership(ctx, roomID, intent.UserID(), event.MembershipJoin)
 	return true, nil
 }
 
 // otherMembers lists who, besides the user and the ghost, is in the room or
 // invited to it. A DM that already holds someone else is not one-to-one.
-func (m *Manager) otherMembers(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
+func (m *Manager) otherMembers(ctx context.Context, intent matrix.API, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
 	resp, err := intent.Members(ctx, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
@@ -244,7 +244,7 @@ func (m *Manager) otherMembers(ctx context.Context, intent *mas.IntentAPI, roomI
 	for _, evt := range resp.Chunk {
 		member := evt.Content.AsMember()
 		target := id.UserID(evt.GetStateKey())
-		if target == user || target == intent.UserID {
+		if target == user || target == intent.UserID() {
 			continue
 		}
 		if member.Membership == event.MembershipJoin || member.Membership == event.MembershipInvite {
@@ -275,8 +275,8 @@ func (m *Manager) contactName(ctx context.Context, contactID string) string {
 
 // declineInvite rejects an invite with a reason the inviter sees. It writes
 // the member event itself because Dendrite drops the reason given to /leave.
-func declineInvite(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, reason string) error {
-	_, err := intent.SendStateEvent(ctx, roomID, event.StateMember, string(intent.UserID),
+func declineInvite(ctx context.Context, intent matrix.API, roomID id.RoomID, reason string) error {
+	_, err := intent.SendStateEvent(ctx, roomID, event.StateMember, string(intent.UserID()),
 		&event.MemberEventContent{Membership: event.MembershipLeave, Reason: reason})
 	return err
 }
@@ -286,7 +286,7 @@ func declineInvite(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID,
 // ghost table, or the state store's registrations as intent.EnsureRegistered
 // would): a ghost becomes the bridge's business once its room is a portal.
 // It costs one request per invite, and invites are rare.
-func registerToAnswer(ctx context.Context, intent *mas.IntentAPI) error {
+func registerToAnswer(ctx context.Context, intent matrix.API) error {
 	if err := intent.Register(ctx); err != nil && !errors.Is(err, mautrix.MUserInUse) {
 		return err
 	}

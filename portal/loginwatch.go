@@ -196,7 +196,7 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 			episode = time.Now()
 		}
 		txn := loginAlertTxn(l.ID, trouble, episode)
-		if _, err = m.link.Bot().SendMessageEvent(ctx, user.ManagementRoom, event.EventMessage, content,
+		if _, err = m.mx.Bot().SendMessageEvent(ctx, user.ManagementRoom, event.EventMessage, content,
 			mautrix.ReqSendEvent{TransactionID: txn}); err != nil {
 			log.Warn().Err(err).Msg("Failed to send the login alert, trying again later")
 			return

@@ -7,8 +7,9 @@ import (
 	"unicode/utf8"
 
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // A Matrix event may weigh at most 65536 bytes as a whole (signatures,
@@ -29,7 +30,7 @@ const (
 // itself if it fits into one event, otherwise parts or a file. The parts
 // depend on the text only, so a retry sends the same ones under the same
 // transaction ids.
-func (m *Manager) fitText(ctx context.Context, intent *mas.IntentAPI, content *event.MessageEventContent) ([]*event.MessageEventContent, error) {
+func (m *Manager) fitText(ctx context.Context, intent matrix.API, content *event.MessageEventContent) ([]*event.MessageEventContent, error) {
 	if encoded, err := json.Marshal(content); err == nil && len(encoded) <= maxContentBytes {
 		return []*event.MessageEventContent{content}, nil
 	}
@@ -59,7 +60,7 @@ func (m *Manager) fitText(ctx context.Context, intent *mas.IntentAPI, content *e
 }
 
 // uploadText uploads a long text as a plain text file.
-func (m *Manager) uploadText(ctx context.Context, intent *mas.IntentAPI, text string) (*event.MessageEventContent, error) {
+func (m *Manager) uploadText(ctx context.Context, intent matrix.API, text string) (*event.MessageEventContent, error) {
 	const name, mime = "message.txt", "text/plain; charset=utf-8"
 	resp, err := intent.UploadMedia(ctx, mautrix.ReqUploadMedia{
 		ContentBytes: []byte(text), ContentType: mime, FileName: name,

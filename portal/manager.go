@@ -17,6 +17,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/inbox"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/netguard"
 	"github.com/dmbridge/dmbridge/puppet"
@@ -35,9 +36,11 @@ const maxQueued = 4096
 
 // Manager owns the portals and the flow of events through them.
 type Manager struct {
-	cfg    *config.Config
-	db     *database.Database
-	link   *appservice.Link
+	cfg  *config.Config
+	db   *database.Database
+	link *appservice.Link
+	// mx acts on Matrix as the bot, the ghosts and the double puppets.
+	mx     matrix.Intents
 	ghosts *puppet.Ghosts
 	dps    *puppet.DoublePuppets
 	direct *puppet.Direct
@@ -73,8 +76,9 @@ type Manager struct {
 	ephemeral ephemeralGate
 }
 
-// NewManager wires the portal manager. SetConnector must be called before Start.
-func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link, log zerolog.Logger) *Manager {
+// NewManager wires the portal manager. Everything it does on Matrix goes
+// through mx. SetConnector must be called before Start.
+func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link, mx matrix.Intents, log zerolog.Logger) *Manager {
 	ctx, cancel := context.WithCancel(context.Background())
 	// Attachment and avatar URLs come from the network: both clients refuse
 	// internal addresses unless bridge.media_fetch_allow opens them.
@@ -91,8 +95,9 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		cfg:        cfg,
 		db:         db,
 		link:       link,
-		ghosts:     puppet.NewGhosts(link.AS, db, cfg, httpClient, log),
-		dps:        puppet.NewDoublePuppets(link.AS, db, cfg, log),
+		mx:         mx,
+		ghosts:     puppet.NewGhosts(mx, db, cfg, httpClient, log),
+		dps:        puppet.NewDoublePuppets(mx, db, cfg, log),
 		direct:     puppet.NewDirect(log),
 		mediaHTTP:  newMediaHTTPClient(guard),
 		log:        log.With().Str("component", "portals").Logger(),

@@ -18,10 +18,10 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/netguard"
 )
 
@@ -49,7 +49,7 @@ var errTooLarge = errors.New("file is larger than the bridge's limit")
 // attachmentContents uploads a message's attachments and returns one Matrix
 // event per attachment. An attachment over the size limit becomes a notice
 // that says so, so the user is never left with a silently missing file.
-func (m *Manager) attachmentContents(ctx context.Context, intent *mas.IntentAPI, ev *connector.Event) ([]*event.MessageEventContent, error) {
+func (m *Manager) attachmentContents(ctx context.Context, intent matrix.API, ev *connector.Event) ([]*event.MessageEventContent, error) {
 	contents := make([]*event.MessageEventContent, 0, len(ev.Attachments))
 	for i := range ev.Attachments {
 		a := &ev.Attachments[i]
@@ -71,7 +71,7 @@ func (m *Manager) attachmentContents(ctx context.Context, intent *mas.IntentAPI,
 	return contents, nil
 }
 
-func (m *Manager) attachmentContent(ctx context.Context, intent *mas.IntentAPI, a *connector.Attachment) (*event.MessageEventContent, error) {
+func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, a *connector.Attachment) (*event.MessageEventContent, error) {
 	limit := m.cfg.Bridge.MaxMediaBytes
 	if a.Size > limit {
 		return nil, errTooLarge

@@ -44,7 +44,7 @@ func (m *Manager) serveMedia(w http.ResponseWriter, r *http.Request) {
 	if rng := r.Header.Get("Range"); rng != "" {
 		upstreamHeader = http.Header{"Range": []string{rng}}
 	}
-	resp, err := m.downloadMedia(r.Context(), id.ContentURI{Homeserver: server, FileID: mediaID}, upstreamHeader)
+	resp, err := m.mx.Bot().Download(r.Context(), id.ContentURI{Homeserver: server, FileID: mediaID}, upstreamHeader)
 	if err != nil {
 		status := http.StatusBadGateway
 		if errors.Is(err, mautrix.MNotFound) {

@@ -70,7 +70,7 @@ func (m *Manager) botInvitedToPortal(ctx context.Context, evt *event.Event, fini
 	} else if p == nil {
 		return false, nil
 	}
-	err = declineInvite(ctx, m.link.Bot(), evt.RoomID, "The bridge bot stays out of bridged chats; talk to it in a room of its own.")
+	err = declineInvite(ctx, m.mx.Bot(), evt.RoomID, "The bridge bot stays out of bridged chats; talk to it in a room of its own.")
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to decline the bot's invite into a portal")
 	}

@@ -117,7 +117,7 @@ func (m *Manager) inlineLimit() int64 {
 // downloadSmall reads a file of at most limit bytes; nil if it is larger.
 func (m *Manager) downloadSmall(ctx context.Context, content *event.MessageEventContent, limit int64) ([]byte, error) {
 	uri, _ := content.URL.Parse()
-	resp, err := m.downloadMedia(ctx, uri, nil)
+	resp, err := m.mx.Bot().Download(ctx, uri, nil)
 	if err != nil {
 		return nil, fmt.Errorf("download %s: %w", content.URL, err)
 	}

@@ -7,13 +7,13 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/inbox"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // noticeTries bounds how often a notice is sent when the homeserver fails
@@ -32,7 +32,7 @@ func (m *Manager) notice(ctx context.Context, p *database.Portal, text string) {
 // sendNotice posts an m.notice, trying again a few times while the
 // homeserver fails for a passing reason. txn, if set, keeps a repeated
 // notice (after a crash) from showing twice.
-func (m *Manager) sendNotice(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, text, txn string) bool {
+func (m *Manager) sendNotice(ctx context.Context, intent matrix.API, roomID id.RoomID, text, txn string) bool {
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
 	var extra []mautrix.ReqSendEvent
 	if txn != "" {
@@ -98,7 +98,7 @@ func (m *Manager) noticeManagement(ctx context.Context, user id.UserID, text, tx
 			Msg("No room to tell the user in")
 		return
 	}
-	m.sendNotice(ctx, m.link.Bot(), u.ManagementRoom, text, txn)
+	m.sendNotice(ctx, m.mx.Bot(), u.ManagementRoom, text, txn)
 }
 
 // noticeMatrixFailure tells the user that a Matrix event of theirs was not
@@ -112,7 +112,7 @@ func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent
 		m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
 		return
 	}
-	if m.sendNotice(ctx, m.link.Bot(), row.RoomID, text, txn) {
+	if m.sendNotice(ctx, m.mx.Bot(), row.RoomID, text, txn) {
 		return
 	}
 	var head struct {

@@ -2,7 +2,6 @@ package portal
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/connector"
@@ -45,20 +44,8 @@ func (m *Manager) matrixPresence(evt *appservice.EphemeralEvent) {
 	})
 }
 
-// ghostPresence is the body of PUT /presence/{userId}/status. status_msg is
-// always sent: mautrix's ReqPresence omits an empty one, and homeservers
-// keep the previous message when the field is missing, so a contact who
-// cleared their status would keep showing the old one.
-type ghostPresence struct {
-	Presence  string `json:"presence"`
-	StatusMsg string `json:"status_msg"`
-}
-
 // setGhostPresence shows a contact's presence on its ghost. The homeserver
 // derives last_active_ago from when it was set.
 func (m *Manager) setGhostPresence(ctx context.Context, contactID, presence, statusMsg string) error {
-	intent := m.ghosts.Intent(contactID)
-	url := intent.BuildClientURL("v3", "presence", intent.UserID, "status")
-	_, err := intent.MakeRequest(ctx, http.MethodPut, url, &ghostPresence{Presence: presence, StatusMsg: statusMsg}, nil)
-	return err
+	return m.ghosts.Intent(contactID).SetPresence(ctx, presence, statusMsg)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // remoteRelation applies an event that points at an earlier message: an
@@ -87,7 +88,7 @@ func skipOthersMessage(ctx context.Context, target *database.Message, ev *connec
 	return done(ctx)
 }
 
-func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *mas.IntentAPI, isMe bool, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent matrix.API, isMe bool, ev *connector.Event, done func(context.Context) error) error {
 	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
 	if err != nil {
 		return err
@@ -97,7 +98,7 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *ma
 		return skipOthersMessage(ctx, target, ev, done)
 	}
 	content := textContent(ev.Text, ev.HTML)
-	if isMe && !intent.IsCustomPuppet {
+	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers([]*event.MessageEventContent{content})
 	}
 	setEdit(content, target.MXID)
@@ -114,7 +115,7 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent *ma
 }
 
 // remoteRedaction is the send of a redaction for a remote event.
-func remoteRedaction(intent *mas.IntentAPI, p *database.Portal, ev *connector.Event, part int, target id.EventID) *remoteSend {
+func remoteRedaction(intent matrix.API, p *database.Portal, ev *connector.Event, part int, target id.EventID) *remoteSend {
 	send := newRemoteSend(intent, p, ev, part, event.EventRedaction)
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
 		return intent.RedactEvent(ctx, p.RoomID, target, mautrix.ReqRedact{
@@ -125,7 +126,7 @@ func remoteRedaction(intent *mas.IntentAPI, p *database.Portal, ev *connector.Ev
 }
 
 // remoteDelete redacts every part of the message, then forgets it.
-func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent matrix.API, ev *connector.Event, done func(context.Context) error) error {
 	parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.Target)
 	if err != nil {
 		return err
@@ -164,7 +165,7 @@ func reactionSender(login *database.Login, ev *connector.Event) string {
 	return ev.Sender.ID
 }
 
-func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *database.Portal, intent matrix.API, ev *connector.Event, done func(context.Context) error) error {
 	sender := reactionSender(login, ev)
 	if existing, err := m.db.Reaction.Get(ctx, p.PortalKey, ev.Target, sender, ev.Key); err != nil {
 		return err
@@ -200,7 +201,7 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 	}, send.txnID)
 }
 
-func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Login, p *database.Portal, intent *mas.IntentAPI, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Login, p *database.Portal, intent matrix.API, ev *connector.Event, done func(context.Context) error) error {
 	r, err := m.db.Reaction.Get(ctx, p.PortalKey, ev.Target, reactionSender(login, ev), ev.Key)
 	if err != nil {
 		return err
@@ -230,7 +231,7 @@ func (m *Manager) remoteReadReceipt(ctx context.Context, login *database.Login, 
 		return skipUnknownTarget(ctx, ev, done)
 	}
 	if !ev.Sender.IsMe {
-		if err = m.ghosts.Intent(p.ContactID).MarkRead(ctx, p.RoomID, msg.MXID); err != nil {
+		if err = m.ghosts.Intent(p.ContactID).SendReceipt(ctx, p.RoomID, msg.MXID, event.ReceiptTypeRead, nil); err != nil {
 			return fmt.Errorf("set ghost read receipt: %w", err)
 		}
 		return done(ctx)

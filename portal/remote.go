@@ -9,12 +9,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // applyRemote applies one connector event. done marks the inbox row applied;
@@ -71,7 +71,7 @@ func remoteTxnID(ev *connector.Event, part int) string {
 
 // senderIntent is who posts a remote event: the contact's ghost, or the user's
 // double puppet for the user's own messages from another device.
-func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *database.Portal, sender *connector.Sender) (*mas.IntentAPI, bool, error) {
+func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *database.Portal, sender *connector.Sender) (matrix.API, bool, error) {
 	if sender != nil && sender.IsMe {
 		dp, err := m.dps.Intent(ctx, login.MatrixUser)
 		if err != nil {
@@ -124,7 +124,7 @@ func (m *Manager) postMessage(ctx context.Context, login *database.Login, p *dat
 	if err != nil {
 		return "", err
 	}
-	if isMe && !intent.IsCustomPuppet {
+	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers(contents)
 	}
 	msgs := make([]*database.Message, 0, len(contents))

@@ -86,7 +86,7 @@ func (m *Manager) repairUserDirect(ctx context.Context, user id.UserID) error {
 	if change.Remove, err = m.db.Cleaned.ByUser(ctx, user); err != nil {
 		return err
 	}
-	current, err := readDirect(ctx, dp.Client)
+	current, err := readDirect(ctx, dp)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (m *Manager) repairUserDirect(ctx context.Context, user id.UserID) error {
 		log.Debug().Msg("m.direct is in order")
 		return m.markInDirect(ctx, portals, change.Remove)
 	}
-	if _, err = m.direct.Apply(ctx, dp.Client, change); err != nil {
+	if _, err = m.direct.Apply(ctx, dp, change); err != nil {
 		return err
 	}
 	log.Info().Strs("added", added).Strs("removed", removed).Msg("Repaired m.direct")
@@ -117,7 +117,7 @@ func (m *Manager) markInDirect(ctx context.Context, portals []*database.Portal, 
 
 // readDirect reads m.direct for the diff that the log shows. Values that are
 // not room lists are skipped here, as Apply leaves them alone.
-func readDirect(ctx context.Context, client *mautrix.Client) (map[string][]id.RoomID, error) {
+func readDirect(ctx context.Context, client puppet.AccountData) (map[string][]id.RoomID, error) {
 	raw := make(map[string]json.RawMessage)
 	err := client.GetAccountData(ctx, event.AccountDataDirectChats.Type, &raw)
 	if errors.Is(err, mautrix.MNotFound) {

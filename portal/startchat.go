@@ -84,7 +84,7 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 func (m *Manager) openPortal(ctx context.Context, login *database.Login, p *database.Portal) error {
 	ghost := m.ghosts.Intent(p.ContactID)
 	var member event.MemberEventContent
-	err := ghost.Client.StateEvent(ctx, p.RoomID, event.StateMember, string(login.MatrixUser), &member)
+	err := ghost.RoomStateEvent(ctx, p.RoomID, event.StateMember, string(login.MatrixUser), &member)
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("read membership of %s in %s: %w", login.MatrixUser, p.RoomID, err)
 	}

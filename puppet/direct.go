@@ -42,13 +42,20 @@ type DirectChange struct {
 // Empty reports whether the change asks for nothing.
 func (c DirectChange) Empty() bool { return len(c.Add) == 0 && len(c.Remove) == 0 }
 
+// AccountData is what Apply needs of the user's Matrix API (matrix.API).
+type AccountData interface {
+	UserID() id.UserID
+	GetAccountData(ctx context.Context, eventType string, out any) error
+	SetAccountData(ctx context.Context, eventType string, data any) error
+}
+
 // Apply merges the change into the user's m.direct. Every key and room the
 // change does not name stays as it was. It reports whether it wrote.
-func (d *Direct) Apply(ctx context.Context, client *mautrix.Client, change DirectChange) (bool, error) {
+func (d *Direct) Apply(ctx context.Context, client AccountData, change DirectChange) (bool, error) {
 	if change.Empty() {
 		return false, nil
 	}
-	unlock := d.locks.Lock(string(client.UserID))
+	unlock := d.locks.Lock(string(client.UserID()))
 	defer unlock()
 	current, err := getDirect(ctx, client)
 	if err != nil {
@@ -61,30 +68,30 @@ func (d *Direct) Apply(ctx context.Context, client *mautrix.Client, change Direc
 			return wrote, nil
 		}
 		if attempt > mDirectAttempts {
-			return wrote, fmt.Errorf("m.direct of %s kept losing the bridge's entries after %d writes", client.UserID, mDirectAttempts)
+			return wrote, fmt.Errorf("m.direct of %s kept losing the bridge's entries after %d writes", client.UserID(), mDirectAttempts)
 		}
 		if err = client.SetAccountData(ctx, event.AccountDataDirectChats.Type, merged); err != nil {
-			return wrote, fmt.Errorf("write m.direct of %s: %w", client.UserID, err)
+			return wrote, fmt.Errorf("write m.direct of %s: %w", client.UserID(), err)
 		}
 		wrote = true
 		if current, err = getDirect(ctx, client); err != nil {
 			return wrote, err
 		}
 		if attempt > 1 {
-			d.log.Debug().Stringer("user_id", client.UserID).Int("attempt", attempt).Msg("m.direct changed under us, merged again")
+			d.log.Debug().Stringer("user_id", client.UserID()).Int("attempt", attempt).Msg("m.direct changed under us, merged again")
 		}
 	}
 }
 
 // getDirect reads m.direct keeping every value as raw JSON, so that entries
 // the bridge does not understand survive the round trip byte for byte.
-func getDirect(ctx context.Context, client *mautrix.Client) (map[string]json.RawMessage, error) {
+func getDirect(ctx context.Context, client AccountData) (map[string]json.RawMessage, error) {
 	out := make(map[string]json.RawMessage)
 	err := client.GetAccountData(ctx, event.AccountDataDirectChats.Type, &out)
 	if errors.Is(err, mautrix.MNotFound) {
 		return make(map[string]json.RawMessage), nil
 	} else if err != nil {
-		return nil, fmt.Errorf("read m.direct of %s: %w", client.UserID, err)
+		return nil, fmt.Errorf("read m.direct of %s: %w", client.UserID(), err)
 	}
 	if out == nil {
 		out = make(map[string]json.RawMessage)

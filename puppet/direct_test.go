@@ -128,6 +128,11 @@ func (d *directServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// clientData is AccountData on a plain mautrix client.
+type clientData struct{ *mautrix.Client }
+
+func (c clientData) UserID() id.UserID { return c.Client.UserID }
+
 func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
 	srv := &directServer{content: `{"@carol:x":["!c:x"]}`, clobber: true}
 	hs := httptest.NewServer(srv)
@@ -137,7 +142,7 @@ func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := NewDirect(zerolog.Nop())
-	wrote, err := d.Apply(context.Background(), client, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}})
+	wrote, err := d.Apply(context.Background(), clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}})
 	if err != nil || !wrote {
 		t.Fatalf("Apply = %v, %v", wrote, err)
 	}
@@ -152,7 +157,7 @@ func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
 
 	// Nothing to change: no write at all.
 	before := srv.puts
-	if wrote, err = d.Apply(context.Background(), client, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}}); err != nil || wrote {
+	if wrote, err = d.Apply(context.Background(), clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}}); err != nil || wrote {
 		t.Fatalf("Apply with nothing to do = %v, %v", wrote, err)
 	}
 	if srv.puts != before {

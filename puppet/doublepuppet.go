@@ -7,12 +7,12 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/keyedmutex"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 const asTokenPrefix = "as_token:"
@@ -21,13 +21,13 @@ const asTokenPrefix = "as_token:"
 // "as_token:" method: a second appservice registration whose namespace covers
 // the users, used with user_id masquerading.
 type DoublePuppets struct {
-	as      *mas.AppService
+	mx      matrix.Intents
 	db      *database.Database
 	secrets map[string]string
 	log     zerolog.Logger
 
 	mu      sync.Mutex
-	intents map[id.UserID]*mas.IntentAPI
+	intents map[id.UserID]matrix.API
 	warned  map[string]bool
 	locks   keyedmutex.Mutex[string]
 	// profiles caches each user's global profile for their joins. A later
@@ -37,11 +37,11 @@ type DoublePuppets struct {
 }
 
 // NewDoublePuppets creates the double puppet manager.
-func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
+func NewDoublePuppets(mx matrix.Intents, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
 	return &DoublePuppets{
-		as: as, db: db, secrets: cfg.DoublePuppet.Secrets,
+		mx: mx, db: db, secrets: cfg.DoublePuppet.Secrets,
 		log:      log.With().Str("component", "double_puppet").Logger(),
-		intents:  make(map[id.UserID]*mas.IntentAPI),
+		intents:  make(map[id.UserID]matrix.API),
 		warned:   make(map[string]bool),
 		profiles: make(map[id.UserID]map[string]any),
 	}
@@ -50,7 +50,7 @@ func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Con
 // Intent returns an intent acting as the user, or nil when no secret covers
 // the user's server; the bridge then falls back to a plain invite. The first
 // call per user verifies the secret with whoami.
-func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.IntentAPI, error) {
+func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.API, error) {
 	d.mu.Lock()
 	intent, ok := d.intents[userID]
 	d.mu.Unlock()
@@ -74,16 +74,10 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 		d.warnOnce(server)
 		return nil, nil
 	}
-	client, err := d.as.NewExternalMautrixClient(userID, strings.TrimPrefix(secret, asTokenPrefix), "")
+	intent, err = d.mx.DoublePuppet(userID, strings.TrimPrefix(secret, asTokenPrefix))
 	if err != nil {
-		return nil, fmt.Errorf("double puppet client for %s: %w", userID, err)
+		return nil, err
 	}
-	client.SetAppServiceUserID = true
-	intent = d.as.NewIntentAPI("double_puppet")
-	intent.Client = client
-	intent.Localpart, _, _ = userID.Parse()
-	intent.UserID = userID
-	intent.IsCustomPuppet = true
 	resp, err := intent.Whoami(ctx)
 	if err != nil {
 		_ = d.db.User.SetDoublePuppet(ctx, userID, false)
@@ -105,7 +99,7 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 // avatar in its member event. A double puppet joins by writing the member
 // event itself, and the homeserver copies no profile into a member event it
 // is handed, so without this the user's join shows their bare Matrix ID.
-func (d *DoublePuppets) Join(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID) error {
+func (d *DoublePuppets) Join(ctx context.Context, intent matrix.API, roomID id.RoomID) error {
 	_, err := intent.JoinRoomByID(ctx, roomID, d.profile(ctx, intent))
 	return err
 }
@@ -113,16 +107,16 @@ func (d *DoublePuppets) Join(ctx context.Context, intent *mas.IntentAPI, roomID 
 // profile is the user's global profile as member event content, read once
 // per user. Without one (the read failed) the join goes ahead without it and
 // the next join reads it again.
-func (d *DoublePuppets) profile(ctx context.Context, intent *mas.IntentAPI) map[string]any {
+func (d *DoublePuppets) profile(ctx context.Context, intent matrix.API) map[string]any {
 	d.mu.Lock()
-	content, ok := d.profiles[intent.UserID]
+	content, ok := d.profiles[intent.UserID()]
 	d.mu.Unlock()
 	if ok {
 		return content
 	}
-	resp, err := intent.Client.GetProfile(ctx, intent.UserID)
+	resp, err := intent.GetProfile(ctx, intent.UserID())
 	if err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Stringer("user_id", intent.UserID).
+		zerolog.Ctx(ctx).Warn().Err(err).Stringer("user_id", intent.UserID()).
 			Msg("Failed to read the user's profile, joining without displayname and avatar")
 		return map[string]any{}
 	}
@@ -134,7 +128,7 @@ func (d *DoublePuppets) profile(ctx context.Context, intent *mas.IntentAPI) map[
 		content["avatar_url"] = resp.AvatarURL.String()
 	}
 	d.mu.Lock()
-	d.profiles[intent.UserID] = content
+	d.profiles[intent.UserID()] = content
 	d.mu.Unlock()
 	return content
 }

@@ -5,20 +5,18 @@ package puppet
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
-	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/keyedmutex"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/netguard"
 )
 
@@ -27,31 +25,31 @@ const maxAvatarBytes = 10 << 20
 
 // Ghosts manages one ghost user per network contact.
 type Ghosts struct {
-	as    *mas.AppService
-	db    *database.Database
-	cfg   *config.Config
-	http  *http.Client
-	log   zerolog.Logger
-	locks keyedmutex.Mutex[string]
+	intents matrix.Intents
+	db      *database.Database
+	cfg     *config.Config
+	http    *http.Client
+	log     zerolog.Logger
+	locks   keyedmutex.Mutex[string]
 }
 
 // NewGhosts creates the ghost manager.
-func NewGhosts(as *mas.AppService, db *database.Database, cfg *config.Config, httpClient *http.Client, log zerolog.Logger) *Ghosts {
-	return &Ghosts{as: as, db: db, cfg: cfg, http: httpClient, log: log.With().Str("component", "ghosts").Logger()}
+func NewGhosts(intents matrix.Intents, db *database.Database, cfg *config.Config, httpClient *http.Client, log zerolog.Logger) *Ghosts {
+	return &Ghosts{intents: intents, db: db, cfg: cfg, http: httpClient, log: log.With().Str("component", "ghosts").Logger()}
 }
 
 // MXID is the ghost's user id for a contact.
 func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(contactID) }
 
 // Intent returns the intent of a contact's ghost, without any homeserver call.
-func (g *Ghosts) Intent(contactID string) *mas.IntentAPI {
-	return g.as.Intent(g.MXID(contactID))
+func (g *Ghosts) Intent(contactID string) matrix.API {
+	return g.intents.Ghost(g.MXID(contactID), false)
 }
 
 // Ensure registers the contact's ghost if the bridge has not done so yet and
 // gives it a displayname: the contact's if known, else the contact id. Each
 // step runs once per ghost, remembered in the database.
-func (g *Ghosts) Ensure(ctx context.Context, contactID string) (*database.Ghost, *mas.IntentAPI, error) {
+func (g *Ghosts) Ensure(ctx context.Context, contactID string) (*database.Ghost, matrix.API, error) {
 	unlock := g.locks.Lock(contactID)
 	defer unlock()
 	ghost, intent, err := g.ensureRegistered(ctx, contactID)
@@ -66,7 +64,7 @@ func (g *Ghosts) Ensure(ctx context.Context, contactID string) (*database.Ghost,
 	return ghost, intent, nil
 }
 
-func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*database.Ghost, *mas.IntentAPI, error) {
+func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*database.Ghost, matrix.API, error) {
 	ghost, err := g.db.Ghost.Get(ctx, contactID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load ghost %s: %w", contactID, err)
@@ -74,36 +72,28 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 	if ghost == nil {
 		ghost = &database.Ghost{ID: contactID, MXID: g.MXID(contactID)}
 	}
-	intent := g.as.Intent(ghost.MXID)
-	if intent == nil {
-		return nil, nil, fmt.Errorf("no intent for ghost %s", ghost.MXID)
-	}
 	if ghost.Registered {
-		intent.Registered = true
-		return ghost, intent, nil
+		return ghost, g.intents.Ghost(ghost.MXID, true), nil
 	}
-	if err = intent.Register(ctx); err != nil && !errors.Is(err, mautrix.MUserInUse) {
-		return nil, nil, fmt.Errorf("register ghost %s: %w", ghost.MXID, err)
+	if err = g.intents.RegisterGhost(ctx, ghost.MXID); err != nil {
+		return nil, nil, fmt.Errorf("register ghost: %w", err)
 	}
-	intent.Registered = true
 	ghost.Registered = true
 	if err = g.db.Ghost.Put(ctx, ghost); err != nil {
 		return nil, nil, fmt.Errorf("store ghost %s: %w", ghost.MXID, err)
 	}
-	if err = g.as.StateStore.MarkRegistered(ctx, ghost.MXID); err != nil {
-		return nil, nil, fmt.Errorf("mark ghost %s registered: %w", ghost.MXID, err)
-	}
 	g.log.Debug().Stringer("ghost", ghost.MXID).Msg("Registered ghost")
-	return ghost, intent, nil
+	return ghost, g.intents.Ghost(ghost.MXID, true), nil
 }
 
-func (g *Ghosts) setName(ctx context.Context, ghost *database.Ghost, intent *mas.IntentAPI, name string) error {
+func (g *Ghosts) setName(ctx context.Context, ghost *database.Ghost, intent matrix.API, name string) error {
 	display := g.cfg.GhostDisplayname(name, ghost.ID)
-	// Not intent.SetDisplayName: it reads the displayname first to skip an
-	// unchanged one, a homeserver call per new ghost that buys nothing here,
-	// since the caller already compared with the name stored for the ghost
-	// (and only the bridge sets a ghost's profile).
-	if err := intent.Client.SetDisplayName(ctx, display); err != nil {
+	// matrix.API's SetDisplayName does not read the displayname first (as
+	// mautrix's IntentAPI does to skip an unchanged one): that would be a
+	// homeserver call per new ghost that buys nothing here, since the caller
+	// already compared with the name stored for the ghost (and only the
+	// bridge sets a ghost's profile).
+	if err := intent.SetDisplayName(ctx, display); err != nil {
 		return fmt.Errorf("set displayname of %s: %w", ghost.MXID, err)
 	}
 	ghost.Name = name
@@ -164,7 +154,7 @@ func (g *Ghosts) UpdateProfile(ctx context.Context, contact *connector.Contact) 
 	return changed, nil
 }
 
-func (g *Ghosts) uploadAvatar(ctx context.Context, intent *mas.IntentAPI, avatar *connector.Avatar) (id.ContentURI, error) {
+func (g *Ghosts) uploadAvatar(ctx context.Context, intent matrix.API, avatar *connector.Avatar) (id.ContentURI, error) {
 	if avatar.URL == "" {
 		return id.ContentURI{}, fmt.Errorf("avatar %s has no url", avatar.ID)
 	}

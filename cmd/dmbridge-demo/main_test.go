@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // The demo is run as its users run it: the built binaries, a state
@@ -46,6 +48,7 @@ func buildBinaries(t *testing.T) string {
 
 func startDemo(t *testing.T, args ...string) *runningDemo {
 	t.Helper()
+	testdb.SkipShort(t, "Dendrite and Prosody (the demo starts both)")
 	bin := buildBinaries(t)
 	state := filepath.Join(t.TempDir(), "state")
 	cmd := exec.Command(filepath.Join(bin, "dmbridge-demo"), append([]string{"-state", state, "-free-ports"}, args...)...)

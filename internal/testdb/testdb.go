@@ -5,6 +5,9 @@
 // database per dialect. PostgreSQL is not optional: if the server cannot be
 // reached the test fails with instructions instead of skipping, because a
 // silently skipped dialect is exactly how dialect-specific bugs slip through.
+// The one exception is `go test -short` (make unit), the fast tier that must
+// run with no server at all: there Targets gives SQLite only and Postgres
+// skips, and make test runs everything again with PostgreSQL.
 package testdb
 
 import (
@@ -57,9 +60,12 @@ type Target struct {
 }
 
 // Targets returns one fresh, empty database per supported dialect. Each is
-// removed again when the test finishes.
+// removed again when the test finishes. Under -short it returns SQLite only.
 func Targets(t testing.TB) []Target {
 	t.Helper()
+	if testing.Short() {
+		return []Target{SQLite(t)}
+	}
 	return []Target{SQLite(t), Postgres(t)}
 }
 
@@ -77,6 +83,16 @@ func Fresh(t testing.TB, target Target) Target {
 	}
 }
 
+// SkipShort skips the test under -short (make unit), saying which server it
+// would need. tesths and testxmpp call it too, so that the fast tier's rule
+// lives in one place.
+func SkipShort(t testing.TB, server string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s; skipped under -short (make unit), run by make test", server)
+	}
+}
+
 // SQLite returns a new SQLite database file in a per-call temporary
 // directory.
 func SQLite(t testing.TB) Target {
@@ -90,8 +106,10 @@ func SQLite(t testing.TB) Target {
 
 // Postgres creates a new database on the test PostgreSQL server and drops it
 // (forcibly, so leaked connections do not block it) when the test finishes.
+// Under -short it skips the test: the fast tier needs no server.
 func Postgres(t testing.TB) Target {
 	t.Helper()
+	SkipShort(t, "PostgreSQL")
 	adminURI := adminURI()
 	admin := openAdmin(t, adminURI)
 	defer admin.Close()

@@ -19,6 +19,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/internal/devstack"
+	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // Domain is the server name of every test homeserver.
@@ -46,6 +47,7 @@ type Homeserver struct {
 // if the test failed the end of its log is written to the test log.
 func Start(t testing.TB, regs ...*appservice.Registration) *Homeserver {
 	t.Helper()
+	testdb.SkipShort(t, "Dendrite")
 	began := time.Now()
 	bins, err := ensureBinaries()
 	if err != nil {

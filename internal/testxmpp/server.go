@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dmbridge/dmbridge/internal/devstack"
+	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // Domain is the only virtual host of every test server.
@@ -39,6 +40,7 @@ type Server struct {
 // written to the test log.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	testdb.SkipShort(t, "Prosody")
 	o := defaultOptions()
 	for _, opt := range opts {
 		opt(&o)

@@ -1,4 +1,4 @@
-package portal
+package matrix
 
 import (
 	"context"
@@ -9,22 +9,21 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// downloadMedia opens a stream of Matrix media as the bridge bot. It asks
-// for authenticated media (spec v1.11, /_matrix/client/v1/media) first and
-// falls back to the legacy /_matrix/media/v3 endpoint on servers that do not
-// route the new one. The caller closes the body.
-func (m *Manager) downloadMedia(ctx context.Context, uri id.ContentURI, header http.Header) (*http.Response, error) {
-	client := m.link.Bot().Client
+// Download asks for authenticated media (spec v1.11,
+// /_matrix/client/v1/media) first and falls back to the legacy
+// /_matrix/media/v3 endpoint on servers that do not route the new one.
+func (i intent) Download(ctx context.Context, uri id.ContentURI, header http.Header) (*http.Response, error) {
+	client := i.ia.Client
 	authed := client.BuildClientURL("v1", "media", "download", uri.Homeserver, uri.FileID)
-	resp, err := m.getMedia(ctx, client, authed, header)
+	resp, err := getMedia(ctx, client, authed, header)
 	if err == nil || !unroutedEndpoint(err) {
 		return resp, err
 	}
 	legacy := client.BuildURL(mautrix.MediaURLPath{"v3", "download", uri.Homeserver, uri.FileID})
-	return m.getMedia(ctx, client, legacy, header)
+	return getMedia(ctx, client, legacy, header)
 }
 
-func (m *Manager) getMedia(ctx context.Context, client *mautrix.Client, url string, header http.Header) (*http.Response, error) {
+func getMedia(ctx context.Context, client *mautrix.Client, url string, header http.Header) (*http.Response, error) {
 	_, resp, err := client.MakeFullRequestWithResp(ctx, mautrix.FullRequest{
 		Method:           http.MethodGet,
 		URL:              url,

@@ -1,0 +1,92 @@
+package bot
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// newUnitBot is the bot on a SQLite database and a recording fake of Matrix.
+func newUnitBot(t *testing.T) (*Bot, *fakematrix.Homeserver, *database.Database) {
+	t.Helper()
+	ctx := context.Background()
+	target := testdb.SQLite(t)
+	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	cfg := config.Default()
+	cfg.Homeserver.Domain, cfg.Homeserver.Address = "x", "http://127.0.0.1:9"
+	cfg.Appservice.ID, cfg.Appservice.ASToken, cfg.Appservice.HSToken = "dmb", "as", "hs"
+	cfg.Appservice.Bot.Username = "dmbridgebot"
+	cfg.Permissions = config.Permissions{"x": config.LevelUser}
+	link, err := appservice.New(ctx, cfg, db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := fakematrix.New("x", link.BotMXID())
+	return New(cfg, db, link, hs.Bot(), nil, nil, zerolog.Nop()), hs, db
+}
+
+func botInvite(b *Bot, hs *fakematrix.Homeserver, roomID id.RoomID, inviter id.UserID, others ...id.UserID) *event.Event {
+	bot := string(b.link.BotMXID())
+	hs.SetState(roomID, event.StateMember, string(inviter), &event.MemberEventContent{Membership: event.MembershipJoin})
+	hs.SetState(roomID, event.StateMember, bot, &event.MemberEventContent{Membership: event.MembershipInvite})
+	for _, o := range others {
+		hs.SetState(roomID, event.StateMember, string(o), &event.MemberEventContent{Membership: event.MembershipInvite})
+	}
+	return &event.Event{ID: "$inv", RoomID: roomID, Sender: inviter, Type: event.StateMember, StateKey: &bot,
+		Content: event.Content{Parsed: &event.MemberEventContent{Membership: event.MembershipInvite}}}
+}
+
+// A served user's invite into a room of their own makes it their management
+// room, with a welcome; an invite into a room with others is answered and
+// left; an unserved user's invite is declined without joining.
+func TestBotInvites(t *testing.T) {
+	ctx := context.Background()
+	b, hs, db := newUnitBot(t)
+	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, "!mgmt:x", "@alice:x")); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := db.User.Get(ctx, "@alice:x"); err != nil || u == nil || u.ManagementRoom != "!mgmt:x" {
+		t.Errorf("management room = %+v, %v", u, err)
+	}
+	sends := hs.Calls("SendMessageEvent")
+	if len(sends) != 1 || sends[0].RoomID != "!mgmt:x" || !strings.HasPrefix(sends[0].Content["body"].(string), "Hello! I am the bridge bot.") ||
+		sends[0].TxnID != "dmb_bot_welcome_$inv" {
+		t.Errorf("welcome = %+v", sends)
+	}
+
+	hs.Reset()
+	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, "!group:x", "@bob:x", "@carol:x")); err != nil {
+		t.Fatal(err)
+	}
+	if hs.Membership("!group:x", b.link.BotMXID()) != event.MembershipLeave {
+		t.Error("the bot stayed in a room with others")
+	}
+	if u, _ := db.User.Get(ctx, "@bob:x"); u != nil && u.ManagementRoom != "" {
+		t.Errorf("a shared room became a management room: %+v", u)
+	}
+
+	hs.Reset()
+	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, "!eve:x", "@eve:elsewhere")); err != nil {
+		t.Fatal(err)
+	}
+	if joins := hs.Calls("JoinRoomByID"); len(joins) != 0 {
+		t.Errorf("joined for an unserved user: %+v", joins)
+	}
+	if st := hs.Calls("SendStateEvent"); len(st) != 1 || st[0].Content["membership"] != "leave" || st[0].Content["reason"] == nil {
+		t.Errorf("decline = %+v, want a leave with a reason", st)
+	}
+}

@@ -1,0 +1,191 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// NewIntents is the mautrix-backed Intents of an appservice.
+func NewIntents(as *mas.AppService) Intents { return &asIntents{as: as} }
+
+type asIntents struct{ as *mas.AppService }
+
+func (a *asIntents) Bot() API { return intent{a.as.BotIntent()} }
+
+func (a *asIntents) Ghost(userID id.UserID, registered bool) API {
+	ia := a.as.Intent(userID)
+	if registered {
+		ia.Registered = true
+	}
+	return intent{ia}
+}
+
+func (a *asIntents) RegisterGhost(ctx context.Context, userID id.UserID) error {
+	ia := a.as.Intent(userID)
+	if err := ia.Register(ctx); err != nil && !errors.Is(err, mautrix.MUserInUse) {
+		return fmt.Errorf("register %s: %w", userID, err)
+	}
+	ia.Registered = true
+	if err := a.as.StateStore.MarkRegistered(ctx, userID); err != nil {
+		return fmt.Errorf("mark %s registered: %w", userID, err)
+	}
+	return nil
+}
+
+func (a *asIntents) DoublePuppet(userID id.UserID, asToken string) (API, error) {
+	client, err := a.as.NewExternalMautrixClient(userID, asToken, "")
+	if err != nil {
+		return nil, fmt.Errorf("double puppet client for %s: %w", userID, err)
+	}
+	client.SetAppServiceUserID = true
+	ia := a.as.NewIntentAPI("double_puppet")
+	ia.Client = client
+	ia.Localpart, _, _ = userID.Parse()
+	ia.UserID = userID
+	ia.IsCustomPuppet = true
+	return intent{ia}, nil
+}
+
+// intent is API on a mautrix IntentAPI. Each method forwards to the
+// IntentAPI's (or its client's) method of the same name.
+type intent struct{ ia *mas.IntentAPI }
+
+func (i intent) UserID() id.UserID { return i.ia.UserID }
+
+func (i intent) IsDoublePuppet() bool { return i.ia.IsCustomPuppet }
+
+func (i intent) Register(ctx context.Context) error { return i.ia.Register(ctx) }
+
+func (i intent) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	return i.ia.SendMessageEvent(ctx, roomID, eventType, content, extra...)
+}
+
+func (i intent) SendStateEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, stateKey string, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	return i.ia.SendStateEvent(ctx, roomID, eventType, stateKey, content, extra...)
+}
+
+func (i intent) RedactEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID, extra ...mautrix.ReqRedact) (*mautrix.RespSendEvent, error) {
+	return i.ia.RedactEvent(ctx, roomID, eventID, extra...)
+}
+
+func (i intent) SetReadMarkers(ctx context.Context, roomID id.RoomID, content any) error {
+	return i.ia.SetReadMarkers(ctx, roomID, content)
+}
+
+func (i intent) SendReceipt(ctx context.Context, roomID id.RoomID, eventID id.EventID, receiptType event.ReceiptType, content any) error {
+	return i.ia.SendReceipt(ctx, roomID, eventID, receiptType, content)
+}
+
+func (i intent) UserTyping(ctx context.Context, roomID id.RoomID, typing bool, timeout time.Duration) (*mautrix.RespTyping, error) {
+	return i.ia.UserTyping(ctx, roomID, typing, timeout)
+}
+
+// presenceBody is the body of PUT /presence/{userId}/status. status_msg is
+// always sent: mautrix's ReqPresence omits an empty one, and homeservers
+// keep the previous message when the field is missing, so a contact who
+// cleared their status would keep showing the old one.
+type presenceBody struct {
+	Presence  string `json:"presence"`
+	StatusMsg string `json:"status_msg"`
+}
+
+func (i intent) SetPresence(ctx context.Context, presence, statusMsg string) error {
+	url := i.ia.BuildClientURL("v3", "presence", i.ia.UserID, "status")
+	_, err := i.ia.MakeRequest(ctx, http.MethodPut, url, &presenceBody{Presence: presence, StatusMsg: statusMsg}, nil)
+	return err
+}
+
+func (i intent) CreateRoom(ctx context.Context, req *mautrix.ReqCreateRoom) (*mautrix.RespCreateRoom, error) {
+	return i.ia.CreateRoom(ctx, req)
+}
+
+func (i intent) JoinRoomByID(ctx context.Context, roomID id.RoomID, extraContent ...map[string]any) (*mautrix.RespJoinRoom, error) {
+	return i.ia.JoinRoomByID(ctx, roomID, extraContent...)
+}
+
+func (i intent) LeaveRoom(ctx context.Context, roomID id.RoomID, extra ...any) (*mautrix.RespLeaveRoom, error) {
+	return i.ia.LeaveRoom(ctx, roomID, extra...)
+}
+
+func (i intent) InviteUser(ctx context.Context, roomID id.RoomID, req *mautrix.ReqInviteUser, extraContent ...map[string]any) (*mautrix.RespInviteUser, error) {
+	return i.ia.InviteUser(ctx, roomID, req, extraContent...)
+}
+
+func (i intent) StateEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, stateKey string, out any) error {
+	return i.ia.StateEvent(ctx, roomID, eventType, stateKey, out)
+}
+
+func (i intent) RoomStateEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, stateKey string, out any) error {
+	return i.ia.Client.StateEvent(ctx, roomID, eventType, stateKey, out)
+}
+
+func (i intent) Members(ctx context.Context, roomID id.RoomID, req ...mautrix.ReqMembers) (*mautrix.RespMembers, error) {
+	return i.ia.Members(ctx, roomID, req...)
+}
+
+func (i intent) JoinedMembers(ctx context.Context, roomID id.RoomID) (*mautrix.RespJoinedMembers, error) {
+	return i.ia.JoinedMembers(ctx, roomID)
+}
+
+func (i intent) JoinedRooms(ctx context.Context) (*mautrix.RespJoinedRooms, error) {
+	return i.ia.JoinedRooms(ctx)
+}
+
+func (i intent) Messages(ctx context.Context, roomID id.RoomID, from, to string, dir mautrix.Direction, filter *mautrix.FilterPart, limit int) (*mautrix.RespMessages, error) {
+	return i.ia.Messages(ctx, roomID, from, to, dir, filter, limit)
+}
+
+func (i intent) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error) {
+	// Read with /context rather than /messages, which needs a pagination
+	// token on some servers; the events stay raw for the caller to store.
+	var resp struct {
+		After []json.RawMessage `json:"events_after"`
+	}
+	url := i.ia.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", roomID, "context", eventID},
+		map[string]string{"limit": fmt.Sprint(limit)})
+	if _, err := i.ia.MakeRequest(ctx, http.MethodGet, url, nil, &resp); err != nil {
+		return nil, err
+	}
+	return resp.After, nil
+}
+
+func (i intent) UploadMedia(ctx context.Context, req mautrix.ReqUploadMedia) (*mautrix.RespMediaUpload, error) {
+	return i.ia.UploadMedia(ctx, req)
+}
+
+func (i intent) UploadBytes(ctx context.Context, data []byte, contentType string) (*mautrix.RespMediaUpload, error) {
+	return i.ia.UploadBytes(ctx, data, contentType)
+}
+
+func (i intent) SetDisplayName(ctx context.Context, name string) error {
+	return i.ia.Client.SetDisplayName(ctx, name)
+}
+
+func (i intent) SetAvatarURL(ctx context.Context, uri id.ContentURI) error {
+	return i.ia.SetAvatarURL(ctx, uri)
+}
+
+func (i intent) GetProfile(ctx context.Context, userID id.UserID) (*mautrix.RespUserProfile, error) {
+	return i.ia.Client.GetProfile(ctx, userID)
+}
+
+func (i intent) Whoami(ctx context.Context) (*mautrix.RespWhoami, error) {
+	return i.ia.Whoami(ctx)
+}
+
+func (i intent) GetAccountData(ctx context.Context, eventType string, out any) error {
+	return i.ia.Client.GetAccountData(ctx, eventType, out)
+}
+
+func (i intent) SetAccountData(ctx context.Context, eventType string, data any) error {
+	return i.ia.Client.SetAccountData(ctx, eventType, data)
+}

@@ -1,0 +1,147 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+)
+
+// recorder is a homeserver that answers each path from a table and records
+// the requests.
+type recorder struct {
+	mu      sync.Mutex
+	reqs    []string
+	bodies  []string
+	answers map[string]func(w http.ResponseWriter)
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	r.reqs = append(r.reqs, req.Method+" "+req.URL.Path)
+	r.bodies = append(r.bodies, string(body))
+	r.mu.Unlock()
+	if answer, ok := r.answers[req.URL.Path]; ok {
+		answer(w)
+		return
+	}
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = io.WriteString(w, `{"errcode":"M_UNRECOGNIZED","error":"no such endpoint"}`)
+}
+
+func newTestIntents(t *testing.T, r *recorder) Intents {
+	t.Helper()
+	hs := httptest.NewServer(r)
+	t.Cleanup(hs.Close)
+	as, err := mas.CreateFull(mas.CreateOpts{
+		Registration: &mas.Registration{AppToken: "as", ServerToken: "hs", SenderLocalpart: "bot"}, HomeserverDomain: "x", HomeserverURL: hs.URL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewIntents(as)
+}
+
+// A server that does not route authenticated media gets the legacy
+// download; one that routes it gets one request.
+func TestDownloadFallsBackToLegacyMedia(t *testing.T) {
+	r := &recorder{answers: map[string]func(http.ResponseWriter){
+		"/_matrix/media/v3/download/x/abc": func(w http.ResponseWriter) { _, _ = io.WriteString(w, "legacy bytes") },
+	}}
+	bot := newTestIntents(t, r).Bot()
+	resp, err := bot.Download(context.Background(), id.ContentURI{Homeserver: "x", FileID: "abc"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if string(data) != "legacy bytes" {
+		t.Errorf("body = %q", data)
+	}
+	want := []string{"GET /_matrix/client/v1/media/download/x/abc", "GET /_matrix/media/v3/download/x/abc"}
+	if strings.Join(r.reqs, "|") != strings.Join(want, "|") {
+		t.Errorf("requests = %v, want %v", r.reqs, want)
+	}
+}
+
+// Presence always carries status_msg, so that a cleared status clears.
+func TestSetPresenceSendsEmptyStatus(t *testing.T) {
+	r := &recorder{answers: map[string]func(http.ResponseWriter){
+		"/_matrix/client/v3/presence/@dm_bob:x/status": func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{}`) },
+	}}
+	ghost := newTestIntents(t, r).Ghost("@dm_bob:x", true)
+	if err := ghost.SetPresence(context.Background(), "online", ""); err != nil {
+		t.Fatal(err)
+	}
+	var body map[string]any
+	if len(r.bodies) != 1 || json.Unmarshal([]byte(r.bodies[0]), &body) != nil {
+		t.Fatalf("requests = %v %v", r.reqs, r.bodies)
+	}
+	if msg, ok := body["status_msg"]; !ok || msg != "" || body["presence"] != "online" {
+		t.Errorf("body = %s, want presence online and an explicit empty status_msg", r.bodies[0])
+	}
+}
+
+// EventsAfter keeps the events as they came.
+func TestEventsAfterKeepsRawEvents(t *testing.T) {
+	r := &recorder{answers: map[string]func(http.ResponseWriter){
+		"/_matrix/client/v3/rooms/!r:x/context/$inv": func(w http.ResponseWriter) {
+			_, _ = io.WriteString(w, `{"events_after":[{"event_id":"$1","type":"m.room.message","x_unknown":1}]}`)
+		},
+	}}
+	ghost := newTestIntents(t, r).Ghost("@dm_bob:x", true)
+	events, err := ghost.EventsAfter(context.Background(), "!r:x", "$inv", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || !strings.Contains(string(events[0]), `"x_unknown":1`) {
+		t.Errorf("events = %s", events)
+	}
+}
+
+// A ghost known to be registered costs no registration request before its
+// first call, unlike one not known; a double puppet acts as its user.
+func TestGhostAndDoublePuppet(t *testing.T) {
+	whoami := func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"user_id":"@dm_bob:x"}`) }
+	r := &recorder{answers: map[string]func(http.ResponseWriter){
+		"/_matrix/client/v3/account/whoami": whoami,
+		"/_matrix/client/v3/register":       func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{}`) },
+	}}
+	intents := newTestIntents(t, r)
+	registers := func() int {
+		n := 0
+		for _, req := range r.reqs {
+			if strings.HasSuffix(req, "/register") {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := intents.Ghost("@dm_bob:x", true).Whoami(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := registers(); n != 0 {
+		t.Errorf("a ghost known to be registered registered again: %v", r.reqs)
+	}
+	if _, err := intents.Ghost("@dm_carol:x", false).Whoami(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := registers(); n != 1 {
+		t.Errorf("a ghost not known to be registered was not registered first: %v", r.reqs)
+	}
+	dp, err := intents.DoublePuppet("@alice:x", "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dp.UserID() != "@alice:x" || !dp.IsDoublePuppet() || intents.Ghost("@dm_bob:x", false).IsDoublePuppet() {
+		t.Errorf("double puppet = %s (%v)", dp.UserID(), dp.IsDoublePuppet())
+	}
+}

@@ -1,0 +1,194 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// The unit tests in decisions_*_test.go drive the portal manager against a
+// recording fake of Matrix (internal/fakematrix) and a SQLite database, with
+// no homeserver and no connector: they check what the portal decides to do
+// on Matrix. The end-to-end tests in bridge/ check what a user sees.
+
+const (
+	unitUser    = id.UserID("@alice:x")
+	unitGhost   = id.UserID("@dm_bob:x")
+	unitConnID  = "c1"
+	unitLoginID = "l1"
+)
+
+// unitConn is the connector side: every connector is up, and commands are
+// answered by answer (nil: an empty result) and recorded.
+type unitConn struct {
+	mu     sync.Mutex
+	ops    []string
+	answer func(op string, cmd *connector.Command) (*connector.Result, error)
+}
+
+func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *connector.Command) (*connector.Result, error) {
+	c.mu.Lock()
+	c.ops = append(c.ops, op)
+	answer := c.answer
+	c.mu.Unlock()
+	if answer != nil {
+		return answer(op, cmd)
+	}
+	return &connector.Result{}, nil
+}
+
+func (c *unitConn) Connected(string) bool { return true }
+
+func (c *unitConn) Hello(string) (*connector.Hello, bool) {
+	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: "TestNet"}}, true
+}
+
+type unit struct {
+	m     *Manager
+	hs    *fakematrix.Homeserver
+	db    *database.Database
+	conn  *unitConn
+	login *database.Login
+}
+
+// newUnit builds a portal manager on a fresh SQLite database and a fake
+// homeserver. With doublePuppet the user's server has an as_token secret,
+// so the user's double puppet joins and edits m.direct.
+func newUnit(t *testing.T, doublePuppet bool) *unit {
+	t.Helper()
+	ctx := context.Background()
+	target := testdb.SQLite(t)
+	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	cfg := config.Default()
+	cfg.Homeserver.Domain = "x"
+	// Never contacted: every Matrix call goes to the fake.
+	cfg.Homeserver.Address = "http://127.0.0.1:9"
+	cfg.Appservice.ID, cfg.Appservice.ASToken, cfg.Appservice.HSToken = "dmb", "as", "hs"
+	cfg.Appservice.Bot.Username = "dmbridgebot"
+	cfg.Permissions = config.Permissions{"x": config.LevelUser}
+	cfg.Bridge.Backfill.InitialLimit = 0
+	if doublePuppet {
+		cfg.DoublePuppet.Secrets = map[string]string{"x": "as_token:dp"}
+	}
+	link, err := appservice.New(ctx, cfg, db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := fakematrix.New("x", link.BotMXID())
+	m := NewManager(cfg, db, link, hs, zerolog.Nop())
+	t.Cleanup(func() { m.cancel() })
+	conn := &unitConn{}
+	m.SetConnector(conn)
+	login := &database.Login{ID: unitLoginID, ConnectorID: unitConnID, MatrixUser: unitUser, State: connector.LoginConnected}
+	if _, err = db.Login.Upsert(ctx, login); err != nil {
+		t.Fatal(err)
+	}
+	return &unit{m: m, hs: hs, db: db, conn: conn, login: login}
+}
+
+// remote applies a connector event of the test login and fails the test if
+// it returns an error or does not mark the event done.
+func (u *unit) remote(t *testing.T, ev *connector.Event) {
+	t.Helper()
+	if err := u.tryRemote(ev); err != nil {
+		t.Fatalf("apply %s %s: %v", ev.Kind, ev.ID, err)
+	}
+}
+
+func (u *unit) tryRemote(ev *connector.Event) error {
+	if ev.Login == "" {
+		ev.Login = unitLoginID
+	}
+	if ev.Chat == nil {
+		ev.Chat = &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "bob"}
+	}
+	done := false
+	err := u.m.applyRemote(context.Background(), unitConnID, ev, func(context.Context) error { done = true; return nil })
+	if err == nil && !done {
+		return errNotDone
+	}
+	return err
+}
+
+var errNotDone = &notDone{}
+
+type notDone struct{}
+
+func (*notDone) Error() string { return "the event was not marked done" }
+
+// fromBob is a message from the contact bob.
+func fromBob(remoteID, text string) *connector.Event {
+	return &connector.Event{Kind: connector.KindMessage, ID: remoteID, Text: text, TS: 1000,
+		Sender: &connector.Sender{ID: "bob"}}
+}
+
+// sends returns the message events posted, in order.
+func (u *unit) sends() []fakematrix.Call {
+	var out []fakematrix.Call
+	for _, c := range u.hs.Calls("SendMessageEvent") {
+		if c.EventType == event.EventMessage || c.EventType == event.EventReaction {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// portal returns the stored portal of chat bob.
+func (u *unit) portal(t *testing.T) *database.Portal {
+	t.Helper()
+	p, err := u.db.Portal.Get(context.Background(), database.PortalKey{LoginID: unitLoginID, ChatID: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// direct returns the room lists of the user's m.direct as the fake holds
+// it; values that are not room lists are left out.
+func (u *unit) direct(t *testing.T) map[string][]id.RoomID {
+	t.Helper()
+	raw := u.hs.AccountData(unitUser, event.AccountDataDirectChats.Type)
+	var entries map[string]json.RawMessage
+	if raw != nil {
+		if err := json.Unmarshal(raw, &entries); err != nil {
+			t.Fatalf("m.direct is not an object: %s", raw)
+		}
+	}
+	out := map[string][]id.RoomID{}
+	for k, v := range entries {
+		var rooms []id.RoomID
+		if json.Unmarshal(v, &rooms) == nil {
+			out[k] = rooms
+		}
+	}
+	return out
+}
+
+// field reads a nested field of recorded content ("m.relates_to.event_id").
+func field(content map[string]any, path ...string) any {
+	var cur any = content
+	for _, p := range path {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[p]
+	}
+	return cur
+}
