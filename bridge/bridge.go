@@ -75,6 +75,9 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	// wrapping its transport sees every homeserver request.
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, lease))
 	portals := portal.NewManager(cfg, db, link, log)
+	if lease != nil {
+		portals.SetFormerDone(lease.FormerDone())
+	}
 	portals.SetMetrics(mx)
 	srv, err := connector.NewServer(connector.ServerOptions{
 		Token:           cfg.Connector.Token,

@@ -240,7 +240,7 @@ func Default() *Config {
 			Format:          "pretty",
 			SummaryInterval: Duration(5 * time.Minute),
 		},
-		HA: HAConfig{Lease: Duration(4 * time.Second), Renew: Duration(time.Second)},
+		HA: HAConfig{Lease: Duration(3 * time.Second), Renew: Duration(time.Second)},
 	}
 }
 

@@ -95,6 +95,12 @@ func TestTakeoverFencesThePausedHolder(t *testing.T) {
 		t.Errorf("takeover took %s for a %s lease", took, opts.Lease)
 	}
 	t.Logf("takeover %s after the renewals stopped (lease %s)", took, opts.Lease)
+	// The former's requests had arrived by the lease's expiry: after its
+	// last renewal plus the lease, before b took over.
+	if fd := b.FormerDone(); fd.Before(start.Add(opts.Lease-opts.Renew-100*time.Millisecond)) || fd.After(start.Add(took)) {
+		t.Errorf("former done %s after the renewals stopped, want between %s and %s",
+			fd.Sub(start), opts.Lease-opts.Renew, took)
+	}
 	if err := a.Check(); err == nil {
 		t.Error("the paused holder still passes its clock check after the takeover")
 	}
@@ -157,6 +163,10 @@ func TestReleaseHandsOverAtOnce(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("takeover after a release took %s", took)
+	}
+	// Released at start: the former had stopped then, not a lease earlier.
+	if fd := b.FormerDone(); fd.Before(start) || fd.After(time.Now()) {
+		t.Errorf("former done %s after the release, want between it and now", fd.Sub(start))
 	}
 	if role, epoch := b.Role(); role != Active || epoch != 2 {
 		t.Errorf("b: %s epoch %d", role, epoch)
