@@ -77,6 +77,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	portals := portal.NewManager(cfg, db, link, log)
 	if lease != nil {
 		portals.SetFormerDone(lease.FormerDone())
+		link.SetGate(lease.Check)
 	}
 	portals.SetMetrics(mx)
 	srv, err := connector.NewServer(connector.ServerOptions{

@@ -140,7 +140,9 @@ func (c *serverConn) writeLoop() {
 			timer, timerC = nil, nil
 			err = flush()
 		case <-ping.C:
-			err = c.ws.WriteControl(websocket.PingMessage, nil, deadline(writeWait))
+			if err = c.gate(); err == nil {
+				err = c.ws.WriteControl(websocket.PingMessage, nil, deadline(writeWait))
+			}
 		}
 		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 			c.log.Debug().Err(err).Msg("Write to connector failed")
@@ -151,11 +153,18 @@ func (c *serverConn) writeLoop() {
 	}
 }
 
-func (c *serverConn) write(b []byte) error {
+// gate is ServerOptions.Gate's answer: nil while this bridge may write to
+// connectors.
+func (c *serverConn) gate() error {
 	if gate := c.srv.opts.Gate; gate != nil {
-		if err := gate(); err != nil {
-			return err
-		}
+		return gate()
+	}
+	return nil
+}
+
+func (c *serverConn) write(b []byte) error {
+	if err := c.gate(); err != nil {
+		return err
 	}
 	_ = c.ws.SetWriteDeadline(deadline(writeWait))
 	return c.ws.WriteMessage(websocket.TextMessage, b)
