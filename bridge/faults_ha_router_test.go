@@ -87,20 +87,43 @@ func (c countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// newCountingProxy forwards to the homeserver and counts the requests: each
-// instance has its own, so a test sees what one instance sent.
-func newCountingProxy(t *testing.T, target string, n *atomic.Int64) string {
+// newCountingProxy forwards instance i's requests to the homeserver and
+// counts them: each instance has its own, so a test sees what one instance
+// sent. Armed by holdSend, it lets the next message send land in the
+// homeserver but keeps the answer from the instance until it goes away.
+func newCountingProxy(t *testing.T, target string, i *haInstance) string {
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.Add(1)
+		i.hsRequests.Add(1)
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/") {
+			i.mu.Lock()
+			held := i.held
+			i.held = nil
+			i.mu.Unlock()
+			if held != nil {
+				rp.ServeHTTP(httptest.NewRecorder(), r)
+				close(held)
+				<-r.Context().Done()
+				return
+			}
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// holdSend arms the proxy (see newCountingProxy); the channel is closed
+// once a send has landed and its answer is being held back.
+func (i *haInstance) holdSend() <-chan struct{} {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.held = make(chan struct{})
+	return i.held
 }
 
 // active is the instance whose ready probe answers 200, or nil.
@@ -134,6 +157,8 @@ type haInstance struct {
 	runs   int
 	exited chan struct{}
 	status int
+	// held, when set, makes the proxy hold the next message send's answer.
+	held chan struct{}
 }
 
 // newHAInstance prepares an instance; writeConfig writes its config, given
@@ -144,7 +169,7 @@ func newHAInstance(t *testing.T, name, binary, hsTarget string, writeConfig func
 		asAddr:   "127.0.0.1:" + strconv.Itoa(port),
 		connAddr: fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t)), logDir: t.TempDir(), env: env}
 	// The proxy is registered before the kill, so it closes after it.
-	i.config = writeConfig(newCountingProxy(t, hsTarget, &i.hsRequests))
+	i.config = writeConfig(newCountingProxy(t, hsTarget, i))
 	t.Cleanup(i.kill)
 	t.Cleanup(func() {
 		if t.Failed() {

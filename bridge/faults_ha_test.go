@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/bridge"
@@ -413,45 +412,6 @@ func (p *haPair) pushDirect(i *haInstance) int {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode
-}
-
-// TestFaultHATakeoverRepairsDirect: while the active is down, another client
-// of the user rewrites m.direct without the portal; the instance that takes
-// over runs the m.direct repair and puts the portal back, leaving the
-// user's own entries alone.
-func TestFaultHATakeoverRepairsDirect(t *testing.T) {
-	p := newHAPair(t, testdb.Postgres(t))
-	f := p.connectFake(connector.NewMemoryStore())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	roomID := p.firstPortal(ctx, f)
-	ghost := p.ghost("bob@network")
-	p.waitDirect(ghost, roomID, true)
-	old := p.active()
-	if old == nil {
-		t.Fatal("no active instance")
-	}
-	next := p.other(old)
-	old.kill()
-	own := map[id.UserID][]id.RoomID{"@zed:example.org": {"!unrelated:example.org"}}
-	if err := p.alice.SetAccountData(ctx, event.AccountDataDirectChats.Type, own); err != nil {
-		t.Fatal(err)
-	}
-	if next.ready(&p.probe) {
-		t.Fatalf("%s took over before m.direct was rewritten; the test proves nothing", next.name)
-	}
-	if slices.Contains(tesths.DirectContent(t, p.alice)[ghost], roomID) {
-		t.Fatal("m.direct still lists the portal after the rewrite")
-	}
-	p.waitActive(next, time.Minute)
-	tesths.WaitFor(t, 30*time.Second, "m.direct repaired by the new active", func() (bool, error) {
-		direct := tesths.DirectContent(t, p.alice)
-		return slices.Contains(direct[ghost], roomID) &&
-			slices.Equal(direct["@zed:example.org"], []id.RoomID{"!unrelated:example.org"}), nil
-	})
-	if n := next.countLogs("Lost the active lease"); n != 0 {
-		t.Errorf("%s lost its lease %d times", next.name, n)
-	}
 }
 
 // TestFaultHASQLiteSecondProcess: a second bridge process on the same
