@@ -106,6 +106,14 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MUnknown.WithMessage("Failed to store transaction").WithStatus(http.StatusInternalServerError).Write(w)
 		return
 	}
+	if l.gate != nil {
+		if err = l.gate(); err != nil {
+			// Not even an error answer: this process may not act any more.
+			// The homeserver sees the connection drop and retries.
+			log.Warn().Err(err).Msg("Stored a transaction but may not acknowledge it; dropping the connection")
+			panic(http.ErrAbortHandler)
+		}
+	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
 	log.Debug().Bool("seen_before", !fresh).Int("events", len(txn.Events)).Int("new_events", added).Msg("Stored transaction")
 	if l.sink == nil {

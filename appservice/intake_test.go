@@ -2,6 +2,7 @@ package appservice_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -235,5 +236,48 @@ func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
 				t.Errorf("sink woken %d times, want 1", sink.wakes.Load())
 			}
 		})
+	}
+}
+
+// TestTransactionNotAckedWhenGated: a high-availability instance that lost
+// its lease between storing a transaction and answering says nothing (the
+// connection drops, the homeserver retries at the active), and the sink is
+// not woken.
+func TestTransactionNotAckedWhenGated(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &countingSink{}
+	link.SetSink(sink)
+	var lost atomic.Bool
+	link.SetGate(func() error {
+		if lost.Load() {
+			return errors.New("not active")
+		}
+		return nil
+	})
+	srv := httptest.NewServer(link.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = db.Close()
+	})
+	if code, body := put(t, srv, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
+		t.Fatalf("while active: %d %s", code, body)
+	}
+	lost.Store(true)
+	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/_matrix/app/v1/transactions/txn-b", strings.NewReader(txnBody))
+	req.Header.Set("Authorization", "Bearer hs-secret")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		_ = resp.Body.Close()
+		t.Fatalf("after losing the lease the transaction got an answer: %d", resp.StatusCode)
+	}
+	if sink.wakes.Load() != 1 {
+		t.Errorf("sink woken %d times, want once (by the acknowledged transaction)", sink.wakes.Load())
 	}
 }

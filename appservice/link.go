@@ -46,6 +46,9 @@ type Link struct {
 	server     *http.Server
 	// mounts are routes beside the homeserver's, such as provisioning.
 	mounts []mount
+	// gate, when set, must pass before a transaction is acknowledged (see
+	// SetGate).
+	gate func() error
 }
 
 type mount struct {
@@ -99,6 +102,13 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 
 // SetSink names who receives the events the intake takes in.
 func (l *Link) SetSink(s Sink) { l.sink = s }
+
+// SetGate makes the acknowledgement of every homeserver transaction wait on
+// gate: high availability passes its lease check, so that a former active
+// resumed after a pause does not answer a push it stored before the pause
+// (the homeserver retries it at the active, which knows it by its id). Call
+// it before Start.
+func (l *Link) SetGate(gate func() error) { l.gate = gate }
 
 // Handler routes the homeserver's calls: transactions go to the durable
 // intake, everything else to mautrix's router.

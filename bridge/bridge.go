@@ -80,6 +80,10 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	// Everything portal/, puppet/ and bot/ do on Matrix goes through intents.
 	intents := matrix.NewIntents(link.AS)
 	portals := portal.NewManager(cfg, db, link, intents, log)
+	if lease != nil {
+		portals.SetFormerDone(lease.FormerDone())
+		link.SetGate(lease.Check)
+	}
 	portals.SetMetrics(mx)
 	events := inbox.New(db, mx, log)
 	portals.SetInbox(events)

@@ -5,12 +5,16 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -66,8 +70,60 @@ func (r *haRouter) forward(conn net.Conn, backend func(*haInstance) string) {
 	defer up.Close()
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(up, conn); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(conn, up); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(countingWriter{conn, &active.served}, up); done <- struct{}{} }()
 	<-done
+}
+
+// countingWriter counts the bytes an instance sent to the homeserver's
+// pushes and to the connectors (answers, acks, commands).
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// newCountingProxy forwards instance i's requests to the homeserver and
+// counts them: each instance has its own, so a test sees what one instance
+// sent. Armed by holdSend, it lets the next message send land in the
+// homeserver but keeps the answer from the instance until it goes away.
+func newCountingProxy(t *testing.T, target string, i *haInstance) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		i.hsRequests.Add(1)
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/") {
+			i.mu.Lock()
+			held := i.held
+			i.held = nil
+			i.mu.Unlock()
+			if held != nil {
+				rp.ServeHTTP(httptest.NewRecorder(), r)
+				close(held)
+				<-r.Context().Done()
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// holdSend arms the proxy (see newCountingProxy); the channel is closed
+// once a send has landed and its answer is being held back.
+func (i *haInstance) holdSend() <-chan struct{} {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.held = make(chan struct{})
+	return i.held
 }
 
 // active is the instance whose ready probe answers 200, or nil.
@@ -90,19 +146,30 @@ type haInstance struct {
 	asAddr   string
 	connAddr string
 	logDir   string
+	env      []string
+	// hsRequests counts the requests this instance sent to the homeserver
+	// (through its own proxy); served counts the bytes it sent through
+	// the router.
+	hsRequests, served atomic.Int64
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	runs   int
 	exited chan struct{}
 	status int
+	// held, when set, makes the proxy hold the next message send's answer.
+	held chan struct{}
 }
 
-func newHAInstance(t *testing.T, name, binary, config string) *haInstance {
+// newHAInstance prepares an instance; writeConfig writes its config, given
+// the address of the homeserver proxy the instance is to use.
+func newHAInstance(t *testing.T, name, binary, hsTarget string, writeConfig func(hsAddress string) string, env ...string) *haInstance {
 	port := tesths.FreePort(t)
-	i := &haInstance{t: t, name: name, binary: binary, config: config, asPort: port,
+	i := &haInstance{t: t, name: name, binary: binary, asPort: port,
 		asAddr:   "127.0.0.1:" + strconv.Itoa(port),
-		connAddr: fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t)), logDir: t.TempDir()}
+		connAddr: fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t)), logDir: t.TempDir(), env: env}
+	// The proxy is registered before the kill, so it closes after it.
+	i.config = writeConfig(newCountingProxy(t, hsTarget, i))
 	t.Cleanup(i.kill)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -172,6 +239,7 @@ func (i *haInstance) spawn() error {
 	cmd.Env = append(os.Environ(),
 		"DMBRIDGE_APPSERVICE_PORT="+strconv.Itoa(i.asPort),
 		"DMBRIDGE_CONNECTOR_LISTEN="+i.connAddr)
+	cmd.Env = append(cmd.Env, i.env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err = cmd.Start(); err != nil {
 		i.mu.Unlock()

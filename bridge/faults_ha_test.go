@@ -15,7 +15,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/bridge"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
@@ -31,20 +31,23 @@ type haPair struct {
 	probe  http.Client
 }
 
-// haLease is short so that the tests stay short; takeover waits for it.
-const haLease, haRenew = 3 * time.Second, 750 * time.Millisecond
-
-func newHAPair(t *testing.T, target testdb.Target) *haPair {
+// newHAPair starts the pair with the default timing of ha and
+// bridge.in_doubt_grace: the takeover figures are those an operator gets.
+// Each instance reaches the homeserver through its own counting proxy and
+// gets env on top of its listen addresses.
+func newHAPair(t *testing.T, target testdb.Target, env ...string) *haPair {
 	s := newStack(t, target, stackOptions{noBridge: true})
 	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
 	s.cfg.Logging.Format = "json"
 	s.cfg.Logging.Level = "debug"
-	s.cfg.HA = config.HAConfig{Enabled: true, Lease: config.Duration(haLease), Renew: config.Duration(haRenew)}
-	// The old process has been gone for most of a lease when the new one
-	// starts, so its requests have had that long already.
-	s.cfg.Bridge.InDoubtGrace = config.Duration(1500 * time.Millisecond)
-	bin, cfgPath := buildBridge(t), s.writeConfig(t)
-	p := &haPair{stack: s, a: newHAInstance(t, "a", bin, cfgPath), b: newHAInstance(t, "b", bin, cfgPath),
+	s.cfg.HA.Enabled = true
+	bin, hs := buildBridge(t), s.cfg.Homeserver.Address
+	writeConfig := func(hsAddress string) string {
+		s.cfg.Homeserver.Address = hsAddress
+		defer func() { s.cfg.Homeserver.Address = hs }()
+		return s.writeConfig(t)
+	}
+	p := &haPair{stack: s, a: newHAInstance(t, "a", bin, hs, writeConfig, env...), b: newHAInstance(t, "b", bin, hs, writeConfig, env...),
 		probe: http.Client{Timeout: time.Second}}
 	p.router = newHARouter(t, fmt.Sprintf("127.0.0.1:%d", s.cfg.Appservice.Port), s.cfg.Connector.Listen, []*haInstance{p.a, p.b})
 	p.a.start()
@@ -123,8 +126,8 @@ func (p *haPair) checkCleanHandover() {
 	if status, exited := old.waitExit(30 * time.Second); !exited || status != 0 {
 		t.Errorf("%s after SIGTERM: exited %v, status %d; want a clean exit", old.name, exited, status)
 	}
-	if took >= haLease {
-		t.Errorf("handover after SIGTERM took %s, as long as the lease (%s): the lease was not released", took, haLease)
+	if lease := p.cfg.HA.Lease.D(); took >= lease {
+		t.Errorf("handover after SIGTERM took %s, as long as the lease (%s): the lease was not released", took, lease)
 	}
 	t.Logf("FAULT HA: handover after SIGTERM %s -> %s in %s", old.name, next.name, took.Round(10*time.Millisecond))
 }
@@ -185,12 +188,29 @@ func TestFaultHAKillActive(t *testing.T) {
 	p.checkCleanHandover()
 	sorted := slices.Clone(takeovers)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
-	if len(sorted) > 0 {
-		t.Logf("FAULT HA: takeover (kill -> first message by the new active) over %d kills: min %s median %s max %s (lease %s, renew %s)",
-			len(sorted), sorted[0].Round(10*time.Millisecond), sorted[len(sorted)/2].Round(10*time.Millisecond),
-			sorted[len(sorted)-1].Round(10*time.Millisecond), haLease, haRenew)
+	if len(sorted) == 0 {
+		return
+	}
+	landed := p.a.countLogs("Send in doubt had landed") + p.b.countLogs("Send in doubt had landed")
+	waited := p.a.countLogs("Send in doubt not in the room yet") + p.b.countLogs("Send in doubt not in the room yet")
+	median, longest := sorted[len(sorted)/2], sorted[len(sorted)-1]
+	t.Logf("FAULT HA: takeover (kill -> first message by the new active) over %d kills: min %s median %s max %s (lease %s, renew %s, in_doubt_grace %s; sends in doubt found at once %d, waited for %d)",
+		len(sorted), sorted[0].Round(10*time.Millisecond), median.Round(10*time.Millisecond),
+		longest.Round(10*time.Millisecond), p.cfg.HA.Lease.D(), p.cfg.HA.Renew.D(), p.cfg.Bridge.InDoubtGrace.D(), landed, waited)
+	// The goal is 5 s. A send cut off before its request went out is not
+	// in the room and is waited for (in_doubt_grace from the lease's
+	// expiry): rare, so it may make one kill slow but not the median.
+	if median > haTakeoverGoal {
+		t.Errorf("median takeover %s, want at most %s", median, haTakeoverGoal)
+	}
+	if longest > 2*haTakeoverGoal && waited == 0 {
+		t.Errorf("slowest takeover %s with no send in doubt waited for, want at most %s", longest, 2*haTakeoverGoal)
 	}
 }
+
+// haTakeoverGoal is issue 13's goal for a takeover, from the kill to the
+// first message delivered by the new active, with the default timing.
+const haTakeoverGoal = 5 * time.Second
 
 // haStream is stream with the kills done by killer.
 func haStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roomID id.RoomID, run killRun, killer func(k int) error) streamed {
@@ -250,66 +270,149 @@ func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID 
 }
 
 // TestFaultHAPausedActive pauses the active with SIGSTOP for longer than its
-// lease, so the standby takes over, then resumes it: it sends nothing and
-// commits nothing (nothing shows twice, nothing is lost) and steps down by
-// exiting with status 3.
+// lease, so the standby takes over, then resumes it. Its own clock stops it
+// first: from the pause on it sends nothing to the homeserver and nothing
+// through the router (no answer to a push, no ack, no command), its loss
+// is by its clock, no transaction of it even gets to the epoch check, and
+// it exits with status 3. Nothing shows twice, nothing is lost.
 func TestFaultHAPausedActive(t *testing.T) {
+	r := runPausedActive(t, false)
+	if !strings.Contains(r.after, "ran out by this process's clock") {
+		t.Errorf("%s did not step down by its own clock:\n%s", r.paused.name, tail(r.after, 40))
+	}
+	if strings.Contains(r.after, "ha: fenced") {
+		t.Errorf("a transaction of %s got as far as the epoch check after resuming; the clock check should have refused it first", r.paused.name)
+	}
+	if r.hsAfter != 0 || r.servedAfter != 0 {
+		t.Errorf("after the pause %s sent %d requests to the homeserver and %d bytes through the router, want none",
+			r.paused.name, r.hsAfter, r.servedAfter)
+	}
+}
+
+// TestFaultHAPausedActiveEpochFence is TestFaultHAPausedActive with the
+// clock check turned off by a test-only knob (bridge.EpochFenceOnlyEnv):
+// the resumed former active is stopped by the epoch fence alone. A
+// transaction it begins (an appservice transaction pushed straight to it)
+// fails on the epoch, it steps down with status 3, and nothing shows twice.
+func TestFaultHAPausedActiveEpochFence(t *testing.T) {
+	r := runPausedActive(t, true)
+	if !strings.Contains(r.after, "ha: fenced") {
+		t.Errorf("%s's log shows no transaction refused by the epoch fence:\n%s", r.paused.name, tail(r.after, 40))
+	}
+	if strings.Contains(r.after, "ran out by this process's clock") {
+		t.Errorf("%s stepped down by its clock, which the knob turns off", r.paused.name)
+	}
+	t.Logf("without the clock check, %s sent %d requests to the homeserver and %d bytes through the router after the pause",
+		r.paused.name, r.hsAfter, r.servedAfter)
+}
+
+type pausedRun struct {
+	paused *haInstance
+	// after is its log from the pause on; hsAfter and servedAfter are what
+	// it sent to the homeserver and through the router from then on.
+	after                string
+	hsAfter, servedAfter int64
+}
+
+// runPausedActive pauses the active for longer than a takeover while a
+// contact streams and the user replies, resumes it, pushes an appservice
+// transaction straight to it (a transaction it would have to store), and
+// checks what both kinds of fence must give: the push is refused, it exits
+// with status 3, it bridged, stored and accepted nothing after resuming,
+// and every message shows exactly once.
+func runPausedActive(t *testing.T, epochFenceOnly bool) pausedRun {
 	run := killRun{kills: 1, messages: 30, replies: 4}
-	p := newHAPair(t, testdb.Postgres(t))
+	var env []string
+	if epochFenceOnly {
+		env = append(env, bridge.EpochFenceOnlyEnv+"=1")
+	}
+	p := newHAPair(t, testdb.Postgres(t), env...)
 	f := p.connectFake(sdk.NewMemoryStore())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	roomID := p.firstPortal(ctx, f)
-	var paused *haInstance
+	var r pausedRun
 	var pausedAt int
+	var hsAtPause, servedAtPause int64
+	pokeStatus := 0
 	pauser := func(int) error {
 		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
 			return fmt.Errorf("the room stays below %d messages", run.messages/3)
 		}
-		paused = p.active()
-		if paused == nil {
+		r.paused = p.active()
+		if r.paused == nil {
 			return fmt.Errorf("no active instance")
 		}
-		next := p.other(paused)
-		paused.signal(syscall.SIGSTOP)
-		// Everything the log gets after this was written after SIGCONT.
+		next := p.other(r.paused)
+		r.paused.signal(syscall.SIGSTOP)
+		// Everything the log, the proxy and the router get after this was
+		// written after SIGCONT.
 		time.Sleep(100 * time.Millisecond)
-		pausedAt = len(paused.log(paused.runCount()))
+		pausedAt = len(r.paused.log(r.paused.runCount()))
+		hsAtPause, servedAtPause = r.paused.hsRequests.Load(), r.paused.served.Load()
 		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return next.ready(&p.probe) }) {
-			return fmt.Errorf("%s did not take over from the paused %s", next.name, paused.name)
+			return fmt.Errorf("%s did not take over from the paused %s", next.name, r.paused.name)
 		}
 		// Let the new active work a while, then wake the old one up.
 		time.Sleep(2 * time.Second)
-		paused.signal(syscall.SIGCONT)
+		r.paused.signal(syscall.SIGCONT)
+		pokeStatus = p.pushDirect(r.paused)
 		return nil
 	}
 	sent := haStream(ctx, t, p.stack, f, roomID, run, pauser)
-	status, exited := paused.waitExit(30 * time.Second)
+	status, exited := r.paused.waitExit(30 * time.Second)
 	if !exited {
-		t.Fatalf("the resumed former active %s is still running", paused.name)
+		t.Fatalf("the resumed former active %s is still running", r.paused.name)
 	}
 	if status != 3 {
 		t.Errorf("the resumed former active exited with %d, want 3 (lost the lease)", status)
+	}
+	if pokeStatus == http.StatusOK {
+		t.Errorf("the resumed former active %s stored an appservice transaction", r.paused.name)
 	}
 	if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
 		t.Fatal(err)
 	}
 	p.checkExactlyOnce(ctx, f, roomID, run, sent)
-	after := paused.log(paused.runCount())[pausedAt:]
-	if !strings.Contains(after, "Lost the active lease; exiting at once") {
-		t.Errorf("%s's log does not say it lost the lease after resuming", paused.name)
+	r.after = r.paused.log(r.paused.runCount())[pausedAt:]
+	r.hsAfter, r.servedAfter = r.paused.hsRequests.Load()-hsAtPause, r.paused.served.Load()-servedAtPause
+	if !strings.Contains(r.after, "Lost the active lease; exiting at once") {
+		t.Errorf("%s's log does not say it lost the lease after resuming", r.paused.name)
 	}
 	// What the bridge logs for a message it bridged to Matrix, for a
 	// homeserver transaction it committed and for a connector it accepted.
 	for _, done := range []string{`"message":"Bridged message to Matrix"`, `"message":"Stored transaction"`, `"message":"Connector connected"`} {
-		if strings.Contains(after, done) {
-			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(after, 40))
+		if strings.Contains(r.after, done) {
+			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(r.after, 40))
 		}
 	}
-	lines := strings.Split(strings.TrimSpace(after), "\n")
-	for _, l := range lines[max(0, len(lines)-4):] {
-		t.Logf("%s after resuming: %.200s", paused.name, l)
+	lines := strings.Split(strings.TrimSpace(r.after), "\n")
+	for _, l := range lines[max(0, len(lines)-6):] {
+		t.Logf("%s after resuming: %.300s", r.paused.name, l)
 	}
+	t.Logf("push straight to the resumed %s: status %d (0: refused connection)", r.paused.name, pokeStatus)
+	return r
+}
+
+// pushDirect hands instance i an empty appservice transaction, bypassing the
+// router, as a homeserver holding an old connection to it would; storing it
+// takes a database transaction. It returns the HTTP status, or 0 if the
+// connection failed.
+func (p *haPair) pushDirect(i *haInstance) int {
+	txnURL := fmt.Sprintf("http://%s/_matrix/app/v1/transactions/direct-%d", i.asAddr, time.Now().UnixNano())
+	req, err := http.NewRequest(http.MethodPut, txnURL, strings.NewReader(`{"events":[]}`))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+p.cfg.Appservice.HSToken)
+	req.Header.Set("Content-Type", "application/json")
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestFaultHASQLiteSecondProcess: a second bridge process on the same

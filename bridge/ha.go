@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/rs/zerolog"
 
@@ -21,9 +22,15 @@ func NewActive(ctx context.Context, cfg *config.Config, log zerolog.Logger, leas
 	return build(ctx, cfg, log, lease)
 }
 
-// ElectorOptions are the election's settings from the config.
+// EpochFenceOnlyEnv, set to 1, turns on ha.Options.EpochFenceOnly. It is for
+// the fault tests only (they show the epoch fence stopping a resumed former
+// active by itself); it makes a paused former active unsafe.
+const EpochFenceOnlyEnv = "DMBRIDGE_TEST_ONLY_HA_EPOCH_FENCE"
+
+// ElectorOptions are the election's settings from the config (and the
+// test-only EpochFenceOnlyEnv).
 func ElectorOptions(cfg *config.Config) ha.Options {
-	return ha.Options{Lease: cfg.HA.Lease.D(), Renew: cfg.HA.Renew.D()}
+	return ha.Options{Lease: cfg.HA.Lease.D(), Renew: cfg.HA.Renew.D(), EpochFenceOnly: os.Getenv(EpochFenceOnlyEnv) == "1"}
 }
 
 func openDB(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*database.Database, error) {

@@ -32,6 +32,10 @@ func WaitActive(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*h
 		return nil, err
 	}
 	log = log.With().Str("instance", lease.Instance()).Logger()
+	if ElectorOptions(cfg).EpochFenceOnly {
+		log.Warn().Str("variable", EpochFenceOnlyEnv).
+			Msg("TEST MODE: fencing by this process's clock is off; never run like this in production")
+	}
 	var servers []*http.Server
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -133,10 +133,10 @@ type BridgeConfig struct {
 	// addresses, host names, each optionally with a port. See netguard.
 	MediaFetchAllow []string `yaml:"media_fetch_allow"`
 	// InDoubtGrace is how long after a cut-off send (the bridge died, or its
-	// request timed out or lost its connection) the bridge waits before it
-	// looks for the event in the room and sends again if it is not there:
-	// the homeserver may still be storing the event of a request it saw
-	// cancelled. See portal/indoubt.go.
+	// request timed out or lost its connection) whose event is not in the
+	// room the bridge waits before it looks again and sends again if it is
+	// still not there: the homeserver may still be storing the event of a
+	// request it saw cancelled. See portal/indoubt.go.
 	InDoubtGrace Duration `yaml:"in_doubt_grace"`
 	// LoginAlertAfter is how long a login may stay disconnected before its
 	// user is told in their management room; 0 turns these alerts off
@@ -240,7 +240,7 @@ func Default() *Config {
 			Format:          "pretty",
 			SummaryInterval: Duration(5 * time.Minute),
 		},
-		HA: HAConfig{Lease: Duration(4 * time.Second), Renew: Duration(time.Second)},
+		HA: HAConfig{Lease: Duration(3 * time.Second), Renew: Duration(time.Second)},
 	}
 }
 

@@ -22,6 +22,24 @@
 //   - on losing the lease (renewal failed, lock connection lost, lease time
 //     run out) the process is told at once and stops all work: the bridge
 //     binary exits, and its supervisor restarts it as a standby.
+//
+// Timing, with the defaults lease L = 3 s, renewal every R = 1 s, margin
+// M = L/4 = 750 ms. A renewal that starts at S (by the active's clock) sets
+// expires_at to the database's now() plus L; that now() is read after S, so
+// the lease expires no earlier than S + L in real time. The active acts only
+// until S + L - M by its own monotonic clock, and a standby takes over only
+// once expires_at has passed by the database's clock. Both ends are measured
+// from the same renewal, so no two hosts' wall clocks are compared, and the
+// former active's last check comes at least M before the new active's first:
+// M covers a request's way from the check to its arrival (and the
+// difference in rate of two monotonic clocks, parts per million). A paused
+// former active wakes past S + L - M and fails every check before it sends.
+// The epoch fence does not depend on any clock. A renewal may be late by
+// L - M - R = 1.25 s before the active steps down by itself. After a crash
+// between two renewals the lease runs out L - R to L later (2 to 3 s), a
+// standby notices within L/8, and the new active resolves sends left in
+// doubt from the expiry on (see Elector.FormerDone), looking for them first
+// so that one which landed costs no wait.
 package ha
 
 import (
@@ -59,9 +77,9 @@ const lockKey int64 = 0x646d6272
 
 // Options tunes the election. Zero values take the defaults.
 type Options struct {
-	// Lease is how long a renewal keeps the lease valid (default 4 s).
+	// Lease is how long a renewal keeps the lease valid (default 3 s).
 	Lease time.Duration
-	// Renew is how often the active renews (default Lease/4).
+	// Renew is how often the active renews (default Lease/3).
 	Renew time.Duration
 	// Margin is taken off the lease when the active judges by its own
 	// clock whether it may still act (default Lease/4), covering the time
@@ -73,14 +91,21 @@ type Options struct {
 	// application_name of its database sessions; default "dmbridge-" with
 	// the pid and a random suffix. It must be unique per process.
 	Instance string
+	// EpochFenceOnly is for fault tests only: it turns off the fencing by
+	// this process's own clock (Check looks at the role alone) and the loss
+	// of the lease on a failed renewal, so that a test can show the epoch
+	// fence stopping a resumed former active by itself. Never set it in
+	// production: without the clock check a paused former active sends to
+	// the homeserver after a takeover.
+	EpochFenceOnly bool
 }
 
 func (o *Options) setDefaults() {
 	if o.Lease <= 0 {
-		o.Lease = 4 * time.Second
+		o.Lease = 3 * time.Second
 	}
 	if o.Renew <= 0 {
-		o.Renew = o.Lease / 4
+		o.Renew = o.Lease / 3
 	}
 	if o.Margin <= 0 {
 		o.Margin = o.Lease / 4
@@ -111,6 +136,9 @@ type Elector struct {
 	role       Role
 	epoch      int64
 	validUntil time.Time // by this process's monotonic clock
+	// formerDone is, by this process's clock, a time by which every request
+	// of the former actives had gone out (see FormerDone).
+	formerDone time.Time
 	lostCh     chan struct{}
 	onChange   []func(Role, int64)
 	// stopRenew and renewDone bracket the renewal goroutine; nil until
@@ -170,10 +198,25 @@ func (e *Elector) OnChange(fn func(role Role, epoch int64)) {
 func (e *Elector) Role() (Role, int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.role == Active && !time.Now().Before(e.validUntil) {
+	if e.role == Active && !e.opts.EpochFenceOnly && !time.Now().Before(e.validUntil) {
 		return Lost, e.epoch
 	}
 	return e.role, e.epoch
+}
+
+// FormerDone is, by this process's clock, a time by which every request of
+// a former active to the homeserver or a connector had arrived, or the zero
+// time before this process is active: the moment the lease expired by the
+// database's clock. A former active acts only while its lease is valid by its
+// own clock minus the margin (see Check), and the margin covers the way from
+// a check to the request's arrival. After a release (an orderly shutdown) it
+// is the moment the release was seen: the former had stopped all work then.
+// The one request this cannot bound is that of a process paused right
+// between its check and its write; see docs/scaling.md.
+func (e *Elector) FormerDone() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.formerDone
 }
 
 // Check returns nil only while this process is active and its lease is

@@ -1,9 +1,12 @@
 package ha
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +98,12 @@ func TestTakeoverFencesThePausedHolder(t *testing.T) {
 		t.Errorf("takeover took %s for a %s lease", took, opts.Lease)
 	}
 	t.Logf("takeover %s after the renewals stopped (lease %s)", took, opts.Lease)
+	// The former's requests had arrived by the lease's expiry: after its
+	// last renewal plus the lease, before b took over.
+	if fd := b.FormerDone(); fd.Before(start.Add(opts.Lease-opts.Renew-100*time.Millisecond)) || fd.After(start.Add(took)) {
+		t.Errorf("former done %s after the renewals stopped, want between %s and %s",
+			fd.Sub(start), opts.Lease-opts.Renew, took)
+	}
 	if err := a.Check(); err == nil {
 		t.Error("the paused holder still passes its clock check after the takeover")
 	}
@@ -158,6 +167,10 @@ func TestReleaseHandsOverAtOnce(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("takeover after a release took %s", took)
 	}
+	// Released at start: the former had stopped then, not a lease earlier.
+	if fd := b.FormerDone(); fd.Before(start) || fd.After(time.Now()) {
+		t.Errorf("former done %s after the release, want between it and now", fd.Sub(start))
+	}
 	if role, epoch := b.Role(); role != Active || epoch != 2 {
 		t.Errorf("b: %s epoch %d", role, epoch)
 	}
@@ -214,4 +227,56 @@ func TestLongTransactionKeepsTheLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.Release(ctx)
+}
+
+// TestPastDeadlineStepsDownByClock: an active whose lease has run out by its
+// own clock (as after a pause) fails its checks and is lost by the clock at
+// its next renewal tick, without trying the renewal; with EpochFenceOnly
+// (the fault tests' knob) the clock is ignored.
+func TestPastDeadlineStepsDownByClock(t *testing.T) {
+	target := testdb.Postgres(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, epochOnly := range []bool{false, true} {
+		var logs bytes.Buffer
+		opts := Options{Lease: 1200 * time.Millisecond, Renew: 300 * time.Millisecond, Margin: 300 * time.Millisecond, EpochFenceOnly: epochOnly}
+		e, err := New(ctx, target.URI, opts, zerolog.New(&syncWriter{w: &logs}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err = e.WaitActive(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.mu.Lock()
+		e.validUntil = time.Now().Add(-time.Second)
+		e.mu.Unlock()
+		if got := e.Check() == nil; got != epochOnly {
+			t.Errorf("epoch only %v: check passes %v past the deadline", epochOnly, got)
+		}
+		select {
+		case <-e.Lost():
+			if epochOnly {
+				t.Error("lost by the clock with EpochFenceOnly")
+			}
+		case <-time.After(3 * opts.Renew):
+			if !epochOnly {
+				t.Error("not lost at the next renewal tick past the deadline")
+			}
+		}
+		if !epochOnly && !strings.Contains(logs.String(), "ran out by this process's clock") {
+			t.Errorf("loss not put down to the clock:\n%s", logs.String())
+		}
+		e.Release(ctx)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

@@ -27,13 +27,15 @@ import (
 // send that finds its marker was in doubt, and resolves it against the room
 // before it sends anything:
 //
-//  1. wait until the old request cannot land any more: it was over when this
-//     process started (an earlier process's request) or when its error came
-//     back (this process's), and the homeserver gets bridge.in_doubt_grace on
-//     top to finish storing what it was given;
-//  2. look for the event in the room's recent timeline, as the sender, by the
-//     transaction id the bridge puts into the content (contentTxnKey);
-//  3. found: use that event, send nothing; not found: send again.
+//  1. look for the event in the room's recent timeline, as the sender, by the
+//     transaction id the bridge puts into the content (contentTxnKey); found:
+//     use that event, send nothing;
+//  2. not found: wait until the old request cannot land any more: it was over
+//     when this process started (an earlier process's request), when the
+//     former active's lease expired (high availability) or when its error
+//     came back (this process's), and the homeserver gets
+//     bridge.in_doubt_grace on top to finish storing what it was given;
+//  3. look again: found: use that event; not found: send again.
 
 // contentTxnKey carries a send's transaction id in the event content, so that
 // the bridge can recognise its own event in the room.
@@ -107,10 +109,7 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 		if marker.EventID != "" {
 			return marker.EventID, nil
 		}
-		if err = m.settle(ctx, log, marker); err != nil {
-			return "", err
-		}
-		found, err := findOwnEvent(ctx, s)
+		found, err := m.resolve(ctx, log, s, marker)
 		if err != nil {
 			return "", err
 		}
@@ -164,16 +163,34 @@ func (m *Manager) doneWithSends(ctx context.Context, done func(context.Context) 
 	})
 }
 
+// resolve looks for the event of a send in doubt. An event that is in the
+// room landed, whenever one looks; only "not there" needs the wait until the
+// request cannot land any more. So it looks at once (after a crash or a
+// takeover the old request has usually landed long ago: no wait at all),
+// and only if that finds nothing it waits and looks again.
+func (m *Manager) resolve(ctx context.Context, log zerolog.Logger, s *remoteSend, marker *database.InDoubtSend) (id.EventID, error) {
+	until := settleTime(marker.StartedAt, m.started, m.formerDone, time.Now(), m.cfg.Bridge.InDoubtGrace.D())
+	if time.Until(until) > 0 {
+		found, err := findOwnEvent(ctx, s)
+		if err != nil || found != "" {
+			return found, err
+		}
+		if err = m.settle(ctx, log, marker, until); err != nil {
+			return "", err
+		}
+	}
+	return findOwnEvent(ctx, s)
+}
+
 // settle waits until the request behind marker can no longer land, with the
 // lane's concurrency slot given back meanwhile.
-func (m *Manager) settle(ctx context.Context, log zerolog.Logger, marker *database.InDoubtSend) error {
-	until := settleTime(marker.StartedAt, m.started, time.Now(), m.cfg.Bridge.InDoubtGrace.D())
+func (m *Manager) settle(ctx context.Context, log zerolog.Logger, marker *database.InDoubtSend, until time.Time) error {
 	wait := time.Until(until)
 	if wait <= 0 {
 		return nil
 	}
 	log.Info().Time("started_at", marker.StartedAt).Dur("wait", wait).
-		Msg("Send in doubt, waiting until it cannot land any more before looking for it")
+		Msg("Send in doubt not in the room yet, waiting until it cannot land any more before looking again")
 	if !pause(ctx, wait) {
 		return fmt.Errorf("waiting for a send in doubt: %w", context.Canceled)
 	}
@@ -182,14 +199,19 @@ func (m *Manager) settle(ctx context.Context, log zerolog.Logger, marker *databa
 
 // settleTime is when a send started at started can no longer land. A request
 // of an earlier process ended at the latest when this one started (a killed
-// process's connections are closed by the kernel); one of this process ended
-// before its error was handled, so before now (a chat's events are applied
-// one at a time, so it is not running any more). The homeserver gets grace on
-// top to store what it took in before it saw the request cancelled.
-func settleTime(started, processStart, now time.Time, grace time.Duration) time.Time {
+// process's connections are closed by the kernel), or, with high
+// availability, when the former active's lease expired (formerDone, if not
+// zero; see ha.Elector.FormerDone); one of this process ended before its
+// error was handled, so before now (a chat's events are applied one at a
+// time, so it is not running any more). The homeserver gets grace on top to
+// store what it took in before it saw the request cancelled.
+func settleTime(started, processStart, formerDone, now time.Time, grace time.Duration) time.Time {
 	ended := now
 	if started.Before(processStart) {
 		ended = processStart
+		if !formerDone.IsZero() && formerDone.Before(processStart) {
+			ended = formerDone
+		}
 	}
 	if ended.Before(started) {
 		ended = started

@@ -72,6 +72,9 @@ type Manager struct {
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
+	// formerDone, with high availability, is when the former active's
+	// requests had arrived at the latest (see SetFormerDone).
+	formerDone time.Time
 	// ephemeral bounds remote typing and presence; see ephemeral_bound.go.
 	ephemeral ephemeralGate
 }
@@ -112,6 +115,13 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 	link.SetSink(m)
 	return m
 }
+
+// SetFormerDone tells the manager of an instance elected by high
+// availability when the former active's requests had arrived at the latest
+// (ha.Elector.FormerDone), so that sends the former left in doubt are
+// resolved from then rather than from this process's start. Call it before
+// Start.
+func (m *Manager) SetFormerDone(t time.Time) { m.formerDone = t }
 
 // SetConnector gives the manager the connector server to send commands to.
 func (m *Manager) SetConnector(c Connector) { m.conn = c }

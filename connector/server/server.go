@@ -107,7 +107,8 @@ type Options struct {
 	Handler Handler
 	Log     zerolog.Logger
 	// Gate, when set, is asked before every frame written to a connector
-	// (acks, commands, welcome); an error closes the connection instead.
+	// (acks, commands, welcome, pings, close frames); an error drops the
+	// connection instead, without a word.
 	// High availability fences a former active with it.
 	Gate func() error
 }

@@ -275,6 +275,11 @@ func (c *serverConn) closeWith(code int, reason string) {
 		return
 	}
 	close(c.closingCh)
+	if c.gate() != nil {
+		// Not even a close frame from a bridge that may not act.
+		_ = c.ws.NetConn().Close()
+		return
+	}
 	err := c.ws.WriteControl(websocket.CloseMessage, connws.CloseMessage(code, reason), connws.Deadline(connws.CloseGrace))
 	if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 		_ = c.ws.NetConn().Close()

@@ -143,7 +143,9 @@ func (c *serverConn) writeLoop() {
 			timer, timerC = nil, nil
 			err = flush()
 		case <-ping.C:
-			err = c.ws.WriteControl(websocket.PingMessage, nil, connws.Deadline(connws.WriteWait))
+			if err = c.gate(); err == nil {
+				err = c.ws.WriteControl(websocket.PingMessage, nil, connws.Deadline(connws.WriteWait))
+			}
 		}
 		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
 			c.log.Debug().Err(err).Msg("Write to connector failed")
@@ -154,11 +156,18 @@ func (c *serverConn) writeLoop() {
 	}
 }
 
-func (c *serverConn) write(b []byte) error {
+// gate is Options.Gate's answer: nil while this bridge may write to
+// connectors.
+func (c *serverConn) gate() error {
 	if gate := c.srv.opts.Gate; gate != nil {
-		if err := gate(); err != nil {
-			return err
-		}
+		return gate()
+	}
+	return nil
+}
+
+func (c *serverConn) write(b []byte) error {
+	if err := c.gate(); err != nil {
+		return err
 	}
 	_ = c.ws.SetWriteDeadline(connws.Deadline(connws.WriteWait))
 	return c.ws.WriteMessage(websocket.TextMessage, b)
