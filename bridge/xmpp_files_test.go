@@ -20,9 +20,7 @@ import (
 func TestXMPPFileFromMatrix(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
-	x.bobSays("send me the picture")
-	room := x.portal()
-	x.waitMessage(room, "send me the picture")
+	room, _, _ := x.bobOpens("send me the picture")
 
 	data := bytes.Repeat([]byte("dmbridge file test "), 40000) // 760 KB: sent by URL, not inline
 	up, err := x.alice.UploadMedia(ctx, mautrix.ReqUploadMedia{

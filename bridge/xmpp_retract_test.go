@@ -16,9 +16,7 @@ import (
 func TestXMPPContactCannotRetractTheUsersMessage(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
-	x.bobSays("hi")
-	room := x.portal()
-	x.waitMessage(room, "hi")
+	room, _, _ := x.bobOpens("hi")
 
 	resp, err := x.alice.SendText(ctx, room, "alice's words")
 	if err != nil {
