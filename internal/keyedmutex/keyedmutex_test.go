@@ -1,29 +1,27 @@
-package portal
+package keyedmutex
 
 import (
 	"sync"
 	"sync/atomic"
 	"testing"
-
-	"github.com/dmbridge/dmbridge/database"
 )
 
-func TestChatLocksSerialisePerChat(t *testing.T) {
-	var locks chatLocks
-	a := database.PortalKey{LoginID: "l", ChatID: "a"}
-	b := database.PortalKey{LoginID: "l", ChatID: "b"}
+func TestLockSerialisesPerKey(t *testing.T) {
+	type key struct{ login, chat string }
+	var locks Map[key]
+	a, b := key{"l", "a"}, key{"l", "b"}
 	var inA atomic.Int32
 	var wg sync.WaitGroup
 	for i := 0; i < 50; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			unlock := locks.lock(a)
+			unlock := locks.Lock(a)
 			if inA.Add(1) != 1 {
-				t.Error("two holders of one chat's lock")
+				t.Error("two holders of one key's lock")
 			}
-			// Another chat's lock is free while a's is held.
-			locks.lock(b)()
+			// Another key's lock is free while a's is held.
+			locks.Lock(b)()
 			inA.Add(-1)
 			unlock()
 		}()
