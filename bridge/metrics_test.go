@@ -257,8 +257,8 @@ func wantDelta(t testing.TB, before, after scrapeResult, name string, l labels, 
 	}
 }
 
-// fetchJSON decodes a JSON answer and returns its status code.
-func fetchJSON(t testing.TB, u string, into any) int {
+// httpGet fetches u and returns the response with its whole body (closed).
+func httpGet(t testing.TB, u string) (*http.Response, []byte) {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -269,6 +269,13 @@ func fetchJSON(t testing.TB, u string, into any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp, body
+}
+
+// fetchJSON decodes a JSON answer and returns its status code.
+func fetchJSON(t testing.TB, u string, into any) int {
+	t.Helper()
+	resp, body := httpGet(t, u)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("GET %s: Content-Type %q", u, ct)
 	}
