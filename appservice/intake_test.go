@@ -87,58 +87,54 @@ func countRows(t *testing.T, db *database.Database, table string) int {
 }
 
 func TestTransactionAuth(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			srv, db, sink := startLink(t, target)
-			if code, body := put(t, srv, "t1", "wrong", txnBody); code != http.StatusForbidden || !strings.Contains(body, "M_FORBIDDEN") {
-				t.Errorf("wrong token: %d %s, want 403 M_FORBIDDEN", code, body)
-			}
-			if code, _ := put(t, srv, "t1", "", txnBody); code != http.StatusUnauthorized {
-				t.Errorf("missing token: %d, want 401", code)
-			}
-			if code, body := put(t, srv, "t2", "hs-secret", `{"events":[{`); code != http.StatusBadRequest {
-				t.Errorf("malformed body: %d %s, want 400", code, body)
-			}
-			if n := countRows(t, db, "as_txn") + countRows(t, db, "mx_event"); n != 0 {
-				t.Errorf("refused transactions left %d rows", n)
-			}
-			if sink.wakes.Load() != 0 || sink.ephemeral.Load() != 0 {
-				t.Errorf("refused transactions reached the sink")
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		srv, db, sink := startLink(t, target)
+		if code, body := put(t, srv, "t1", "wrong", txnBody); code != http.StatusForbidden || !strings.Contains(body, "M_FORBIDDEN") {
+			t.Errorf("wrong token: %d %s, want 403 M_FORBIDDEN", code, body)
+		}
+		if code, _ := put(t, srv, "t1", "", txnBody); code != http.StatusUnauthorized {
+			t.Errorf("missing token: %d, want 401", code)
+		}
+		if code, body := put(t, srv, "t2", "hs-secret", `{"events":[{`); code != http.StatusBadRequest {
+			t.Errorf("malformed body: %d %s, want 400", code, body)
+		}
+		if n := countRows(t, db, "as_txn") + countRows(t, db, "mx_event"); n != 0 {
+			t.Errorf("refused transactions left %d rows", n)
+		}
+		if sink.wakes.Load() != 0 || sink.ephemeral.Load() != 0 {
+			t.Errorf("refused transactions reached the sink")
+		}
+	})
 }
 
 func TestTransactionOnceAcrossRestart(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			srv, db, sink := startLink(t, target)
-			for i := 0; i < 2; i++ {
-				if code, body := put(t, srv, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
-					t.Fatalf("put %d: %d %s", i, code, body)
-				}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		srv, db, sink := startLink(t, target)
+		for i := 0; i < 2; i++ {
+			if code, body := put(t, srv, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
+				t.Fatalf("put %d: %d %s", i, code, body)
 			}
-			if n := countRows(t, db, "mx_event"); n != 1 {
-				t.Errorf("%d stored events after a repeated txn, want 1", n)
-			}
-			if sink.wakes.Load() != 1 || sink.ephemeral.Load() != 1 {
-				t.Errorf("sink saw %d wakes and %d ephemeral events, want 1 and 1", sink.wakes.Load(), sink.ephemeral.Load())
-			}
-			srv.Close()
-			_ = db.Close()
+		}
+		if n := countRows(t, db, "mx_event"); n != 1 {
+			t.Errorf("%d stored events after a repeated txn, want 1", n)
+		}
+		if sink.wakes.Load() != 1 || sink.ephemeral.Load() != 1 {
+			t.Errorf("sink saw %d wakes and %d ephemeral events, want 1 and 1", sink.wakes.Load(), sink.ephemeral.Load())
+		}
+		srv.Close()
+		_ = db.Close()
 
-			srv2, db2, sink2 := startLink(t, target)
-			if code, _ := put(t, srv2, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
-				t.Fatalf("put after restart: %d", code)
-			}
-			if n := countRows(t, db2, "mx_event"); n != 1 {
-				t.Errorf("%d stored events after restart and repeat, want 1", n)
-			}
-			if sink2.wakes.Load() != 0 {
-				t.Errorf("a transaction seen before the restart was processed again")
-			}
-		})
-	}
+		srv2, db2, sink2 := startLink(t, target)
+		if code, _ := put(t, srv2, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
+			t.Fatalf("put after restart: %d", code)
+		}
+		if n := countRows(t, db2, "mx_event"); n != 1 {
+			t.Errorf("%d stored events after restart and repeat, want 1", n)
+		}
+		if sink2.wakes.Load() != 0 {
+			t.Errorf("a transaction seen before the restart was processed again")
+		}
+	})
 }
 
 // TestRetriedTransactionWithMoreEvents: Dendrite names a transaction after
@@ -146,41 +142,39 @@ func TestTransactionOnceAcrossRestart(t *testing.T) {
 // id with events added meanwhile. Those must not be lost, and the ones
 // already stored must not be stored twice.
 func TestRetriedTransactionWithMoreEvents(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			srv, db, sink := startLink(t, target)
-			if code, _ := put(t, srv, "txn-b", "hs-secret", txnBody); code != http.StatusOK {
-				t.Fatalf("first put: %d", code)
-			}
-			bigger := `{"events":[{"event_id":"$e1","room_id":"!r:localhost","sender":"@alice:localhost",
-				"type":"m.room.message","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}},
-				{"event_id":"$e2","room_id":"!r:localhost","sender":"@alice:localhost",
-				"type":"m.room.message","origin_server_ts":2,"content":{"msgtype":"m.text","body":"later"}}]}`
-			if code, _ := put(t, srv, "txn-b", "hs-secret", bigger); code != http.StatusOK {
-				t.Fatalf("retried put: %d", code)
-			}
-			var ids []string
-			rows, err := db.Query(context.Background(), "SELECT event_id FROM mx_event ORDER BY seq")
-			if err != nil {
-				t.Fatal(err)
-			}
-			for rows.Next() {
-				var s string
-				_ = rows.Scan(&s)
-				ids = append(ids, s)
-			}
-			_ = rows.Close()
-			if strings.Join(ids, ",") != "$e1,$e2" {
-				t.Errorf("stored events %v, want $e1 then $e2 once each", ids)
-			}
-			if sink.wakes.Load() != 2 {
-				t.Errorf("sink woken %d times, want 2 (once per put that added events)", sink.wakes.Load())
-			}
-			if sink.ephemeral.Load() != 1 {
-				t.Errorf("ephemeral events handed over %d times, want 1", sink.ephemeral.Load())
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		srv, db, sink := startLink(t, target)
+		if code, _ := put(t, srv, "txn-b", "hs-secret", txnBody); code != http.StatusOK {
+			t.Fatalf("first put: %d", code)
+		}
+		bigger := `{"events":[{"event_id":"$e1","room_id":"!r:localhost","sender":"@alice:localhost",
+			"type":"m.room.message","origin_server_ts":1,"content":{"msgtype":"m.text","body":"hi"}},
+			{"event_id":"$e2","room_id":"!r:localhost","sender":"@alice:localhost",
+			"type":"m.room.message","origin_server_ts":2,"content":{"msgtype":"m.text","body":"later"}}]}`
+		if code, _ := put(t, srv, "txn-b", "hs-secret", bigger); code != http.StatusOK {
+			t.Fatalf("retried put: %d", code)
+		}
+		var ids []string
+		rows, err := db.Query(context.Background(), "SELECT event_id FROM mx_event ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var s string
+			_ = rows.Scan(&s)
+			ids = append(ids, s)
+		}
+		_ = rows.Close()
+		if strings.Join(ids, ",") != "$e1,$e2" {
+			t.Errorf("stored events %v, want $e1 then $e2 once each", ids)
+		}
+		if sink.wakes.Load() != 2 {
+			t.Errorf("sink woken %d times, want 2 (once per put that added events)", sink.wakes.Load())
+		}
+		if sink.ephemeral.Load() != 1 {
+			t.Errorf("ephemeral events handed over %d times, want 1", sink.ephemeral.Load())
+		}
+	})
 }
 
 // TestMalformedEventIsStoredAndSkipped: one event without an event_id, one
@@ -188,55 +182,53 @@ func TestRetriedTransactionWithMoreEvents(t *testing.T) {
 // (a 400 makes it resend the transaction forever, the good events with it);
 // the good events are taken in, the bad ones kept as parked rows.
 func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			srv, db, sink := startLink(t, target)
-			body := `{"events":[
-				{"event_id":"$good1","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"a"}},
-				{"room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"no id"}},
-				"not an event",
-				{"event_id":"$good2","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"b"}}]}`
-			for i := 0; i < 2; i++ {
-				if code, resp := put(t, srv, "txn-bad", "hs-secret", body); code != http.StatusOK {
-					t.Fatalf("put %d: %d %s, want 200", i, code, resp)
-				}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		srv, db, sink := startLink(t, target)
+		body := `{"events":[
+			{"event_id":"$good1","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"a"}},
+			{"room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"no id"}},
+			"not an event",
+			{"event_id":"$good2","room_id":"!r:localhost","sender":"@alice:localhost","type":"m.room.message","content":{"body":"b"}}]}`
+		for i := 0; i < 2; i++ {
+			if code, resp := put(t, srv, "txn-bad", "hs-secret", body); code != http.StatusOK {
+				t.Fatalf("put %d: %d %s, want 200", i, code, resp)
 			}
-			type row struct {
-				id, errMsg string
-				done       bool
-			}
-			var got []row
-			rows, err := db.Query(context.Background(), "SELECT event_id, done, error FROM mx_event ORDER BY seq")
-			if err != nil {
+		}
+		type row struct {
+			id, errMsg string
+			done       bool
+		}
+		var got []row
+		rows, err := db.Query(context.Background(), "SELECT event_id, done, error FROM mx_event ORDER BY seq")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var r row
+			if err := rows.Scan(&r.id, &r.done, &r.errMsg); err != nil {
 				t.Fatal(err)
 			}
-			for rows.Next() {
-				var r row
-				if err := rows.Scan(&r.id, &r.done, &r.errMsg); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, r)
+			got = append(got, r)
+		}
+		_ = rows.Close()
+		var pending, parked []string
+		for _, r := range got {
+			switch {
+			case !r.done && r.errMsg == "":
+				pending = append(pending, r.id)
+			case r.done && strings.HasPrefix(r.id, "malformed:") && strings.Contains(r.errMsg, "malformed"):
+				parked = append(parked, r.id)
+			default:
+				t.Errorf("unexpected row %+v", r)
 			}
-			_ = rows.Close()
-			var pending, parked []string
-			for _, r := range got {
-				switch {
-				case !r.done && r.errMsg == "":
-					pending = append(pending, r.id)
-				case r.done && strings.HasPrefix(r.id, "malformed:") && strings.Contains(r.errMsg, "malformed"):
-					parked = append(parked, r.id)
-				default:
-					t.Errorf("unexpected row %+v", r)
-				}
-			}
-			if strings.Join(pending, ",") != "$good1,$good2" || len(parked) != 2 {
-				t.Fatalf("pending %v and parked %v, want $good1,$good2 and two parked rows", pending, parked)
-			}
-			if sink.wakes.Load() != 1 {
-				t.Errorf("sink woken %d times, want 1", sink.wakes.Load())
-			}
-		})
-	}
+		}
+		if strings.Join(pending, ",") != "$good1,$good2" || len(parked) != 2 {
+			t.Fatalf("pending %v and parked %v, want $good1,$good2 and two parked rows", pending, parked)
+		}
+		if sink.wakes.Load() != 1 {
+			t.Errorf("sink woken %d times, want 1", sink.wakes.Load())
+		}
+	})
 }
 
 // TestTransactionNotAckedWhenGated: a high-availability instance that lost

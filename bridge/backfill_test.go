@@ -139,51 +139,48 @@ func bodiesOf(evs []connector.Event) []string {
 // one; the user's read marker is past the history; a history message that
 // comes again live does not double.
 func TestBackfillNewPortal(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			h := newHistory(20)
-			f := s.connectFakeWith(h.setup(nil))
-			f.send(h.live)
-			roomID := s.roomOf(backfillContact)
-			evts := h.checkBackfilled(t, s, roomID)
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		h := newHistory(20)
+		f := s.connectFakeWith(h.setup(nil))
+		f.send(h.live)
+		roomID := s.roomOf(backfillContact)
+		evts := h.checkBackfilled(t, s, roomID)
 
-			// One page of 50 is enough for 21 messages.
-			if got := f.commandsOf(connector.OpBackfill); len(got) != 1 || got[0].Limit != 50 || got[0].Chat == nil || got[0].Chat.ID != backfillContact {
-				t.Errorf("backfill commands = %+v, want one for %s with limit 50", got, backfillContact)
-			}
-			var marker struct {
-				EventID id.EventID `json:"event_id"`
-			}
-			if err := s.alice.GetRoomAccountData(context.Background(), roomID, event.AccountDataFullyRead.Type, &marker); err != nil {
-				t.Errorf("read marker: %v", err)
-			} else if last := evts[len(h.msgs)-1].ID; marker.EventID != last {
-				t.Errorf("m.fully_read at %s, want the last history event %s", marker.EventID, last)
-			}
+		// One page of 50 is enough for 21 messages.
+		if got := f.commandsOf(connector.OpBackfill); len(got) != 1 || got[0].Limit != 50 || got[0].Chat == nil || got[0].Chat.ID != backfillContact {
+			t.Errorf("backfill commands = %+v, want one for %s with limit 50", got, backfillContact)
+		}
+		var marker struct {
+			EventID id.EventID `json:"event_id"`
+		}
+		if err := s.alice.GetRoomAccountData(context.Background(), roomID, event.AccountDataFullyRead.Type, &marker); err != nil {
+			t.Errorf("read marker: %v", err)
+		} else if last := evts[len(h.msgs)-1].ID; marker.EventID != last {
+			t.Errorf("m.fully_read at %s, want the last history event %s", marker.EventID, last)
+		}
 
-			// The network sends an old message again, as a live event: it
-			// is the one already in the room.
-			again := h.msgs[4]
-			again.TS = time.Now().UnixMilli()
-			f.send(&again)
-			f.send(textFrom(backfillContact, "live2", "after"))
-			s.waitMessage(roomID, "after")
-			if got := bodies(timeline(t, s.alice, roomID)); len(got) != len(h.msgs)+2 {
-				t.Errorf("room shows %d messages after a repeat, want %d: %q", len(got), len(h.msgs)+2, got)
-			}
-			if n := len(f.commandsOf(connector.OpBackfill)); n != 1 {
-				t.Errorf("%d backfill commands, want 1: an existing portal is not backfilled again", n)
-			}
-		})
-	}
+		// The network sends an old message again, as a live event: it
+		// is the one already in the room.
+		again := h.msgs[4]
+		again.TS = time.Now().UnixMilli()
+		f.send(&again)
+		f.send(textFrom(backfillContact, "live2", "after"))
+		s.waitMessage(roomID, "after")
+		if got := bodies(timeline(t, s.alice, roomID)); len(got) != len(h.msgs)+2 {
+			t.Errorf("room shows %d messages after a repeat, want %d: %q", len(got), len(h.msgs)+2, got)
+		}
+		if n := len(f.commandsOf(connector.OpBackfill)); n != 1 {
+			t.Errorf("%d backfill commands, want 1: an existing portal is not backfilled again", n)
+		}
+	})
 }
 
 // TestBackfillOff: initial_limit 0 asks the connector for nothing.
 func TestBackfillOff(t *testing.T) {
-	s := newStack(t, testdb.SQLite(t), stackOptions{noBridge: true})
-	s.cfg.Bridge.Backfill.InitialLimit = 0
-	s.startBridge()
-	t.Cleanup(s.stopBridge)
+	s := newStack(t, testdb.SQLite(t), stackOptions{configure: func(c *config.Config) {
+		c.Bridge.Backfill.InitialLimit = 0
+	}})
 	h := newHistory(3)
 	f := s.connectFakeWith(h.setup(nil))
 	f.send(h.live)
@@ -201,45 +198,32 @@ func TestBackfillOff(t *testing.T) {
 // posts the history; after the restart the room shows every message once,
 // in order.
 func TestBackfillKilledMidway(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
-			s.cfg.Logging.Format = "json"
-			s.cfg.Logging.Level = "debug"
-			s.cfg.Bridge.InDoubtGrace = config.Duration(3 * time.Second)
-			proc := newBridgeProcess(t, s)
-			proc.start(s.cfg.Connector.Listen)
-			h := newHistory(20)
-			f := s.connectFakeWith(h.setup(sdk.NewMemoryStore()))
-			f.send(h.live)
-			// Kill as soon as the third history message shows.
-			s.sync.WaitEvent(t, 60*time.Second, func(evt *event.Event) bool {
-				_ = evt.Content.ParseRaw(evt.Type)
-				msg := evt.Content.AsMessage()
-				return evt.Type == event.EventMessage && msg != nil && msg.Body == "history 3"
-			})
-			proc.kill()
-			var roomID id.RoomID
-			tesths.WaitFor(t, 20*time.Second, "the portal", func() (bool, error) {
-				joined, err := s.alice.JoinedRooms(context.Background())
-				if err != nil || len(joined.JoinedRooms) == 0 {
-					return false, err
-				}
-				roomID = joined.JoinedRooms[0]
-				return true, nil
-			})
-			shown := len(timeline(t, s.alice, roomID))
-			t.Logf("killed with %d of %d messages in the room", shown, len(h.msgs)+1)
-			if shown > len(h.msgs) {
-				t.Log("the kill came after the backfill had finished; this run proves less")
-			}
-			proc.start(s.cfg.Connector.Listen)
-			h.checkBackfilled(t, s, roomID)
-			t.Logf("sends in doubt after the kill: %d had landed, %d sent again",
-				proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land"))
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newProcessStack(t, target)
+		s.cfg.Bridge.InDoubtGrace = config.Duration(3 * time.Second)
+		proc := newBridgeProcess(t, s)
+		proc.start(s.cfg.Connector.Listen)
+		h := newHistory(20)
+		f := s.connectFakeWith(h.setup(sdk.NewMemoryStore()))
+		f.send(h.live)
+		// Kill as soon as the third history message shows.
+		s.sync.WaitEvent(t, 60*time.Second, func(evt *event.Event) bool {
+			_ = evt.Content.ParseRaw(evt.Type)
+			msg := evt.Content.AsMessage()
+			return evt.Type == event.EventMessage && msg != nil && msg.Body == "history 3"
 		})
-	}
+		proc.kill()
+		roomID := s.onlyJoinedRoom(context.Background(), 20*time.Second)
+		shown := len(timeline(t, s.alice, roomID))
+		t.Logf("killed with %d of %d messages in the room", shown, len(h.msgs)+1)
+		if shown > len(h.msgs) {
+			t.Log("the kill came after the backfill had finished; this run proves less")
+		}
+		proc.start(s.cfg.Connector.Listen)
+		h.checkBackfilled(t, s, roomID)
+		t.Logf("sends in doubt after the kill: %d had landed, %d sent again",
+			proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land"))
+	})
 }
 
 // TestHomeserverCallBudgetBackfill measures what history costs: a new DM
@@ -281,82 +265,77 @@ func TestHomeserverCallBudgetBackfill(t *testing.T) {
 // TestBackfillStartedChats: a chat the user starts (provisioning API) and a
 // DM the user creates with a ghost both start with the chat's history.
 func TestBackfillStartedChats(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests"
-			s.startBridge()
-			t.Cleanup(s.stopBridge)
-			h := newHistory(20)
-			f := s.connectFakeWith(h.setup(nil))
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{configure: func(c *config.Config) {
+			c.Provisioning.SharedSecret = "provisioning-secret-for-tests"
+		}})
+		h := newHistory(20)
+		f := s.connectFakeWith(h.setup(nil))
 
-			// Started from Matrix, the whole archive is history: the
-			// "live" message included.
-			status, res := s.provision(s.alice.AccessToken, "", backfillContact)
-			if status != 200 || !res.Created {
-				t.Fatalf("start chat = %d %+v", status, res)
-			}
-			h.checkBackfilled(t, s, res.RoomID)
+		// Started from Matrix, the whole archive is history: the
+		// "live" message included.
+		status, res := s.provision(s.alice.AccessToken, "", backfillContact)
+		if status != 200 || !res.Created {
+			t.Fatalf("start chat = %d %+v", status, res)
+		}
+		h.checkBackfilled(t, s, res.RoomID)
 
-			// A DM the user creates with the ghost of a chat with history.
-			h2 := newHistory(5)
-			for i := range h2.msgs {
-				h2.msgs[i].Chat, h2.msgs[i].ID = dmChat("carol@network"), "carol-"+h2.msgs[i].ID
-				h2.msgs[i].Text = "carol " + h2.msgs[i].Text
-				if h2.msgs[i].Sender.ID == backfillContact {
-					h2.msgs[i].Sender = &connector.Sender{ID: "carol@network"}
-				}
+		// A DM the user creates with the ghost of a chat with history.
+		h2 := newHistory(5)
+		for i := range h2.msgs {
+			h2.msgs[i].Chat, h2.msgs[i].ID = dmChat("carol@network"), "carol-"+h2.msgs[i].ID
+			h2.msgs[i].Text = "carol " + h2.msgs[i].Text
+			if h2.msgs[i].Sender.ID == backfillContact {
+				h2.msgs[i].Sender = &connector.Sender{ID: "carol@network"}
 			}
-			f.mu.Lock()
-			f.backfill = func(cmd *connector.Command) *connector.Result {
-				return &connector.Result{Messages: slices.Clone(h2.msgs)}
-			}
-			f.mu.Unlock()
-			ghost := s.ghost("carol@network")
-			roomID := s.createDM(s.alice, ghost)
-			tesths.WaitFor(t, 30*time.Second, "carol's history in the DM", func() (bool, error) {
-				return len(timeline(t, s.alice, roomID)) >= len(h2.msgs), nil
-			})
-			if got, want := bodies(timeline(t, s.alice, roomID)), bodiesOf(h2.msgs); !slices.Equal(got, want) {
-				t.Errorf("DM with carol's ghost shows %q, want %q", got, want)
-			}
+		}
+		f.mu.Lock()
+		f.backfill = func(cmd *connector.Command) *connector.Result {
+			return &connector.Result{Messages: slices.Clone(h2.msgs)}
+		}
+		f.mu.Unlock()
+		ghost := s.ghost("carol@network")
+		roomID := s.createDM(s.alice, ghost)
+		tesths.WaitFor(t, 30*time.Second, "carol's history in the DM", func() (bool, error) {
+			return len(timeline(t, s.alice, roomID)) >= len(h2.msgs), nil
 		})
-	}
+		if got, want := bodies(timeline(t, s.alice, roomID)), bodiesOf(h2.msgs); !slices.Equal(got, want) {
+			t.Errorf("DM with carol's ghost shows %q, want %q", got, want)
+		}
+	})
 }
 
 // TestSyncRecentChats: a login that connects for the first time gets its
 // most recent chats as portals, each with its history; a listed chat that is
 // not a DM is skipped, and a reconnect syncs nothing again.
 func TestSyncRecentChats(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			h := newHistory(20)
-			setup := h.setup(sdk.NewMemoryStore())
-			setup.caps.ListChats = true
-			setup.chats = []connector.Chat{*dmChat(backfillContact), {ID: "group", Type: "group"}, *dmChat("carol@network")}
-			f := s.connectFakeWith(setup)
-			// The whole archive is history, the newest message included.
-			h.checkBackfilled(t, s, s.roomOf(backfillContact))
-			carol := s.roomOf("carol@network")
-			s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
-			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
-				t.Errorf("%d portals, want 2", n)
-			}
-			if got := f.commandsOf(connector.OpListChats); len(got) != 1 || got[0].Login != testLogin || got[0].Limit != 10 {
-				t.Errorf("list_chats commands = %+v, want one for %s with limit 10", got, testLogin)
-			}
-			// The sync is done once its row is gone; a connection cut
-			// before that syncs again on purpose.
-			tesths.WaitFor(t, 30*time.Second, "the recent-chats sync to finish", func() (bool, error) {
-				return s.countRows("SELECT COUNT(*) FROM login_sync_pending") == 0, nil
-			})
-			f.stop()
-			f2 := s.connectFakeWith(setup)
-			time.Sleep(time.Second)
-			if n := len(f2.commandsOf(connector.OpListChats)); n != 0 {
-				t.Errorf("a known login's reconnect listed its chats again (%d times)", n)
-			}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		h := newHistory(20)
+		setup := h.setup(sdk.NewMemoryStore())
+		setup.caps.ListChats = true
+		setup.chats = []connector.Chat{*dmChat(backfillContact), {ID: "group", Type: "group"}, *dmChat("carol@network")}
+		f := s.connectFakeWith(setup)
+		// The whole archive is history, the newest message included.
+		h.checkBackfilled(t, s, s.roomOf(backfillContact))
+		carol := s.roomOf("carol@network")
+		s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
+		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
+			t.Errorf("%d portals, want 2", n)
+		}
+		if got := f.commandsOf(connector.OpListChats); len(got) != 1 || got[0].Login != testLogin || got[0].Limit != 10 {
+			t.Errorf("list_chats commands = %+v, want one for %s with limit 10", got, testLogin)
+		}
+		// The sync is done once its row is gone; a connection cut
+		// before that syncs again on purpose.
+		tesths.WaitFor(t, 30*time.Second, "the recent-chats sync to finish", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM login_sync_pending") == 0, nil
 		})
-	}
+		f.stop()
+		f2 := s.connectFakeWith(setup)
+		time.Sleep(time.Second)
+		if n := len(f2.commandsOf(connector.OpListChats)); n != 0 {
+			t.Errorf("a known login's reconnect listed its chats again (%d times)", n)
+		}
+	})
 }

@@ -3,7 +3,6 @@ package bridge_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,12 +103,7 @@ func TestGeneratedRegistrationWorksWithDendrite(t *testing.T) {
 		fmt.Sprintf("http://127.0.0.1:%d/_dmbridge/health", asPort),
 		fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort),
 	} {
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := httpGet(t, u)
 		if resp.StatusCode != http.StatusOK {
 			t.Errorf("GET %s: %s\n%s", u, resp.Status, body)
 		}

@@ -61,6 +61,20 @@ func (s *stack) writeConfig(t *testing.T) string {
 	return path
 }
 
+// newProcessStack is a stack for a bridge that runs as its own process
+// (newBridgeProcess, or the instances of an HA pair): the connector listener
+// gets a fixed port, which a restarted process listens on again and the
+// fake connector reconnects to, and the process logs JSON at debug level,
+// which a failed test shows.
+func newProcessStack(t *testing.T, target testdb.Target) *stack {
+	t.Helper()
+	s := newStack(t, target, stackOptions{noBridge: true})
+	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
+	s.cfg.Logging.Format = "json"
+	s.cfg.Logging.Level = "debug"
+	return s
+}
+
 // newBridgeProcess builds the binary for s's config (written now) and
 // kills it at the end of the test; a failed test shows the logs.
 func newBridgeProcess(t *testing.T, s *stack) *bridgeProcess {
@@ -141,73 +155,29 @@ func killRunSize() killRun {
 // order, and every reply reaches the network exactly once.
 func TestKilledBridgeLosesNothing(t *testing.T) {
 	run := killRunSize()
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
-			s.cfg.Logging.Format = "json"
-			s.cfg.Logging.Level = "debug"
-			if run.grace > 0 {
-				s.cfg.Bridge.InDoubtGrace = config.Duration(run.grace)
-			}
-			proc := newBridgeProcess(t, s)
-			proc.start(s.cfg.Connector.Listen)
-			f := s.connectFake(sdk.NewMemoryStore())
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-			defer cancel()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newProcessStack(t, target)
+		if run.grace > 0 {
+			s.cfg.Bridge.InDoubtGrace = config.Duration(run.grace)
+		}
+		proc := newBridgeProcess(t, s)
+		proc.start(s.cfg.Connector.Listen)
+		f := s.connectFake(sdk.NewMemoryStore())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
 
-			// The first message makes the portal the replies go to.
-			f.send(textFrom("bob@network", "m1", "message 1"))
-			var roomID id.RoomID
-			tesths.WaitFor(t, 60*time.Second, "the portal", func() (bool, error) {
-				joined, err := s.alice.JoinedRooms(ctx)
-				if err != nil || len(joined.JoinedRooms) == 0 {
-					return false, err
-				}
-				roomID = joined.JoinedRooms[0]
-				return len(joined.JoinedRooms) == 1, nil
-			})
-
-			sent := stream(ctx, t, s, f, roomID, run, proc)
-			if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
-				t.Fatal(err)
-			}
-			want := append(numbered("message", 1, run.messages), numbered("reply", 1, run.replies)...)
-			// Waits that time out fall through to the count, which names
-			// what is missing.
-			allShown := func() bool {
-				counts, _, err := roomBodies(ctx, s.alice, roomID)
-				if err != nil {
-					t.Logf("read the room: %v", err)
-					return false
-				}
-				for _, body := range want {
-					if counts[body] == 0 {
-						return false
-					}
-				}
-				return true
-			}
-			if !eventually(5*time.Minute, time.Second, allShown) {
-				t.Error("timed out waiting for every message in the room")
-			}
-			if !eventually(2*time.Minute, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= run.replies }) {
-				t.Error("timed out waiting for every reply at the connector")
-			}
-			// A late second copy would show within this.
-			time.Sleep(3 * time.Second)
-			counts, order, err := roomBodies(ctx, s.alice, roomID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
-			landed, resent := proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land")
-			t.Logf("SIGKILL x%d on %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d; "+
-				"sends in doubt: %d had landed, %d sent again",
-				proc.runs-1, target.Name, run.messages, run.messages-lost, lost, doubled,
-				len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled, landed, resent)
-		})
-	}
+		roomID := s.firstPortal(ctx, f)
+		sent := stream(ctx, t, s, f, roomID, run, proc)
+		if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
+			t.Fatal(err)
+		}
+		lost, doubled, repLost, repDoubled := s.deliveredOnce(ctx, f, roomID, run, sent, 2*time.Minute)
+		landed, resent := proc.countLogs("Send in doubt had landed"), proc.countLogs("Send in doubt did not land")
+		t.Logf("SIGKILL x%d on %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d; "+
+			"sends in doubt: %d had landed, %d sent again",
+			proc.runs-1, target.Name, run.messages, run.messages-lost, lost, doubled,
+			len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled, landed, resent)
+	})
 }
 
 type streamed struct {
@@ -278,6 +248,65 @@ func sendStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, r
 		}
 		time.Sleep(pace)
 	}
+}
+
+// onlyJoinedRoom waits until alice is in exactly one room, the portal, and
+// returns it.
+func (s *stack) onlyJoinedRoom(ctx context.Context, timeout time.Duration) id.RoomID {
+	s.t.Helper()
+	var roomID id.RoomID
+	tesths.WaitFor(s.t, timeout, "the portal", func() (bool, error) {
+		joined, err := s.alice.JoinedRooms(ctx)
+		if err != nil || len(joined.JoinedRooms) == 0 {
+			return false, err
+		}
+		roomID = joined.JoinedRooms[0]
+		return len(joined.JoinedRooms) == 1, nil
+	})
+	return roomID
+}
+
+// firstPortal sends the contact's first message, which makes the portal the
+// replies of a kill run go to, and returns that room.
+func (s *stack) firstPortal(ctx context.Context, f *fakeConnector) id.RoomID {
+	s.t.Helper()
+	f.send(textFrom("bob@network", "m1", "message 1"))
+	return s.onlyJoinedRoom(ctx, 60*time.Second)
+}
+
+// deliveredOnce waits until every remote message of the run shows in the
+// room and the connector got every reply (a wait that times out falls
+// through to the count, which names what is missing), gives a late second
+// copy time to show, and then checks that each arrived exactly once, the
+// remote messages in order.
+func (s *stack) deliveredOnce(ctx context.Context, f *fakeConnector, roomID id.RoomID, run killRun, sent streamed, replyWait time.Duration) (lost, doubled, repLost, repDoubled int) {
+	s.t.Helper()
+	want := append(numbered("message", 1, run.messages), numbered("reply", 1, len(sent.replies))...)
+	allShown := func() bool {
+		counts, _, err := roomBodies(ctx, s.alice, roomID)
+		if err != nil {
+			s.t.Logf("read the room: %v", err)
+			return false
+		}
+		for _, body := range want {
+			if counts[body] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	if !eventually(5*time.Minute, time.Second, allShown) {
+		s.t.Error("timed out waiting for every message in the room")
+	}
+	if !eventually(replyWait, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= len(sent.replies) }) {
+		s.t.Error("timed out waiting for every reply at the connector")
+	}
+	time.Sleep(3 * time.Second) // a late second copy would show within this
+	counts, order, err := roomBodies(ctx, s.alice, roomID)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return countOnce(s.t, counts, order, f, want, run.messages, sent.replies)
 }
 
 // countOnce checks the room's message counts and the replies the network

@@ -27,23 +27,16 @@ func readBy(evt *event.Event, eventID id.EventID, user id.UserID) bool {
 }
 
 func TestReadReceiptsFromNetwork(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, first := s.fidPortal(f, "m1", "did you get this?")
-	ctx := context.Background()
+	s, f, roomID, first := newFidPortal(t, testdb.SQLite(t), "m1", "did you get this?")
 	ghost := s.ghost(fidBob)
 
 	// The contact reads the user's message: the ghost's receipt moves there.
-	resp, err := s.alice.SendText(ctx, roomID, "yes I did")
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := s.fidRemoteID(resp.EventID)
+	sent, remote := s.fidSendText(roomID, "yes I did")
 	ev := fidFromBob(connector.KindReadReceipt, "")
 	ev.UpTo = remote
 	f.send(ev)
 	s.fidRoomEvent(roomID, event.EphemeralEventReceipt, func(evt *event.Event) bool {
-		return readBy(evt, resp.EventID, ghost)
+		return readBy(evt, sent, ghost)
 	})
 
 	// The user read the contact's message on another device: their own
@@ -58,14 +51,11 @@ func TestReadReceiptsFromNetwork(t *testing.T) {
 	ev = fidFromBob(connector.KindReadReceipt, "")
 	ev.UpTo = "never-seen"
 	f.send(ev)
-	f.send(textFrom(fidBob, "m2", "after the receipts"))
-	s.waitMessage(roomID, "after the receipts")
+	s.fidBobSays(f, roomID, "m2", "after the receipts")
 }
 
 func TestTypingFromNetwork(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m1", "hi")
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
 	ctx := context.Background()
 	ghost := s.ghost(fidBob)
 	typing := func(on bool) {
@@ -90,9 +80,7 @@ func TestTypingFromNetwork(t *testing.T) {
 }
 
 func TestPresenceFromNetwork(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	s.fidPortal(f, "m1", "hi")
+	s, f, _, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
 	ctx := context.Background()
 	ghost := s.ghost(fidBob)
 	for _, want := range []struct{ presence, status string }{{"online", "at the beach"}, {"unavailable", "back soon"}, {"offline", ""}} {
@@ -119,20 +107,15 @@ func TestMatrixEphemeralIntake(t *testing.T) {
 	s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.BridgePresence = true })
 	f := s.fidConnect(fakeSetup{})
 	roomID, first := s.fidPortal(f, "m1", "are you typing?")
-	ctx := context.Background()
 	alice := s.alice.UserID
 
 	// The user answers, so that the newest event in the room is their own:
 	// their receipt on it means they read bob's message before it.
-	resp, err := s.alice.SendText(ctx, roomID, "hold on")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.fidRemoteID(resp.EventID)
+	sent, _ := s.fidSendText(roomID, "hold on")
 	ephemeral := []any{
 		map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{alice}}},
 		map[string]any{"type": "m.receipt", "room_id": roomID, "content": map[id.EventID]any{
-			resp.EventID: map[string]any{"m.read": map[id.UserID]any{alice: map[string]any{"ts": time.Now().UnixMilli()}}},
+			sent: map[string]any{"m.read": map[id.UserID]any{alice: map[string]any{"ts": time.Now().UnixMilli()}}},
 		}},
 		map[string]any{"type": "m.presence", "sender": alice, "content": map[string]any{"presence": "online", "status_msg": "on Matrix"}},
 	}
@@ -184,9 +167,7 @@ func TestMatrixEphemeralIntake(t *testing.T) {
 // TestOwnPresenceOffByDefault: without bridge_own_presence the user's
 // presence stays on Matrix.
 func TestOwnPresenceOffByDefault(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m1", "hi")
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
 	s.fidPush(nil, rawList(t,
 		map[string]any{"type": "m.presence", "sender": s.alice.UserID, "content": map[string]any{"presence": "online"}},
 		map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": []id.UserID{s.alice.UserID}}},
@@ -216,58 +197,53 @@ func rawList(t *testing.T, items ...any) []json.RawMessage {
 // contact type or change its presence through a login it does not hold;
 // the connector that holds the login still can.
 func TestEphemeralOnlyForOwnLogins(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newFidelityStack(t, target, nil)
-			f := s.fidConnect(fakeSetup{})
-			roomID, _ := s.fidPortal(f, "m1", "hi")
-			ctx := context.Background()
-			ghost := s.ghost(fidBob)
-			if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindPresence, Login: testLogin,
-				Contact: fidBob, Presence: "unavailable", StatusMsg: "the real status"}); err != nil {
-				t.Fatal(err)
-			}
-			tesths.WaitFor(t, 20*time.Second, "the real presence", func() (bool, error) {
-				got, err := s.alice.GetPresence(ctx, ghost)
-				return err == nil && got.StatusMsg == "the real status", err
-			})
-
-			raw := s.rawHello(t)
-			for _, e := range []*connector.Ephemeral{
-				{Kind: connector.KindTyping, Login: testLogin, Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 60000},
-				{Kind: connector.KindPresence, Login: testLogin, Contact: fidBob, Presence: "online", StatusMsg: "hijacked"},
-			} {
-				if err := raw.WriteFrame(connector.Frame{Type: connector.TypeEphemeral}, e); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Something both connectors' frames have passed by now.
-			f.send(textFrom(fidBob, "m2", "marker"))
-			s.waitMessage(roomID, "marker")
-			deadline := time.Now().Add(2 * time.Second)
-			for time.Now().Before(deadline) {
-				got, err := s.alice.GetPresence(ctx, ghost)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got.StatusMsg == "hijacked" {
-					t.Fatal("another connector set the ghost's presence through alice's login")
-				}
-				time.Sleep(200 * time.Millisecond)
-			}
-			for _, evt := range s.sync.Events(roomID) {
-				if evt.Type.Type == event.EphemeralEventTyping.Type && slices.Contains(evt.Content.AsTyping().UserIDs, ghost) {
-					t.Fatal("another connector made the ghost type through alice's login")
-				}
-			}
-			// The login's own connector still can.
-			if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindTyping, Login: testLogin,
-				Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 20000}); err != nil {
-				t.Fatal(err)
-			}
-			s.fidRoomEvent(roomID, event.EphemeralEventTyping, func(evt *event.Event) bool {
-				return slices.Contains(evt.Content.AsTyping().UserIDs, ghost)
-			})
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s, f, roomID, _ := newFidPortal(t, target, "m1", "hi")
+		ctx := context.Background()
+		ghost := s.ghost(fidBob)
+		if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindPresence, Login: testLogin,
+			Contact: fidBob, Presence: "unavailable", StatusMsg: "the real status"}); err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the real presence", func() (bool, error) {
+			got, err := s.alice.GetPresence(ctx, ghost)
+			return err == nil && got.StatusMsg == "the real status", err
 		})
-	}
+
+		raw := s.rawHello(t)
+		for _, e := range []*connector.Ephemeral{
+			{Kind: connector.KindTyping, Login: testLogin, Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 60000},
+			{Kind: connector.KindPresence, Login: testLogin, Contact: fidBob, Presence: "online", StatusMsg: "hijacked"},
+		} {
+			if err := raw.WriteFrame(connector.Frame{Type: connector.TypeEphemeral}, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Something both connectors' frames have passed by now.
+		s.fidBobSays(f, roomID, "m2", "marker")
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			got, err := s.alice.GetPresence(ctx, ghost)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.StatusMsg == "hijacked" {
+				t.Fatal("another connector set the ghost's presence through alice's login")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		for _, evt := range s.sync.Events(roomID) {
+			if evt.Type.Type == event.EphemeralEventTyping.Type && slices.Contains(evt.Content.AsTyping().UserIDs, ghost) {
+				t.Fatal("another connector made the ghost type through alice's login")
+			}
+		}
+		// The login's own connector still can.
+		if err := f.client.SendEphemeral(ctx, &connector.Ephemeral{Kind: connector.KindTyping, Login: testLogin,
+			Chat: dmChat(fidBob), Sender: &connector.Sender{ID: fidBob}, Typing: true, TimeoutMS: 20000}); err != nil {
+			t.Fatal(err)
+		}
+		s.fidRoomEvent(roomID, event.EphemeralEventTyping, func(evt *event.Event) bool {
+			return slices.Contains(evt.Content.AsTyping().UserIDs, ghost)
+		})
+	})
 }

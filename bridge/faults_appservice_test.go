@@ -88,89 +88,87 @@ func badTransactions(rnd *rand.Rand, n, huge int, roomID id.RoomID, alice id.Use
 // kept for it is finished, not pending.
 func TestFaultMalformedTransactions(t *testing.T) {
 	total, nReplies := faultSize(50, 500), faultSize(10, 100)
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			f := s.connectFake(sdk.NewMemoryStore())
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			defer cancel()
-			stream, roomID := s.startStream(ctx, t, f, "remote", 30*time.Millisecond, 3*nReplies, 3*nReplies)
-			s.waitMessage(roomID, "first")
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f := s.connectFake(sdk.NewMemoryStore())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		stream, roomID := s.startStream(ctx, t, f, "remote", 30*time.Millisecond, 3*nReplies, 3*nReplies)
+		s.waitMessage(roomID, "first")
 
-			rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-			bad := badTransactions(rnd, total, faultSize(1, 5), roomID, s.alice.UserID, s.cfg.Appservice.HSToken)
-			replies := s.sendReplies(ctx, t, roomID, nReplies, func() time.Duration { return time.Duration(rnd.IntN(100)) * time.Millisecond })
-			statuses := map[string]map[int]int{}
-			url := fmt.Sprintf("http://%s:%d/_matrix/app/v1/transactions/", s.cfg.Appservice.Hostname, s.cfg.Appservice.Port)
-			client := &http.Client{Timeout: time.Minute}
-			for i, tx := range bad {
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%sbad-%d", url, i), bytes.NewReader(tx.body))
-				if tx.token != "" {
-					req.Header.Set("Authorization", "Bearer "+tx.token)
-				}
-				resp, err := client.Do(req)
-				code := 0
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					_ = resp.Body.Close()
-					code = resp.StatusCode
-				}
-				if statuses[tx.kind] == nil {
-					statuses[tx.kind] = map[int]int{}
-				}
-				statuses[tx.kind][code]++
-				if code >= 500 || (tx.token != s.cfg.Appservice.HSToken && code == http.StatusOK) {
-					t.Errorf("%s: answered %d (%v)", tx.kind, code, err)
-				}
+		rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+		bad := badTransactions(rnd, total, faultSize(1, 5), roomID, s.alice.UserID, s.cfg.Appservice.HSToken)
+		replies := s.sendReplies(ctx, t, roomID, nReplies, func() time.Duration { return time.Duration(rnd.IntN(100)) * time.Millisecond })
+		statuses := map[string]map[int]int{}
+		url := fmt.Sprintf("http://%s:%d/_matrix/app/v1/transactions/", s.cfg.Appservice.Hostname, s.cfg.Appservice.Port)
+		client := &http.Client{Timeout: time.Minute}
+		for i, tx := range bad {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPut, fmt.Sprintf("%sbad-%d", url, i), bytes.NewReader(tx.body))
+			if tx.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tx.token)
 			}
-			t.Logf("answers by kind: %v", statuses)
-			accepted := 0
-			for _, codes := range statuses {
-				accepted += codes[http.StatusOK]
+			resp, err := client.Do(req)
+			code := 0
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				code = resp.StatusCode
 			}
-			var txns int
-			if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM as_txn WHERE txn_id LIKE 'bad-%'").Scan(&txns); err != nil {
-				t.Fatal(err)
+			if statuses[tx.kind] == nil {
+				statuses[tx.kind] = map[int]int{}
 			}
-			if txns > accepted {
-				t.Errorf("%d bad transaction ids stored, but only %d were answered 200", txns, accepted)
+			statuses[tx.kind][code]++
+			if code >= 500 || (tx.token != s.cfg.Appservice.HSToken && code == http.StatusOK) {
+				t.Errorf("%s: answered %d (%v)", tx.kind, code, err)
 			}
-			sent := stream.finish(ctx, t)
-			toNetwork := replies.wait(t, f)
-			sent = append(sent, sortedKeys(toNetwork)...)
-			for _, c := range f.commandsOf(connector.OpSendMessage) {
-				if strings.HasPrefix(c.Txn, "$bad") || strings.HasPrefix(c.Text, "forged") {
-					t.Errorf("bad input reached the network: %+v", c)
-				}
+		}
+		t.Logf("answers by kind: %v", statuses)
+		accepted := 0
+		for _, codes := range statuses {
+			accepted += codes[http.StatusOK]
+		}
+		var txns int
+		if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM as_txn WHERE txn_id LIKE 'bad-%'").Scan(&txns); err != nil {
+			t.Fatal(err)
+		}
+		if txns > accepted {
+			t.Errorf("%d bad transaction ids stored, but only %d were answered 200", txns, accepted)
+		}
+		sent := stream.finish(ctx, t)
+		toNetwork := replies.wait(t, f)
+		sent = append(sent, sortedKeys(toNetwork)...)
+		for _, c := range f.commandsOf(connector.OpSendMessage) {
+			if strings.HasPrefix(c.Txn, "$bad") || strings.HasPrefix(c.Text, "forged") {
+				t.Errorf("bad input reached the network: %+v", c)
 			}
-			tally(fmt.Sprintf("malformed transactions x%d: replies at the connector", len(bad)), target.Name, sortedKeys(toNetwork), toNetwork).check(t)
+		}
+		tally(fmt.Sprintf("malformed transactions x%d: replies at the connector", len(bad)), target.Name, sortedKeys(toNetwork), toNetwork).check(t)
 
-			// Network → Matrix, and the room as a whole.
-			got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
-			r := tally(fmt.Sprintf("malformed transactions x%d: room timeline", len(bad)), target.Name, sent, got)
-			r.check(t)
-			s.explainMissing(t, roomID, r)
-			// The only messages nobody sent may be the bridge's notices
-			// about bad events it parked: every parked event is told.
-			want := map[string]bool{}
-			for _, b := range sent {
-				want[b] = true
+		// Network → Matrix, and the room as a whole.
+		got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
+		r := tally(fmt.Sprintf("malformed transactions x%d: room timeline", len(bad)), target.Name, sent, got)
+		r.check(t)
+		s.explainMissing(t, roomID, r)
+		// The only messages nobody sent may be the bridge's notices
+		// about bad events it parked: every parked event is told.
+		want := map[string]bool{}
+		for _, b := range sent {
+			want[b] = true
+		}
+		for body, n := range got {
+			if !want[body] && !strings.HasPrefix(body, "⚠️ Your event $bad-") {
+				t.Errorf("%d× a message in the room that nobody sent: %q", n, body)
 			}
-			for body, n := range got {
-				if !want[body] && !strings.HasPrefix(body, "⚠️ Your event $bad-") {
-					t.Errorf("%d× a message in the room that nobody sent: %q", n, body)
-				}
-			}
-			var pending, kept int
-			if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*), COALESCE(SUM(CASE WHEN done THEN 0 ELSE 1 END), 0) FROM mx_event WHERE event_id LIKE '$bad-%'").Scan(&kept, &pending); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("rows kept for bad events: %d (pending %d)", kept, pending)
-			if pending != 0 {
-				t.Errorf("%d rows of bad events still pending", pending)
-			}
-		})
-	}
+		}
+		var pending, kept int
+		if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*), COALESCE(SUM(CASE WHEN done THEN 0 ELSE 1 END), 0) FROM mx_event WHERE event_id LIKE '$bad-%'").Scan(&kept, &pending); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("rows kept for bad events: %d (pending %d)", kept, pending)
+		if pending != 0 {
+			t.Errorf("%d rows of bad events still pending", pending)
+		}
+	})
 }
 
 // replyStream is the user writing in the portal while a fault is injected.

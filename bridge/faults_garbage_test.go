@@ -183,37 +183,35 @@ func (g *garbageSender) connection(ctx context.Context, t *testing.T, goodLogin 
 // inbox row is written for the garbage, and the bridge stays up.
 func TestFaultGarbageFrames(t *testing.T) {
 	total := faultSize(200, 2000)
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			good := s.connectFake(sdk.NewMemoryStore())
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			defer cancel()
-			stream, roomID := s.startStream(ctx, t, good, "steady", 20*time.Millisecond, total/10, total)
-			g := &garbageSender{s: s, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9)), byKind: map[string]int{}}
-			for g.sent < total {
-				g.connection(ctx, t, testLogin, min(1+g.rnd.IntN(90), total-g.sent))
-			}
-			sent := stream.finish(ctx, t)
-			got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
-			r := tally(fmt.Sprintf("garbage frames x%d on %d connections", g.sent, g.conns), target.Name, sent, got)
-			r.check(t)
-			s.explainMissing(t, roomID, r)
-			t.Logf("garbage by kind: %v", g.byKind)
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		good := s.connectFake(sdk.NewMemoryStore())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		stream, roomID := s.startStream(ctx, t, good, "steady", 20*time.Millisecond, total/10, total)
+		g := &garbageSender{s: s, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9)), byKind: map[string]int{}}
+		for g.sent < total {
+			g.connection(ctx, t, testLogin, min(1+g.rnd.IntN(90), total-g.sent))
+		}
+		sent := stream.finish(ctx, t)
+		got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
+		r := tally(fmt.Sprintf("garbage frames x%d on %d connections", g.sent, g.conns), target.Name, sent, got)
+		r.check(t)
+		s.explainMissing(t, roomID, r)
+		t.Logf("garbage by kind: %v", g.byKind)
 
-			var inbox int
-			if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM inbox WHERE connector_id LIKE 'garbage-%'").Scan(&inbox); err != nil {
-				t.Fatal(err)
-			}
-			if inbox != 0 {
-				t.Errorf("garbage left %d inbox rows", inbox)
-			}
-			if r.Unexpected != 0 {
-				t.Errorf("%d messages in the room that nobody sent: %q", r.Unexpected, r.unexpectedSample)
-			}
-			// Still up: the good connector goes on, and a new one is welcomed.
-			good.send(textFrom("bob@network", "after", "after the garbage"))
-			s.waitMessage(roomID, "after the garbage")
-		})
-	}
+		var inbox int
+		if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM inbox WHERE connector_id LIKE 'garbage-%'").Scan(&inbox); err != nil {
+			t.Fatal(err)
+		}
+		if inbox != 0 {
+			t.Errorf("garbage left %d inbox rows", inbox)
+		}
+		if r.Unexpected != 0 {
+			t.Errorf("%d messages in the room that nobody sent: %q", r.Unexpected, r.unexpectedSample)
+		}
+		// Still up: the good connector goes on, and a new one is welcomed.
+		good.send(textFrom("bob@network", "after", "after the garbage"))
+		s.waitMessage(roomID, "after the garbage")
+	})
 }

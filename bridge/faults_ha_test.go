@@ -36,10 +36,7 @@ type haPair struct {
 // Each instance reaches the homeserver through its own counting proxy and
 // gets env on top of its listen addresses.
 func newHAPair(t *testing.T, target testdb.Target, env ...string) *haPair {
-	s := newStack(t, target, stackOptions{noBridge: true})
-	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(t))
-	s.cfg.Logging.Format = "json"
-	s.cfg.Logging.Level = "debug"
+	s := newProcessStack(t, target)
 	s.cfg.HA.Enabled = true
 	bin, hs := buildBridge(t), s.cfg.Homeserver.Address
 	writeConfig := func(hsAddress string) string {
@@ -82,23 +79,6 @@ func newHAPair(t *testing.T, target testdb.Target, env ...string) *haPair {
 func (p *haPair) waitActive(i *haInstance, timeout time.Duration) {
 	p.t.Helper()
 	tesths.WaitFor(p.t, timeout, i.name+" active", func() (bool, error) { return i.ready(&p.probe), nil })
-}
-
-// firstPortal sends the first message, which makes the portal the replies
-// go to, and returns its room.
-func (p *haPair) firstPortal(ctx context.Context, f *fakeConnector) id.RoomID {
-	p.t.Helper()
-	f.send(textFrom("bob@network", "m1", "message 1"))
-	var roomID id.RoomID
-	tesths.WaitFor(p.t, 60*time.Second, "the portal", func() (bool, error) {
-		joined, err := p.alice.JoinedRooms(ctx)
-		if err != nil || len(joined.JoinedRooms) == 0 {
-			return false, err
-		}
-		roomID = joined.JoinedRooms[0]
-		return len(joined.JoinedRooms) == 1, nil
-	})
-	return roomID
 }
 
 func (p *haPair) active() *haInstance { return p.router.active() }
@@ -240,31 +220,7 @@ func haStream(ctx context.Context, t *testing.T, s *stack, f *fakeConnector, roo
 // checkExactlyOnce waits for everything to arrive, then counts.
 func (p *haPair) checkExactlyOnce(ctx context.Context, f *fakeConnector, roomID id.RoomID, run killRun, sent streamed) {
 	t := p.t
-	want := append(numbered("message", 1, run.messages), numbered("reply", 1, len(sent.replies))...)
-	allShown := func() bool {
-		counts, _, err := roomBodies(ctx, p.alice, roomID)
-		if err != nil {
-			return false
-		}
-		for _, body := range want {
-			if counts[body] == 0 {
-				return false
-			}
-		}
-		return true
-	}
-	if !eventually(5*time.Minute, time.Second, allShown) {
-		t.Error("timed out waiting for every message in the room")
-	}
-	if !eventually(3*time.Minute, 100*time.Millisecond, func() bool { return len(f.commandsOf(connector.OpSendMessage)) >= len(sent.replies) }) {
-		t.Error("timed out waiting for every reply at the connector")
-	}
-	time.Sleep(3 * time.Second) // a late second copy would show within this
-	counts, order, err := roomBodies(ctx, p.alice, roomID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost, doubled, repLost, repDoubled := countOnce(t, counts, order, f, want, run.messages, sent.replies)
+	lost, doubled, repLost, repDoubled := p.deliveredOnce(ctx, f, roomID, run, sent, 3*time.Minute)
 	t.Logf("FAULT HA %s: remote sent=%d delivered=%d lost=%d doubled=%d; replies sent=%d executed=%d lost=%d doubled=%d",
 		t.Name(), run.messages, run.messages-lost, lost, doubled, len(sent.replies), len(sent.replies)-repLost, repLost, repDoubled)
 }

@@ -393,30 +393,28 @@ func (b *backgroundStream) finish(ctx context.Context, t *testing.T) []string {
 // contact streams messages: every message shows exactly once.
 func TestFaultConnectorDrops(t *testing.T) {
 	drops := faultSize(10, 100)
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			proxy := newDropProxy(t, s.cfg.Connector.Listen)
-			real := s.cfg.Connector.Listen
-			s.cfg.Connector.Listen = proxy.addr()
-			f := s.connectFake(sdk.NewMemoryStore())
-			s.cfg.Connector.Listen = real
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-			defer cancel()
-			stream, roomID := s.startStream(ctx, t, f, "drop", 15*time.Millisecond, drops*3, drops*40)
-			cut := 0
-			for cut < drops {
-				tesths.WaitFor(t, time.Minute, "the connector back", func() (bool, error) { return f.client.Connected(), nil })
-				time.Sleep(time.Duration(rand.IntN(250)) * time.Millisecond)
-				if proxy.drop(150 * time.Millisecond) {
-					cut++
-				}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		proxy := newDropProxy(t, s.cfg.Connector.Listen)
+		real := s.cfg.Connector.Listen
+		s.cfg.Connector.Listen = proxy.addr()
+		f := s.connectFake(sdk.NewMemoryStore())
+		s.cfg.Connector.Listen = real
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		stream, roomID := s.startStream(ctx, t, f, "drop", 15*time.Millisecond, drops*3, drops*40)
+		cut := 0
+		for cut < drops {
+			tesths.WaitFor(t, time.Minute, "the connector back", func() (bool, error) { return f.client.Connected(), nil })
+			time.Sleep(time.Duration(rand.IntN(250)) * time.Millisecond)
+			if proxy.drop(150 * time.Millisecond) {
+				cut++
 			}
-			sent := stream.finish(ctx, t)
-			got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
-			r := tally(fmt.Sprintf("connector drops x%d (%d connections)", cut, proxy.conns.Load()), target.Name, sent, got)
-			r.check(t)
-			s.explainMissing(t, roomID, r)
-		})
-	}
+		}
+		sent := stream.finish(ctx, t)
+		got := s.waitTimeline(t, roomID, sent, 3*time.Minute)
+		r := tally(fmt.Sprintf("connector drops x%d (%d connections)", cut, proxy.conns.Load()), target.Name, sent, got)
+		r.check(t)
+		s.explainMissing(t, roomID, r)
+	})
 }

@@ -27,13 +27,18 @@ const fidBob = "bob@network"
 // so it must not change afterwards).
 func newFidelityStack(t *testing.T, target testdb.Target, adjust func(*config.Config)) *stack {
 	t.Helper()
-	s := newStack(t, target, stackOptions{noBridge: true})
-	if adjust != nil {
-		adjust(s.cfg)
-	}
-	s.startBridge()
-	t.Cleanup(s.stopBridge)
-	return s
+	return newStack(t, target, stackOptions{configure: adjust})
+}
+
+// newFidPortal is the usual start of a fidelity test: a stack on target, a
+// fake connector, and bob's portal made by his first message (msgID,
+// text), whose Matrix event it returns with the room.
+func newFidPortal(t *testing.T, target testdb.Target, msgID, text string) (*stack, *fakeConnector, id.RoomID, *event.Event) {
+	t.Helper()
+	s := newFidelityStack(t, target, nil)
+	f := s.fidConnect(fakeSetup{})
+	roomID, first := s.fidPortal(f, msgID, text)
+	return s, f, roomID, first
 }
 
 // fidConnect replaces the running fake connector with one set up as o.
@@ -55,6 +60,15 @@ func (s *stack) fidPortal(f *fakeConnector, msgID, text string) (id.RoomID, *eve
 	return roomID, s.waitMessage(roomID, text)
 }
 
+// fidBobSays sends bob's text message msgID and waits until alice sees it
+// in the room. Sent after events that should change nothing, it shows the
+// bridge has handled them: the connector's events are applied in order.
+func (s *stack) fidBobSays(f *fakeConnector, roomID id.RoomID, msgID, text string) {
+	s.t.Helper()
+	f.send(textFrom(fidBob, msgID, text))
+	s.waitMessage(roomID, text)
+}
+
 // fidWaitCommand waits until the connector got a command of op that matches.
 func (f *fakeConnector) fidWaitCommand(op string, match func(*connector.Command) bool) connector.Command {
 	f.t.Helper()
@@ -69,6 +83,18 @@ func (f *fakeConnector) fidWaitCommand(op string, match func(*connector.Command)
 		return false, nil
 	})
 	return got
+}
+
+// fidSendFromMatrix sends content as alice's message in the room and
+// returns the send_message command the connector got for it (the command's
+// txn is the event's id).
+func (s *stack) fidSendFromMatrix(f *fakeConnector, roomID id.RoomID, content *event.MessageEventContent) connector.Command {
+	s.t.Helper()
+	resp, err := s.alice.SendMessageEvent(context.Background(), roomID, event.EventMessage, content)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 }
 
 // fidRoomEvent waits for an event of the type in the room that matches.
@@ -139,7 +165,8 @@ func orEmpty(list []json.RawMessage) []json.RawMessage {
 	return list
 }
 
-// fidDeliverRedaction pushes a redaction that Dendrite stored to the bridge.
+// fidDeliverRedaction pushes a redaction that Dendrite stored to the bridge
+// (the fake and the XMPP tests both use it).
 // Dendrite v0.15.2 never sends m.room.redaction to appservices (its sync API
 // drops redactions before they reach the appservice stream), so the test
 // plays the part of a homeserver that does, with Dendrite's own event JSON.

@@ -32,16 +32,24 @@ func (s *stack) fidRemoteID(eventID id.EventID) string {
 	return remote
 }
 
+// fidSendText sends text as alice and waits until the bridge has mapped it
+// to the network's message id; it returns the event's id and that id.
+func (s *stack) fidSendText(roomID id.RoomID, text string) (id.EventID, string) {
+	s.t.Helper()
+	resp, err := s.alice.SendText(context.Background(), roomID, text)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return resp.EventID, s.fidRemoteID(resp.EventID)
+}
+
 func fidFromBob(kind, msgID string) *connector.Event {
 	return &connector.Event{Kind: kind, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
 		Sender: &connector.Sender{ID: fidBob}, ID: msgID}
 }
 
 func TestFormattingBothWays(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m0", "hello")
-	ctx := context.Background()
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m0", "hello")
 
 	// Network → Matrix: html becomes formatted_body, text stays the body.
 	ev := fidFromBob(connector.KindMessage, "m1")
@@ -64,13 +72,9 @@ func TestFormattingBothWays(t *testing.T) {
 	}
 
 	// Matrix → network: the HTML goes as html, a readable text beside it.
-	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	cmd := s.fidSendFromMatrix(f, roomID, &event.MessageEventContent{
 		MsgType: event.MsgText, Body: "**strong** words", Format: event.FormatHTML, FormattedBody: "<strong>strong</strong> words",
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 	if cmd.HTML != "<strong>strong</strong> words" || cmd.Text != "**strong** words" {
 		t.Errorf("send_message text=%q html=%q", cmd.Text, cmd.HTML)
 	}
@@ -79,24 +83,17 @@ func TestFormattingBothWays(t *testing.T) {
 	caps := helloFor().Capabilities
 	caps.Formats = []string{"plain"}
 	f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
-	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	cmd = s.fidSendFromMatrix(f, roomID, &event.MessageEventContent{
 		MsgType: event.MsgText, Body: "*soft* <link>", Format: event.FormatHTML,
 		FormattedBody: `<em>soft</em> <a href="https://example.org">link</a>`,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd = f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 	if cmd.HTML != "" || cmd.Text != "_soft_ link (https://example.org)" {
 		t.Errorf("plain-only network got text=%q html=%q", cmd.Text, cmd.HTML)
 	}
 }
 
 func TestRepliesBothWays(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, first := s.fidPortal(f, "m1", "question?")
-	ctx := context.Background()
+	s, f, roomID, first := newFidPortal(t, testdb.SQLite(t), "m1", "question?")
 
 	ev := fidFromBob(connector.KindMessage, "m2")
 	ev.Text, ev.ReplyTo = "answer", "m1"
@@ -120,91 +117,72 @@ func TestRepliesBothWays(t *testing.T) {
 		FormattedBody: `<mx-reply><blockquote>question?</blockquote></mx-reply>sure`,
 		RelatesTo:     (&event.RelatesTo{}).SetReplyTo(first.ID),
 	}
-	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, content)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	cmd := s.fidSendFromMatrix(f, roomID, content)
 	if cmd.ReplyTo != "m1" || cmd.Text != "sure" || cmd.HTML != "sure" {
 		t.Errorf("reply from Matrix = reply_to %q text %q html %q", cmd.ReplyTo, cmd.Text, cmd.HTML)
 	}
 	unknown := &event.MessageEventContent{MsgType: event.MsgText, Body: "to nowhere",
 		RelatesTo: (&event.RelatesTo{}).SetReplyTo("$not-bridged")}
-	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, unknown)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd = f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
+	cmd = s.fidSendFromMatrix(f, roomID, unknown)
 	if cmd.ReplyTo != "" || cmd.Text != "to nowhere" {
 		t.Errorf("reply to an unknown event = %+v", cmd)
 	}
 }
 
 func TestEditsBothWays(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newFidelityStack(t, target, nil)
-			f := s.fidConnect(fakeSetup{})
-			roomID, first := s.fidPortal(f, "m1", "teh typo")
-			ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s, f, roomID, first := newFidPortal(t, target, "m1", "teh typo")
+		ctx := context.Background()
 
-			ev := fidFromBob(connector.KindEdit, "e1")
-			ev.Target, ev.Text, ev.HTML = "m1", "the typo", "<i>the</i> typo"
-			f.send(ev)
-			edit := s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
-				return evt.Content.AsMessage().RelatesTo.GetReplaceID() == first.ID
-			})
-			msg := edit.Content.AsMessage()
-			if edit.Sender != s.ghost(fidBob) || msg.RelatesTo.Type != event.RelReplace || msg.NewContent == nil ||
-				msg.NewContent.Body != "the typo" || msg.NewContent.FormattedBody != "<i>the</i> typo" || msg.Body != "* the typo" {
-				t.Errorf("edit event = %s", edit.Content.VeryRaw)
-			}
-			// A long non-ASCII edit: the short fallback for clients without
-			// edits shows no broken character, m.new_content the whole text.
-			long := "a" + strings.Repeat("é", 80)
-			ev = fidFromBob(connector.KindEdit, "e3")
-			ev.Target, ev.Text = "m1", long
-			f.send(ev)
-			edit = s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
-				m := evt.Content.AsMessage()
-				return m.RelatesTo.GetReplaceID() == first.ID && m.NewContent != nil && m.NewContent.Body == long
-			})
-			if msg = edit.Content.AsMessage(); strings.ContainsRune(msg.Body, utf8.RuneError) || !strings.HasPrefix(msg.Body, "* aé") {
-				t.Errorf("long edit fallback = %q", msg.Body)
-			}
-			// An edit of an unknown message is skipped and the portal carries on.
-			ev = fidFromBob(connector.KindEdit, "e2")
-			ev.Target, ev.Text = "never-seen", "whatever"
-			f.send(ev)
-			f.send(textFrom(fidBob, "m2", "still here"))
-			s.waitMessage(roomID, "still here")
-
-			// Matrix → network.
-			resp, err := s.alice.SendText(ctx, roomID, "my mesage")
-			if err != nil {
-				t.Fatal(err)
-			}
-			remote := s.fidRemoteID(resp.EventID)
-			editResp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
-				MsgType: event.MsgText, Body: "* my message",
-				NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "my message"},
-				RelatesTo:  (&event.RelatesTo{}).SetReplace(resp.EventID),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := f.fidWaitCommand(connector.OpEditMessage, nil)
-			if cmd.Txn != string(editResp.EventID) || cmd.Target != remote || cmd.Text != "my message" || cmd.Chat.ID != fidBob {
-				t.Errorf("edit_message = %+v, want txn %s target %s", cmd, editResp.EventID, remote)
-			}
+		ev := fidFromBob(connector.KindEdit, "e1")
+		ev.Target, ev.Text, ev.HTML = "m1", "the typo", "<i>the</i> typo"
+		f.send(ev)
+		edit := s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+			return evt.Content.AsMessage().RelatesTo.GetReplaceID() == first.ID
 		})
-	}
+		msg := edit.Content.AsMessage()
+		if edit.Sender != s.ghost(fidBob) || msg.RelatesTo.Type != event.RelReplace || msg.NewContent == nil ||
+			msg.NewContent.Body != "the typo" || msg.NewContent.FormattedBody != "<i>the</i> typo" || msg.Body != "* the typo" {
+			t.Errorf("edit event = %s", edit.Content.VeryRaw)
+		}
+		// A long non-ASCII edit: the short fallback for clients without
+		// edits shows no broken character, m.new_content the whole text.
+		long := "a" + strings.Repeat("é", 80)
+		ev = fidFromBob(connector.KindEdit, "e3")
+		ev.Target, ev.Text = "m1", long
+		f.send(ev)
+		edit = s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+			m := evt.Content.AsMessage()
+			return m.RelatesTo.GetReplaceID() == first.ID && m.NewContent != nil && m.NewContent.Body == long
+		})
+		if msg = edit.Content.AsMessage(); strings.ContainsRune(msg.Body, utf8.RuneError) || !strings.HasPrefix(msg.Body, "* aé") {
+			t.Errorf("long edit fallback = %q", msg.Body)
+		}
+		// An edit of an unknown message is skipped and the portal carries on.
+		ev = fidFromBob(connector.KindEdit, "e2")
+		ev.Target, ev.Text = "never-seen", "whatever"
+		f.send(ev)
+		s.fidBobSays(f, roomID, "m2", "still here")
+
+		// Matrix → network.
+		sent, remote := s.fidSendText(roomID, "my mesage")
+		editResp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+			MsgType: event.MsgText, Body: "* my message",
+			NewContent: &event.MessageEventContent{MsgType: event.MsgText, Body: "my message"},
+			RelatesTo:  (&event.RelatesTo{}).SetReplace(sent),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := f.fidWaitCommand(connector.OpEditMessage, nil)
+		if cmd.Txn != string(editResp.EventID) || cmd.Target != remote || cmd.Text != "my message" || cmd.Chat.ID != fidBob {
+			t.Errorf("edit_message = %+v, want txn %s target %s", cmd, editResp.EventID, remote)
+		}
+	})
 }
 
 func TestDeletesBothWays(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, first := s.fidPortal(f, "m1", "regrettable")
+	s, f, roomID, first := newFidPortal(t, testdb.SQLite(t), "m1", "regrettable")
 	ctx := context.Background()
 
 	ev := fidFromBob(connector.KindDelete, "d1")
@@ -221,16 +199,11 @@ func TestDeletesBothWays(t *testing.T) {
 	ev = fidFromBob(connector.KindDelete, "d2")
 	ev.Target = "m1" // already gone: skipped
 	f.send(ev)
-	f.send(textFrom(fidBob, "m2", "after the deletes"))
-	s.waitMessage(roomID, "after the deletes")
+	s.fidBobSays(f, roomID, "m2", "after the deletes")
 
 	// Matrix → network: the user deletes their own message.
-	resp, err := s.alice.SendText(ctx, roomID, "oops")
-	if err != nil {
-		t.Fatal(err)
-	}
-	remote := s.fidRemoteID(resp.EventID)
-	red, err := s.alice.RedactEvent(ctx, roomID, resp.EventID)
+	sent, remote := s.fidSendText(roomID, "oops")
+	red, err := s.alice.RedactEvent(ctx, roomID, sent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,81 +225,74 @@ func TestDeletesBothWays(t *testing.T) {
 }
 
 func TestReactionsBothWays(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newFidelityStack(t, target, nil)
-			f := s.fidConnect(fakeSetup{})
-			roomID, first := s.fidPortal(f, "m1", "react to me")
-			ctx := context.Background()
-			ghost := s.ghost(fidBob)
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s, f, roomID, first := newFidPortal(t, target, "m1", "react to me")
+		ctx := context.Background()
+		ghost := s.ghost(fidBob)
 
-			ev := fidFromBob(connector.KindReaction, "r1")
-			ev.Target, ev.Key = "m1", "👍"
-			f.send(ev)
-			rx := s.fidRoomEvent(roomID, event.EventReaction, func(evt *event.Event) bool {
-				return evt.Sender == ghost
-			})
-			if rel := rx.Content.AsReaction().RelatesTo; rel.Type != event.RelAnnotation || rel.EventID != first.ID || rel.Key != "👍" {
-				t.Errorf("reaction relates_to = %+v", rel)
-			}
-			ev = fidFromBob(connector.KindReactionRemove, "r2")
-			ev.Target, ev.Key = "m1", "👍"
-			f.send(ev)
-			s.fidRoomEvent(roomID, event.EventRedaction, func(evt *event.Event) bool { return evt.Redacts == rx.ID })
-
-			// Matrix → network: react, then take the reaction back.
-			resp, err := s.alice.SendReaction(ctx, roomID, first.ID, "❤️")
-			if err != nil {
-				t.Fatal(err)
-			}
-			react := f.fidWaitCommand(connector.OpReact, nil)
-			if react.Txn != string(resp.EventID) || react.Target != "m1" || react.Key != "❤️" {
-				t.Errorf("react = %+v", react)
-			}
-			// The network's echo (with the txn) is not posted a second time.
-			echo := &connector.Event{Kind: connector.KindReaction, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
-				Sender: &connector.Sender{ID: testLogin, IsMe: true}, ID: "r-echo", Target: "m1", Key: "❤️", Txn: string(resp.EventID)}
-			f.send(echo)
-			red, err := s.alice.RedactEvent(ctx, roomID, resp.EventID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.fidDeliverRedaction(roomID, red.EventID)
-			unreact := f.fidWaitCommand(connector.OpUnreact, nil)
-			if unreact.Txn != string(red.EventID) || unreact.Target != "m1" || unreact.Key != "❤️" {
-				t.Errorf("unreact = %+v", unreact)
-			}
-			f.send(textFrom(fidBob, "m2", "sentinel"))
-			s.waitMessage(roomID, "sentinel")
-			mine := 0
-			for _, evt := range s.sync.Events(roomID) {
-				if evt.Type == event.EventReaction && evt.Sender == s.alice.UserID {
-					mine++
-				}
-			}
-			if mine != 1 {
-				t.Errorf("alice has %d reaction events, want 1 (the echo must not be posted)", mine)
-			}
-
-			// A network without reactions: the user is told instead of silence.
-			caps := helloFor().Capabilities
-			caps.Reactions = false
-			f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
-			if _, err = s.alice.SendReaction(ctx, roomID, first.ID, "🎉"); err != nil {
-				t.Fatal(err)
-			}
-			s.fidNotice(roomID, "reaction was not delivered", "does not support reactions")
-			if n := len(f.commandsOf(connector.OpReact)); n != 0 {
-				t.Errorf("network without reactions got %d react commands", n)
-			}
+		ev := fidFromBob(connector.KindReaction, "r1")
+		ev.Target, ev.Key = "m1", "👍"
+		f.send(ev)
+		rx := s.fidRoomEvent(roomID, event.EventReaction, func(evt *event.Event) bool {
+			return evt.Sender == ghost
 		})
-	}
+		if rel := rx.Content.AsReaction().RelatesTo; rel.Type != event.RelAnnotation || rel.EventID != first.ID || rel.Key != "👍" {
+			t.Errorf("reaction relates_to = %+v", rel)
+		}
+		ev = fidFromBob(connector.KindReactionRemove, "r2")
+		ev.Target, ev.Key = "m1", "👍"
+		f.send(ev)
+		s.fidRoomEvent(roomID, event.EventRedaction, func(evt *event.Event) bool { return evt.Redacts == rx.ID })
+
+		// Matrix → network: react, then take the reaction back.
+		resp, err := s.alice.SendReaction(ctx, roomID, first.ID, "❤️")
+		if err != nil {
+			t.Fatal(err)
+		}
+		react := f.fidWaitCommand(connector.OpReact, nil)
+		if react.Txn != string(resp.EventID) || react.Target != "m1" || react.Key != "❤️" {
+			t.Errorf("react = %+v", react)
+		}
+		// The network's echo (with the txn) is not posted a second time.
+		echo := &connector.Event{Kind: connector.KindReaction, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat(fidBob),
+			Sender: &connector.Sender{ID: testLogin, IsMe: true}, ID: "r-echo", Target: "m1", Key: "❤️", Txn: string(resp.EventID)}
+		f.send(echo)
+		red, err := s.alice.RedactEvent(ctx, roomID, resp.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.fidDeliverRedaction(roomID, red.EventID)
+		unreact := f.fidWaitCommand(connector.OpUnreact, nil)
+		if unreact.Txn != string(red.EventID) || unreact.Target != "m1" || unreact.Key != "❤️" {
+			t.Errorf("unreact = %+v", unreact)
+		}
+		s.fidBobSays(f, roomID, "m2", "sentinel")
+		mine := 0
+		for _, evt := range s.sync.Events(roomID) {
+			if evt.Type == event.EventReaction && evt.Sender == s.alice.UserID {
+				mine++
+			}
+		}
+		if mine != 1 {
+			t.Errorf("alice has %d reaction events, want 1 (the echo must not be posted)", mine)
+		}
+
+		// A network without reactions: the user is told instead of silence.
+		caps := helloFor().Capabilities
+		caps.Reactions = false
+		f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
+		if _, err = s.alice.SendReaction(ctx, roomID, first.ID, "🎉"); err != nil {
+			t.Fatal(err)
+		}
+		s.fidNotice(roomID, "reaction was not delivered", "does not support reactions")
+		if n := len(f.commandsOf(connector.OpReact)); n != 0 {
+			t.Errorf("network without reactions got %d react commands", n)
+		}
+	})
 }
 
 func TestDeliveryFailures(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m1", "hi")
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
 	ctx := context.Background()
 	setFail := func(e *connector.Error) {
 		f.mu.Lock()
@@ -395,9 +361,7 @@ func TestDeliveryFailures(t *testing.T) {
 // TestUnusableResultDoesNotBlockTheRoom: a send_message answered without a
 // message id cannot be mapped; the user is told, and later messages go on.
 func TestUnusableResultDoesNotBlockTheRoom(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m1", "hi")
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
 	ctx := context.Background()
 	f.mu.Lock()
 	f.blank[connector.OpSendMessage] = true

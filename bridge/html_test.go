@@ -15,9 +15,7 @@ import (
 // reply quote, no javascript: link, no image from outside mxc://. The same
 // holds for an edit's new content.
 func TestRemoteHTMLIsSanitised(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, _ := s.fidPortal(f, "m0", "hello")
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m0", "hello")
 
 	ev := fidFromBob(connector.KindMessage, "m1")
 	ev.Text = "look"

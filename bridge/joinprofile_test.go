@@ -92,35 +92,31 @@ func TestUserJoinShowsProfile(t *testing.T) {
 // their client, or with the bot's start-chat), the ghost's only join already
 // shows the contact's name and picture.
 func TestGhostJoinsAsContact(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
-			pic := s.setAliceProfile("Alice Liddell")
-			srv := newFileServer(t, map[string][]byte{"/c.png": makePNG(t, 12, 12)})
-			f := s.connectFake(nil)
-			f.mu.Lock()
-			f.avatar = &connector.Avatar{ID: "pic-1", URL: srv.URL + "/c.png", MimeType: "image/png"}
-			f.mu.Unlock()
-			hasPic := func(got id.ContentURIString) bool { return got != "" }
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
+		pic := s.setAliceProfile("Alice Liddell")
+		srv := newFileServer(t, map[string][]byte{"/c.png": makePNG(t, 12, 12)})
+		f := s.connectFake(nil)
+		f.mu.Lock()
+		f.avatar = &connector.Avatar{ID: "pic-1", URL: srv.URL + "/c.png", MimeType: "image/png"}
+		f.mu.Unlock()
+		hasPic := func(got id.ContentURIString) bool { return got != "" }
 
-			bob := s.ghost("bob@network")
-			invited := s.createDM(s.alice, bob)
-			s.waitMembership(s.sync, invited, bob, event.MembershipJoin)
-			if got := s.roomOf("bob@network"); got != invited {
-				t.Fatalf("portal room = %s, want %s", got, invited)
-			}
-			s.waitDirect(bob, invited, true)
-			s.checkJoins(invited, bob, "Resolved bob@network", hasPic)
+		bob := s.ghost("bob@network")
+		invited := s.createDM(s.alice, bob)
+		s.waitMembership(s.sync, invited, bob, event.MembershipJoin)
+		if got := s.roomOf("bob@network"); got != invited {
+			t.Fatalf("portal room = %s, want %s", got, invited)
+		}
+		s.waitDirect(bob, invited, true)
+		s.checkJoins(invited, bob, "Resolved bob@network", hasPic)
 
-			bot := s.cfg.BotUserID()
-			mgmt := s.createDM(s.alice, bot)
-			s.waitNotice(s.sync, mgmt, bot, "start-chat")
-			s.command(mgmt, "start-chat carol@network")
-			started := s.roomOf("carol@network")
-			carol := s.ghost("carol@network")
-			s.waitMembership(s.sync, started, s.alice.UserID, event.MembershipJoin)
-			s.checkJoins(started, carol, "Resolved carol@network", hasPic)
-			s.checkJoins(started, s.alice.UserID, "Alice Liddell", func(got id.ContentURIString) bool { return got == pic })
-		})
-	}
+		mgmt, _ := s.managementRoom()
+		s.command(mgmt, "start-chat carol@network")
+		started := s.roomOf("carol@network")
+		carol := s.ghost("carol@network")
+		s.waitMembership(s.sync, started, s.alice.UserID, event.MembershipJoin)
+		s.checkJoins(started, carol, "Resolved carol@network", hasPic)
+		s.checkJoins(started, s.alice.UserID, "Alice Liddell", func(got id.ContentURIString) bool { return got == pic })
+	})
 }

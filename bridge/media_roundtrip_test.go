@@ -137,18 +137,14 @@ func TestFiveMegabyteRoundTrip(t *testing.T) {
 	peak := watchHeap()
 
 	// Matrix → network.
-	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	cmd := s.fidSendFromMatrix(f, roomID, &event.MessageEventContent{
 		MsgType: event.MsgFile, Body: "payload.bin", URL: up.ContentURI.CUString(),
 		Info: &event.FileInfo{MimeType: "application/octet-stream", Size: roundTripBytes},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 	if a := cmd.Attachments[0]; a.URL == "" || len(a.Data) != 0 || a.Size != roundTripBytes {
 		t.Fatalf("5 MiB file went as url=%q data=%d size=%d, want a url", a.URL, len(a.Data), a.Size)
 	}
-	sum, n, ok := ff.get(string(resp.EventID))
+	sum, n, ok := ff.get(cmd.Txn)
 	if !ok || sum != want || n != roundTripBytes {
 		t.Fatalf("connector got %d bytes with sha256 %s, want %d bytes %s", n, sum, roundTripBytes, want)
 	}

@@ -190,14 +190,10 @@ func TestMediaFromMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	cmd := s.fidSendFromMatrix(f, roomID, &event.MessageEventContent{
 		MsgType: event.MsgFile, Body: "tiny.txt", URL: small.ContentURI.CUString(),
 		Info: &event.FileInfo{MimeType: "text/plain", Size: 9},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 	if len(cmd.Attachments) != 1 {
 		t.Fatalf("send_message has %d attachments", len(cmd.Attachments))
 	}
@@ -212,21 +208,17 @@ func TestMediaFromMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	cmd = s.fidSendFromMatrix(f, roomID, &event.MessageEventContent{
 		MsgType: event.MsgImage, Body: "a caption", FileName: "big.png", URL: up.ContentURI.CUString(),
 		Info: &event.FileInfo{MimeType: "image/png", Size: len(pic)},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd = f.fidWaitCommand(connector.OpSendMessage, func(c *connector.Command) bool { return c.Txn == string(resp.EventID) })
 	a := cmd.Attachments[0]
 	if len(a.Data) != 0 || !strings.HasPrefix(a.URL, "http://"+s.cfg.Connector.Listen+connector.MediaPathPrefix) ||
 		a.Name != "big.png" || a.Size != int64(len(pic)) || cmd.Text != "a caption" {
 		t.Errorf("large image went as url=%q name=%q size=%d text=%q", a.URL, a.Name, a.Size, cmd.Text)
 	}
 	sum := sha256.Sum256(pic)
-	if got, _, ok := ff.get(string(resp.EventID)); !ok || got != hex.EncodeToString(sum[:]) {
+	if got, _, ok := ff.get(cmd.Txn); !ok || got != hex.EncodeToString(sum[:]) {
 		t.Errorf("connector fetched checksum %q, want %x", got, sum)
 	}
 	// Without the token the media endpoint refuses.
@@ -257,7 +249,7 @@ func TestMediaFromMatrix(t *testing.T) {
 	}
 
 	// Over the size limit: a notice, no command.
-	resp, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
+	_, err = s.alice.SendMessageEvent(ctx, roomID, event.EventMessage, &event.MessageEventContent{
 		MsgType: event.MsgFile, Body: "big.iso", URL: small.ContentURI.CUString(),
 		Info: &event.FileInfo{MimeType: "application/octet-stream", Size: 3 << 20},
 	})

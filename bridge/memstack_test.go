@@ -29,9 +29,6 @@ func newMemStack(t testing.TB, cfg *config.Config, target testdb.Target, regs []
 	}
 	m.AddToken("alice-token", alice)
 	s := &stack{t: t, cfg: cfg, target: target, mem: m, alice: client}
-	if !o.noBridge {
-		s.startBridge()
-		t.Cleanup(func() { s.stopBridge() })
-	}
+	s.configureAndStart(o)
 	return s
 }

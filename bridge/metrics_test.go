@@ -31,150 +31,148 @@ import (
 // rows while the homeserver is frozen), and readiness must follow the
 // database.
 func TestMetricsAndHealth(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			var proxy *tcpProxy
-			if target.Type == testdb.TypePostgres {
-				// The shared PostgreSQL is never stopped: the bridge reaches
-				// its database through a proxy the test can cut.
-				u, err := url.Parse(target.URI)
-				if err != nil {
-					t.Fatal(err)
-				}
-				proxy = newTCPProxy(t, u.Host)
-				u.Host = proxy.addr
-				target.URI = u.String()
-			}
-			s := newStack(t, target)
-			metricsURL := "http://" + s.br.MetricsAddr().String() + "/metrics"
-			asURL := s.cfg.Appservice.Address
-			ctx := context.Background()
-
-			// Ready before any connector has connected.
-			var ready health.Readiness
-			getJSON(t, asURL+health.ReadyPath, http.StatusOK, &ready)
-			if !ready.Ready || ready.Checks["database"] != "ok" {
-				t.Errorf("ready before any connector = %+v, want ready with database ok", ready)
-			}
-			var st health.Status
-			getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
-			if st.Status != "ok" || !st.Database.OK || st.Homeserver.LastSuccess == nil || len(st.Connectors) != 0 {
-				t.Errorf("health at start = %+v, want ok, database ok, a homeserver success (the bot's registration), no connectors", st)
-			}
-
-			m0 := scrape(t, metricsURL)
-			f := s.connectFake(nil)
-			f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin,
-				Contact: &connector.Contact{ID: "bob@network", Name: "Bob"}})
-			for i := 1; i <= 3; i++ {
-				f.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("from bob %d", i)))
-			}
-			room := s.roomOf("bob@network")
-			s.waitMessage(room, "from bob 3")
-			remoteOK := func(kind string) labels {
-				return labels{"direction": "remote_to_matrix", "kind": kind, "result": "ok"}
-			}
-			// The counter moves once the mapping is stored, just after the
-			// homeserver has the event.
-			m1 := waitMetric(t, metricsURL, "dmbridge_events_total", remoteOK("message"), m0.value("dmbridge_events_total", remoteOK("message"))+3)
-			wantDelta(t, m0, m1, "dmbridge_events_total", remoteOK("contact"), 1)
-			wantDelta(t, m0, m1, "dmbridge_bridge_latency_seconds", labels{"direction": "remote_to_matrix", "kind": "message"}, 3)
-			wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "createRoom"}, 1)
-			// The double puppet's join.
-			wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "join"}, 1)
-			if d := m1.value("dmbridge_homeserver_requests_total", labels{"class": "send"}) - m0.value("dmbridge_homeserver_requests_total", labels{"class": "send"}); d < 3 {
-				t.Errorf("homeserver send requests moved by %v, want at least the 3 messages", d)
-			}
-			wantValue(t, m1, "dmbridge_connector_connects_total", labels{"connector": "fake"}, 1)
-			wantValue(t, m1, "dmbridge_connector_connected", labels{"connector": "fake"}, 1)
-			wantValue(t, m1, "dmbridge_logins", labels{"connector": "fake", "state": "connected"}, 1)
-			wantValue(t, m1, "dmbridge_portals", nil, 1)
-			wantValue(t, m1, "dmbridge_ghosts", nil, 1)
-			wantValue(t, m1, "dmbridge_database_up", nil, 1)
-
-			// Matrix → remote.
-			for i := 1; i <= 2; i++ {
-				if _, err := s.alice.SendText(ctx, room, fmt.Sprintf("to bob %d", i)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			sendOK := labels{"direction": "matrix_to_remote", "kind": "send_message", "result": "ok"}
-			m2 := waitMetric(t, metricsURL, "dmbridge_events_total", sendOK, 2)
-			wantValue(t, m2, "dmbridge_bridge_latency_seconds", labels{"direction": "matrix_to_remote", "kind": "send_message"}, 2)
-			if n := len(f.commandsOf(connector.OpSendMessage)); n != 2 {
-				t.Errorf("connector got %d send_message commands, want 2", n)
-			}
-			getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
-			if len(st.Connectors) != 1 || st.Connectors[0] != (health.ConnectorStatus{ID: "fake", Connected: true}) ||
-				len(st.Logins) != 1 || st.Logins[0].ID != testLogin || st.Logins[0].Connector != "fake" || st.Logins[0].State != "connected" {
-				t.Errorf("health connectors %+v logins %+v, want fake connected and %s connected", st.Connectors, st.Logins, testLogin)
-			}
-
-			// A command waits while the connector is away.
-			f.stop()
-			waitMetric(t, metricsURL, "dmbridge_connector_connected", labels{"connector": "fake"}, 0)
-			if _, err := s.alice.SendText(ctx, room, "while away"); err != nil {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		var proxy *tcpProxy
+		if target.Type == testdb.TypePostgres {
+			// The shared PostgreSQL is never stopped: the bridge reaches
+			// its database through a proxy the test can cut.
+			u, err := url.Parse(target.URI)
+			if err != nil {
 				t.Fatal(err)
 			}
-			waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "commands"}, 1)
-			f = s.connectFakeWith(fakeSetup{store: f.store})
-			waitMetric(t, metricsURL, "dmbridge_events_total", sendOK, 3)
-			m3 := waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "commands"}, 0)
-			wantValue(t, m3, "dmbridge_connector_connects_total", labels{"connector": "fake"}, 2)
+			proxy = newTCPProxy(t, u.Host)
+			u.Host = proxy.addr
+			target.URI = u.String()
+		}
+		s := newStack(t, target)
+		metricsURL := "http://" + s.br.MetricsAddr().String() + "/metrics"
+		asURL := s.cfg.Appservice.Address
+		ctx := context.Background()
 
-			// Inbox rows wait while the homeserver is frozen: the connector's
-			// events are stored and acked, but cannot be sent.
-			pid := s.hs.Pid()
-			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		// Ready before any connector has connected.
+		var ready health.Readiness
+		getJSON(t, asURL+health.ReadyPath, http.StatusOK, &ready)
+		if !ready.Ready || ready.Checks["database"] != "ok" {
+			t.Errorf("ready before any connector = %+v, want ready with database ok", ready)
+		}
+		var st health.Status
+		getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
+		if st.Status != "ok" || !st.Database.OK || st.Homeserver.LastSuccess == nil || len(st.Connectors) != 0 {
+			t.Errorf("health at start = %+v, want ok, database ok, a homeserver success (the bot's registration), no connectors", st)
+		}
+
+		m0 := scrape(t, metricsURL)
+		f := s.connectFake(nil)
+		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin,
+			Contact: &connector.Contact{ID: "bob@network", Name: "Bob"}})
+		for i := 1; i <= 3; i++ {
+			f.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("from bob %d", i)))
+		}
+		room := s.roomOf("bob@network")
+		s.waitMessage(room, "from bob 3")
+		remoteOK := func(kind string) labels {
+			return labels{"direction": "remote_to_matrix", "kind": kind, "result": "ok"}
+		}
+		// The counter moves once the mapping is stored, just after the
+		// homeserver has the event.
+		m1 := waitMetric(t, metricsURL, "dmbridge_events_total", remoteOK("message"), m0.value("dmbridge_events_total", remoteOK("message"))+3)
+		wantDelta(t, m0, m1, "dmbridge_events_total", remoteOK("contact"), 1)
+		wantDelta(t, m0, m1, "dmbridge_bridge_latency_seconds", labels{"direction": "remote_to_matrix", "kind": "message"}, 3)
+		wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "createRoom"}, 1)
+		// The double puppet's join.
+		wantDelta(t, m0, m1, "dmbridge_homeserver_requests_total", labels{"class": "join"}, 1)
+		if d := m1.value("dmbridge_homeserver_requests_total", labels{"class": "send"}) - m0.value("dmbridge_homeserver_requests_total", labels{"class": "send"}); d < 3 {
+			t.Errorf("homeserver send requests moved by %v, want at least the 3 messages", d)
+		}
+		wantValue(t, m1, "dmbridge_connector_connects_total", labels{"connector": "fake"}, 1)
+		wantValue(t, m1, "dmbridge_connector_connected", labels{"connector": "fake"}, 1)
+		wantValue(t, m1, "dmbridge_logins", labels{"connector": "fake", "state": "connected"}, 1)
+		wantValue(t, m1, "dmbridge_portals", nil, 1)
+		wantValue(t, m1, "dmbridge_ghosts", nil, 1)
+		wantValue(t, m1, "dmbridge_database_up", nil, 1)
+
+		// Matrix → remote.
+		for i := 1; i <= 2; i++ {
+			if _, err := s.alice.SendText(ctx, room, fmt.Sprintf("to bob %d", i)); err != nil {
 				t.Fatal(err)
 			}
-			resumed := false
-			resume := func() {
-				if !resumed {
-					resumed = true
-					_ = syscall.Kill(pid, syscall.SIGCONT)
-				}
-			}
-			t.Cleanup(resume)
-			for i := 4; i <= 6; i++ {
-				f.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("from bob %d", i)))
-			}
-			waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "inbox"}, 3)
-			resume()
-			waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "inbox"}, 0)
-			m4 := waitMetric(t, metricsURL, "dmbridge_events_total", remoteOK("message"), m0.value("dmbridge_events_total", remoteOK("message"))+6)
-			s.waitMessage(room, "from bob 6")
-			wantValue(t, m4, "dmbridge_parked_events", labels{"direction": "remote_to_matrix"}, 0)
-			wantValue(t, m4, "dmbridge_parked_events", labels{"direction": "matrix_to_remote"}, 0)
+		}
+		sendOK := labels{"direction": "matrix_to_remote", "kind": "send_message", "result": "ok"}
+		m2 := waitMetric(t, metricsURL, "dmbridge_events_total", sendOK, 2)
+		wantValue(t, m2, "dmbridge_bridge_latency_seconds", labels{"direction": "matrix_to_remote", "kind": "send_message"}, 2)
+		if n := len(f.commandsOf(connector.OpSendMessage)); n != 2 {
+			t.Errorf("connector got %d send_message commands, want 2", n)
+		}
+		getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
+		if len(st.Connectors) != 1 || st.Connectors[0] != (health.ConnectorStatus{ID: "fake", Connected: true}) ||
+			len(st.Logins) != 1 || st.Logins[0].ID != testLogin || st.Logins[0].Connector != "fake" || st.Logins[0].State != "connected" {
+			t.Errorf("health connectors %+v logins %+v, want fake connected and %s connected", st.Connectors, st.Logins, testLogin)
+		}
 
-			// The database goes away: not ready, still healthy (the process is
-			// up) with the database shown down, and metrics still served.
-			if proxy != nil {
-				proxy.stop()
-			} else {
-				if err := s.br.DB.RawDB.Close(); err != nil {
-					t.Fatal(err)
-				}
+		// A command waits while the connector is away.
+		f.stop()
+		waitMetric(t, metricsURL, "dmbridge_connector_connected", labels{"connector": "fake"}, 0)
+		if _, err := s.alice.SendText(ctx, room, "while away"); err != nil {
+			t.Fatal(err)
+		}
+		waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "commands"}, 1)
+		f = s.connectFakeWith(fakeSetup{store: f.store})
+		waitMetric(t, metricsURL, "dmbridge_events_total", sendOK, 3)
+		m3 := waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "commands"}, 0)
+		wantValue(t, m3, "dmbridge_connector_connects_total", labels{"connector": "fake"}, 2)
+
+		// Inbox rows wait while the homeserver is frozen: the connector's
+		// events are stored and acked, but cannot be sent.
+		pid := s.hs.Pid()
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		resumed := false
+		resume := func() {
+			if !resumed {
+				resumed = true
+				_ = syscall.Kill(pid, syscall.SIGCONT)
 			}
-			tesths.WaitFor(t, 20*time.Second, "ready to answer 503", func() (bool, error) {
-				var r health.Readiness
-				code := fetchJSON(t, asURL+health.ReadyPath, &r)
-				return code == http.StatusServiceUnavailable && !r.Ready && r.Checks["database"] != "ok", nil
-			})
-			getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
-			if st.Status != "degraded" || st.Database.OK || st.Database.Error == "" {
-				t.Errorf("health with the database down = %+v, want degraded with a database error", st)
+		}
+		t.Cleanup(resume)
+		for i := 4; i <= 6; i++ {
+			f.send(textFrom("bob@network", fmt.Sprintf("m%d", i), fmt.Sprintf("from bob %d", i)))
+		}
+		waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "inbox"}, 3)
+		resume()
+		waitMetric(t, metricsURL, "dmbridge_queue_depth", labels{"queue": "inbox"}, 0)
+		m4 := waitMetric(t, metricsURL, "dmbridge_events_total", remoteOK("message"), m0.value("dmbridge_events_total", remoteOK("message"))+6)
+		s.waitMessage(room, "from bob 6")
+		wantValue(t, m4, "dmbridge_parked_events", labels{"direction": "remote_to_matrix"}, 0)
+		wantValue(t, m4, "dmbridge_parked_events", labels{"direction": "matrix_to_remote"}, 0)
+
+		// The database goes away: not ready, still healthy (the process is
+		// up) with the database shown down, and metrics still served.
+		if proxy != nil {
+			proxy.stop()
+		} else {
+			if err := s.br.DB.RawDB.Close(); err != nil {
+				t.Fatal(err)
 			}
-			wantValue(t, scrape(t, metricsURL), "dmbridge_database_up", nil, 0)
-			if proxy != nil {
-				proxy.start()
-				tesths.WaitFor(t, 20*time.Second, "ready again", func() (bool, error) {
-					var r health.Readiness
-					return fetchJSON(t, asURL+health.ReadyPath, &r) == http.StatusOK && r.Ready, nil
-				})
-			}
+		}
+		tesths.WaitFor(t, 20*time.Second, "ready to answer 503", func() (bool, error) {
+			var r health.Readiness
+			code := fetchJSON(t, asURL+health.ReadyPath, &r)
+			return code == http.StatusServiceUnavailable && !r.Ready && r.Checks["database"] != "ok", nil
 		})
-	}
+		getJSON(t, asURL+health.HealthPath, http.StatusOK, &st)
+		if st.Status != "degraded" || st.Database.OK || st.Database.Error == "" {
+			t.Errorf("health with the database down = %+v, want degraded with a database error", st)
+		}
+		wantValue(t, scrape(t, metricsURL), "dmbridge_database_up", nil, 0)
+		if proxy != nil {
+			proxy.start()
+			tesths.WaitFor(t, 20*time.Second, "ready again", func() (bool, error) {
+				var r health.Readiness
+				return fetchJSON(t, asURL+health.ReadyPath, &r) == http.StatusOK && r.Ready, nil
+			})
+		}
+	})
 }
 
 type labels map[string]string
@@ -259,8 +257,8 @@ func wantDelta(t testing.TB, before, after scrapeResult, name string, l labels, 
 	}
 }
 
-// fetchJSON decodes a JSON answer and returns its status code.
-func fetchJSON(t testing.TB, u string, into any) int {
+// httpGet fetches u and returns the response with its whole body (closed).
+func httpGet(t testing.TB, u string) (*http.Response, []byte) {
 	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
@@ -271,6 +269,13 @@ func fetchJSON(t testing.TB, u string, into any) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp, body
+}
+
+// fetchJSON decodes a JSON answer and returns its status code.
+func fetchJSON(t testing.TB, u string, into any) int {
+	t.Helper()
+	resp, body := httpGet(t, u)
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("GET %s: Content-Type %q", u, ct)
 	}

@@ -32,88 +32,86 @@ func TestHomeserverOutageLosesNothing(t *testing.T) {
 		}
 		outage, retryCap, every = d, 30*time.Second, 2*time.Second
 	}
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newProxiedStack(t, target, func(cfg *config.Config) {
-				cfg.Bridge.RetryMaxDelay = config.Duration(retryCap)
-			})
-			f := s.connectFake(nil)
-			f.send(textFrom("bob@network", "b0", "bob 0"))
-			bobRoom := s.roomOf("bob@network")
-			s.waitMessage(bobRoom, "bob 0")
-			ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newProxiedStack(t, target, func(cfg *config.Config) {
+			cfg.Bridge.RetryMaxDelay = config.Duration(retryCap)
+		})
+		f := s.connectFake(nil)
+		f.send(textFrom("bob@network", "b0", "bob 0"))
+		bobRoom := s.roomOf("bob@network")
+		s.waitMessage(bobRoom, "bob 0")
+		ctx := context.Background()
 
-			bobSent, carolSent, aliceSent := []string{"bob 0"}, []string{}, map[string]bool{}
-			s.proxy.down.Store(true)
-			start, restarted := time.Now(), false
-			for i := 1; time.Since(start) < outage; i++ {
-				body := fmt.Sprintf("bob %d", i)
-				f.send(textFrom("bob@network", fmt.Sprintf("b%d", i), body))
-				bobSent = append(bobSent, body)
-				if i%3 == 1 {
-					body = fmt.Sprintf("carol %d", i)
-					f.send(textFrom("carol@network", fmt.Sprintf("c%d", i), body))
-					carolSent = append(carolSent, body)
-				}
-				if i%3 == 2 {
-					resp, err := s.alice.SendText(ctx, bobRoom, fmt.Sprintf("alice %d", i))
-					if err != nil {
-						t.Fatal(err)
-					}
-					aliceSent[string(resp.EventID)] = true
-				}
-				if !restarted && time.Since(start) > outage/2 {
-					s.restartBridge()
-					restarted = true
-				}
-				time.Sleep(every)
+		bobSent, carolSent, aliceSent := []string{"bob 0"}, []string{}, map[string]bool{}
+		s.proxy.down.Store(true)
+		start, restarted := time.Now(), false
+		for i := 1; time.Since(start) < outage; i++ {
+			body := fmt.Sprintf("bob %d", i)
+			f.send(textFrom("bob@network", fmt.Sprintf("b%d", i), body))
+			bobSent = append(bobSent, body)
+			if i%3 == 1 {
+				body = fmt.Sprintf("carol %d", i)
+				f.send(textFrom("carol@network", fmt.Sprintf("c%d", i), body))
+				carolSent = append(carolSent, body)
 			}
-			turned := s.proxy.turned.Load()
-			s.proxy.down.Store(false)
-			t.Logf("outage of %s over: the proxy turned away %d requests", time.Since(start).Round(time.Second), turned)
+			if i%3 == 2 {
+				resp, err := s.alice.SendText(ctx, bobRoom, fmt.Sprintf("alice %d", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				aliceSent[string(resp.EventID)] = true
+			}
+			if !restarted && time.Since(start) > outage/2 {
+				s.restartBridge()
+				restarted = true
+			}
+			time.Sleep(every)
+		}
+		turned := s.proxy.turned.Load()
+		s.proxy.down.Store(false)
+		t.Logf("outage of %s over: the proxy turned away %d requests", time.Since(start).Round(time.Second), turned)
 
-			// The first try after the outage may be a whole retry cap away.
-			deadline := 2*retryCap + 2*time.Minute
-			carolRoom := s.roomWithin("carol@network", deadline)
-			var bob, carol faultTally
-			fault := fmt.Sprintf("homeserver outage of %s", outage)
-			tesths.WaitFor(t, deadline, "every message in the rooms", func() (bool, error) {
-				bobGot, err := s.timelineBodies(ctx, bobRoom)
-				if err != nil {
-					return false, err
-				}
-				carolGot, err := s.timelineBodies(ctx, carolRoom)
-				if err != nil {
-					return false, err
-				}
-				bob, carol = tally(fault+", existing chat", target.Name, bobSent, bobGot), tally(fault+", new contact", target.Name, carolSent, carolGot)
-				return bob.Lost == 0 && carol.Lost == 0, nil
-			})
-			tesths.WaitFor(t, deadline, "the user's messages at the connector", func() (bool, error) {
-				return len(f.commandsOf(connector.OpSendMessage)) >= len(aliceSent), nil
-			})
-			time.Sleep(2 * time.Second) // anything doubled has time to show
+		// The first try after the outage may be a whole retry cap away.
+		deadline := 2*retryCap + 2*time.Minute
+		carolRoom := s.roomWithin("carol@network", deadline)
+		var bob, carol faultTally
+		fault := fmt.Sprintf("homeserver outage of %s", outage)
+		tesths.WaitFor(t, deadline, "every message in the rooms", func() (bool, error) {
 			bobGot, err := s.timelineBodies(ctx, bobRoom)
 			if err != nil {
-				t.Fatal(err)
+				return false, err
 			}
 			carolGot, err := s.timelineBodies(ctx, carolRoom)
 			if err != nil {
-				t.Fatal(err)
+				return false, err
 			}
 			bob, carol = tally(fault+", existing chat", target.Name, bobSent, bobGot), tally(fault+", new contact", target.Name, carolSent, carolGot)
-			atConnector := map[string]int{}
-			for _, c := range f.commandsOf(connector.OpSendMessage) {
-				atConnector[c.Txn]++
-			}
-			var txns []string
-			for txn := range aliceSent {
-				txns = append(txns, txn)
-			}
-			alice := tally(fault+", user to network", target.Name, txns, atConnector)
-			for _, tl := range []faultTally{bob, carol, alice} {
-				tl.check(t)
-			}
+			return bob.Lost == 0 && carol.Lost == 0, nil
 		})
-	}
+		tesths.WaitFor(t, deadline, "the user's messages at the connector", func() (bool, error) {
+			return len(f.commandsOf(connector.OpSendMessage)) >= len(aliceSent), nil
+		})
+		time.Sleep(2 * time.Second) // anything doubled has time to show
+		bobGot, err := s.timelineBodies(ctx, bobRoom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carolGot, err := s.timelineBodies(ctx, carolRoom)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bob, carol = tally(fault+", existing chat", target.Name, bobSent, bobGot), tally(fault+", new contact", target.Name, carolSent, carolGot)
+		atConnector := map[string]int{}
+		for _, c := range f.commandsOf(connector.OpSendMessage) {
+			atConnector[c.Txn]++
+		}
+		var txns []string
+		for txn := range aliceSent {
+			txns = append(txns, txn)
+		}
+		alice := tally(fault+", user to network", target.Name, txns, atConnector)
+		for _, tl := range []faultTally{bob, carol, alice} {
+			tl.check(t)
+		}
+	})
 }

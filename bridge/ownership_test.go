@@ -57,82 +57,78 @@ func (s *stack) helloRaw(t *testing.T, token, connectorID string, want []string,
 // ghost as a login's owner is refused with M_FORBIDDEN, and nothing is
 // stored for those logins.
 func TestLoginOwnerMustBeAPerson(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			ghost := s.ghost("bob@network")
-			conn, refused := s.helloRaw(t, testConnectorToken, "raw", []string{"bot-login", "ghost-login"},
-				connector.Login{ID: "bot-login", MatrixUser: string(s.cfg.BotUserID())},
-				connector.Login{ID: "ghost-login", MatrixUser: string(ghost)})
-			t.Logf("refusals: %v", refused)
-			// An event for such a login is refused too, and creates nothing.
-			ev := textFrom("carol@network", "m1", "through the ghost")
-			ev.Login = "ghost-login"
-			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
-				t.Fatal(err)
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ghost := s.ghost("bob@network")
+		conn, refused := s.helloRaw(t, testConnectorToken, "raw", []string{"bot-login", "ghost-login"},
+			connector.Login{ID: "bot-login", MatrixUser: string(s.cfg.BotUserID())},
+			connector.Login{ID: "ghost-login", MatrixUser: string(ghost)})
+		t.Logf("refusals: %v", refused)
+		// An event for such a login is refused too, and creates nothing.
+		ev := textFrom("carol@network", "m1", "through the ghost")
+		ev.Login = "ghost-login"
+		if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+			t.Fatal(err)
+		}
+		expectErr(t, conn, connector.ErrForbidden)
+		for query, want := range map[string]int{
+			"SELECT COUNT(*) FROM login":  0,
+			"SELECT COUNT(*) FROM portal": 0,
+			"SELECT COUNT(*) FROM inbox":  0,
+		} {
+			if n := s.countRows(query); n != want {
+				t.Errorf("%s = %d, want %d", query, n, want)
 			}
-			expectErr(t, conn, connector.ErrForbidden)
-			for query, want := range map[string]int{
-				"SELECT COUNT(*) FROM login":  0,
-				"SELECT COUNT(*) FROM portal": 0,
-				"SELECT COUNT(*) FROM inbox":  0,
-			} {
-				if n := s.countRows(query); n != want {
-					t.Errorf("%s = %d, want %d", query, n, want)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestLoginCannotChangeOwner: a second connector announcing alice's login,
 // for bob or for alice herself, is refused; the login stays alice's on her
 // connector, and alice keeps getting her contacts' messages through it.
 func TestLoginCannotChangeOwner(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			bob := s.hs.CreateUser(t, "bob")
-			f := s.connectFake(nil)
-			f.send(textFrom("carol@network", "m1", "before the takeover"))
-			room := s.roomOf("carol@network")
-			s.waitMessage(room, "before the takeover")
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		bob := s.hs.CreateUser(t, "bob")
+		f := s.connectFake(nil)
+		f.send(textFrom("carol@network", "m1", "before the takeover"))
+		room := s.roomOf("carol@network")
+		s.waitMessage(room, "before the takeover")
 
-			// Another Matrix owner, and the same owner through another
-			// connector holding the shared token: either would pour the
-			// intruder's traffic into alice's rooms and lock her connector out.
-			for i, owner := range []id.UserID{bob.UserID, s.alice.UserID} {
-				conn, refused := s.helloRaw(t, testConnectorToken, fmt.Sprintf("raw%d", i), []string{testLogin},
-					connector.Login{ID: testLogin, MatrixUser: string(owner), Name: "Intruder"})
-				t.Logf("refusal for %s: %s", owner, refused[testLogin])
-				var stored, connectorID string
-				if err := s.br.DB.QueryRow(context.Background(), "SELECT matrix_user, connector_id FROM login WHERE id=$1", testLogin).Scan(&stored, &connectorID); err != nil {
-					t.Fatal(err)
-				}
-				if stored != string(s.alice.UserID) || connectorID != "fake" {
-					t.Errorf("login after the refused move to %s: owner %s, connector %s", owner, stored, connectorID)
-				}
-				// The intruder cannot send for the login either.
-				ev := textFrom("carol@network", fmt.Sprintf("x%d", i), "from the intruder")
-				if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
-					t.Fatal(err)
-				}
-				expectErr(t, conn, connector.ErrForbidden)
+		// Another Matrix owner, and the same owner through another
+		// connector holding the shared token: either would pour the
+		// intruder's traffic into alice's rooms and lock her connector out.
+		for i, owner := range []id.UserID{bob.UserID, s.alice.UserID} {
+			conn, refused := s.helloRaw(t, testConnectorToken, fmt.Sprintf("raw%d", i), []string{testLogin},
+				connector.Login{ID: testLogin, MatrixUser: string(owner), Name: "Intruder"})
+			t.Logf("refusal for %s: %s", owner, refused[testLogin])
+			var stored, connectorID string
+			if err := s.br.DB.QueryRow(context.Background(), "SELECT matrix_user, connector_id FROM login WHERE id=$1", testLogin).Scan(&stored, &connectorID); err != nil {
+				t.Fatal(err)
+			}
+			if stored != string(s.alice.UserID) || connectorID != "fake" {
+				t.Errorf("login after the refused move to %s: owner %s, connector %s", owner, stored, connectorID)
+			}
+			// The intruder cannot send for the login either.
+			ev := textFrom("carol@network", fmt.Sprintf("x%d", i), "from the intruder")
+			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+				t.Fatal(err)
+			}
+			expectErr(t, conn, connector.ErrForbidden)
 
-				body := fmt.Sprintf("after takeover attempt %d", i)
-				f.send(textFrom("carol@network", fmt.Sprintf("m%d", i+2), body))
-				s.waitMessage(room, body)
+			body := fmt.Sprintf("after takeover attempt %d", i)
+			f.send(textFrom("carol@network", fmt.Sprintf("m%d", i+2), body))
+			s.waitMessage(room, body)
+		}
+		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 1 {
+			t.Errorf("%d portals, want alice's one", n)
+		}
+		for _, evt := range s.messagesIn(room) {
+			if body := evt.Content.AsMessage().Body; body == "from the intruder" {
+				t.Errorf("the intruder's message reached alice's room")
 			}
-			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 1 {
-				t.Errorf("%d portals, want alice's one", n)
-			}
-			for _, evt := range s.messagesIn(room) {
-				if body := evt.Content.AsMessage().Body; body == "from the intruder" {
-					t.Errorf("the intruder's message reached alice's room")
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // TestConnectorTokenLimitedToServer: a connector with a token of its own
@@ -140,47 +136,44 @@ func TestLoginCannotChangeOwner(t *testing.T) {
 // login, while one allowed localhost serves her; and neither own token can
 // be used under another connector id.
 func TestConnectorTokenLimitedToServer(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			const (
-				elsewhereToken = "token-of-the-elsewhere-connector-0123"
-				localToken     = "token-of-the-local-connector-0123456"
-			)
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Connector.Connectors = []config.ConnectorAccess{
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		const (
+			elsewhereToken = "token-of-the-elsewhere-connector-0123"
+			localToken     = "token-of-the-local-connector-0123456"
+		)
+		s := newStack(t, target, stackOptions{configure: func(c *config.Config) {
+			c.Connector.Connectors = []config.ConnectorAccess{
 				{ID: "elsewhere", Token: elsewhereToken, AllowedServers: []string{"example.org"}},
 				{ID: "local", Token: localToken, AllowedServers: []string{"localhost"}},
 			}
-			s.startBridge()
-			t.Cleanup(s.stopBridge)
-			alice := connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}
+		}})
+		alice := connector.Login{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected}
 
-			conn, refused := s.helloRaw(t, elsewhereToken, "elsewhere", []string{testLogin}, alice)
-			t.Logf("refusal: %s", refused[testLogin])
-			if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, textFrom("carol@network", "e1", "wrong server")); err != nil {
-				t.Fatal(err)
-			}
-			expectErr(t, conn, connector.ErrForbidden)
-			if n := s.countRows("SELECT COUNT(*) FROM login"); n != 0 {
-				t.Errorf("the refused login left %d rows", n)
-			}
+		conn, refused := s.helloRaw(t, elsewhereToken, "elsewhere", []string{testLogin}, alice)
+		t.Logf("refusal: %s", refused[testLogin])
+		if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, textFrom("carol@network", "e1", "wrong server")); err != nil {
+			t.Fatal(err)
+		}
+		expectErr(t, conn, connector.ErrForbidden)
+		if n := s.countRows("SELECT COUNT(*) FROM login"); n != 0 {
+			t.Errorf("the refused login left %d rows", n)
+		}
 
-			// The local connector's token cannot pose as another id.
-			impostor, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, localToken, []string{connector.Subprotocol})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer impostor.Close()
-			hello := helloFor(alice)
-			hello.Connector.ID = "elsewhere"
-			if err = impostor.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
-				t.Fatal(err)
-			}
-			expectErr(t, impostor, connector.ErrForbidden)
+		// The local connector's token cannot pose as another id.
+		impostor, _, err := rawconn.Dial(context.Background(), "ws://"+s.cfg.Connector.Listen+connector.Path, localToken, []string{connector.Subprotocol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer impostor.Close()
+		hello := helloFor(alice)
+		hello.Connector.ID = "elsewhere"
+		if err = impostor.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+			t.Fatal(err)
+		}
+		expectErr(t, impostor, connector.ErrForbidden)
 
-			f := s.connectFakeWith(fakeSetup{id: "local", token: localToken})
-			f.send(textFrom("carol@network", "m1", "through the local connector"))
-			s.waitMessage(s.roomOf("carol@network"), "through the local connector")
-		})
-	}
+		f := s.connectFakeWith(fakeSetup{id: "local", token: localToken})
+		f.send(textFrom("carol@network", "m1", "through the local connector"))
+		s.waitMessage(s.roomOf("carol@network"), "through the local connector")
+	})
 }

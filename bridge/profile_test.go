@@ -47,8 +47,7 @@ func TestContactProfileChange(t *testing.T) {
 
 	// The same picture again (same avatar id) is not fetched again.
 	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: contact})
-	f.send(textFrom(fidBob, "m2", "same me"))
-	s.waitMessage(roomID, "same me")
+	s.fidBobSays(f, roomID, "m2", "same me")
 	if n := srv.hitsOf("/bob.png"); n != 1 {
 		t.Errorf("avatar fetched %d times, want once", n)
 	}

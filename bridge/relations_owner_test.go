@@ -15,6 +15,19 @@ import (
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
+// wantNotRedacted fails the test if the event (what, in the message) is
+// redacted in the room as alice's homeserver serves it.
+func (s *stack) wantNotRedacted(roomID id.RoomID, eventID id.EventID, what string) {
+	s.t.Helper()
+	got, err := s.alice.GetEvent(context.Background(), roomID, eventID)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if got.Unsigned.RedactedBecause != nil || len(got.Content.Raw) == 0 {
+		s.t.Errorf("%s was redacted", what)
+	}
+}
+
 // TestContactCannotChangeTheUsersMessages: the ghost has the power to
 // redact anything in the portal, so the bridge itself must check whose
 // message an edit or a deletion from the network targets. The contact's
@@ -22,86 +35,73 @@ import (
 // device) edit and deletion of the contact's message, change nothing in the
 // room; the contact's edit of its own message still goes through.
 func TestContactCannotChangeTheUsersMessages(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newFidelityStack(t, target, nil)
-			f := s.fidConnect(fakeSetup{})
-			roomID, bobsMsg := s.fidPortal(f, "m1", "bob's words")
-			ctx := context.Background()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s, f, roomID, bobsMsg := newFidPortal(t, target, "m1", "bob's words")
+		ctx := context.Background()
 
-			mine, err := s.alice.SendText(ctx, roomID, "alice's words")
-			if err != nil {
-				t.Fatal(err)
-			}
-			myRemote := s.fidRemoteID(mine.EventID)
+		mine, err := s.alice.SendText(ctx, roomID, "alice's words")
+		if err != nil {
+			t.Fatal(err)
+		}
+		myRemote := s.fidRemoteID(mine.EventID)
 
-			attacks := []*connector.Event{
-				fidFromBob(connector.KindEdit, "e-bad"),
-				fidFromBob(connector.KindDelete, "d-bad"),
-				fidFromBob(connector.KindEdit, "e-bad-me"),
-				fidFromBob(connector.KindDelete, "d-bad-me"),
-			}
-			attacks[0].Target, attacks[0].Text = myRemote, "bob rewrote alice"
-			attacks[1].Target = myRemote
-			// "The user on another device" changing the contact's message.
-			for _, ev := range attacks[2:] {
-				ev.Sender = &connector.Sender{ID: testLogin, IsMe: true}
-				ev.Target = "m1"
-			}
-			attacks[2].Text = "alice rewrote bob"
-			// The contact's edit of its own message is fine.
-			ok := fidFromBob(connector.KindEdit, "e-ok")
-			ok.Target, ok.Text = "m1", "bob's better words"
-			for _, ev := range []*connector.Event{attacks[0], attacks[1], ok, attacks[2], attacks[3]} {
-				f.send(ev)
-			}
-			s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
-				msg := evt.Content.AsMessage()
-				return msg.RelatesTo.GetReplaceID() == bobsMsg.ID && msg.NewContent != nil && msg.NewContent.Body == "bob's better words"
-			})
-			// The portal is ordered: once this shows, every attack was handled.
-			f.send(textFrom(fidBob, "m2", "the end"))
-			s.waitMessage(roomID, "the end")
-
-			// What the homeserver holds, not only what sync delivered.
-			resp, err := s.alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, evt := range resp.Chunk {
-				if evt.Type == event.EventRedaction {
-					t.Errorf("redaction in the room: %s redacts %s", evt.ID, evt.Redacts)
-				}
-				if evt.Type != event.EventMessage {
-					continue
-				}
-				_ = evt.Content.ParseRaw(evt.Type)
-				msg := evt.Content.AsMessage()
-				if replaced := msg.RelatesTo.GetReplaceID(); replaced == mine.EventID ||
-					(replaced == bobsMsg.ID && (msg.NewContent == nil || msg.NewContent.Body != "bob's better words")) {
-					t.Errorf("forbidden edit in the room: %s", evt.Content.VeryRaw)
-				}
-			}
-			for _, ev := range []id.EventID{mine.EventID, bobsMsg.ID} {
-				got, err := s.alice.GetEvent(ctx, roomID, ev)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got.Unsigned.RedactedBecause != nil || len(got.Content.Raw) == 0 {
-					t.Errorf("%s was redacted", ev)
-				}
-			}
+		attacks := []*connector.Event{
+			fidFromBob(connector.KindEdit, "e-bad"),
+			fidFromBob(connector.KindDelete, "d-bad"),
+			fidFromBob(connector.KindEdit, "e-bad-me"),
+			fidFromBob(connector.KindDelete, "d-bad-me"),
+		}
+		attacks[0].Target, attacks[0].Text = myRemote, "bob rewrote alice"
+		attacks[1].Target = myRemote
+		// "The user on another device" changing the contact's message.
+		for _, ev := range attacks[2:] {
+			ev.Sender = &connector.Sender{ID: testLogin, IsMe: true}
+			ev.Target = "m1"
+		}
+		attacks[2].Text = "alice rewrote bob"
+		// The contact's edit of its own message is fine.
+		ok := fidFromBob(connector.KindEdit, "e-ok")
+		ok.Target, ok.Text = "m1", "bob's better words"
+		for _, ev := range []*connector.Event{attacks[0], attacks[1], ok, attacks[2], attacks[3]} {
+			f.send(ev)
+		}
+		s.fidRoomEvent(roomID, event.EventMessage, func(evt *event.Event) bool {
+			msg := evt.Content.AsMessage()
+			return msg.RelatesTo.GetReplaceID() == bobsMsg.ID && msg.NewContent != nil && msg.NewContent.Body == "bob's better words"
 		})
-	}
+		// The portal is ordered: once this shows, every attack was handled.
+		s.fidBobSays(f, roomID, "m2", "the end")
+
+		// What the homeserver holds, not only what sync delivered.
+		resp, err := s.alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, evt := range resp.Chunk {
+			if evt.Type == event.EventRedaction {
+				t.Errorf("redaction in the room: %s redacts %s", evt.ID, evt.Redacts)
+			}
+			if evt.Type != event.EventMessage {
+				continue
+			}
+			_ = evt.Content.ParseRaw(evt.Type)
+			msg := evt.Content.AsMessage()
+			if replaced := msg.RelatesTo.GetReplaceID(); replaced == mine.EventID ||
+				(replaced == bobsMsg.ID && (msg.NewContent == nil || msg.NewContent.Body != "bob's better words")) {
+				t.Errorf("forbidden edit in the room: %s", evt.Content.VeryRaw)
+			}
+		}
+		for _, ev := range []id.EventID{mine.EventID, bobsMsg.ID} {
+			s.wantNotRedacted(roomID, ev, string(ev))
+		}
+	})
 }
 
 // TestContactCannotRemoveTheUsersReaction: the user's reactions are keyed
 // by the login id; a reaction removal whose sender names that id without
 // is_me is not the user's and changes nothing.
 func TestContactCannotRemoveTheUsersReaction(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), nil)
-	f := s.fidConnect(fakeSetup{})
-	roomID, first := s.fidPortal(f, "m1", "react to me")
+	s, f, roomID, first := newFidPortal(t, testdb.SQLite(t), "m1", "react to me")
 	ctx := context.Background()
 
 	resp, err := s.alice.SendReaction(ctx, roomID, first.ID, "❤️")
@@ -117,14 +117,7 @@ func TestContactCannotRemoveTheUsersReaction(t *testing.T) {
 	ev.Sender = &connector.Sender{ID: testLogin}
 	ev.Target, ev.Key = "m1", "❤️"
 	f.send(ev)
-	f.send(textFrom(fidBob, "m2", "sentinel"))
-	s.waitMessage(roomID, "sentinel")
+	s.fidBobSays(f, roomID, "m2", "sentinel")
 
-	got, err := s.alice.GetEvent(ctx, roomID, resp.EventID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Unsigned.RedactedBecause != nil || len(got.Content.Raw) == 0 {
-		t.Errorf("alice's reaction was redacted")
-	}
+	s.wantNotRedacted(roomID, resp.EventID, "alice's reaction")
 }

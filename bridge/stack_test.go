@@ -67,6 +67,10 @@ type stackOptions struct {
 	// memHS runs the bridge against internal/memhs instead of Dendrite
 	// (benchmarks only: s.hs and s.sync stay nil, s.mem is set).
 	memHS bool
+	// configure adjusts the bridge config before the bridge starts (the
+	// config is shared with the running bridge, so it must not change
+	// afterwards).
+	configure func(*config.Config)
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -122,11 +126,21 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	}
 	s.alice = hs.CreateUser(t, "alice")
 	s.sync = tesths.NewSyncWatcher(t, s.alice)
+	s.configureAndStart(o)
+	return s
+}
+
+// configureAndStart applies o.configure to the config and, unless
+// o.noBridge, starts the bridge until the test ends.
+func (s *stack) configureAndStart(o stackOptions) {
+	s.t.Helper()
+	if o.configure != nil {
+		o.configure(s.cfg)
+	}
 	if !o.noBridge {
 		s.startBridge()
-		t.Cleanup(func() { s.stopBridge() })
+		s.t.Cleanup(s.stopBridge)
 	}
-	return s
 }
 
 func (s *stack) startBridge() {

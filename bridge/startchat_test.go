@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -26,46 +27,44 @@ import (
 // creates a DM with a ghost, the ghost joins, and the room is the portal both
 // ways.
 func TestInviteGhostMakesPortal(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			ctx := context.Background()
-			f := s.connectFake(nil)
-			ghost := s.ghost("bob@network")
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
 
-			roomID := s.createDM(s.alice, ghost)
-			// Clients send the first message right away, before the ghost
-			// joins: the homeserver does not show it to the bridge then.
-			resp, err := s.alice.SendText(ctx, roomID, "hi bob")
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.waitMembership(s.sync, roomID, ghost, event.MembershipJoin)
-			if got := s.roomOf("bob@network"); got != roomID {
-				t.Errorf("portal room = %s, want the invited room %s", got, roomID)
-			}
-			resolves := f.commandsOf(connector.OpResolveIdentifier)
-			if len(resolves) != 1 || resolves[0].Identifier != "bob@network" || !resolves[0].Create || resolves[0].Login != testLogin {
-				t.Errorf("resolve_identifier commands = %+v, want one for bob@network with create", resolves)
-			}
-			tesths.WaitFor(t, 20*time.Second, "send_message at the connector", func() (bool, error) {
-				cmds := f.commandsOf(connector.OpSendMessage)
-				return len(cmds) == 1 && cmds[0].Txn == string(resp.EventID) && cmds[0].Chat.ID == "bob@network", nil
-			})
-			f.send(textFrom("bob@network", "r1", "hello back"))
-			if msg := s.waitMessage(roomID, "hello back"); msg.Sender != ghost {
-				t.Errorf("reply sender = %s, want %s", msg.Sender, ghost)
-			}
-			s.waitDirect(ghost, roomID, true)
-			var member event.MemberEventContent
-			if err = s.alice.StateEvent(ctx, roomID, event.StateMember, string(ghost), &member); err != nil {
-				t.Fatal(err)
-			}
-			if member.Displayname != "Resolved bob@network" {
-				t.Errorf("ghost displayname in the room = %q, want the resolved contact's name", member.Displayname)
-			}
+		roomID := s.createDM(s.alice, ghost)
+		// Clients send the first message right away, before the ghost
+		// joins: the homeserver does not show it to the bridge then.
+		resp, err := s.alice.SendText(ctx, roomID, "hi bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitMembership(s.sync, roomID, ghost, event.MembershipJoin)
+		if got := s.roomOf("bob@network"); got != roomID {
+			t.Errorf("portal room = %s, want the invited room %s", got, roomID)
+		}
+		resolves := f.commandsOf(connector.OpResolveIdentifier)
+		if len(resolves) != 1 || resolves[0].Identifier != "bob@network" || !resolves[0].Create || resolves[0].Login != testLogin {
+			t.Errorf("resolve_identifier commands = %+v, want one for bob@network with create", resolves)
+		}
+		tesths.WaitFor(t, 20*time.Second, "send_message at the connector", func() (bool, error) {
+			cmds := f.commandsOf(connector.OpSendMessage)
+			return len(cmds) == 1 && cmds[0].Txn == string(resp.EventID) && cmds[0].Chat.ID == "bob@network", nil
 		})
-	}
+		f.send(textFrom("bob@network", "r1", "hello back"))
+		if msg := s.waitMessage(roomID, "hello back"); msg.Sender != ghost {
+			t.Errorf("reply sender = %s, want %s", msg.Sender, ghost)
+		}
+		s.waitDirect(ghost, roomID, true)
+		var member event.MemberEventContent
+		if err = s.alice.StateEvent(ctx, roomID, event.StateMember, string(ghost), &member); err != nil {
+			t.Fatal(err)
+		}
+		if member.Displayname != "Resolved bob@network" {
+			t.Errorf("ghost displayname in the room = %q, want the resolved contact's name", member.Displayname)
+		}
+	})
 }
 
 // TestInviteGhostRefusals: a chat that has a portal is pointed to, and a
@@ -116,69 +115,64 @@ func TestInviteGhostRefusals(t *testing.T) {
 // TestStartChatBotAndProvisioning: the bot's start-chat and the provisioning
 // API reach the same portal, and asking again makes no second room.
 func TestStartChatBotAndProvisioning(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target, stackOptions{noBridge: true})
-			s.cfg.Provisioning.SharedSecret = "provisioning-secret-for-tests-0123456789"
-			s.startBridge()
-			t.Cleanup(s.stopBridge)
-			f := s.connectFake(nil)
-			bot := s.cfg.BotUserID()
-			mgmt := s.createDM(s.alice, bot)
-			s.waitNotice(s.sync, mgmt, bot, "start-chat")
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{configure: func(c *config.Config) {
+			c.Provisioning.SharedSecret = "provisioning-secret-for-tests-0123456789"
+		}})
+		f := s.connectFake(nil)
+		mgmt, bot := s.managementRoom()
 
-			s.command(mgmt, "start-chat carol@network")
-			carol := s.roomOf("carol@network")
-			s.waitNotice(s.sync, mgmt, bot, "Started a new chat")
-			s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
+		s.command(mgmt, "start-chat carol@network")
+		carol := s.roomOf("carol@network")
+		s.waitNotice(s.sync, mgmt, bot, "Started a new chat")
+		s.waitMembership(s.sync, carol, s.alice.UserID, event.MembershipJoin)
 
-			status, res := s.provision(s.alice.AccessToken, "", "carol@network")
-			if status != http.StatusOK || res.RoomID != carol || res.Created {
-				t.Errorf("provisioning with the access token = %d %+v, want the existing room %s", status, res, carol)
-			}
-			status, res = s.provision("provisioning-secret-for-tests-0123456789", s.alice.UserID, "carol@network")
-			if status != http.StatusOK || res.RoomID != carol || res.Created {
-				t.Errorf("provisioning with the shared secret = %d %+v, want the existing room %s", status, res, carol)
-			}
+		status, res := s.provision(s.alice.AccessToken, "", "carol@network")
+		if status != http.StatusOK || res.RoomID != carol || res.Created {
+			t.Errorf("provisioning with the access token = %d %+v, want the existing room %s", status, res, carol)
+		}
+		status, res = s.provision("provisioning-secret-for-tests-0123456789", s.alice.UserID, "carol@network")
+		if status != http.StatusOK || res.RoomID != carol || res.Created {
+			t.Errorf("provisioning with the shared secret = %d %+v, want the existing room %s", status, res, carol)
+		}
 
-			status, res = s.provision(s.alice.AccessToken, "", "dave@network")
-			if status != http.StatusOK || !res.Created || res.RoomID == "" {
-				t.Fatalf("provisioning a new chat = %d %+v", status, res)
-			}
-			dave := res.RoomID
-			s.command(mgmt, "start-chat dave@network")
-			s.waitNotice(s.sync, mgmt, bot, "already have a chat with **Resolved dave@network**")
-			s.waitNotice(s.sync, mgmt, bot, dave.URI().MatrixToURL())
+		status, res = s.provision(s.alice.AccessToken, "", "dave@network")
+		if status != http.StatusOK || !res.Created || res.RoomID == "" {
+			t.Fatalf("provisioning a new chat = %d %+v", status, res)
+		}
+		dave := res.RoomID
+		s.command(mgmt, "start-chat dave@network")
+		s.waitNotice(s.sync, mgmt, bot, "already have a chat with **Resolved dave@network**")
+		s.waitNotice(s.sync, mgmt, bot, dave.URI().MatrixToURL())
 
-			if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
-				t.Errorf("%d portals, want 2", n)
-			}
-			if n := len(f.commandsOf(connector.OpResolveIdentifier)); n != 5 {
-				t.Errorf("%d resolve_identifier commands, want one per request (5)", n)
-			}
-			joined, err := s.alice.JoinedRooms(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(joined.JoinedRooms) != 3 {
-				t.Errorf("alice is in %d rooms, want the management room and 2 portals", len(joined.JoinedRooms))
-			}
+		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 2 {
+			t.Errorf("%d portals, want 2", n)
+		}
+		if n := len(f.commandsOf(connector.OpResolveIdentifier)); n != 5 {
+			t.Errorf("%d resolve_identifier commands, want one per request (5)", n)
+		}
+		joined, err := s.alice.JoinedRooms(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(joined.JoinedRooms) != 3 {
+			t.Errorf("alice is in %d rooms, want the management room and 2 portals", len(joined.JoinedRooms))
+		}
 
-			s.command(mgmt, "list")
-			list := s.waitNotice(s.sync, mgmt, bot, "Your chats")
-			for _, room := range []id.RoomID{carol, dave} {
-				if !strings.Contains(list, room.URI().MatrixToURL()) {
-					t.Errorf("list does not link %s: %q", room, list)
-				}
+		s.command(mgmt, "list")
+		list := s.waitNotice(s.sync, mgmt, bot, "Your chats")
+		for _, room := range []id.RoomID{carol, dave} {
+			if !strings.Contains(list, room.URI().MatrixToURL()) {
+				t.Errorf("list does not link %s: %q", room, list)
 			}
-			s.command(mgmt, "ping")
-			s.waitNotice(s.sync, mgmt, bot, "connector fake is online")
-			s.command(mgmt, "logins")
-			s.waitNotice(s.sync, mgmt, bot, "is for bridge admins")
-			s.command(mgmt, "frobnicate")
-			s.waitNotice(s.sync, mgmt, bot, "Unknown command")
-		})
-	}
+		}
+		s.command(mgmt, "ping")
+		s.waitNotice(s.sync, mgmt, bot, "connector fake is online")
+		s.command(mgmt, "logins")
+		s.waitNotice(s.sync, mgmt, bot, "is for bridge admins")
+		s.command(mgmt, "frobnicate")
+		s.waitNotice(s.sync, mgmt, bot, "Unknown command")
+	})
 }
 
 // createDM creates a room the way clients start a DM: trusted_private_chat,
@@ -192,6 +186,16 @@ func (s *stack) createDM(client *mautrix.Client, invitee id.UserID) id.RoomID {
 		s.t.Fatalf("create DM with %s: %v", invitee, err)
 	}
 	return resp.RoomID
+}
+
+// managementRoom opens alice's DM with the bridge bot and waits for the
+// bot's help (which names start-chat); it returns the room and the bot.
+func (s *stack) managementRoom() (id.RoomID, id.UserID) {
+	s.t.Helper()
+	bot := s.cfg.BotUserID()
+	mgmt := s.createDM(s.alice, bot)
+	s.waitNotice(s.sync, mgmt, bot, "start-chat")
+	return mgmt, bot
 }
 
 // command sends a command to the bot as alice.
@@ -280,53 +284,51 @@ func (s *stack) provision(token string, user id.UserID, identifier string) (int,
 // account may exist: the homeserver's user query registers a ghost before
 // the invite, as the spec asks.)
 func TestRefusedInviteLeavesNoGhost(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			s := newStack(t, target)
-			ctx := context.Background()
-			f := s.connectFake(nil)
-			// dave is a name the network does not know: only a contact the
-			// user's login resolves is recorded before the room is accepted
-			// (so that its ghost joins already named).
-			f.mu.Lock()
-			f.fail[connector.OpResolveIdentifier] = &connector.Error{Code: connector.ErrNotFound, Message: "no such contact"}
-			f.mu.Unlock()
-			friend := s.hs.CreateUser(t, "friend")
-			dave := s.ghost("dave@network")
-			crowded, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-				Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{friend.UserID, dave},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			s.waitNotice(s.sync, crowded.RoomID, dave, string(friend.UserID))
-			s.waitMembership(s.sync, crowded.RoomID, dave, event.MembershipLeave)
-
-			// friend has no login on the bridge.
-			friendSync := tesths.NewSyncWatcher(t, friend)
-			erin := s.ghost("erin@network")
-			noLogin := s.createDM(friend, erin)
-			s.waitNotice(friendSync, noLogin, erin, "cannot reach")
-			s.waitMembership(friendSync, noLogin, erin, event.MembershipLeave)
-
-			for _, g := range []id.UserID{dave, erin} {
-				if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", g); n != 0 {
-					t.Errorf("refused invite left %d ghost rows for %s", n, g)
-				}
-			}
-
-			// An accepted invite does record its ghost.
-			f.mu.Lock()
-			delete(f.fail, connector.OpResolveIdentifier)
-			f.mu.Unlock()
-			carol := s.ghost("carol@network")
-			room := s.createDM(s.alice, carol)
-			if got := s.roomOf("carol@network"); got != room {
-				t.Fatalf("portal of carol is %s, want the invited room %s", got, room)
-			}
-			if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", carol); n != 1 {
-				t.Errorf("accepted invite: %d ghost rows for %s, want 1", n, carol)
-			}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		// dave is a name the network does not know: only a contact the
+		// user's login resolves is recorded before the room is accepted
+		// (so that its ghost joins already named).
+		f.mu.Lock()
+		f.fail[connector.OpResolveIdentifier] = &connector.Error{Code: connector.ErrNotFound, Message: "no such contact"}
+		f.mu.Unlock()
+		friend := s.hs.CreateUser(t, "friend")
+		dave := s.ghost("dave@network")
+		crowded, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+			Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{friend.UserID, dave},
 		})
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitNotice(s.sync, crowded.RoomID, dave, string(friend.UserID))
+		s.waitMembership(s.sync, crowded.RoomID, dave, event.MembershipLeave)
+
+		// friend has no login on the bridge.
+		friendSync := tesths.NewSyncWatcher(t, friend)
+		erin := s.ghost("erin@network")
+		noLogin := s.createDM(friend, erin)
+		s.waitNotice(friendSync, noLogin, erin, "cannot reach")
+		s.waitMembership(friendSync, noLogin, erin, event.MembershipLeave)
+
+		for _, g := range []id.UserID{dave, erin} {
+			if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", g); n != 0 {
+				t.Errorf("refused invite left %d ghost rows for %s", n, g)
+			}
+		}
+
+		// An accepted invite does record its ghost.
+		f.mu.Lock()
+		delete(f.fail, connector.OpResolveIdentifier)
+		f.mu.Unlock()
+		carol := s.ghost("carol@network")
+		room := s.createDM(s.alice, carol)
+		if got := s.roomOf("carol@network"); got != room {
+			t.Fatalf("portal of carol is %s, want the invited room %s", got, room)
+		}
+		if n := s.countRows("SELECT COUNT(*) FROM ghost WHERE mxid=$1", carol); n != 1 {
+			t.Errorf("accepted invite: %d ghost rows for %s, want 1", n, carol)
+		}
+	})
 }

@@ -23,9 +23,7 @@ func TestXMPPDirectMessageBothWays(t *testing.T) {
 	ghost := x.ghostID()
 	ctx := context.Background()
 
-	x.bobSays("hello alice, it's bob on XMPP")
-	room := x.portal()
-	msg := x.waitMessage(room, "hello alice, it's bob on XMPP")
+	room, msg, _ := x.bobOpens("hello alice, it's bob on XMPP")
 	if msg.Sender != ghost {
 		t.Errorf("message sent by %s, want bob's ghost %s", msg.Sender, ghost)
 	}
@@ -76,9 +74,7 @@ func TestXMPPDirectMessageBothWays(t *testing.T) {
 // itself.
 func TestXMPPNothingLostWhileDown(t *testing.T) {
 	x := newXMPPStack(t)
-	x.bobSays("before")
-	room := x.portal()
-	x.waitMessage(room, "before")
+	room, _, _ := x.bobOpens("before")
 	want := []string{"before"}
 
 	x.stopConnector()
@@ -126,9 +122,7 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
 	ghost := x.ghostID()
-	first := x.bobSays("helo")
-	room := x.portal()
-	firstEvt := x.waitMessage(room, "helo")
+	room, firstEvt, first := x.bobOpens("helo")
 
 	// XMPP → Matrix: a correction (XEP-0308) is an m.replace edit.
 	x.bob.Correct(t, x.login, first, "hello")
@@ -189,7 +183,7 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x.pushToBridge(room, redaction.EventID)
+	x.fidDeliverRedaction(room, redaction.EventID)
 	retract := x.bobGets(func(m *testxmpp.Message) bool { return m.Retract != "" })
 	if retract.Retract != orig.ID {
 		t.Errorf("bob got a retraction of %s, want %s", retract.Retract, orig.ID)
@@ -216,9 +210,7 @@ func TestXMPPTypingAndReadMarkers(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
 	ghost := x.ghostID()
-	x.bobSays("hi")
-	room := x.portal()
-	x.waitMessage(room, "hi")
+	room, _, _ := x.bobOpens("hi")
 
 	x.bob.ChatState(t, x.login, "composing")
 	typing := x.roomEvent(room, func(evt *event.Event) bool {

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"io"
-	"net/http"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -20,9 +18,7 @@ import (
 func TestXMPPFileFromMatrix(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
-	x.bobSays("send me the picture")
-	room := x.portal()
-	x.waitMessage(room, "send me the picture")
+	room, _, _ := x.bobOpens("send me the picture")
 
 	data := bytes.Repeat([]byte("dmbridge file test "), 40000) // 760 KB: sent by URL, not inline
 	up, err := x.alice.UploadMedia(ctx, mautrix.ReqUploadMedia{
@@ -42,15 +38,7 @@ func TestXMPPFileFromMatrix(t *testing.T) {
 	if got.OriginID != string(resp.EventID) {
 		t.Errorf("file message origin-id %q, want the Matrix event id %s", got.OriginID, resp.EventID)
 	}
-	res, err := http.Get(got.OOB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	fetched, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, fetched := httpGet(t, got.OOB)
 	if sha256.Sum256(fetched) != sha256.Sum256(data) {
 		t.Errorf("the shared link serves %d bytes that differ from the %d sent", len(fetched), len(data))
 	}

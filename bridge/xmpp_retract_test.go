@@ -16,9 +16,7 @@ import (
 func TestXMPPContactCannotRetractTheUsersMessage(t *testing.T) {
 	x := newXMPPStack(t)
 	ctx := context.Background()
-	x.bobSays("hi")
-	room := x.portal()
-	x.waitMessage(room, "hi")
+	room, _, _ := x.bobOpens("hi")
 
 	resp, err := x.alice.SendText(ctx, room, "alice's words")
 	if err != nil {
@@ -32,13 +30,7 @@ func TestXMPPContactCannotRetractTheUsersMessage(t *testing.T) {
 	x.bobSays("after")
 	x.waitMessage(room, "after")
 
-	evt, err := x.alice.GetEvent(ctx, room, resp.EventID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if evt.Unsigned.RedactedBecause != nil || len(evt.Content.Raw) == 0 {
-		t.Errorf("alice's message was redacted")
-	}
+	x.wantNotRedacted(room, resp.EventID, "alice's message")
 	for _, e := range x.sync.Events(room) {
 		if e.Type == event.EventRedaction {
 			t.Errorf("redaction in the room: %s", e.ID)

@@ -23,9 +23,7 @@ func TestXMPPLinkToInternalAddress(t *testing.T) {
 	}))
 	t.Cleanup(internal.Close)
 	x := newXMPPStackWith(t, stackOptions{})
-	x.bobSays("hello")
-	room := x.portal()
-	x.waitMessage(room, "hello")
+	room, _, _ := x.bobOpens("hello")
 
 	x.bob.SendFile(t, x.login, internal.URL+"/secret.txt")
 	x.bob.SendFile(t, x.login, "http://169.254.169.254/latest/meta-data/iam.txt")

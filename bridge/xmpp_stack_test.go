@@ -1,15 +1,11 @@
 package bridge_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -164,6 +160,16 @@ func (x *xmppStack) bobSays(body string) string {
 	return x.bob.SendChat(x.t, x.login, body, "")
 }
 
+// bobOpens has bob write body to alice, which makes their portal, and
+// waits until alice sees it there; it returns the room, the Matrix event
+// and bob's XMPP id of the message.
+func (x *xmppStack) bobOpens(body string) (id.RoomID, *event.Event, string) {
+	x.t.Helper()
+	xmppID := x.bobSays(body)
+	room := x.portal()
+	return room, x.waitMessage(room, body), xmppID
+}
+
 // bobGets waits for the next message to bob that has a body.
 func (x *xmppStack) bobGets(match func(*testxmpp.Message) bool) *testxmpp.Message {
 	x.t.Helper()
@@ -212,39 +218,6 @@ func relation(evt *event.Event) (relType, eventID, key string) {
 	}
 	_ = json.Unmarshal(evt.Content.VeryRaw, &c)
 	return c.RelatesTo.RelType, c.RelatesTo.EventID, c.RelatesTo.Key
-}
-
-// pushToBridge delivers Dendrite's own JSON of an event to the bridge's
-// appservice listener, as a homeserver that pushes it would. Dendrite
-// v0.15.2 never pushes m.room.redaction to appservices (docs/homeservers.md).
-func (x *xmppStack) pushToBridge(room id.RoomID, eventID id.EventID) {
-	x.t.Helper()
-	var raw json.RawMessage
-	tesths.WaitFor(x.t, xeWait, "event "+string(eventID)+" readable", func() (bool, error) {
-		_, err := x.alice.MakeRequest(context.Background(), http.MethodGet,
-			x.alice.BuildClientURL("v3", "rooms", room, "event", eventID), nil, &raw)
-		return err == nil, err
-	})
-	body, err := json.Marshal(map[string]any{"events": []json.RawMessage{raw}})
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	url := x.cfg.Appservice.Address + "/_matrix/app/v1/transactions/xe-" + strconv.FormatInt(time.Now().UnixNano(), 10)
-	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+x.cfg.Appservice.HSToken)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		x.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(resp.Body)
-		x.t.Fatalf("appservice transaction: HTTP %d: %s", resp.StatusCode, msg)
-	}
 }
 
 // noMoreFor checks that bob gets no further message matching match within

@@ -52,11 +52,10 @@ func TestExampleConfigValidates(t *testing.T) {
 }
 
 func TestExampleConfigNeedsTokens(t *testing.T) {
-	none := func(string) (string, bool) { return "", false }
-	if _, _, err := parse("example-config.yaml", ExampleConfig(), none, modeRegistration); err != nil {
+	if _, _, err := parse("example-config.yaml", ExampleConfig(), noEnv, modeRegistration); err != nil {
 		t.Errorf("example should be usable for -g as is: %v", err)
 	}
-	if _, _, err := parse("example-config.yaml", ExampleConfig(), none, modeRun); err == nil {
+	if _, _, err := parse("example-config.yaml", ExampleConfig(), noEnv, modeRun); err == nil {
 		t.Error("example ran without tokens")
 	}
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -70,3 +72,44 @@ func mustParse(t *testing.T, src string) *Config {
 	}
 	return cfg
 }
+
+// worldReadable writes content to a new file name in a temporary directory
+// with mode 0644, as a file an operator made by hand would be, and returns
+// its path.
+func worldReadable(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// wantPrivate fails the test unless the file at path has mode 0600: a file
+// the bridge writes tokens into must not stay readable by others.
+func wantPrivate(t *testing.T, path string) {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", info.Mode().Perm())
+	}
+}
+
+// saveTokens loads the config file at path (with src as its content and env
+// as the environment), generates the registration's tokens and saves them
+// into the file, as -g does.
+func saveTokens(t *testing.T, path, src string, env lookupEnvFunc) (*Config, error) {
+	t.Helper()
+	cfg, _, err := parse(path, []byte(src), env, modeRegistration)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.GenerateRegistration()
+	return cfg, cfg.SaveTokens()
+}
+
+// noEnv is an environment without any variable.
+func noEnv(string) (string, bool) { return "", false }

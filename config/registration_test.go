@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"flag"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"maunium.net/go/mautrix/appservice"
@@ -53,21 +52,12 @@ func TestGenerateRegistration(t *testing.T) {
 func TestWriteRegistration(t *testing.T) {
 	cfg := mustParse(t, minimalYAML)
 	reg := cfg.GenerateRegistration()
-	path := filepath.Join(t.TempDir(), "registration.yaml")
 	// A pre-existing world-readable file must not keep its mode.
-	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := worldReadable(t, "registration.yaml", "old")
 	if err := WriteRegistration(path, reg); err != nil {
 		t.Fatal(err)
 	}
-	info, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v, want 0600", info.Mode().Perm())
-	}
+	wantPrivate(t, path)
 	loaded, err := appservice.LoadRegistration(path)
 	if err != nil {
 		t.Fatal(err)

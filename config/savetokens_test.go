@@ -11,26 +11,12 @@ import (
 // the new file content and the config as loaded from it.
 func saveAndReload(t *testing.T, src string) (string, *Config) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	none := func(string) (string, bool) { return "", false }
-	cfg, _, err := parse(path, []byte(src), none, modeRegistration)
+	path := worldReadable(t, "config.yaml", src)
+	cfg, err := saveTokens(t, path, src, noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.GenerateRegistration()
-	if err := cfg.SaveTokens(); err != nil {
-		t.Fatal(err)
-	}
-	info, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Mode().Perm() != 0o600 {
-		t.Errorf("mode %v, want 0600", info.Mode().Perm())
-	}
+	wantPrivate(t, path)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -99,12 +85,7 @@ func TestSaveTokensRefusesEnvironmentTokens(t *testing.T) {
 	if err := os.WriteFile(path, []byte(minimalYAML), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, _, err := parse(path, []byte(minimalYAML), testEnv(nil), modeRegistration)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.GenerateRegistration()
-	err = cfg.SaveTokens()
+	_, err := saveTokens(t, path, minimalYAML, testEnv(nil))
 	if err == nil || !strings.Contains(err.Error(), "DMBRIDGE_AS_TOKEN") {
 		t.Errorf("SaveTokens with DMBRIDGE_AS_TOKEN set: err = %v", err)
 	}
@@ -124,13 +105,8 @@ func TestSaveTokensFollowsSymlink(t *testing.T) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Skip("symlinks unsupported:", err)
 	}
-	none := func(string) (string, bool) { return "", false }
-	cfg, _, err := parse(link, []byte(minimalYAML), none, modeRegistration)
+	cfg, err := saveTokens(t, link, minimalYAML, noEnv)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.GenerateRegistration()
-	if err := cfg.SaveTokens(); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {

@@ -370,16 +370,15 @@ func TestEnvKeyInErrors(t *testing.T) {
 }
 
 func TestRegistrationModeAllowsMissingTokens(t *testing.T) {
-	none := func(string) (string, bool) { return "", false }
-	if _, _, err := parse("config.yaml", []byte(minimalYAML), none, modeRegistration); err != nil {
+	if _, _, err := parse("config.yaml", []byte(minimalYAML), noEnv, modeRegistration); err != nil {
 		t.Fatalf("registration mode: %v", err)
 	}
-	if _, _, err := parse("config.yaml", []byte(minimalYAML), none, modeRun); err == nil {
+	if _, _, err := parse("config.yaml", []byte(minimalYAML), noEnv, modeRun); err == nil {
 		t.Fatal("run mode accepted a config without tokens")
 	}
 	// Everything else is still checked when generating.
 	bad := edit(t, minimalYAML, "  type: sqlite3", "  type: mysql")
-	if _, _, err := parse("config.yaml", []byte(bad), none, modeRegistration); err == nil {
+	if _, _, err := parse("config.yaml", []byte(bad), noEnv, modeRegistration); err == nil {
 		t.Fatal("registration mode accepted an unknown database type")
 	}
 }

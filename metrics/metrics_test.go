@@ -185,6 +185,8 @@ func TestPprofOnTheMetricsMux(t *testing.T) {
 		{"/debug/pprof/goroutine?debug=1", 200},
 		{"/debug/pprof/profile?seconds=1", 200},
 		{"/debug/pprof/profile?seconds=0", 400},
+		{"/debug/pprof/trace?seconds=1", 200},
+		{"/debug/pprof/trace?seconds=301", 400},
 		{"/debug/pprof/nonsense", 404},
 		{"/metrics", 200},
 	} {

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"runtime"
 	"runtime/pprof"
@@ -46,37 +47,32 @@ func seconds(r *http.Request, def int) (time.Duration, error) {
 	return time.Duration(s) * time.Second, nil
 }
 
-func cpuProfile(w http.ResponseWriter, r *http.Request) {
-	d, err := seconds(r, 30)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="profile"`)
-	if err := pprof.StartCPUProfile(w); err != nil {
-		// Another profile is running; the header is not written yet.
-		http.Error(w, "could not start CPU profile: "+err.Error(), http.StatusConflict)
-		return
-	}
-	sleep(r, d)
-	pprof.StopCPUProfile()
-}
+// Both timed endpoints record for ?seconds=N into the response: the CPU
+// profile (30 s unless asked) and the execution trace (1 s unless asked).
+var (
+	cpuProfile = timedProfile("profile", "CPU profile", 30, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	execTrace  = timedProfile("trace", "trace", 1, trace.Start, trace.Stop)
+)
 
-func execTrace(w http.ResponseWriter, r *http.Request) {
-	d, err := seconds(r, 1)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
+// timedProfile serves a recording that start begins into the response and
+// stop ends after the requested time; filename names the download.
+func timedProfile(filename, what string, defSeconds int, start func(io.Writer) error, stop func()) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		d, err := seconds(r, defSeconds)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+filename+`"`)
+		if err := start(w); err != nil {
+			// Another recording is running; the header is not written yet.
+			http.Error(w, "could not start "+what+": "+err.Error(), http.StatusConflict)
+			return
+		}
+		sleep(r, d)
+		stop()
 	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="trace"`)
-	if err := trace.Start(w); err != nil {
-		http.Error(w, "could not start trace: "+err.Error(), http.StatusConflict)
-		return
-	}
-	sleep(r, d)
-	trace.Stop()
 }
 
 // namedProfile serves heap, allocs, goroutine, block, mutex and

@@ -100,6 +100,25 @@ func (a *account) current() *xmppConn {
 	return a.conn
 }
 
+// live is the current connection, for a command that needs one: while the
+// stream is down it fails with errOffline, which the bridge retries.
+func (a *account) live() (*xmppConn, error) {
+	if c := a.current(); c != nil {
+		return c, nil
+	}
+	return nil, errOffline
+}
+
+// chatConn is the peer of a command's chat and the connection to reach it.
+func (a *account) chatConn(chat *connector.Chat) (string, *xmppConn, error) {
+	peer, err := chatPeer(chat)
+	if err != nil {
+		return "", nil, err
+	}
+	conn, err := a.live()
+	return peer, conn, err
+}
+
 // run keeps the account connected until ctx ends.
 func (a *account) run(ctx context.Context) {
 	var wg sync.WaitGroup

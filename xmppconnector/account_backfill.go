@@ -15,13 +15,9 @@ const maxBackfill = 100
 // come back: edits, reactions and receipts of old history would need the
 // state they change, which the bridge builds from live events.
 func (a *account) backfill(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
-	peer, err := chatPeer(cmd.Chat)
+	peer, conn, err := a.chatConn(cmd.Chat)
 	if err != nil {
 		return nil, err
-	}
-	conn := a.current()
-	if conn == nil {
-		return nil, errOffline
 	}
 	limit := cmd.Limit
 	if limit <= 0 || limit > maxBackfill {
@@ -105,9 +101,9 @@ const (
 // listChats answers list_chats from the archive: the peers of the newest
 // messages, newest first, each once.
 func (a *account) listChats(ctx context.Context, cmd *connector.Command) (*connector.Result, error) {
-	conn := a.current()
-	if conn == nil {
-		return nil, errOffline
+	conn, err := a.live()
+	if err != nil {
+		return nil, err
 	}
 	limit := cmd.Limit
 	if limit <= 0 || limit > maxListChats {

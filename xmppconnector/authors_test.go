@@ -13,10 +13,8 @@ import (
 // reaches the bridge; bob's retraction and correction of his own message do.
 func TestContactCannotRetractOrCorrectTheUsersMessages(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
-	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	e, bob := startWithBob(t)
+	chat := e.bobChat()
 	if _, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{Login: e.alice, Chat: chat, Txn: "$alices", Text: "alice wrote this"}); err != nil {
 		t.Fatal(err)
 	}

@@ -64,13 +64,9 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 	case connector.OpListChats:
 		return a.listChats(ctx, cmd)
 	}
-	peer, err := chatPeer(cmd.Chat)
+	peer, conn, err := a.chatConn(cmd.Chat)
 	if err != nil {
 		return nil, err
-	}
-	conn := a.current()
-	if conn == nil {
-		return nil, errOffline
 	}
 	id := cmd.Txn
 	if id == "" {
@@ -224,9 +220,9 @@ func (a *account) lookupContact(ctx context.Context, address string) (string, *x
 	if err != nil {
 		return "", nil, nil, err
 	}
-	conn := a.current()
-	if conn == nil {
-		return "", nil, nil, errOffline
+	conn, err := a.live()
+	if err != nil {
+		return "", nil, nil, err
 	}
 	c, err := a.fetchContact(ctx, conn, who)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -20,23 +19,13 @@ import (
 func TestConformance(t *testing.T) {
 	t.Parallel()
 	srv := testxmpp.Start(t)
-	srv.Register(t, "alice", "alice-pw")
-	srv.Register(t, "bob", "bob-pw")
+	srv.Register(t, "alice", alicePW)
+	srv.Register(t, "bob", bobPW)
 	target := &conformanceTarget{
 		t:     t,
 		alice: srv.JID("alice"),
-		bob:   srv.Dial(t, "bob", "bob-pw"),
-		cfg: Config{
-			Database: filepath.Join(t.TempDir(), "xmpp-connector.db"),
-			XMPP: XMPPConfig{
-				Server:       srv.Addr(),
-				TLS:          TLSPlaintext,
-				MinBackoff:   100 * time.Millisecond,
-				MaxBackoff:   time.Second,
-				PingInterval: 2 * time.Second,
-			},
-			Accounts: []AccountConfig{{JID: srv.JID("alice"), Password: "alice-pw", MatrixUser: "@alice:localhost"}},
-		},
+		bob:   srv.Dial(t, "bob", bobPW),
+		cfg:   aliceConfig(t, srv),
 	}
 	began := time.Now()
 	conformance.RunT(t, target, conformance.Options{})

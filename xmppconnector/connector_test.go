@@ -10,9 +10,7 @@ import (
 
 func TestIncomingMessage(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 
 	xmppID := bob.SendChat(t, e.alice, "hello alice", "")
 	ev := e.bridge.waitEvent(t, "bob's message", isMessage("hello alice"))
@@ -34,13 +32,11 @@ func TestIncomingMessage(t *testing.T) {
 
 func TestSendMessageOnceWithOriginID(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 
 	cmd := &connector.Command{
 		Login: e.alice,
-		Chat:  &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob},
+		Chat:  e.bobChat(),
 		Txn:   "$event1:localhost",
 		Text:  "hi bob",
 	}
@@ -165,9 +161,7 @@ func TestCarbonsAreMine(t *testing.T) {
 
 func TestCorrectionIsEdit(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	orig := bob.SendChat(t, e.alice, "helo", "")
 	msg := e.bridge.waitEvent(t, "the original", isMessage("helo"))
 	bob.Correct(t, e.alice, orig, "hello")
@@ -179,9 +173,7 @@ func TestCorrectionIsEdit(t *testing.T) {
 
 func TestVCardNameChangeIsContactEvent(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	// Mutual subscription, which the connector completes by itself for a
 	// roster contact, is what makes the server push bob's profile changes
 	// to alice. Starting the chat puts bob in alice's roster.

@@ -19,9 +19,7 @@ func kind(k string) func(*connector.Event) bool {
 
 func TestIncomingReactionsRetractionsRepliesTyping(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	x := bob.SendChat(t, e.alice, "react to me", "")
 	msg := e.bridge.waitEvent(t, "the message", isMessage("react to me"))
 
@@ -65,10 +63,8 @@ func TestIncomingReactionsRetractionsRepliesTyping(t *testing.T) {
 
 func TestOutgoingCommands(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
-	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	e, bob := startWithBob(t)
+	chat := e.bobChat()
 	run := func(op string, cmd connector.Command) *connector.Result {
 		t.Helper()
 		cmd.Login, cmd.Chat = e.alice, chat
@@ -122,7 +118,7 @@ func TestOwnSendComesBackWithTxn(t *testing.T) {
 	bob := e.xmpp.Dial(t, "bob", bobPW)
 	bob.SendChat(t, e.alice, "cursor", "")
 	e.bridge.waitEvent(t, "a message to set the cursor", isMessage("cursor"))
-	cmd := &connector.Command{Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Txn: "$mine", Text: "from matrix"}
+	cmd := &connector.Command{Login: e.alice, Chat: e.bobChat(), Txn: "$mine", Text: "from matrix"}
 	if _, err := e.bridge.command(t, connector.OpSendMessage, cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +134,7 @@ func TestOwnSendComesBackWithTxn(t *testing.T) {
 
 func TestResolveIdentifierWithAvatar(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	photo := []byte("\x89PNG\r\n\x1a\n not really a png")
 	bob.SetVCard(t, "Bob", photo, "image/png")
 
@@ -176,9 +170,7 @@ func TestResolveIdentifierWithAvatar(t *testing.T) {
 
 func TestPresence(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	e.addToRoster(t, e.bob)
 	bob.Subscribe(t, e.alice)
 	presence := func(state string) func([]connector.Event, []connector.Ephemeral) bool {
@@ -197,15 +189,13 @@ func TestPresence(t *testing.T) {
 
 func TestBackfill(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	for _, text := range []string{"one", "two", "three"} {
 		bob.SendChat(t, e.alice, text, "")
 		e.bridge.waitEvent(t, text, isMessage(text))
 	}
 	res, err := e.bridge.command(t, connector.OpBackfill, &connector.Command{
-		Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Limit: 2,
+		Login: e.alice, Chat: e.bobChat(), Limit: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +209,7 @@ func TestBackfill(t *testing.T) {
 	}
 	before := res.Messages[0].ID
 	older, err := e.bridge.command(t, connector.OpBackfill, &connector.Command{
-		Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Limit: 10, Before: &before,
+		Login: e.alice, Chat: e.bobChat(), Limit: 10, Before: &before,
 	})
 	if err != nil {
 		t.Fatal(err)

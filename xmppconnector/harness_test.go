@@ -212,8 +212,20 @@ func newEnv(t *testing.T, opts ...testxmpp.Option) *env {
 	srv.Register(t, "alice", alicePW)
 	srv.Register(t, "bob", bobPW)
 	b := newFakeBridge(t)
-	cfg := &Config{
-		Bridge:   BridgeConfig{URL: b.http.URL, Token: bridgeToken},
+	cfg := aliceConfig(t, srv)
+	cfg.Bridge = BridgeConfig{URL: b.http.URL, Token: bridgeToken}
+	// Prosody's upload service is on loopback, which uploads refuse by
+	// default.
+	cfg.XMPP.UploadAllow = []string{"127.0.0.0/8", "::1/128", "localhost"}
+	cfg.Avatars = AvatarConfig{Listen: "127.0.0.1:0"}
+	return &env{xmpp: srv, bridge: b, cfg: &cfg, alice: srv.JID("alice"), bob: srv.JID("bob")}
+}
+
+// aliceConfig is the connector's config for alice's account on srv (where
+// she is registered with alicePW), with a fresh database and short
+// reconnect and ping intervals so that tests of outages stay short.
+func aliceConfig(t *testing.T, srv *testxmpp.Server) Config {
+	return Config{
 		Database: filepath.Join(t.TempDir(), "xmpp-connector.db"),
 		XMPP: XMPPConfig{
 			Server:       srv.Addr(),
@@ -221,14 +233,23 @@ func newEnv(t *testing.T, opts ...testxmpp.Option) *env {
 			MinBackoff:   100 * time.Millisecond,
 			MaxBackoff:   time.Second,
 			PingInterval: 2 * time.Second,
-			// Prosody's upload service is on loopback, which uploads
-			// refuse by default.
-			UploadAllow: []string{"127.0.0.0/8", "::1/128", "localhost"},
 		},
-		Avatars:  AvatarConfig{Listen: "127.0.0.1:0"},
 		Accounts: []AccountConfig{{JID: srv.JID("alice"), Password: alicePW, MatrixUser: "@alice:localhost"}},
 	}
-	return &env{xmpp: srv, bridge: b, cfg: cfg, alice: srv.JID("alice"), bob: srv.JID("bob")}
+}
+
+// startWithBob is newEnv and start, with bob logged in on his own XMPP
+// client: the setup of a test of alice's chat with bob.
+func startWithBob(t *testing.T) (*env, *testxmpp.Client) {
+	t.Helper()
+	e := newEnv(t)
+	e.start(t)
+	return e, e.xmpp.Dial(t, "bob", bobPW)
+}
+
+// bobChat is alice's chat with bob as the connector names it to the bridge.
+func (e *env) bobChat() *connector.Chat {
+	return &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
 }
 
 // start runs the connector until the returned stop is called (or the test

@@ -107,7 +107,7 @@ func TestSendFilesToXMPP(t *testing.T) {
 		t.Fatal("hello announced media: false although Prosody offers HTTP upload")
 	}
 
-	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	chat := e.bobChat()
 	send := func(txn, text string, atts ...connector.Attachment) (*connector.Result, error) {
 		t.Helper()
 		return e.bridge.command(t, connector.OpSendMessage, &connector.Command{
@@ -217,7 +217,7 @@ func TestNoUploadServiceNoMedia(t *testing.T) {
 	}
 	// A bridge that sends files anyway is told plainly.
 	_, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{
-		Login: e.alice, Chat: &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}, Txn: "$file",
+		Login: e.alice, Chat: e.bobChat(), Txn: "$file",
 		Attachments: []connector.Attachment{{Name: "a.txt", Size: 1, Data: []byte("a")}}})
 	var perr *connector.Error
 	if !errors.As(err, &perr) || perr.Code != connector.ErrUnsupported || perr.Retryable {
@@ -227,9 +227,7 @@ func TestNoUploadServiceNoMedia(t *testing.T) {
 
 func TestIncomingFileFromXMPP(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startWithBob(t)
 	data := randomBytes(t, 64<<10)
 	url := bob.Upload(t, "cat.png", "image/png", data)
 	bob.SendFile(t, e.alice, url)
@@ -275,7 +273,7 @@ func TestUploadToInternalSlotRefused(t *testing.T) {
 	e.cfg.XMPP.UploadAllow = nil
 	e.start(t)
 	bob := e.xmpp.Dial(t, "bob", bobPW)
-	chat := &connector.Chat{ID: e.bob, Type: connector.ChatTypeDM, With: e.bob}
+	chat := e.bobChat()
 	_, err := e.bridge.command(t, connector.OpSendMessage, &connector.Command{
 		Login: e.alice, Chat: chat, Txn: "$file", Attachments: []connector.Attachment{{Name: "a.txt", Size: 1, Data: []byte("a")}}})
 	if err == nil || !strings.Contains(err.Error(), "local or private network") || strings.Contains(err.Error(), "127.0.0.1") {

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/appservice"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/internal/devstack"
 )
 
 const testVersion = "9.9.9-test"
@@ -160,7 +161,9 @@ func testGenerate(t *testing.T, bin string, args []string) {
 // become environment variables instead.
 func runBinary(t *testing.T, dir, bin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	env := cleanEnv()
+	// Without the bridge's own variables, the developer's environment
+	// cannot change the outcome.
+	env := devstack.BridgeEnv()
 	var flags []string
 	for _, a := range args {
 		if name, _, ok := strings.Cut(a, "="); ok && name == strings.ToUpper(name) && !strings.HasPrefix(a, "-") {
@@ -184,18 +187,6 @@ func runBinary(t *testing.T, dir, bin string, args ...string) (stdout, stderr st
 		t.Fatalf("running %s: %v", bin, err)
 	}
 	return out.String(), errOut.String(), code
-}
-
-// cleanEnv drops the bridge's own variables so the developer's environment
-// cannot change the outcome.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DMBRIDGE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {

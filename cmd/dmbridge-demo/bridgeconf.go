@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/internal/devstack"
@@ -64,17 +63,7 @@ func (d *demo) binary(name string) string { return filepath.Join(d.opts.binDir, 
 // that the environment would override.
 func (d *demo) bridgeCmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, d.binary("bridge"), args...)
-	cmd.Env = cleanEnv()
+	cmd.Env = devstack.BridgeEnv()
 	cmd.Dir = d.path("bridge")
 	return cmd
-}
-
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "DMBRIDGE_") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"syscall"
@@ -77,7 +76,7 @@ func (d *demo) startProsody(ctx context.Context) error {
 
 func (d *demo) startBridge(ctx context.Context) error {
 	cmd := exec.Command(d.binary("bridge"), "-c", d.path("bridge", "config.yaml"), "-r", d.path("bridge", "registration.yaml"))
-	cmd.Env = cleanEnv()
+	cmd.Env = devstack.BridgeEnv()
 	cmd.Dir = d.path("bridge")
 	p, err := devstack.Spawn("bridge", cmd, d.path("logs", "bridge.log"), childDeathSignal)
 	if err != nil {
@@ -85,7 +84,7 @@ func (d *demo) startBridge(ctx context.Context) error {
 	}
 	d.bridge = p
 	// The connector listener opens last, once the bridge is ready.
-	if err := waitTCP(ctx, fmt.Sprintf("127.0.0.1:%d", d.ports.connector), p.Exited(), time.Minute); err != nil {
+	if err := p.WaitReady(ctx, time.Minute, devstack.Listening(fmt.Sprintf("127.0.0.1:%d", d.ports.connector)), nil); err != nil {
 		return fmt.Errorf("bridge: %w\n--- %s ---\n%s", err, d.path("logs", "bridge.log"), devstack.Tail(d.path("logs", "bridge.log"), 20))
 	}
 	d.say("  started %-15s appservice http://127.0.0.1:%d, connectors ws://127.0.0.1:%d  (pid %d)",
@@ -143,27 +142,4 @@ accounts:
 log_level: info
 `, d.ports.connector, d.secrets.connectorToken, d.path("xmpp-connector", "xmpp-connector.db"),
 		d.xmpp.Addr(), devstack.ProsodyDomain, d.secrets.aliceXMPP, devstack.DendriteDomain)
-}
-
-// waitTCP waits until addr accepts connections, while the process lives.
-func waitTCP(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("exited before listening on %s", addr)
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = conn.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening on %s after %s: %w", addr, timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

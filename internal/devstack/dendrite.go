@@ -137,7 +137,7 @@ func (d *Dendrite) launch(ctx context.Context, binary, cfgPath string, port int,
 		return err
 	}
 	d.proc, d.URL = p, "http://"+addr
-	if err := waitHTTP(ctx, d.URL+"/_matrix/client/versions", p.exited, dendriteStartTimeout); err != nil {
+	if err := p.WaitReady(ctx, dendriteStartTimeout, answers200(d.URL+"/_matrix/client/versions"), nil); err != nil {
 		if !errors.Is(err, errExitedEarly) {
 			p.kill()
 		}
@@ -146,37 +146,19 @@ func (d *Dendrite) launch(ctx context.Context, binary, cfgPath string, port int,
 	return nil
 }
 
-// waitHTTP polls url until it answers 200, the process exits, or timeout.
-func waitHTTP(ctx context.Context, url string, exited <-chan struct{}, timeout time.Duration) error {
+// answers200 is a WaitReady check: url answers 200.
+func answers200(url string) func() error {
 	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-exited:
-			return errExitedEarly
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
+	return func() error {
 		resp, err := client.Get(url)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				// If our process died on a bind error, whatever answered
-				// is somebody else's server on the same port.
-				select {
-				case <-exited:
-					return errExitedEarly
-				case <-time.After(20 * time.Millisecond):
-					return nil
-				}
-			}
-			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer from %s within %s (last error: %v)", url, timeout, err)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
 	}
 }
 

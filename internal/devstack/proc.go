@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
+	"time"
 )
 
 // Process is one child server: its exit is watched from the start, so a
@@ -88,3 +91,67 @@ func (p *Process) kill() {
 }
 
 var errExitedEarly = errors.New("exited during startup")
+
+// errNotReady is WaitReady's error when the time ran out.
+var errNotReady = errors.New("not ready")
+
+// WaitReady polls ready until it returns nil, for at most timeout. It fails
+// at once when the process ends (with an error that says so) or when
+// hopeless, if not nil, returns an error: some servers stay up after
+// logging that they will never be ready. An answer only counts if the
+// process is still alive a moment later, since after a lost race for its
+// port, what answers is somebody else's server.
+func (p *Process) WaitReady(ctx context.Context, timeout time.Duration, ready, hopeless func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("%s %w", p.name, errExitedEarly)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if hopeless != nil {
+			if err := hopeless(); err != nil {
+				return err
+			}
+		}
+		err := ready()
+		if err == nil {
+			select {
+			case <-p.exited:
+				return fmt.Errorf("%s %w", p.name, errExitedEarly)
+			case <-time.After(20 * time.Millisecond):
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s %w within %s (last error: %v)", p.name, errNotReady, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Listening is a WaitReady check: addr accepts TCP connections.
+func Listening(addr string) func() error {
+	return func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}
+}
+
+// BridgeEnv is the environment to run the bridge binary in: this process's
+// without the DMBRIDGE_* variables, which override config keys (and which
+// -g refuses to save tokens under).
+func BridgeEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "DMBRIDGE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}

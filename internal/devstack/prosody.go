@@ -216,9 +216,14 @@ func (s *Prosody) launch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := waitListening(ctx, s.Addr(), s.logPath, logStart, p.exited); err != nil {
+	if err := p.WaitReady(ctx, prosodyStartTimeout, Listening(s.Addr()), cannotBind(s.logPath, logStart)); err != nil {
 		if !errors.Is(err, errExitedEarly) {
 			p.kill()
+		}
+		if errors.Is(err, errNotReady) {
+			// Not listening in time is retried on another port, like a
+			// logged bind failure.
+			err = fmt.Errorf("%w: %w", errNoListener, err)
 		}
 		return err
 	}
@@ -228,38 +233,14 @@ func (s *Prosody) launch(ctx context.Context) error {
 	return nil
 }
 
-// waitListening waits for addr to accept connections; logStart is where
-// this run's part of the log begins.
-func waitListening(ctx context.Context, addr, logPath string, logStart int64, exited <-chan struct{}) error {
-	deadline := time.Now().Add(prosodyStartTimeout)
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("prosody %w", errExitedEarly)
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		// Prosody keeps running when it cannot bind, so the log is the
-		// only quick way to learn that the port was taken.
+// cannotBind is a WaitReady check for Prosody, which keeps running when it
+// cannot bind: the log is the only quick way to learn that the port was
+// taken. logStart is where this run's part of the log begins.
+func cannotBind(logPath string, logStart int64) func() error {
+	return func() error {
 		if data, _ := os.ReadFile(logPath); int64(len(data)) > logStart && strings.Contains(string(data[logStart:]), "Failed to open server port") {
 			return errNoListener
 		}
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = conn.Close()
-			// A listener that is not ours (lost port race) answers too;
-			// ours is only certain if our process is still alive.
-			select {
-			case <-exited:
-				return fmt.Errorf("prosody %w", errExitedEarly)
-			case <-time.After(20 * time.Millisecond):
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%w %s within %s (last error: %v)", errNoListener, addr, prosodyStartTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return nil
 	}
 }

@@ -69,6 +69,15 @@ func Targets(t testing.TB) []Target {
 	return []Target{SQLite(t), Postgres(t)}
 }
 
+// Each runs test once per dialect, as a subtest named after the dialect,
+// each time on that dialect's database from Targets.
+func Each(t *testing.T, test func(t *testing.T, target Target)) {
+	t.Helper()
+	for _, target := range Targets(t) {
+		t.Run(target.Name, func(t *testing.T) { test(t, target) })
+	}
+}
+
 // Fresh returns a new empty database of the same kind as target.
 func Fresh(t testing.TB, target Target) Target {
 	t.Helper()

@@ -248,25 +248,24 @@ func (w *SyncWatcher) wait(timeout time.Duration, match func(*event.Event) bool)
 
 // Events returns the events recorded so far for a room, in arrival order.
 func (w *SyncWatcher) Events(roomID id.RoomID) []*event.Event {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var out []*event.Event
-	for _, evt := range w.events {
-		if evt.RoomID == roomID {
-			out = append(out, evt)
-		}
-	}
-	return out
+	return w.recorded(func(evt *event.Event) bool { return evt.RoomID == roomID })
 }
 
 // AccountData returns the global account data events of type typ recorded so
 // far, oldest first, so a test can follow how e.g. m.direct evolved.
 func (w *SyncWatcher) AccountData(typ event.Type) []*event.Event {
+	return w.recorded(func(evt *event.Event) bool {
+		return evt.RoomID == "" && evt.Mautrix.EventSource == event.SourceAccountData && evt.Type.Type == typ.Type
+	})
+}
+
+// recorded returns the events recorded so far that match, in arrival order.
+func (w *SyncWatcher) recorded(match func(*event.Event) bool) []*event.Event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var out []*event.Event
 	for _, evt := range w.events {
-		if evt.RoomID == "" && evt.Mautrix.EventSource == event.SourceAccountData && evt.Type.Type == typ.Type {
+		if match(evt) {
 			out = append(out, evt)
 		}
 	}
