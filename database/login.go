@@ -47,9 +47,10 @@ const (
 		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`
 	setLoginStateQuery = `UPDATE login SET state=$2, updated_at=$3,
 		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`
-	setLoginLastEventQuery = `UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2`
-	setLoginAlertedQuery   = `UPDATE login SET alerted=$2 WHERE id=$1`
-	deleteLoginQuery       = `DELETE FROM login WHERE id=$1`
+	setLoginStateSinceQuery = `UPDATE login SET state=$2, state_since=$3, updated_at=$4 WHERE id=$1`
+	setLoginLastEventQuery  = `UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2`
+	setLoginAlertedQuery    = `UPDATE login SET alerted=$2 WHERE id=$1`
+	deleteLoginQuery        = `DELETE FROM login WHERE id=$1`
 	// Users with cleaned rooms count too: their login may be gone while
 	// stale m.direct entries remain.
 	getDirectUsersQuery = `SELECT matrix_user FROM login UNION SELECT matrix_user FROM cleaned_room`
@@ -110,6 +111,15 @@ func (q *LoginQuery) SetState(ctx context.Context, loginID, state string) error 
 	q.wrote(ctx, loginID, false)
 	defer q.wrote(ctx, loginID, false)
 	return q.qh.Exec(ctx, setLoginStateQuery, loginID, state, time.Now().UnixMilli())
+}
+
+// SetStateSince records a state the bridge concluded itself (not one the
+// connector reported) together with when it began, so that it outlives the
+// process that saw it begin.
+func (q *LoginQuery) SetStateSince(ctx context.Context, loginID, state string, since time.Time) error {
+	q.wrote(ctx, loginID, false)
+	defer q.wrote(ctx, loginID, false)
+	return q.qh.Exec(ctx, setLoginStateSinceQuery, loginID, state, since.UnixMilli(), time.Now().UnixMilli())
 }
 
 // SetLastEvent records when an event of the login was last applied.

@@ -185,6 +185,17 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 		log.Warn().Err(err).Msg("Failed to look up the user's management room")
 		return
 	}
+	if trouble == troubleDisconnected && st.ConnectorOffline &&
+		(l.State != connector.LoginDisconnected || l.StateSince.UnixMilli() != st.Since.UnixMilli()) {
+		// The start of a connector outage is known only to this process,
+		// and it names the alert's transaction. Store it before the send:
+		// a restart between the send and SetAlerted below then derives the
+		// same transaction id, and the homeserver shows the alert once.
+		if err = m.db.Login.SetStateSince(ctx, l.ID, connector.LoginDisconnected, st.Since); err != nil {
+			log.Warn().Err(err).Msg("Failed to store the start of the connector outage, trying again later")
+			return
+		}
+	}
 	if user == nil || user.ManagementRoom == "" {
 		log.Warn().Msg("User has no management room, the login alert is only logged")
 	} else {
