@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -19,15 +20,18 @@ const mDirectAttempts = 4
 
 // Direct edits users' m.direct account data without clobbering. Matrix has no
 // compare-and-swap on account data, so the bridge serialises its own writes per
-// user, writes only when its merge changes something, and reads back to verify.
+// user (directqueue.go), writes only when its merge changes something, and
+// reads back to verify.
 type Direct struct {
-	log   zerolog.Logger
-	locks keyedLocks
+	log zerolog.Logger
+
+	mu     sync.Mutex
+	queues map[id.UserID]*directQueue
 }
 
 // NewDirect creates the m.direct editor.
 func NewDirect(log zerolog.Logger) *Direct {
-	return &Direct{log: log.With().Str("component", "m_direct").Logger()}
+	return &Direct{log: log.With().Str("component", "m_direct").Logger(), queues: make(map[id.UserID]*directQueue)}
 }
 
 // DirectChange is what the bridge wants of one user's m.direct: rooms to be
@@ -40,14 +44,10 @@ type DirectChange struct {
 // Empty reports whether the change asks for nothing.
 func (c DirectChange) Empty() bool { return len(c.Add) == 0 && len(c.Remove) == 0 }
 
-// Apply merges the change into the user's m.direct. Every key and room the
-// change does not name stays as it was. It reports whether it wrote.
-func (d *Direct) Apply(ctx context.Context, client *mautrix.Client, change DirectChange) (bool, error) {
-	if change.Empty() {
-		return false, nil
-	}
-	unlock := d.locks.lock(string(client.UserID))
-	defer unlock()
+// write reads m.direct, merges the change and writes the result when it
+// differs, then reads back and merges again until the change holds. The
+// caller runs it alone for the user (Apply's queue).
+func (d *Direct) write(ctx context.Context, client *mautrix.Client, change DirectChange) (bool, error) {
 	current, err := getDirect(ctx, client)
 	if err != nil {
 		return false, err
