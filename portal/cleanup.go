@@ -62,7 +62,7 @@ func (m *Manager) finishCleanup(ctx context.Context, user id.UserID, roomID id.R
 			return fmt.Errorf("remove %s from m.direct: %w", roomID, err)
 		}
 	}
-	intent := m.link.AS.Intent(ghost)
+	intent := m.ghosts.IntentOf(ghost)
 	if _, err = intent.LeaveRoom(ctx, roomID); err != nil && !isGoneError(err) {
 		return fmt.Errorf("ghost %s leaving %s: %w", ghost, roomID, err)
 	}

@@ -26,17 +26,19 @@ const maxAvatarBytes = 10 << 20
 
 // Ghosts manages one ghost user per network contact.
 type Ghosts struct {
-	as    *mas.AppService
-	db    *database.Database
-	cfg   *config.Config
-	http  *http.Client
-	log   zerolog.Logger
-	locks keyedLocks
+	as      *mas.AppService
+	db      *database.Database
+	cfg     *config.Config
+	http    *http.Client
+	log     zerolog.Logger
+	locks   keyedLocks
+	intents *ghostIntents
 }
 
 // NewGhosts creates the ghost manager.
 func NewGhosts(as *mas.AppService, db *database.Database, cfg *config.Config, httpClient *http.Client, log zerolog.Logger) *Ghosts {
-	return &Ghosts{as: as, db: db, cfg: cfg, http: httpClient, log: log.With().Str("component", "ghosts").Logger()}
+	return &Ghosts{as: as, db: db, cfg: cfg, http: httpClient, log: log.With().Str("component", "ghosts").Logger(),
+		intents: newGhostIntents(as, maxGhostIntents)}
 }
 
 // MXID is the ghost's user id for a contact.
@@ -44,7 +46,13 @@ func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(con
 
 // Intent returns the intent of a contact's ghost, without any homeserver call.
 func (g *Ghosts) Intent(contactID string) *mas.IntentAPI {
-	return g.as.Intent(g.MXID(contactID))
+	return g.intents.get(g.MXID(contactID))
+}
+
+// IntentOf returns the intent of a ghost by its Matrix id, without any
+// homeserver call; nil for an id not on the homeserver.
+func (g *Ghosts) IntentOf(mxid id.UserID) *mas.IntentAPI {
+	return g.intents.get(mxid)
 }
 
 // Ensure registers the contact's ghost if the bridge has not done so yet and
@@ -73,7 +81,7 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 	if ghost == nil {
 		ghost = &database.Ghost{ID: contactID, MXID: g.MXID(contactID)}
 	}
-	intent := g.as.Intent(ghost.MXID)
+	intent := g.intents.get(ghost.MXID)
 	if intent == nil {
 		return nil, nil, fmt.Errorf("no intent for ghost %s", ghost.MXID)
 	}
