@@ -19,17 +19,22 @@ func (m *Manager) remoteLoop() {
 	defer m.wg.Done()
 	after := make(map[string]int64)
 	for {
-		loaded := 0
-		if m.lanes.pending() < maxQueued {
+		// full: a query returned a whole page, so more may be stored;
+		// otherwise everything committed before the query was loaded and
+		// what commits later wakes the loop (Accepted).
+		full, failed := false, false
+		if m.roomFor(&m.gates.remote) {
 			conns, err := m.db.Inbox.Connectors(m.ctx)
 			if err != nil && m.ctx.Err() == nil {
 				m.log.Err(err).Msg("Failed to list connectors with pending events")
+				failed = true
 			}
 			for _, connID := range conns {
-				rows, err := m.db.Inbox.Pending(m.ctx, connID, after[connID], 512)
+				rows, err := m.db.Inbox.Pending(m.ctx, connID, after[connID], pageSize)
 				if err != nil {
 					if m.ctx.Err() == nil {
 						m.log.Err(err).Str("connector_id", connID).Msg("Failed to load pending events")
+						failed = true
 					}
 					continue
 				}
@@ -43,17 +48,17 @@ func (m *Manager) remoteLoop() {
 					}
 					after[connID] = row.Seq
 				}
-				loaded += len(rows)
+				full = full || len(rows) == pageSize
 			}
 		}
-		if loaded > 0 && m.lanes.pending() < maxQueued {
+		if full && m.roomFor(&m.gates.remote) {
 			continue
 		}
 		select {
 		case <-m.remoteWake:
 		case <-m.ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-time.After(pollAfter(failed)):
 			// A periodic look covers a wake lost to a failed query.
 		}
 	}
@@ -80,11 +85,12 @@ func (m *Manager) matrixLoop() {
 	defer m.wg.Done()
 	var after int64
 	for {
-		loaded := 0
-		if m.lanes.pending() < maxQueued {
-			rows, err := m.db.MXEvent.Pending(m.ctx, after, 512)
+		full, failed := false, false // as in remoteLoop
+		if m.roomFor(&m.gates.matrix) {
+			rows, err := m.db.MXEvent.Pending(m.ctx, after, pageSize)
 			if err != nil && m.ctx.Err() == nil {
 				m.log.Err(err).Msg("Failed to load pending Matrix events")
+				failed = true
 			}
 			for _, row := range rows {
 				row := row
@@ -93,16 +99,16 @@ func (m *Manager) matrixLoop() {
 				}
 				after = row.Seq
 			}
-			loaded = len(rows)
+			full = len(rows) == pageSize
 		}
-		if loaded > 0 && m.lanes.pending() < maxQueued {
+		if full && m.roomFor(&m.gates.matrix) {
 			continue
 		}
 		select {
 		case <-m.matrixWake:
 		case <-m.ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-time.After(pollAfter(failed)):
 		}
 	}
 }
@@ -135,6 +141,16 @@ func (m *Manager) applyInbox(ctx context.Context, row *database.InboxRow, ev *co
 		m.park(ctx, row, err)
 		m.noticeFailure(ctx, row, ev, err)
 	})
+}
+
+// pollAfter is how long a dispatcher waits for a wake before it looks
+// anyway: soon after a failed query (no wake may come for what it missed),
+// else a minute, which covers a wake that was lost.
+func pollAfter(failed bool) time.Duration {
+	if failed {
+		return time.Second
+	}
+	return time.Minute
 }
 
 func (m *Manager) park(ctx context.Context, row *database.InboxRow, err error) {

@@ -57,6 +57,7 @@ type Manager struct {
 
 	remoteWake chan struct{}
 	matrixWake chan struct{}
+	gates      dispatchGates
 	// userTyping is the typing state last sent to the network per room.
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
@@ -102,7 +103,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		watch:      newLoginWatch(),
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
-	m.lanes.onIdle = m.wakeAll
+	m.lanes.onIdle = m.wakeThrottled
 	link.SetSink(m)
 	return m
 }
