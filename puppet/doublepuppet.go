@@ -25,10 +25,14 @@ type DoublePuppets struct {
 	secrets map[string]string
 	log     zerolog.Logger
 
-	mu      sync.Mutex
-	intents map[id.UserID]*mas.IntentAPI
-	warned  map[string]bool
-	locks   keyedLocks
+	mu sync.Mutex
+	// intents keeps the most recently used users' intents; verified
+	// remembers every user whose secret whoami confirmed, so that an
+	// intent dropped from intents is rebuilt without a homeserver call.
+	intents  *lru[id.UserID, *mas.IntentAPI]
+	verified map[id.UserID]bool
+	warned   map[string]bool
+	locks    keyedLocks
 	// profiles caches each user's global profile for their joins. A later
 	// change of it is the homeserver's business (it updates the user's
 	// member events), so one read per user and process is enough.
@@ -40,18 +44,24 @@ func NewDoublePuppets(as *mas.AppService, db *database.Database, cfg *config.Con
 	return &DoublePuppets{
 		as: as, db: db, secrets: cfg.DoublePuppet.Secrets,
 		log:      log.With().Str("component", "double_puppet").Logger(),
-		intents:  make(map[id.UserID]*mas.IntentAPI),
+		intents:  newLRU[id.UserID, *mas.IntentAPI](maxDoublePuppetIntents),
+		verified: make(map[id.UserID]bool),
 		warned:   make(map[string]bool),
 		profiles: make(map[id.UserID]map[string]any),
 	}
 }
 
+// maxDoublePuppetIntents bounds the double puppet intents kept for reuse
+// (a client and logger each, ~1.3 KB); with 10,000 users the m.direct
+// repair alone would otherwise keep one per user for good.
+const maxDoublePuppetIntents = 1024
+
 // Intent returns an intent acting as the user, or nil when no secret covers
 // the user's server; the bridge then falls back to a plain invite. The first
-// call per user verifies the secret with whoami.
+// call per user and process verifies the secret with whoami.
 func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.IntentAPI, error) {
 	d.mu.Lock()
-	intent, ok := d.intents[userID]
+	intent, ok := d.intents.get(userID)
 	d.mu.Unlock()
 	if ok {
 		return intent, nil
@@ -59,7 +69,8 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 	unlock := d.locks.lock(string(userID))
 	defer unlock()
 	d.mu.Lock()
-	intent, ok = d.intents[userID]
+	intent, ok = d.intents.get(userID)
+	verified := d.verified[userID]
 	d.mu.Unlock()
 	if ok {
 		return intent, nil
@@ -83,6 +94,12 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 	intent.Localpart, _, _ = userID.Parse()
 	intent.UserID = userID
 	intent.IsCustomPuppet = true
+	if verified {
+		d.mu.Lock()
+		intent = d.intents.add(userID, intent)
+		d.mu.Unlock()
+		return intent, nil
+	}
 	resp, err := intent.Whoami(ctx)
 	if err != nil {
 		_ = d.db.User.SetDoublePuppet(ctx, userID, false)
@@ -94,7 +111,8 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (*mas.Inte
 		return nil, fmt.Errorf("store double puppet state of %s: %w", userID, err)
 	}
 	d.mu.Lock()
-	d.intents[userID] = intent
+	d.intents.add(userID, intent)
+	d.verified[userID] = true
 	d.mu.Unlock()
 	d.log.Info().Stringer("user_id", userID).Msg("Double puppeting enabled")
 	return intent, nil

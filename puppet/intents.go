@@ -1,7 +1,6 @@
 package puppet
 
 import (
-	"container/list"
 	"reflect"
 	"sync"
 
@@ -28,19 +27,15 @@ type ghostIntents struct {
 	as       *mas.AppService
 	template *mas.IntentAPI
 
-	mu    sync.Mutex
-	order *list.List // of *mas.IntentAPI, most recently used first
-	byID  map[id.UserID]*list.Element
-	max   int
+	mu     sync.Mutex
+	recent *lru[id.UserID, *mas.IntentAPI]
 }
 
 func newGhostIntents(as *mas.AppService, max int) *ghostIntents {
 	return &ghostIntents{
 		as:       as,
 		template: as.NewIntentAPI("_dmbridge_intent_template"),
-		order:    list.New(),
-		byID:     make(map[id.UserID]*list.Element),
-		max:      max,
+		recent:   newLRU[id.UserID, *mas.IntentAPI](max),
 	}
 }
 
@@ -52,30 +47,18 @@ func (g *ghostIntents) get(userID id.UserID) *mas.IntentAPI {
 		return g.as.BotIntent()
 	}
 	g.mu.Lock()
-	if el, ok := g.byID[userID]; ok {
-		g.order.MoveToFront(el)
-		g.mu.Unlock()
-		return el.Value.(*mas.IntentAPI)
-	}
+	intent, ok := g.recent.get(userID)
 	g.mu.Unlock()
-	intent := g.build(userID)
-	if intent == nil {
+	if ok {
+		return intent
+	}
+	if intent = g.build(userID); intent == nil {
 		return nil
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if el, ok := g.byID[userID]; ok {
-		// Built meanwhile by another caller: everyone uses that one.
-		g.order.MoveToFront(el)
-		return el.Value.(*mas.IntentAPI)
-	}
-	g.byID[userID] = g.order.PushFront(intent)
-	for g.order.Len() > g.max {
-		oldest := g.order.Back()
-		g.order.Remove(oldest)
-		delete(g.byID, oldest.Value.(*mas.IntentAPI).UserID)
-	}
-	return intent
+	// Built meanwhile by another caller: everyone uses that one.
+	return g.recent.add(userID, intent)
 }
 
 func (g *ghostIntents) build(userID id.UserID) *mas.IntentAPI {

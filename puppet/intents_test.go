@@ -45,8 +45,8 @@ func TestGhostIntentsBounded(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		g.get(id.UserID(fmt.Sprintf("@dm_%d:example.org", i)))
 	}
-	if len(g.byID) != 3 || g.order.Len() != 3 {
-		t.Errorf("%d intents kept, want 3", len(g.byID))
+	if g.recent.len() != 3 {
+		t.Errorf("%d intents kept, want 3", g.recent.len())
 	}
 	if g.get(ghost) == a {
 		t.Error("the least recently used intent was not dropped")
