@@ -24,10 +24,13 @@ func (m *Manager) remoteLoop() {
 		// what commits later wakes the loop (Accepted).
 		full, failed := false, false
 		if m.roomFor(&m.gates.remote) {
-			conns, err := m.db.Inbox.Connectors(m.ctx)
-			if err != nil && m.ctx.Err() == nil {
-				m.log.Err(err).Msg("Failed to list connectors with pending events")
-				failed = true
+			conns, all := m.accepted.take()
+			if all {
+				var err error
+				if conns, err = m.db.Inbox.Connectors(m.ctx); err != nil && m.ctx.Err() == nil {
+					m.log.Err(err).Msg("Failed to list connectors with pending events")
+					failed = true
+				}
 			}
 			for _, connID := range conns {
 				rows, err := m.db.Inbox.Pending(m.ctx, connID, after[connID], pageSize)
@@ -51,6 +54,9 @@ func (m *Manager) remoteLoop() {
 				full = full || len(rows) == pageSize
 			}
 		}
+		if full || failed {
+			m.accepted.setAll()
+		}
 		if full && m.roomFor(&m.gates.remote) {
 			continue
 		}
@@ -60,6 +66,7 @@ func (m *Manager) remoteLoop() {
 			return
 		case <-time.After(pollAfter(failed)):
 			// A periodic look covers a wake lost to a failed query.
+			m.accepted.setAll()
 		}
 	}
 }

@@ -113,8 +113,11 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 	return owner, nil
 }
 
-// Accepted wakes the dispatcher for newly stored events.
-func (m *Manager) Accepted(string) { signal(m.remoteWake) }
+// Accepted wakes the dispatcher for a connector's newly stored events.
+func (m *Manager) Accepted(connectorID string) {
+	m.accepted.add(connectorID)
+	signal(m.remoteWake)
+}
 
 // Connected resends the commands that waited for this connector, and
 // syncs the recent chats of logins it brought for the first time.

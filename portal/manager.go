@@ -58,6 +58,7 @@ type Manager struct {
 	remoteWake chan struct{}
 	matrixWake chan struct{}
 	gates      dispatchGates
+	accepted   *acceptedConns
 	// userTyping is the typing state last sent to the network per room.
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
@@ -98,6 +99,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		ctx:        ctx,
 		cancel:     cancel,
 		remoteWake: make(chan struct{}, 1),
+		accepted:   newAcceptedConns(),
 		matrixWake: make(chan struct{}, 1),
 		started:    time.Now(),
 		watch:      newLoginWatch(),
