@@ -57,13 +57,14 @@ fuzz:
 	$(call run-fuzz,$(FUZZTIME))
 
 # One table of issue 14's goals beside the figures, against the in-memory
-# homeserver (internal/memhs), on SQLite and PostgreSQL (a few minutes).
+# homeserver (internal/memhs), on SQLite and PostgreSQL (a few minutes),
+# then the SCALE lines of the m.direct goals (bridge/scale_bench_test.go).
 # bench-dendrite runs the benchmarks of the whole path on real Dendrite.
 bench: prerequisites
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m ./bridge/ \
+	$(GO) test -run '^$$' -bench '^(BenchmarkGoals|BenchmarkScaleDirect)$$' -benchtime 1x -timeout 15m ./bridge/ \
 		> $(BIN)/bench.log 2>&1; rc=$$?; sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; \
-		grep -E '^(ok|FAIL|--- FAIL)' $(BIN)/bench.log; exit $$rc
+		grep -E '^SCALE ' $(BIN)/bench.log; grep -E '^(ok|FAIL|--- FAIL)' $(BIN)/bench.log; exit $$rc
 
 # CPU and allocation profiles of the same runs (bin/bench-cpu.out,
 # bin/bench-mem.out): go tool pprof -top bin/bench-cpu.out
@@ -73,7 +74,7 @@ bench-profile: prerequisites
 		-cpuprofile $(BIN)/bench-cpu.out -memprofile $(BIN)/bench-mem.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1
 
 bench-dendrite: prerequisites
-	$(GO) test -run '^$$' -bench . -skip '^BenchmarkGoals$$' -benchmem ./...
+	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkGoals|BenchmarkScaleDirect)$$' -benchmem ./...
 
 # Full-size fault runs against a live stack (real Dendrite, real databases),
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs

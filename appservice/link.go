@@ -37,7 +37,7 @@ type Sink interface {
 // Link is the bridge's connection to the homeserver.
 type Link struct {
 	AS         *mas.AppService
-	StateStore *sqlstatestore.SQLStateStore
+	StateStore *StateStore
 	cfg        *config.Config
 	db         *database.Database
 	log        zerolog.Logger
@@ -94,8 +94,9 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 	if err = store.Upgrade(ctx); err != nil {
 		return nil, fmt.Errorf("upgrade state store: %w", err)
 	}
-	as.StateStore = store
-	l := &Link{AS: as, StateStore: store, cfg: cfg, db: db, log: log}
+	cached := NewStateStore(store)
+	as.StateStore = cached
+	l := &Link{AS: as, StateStore: cached, cfg: cfg, db: db, log: log}
 	as.QueryHandler = &queryHandler{link: l}
 	return l, nil
 }

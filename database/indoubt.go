@@ -41,6 +41,13 @@ const (
 		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
 		ON CONFLICT (txn_id) DO NOTHING`
+	// beginFreshUnlessBridgedQuery is beginFreshInDoubtQuery that also
+	// refuses when part 0 of the message is already mapped.
+	beginFreshUnlessBridgedInDoubtQuery = `
+		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
+		SELECT $1, $2, $3, $4, $5, CAST($6 AS INTEGER), $7, CAST($8 AS BIGINT), ''
+		WHERE NOT EXISTS (SELECT 1 FROM message WHERE login_id=$3 AND chat_id=$4 AND remote_id=$5 AND part=0)
+		ON CONFLICT (txn_id) DO NOTHING`
 	setInDoubtEventIDQuery = `UPDATE in_doubt_send SET event_id=$2 WHERE txn_id=$1`
 	deleteInDoubtQuery     = `DELETE FROM in_doubt_send WHERE txn_id=$1`
 	pruneInDoubtQuery      = `DELETE FROM in_doubt_send WHERE started_at < $1`
@@ -81,6 +88,20 @@ func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
 // for the caller to resolve.
 func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, error) {
 	res, err := q.GetDB().Exec(ctx, beginFreshInDoubtQuery, s.sqlVariables()...)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// BeginFreshUnlessBridged is BeginFresh for the first part of a remote
+// message, with the check that the message is not bridged yet folded into
+// the same statement: the marker goes in only if neither a marker for the
+// transaction id nor a stored mapping of the message's part 0 exists. A
+// false answer means one of the two does; the caller looks which.
+func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSend) (bool, error) {
+	res, err := q.GetDB().Exec(ctx, beginFreshUnlessBridgedInDoubtQuery, s.sqlVariables()...)
 	if err != nil {
 		return false, err
 	}

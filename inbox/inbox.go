@@ -30,6 +30,9 @@ type Inbox struct {
 	log     zerolog.Logger
 	wake    chan struct{}
 	handoff handoff
+	// accepted names the connectors whose events were stored since the
+	// reader last looked.
+	accepted acceptedConns
 }
 
 var _ server.BatchStore = (*Inbox)(nil)
@@ -37,11 +40,12 @@ var _ server.BatchStore = (*Inbox)(nil)
 // New returns an inbox on db; mx may be nil.
 func New(db *database.Database, mx *metrics.Metrics, log zerolog.Logger) *Inbox {
 	return &Inbox{
-		db:      db,
-		metrics: mx,
-		log:     log.With().Str("component", "inbox").Logger(),
-		wake:    make(chan struct{}, 1),
-		handoff: handoff{events: make(map[key]*connector.Event)},
+		db:       db,
+		metrics:  mx,
+		log:      log.With().Str("component", "inbox").Logger(),
+		wake:     make(chan struct{}, 1),
+		handoff:  handoff{events: make(map[key]*connector.Event)},
+		accepted: acceptedConns{ids: make(map[string]bool), all: true},
 	}
 }
 
@@ -115,6 +119,7 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		in.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
 	}
 	if len(rows) > 0 {
+		in.accepted.add(connectorID)
 		in.Wake()
 	}
 	return nil

@@ -75,7 +75,7 @@ func TestStoredAsSentReadOnce(t *testing.T) {
 				t.Fatalf("stored %s, want the bytes as sent: %s", data, items[0].Raw)
 			}
 
-			got := in.Reader().Next(ctx, 10)
+			got := next(in.Reader())
 			if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
 				t.Fatalf("read %+v, want seqs 1 and 3", got)
 			}
@@ -84,26 +84,26 @@ func TestStoredAsSentReadOnce(t *testing.T) {
 			}
 
 			// Another process reads the same bytes back.
-			again := New(db, nil, zerolog.Nop()).Reader().Next(ctx, 10)
+			again := next(New(db, nil, zerolog.Nop()).Reader())
 			if len(again) != 2 || !reflect.DeepEqual(again[0].Event, items[0].Event) || again[1].ChatID != "bob" || again[1].LoginID != "alice" {
 				t.Fatalf("after a restart read %+v, want the same events", again)
 			}
 
 			r := in.Reader()
-			e := r.Next(ctx, 10)
+			e := next(r)
 			if err := e[0].Done(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if err := e[1].Failed(ctx, errors.New("homeserver down")); err != nil {
 				t.Fatal(err)
 			}
-			if left := in.Reader().Next(ctx, 10); len(left) != 1 || left[0].Seq != 3 || left[0].Attempts != 1 {
+			if left := next(in.Reader()); len(left) != 1 || left[0].Seq != 3 || left[0].Attempts != 1 {
 				t.Fatalf("after Done and Failed: %+v, want seq 3 with one attempt", left)
 			}
 			if err := e[1].Park(ctx, errors.New("gave up")); err != nil {
 				t.Fatal(err)
 			}
-			if left := in.Reader().Next(ctx, 10); len(left) != 0 {
+			if left := next(in.Reader()); len(left) != 0 {
 				t.Fatalf("after Park: %+v, want nothing", left)
 			}
 			if n := len(in.handoff.events); n != 0 {
@@ -125,7 +125,7 @@ func TestFailedBatchStoresNothing(t *testing.T) {
 	if woken(in) {
 		t.Error("woken by a failed batch")
 	}
-	if got := in.Reader().Next(ctx, 10); len(got) != 0 {
+	if got := next(in.Reader()); len(got) != 0 {
 		t.Fatalf("read %+v after a failed batch", got)
 	}
 	if n := len(in.handoff.events); n != 0 {
@@ -144,8 +144,14 @@ func TestUnparsableRow(t *testing.T) {
 	if err := db.Inbox.Insert(ctx, &database.InboxRow{ConnectorID: "c", Seq: 1, LoginID: "alice", Kind: "message", Data: []byte("{")}); err != nil {
 		t.Fatal(err)
 	}
-	got := New(db, nil, zerolog.Nop()).Reader().Next(ctx, 10)
+	got := next(New(db, nil, zerolog.Nop()).Reader())
 	if len(got) != 1 || got[0].Event != nil {
 		t.Fatalf("read %+v, want one entry without an event", got)
 	}
+}
+
+// next is one Reader.Next of up to 10 events per connector.
+func next(r *Reader) []*Entry {
+	entries, _, _ := r.Next(context.Background(), 10)
+	return entries
 }

@@ -52,34 +52,56 @@ type Reader struct {
 	after map[string]int64 // per connector: the last seq returned
 }
 
-// Reader starts reading from the oldest event not yet done.
+// Reader starts reading from the oldest event not yet done, of every
+// connector.
 func (in *Inbox) Reader() *Reader {
+	in.accepted.setAll()
 	return &Reader{in: in, after: make(map[string]int64)}
 }
 
+// Rescan makes the next call look at every connector with pending events,
+// not only those whose events were stored since the last call: the
+// periodic look that covers a lost wake.
+func (r *Reader) Rescan() { r.in.accepted.setAll() }
+
 // Next returns the following events not yet done, at most perConnector of
-// each connector, in seq order within a connector. A connector whose events
-// cannot be listed is logged and skipped until the next call.
-func (r *Reader) Next(ctx context.Context, perConnector int) []*Entry {
-	conns, err := r.in.db.Inbox.Connectors(ctx)
-	if err != nil && ctx.Err() == nil {
-		r.in.log.Err(err).Msg("Failed to list connectors with pending events")
+// each connector, in seq order within a connector. It looks at the
+// connectors whose events were stored since its last call, or at all of
+// them after a Rescan, a failure or a full page. more is true when a
+// connector filled its page (more may be stored); failed when a query
+// failed (logged; the caller looks again soon, no wake may come for it).
+func (r *Reader) Next(ctx context.Context, perConnector int) (entries []*Entry, more, failed bool) {
+	conns, all := r.in.accepted.take()
+	if all {
+		listed, err := r.in.db.Inbox.Connectors(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.in.log.Err(err).Msg("Failed to list connectors with pending events")
+			}
+			failed = true
+		} else {
+			conns = listed
+		}
 	}
-	var out []*Entry
 	for _, connID := range conns {
 		rows, err := r.in.db.Inbox.Pending(ctx, connID, r.after[connID], perConnector)
 		if err != nil {
 			if ctx.Err() == nil {
 				r.in.log.Err(err).Str("connector_id", connID).Msg("Failed to load pending events")
 			}
+			failed = true
 			continue
 		}
 		for _, row := range rows {
-			out = append(out, r.in.entry(row))
+			entries = append(entries, r.in.entry(row))
 			r.after[connID] = row.Seq
 		}
+		more = more || len(rows) == perConnector
 	}
-	return out
+	if more || failed {
+		r.in.accepted.setAll()
+	}
+	return entries, more, failed
 }
 
 // entry decodes a row, unless the writer in this process handed its event

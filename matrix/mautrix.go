@@ -15,14 +15,21 @@ import (
 )
 
 // NewIntents is the mautrix-backed Intents of an appservice.
-func NewIntents(as *mas.AppService) Intents { return &asIntents{as: as} }
+func NewIntents(as *mas.AppService) Intents {
+	return &asIntents{as: as, ghosts: newGhostIntents(as, maxGhostIntents)}
+}
 
-type asIntents struct{ as *mas.AppService }
+type asIntents struct {
+	as *mas.AppService
+	// ghosts stands in for mautrix's AppService.Intent, whose maps keep
+	// every ghost's intent for good (see ghostintents.go).
+	ghosts *ghostIntents
+}
 
 func (a *asIntents) Bot() API { return intent{a.as.BotIntent()} }
 
 func (a *asIntents) Ghost(userID id.UserID, registered bool) API {
-	ia := a.as.Intent(userID)
+	ia := a.ghosts.get(userID)
 	if registered {
 		ia.Registered = true
 	}
@@ -30,7 +37,10 @@ func (a *asIntents) Ghost(userID id.UserID, registered bool) API {
 }
 
 func (a *asIntents) RegisterGhost(ctx context.Context, userID id.UserID) error {
-	ia := a.as.Intent(userID)
+	ia := a.ghosts.get(userID)
+	if ia == nil {
+		return fmt.Errorf("register %s: not a user of this homeserver", userID)
+	}
 	if err := ia.Register(ctx); err != nil && !errors.Is(err, mautrix.MUserInUse) {
 		return fmt.Errorf("register %s: %w", userID, err)
 	}
@@ -186,6 +196,20 @@ func (i intent) GetAccountData(ctx context.Context, eventType string, out any) e
 	return i.ia.Client.GetAccountData(ctx, eventType, out)
 }
 
+// SetAccountData sends a json.RawMessage as it is: json.Marshal would
+// validate and compact it again, which for an m.direct of thousands of
+// rooms is most of the cost of the write.
 func (i intent) SetAccountData(ctx context.Context, eventType string, data any) error {
-	return i.ia.Client.SetAccountData(ctx, eventType, data)
+	raw, ok := data.(json.RawMessage)
+	if !ok {
+		return i.ia.Client.SetAccountData(ctx, eventType, data)
+	}
+	c := i.ia.Client
+	_, err := c.MakeFullRequest(ctx, mautrix.FullRequest{
+		Method:       http.MethodPut,
+		URL:          c.BuildClientURL("v3", "user", c.UserID, "account_data", eventType),
+		RequestBytes: raw,
+		Headers:      http.Header{"Content-Type": {"application/json"}},
+	})
+	return err
 }

@@ -18,25 +18,29 @@ func (m *Manager) remoteLoop() {
 	defer m.wg.Done()
 	reader := m.inbox.Reader()
 	for {
-		loaded := 0
-		if m.lanes.pending() < maxQueued {
-			entries := reader.Next(m.ctx, 512)
+		// more: a connector filled its page, so more may be stored;
+		// otherwise everything committed before the look was loaded and
+		// what commits later wakes the loop (the inbox's Woken).
+		more, failed := false, false
+		if m.roomFor(&m.gates.remote) {
+			var entries []*inbox.Entry
+			entries, more, failed = reader.Next(m.ctx, pageSize)
 			for _, e := range entries {
 				if !m.lanes.submit(remoteLane(e), e.Kind, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
 					return
 				}
 			}
-			loaded = len(entries)
 		}
-		if loaded > 0 && m.lanes.pending() < maxQueued {
+		if more && m.roomFor(&m.gates.remote) {
 			continue
 		}
 		select {
 		case <-m.inbox.Woken():
 		case <-m.ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-time.After(pollAfter(failed)):
 			// A periodic look covers a wake lost to a failed query.
+			reader.Rescan()
 		}
 	}
 }
@@ -65,11 +69,12 @@ func (m *Manager) matrixLoop() {
 	defer m.wg.Done()
 	var after int64
 	for {
-		loaded := 0
-		if m.lanes.pending() < maxQueued {
-			rows, err := m.db.MXEvent.Pending(m.ctx, after, 512)
+		full, failed := false, false // as in remoteLoop
+		if m.roomFor(&m.gates.matrix) {
+			rows, err := m.db.MXEvent.Pending(m.ctx, after, pageSize)
 			if err != nil && m.ctx.Err() == nil {
 				m.log.Err(err).Msg("Failed to load pending Matrix events")
+				failed = true
 			}
 			for _, row := range rows {
 				row := row
@@ -78,16 +83,16 @@ func (m *Manager) matrixLoop() {
 				}
 				after = row.Seq
 			}
-			loaded = len(rows)
+			full = len(rows) == pageSize
 		}
-		if loaded > 0 && m.lanes.pending() < maxQueued {
+		if full && m.roomFor(&m.gates.matrix) {
 			continue
 		}
 		select {
 		case <-m.matrixWake:
 		case <-m.ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-time.After(pollAfter(failed)):
 		}
 	}
 }
@@ -117,6 +122,16 @@ func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
 		m.park(ctx, e, err)
 		m.noticeFailure(ctx, e, err)
 	})
+}
+
+// pollAfter is how long a dispatcher waits for a wake before it looks
+// anyway: soon after a failed query (no wake may come for what it missed),
+// else a minute, which covers a wake that was lost.
+func pollAfter(failed bool) time.Duration {
+	if failed {
+		return time.Second
+	}
+	return time.Minute
 }
 
 func (m *Manager) park(ctx context.Context, e *inbox.Entry, err error) {

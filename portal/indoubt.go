@@ -67,6 +67,10 @@ type remoteSend struct {
 	// keepEventID stores the homeserver's answer in the marker, because the
 	// result is written later, with the event's other parts.
 	keepEventID bool
+	// unlessBridged: the send is the first part of a message not yet
+	// checked for a replay; sendRemote fails with errAlreadyBridged if a
+	// mapping of it is stored.
+	unlessBridged bool
 	// send performs the request with the given transaction id, which it
 	// must also put into the content under contentTxnKey.
 	send func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error)
@@ -95,9 +99,9 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 	}
 	// No marker yet (the usual case): this inserts it and the send goes
 	// out. Otherwise an earlier try may have landed, and the marker says.
-	fresh, err := m.db.InDoubt.BeginFresh(ctx, mark)
+	fresh, err := m.beginFresh(ctx, s, mark)
 	if err != nil {
-		return "", fmt.Errorf("mark send in doubt: %w", err)
+		return "", err
 	}
 	var marker *database.InDoubtSend
 	if !fresh {
@@ -149,6 +153,34 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 		}
 	}
 	return resp.EventID, nil
+}
+
+// errAlreadyBridged: see remoteSend.unlessBridged.
+var errAlreadyBridged = errors.New("message already bridged")
+
+// beginFresh inserts the send's marker unless one exists (and, with
+// unlessBridged, unless the message is bridged already, which it reports as
+// errAlreadyBridged), and reports whether it did.
+func (m *Manager) beginFresh(ctx context.Context, s *remoteSend, mark *database.InDoubtSend) (bool, error) {
+	if !s.unlessBridged {
+		fresh, err := m.db.InDoubt.BeginFresh(ctx, mark)
+		if err != nil {
+			return false, fmt.Errorf("mark send in doubt: %w", err)
+		}
+		return fresh, nil
+	}
+	fresh, err := m.db.InDoubt.BeginFreshUnlessBridged(ctx, mark)
+	if err != nil {
+		return false, fmt.Errorf("mark send in doubt: %w", err)
+	} else if fresh {
+		return true, nil
+	}
+	if existing, err := m.db.Message.GetPart(ctx, s.key, s.remoteID, 0); err != nil {
+		return false, err
+	} else if existing != nil {
+		return false, errAlreadyBridged
+	}
+	return false, nil
 }
 
 // doneWithSends runs done (which stores the sends' results and marks the

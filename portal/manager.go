@@ -62,6 +62,7 @@ type Manager struct {
 	// inbox holds the connector events; see dispatch.go.
 	inbox      *inbox.Inbox
 	matrixWake chan struct{}
+	gates      dispatchGates
 	// userTyping is the typing state last sent to the network per room.
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
@@ -111,7 +112,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		watch:      newLoginWatch(),
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
-	m.lanes.onIdle = m.wakeAll
+	m.lanes.onIdle = m.wakeThrottled
 	link.SetSink(m)
 	return m
 }

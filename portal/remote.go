@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -88,11 +89,19 @@ func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *da
 
 func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
 	key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
-	if existing, err := m.db.Message.GetPart(ctx, key, ev.ID, 0); err != nil {
-		return err
-	} else if existing != nil {
-		zerolog.Ctx(ctx).Debug().Msg("Message already bridged, skipping replay")
-		return done(ctx)
+	// A replay of a plain message is recognised where its send would
+	// start, in the statement that marks the send in doubt (unlessBridged):
+	// one round trip less per message. Attachments are fetched and uploaded
+	// before that point and an echo maps without a send, so those are
+	// checked here first.
+	checkAtSend := len(ev.Attachments) == 0 && ev.Txn == ""
+	if !checkAtSend {
+		if existing, err := m.db.Message.GetPart(ctx, key, ev.ID, 0); err != nil {
+			return err
+		} else if existing != nil {
+			zerolog.Ctx(ctx).Debug().Msg("Message already bridged, skipping replay")
+			return done(ctx)
+		}
 	}
 	if ev.Txn != "" {
 		if handled, err := m.recogniseEcho(ctx, key, ev, done); handled || err != nil {
@@ -106,7 +115,7 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 	if _, err = m.backfill(ctx, connectorID, login, p, ev); err != nil {
 		return err
 	}
-	_, err = m.postMessage(ctx, login, p, ev, done)
+	_, err = m.postMessageChecked(ctx, login, p, ev, done, checkAtSend)
 	return err
 }
 
@@ -115,6 +124,13 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 // of the message's last part. Live and backfilled messages both come here,
 // so both get the same transaction ids and in-doubt markers.
 func (m *Manager) postMessage(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error) (id.EventID, error) {
+	return m.postMessageChecked(ctx, login, p, ev, done, false)
+}
+
+// postMessageChecked is postMessage; with unlessBridged, the first part's
+// send checks that the message is not bridged yet, and a replay of one that
+// is only runs done.
+func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error, unlessBridged bool) (id.EventID, error) {
 	key := p.PortalKey
 	intent, isMe, err := m.senderIntent(ctx, login, p, ev.Sender)
 	if err != nil {
@@ -132,6 +148,7 @@ func (m *Manager) postMessage(ctx context.Context, login *database.Login, p *dat
 	for part, content := range contents {
 		send := newRemoteSend(intent, p, ev, part, event.EventMessage)
 		send.keepEventID = part < len(contents)-1
+		send.unlessBridged = unlessBridged && part == 0
 		send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
 			return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
 				Timestamp:     ev.TS,
@@ -139,7 +156,10 @@ func (m *Manager) postMessage(ctx context.Context, login *database.Login, p *dat
 			})
 		}
 		eventID, err := m.sendRemote(ctx, send)
-		if err != nil {
+		if errors.Is(err, errAlreadyBridged) {
+			zerolog.Ctx(ctx).Debug().Msg("Message already bridged, skipping replay")
+			return "", done(ctx)
+		} else if err != nil {
 			return "", fmt.Errorf("send message %s part %d: %w", ev.ID, part, err)
 		}
 		txns = append(txns, send.txnID)

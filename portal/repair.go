@@ -16,15 +16,38 @@ import (
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
-// startDirectRepair re-checks m.direct at start-up and then every
-// bridge.m_direct_repair_interval (0 keeps only the start-up pass). Clients
-// rewrite m.direct wholesale, and one that lost the bridge's entries makes
-// portals show up as group rooms; the repair puts them back.
+const (
+	// directRepairDelay is how long after start the first pass waits (at
+	// most; a shorter repair interval shortens it), so that it does not
+	// compete with the traffic a start brings: the backlog, the first
+	// messages.
+	directRepairDelay = 5 * time.Second
+	// directRepairGap paces a pass: one user per gap, at most two
+	// homeserver calls each (whoami once per process, the m.direct read),
+	// so 10,000 users are ~100 calls/s for 200 s rather than a burst of
+	// 20,000 at start.
+	directRepairGap = 20 * time.Millisecond
+)
+
+// startDirectRepair re-checks m.direct shortly after start-up and then every
+// bridge.m_direct_repair_interval after a pass ends (0 keeps only the first
+// pass). Clients rewrite m.direct wholesale, and one that lost the bridge's
+// entries makes portals show up as group rooms; the repair puts them back.
+// It runs in the background, paced (directRepairGap).
 func (m *Manager) startDirectRepair() {
 	interval := m.cfg.Bridge.MDirectRepairInterval.D()
+	delay := directRepairDelay
+	if interval > 0 && interval < delay {
+		delay = interval
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(delay):
+		}
 		for {
 			if err := m.RepairDirect(m.ctx); err != nil && m.ctx.Err() == nil {
 				m.log.Err(err).Msg("m.direct repair failed")
@@ -41,15 +64,24 @@ func (m *Manager) startDirectRepair() {
 	}()
 }
 
-// RepairDirect runs one repair pass over every user with a double puppet.
-// One user's failure does not stop the others; the errors are joined.
+// RepairDirect runs one repair pass over every user with a double puppet,
+// one user per directRepairGap. One user's failure does not stop the others;
+// the errors are joined.
 func (m *Manager) RepairDirect(ctx context.Context) error {
 	users, err := m.db.Login.DirectUsers(ctx)
 	if err != nil {
 		return fmt.Errorf("list users for the m.direct repair: %w", err)
 	}
 	var errs []error
-	for _, user := range users {
+	pace := time.NewTicker(directRepairGap)
+	defer pace.Stop()
+	for i, user := range users {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+			case <-pace.C:
+			}
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -1,13 +1,13 @@
 package puppet
 
 import (
-	"github.com/dmbridge/dmbridge/internal/keyedmutex"
-
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -21,15 +21,18 @@ const mDirectAttempts = 4
 
 // Direct edits users' m.direct account data without clobbering. Matrix has no
 // compare-and-swap on account data, so the bridge serialises its own writes per
-// user, writes only when its merge changes something, and reads back to verify.
+// user (directqueue.go), writes only when its merge changes something, and
+// reads back to verify.
 type Direct struct {
-	log   zerolog.Logger
-	locks keyedmutex.Mutex[string]
+	log zerolog.Logger
+
+	mu     sync.Mutex
+	queues map[id.UserID]*directQueue
 }
 
 // NewDirect creates the m.direct editor.
 func NewDirect(log zerolog.Logger) *Direct {
-	return &Direct{log: log.With().Str("component", "m_direct").Logger()}
+	return &Direct{log: log.With().Str("component", "m_direct").Logger(), queues: make(map[id.UserID]*directQueue)}
 }
 
 // DirectChange is what the bridge wants of one user's m.direct: rooms to be
@@ -49,14 +52,10 @@ type AccountData interface {
 	SetAccountData(ctx context.Context, eventType string, data any) error
 }
 
-// Apply merges the change into the user's m.direct. Every key and room the
-// change does not name stays as it was. It reports whether it wrote.
-func (d *Direct) Apply(ctx context.Context, client AccountData, change DirectChange) (bool, error) {
-	if change.Empty() {
-		return false, nil
-	}
-	unlock := d.locks.Lock(string(client.UserID()))
-	defer unlock()
+// write reads m.direct, merges the change and writes the result when it
+// differs, then reads back and merges again until the change holds. The
+// caller runs it alone for the user (Apply's queue).
+func (d *Direct) write(ctx context.Context, client AccountData, change DirectChange) (bool, error) {
 	current, err := getDirect(ctx, client)
 	if err != nil {
 		return false, err
@@ -70,7 +69,7 @@ func (d *Direct) Apply(ctx context.Context, client AccountData, change DirectCha
 		if attempt > mDirectAttempts {
 			return wrote, fmt.Errorf("m.direct of %s kept losing the bridge's entries after %d writes", client.UserID(), mDirectAttempts)
 		}
-		if err = client.SetAccountData(ctx, event.AccountDataDirectChats.Type, merged); err != nil {
+		if err = putDirect(ctx, client, merged); err != nil {
 			return wrote, fmt.Errorf("write m.direct of %s: %w", client.UserID(), err)
 		}
 		wrote = true
@@ -81,6 +80,34 @@ func (d *Direct) Apply(ctx context.Context, client AccountData, change DirectCha
 			d.log.Debug().Stringer("user_id", client.UserID()).Int("attempt", attempt).Msg("m.direct changed under us, merged again")
 		}
 	}
+}
+
+// putDirect writes m.direct. The body is put together by hand: the values
+// are raw JSON that came from the homeserver or from json.Marshal, and
+// handing the map to json.Marshal would re-validate and compact every one
+// of them, which for a user with thousands of DMs is most of a write's cost.
+func putDirect(ctx context.Context, client AccountData, content map[string]json.RawMessage) error {
+	size := 2
+	for k, v := range content {
+		size += len(k) + len(v) + 4
+	}
+	body := make([]byte, 0, size+size/16)
+	body = append(body, '{')
+	for i, k := range slices.Sorted(maps.Keys(content)) {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		key, err := json.Marshal(k)
+		if err != nil {
+			return fmt.Errorf("encode m.direct key %q: %w", k, err)
+		}
+		body = append(body, key...)
+		body = append(body, ':')
+		body = append(body, content[k]...)
+	}
+	body = append(body, '}')
+	// matrix.API sends a json.RawMessage as it is.
+	return client.SetAccountData(ctx, event.AccountDataDirectChats.Type, json.RawMessage(body))
 }
 
 // getDirect reads m.direct keeping every value as raw JSON, so that entries

@@ -12,6 +12,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/keyedmutex"
+	"github.com/dmbridge/dmbridge/internal/lru"
 	"github.com/dmbridge/dmbridge/matrix"
 )
 
@@ -26,10 +27,14 @@ type DoublePuppets struct {
 	secrets map[string]string
 	log     zerolog.Logger
 
-	mu      sync.Mutex
-	intents map[id.UserID]matrix.API
-	warned  map[string]bool
-	locks   keyedmutex.Mutex[string]
+	mu sync.Mutex
+	// intents keeps the most recently used users' intents; verified
+	// remembers every user whose secret whoami confirmed, so that an
+	// intent dropped from intents is rebuilt without a homeserver call.
+	intents  *lru.LRU[id.UserID, matrix.API]
+	verified map[id.UserID]bool
+	warned   map[string]bool
+	locks    keyedmutex.Mutex[string]
 	// profiles caches each user's global profile for their joins. A later
 	// change of it is the homeserver's business (it updates the user's
 	// member events), so one read per user and process is enough.
@@ -41,18 +46,24 @@ func NewDoublePuppets(mx matrix.Intents, db *database.Database, cfg *config.Conf
 	return &DoublePuppets{
 		mx: mx, db: db, secrets: cfg.DoublePuppet.Secrets,
 		log:      log.With().Str("component", "double_puppet").Logger(),
-		intents:  make(map[id.UserID]matrix.API),
+		intents:  lru.New[id.UserID, matrix.API](maxDoublePuppetIntents),
+		verified: make(map[id.UserID]bool),
 		warned:   make(map[string]bool),
 		profiles: make(map[id.UserID]map[string]any),
 	}
 }
 
+// maxDoublePuppetIntents bounds the double puppet intents kept for reuse
+// (a client and logger each, ~1.3 KB); with 10,000 users the m.direct
+// repair alone would otherwise keep one per user for good.
+const maxDoublePuppetIntents = 1024
+
 // Intent returns an intent acting as the user, or nil when no secret covers
 // the user's server; the bridge then falls back to a plain invite. The first
-// call per user verifies the secret with whoami.
+// call per user and process verifies the secret with whoami.
 func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.API, error) {
 	d.mu.Lock()
-	intent, ok := d.intents[userID]
+	intent, ok := d.intents.Get(userID)
 	d.mu.Unlock()
 	if ok {
 		return intent, nil
@@ -60,7 +71,8 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.AP
 	unlock := d.locks.Lock(string(userID))
 	defer unlock()
 	d.mu.Lock()
-	intent, ok = d.intents[userID]
+	intent, ok = d.intents.Get(userID)
+	verified := d.verified[userID]
 	d.mu.Unlock()
 	if ok {
 		return intent, nil
@@ -78,6 +90,12 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.AP
 	if err != nil {
 		return nil, err
 	}
+	if verified {
+		d.mu.Lock()
+		intent = d.intents.Add(userID, intent)
+		d.mu.Unlock()
+		return intent, nil
+	}
 	resp, err := intent.Whoami(ctx)
 	if err != nil {
 		_ = d.db.User.SetDoublePuppet(ctx, userID, false)
@@ -89,7 +107,8 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.AP
 		return nil, fmt.Errorf("store double puppet state of %s: %w", userID, err)
 	}
 	d.mu.Lock()
-	d.intents[userID] = intent
+	intent = d.intents.Add(userID, intent)
+	d.verified[userID] = true
 	d.mu.Unlock()
 	d.log.Info().Stringer("user_id", userID).Msg("Double puppeting enabled")
 	return intent, nil
