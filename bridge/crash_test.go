@@ -38,7 +38,7 @@ type bridgeProcess struct {
 func buildBridge(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "dmbridge")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/dmbridge/dmbridge/cmd/bridge").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags=goolm", "-o", bin, "github.com/dmbridge/dmbridge/cmd/bridge").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build bridge: %v\n%s", err, out)
 	}

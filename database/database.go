@@ -37,6 +37,7 @@ type Database struct {
 	PendingCm *PendingCommandQuery
 	InDoubt   *InDoubtQuery
 	Backfill  *BackfillQuery
+	GhostDev  *GhostDeviceQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -65,6 +66,7 @@ func New(db *dbutil.Database) *Database {
 		PendingCm: &PendingCommandQuery{db},
 		InDoubt:   &InDoubtQuery{db},
 		Backfill:  &BackfillQuery{db: db, c: c},
+		GhostDev:  &GhostDeviceQuery{db},
 	}
 }
 

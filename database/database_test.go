@@ -305,7 +305,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 5
+const latestVersion = 6
 
 // dropV4 takes the login table back to before v4.
 var dropV4 = []string{
