@@ -46,6 +46,9 @@ type Link struct {
 	server     *http.Server
 	// mounts are routes beside the homeserver's, such as provisioning.
 	mounts []mount
+	// GhostQueried, if set, runs when the homeserver asks about a ghost
+	// (before a user's invite reaches it), after its registration.
+	GhostQueried func(ctx context.Context, userID id.UserID)
 }
 
 type mount struct {

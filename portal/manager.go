@@ -16,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/netguard"
 	"github.com/dmbridge/dmbridge/puppet"
@@ -38,6 +39,8 @@ type Manager struct {
 	db     *database.Database
 	link   *appservice.Link
 	ghosts *puppet.Ghosts
+	// e2ee is end-to-bridge encryption, nil when off (portal/encryption.go).
+	e2ee   *e2ee.Manager
 	dps    *puppet.DoublePuppets
 	direct *puppet.Direct
 	conn   Connector

@@ -32,6 +32,21 @@ type Ghosts struct {
 	http  *http.Client
 	log   zerolog.Logger
 	locks keyedLocks
+	// onIntent, if set, sees every ghost intent before it is used (end-to-
+	// bridge encryption attaches the ghost's device to it).
+	onIntent func(*mas.IntentAPI)
+}
+
+// SetIntentHook sets a function that sees every ghost intent before use.
+// It must be called before the ghosts are used.
+func (g *Ghosts) SetIntentHook(hook func(*mas.IntentAPI)) { g.onIntent = hook }
+
+func (g *Ghosts) intent(userID id.UserID) *mas.IntentAPI {
+	intent := g.as.Intent(userID)
+	if intent != nil && g.onIntent != nil {
+		g.onIntent(intent)
+	}
+	return intent
 }
 
 // NewGhosts creates the ghost manager.
@@ -44,7 +59,7 @@ func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(con
 
 // Intent returns the intent of a contact's ghost, without any homeserver call.
 func (g *Ghosts) Intent(contactID string) *mas.IntentAPI {
-	return g.as.Intent(g.MXID(contactID))
+	return g.intent(g.MXID(contactID))
 }
 
 // Ensure registers the contact's ghost if the bridge has not done so yet and
@@ -73,7 +88,7 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 	if ghost == nil {
 		ghost = &database.Ghost{ID: contactID, MXID: g.MXID(contactID)}
 	}
-	intent := g.as.Intent(ghost.MXID)
+	intent := g.intent(ghost.MXID)
 	if intent == nil {
 		return nil, nil, fmt.Errorf("no intent for ghost %s", ghost.MXID)
 	}
