@@ -66,6 +66,9 @@ type stackOptions struct {
 	// memHS runs the bridge against internal/memhs instead of Dendrite
 	// (benchmarks only: s.hs and s.sync stay nil, s.mem is set).
 	memHS bool
+	// encryption gives the bridge a pickle key, which turns
+	// encryption.allow (on by default) into a working e2ee manager.
+	encryption bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -102,6 +105,9 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 		cfg.Permissions = o.permissions
 	}
 	cfg.Bridge.MediaFetchAllow = o.mediaFetchAllow
+	if o.encryption {
+		cfg.Encryption.PickleKey = "pickle-key-for-tests-0123456789abcdef"
+	}
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}
 	if !o.noDoublePuppet {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
@@ -36,6 +37,12 @@ func (g *ghostCrypto) Encrypt(ctx context.Context, roomID id.RoomID, evtType eve
 	defer d.encMu.Unlock()
 	enc, err := mach.EncryptMegolmEvent(ctx, roomID, evtType, content)
 	if errors.Is(err, crypto.ErrSessionExpired) || errors.Is(err, crypto.ErrSessionNotShared) || errors.Is(err, crypto.ErrNoGroupSession) {
+		// A new session goes to the members the homeserver knows now (one
+		// request per session): the bridge sees no member events from
+		// before its ghost was in the room, such as the creator's join.
+		if _, err := mach.Client.Members(ctx, roomID); err != nil {
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to fetch room members, using the stored ones")
+		}
 		users, err := g.m.members(ctx, roomID)
 		if err != nil {
 			return nil, fmt.Errorf("members of %s: %w", roomID, err)

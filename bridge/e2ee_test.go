@@ -1,0 +1,204 @@
+package bridge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// nioClient drives bridge/testdata/e2ee_client.py: matrix-nio with
+// python-olm, an E2EE client independent of mautrix-go, as the user.
+type nioClient struct {
+	t     *testing.T
+	stdin io.WriteCloser
+	out   *bufio.Scanner
+}
+
+func startNio(t *testing.T, s *stack, localpart string) *nioClient {
+	t.Helper()
+	if err := exec.Command("/usr/bin/python3", "-c", "import nio, olm").Run(); err != nil {
+		t.Skip("python3-matrix-nio and python3-olm are not installed (scripts/prerequisites.sh installs them)")
+	}
+	cmd := exec.Command("/usr/bin/python3", "testdata/e2ee_client.py", s.hs.URL,
+		string(s.hs.UserID(localpart)), s.hs.Password(localpart), t.TempDir())
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = &testLogWriter{t: t}
+	if err = cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	c := &nioClient{t: t, stdin: stdin, out: bufio.NewScanner(stdout)}
+	c.out.Buffer(make([]byte, 1<<20), 1<<20)
+	if r := c.read(); r["ready"] != true {
+		t.Fatalf("nio client did not start: %v", r)
+	}
+	return c
+}
+
+type testLogWriter struct {
+	t  *testing.T
+	mu sync.Mutex
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.t.Logf("nio: %s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (c *nioClient) read() map[string]any {
+	c.t.Helper()
+	if !c.out.Scan() {
+		c.t.Fatalf("nio client ended: %v", c.out.Err())
+	}
+	var r map[string]any
+	if err := json.Unmarshal(c.out.Bytes(), &r); err != nil {
+		c.t.Fatalf("nio client said %q: %v", c.out.Text(), err)
+	}
+	return r
+}
+
+func (c *nioClient) do(cmd map[string]any) map[string]any {
+	c.t.Helper()
+	data, _ := json.Marshal(cmd)
+	if _, err := c.stdin.Write(append(data, '\n')); err != nil {
+		c.t.Fatal(err)
+	}
+	r := c.read()
+	if e, ok := r["error"]; ok && e != nil {
+		c.t.Fatalf("nio %v: %v", cmd["cmd"], r)
+	}
+	return r
+}
+
+// requestLog counts the bridge's homeserver requests by method and path
+// (ids taken out), through the test proxy.
+type requestLog struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *requestLog) record(r *http.Request, _ []byte) (int, string) {
+	p := r.URL.Path
+	for _, marker := range []string{"/rooms/", "/profile/", "/sendToDevice/", "/user/"} {
+		if i := strings.Index(p, marker); i >= 0 {
+			p = p[:i+len(marker)] + "…"
+		}
+	}
+	l.mu.Lock()
+	l.n[r.Method+" "+p]++
+	l.mu.Unlock()
+	return 0, ""
+}
+
+func (l *requestLog) take() (map[string]int, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n, total := l.n, 0
+	for _, v := range n {
+		total += v
+	}
+	l.n = map[string]int{}
+	return n, total
+}
+
+// TestEncryptedDM: the user's independent E2EE client starts an encrypted
+// DM with a ghost the way Element X does and sends at once; the contact
+// gets the plaintext exactly once. The contact's answer arrives encrypted,
+// by a device of the ghost's own. A message under a session the bridge
+// never got is answered with a "not delivered" reply.
+func TestEncryptedDM(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
+	reqs := &requestLog{n: map[string]int{}}
+	s.proxy.setRefuse(reqs.record)
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	nio := startNio(t, s, "alice")
+	reqs.take()
+	goroutines := runtime.NumGoroutine()
+	var mem0 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&mem0)
+
+	dm := nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "first words"})
+	roomID := id.RoomID(dm["room_id"].(string))
+	first := dm["event_id"].(string)
+	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
+	})
+	time.Sleep(2 * time.Second) // a second delivery would show by now
+	cmds := f.commandsOf(connector.OpSendMessage)
+	if len(cmds) != 1 || cmds[0].Text != "first words" || cmds[0].Txn != first {
+		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
+	}
+	byPath, total := reqs.take()
+	t.Logf("MEASURE new encrypted DM incl. first message: %d homeserver requests: %v", total, byPath)
+
+	f.send(textFrom("bob@network", "r1", "hello back, encrypted"))
+	time.Sleep(3 * time.Second)
+	byPath, total = reqs.take()
+	t.Logf("MEASURE first contact message (new outbound session): %d homeserver requests: %v", total, byPath)
+	got := nio.do(map[string]any{"cmd": "expect", "body": "hello back, encrypted", "timeout": 60})
+	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
+	if err != nil || dev == nil {
+		t.Fatalf("ghost device row: %v %v", dev, err)
+	}
+	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
+		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
+	}
+	t.Logf("ghost device %s; client's device list for the ghost: %v (nio has no cross-signing support)", dev.DeviceID, got["ghost_devices"])
+
+	reqs.take()
+	nio.do(map[string]any{"cmd": "send", "text": "second words"})
+	tesths.WaitFor(t, 30*time.Second, "the second message at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) == 2, nil
+	})
+	f.send(textFrom("bob@network", "r2", "and a second answer"))
+	nio.do(map[string]any{"cmd": "expect", "body": "and a second answer", "timeout": 60})
+	byPath, total = reqs.take()
+	t.Logf("MEASURE one encrypted message each way (steady state): %d homeserver requests: %v", total, byPath)
+
+	time.Sleep(65 * time.Second)
+	byPath, total = reqs.take()
+	t.Logf("MEASURE idle 65 s, one ghost device: %d homeserver requests: %v", total, byPath)
+	var mem1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&mem1)
+	t.Logf("MEASURE goroutines +%d, heap in use +%d KiB after one encrypted DM (one ghost device)",
+		runtime.NumGoroutine()-goroutines, (int64(mem1.HeapInuse)-int64(mem0.HeapInuse))/1024)
+
+	bad := nio.do(map[string]any{"cmd": "send_unknown_session"})
+	notice := nio.do(map[string]any{"cmd": "expect", "body": "⚠️ Your message was not delivered", "timeout": 90})
+	if notice["reply_to"] != bad["event_id"] || notice["encrypted"] != true {
+		t.Fatalf("notice for the undecryptable event = %v, want an encrypted reply to %v", notice, bad["event_id"])
+	}
+	if n := len(f.commandsOf(connector.OpSendMessage)); n != 2 {
+		t.Fatalf("%d send_message commands, want 2: the undecryptable event must not reach the network", n)
+	}
+	if roomID == "" {
+		t.Fatal("no room id")
+	}
+}
