@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -170,6 +171,7 @@ func TestEncryptedDM(t *testing.T) {
 		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
 	}
 	t.Logf("ghost device %s; client's device list for the ghost: %v (nio has no cross-signing support)", dev.DeviceID, got["ghost_devices"])
+	assertCrossSigned(t, s, ghost, dev.DeviceID)
 
 	reqs.take()
 	nio.do(map[string]any{"cmd": "send", "text": "second words"})
@@ -180,6 +182,21 @@ func TestEncryptedDM(t *testing.T) {
 	nio.do(map[string]any{"cmd": "expect", "body": "and a second answer", "timeout": 60})
 	byPath, total = reqs.take()
 	t.Logf("MEASURE one encrypted message each way (steady state): %d homeserver requests: %v", total, byPath)
+
+	// A restart keeps every session: the user's next message decrypts with
+	// the stored inbound session, the ghost's answer uses the stored
+	// outbound one.
+	s.restartBridge()
+	nio.do(map[string]any{"cmd": "send", "text": "after restart"})
+	tesths.WaitFor(t, 60*time.Second, "the message after the restart at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) == 3, nil
+	})
+	if c := f.commandsOf(connector.OpSendMessage)[2]; c.Text != "after restart" {
+		t.Fatalf("third send_message = %+v", c)
+	}
+	f.send(textFrom("bob@network", "r3", "answer after restart"))
+	nio.do(map[string]any{"cmd": "expect", "body": "answer after restart", "timeout": 60})
+	reqs.take()
 
 	time.Sleep(65 * time.Second)
 	byPath, total = reqs.take()
@@ -195,10 +212,58 @@ func TestEncryptedDM(t *testing.T) {
 	if notice["reply_to"] != bad["event_id"] || notice["encrypted"] != true {
 		t.Fatalf("notice for the undecryptable event = %v, want an encrypted reply to %v", notice, bad["event_id"])
 	}
-	if n := len(f.commandsOf(connector.OpSendMessage)); n != 2 {
-		t.Fatalf("%d send_message commands, want 2: the undecryptable event must not reach the network", n)
+	if n := len(f.commandsOf(connector.OpSendMessage)); n != 3 {
+		t.Fatalf("%d send_message commands, want 3: the undecryptable event must not reach the network", n)
 	}
 	if roomID == "" {
 		t.Fatal("no room id")
+	}
+}
+
+// TestGhostCrossSigningOnDendrite: Dendrite v0.15.2 lets an appservice
+// ghost's device upload cross-signing keys without user-interactive auth
+// (no stage is asked for), so each ghost's device comes self-signed; the
+// user's client sees the ghost's master key and the device signed by the
+// ghost's self-signing key.
+func TestGhostCrossSigningOnDendrite(t *testing.T) {
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
+	ctx := context.Background()
+	ghost := s.ghost("carol@network")
+	mach, err := s.br.E2EE.Active(ctx, ghost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := s.br.DB.GhostDev.Get(ctx, ghost)
+	if err != nil || dev == nil {
+		t.Fatalf("ghost device row: %v %v", dev, err)
+	}
+	if mach.Client.DeviceID != dev.DeviceID {
+		t.Fatalf("machine device %s, stored %s", mach.Client.DeviceID, dev.DeviceID)
+	}
+	assertCrossSigned(t, s, ghost, dev.DeviceID)
+}
+
+// assertCrossSigned checks, as the user's client would, that the ghost has
+// a master key and that its device is signed by the ghost's self-signing key.
+func assertCrossSigned(t *testing.T, s *stack, ghost id.UserID, device id.DeviceID) {
+	t.Helper()
+	resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, self := resp.MasterKeys[ghost], resp.SelfSigningKeys[ghost]
+	if len(master.Keys) != 1 || len(self.Keys) != 1 {
+		t.Fatalf("ghost's cross-signing keys as the user sees them: master %+v, self-signing %+v", master, self)
+	}
+	var selfKey id.Ed25519
+	for _, k := range self.Keys {
+		selfKey = k
+	}
+	keys, ok := resp.DeviceKeys[ghost][device]
+	if !ok {
+		t.Fatalf("ghost device %s not in the user's key query: %v", device, resp.DeviceKeys[ghost])
+	}
+	if _, signed := keys.Signatures[ghost][id.NewKeyID(id.KeyAlgorithmEd25519, selfKey.String())]; !signed {
+		t.Fatalf("ghost device %s is not signed by the ghost's self-signing key %s: %v", device, selfKey, keys.Signatures)
 	}
 }

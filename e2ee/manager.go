@@ -242,9 +242,30 @@ func (m *Manager) initDevice(ctx context.Context, d *device) error {
 		if err = mach.ShareKeys(ctx, -1); err != nil {
 			return fmt.Errorf("upload device keys: %w", err)
 		}
+		m.selfSign(ctx, mach)
 	}
 	d.mach, d.store = mach, store
 	return nil
+}
+
+// selfSign gives the ghost cross-signing keys and signs its new device with
+// them, so that clients see a device its owner vouches for rather than an
+// unverified one. Dendrite accepts an appservice ghost's upload without
+// user-interactive auth (see TestGhostCrossSigningOnDendrite); a homeserver
+// that asks for it leaves the device unsigned, which still works. The
+// private keys are not kept: a ghost's next device makes new ones.
+func (m *Manager) selfSign(ctx context.Context, mach *crypto.OlmMachine) {
+	log := zerolog.Ctx(ctx)
+	keys, err := mach.GenerateCrossSigningKeys()
+	if err == nil {
+		err = mach.PublishCrossSigningKeys(ctx, keys, nil)
+	}
+	if err == nil {
+		err = mach.SignOwnDevice(ctx, mach.OwnIdentity())
+	}
+	if err != nil {
+		log.Warn().Err(err).Stringer("user_id", mach.Client.UserID).Msg("Could not cross-sign the ghost's device, leaving it unsigned")
+	}
 }
 
 // login makes the ghost a device with the appservice login.
