@@ -267,3 +267,58 @@ func assertCrossSigned(t *testing.T, s *stack, ghost id.UserID, device id.Device
 		t.Fatalf("ghost device %s is not signed by the ghost's self-signing key %s: %v", device, selfKey, keys.Signatures)
 	}
 }
+
+// TestEncryptedBridgeCreatedPortals: with encryption.default the portal the
+// bridge creates is encrypted from the contact's first message on; in a
+// plain portal, the user switching encryption on makes both directions
+// encrypted from then on.
+func TestEncryptedBridgeCreatedPortals(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	t.Run("default", func(t *testing.T) {
+		s := newStack(t, target, stackOptions{encryption: true, encryptByDefault: true})
+		f := s.connectFake(nil)
+		nio := startNio(t, s, "alice")
+		f.send(textFrom("dave@network", "d1", "first from dave"))
+		nio.do(map[string]any{"cmd": "join_invite", "timeout": 60})
+		got := nio.do(map[string]any{"cmd": "expect", "body": "first from dave", "timeout": 60})
+		dev, err := s.br.DB.GhostDev.Get(context.Background(), s.ghost("dave@network"))
+		if err != nil || dev == nil {
+			t.Fatalf("ghost device row: %v %v", dev, err)
+		}
+		if got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
+			t.Fatalf("first message as the client saw it = %v, want encrypted by the ghost's device %s", got, dev.DeviceID)
+		}
+		nio.do(map[string]any{"cmd": "send", "text": "hi dave"})
+		tesths.WaitFor(t, 60*time.Second, "the user's encrypted reply at the connector", func() (bool, error) {
+			cmds := f.commandsOf(connector.OpSendMessage)
+			return len(cmds) == 1 && cmds[0].Text == "hi dave", nil
+		})
+	})
+	t.Run("switched on", func(t *testing.T) {
+		s := newStack(t, target, stackOptions{encryption: true})
+		f := s.connectFake(nil)
+		nio := startNio(t, s, "alice")
+		f.send(textFrom("erin@network", "e1", "plain hello"))
+		nio.do(map[string]any{"cmd": "join_invite", "timeout": 60})
+		if got := nio.do(map[string]any{"cmd": "expect", "body": "plain hello", "timeout": 60}); got["encrypted"] != false {
+			t.Fatalf("message before encryption = %v, want plain", got)
+		}
+		nio.do(map[string]any{"cmd": "enable_encryption"})
+		ghost := s.ghost("erin@network")
+		// The ghost's device appears when the bridge sees encryption
+		// switched on; a person types after that.
+		tesths.WaitFor(t, 30*time.Second, "the ghost's device", func() (bool, error) {
+			resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+			return err == nil && len(resp.DeviceKeys[ghost]) == 1, err
+		})
+		nio.do(map[string]any{"cmd": "send", "text": "now secret"})
+		tesths.WaitFor(t, 60*time.Second, "the encrypted message at the connector", func() (bool, error) {
+			cmds := f.commandsOf(connector.OpSendMessage)
+			return len(cmds) == 1 && cmds[0].Text == "now secret", nil
+		})
+		f.send(textFrom("erin@network", "e2", "secret answer"))
+		if got := nio.do(map[string]any{"cmd": "expect", "body": "secret answer", "timeout": 60}); got["encrypted"] != true {
+			t.Fatalf("answer after encryption was switched on = %v, want encrypted", got)
+		}
+	})
+}

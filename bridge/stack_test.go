@@ -69,6 +69,8 @@ type stackOptions struct {
 	// encryption gives the bridge a pickle key, which turns
 	// encryption.allow (on by default) into a working e2ee manager.
 	encryption bool
+	// encryptByDefault sets encryption.default (with encryption).
+	encryptByDefault bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -107,6 +109,7 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	cfg.Bridge.MediaFetchAllow = o.mediaFetchAllow
 	if o.encryption {
 		cfg.Encryption.PickleKey = "pickle-key-for-tests-0123456789abcdef"
+		cfg.Encryption.Default = o.encryptByDefault
 	}
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}

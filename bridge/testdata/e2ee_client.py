@@ -10,6 +10,9 @@ on stdout:
       encrypted DM created as Element X does (is_direct, trusted_private_chat,
       m.room.encryption in initial_state) and T sent at once
       -> {"room_id", "event_id"}
+  {"cmd": "join_invite", "timeout": S}  joins the first room it is invited to
+      -> {"room_id"}
+  {"cmd": "enable_encryption"}  sends m.room.encryption into the room -> {}
   {"cmd": "send", "text": T}                    -> {"event_id"}
   {"cmd": "send_unknown_session"}  an m.room.encrypted event under a session
       no one was ever given -> {"event_id"}
@@ -86,6 +89,30 @@ class Session:
         sent = await self.send(text)
         sent["room_id"] = self.room_id
         return sent
+
+    async def join_invite(self, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.client.invited_rooms:
+            if loop.time() > deadline:
+                return {"error": "no invite"}
+            await self.client.sync(timeout=2000)
+        self.room_id = next(iter(self.client.invited_rooms))
+        resp = await self.client.join(self.room_id)
+        if not hasattr(resp, "room_id"):
+            return {"error": "join: %r" % resp}
+        while self.room_id not in self.client.rooms or self.client.user_id not in self.client.rooms[self.room_id].users:
+            await self.sync_once(1000)
+        return {"room_id": self.room_id}
+
+    async def enable_encryption(self):
+        resp = await self.client.room_put_state(self.room_id, "m.room.encryption",
+                                                {"algorithm": "m.megolm.v1.aes-sha2"})
+        if not hasattr(resp, "event_id"):
+            return {"error": "enable encryption: %r" % resp}
+        while not self.client.rooms[self.room_id].encrypted:
+            await self.sync_once(1000)
+        return {}
 
     async def send(self, text):
         resp = await self.client.room_send(self.room_id, "m.room.message",
@@ -167,6 +194,10 @@ async def main():
         try:
             if cmd["cmd"] == "create_dm":
                 out(await s.create_dm(cmd["ghost"], cmd["text"]))
+            elif cmd["cmd"] == "join_invite":
+                out(await s.join_invite(cmd.get("timeout", 60)))
+            elif cmd["cmd"] == "enable_encryption":
+                out(await s.enable_encryption())
             elif cmd["cmd"] == "send":
                 out(await s.send(cmd["text"]))
             elif cmd["cmd"] == "send_unknown_session":
