@@ -322,3 +322,52 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		}
 	})
 }
+
+// TestGhostDeviceCost measures what each ghost device with a running /sync
+// loop costs the bridge: goroutines and heap (without the test proxy, whose
+// own goroutines would count), then homeserver requests to create and per
+// idle minute (through it).
+func TestGhostDeviceCost(t *testing.T) {
+	const n = 10
+	ctx := context.Background()
+	activate := func(s *stack, prefix string) {
+		for i := range n {
+			if _, err := s.br.E2EE.Active(ctx, s.ghost(prefix+string(rune('a'+i))+"@network")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
+	if _, err := s.br.E2EE.Active(ctx, s.ghost("warmup@network")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	g0 := runtime.NumGoroutine()
+	activate(s, "cost")
+	time.Sleep(2 * time.Second)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perDevice := float64(runtime.NumGoroutine()-g0) / n
+	t.Logf("MEASURE per ghost device: %.1f goroutines, %.0f KiB heap in use",
+		perDevice, float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/n)
+	if perDevice > 4 {
+		t.Errorf("%.1f goroutines per ghost device, want at most 4 (the /sync loop and its connection)", perDevice)
+	}
+	s.stopBridge()
+
+	p := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true})
+	reqs := &requestLog{n: map[string]int{}}
+	p.proxy.setRefuse(reqs.record)
+	activate(p, "idle")
+	byPath, setup := reqs.take()
+	t.Logf("MEASURE creating a ghost device: %.1f homeserver requests: %v", float64(setup)/n, byPath)
+	time.Sleep(62 * time.Second)
+	byPath, idle := reqs.take()
+	t.Logf("MEASURE idle minute, %d ghost devices: %.1f requests per device: %v", n, float64(idle)/n, byPath)
+	if per := float64(idle) / n; per > 4 {
+		t.Errorf("%.1f idle requests per device per minute, want at most 4 (30 s long polls)", per)
+	}
+}

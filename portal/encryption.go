@@ -143,3 +143,22 @@ func (m *Manager) replyNotice(ctx context.Context, p *database.Portal, to id.Eve
 		}
 	}
 }
+
+// sendReaction sends a reaction, encrypted in an encrypted room when the
+// intent has a device: mautrix's client encrypts every other message event
+// itself but leaves reactions plain, while users' clients encrypt them.
+func sendReaction(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, content any, req mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	if intent.Client.Crypto == nil {
+		return intent.SendMessageEvent(ctx, roomID, event.EventReaction, content, req)
+	}
+	if encrypted, err := intent.StateStore.IsEncrypted(ctx, roomID); err != nil {
+		return nil, fmt.Errorf("check whether %s is encrypted: %w", roomID, err)
+	} else if !encrypted {
+		return intent.SendMessageEvent(ctx, roomID, event.EventReaction, content, req)
+	}
+	enc, err := intent.Client.Crypto.Encrypt(ctx, roomID, event.EventReaction, content)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt reaction: %w", err)
+	}
+	return intent.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, req)
+}

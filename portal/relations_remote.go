@@ -181,7 +181,7 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
 	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
-		return intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+		return sendReaction(ctx, intent, p.RoomID, withTxnKey(content, txnID), mautrix.ReqSendEvent{
 			Timestamp: ev.TS, TransactionID: txnID,
 		})
 	}
