@@ -179,9 +179,35 @@ func TestEncryptedDM(t *testing.T) {
 		return len(f.commandsOf(connector.OpSendMessage)) == 2, nil
 	})
 	f.send(textFrom("bob@network", "r2", "and a second answer"))
-	nio.do(map[string]any{"cmd": "expect", "body": "and a second answer", "timeout": 60})
+	answer := nio.do(map[string]any{"cmd": "expect", "body": "and a second answer", "timeout": 60})
 	byPath, total = reqs.take()
 	t.Logf("MEASURE one encrypted message each way (steady state): %d homeserver requests: %v", total, byPath)
+
+	// Relations, encrypted both ways, handled like plain ones.
+	second := f.commandsOf(connector.OpSendMessage)[1]
+	react := nio.do(map[string]any{"cmd": "react", "target": answer["event_id"], "key": "👍"})
+	edit := nio.do(map[string]any{"cmd": "edit", "target": second.Txn, "text": "second words, edited"})
+	tesths.WaitFor(t, 60*time.Second, "the reaction and the edit at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpReact)) == 1 && len(f.commandsOf(connector.OpEditMessage)) == 1, nil
+	})
+	if r := f.commandsOf(connector.OpReact)[0]; r.Key != "👍" || r.Target != "r2" || r.Txn != react["event_id"] {
+		t.Fatalf("react command = %+v", r)
+	}
+	if e := f.commandsOf(connector.OpEditMessage)[0]; e.Text != "second words, edited" || e.Txn != edit["event_id"] {
+		t.Fatalf("edit command = %+v", e)
+	}
+	red := nio.do(map[string]any{"cmd": "redact", "target": react["event_id"]})
+	// Dendrite never sends redactions to appservices (see fidDeliverRedaction).
+	s.fidDeliverRedaction(roomID, id.EventID(red["event_id"].(string)))
+	tesths.WaitFor(t, 60*time.Second, "the reaction's removal at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpUnreact)) == 1, nil
+	})
+	f.send(&connector.Event{Kind: connector.KindReaction, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat("bob@network"),
+		Sender: &connector.Sender{ID: "bob@network"}, ID: "x1", Target: "r2", Key: "🎉"})
+	if rx := nio.do(map[string]any{"cmd": "expect_reaction", "key": "🎉", "timeout": 60}); rx["encrypted"] != true ||
+		rx["sender"] != string(ghost) || rx["target"] != answer["event_id"] {
+		t.Fatalf("contact's reaction as the client saw it = %v, want encrypted, by the ghost, on %v", rx, answer["event_id"])
+	}
 
 	// A restart keeps every session: the user's next message decrypts with
 	// the stored inbound session, the ghost's answer uses the stored

@@ -14,6 +14,11 @@ on stdout:
       -> {"room_id"}
   {"cmd": "enable_encryption"}  sends m.room.encryption into the room -> {}
   {"cmd": "send", "text": T}                    -> {"event_id"}
+  {"cmd": "react", "target": E, "key": K}       -> {"event_id"}
+  {"cmd": "edit", "target": E, "text": T}       -> {"event_id"}
+  {"cmd": "redact", "target": E}                -> {"event_id"}
+  {"cmd": "expect_reaction", "key": K, "timeout": S}
+      -> {"sender", "key", "target", "encrypted"} or {"error"}
   {"cmd": "send_unknown_session"}  an m.room.encrypted event under a session
       no one was ever given -> {"event_id"}
   {"cmd": "expect", "body": B, "timeout": S}  syncs until a message with body
@@ -120,6 +125,33 @@ class Session:
                                            ignore_unverified_devices=True)
         return {"event_id": getattr(resp, "event_id", None), "error": None if hasattr(resp, "event_id") else repr(resp)}
 
+    async def send_content(self, evtype, content):
+        resp = await self.client.room_send(self.room_id, evtype, content, ignore_unverified_devices=True)
+        if not hasattr(resp, "event_id"):
+            return {"error": repr(resp)}
+        return {"event_id": resp.event_id}
+
+    async def redact(self, target):
+        resp = await self.client.room_redact(self.room_id, target)
+        if not hasattr(resp, "event_id"):
+            return {"error": repr(resp)}
+        return {"event_id": resp.event_id}
+
+    async def expect_reaction(self, key, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.retry_undecrypted()
+            for evt in self.seen:
+                src = evt.source or {}
+                rel = src.get("content", {}).get("m.relates_to", {})
+                if evt.sender != self.client.user_id and src.get("type") == "m.reaction" and rel.get("key") == key:
+                    return {"sender": evt.sender, "key": key, "target": rel.get("event_id"),
+                            "encrypted": bool(getattr(evt, "decrypted", False))}
+            if loop.time() > deadline:
+                return {"error": "timeout", "seen": [(e.source or {}).get("type") for e in self.seen]}
+            await self.sync_once(2000)
+
     def send_unknown_session(self):
         olm = self.client.olm
         content = {
@@ -170,6 +202,7 @@ class Session:
         sender_key = getattr(evt, "sender_key", None)
         relates = evt.source.get("content", {}).get("m.relates_to", {})
         return {
+            "event_id": evt.event_id,
             "sender": evt.sender,
             "body": evt.body,
             "encrypted": bool(getattr(evt, "decrypted", False)),
@@ -198,6 +231,18 @@ async def main():
                 out(await s.join_invite(cmd.get("timeout", 60)))
             elif cmd["cmd"] == "enable_encryption":
                 out(await s.enable_encryption())
+            elif cmd["cmd"] == "react":
+                out(await s.send_content("m.reaction", {"m.relates_to": {
+                    "rel_type": "m.annotation", "event_id": cmd["target"], "key": cmd["key"]}}))
+            elif cmd["cmd"] == "edit":
+                out(await s.send_content("m.room.message", {
+                    "msgtype": "m.text", "body": "* " + cmd["text"],
+                    "m.new_content": {"msgtype": "m.text", "body": cmd["text"]},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": cmd["target"]}}))
+            elif cmd["cmd"] == "redact":
+                out(await s.redact(cmd["target"]))
+            elif cmd["cmd"] == "expect_reaction":
+                out(await s.expect_reaction(cmd["key"], cmd.get("timeout", 60)))
             elif cmd["cmd"] == "send":
                 out(await s.send(cmd["text"]))
             elif cmd["cmd"] == "send_unknown_session":
