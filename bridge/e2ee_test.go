@@ -397,3 +397,36 @@ func TestGhostDeviceCost(t *testing.T) {
 		t.Errorf("%.1f idle requests per device per minute, want at most 4 (30 s long polls)", per)
 	}
 }
+
+// TestLostCryptoStoreReplacesDevice: a ghost device whose keys are gone
+// from the bridge's database is noticed at start, logged out and replaced by
+// a new, cross-signed device; the user's client then sees only the new one.
+func TestLostCryptoStoreReplacesDevice(t *testing.T) {
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
+	ctx := context.Background()
+	ghost := s.ghost("frank@network")
+	if _, err := s.br.E2EE.Active(ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.br.DB.GhostDev.Get(ctx, ghost)
+	if err != nil || old == nil {
+		t.Fatalf("ghost device row: %v %v", old, err)
+	}
+	if _, err = s.br.DB.Exec(ctx, "DELETE FROM crypto_account WHERE account_id=$1", string(ghost)); err != nil {
+		t.Fatal(err)
+	}
+	s.restartBridge()
+	tesths.WaitFor(t, 30*time.Second, "the replacement device", func() (bool, error) {
+		dev, err := s.br.DB.GhostDev.Get(ctx, ghost)
+		return err == nil && dev != nil && dev.DeviceID != old.DeviceID, err
+	})
+	dev, _ := s.br.DB.GhostDev.Get(ctx, ghost)
+	resp, err := s.alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, stale := resp.DeviceKeys[ghost][old.DeviceID]; stale || len(resp.DeviceKeys[ghost]) != 1 {
+		t.Fatalf("ghost's devices after the reset = %v, want only the new %s", resp.DeviceKeys[ghost], dev.DeviceID)
+	}
+	assertCrossSigned(t, s, ghost, dev.DeviceID)
+}

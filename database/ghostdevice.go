@@ -2,6 +2,8 @@ package database
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
@@ -57,5 +59,22 @@ func (q *GhostDeviceQuery) SetSyncing(ctx context.Context, mxid id.UserID) error
 // Delete forgets a ghost's device.
 func (q *GhostDeviceQuery) Delete(ctx context.Context, mxid id.UserID) error {
 	_, err := q.db.Exec(ctx, "DELETE FROM ghost_device WHERE mxid=$1", mxid)
+	return err
+}
+
+// CrossSigning returns a ghost's sealed cross-signing seeds, or nil.
+func (q *GhostDeviceQuery) CrossSigning(ctx context.Context, mxid id.UserID) ([]byte, error) {
+	var seeds []byte
+	err := q.db.QueryRow(ctx, "SELECT seeds FROM ghost_cross_signing WHERE mxid=$1", mxid).Scan(&seeds)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return seeds, err
+}
+
+// PutCrossSigning stores a ghost's sealed cross-signing seeds.
+func (q *GhostDeviceQuery) PutCrossSigning(ctx context.Context, mxid id.UserID, seeds []byte) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO ghost_cross_signing (mxid, seeds) VALUES ($1, $2)
+		ON CONFLICT (mxid) DO UPDATE SET seeds=excluded.seeds`, mxid, seeds)
 	return err
 }

@@ -199,33 +199,77 @@ func (m *Manager) device(ctx context.Context, userID id.UserID) (*device, error)
 }
 
 // initDevice logs the ghost in (once; the device and its token are kept),
-// loads or creates its Olm account and uploads its keys if they are new.
+// loads or creates its Olm account and uploads its keys if they are new. A
+// device whose keys are gone from the store, or no longer match what the
+// homeserver has (a restored or lost database), is logged out and replaced:
+// its room keys are lost either way, and a fresh device is what the user's
+// client can work with.
 func (m *Manager) initDevice(ctx context.Context, d *device) error {
-	row, err := m.o.DB.GhostDev.Get(ctx, d.userID)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		row, err := m.o.DB.GhostDev.Get(ctx, d.userID)
+		if err != nil {
+			return err
+		}
+		fresh := row == nil
+		if fresh {
+			if row, err = m.newDevice(ctx, d.userID); err != nil {
+				return err
+			}
+		}
+		mach, store, err := m.machine(ctx, d.userID, row)
+		if err != nil {
+			return err
+		}
+		if fresh {
+			if err = mach.ShareKeys(ctx, -1); err != nil {
+				return fmt.Errorf("upload device keys: %w", err)
+			}
+			m.selfSign(ctx, mach)
+		} else if ok, err := m.keysMatch(ctx, mach); err != nil {
+			return err
+		} else if !ok && attempt == 0 {
+			m.log.Warn().Stringer("user_id", d.userID).Stringer("device_id", row.DeviceID).
+				Msg("Ghost device's keys are lost or differ from the homeserver's, replacing the device")
+			if _, err := mach.Client.Logout(ctx); err != nil {
+				m.log.Warn().Err(err).Stringer("user_id", d.userID).Msg("Failed to log out the old ghost device")
+			}
+			if err = m.o.DB.GhostDev.Delete(ctx, d.userID); err != nil {
+				return err
+			}
+			continue
+		}
+		d.mach, d.store = mach, store
+		return nil
 	}
-	log := m.log.With().Stringer("user_id", d.userID).Logger()
+}
+
+// newDevice logs the ghost in as a new device and stores it, with an empty
+// Olm account.
+func (m *Manager) newDevice(ctx context.Context, userID id.UserID) (*database.GhostDevice, error) {
+	row, err := m.login(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	// Keys of an earlier device of this ghost would be uploaded for the new
+	// device id; start the account afresh.
+	if err = m.forgetAccount(ctx, userID); err != nil {
+		return nil, err
+	}
+	if err = m.o.DB.GhostDev.Put(ctx, row); err != nil {
+		return nil, fmt.Errorf("store ghost device: %w", err)
+	}
+	m.log.Info().Stringer("user_id", userID).Stringer("device_id", row.DeviceID).Msg("Ghost logged in with a device of its own")
+	return row, nil
+}
+
+// machine loads the device's Olm machine from the store.
+func (m *Manager) machine(ctx context.Context, userID id.UserID, row *database.GhostDevice) (*crypto.OlmMachine, *crypto.SQLCryptoStore, error) {
+	log := m.log.With().Stringer("user_id", userID).Logger()
 	store := crypto.NewSQLCryptoStore(m.o.DB.Database, dbutil.ZeroLogger(log.With().Str("db_section", "crypto").Logger()),
-		string(d.userID), "", []byte(m.o.Config.Encryption.PickleKey))
-	if row == nil {
-		if row, err = m.login(ctx, d.userID); err != nil {
-			return err
-		}
-		// Keys of an earlier device of this ghost (its row lost) would be
-		// uploaded for the new device id; start the account afresh.
-		if err = m.forgetAccount(ctx, d.userID); err != nil {
-			return err
-		}
-		if err = m.o.DB.GhostDev.Put(ctx, row); err != nil {
-			return fmt.Errorf("store ghost device: %w", err)
-		}
-		log.Info().Stringer("device_id", row.DeviceID).Msg("Ghost logged in with a device of its own")
-	}
-	store.DeviceID = row.DeviceID
-	client, err := mautrix.NewClient(m.o.Config.Homeserver.Address, d.userID, row.AccessToken)
+		string(userID), row.DeviceID, []byte(m.o.Config.Encryption.PickleKey))
+	client, err := mautrix.NewClient(m.o.Config.Homeserver.Address, userID, row.AccessToken)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	client.DeviceID = row.DeviceID
 	client.Client = m.http
@@ -236,36 +280,31 @@ func (m *Manager) initDevice(ctx context.Context, d *device) error {
 	mach.DisableSharedGroupSessionTracking = true
 	mach.SetBackgroundCtx(m.ctx)
 	if err = mach.Load(ctx); err != nil {
-		return fmt.Errorf("load olm account: %w", err)
+		return nil, nil, fmt.Errorf("load olm account: %w", err)
 	}
-	if !mach.GetAccount().Shared {
-		if err = mach.ShareKeys(ctx, -1); err != nil {
-			return fmt.Errorf("upload device keys: %w", err)
-		}
-		m.selfSign(ctx, mach)
-	}
-	d.mach, d.store = mach, store
-	return nil
+	return mach, store, nil
 }
 
-// selfSign gives the ghost cross-signing keys and signs its new device with
-// them, so that clients see a device its owner vouches for rather than an
-// unverified one. Dendrite accepts an appservice ghost's upload without
-// user-interactive auth (see TestGhostCrossSigningOnDendrite); a homeserver
-// that asks for it leaves the device unsigned, which still works. The
-// private keys are not kept: a ghost's next device makes new ones.
-func (m *Manager) selfSign(ctx context.Context, mach *crypto.OlmMachine) {
-	log := zerolog.Ctx(ctx)
-	keys, err := mach.GenerateCrossSigningKeys()
-	if err == nil {
-		err = mach.PublishCrossSigningKeys(ctx, keys, nil)
+// keysMatch reports whether the stored account is the one whose identity
+// keys the homeserver publishes for the device (one key query per device
+// and start).
+func (m *Manager) keysMatch(ctx context.Context, mach *crypto.OlmMachine) (bool, error) {
+	if !mach.GetAccount().Shared {
+		return false, nil
 	}
-	if err == nil {
-		err = mach.SignOwnDevice(ctx, mach.OwnIdentity())
+	client := mach.Client
+	resp, err := client.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{client.UserID: {client.DeviceID}}})
+	if errors.Is(err, mautrix.MUnknownToken) {
+		return false, nil // the device was deleted on the homeserver
+	} else if err != nil {
+		return false, fmt.Errorf("query the ghost device's keys: %w", err)
 	}
-	if err != nil {
-		log.Warn().Err(err).Stringer("user_id", mach.Client.UserID).Msg("Could not cross-sign the ghost's device, leaving it unsigned")
+	keys, ok := resp.DeviceKeys[client.UserID][client.DeviceID]
+	if !ok {
+		return false, nil
 	}
+	own := mach.OwnIdentity()
+	return keys.Keys.GetEd25519(client.DeviceID) == own.SigningKey && keys.Keys.GetCurve25519(client.DeviceID) == own.IdentityKey, nil
 }
 
 // login makes the ghost a device with the appservice login.

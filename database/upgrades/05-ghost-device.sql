@@ -8,3 +8,11 @@ CREATE TABLE ghost_device (
 	access_token TEXT    NOT NULL,
 	syncing      BOOLEAN NOT NULL DEFAULT false
 );
+
+-- A ghost's cross-signing private keys (JSON seeds, AES-GCM under a key
+-- derived from encryption.pickle_key): kept so that a ghost's next device
+-- is signed by the same identity; the homeserver keeps the first upload.
+CREATE TABLE ghost_cross_signing (
+	mxid  TEXT  NOT NULL PRIMARY KEY,
+	seeds BYTEA NOT NULL
+);
