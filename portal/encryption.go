@@ -162,3 +162,24 @@ func sendReaction(ctx context.Context, intent *mas.IntentAPI, roomID id.RoomID, 
 	}
 	return intent.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, req)
 }
+
+// decryptOwn replaces the intent's own encrypted events among evts by their
+// plaintext, where its device can open them (it keeps the keys of what it
+// sent), so that a send in doubt is recognised in an encrypted room too.
+func decryptOwn(ctx context.Context, intent *mas.IntentAPI, evts []*event.Event) []*event.Event {
+	if intent.Client.Crypto == nil {
+		return evts
+	}
+	out := make([]*event.Event, 0, len(evts))
+	for _, evt := range evts {
+		if evt.Type == event.EventEncrypted && evt.Sender == intent.UserID {
+			if err := evt.Content.ParseRaw(evt.Type); err == nil {
+				if dec, err := intent.Client.Crypto.Decrypt(ctx, evt); err == nil {
+					evt = dec
+				}
+			}
+		}
+		out = append(out, evt)
+	}
+	return out
+}
