@@ -299,13 +299,15 @@ func assertCrossSigned(t *testing.T, s *stack, ghost id.UserID, device id.Device
 // plain portal, the user switching encryption on makes both directions
 // encrypted from then on.
 func TestEncryptedBridgeCreatedPortals(t *testing.T) {
-	target := testdb.Targets(t)[0]
 	t.Run("default", func(t *testing.T) {
+		target := testdb.Targets(t)[0]
 		s := newStack(t, target, stackOptions{encryption: true, encryptByDefault: true})
 		f := s.connectFake(nil)
 		nio := startNio(t, s, "alice")
 		f.send(textFrom("dave@network", "d1", "first from dave"))
-		nio.do(map[string]any{"cmd": "join_invite", "timeout": 60})
+		if j := nio.do(map[string]any{"cmd": "join_invite", "timeout": 60}); j["encrypted"] != true {
+			t.Fatalf("portal created under encryption.default is not encrypted: %v", j)
+		}
 		got := nio.do(map[string]any{"cmd": "expect", "body": "first from dave", "timeout": 60})
 		dev, err := s.br.DB.GhostDev.Get(context.Background(), s.ghost("dave@network"))
 		if err != nil || dev == nil {
@@ -320,7 +322,37 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 			return len(cmds) == 1 && cmds[0].Text == "hi dave", nil
 		})
 	})
+	t.Run("require", func(t *testing.T) {
+		target := testdb.Targets(t)[0]
+		s := newStack(t, target, stackOptions{encryption: true, requireEncryption: true})
+		f := s.connectFake(nil)
+		nio := startNio(t, s, "alice")
+		f.send(textFrom("hank@network", "h1", "encrypted since it is required"))
+		if j := nio.do(map[string]any{"cmd": "join_invite", "timeout": 60}); j["encrypted"] != true {
+			t.Fatalf("portal created under encryption.require is not encrypted: %v", j)
+		}
+		if got := nio.do(map[string]any{"cmd": "expect", "body": "encrypted since it is required", "timeout": 60}); got["encrypted"] != true {
+			t.Fatalf("first message under encryption.require = %v, want encrypted", got)
+		}
+		// Another of the user's clients, without encryption, sends in the clear.
+		plain, err := s.alice.SendText(context.Background(), s.roomOf("hank@network"), "in the clear")
+		if err != nil {
+			t.Fatal(err)
+		}
+		notice := nio.do(map[string]any{"cmd": "expect", "body": "⚠️ Your message was not delivered: this bridge only accepts encrypted", "timeout": 60})
+		if notice["reply_to"] != string(plain.EventID) {
+			t.Fatalf("notice = %v, want a reply to %s", notice, plain.EventID)
+		}
+		nio.do(map[string]any{"cmd": "send", "text": "encrypted words"})
+		tesths.WaitFor(t, 60*time.Second, "the encrypted message at the connector", func() (bool, error) {
+			return len(f.commandsOf(connector.OpSendMessage)) == 1, nil
+		})
+		if c := f.commandsOf(connector.OpSendMessage); len(c) != 1 || c[0].Text != "encrypted words" {
+			t.Fatalf("send_message commands = %+v, want only the encrypted message", c)
+		}
+	})
 	t.Run("switched on", func(t *testing.T) {
+		target := testdb.Targets(t)[0]
 		s := newStack(t, target, stackOptions{encryption: true})
 		f := s.connectFake(nil)
 		nio := startNio(t, s, "alice")
@@ -331,12 +363,11 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		}
 		nio.do(map[string]any{"cmd": "enable_encryption"})
 		ghost := s.ghost("erin@network")
-		// The ghost's device appears when the bridge sees encryption
-		// switched on; a person types after that.
-		tesths.WaitFor(t, 30*time.Second, "the ghost's device", func() (bool, error) {
-			resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
-			return err == nil && len(resp.DeviceKeys[ghost]) == 1, err
-		})
+		// The ghost has its device since the bridge made the portal.
+		resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+		if err != nil || len(resp.DeviceKeys[ghost]) != 1 {
+			t.Fatalf("ghost's devices when encryption is switched on: %v %v", resp, err)
+		}
 		nio.do(map[string]any{"cmd": "send", "text": "now secret"})
 		tesths.WaitFor(t, 60*time.Second, "the encrypted message at the connector", func() (bool, error) {
 			cmds := f.commandsOf(connector.OpSendMessage)

@@ -69,8 +69,9 @@ type stackOptions struct {
 	// encryption gives the bridge a pickle key, which turns
 	// encryption.allow (on by default) into a working e2ee manager.
 	encryption bool
-	// encryptByDefault sets encryption.default (with encryption).
-	encryptByDefault bool
+	// encryptByDefault sets encryption.default, requireEncryption
+	// encryption.require (with encryption).
+	encryptByDefault, requireEncryption bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -110,6 +111,7 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	if o.encryption {
 		cfg.Encryption.PickleKey = "pickle-key-for-tests-0123456789abcdef"
 		cfg.Encryption.Default = o.encryptByDefault
+		cfg.Encryption.Require = o.requireEncryption
 	}
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}

@@ -128,6 +128,9 @@ func (m *Manager) bridgeInfo(connectorID string, login *database.Login, p *datab
 func (m *Manager) createRoom(ctx context.Context, ghost *mas.IntentAPI, connectorID string, login *database.Login, p *database.Portal) (id.RoomID, error) {
 	stateKey := m.bridgeStateKey(connectorID, p.ChatID)
 	info := m.bridgeInfo(connectorID, login, p, ghost.UserID)
+	// The ghost's device exists from the start, so that a user who later
+	// switches encryption on has it to encrypt for at once.
+	m.ghostBeforeJoin(ctx, ghost.UserID)
 	encrypted, err := m.encryptedRoomState(ctx, ghost.UserID)
 	if err != nil {
 		return "", fmt.Errorf("prepare encrypted portal: %w", err)

@@ -68,9 +68,10 @@ func (m *Manager) encryptionEnabled(ctx context.Context, p *database.Portal) {
 }
 
 // encryptedRoomState is the initial state that makes a new portal encrypted
-// (encryption.default), with the ghost's device ready for it.
+// (encryption.default, or encryption.require, under which a plain portal
+// would refuse every message), with the ghost's device ready for it.
 func (m *Manager) encryptedRoomState(ctx context.Context, ghost id.UserID) ([]*event.Event, error) {
-	if m.e2ee == nil || !m.cfg.Encryption.Default {
+	if m.e2ee == nil || !(m.cfg.Encryption.Default || m.cfg.Encryption.Require) {
 		return nil, nil
 	}
 	if _, err := m.e2ee.Active(ctx, ghost); err != nil {

@@ -108,7 +108,12 @@ class Session:
             return {"error": "join: %r" % resp}
         while self.room_id not in self.client.rooms or self.client.user_id not in self.client.rooms[self.room_id].users:
             await self.sync_once(1000)
-        return {"room_id": self.room_id}
+        # nio may not have the room's encryption state from the join's
+        # sync; read it, as a client does before sending.
+        state = await self.client.room_get_state_event(self.room_id, "m.room.encryption")
+        if getattr(state, "content", {}).get("algorithm"):
+            self.client.rooms[self.room_id].encrypted = True
+        return {"room_id": self.room_id, "encrypted": self.client.rooms[self.room_id].encrypted}
 
     async def enable_encryption(self):
         resp = await self.client.room_put_state(self.room_id, "m.room.encryption",
