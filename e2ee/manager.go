@@ -276,7 +276,7 @@ func (m *Manager) machine(ctx context.Context, userID id.UserID, row *database.G
 	client.StateStore = m.o.State
 	client.Store = store
 	client.Log = log
-	mach := crypto.NewOlmMachine(client, &log, store, m.o.State)
+	mach := crypto.NewOlmMachine(client, &log, store, stateStore{m.o.State})
 	mach.DisableSharedGroupSessionTracking = true
 	mach.SetBackgroundCtx(m.ctx)
 	if err = mach.Load(ctx); err != nil {
