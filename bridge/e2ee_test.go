@@ -209,16 +209,26 @@ func TestEncryptedDM(t *testing.T) {
 		t.Fatalf("contact's reaction as the client saw it = %v, want encrypted, by the ghost, on %v", rx, answer["event_id"])
 	}
 
+	// An encrypted file from the user reaches the network decrypted.
+	file := nio.do(map[string]any{"cmd": "send_file", "name": "note.txt", "data": "the file's secret contents"})
+	tesths.WaitFor(t, 60*time.Second, "the encrypted file at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) == 3, nil
+	})
+	if c := f.commandsOf(connector.OpSendMessage)[2]; c.Txn != file["event_id"] || len(c.Attachments) != 1 ||
+		string(c.Attachments[0].Data) != "the file's secret contents" || c.Attachments[0].Name != "note.txt" {
+		t.Fatalf("send_message for the encrypted file = %+v", c)
+	}
+
 	// A restart keeps every session: the user's next message decrypts with
 	// the stored inbound session, the ghost's answer uses the stored
 	// outbound one.
 	s.restartBridge()
 	nio.do(map[string]any{"cmd": "send", "text": "after restart"})
 	tesths.WaitFor(t, 60*time.Second, "the message after the restart at the connector", func() (bool, error) {
-		return len(f.commandsOf(connector.OpSendMessage)) == 3, nil
+		return len(f.commandsOf(connector.OpSendMessage)) == 4, nil
 	})
-	if c := f.commandsOf(connector.OpSendMessage)[2]; c.Text != "after restart" {
-		t.Fatalf("third send_message = %+v", c)
+	if c := f.commandsOf(connector.OpSendMessage)[3]; c.Text != "after restart" {
+		t.Fatalf("fourth send_message = %+v", c)
 	}
 	f.send(textFrom("bob@network", "r3", "answer after restart"))
 	nio.do(map[string]any{"cmd": "expect", "body": "answer after restart", "timeout": 60})
@@ -238,8 +248,8 @@ func TestEncryptedDM(t *testing.T) {
 	if notice["reply_to"] != bad["event_id"] || notice["encrypted"] != true {
 		t.Fatalf("notice for the undecryptable event = %v, want an encrypted reply to %v", notice, bad["event_id"])
 	}
-	if n := len(f.commandsOf(connector.OpSendMessage)); n != 3 {
-		t.Fatalf("%d send_message commands, want 3: the undecryptable event must not reach the network", n)
+	if n := len(f.commandsOf(connector.OpSendMessage)); n != 4 {
+		t.Fatalf("%d send_message commands, want 4: the undecryptable event must not reach the network", n)
 	}
 	if roomID == "" {
 		t.Fatal("no room id")

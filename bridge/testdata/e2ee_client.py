@@ -19,6 +19,8 @@ on stdout:
   {"cmd": "redact", "target": E}                -> {"event_id"}
   {"cmd": "expect_reaction", "key": K, "timeout": S}
       -> {"sender", "key", "target", "encrypted"} or {"error"}
+  {"cmd": "send_file", "name": N, "data": D}  uploads D (text) encrypted and
+      sends it as an encrypted m.file -> {"event_id"}
   {"cmd": "send_unknown_session"}  an m.room.encrypted event under a session
       no one was ever given -> {"event_id"}
   {"cmd": "expect", "body": B, "timeout": S}  syncs until a message with body
@@ -27,6 +29,7 @@ on stdout:
           "ghost_devices", "reply_to"} or {"error"}
 """
 import asyncio
+import io
 import json
 import secrets
 import sys
@@ -157,6 +160,16 @@ class Session:
                 return {"error": "timeout", "seen": [(e.source or {}).get("type") for e in self.seen]}
             await self.sync_once(2000)
 
+    async def send_file(self, name, data):
+        raw = data.encode()
+        resp, keys = await self.client.upload(io.BytesIO(raw), content_type="text/plain", filename=name,
+                                              encrypt=True, filesize=len(raw))
+        if not hasattr(resp, "content_uri"):
+            return {"error": "upload: %r" % resp}
+        keys["url"] = resp.content_uri
+        return await self.send_content("m.room.message", {
+            "msgtype": "m.file", "body": name, "info": {"size": len(raw), "mimetype": "text/plain"}, "file": keys})
+
     def send_unknown_session(self):
         olm = self.client.olm
         content = {
@@ -250,6 +263,8 @@ async def main():
                 out(await s.expect_reaction(cmd["key"], cmd.get("timeout", 60)))
             elif cmd["cmd"] == "send":
                 out(await s.send(cmd["text"]))
+            elif cmd["cmd"] == "send_file":
+                out(await s.send_file(cmd["name"], cmd["data"]))
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
             elif cmd["cmd"] == "expect":
