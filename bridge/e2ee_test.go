@@ -219,6 +219,15 @@ func TestEncryptedDM(t *testing.T) {
 		t.Fatalf("send_message for the encrypted file = %+v", c)
 	}
 
+	// A contact's file reaches the user encrypted, its key in the event.
+	f.send(&connector.Event{Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat("bob@network"),
+		Sender: &connector.Sender{ID: "bob@network"}, ID: "r-file",
+		Attachments: []connector.Attachment{{Name: "photo.txt", MimeType: "text/plain", Data: []byte("bob's private file")}}})
+	if got := nio.do(map[string]any{"cmd": "expect_file", "name": "photo.txt", "timeout": 60}); got["data"] != "bob's private file" ||
+		got["encrypted"] != true || got["plain_url"] != nil {
+		t.Fatalf("contact's file as the client saw it = %v, want an encrypted event with an encrypted file", got)
+	}
+
 	// A restart keeps every session: the user's next message decrypts with
 	// the stored inbound session, the ghost's answer uses the stored
 	// outbound one.

@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -226,4 +227,52 @@ func (m *Manager) encryptedAttachment(ctx context.Context, content *event.Messag
 		att.MimeType = content.Info.MimeType
 	}
 	return att, "", nil
+}
+
+// encryptsFor reports whether what the intent sends into the portal is
+// encrypted (its files then go to the media repository encrypted too).
+func (m *Manager) encryptsFor(ctx context.Context, intent *mas.IntentAPI, key database.PortalKey) bool {
+	if m.e2ee == nil || intent.Client.Crypto == nil {
+		return false
+	}
+	p, err := m.db.Portal.Get(ctx, key)
+	if err != nil || p == nil || p.RoomID == "" {
+		return false
+	}
+	encrypted, err := intent.StateStore.IsEncrypted(ctx, p.RoomID)
+	return err == nil && encrypted
+}
+
+// encryptedUpload is a file being encrypted on its way to the media
+// repository; nil when the room is not encrypted.
+type encryptedUpload struct {
+	file   *attachment.EncryptedFile
+	stream io.ReadCloser
+}
+
+// encryptUpload makes req upload the file encrypted (AES-CTR keeps its
+// length), when encrypt is set.
+func encryptUpload(encrypt bool, req *mautrix.ReqUploadMedia) *encryptedUpload {
+	if !encrypt {
+		return nil
+	}
+	u := &encryptedUpload{file: attachment.NewEncryptedFile()}
+	u.stream = u.file.EncryptStream(req.Content)
+	req.Content = u.stream
+	req.ContentType = "application/octet-stream"
+	return u
+}
+
+// finish puts the key, iv and hash into the content in place of the plain URL.
+func (u *encryptedUpload) finish(content *event.MessageEventContent) error {
+	if u == nil {
+		return nil
+	}
+	// Closing computes the hash of what was uploaded.
+	if err := u.stream.Close(); err != nil {
+		return fmt.Errorf("encrypt attachment: %w", err)
+	}
+	content.File = &event.EncryptedFileInfo{EncryptedFile: *u.file, URL: content.URL}
+	content.URL = ""
+	return nil
 }

@@ -21,6 +21,9 @@ on stdout:
       -> {"sender", "key", "target", "encrypted"} or {"error"}
   {"cmd": "send_file", "name": N, "data": D}  uploads D (text) encrypted and
       sends it as an encrypted m.file -> {"event_id"}
+  {"cmd": "expect_file", "name": N, "timeout": S}  waits for an encrypted file
+      named N from someone else, downloads and decrypts it
+      -> {"sender", "data", "plain_url"} or {"error"}
   {"cmd": "send_unknown_session"}  an m.room.encrypted event under a session
       no one was ever given -> {"event_id"}
   {"cmd": "expect", "body": B, "timeout": S}  syncs until a message with body
@@ -36,7 +39,8 @@ import sys
 import urllib.request
 
 from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomCreateResponse
-from nio.events.room_events import RoomMessageNotice, RoomMessageText
+from nio.crypto.attachments import decrypt_attachment
+from nio.events.room_events import RoomEncryptedMedia, RoomMessageNotice, RoomMessageText
 
 
 def out(obj):
@@ -170,6 +174,28 @@ class Session:
         return await self.send_content("m.room.message", {
             "msgtype": "m.file", "body": name, "info": {"size": len(raw), "mimetype": "text/plain"}, "file": keys})
 
+    async def expect_file(self, name, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.retry_undecrypted()
+            for evt in self.seen:
+                if evt.sender == self.client.user_id or getattr(evt, "body", None) != name:
+                    continue
+                content = evt.source.get("content", {})
+                if not isinstance(evt, RoomEncryptedMedia):
+                    return {"error": "not an encrypted file", "plain_url": content.get("url"),
+                            "type": type(evt).__name__}
+                resp = await self.client.download(evt.url)
+                if not hasattr(resp, "body"):
+                    return {"error": "download: %r" % resp}
+                data = decrypt_attachment(resp.body, evt.key["k"], evt.hashes["sha256"], evt.iv)
+                return {"sender": evt.sender, "data": data.decode(), "plain_url": content.get("url"),
+                        "encrypted": bool(getattr(evt, "decrypted", False))}
+            if loop.time() > deadline:
+                return {"error": "timeout"}
+            await self.sync_once(2000)
+
     def send_unknown_session(self):
         olm = self.client.olm
         content = {
@@ -265,6 +291,8 @@ async def main():
                 out(await s.send(cmd["text"]))
             elif cmd["cmd"] == "send_file":
                 out(await s.send_file(cmd["name"], cmd["data"]))
+            elif cmd["cmd"] == "expect_file":
+                out(await s.expect_file(cmd["name"], cmd.get("timeout", 60)))
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
             elif cmd["cmd"] == "expect":
