@@ -120,7 +120,7 @@ func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Datab
 		return nil, nil
 	}
 	if cfg.Encryption.PickleKey == "" {
-		log.Warn().Msg("encryption.allow is on but encryption.pickle_key is empty (run -g to generate it): " +
+		log.Warn().Msg("encryption.allow is on but encryption.pickle_key is empty (run -g, or set it to a long random string): " +
 			"encrypted rooms are not served")
 		return nil, nil
 	}
