@@ -1,6 +1,11 @@
 # dmbridge: the two commands the README starts with are `make demo` and `make test`.
 GO ?= go
 BIN := bin
+# End-to-bridge encryption uses mautrix-go's pure-Go Olm (goolm): without the
+# tag its crypto package links the C libolm, which no fresh machine has.
+# Exported so that every go command below (build, vet, test, fuzz, bench)
+# and the scripts they start get it.
+export GOFLAGS := $(strip $(GOFLAGS) -tags=goolm)
 
 .PHONY: build test unit demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults
 

@@ -49,6 +49,9 @@ type Link struct {
 	// gate, when set, must pass before a transaction is acknowledged (see
 	// SetGate).
 	gate func() error
+	// GhostQueried, if set, runs when the homeserver asks about a ghost
+	// (before a user's invite reaches it), after its registration.
+	GhostQueried func(ctx context.Context, userID id.UserID)
 }
 
 type mount struct {

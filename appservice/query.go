@@ -38,6 +38,7 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 		q.link.log.Err(err).Stringer("user_id", userID).Msg("Failed to look up ghost for user query")
 		return false
 	} else if ghost != nil && ghost.Registered {
+		q.ghostQueried(ctx, userID)
 		return true
 	}
 	// Only the homeserver account is made here; the ghost row follows when
@@ -47,5 +48,15 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 		return false
 	}
 	q.link.log.Debug().Stringer("user_id", userID).Msg("Registered ghost on demand for a user query")
+	q.ghostQueried(ctx, userID)
 	return true
+}
+
+// ghostQueried gives the hook (end-to-bridge encryption making the ghost's
+// device) its turn while the homeserver waits: a client inviting the ghost
+// into an encrypted room asks for its devices right after.
+func (q *queryHandler) ghostQueried(ctx context.Context, userID id.UserID) {
+	if q.link.GhostQueried != nil {
+		q.link.GhostQueried(ctx, userID)
+	}
 }

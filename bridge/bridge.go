@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/bot"
@@ -18,6 +19,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
 	"github.com/dmbridge/dmbridge/inbox"
@@ -45,6 +47,8 @@ type Bridge struct {
 	// Health answers /_dmbridge/health and /_dmbridge/ready; more readiness
 	// conditions can be added with AddReadyCheck.
 	Health *health.Checker
+	// E2EE is end-to-bridge encryption; nil when encryption.allow is off.
+	E2EE *e2ee.Manager
 
 	connServer *http.Server
 	connAddr   net.Addr
@@ -104,6 +108,11 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		_ = db.Close()
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
+	enc, err := setupEncryption(ctx, cfg, db, link, portals, log)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	portals.SetConnector(srv)
 	portals.SetRoomHandler(bot.New(cfg, db, link, intents.Bot(), portals, srv, log))
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
@@ -112,7 +121,37 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.Mount("GET "+health.HealthPath, checker.HealthHandler())
 	link.Mount("GET "+health.ReadyPath, checker.ReadyHandler())
 	watchLease(lease, checker, mx)
-	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker}, nil
+	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker, E2EE: enc}, nil
+}
+
+// setupEncryption gives each ghost in an encrypted room a device (package
+// e2ee), when encryption.allow is on and there is a pickle key.
+func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Database, link *appservice.Link, portals *portal.Manager, log zerolog.Logger) (*e2ee.Manager, error) {
+	if !cfg.Encryption.Allow {
+		return nil, nil
+	}
+	if cfg.Encryption.PickleKey == "" {
+		log.Warn().Msg("encryption.allow is on but encryption.pickle_key is empty (run -g, or set it to a long random string): " +
+			"encrypted rooms are not served")
+		return nil, nil
+	}
+	enc, err := e2ee.New(ctx, e2ee.Options{
+		Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: log,
+		IsBridgeUser: func(u id.UserID) bool {
+			_, ghost := cfg.ParseGhostUserID(u)
+			return ghost || u == link.BotMXID()
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	portals.SetEncryption(enc)
+	link.GhostQueried = func(ctx context.Context, u id.UserID) {
+		if err := enc.Ensure(ctx, u); err != nil {
+			log.Err(err).Stringer("user_id", u).Msg("Failed to give a queried ghost its device")
+		}
+	}
+	return enc, nil
 }
 
 // Start listens for the homeserver and for connectors, makes sure the bot
@@ -142,6 +181,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 			b.log.Error().Err(err).Msg("Connector listener failed")
 		}
 	}()
+	if b.E2EE != nil {
+		if err := b.E2EE.Start(ctx); err != nil {
+			return err
+		}
+	}
 	b.Portals.Start()
 	b.log.Info().Str("connector_listen", ln.Addr().String()).Msg("Bridge started")
 	return nil
@@ -200,6 +244,9 @@ func (b *Bridge) Stop(ctx context.Context) error {
 	}
 	errs = append(errs, b.Link.Stop(ctx))
 	b.Portals.Stop(ctx)
+	if b.E2EE != nil {
+		b.E2EE.Stop()
+	}
 	errs = append(errs, b.metricsSrv.Stop(ctx))
 	errs = append(errs, b.DB.Close())
 	return errors.Join(errs...)

@@ -41,7 +41,7 @@ func buildBridge(t *testing.T) string {
 	// Every test that runs the binary runs it against Dendrite.
 	testdb.SkipShort(t, "Dendrite")
 	bin := filepath.Join(t.TempDir(), "dmbridge")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/dmbridge/dmbridge/cmd/bridge").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags=goolm", "-o", bin, "github.com/dmbridge/dmbridge/cmd/bridge").CombinedOutput()
 	if err != nil {
 		t.Fatalf("build bridge: %v\n%s", err, out)
 	}

@@ -71,6 +71,12 @@ type stackOptions struct {
 	// config is shared with the running bridge, so it must not change
 	// afterwards).
 	configure func(*config.Config)
+	// encryption gives the bridge a pickle key, which turns
+	// encryption.allow (on by default) into a working e2ee manager.
+	encryption bool
+	// encryptByDefault sets encryption.default, requireEncryption
+	// encryption.require (with encryption).
+	encryptByDefault, requireEncryption bool
 }
 
 // loopbackMedia opens loopback to the bridge's media fetches, for tests
@@ -107,6 +113,11 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 		cfg.Permissions = o.permissions
 	}
 	cfg.Bridge.MediaFetchAllow = o.mediaFetchAllow
+	if o.encryption {
+		cfg.Encryption.PickleKey = "pickle-key-for-tests-0123456789abcdef"
+		cfg.Encryption.Default = o.encryptByDefault
+		cfg.Encryption.Require = o.requireEncryption
+	}
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}
 	if !o.noDoublePuppet {

@@ -28,6 +28,7 @@ type Config struct {
 	Metrics      MetricsConfig      `yaml:"metrics"`
 	Logging      LoggingConfig      `yaml:"logging"`
 	HA           HAConfig           `yaml:"ha"`
+	Encryption   EncryptionConfig   `yaml:"encryption"`
 
 	// Path is the file the config was loaded from; SaveTokens rewrites it and
 	// every error message names it.
@@ -48,6 +49,21 @@ type Config struct {
 	// so a later edit of the field is noticed instead of silently ignored.
 	ghostTmpl   *ghostTemplate
 	displayTmpl *displayTemplate
+}
+
+// EncryptionConfig is end-to-bridge encryption: each ghost in an encrypted
+// room gets a device of its own (see package e2ee).
+type EncryptionConfig struct {
+	// Allow joins and serves encrypted rooms; without it the user is told
+	// that encrypted messages are not delivered.
+	Allow bool `yaml:"allow"`
+	// Default makes portals the bridge creates encrypted from the start.
+	Default bool `yaml:"default"`
+	// Require refuses unencrypted messages in portals.
+	Require bool `yaml:"require"`
+	// PickleKey encrypts the Olm/Megolm keys stored in the database; -g
+	// generates it.
+	PickleKey string `yaml:"pickle_key"`
 }
 
 // HomeserverConfig says where the homeserver is and what server name it has.
@@ -214,6 +230,7 @@ func Default() *Config {
 			UsernameTemplate:    "dm_{{.}}",
 			DisplaynameTemplate: "{{.Name}}",
 		},
+		Encryption: EncryptionConfig{Allow: true},
 		Database: DatabaseConfig{
 			Type:         "sqlite3-fk-wal",
 			URI:          "file:dmbridge.db?_txlock=immediate",

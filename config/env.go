@@ -19,6 +19,7 @@ var envOverrides = [...]envOverride{
 	{"DMBRIDGE_HS_TOKEN", "appservice.hs_token", func(c *Config) *string { return &c.Appservice.HSToken }},
 	{"DMBRIDGE_PROVISIONING_SECRET", "provisioning.shared_secret", func(c *Config) *string { return &c.Provisioning.SharedSecret }},
 	{"DMBRIDGE_DATABASE_URI", "database.uri", func(c *Config) *string { return &c.Database.URI }},
+	{"DMBRIDGE_PICKLE_KEY", "encryption.pickle_key", func(c *Config) *string { return &c.Encryption.PickleKey }},
 	// Listen addresses, so that instances sharing one config file (high
 	// availability) can each have their own.
 	{"DMBRIDGE_APPSERVICE_HOSTNAME", "appservice.hostname", func(c *Config) *string { return &c.Appservice.Hostname }},

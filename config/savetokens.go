@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -54,8 +56,46 @@ func (c *Config) SaveTokens() error {
 	return nil
 }
 
+// SavePickleKey generates encryption.pickle_key and writes it into the file
+// like SaveTokens, unless the config has one: the key that encrypts the
+// stored Olm/Megolm keys is made once, since a new one would make the stored
+// keys unreadable.
+func (c *Config) SavePickleKey() error {
+	if c.Encryption.PickleKey != "" {
+		return nil
+	}
+	orig, err := os.ReadFile(c.Path)
+	if err != nil {
+		return fmt.Errorf("%s: reading config to save the pickle key: %w", c.Path, err)
+	}
+	key := randomSecret()
+	updated, err := replaceKeys(orig, "encryption", []string{"pickle_key"}, map[string]string{"pickle_key": key})
+	if err != nil {
+		return fmt.Errorf("%s: saving encryption.pickle_key: %w", c.Path, err)
+	}
+	if err := writeFileAtomic(c.Path, updated, 0o600); err != nil {
+		return fmt.Errorf("%s: saving encryption.pickle_key: %w", c.Path, err)
+	}
+	c.Encryption.PickleKey = key
+	return nil
+}
+
 // replaceTokens returns orig with appservice.<key> set to each value.
 func replaceTokens(orig []byte, values map[string]string) ([]byte, error) {
+	return replaceKeys(orig, "appservice", tokenKeys[:], values)
+}
+
+// randomSecret is 32 random bytes, base64url-encoded.
+func randomSecret() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Errorf("no randomness: %w", err))
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// replaceKeys returns orig with section.<key> set to each value.
+func replaceKeys(orig []byte, section string, keys []string, values map[string]string) ([]byte, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(orig, &doc); err != nil {
 		return nil, err
@@ -67,15 +107,15 @@ func replaceTokens(orig []byte, values map[string]string) ([]byte, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, errors.New("top level is not a mapping")
 	}
-	as := ensureMapping(root, "appservice")
+	as := ensureMapping(root, section)
 	if as == nil {
-		return nil, errors.New("appservice is not a mapping")
+		return nil, fmt.Errorf("%s is not a mapping", section)
 	}
 
 	var edits []splice
 	var missing []string
 	spliceable := true
-	for _, k := range tokenKeys {
+	for _, k := range keys {
 		keyNode, valueNode := lookupKey(as, k)
 		if valueNode == nil {
 			missing = append(missing, k)

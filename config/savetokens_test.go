@@ -127,3 +127,24 @@ func stripTokenLines(s string) string {
 	}
 	return strings.Join(out, "")
 }
+
+func TestSavePickleKeyOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	orig := "homeserver:\n  domain: example.org\n# keep me\nencryption:\n  allow: true\n  pickle_key: \"\"\n"
+	if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &Config{Path: path}
+	if err := c.SavePickleKey(); err != nil {
+		t.Fatal(err)
+	}
+	first := c.Encryption.PickleKey
+	data, _ := os.ReadFile(path)
+	want := strings.Replace(orig, `pickle_key: ""`, `pickle_key: "`+first+`"`, 1)
+	if len(first) < 40 || string(data) != want {
+		t.Fatalf("pickle key %q, file:\n%s", first, data)
+	}
+	if err := c.SavePickleKey(); err != nil || c.Encryption.PickleKey != first {
+		t.Fatalf("second call changed the key: %v %q", err, c.Encryption.PickleKey)
+	}
+}

@@ -54,6 +54,7 @@ func (c *Config) validate(mode validationMode) error {
 	v.secret("provisioning.shared_secret", c.Provisioning.SharedSecret)
 	v.logging()
 	v.ha()
+	v.encryption()
 	return v.err
 }
 
@@ -337,6 +338,16 @@ func (v *validator) ha() {
 	}
 	if h.Renew <= 0 || h.Renew*2 > h.Lease {
 		v.fail("ha.renew", "must be longer than 0s and at most half of ha.lease (%s), got %s", h.Lease, h.Renew)
+	}
+}
+
+func (v *validator) encryption() {
+	e := v.c.Encryption
+	if e.Default && !e.Allow {
+		v.fail("encryption.default", "needs encryption.allow: true")
+	}
+	if e.Require && !e.Allow {
+		v.fail("encryption.require", "needs encryption.allow: true")
 	}
 }
 

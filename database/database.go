@@ -40,6 +40,7 @@ type Database struct {
 	InDoubt   *InDoubtQuery
 	Backfill  *BackfillQuery
 	LoginSync *LoginSyncQuery
+	GhostDev  *GhostDeviceQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -69,6 +70,7 @@ func New(db *dbutil.Database) *Database {
 		InDoubt:   &InDoubtQuery{helper[InDoubtSend](db)},
 		Backfill:  &BackfillQuery{db: db, c: c},
 		LoginSync: &LoginSyncQuery{db},
+		GhostDev:  &GhostDeviceQuery{helper[GhostDevice](db)},
 	}
 }
 

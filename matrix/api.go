@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -103,6 +104,8 @@ type API interface {
 	GetProfile(ctx context.Context, userID id.UserID) (*mautrix.RespUserProfile, error)
 	// Whoami asks the homeserver who the user's credentials belong to.
 	Whoami(ctx context.Context) (*mautrix.RespWhoami, error)
+	// Crypto is the user's device for encrypted rooms; nil without one.
+	Crypto() mautrix.CryptoHelper
 
 	// GetAccountData reads one type of the user's global account data into
 	// out; a missing one is mautrix.MNotFound.
@@ -127,4 +130,9 @@ type Intents interface {
 	// namespace covers the user ("as_token:" double puppeting), masquerading
 	// with user_id. It does not check the token; Whoami does.
 	DoublePuppet(userID id.UserID, asToken string) (API, error)
+	// SetGhostHook makes every ghost's mautrix intent pass through hook
+	// before use: end-to-bridge encryption attaches the ghost's device to
+	// its client there, so that its sends into encrypted rooms are
+	// encrypted below the portals.
+	SetGhostHook(hook func(*mas.IntentAPI))
 }

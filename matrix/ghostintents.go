@@ -28,9 +28,20 @@ const maxGhostIntents = 4096
 type ghostIntents struct {
 	as       *mas.AppService
 	template *mas.IntentAPI
+	max      int
 
 	mu     sync.Mutex
 	recent *lru.LRU[id.UserID, *mas.IntentAPI]
+	// hook, if set, sees each intent as it is built (encryption gives the
+	// ghost's client its device).
+	hook func(*mas.IntentAPI)
+}
+
+func (g *ghostIntents) setHook(hook func(*mas.IntentAPI)) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.hook = hook
+	g.recent = lru.New[id.UserID, *mas.IntentAPI](g.max)
 }
 
 func newGhostIntents(as *mas.AppService, max int) *ghostIntents {
@@ -38,6 +49,7 @@ func newGhostIntents(as *mas.AppService, max int) *ghostIntents {
 		as:       as,
 		template: as.NewIntentAPI("_dmbridge_intent_template"),
 		recent:   lru.New[id.UserID, *mas.IntentAPI](max),
+		max:      max,
 	}
 }
 
@@ -59,6 +71,9 @@ func (g *ghostIntents) get(userID id.UserID) *mas.IntentAPI {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.hook != nil {
+		g.hook(intent)
+	}
 	// Built meanwhile by another caller: everyone uses that one.
 	return g.recent.Add(userID, intent)
 }

@@ -26,6 +26,10 @@ type asIntents struct {
 	ghosts *ghostIntents
 }
 
+// SetGhostHook makes every ghost intent built from now on pass through
+// hook; the intents built before are dropped, so none escapes it.
+func (a *asIntents) SetGhostHook(hook func(*mas.IntentAPI)) { a.ghosts.setHook(hook) }
+
 func (a *asIntents) Bot() API { return intent{a.as.BotIntent()} }
 
 func (a *asIntents) Ghost(userID id.UserID, registered bool) API {
@@ -75,9 +79,28 @@ func (i intent) IsDoublePuppet() bool { return i.ia.IsCustomPuppet }
 
 func (i intent) Register(ctx context.Context) error { return i.ia.Register(ctx) }
 
+// SendMessageEvent encrypts reactions too when the intent has a device and
+// the room is encrypted: mautrix's client encrypts every other message
+// event itself but leaves reactions plain, while users' clients encrypt
+// them.
 func (i intent) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	if eventType == event.EventReaction && i.ia.Client.Crypto != nil {
+		encrypted, err := i.ia.StateStore.IsEncrypted(ctx, roomID)
+		if err != nil {
+			return nil, fmt.Errorf("check whether %s is encrypted: %w", roomID, err)
+		}
+		if encrypted {
+			enc, err := i.ia.Client.Crypto.Encrypt(ctx, roomID, eventType, content)
+			if err != nil {
+				return nil, fmt.Errorf("encrypt reaction: %w", err)
+			}
+			return i.ia.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, extra...)
+		}
+	}
 	return i.ia.SendMessageEvent(ctx, roomID, eventType, content, extra...)
 }
+
+func (i intent) Crypto() mautrix.CryptoHelper { return i.ia.Client.Crypto }
 
 func (i intent) SendStateEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, stateKey string, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
 	return i.ia.SendStateEvent(ctx, roomID, eventType, stateKey, content, extra...)

@@ -22,7 +22,7 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key dat
 		contents = append(contents, texts...)
 	}
 	if len(ev.Attachments) > 0 {
-		files, err := m.attachmentContents(ctx, intent, ev)
+		files, err := m.attachmentContents(ctx, intent, m.encryptsFor(ctx, intent, key), ev)
 		if err != nil {
 			return nil, err
 		}

@@ -128,17 +128,29 @@ func (m *Manager) bridgeInfo(connectorID string, login *database.Login, p *datab
 func (m *Manager) createRoom(ctx context.Context, ghost matrix.API, connectorID string, login *database.Login, p *database.Portal) (id.RoomID, error) {
 	stateKey := m.bridgeStateKey(connectorID, p.ChatID)
 	info := m.bridgeInfo(connectorID, login, p, ghost.UserID())
+	// The ghost's device exists from the start, so that a user who later
+	// switches encryption on has it to encrypt for at once.
+	m.ghostBeforeJoin(ctx, ghost.UserID())
+	encrypted, err := m.encryptedRoomState(ctx, ghost.UserID())
+	if err != nil {
+		return "", fmt.Errorf("prepare encrypted portal: %w", err)
+	}
 	resp, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{
 		Preset:   "trusted_private_chat",
 		IsDirect: true,
 		Invite:   []id.UserID{login.MatrixUser},
-		InitialState: []*event.Event{
+		InitialState: append([]*event.Event{
 			{Type: event.StateBridge, StateKey: &stateKey, Content: event.Content{Parsed: info}},
 			{Type: event.StateHalfShotBridge, StateKey: &stateKey, Content: event.Content{Parsed: info}},
-		},
+		}, encrypted...),
 	})
 	if err != nil {
 		return "", err
+	}
+	for _, evt := range encrypted {
+		// Known at once, so the first message is encrypted even before
+		// the homeserver's transaction with this state comes in.
+		_ = m.link.StateStore.SetEncryptionEvent(ctx, resp.RoomID, evt.Content.AsEncryption())
 	}
 	return resp.RoomID, nil
 }

@@ -254,14 +254,16 @@ func settleTime(started, processStart, formerDone, now time.Time, grace time.Dur
 // findOwnEvent looks for the event of s in the room's recent timeline: sent by
 // s's sender, of s's type, carrying s's transaction id.
 func findOwnEvent(ctx context.Context, s *remoteSend) (id.EventID, error) {
-	filter := &mautrix.FilterPart{Types: []event.Type{s.eventType}, Senders: []id.UserID{s.intent.UserID()}}
+	// In an encrypted room the event is m.room.encrypted, its type and
+	// transaction id inside; decryptOwn opens it.
+	filter := &mautrix.FilterPart{Types: []event.Type{s.eventType, event.EventEncrypted}, Senders: []id.UserID{s.intent.UserID()}}
 	from := ""
 	for page := 0; page < inDoubtPages; page++ {
 		resp, err := s.intent.Messages(ctx, s.roomID, from, "", mautrix.DirectionBackward, filter, inDoubtPageSize)
 		if err != nil {
 			return "", fmt.Errorf("look for send in doubt in the room: %w", err)
 		}
-		if found := matchOwnEvent(resp.Chunk, s.intent.UserID(), s.eventType, s.txnID); found != "" {
+		if found := matchOwnEvent(decryptOwn(ctx, s.intent, resp.Chunk), s.intent.UserID(), s.eventType, s.txnID); found != "" {
 			return found, nil
 		}
 		if len(resp.Chunk) == 0 || resp.End == "" || resp.End == from {

@@ -73,9 +73,11 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	if err := registerToAnswer(ctx, intent); err != nil {
 		return fmt.Errorf("register ghost to answer the invite: %w", err)
 	}
+	m.ghostBeforeJoin(ctx, intent.UserID())
 	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
 		return err
 	}
+	m.ghostJoined(ctx, intent, evt.RoomID)
 	if others, err := m.otherMembers(ctx, intent, evt.RoomID, user); err != nil {
 		return err
 	} else if len(others) > 0 {

@@ -16,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/inbox"
 	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/metrics"
@@ -42,6 +43,8 @@ type Manager struct {
 	// mx acts on Matrix as the bot, the ghosts and the double puppets.
 	mx     matrix.Intents
 	ghosts *puppet.Ghosts
+	// e2ee is end-to-bridge encryption, nil when off (portal/encryption.go).
+	e2ee   *e2ee.Manager
 	dps    *puppet.DoublePuppets
 	direct *puppet.Direct
 	conn   Connector

@@ -64,6 +64,15 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	ctx = zerolog.Ctx(ctx).With().Str("login_id", p.LoginID).Str("chat_id", p.ChatID).Logger().WithContext(ctx)
+	return m.dispatchMatrix(ctx, row, evt, login, p)
+}
+
+// dispatchMatrix handles the user's event in a portal by type. A decrypted
+// event comes back through here, so it is handled exactly like a plain one.
+func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
+	if m.refuseUnencrypted(ctx, row, evt, p) {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "unencrypted events are refused")
+	}
 	switch evt.Type {
 	case event.EventMessage:
 		return m.matrixMessage(ctx, row, evt, login, p)
@@ -72,22 +81,13 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 	case event.EventRedaction:
 		return m.matrixRedaction(ctx, row, evt, login, p)
 	case event.EventEncrypted:
-		return m.matrixEncrypted(ctx, row, p)
+		return m.matrixEncrypted(ctx, row, evt, login, p)
+	case event.StateEncryption:
+		m.encryptionEnabled(ctx, p)
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	default:
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-}
-
-// matrixEncrypted refuses an encrypted event: the bridge holds no keys, so
-// it cannot read it, and dropping it quietly would leave the user believing
-// it was sent. The notice goes first, under a transaction id of the event,
-// so a retry after a crash does not show it twice.
-func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, p *database.Portal) error {
-	zerolog.Ctx(ctx).Warn().Msg("Encrypted event in a portal; encryption is not supported, telling the user")
-	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, "⚠️ Your message was not delivered: it is "+
-		"end-to-end encrypted, and this bridge does not support encryption yet. Messages sent encrypted "+
-		"in this room do not reach the contact.", fmt.Sprintf("dmb_enc_%d", row.Seq))
-	return m.db.MXEvent.MarkDone(ctx, row.Seq, "encrypted events are not supported")
 }
 
 func (m *Manager) isBridgeUser(evt *event.Event) bool {

@@ -49,11 +49,11 @@ var errTooLarge = errors.New("file is larger than the bridge's limit")
 // attachmentContents uploads a message's attachments and returns one Matrix
 // event per attachment. An attachment over the size limit becomes a notice
 // that says so, so the user is never left with a silently missing file.
-func (m *Manager) attachmentContents(ctx context.Context, intent matrix.API, ev *connector.Event) ([]*event.MessageEventContent, error) {
+func (m *Manager) attachmentContents(ctx context.Context, intent matrix.API, encrypt bool, ev *connector.Event) ([]*event.MessageEventContent, error) {
 	contents := make([]*event.MessageEventContent, 0, len(ev.Attachments))
 	for i := range ev.Attachments {
 		a := &ev.Attachments[i]
-		content, err := m.attachmentContent(ctx, intent, a)
+		content, err := m.attachmentContent(ctx, intent, encrypt, a)
 		if errors.Is(err, errTooLarge) {
 			zerolog.Ctx(ctx).Warn().Str("name", a.Name).Int64("size", a.Size).Msg("Attachment too large to bridge")
 			content = tooLargeNotice(a.Name, a.Size, m.cfg.Bridge.MaxMediaBytes)
@@ -71,7 +71,7 @@ func (m *Manager) attachmentContents(ctx context.Context, intent matrix.API, ev 
 	return contents, nil
 }
 
-func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, a *connector.Attachment) (*event.MessageEventContent, error) {
+func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, encrypt bool, a *connector.Attachment) (*event.MessageEventContent, error) {
 	limit := m.cfg.Bridge.MaxMediaBytes
 	if a.Size > limit {
 		return nil, errTooLarge
@@ -112,6 +112,7 @@ func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, a *c
 	if length <= 0 {
 		req.ContentLength = -1
 	}
+	file := encryptUpload(encrypt, &req)
 	resp, err := intent.UploadMedia(ctx, req)
 	if counted.exceeded || errors.Is(err, mautrix.MTooLarge) {
 		return nil, errTooLarge
@@ -120,6 +121,9 @@ func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, a *c
 	}
 	content.URL = resp.ContentURI.CUString()
 	content.Info.Size = int(counted.read)
+	if err = file.finish(content); err != nil {
+		return nil, err
+	}
 	return content, nil
 }
 

@@ -72,7 +72,7 @@ func isMedia(content *event.MessageEventContent) bool {
 func (m *Manager) matrixAttachment(ctx context.Context, content *event.MessageEventContent) (*connector.Attachment, string, error) {
 	name := content.GetFileName()
 	if content.File != nil {
-		return nil, fmt.Sprintf("⚠️ %q was not delivered: the bridge cannot pass on encrypted files.", name), nil
+		return m.encryptedAttachment(ctx, content)
 	}
 	uri, err := content.URL.Parse()
 	if err != nil {

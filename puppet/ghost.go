@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/rs/zerolog"
+	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
@@ -37,6 +38,10 @@ type Ghosts struct {
 func NewGhosts(intents matrix.Intents, db *database.Database, cfg *config.Config, httpClient *http.Client, log zerolog.Logger) *Ghosts {
 	return &Ghosts{intents: intents, db: db, cfg: cfg, http: httpClient, log: log.With().Str("component", "ghosts").Logger()}
 }
+
+// SetIntentHook makes every ghost intent pass through hook before use (see
+// matrix.Intents.SetGhostHook). It must be called before the ghosts are used.
+func (g *Ghosts) SetIntentHook(hook func(*mas.IntentAPI)) { g.intents.SetGhostHook(hook) }
 
 // MXID is the ghost's user id for a contact.
 func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(contactID) }

@@ -31,6 +31,15 @@ if ! command -v prosody >/dev/null 2>&1; then
 	as_root pkill -f '/usr/bin/prosody' 2>/dev/null || true
 fi
 
+# The encrypted-DM tests use an independent E2EE client as the user: Debian's
+# matrix-nio with python-olm, run with the system python3.
+if ! $demo_only && ! /usr/bin/python3 -c 'import nio, olm' >/dev/null 2>&1; then
+	echo "prerequisites: installing python3-matrix-nio and python3-olm"
+	export DEBIAN_FRONTEND=noninteractive
+	as_root apt-get update -qq
+	as_root apt-get install -y -qq python3-matrix-nio python3-olm >/dev/null
+fi
+
 # Dendrite: built once from the module proxy and cached; the test harness
 # would build it too, this only moves the wait out of the first test.
 $demo_only && exit 0

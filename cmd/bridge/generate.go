@@ -24,6 +24,10 @@ func generate(opts *options, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if err := cfg.SavePickleKey(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
 	if err := config.WriteRegistration(opts.registrationPath, reg); err != nil {
 		fmt.Fprintf(stderr, "%s: %v (the new tokens are already in %s; run -g again)\n",
 			opts.registrationPath, err, opts.configPath)

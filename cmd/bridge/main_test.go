@@ -23,7 +23,7 @@ func TestBinary(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "bridge")
-	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X main.version="+testVersion, ".")
+	build := exec.Command("go", "build", "-tags=goolm", "-o", bin, "-ldflags", "-X main.version="+testVersion, ".")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -142,8 +142,14 @@ func testGenerate(t *testing.T, bin string, args []string) {
 	}
 	want := strings.Replace(example, `  as_token: ""`, `  as_token: "`+reg.AppToken+`"`, 1)
 	want = strings.Replace(want, `  hs_token: ""`, `  hs_token: "`+reg.ServerToken+`"`, 1)
-	if string(data) != want {
-		t.Errorf("config should only gain the tokens, comments and all else kept; got:\n%s", data)
+	// -g also generates the key that encrypts the stored Olm/Megolm keys.
+	var pickleKey string
+	if _, after, ok := strings.Cut(string(data), `  pickle_key: "`); ok {
+		pickleKey, _, _ = strings.Cut(after, `"`)
+	}
+	want = strings.Replace(want, `  pickle_key: ""`, `  pickle_key: "`+pickleKey+`"`, 1)
+	if string(data) != want || len(pickleKey) < 40 {
+		t.Errorf("config should only gain the tokens and the pickle key, comments and all else kept; got:\n%s", data)
 	}
 	if info, err := os.Stat(cfgPath); err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("config mode after -g: %v %v, want 0600", info.Mode().Perm(), err)
@@ -154,6 +160,9 @@ func testGenerate(t *testing.T, bin string, args []string) {
 	}
 	if cfg.Appservice.ASToken != reg.AppToken || cfg.Appservice.HSToken != reg.ServerToken {
 		t.Error("tokens in the config do not match the registration")
+	}
+	if cfg.Encryption.PickleKey != pickleKey {
+		t.Errorf("pickle key loaded as %q, want %q", cfg.Encryption.PickleKey, pickleKey)
 	}
 }
 

@@ -36,7 +36,7 @@ type runningDemo struct {
 func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	out, err := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+	out, err := exec.Command("go", "build", "-tags=goolm", "-o", dir+string(filepath.Separator),
 		"github.com/dmbridge/dmbridge/cmd/bridge",
 		"github.com/dmbridge/dmbridge/cmd/xmpp-connector",
 		"github.com/dmbridge/dmbridge/cmd/dmbridge-demo").CombinedOutput()

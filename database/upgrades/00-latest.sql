@@ -1,4 +1,4 @@
--- v0 -> v5: Latest revision
+-- v0 -> v6: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -191,4 +191,21 @@ CREATE TABLE login_sync_pending (
 
 	CONSTRAINT login_sync_pending_login_fkey FOREIGN KEY (login_id) REFERENCES login (id)
 		ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+-- Each ghost's own device for encrypted rooms; its keys are in mautrix-go's
+-- crypto tables (account_id = mxid). See e2ee/.
+CREATE TABLE ghost_device (
+	mxid         TEXT    NOT NULL PRIMARY KEY,
+	device_id    TEXT    NOT NULL,
+	access_token TEXT    NOT NULL,
+	syncing      BOOLEAN NOT NULL DEFAULT false
+);
+
+-- A ghost's cross-signing private keys (JSON seeds, AES-GCM under a key
+-- derived from encryption.pickle_key): kept so that a ghost's next device
+-- is signed by the same identity; the homeserver keeps the first upload.
+CREATE TABLE ghost_cross_signing (
+	mxid  TEXT  NOT NULL PRIMARY KEY,
+	seeds BYTEA NOT NULL
 );

@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -77,6 +78,9 @@ func New(domain string, botID id.UserID) *Homeserver {
 }
 
 var _ matrix.Intents = (*Homeserver)(nil)
+
+// SetGhostHook does nothing: the fake has no mautrix intents.
+func (h *Homeserver) SetGhostHook(func(*mas.IntentAPI)) {}
 
 // Bot implements matrix.Intents.
 func (hs *Homeserver) Bot() matrix.API { return &User{hs: hs, id: hs.BotID} }

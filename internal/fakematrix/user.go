@@ -417,6 +417,9 @@ func (u *User) GetProfile(ctx context.Context, userID id.UserID) (*mautrix.RespU
 }
 
 // Whoami implements matrix.API.
+// Crypto is nil: the fake users have no devices.
+func (u *User) Crypto() mautrix.CryptoHelper { return nil }
+
 func (u *User) Whoami(ctx context.Context) (*mautrix.RespWhoami, error) {
 	err := u.hs.apply(Call{User: u.id, Method: "Whoami"}, func() error { return nil })
 	if err != nil {

@@ -1,0 +1,309 @@
+#!/usr/bin/python3
+"""An independent E2EE Matrix client (matrix-nio with python-olm) standing in
+for the user's client in the encrypted-DM tests.
+
+Usage: e2ee_client.py HOMESERVER USER_ID PASSWORD STORE_DIR
+
+Reads one JSON command per line on stdin and answers each with one JSON line
+on stdout:
+  {"cmd": "create_dm", "ghost": ID, "text": T}  profile lookup, then an
+      encrypted DM created as Element X does (is_direct, trusted_private_chat,
+      m.room.encryption in initial_state) and T sent at once
+      -> {"room_id", "event_id"}
+  {"cmd": "join_invite", "timeout": S}  joins the first room it is invited to
+      -> {"room_id"}
+  {"cmd": "enable_encryption"}  sends m.room.encryption into the room -> {}
+  {"cmd": "send", "text": T}                    -> {"event_id"}
+  {"cmd": "react", "target": E, "key": K}       -> {"event_id"}
+  {"cmd": "edit", "target": E, "text": T}       -> {"event_id"}
+  {"cmd": "redact", "target": E}                -> {"event_id"}
+  {"cmd": "expect_reaction", "key": K, "timeout": S}
+      -> {"sender", "key", "target", "encrypted"} or {"error"}
+  {"cmd": "send_file", "name": N, "data": D}  uploads D (text) encrypted and
+      sends it as an encrypted m.file -> {"event_id"}
+  {"cmd": "expect_file", "name": N, "timeout": S}  waits for an encrypted file
+      named N from someone else, downloads and decrypts it
+      -> {"sender", "data", "plain_url"} or {"error"}
+  {"cmd": "send_unknown_session"}  an m.room.encrypted event under a session
+      no one was ever given -> {"event_id"}
+  {"cmd": "expect", "body": B, "timeout": S}  syncs until a message with body
+      B from someone else arrives in the room
+      -> {"sender", "body", "encrypted", "sender_key", "device_id",
+          "ghost_devices", "reply_to"} or {"error"}
+"""
+import asyncio
+import io
+import json
+import secrets
+import sys
+import urllib.request
+
+from nio import AsyncClient, AsyncClientConfig, MegolmEvent, RoomCreateResponse
+from nio.crypto.attachments import decrypt_attachment
+from nio.events.room_events import RoomEncryptedMedia, RoomMessageNotice, RoomMessageText
+
+
+def out(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+class Session:
+    def __init__(self, hs, user_id, password, store):
+        cfg = AsyncClientConfig(encryption_enabled=True, store_sync_tokens=True)
+        self.client = AsyncClient(hs, user_id, store_path=store, config=cfg)
+        self.hs = hs
+        self.password = password
+        self.room_id = None
+        self.seen = []  # (event, encrypted)
+
+    async def login(self):
+        resp = await self.client.login(self.password, device_name="nio-test")
+        if not hasattr(resp, "access_token"):
+            raise RuntimeError("login failed: %r" % resp)
+        # A real client publishes its device keys and one-time keys (nio
+        # does so only in sync_forever, so here by hand).
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        await self.client.sync(timeout=0, full_state=True)
+
+    async def sync_once(self, timeout_ms):
+        resp = await self.client.sync(timeout=timeout_ms)
+        rooms = getattr(resp, "rooms", None)
+        if rooms is None:
+            return
+        room = rooms.join.get(self.room_id)
+        if room is None:
+            return
+        for evt in room.timeline.events:
+            self.seen.append(evt)
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+        if self.client.should_query_keys:
+            await self.client.keys_query()
+
+    async def create_dm(self, ghost, text):
+        # Element X shows the user's profile before starting the chat.
+        await self.client.get_profile(ghost)
+        resp = await self.client.room_create(
+            is_direct=True,
+            preset=__import__("nio").RoomPreset.trusted_private_chat,
+            invite=[ghost],
+            initial_state=[{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+        )
+        if not isinstance(resp, RoomCreateResponse):
+            return {"error": "create: %r" % resp}
+        self.room_id = resp.room_id
+        # Learn the room (members, encryption) and send at once.
+        while self.room_id not in self.client.rooms or ghost not in self.client.rooms[self.room_id].users:
+            await self.client.sync(timeout=1000)
+        sent = await self.send(text)
+        sent["room_id"] = self.room_id
+        return sent
+
+    async def join_invite(self, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.client.invited_rooms:
+            if loop.time() > deadline:
+                return {"error": "no invite"}
+            await self.client.sync(timeout=2000)
+        self.room_id = next(iter(self.client.invited_rooms))
+        resp = await self.client.join(self.room_id)
+        if not hasattr(resp, "room_id"):
+            return {"error": "join: %r" % resp}
+        while self.room_id not in self.client.rooms or self.client.user_id not in self.client.rooms[self.room_id].users:
+            await self.sync_once(1000)
+        # nio may not have the room's encryption state from the join's
+        # sync; read it, as a client does before sending.
+        state = await self.client.room_get_state_event(self.room_id, "m.room.encryption")
+        if getattr(state, "content", {}).get("algorithm"):
+            self.client.rooms[self.room_id].encrypted = True
+        return {"room_id": self.room_id, "encrypted": self.client.rooms[self.room_id].encrypted}
+
+    async def enable_encryption(self):
+        resp = await self.client.room_put_state(self.room_id, "m.room.encryption",
+                                                {"algorithm": "m.megolm.v1.aes-sha2"})
+        if not hasattr(resp, "event_id"):
+            return {"error": "enable encryption: %r" % resp}
+        while not self.client.rooms[self.room_id].encrypted:
+            await self.sync_once(1000)
+        return {}
+
+    async def send(self, text):
+        resp = await self.client.room_send(self.room_id, "m.room.message",
+                                           {"msgtype": "m.text", "body": text},
+                                           ignore_unverified_devices=True)
+        return {"event_id": getattr(resp, "event_id", None), "error": None if hasattr(resp, "event_id") else repr(resp)}
+
+    async def send_content(self, evtype, content):
+        resp = await self.client.room_send(self.room_id, evtype, content, ignore_unverified_devices=True)
+        if not hasattr(resp, "event_id"):
+            return {"error": repr(resp)}
+        return {"event_id": resp.event_id}
+
+    async def redact(self, target):
+        resp = await self.client.room_redact(self.room_id, target)
+        if not hasattr(resp, "event_id"):
+            return {"error": repr(resp)}
+        return {"event_id": resp.event_id}
+
+    async def expect_reaction(self, key, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.retry_undecrypted()
+            for evt in self.seen:
+                src = evt.source or {}
+                rel = src.get("content", {}).get("m.relates_to", {})
+                if evt.sender != self.client.user_id and src.get("type") == "m.reaction" and rel.get("key") == key:
+                    return {"sender": evt.sender, "key": key, "target": rel.get("event_id"),
+                            "encrypted": bool(getattr(evt, "decrypted", False))}
+            if loop.time() > deadline:
+                return {"error": "timeout", "seen": [(e.source or {}).get("type") for e in self.seen]}
+            await self.sync_once(2000)
+
+    async def send_file(self, name, data):
+        raw = data.encode()
+        resp, keys = await self.client.upload(io.BytesIO(raw), content_type="text/plain", filename=name,
+                                              encrypt=True, filesize=len(raw))
+        if not hasattr(resp, "content_uri"):
+            return {"error": "upload: %r" % resp}
+        keys["url"] = resp.content_uri
+        return await self.send_content("m.room.message", {
+            "msgtype": "m.file", "body": name, "info": {"size": len(raw), "mimetype": "text/plain"}, "file": keys})
+
+    async def expect_file(self, name, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.retry_undecrypted()
+            for evt in self.seen:
+                if evt.sender == self.client.user_id or getattr(evt, "body", None) != name:
+                    continue
+                content = evt.source.get("content", {})
+                if not isinstance(evt, RoomEncryptedMedia):
+                    return {"error": "not an encrypted file", "plain_url": content.get("url"),
+                            "type": type(evt).__name__}
+                resp = await self.client.download(evt.url)
+                if not hasattr(resp, "body"):
+                    return {"error": "download: %r" % resp}
+                data = decrypt_attachment(resp.body, evt.key["k"], evt.hashes["sha256"], evt.iv)
+                return {"sender": evt.sender, "data": data.decode(), "plain_url": content.get("url"),
+                        "encrypted": bool(getattr(evt, "decrypted", False))}
+            if loop.time() > deadline:
+                return {"error": "timeout"}
+            await self.sync_once(2000)
+
+    def send_unknown_session(self):
+        olm = self.client.olm
+        content = {
+            "algorithm": "m.megolm.v1.aes-sha2",
+            "sender_key": olm.account.identity_keys["curve25519"],
+            "device_id": self.client.device_id,
+            "session_id": secrets.token_urlsafe(32)[:43].replace("-", "A").replace("_", "B"),
+            "ciphertext": "AwgAEn" + "A" * 200,
+        }
+        url = "%s/_matrix/client/v3/rooms/%s/send/m.room.encrypted/%s" % (
+            self.hs, urllib.parse.quote(self.room_id), secrets.token_hex(8))
+        req = urllib.request.Request(url, data=json.dumps(content).encode(), method="PUT",
+                                     headers={"Authorization": "Bearer " + self.client.access_token,
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            return {"event_id": json.load(r)["event_id"]}
+
+    async def expect(self, body, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            self.retry_undecrypted()
+            for evt in self.seen:
+                if evt.sender == self.client.user_id:
+                    continue
+                if isinstance(evt, (RoomMessageText, RoomMessageNotice)) and evt.body.startswith(body):
+                    return self.describe(evt)
+            if loop.time() > deadline:
+                undecryptable = sum(1 for e in self.seen if isinstance(e, MegolmEvent))
+                return {"error": "timeout", "undecryptable": undecryptable,
+                        "bodies": [getattr(e, "body", type(e).__name__) for e in self.seen]}
+            await self.sync_once(2000)
+
+    def retry_undecrypted(self):
+        # A room event can come down before the to-device message with its
+        # key (they are different streams); try again once keys arrived.
+        for i, evt in enumerate(self.seen):
+            if isinstance(evt, MegolmEvent):
+                try:
+                    dec = self.client.decrypt_event(evt)
+                except Exception:  # still no key
+                    continue
+                self.seen[i] = dec
+
+    def describe(self, evt):
+        devices = self.client.device_store.active_user_devices(evt.sender)
+        by_key = {d.curve25519: d.id for d in devices}
+        sender_key = getattr(evt, "sender_key", None)
+        relates = evt.source.get("content", {}).get("m.relates_to", {})
+        return {
+            "event_id": evt.event_id,
+            "sender": evt.sender,
+            "body": evt.body,
+            "encrypted": bool(getattr(evt, "decrypted", False)),
+            "sender_key": sender_key,
+            "device_id": by_key.get(sender_key),
+            "ghost_devices": sorted(by_key.values()),
+            "reply_to": relates.get("m.in_reply_to", {}).get("event_id"),
+        }
+
+
+async def main():
+    hs, user_id, password, store = sys.argv[1:5]
+    s = Session(hs, user_id, password, store)
+    await s.login()
+    out({"ready": True, "device_id": s.client.device_id})
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            break
+        cmd = json.loads(line)
+        try:
+            if cmd["cmd"] == "create_dm":
+                out(await s.create_dm(cmd["ghost"], cmd["text"]))
+            elif cmd["cmd"] == "join_invite":
+                out(await s.join_invite(cmd.get("timeout", 60)))
+            elif cmd["cmd"] == "enable_encryption":
+                out(await s.enable_encryption())
+            elif cmd["cmd"] == "react":
+                out(await s.send_content("m.reaction", {"m.relates_to": {
+                    "rel_type": "m.annotation", "event_id": cmd["target"], "key": cmd["key"]}}))
+            elif cmd["cmd"] == "edit":
+                out(await s.send_content("m.room.message", {
+                    "msgtype": "m.text", "body": "* " + cmd["text"],
+                    "m.new_content": {"msgtype": "m.text", "body": cmd["text"]},
+                    "m.relates_to": {"rel_type": "m.replace", "event_id": cmd["target"]}}))
+            elif cmd["cmd"] == "redact":
+                out(await s.redact(cmd["target"]))
+            elif cmd["cmd"] == "expect_reaction":
+                out(await s.expect_reaction(cmd["key"], cmd.get("timeout", 60)))
+            elif cmd["cmd"] == "send":
+                out(await s.send(cmd["text"]))
+            elif cmd["cmd"] == "send_file":
+                out(await s.send_file(cmd["name"], cmd["data"]))
+            elif cmd["cmd"] == "expect_file":
+                out(await s.expect_file(cmd["name"], cmd.get("timeout", 60)))
+            elif cmd["cmd"] == "send_unknown_session":
+                out(s.send_unknown_session())
+            elif cmd["cmd"] == "expect":
+                out(await s.expect(cmd["body"], cmd.get("timeout", 60)))
+            else:
+                out({"error": "unknown command"})
+        except Exception as e:  # the Go test reads the error
+            out({"error": repr(e)})
+    await s.client.close()
+
+
+if __name__ == "__main__":
+    import urllib.parse  # noqa: F401
+    asyncio.run(main())

@@ -1,0 +1,73 @@
+package e2ee
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// noRoom is a room id no homeserver has: the /sync filter names it as the
+// only room wanted, so that no room's timeline or state comes down.
+const noRoom = id.RoomID("!none:dmbridge.invalid")
+
+// syncFilter keeps a ghost device's /sync to what its Olm machine needs:
+// to-device messages, device-list changes and one-time-key counts.
+func syncFilter() *mautrix.Filter {
+	none := &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}, Limit: 1}
+	return &mautrix.Filter{
+		AccountData: none,
+		Presence:    none,
+		Room: &mautrix.RoomFilter{
+			Rooms:       []id.RoomID{noRoom},
+			AccountData: none, Ephemeral: none, State: none, Timeline: none,
+		},
+	}
+}
+
+// startSync runs the device's /sync loop until the manager stops.
+func (m *Manager) startSync(d *device) {
+	client := d.mach.Client
+	client.Syncer = &syncer{mach: d.mach, log: m.log.With().Stringer("user_id", d.userID).Logger()}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx := zerolog.Ctx(m.ctx).WithContext(m.ctx)
+		err := client.SyncWithContext(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Err(err).Stringer("user_id", d.userID).Msg("Ghost device sync stopped")
+		}
+	}()
+}
+
+// syncer hands each /sync response to the Olm machine.
+type syncer struct {
+	mach  *crypto.OlmMachine
+	log   zerolog.Logger
+	fails int
+}
+
+func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
+	s.fails = 0
+	s.mach.ProcessSyncResponse(s.log.WithContext(ctx), resp, since)
+	return nil
+}
+
+// OnFailedSync backs off up to a minute and never gives up: a homeserver
+// that is down comes back, and the device's messages wait for it there.
+func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, error) {
+	if errors.Is(err, context.Canceled) {
+		return 0, err
+	}
+	s.fails++
+	wait := time.Duration(1<<min(s.fails, 6)) * time.Second
+	s.log.Warn().Err(err).Dur("retry_in", wait).Msg("Ghost device sync failed")
+	return min(wait, time.Minute), nil
+}
+
+func (s *syncer) GetFilterJSON(id.UserID) *mautrix.Filter { return syncFilter() }

@@ -1,0 +1,260 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto/attachment"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/e2ee"
+	"github.com/dmbridge/dmbridge/matrix"
+)
+
+// Every place the portals touch end-to-bridge encryption is in this file;
+// sending is encrypted below the portals, by the ghost's intent (see
+// e2ee.Manager.Attach), so the send paths do not change.
+
+// SetEncryption turns end-to-bridge encryption on. It must be called before
+// Start.
+func (m *Manager) SetEncryption(e *e2ee.Manager) {
+	m.e2ee = e
+	m.ghosts.SetIntentHook(e.Attach)
+}
+
+// ghostBeforeJoin gives an invited ghost its device before it joins, so the
+// user's client, which may encrypt its first message right after inviting,
+// can share the room key with it.
+func (m *Manager) ghostBeforeJoin(ctx context.Context, ghost id.UserID) {
+	if m.e2ee == nil {
+		return
+	}
+	if err := m.e2ee.Ensure(ctx, ghost); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to give the ghost a device")
+	}
+}
+
+// ghostJoined reads whether the room the ghost joined is encrypted; if it
+// is, the ghost's device starts receiving its keys.
+func (m *Manager) ghostJoined(ctx context.Context, intent matrix.API, roomID id.RoomID) {
+	if m.e2ee == nil {
+		return
+	}
+	encrypted, err := m.e2ee.RoomEncryption(ctx, intent, roomID)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to read the room's encryption state")
+		return
+	}
+	if encrypted {
+		if _, err = m.e2ee.Active(ctx, intent.UserID()); err != nil {
+			zerolog.Ctx(ctx).Err(err).Msg("Failed to start the ghost's device")
+		}
+	}
+}
+
+// encryptionEnabled follows the user switching encryption on in a portal:
+// the state store has recorded it, the ghost's device must now listen.
+func (m *Manager) encryptionEnabled(ctx context.Context, p *database.Portal) {
+	if m.e2ee == nil {
+		return
+	}
+	if _, err := m.e2ee.Active(ctx, m.ghosts.MXID(p.ContactID)); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to start the ghost's device for a newly encrypted portal")
+	}
+}
+
+// encryptedRoomState is the initial state that makes a new portal encrypted
+// (encryption.default, or encryption.require, under which a plain portal
+// would refuse every message), with the ghost's device ready for it.
+func (m *Manager) encryptedRoomState(ctx context.Context, ghost id.UserID) ([]*event.Event, error) {
+	if m.e2ee == nil || !(m.cfg.Encryption.Default || m.cfg.Encryption.Require) {
+		return nil, nil
+	}
+	if _, err := m.e2ee.Active(ctx, ghost); err != nil {
+		return nil, err
+	}
+	return []*event.Event{{
+		Type: event.StateEncryption, StateKey: new(string),
+		Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}},
+	}}, nil
+}
+
+// matrixEncrypted decrypts the user's event with the portal ghost's device
+// and handles the plaintext like any event. One that cannot be decrypted
+// (or, with encryption off, any) is answered with a notice replying to it,
+// under a transaction id of the event so a retry does not show it twice.
+func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
+	log := zerolog.Ctx(ctx)
+	if m.e2ee == nil {
+		log.Warn().Msg("Encrypted event in a portal; encryption is off, telling the user")
+		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: it is end-to-end encrypted, and this "+
+			"bridge does not serve encrypted rooms. Messages sent encrypted in this room do not reach the contact.",
+			fmt.Sprintf("dmb_enc_%d", row.Seq))
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encryption is off")
+	}
+	dec, err := m.e2ee.Decrypt(ctx, m.ghosts.MXID(p.ContactID), evt)
+	if err != nil {
+		if !errors.Is(err, e2ee.ErrUndecryptable) && ctx.Err() == nil {
+			// The device could not be reached or loaded: a passing failure.
+			return err
+		}
+		log.Warn().Err(err).Msg("Could not decrypt the user's event")
+		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: the bridge never received the key "+
+			"to decrypt it. Your client may not have shared it with the contact's device; send it again.",
+			fmt.Sprintf("dmb_enc_%d", row.Seq))
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
+	}
+	dec.Mautrix.EventSource = evt.Mautrix.EventSource
+	if dec.Type == event.EventEncrypted {
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encrypted twice")
+	}
+	return m.dispatchMatrix(ctx, row, dec, login, p)
+}
+
+// refuseUnencrypted applies encryption.require: in a portal, the user's
+// messages and reactions must come encrypted.
+func (m *Manager) refuseUnencrypted(ctx context.Context, row *database.MXEvent, evt *event.Event, p *database.Portal) bool {
+	if m.e2ee == nil || !m.cfg.Encryption.Require || evt.Mautrix.WasEncrypted {
+		return false
+	}
+	if evt.Type != event.EventMessage && evt.Type != event.EventReaction {
+		return false
+	}
+	m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: this bridge only accepts encrypted "+
+		"messages. Turn encryption on in this room.", fmt.Sprintf("dmb_unenc_%d", row.Seq))
+	return true
+}
+
+// replyNotice is a notice from the ghost replying to one of the user's events.
+func (m *Manager) replyNotice(ctx context.Context, p *database.Portal, to id.EventID, text, txn string) {
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
+	content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(to)
+	intent := m.ghosts.Intent(p.ContactID)
+	for try := 1; ; try++ {
+		_, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
+		if err == nil || isPermanent(err) || try >= noticeTries || !pause(ctx, backoff(try, m.cfg.Bridge.RetryMaxDelay.D())) {
+			if err != nil {
+				zerolog.Ctx(ctx).Err(err).Msg("Failed to send notice")
+			}
+			return
+		}
+	}
+}
+
+// decryptOwn replaces the intent's own encrypted events among evts by their
+// plaintext, where its device can open them (it keeps the keys of what it
+// sent), so that a send in doubt is recognised in an encrypted room too.
+func decryptOwn(ctx context.Context, intent matrix.API, evts []*event.Event) []*event.Event {
+	crypto := intent.Crypto()
+	if crypto == nil {
+		return evts
+	}
+	out := make([]*event.Event, 0, len(evts))
+	for _, evt := range evts {
+		if evt.Type == event.EventEncrypted && evt.Sender == intent.UserID() {
+			if err := evt.Content.ParseRaw(evt.Type); err == nil {
+				if dec, err := crypto.Decrypt(ctx, evt); err == nil {
+					evt = dec
+				}
+			}
+		}
+		out = append(out, evt)
+	}
+	return out
+}
+
+// encryptedAttachment opens a file the user sent in an encrypted room (its
+// key and hash are in the event) and hands it to the connector inline. Only
+// files up to the inline limit pass: a larger one would have to be
+// decrypted while the connector fetches it, which the media endpoint does
+// not do yet.
+func (m *Manager) encryptedAttachment(ctx context.Context, content *event.MessageEventContent) (*connector.Attachment, string, error) {
+	name := content.GetFileName()
+	uri, err := content.File.URL.Parse()
+	if err != nil {
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: its file address is not valid.", name), nil
+	}
+	limit := m.inlineLimit()
+	if content.Info != nil && int64(content.Info.Size) > limit {
+		return nil, fmt.Sprintf("⚠️ %q (%s) was not delivered: encrypted files can be passed on up to %s.",
+			name, humanBytes(int64(content.Info.Size)), humanBytes(limit)), nil
+	}
+	if err = content.File.PrepareForDecryption(); err != nil {
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: its encryption keys are not valid.", name), nil
+	}
+	resp, err := m.mx.Bot().Download(ctx, uri, nil)
+	if err != nil {
+		return nil, "", fmt.Errorf("download %s: %w", uri, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, "", fmt.Errorf("download %s: %w", uri, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: encrypted files can be passed on up to %s.", name, humanBytes(limit)), nil
+	}
+	if err = content.File.DecryptInPlace(data); err != nil {
+		return nil, fmt.Sprintf("⚠️ %q was not delivered: it does not decrypt (%v).", name, err), nil
+	}
+	att := &connector.Attachment{Name: name, Data: data, Size: int64(len(data))}
+	if content.Info != nil {
+		att.MimeType = content.Info.MimeType
+	}
+	return att, "", nil
+}
+
+// encryptsFor reports whether what the intent sends into the portal is
+// encrypted (its files then go to the media repository encrypted too).
+func (m *Manager) encryptsFor(ctx context.Context, intent matrix.API, key database.PortalKey) bool {
+	if m.e2ee == nil || intent.Crypto() == nil {
+		return false
+	}
+	p, err := m.db.Portal.Get(ctx, key)
+	if err != nil || p == nil || p.RoomID == "" {
+		return false
+	}
+	encrypted, err := m.link.StateStore.IsEncrypted(ctx, p.RoomID)
+	return err == nil && encrypted
+}
+
+// encryptedUpload is a file being encrypted on its way to the media
+// repository; nil when the room is not encrypted.
+type encryptedUpload struct {
+	file   *attachment.EncryptedFile
+	stream io.ReadCloser
+}
+
+// encryptUpload makes req upload the file encrypted (AES-CTR keeps its
+// length), when encrypt is set.
+func encryptUpload(encrypt bool, req *mautrix.ReqUploadMedia) *encryptedUpload {
+	if !encrypt {
+		return nil
+	}
+	u := &encryptedUpload{file: attachment.NewEncryptedFile()}
+	u.stream = u.file.EncryptStream(req.Content)
+	req.Content = u.stream
+	req.ContentType = "application/octet-stream"
+	return u
+}
+
+// finish puts the key, iv and hash into the content in place of the plain URL.
+func (u *encryptedUpload) finish(content *event.MessageEventContent) error {
+	if u == nil {
+		return nil
+	}
+	// Closing computes the hash of what was uploaded.
+	if err := u.stream.Close(); err != nil {
+		return fmt.Errorf("encrypt attachment: %w", err)
+	}
+	content.File = &event.EncryptedFileInfo{EncryptedFile: *u.file, URL: content.URL}
+	content.URL = ""
+	return nil
+}
