@@ -70,3 +70,20 @@ func TestProsodyCanReach(t *testing.T) {
 		t.Errorf("%s is under a 0700 directory but is reported reachable", private)
 	}
 }
+
+// TestFreePortNeverRepeats: many calls in a row, each probe closed at once
+// (so the kernel could hand the same port out again), never give one port
+// twice; a test stack's listeners would otherwise collide.
+func TestFreePortNeverRepeats(t *testing.T) {
+	seen := make(map[int]bool)
+	for i := 0; i < 500; i++ {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[port] {
+			t.Fatalf("FreePort returned %d twice", port)
+		}
+		seen[port] = true
+	}
+}

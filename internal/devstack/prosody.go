@@ -104,12 +104,9 @@ func StartProsody(ctx context.Context, opts ProsodyOptions) (*Prosody, error) {
 		}
 		// Only the client port is waited for; a lost race for the HTTP
 		// port is rare (it was free a moment ago) and shows in the log.
-		// Two calls can return the same port once the first probe is
-		// closed; Prosody would then serve HTTP uploads on its XMPP port.
-		for s.HTTPPort = s.Port; s.HTTPPort == s.Port; {
-			if s.HTTPPort, err = FreePort(); err != nil {
-				return nil, err
-			}
+		// FreePort never hands out the client port again.
+		if s.HTTPPort, err = FreePort(); err != nil {
+			return nil, err
 		}
 		limit := opts.UploadLimit
 		if limit <= 0 {
