@@ -7,7 +7,7 @@ BIN := bin
 # and the scripts they start get it.
 export GOFLAGS := $(strip $(GOFLAGS) -tags=goolm)
 
-.PHONY: build test unit demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults
+.PHONY: build test unit demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults e2ee-cost
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -80,6 +80,12 @@ bench-profile: prerequisites
 
 bench-dendrite: prerequisites
 	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkGoals|BenchmarkScaleDirect)$$' -benchmem ./...
+
+# What a ghost device costs while idle (a minute of wall time each): the
+# homeserver requests per idle minute, next to the per-device goroutines,
+# heap and set-up requests the same tests log in every run.
+e2ee-cost: prerequisites
+	DMBRIDGE_E2EE_IDLE=1 $(GO) test -count=1 -v -run '^(TestEncryptedDM|TestGhostDeviceCost)$$' ./bridge/ | grep -E 'MEASURE|^(ok|FAIL|--- )'
 
 # Full-size fault runs against a live stack (real Dendrite, real databases),
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs
