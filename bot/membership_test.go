@@ -21,11 +21,7 @@ func newUnitBot(t *testing.T) (*Bot, *fakematrix.Homeserver, *database.Database)
 	t.Helper()
 	ctx := context.Background()
 	target := testdb.SQLite(t)
-	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(t, target)
 	cfg := config.Default()
 	cfg.Homeserver.Domain, cfg.Homeserver.Address = "x", "http://127.0.0.1:9"
 	cfg.Appservice.ID, cfg.Appservice.ASToken, cfg.Appservice.HSToken = "dmb", "as", "hs"

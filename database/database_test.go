@@ -14,21 +14,11 @@ import (
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
-func open(t *testing.T, target testdb.Target) *database.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("open %s: %v", target.Name, err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			first := open(t, target)
+			first := testdb.Open(t, target)
 			version, err := schemaVersion(ctx, first)
 			if err != nil {
 				t.Fatal(err)
@@ -40,7 +30,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = first.Close()
-			second := open(t, target)
+			second := testdb.Open(t, target)
 			again, err := schemaVersion(ctx, second)
 			if err != nil {
 				t.Fatal(err)
@@ -60,7 +50,7 @@ func TestPortalUniquePerChat(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
@@ -87,7 +77,7 @@ func TestStreamAdvanceRefusesGaps(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			for seq := int64(1); seq <= 3; seq++ {
 				if err := db.Stream.Advance(ctx, "c", seq); err != nil {
 					t.Fatalf("advance to %d: %v", seq, err)
@@ -110,7 +100,7 @@ func TestStreamAdvanceFromRefusesGapsAndGoingBack(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			if err := db.Stream.AdvanceFrom(ctx, "c", 1, 4); err == nil {
 				t.Fatal("advance 1 -> 4 of a new stream succeeded, want an error")
 			}
@@ -143,7 +133,7 @@ func TestMessageMappingDedup(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 			if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
@@ -176,7 +166,7 @@ func TestPendingCommandsKeepQueueOrder(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			// Event ids are random, so a later one often sorts first.
 			txns := []string{"$z", "$y", "$x", "$w", "$v", "$u", "$t", "$s", "$r", "$q"}
 			for i, txn := range txns {
@@ -276,7 +266,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"})
 			if err != nil || !stored {
 				t.Fatalf("first upsert: %v %v", stored, err)
@@ -400,14 +390,14 @@ func TestUpgradeFromV4(t *testing.T) {
 func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *database.Database {
 	t.Helper()
 	ctx := context.Background()
-	db := open(t, target)
+	db := testdb.Open(t, target)
 	for _, stmt := range downgrade {
 		if _, err := db.Exec(ctx, stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
 	_ = db.Close()
-	upgraded := open(t, target)
+	upgraded := testdb.Open(t, target)
 	if v, err := schemaVersion(ctx, upgraded); err != nil || v != latestVersion {
 		t.Fatalf("version after upgrade = %d, %v; want %d", v, err, latestVersion)
 	}

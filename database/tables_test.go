@@ -18,7 +18,7 @@ func TestInboxInsertManyChunks(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			if err := db.Inbox.InsertMany(ctx, nil); err != nil {
 				t.Fatalf("empty batch: %v", err)
 			}
@@ -56,7 +56,7 @@ func TestCleanedRoomsAndDirectUsers(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
@@ -95,7 +95,7 @@ func TestLoginSyncFollowsItsLogin(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			for _, l := range []*database.Login{
 				{ID: "l2", ConnectorID: "c", MatrixUser: "@a:x"},
 				{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"},

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -37,11 +36,8 @@ func TestEchoRacingCommandResult(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = db.Close() })
+			db := testdb.Open(t, target)
+			var err error
 			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 			if _, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
@@ -43,12 +42,7 @@ func (r *roomTimeline) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func inDoubtSetup(t *testing.T, target testdb.Target, timeline *roomTimeline, started time.Time) (*Manager, matrix.API) {
 	t.Helper()
-	ctx := context.Background()
-	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(t, target)
 	hs := httptest.NewServer(timeline)
 	t.Cleanup(hs.Close)
 	as, err := mas.CreateFull(mas.CreateOpts{

@@ -70,11 +70,7 @@ func newUnit(t *testing.T, doublePuppet bool) *unit {
 	t.Helper()
 	ctx := context.Background()
 	target := testdb.SQLite(t)
-	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(t, target)
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "x"
 	// Never contacted: every Matrix call goes to the fake.

@@ -10,7 +10,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
-	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/memhs"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/matrix"
@@ -32,11 +31,7 @@ func TestDoublePuppetIntentsBounded(t *testing.T) {
 	}
 	as.Log = zerolog.Nop()
 	target := testdb.SQLite(t)
-	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(t, target)
 	cfg := config.Default()
 	cfg.DoublePuppet.Secrets = map[string]string{"example.org": "as_token:dp-token"}
 	d := NewDoublePuppets(matrix.NewIntents(as), db, cfg, zerolog.Nop())

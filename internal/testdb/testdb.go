@@ -29,6 +29,10 @@ import (
 	// Registers the "sqlite3-fk-wal" driver name that the bridge itself uses,
 	// so tests exercise the same pragmas (foreign keys, WAL) as production.
 	_ "go.mau.fi/util/dbutil/litestream"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/database"
 )
 
 // Dialect strings, as understood by dbutil.NewWithDialect.
@@ -230,4 +234,16 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("testdb: %v", err)
 	}
 	return hex.EncodeToString(buf)
+}
+
+// Open opens the bridge's database on target, with every upgrade applied,
+// and closes it when the test ends.
+func Open(t testing.TB, target Target) *database.Database {
+	t.Helper()
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("open %s: %v", target.Name, err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
 }

@@ -15,7 +15,7 @@ func TestBeginFreshUnlessBridged(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			db := open(t, target)
+			db := testdb.Open(t, target)
 			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 				t.Fatal(err)
 			}
