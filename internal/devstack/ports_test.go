@@ -71,9 +71,9 @@ func TestProsodyCanReach(t *testing.T) {
 	}
 }
 
-// TestFreePortNeverRepeats: many calls in a row, each probe closed at once
-// (so the kernel could hand the same port out again), never give one port
-// twice; a test stack's listeners would otherwise collide.
+// TestFreePortNeverRepeats: many calls in a row never give one port twice,
+// nor one that a port-0 listener could be given; a test stack's listeners
+// would otherwise collide.
 func TestFreePortNeverRepeats(t *testing.T) {
 	seen := make(map[int]bool)
 	for i := 0; i < 500; i++ {
@@ -83,6 +83,9 @@ func TestFreePortNeverRepeats(t *testing.T) {
 		}
 		if seen[port] {
 			t.Fatalf("FreePort returned %d twice", port)
+		}
+		if port >= ephemeralLow() {
+			t.Fatalf("FreePort returned %d, in the range a port-0 listener may be given", port)
 		}
 		seen[port] = true
 	}
