@@ -135,4 +135,9 @@ type Intents interface {
 	// its client there, so that its sends into encrypted rooms are
 	// encrypted below the portals.
 	SetGhostHook(hook func(*mas.IntentAPI))
+	// SetDoublePuppetHook makes every double puppet's mautrix intent built
+	// from now on pass through hook: end-to-bridge encryption gives its
+	// client a crypto helper that encrypts with the portal ghost's device
+	// (the user gets no device of the bridge's).
+	SetDoublePuppetHook(hook func(*mas.IntentAPI))
 }

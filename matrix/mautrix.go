@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix"
@@ -24,11 +25,17 @@ type asIntents struct {
 	// ghosts stands in for mautrix's AppService.Intent, whose maps keep
 	// every ghost's intent for good (see ghostintents.go).
 	ghosts *ghostIntents
+	// dpHook, if set, sees each double puppet intent as it is built.
+	dpHook atomic.Pointer[func(*mas.IntentAPI)]
 }
 
 // SetGhostHook makes every ghost intent built from now on pass through
 // hook; the intents built before are dropped, so none escapes it.
 func (a *asIntents) SetGhostHook(hook func(*mas.IntentAPI)) { a.ghosts.setHook(hook) }
+
+// SetDoublePuppetHook makes every double puppet intent built from now on
+// pass through hook.
+func (a *asIntents) SetDoublePuppetHook(hook func(*mas.IntentAPI)) { a.dpHook.Store(&hook) }
 
 func (a *asIntents) Bot() API { return intent{a.as.BotIntent()} }
 
@@ -66,6 +73,9 @@ func (a *asIntents) DoublePuppet(userID id.UserID, asToken string) (API, error) 
 	ia.Localpart, _, _ = userID.Parse()
 	ia.UserID = userID
 	ia.IsCustomPuppet = true
+	if hook := a.dpHook.Load(); hook != nil && *hook != nil {
+		(*hook)(ia)
+	}
 	return intent{ia}, nil
 }
 
@@ -79,20 +89,26 @@ func (i intent) IsDoublePuppet() bool { return i.ia.IsCustomPuppet }
 
 func (i intent) Register(ctx context.Context) error { return i.ia.Register(ctx) }
 
-// SendMessageEvent encrypts reactions too when the intent has a device and
-// the room is encrypted: mautrix's client encrypts every other message
-// event itself but leaves reactions plain, while users' clients encrypt
-// them.
+// SendMessageEvent encrypts, when the intent has a device (or, as a double
+// puppet, borrows the portal ghost's) and the room is encrypted, what
+// mautrix's client would not: reactions, which it leaves plain while users'
+// clients encrypt them, and every event of a double puppet, so that the
+// double-puppet marker is on the outside too (the bridge then skips its own
+// echo without decrypting it) as well as inside.
 func (i intent) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
-	if eventType == event.EventReaction && i.ia.Client.Crypto != nil {
+	crypto := i.ia.Client.Crypto
+	if crypto != nil && eventType != event.EventEncrypted && (eventType == event.EventReaction || i.ia.IsCustomPuppet) {
 		encrypted, err := i.ia.StateStore.IsEncrypted(ctx, roomID)
 		if err != nil {
 			return nil, fmt.Errorf("check whether %s is encrypted: %w", roomID, err)
 		}
 		if encrypted {
-			enc, err := i.ia.Client.Crypto.Encrypt(ctx, roomID, eventType, content)
+			// The marker inside, for whoever decrypts the event; the
+			// IntentAPI adds it to the encrypted content as well.
+			content = i.ia.AddDoublePuppetValue(content)
+			enc, err := crypto.Encrypt(ctx, roomID, eventType, content)
 			if err != nil {
-				return nil, fmt.Errorf("encrypt reaction: %w", err)
+				return nil, fmt.Errorf("encrypt %s: %w", eventType.Type, err)
 			}
 			return i.ia.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, extra...)
 		}

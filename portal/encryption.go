@@ -8,10 +8,12 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
+	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/crypto/attachment"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/e2ee"
@@ -27,6 +29,20 @@ import (
 func (m *Manager) SetEncryption(e *e2ee.Manager) {
 	m.e2ee = e
 	m.ghosts.SetIntentHook(e.Attach)
+	// The user's double puppet borrows the portal ghost's device; see
+	// e2ee.Manager.AttachDoublePuppet for why it never gets one of its own.
+	m.mx.SetDoublePuppetHook(e.AttachDoublePuppet(m.roomGhost))
+}
+
+// roomGhost is the ghost of the portal in roomID (e2ee.RoomGhost).
+func (m *Manager) roomGhost(ctx context.Context, roomID id.RoomID) (id.UserID, error) {
+	p, err := m.db.Portal.GetByRoom(ctx, roomID)
+	if err != nil {
+		return "", fmt.Errorf("look up portal of %s: %w", roomID, err)
+	} else if p == nil || p.ContactID == "" {
+		return "", fmt.Errorf("%s is not a portal", roomID)
+	}
+	return m.ghosts.MXID(p.ContactID), nil
 }
 
 // ghostBeforeJoin gives an invited ghost its device before it joins, so the
@@ -112,6 +128,11 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
 	}
 	dec.Mautrix.EventSource = evt.Mautrix.EventSource
+	if dec.Content.Raw[mas.DoublePuppetKey] == appservice.DoublePuppetValue {
+		// The bridge's own double-puppet echo (encrypted with the ghost's
+		// session), whose marker was only inside.
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
 	if dec.Type == event.EventEncrypted {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encrypted twice")
 	}

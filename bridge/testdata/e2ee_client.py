@@ -28,8 +28,11 @@ on stdout:
       no one was ever given -> {"event_id"}
   {"cmd": "expect", "body": B, "timeout": S}  syncs until a message with body
       B from someone else arrives in the room
-      -> {"sender", "body", "encrypted", "sender_key", "device_id",
-          "ghost_devices", "reply_to"} or {"error"}
+      -> {"sender", "body", "encrypted", "verified", "sender_key", "device_id",
+          "ghost_devices", "sender_key_owner", "reply_to"} or {"error"}
+  "own": true in expect and expect_reaction looks for events sent as this
+      user by someone else (the bridge's double puppet) instead: events this
+      client did not send itself.
 """
 import asyncio
 import io
@@ -56,6 +59,7 @@ class Session:
         self.password = password
         self.room_id = None
         self.seen = []  # (event, encrypted)
+        self.sent = set()  # ids of the events this client sent
 
     async def login(self):
         resp = await self.client.login(self.password, device_name="nio-test")
@@ -131,16 +135,24 @@ class Session:
             await self.sync_once(1000)
         return {}
 
+    def wanted(self, evt, own):
+        if own:
+            return evt.sender == self.client.user_id and evt.event_id not in self.sent
+        return evt.sender != self.client.user_id
+
     async def send(self, text):
         resp = await self.client.room_send(self.room_id, "m.room.message",
                                            {"msgtype": "m.text", "body": text},
                                            ignore_unverified_devices=True)
+        if hasattr(resp, "event_id"):
+            self.sent.add(resp.event_id)
         return {"event_id": getattr(resp, "event_id", None), "error": None if hasattr(resp, "event_id") else repr(resp)}
 
     async def send_content(self, evtype, content):
         resp = await self.client.room_send(self.room_id, evtype, content, ignore_unverified_devices=True)
         if not hasattr(resp, "event_id"):
             return {"error": repr(resp)}
+        self.sent.add(resp.event_id)
         return {"event_id": resp.event_id}
 
     async def redact(self, target):
@@ -149,7 +161,7 @@ class Session:
             return {"error": repr(resp)}
         return {"event_id": resp.event_id}
 
-    async def expect_reaction(self, key, timeout):
+    async def expect_reaction(self, key, timeout, own=False):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -157,7 +169,7 @@ class Session:
             for evt in self.seen:
                 src = evt.source or {}
                 rel = src.get("content", {}).get("m.relates_to", {})
-                if evt.sender != self.client.user_id and src.get("type") == "m.reaction" and rel.get("key") == key:
+                if self.wanted(evt, own) and src.get("type") == "m.reaction" and rel.get("key") == key:
                     return {"sender": evt.sender, "key": key, "target": rel.get("event_id"),
                             "encrypted": bool(getattr(evt, "decrypted", False))}
             if loop.time() > deadline:
@@ -213,13 +225,13 @@ class Session:
         with urllib.request.urlopen(req) as r:
             return {"event_id": json.load(r)["event_id"]}
 
-    async def expect(self, body, timeout):
+    async def expect(self, body, timeout, own=False):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             self.retry_undecrypted()
             for evt in self.seen:
-                if evt.sender == self.client.user_id:
+                if not self.wanted(evt, own):
                     continue
                 if isinstance(evt, (RoomMessageText, RoomMessageNotice)) and evt.body.startswith(body):
                     return self.describe(evt)
@@ -245,11 +257,17 @@ class Session:
         by_key = {d.curve25519: d.id for d in devices}
         sender_key = getattr(evt, "sender_key", None)
         relates = evt.source.get("content", {}).get("m.relates_to", {})
+        owner = None
+        for d in self.client.device_store:
+            if sender_key is not None and d.curve25519 == sender_key:
+                owner = d.user_id
         return {
             "event_id": evt.event_id,
             "sender": evt.sender,
             "body": evt.body,
             "encrypted": bool(getattr(evt, "decrypted", False)),
+            "verified": bool(getattr(evt, "verified", False)),
+            "sender_key_owner": owner,
             "sender_key": sender_key,
             "device_id": by_key.get(sender_key),
             "ghost_devices": sorted(by_key.values()),
@@ -286,7 +304,7 @@ async def main():
             elif cmd["cmd"] == "redact":
                 out(await s.redact(cmd["target"]))
             elif cmd["cmd"] == "expect_reaction":
-                out(await s.expect_reaction(cmd["key"], cmd.get("timeout", 60)))
+                out(await s.expect_reaction(cmd["key"], cmd.get("timeout", 60), cmd.get("own", False)))
             elif cmd["cmd"] == "send":
                 out(await s.send(cmd["text"]))
             elif cmd["cmd"] == "send_file":
@@ -296,7 +314,7 @@ async def main():
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
             elif cmd["cmd"] == "expect":
-                out(await s.expect(cmd["body"], cmd.get("timeout", 60)))
+                out(await s.expect(cmd["body"], cmd.get("timeout", 60), cmd.get("own", False)))
             else:
                 out({"error": "unknown command"})
         except Exception as e:  # the Go test reads the error

@@ -82,6 +82,9 @@ var _ matrix.Intents = (*Homeserver)(nil)
 // SetGhostHook does nothing: the fake has no mautrix intents.
 func (h *Homeserver) SetGhostHook(func(*mas.IntentAPI)) {}
 
+// SetDoublePuppetHook does nothing: the fake has no mautrix intents.
+func (h *Homeserver) SetDoublePuppetHook(func(*mas.IntentAPI)) {}
+
 // Bot implements matrix.Intents.
 func (hs *Homeserver) Bot() matrix.API { return &User{hs: hs, id: hs.BotID} }
 
