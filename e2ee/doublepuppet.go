@@ -32,8 +32,8 @@ type RoomGhost func(ctx context.Context, roomID id.RoomID) (id.UserID, error)
 //
 // The price: the event's sender is the user while its session belongs to a
 // device of the ghost, so clients mark it as sent by a device its sender
-// does not own ("encrypted by an unknown or deleted device" in Element;
-// matrix-nio decrypts it and leaves it unverified). docs/design.md says so.
+// does not own (a warning on the event; matrix-nio decrypts it and leaves it
+// unverified). docs/design.md says so.
 func (m *Manager) AttachDoublePuppet(roomGhost RoomGhost) func(*mas.IntentAPI) {
 	return func(intent *mas.IntentAPI) {
 		if intent != nil {
