@@ -130,9 +130,14 @@ func (l *requestLog) take() (map[string]int, int) {
 // DM with a ghost the way Element X does and sends at once; the contact
 // gets the plaintext exactly once. The contact's answer arrives encrypted,
 // by a device of the ghost's own. A message under a session the bridge
-// never got is answered with a "not delivered" reply.
+// never got is answered with a "not delivered" reply. It runs on SQLite and
+// on PostgreSQL: the crypto store and its queries are mautrix's, in the
+// bridge's database.
 func TestEncryptedDM(t *testing.T) {
-	target := testdb.Targets(t)[0]
+	testdb.Each(t, testEncryptedDM)
+}
+
+func testEncryptedDM(t *testing.T, target testdb.Target) {
 	s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
 	reqs := &requestLog{n: map[string]int{}}
 	s.proxy.setRefuse(reqs.record)
