@@ -30,6 +30,8 @@ on stdout:
       B from someone else arrives in the room
       -> {"sender", "body", "encrypted", "verified", "sender_key", "device_id",
           "ghost_devices", "sender_key_owner", "reply_to"} or {"error"}
+  {"cmd": "count", "body": B, "wait": S}  syncs for S seconds, then counts
+      the messages with body B from someone else -> {"count"}
   "own": true in expect and expect_reaction looks for events sent as this
       user by someone else (the bridge's double puppet) instead: events this
       client did not send itself.
@@ -241,6 +243,15 @@ class Session:
                         "bodies": [getattr(e, "body", type(e).__name__) for e in self.seen]}
             await self.sync_once(2000)
 
+    async def count(self, body, wait):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            await self.sync_once(1000)
+        self.retry_undecrypted()
+        return {"count": sum(1 for e in self.seen if e.sender != self.client.user_id
+                             and isinstance(e, (RoomMessageText, RoomMessageNotice)) and e.body == body)}
+
     def retry_undecrypted(self):
         # A room event can come down before the to-device message with its
         # key (they are different streams); try again once keys arrived.
@@ -313,6 +324,8 @@ async def main():
                 out(await s.expect_file(cmd["name"], cmd.get("timeout", 60)))
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
+            elif cmd["cmd"] == "count":
+                out(await s.count(cmd["body"], cmd.get("wait", 5)))
             elif cmd["cmd"] == "expect":
                 out(await s.expect(cmd["body"], cmd.get("timeout", 60), cmd.get("own", False)))
             else:
