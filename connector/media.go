@@ -5,6 +5,12 @@ import (
 	"strings"
 )
 
+// EncryptedMediaServer stands for the server part of the media path of an
+// encrypted file the bridge decrypts while a connector fetches it; the media
+// id is then an unguessable handle, and the file's keys stay in the bridge.
+// A Matrix server name cannot contain "_", so it names no homeserver.
+const EncryptedMediaServer = "_encrypted"
+
 // MediaPath is the path under which the bridge serves one piece of Matrix
 // media to connectors. Both parts are escaped, so that a media id can never
 // step out of the prefix.

@@ -41,6 +41,7 @@ type Database struct {
 	Backfill  *BackfillQuery
 	LoginSync *LoginSyncQuery
 	GhostDev  *GhostDeviceQuery
+	EncMedia  *EncryptedMediaQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -71,6 +72,7 @@ func New(db *dbutil.Database) *Database {
 		Backfill:  &BackfillQuery{db: db, c: c},
 		LoginSync: &LoginSyncQuery{db},
 		GhostDev:  &GhostDeviceQuery{helper[GhostDevice](db)},
+		EncMedia:  &EncryptedMediaQuery{helper[EncryptedMedia](db)},
 	}
 }
 

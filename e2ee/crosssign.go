@@ -2,10 +2,6 @@ package e2ee
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +41,7 @@ func (m *Manager) loadCrossSigning(ctx context.Context, mach *crypto.OlmMachine)
 	} else if sealed == nil {
 		return errNoCrossSigning
 	}
-	plain, err := m.open(sealed)
+	plain, err := m.open(purposeCrossSigning, sealed)
 	if err != nil {
 		return fmt.Errorf("open cross-signing keys: %w", err)
 	}
@@ -65,7 +61,7 @@ func (m *Manager) newCrossSigning(ctx context.Context, mach *crypto.OlmMachine) 
 	if err != nil {
 		return err
 	}
-	sealed, err := m.seal(plain)
+	sealed, err := m.seal(purposeCrossSigning, plain)
 	if err != nil {
 		return err
 	}
@@ -75,36 +71,4 @@ func (m *Manager) newCrossSigning(ctx context.Context, mach *crypto.OlmMachine) 
 		return fmt.Errorf("store cross-signing keys: %w", err)
 	}
 	return mach.PublishCrossSigningKeys(ctx, keys, nil)
-}
-
-func (m *Manager) aead() (cipher.AEAD, error) {
-	key := sha256.Sum256([]byte("dmbridge cross-signing\x00" + m.o.Config.Encryption.PickleKey))
-	block, err := aes.NewCipher(key[:])
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
-func (m *Manager) seal(plain []byte) ([]byte, error) {
-	gcm, err := m.aead()
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, gcm.NonceSize())
-	if _, err = rand.Read(nonce); err != nil {
-		return nil, err
-	}
-	return gcm.Seal(nonce, nonce, plain, nil), nil
-}
-
-func (m *Manager) open(sealed []byte) ([]byte, error) {
-	gcm, err := m.aead()
-	if err != nil {
-		return nil, err
-	}
-	if len(sealed) < gcm.NonceSize() {
-		return nil, errors.New("sealed keys too short")
-	}
-	return gcm.Open(nil, sealed[:gcm.NonceSize()], sealed[gcm.NonceSize():], nil)
 }

@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/appservice"
-	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/matrix"
@@ -189,47 +188,6 @@ func decryptOwn(ctx context.Context, intent matrix.API, evts []*event.Event) []*
 		out = append(out, evt)
 	}
 	return out
-}
-
-// encryptedAttachment opens a file the user sent in an encrypted room (its
-// key and hash are in the event) and hands it to the connector inline. Only
-// files up to the inline limit pass: a larger one would have to be
-// decrypted while the connector fetches it, which the media endpoint does
-// not do yet.
-func (m *Manager) encryptedAttachment(ctx context.Context, content *event.MessageEventContent) (*connector.Attachment, string, error) {
-	name := content.GetFileName()
-	uri, err := content.File.URL.Parse()
-	if err != nil {
-		return nil, fmt.Sprintf("⚠️ %q was not delivered: its file address is not valid.", name), nil
-	}
-	limit := m.inlineLimit()
-	if content.Info != nil && int64(content.Info.Size) > limit {
-		return nil, fmt.Sprintf("⚠️ %q (%s) was not delivered: encrypted files can be passed on up to %s.",
-			name, humanBytes(int64(content.Info.Size)), humanBytes(limit)), nil
-	}
-	if err = content.File.PrepareForDecryption(); err != nil {
-		return nil, fmt.Sprintf("⚠️ %q was not delivered: its encryption keys are not valid.", name), nil
-	}
-	resp, err := m.mx.Bot().Download(ctx, uri, nil)
-	if err != nil {
-		return nil, "", fmt.Errorf("download %s: %w", uri, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, "", fmt.Errorf("download %s: %w", uri, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Sprintf("⚠️ %q was not delivered: encrypted files can be passed on up to %s.", name, humanBytes(limit)), nil
-	}
-	if err = content.File.DecryptInPlace(data); err != nil {
-		return nil, fmt.Sprintf("⚠️ %q was not delivered: it does not decrypt (%v).", name, err), nil
-	}
-	att := &connector.Attachment{Name: name, Data: data, Size: int64(len(data))}
-	if content.Info != nil {
-		att.MimeType = content.Info.MimeType
-	}
-	return att, "", nil
 }
 
 // encryptsFor reports whether what the intent sends into the portal is

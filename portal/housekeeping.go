@@ -39,4 +39,7 @@ func (m *Manager) prune() {
 	if err := m.db.InDoubt.Prune(m.ctx, time.Now().Add(-inDoubtRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune old in-doubt markers")
 	}
+	if err := m.db.EncMedia.Prune(m.ctx, time.Now().Add(-encryptedMediaRetention)); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune the keys of old encrypted files")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -39,28 +40,22 @@ func (m *Manager) serveMedia(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
+	if server == connector.EncryptedMediaServer {
+		// The handle is a capability: it stays out of the log.
+		m.serveEncrypted(w, r, mediaID, m.log.With().Str("component", "media").Bool("encrypted", true).Logger())
+		return
+	}
 	log := m.log.With().Str("component", "media").Str("media_server", server).Str("media_id", mediaID).Logger()
 	var upstreamHeader http.Header
 	if rng := r.Header.Get("Range"); rng != "" {
 		upstreamHeader = http.Header{"Range": []string{rng}}
 	}
-	resp, err := m.mx.Bot().Download(r.Context(), id.ContentURI{Homeserver: server, FileID: mediaID}, upstreamHeader)
-	if err != nil {
-		status := http.StatusBadGateway
-		if errors.Is(err, mautrix.MNotFound) {
-			status = http.StatusNotFound
-		}
-		log.Warn().Err(err).Int("status", status).Msg("Could not fetch media for the connector")
-		http.Error(w, "media not available: "+http.StatusText(status), status)
+	resp, ok := m.fetchForConnector(w, r, id.ContentURI{Homeserver: server, FileID: mediaID}, upstreamHeader, log)
+	if !ok {
 		return
 	}
 	defer resp.Body.Close()
 	limit := m.cfg.Bridge.MaxMediaBytes
-	if resp.ContentLength > limit {
-		log.Warn().Int64("size", resp.ContentLength).Msg("Refusing media over bridge.max_media_bytes")
-		http.Error(w, "file is larger than bridge.max_media_bytes ("+strconv.FormatInt(limit, 10)+")", http.StatusRequestEntityTooLarge)
-		return
-	}
 	for _, h := range forwardedMediaHeaders {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
@@ -77,4 +72,27 @@ func (m *Manager) serveMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Debug().Int64("bytes", n).Msg("Served media to the connector")
+}
+
+// fetchForConnector opens media on the homeserver for a connector's
+// request; when it cannot (not found, homeserver error, over
+// bridge.max_media_bytes) it answers the request itself and returns false.
+func (m *Manager) fetchForConnector(w http.ResponseWriter, r *http.Request, uri id.ContentURI, header http.Header, log zerolog.Logger) (*http.Response, bool) {
+	resp, err := m.mx.Bot().Download(r.Context(), uri, header)
+	if err != nil {
+		status := http.StatusBadGateway
+		if errors.Is(err, mautrix.MNotFound) {
+			status = http.StatusNotFound
+		}
+		log.Warn().Err(err).Int("status", status).Msg("Could not fetch media for the connector")
+		http.Error(w, "media not available: "+http.StatusText(status), status)
+		return nil, false
+	}
+	if limit := m.cfg.Bridge.MaxMediaBytes; resp.ContentLength > limit {
+		_ = resp.Body.Close()
+		log.Warn().Int64("size", resp.ContentLength).Msg("Refusing media over bridge.max_media_bytes")
+		http.Error(w, "file is larger than bridge.max_media_bytes ("+strconv.FormatInt(limit, 10)+")", http.StatusRequestEntityTooLarge)
+		return nil, false
+	}
+	return resp, true
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
@@ -84,10 +85,8 @@ func (m *Manager) matrixAttachment(ctx context.Context, content *event.MessageEv
 		att.MimeType = content.Info.MimeType
 		att.Size = int64(content.Info.Size)
 	}
-	limit := m.cfg.Bridge.MaxMediaBytes
-	if att.Size > limit {
-		return nil, fmt.Sprintf("⚠️ %q (%s) was not delivered: it is larger than the bridge's limit of %s.",
-			name, humanBytes(att.Size), humanBytes(limit)), nil
+	if notice := m.overMediaLimit(att); notice != "" {
+		return nil, notice, nil
 	}
 	if att.Size > 0 && att.Size <= m.inlineLimit() {
 		data, err := m.downloadSmall(ctx, content, m.inlineLimit())
@@ -104,6 +103,16 @@ func (m *Manager) matrixAttachment(ctx context.Context, content *event.MessageEv
 	return att, "", nil
 }
 
+// overMediaLimit is the notice for a file the user sent whose announced
+// size is over bridge.max_media_bytes, or "".
+func (m *Manager) overMediaLimit(att *connector.Attachment) string {
+	if limit := m.cfg.Bridge.MaxMediaBytes; att.Size > limit {
+		return fmt.Sprintf("⚠️ %q (%s) was not delivered: it is larger than the bridge's limit of %s.",
+			att.Name, humanBytes(att.Size), humanBytes(limit))
+	}
+	return ""
+}
+
 // inlineLimit is the largest file sent inline: the configured size, within
 // what the protocol allows and what fits a frame once base64-encoded.
 func (m *Manager) inlineLimit() int64 {
@@ -117,14 +126,19 @@ func (m *Manager) inlineLimit() int64 {
 // downloadSmall reads a file of at most limit bytes; nil if it is larger.
 func (m *Manager) downloadSmall(ctx context.Context, content *event.MessageEventContent, limit int64) ([]byte, error) {
 	uri, _ := content.URL.Parse()
+	return m.downloadUpTo(ctx, uri, limit)
+}
+
+// downloadUpTo reads Matrix media of at most limit bytes; nil if it is larger.
+func (m *Manager) downloadUpTo(ctx context.Context, uri id.ContentURI, limit int64) ([]byte, error) {
 	resp, err := m.mx.Bot().Download(ctx, uri, nil)
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", content.URL, err)
+		return nil, fmt.Errorf("download %s: %w", uri, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("download %s: %w", content.URL, err)
+		return nil, fmt.Errorf("download %s: %w", uri, err)
 	}
 	if int64(len(data)) > limit {
 		return nil, nil

@@ -1,4 +1,4 @@
--- v0 -> v6: Latest revision
+-- v0 -> v7: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -208,4 +208,17 @@ CREATE TABLE ghost_device (
 CREATE TABLE ghost_cross_signing (
 	mxid  TEXT  NOT NULL PRIMARY KEY,
 	seeds BYTEA NOT NULL
+);
+
+-- An encrypted file from the user too large to pass inline: the connector
+-- fetches it from the bridge's media endpoint under an unguessable handle,
+-- and the bridge decrypts it while streaming. Its key, iv and hash (JSON,
+-- AES-GCM under a key derived from encryption.pickle_key) stay here, out of
+-- every URL; rows are pruned after 30 days.
+CREATE TABLE encrypted_media (
+	handle     TEXT   NOT NULL PRIMARY KEY,
+	mxc        TEXT   NOT NULL,
+	sealed     BYTEA  NOT NULL,
+	mime_type  TEXT   NOT NULL,
+	created_at BIGINT NOT NULL
 );
