@@ -19,7 +19,11 @@ import (
 // are inside the ciphertext: the bridge must open its own event (decryptOwn)
 // to recognise it, or it sends the message again and the user sees it twice.
 func TestEncryptedSendInDoubt(t *testing.T) {
-	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true,
+	testdb.Each(t, testEncryptedSendInDoubt)
+}
+
+func testEncryptedSendInDoubt(t *testing.T, target testdb.Target) {
+	s := newStack(t, target, stackOptions{encryption: true, hsProxy: true,
 		configure: func(cfg *config.Config) {
 			// Short, so that a bridge that cannot find its event sends
 			// again well within the test's wait.
