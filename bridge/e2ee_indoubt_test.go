@@ -8,16 +8,21 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
-// TestEncryptedSendInDoubt: a ghost's encrypted send lands in the room but
-// its answer never reaches the bridge (the homeserver stored it, then the
-// connection broke), and the homeserver does not remember its transaction
-// id. In an encrypted room the event's type and the bridge's transaction id
-// are inside the ciphertext: the bridge must open its own event (decryptOwn)
-// to recognise it, or it sends the message again and the user sees it twice.
+// TestEncryptedSendInDoubt: an encrypted send of the bridge lands in the
+// room but its answer never reaches the bridge (the homeserver stored it,
+// then the connection broke), and the homeserver does not remember its
+// transaction id. In an encrypted room the event's type and the bridge's
+// transaction id are inside the ciphertext: the bridge must open its own
+// event (decryptOwn) to recognise it, or it sends the message again and the
+// user sees it twice. Both a ghost's message and a double-puppeted echo
+// (encrypted with the ghost's session, sent as the user) are cut off once.
 func TestEncryptedSendInDoubt(t *testing.T) {
 	testdb.Each(t, testEncryptedSendInDoubt)
 }
@@ -38,13 +43,48 @@ func testEncryptedSendInDoubt(t *testing.T, target testdb.Target) {
 	f.send(textFrom("bob@network", "r1", "first answer"))
 	nio.do(map[string]any{"cmd": "expect", "body": "first answer", "timeout": 60})
 
-	// The ghost's next encrypted send is stored by Dendrite under another
-	// transaction id (so Dendrite's transaction cache cannot answer the
-	// retry), and the bridge gets a 502.
+	for _, c := range []struct {
+		name string
+		from id.UserID
+		ev   *connector.Event
+		own  bool
+	}{
+		{"ghost", ghost, textFrom("bob@network", "r2", "answer in doubt"), false},
+		{"double puppet", s.alice.UserID, &connector.Event{Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(),
+			Chat: dmChat("bob@network"), Sender: &connector.Sender{ID: testLogin, IsMe: true}, ID: "me1", Text: "echo in doubt"}, true},
+	} {
+		cut := s.cutNextEncryptedSend(t, c.from)
+		f.send(c.ev)
+		got := nio.do(map[string]any{"cmd": "expect", "own": c.own, "body": c.ev.Text, "timeout": 60})
+		if got["encrypted"] != true || got["sender"] != string(c.from) {
+			t.Fatalf("%s: message as the client saw it = %v, want encrypted, sent by %s", c.name, got, c.from)
+		}
+		if cut.Load() != 1 {
+			t.Fatalf("%s: the encrypted send was never cut off", c.name)
+		}
+		// The retry must have found the event; a resend would show by now
+		// (the grace is 1 s, retries at most 1 s apart).
+		if n := nio.do(map[string]any{"cmd": "count", "own": c.own, "body": c.ev.Text, "wait": 8})["count"]; n != float64(1) {
+			t.Fatalf("%s: the user sees the message %v times, want once", c.name, n)
+		}
+	}
+	s.proxy.setRefuse(nil)
+	f.send(textFrom("bob@network", "r3", "after the doubt"))
+	nio.do(map[string]any{"cmd": "expect", "body": "after the doubt", "timeout": 60})
+	if n := len(f.commandsOf(connector.OpSendMessage)); n != 1 {
+		t.Fatalf("%d send_message commands, want only the user's first message (the echo is not sent back)", n)
+	}
+}
+
+// cutNextEncryptedSend makes the next m.room.encrypted send of sender land
+// in the room under another transaction id (so that Dendrite's transaction
+// cache cannot answer the retry), while the bridge gets a 502. The counter
+// says how many were cut (at most one).
+func (s *stack) cutNextEncryptedSend(t *testing.T, sender id.UserID) *atomic.Int32 {
 	var cut atomic.Int32
 	s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
 		if r.Method != http.MethodPut || !strings.Contains(r.URL.Path, "/send/m.room.encrypted/") ||
-			r.URL.Query().Get("user_id") != string(ghost) || !cut.CompareAndSwap(0, 1) {
+			r.URL.Query().Get("user_id") != string(sender) || !cut.CompareAndSwap(0, 1) {
 			return 0, ""
 		}
 		u := s.hs.URL + strings.Replace(r.URL.RequestURI(), "/send/m.room.encrypted/", "/send/m.room.encrypted/lost-", 1)
@@ -63,19 +103,5 @@ func testEncryptedSendInDoubt(t *testing.T, target testdb.Target) {
 		}
 		return http.StatusBadGateway, "M_UNKNOWN"
 	})
-	f.send(textFrom("bob@network", "r2", "answer in doubt"))
-	got := nio.do(map[string]any{"cmd": "expect", "body": "answer in doubt", "timeout": 60})
-	if got["encrypted"] != true || got["sender"] != string(ghost) {
-		t.Fatalf("message as the client saw it = %v, want encrypted by the ghost", got)
-	}
-	if cut.Load() != 1 {
-		t.Fatal("the ghost's encrypted send was never cut off")
-	}
-	// The retry must have found the event; a resend would show by now
-	// (the grace is 1 s, retries at most 1 s apart).
-	if n := nio.do(map[string]any{"cmd": "count", "body": "answer in doubt", "wait": 8})["count"]; n != float64(1) {
-		t.Fatalf("the user sees the message %v times, want once", n)
-	}
-	f.send(textFrom("bob@network", "r3", "after the doubt"))
-	nio.do(map[string]any{"cmd": "expect", "body": "after the doubt", "timeout": 60})
+	return &cut
 }

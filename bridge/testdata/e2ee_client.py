@@ -32,7 +32,7 @@ on stdout:
           "ghost_devices", "sender_key_owner", "reply_to"} or {"error"}
   {"cmd": "count", "body": B, "wait": S}  syncs for S seconds, then counts
       the messages with body B from someone else -> {"count"}
-  "own": true in expect and expect_reaction looks for events sent as this
+  "own": true in expect, expect_reaction and count looks for events sent as this
       user by someone else (the bridge's double puppet) instead: events this
       client did not send itself.
 """
@@ -243,13 +243,13 @@ class Session:
                         "bodies": [getattr(e, "body", type(e).__name__) for e in self.seen]}
             await self.sync_once(2000)
 
-    async def count(self, body, wait):
+    async def count(self, body, wait, own=False):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while loop.time() < deadline:
             await self.sync_once(1000)
         self.retry_undecrypted()
-        return {"count": sum(1 for e in self.seen if e.sender != self.client.user_id
+        return {"count": sum(1 for e in self.seen if self.wanted(e, own)
                              and isinstance(e, (RoomMessageText, RoomMessageNotice)) and e.body == body)}
 
     def retry_undecrypted(self):
@@ -325,7 +325,7 @@ async def main():
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
             elif cmd["cmd"] == "count":
-                out(await s.count(cmd["body"], cmd.get("wait", 5)))
+                out(await s.count(cmd["body"], cmd.get("wait", 5), cmd.get("own", False)))
             elif cmd["cmd"] == "expect":
                 out(await s.expect(cmd["body"], cmd.get("timeout", 60), cmd.get("own", False)))
             else:
