@@ -10,7 +10,9 @@ import (
 	"sync"
 	"testing"
 
+	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -143,5 +145,80 @@ func TestGhostAndDoublePuppet(t *testing.T) {
 	}
 	if dp.UserID() != "@alice:x" || !dp.IsDoublePuppet() || intents.Ghost("@dm_bob:x", false).IsDoublePuppet() {
 		t.Errorf("double puppet = %s (%v)", dp.UserID(), dp.IsDoublePuppet())
+	}
+}
+
+// fakeCrypto encrypts by wrapping the content's JSON, and records it.
+type fakeCrypto struct {
+	mautrix.CryptoHelper
+	plain []string
+}
+
+func (f *fakeCrypto) Encrypt(_ context.Context, _ id.RoomID, _ event.Type, content any) (*event.EncryptedEventContent, error) {
+	data, err := json.Marshal(content)
+	f.plain = append(f.plain, string(data))
+	return &event.EncryptedEventContent{Algorithm: id.AlgorithmMegolmV1, MegolmCiphertext: []byte("sealed")}, err
+}
+
+// TestDoublePuppetEncrypts: with the double-puppet hook set, a double
+// puppet's message and reaction into an encrypted room go out as
+// m.room.encrypted through the hook's helper, with the double-puppet marker
+// inside and on the encrypted content; into a plain room they stay plain.
+func TestDoublePuppetEncrypts(t *testing.T) {
+	sent := func(w http.ResponseWriter) { _, _ = io.WriteString(w, `{"event_id":"$e"}`) }
+	r := &recorder{answers: map[string]func(http.ResponseWriter){
+		"/_matrix/client/v3/rooms/!enc:x/send/m.room.encrypted/t1": sent,
+		"/_matrix/client/v3/rooms/!enc:x/send/m.room.encrypted/t2": sent,
+		"/_matrix/client/v3/rooms/!plain:x/send/m.room.message/t3": sent,
+	}}
+	hs := httptest.NewServer(r)
+	t.Cleanup(hs.Close)
+	as, err := mas.CreateFull(mas.CreateOpts{
+		Registration: &mas.Registration{AppToken: "as", ServerToken: "hs", SenderLocalpart: "bot"}, HomeserverDomain: "x", HomeserverURL: hs.URL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as.DoublePuppetValue = "dmbridge"
+	ctx := context.Background()
+	for _, room := range []id.RoomID{"!enc:x", "!plain:x"} {
+		if err = as.StateStore.SetMembership(ctx, room, "@alice:x", event.MembershipJoin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err = as.StateStore.SetEncryptionEvent(ctx, "!enc:x", &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}); err != nil {
+		t.Fatal(err)
+	}
+	intents := NewIntents(as)
+	fc := &fakeCrypto{}
+	intents.SetDoublePuppetHook(func(ia *mas.IntentAPI) { ia.Client.Crypto = fc })
+	dp, err := intents.DoublePuppet("@alice:x", "token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &event.MessageEventContent{MsgType: event.MsgText, Body: "from my phone"}
+	if _, err = dp.SendMessageEvent(ctx, "!enc:x", event.EventMessage, msg, mautrix.ReqSendEvent{TransactionID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	react := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: "$m", Key: "👍"}}
+	if _, err = dp.SendMessageEvent(ctx, "!enc:x", event.EventReaction, react, mautrix.ReqSendEvent{TransactionID: "t2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = dp.SendMessageEvent(ctx, "!plain:x", event.EventMessage, msg, mautrix.ReqSendEvent{TransactionID: "t3"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(fc.plain) != 2 || !strings.Contains(fc.plain[0], `"from my phone"`) || !strings.Contains(fc.plain[1], `"👍"`) {
+		t.Fatalf("encrypted plaintexts = %q, want the message and the reaction", fc.plain)
+	}
+	for i, p := range fc.plain {
+		if !strings.Contains(p, `"fi.mau.double_puppet_source":"dmbridge"`) {
+			t.Errorf("plaintext %d lacks the double-puppet marker: %s", i, p)
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bodies) != 3 || !strings.Contains(r.bodies[0], `"fi.mau.double_puppet_source":"dmbridge"`) ||
+		!strings.Contains(r.bodies[0], `"ciphertext"`) || !strings.Contains(r.bodies[2], `"from my phone"`) {
+		t.Fatalf("requests %v with bodies %q: want two encrypted sends with the marker outside, then a plain one", r.reqs, r.bodies)
 	}
 }
