@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestEncryptedLargeFile(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true, configure: func(cfg *config.Config) {
 			cfg.Bridge.InlineMediaBytes = 4096
+			cfg.Bridge.MaxMediaBytes = 400 << 10
 		}})
 		ff := &fetchedFiles{sums: map[string]string{}, size: map[string]int64{}}
 		var mu sync.Mutex
@@ -74,6 +76,16 @@ func TestEncryptedLargeFile(t *testing.T) {
 			if k != "connector" && k != "expires" && k != "sig" {
 				t.Fatalf("media URL %s carries %q", att.URL, k)
 			}
+		}
+
+		// Over bridge.max_media_bytes: a notice, nothing to the network.
+		nio.do(map[string]any{"cmd": "send_file", "name": "huge.txt", "data": strings.Repeat("x", 500<<10)})
+		notice := nio.do(map[string]any{"cmd": "expect", "body": `⚠️ "huge.txt"`, "timeout": 60})
+		if !strings.Contains(notice["body"].(string), "larger than the bridge's limit") {
+			t.Fatalf("notice for the file over the limit = %v", notice)
+		}
+		if n := len(f.commandsOf(connector.OpSendMessage)); n != len(cmds) {
+			t.Fatalf("%d send_message commands after the file over the limit, want %d", n, len(cmds))
 		}
 
 		// After a restart, a re-sent command's fresh URL still gets the file.
