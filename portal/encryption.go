@@ -19,9 +19,11 @@ import (
 	"github.com/dmbridge/dmbridge/matrix"
 )
 
-// Every place the portals touch end-to-bridge encryption is in this file;
-// sending is encrypted below the portals, by the ghost's intent (see
-// e2ee.Manager.Attach), so the send paths do not change.
+// Every place the portals touch end-to-bridge encryption is in this file
+// and in media_encrypted.go (the user's large encrypted files); sending is
+// encrypted below the portals, by the ghost's intent (see
+// e2ee.Manager.Attach) or the double puppet's (AttachDoublePuppet), so the
+// send paths do not change.
 
 // SetEncryption turns end-to-bridge encryption on. It must be called before
 // Start.
