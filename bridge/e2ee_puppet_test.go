@@ -16,8 +16,9 @@ import (
 // puppet), encrypted with the ghost's device and session, which the user's
 // client already has the key of: the client decrypts them, sees the user as
 // sender and a session of the ghost's device (so it cannot verify it: the
-// documented price of not giving the user a device). The user's own edit and
-// reaction are encrypted the same way; none of it goes back to the network.
+// documented price of not giving the user a device). The user's own edit,
+// reaction and file are encrypted the same way; none of it goes back to the
+// network.
 func TestEncryptedDoublePuppetEcho(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
@@ -73,6 +74,14 @@ func TestEncryptedDoublePuppetEcho(t *testing.T) {
 		if rx := nio.do(map[string]any{"cmd": "expect_reaction", "own": true, "key": "🙂", "timeout": 60}); rx["encrypted"] != true ||
 			rx["sender"] != string(s.alice.UserID) || rx["target"] != answer["event_id"] {
 			t.Fatalf("the user's own reaction as the client saw it = %v, want encrypted, on %v", rx, answer["event_id"])
+		}
+
+		f.send(&connector.Event{Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(),
+			Chat: dmChat("bob@network"), Sender: me, ID: "me-file",
+			Attachments: []connector.Attachment{{Name: "mine.txt", MimeType: "text/plain", Data: []byte("my own file")}}})
+		if file := nio.do(map[string]any{"cmd": "expect_file", "own": true, "name": "mine.txt", "timeout": 60}); file["data"] != "my own file" ||
+			file["encrypted"] != true || file["plain_url"] != nil || file["sender"] != string(s.alice.UserID) {
+			t.Fatalf("the user's own file as the client saw it = %v, want an encrypted event with an encrypted file", file)
 		}
 
 		// The echoes come back to the bridge as the user's events: none of

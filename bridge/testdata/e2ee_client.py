@@ -32,7 +32,7 @@ on stdout:
           "ghost_devices", "sender_key_owner", "reply_to"} or {"error"}
   {"cmd": "count", "body": B, "wait": S}  syncs for S seconds, then counts
       the messages with body B from someone else -> {"count"}
-  "own": true in expect, expect_reaction and count looks for events sent as this
+  "own": true in expect, expect_reaction, expect_file and count looks for events sent as this
       user by someone else (the bridge's double puppet) instead: events this
       client did not send itself.
 """
@@ -188,13 +188,13 @@ class Session:
         return await self.send_content("m.room.message", {
             "msgtype": "m.file", "body": name, "info": {"size": len(raw), "mimetype": "text/plain"}, "file": keys})
 
-    async def expect_file(self, name, timeout):
+    async def expect_file(self, name, timeout, own=False):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             self.retry_undecrypted()
             for evt in self.seen:
-                if evt.sender == self.client.user_id or getattr(evt, "body", None) != name:
+                if not self.wanted(evt, own) or getattr(evt, "body", None) != name:
                     continue
                 content = evt.source.get("content", {})
                 if not isinstance(evt, RoomEncryptedMedia):
@@ -321,7 +321,7 @@ async def main():
             elif cmd["cmd"] == "send_file":
                 out(await s.send_file(cmd["name"], cmd["data"]))
             elif cmd["cmd"] == "expect_file":
-                out(await s.expect_file(cmd["name"], cmd.get("timeout", 60)))
+                out(await s.expect_file(cmd["name"], cmd.get("timeout", 60), cmd.get("own", False)))
             elif cmd["cmd"] == "send_unknown_session":
                 out(s.send_unknown_session())
             elif cmd["cmd"] == "count":
