@@ -35,7 +35,10 @@ func newPreparer() *preparer {
 }
 
 // Prepare queues the ghost for a device of its own, made in the background.
-// The puppet package calls it when it registers a ghost.
+// The puppet package calls it when it registers a ghost for the contact
+// list. Ghosts of portals are not prepared: a device costs about 60 ms of
+// CPU (its one-time keys) and ten requests, and a portal's ghost gets one
+// when its room is or becomes encrypted.
 func (m *Manager) Prepare(userID id.UserID) {
 	p := m.prep
 	p.mu.Lock()
@@ -50,9 +53,9 @@ func (m *Manager) Prepare(userID id.UserID) {
 	}
 }
 
-// startPreparing queues the registered ghosts that have no device yet (those
-// of an install that ran without encryption, or whose device creation was
-// cut short) and starts the background worker.
+// startPreparing queues the registered ghosts that have neither a device nor
+// a portal (those of an install that ran without encryption, or whose
+// device creation was cut short) and starts the background worker.
 func (m *Manager) startPreparing(ctx context.Context) error {
 	missing, err := m.o.DB.GhostDev.RegisteredWithout(ctx)
 	if err != nil {
@@ -113,6 +116,11 @@ func (m *Manager) prepareLoop() {
 func (m *Manager) prepareOne(userID id.UserID) {
 	log := m.log.With().Stringer("user_id", userID).Logger()
 	ctx := log.WithContext(m.ctx)
+	if has, err := m.o.DB.GhostDev.HasPortal(ctx, userID); err != nil || has {
+		// A portal came first: its ghost gets a device with its
+		// encrypted room, if it ever has one.
+		return
+	}
 	d, err := m.device(ctx, userID)
 	if err != nil {
 		if ctx.Err() == nil {
