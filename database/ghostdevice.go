@@ -51,21 +51,11 @@ func (q *GhostDeviceQuery) Syncing(ctx context.Context) ([]*GhostDevice, error) 
 	return q.QueryMany(ctx, getGhostDeviceBaseQuery+" WHERE syncing")
 }
 
-// RegisteredWithout returns the registered ghosts that have neither a
-// device nor a portal: contacts the bridge knows from the contact list,
-// with whom the user may start an encrypted DM.
+// RegisteredWithout returns the registered ghosts that have no device.
 func (q *GhostDeviceQuery) RegisteredWithout(ctx context.Context) ([]id.UserID, error) {
 	rows, err := q.GetDB().Query(ctx, `SELECT g.mxid FROM ghost g WHERE g.registered
-		AND NOT EXISTS (SELECT 1 FROM ghost_device d WHERE d.mxid=g.mxid)
-		AND NOT EXISTS (SELECT 1 FROM portal p WHERE p.contact_id=g.id) ORDER BY g.mxid`)
+		AND NOT EXISTS (SELECT 1 FROM ghost_device d WHERE d.mxid=g.mxid) ORDER BY g.mxid`)
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
-}
-
-// HasPortal reports whether a contact has a portal, with a room or not yet.
-func (q *GhostDeviceQuery) HasPortal(ctx context.Context, mxid id.UserID) (bool, error) {
-	var n int
-	err := q.GetDB().QueryRow(ctx, `SELECT COUNT(*) FROM portal p JOIN ghost g ON g.id=p.contact_id WHERE g.mxid=$1`, mxid).Scan(&n)
-	return n > 0, err
 }
 
 // Put inserts or replaces a ghost's device.

@@ -12,9 +12,8 @@ import (
 )
 
 // TestGhostsRegisteredWithoutDevice: the ghosts the encryption start-up
-// gives a device to are the registered ones that have neither a device nor
-// a portal; a ghost never registered, with a device, or with a portal, is
-// left alone.
+// gives a device to are the registered ones that have none; a ghost never
+// registered, or with a device, is left alone.
 func TestGhostsRegisteredWithoutDevice(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		ctx := context.Background()
@@ -23,7 +22,6 @@ func TestGhostsRegisteredWithoutDevice(t *testing.T) {
 			{ID: "a", MXID: "@a:x", Registered: true},
 			{ID: "b", MXID: "@b:x", Registered: true},
 			{ID: "c", MXID: "@c:x"},
-			{ID: "d", MXID: "@d:x", Registered: true},
 		} {
 			if err := db.Ghost.Put(ctx, g); err != nil {
 				t.Fatal(err)
@@ -31,17 +29,6 @@ func TestGhostsRegisteredWithoutDevice(t *testing.T) {
 		}
 		if err := db.GhostDev.Put(ctx, &database.GhostDevice{MXID: "@b:x", DeviceID: "DEV", AccessToken: "tok"}); err != nil {
 			t.Fatal(err)
-		}
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@u:x"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Portal.GetOrCreate(ctx, database.PortalKey{LoginID: "l1", ChatID: "d"}, "d"); err != nil {
-			t.Fatal(err)
-		}
-		for mxid, want := range map[id.UserID]bool{"@a:x": false, "@d:x": true} {
-			if has, err := db.GhostDev.HasPortal(ctx, mxid); err != nil || has != want {
-				t.Errorf("HasPortal(%s) = %v, %v; want %v", mxid, has, err, want)
-			}
 		}
 		got, err := db.GhostDev.RegisteredWithout(ctx)
 		if err != nil || !slices.Equal(got, []id.UserID{"@a:x"}) {

@@ -17,11 +17,11 @@ const prepareEvery = 100 * time.Millisecond
 
 // preparer makes devices for ghosts ahead of need. A user who starts an
 // encrypted DM with a ghost that already exists (it was registered when the
-// contact first wrote, or from the contact list) sends the first message as
-// soon as the room is created; the ghost's device must be on the homeserver
-// by then, or the user's client never shares that message's room key with
-// it. Devices made here are not kept in memory: a ghost with no encrypted
-// room needs none there.
+// contact first wrote, or from the contact list), or switches encryption on
+// in a portal, sends the next message at once; the ghost's device must be
+// on the homeserver by then, or the user's client never shares that
+// message's room key with it. Devices made here are not kept in memory: a
+// ghost with no encrypted room needs none there.
 type preparer struct {
 	mu      sync.Mutex
 	queue   []id.UserID
@@ -35,10 +35,9 @@ func newPreparer() *preparer {
 }
 
 // Prepare queues the ghost for a device of its own, made in the background.
-// The puppet package calls it when it registers a ghost for the contact
-// list. Ghosts of portals are not prepared: a device costs about 60 ms of
-// CPU (its one-time keys) and ten requests, and a portal's ghost gets one
-// when its room is or becomes encrypted.
+// The puppet package calls it when it registers a ghost. A device costs
+// about ten requests and some 60 ms of CPU (its one-time keys): made here,
+// paced, rather than on the path of the contact's first message.
 func (m *Manager) Prepare(userID id.UserID) {
 	p := m.prep
 	p.mu.Lock()
@@ -53,9 +52,9 @@ func (m *Manager) Prepare(userID id.UserID) {
 	}
 }
 
-// startPreparing queues the registered ghosts that have neither a device nor
-// a portal (those of an install that ran without encryption, or whose
-// device creation was cut short) and starts the background worker.
+// startPreparing queues the registered ghosts that have no device (those of
+// an install that ran without encryption, or whose device creation was cut
+// short) and starts the background worker.
 func (m *Manager) startPreparing(ctx context.Context) error {
 	missing, err := m.o.DB.GhostDev.RegisteredWithout(ctx)
 	if err != nil {
@@ -116,11 +115,6 @@ func (m *Manager) prepareLoop() {
 func (m *Manager) prepareOne(userID id.UserID) {
 	log := m.log.With().Stringer("user_id", userID).Logger()
 	ctx := log.WithContext(m.ctx)
-	if has, err := m.o.DB.GhostDev.HasPortal(ctx, userID); err != nil || has {
-		// A portal came first: its ghost gets a device with its
-		// encrypted room, if it ever has one.
-		return
-	}
 	d, err := m.device(ctx, userID)
 	if err != nil {
 		if ctx.Err() == nil {

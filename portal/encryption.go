@@ -27,7 +27,7 @@ import (
 func (m *Manager) SetEncryption(e *e2ee.Manager) {
 	m.e2ee = e
 	m.ghosts.SetIntentHook(e.Attach)
-	m.ghosts.SetKnownHook(e.Prepare)
+	m.ghosts.SetRegisteredHook(e.Prepare)
 }
 
 // ghostBeforeJoin gives an invited ghost its device before it joins, so the

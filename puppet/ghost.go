@@ -32,10 +32,9 @@ type Ghosts struct {
 	http    *http.Client
 	log     zerolog.Logger
 	locks   keyedmutex.Mutex[string]
-	// known, if set, hears of each ghost registered from the contact list,
-	// i.e. without a portal (end-to-bridge encryption gives it a device
-	// ahead of need, for the encrypted DM the user may start with it).
-	known func(id.UserID)
+	// registered, if set, hears of each ghost the bridge registers, once it
+	// is stored (end-to-bridge encryption gives it a device ahead of need).
+	registered func(id.UserID)
 }
 
 // NewGhosts creates the ghost manager.
@@ -47,10 +46,9 @@ func NewGhosts(intents matrix.Intents, db *database.Database, cfg *config.Config
 // matrix.Intents.SetGhostHook). It must be called before the ghosts are used.
 func (g *Ghosts) SetIntentHook(hook func(*mas.IntentAPI)) { g.intents.SetGhostHook(hook) }
 
-// SetKnownHook makes hook hear of every ghost registered from now on for a
-// contact update rather than for a portal. It must be called before the
-// ghosts are used, and must not block.
-func (g *Ghosts) SetKnownHook(hook func(id.UserID)) { g.known = hook }
+// SetRegisteredHook makes hook hear of every ghost registered from now on.
+// It must be called before the ghosts are used, and must not block.
+func (g *Ghosts) SetRegisteredHook(hook func(id.UserID)) { g.registered = hook }
 
 // MXID is the ghost's user id for a contact.
 func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(contactID) }
@@ -97,6 +95,9 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 		return nil, nil, fmt.Errorf("store ghost %s: %w", ghost.MXID, err)
 	}
 	g.log.Debug().Stringer("ghost", ghost.MXID).Msg("Registered ghost")
+	if g.registered != nil {
+		g.registered(ghost.MXID)
+	}
 	return ghost, g.intents.Ghost(ghost.MXID, true), nil
 }
 
@@ -124,11 +125,6 @@ func (g *Ghosts) UpdateProfile(ctx context.Context, contact *connector.Contact) 
 	ghost, intent, err := g.ensureRegistered(ctx, contact.ID)
 	if err != nil {
 		return false, err
-	}
-	if g.known != nil && !ghost.NameSet {
-		// Registered just now, from the contact list (a portal's ghost has
-		// its name set when the portal is made).
-		g.known(ghost.MXID)
 	}
 	changed := false
 	if contact.Name != "" && (!ghost.NameSet || ghost.Name != contact.Name) {
