@@ -7,7 +7,7 @@ BIN := bin
 # and the scripts they start get it.
 export GOFLAGS := $(strip $(GOFLAGS) -tags=goolm)
 
-.PHONY: build test unit demo vet fmt-check bench bench-profile bench-dendrite prerequisites fuzz fuzz-short faults e2ee-cost
+.PHONY: build test unit demo vet fmt-check bench bench-profile bench-scale bench-dendrite prerequisites fuzz fuzz-short faults e2ee-cost
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -78,8 +78,15 @@ bench-profile: prerequisites
 	$(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m \
 		-cpuprofile $(BIN)/bench-cpu.out -memprofile $(BIN)/bench-mem.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1
 
+# The bridge binary's resident memory while 100,000 contacts each open a DM
+# (a ghost and a portal each), idle, and after a restart (issue 14's P4;
+# SQLite, about 15 minutes; DMBRIDGE_SCALE_DB=postgres for PostgreSQL,
+# DMBRIDGE_SCALE_PORTALS for another count).
+bench-scale: prerequisites
+	$(GO) test -run '^$$' -bench '^BenchmarkScaleMemory$$' -benchtime 1x -timeout 60m ./bridge/ | grep -E '^SCALE |^(ok|FAIL|--- FAIL)'
+
 bench-dendrite: prerequisites
-	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkGoals|BenchmarkScaleDirect)$$' -benchmem ./...
+	$(GO) test -run '^$$' -bench . -skip '^(BenchmarkGoals|BenchmarkScaleDirect|BenchmarkScaleMemory)$$' -benchmem ./...
 
 # What a ghost device costs while idle (a minute of wall time each): the
 # homeserver requests per idle minute, next to the per-device goroutines,

@@ -87,6 +87,9 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 		return nil, fmt.Errorf("create appservice: %w", err)
 	}
 	as.Log = log.With().Str("component", "appservice").Logger()
+	if as.HTTPClient.Transport == nil {
+		as.HTTPClient.Transport = homeserverTransport(cfg.Bridge.HomeserverConcurrency)
+	}
 	// No retries inside a call: the event dispatcher retries failed events
 	// itself, for as long as it takes, and gives its concurrency slot back
 	// while it waits. mautrix's own retries would wait up to a minute per
@@ -156,3 +159,17 @@ func (l *Link) BotMXID() id.UserID { return l.AS.BotMXID() }
 
 // Bot returns the bot's intent.
 func (l *Link) Bot() *mas.IntentAPI { return l.AS.BotIntent() }
+
+// homeserverTransport is the transport of every homeserver call. mautrix
+// leaves it nil, i.e. http.DefaultTransport, which keeps two idle
+// connections per host: with homeserver_concurrency calls in flight (and
+// the double puppets, the m.direct writes and the ghost devices' long polls
+// beside them), every other call opened a connection and closed it after
+// use. A burst of new DMs left thousands of sockets in TIME_WAIT and paid a
+// TCP handshake per call.
+func homeserverTransport(concurrency int) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = max(64, 4*concurrency)
+	t.MaxIdleConns = 2 * t.MaxIdleConnsPerHost
+	return t
+}

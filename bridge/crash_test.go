@@ -28,7 +28,7 @@ import (
 // bridgeProcess runs the real bridge binary, so that a test can kill it
 // with SIGKILL at any moment, as a crash or an OOM kill would.
 type bridgeProcess struct {
-	t      *testing.T
+	t      testing.TB
 	binary string
 	config string
 	logDir string
@@ -36,7 +36,7 @@ type bridgeProcess struct {
 	runs   int
 }
 
-func buildBridge(t *testing.T) string {
+func buildBridge(t testing.TB) string {
 	t.Helper()
 	// Every test that runs the binary runs it against Dendrite.
 	testdb.SkipShort(t, "Dendrite")
@@ -48,7 +48,7 @@ func buildBridge(t *testing.T) string {
 	return bin
 }
 
-func (s *stack) writeConfig(t *testing.T) string {
+func (s *stack) writeConfig(t testing.TB) string {
 	t.Helper()
 	data, err := yaml.Marshal(s.cfg)
 	if err != nil {
@@ -77,7 +77,7 @@ func newProcessStack(t *testing.T, target testdb.Target) *stack {
 
 // newBridgeProcess builds the binary for s's config (written now) and
 // kills it at the end of the test; a failed test shows the logs.
-func newBridgeProcess(t *testing.T, s *stack) *bridgeProcess {
+func newBridgeProcess(t testing.TB, s *stack) *bridgeProcess {
 	proc := &bridgeProcess{t: t, binary: buildBridge(t), config: s.writeConfig(t), logDir: t.TempDir()}
 	t.Cleanup(proc.kill)
 	t.Cleanup(func() {

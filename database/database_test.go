@@ -213,7 +213,7 @@ func TestUpgradeFromV1(t *testing.T) {
 				"DROP TABLE in_doubt_send",
 				dropV4[0], dropV4[1], dropV4[2],
 				"DROP TABLE backfill_pending",
-				"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media",
+				"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
 				"UPDATE version SET version=1",
 			)
 			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
@@ -232,7 +232,7 @@ func TestUpgradeFromV2(t *testing.T) {
 	for _, target := range testdb.Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
-			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "UPDATE version SET version=2")
+			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=2")
 			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -295,7 +295,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 7
+const latestVersion = 8
 
 // dropV4 takes the login table back to before v4.
 var dropV4 = []string{
@@ -312,7 +312,7 @@ func TestUpgradeToV4(t *testing.T) {
 		t.Run(target.Name, func(t *testing.T) {
 			ctx := context.Background()
 			stmts := append(append([]string{}, dropV4...),
-				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media",
+				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
 				"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
 				"UPDATE version SET version=3")
 			upgraded := reopenFrom(t, target, stmts...)
@@ -359,7 +359,7 @@ func TestUpgradeFromV4(t *testing.T) {
 			upgraded := reopenFrom(t, target,
 				"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
 				"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
-				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "UPDATE version SET version=4")
+				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=4")
 			old := database.PortalKey{LoginID: "l", ChatID: "old"}
 			if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
 				t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)

@@ -51,6 +51,13 @@ func (q *GhostDeviceQuery) Syncing(ctx context.Context) ([]*GhostDevice, error) 
 	return q.QueryMany(ctx, getGhostDeviceBaseQuery+" WHERE syncing")
 }
 
+// RegisteredWithout returns the registered ghosts that have no device.
+func (q *GhostDeviceQuery) RegisteredWithout(ctx context.Context) ([]id.UserID, error) {
+	rows, err := q.GetDB().Query(ctx, `SELECT g.mxid FROM ghost g WHERE g.registered
+		AND NOT EXISTS (SELECT 1 FROM ghost_device d WHERE d.mxid=g.mxid) ORDER BY g.mxid`)
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
+}
+
 // Put inserts or replaces a ghost's device.
 func (q *GhostDeviceQuery) Put(ctx context.Context, d *GhostDevice) error {
 	return q.Exec(ctx, putGhostDeviceQuery, d.MXID, d.DeviceID, d.AccessToken, d.Syncing)

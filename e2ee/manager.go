@@ -58,6 +58,7 @@ type Manager struct {
 
 	mu      sync.Mutex
 	devices map[id.UserID]*device
+	prep    *preparer
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -98,6 +99,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		o: o, http: httpClient, keyWait: keyWait,
 		log:     o.Log.With().Str("component", "e2ee").Logger(),
 		devices: map[id.UserID]*device{},
+		prep:    newPreparer(),
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
@@ -114,7 +116,7 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.log.Err(err).Stringer("user_id", row.MXID).Msg("Failed to start ghost device")
 		}
 	}
-	return nil
+	return m.startPreparing(ctx)
 }
 
 // Stop ends every /sync loop.
@@ -161,6 +163,13 @@ func (m *Manager) active(ctx context.Context, userID id.UserID) (*device, error)
 		return nil, err
 	}
 	m.mu.Lock()
+	if m.devices[userID] != d {
+		// The preparer let go of this device after making it (see
+		// prepareOne); a syncing device must be the one in the map, so
+		// that no second machine and /sync loop is made for it.
+		m.mu.Unlock()
+		return m.active(ctx, userID)
+	}
 	start := !d.syncing
 	d.syncing = true
 	m.mu.Unlock()

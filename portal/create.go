@@ -128,9 +128,11 @@ func (m *Manager) bridgeInfo(connectorID string, login *database.Login, p *datab
 func (m *Manager) createRoom(ctx context.Context, ghost matrix.API, connectorID string, login *database.Login, p *database.Portal) (id.RoomID, error) {
 	stateKey := m.bridgeStateKey(connectorID, p.ChatID)
 	info := m.bridgeInfo(connectorID, login, p, ghost.UserID())
-	// The ghost's device exists from the start, so that a user who later
-	// switches encryption on has it to encrypt for at once.
-	m.ghostBeforeJoin(ctx, ghost.UserID())
+	// The ghost's device is not made here (it would be ten more calls and
+	// some 60 ms of CPU before the first message): the ghost got it queued
+	// when it was registered (e2ee.Manager.Prepare), so that a user who
+	// later switches encryption on finds it; an encrypted portal makes it
+	// now, below.
 	encrypted, err := m.encryptedRoomState(ctx, ghost.UserID())
 	if err != nil {
 		return "", fmt.Errorf("prepare encrypted portal: %w", err)

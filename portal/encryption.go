@@ -30,6 +30,7 @@ import (
 func (m *Manager) SetEncryption(e *e2ee.Manager) {
 	m.e2ee = e
 	m.ghosts.SetIntentHook(e.Attach)
+	m.ghosts.SetRegisteredHook(e.Prepare)
 	// The user's double puppet borrows the portal ghost's device; see
 	// e2ee.Manager.AttachDoublePuppet for why it never gets one of its own.
 	m.mx.SetDoublePuppetHook(e.AttachDoublePuppet(m.roomGhost))

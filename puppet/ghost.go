@@ -32,6 +32,9 @@ type Ghosts struct {
 	http    *http.Client
 	log     zerolog.Logger
 	locks   keyedmutex.Mutex[string]
+	// registered, if set, hears of each ghost the bridge registers, once it
+	// is stored (end-to-bridge encryption gives it a device ahead of need).
+	registered func(id.UserID)
 }
 
 // NewGhosts creates the ghost manager.
@@ -42,6 +45,10 @@ func NewGhosts(intents matrix.Intents, db *database.Database, cfg *config.Config
 // SetIntentHook makes every ghost intent pass through hook before use (see
 // matrix.Intents.SetGhostHook). It must be called before the ghosts are used.
 func (g *Ghosts) SetIntentHook(hook func(*mas.IntentAPI)) { g.intents.SetGhostHook(hook) }
+
+// SetRegisteredHook makes hook hear of every ghost registered from now on.
+// It must be called before the ghosts are used, and must not block.
+func (g *Ghosts) SetRegisteredHook(hook func(id.UserID)) { g.registered = hook }
 
 // MXID is the ghost's user id for a contact.
 func (g *Ghosts) MXID(contactID string) id.UserID { return g.cfg.GhostUserID(contactID) }
@@ -88,6 +95,9 @@ func (g *Ghosts) ensureRegistered(ctx context.Context, contactID string) (*datab
 		return nil, nil, fmt.Errorf("store ghost %s: %w", ghost.MXID, err)
 	}
 	g.log.Debug().Stringer("ghost", ghost.MXID).Msg("Registered ghost")
+	if g.registered != nil {
+		g.registered(ghost.MXID)
+	}
 	return ghost, g.intents.Ghost(ghost.MXID, true), nil
 }
 

@@ -34,6 +34,7 @@ func serve(opts *options, stderr io.Writer) int {
 	}
 	defer logFile.Close()
 	logWarnings(log, warnings)
+	ensurePickleKey(cfg, log)
 	log.Info().Str("version", version).Str("config", opts.configPath).Msg("Starting dmbridge")
 
 	// One -X main.version flag should label both the CLI and what the

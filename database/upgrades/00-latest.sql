@@ -1,4 +1,4 @@
--- v0 -> v7: Latest revision
+-- v0 -> v8: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -54,6 +54,9 @@ CREATE TABLE portal (
 	CONSTRAINT portal_login_fkey FOREIGN KEY (login_id) REFERENCES login (id)
 		ON DELETE CASCADE ON UPDATE CASCADE
 );
+
+-- A contact's portals are looked up on each profile change of the contact.
+CREATE INDEX portal_contact_idx ON portal (contact_id);
 
 -- Rooms the bridge itself cleaned up, so the m.direct repair may remove them.
 CREATE TABLE cleaned_room (

@@ -1,0 +1,72 @@
+package bridge_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// TestEncryptedDMWithKnownContact: a contact the bridge already knows (its
+// ghost was registered from the contact list, and has no portal) gets its
+// own device in the background, before anyone invites it. So when the user
+// starts an encrypted DM with it and sends at once, as Element X does, the
+// user's client finds the ghost's device and shares the room key with it:
+// the first message reaches the network. Without the device ahead of need
+// the client encrypts for no device of the ghost's, and that message is
+// lost to the bridge for good.
+func TestEncryptedDMWithKnownContact(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	s := newStack(t, target, stackOptions{encryption: true})
+	f := s.connectFake(nil)
+	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "carol@network", Name: "Carol"}})
+	ghost := s.ghost("carol@network")
+	ctx := context.Background()
+	var device id.DeviceID
+	tesths.WaitFor(t, 60*time.Second, "the known contact's ghost device", func() (bool, error) {
+		dev, err := s.br.DB.GhostDev.Get(ctx, ghost)
+		if dev != nil {
+			device = dev.DeviceID
+		}
+		return dev != nil, err
+	})
+	// Its keys are on the homeserver, cross-signed, before any invite.
+	tesths.WaitFor(t, 30*time.Second, "the ghost device's keys on the homeserver", func() (bool, error) {
+		resp, err := s.alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+		if err != nil {
+			return false, err
+		}
+		_, ok := resp.DeviceKeys[ghost][device]
+		return ok && len(resp.SelfSigningKeys[ghost].Keys) == 1, nil
+	})
+	assertCrossSigned(t, s, ghost, device)
+	if n := len(f.commandsOf(connector.OpSendMessage)); n != 0 {
+		t.Fatalf("%d send_message commands before the DM", n)
+	}
+
+	nio := startNio(t, s, "alice")
+	dm := nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hello carol, encrypted"})
+	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
+	})
+	time.Sleep(2 * time.Second) // a second delivery would show by now
+	cmds := f.commandsOf(connector.OpSendMessage)
+	if len(cmds) != 1 || cmds[0].Text != "hello carol, encrypted" || cmds[0].Txn != dm["event_id"] {
+		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
+	}
+	// The ghost kept the device it was given ahead of need.
+	if dev, err := s.br.DB.GhostDev.Get(ctx, ghost); err != nil || dev == nil || dev.DeviceID != device {
+		t.Fatalf("ghost device after the DM = %+v (%v), want %s", dev, err, device)
+	}
+	f.send(textFrom("carol@network", "c1", "hi, from carol"))
+	if got := nio.do(map[string]any{"cmd": "expect", "body": "hi, from carol", "timeout": 60}); got["encrypted"] != true ||
+		got["device_id"] != string(device) {
+		t.Fatalf("contact's answer as the client saw it = %v, want encrypted by device %s", got, device)
+	}
+}
