@@ -139,14 +139,7 @@ func (r *recordingCrypto) HandleCryptoPush(ctx context.Context, push *appservice
 // for a repeated transaction, and a garbage field refuses nothing.
 func TestIntakeHandsPushesOver(t *testing.T) {
 	target := testdb.Targets(t)[0]
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	link, db := newLink(t, target)
 	rec := &recordingCrypto{db: db}
 	link.SetSink(&countingSink{})
 	link.SetCryptoSink(rec)
