@@ -28,6 +28,9 @@ type rawTransaction struct {
 	Events                 []json.RawMessage `json:"events"`
 	EphemeralEvents        []json.RawMessage `json:"ephemeral"`
 	MSC2409EphemeralEvents []json.RawMessage `json:"de.sorunome.msc2409.ephemeral"`
+	// The encryption fields stay raw here: a malformed one must not make
+	// the whole transaction invalid JSON to the intake.
+	rawCryptoFields
 }
 
 type eventHead struct {
@@ -76,7 +79,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	l.intakeMu.Lock()
 	defer l.intakeMu.Unlock()
 	if l.crypto != nil {
-		l.handleCryptoPush(ctx, log, body)
+		l.handleCryptoPush(ctx, log, &txn.rawCryptoFields)
 	}
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
@@ -155,8 +158,8 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 // queue for what is already durable at the homeserver until the 200. It
 // also comes before the timeline events are stored, so a message encrypted
 // with a key sent in the same transaction finds the key.
-func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, body []byte) {
-	push := ParseCryptoPush(log, body)
+func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, raw *rawCryptoFields) {
+	push := raw.parse(log)
 	if push.Empty() {
 		return
 	}

@@ -84,11 +84,16 @@ func pickRaw(stable, unstable json.RawMessage) json.RawMessage {
 // dropping (with a log line) whatever is malformed or beyond the bounds.
 func ParseCryptoPush(log zerolog.Logger, body []byte) *CryptoPush {
 	var raw rawCryptoFields
-	push := &CryptoPush{}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		log.Warn().Err(err).Msg("Ignoring the encryption fields of a transaction: not an object")
-		return push
+		return &CryptoPush{}
 	}
+	return raw.parse(log)
+}
+
+// parse checks the fields the transaction carried.
+func (raw *rawCryptoFields) parse(log zerolog.Logger) *CryptoPush {
+	push := &CryptoPush{}
 	push.ToDevice = parseToDevice(log, pickRaw(raw.ToDevice, raw.MSC2409ToDevice))
 	push.DeviceListChanged = parseDeviceLists(log, pickRaw(raw.DeviceLists, raw.MSC3202DeviceLists))
 	push.OTKCounts = parseOTKCounts(log, pickRaw(raw.OTKCounts, raw.MSC3202OTKCounts))

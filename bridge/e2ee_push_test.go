@@ -29,7 +29,8 @@ import (
 // keeps it), it runs /sync against Dendrite and posts what comes down as
 // appservice transactions in Synapse's MSC2409/MSC3202 shape to the
 // bridge's appservice endpoint, with the hs_token. Like a homeserver, it
-// moves past a batch only once the bridge answered 200.
+// moves past a batch only once the bridge answered 200. It reads the
+// database through its own handle, so that it outlives bridge restarts.
 type pushRelay struct {
 	t       *testing.T
 	hsURL   string
@@ -46,7 +47,7 @@ type pushRelay struct {
 
 func startPushRelay(t *testing.T, s *stack) *pushRelay {
 	r := &pushRelay{t: t, hsURL: s.hs.URL, asURL: s.cfg.Appservice.Address, hsToken: s.cfg.Appservice.HSToken,
-		db: s.br.DB, started: map[id.DeviceID]bool{}}
+		db: testdb.Open(t, s.target), started: map[id.DeviceID]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -222,6 +223,19 @@ func TestEncryptedDMPushed(t *testing.T) {
 		return len(cmds) == 2 && cmds[1].Text == "second pushed words", nil
 	})
 
+	// The sessions survive a restart: the pushed keys were stored before
+	// the relay (the homeserver) heard 200.
+	s.restartBridge()
+	nio.do(map[string]any{"cmd": "send", "text": "pushed after restart"})
+	tesths.WaitFor(t, 60*time.Second, "the message after the restart at the connector", func() (bool, error) {
+		cmds := f.commandsOf(connector.OpSendMessage)
+		return len(cmds) == 3 && cmds[2].Text == "pushed after restart", nil
+	})
+	f.send(textFrom("bob@network", "p2", "pushed answer after restart"))
+	if got := nio.do(map[string]any{"cmd": "expect", "body": "pushed answer after restart", "timeout": 60}); got["encrypted"] != true {
+		t.Fatalf("answer after the restart = %v, want encrypted", got)
+	}
+
 	byPath, total := reqs.take()
 	syncs := 0
 	for path, n := range byPath {
@@ -229,7 +243,7 @@ func TestEncryptedDMPushed(t *testing.T) {
 			syncs += n
 		}
 	}
-	t.Logf("MEASURE pushed mode, encrypted DM both ways: %d bridge→homeserver requests, %d of them /sync: %v", total, syncs, byPath)
+	t.Logf("MEASURE pushed mode, encrypted DM both ways and a restart: %d bridge→homeserver requests, %d of them /sync: %v", total, syncs, byPath)
 	t.Logf("MEASURE relay pushed %d to-device events, %d key counts, %d device-list changes", relay.toDevice.Load(), relay.otk.Load(), relay.deviceLists.Load())
 	if syncs != 0 || s.br.E2EE.SyncLoops() != 0 {
 		t.Fatalf("bridge made %d /sync requests and runs %d /sync loops in encryption.appservice mode, want none", syncs, s.br.E2EE.SyncLoops())
@@ -237,4 +251,10 @@ func TestEncryptedDMPushed(t *testing.T) {
 	if relay.toDevice.Load() == 0 {
 		t.Fatal("the relay pushed no to-device event, yet the bridge decrypted: the test is not testing the push path")
 	}
+}
+
+// TestGhostDeviceCostPushed: in encryption.appservice mode a ghost device
+// costs no goroutine and (under make e2ee-cost) no request when idle.
+func TestGhostDeviceCostPushed(t *testing.T) {
+	measureGhostDeviceCost(t, true)
 }

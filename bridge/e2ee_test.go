@@ -17,6 +17,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -418,6 +419,13 @@ func idleMeasures(t *testing.T) bool {
 // own goroutines would count), then homeserver requests to create and per
 // idle minute (through it).
 func TestGhostDeviceCost(t *testing.T) {
+	measureGhostDeviceCost(t, false)
+}
+
+// measureGhostDeviceCost activates ten ghost devices and measures them; with
+// pushed (encryption.appservice) no device runs a /sync loop, so a device
+// should cost no goroutine and no idle request.
+func measureGhostDeviceCost(t *testing.T, pushed bool) {
 	const n = 10
 	ctx := context.Background()
 	activate := func(s *stack, prefix string) {
@@ -427,7 +435,13 @@ func TestGhostDeviceCost(t *testing.T) {
 			}
 		}
 	}
-	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
+	configure := func(c *config.Config) { c.Encryption.Appservice = pushed }
+	mode := "/sync"
+	maxGoroutines, maxIdle := 4.0, 4.0 // the /sync loop and its connection; 30 s long polls
+	if pushed {
+		mode, maxGoroutines, maxIdle = "pushed", 0.5, 0
+	}
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, configure: configure})
 	if _, err := s.br.E2EE.Active(ctx, s.ghost("warmup@network")); err != nil {
 		t.Fatal(err)
 	}
@@ -441,27 +455,27 @@ func TestGhostDeviceCost(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	perDevice := float64(runtime.NumGoroutine()-g0) / n
-	t.Logf("MEASURE per ghost device: %.1f goroutines, %.0f KiB heap in use",
-		perDevice, float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/n)
-	if perDevice > 4 {
-		t.Errorf("%.1f goroutines per ghost device, want at most 4 (the /sync loop and its connection)", perDevice)
+	t.Logf("MEASURE %s mode, per ghost device: %.1f goroutines, %.0f KiB heap in use",
+		mode, perDevice, float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/n)
+	if perDevice > maxGoroutines {
+		t.Errorf("%.1f goroutines per ghost device in %s mode, want at most %.1f", perDevice, mode, maxGoroutines)
 	}
 	s.stopBridge()
 	if !idleMeasures(t) {
 		return
 	}
 
-	p := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true})
+	p := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true, configure: configure})
 	reqs := &requestLog{n: map[string]int{}}
 	p.proxy.setRefuse(reqs.record)
 	activate(p, "idle")
 	byPath, setup := reqs.take()
-	t.Logf("MEASURE creating a ghost device: %.1f homeserver requests: %v", float64(setup)/n, byPath)
+	t.Logf("MEASURE %s mode, creating a ghost device: %.1f homeserver requests: %v", mode, float64(setup)/n, byPath)
 	time.Sleep(62 * time.Second)
 	byPath, idle := reqs.take()
-	t.Logf("MEASURE idle minute, %d ghost devices: %.1f requests per device: %v", n, float64(idle)/n, byPath)
-	if per := float64(idle) / n; per > 4 {
-		t.Errorf("%.1f idle requests per device per minute, want at most 4 (30 s long polls)", per)
+	t.Logf("MEASURE %s mode, idle minute, %d ghost devices: %.1f requests per device: %v", mode, n, float64(idle)/n, byPath)
+	if per := float64(idle) / n; per > maxIdle {
+		t.Errorf("%.1f idle requests per device per minute in %s mode, want at most %.0f", per, mode, maxIdle)
 	}
 }
 
