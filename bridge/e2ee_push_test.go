@@ -200,23 +200,10 @@ func TestEncryptedDMPushed(t *testing.T) {
 	reqs.take()
 
 	dm := nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "first pushed words"})
-	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
-		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
-	})
-	time.Sleep(2 * time.Second) // a second delivery would show by now
-	if cmds := f.commandsOf(connector.OpSendMessage); len(cmds) != 1 || cmds[0].Text != "first pushed words" || cmds[0].Txn != dm["event_id"] {
-		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
-	}
+	expectFirstOnce(t, f, "first pushed words", dm["event_id"])
 
 	f.send(textFrom("bob@network", "p1", "pushed answer"))
-	got := nio.do(map[string]any{"cmd": "expect", "body": "pushed answer", "timeout": 60})
-	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
-	if err != nil || dev == nil {
-		t.Fatalf("ghost device row: %v %v", dev, err)
-	}
-	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
-		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
-	}
+	_, dev := expectFromGhostDevice(t, s, nio, ghost, "pushed answer")
 
 	nio.do(map[string]any{"cmd": "send", "text": "second pushed words"})
 	tesths.WaitFor(t, 60*time.Second, "the second message at the connector", func() (bool, error) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -96,6 +97,34 @@ func (c *nioClient) do(cmd map[string]any) map[string]any {
 	return r
 }
 
+// expectFirstOnce waits for the first message of a new DM at the connector
+// and checks that it came once, in plaintext, named after its event.
+func expectFirstOnce(t *testing.T, f *fakeConnector, text string, eventID any) {
+	t.Helper()
+	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
+	})
+	time.Sleep(2 * time.Second) // a second delivery would show by now
+	if cmds := f.commandsOf(connector.OpSendMessage); len(cmds) != 1 || cmds[0].Text != text || cmds[0].Txn != eventID {
+		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
+	}
+}
+
+// expectFromGhostDevice waits for the client to see the contact's message
+// and checks that it was encrypted by the ghost's own device.
+func expectFromGhostDevice(t *testing.T, s *stack, nio *nioClient, ghost id.UserID, body string) (map[string]any, *database.GhostDevice) {
+	t.Helper()
+	got := nio.do(map[string]any{"cmd": "expect", "body": body, "timeout": 60})
+	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
+	if err != nil || dev == nil {
+		t.Fatalf("ghost device row: %v %v", dev, err)
+	}
+	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
+		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
+	}
+	return got, dev
+}
+
 // requestLog counts the bridge's homeserver requests by method and path
 // (ids taken out), through the test proxy.
 type requestLog struct {
@@ -148,15 +177,7 @@ func TestEncryptedDM(t *testing.T) {
 
 	dm := nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "first words"})
 	roomID := id.RoomID(dm["room_id"].(string))
-	first := dm["event_id"].(string)
-	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
-		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
-	})
-	time.Sleep(2 * time.Second) // a second delivery would show by now
-	cmds := f.commandsOf(connector.OpSendMessage)
-	if len(cmds) != 1 || cmds[0].Text != "first words" || cmds[0].Txn != first {
-		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
-	}
+	expectFirstOnce(t, f, "first words", dm["event_id"])
 	byPath, total := reqs.take()
 	t.Logf("MEASURE new encrypted DM incl. first message: %d homeserver requests: %v", total, byPath)
 
@@ -164,14 +185,7 @@ func TestEncryptedDM(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	byPath, total = reqs.take()
 	t.Logf("MEASURE first contact message (new outbound session): %d homeserver requests: %v", total, byPath)
-	got := nio.do(map[string]any{"cmd": "expect", "body": "hello back, encrypted", "timeout": 60})
-	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
-	if err != nil || dev == nil {
-		t.Fatalf("ghost device row: %v %v", dev, err)
-	}
-	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
-		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
-	}
+	got, dev := expectFromGhostDevice(t, s, nio, ghost, "hello back, encrypted")
 	t.Logf("ghost device %s; client's device list for the ghost: %v (nio has no cross-signing support)", dev.DeviceID, got["ghost_devices"])
 	assertCrossSigned(t, s, ghost, dev.DeviceID)
 
