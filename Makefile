@@ -92,7 +92,7 @@ bench-dendrite: prerequisites
 # homeserver requests per idle minute, next to the per-device goroutines,
 # heap and set-up requests the same tests log in every run.
 e2ee-cost: prerequisites
-	DMBRIDGE_E2EE_IDLE=1 $(GO) test -count=1 -v -run '^(TestEncryptedDM|TestGhostDeviceCost)$$' ./bridge/ | grep -E 'MEASURE|^(ok|FAIL|--- )'
+	DMBRIDGE_E2EE_IDLE=1 $(GO) test -count=1 -v -run '^(TestEncryptedDM|TestGhostDeviceCost|TestGhostDeviceCostPushed)$$' ./bridge/ | grep -E 'MEASURE|^(ok|FAIL|--- )'
 
 # Full-size fault runs against a live stack (real Dendrite, real databases),
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -27,6 +28,9 @@ type rawTransaction struct {
 	Events                 []json.RawMessage `json:"events"`
 	EphemeralEvents        []json.RawMessage `json:"ephemeral"`
 	MSC2409EphemeralEvents []json.RawMessage `json:"de.sorunome.msc2409.ephemeral"`
+	// The encryption fields stay raw here: a malformed one must not make
+	// the whole transaction invalid JSON to the intake.
+	rawCryptoFields
 }
 
 type eventHead struct {
@@ -74,6 +78,9 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	// commit order, which the dispatcher relies on to never skip a row.
 	l.intakeMu.Lock()
 	defer l.intakeMu.Unlock()
+	if l.crypto != nil {
+		l.handleCryptoPush(ctx, log, &txn.rawCryptoFields)
+	}
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
 		if err != nil {
@@ -139,6 +146,32 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		l.sink.MatrixEphemeral(ctx, evt)
 	}
 }
+
+// handleCryptoPush hands the transaction's encryption data to the e2ee
+// manager before the transaction is stored and acknowledged, and waits for
+// it. A room key that arrives by to-device message is then in the crypto
+// store before the homeserver hears 200, so a crash after the 200 loses
+// none; a crash before it makes the homeserver resend the transaction, and
+// the repeat is handled again (hence also for a transaction id seen
+// before), which the Olm machine recognises by the message's hash. Storing
+// the to-device events and handling them later would need a second durable
+// queue for what is already durable at the homeserver until the 200. It
+// also comes before the timeline events are stored, so a message encrypted
+// with a key sent in the same transaction finds the key.
+func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, raw *rawCryptoFields) {
+	push := raw.parse(log)
+	if push.Empty() {
+		return
+	}
+	// Bounded, so that a homeserver that hangs on a key query cannot stall
+	// the intake for good; the homeserver itself waits about a minute.
+	ctx, cancel := context.WithTimeout(ctx, pushHandlingTimeout)
+	defer cancel()
+	l.crypto.HandleCryptoPush(ctx, push)
+}
+
+// pushHandlingTimeout bounds the handling of one transaction's encryption data.
+const pushHandlingTimeout = 45 * time.Second
 
 // malformedID names a malformed event by its content, so that a repeated
 // transaction stores it once.

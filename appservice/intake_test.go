@@ -36,9 +36,8 @@ func testConfig() *config.Config {
 	return cfg
 }
 
-// startLink opens the database and serves the link's routes, as one bridge
-// process would; calling it again on the same target is a restart.
-func startLink(t *testing.T, target testdb.Target) (*httptest.Server, *database.Database, *countingSink) {
+// newLink opens the database and builds a link on it, not yet serving.
+func newLink(t *testing.T, target testdb.Target) (*appservice.Link, *database.Database) {
 	t.Helper()
 	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
 	if err != nil {
@@ -48,6 +47,14 @@ func startLink(t *testing.T, target testdb.Target) (*httptest.Server, *database.
 	if err != nil {
 		t.Fatal(err)
 	}
+	return link, db
+}
+
+// startLink opens the database and serves the link's routes, as one bridge
+// process would; calling it again on the same target is a restart.
+func startLink(t *testing.T, target testdb.Target) (*httptest.Server, *database.Database, *countingSink) {
+	t.Helper()
+	link, db := newLink(t, target)
 	sink := &countingSink{}
 	link.SetSink(sink)
 	srv := httptest.NewServer(link.Handler())
@@ -237,14 +244,7 @@ func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
 // not woken.
 func TestTransactionNotAckedWhenGated(t *testing.T) {
 	target := testdb.Targets(t)[0]
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	link, db := newLink(t, target)
 	sink := &countingSink{}
 	link.SetSink(sink)
 	var lost atomic.Bool

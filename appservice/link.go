@@ -42,6 +42,7 @@ type Link struct {
 	db         *database.Database
 	log        zerolog.Logger
 	sink       Sink
+	crypto     CryptoSink
 	intakeMu   sync.Mutex
 	server     *http.Server
 	// mounts are routes beside the homeserver's, such as provisioning.

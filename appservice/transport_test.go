@@ -11,9 +11,11 @@ import (
 )
 
 // TestHomeserverTransportReusesConnections: 400 calls, 32 at a time (twice
-// the default homeserver_concurrency), open no more connections than are
-// ever in flight at once. With http.DefaultTransport, which keeps two idle
-// connections per host, most calls opened a connection of their own.
+// the default homeserver_concurrency), open about as many connections as
+// are in flight at once (a call may start a moment before another's
+// connection is back in the pool, hence the slack). With
+// http.DefaultTransport, which keeps two idle connections per host, most
+// calls opened a connection of their own (276 to 400 seen).
 func TestHomeserverTransportReusesConnections(t *testing.T) {
 	var opened atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -51,7 +53,7 @@ func TestHomeserverTransportReusesConnections(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
-	if n := opened.Load(); n > parallel {
-		t.Fatalf("%d calls, %d at a time, opened %d connections; want at most %d", calls, parallel, n, parallel)
+	if n := opened.Load(); n > 2*parallel {
+		t.Fatalf("%d calls, %d at a time, opened %d connections; want at most %d", calls, parallel, n, 2*parallel)
 	}
 }

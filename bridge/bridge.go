@@ -146,6 +146,12 @@ func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Datab
 		return nil, err
 	}
 	portals.SetEncryption(enc)
+	if cfg.Encryption.Appservice {
+		// The homeserver pushes the ghosts' to-device messages, device lists
+		// and key counts (MSC2409/MSC3202); no ghost device runs /sync.
+		link.SetCryptoSink(enc)
+		log.Info().Msg("End-to-bridge encryption takes its keys from the homeserver's pushes (encryption.appservice); no /sync loops")
+	}
 	link.GhostQueried = func(ctx context.Context, u id.UserID) {
 		if err := enc.Ensure(ctx, u); err != nil {
 			log.Err(err).Stringer("user_id", u).Msg("Failed to give a queried ghost its device")

@@ -17,7 +17,9 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -95,6 +97,34 @@ func (c *nioClient) do(cmd map[string]any) map[string]any {
 	return r
 }
 
+// expectFirstOnce waits for the first message of a new DM at the connector
+// and checks that it came once, in plaintext, named after its event.
+func expectFirstOnce(t *testing.T, f *fakeConnector, text string, eventID any) {
+	t.Helper()
+	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
+		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
+	})
+	time.Sleep(2 * time.Second) // a second delivery would show by now
+	if cmds := f.commandsOf(connector.OpSendMessage); len(cmds) != 1 || cmds[0].Text != text || cmds[0].Txn != eventID {
+		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
+	}
+}
+
+// expectFromGhostDevice waits for the client to see the contact's message
+// and checks that it was encrypted by the ghost's own device.
+func expectFromGhostDevice(t *testing.T, s *stack, nio *nioClient, ghost id.UserID, body string) (map[string]any, *database.GhostDevice) {
+	t.Helper()
+	got := nio.do(map[string]any{"cmd": "expect", "body": body, "timeout": 60})
+	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
+	if err != nil || dev == nil {
+		t.Fatalf("ghost device row: %v %v", dev, err)
+	}
+	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
+		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
+	}
+	return got, dev
+}
+
 // requestLog counts the bridge's homeserver requests by method and path
 // (ids taken out), through the test proxy.
 type requestLog struct {
@@ -152,15 +182,7 @@ func testEncryptedDM(t *testing.T, target testdb.Target) {
 
 	dm := nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "first words"})
 	roomID := id.RoomID(dm["room_id"].(string))
-	first := dm["event_id"].(string)
-	tesths.WaitFor(t, 60*time.Second, "the first message at the connector", func() (bool, error) {
-		return len(f.commandsOf(connector.OpSendMessage)) >= 1, nil
-	})
-	time.Sleep(2 * time.Second) // a second delivery would show by now
-	cmds := f.commandsOf(connector.OpSendMessage)
-	if len(cmds) != 1 || cmds[0].Text != "first words" || cmds[0].Txn != first {
-		t.Fatalf("send_message commands = %+v, want the first message once, in plaintext", cmds)
-	}
+	expectFirstOnce(t, f, "first words", dm["event_id"])
 	byPath, total := reqs.take()
 	t.Logf("MEASURE new encrypted DM incl. first message: %d homeserver requests: %v", total, byPath)
 
@@ -168,14 +190,7 @@ func testEncryptedDM(t *testing.T, target testdb.Target) {
 	time.Sleep(3 * time.Second)
 	byPath, total = reqs.take()
 	t.Logf("MEASURE first contact message (new outbound session): %d homeserver requests: %v", total, byPath)
-	got := nio.do(map[string]any{"cmd": "expect", "body": "hello back, encrypted", "timeout": 60})
-	dev, err := s.br.DB.GhostDev.Get(context.Background(), ghost)
-	if err != nil || dev == nil {
-		t.Fatalf("ghost device row: %v %v", dev, err)
-	}
-	if got["sender"] != string(ghost) || got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
-		t.Fatalf("contact's message as the client saw it = %v; want encrypted by %s's device %s", got, ghost, dev.DeviceID)
-	}
+	got, dev := expectFromGhostDevice(t, s, nio, ghost, "hello back, encrypted")
 	t.Logf("ghost device %s; client's device list for the ghost: %v (nio has no cross-signing support)", dev.DeviceID, got["ghost_devices"])
 	assertCrossSigned(t, s, ghost, dev.DeviceID)
 
@@ -423,6 +438,13 @@ func idleMeasures(t *testing.T) bool {
 // own goroutines would count), then homeserver requests to create and per
 // idle minute (through it).
 func TestGhostDeviceCost(t *testing.T) {
+	measureGhostDeviceCost(t, false)
+}
+
+// measureGhostDeviceCost activates ten ghost devices and measures them; with
+// pushed (encryption.appservice) no device runs a /sync loop, so a device
+// should cost no goroutine and no idle request.
+func measureGhostDeviceCost(t *testing.T, pushed bool) {
 	const n = 10
 	ctx := context.Background()
 	activate := func(s *stack, prefix string) {
@@ -432,7 +454,13 @@ func TestGhostDeviceCost(t *testing.T) {
 			}
 		}
 	}
-	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
+	configure := func(c *config.Config) { c.Encryption.Appservice = pushed }
+	mode := "/sync"
+	maxGoroutines, maxIdle := 4.0, 4.0 // the /sync loop and its connection; 30 s long polls
+	if pushed {
+		mode, maxGoroutines, maxIdle = "pushed", 0.5, 0
+	}
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, configure: configure})
 	if _, err := s.br.E2EE.Active(ctx, s.ghost("warmup@network")); err != nil {
 		t.Fatal(err)
 	}
@@ -446,27 +474,27 @@ func TestGhostDeviceCost(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	perDevice := float64(runtime.NumGoroutine()-g0) / n
-	t.Logf("MEASURE per ghost device: %.1f goroutines, %.0f KiB heap in use",
-		perDevice, float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/n)
-	if perDevice > 4 {
-		t.Errorf("%.1f goroutines per ghost device, want at most 4 (the /sync loop and its connection)", perDevice)
+	t.Logf("MEASURE %s mode, per ghost device: %.1f goroutines, %.0f KiB heap in use",
+		mode, perDevice, float64(int64(after.HeapInuse)-int64(before.HeapInuse))/1024/n)
+	if perDevice > maxGoroutines {
+		t.Errorf("%.1f goroutines per ghost device in %s mode, want at most %.1f", perDevice, mode, maxGoroutines)
 	}
 	s.stopBridge()
 	if !idleMeasures(t) {
 		return
 	}
 
-	p := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true})
+	p := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true, hsProxy: true, configure: configure})
 	reqs := &requestLog{n: map[string]int{}}
 	p.proxy.setRefuse(reqs.record)
 	activate(p, "idle")
 	byPath, setup := reqs.take()
-	t.Logf("MEASURE creating a ghost device: %.1f homeserver requests: %v", float64(setup)/n, byPath)
+	t.Logf("MEASURE %s mode, creating a ghost device: %.1f homeserver requests: %v", mode, float64(setup)/n, byPath)
 	time.Sleep(62 * time.Second)
 	byPath, idle := reqs.take()
-	t.Logf("MEASURE idle minute, %d ghost devices: %.1f requests per device: %v", n, float64(idle)/n, byPath)
-	if per := float64(idle) / n; per > 4 {
-		t.Errorf("%.1f idle requests per device per minute, want at most 4 (30 s long polls)", per)
+	t.Logf("MEASURE %s mode, idle minute, %d ghost devices: %.1f requests per device: %v", mode, n, float64(idle)/n, byPath)
+	if per := float64(idle) / n; per > maxIdle {
+		t.Errorf("%.1f idle requests per device per minute in %s mode, want at most %.0f", per, mode, maxIdle)
 	}
 }
 

@@ -61,6 +61,11 @@ type EncryptionConfig struct {
 	Default bool `yaml:"default"`
 	// Require refuses unencrypted messages in portals.
 	Require bool `yaml:"require"`
+	// Appservice takes the ghosts' to-device messages, device-list changes
+	// and one-time-key counts from the homeserver's transactions
+	// (MSC2409/MSC3202, Synapse with its experimental flags) instead of a
+	// /sync loop per ghost device. The registration must ask for them.
+	Appservice bool `yaml:"appservice"`
 	// PickleKey encrypts the Olm/Megolm keys stored in the database; -g
 	// generates it.
 	PickleKey string `yaml:"pickle_key"`

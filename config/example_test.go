@@ -49,6 +49,10 @@ func TestExampleConfigValidates(t *testing.T) {
 		cfg.Appservice.Hostname != d.Appservice.Hostname || cfg.Appservice.EphemeralEvents != d.Appservice.EphemeralEvents {
 		t.Errorf("example values differ from Default():\n%+v\n%+v", cfg, d)
 	}
+	if e := cfg.Encryption; e.Allow != d.Encryption.Allow || e.Default != d.Encryption.Default ||
+		e.Require != d.Encryption.Require || e.Appservice != d.Encryption.Appservice {
+		t.Errorf("example encryption %+v differs from Default() %+v", e, d.Encryption)
+	}
 }
 
 func TestExampleConfigNeedsTokens(t *testing.T) {

@@ -49,6 +49,33 @@ func TestGenerateRegistration(t *testing.T) {
 	}
 }
 
+// TestRegistrationAppserviceEncryption: encryption.appservice asks the
+// homeserver to push the ghosts' encryption data: MSC3202 for device lists
+// and key counts, and ephemeral events, without which Synapse pushes no
+// to-device messages (MSC2409), even when ephemeral_events is off.
+func TestRegistrationAppserviceEncryption(t *testing.T) {
+	cfg := mustParse(t, minimalYAML)
+	if reg := cfg.GenerateRegistration(); reg.MSC3202 {
+		t.Error("org.matrix.msc3202 set without encryption.appservice")
+	}
+	cfg.Appservice.EphemeralEvents = false
+	cfg.Encryption.Appservice = true
+	reg := cfg.GenerateRegistration()
+	if !reg.MSC3202 || !reg.EphemeralEvents || !reg.SoruEphemeralEvents {
+		t.Errorf("encryption.appservice registration: msc3202 %v, receive_ephemeral %v, push_ephemeral %v",
+			reg.MSC3202, reg.EphemeralEvents, reg.SoruEphemeralEvents)
+	}
+	data, err := MarshalRegistration(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"org.matrix.msc3202: true", "de.sorunome.msc2409.push_ephemeral: true", "receive_ephemeral: true"} {
+		if !bytes.Contains(data, []byte(key)) {
+			t.Errorf("registration file lacks %q:\n%s", key, data)
+		}
+	}
+}
+
 func TestWriteRegistration(t *testing.T) {
 	cfg := mustParse(t, minimalYAML)
 	reg := cfg.GenerateRegistration()

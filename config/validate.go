@@ -349,6 +349,9 @@ func (v *validator) encryption() {
 	if e.Require && !e.Allow {
 		v.fail("encryption.require", "needs encryption.allow: true")
 	}
+	if e.Appservice && !e.Allow {
+		v.fail("encryption.appservice", "needs encryption.allow: true")
+	}
 }
 
 func (v *validator) logging() {

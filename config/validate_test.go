@@ -43,6 +43,11 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: connector.command_timeout: not a duration: "soon" (want e.g. "30s", "5m" or "1h") (line 15)`,
 		},
 		{
+			name:    "encryption.appservice without encryption.allow",
+			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\nencryption:\n  allow: false\n  appservice: true"}},
+			want:    `config.yaml: encryption.appservice: needs encryption.allow: true`,
+		},
+		{
 			name:    "missing homeserver.address",
 			changes: []change{{"  address: http://127.0.0.1:8008", ""}},
 			want:    `config.yaml: homeserver.address: required but missing`,

@@ -1,9 +1,12 @@
 // Package e2ee is end-to-bridge encryption with a device per ghost: each
 // ghost that is in an encrypted room logs in with the appservice login as
 // itself, gets its own Olm account (on mautrix-go's crypto store, in the
-// bridge's database, one account per ghost), and runs a /sync loop that
-// only carries its to-device messages, device-list changes and one-time-key
-// counts, because Dendrite pushes none of these to appservices. Messages the
+// bridge's database, one account per ghost), and gets its to-device
+// messages, device-list changes and one-time-key counts one of two ways:
+// pushed by the homeserver in appservice transactions (MSC2409/MSC3202,
+// encryption.appservice, push.go), or by a /sync loop per device that only
+// carries these (sync.go), for homeservers such as Dendrite that push none
+// of them to appservices. Messages the
 // ghost sends into an encrypted room are encrypted by its own device, and
 // the user's encrypted messages are decrypted by the ghost they were sent to.
 package e2ee
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lib/pq"
@@ -56,6 +60,14 @@ type Manager struct {
 	log     zerolog.Logger
 	keyWait time.Duration
 
+	// shared is the crypto store without an account: the tables of
+	// tracked users and their devices are shared by every ghost.
+	shared *crypto.SQLCryptoStore
+	// pushed is encryption.appservice: no /sync loops.
+	pushed bool
+	// syncLoops counts running /sync loops.
+	syncLoops atomic.Int32
+
 	mu      sync.Mutex
 	devices map[id.UserID]*device
 	prep    *preparer
@@ -96,7 +108,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	// the bridge's transport so that the metrics count these requests too.
 	httpClient := &http.Client{Transport: o.AS.HTTPClient.Transport}
 	m := &Manager{
-		o: o, http: httpClient, keyWait: keyWait,
+		o: o, http: httpClient, keyWait: keyWait, shared: store, pushed: o.Config.Encryption.Appservice,
 		log:     o.Log.With().Str("component", "e2ee").Logger(),
 		devices: map[id.UserID]*device{},
 		prep:    newPreparer(),
@@ -105,7 +117,9 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	return m, nil
 }
 
-// Start starts the /sync loops of the ghosts that were in encrypted rooms.
+// Start loads the devices of the ghosts that were in encrypted rooms
+// (checking that their keys still match the homeserver's) and, unless the
+// homeserver pushes their data, starts their /sync loops.
 func (m *Manager) Start(ctx context.Context) error {
 	rows, err := m.o.DB.GhostDev.Syncing(ctx)
 	if err != nil {
@@ -147,8 +161,8 @@ func (m *Manager) Ensure(ctx context.Context, userID id.UserID) error {
 	return err
 }
 
-// Active gives the ghost its device and starts its /sync loop, for a ghost
-// that is in an encrypted room.
+// Active gives the ghost its device and starts its /sync loop (none when
+// the homeserver pushes), for a ghost that is in an encrypted room.
 func (m *Manager) Active(ctx context.Context, userID id.UserID) (*crypto.OlmMachine, error) {
 	d, err := m.active(ctx, userID)
 	if err != nil {
@@ -177,7 +191,9 @@ func (m *Manager) active(ctx context.Context, userID id.UserID) (*device, error)
 		if err := m.o.DB.GhostDev.SetSyncing(ctx, userID); err != nil {
 			return nil, fmt.Errorf("mark ghost device syncing: %w", err)
 		}
-		m.startSync(d)
+		if !m.pushed {
+			m.startSync(d)
+		}
 	}
 	return d, nil
 }
@@ -197,6 +213,9 @@ func (m *Manager) device(ctx context.Context, userID id.UserID) (*device, error)
 	}
 	if err := m.initDevice(ctx, d); err != nil {
 		return nil, fmt.Errorf("device of %s: %w", userID, err)
+	}
+	if m.pushed {
+		m.refreshOutdated(ctx, d)
 	}
 	return d, nil
 }

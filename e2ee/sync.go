@@ -35,8 +35,10 @@ func (m *Manager) startSync(d *device) {
 	client := d.mach.Client
 	client.Syncer = &syncer{mach: d.mach, log: m.log.With().Stringer("user_id", d.userID).Logger()}
 	m.wg.Add(1)
+	m.syncLoops.Add(1)
 	go func() {
 		defer m.wg.Done()
+		defer m.syncLoops.Add(-1)
 		ctx := zerolog.Ctx(m.ctx).WithContext(m.ctx)
 		err := client.SyncWithContext(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
@@ -44,6 +46,10 @@ func (m *Manager) startSync(d *device) {
 		}
 	}()
 }
+
+// SyncLoops is the number of ghost devices' /sync loops running now; it
+// stays 0 when the homeserver pushes their data (encryption.appservice).
+func (m *Manager) SyncLoops() int { return int(m.syncLoops.Load()) }
 
 // syncer hands each /sync response to the Olm machine.
 type syncer struct {
