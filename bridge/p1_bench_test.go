@@ -25,17 +25,7 @@ import (
 // connector's events. The phases alternate (direct, bridged, direct,
 // bridged) so that a machine getting busier or quieter shows in both.
 // Run it with -benchtime 1x (make bench-dendrite).
-func BenchmarkDendriteRatio(b *testing.B) {
-	for _, name := range []string{"sqlite", "postgres"} {
-		b.Run(name, func(b *testing.B) {
-			target := testdb.SQLite(b)
-			if name == "postgres" {
-				target = testdb.Postgres(b)
-			}
-			measureDendriteRatio(b, name, target)
-		})
-	}
-}
+func BenchmarkDendriteRatio(b *testing.B) { eachBenchDB(b, measureDendriteRatio) }
 
 func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 	const chats, perChat = 8, 50

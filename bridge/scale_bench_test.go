@@ -20,16 +20,21 @@ import (
 // delivered message, with the homeserver calls of the first second, and
 // the rate of new DMs of a user whose m.direct lists no other DM against
 // one whose lists 5,000. Run it with -benchtime 1x.
-func BenchmarkScaleDirect(b *testing.B) {
+func BenchmarkScaleDirect(b *testing.B) { eachBenchDB(b, measureScaleDirect) }
+
+// eachBenchDB runs measure as a sub-benchmark on SQLite, then PostgreSQL.
+func eachBenchDB(b *testing.B, measure func(b *testing.B, name string, target testdb.Target)) {
 	for _, name := range []string{"sqlite", "postgres"} {
-		b.Run(name, func(b *testing.B) {
-			target := testdb.SQLite(b)
-			if name == "postgres" {
-				target = testdb.Postgres(b)
-			}
-			measureScaleDirect(b, name, target)
-		})
+		b.Run(name, func(b *testing.B) { measure(b, name, benchTarget(b, name)) })
 	}
+}
+
+// benchTarget is a fresh database of the named kind.
+func benchTarget(b *testing.B, name string) testdb.Target {
+	if name == "postgres" {
+		return testdb.Postgres(b)
+	}
+	return testdb.SQLite(b)
 }
 
 func measureScaleDirect(b *testing.B, name string, target testdb.Target) {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/memhs"
-	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
@@ -32,10 +31,7 @@ func BenchmarkScaleMemory(b *testing.B) {
 	if v := os.Getenv("DMBRIDGE_SCALE_PORTALS"); v != "" {
 		_, _ = fmt.Sscan(v, &portals)
 	}
-	target := testdb.SQLite(b)
-	if os.Getenv("DMBRIDGE_SCALE_DB") == "postgres" {
-		target = testdb.Postgres(b)
-	}
+	target := benchTarget(b, os.Getenv("DMBRIDGE_SCALE_DB"))
 	s := newStack(b, target, stackOptions{memHS: true, noBridge: true, noDoublePuppet: true})
 	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(b))
 	s.cfg.Logging.Level = "warn"
