@@ -70,3 +70,48 @@ func TestEncryptedDMWithKnownContact(t *testing.T) {
 		t.Fatalf("contact's answer as the client saw it = %v, want encrypted by device %s", got, device)
 	}
 }
+
+// TestGhostsFromBeforeEncryptionGetDevices: ghosts an install registered
+// while it ran without encryption are found at the first start with it, by
+// the scan of the ghost table, and each gets its device in the background.
+func TestGhostsFromBeforeEncryptionGetDevices(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	s := newStack(t, target)
+	f := s.connectFake(nil)
+	contacts := []string{"dave@network", "erin@network", "frank@network"}
+	ctx := context.Background()
+	for _, c := range contacts {
+		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: c, Name: c}})
+	}
+	tesths.WaitFor(t, 30*time.Second, "the contacts' ghosts registered", func() (bool, error) {
+		for _, c := range contacts {
+			g, err := s.br.DB.Ghost.Get(ctx, c)
+			if err != nil || g == nil || !g.Registered {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	for _, c := range contacts {
+		if dev, err := s.br.DB.GhostDev.Get(ctx, s.ghost(c)); err != nil || dev != nil {
+			t.Fatalf("%s has a device without encryption: %+v, %v", c, dev, err)
+		}
+	}
+	s.cfg.Encryption.PickleKey = "pickle-key-for-tests-0123456789abcdef"
+	s.restartBridge()
+	tesths.WaitFor(t, 60*time.Second, "a device for each ghost from before encryption", func() (bool, error) {
+		for _, c := range contacts {
+			dev, err := s.br.DB.GhostDev.Get(ctx, s.ghost(c))
+			if err != nil || dev == nil {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	for _, c := range contacts {
+		resp, err := s.alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{s.ghost(c): {}}})
+		if err != nil || len(resp.DeviceKeys[s.ghost(c)]) != 1 {
+			t.Fatalf("%s's devices as the user sees them: %v, %v; want one", c, resp, err)
+		}
+	}
+}

@@ -51,10 +51,11 @@ func (q *GhostDeviceQuery) Syncing(ctx context.Context) ([]*GhostDevice, error) 
 	return q.QueryMany(ctx, getGhostDeviceBaseQuery+" WHERE syncing")
 }
 
-// RegisteredWithout returns the registered ghosts that have no device.
-func (q *GhostDeviceQuery) RegisteredWithout(ctx context.Context) ([]id.UserID, error) {
-	rows, err := q.GetDB().Query(ctx, `SELECT g.mxid FROM ghost g WHERE g.registered
-		AND NOT EXISTS (SELECT 1 FROM ghost_device d WHERE d.mxid=g.mxid) ORDER BY g.mxid`)
+// RegisteredWithout returns up to limit registered ghosts that have no
+// device, in user id order after the given one ("" for the first).
+func (q *GhostDeviceQuery) RegisteredWithout(ctx context.Context, after id.UserID, limit int) ([]id.UserID, error) {
+	rows, err := q.GetDB().Query(ctx, `SELECT g.mxid FROM ghost g WHERE g.registered AND g.mxid > $1
+		AND NOT EXISTS (SELECT 1 FROM ghost_device d WHERE d.mxid=g.mxid) ORDER BY g.mxid LIMIT $2`, after, limit)
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
 }
 

@@ -130,7 +130,8 @@ func (m *Manager) Start(ctx context.Context) error {
 			m.log.Err(err).Stringer("user_id", row.MXID).Msg("Failed to start ghost device")
 		}
 	}
-	return m.startPreparing(ctx)
+	m.startPreparing()
+	return nil
 }
 
 // Stop ends every /sync loop.

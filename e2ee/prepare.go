@@ -1,8 +1,6 @@
 package e2ee
 
 import (
-	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -15,6 +13,13 @@ import (
 // burst.
 const prepareEvery = 100 * time.Millisecond
 
+// maxRecent bounds the ghosts queued in memory. Past it a new ghost waits
+// for the scan of the database, like those of the backlog.
+const maxRecent = 1024
+
+// backlogPage is how many ghosts without a device one scan query returns.
+const backlogPage = 100
+
 // preparer makes devices for ghosts ahead of need. A user who starts an
 // encrypted DM with a ghost that already exists (it was registered when the
 // contact first wrote, or from the contact list), or switches encryption on
@@ -22,12 +27,23 @@ const prepareEvery = 100 * time.Millisecond
 // on the homeserver by then, or the user's client never shares that
 // message's room key with it. Devices made here are not kept in memory: a
 // ghost with no encrypted room needs none there.
+//
+// Ghosts registered while the bridge runs go first, from a short queue in
+// memory; the rest (an install that ran without encryption, a device whose
+// creation failed, a queue that overflowed) are found by scanning the ghost
+// table in user id order from a cursor, so that a backlog of 100,000 ghosts
+// costs no memory.
 type preparer struct {
 	mu      sync.Mutex
-	queue   []id.UserID
+	recent  []id.UserID
 	queued  map[id.UserID]bool
 	wake    chan struct{}
 	started bool
+	// after is the scan's cursor; scanned is set once a scan reached the
+	// end of the table, and cleared (the scan starting over) when Prepare
+	// drops a ghost from a full queue.
+	after   id.UserID
+	scanned bool
 }
 
 func newPreparer() *preparer {
@@ -41,9 +57,13 @@ func newPreparer() *preparer {
 func (m *Manager) Prepare(userID id.UserID) {
 	p := m.prep
 	p.mu.Lock()
-	if !p.queued[userID] {
+	switch {
+	case p.queued[userID]:
+	case len(p.recent) < maxRecent:
 		p.queued[userID] = true
-		p.queue = append(p.queue, userID)
+		p.recent = append(p.recent, userID)
+	default:
+		p.scanned, p.after = false, ""
 	}
 	p.mu.Unlock()
 	select {
@@ -52,20 +72,9 @@ func (m *Manager) Prepare(userID id.UserID) {
 	}
 }
 
-// startPreparing queues the registered ghosts that have no device (those of
-// an install that ran without encryption, or whose device creation was cut
-// short) and starts the background worker.
-func (m *Manager) startPreparing(ctx context.Context) error {
-	missing, err := m.o.DB.GhostDev.RegisteredWithout(ctx)
-	if err != nil {
-		return fmt.Errorf("find ghosts without a device: %w", err)
-	}
-	for _, u := range missing {
-		m.Prepare(u)
-	}
-	if len(missing) > 0 {
-		m.log.Info().Int("ghosts", len(missing)).Dur("every", prepareEvery).Msg("Giving registered ghosts their devices in the background")
-	}
+// startPreparing starts the background worker; its first scan of the ghost
+// table finds the registered ghosts that have no device yet.
+func (m *Manager) startPreparing() {
 	p := m.prep
 	p.mu.Lock()
 	start := !p.started
@@ -75,29 +84,28 @@ func (m *Manager) startPreparing(ctx context.Context) error {
 		m.wg.Add(1)
 		go m.prepareLoop()
 	}
-	return nil
 }
 
 func (m *Manager) prepareLoop() {
 	defer m.wg.Done()
-	p := m.prep
 	tick := time.NewTicker(prepareEvery)
 	defer tick.Stop()
+	var page []id.UserID
 	for {
-		p.mu.Lock()
-		var next id.UserID
-		if len(p.queue) > 0 {
-			next = p.queue[0]
-			p.queue[0] = ""
-			p.queue = p.queue[1:]
-			delete(p.queued, next)
+		next := m.nextRecent()
+		if next == "" {
+			if len(page) == 0 {
+				page = m.scanBacklog()
+			}
+			if len(page) > 0 {
+				next, page = page[0], page[1:]
+			}
 		}
-		p.mu.Unlock()
 		if next == "" {
 			select {
 			case <-m.ctx.Done():
 				return
-			case <-p.wake:
+			case <-m.prep.wake:
 			}
 			continue
 		}
@@ -110,6 +118,50 @@ func (m *Manager) prepareLoop() {
 	}
 }
 
+func (m *Manager) nextRecent() id.UserID {
+	p := m.prep
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.recent) == 0 {
+		return ""
+	}
+	next := p.recent[0]
+	p.recent = p.recent[1:]
+	delete(p.queued, next)
+	return next
+}
+
+// scanBacklog returns the next page of registered ghosts without a device
+// after the cursor; nil once the scan reached the end of the table. A
+// ghost whose device failed is tried again by the next scan: at the next
+// start, or after the queue overflowed.
+func (m *Manager) scanBacklog() []id.UserID {
+	p := m.prep
+	p.mu.Lock()
+	after, scanned := p.after, p.scanned
+	p.mu.Unlock()
+	if scanned {
+		return nil
+	}
+	page, err := m.o.DB.GhostDev.RegisteredWithout(m.ctx, after, backlogPage)
+	if err != nil {
+		if m.ctx.Err() == nil {
+			m.log.Err(err).Msg("Failed to find ghosts without a device")
+		}
+		return nil
+	}
+	p.mu.Lock()
+	if p.after == after && !p.scanned {
+		if len(page) > 0 {
+			p.after = page[len(page)-1]
+		} else {
+			p.scanned, p.after = true, ""
+		}
+	}
+	p.mu.Unlock()
+	return page
+}
+
 // prepareOne makes the ghost's device if it has none, then lets go of it
 // unless something else started using it for an encrypted room meanwhile.
 func (m *Manager) prepareOne(userID id.UserID) {
@@ -118,8 +170,9 @@ func (m *Manager) prepareOne(userID id.UserID) {
 	d, err := m.device(ctx, userID)
 	if err != nil {
 		if ctx.Err() == nil {
-			// Not retried here: the ghost's first invite or encrypted room
-			// makes the device on demand, as it did before this existed.
+			// Not retried at once: the next scan of the table finds it
+			// again, and its first invite or encrypted room makes the
+			// device on demand meanwhile.
 			log.Warn().Err(err).Msg("Failed to prepare the ghost's device")
 		}
 		return
