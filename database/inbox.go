@@ -10,6 +10,7 @@ import (
 // InboxQuery reads and writes the inbox table.
 type InboxQuery struct {
 	*dbutil.QueryHelper[*InboxRow]
+	st *stmtCache
 }
 
 // InboxRow is an accepted connector event waiting to be applied.
@@ -71,7 +72,7 @@ func (q *InboxQuery) Insert(ctx context.Context, r *InboxRow) error {
 func (q *InboxQuery) InsertMany(ctx context.Context, rows []*InboxRow) error {
 	for chunk := range slices.Chunk(rows, insertChunk) {
 		query, args := massInsertInbox.Build([0]any{}, chunk)
-		if err := q.Exec(ctx, query, args...); err != nil {
+		if _, err := q.st.exec(ctx, query, args...); err != nil {
 			return err
 		}
 	}
@@ -80,7 +81,10 @@ func (q *InboxQuery) InsertMany(ctx context.Context, rows []*InboxRow) error {
 
 // Pending lists rows not yet applied with seq > after, in seq order, at most limit.
 func (q *InboxQuery) Pending(ctx context.Context, connectorID string, after int64, limit int) ([]*InboxRow, error) {
-	return q.QueryMany(ctx, getPendingInboxQuery, connectorID, after, limit)
+	rows, err := q.st.query(ctx, getPendingInboxQuery, connectorID, after, limit)
+	return dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (*InboxRow, error) {
+		return (&InboxRow{}).Scan(row)
+	}, err).AsList()
 }
 
 // Connectors lists the connector ids that have rows not yet applied.
@@ -91,7 +95,8 @@ func (q *InboxQuery) Connectors(ctx context.Context) ([]string, error) {
 
 // MarkDone marks a row applied; errMsg is set when it was parked instead.
 func (q *InboxQuery) MarkDone(ctx context.Context, connectorID string, seq int64, errMsg string) error {
-	return q.Exec(ctx, markInboxDoneQuery, connectorID, seq, errMsg)
+	_, err := q.st.exec(ctx, markInboxDoneQuery, connectorID, seq, errMsg)
+	return err
 }
 
 // AddAttempt counts a failed attempt to apply a row.
