@@ -162,18 +162,21 @@ var errAlreadyBridged = errors.New("message already bridged")
 // unlessBridged, unless the message is bridged already, which it reports as
 // errAlreadyBridged), and reports whether it did.
 func (m *Manager) beginFresh(ctx context.Context, s *remoteSend, mark *database.InDoubtSend) (bool, error) {
-	if !s.unlessBridged {
-		fresh, err := m.db.InDoubt.BeginFresh(ctx, mark)
-		if err != nil {
-			return false, fmt.Errorf("mark send in doubt: %w", err)
+	// In a group transaction with other chats' writes: the marker is
+	// stored before the send all the same (groupcommit.go).
+	var fresh bool
+	err := m.groupStatement(ctx, func(ctx context.Context) (err error) {
+		if s.unlessBridged {
+			fresh, err = m.db.InDoubt.BeginFreshUnlessBridged(ctx, mark)
+		} else {
+			fresh, err = m.db.InDoubt.BeginFresh(ctx, mark)
 		}
-		return fresh, nil
-	}
-	fresh, err := m.db.InDoubt.BeginFreshUnlessBridged(ctx, mark)
+		return err
+	})
 	if err != nil {
 		return false, fmt.Errorf("mark send in doubt: %w", err)
-	} else if fresh {
-		return true, nil
+	} else if fresh || !s.unlessBridged {
+		return fresh, nil
 	}
 	if existing, err := m.db.Message.GetPart(ctx, s.key, s.remoteID, 0); err != nil {
 		return false, err
@@ -187,7 +190,7 @@ func (m *Manager) beginFresh(ctx context.Context, s *remoteSend, mark *database.
 // event applied) and clears the in-doubt markers of the sends, in one
 // transaction.
 func (m *Manager) doneWithSends(ctx context.Context, done func(context.Context) error, txnIDs ...string) error {
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	return m.groupTxn(ctx, func(ctx context.Context) error {
 		if err := m.db.InDoubt.Delete(ctx, txnIDs...); err != nil {
 			return fmt.Errorf("clear in-doubt markers: %w", err)
 		}
