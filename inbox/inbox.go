@@ -112,14 +112,19 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 	// Handed over before the commit, so that the reader, which can see the
 	// rows only after it, always finds them; taken back if the commit fails.
 	in.handoff.put(connectorID, items)
-	err := in.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := in.db.Inbox.InsertMany(ctx, rows); err != nil {
-			return fmt.Errorf("store events %d-%d: %w", first, last, err)
-		}
-		// From first-1: if acked_seq is anything else, another writer got
-		// here first and none of this may commit.
-		return in.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
-	})
+	// From first-1: if acked_seq is anything else, another writer got here
+	// first and none of this may commit.
+	done, err := in.db.Inbox.StoreAdvancing(ctx, connectorID, rows, first-1, last)
+	if err != nil {
+		err = fmt.Errorf("store events %d-%d: %w", first, last, err)
+	} else if !done {
+		err = in.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if err := in.db.Inbox.InsertMany(ctx, rows); err != nil {
+				return fmt.Errorf("store events %d-%d: %w", first, last, err)
+			}
+			return in.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
+		})
+	}
 	if err != nil {
 		in.handoff.drop(connectorID, items)
 		return err

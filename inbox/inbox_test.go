@@ -159,10 +159,18 @@ func TestReaderTakesStoredRowsFromMemory(t *testing.T) {
 
 // TestFailedBatchStoresNothing: when acked_seq is not where the batch
 // starts (another writer), nothing is stored, nobody is woken, and nothing
-// decoded stays in memory.
+// decoded stays in memory; at the stream's start and later on (where
+// PostgreSQL stores and advances in one statement).
 func TestFailedBatchStoresNothing(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) { failedBatchStoresNothing(t, target) })
+	}
+}
+
+func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 	ctx := context.Background()
-	in := New(open(t, testdb.SQLite(t)), nil, zerolog.Nop())
+	db := open(t, target)
+	in := New(db, nil, zerolog.Nop())
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two")}); err == nil {
 		t.Fatal("a batch from seq 2 on an empty stream was stored")
 	}
@@ -177,6 +185,27 @@ func TestFailedBatchStoresNothing(t *testing.T) {
 	}
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "a"), item(t, 3, "b")}); err == nil {
 		t.Fatal("a batch with a hole was stored")
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, batch := range [][]server.Accepted{
+		{item(t, 3, "c")},
+		{item(t, 3, "c"), item(t, 4, "d"), item(t, 5, "e"), item(t, 6, "f"), item(t, 7, "g")},
+	} {
+		if err := in.AcceptBatch(ctx, "c", batch); err == nil {
+			t.Fatal("a batch past acked_seq + 1 was stored")
+		}
+	}
+	var n int
+	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM inbox").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows stored (%v), want the one good batch's", n, err)
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "b"), {Seq: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
+		t.Fatalf("acked_seq %d, %v; want 3", acked, err)
 	}
 }
 
