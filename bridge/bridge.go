@@ -62,6 +62,9 @@ func New(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*Bridge, 
 
 // build is New, fenced by lease when it is not nil (see NewActive).
 func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*Bridge, error) {
+	// Load has compiled them for a config from a file; one made in code
+	// would compile them again for every ghost id.
+	cfg.CompileTemplates()
 	db, err := openDB(ctx, cfg, log, lease)
 	if err != nil {
 		return nil, err

@@ -240,7 +240,9 @@ func Default() *Config {
 			Type:         "sqlite3-fk-wal",
 			URI:          "file:dmbridge.db?_txlock=immediate",
 			MaxOpenConns: 20,
-			MaxIdleConns: 2,
+			// As many as may be open: a pool that closes what it cannot
+			// keep idle opens a new session for each burst of queries.
+			MaxIdleConns: 20,
 		},
 		Connector: ConnectorConfig{
 			MaxFrameBytes:  1 << 20,

@@ -71,6 +71,26 @@ func renderAround(tmpl *template.Template, marker string) (prefix, suffix string
 	return before, after, nil
 }
 
+// CompileTemplates compiles the ghost templates and keeps them, as Validate
+// does, for a config that was built or edited in code: otherwise every
+// ghost id the bridge computes compiles its template again. A template
+// that does not compile is left to the fallback below. Call it before the
+// config is shared between goroutines (bridge.New does).
+func (c *Config) CompileTemplates() {
+	// Only what is missing or stale is written: a config shared by two
+	// bridges is not written while the first one reads it.
+	if t := c.ghostTmpl; t == nil || t.source != c.Ghosts.UsernameTemplate {
+		if t, err := compileGhostTemplate(c.Ghosts.UsernameTemplate); err == nil {
+			c.ghostTmpl = t
+		}
+	}
+	if t := c.displayTmpl; t == nil || t.source != c.Ghosts.DisplaynameTemplate {
+		if t, err := compileDisplayTemplate(c.Ghosts.DisplaynameTemplate); err == nil {
+			c.displayTmpl = t
+		}
+	}
+}
+
 // ghostTemplate returns the compiled username template. Validate caches it;
 // a config that was edited or never validated gets a fresh compile, and an
 // invalid template falls back to the default so callers never see an error

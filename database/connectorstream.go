@@ -11,7 +11,10 @@ import (
 
 // StreamQuery reads and writes the connector_stream table. It has no row
 // type, only one number per connector, so it holds the database itself.
-type StreamQuery struct{ db *dbutil.Database }
+type StreamQuery struct {
+	db *dbutil.Database
+	st *stmtCache
+}
 
 const (
 	getAckedSeqQuery = `SELECT acked_seq FROM connector_stream WHERE connector_id=$1`
@@ -66,7 +69,7 @@ func (q *StreamQuery) AdvanceFrom(ctx context.Context, connectorID string, from,
 	if from == 0 {
 		res, err = q.db.Exec(ctx, advanceStreamFromZeroQuery, connectorID, to)
 	} else {
-		res, err = q.db.Exec(ctx, advanceStreamFromQuery, connectorID, from, to)
+		res, err = q.st.exec(ctx, advanceStreamFromQuery, connectorID, from, to)
 	}
 	if err != nil {
 		return err

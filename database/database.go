@@ -45,6 +45,8 @@ type Database struct {
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
+	// stmts runs the per-message path's statements prepared (stmtcache.go).
+	stmts *stmtCache
 	// lock keeps other processes off a SQLite file; nil otherwise.
 	lock *os.File
 }
@@ -53,22 +55,24 @@ type Database struct {
 func New(db *dbutil.Database) *Database {
 	db.UpgradeTable = upgrades.Table
 	c := newCaches()
+	st := newStmtCache(db)
 	return &Database{
 		Database:  db,
 		cache:     c,
+		stmts:     st,
 		Login:     &LoginQuery{qh: helper[Login](db), c: c},
 		User:      &UserQuery{helper[User](db)},
 		Ghost:     &GhostQuery{helper[Ghost](db)},
 		Portal:    &PortalQuery{qh: helper[Portal](db), c: c},
 		Cleaned:   &CleanedRoomQuery{helper[CleanedRoom](db)},
-		Message:   &MessageQuery{helper[Message](db)},
+		Message:   &MessageQuery{helper[Message](db), st},
 		Reaction:  &ReactionQuery{helper[Reaction](db)},
-		Stream:    &StreamQuery{db},
-		Inbox:     &InboxQuery{helper[InboxRow](db)},
+		Stream:    &StreamQuery{db, st},
+		Inbox:     &InboxQuery{helper[InboxRow](db), st},
 		ASTxn:     &ASTxnQuery{db},
-		MXEvent:   &MXEventQuery{helper[MXEvent](db)},
-		PendingCm: &PendingCommandQuery{helper[PendingCommand](db)},
-		InDoubt:   &InDoubtQuery{helper[InDoubtSend](db)},
+		MXEvent:   &MXEventQuery{helper[MXEvent](db), st},
+		PendingCm: &PendingCommandQuery{helper[PendingCommand](db), st},
+		InDoubt:   &InDoubtQuery{helper[InDoubtSend](db), st},
 		Backfill:  &BackfillQuery{db: db, c: c},
 		LoginSync: &LoginSyncQuery{db},
 		GhostDev:  &GhostDeviceQuery{helper[GhostDevice](db)},
@@ -123,6 +127,7 @@ func closeLock(f *os.File) {
 
 // Close closes the database and releases the SQLite lock.
 func (db *Database) Close() error {
+	db.stmts.close()
 	err := db.Database.Close()
 	closeLock(db.lock)
 	db.lock = nil

@@ -2,7 +2,9 @@ package database
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -10,6 +12,7 @@ import (
 // InboxQuery reads and writes the inbox table.
 type InboxQuery struct {
 	*dbutil.QueryHelper[*InboxRow]
+	st *stmtCache
 }
 
 // InboxRow is an accepted connector event waiting to be applied.
@@ -71,16 +74,81 @@ func (q *InboxQuery) Insert(ctx context.Context, r *InboxRow) error {
 func (q *InboxQuery) InsertMany(ctx context.Context, rows []*InboxRow) error {
 	for chunk := range slices.Chunk(rows, insertChunk) {
 		query, args := massInsertInbox.Build([0]any{}, chunk)
-		if err := q.Exec(ctx, query, args...); err != nil {
+		if err := q.execSized(ctx, len(chunk), query, args...); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// preparedBatch is the largest batch whose multi-row statement is kept
+// prepared: each size is a statement of its own, and the few small ones
+// are what a message that comes alone uses.
+const preparedBatch = 4
+
+func (q *InboxQuery) execSized(ctx context.Context, n int, query string, args ...any) error {
+	var err error
+	if n <= preparedBatch {
+		_, err = q.st.exec(ctx, query, args...)
+	} else {
+		_, err = q.GetDB().Exec(ctx, query, args...)
+	}
+	return err
+}
+
+// storeAdvancingQuery is the insert of the rows and the move of acked_seq
+// from $2 to $3 as one statement (PostgreSQL's data-modifying WITH): the
+// rows go in only if acked_seq moved, and the statement is atomic without
+// a transaction around it.
+const storeAdvancingQuery = `
+	WITH adv AS (UPDATE connector_stream SET acked_seq=$3 WHERE connector_id=$1 AND acked_seq=$2 RETURNING 1)
+	INSERT INTO inbox (connector_id, seq, login_id, chat_id, kind, data)
+	SELECT v.* FROM (VALUES %s) AS v (connector_id, seq, login_id, chat_id, kind, data)
+	WHERE EXISTS (SELECT 1 FROM adv)`
+
+// StoreAdvancing is InsertMany followed by Stream.AdvanceFrom as a single
+// prepared statement, on PostgreSQL for a small batch (the one of a message
+// that comes alone) and a stream past its first event: one round trip (and
+// one commit) instead of BEGIN, two statements and COMMIT. A larger batch
+// shares those among its events, and its statement would be sent
+// unprepared (two round trips and, outside a transaction, two
+// transactions). ok is false when it does not apply; the caller then uses
+// the two in a transaction.
+func (q *InboxQuery) StoreAdvancing(ctx context.Context, connectorID string, rows []*InboxRow, from, to int64) (ok bool, err error) {
+	if q.GetDB().Dialect != dbutil.Postgres || from <= 0 || to <= from || len(rows) == 0 || len(rows) > preparedBatch {
+		return false, nil
+	}
+	if _, inTxn := q.GetDB().Execable(ctx).(dbutil.Transaction); inTxn {
+		return false, nil
+	}
+	values := make([]string, len(rows))
+	args := make([]any, 0, 3+6*len(rows))
+	args = append(args, connectorID, from, to)
+	for i, r := range rows {
+		n := 4 + 6*i
+		values[i] = fmt.Sprintf("($%d, CAST($%d AS BIGINT), $%d, $%d, $%d, $%d)", n, n+1, n+2, n+3, n+4, n+5)
+		v := r.GetMassInsertValues()
+		args = append(args, v[:]...)
+	}
+	query := fmt.Sprintf(storeAdvancingQuery, strings.Join(values, ", "))
+	res, err := q.st.exec(ctx, query, args...)
+	if err != nil {
+		return true, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return true, err
+	} else if n != int64(len(rows)) {
+		return true, fmt.Errorf("advance stream %s from %d to %d: acked_seq is not %d", connectorID, from, to, from)
+	}
+	return true, nil
+}
+
 // Pending lists rows not yet applied with seq > after, in seq order, at most limit.
 func (q *InboxQuery) Pending(ctx context.Context, connectorID string, after int64, limit int) ([]*InboxRow, error) {
-	return q.QueryMany(ctx, getPendingInboxQuery, connectorID, after, limit)
+	rows, err := q.st.query(ctx, getPendingInboxQuery, connectorID, after, limit)
+	return dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (*InboxRow, error) {
+		return (&InboxRow{}).Scan(row)
+	}, err).AsList()
 }
 
 // Connectors lists the connector ids that have rows not yet applied.
@@ -91,7 +159,8 @@ func (q *InboxQuery) Connectors(ctx context.Context) ([]string, error) {
 
 // MarkDone marks a row applied; errMsg is set when it was parked instead.
 func (q *InboxQuery) MarkDone(ctx context.Context, connectorID string, seq int64, errMsg string) error {
-	return q.Exec(ctx, markInboxDoneQuery, connectorID, seq, errMsg)
+	_, err := q.st.exec(ctx, markInboxDoneQuery, connectorID, seq, errMsg)
+	return err
 }
 
 // AddAttempt counts a failed attempt to apply a row.

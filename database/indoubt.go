@@ -11,6 +11,7 @@ import (
 // InDoubtQuery reads and writes the in_doubt_send table.
 type InDoubtQuery struct {
 	*dbutil.QueryHelper[*InDoubtSend]
+	st *stmtCache
 }
 
 // InDoubtSend is a Matrix send for a remote event that was started and whose
@@ -87,7 +88,7 @@ func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
 // look-up and an insert. A false answer leaves the existing marker as it is
 // for the caller to resolve.
 func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, error) {
-	res, err := q.GetDB().Exec(ctx, beginFreshInDoubtQuery, s.sqlVariables()...)
+	res, err := q.st.exec(ctx, beginFreshInDoubtQuery, s.sqlVariables()...)
 	if err != nil {
 		return false, err
 	}
@@ -101,7 +102,7 @@ func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, er
 // transaction id nor a stored mapping of the message's part 0 exists. A
 // false answer means one of the two does; the caller looks which.
 func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSend) (bool, error) {
-	res, err := q.GetDB().Exec(ctx, beginFreshUnlessBridgedInDoubtQuery, s.sqlVariables()...)
+	res, err := q.st.exec(ctx, beginFreshUnlessBridgedInDoubtQuery, s.sqlVariables()...)
 	if err != nil {
 		return false, err
 	}
@@ -112,14 +113,15 @@ func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSe
 // SetEventID records the homeserver's answer for a send whose result is
 // stored later, with other parts.
 func (q *InDoubtQuery) SetEventID(ctx context.Context, txnID string, eventID id.EventID) error {
-	return q.Exec(ctx, setInDoubtEventIDQuery, txnID, eventID)
+	_, err := q.st.exec(ctx, setInDoubtEventIDQuery, txnID, eventID)
+	return err
 }
 
 // Delete removes markers: their result is stored, or the send is known not
 // to have reached the homeserver.
 func (q *InDoubtQuery) Delete(ctx context.Context, txnIDs ...string) error {
 	for _, txn := range txnIDs {
-		if err := q.Exec(ctx, deleteInDoubtQuery, txn); err != nil {
+		if _, err := q.st.exec(ctx, deleteInDoubtQuery, txn); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 // MessageQuery reads and writes the message table.
 type MessageQuery struct {
 	*dbutil.QueryHelper[*Message]
+	st *stmtCache
 }
 
 // Message maps one part of a remote message to a Matrix event.
@@ -51,7 +52,8 @@ func (m *Message) sqlVariables() []any {
 // Insert stores a mapping. A mapping that already exists (a replay, or an echo
 // racing the command result) is left as it is.
 func (q *MessageQuery) Insert(ctx context.Context, m *Message) error {
-	return q.Exec(ctx, insertMessageQuery, m.sqlVariables()...)
+	_, err := q.st.exec(ctx, insertMessageQuery, m.sqlVariables()...)
+	return err
 }
 
 // GetPart returns one part of a remote message, or nil.

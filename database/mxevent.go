@@ -11,6 +11,7 @@ import (
 // MXEventQuery reads and writes the mx_event table.
 type MXEventQuery struct {
 	*dbutil.QueryHelper[*MXEvent]
+	st *stmtCache
 }
 
 // MXEvent is a Matrix event taken in from a transaction.
@@ -58,7 +59,7 @@ func (e *MXEvent) Scan(row dbutil.Scannable) (*MXEvent, error) {
 // Insert stores an event and reports whether it is new; an event id seen
 // before, in whatever transaction, is skipped.
 func (q *MXEventQuery) Insert(ctx context.Context, eventID id.EventID, roomID id.RoomID, data []byte) (bool, error) {
-	res, err := q.GetDB().Exec(ctx, insertMXEventQuery, eventID, roomID, string(data), time.Now().UnixMilli())
+	res, err := q.st.exec(ctx, insertMXEventQuery, eventID, roomID, string(data), time.Now().UnixMilli())
 	if err != nil {
 		return false, err
 	}
@@ -79,7 +80,8 @@ func (q *MXEventQuery) Pending(ctx context.Context, after int64, limit int) ([]*
 
 // MarkDone marks an event handled; errMsg is set when it was parked instead.
 func (q *MXEventQuery) MarkDone(ctx context.Context, seq int64, errMsg string) error {
-	return q.Exec(ctx, markMXEventDoneQuery, seq, errMsg)
+	_, err := q.st.exec(ctx, markMXEventDoneQuery, seq, errMsg)
+	return err
 }
 
 // AddAttempt counts a failed attempt to handle an event.

@@ -11,6 +11,7 @@ import (
 // PendingCommandQuery reads and writes the pending_command table.
 type PendingCommandQuery struct {
 	*dbutil.QueryHelper[*PendingCommand]
+	st *stmtCache
 }
 
 // PendingCommand is a command to the connector whose result is not stored yet.
@@ -54,8 +55,9 @@ func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
 
 // Insert stores a command; one with the same txn already there is kept.
 func (q *PendingCommandQuery) Insert(ctx context.Context, c *PendingCommand) error {
-	return q.Exec(ctx, insertPendingCommandQuery,
+	_, err := q.st.exec(ctx, insertPendingCommandQuery,
 		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq)
+	return err
 }
 
 // Get returns a pending command by txn, or nil.
@@ -85,5 +87,6 @@ func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string) error 
 
 // Delete removes a command once its result is stored.
 func (q *PendingCommandQuery) Delete(ctx context.Context, txn string) error {
-	return q.Exec(ctx, deletePendingCommandQuery, txn)
+	_, err := q.st.exec(ctx, deletePendingCommandQuery, txn)
+	return err
 }

@@ -136,8 +136,39 @@ func (f *fencedConn) QueryContext(ctx context.Context, query string, args []driv
 	return f.inner().QueryContext(ctx, query, args)
 }
 
+// PrepareContext prepares on lib/pq's connection; the statement's writes
+// outside a transaction are checked as ExecContext checks them.
 func (f *fencedConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	return f.inner().PrepareContext(ctx, query)
+	st, err := f.inner().PrepareContext(ctx, query)
+	if err != nil || !f.c.fence {
+		return st, err
+	}
+	return &fencedStmt{Stmt: st, conn: f}, nil
+}
+
+// pqStmt is what lib/pq's statement implements besides driver.Stmt.
+type pqStmt interface {
+	driver.Stmt
+	driver.StmtExecContext
+	driver.StmtQueryContext
+}
+
+type fencedStmt struct {
+	driver.Stmt
+	conn *fencedConn
+}
+
+func (s *fencedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
+	if !s.conn.inTx {
+		if err := s.conn.c.e.Check(); err != nil {
+			return nil, err
+		}
+	}
+	return s.Stmt.(pqStmt).ExecContext(ctx, args)
+}
+
+func (s *fencedStmt) QueryContext(ctx context.Context, args []driver.NamedValue) (driver.Rows, error) {
+	return s.Stmt.(pqStmt).QueryContext(ctx, args)
 }
 
 func (f *fencedConn) Ping(ctx context.Context) error { return f.inner().Ping(ctx) }

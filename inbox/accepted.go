@@ -1,24 +1,56 @@
 package inbox
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/dmbridge/dmbridge/database"
+)
 
 // acceptedConns is what the reader is to look at next: the connectors whose
-// events were stored since it last looked, or every connector with pending
-// events (all). Most wakes are for one connector's new events, and looking
-// only at those saves listing the connectors with pending events, a query
-// per wake and so per bridged message when messages come one at a time.
+// events were stored since it last looked, with the rows stored, or every
+// connector with pending events (all). Most wakes are for one connector's
+// new events, and looking only at those saves listing the connectors with
+// pending events, a query per wake and so per bridged message when messages
+// come one at a time. The rows themselves save reading back what this
+// process has just written: the reader takes them from here (see
+// Reader.Next), and goes to the database only when it may have missed
+// some, after a full page, a failure or an overflow of maxHandoff.
 type acceptedConns struct {
-	mu  sync.Mutex
-	ids map[string]bool
+	mu    sync.Mutex
+	conns map[string]*storedRows
+	// held counts the rows in conns, bounded by maxHandoff.
+	held int
 	// all is set at start, after a failed or page-filling look, and when
 	// the periodic look comes round (Reader.Rescan).
 	all bool
 }
 
-func (a *acceptedConns) add(connectorID string) {
+// storedRows are a connector's rows committed since the reader last looked,
+// in commit order; with overflow, some were not kept and the reader reads
+// the database instead.
+type storedRows struct {
+	rows     []*database.InboxRow
+	overflow bool
+}
+
+func (a *acceptedConns) add(connectorID string, rows []*database.InboxRow) {
 	a.mu.Lock()
-	a.ids[connectorID] = true
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	s := a.conns[connectorID]
+	if s == nil {
+		s = &storedRows{}
+		a.conns[connectorID] = s
+	}
+	if s.overflow {
+		return
+	}
+	if a.held+len(rows) > maxHandoff {
+		a.held -= len(s.rows)
+		s.rows, s.overflow = nil, true
+		return
+	}
+	s.rows = append(s.rows, rows...)
+	a.held += len(rows)
 }
 
 func (a *acceptedConns) setAll() {
@@ -27,15 +59,15 @@ func (a *acceptedConns) setAll() {
 	a.mu.Unlock()
 }
 
-// take returns what to look at and starts collecting anew.
-func (a *acceptedConns) take() (ids []string, all bool) {
+// take returns what to look at and starts collecting anew. With all, the
+// rows are of no use (the reader reads every connector's from the database)
+// and are dropped.
+func (a *acceptedConns) take() (conns map[string]*storedRows, all bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for id := range a.ids {
-		ids = append(ids, id)
-	}
-	all = a.all
-	clear(a.ids)
+	conns, all = a.conns, a.all
+	a.conns = make(map[string]*storedRows)
+	a.held = 0
 	a.all = false
-	return ids, all
+	return conns, all
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -31,8 +32,13 @@ type Inbox struct {
 	wake    chan struct{}
 	handoff handoff
 	// accepted names the connectors whose events were stored since the
-	// reader last looked.
+	// reader last looked, with the rows.
 	accepted acceptedConns
+	// storing holds a *sync.Mutex per connector id: one batch of a
+	// connector is committed and handed to accepted before the next, so
+	// the reader gets each connector's rows in seq order even when an old
+	// and a new connection of it overlap.
+	storing sync.Map
 }
 
 var _ server.BatchStore = (*Inbox)(nil)
@@ -45,7 +51,7 @@ func New(db *database.Database, mx *metrics.Metrics, log zerolog.Logger) *Inbox 
 		log:      log.With().Str("component", "inbox").Logger(),
 		wake:     make(chan struct{}, 1),
 		handoff:  handoff{events: make(map[key]*connector.Event)},
-		accepted: acceptedConns{ids: make(map[string]bool), all: true},
+		accepted: acceptedConns{conns: make(map[string]*storedRows), all: true},
 	}
 }
 
@@ -100,17 +106,25 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		}
 		rows = append(rows, row)
 	}
+	mu, _ := in.storing.LoadOrStore(connectorID, &sync.Mutex{})
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	// Handed over before the commit, so that the reader, which can see the
 	// rows only after it, always finds them; taken back if the commit fails.
 	in.handoff.put(connectorID, items)
-	err := in.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := in.db.Inbox.InsertMany(ctx, rows); err != nil {
-			return fmt.Errorf("store events %d-%d: %w", first, last, err)
-		}
-		// From first-1: if acked_seq is anything else, another writer got
-		// here first and none of this may commit.
-		return in.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
-	})
+	// From first-1: if acked_seq is anything else, another writer got here
+	// first and none of this may commit.
+	done, err := in.db.Inbox.StoreAdvancing(ctx, connectorID, rows, first-1, last)
+	if err != nil {
+		err = fmt.Errorf("store events %d-%d: %w", first, last, err)
+	} else if !done {
+		err = in.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if err := in.db.Inbox.InsertMany(ctx, rows); err != nil {
+				return fmt.Errorf("store events %d-%d: %w", first, last, err)
+			}
+			return in.db.Stream.AdvanceFrom(ctx, connectorID, first-1, last)
+		})
+	}
 	if err != nil {
 		in.handoff.drop(connectorID, items)
 		return err
@@ -119,7 +133,7 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		in.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
 	}
 	if len(rows) > 0 {
-		in.accepted.add(connectorID)
+		in.accepted.add(connectorID, rows)
 		in.Wake()
 	}
 	return nil

@@ -113,12 +113,64 @@ func TestStoredAsSentReadOnce(t *testing.T) {
 	}
 }
 
+// TestReaderTakesStoredRowsFromMemory: what this process stored after the
+// reader's first look is handed to the reader without reading it back (the
+// rows are gone from the table here, and still come), in seq order, a page
+// at a time; what does not fit a page is read from the database next.
+func TestReaderTakesStoredRowsFromMemory(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			ctx := context.Background()
+			db := open(t, target)
+			in := New(db, nil, zerolog.Nop())
+			r := in.Reader()
+			if got := next(r); len(got) != 0 {
+				t.Fatalf("read %+v from an empty inbox", got)
+			}
+			if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(ctx, "DELETE FROM inbox"); err != nil {
+				t.Fatal(err)
+			}
+			if got := next(r); len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 || got[1].ChatID != "bob" {
+				t.Fatalf("read %+v, want seqs 1 and 3 from memory", got)
+			}
+			var batch []server.Accepted
+			for seq := int64(4); seq < 16; seq++ {
+				batch = append(batch, item(t, seq, "x"))
+			}
+			if err := in.AcceptBatch(ctx, "c", batch); err != nil {
+				t.Fatal(err)
+			}
+			page, more, _ := r.Next(ctx, 10)
+			if len(page) != 10 || page[0].Seq != 4 || page[9].Seq != 13 || !more {
+				t.Fatalf("first page %d entries from %d, more %v; want 4-13 and more", len(page), page[0].Seq, more)
+			}
+			if rest := next(r); len(rest) != 2 || rest[0].Seq != 14 || rest[1].Seq != 15 {
+				t.Fatalf("after a full page read %+v, want 14 and 15", rest)
+			}
+			if again := next(r); len(again) != 0 {
+				t.Fatalf("read %+v twice", again)
+			}
+		})
+	}
+}
+
 // TestFailedBatchStoresNothing: when acked_seq is not where the batch
 // starts (another writer), nothing is stored, nobody is woken, and nothing
-// decoded stays in memory.
+// decoded stays in memory; at the stream's start and later on (where
+// PostgreSQL stores and advances in one statement).
 func TestFailedBatchStoresNothing(t *testing.T) {
+	for _, target := range testdb.Targets(t) {
+		t.Run(target.Name, func(t *testing.T) { failedBatchStoresNothing(t, target) })
+	}
+}
+
+func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 	ctx := context.Background()
-	in := New(open(t, testdb.SQLite(t)), nil, zerolog.Nop())
+	db := open(t, target)
+	in := New(db, nil, zerolog.Nop())
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two")}); err == nil {
 		t.Fatal("a batch from seq 2 on an empty stream was stored")
 	}
@@ -133,6 +185,27 @@ func TestFailedBatchStoresNothing(t *testing.T) {
 	}
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "a"), item(t, 3, "b")}); err == nil {
 		t.Fatal("a batch with a hole was stored")
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "a")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, batch := range [][]server.Accepted{
+		{item(t, 3, "c")},
+		{item(t, 3, "c"), item(t, 4, "d"), item(t, 5, "e"), item(t, 6, "f"), item(t, 7, "g")},
+	} {
+		if err := in.AcceptBatch(ctx, "c", batch); err == nil {
+			t.Fatal("a batch past acked_seq + 1 was stored")
+		}
+	}
+	var n int
+	if err := db.QueryRow(ctx, "SELECT COUNT(*) FROM inbox").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d rows stored (%v), want the one good batch's", n, err)
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "b"), {Seq: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
+		t.Fatalf("acked_seq %d, %v; want 3", acked, err)
 	}
 }
 

@@ -70,8 +70,15 @@ func (r *Reader) Rescan() { r.in.accepted.setAll() }
 // them after a Rescan, a failure or a full page. more is true when a
 // connector filled its page (more may be stored); failed when a query
 // failed (logged; the caller looks again soon, no wake may come for it).
+//
+// The rows this process stored since the last call come from memory, not
+// from the database (see acceptedConns): every row not yet done with a seq
+// above the last one returned was either returned by an earlier look or
+// stored after that look began, and so handed over. Rows handed over that
+// an earlier database look returned already are skipped by their seq.
 func (r *Reader) Next(ctx context.Context, perConnector int) (entries []*Entry, more, failed bool) {
-	conns, all := r.in.accepted.take()
+	stored, all := r.in.accepted.take()
+	var conns []string
 	if all {
 		listed, err := r.in.db.Inbox.Connectors(ctx)
 		if err != nil {
@@ -81,6 +88,26 @@ func (r *Reader) Next(ctx context.Context, perConnector int) (entries []*Entry, 
 			failed = true
 		} else {
 			conns = listed
+		}
+	} else {
+		for connID, s := range stored {
+			if s.overflow {
+				conns = append(conns, connID)
+				continue
+			}
+			var n int
+			for _, row := range s.rows {
+				if row.Seq <= r.after[connID] {
+					continue
+				}
+				if n == perConnector {
+					more = true
+					break
+				}
+				entries = append(entries, r.in.entry(row))
+				r.after[connID] = row.Seq
+				n++
+			}
 		}
 	}
 	for _, connID := range conns {

@@ -107,7 +107,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 // commandDone stores what a command's result means and drops the command,
 // in one transaction.
 func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
-	err := m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err := m.groupTxn(ctx, func(ctx context.Context) error {
 		if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err != nil {
 			return err
 		} else if p == nil || p.PortalKey != pc.PortalKey {

@@ -81,6 +81,9 @@ type Manager struct {
 	formerDone time.Time
 	// ephemeral bounds remote typing and presence; see ephemeral_bound.go.
 	ephemeral ephemeralGate
+	// commits batches the per-message writes of different chats; nil
+	// before Start (see groupcommit.go).
+	commits *groupCommit
 }
 
 // NewManager wires the portal manager. Everything it does on Matrix goes
@@ -140,7 +143,14 @@ func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
-	m.wg.Add(5)
+	m.commits = newGroupCommit(m.db)
+	m.wg.Add(5 + committers)
+	for i := 0; i < committers; i++ {
+		go func() {
+			defer m.wg.Done()
+			m.commits.run(m.ctx)
+		}()
+	}
 	go m.remoteLoop()
 	go m.matrixLoop()
 	go m.housekeepingLoop()

@@ -125,7 +125,7 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	if err != nil {
 		return err
 	}
-	err = m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	err = m.groupTxn(ctx, func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, &database.PendingCommand{
 			Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
 			MXSeq: row.Seq,

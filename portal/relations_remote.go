@@ -104,7 +104,7 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 	setEdit(content, target.MXID)
 	send := newRemoteSend(intent, p, ev, 0, event.EventMessage)
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
-		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, sendContent(intent, content, txnID), mautrix.ReqSendEvent{
 			Timestamp: ev.TS, TransactionID: txnID,
 		})
 	}
@@ -182,7 +182,7 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
 	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
-		return intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+		return intent.SendMessageEvent(ctx, p.RoomID, event.EventReaction, sendContent(intent, content, txnID), mautrix.ReqSendEvent{
 			Timestamp: ev.TS, TransactionID: txnID,
 		})
 	}

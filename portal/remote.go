@@ -150,7 +150,7 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 		send.keepEventID = part < len(contents)-1
 		send.unlessBridged = unlessBridged && part == 0
 		send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
-			return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, withTxnKey(content, txnID), mautrix.ReqSendEvent{
+			return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, sendContent(intent, content, txnID), mautrix.ReqSendEvent{
 				Timestamp:     ev.TS,
 				TransactionID: txnID,
 			})
