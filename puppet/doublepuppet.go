@@ -3,6 +3,7 @@ package puppet
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 
@@ -125,13 +126,15 @@ func (d *DoublePuppets) Join(ctx context.Context, intent matrix.API, roomID id.R
 
 // profile is the user's global profile as member event content, read once
 // per user. Without one (the read failed) the join goes ahead without it and
-// the next join reads it again.
+// the next join reads it again. Each join gets its own copy: mautrix adds
+// the double-puppet mark to the content map it is given, and joins of the
+// same user into different portals run at once.
 func (d *DoublePuppets) profile(ctx context.Context, intent matrix.API) map[string]any {
 	d.mu.Lock()
 	content, ok := d.profiles[intent.UserID()]
 	d.mu.Unlock()
 	if ok {
-		return content
+		return maps.Clone(content)
 	}
 	resp, err := intent.GetProfile(ctx, intent.UserID())
 	if err != nil {
@@ -149,7 +152,7 @@ func (d *DoublePuppets) profile(ctx context.Context, intent matrix.API) map[stri
 	d.mu.Lock()
 	d.profiles[intent.UserID()] = content
 	d.mu.Unlock()
-	return content
+	return maps.Clone(content)
 }
 
 func (d *DoublePuppets) warnOnce(server string) {
