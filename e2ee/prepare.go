@@ -165,6 +165,15 @@ func (m *Manager) scanBacklog() []id.UserID {
 // prepareOne makes the ghost's device if it has none, then lets go of it
 // unless something else started using it for an encrypted room meanwhile.
 func (m *Manager) prepareOne(userID id.UserID) {
+	m.mu.Lock()
+	_, inUse := m.devices[userID]
+	m.mu.Unlock()
+	if inUse {
+		// Made (or being made) for an invite or an encrypted room: it is
+		// needed in memory, and letting go of it here could leave two Olm
+		// machines over one account.
+		return
+	}
 	log := m.log.With().Stringer("user_id", userID).Logger()
 	ctx := log.WithContext(m.ctx)
 	d, err := m.device(ctx, userID)
