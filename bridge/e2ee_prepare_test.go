@@ -108,10 +108,14 @@ func TestGhostsFromBeforeEncryptionGetDevices(t *testing.T) {
 		}
 		return true, nil
 	})
-	for _, c := range contacts {
-		resp, err := s.alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{s.ghost(c): {}}})
-		if err != nil || len(resp.DeviceKeys[s.ghost(c)]) != 1 {
-			t.Fatalf("%s's devices as the user sees them: %v, %v; want one", c, resp, err)
+	// The row is stored at login, the keys are uploaded just after.
+	tesths.WaitFor(t, 30*time.Second, "each ghost's device keys on the homeserver", func() (bool, error) {
+		for _, c := range contacts {
+			resp, err := s.alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{s.ghost(c): {}}})
+			if err != nil || len(resp.DeviceKeys[s.ghost(c)]) != 1 {
+				return false, err
+			}
 		}
-	}
+		return true, nil
+	})
 }
