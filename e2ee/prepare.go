@@ -176,6 +176,11 @@ func (m *Manager) prepareOne(userID id.UserID) {
 	}
 	log := m.log.With().Stringer("user_id", userID).Logger()
 	ctx := log.WithContext(m.ctx)
+	if row, err := m.o.DB.GhostDev.Get(ctx, userID); err == nil && row != nil {
+		// It has one already (made when the homeserver asked about the
+		// ghost, say): loading it would only cost a key query.
+		return
+	}
 	d, err := m.device(ctx, userID)
 	if err != nil {
 		if ctx.Err() == nil {
