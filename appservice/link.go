@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fence"
 )
 
 // DoublePuppetValue marks events the bridge sent as a real user, so that they
@@ -58,6 +60,9 @@ type Link struct {
 type mount struct {
 	pattern string
 	handler http.Handler
+	// probe: a health or readiness probe, which answers even when the gate
+	// shuts (a former active must be able to say it is not ready).
+	probe bool
 }
 
 // Mount serves h for pattern (a net/http ServeMux pattern) on the appservice
@@ -65,6 +70,12 @@ type mount struct {
 // be called before Start or Handler.
 func (l *Link) Mount(pattern string, h http.Handler) {
 	l.mounts = append(l.mounts, mount{pattern: pattern, handler: h})
+}
+
+// MountProbe is Mount for a health or readiness probe: the gate (SetGate)
+// does not silence it.
+func (l *Link) MountProbe(pattern string, h http.Handler) {
+	l.mounts = append(l.mounts, mount{pattern: pattern, handler: h, probe: true})
 }
 
 // New builds the appservice from the config. The state store shares the
@@ -111,11 +122,12 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 // SetSink names who receives the events the intake takes in.
 func (l *Link) SetSink(s Sink) { l.sink = s }
 
-// SetGate makes the acknowledgement of every homeserver transaction wait on
-// gate: high availability passes its lease check, so that a former active
-// resumed after a pause does not answer a push it stored before the pause
-// (the homeserver retries it at the active, which knows it by its id). Call
-// it before Start.
+// SetGate makes every answer on the appservice listener, the probes'
+// aside, wait on gate: high availability passes its lease check, so that a
+// former active resumed after a pause answers nothing, not a push it stored
+// before the pause nor an error (the homeserver sees the connection drop and
+// retries at the active, which knows a transaction by its id). Call it
+// before Start.
 func (l *Link) SetGate(gate func() error) { l.gate = gate }
 
 // Handler routes the homeserver's calls: transactions go to the durable
@@ -127,7 +139,21 @@ func (l *Link) Handler() http.Handler {
 		mux.Handle(m.pattern, m.handler)
 	}
 	mux.Handle("/", l.AS.Router)
-	return mux
+	probes := map[string]bool{}
+	for _, m := range l.mounts {
+		if m.probe {
+			probes[mountPath(m.pattern)] = true
+		}
+	}
+	return fence.Handler(mux, l.gate, func(r *http.Request) bool { return probes[r.URL.Path] })
+}
+
+// mountPath is the path of a ServeMux pattern such as "GET /x".
+func mountPath(pattern string) string {
+	if _, path, ok := strings.Cut(pattern, " "); ok {
+		return path
+	}
+	return pattern
 }
 
 // Start listens for the homeserver. It returns once the listener is bound.

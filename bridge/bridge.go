@@ -121,8 +121,8 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))
 	mx.WatchState(metrics.Sources{DB: db, Connectors: srv.ConnectorIDs, Log: log.With().Str("component", "metrics").Logger()})
 	checker := health.New(db, mx, srv.ConnectorIDs, Version, log)
-	link.Mount("GET "+health.HealthPath, checker.HealthHandler())
-	link.Mount("GET "+health.ReadyPath, checker.ReadyHandler())
+	link.MountProbe("GET "+health.HealthPath, checker.HealthHandler())
+	link.MountProbe("GET "+health.ReadyPath, checker.ReadyHandler())
 	watchLease(lease, checker, mx)
 	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker, E2EE: enc}, nil
 }

@@ -70,21 +70,42 @@ func (r *haRouter) forward(conn net.Conn, backend func(*haInstance) string) {
 	defer up.Close()
 	done := make(chan struct{}, 2)
 	go func() { _, _ = io.Copy(up, conn); done <- struct{}{} }()
-	go func() { _, _ = io.Copy(countingWriter{conn, &active.served}, up); done <- struct{}{} }()
+	go func() { _, _ = io.Copy(countingWriter{conn, active}, up); done <- struct{}{} }()
 	<-done
 }
 
 // countingWriter counts the bytes an instance sent to the homeserver's
-// pushes and to the connectors (answers, acks, commands).
+// pushes and to the connectors (answers, acks, commands), and keeps the
+// first of them once recordServed was called.
 type countingWriter struct {
 	w io.Writer
-	n *atomic.Int64
+	i *haInstance
 }
 
 func (c countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
+	c.i.served.Add(int64(n))
+	c.i.mu.Lock()
+	if c.i.recording && len(c.i.servedAfter) < 4096 {
+		c.i.servedAfter = append(c.i.servedAfter, p[:min(n, 4096-len(c.i.servedAfter))]...)
+	}
+	c.i.mu.Unlock()
 	return n, err
+}
+
+// recordServed starts keeping what the instance sends through the router,
+// so that a test can show bytes it should not have sent.
+func (i *haInstance) recordServed() {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.recording, i.servedAfter = true, nil
+}
+
+// recorded is what the instance sent through the router since recordServed.
+func (i *haInstance) recorded() string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return string(i.servedAfter)
 }
 
 // newCountingProxy forwards instance i's requests to the homeserver and
@@ -159,6 +180,10 @@ type haInstance struct {
 	status int
 	// held, when set, makes the proxy hold the next message send's answer.
 	held chan struct{}
+	// servedAfter is the start of what the instance sent through the
+	// router since recordServed.
+	recording   bool
+	servedAfter []byte
 }
 
 // newHAInstance prepares an instance; writeConfig writes its config, given

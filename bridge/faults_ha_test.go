@@ -241,8 +241,8 @@ func TestFaultHAPausedActive(t *testing.T) {
 		t.Errorf("a transaction of %s got as far as the epoch check after resuming; the clock check should have refused it first", r.paused.name)
 	}
 	if r.hsAfter != 0 || r.servedAfter != 0 {
-		t.Errorf("after the pause %s sent %d requests to the homeserver and %d bytes through the router, want none",
-			r.paused.name, r.hsAfter, r.servedAfter)
+		t.Errorf("after the pause %s sent %d requests to the homeserver and %d bytes through the router, want none; the bytes begin %q",
+			r.paused.name, r.hsAfter, r.servedAfter, r.paused.recorded())
 	}
 }
 
@@ -309,6 +309,7 @@ func runPausedActive(t *testing.T, epochFenceOnly bool) pausedRun {
 		time.Sleep(100 * time.Millisecond)
 		pausedAt = len(r.paused.log(r.paused.runCount()))
 		hsAtPause, servedAtPause = r.paused.hsRequests.Load(), r.paused.served.Load()
+		r.paused.recordServed()
 		if !eventually(time.Minute, 20*time.Millisecond, func() bool { return next.ready(&p.probe) }) {
 			return fmt.Errorf("%s did not take over from the paused %s", next.name, r.paused.name)
 		}

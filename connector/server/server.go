@@ -21,6 +21,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/connws"
+	"github.com/dmbridge/dmbridge/internal/fence"
 )
 
 // Store is the bridge's durable record of what each connector has delivered.
@@ -146,7 +147,9 @@ type Server struct {
 	opts     Options
 	log      zerolog.Logger
 	upgrader websocket.Upgrader
-	tokens   tokenSet
+	// fenced is route behind Options.Gate.
+	fenced http.Handler
+	tokens tokenSet
 	// mediaKey signs the media URLs handed to connectors. It lives only
 	// as long as the process: commands get fresh URLs when they are
 	// (re)sent, so nothing signed needs to survive a restart.
@@ -200,6 +203,7 @@ func New(opts Options) (*Server, error) {
 		byID:     make(map[string]*serverConn),
 		all:      make(map[*serverConn]struct{}),
 	}
+	s.fenced = fence.Handler(http.HandlerFunc(s.route), opts.Gate, nil)
 	s.upgrader = websocket.Upgrader{
 		Subprotocols:     []string{connector.Subprotocol},
 		HandshakeTimeout: connws.WriteWait,
@@ -209,7 +213,13 @@ func New(opts Options) (*Server, error) {
 
 // ServeHTTP routes the websocket endpoint and the media endpoint; both need
 // the bearer token. A websocket request blocks for the connection's lifetime.
+// Behind Options.Gate: a bridge that may not act answers nothing, not even an
+// error or the upgrade (see package fence).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.fenced.ServeHTTP(w, r)
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.URL.Path == connector.Path:
 		s.serveWebsocket(w, r)

@@ -115,6 +115,25 @@ func (c *serverConn) run() {
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(connws.Deadline(opts.DeadAfter))
 	})
+	// gorilla's own handlers answer a ping with a pong and a close with a
+	// close from inside a read, past every gate: these ask the gate first.
+	c.ws.SetPingHandler(func(data string) error {
+		if c.gate() != nil {
+			return nil
+		}
+		err := c.ws.WriteControl(websocket.PongMessage, []byte(data), connws.Deadline(connws.WriteWait))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		if c.gate() != nil {
+			return nil
+		}
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, ""), connws.Deadline(connws.WriteWait))
+		return nil
+	})
 	go c.writeLoop()
 	err := c.handshake()
 	if err == nil {
