@@ -41,11 +41,7 @@ func FuzzTransactionIntake(f *testing.F) {
 	f.Add("txn-wrong", []byte(seeds[0]), false)
 
 	target := testdb.SQLite(f)
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(f, target)
 	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
 	if err != nil {
 		f.Fatal(err)

@@ -16,74 +16,70 @@ import (
 // own, in a transaction that committed, or came by cascade; a transaction
 // that rolled back leaves the committed row.
 func TestCachedRowsFollowWrites(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil {
-				t.Fatal(err)
-			}
-			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-			p, err := db.Portal.GetOrCreate(ctx, key, "bob")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if pending, err := db.Backfill.Pending(ctx, key); err != nil || !pending {
-				t.Fatalf("a new portal has its history pending: %v %v", pending, err)
-			}
-			p.RoomID = "!changed-by-caller:x" // callers' changes stay theirs
-			if got, _ := db.Portal.Get(ctx, key); got.RoomID != "" {
-				t.Fatalf("cache shares the caller's copy: %q", got.RoomID)
-			}
-			_ = mustLogin(t, db, "connected") // now cached
-			if err := db.Login.SetState(ctx, "l1", "bad_credentials"); err != nil {
-				t.Fatal(err)
-			}
-			_ = mustLogin(t, db, "bad_credentials")
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil {
+			t.Fatal(err)
+		}
+		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+		p, err := db.Portal.GetOrCreate(ctx, key, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pending, err := db.Backfill.Pending(ctx, key); err != nil || !pending {
+			t.Fatalf("a new portal has its history pending: %v %v", pending, err)
+		}
+		p.RoomID = "!changed-by-caller:x" // callers' changes stay theirs
+		if got, _ := db.Portal.Get(ctx, key); got.RoomID != "" {
+			t.Fatalf("cache shares the caller's copy: %q", got.RoomID)
+		}
+		_ = mustLogin(t, db, "connected") // now cached
+		if err := db.Login.SetState(ctx, "l1", "bad_credentials"); err != nil {
+			t.Fatal(err)
+		}
+		_ = mustLogin(t, db, "bad_credentials")
 
-			if err := db.Backfill.Done(ctx, key); err != nil {
-				t.Fatal(err)
-			}
-			if pending, _ := db.Backfill.Pending(ctx, key); pending {
-				t.Fatal("backfill still pending after Done")
-			}
-			// A write in a transaction: seen after commit, not after rollback.
-			err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
-				return db.Portal.SetRoom(ctx, key, "!room1:x")
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, _ := db.Portal.Get(ctx, key); got.RoomID != "!room1:x" {
-				t.Fatalf("room after commit %q", got.RoomID)
-			}
-			err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
-				if err := db.Portal.SetRoom(ctx, key, "!room2:x"); err != nil {
-					return err
-				}
-				if got, _ := db.Portal.Get(ctx, key); got.RoomID != id.RoomID("!room2:x") {
-					t.Errorf("inside the transaction: %q", got.RoomID)
-				}
-				return errors.New("roll back")
-			})
-			if err == nil {
-				t.Fatal("rollback expected")
-			}
-			if got, _ := db.Portal.Get(ctx, key); got.RoomID != "!room1:x" {
-				t.Fatalf("room after rollback %q", got.RoomID)
-			}
-			// Deleting the login deletes its portals by cascade.
-			if err := db.Login.Delete(ctx, "l1"); err != nil {
-				t.Fatal(err)
-			}
-			if got, err := db.Portal.Get(ctx, key); err != nil || got != nil {
-				t.Fatalf("portal after its login was deleted: %+v %v", got, err)
-			}
-			if got, err := db.Login.Get(ctx, "l1"); err != nil || got != nil {
-				t.Fatalf("login after delete: %+v %v", got, err)
-			}
+		if err := db.Backfill.Done(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if pending, _ := db.Backfill.Pending(ctx, key); pending {
+			t.Fatal("backfill still pending after Done")
+		}
+		// A write in a transaction: seen after commit, not after rollback.
+		err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			return db.Portal.SetRoom(ctx, key, "!room1:x")
 		})
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := db.Portal.Get(ctx, key); got.RoomID != "!room1:x" {
+			t.Fatalf("room after commit %q", got.RoomID)
+		}
+		err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if err := db.Portal.SetRoom(ctx, key, "!room2:x"); err != nil {
+				return err
+			}
+			if got, _ := db.Portal.Get(ctx, key); got.RoomID != id.RoomID("!room2:x") {
+				t.Errorf("inside the transaction: %q", got.RoomID)
+			}
+			return errors.New("roll back")
+		})
+		if err == nil {
+			t.Fatal("rollback expected")
+		}
+		if got, _ := db.Portal.Get(ctx, key); got.RoomID != "!room1:x" {
+			t.Fatalf("room after rollback %q", got.RoomID)
+		}
+		// Deleting the login deletes its portals by cascade.
+		if err := db.Login.Delete(ctx, "l1"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.Portal.Get(ctx, key); err != nil || got != nil {
+			t.Fatalf("portal after its login was deleted: %+v %v", got, err)
+		}
+		if got, err := db.Login.Get(ctx, "l1"); err != nil || got != nil {
+			t.Fatalf("login after delete: %+v %v", got, err)
+		}
+	})
 }
 
 func mustLogin(t *testing.T, db *database.Database, state string) *database.Login {

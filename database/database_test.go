@@ -15,143 +15,125 @@ import (
 )
 
 func TestMigrationsFromEmptyAndAgain(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			first := testdb.Open(t, target)
-			version, err := schemaVersion(ctx, first)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if version < 1 {
-				t.Fatalf("version after upgrade = %d, want >= 1", version)
-			}
-			if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-				t.Fatal(err)
-			}
-			_ = first.Close()
-			second := testdb.Open(t, target)
-			again, err := schemaVersion(ctx, second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if again != version {
-				t.Fatalf("second start changed version %d -> %d", version, again)
-			}
-			login, err := second.Login.Get(ctx, "l1")
-			if err != nil || login == nil || login.MatrixUser != "@a:x" {
-				t.Fatalf("login lost across restart: %+v, %v", login, err)
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		first := testdb.Open(t, target)
+		version, err := schemaVersion(ctx, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if version < 1 {
+			t.Fatalf("version after upgrade = %d, want >= 1", version)
+		}
+		if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			t.Fatal(err)
+		}
+		_ = first.Close()
+		second := testdb.Open(t, target)
+		again, err := schemaVersion(ctx, second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again != version {
+			t.Fatalf("second start changed version %d -> %d", version, again)
+		}
+		login, err := second.Login.Get(ctx, "l1")
+		if err != nil || login == nil || login.MatrixUser != "@a:x" {
+			t.Fatalf("login lost across restart: %+v, %v", login, err)
+		}
+	})
 }
 
 func TestPortalUniquePerChat(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-				t.Fatal(err)
-			}
-			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-			a, err := db.Portal.GetOrCreate(ctx, key, "bob")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Portal.SetRoom(ctx, key, "!r:x"); err != nil {
-				t.Fatal(err)
-			}
-			b, err := db.Portal.GetOrCreate(ctx, key, "bob")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.RoomID != "!r:x" || a.LoginID != b.LoginID {
-				t.Fatalf("second GetOrCreate gave another portal: %+v", b)
-			}
-		})
-	}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			t.Fatal(err)
+		}
+		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+		a, err := db.Portal.GetOrCreate(ctx, key, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Portal.SetRoom(ctx, key, "!r:x"); err != nil {
+			t.Fatal(err)
+		}
+		b, err := db.Portal.GetOrCreate(ctx, key, "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.RoomID != "!r:x" || a.LoginID != b.LoginID {
+			t.Fatalf("second GetOrCreate gave another portal: %+v", b)
+		}
+	})
 }
 
 func TestStreamAdvanceRefusesGaps(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			for seq := int64(1); seq <= 3; seq++ {
-				if err := db.Stream.Advance(ctx, "c", seq); err != nil {
-					t.Fatalf("advance to %d: %v", seq, err)
-				}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		for seq := int64(1); seq <= 3; seq++ {
+			if err := db.Stream.Advance(ctx, "c", seq); err != nil {
+				t.Fatalf("advance to %d: %v", seq, err)
 			}
-			if err := db.Stream.Advance(ctx, "c", 5); err == nil {
-				t.Fatal("advance 3 -> 5 succeeded, want an error")
-			}
-			if err := db.Stream.Advance(ctx, "c", 3); err == nil {
-				t.Fatal("advance 3 -> 3 succeeded, want an error")
-			}
-			if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 3 {
-				t.Fatalf("acked_seq = %d, want 3", got)
-			}
-		})
-	}
+		}
+		if err := db.Stream.Advance(ctx, "c", 5); err == nil {
+			t.Fatal("advance 3 -> 5 succeeded, want an error")
+		}
+		if err := db.Stream.Advance(ctx, "c", 3); err == nil {
+			t.Fatal("advance 3 -> 3 succeeded, want an error")
+		}
+		if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 3 {
+			t.Fatalf("acked_seq = %d, want 3", got)
+		}
+	})
 }
 
 func TestStreamAdvanceFromRefusesGapsAndGoingBack(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			if err := db.Stream.AdvanceFrom(ctx, "c", 1, 4); err == nil {
-				t.Fatal("advance 1 -> 4 of a new stream succeeded, want an error")
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if err := db.Stream.AdvanceFrom(ctx, "c", 1, 4); err == nil {
+			t.Fatal("advance 1 -> 4 of a new stream succeeded, want an error")
+		}
+		if err := db.Stream.AdvanceFrom(ctx, "c", 0, 4); err != nil {
+			t.Fatalf("advance 0 -> 4: %v", err)
+		}
+		if err := db.Stream.AdvanceFrom(ctx, "c", 0, 2); err == nil {
+			t.Fatal("advance 0 -> 2 at 4 succeeded, want an error")
+		}
+		for _, bad := range [][2]int64{{3, 6}, {5, 6}, {4, 4}, {4, 3}} {
+			if err := db.Stream.AdvanceFrom(ctx, "c", bad[0], bad[1]); err == nil {
+				t.Fatalf("advance %d -> %d at 4 succeeded, want an error", bad[0], bad[1])
 			}
-			if err := db.Stream.AdvanceFrom(ctx, "c", 0, 4); err != nil {
-				t.Fatalf("advance 0 -> 4: %v", err)
-			}
-			if err := db.Stream.AdvanceFrom(ctx, "c", 0, 2); err == nil {
-				t.Fatal("advance 0 -> 2 at 4 succeeded, want an error")
-			}
-			for _, bad := range [][2]int64{{3, 6}, {5, 6}, {4, 4}, {4, 3}} {
-				if err := db.Stream.AdvanceFrom(ctx, "c", bad[0], bad[1]); err == nil {
-					t.Fatalf("advance %d -> %d at 4 succeeded, want an error", bad[0], bad[1])
-				}
-			}
-			if err := db.Stream.AdvanceFrom(ctx, "c", 4, 9); err != nil {
-				t.Fatalf("advance 4 -> 9: %v", err)
-			}
-			// The single-step Advance carries on from there.
-			if err := db.Stream.Advance(ctx, "c", 10); err != nil {
-				t.Fatalf("advance to 10: %v", err)
-			}
-			if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 10 {
-				t.Fatalf("acked_seq = %d, want 10", got)
-			}
-		})
-	}
+		}
+		if err := db.Stream.AdvanceFrom(ctx, "c", 4, 9); err != nil {
+			t.Fatalf("advance 4 -> 9: %v", err)
+		}
+		// The single-step Advance carries on from there.
+		if err := db.Stream.Advance(ctx, "c", 10); err != nil {
+			t.Fatalf("advance to 10: %v", err)
+		}
+		if got, _ := db.Stream.AckedSeq(ctx, "c"); got != 10 {
+			t.Fatalf("acked_seq = %d, want 10", got)
+		}
+	})
 }
 
 func TestMessageMappingDedup(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
-			key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-			if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-				t.Fatal(err)
-			}
-			msg := &database.Message{PortalKey: key, RemoteID: "m1", MXID: "$e1", RoomID: "!r:x", SenderID: "bob", TS: 1}
-			if err := db.Message.Insert(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Message.Insert(ctx, msg); err != nil {
-				t.Fatalf("replayed insert: %v", err)
-			}
-			got, err := db.Message.GetByMXID(ctx, "$e1")
-			if err != nil || got == nil || got.RemoteID != "m1" {
-				t.Fatalf("GetByMXID = %+v, %v", got, err)
-			}
-		})
-	}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
+		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+		if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		msg := &database.Message{PortalKey: key, RemoteID: "m1", MXID: "$e1", RoomID: "!r:x", SenderID: "bob", TS: 1}
+		if err := db.Message.Insert(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Message.Insert(ctx, msg); err != nil {
+			t.Fatalf("replayed insert: %v", err)
+		}
+		got, err := db.Message.GetByMXID(ctx, "$e1")
+		if err != nil || got == nil || got.RemoteID != "m1" {
+			t.Fatalf("GetByMXID = %+v, %v", got, err)
+		}
+	})
 }
 
 func schemaVersion(ctx context.Context, db *database.Database) (int, error) {
@@ -163,135 +145,123 @@ func schemaVersion(ctx context.Context, db *database.Database) (int, error) {
 // Commands queued within one millisecond (a user typing fast while the
 // connector is offline) must still come back in the order they were queued.
 func TestPendingCommandsKeepQueueOrder(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			// Event ids are random, so a later one often sorts first.
-			txns := []string{"$z", "$y", "$x", "$w", "$v", "$u", "$t", "$s", "$r", "$q"}
-			for i, txn := range txns {
-				err := db.PendingCm.Insert(ctx, &database.PendingCommand{
-					Txn: txn, ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l1", ChatID: "ch"},
-					RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: int64(i + 1),
-				})
-				if err != nil {
-					t.Fatal(err)
-				}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		// Event ids are random, so a later one often sorts first.
+		txns := []string{"$z", "$y", "$x", "$w", "$v", "$u", "$t", "$s", "$r", "$q"}
+		for i, txn := range txns {
+			err := db.PendingCm.Insert(ctx, &database.PendingCommand{
+				Txn: txn, ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l1", ChatID: "ch"},
+				RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: int64(i + 1),
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-			for name, list := range map[string]func() ([]*database.PendingCommand, error){
-				"ByRoom":      func() ([]*database.PendingCommand, error) { return db.PendingCm.ByRoom(ctx, "!r:x") },
-				"ByConnector": func() ([]*database.PendingCommand, error) { return db.PendingCm.ByConnector(ctx, "c") },
-				"All":         func() ([]*database.PendingCommand, error) { return db.PendingCm.All(ctx) },
-			} {
-				cmds, err := list()
-				if err != nil {
-					t.Fatal(err)
-				}
-				var got []string
-				for _, c := range cmds {
-					got = append(got, c.Txn)
-				}
-				if !slices.Equal(got, txns) {
-					t.Errorf("%s order = %v, want %v", name, got, txns)
-				}
+		}
+		for name, list := range map[string]func() ([]*database.PendingCommand, error){
+			"ByRoom":      func() ([]*database.PendingCommand, error) { return db.PendingCm.ByRoom(ctx, "!r:x") },
+			"ByConnector": func() ([]*database.PendingCommand, error) { return db.PendingCm.ByConnector(ctx, "c") },
+			"All":         func() ([]*database.PendingCommand, error) { return db.PendingCm.All(ctx) },
+		} {
+			cmds, err := list()
+			if err != nil {
+				t.Fatal(err)
 			}
-		})
-	}
+			var got []string
+			for _, c := range cmds {
+				got = append(got, c.Txn)
+			}
+			if !slices.Equal(got, txns) {
+				t.Errorf("%s order = %v, want %v", name, got, txns)
+			}
+		}
+	})
 }
 
 // TestUpgradeFromV1 takes a database back to the v1 schema (without the
 // columns v2 added) and checks that opening it runs the v1 -> v2 upgrade.
 func TestUpgradeFromV1(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			upgraded := reopenFrom(t, target,
-				"DROP INDEX IF EXISTS mx_event_pending_idx",
-				"ALTER TABLE pending_command DROP COLUMN mx_seq",
-				"ALTER TABLE mx_event DROP COLUMN received_at",
-				"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
-				"DROP TABLE in_doubt_send",
-				dropV4[0], dropV4[1], dropV4[2],
-				"DROP TABLE backfill_pending",
-				"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
-				"UPDATE version SET version=1",
-			)
-			if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
-				t.Errorf("mx_event after upgrade: %v", err)
-			}
-			if err := upgraded.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$t", ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
-				t.Errorf("pending_command after upgrade: %v", err)
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		upgraded := reopenFrom(t, target,
+			"DROP INDEX IF EXISTS mx_event_pending_idx",
+			"ALTER TABLE pending_command DROP COLUMN mx_seq",
+			"ALTER TABLE mx_event DROP COLUMN received_at",
+			"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+			"DROP TABLE in_doubt_send",
+			dropV4[0], dropV4[1], dropV4[2],
+			"DROP TABLE backfill_pending",
+			"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
+			"UPDATE version SET version=1",
+		)
+		if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
+			t.Errorf("mx_event after upgrade: %v", err)
+		}
+		if err := upgraded.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$t", ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
+			t.Errorf("pending_command after upgrade: %v", err)
+		}
+	})
 }
 
 // TestUpgradeFromV2 takes a database back to v2 (without in_doubt_send) and
 // checks that opening it adds the table.
 func TestUpgradeFromV2(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=2")
-			send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
-				RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
-			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
-				t.Fatal(err)
-			}
-			if err := upgraded.InDoubt.SetEventID(ctx, "t1", "$e"); err != nil {
-				t.Fatal(err)
-			}
-			// A new attempt starts over: new start time, no answer yet.
-			send.StartedAt = time.UnixMilli(2000)
-			if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
-				t.Fatal(err)
-			}
-			got, err := upgraded.InDoubt.Get(ctx, "t1")
-			if err != nil || got == nil || got.EventID != "" || got.StartedAt.UnixMilli() != 2000 || got.PortalKey.ChatID != "c" {
-				t.Fatalf("marker after a second Begin = %+v, %v", got, err)
-			}
-			if err = upgraded.InDoubt.Prune(ctx, time.UnixMilli(3000)); err != nil {
-				t.Fatal(err)
-			}
-			if got, _ = upgraded.InDoubt.Get(ctx, "t1"); got != nil {
-				t.Error("old marker not pruned")
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=2")
+		send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
+			RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
+		if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
+			t.Fatal(err)
+		}
+		if err := upgraded.InDoubt.SetEventID(ctx, "t1", "$e"); err != nil {
+			t.Fatal(err)
+		}
+		// A new attempt starts over: new start time, no answer yet.
+		send.StartedAt = time.UnixMilli(2000)
+		if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
+			t.Fatal(err)
+		}
+		got, err := upgraded.InDoubt.Get(ctx, "t1")
+		if err != nil || got == nil || got.EventID != "" || got.StartedAt.UnixMilli() != 2000 || got.PortalKey.ChatID != "c" {
+			t.Fatalf("marker after a second Begin = %+v, %v", got, err)
+		}
+		if err = upgraded.InDoubt.Prune(ctx, time.UnixMilli(3000)); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ = upgraded.InDoubt.Get(ctx, "t1"); got != nil {
+			t.Error("old marker not pruned")
+		}
+	})
 }
 
 // TestLoginKeepsItsOwner: announcing an existing login for another Matrix
 // user changes nothing; the same owner may update it.
 func TestLoginKeepsItsOwner(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"})
-			if err != nil || !stored {
-				t.Fatalf("first upsert: %v %v", stored, err)
-			}
-			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@m:x", Name: "M"})
-			if err != nil || stored {
-				t.Fatalf("upsert for another owner: stored %v, err %v; want refused", stored, err)
-			}
-			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@a:x", Name: "M"})
-			if err != nil || stored {
-				t.Fatalf("upsert from another connector: stored %v, err %v; want refused", stored, err)
-			}
-			l, err := db.Login.Get(ctx, "l1")
-			if err != nil || l.MatrixUser != "@a:x" || l.ConnectorID != "c" || l.Name != "A" {
-				t.Fatalf("login after a refused move: %+v, %v", l, err)
-			}
-			stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A2", State: "connected"})
-			if err != nil || !stored {
-				t.Fatalf("same owner's update: %v %v", stored, err)
-			}
-			if l, _ = db.Login.Get(ctx, "l1"); l.Name != "A2" || l.State != "connected" {
-				t.Fatalf("update not stored: %+v", l)
-			}
-		})
-	}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"})
+		if err != nil || !stored {
+			t.Fatalf("first upsert: %v %v", stored, err)
+		}
+		stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@m:x", Name: "M"})
+		if err != nil || stored {
+			t.Fatalf("upsert for another owner: stored %v, err %v; want refused", stored, err)
+		}
+		stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c2", MatrixUser: "@a:x", Name: "M"})
+		if err != nil || stored {
+			t.Fatalf("upsert from another connector: stored %v, err %v; want refused", stored, err)
+		}
+		l, err := db.Login.Get(ctx, "l1")
+		if err != nil || l.MatrixUser != "@a:x" || l.ConnectorID != "c" || l.Name != "A" {
+			t.Fatalf("login after a refused move: %+v, %v", l, err)
+		}
+		stored, err = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A2", State: "connected"})
+		if err != nil || !stored {
+			t.Fatalf("same owner's update: %v %v", stored, err)
+		}
+		if l, _ = db.Login.Get(ctx, "l1"); l.Name != "A2" || l.State != "connected" {
+			t.Fatalf("update not stored: %+v", l)
+		}
+	})
 }
 
 // latestVersion is the schema version of 00-latest.sql.
@@ -308,80 +278,76 @@ var dropV4 = []string{
 // alert columns) and checks that opening it adds them: a login stored before
 // keeps its state and gets its state time, last event and alert.
 func TestUpgradeToV4(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			stmts := append(append([]string{}, dropV4...),
-				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
-				"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
-				"UPDATE version SET version=3")
-			upgraded := reopenFrom(t, target, stmts...)
-			old, err := upgraded.Login.Get(ctx, "old")
-			if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
-				t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
-			}
-			if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
-				t.Fatal(err)
-			}
-			at := time.UnixMilli(5000)
-			if err = upgraded.Login.SetLastEvent(ctx, "old", at); err != nil {
-				t.Fatal(err)
-			}
-			if err = upgraded.Login.SetAlerted(ctx, "old", "disconnected"); err != nil {
-				t.Fatal(err)
-			}
-			got, err := upgraded.Login.Get(ctx, "old")
-			if err != nil || got.StateSince.IsZero() || !got.LastEvent.Equal(at) || got.Alerted != "disconnected" {
-				t.Fatalf("login after writes = %+v, %v", got, err)
-			}
-			since := got.StateSince
-			// The same state again keeps its start; a hello that repeats it too.
-			if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
-				t.Fatal(err)
-			}
-			if stored, err := upgraded.Login.Upsert(ctx, &database.Login{ID: "old", ConnectorID: "c", MatrixUser: "@a:x", State: "disconnected"}); err != nil || !stored {
-				t.Fatal(stored, err)
-			}
-			if got, _ = upgraded.Login.Get(ctx, "old"); !got.StateSince.Equal(since) {
-				t.Errorf("state_since moved from %v to %v without a state change", since, got.StateSince)
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		stmts := append(append([]string{}, dropV4...),
+			"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
+			"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
+			"UPDATE version SET version=3")
+		upgraded := reopenFrom(t, target, stmts...)
+		old, err := upgraded.Login.Get(ctx, "old")
+		if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
+			t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
+		}
+		if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
+			t.Fatal(err)
+		}
+		at := time.UnixMilli(5000)
+		if err = upgraded.Login.SetLastEvent(ctx, "old", at); err != nil {
+			t.Fatal(err)
+		}
+		if err = upgraded.Login.SetAlerted(ctx, "old", "disconnected"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := upgraded.Login.Get(ctx, "old")
+		if err != nil || got.StateSince.IsZero() || !got.LastEvent.Equal(at) || got.Alerted != "disconnected" {
+			t.Fatalf("login after writes = %+v, %v", got, err)
+		}
+		since := got.StateSince
+		// The same state again keeps its start; a hello that repeats it too.
+		if err = upgraded.Login.SetState(ctx, "old", "disconnected"); err != nil {
+			t.Fatal(err)
+		}
+		if stored, err := upgraded.Login.Upsert(ctx, &database.Login{ID: "old", ConnectorID: "c", MatrixUser: "@a:x", State: "disconnected"}); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		if got, _ = upgraded.Login.Get(ctx, "old"); !got.StateSince.Equal(since) {
+			t.Errorf("state_since moved from %v to %v without a state change", since, got.StateSince)
+		}
+	})
 }
 
 // TestUpgradeFromV4 takes a database back to v4 (without backfill_pending)
 // with a portal in it, and checks that the upgrade adds the table without
 // queueing a backfill for that portal, while a new portal gets one.
 func TestUpgradeFromV4(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			upgraded := reopenFrom(t, target,
-				"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
-				"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
-				"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=4")
-			old := database.PortalKey{LoginID: "l", ChatID: "old"}
-			if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
-				t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
-			}
-			key := database.PortalKey{LoginID: "l", ChatID: "new"}
-			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
-				t.Fatal(err)
-			}
-			if pending, err := upgraded.Backfill.Pending(ctx, key); err != nil || !pending {
-				t.Fatalf("new portal pending = %v, %v; want true", pending, err)
-			}
-			if err := upgraded.Backfill.Done(ctx, key); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
-				t.Fatal(err)
-			}
-			if pending, _ := upgraded.Backfill.Pending(ctx, key); pending {
-				t.Fatal("an existing portal was queued for backfill again")
-			}
-		})
-	}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		upgraded := reopenFrom(t, target,
+			"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
+			"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
+			"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=4")
+		old := database.PortalKey{LoginID: "l", ChatID: "old"}
+		if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
+			t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
+		}
+		key := database.PortalKey{LoginID: "l", ChatID: "new"}
+		if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+			t.Fatal(err)
+		}
+		if pending, err := upgraded.Backfill.Pending(ctx, key); err != nil || !pending {
+			t.Fatalf("new portal pending = %v, %v; want true", pending, err)
+		}
+		if err := upgraded.Backfill.Done(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := upgraded.Portal.GetOrCreate(ctx, key, "new"); err != nil {
+			t.Fatal(err)
+		}
+		if pending, _ := upgraded.Backfill.Pending(ctx, key); pending {
+			t.Fatal("an existing portal was queued for backfill again")
+		}
+	})
 }
 
 // reopenFrom takes a new database back to an older schema with downgrade,

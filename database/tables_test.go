@@ -15,117 +15,105 @@ import (
 // TestInboxInsertManyChunks: a batch larger than one multi-row INSERT comes
 // back whole and in order, and an empty batch is no statement at all.
 func TestInboxInsertManyChunks(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			if err := db.Inbox.InsertMany(ctx, nil); err != nil {
-				t.Fatalf("empty batch: %v", err)
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if err := db.Inbox.InsertMany(ctx, nil); err != nil {
+			t.Fatalf("empty batch: %v", err)
+		}
+		const n = 250 // three statements of at most 100 rows
+		rows := make([]*database.InboxRow, n)
+		for i := range rows {
+			rows[i] = &database.InboxRow{ConnectorID: "c", Seq: int64(i + 1), LoginID: "l",
+				ChatID: fmt.Sprint("chat", i%3), Kind: "message", Data: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+		}
+		if err := db.Inbox.InsertMany(ctx, rows); err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.Inbox.Pending(ctx, "c", 0, n+1)
+		if err != nil || len(got) != n {
+			t.Fatalf("pending = %d rows, %v; want %d", len(got), err, n)
+		}
+		for i, r := range got {
+			if r.Seq != int64(i+1) || r.ChatID != rows[i].ChatID || string(r.Data) != string(rows[i].Data) {
+				t.Fatalf("row %d = %+v, want %+v", i, r, rows[i])
 			}
-			const n = 250 // three statements of at most 100 rows
-			rows := make([]*database.InboxRow, n)
-			for i := range rows {
-				rows[i] = &database.InboxRow{ConnectorID: "c", Seq: int64(i + 1), LoginID: "l",
-					ChatID: fmt.Sprint("chat", i%3), Kind: "message", Data: []byte(fmt.Sprintf(`{"n":%d}`, i))}
-			}
-			if err := db.Inbox.InsertMany(ctx, rows); err != nil {
-				t.Fatal(err)
-			}
-			got, err := db.Inbox.Pending(ctx, "c", 0, n+1)
-			if err != nil || len(got) != n {
-				t.Fatalf("pending = %d rows, %v; want %d", len(got), err, n)
-			}
-			for i, r := range got {
-				if r.Seq != int64(i+1) || r.ChatID != rows[i].ChatID || string(r.Data) != string(rows[i].Data) {
-					t.Fatalf("row %d = %+v, want %+v", i, r, rows[i])
-				}
-			}
-			if conns, err := db.Inbox.Connectors(ctx); err != nil || !slices.Equal(conns, []string{"c"}) {
-				t.Fatalf("connectors = %v, %v", conns, err)
-			}
-			if err := db.Inbox.InsertMany(ctx, rows[:1]); err == nil {
-				t.Fatal("inserting seq 1 again succeeded, want a conflict")
-			}
-		})
-	}
+		}
+		if conns, err := db.Inbox.Connectors(ctx); err != nil || !slices.Equal(conns, []string{"c"}) {
+			t.Fatalf("connectors = %v, %v", conns, err)
+		}
+		if err := db.Inbox.InsertMany(ctx, rows[:1]); err == nil {
+			t.Fatal("inserting seq 1 again succeeded, want a conflict")
+		}
+	})
 }
 
 // TestCleanedRoomsAndDirectUsers: the cleaned_room queries in one place, and
 // the users with a stake in m.direct, who include those whose login is gone.
 func TestCleanedRoomsAndDirectUsers(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Cleaned.Add(ctx, "@b:x", "!r1:x", "@ghost:x"); err != nil {
-				t.Fatal(err)
-			}
-			if err := db.Cleaned.Add(ctx, "@b:x", "!r2:x", "@ghost:x"); err != nil {
-				t.Fatal(err)
-			}
-			c, err := db.Cleaned.Get(ctx, "@b:x", "!r1:x")
-			if err != nil || c == nil || c.GhostMXID != "@ghost:x" || c.CleanedAt.IsZero() {
-				t.Fatalf("get = %+v, %v", c, err)
-			}
-			if c, err := db.Cleaned.Get(ctx, "@a:x", "!r1:x"); err != nil || c != nil {
-				t.Fatalf("get of another user's room = %+v, %v; want nil", c, err)
-			}
-			if err := db.Cleaned.Delete(ctx, "@b:x", "!r2:x"); err != nil {
-				t.Fatal(err)
-			}
-			rooms, err := db.Cleaned.ByUser(ctx, "@b:x")
-			if err != nil || len(rooms) != 1 || !rooms["!r1:x"] {
-				t.Fatalf("by user = %v, %v", rooms, err)
-			}
-			users, err := db.Login.DirectUsers(ctx)
-			slices.Sort(users)
-			if err != nil || !slices.Equal(users, []id.UserID{"@a:x", "@b:x"}) {
-				t.Fatalf("direct users = %v, %v", users, err)
-			}
-		})
-	}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Cleaned.Add(ctx, "@b:x", "!r1:x", "@ghost:x"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Cleaned.Add(ctx, "@b:x", "!r2:x", "@ghost:x"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.Cleaned.Get(ctx, "@b:x", "!r1:x")
+		if err != nil || c == nil || c.GhostMXID != "@ghost:x" || c.CleanedAt.IsZero() {
+			t.Fatalf("get = %+v, %v", c, err)
+		}
+		if c, err := db.Cleaned.Get(ctx, "@a:x", "!r1:x"); err != nil || c != nil {
+			t.Fatalf("get of another user's room = %+v, %v; want nil", c, err)
+		}
+		if err := db.Cleaned.Delete(ctx, "@b:x", "!r2:x"); err != nil {
+			t.Fatal(err)
+		}
+		rooms, err := db.Cleaned.ByUser(ctx, "@b:x")
+		if err != nil || len(rooms) != 1 || !rooms["!r1:x"] {
+			t.Fatalf("by user = %v, %v", rooms, err)
+		}
+		users, err := db.Login.DirectUsers(ctx)
+		slices.Sort(users)
+		if err != nil || !slices.Equal(users, []id.UserID{"@a:x", "@b:x"}) {
+			t.Fatalf("direct users = %v, %v", users, err)
+		}
+	})
 }
 
 // TestLoginSyncFollowsItsLogin: pending login syncs are listed per
 // connector and go with their login.
 func TestLoginSyncFollowsItsLogin(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := testdb.Open(t, target)
-			for _, l := range []*database.Login{
-				{ID: "l2", ConnectorID: "c", MatrixUser: "@a:x"},
-				{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"},
-				{ID: "l3", ConnectorID: "d", MatrixUser: "@a:x"},
-			} {
-				if _, err := db.Login.Upsert(ctx, l); err != nil {
-					t.Fatal(err)
-				}
-				if err := db.LoginSync.Add(ctx, l.ID); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := db.LoginSync.Add(ctx, "l1"); err != nil {
-				t.Fatalf("adding again: %v", err)
-			}
-			if got, err := db.LoginSync.ByConnector(ctx, "c"); err != nil || !slices.Equal(got, []string{"l1", "l2"}) {
-				t.Fatalf("by connector = %v, %v", got, err)
-			}
-			if err := db.LoginSync.Done(ctx, "l1"); err != nil {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		for _, l := range []*database.Login{
+			{ID: "l2", ConnectorID: "c", MatrixUser: "@a:x"},
+			{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"},
+			{ID: "l3", ConnectorID: "d", MatrixUser: "@a:x"},
+		} {
+			if _, err := db.Login.Upsert(ctx, l); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Login.Delete(ctx, "l2"); err != nil {
+			if err := db.LoginSync.Add(ctx, l.ID); err != nil {
 				t.Fatal(err)
 			}
-			if got, err := db.LoginSync.ByConnector(ctx, "c"); err != nil || len(got) != 0 {
-				t.Fatalf("after done and delete = %v, %v; want none", got, err)
-			}
-			if got, err := db.LoginSync.ByConnector(ctx, "d"); err != nil || !slices.Equal(got, []string{"l3"}) {
-				t.Fatalf("other connector = %v, %v", got, err)
-			}
-		})
-	}
+		}
+		if err := db.LoginSync.Add(ctx, "l1"); err != nil {
+			t.Fatalf("adding again: %v", err)
+		}
+		if got, err := db.LoginSync.ByConnector(ctx, "c"); err != nil || !slices.Equal(got, []string{"l1", "l2"}) {
+			t.Fatalf("by connector = %v, %v", got, err)
+		}
+		if err := db.LoginSync.Done(ctx, "l1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Login.Delete(ctx, "l2"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.LoginSync.ByConnector(ctx, "c"); err != nil || len(got) != 0 {
+			t.Fatalf("after done and delete = %v, %v; want none", got, err)
+		}
+		if got, err := db.LoginSync.ByConnector(ctx, "d"); err != nil || !slices.Equal(got, []string{"l3"}) {
+			t.Fatalf("other connector = %v, %v", got, err)
+		}
+	})
 }

@@ -11,17 +11,12 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 func TestReadinessChecks(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := testdb.Open(t, target)
 		c := New(db, nil, func() []string { return []string{"live"} }, "1.2.3", zerolog.Nop())
 		ready := func() (int, Readiness, string) {
 			rec := httptest.NewRecorder()

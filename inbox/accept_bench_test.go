@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 
-	"github.com/rs/zerolog"
-
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -16,11 +14,7 @@ import (
 // insert and a stream update it replaces (txn).
 func BenchmarkAcceptLone(b *testing.B) {
 	target := testdb.Postgres(b)
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = db.Close() })
+	db := testdb.Open(b, target)
 	ctx := context.Background()
 	raw := []byte(`{"kind":"message","login":"alice","ts":7,"chat":{"id":"bob","type":"dm","with":"bob"},"sender":{"id":"bob"},"id":"m","text":"x"}`)
 	row := func(seq int64) []*database.InboxRow {
@@ -34,6 +28,7 @@ func BenchmarkAcceptLone(b *testing.B) {
 		b.Run(round, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				seq++
+				var err error
 				if round == "txn" {
 					err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
 						if err := db.Inbox.InsertMany(ctx, row(seq)); err != nil {

@@ -15,16 +15,6 @@ import (
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
-func open(t *testing.T, target testdb.Target) *database.Database {
-	t.Helper()
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("open %s: %v", target.Name, err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	return db
-}
-
 // item is an accepted event as the server hands it over: raw is what the
 // connector sent, with spacing and a field the bridge does not know.
 func item(t *testing.T, seq int64, text string) server.Accepted {
@@ -52,65 +42,61 @@ func woken(in *Inbox) bool {
 // decoded already while this process wrote it, decoded from the stored
 // bytes after a restart. Done, Failed and Park land in the table.
 func TestStoredAsSentReadOnce(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := open(t, target)
-			in := New(db, nil, zerolog.Nop())
-			items := []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}
-			if err := in.AcceptBatch(ctx, "c", items); err != nil {
-				t.Fatal(err)
-			}
-			if !woken(in) {
-				t.Fatal("no wake after a commit")
-			}
-			if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
-				t.Fatalf("acked_seq %d, %v; want 3", acked, err)
-			}
-			var data string
-			if err := db.QueryRow(ctx, "SELECT data FROM inbox WHERE connector_id='c' AND seq=1").Scan(&data); err != nil {
-				t.Fatal(err)
-			}
-			if data != string(items[0].Raw) {
-				t.Fatalf("stored %s, want the bytes as sent: %s", data, items[0].Raw)
-			}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		in := New(db, nil, zerolog.Nop())
+		items := []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}
+		if err := in.AcceptBatch(ctx, "c", items); err != nil {
+			t.Fatal(err)
+		}
+		if !woken(in) {
+			t.Fatal("no wake after a commit")
+		}
+		if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
+			t.Fatalf("acked_seq %d, %v; want 3", acked, err)
+		}
+		var data string
+		if err := db.QueryRow(ctx, "SELECT data FROM inbox WHERE connector_id='c' AND seq=1").Scan(&data); err != nil {
+			t.Fatal(err)
+		}
+		if data != string(items[0].Raw) {
+			t.Fatalf("stored %s, want the bytes as sent: %s", data, items[0].Raw)
+		}
 
-			got := next(in.Reader())
-			if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
-				t.Fatalf("read %+v, want seqs 1 and 3", got)
-			}
-			if got[0].Event != items[0].Event || got[1].Event != items[2].Event {
-				t.Error("the events decoded at the edge were decoded again")
-			}
+		got := next(in.Reader())
+		if len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 {
+			t.Fatalf("read %+v, want seqs 1 and 3", got)
+		}
+		if got[0].Event != items[0].Event || got[1].Event != items[2].Event {
+			t.Error("the events decoded at the edge were decoded again")
+		}
 
-			// Another process reads the same bytes back.
-			again := next(New(db, nil, zerolog.Nop()).Reader())
-			if len(again) != 2 || !reflect.DeepEqual(again[0].Event, items[0].Event) || again[1].ChatID != "bob" || again[1].LoginID != "alice" {
-				t.Fatalf("after a restart read %+v, want the same events", again)
-			}
+		// Another process reads the same bytes back.
+		again := next(New(db, nil, zerolog.Nop()).Reader())
+		if len(again) != 2 || !reflect.DeepEqual(again[0].Event, items[0].Event) || again[1].ChatID != "bob" || again[1].LoginID != "alice" {
+			t.Fatalf("after a restart read %+v, want the same events", again)
+		}
 
-			r := in.Reader()
-			e := next(r)
-			if err := e[0].Done(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if err := e[1].Failed(ctx, errors.New("homeserver down")); err != nil {
-				t.Fatal(err)
-			}
-			if left := next(in.Reader()); len(left) != 1 || left[0].Seq != 3 || left[0].Attempts != 1 {
-				t.Fatalf("after Done and Failed: %+v, want seq 3 with one attempt", left)
-			}
-			if err := e[1].Park(ctx, errors.New("gave up")); err != nil {
-				t.Fatal(err)
-			}
-			if left := next(in.Reader()); len(left) != 0 {
-				t.Fatalf("after Park: %+v, want nothing", left)
-			}
-			if n := len(in.handoff.events); n != 0 {
-				t.Errorf("%d handed-over events left behind", n)
-			}
-		})
-	}
+		r := in.Reader()
+		e := next(r)
+		if err := e[0].Done(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := e[1].Failed(ctx, errors.New("homeserver down")); err != nil {
+			t.Fatal(err)
+		}
+		if left := next(in.Reader()); len(left) != 1 || left[0].Seq != 3 || left[0].Attempts != 1 {
+			t.Fatalf("after Done and Failed: %+v, want seq 3 with one attempt", left)
+		}
+		if err := e[1].Park(ctx, errors.New("gave up")); err != nil {
+			t.Fatal(err)
+		}
+		if left := next(in.Reader()); len(left) != 0 {
+			t.Fatalf("after Park: %+v, want nothing", left)
+		}
+		if n := len(in.handoff.events); n != 0 {
+			t.Errorf("%d handed-over events left behind", n)
+		}
+	})
 }
 
 // TestReaderTakesStoredRowsFromMemory: what this process stored after the
@@ -118,43 +104,39 @@ func TestStoredAsSentReadOnce(t *testing.T) {
 // rows are gone from the table here, and still come), in seq order, a page
 // at a time; what does not fit a page is read from the database next.
 func TestReaderTakesStoredRowsFromMemory(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			db := open(t, target)
-			in := New(db, nil, zerolog.Nop())
-			r := in.Reader()
-			if got := next(r); len(got) != 0 {
-				t.Fatalf("read %+v from an empty inbox", got)
-			}
-			if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := db.Exec(ctx, "DELETE FROM inbox"); err != nil {
-				t.Fatal(err)
-			}
-			if got := next(r); len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 || got[1].ChatID != "bob" {
-				t.Fatalf("read %+v, want seqs 1 and 3 from memory", got)
-			}
-			var batch []server.Accepted
-			for seq := int64(4); seq < 16; seq++ {
-				batch = append(batch, item(t, seq, "x"))
-			}
-			if err := in.AcceptBatch(ctx, "c", batch); err != nil {
-				t.Fatal(err)
-			}
-			page, more, _ := r.Next(ctx, 10)
-			if len(page) != 10 || page[0].Seq != 4 || page[9].Seq != 13 || !more {
-				t.Fatalf("first page %d entries from %d, more %v; want 4-13 and more", len(page), page[0].Seq, more)
-			}
-			if rest := next(r); len(rest) != 2 || rest[0].Seq != 14 || rest[1].Seq != 15 {
-				t.Fatalf("after a full page read %+v, want 14 and 15", rest)
-			}
-			if again := next(r); len(again) != 0 {
-				t.Fatalf("read %+v twice", again)
-			}
-		})
-	}
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		in := New(db, nil, zerolog.Nop())
+		r := in.Reader()
+		if got := next(r); len(got) != 0 {
+			t.Fatalf("read %+v from an empty inbox", got)
+		}
+		if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "one"), {Seq: 2}, item(t, 3, "three")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(ctx, "DELETE FROM inbox"); err != nil {
+			t.Fatal(err)
+		}
+		if got := next(r); len(got) != 2 || got[0].Seq != 1 || got[1].Seq != 3 || got[1].ChatID != "bob" {
+			t.Fatalf("read %+v, want seqs 1 and 3 from memory", got)
+		}
+		var batch []server.Accepted
+		for seq := int64(4); seq < 16; seq++ {
+			batch = append(batch, item(t, seq, "x"))
+		}
+		if err := in.AcceptBatch(ctx, "c", batch); err != nil {
+			t.Fatal(err)
+		}
+		page, more, _ := r.Next(ctx, 10)
+		if len(page) != 10 || page[0].Seq != 4 || page[9].Seq != 13 || !more {
+			t.Fatalf("first page %d entries from %d, more %v; want 4-13 and more", len(page), page[0].Seq, more)
+		}
+		if rest := next(r); len(rest) != 2 || rest[0].Seq != 14 || rest[1].Seq != 15 {
+			t.Fatalf("after a full page read %+v, want 14 and 15", rest)
+		}
+		if again := next(r); len(again) != 0 {
+			t.Fatalf("read %+v twice", again)
+		}
+	})
 }
 
 // TestFailedBatchStoresNothing: when acked_seq is not where the batch
@@ -162,14 +144,12 @@ func TestReaderTakesStoredRowsFromMemory(t *testing.T) {
 // decoded stays in memory; at the stream's start and later on (where
 // PostgreSQL stores and advances in one statement).
 func TestFailedBatchStoresNothing(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) { failedBatchStoresNothing(t, target) })
-	}
+	testdb.Each(t, failedBatchStoresNothing)
 }
 
 func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 	ctx := context.Background()
-	db := open(t, target)
+	db := testdb.Open(t, target)
 	in := New(db, nil, zerolog.Nop())
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two")}); err == nil {
 		t.Fatal("a batch from seq 2 on an empty stream was stored")
@@ -213,7 +193,7 @@ func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 // an Event, for the caller to park.
 func TestUnparsableRow(t *testing.T) {
 	ctx := context.Background()
-	db := open(t, testdb.SQLite(t))
+	db := testdb.Open(t, testdb.SQLite(t))
 	if err := db.Inbox.Insert(ctx, &database.InboxRow{ConnectorID: "c", Seq: 1, LoginID: "alice", Kind: "message", Data: []byte("{")}); err != nil {
 		t.Fatal(err)
 	}

@@ -73,11 +73,7 @@ func BenchmarkTransport(b *testing.B) {
 // collectors, and the text encoding.
 func BenchmarkScrape(b *testing.B) {
 	for _, target := range testdb.Targets(b) {
-		db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer db.Close()
+		db := testdb.Open(b, target)
 		fill(b, db)
 		b.Run(target.Name+"/queries", func(b *testing.B) {
 			for range b.N {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -20,11 +19,7 @@ import (
 // metric is documented, and nothing documented or graphed is missing.
 func TestMetricsAreDocumented(t *testing.T) {
 	target := testdb.SQLite(t)
-	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := testdb.Open(t, target)
 	if _, err := db.Exec(context.Background(), "INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')"); err != nil {
 		t.Fatal(err)
 	}

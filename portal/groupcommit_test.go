@@ -17,71 +17,69 @@ import (
 // nothing of the others, and its own writes are not stored; the others'
 // are, single statements and multi-statement writes alike.
 func TestGroupCommitIsolatesFailures(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			db := testdb.Open(t, target)
-			m := &Manager{db: db, commits: newGroupCommit(db)}
-			mark := func(txn string) *database.InDoubtSend {
-				return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: txn},
-					RemoteID: txn, EventType: "m.room.message", StartedAt: time.Now()}
-			}
-			bad := errors.New("this chat's write fails")
-			const n = 20
-			results := make([]error, n)
-			var wg sync.WaitGroup
-			for i := 0; i < n; i++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					txn := fmt.Sprintf("t%d", i)
-					write := func(ctx context.Context) error {
-						if _, err := db.InDoubt.BeginFresh(ctx, mark(txn)); err != nil {
-							return err
-						}
-						if i == 7 {
-							return bad
-						}
-						return db.InDoubt.SetEventID(ctx, txn, "$e")
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		db := testdb.Open(t, target)
+		m := &Manager{db: db, commits: newGroupCommit(db)}
+		mark := func(txn string) *database.InDoubtSend {
+			return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: txn},
+				RemoteID: txn, EventType: "m.room.message", StartedAt: time.Now()}
+		}
+		bad := errors.New("this chat's write fails")
+		const n = 20
+		results := make([]error, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				txn := fmt.Sprintf("t%d", i)
+				write := func(ctx context.Context) error {
+					if _, err := db.InDoubt.BeginFresh(ctx, mark(txn)); err != nil {
+						return err
 					}
-					if i%2 == 0 && i != 7 {
-						results[i] = m.groupStatement(ctx, func(ctx context.Context) error {
-							_, err := db.InDoubt.BeginFresh(ctx, mark(txn))
-							return err
-						})
-						return
+					if i == 7 {
+						return bad
 					}
-					results[i] = m.groupTxn(ctx, write)
-				}()
-			}
-			// The writes queue up before any committer runs, so that they
-			// share transactions.
-			for len(m.commits.writes) < n {
-				time.Sleep(time.Millisecond)
-			}
-			for i := 0; i < committers; i++ {
-				go m.commits.run(ctx)
-			}
-			wg.Wait()
-			for i, err := range results {
-				got, gerr := db.InDoubt.Get(ctx, fmt.Sprintf("t%d", i))
-				if gerr != nil {
-					t.Fatal(gerr)
+					return db.InDoubt.SetEventID(ctx, txn, "$e")
 				}
-				if i == 7 {
-					if !errors.Is(err, bad) || got != nil {
-						t.Fatalf("the failing write: %v, stored %v", err, got)
-					}
-					continue
+				if i%2 == 0 && i != 7 {
+					results[i] = m.groupStatement(ctx, func(ctx context.Context) error {
+						_, err := db.InDoubt.BeginFresh(ctx, mark(txn))
+						return err
+					})
+					return
 				}
-				if err != nil || got == nil {
-					t.Fatalf("write %d: %v, stored %v", i, err, got)
-				}
-				if i%2 == 1 && got.EventID != "$e" {
-					t.Fatalf("write %d lost its second statement: %+v", i, got)
-				}
+				results[i] = m.groupTxn(ctx, write)
+			}()
+		}
+		// The writes queue up before any committer runs, so that they
+		// share transactions.
+		for len(m.commits.writes) < n {
+			time.Sleep(time.Millisecond)
+		}
+		for i := 0; i < committers; i++ {
+			go m.commits.run(ctx)
+		}
+		wg.Wait()
+		for i, err := range results {
+			got, gerr := db.InDoubt.Get(ctx, fmt.Sprintf("t%d", i))
+			if gerr != nil {
+				t.Fatal(gerr)
 			}
-		})
-	}
+			if i == 7 {
+				if !errors.Is(err, bad) || got != nil {
+					t.Fatalf("the failing write: %v, stored %v", err, got)
+				}
+				continue
+			}
+			if err != nil || got == nil {
+				t.Fatalf("write %d: %v, stored %v", i, err, got)
+			}
+			if i%2 == 1 && got.EventID != "$e" {
+				t.Fatalf("write %d lost its second statement: %+v", i, got)
+			}
+		}
+	})
 }

@@ -78,54 +78,52 @@ func ownEvent(sender, txn string) map[string]any {
 // the grace period: found, it is used and nothing is sent; a copy by someone
 // else is not taken for it; not found, it is sent again with the same id.
 func TestSendInDoubtResolvedAgainstRoom(t *testing.T) {
-	for _, target := range testdb.Targets(t) {
-		t.Run(target.Name, func(t *testing.T) {
-			ctx := context.Background()
-			timeline := &roomTimeline{events: []map[string]any{ownEvent("@user:x", "dmb_t1"), ownEvent("@ghost:x", "dmb_t1")}}
-			started := time.Now()
-			m, intent := inDoubtSetup(t, target, timeline, started)
-			marker := &database.InDoubtSend{TxnID: "dmb_t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
-				RemoteID: "m1", EventType: "m.room.message", StartedAt: started.Add(-time.Second)}
-			if err := m.db.InDoubt.Begin(ctx, marker); err != nil {
-				t.Fatal(err)
-			}
-			sends := 0
-			s := testSend(intent, &sends, func() (*mautrix.RespSendEvent, error) { return &mautrix.RespSendEvent{EventID: "$new"}, nil })
-			before := time.Now()
-			got, err := m.sendRemote(ctx, s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != "$@ghost:xdmb_t1" || sends != 0 {
-				t.Fatalf("found %q after %d sends, want the ghost's event and no send", got, sends)
-			}
-			// It is there: no need to wait for the grace period.
-			if wait := time.Since(before); wait >= 300*time.Millisecond {
-				t.Errorf("found the landed event after %s, not at once", wait)
-			}
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		timeline := &roomTimeline{events: []map[string]any{ownEvent("@user:x", "dmb_t1"), ownEvent("@ghost:x", "dmb_t1")}}
+		started := time.Now()
+		m, intent := inDoubtSetup(t, target, timeline, started)
+		marker := &database.InDoubtSend{TxnID: "dmb_t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
+			RemoteID: "m1", EventType: "m.room.message", StartedAt: started.Add(-time.Second)}
+		if err := m.db.InDoubt.Begin(ctx, marker); err != nil {
+			t.Fatal(err)
+		}
+		sends := 0
+		s := testSend(intent, &sends, func() (*mautrix.RespSendEvent, error) { return &mautrix.RespSendEvent{EventID: "$new"}, nil })
+		before := time.Now()
+		got, err := m.sendRemote(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != "$@ghost:xdmb_t1" || sends != 0 {
+			t.Fatalf("found %q after %d sends, want the ghost's event and no send", got, sends)
+		}
+		// It is there: no need to wait for the grace period.
+		if wait := time.Since(before); wait >= 300*time.Millisecond {
+			t.Errorf("found the landed event after %s, not at once", wait)
+		}
 
-			// Only someone else's copy in the room: look, wait for the
-			// grace period, look again, send again.
-			timeline.mu.Lock()
-			timeline.events = timeline.events[:1]
-			reads := timeline.reads
-			timeline.mu.Unlock()
-			marker.StartedAt = time.Now().Add(-time.Second)
-			if err := m.db.InDoubt.Begin(ctx, marker); err != nil {
-				t.Fatal(err)
-			}
-			m.started = time.Now()
-			if got, err = m.sendRemote(ctx, s); err != nil {
-				t.Fatal(err)
-			}
-			if got != "$new" || sends != 1 {
-				t.Fatalf("got %q after %d sends, want a new send", got, sends)
-			}
-			if wait := time.Since(m.started); wait < 300*time.Millisecond || timeline.reads-reads != 2 {
-				t.Errorf("sent again after %s and %d looks, want the grace period and two looks", wait, timeline.reads-reads)
-			}
-		})
-	}
+		// Only someone else's copy in the room: look, wait for the
+		// grace period, look again, send again.
+		timeline.mu.Lock()
+		timeline.events = timeline.events[:1]
+		reads := timeline.reads
+		timeline.mu.Unlock()
+		marker.StartedAt = time.Now().Add(-time.Second)
+		if err := m.db.InDoubt.Begin(ctx, marker); err != nil {
+			t.Fatal(err)
+		}
+		m.started = time.Now()
+		if got, err = m.sendRemote(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if got != "$new" || sends != 1 {
+			t.Fatalf("got %q after %d sends, want a new send", got, sends)
+		}
+		if wait := time.Since(m.started); wait < 300*time.Millisecond || timeline.reads-reads != 2 {
+			t.Errorf("sent again after %s and %d looks, want the grace period and two looks", wait, timeline.reads-reads)
+		}
+	})
 }
 
 // The marker is in place while the request is out; a refused request clears

@@ -82,6 +82,14 @@ func Each(t *testing.T, test func(t *testing.T, target Target)) {
 	}
 }
 
+// EachDatabase runs test once per dialect, like Each, with the bridge's
+// database opened there (Open): the set-up most storage tests need and
+// nothing more.
+func EachDatabase(t *testing.T, test func(ctx context.Context, t *testing.T, db *database.Database)) {
+	t.Helper()
+	Each(t, func(t *testing.T, target Target) { test(context.Background(), t, Open(t, target)) })
+}
+
 // Fresh returns a new empty database of the same kind as target.
 func Fresh(t testing.TB, target Target) Target {
 	t.Helper()
