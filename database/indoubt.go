@@ -88,12 +88,7 @@ func (q *InDoubtQuery) Begin(ctx context.Context, s *InDoubtSend) error {
 // look-up and an insert. A false answer leaves the existing marker as it is
 // for the caller to resolve.
 func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, error) {
-	res, err := q.st.exec(ctx, beginFreshInDoubtQuery, s.sqlVariables()...)
-	if err != nil {
-		return false, err
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return q.insertedOne(ctx, beginFreshInDoubtQuery, s)
 }
 
 // BeginFreshUnlessBridged is BeginFresh for the first part of a remote
@@ -102,7 +97,13 @@ func (q *InDoubtQuery) BeginFresh(ctx context.Context, s *InDoubtSend) (bool, er
 // transaction id nor a stored mapping of the message's part 0 exists. A
 // false answer means one of the two does; the caller looks which.
 func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSend) (bool, error) {
-	res, err := q.st.exec(ctx, beginFreshUnlessBridgedInDoubtQuery, s.sqlVariables()...)
+	return q.insertedOne(ctx, beginFreshUnlessBridgedInDoubtQuery, s)
+}
+
+// insertedOne runs a conditional insert of s's marker (prepared) and
+// reports whether it inserted the row.
+func (q *InDoubtQuery) insertedOne(ctx context.Context, query string, s *InDoubtSend) (bool, error) {
+	res, err := q.st.exec(ctx, query, s.sqlVariables()...)
 	if err != nil {
 		return false, err
 	}
