@@ -2,9 +2,7 @@ package portal
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -70,7 +68,10 @@ func (m *Manager) backfill(ctx context.Context, connectorID string, login *datab
 			continue
 		}
 		evID, err := m.postMessage(ctx, login, p, ev, noop)
-		if isBadHistoryMessage(err) {
+		// A message that would fail for good as a live one (an attachment
+		// that cannot be fetched, content the homeserver refuses) is
+		// skipped; anything else is worth retrying the history for.
+		if isPermanent(err) {
 			log.Warn().Err(err).Str("message_id", ev.ID).Msg("Skipping a history message that cannot be bridged")
 			continue
 		} else if err != nil {
@@ -132,24 +133,6 @@ func (m *Manager) markHistoryRead(ctx context.Context, login *database.Login, p 
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to mark the history read")
 	}
-}
-
-// isBadHistoryMessage reports whether err is about the message itself (an
-// attachment that cannot be fetched, content the homeserver refuses), so
-// that skipping it is right, rather than a failure worth retrying.
-func isBadHistoryMessage(err error) bool {
-	if err == nil {
-		return false
-	}
-	if errors.Is(err, errPermanent) {
-		return true
-	}
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code >= 400 && code < 500 && code != http.StatusTooManyRequests
-	}
-	return false
 }
 
 // fetchHistory asks the connector for up to limit messages before live,
