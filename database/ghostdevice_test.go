@@ -15,9 +15,7 @@ import (
 // gives a device to are the registered ones that have none; a ghost never
 // registered, or with a device, is left alone.
 func TestGhostsRegisteredWithoutDevice(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		db := testdb.Open(t, target)
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
 		for _, g := range []*database.Ghost{
 			{ID: "a", MXID: "@a:x", Registered: true},
 			{ID: "b", MXID: "@b:x", Registered: true},
