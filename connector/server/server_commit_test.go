@@ -111,9 +111,7 @@ func TestEventsArrivingTogetherShareABatch(t *testing.T) {
 
 	connectortest.SendEvent(t, rc, 1, connectortest.Message(1))
 	connectortest.Eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
-	for i := 2; i <= 20; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 2, 20)
 	waitQueued(t, h, "c", 19)
 	// Check runs as each event is read, before it is stored.
 	if n := checked.Load(); n != 20 {
@@ -161,9 +159,7 @@ func TestFailedBatchAcksNothingAndCloses(t *testing.T) {
 
 	connectortest.SendEvent(t, rc, 1, connectortest.Message(1))
 	connectortest.Eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
-	for i := 2; i <= 9; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 2, 9)
 	waitQueued(t, h, "c", 4)
 	close(bs.hold)
 
@@ -185,9 +181,7 @@ func TestFailedBatchAcksNothingAndCloses(t *testing.T) {
 	if w.AckedSeq != 1 {
 		t.Fatalf("acked_seq after the failure %d, want 1", w.AckedSeq)
 	}
-	for i := 2; i <= 9; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 2, 9)
 	connectortest.WaitAck(t, rc, 9)
 }
 
@@ -197,9 +191,7 @@ func TestPlainStoreFailureAcksOnlyTheStoredPrefix(t *testing.T) {
 	fs := &failingStore{Store: connectortest.NewStore(t), failAt: 4}
 	h := connectortest.NewHarness(t, func(o *server.Options) { o.Store = fs })
 	rc, _ := h.Connect(t, "c")
-	for i := 1; i <= 8; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 1, 8)
 	maxAck := highestAckBeforeClose(t, rc, 1011)
 	if maxAck > 3 {
 		t.Fatalf("acked %d, but only 3 were stored", maxAck)
@@ -228,9 +220,7 @@ func TestReplacementWaitsForTheOldBatch(t *testing.T) {
 	old, _ := h.Connect(t, "c")
 	connectortest.SendEvent(t, old, 1, connectortest.Message(1))
 	connectortest.Eventually(t, "first batch", func() bool { return len(bs.seen()) == 1 })
-	for i := 2; i <= 5; i++ {
-		connectortest.SendEvent(t, old, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, old, 2, 5)
 	waitQueued(t, h, "c", 4)
 	go func() {
 		// The old connector answers the 4001 as a live one would.

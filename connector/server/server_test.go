@@ -141,9 +141,7 @@ func TestSequencing(t *testing.T) {
 	if w.AckedSeq != 0 {
 		t.Fatalf("acked_seq %d", w.AckedSeq)
 	}
-	for i := 1; i <= 10; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 1, 10)
 	connectortest.WaitAck(t, rc, 10)
 	if n := len(h.Store.Snapshot("c")); n != 10 {
 		t.Fatalf("stored %d events", n)
@@ -155,9 +153,7 @@ func TestSequencing(t *testing.T) {
 	if w.AckedSeq != 10 {
 		t.Fatalf("acked_seq after reconnect %d, want 10", w.AckedSeq)
 	}
-	for i := 1; i <= 10; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 1, 10)
 	connectortest.WaitAck(t, rc, 10)
 	if n := len(h.Store.Snapshot("c")); n != 10 {
 		t.Fatalf("replay stored something: %d events", n)
@@ -170,9 +166,7 @@ func TestSequencing(t *testing.T) {
 		t.Fatalf("want M_BAD_SEQ for 13 naming 11, got %+v %+v", f, f.Error)
 	}
 	connectortest.SendEvent(t, rc, 14, connectortest.Message(14))
-	for i := 11; i <= 14; i++ {
-		connectortest.SendEvent(t, rc, int64(i), connectortest.Message(i))
-	}
+	connectortest.SendMessages(t, rc, 11, 14)
 	f = connectortest.ReadUntil(t, rc, "ack 14", func(f *connector.Frame) bool {
 		if f.Type == connector.TypeErr {
 			t.Errorf("unexpected err after the gap: %+v", f.Error)

@@ -309,6 +309,15 @@ func SendEvent(t testing.TB, rc *rawconn.Conn, seq int64, ev *connector.Event) {
 	}
 }
 
+// SendMessages sends Message(i) as the event of seq i for every i from first
+// to last, the stream most protocol tests feed the server.
+func SendMessages(t testing.TB, rc *rawconn.Conn, first, last int) {
+	t.Helper()
+	for i := first; i <= last; i++ {
+		SendEvent(t, rc, int64(i), Message(i))
+	}
+}
+
 // eventually polls cond until it holds or a deadline passes.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
