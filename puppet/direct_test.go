@@ -133,16 +133,23 @@ type clientData struct{ *mautrix.Client }
 
 func (c clientData) UserID() id.UserID { return c.Client.UserID }
 
-func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
-	srv := &directServer{content: `{"@carol:x":["!c:x"]}`, clobber: true}
+// aliceOn is alice's client on a homeserver served by srv for the test.
+func aliceOn(t *testing.T, srv http.Handler) clientData {
+	t.Helper()
 	hs := httptest.NewServer(srv)
-	defer hs.Close()
+	t.Cleanup(hs.Close)
 	client, err := mautrix.NewClient(hs.URL, "@alice:x", "token")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return clientData{client}
+}
+
+func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
+	srv := &directServer{content: `{"@carol:x":["!c:x"]}`, clobber: true}
+	client := aliceOn(t, srv)
 	d := NewDirect(zerolog.Nop())
-	wrote, err := d.Apply(context.Background(), clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}})
+	wrote, err := d.Apply(context.Background(), client, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}})
 	if err != nil || !wrote {
 		t.Fatalf("Apply = %v, %v", wrote, err)
 	}
@@ -157,7 +164,7 @@ func TestDirectApplyRedoesMergeAfterConcurrentWrite(t *testing.T) {
 
 	// Nothing to change: no write at all.
 	before := srv.puts
-	if wrote, err = d.Apply(context.Background(), clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}}); err != nil || wrote {
+	if wrote, err = d.Apply(context.Background(), client, DirectChange{Add: map[id.UserID][]id.RoomID{"@dm_bob:x": {"!p:x"}}}); err != nil || wrote {
 		t.Fatalf("Apply with nothing to do = %v, %v", wrote, err)
 	}
 	if srv.puts != before {

@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -29,12 +27,7 @@ func (s *slowDirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // stay.
 func TestDirectApplyCoalesces(t *testing.T) {
 	srv := &slowDirect{directServer{content: `{"@carol:x":["!c:x"]}`}}
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	client, err := mautrix.NewClient(hs.URL, "@alice:x", "token")
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := aliceOn(t, srv)
 	d := NewDirect(zerolog.Nop())
 	const n = 40
 	var wg sync.WaitGroup
@@ -44,7 +37,7 @@ func TestDirectApplyCoalesces(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			ghost := id.UserID(fmt.Sprintf("@dm_%d:x", i))
-			_, err := d.Apply(context.Background(), clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {id.RoomID(fmt.Sprintf("!r%d:x", i))}}})
+			_, err := d.Apply(context.Background(), client, DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {id.RoomID(fmt.Sprintf("!r%d:x", i))}}})
 			errs <- err
 		}()
 	}
@@ -77,16 +70,11 @@ func TestDirectApplyCoalesces(t *testing.T) {
 // withdraws its change and the others still get written.
 func TestDirectApplyCancelledWaiter(t *testing.T) {
 	srv := &slowDirect{}
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	client, err := mautrix.NewClient(hs.URL, "@alice:x", "token")
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := aliceOn(t, srv)
 	d := NewDirect(zerolog.Nop())
 	add := func(ctx context.Context, i int) error {
 		ghost := id.UserID(fmt.Sprintf("@dm_%d:x", i))
-		_, err := d.Apply(ctx, clientData{client}, DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {id.RoomID(fmt.Sprintf("!r%d:x", i))}}})
+		_, err := d.Apply(ctx, client, DirectChange{Add: map[id.UserID][]id.RoomID{ghost: {id.RoomID(fmt.Sprintf("!r%d:x", i))}}})
 		return err
 	}
 	var wg sync.WaitGroup
@@ -101,7 +89,7 @@ func TestDirectApplyCancelledWaiter(t *testing.T) {
 	}
 	wg.Wait()
 	// Whatever was given up, the queue is free and a new change lands.
-	if err = add(context.Background(), 99); err != nil {
+	if err := add(context.Background(), 99); err != nil {
 		t.Fatal(err)
 	}
 	var got map[string][]string
