@@ -41,6 +41,12 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 
 func newTestIntents(t *testing.T, r *recorder) Intents {
 	t.Helper()
+	return NewIntents(newTestAppService(t, r))
+}
+
+// newTestAppService is an appservice whose homeserver is r.
+func newTestAppService(t *testing.T, r *recorder) *mas.AppService {
+	t.Helper()
 	hs := httptest.NewServer(r)
 	t.Cleanup(hs.Close)
 	as, err := mas.CreateFull(mas.CreateOpts{
@@ -49,7 +55,7 @@ func newTestIntents(t *testing.T, r *recorder) Intents {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewIntents(as)
+	return as
 }
 
 // A server that does not route authenticated media gets the legacy
@@ -171,22 +177,15 @@ func TestDoublePuppetEncrypts(t *testing.T) {
 		"/_matrix/client/v3/rooms/!enc:x/send/m.room.encrypted/t2": sent,
 		"/_matrix/client/v3/rooms/!plain:x/send/m.room.message/t3": sent,
 	}}
-	hs := httptest.NewServer(r)
-	t.Cleanup(hs.Close)
-	as, err := mas.CreateFull(mas.CreateOpts{
-		Registration: &mas.Registration{AppToken: "as", ServerToken: "hs", SenderLocalpart: "bot"}, HomeserverDomain: "x", HomeserverURL: hs.URL,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	as := newTestAppService(t, r)
 	as.DoublePuppetValue = "dmbridge"
 	ctx := context.Background()
 	for _, room := range []id.RoomID{"!enc:x", "!plain:x"} {
-		if err = as.StateStore.SetMembership(ctx, room, "@alice:x", event.MembershipJoin); err != nil {
+		if err := as.StateStore.SetMembership(ctx, room, "@alice:x", event.MembershipJoin); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err = as.StateStore.SetEncryptionEvent(ctx, "!enc:x", &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}); err != nil {
+	if err := as.StateStore.SetEncryptionEvent(ctx, "!enc:x", &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}); err != nil {
 		t.Fatal(err)
 	}
 	intents := NewIntents(as)
