@@ -29,6 +29,27 @@ func newElector(t *testing.T, uri string, opts Options) (*Elector, *sql.DB) {
 	return e, db
 }
 
+// newActive is newElector for a process that then waits to be active, as
+// the first one started is at once.
+func newActive(ctx context.Context, t *testing.T, uri string, opts Options) (*Elector, *sql.DB) {
+	t.Helper()
+	e, db := newElector(t, uri, opts)
+	if err := e.WaitActive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return e, db
+}
+
+// leaseTest gives a lease test a fresh PostgreSQL database and a context
+// that ends after a minute, far beyond any lease the tests use.
+func leaseTest(t *testing.T) (context.Context, string) {
+	t.Helper()
+	uri := testdb.Postgres(t).URI
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx, uri
+}
+
 func fencedDB(t *testing.T, uri string, e *Elector) *sql.DB {
 	t.Helper()
 	db, err := e.OpenDB(uri, true)
@@ -56,19 +77,14 @@ func insert(ctx context.Context, db *sql.DB, v int) error {
 // those sessions, takes a new epoch, and the old holder can neither commit
 // nor pass its clock check any more.
 func TestTakeoverFencesThePausedHolder(t *testing.T) {
-	target := testdb.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, uri := leaseTest(t)
 	opts := Options{Lease: 1200 * time.Millisecond, Renew: 300 * time.Millisecond, Margin: 300 * time.Millisecond}
-	a, _ := newElector(t, target.URI, opts)
-	b, _ := newElector(t, target.URI, opts)
-	if err := a.WaitActive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newActive(ctx, t, uri, opts)
+	b, _ := newElector(t, uri, opts)
 	if role, epoch := a.Role(); role != Active || epoch != 1 {
 		t.Fatalf("a: %s epoch %d, want active epoch 1", role, epoch)
 	}
-	adb := fencedDB(t, target.URI, a)
+	adb := fencedDB(t, uri, a)
 	if _, err := adb.ExecContext(ctx, `CREATE TABLE t (v INTEGER)`); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +140,7 @@ func TestTakeoverFencesThePausedHolder(t *testing.T) {
 	if role, _ := a.Role(); role != Lost {
 		t.Errorf("the fenced former active is %s, want lost", role)
 	}
-	bdb := fencedDB(t, target.URI, b)
+	bdb := fencedDB(t, uri, b)
 	if err := insert(ctx, bdb, 3); err != nil {
 		t.Fatalf("new active's transaction: %v", err)
 	}
@@ -147,15 +163,10 @@ func TestTakeoverFencesThePausedHolder(t *testing.T) {
 // TestReleaseHandsOverAtOnce: a clean shutdown gives the lease up, so the
 // standby does not wait for it to expire.
 func TestReleaseHandsOverAtOnce(t *testing.T) {
-	target := testdb.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, uri := leaseTest(t)
 	opts := Options{Lease: 10 * time.Second}
-	a, _ := newElector(t, target.URI, opts)
-	b, _ := newElector(t, target.URI, opts)
-	if err := a.WaitActive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := newActive(ctx, t, uri, opts)
+	b, _ := newElector(t, uri, opts)
 	done := make(chan error, 1)
 	go func() { done <- b.WaitActive(ctx) }()
 	time.Sleep(300 * time.Millisecond)
@@ -181,14 +192,9 @@ func TestReleaseHandsOverAtOnce(t *testing.T) {
 // lock session, the next renewal fails and the process is lost before its
 // lease could expire.
 func TestLostLockConnectionStopsAtOnce(t *testing.T) {
-	target := testdb.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, uri := leaseTest(t)
 	opts := Options{Lease: 8 * time.Second, Renew: 200 * time.Millisecond, Margin: 2 * time.Second}
-	a, db := newElector(t, target.URI, opts)
-	if err := a.WaitActive(ctx); err != nil {
-		t.Fatal(err)
-	}
+	a, db := newActive(ctx, t, uri, opts)
 	if _, err := db.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 		WHERE application_name = $1 AND pid <> pg_backend_pid()`, a.Instance()); err != nil {
 		t.Fatal(err)
@@ -206,15 +212,10 @@ func TestLostLockConnectionStopsAtOnce(t *testing.T) {
 // TestLongTransactionKeepsTheLease: a transaction of the active that runs
 // longer than the lease does not hold up the renewals.
 func TestLongTransactionKeepsTheLease(t *testing.T) {
-	target := testdb.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, uri := leaseTest(t)
 	opts := Options{Lease: 1200 * time.Millisecond, Renew: 300 * time.Millisecond, Margin: 300 * time.Millisecond}
-	a, _ := newElector(t, target.URI, opts)
-	if err := a.WaitActive(ctx); err != nil {
-		t.Fatal(err)
-	}
-	db := fencedDB(t, target.URI, a)
+	a, _ := newActive(ctx, t, uri, opts)
+	db := fencedDB(t, uri, a)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -234,13 +235,11 @@ func TestLongTransactionKeepsTheLease(t *testing.T) {
 // its next renewal tick, without trying the renewal; with EpochFenceOnly
 // (the fault tests' knob) the clock is ignored.
 func TestPastDeadlineStepsDownByClock(t *testing.T) {
-	target := testdb.Postgres(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx, uri := leaseTest(t)
 	for _, epochOnly := range []bool{false, true} {
 		var logs bytes.Buffer
 		opts := Options{Lease: 1200 * time.Millisecond, Renew: 300 * time.Millisecond, Margin: 300 * time.Millisecond, EpochFenceOnly: epochOnly}
-		e, err := New(ctx, target.URI, opts, zerolog.New(&syncWriter{w: &logs}))
+		e, err := New(ctx, uri, opts, zerolog.New(&syncWriter{w: &logs}))
 		if err != nil {
 			t.Fatal(err)
 		}
