@@ -24,54 +24,53 @@ func httpErr(status int, code string) error {
 	return fmt.Errorf("send message x part 0: %w", e)
 }
 
-func TestIsPermanent(t *testing.T) {
+// TestFailureKinds: every failure is of one kind, which decides its event's
+// fate (dispatch.go): permanent ends the event at once (isPermanent), an
+// outage is retried for as long as it lasts (isOutage), any other failure
+// is retried maxOtherTries times.
+func TestFailureKinds(t *testing.T) {
+	const permanent, outage, other = "permanent", "outage", "other"
+	refused := fmt.Errorf("x: %w", mautrix.HTTPError{Message: "request error", WrappedError: syscall.ECONNREFUSED})
 	cases := []struct {
 		name string
 		err  error
-		want bool
+		want string
 	}{
-		{"413 M_TOO_LARGE", httpErr(413, "M_TOO_LARGE"), true},
-		{"400 M_BAD_JSON", httpErr(400, "M_BAD_JSON"), true},
-		{"400 M_NOT_JSON", httpErr(400, "M_NOT_JSON"), true},
-		{"403 M_FORBIDDEN", httpErr(403, "M_FORBIDDEN"), true},
-		{"404 without a code", httpErr(404, ""), true},
-		{"429 M_LIMIT_EXCEEDED", httpErr(429, "M_LIMIT_EXCEEDED"), false},
-		{"408", httpErr(408, ""), false},
-		{"502", httpErr(502, ""), false},
-		{"500 M_UNKNOWN", httpErr(500, "M_UNKNOWN"), false},
-		{"connection refused", fmt.Errorf("x: %w", mautrix.HTTPError{Message: "request error", WrappedError: syscall.ECONNREFUSED}), false},
-		{"database error", errors.New("database is locked"), false},
-		{"bad stored data", fmt.Errorf("%w: stored event does not parse", errPermanent), true},
+		{"413 M_TOO_LARGE", httpErr(413, "M_TOO_LARGE"), permanent},
+		{"400 M_BAD_JSON", httpErr(400, "M_BAD_JSON"), permanent},
+		{"400 M_NOT_JSON", httpErr(400, "M_NOT_JSON"), permanent},
+		{"403 M_FORBIDDEN", httpErr(403, "M_FORBIDDEN"), permanent},
+		{"404 without a code", httpErr(404, ""), permanent},
+		{"bad stored data", fmt.Errorf("%w: stored event does not parse", errPermanent), permanent},
+		{"429 M_LIMIT_EXCEEDED", httpErr(429, "M_LIMIT_EXCEEDED"), outage},
+		{"408", httpErr(408, ""), outage},
+		{"502", httpErr(502, ""), outage},
+		{"500 M_UNKNOWN", httpErr(500, "M_UNKNOWN"), outage},
+		{"homeserver connection refused", refused, outage},
+		{"postgres shutting down", fmt.Errorf("load: %w", &pq.Error{Code: "57P01"}), outage},
+		{"postgres connection failure", fmt.Errorf("load: %w", &pq.Error{Code: "08006"}), outage},
+		{"sqlite busy", fmt.Errorf("load: %w", sqlite3.Error{Code: sqlite3.ErrBusy}), outage},
+		{"bad connection", fmt.Errorf("load: %w", driver.ErrBadConn), outage},
+		{"postgres constraint", fmt.Errorf("load: %w", &pq.Error{Code: "23505"}), other},
+		{"database error", errors.New("database is locked"), other},
+		{"file server refuses", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: syscall.ECONNREFUSED}), other},
+		{"file server times out", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: context.DeadlineExceeded}), other},
+		{"something else", errors.New("avatar has no url"), other},
 	}
 	for _, c := range cases {
-		if got := isPermanent(c.err); got != c.want {
-			t.Errorf("%s: isPermanent = %v, want %v", c.name, got, c.want)
+		p, o := isPermanent(c.err), isOutage(c.err)
+		got := other
+		switch {
+		case p && o:
+			t.Errorf("%s: both permanent and an outage", c.name)
+			continue
+		case p:
+			got = permanent
+		case o:
+			got = outage
 		}
-	}
-}
-
-func TestIsOutage(t *testing.T) {
-	cases := []struct {
-		name string
-		err  error
-		want bool
-	}{
-		{"homeserver 502", httpErr(502, ""), true},
-		{"homeserver 429", httpErr(429, "M_LIMIT_EXCEEDED"), true},
-		{"homeserver connection refused", fmt.Errorf("x: %w", mautrix.HTTPError{Message: "request error", WrappedError: syscall.ECONNREFUSED}), true},
-		{"homeserver 403", httpErr(403, "M_FORBIDDEN"), false},
-		{"postgres shutting down", fmt.Errorf("load: %w", &pq.Error{Code: "57P01"}), true},
-		{"postgres connection failure", fmt.Errorf("load: %w", &pq.Error{Code: "08006"}), true},
-		{"postgres constraint", fmt.Errorf("load: %w", &pq.Error{Code: "23505"}), false},
-		{"sqlite busy", fmt.Errorf("load: %w", sqlite3.Error{Code: sqlite3.ErrBusy}), true},
-		{"bad connection", fmt.Errorf("load: %w", driver.ErrBadConn), true},
-		{"file server refuses", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: syscall.ECONNREFUSED}), false},
-		{"file server times out", fmt.Errorf("fetch: %w", &url.Error{Op: "Get", URL: "http://x", Err: context.DeadlineExceeded}), false},
-		{"something else", errors.New("avatar has no url"), false},
-	}
-	for _, c := range cases {
-		if got := isOutage(c.err); got != c.want {
-			t.Errorf("%s: isOutage = %v, want %v", c.name, got, c.want)
+		if got != c.want {
+			t.Errorf("%s: %s (isPermanent %v, isOutage %v), want %s", c.name, got, p, o, c.want)
 		}
 	}
 }
