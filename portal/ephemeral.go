@@ -93,27 +93,27 @@ func (m *Manager) MatrixEphemeral(ctx context.Context, evt *appservice.Ephemeral
 	}
 }
 
-// portalOfUser returns the portal of a room when the user is its owner.
-func (m *Manager) portalOfUser(ctx context.Context, evt *appservice.EphemeralEvent) (*database.Portal, *database.Login) {
-	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
-	if err != nil || p == nil {
-		return nil, nil
-	}
-	login, err := m.db.Login.Get(ctx, p.LoginID)
-	if err != nil || login == nil {
-		return nil, nil
-	}
-	return p, login
+// inPortal queues apply on the room's lane for the kind (typing, receipt),
+// bounded by ephemeralTimeout, with the room's portal and its login; a room
+// that is no portal, or whose login is gone, is none of the bridge's.
+func (m *Manager) inPortal(evt *appservice.EphemeralEvent, kind string, apply func(ctx context.Context, p *database.Portal, login *database.Login)) {
+	m.lanes.submit(kind+"/"+string(evt.RoomID), "matrix "+kind, func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
+		defer cancel()
+		p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
+		if err != nil || p == nil {
+			return
+		}
+		login, err := m.db.Login.Get(ctx, p.LoginID)
+		if err != nil || login == nil {
+			return
+		}
+		apply(ctx, p, login)
+	})
 }
 
 func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
-	m.lanes.submit("typing/"+string(evt.RoomID), "matrix typing", func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
-		defer cancel()
-		p, login := m.portalOfUser(ctx, evt)
-		if p == nil {
-			return
-		}
+	m.inPortal(evt, "typing", func(ctx context.Context, p *database.Portal, login *database.Login) {
 		if caps, ok := m.capabilities(login.ConnectorID); !ok || !caps.Typing {
 			return
 		}
@@ -137,13 +137,7 @@ func (m *Manager) matrixTyping(evt *appservice.EphemeralEvent) {
 }
 
 func (m *Manager) matrixReceipts(evt *appservice.EphemeralEvent) {
-	m.lanes.submit("receipt/"+string(evt.RoomID), "matrix receipt", func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
-		defer cancel()
-		p, login := m.portalOfUser(ctx, evt)
-		if p == nil {
-			return
-		}
+	m.inPortal(evt, "receipt", func(ctx context.Context, p *database.Portal, login *database.Login) {
 		m.markRead(ctx, p, login, evt.Content.AsReceipt())
 	})
 }
