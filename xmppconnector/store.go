@@ -117,11 +117,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 // Cursor returns the last archive id of login that was bridged ("" if none).
 func (s *Store) Cursor(ctx context.Context, login string) (string, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT stanza_id FROM cursors WHERE login = ?`, login).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
-	}
+	id, _, err := s.lookup(ctx, `SELECT stanza_id FROM cursors WHERE login = ?`, login)
 	return id, err
 }
 

@@ -10,29 +10,33 @@ import (
 // BridgeID returns the bridge id of the message that XMPP knows as ref in
 // chat, and whether it is known.
 func (s *Store) BridgeID(ctx context.Context, login, chat, ref string) (string, bool, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT bridge_id FROM message_refs WHERE login = ? AND chat = ? AND ref = ?`,
-		login, chat, ref).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
-	}
+	id, ok, err := s.lookup(ctx, `SELECT bridge_id FROM message_refs WHERE login = ? AND chat = ? AND ref = ?`, login, chat, ref)
 	if err != nil {
 		return "", false, fmt.Errorf("looking up message %s: %w", ref, err)
 	}
-	return id, true, nil
+	return id, ok, nil
+}
+
+// lookup runs a query for one text column of at most one row and reports
+// whether there was a row.
+func (s *Store) lookup(ctx context.Context, query string, args ...any) (string, bool, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, query, args...).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	}
+	return v, err == nil, err
 }
 
 // XMPPID returns the id XMPP references to the message with bridge id
 // bridgeID use; an unknown message is assumed to use its bridge id.
 func (s *Store) XMPPID(ctx context.Context, login, chat, bridgeID string) (string, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT xmpp_id FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`,
-		login, chat, bridgeID).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return bridgeID, nil
-	}
+	id, ok, err := s.lookup(ctx, `SELECT xmpp_id FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`, login, chat, bridgeID)
 	if err != nil {
 		return "", fmt.Errorf("looking up message %s: %w", bridgeID, err)
+	}
+	if !ok {
+		return bridgeID, nil
 	}
 	return id, nil
 }
@@ -41,16 +45,11 @@ func (s *Store) XMPPID(ctx context.Context, login, chat, bridgeID string) (strin
 // bridgeID in chat ("" for a message stored before authors were), and
 // whether the message is known at all.
 func (s *Store) Author(ctx context.Context, login, chat, bridgeID string) (string, bool, error) {
-	var author string
-	err := s.db.QueryRowContext(ctx, `SELECT author FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`,
-		login, chat, bridgeID).Scan(&author)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", false, nil
-	}
+	author, ok, err := s.lookup(ctx, `SELECT author FROM messages WHERE login = ? AND chat = ? AND bridge_id = ?`, login, chat, bridgeID)
 	if err != nil {
 		return "", false, fmt.Errorf("looking up the author of %s: %w", bridgeID, err)
 	}
-	return author, true, nil
+	return author, ok, nil
 }
 
 // Reactions returns sender's current reaction keys on target.
