@@ -49,16 +49,9 @@ func (s *suite) checkHistory(ctx context.Context) (string, error) {
 
 func (s *suite) checkBackfill(ctx context.Context) (string, error) {
 	chat := s.target.Chat()
-	r, err := s.commandRetrying(ctx, connector.OpBackfill, &connector.Command{Login: s.login, Chat: chat, Limit: historyLimit})
+	res, err := s.historyResult(ctx, connector.OpBackfill, &connector.Command{Login: s.login, Chat: chat, Limit: historyLimit})
 	if err != nil {
 		return "", err
-	}
-	if r.err != nil {
-		return "", fmt.Errorf("backfill (capability backfill) was answered %s", r)
-	}
-	var res connector.Result
-	if err := json.Unmarshal(r.res, &res); err != nil {
-		return "", fmt.Errorf("backfill answer does not decode: %w", err)
 	}
 	if len(res.Messages) > historyLimit {
 		return "", fmt.Errorf("backfill with limit %d returned %d messages", historyLimit, len(res.Messages))
@@ -82,17 +75,28 @@ func (s *suite) checkBackfill(ctx context.Context) (string, error) {
 	return fmt.Sprintf("backfill of %s: %d valid messages, oldest first", chat.ID, len(res.Messages)), nil
 }
 
-func (s *suite) checkListChats(ctx context.Context) (string, error) {
-	r, err := s.commandRetrying(ctx, connector.OpListChats, &connector.Command{Login: s.login, Limit: historyLimit})
+// historyResult sends a history command, whose op is also the name of the
+// capability that promises it, and decodes the result it must be answered
+// with.
+func (s *suite) historyResult(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
+	r, err := s.commandRetrying(ctx, op, cmd)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	if r.err != nil {
-		return "", fmt.Errorf("list_chats (capability list_chats) was answered %s", r)
+		return nil, fmt.Errorf("%s (capability %s) was answered %s", op, op, r)
 	}
 	var res connector.Result
 	if err := json.Unmarshal(r.res, &res); err != nil {
-		return "", fmt.Errorf("list_chats answer does not decode: %w", err)
+		return nil, fmt.Errorf("%s answer does not decode: %w", op, err)
+	}
+	return &res, nil
+}
+
+func (s *suite) checkListChats(ctx context.Context) (string, error) {
+	res, err := s.historyResult(ctx, connector.OpListChats, &connector.Command{Login: s.login, Limit: historyLimit})
+	if err != nil {
+		return "", err
 	}
 	if len(res.Chats) > historyLimit {
 		return "", fmt.Errorf("list_chats with limit %d returned %d chats", historyLimit, len(res.Chats))
