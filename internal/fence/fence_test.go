@@ -31,14 +31,20 @@ func rawRequest(t *testing.T, addr, path string) []byte {
 	return got
 }
 
-func TestFencedAnswersNothing(t *testing.T) {
-	var closed atomic.Bool
-	gate := func() error {
+// switchableGate is a gate that is open until closed is set, as the lease
+// check is until the lease is lost.
+func switchableGate() (closed *atomic.Bool, gate func() error) {
+	closed = new(atomic.Bool)
+	return closed, func() error {
 		if closed.Load() {
 			return errors.New("lost")
 		}
 		return nil
 	}
+}
+
+func TestFencedAnswersNothing(t *testing.T) {
+	closed, gate := switchableGate()
 	mux := http.NewServeMux()
 	mux.HandleFunc("/json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -73,13 +79,7 @@ func TestFencedAnswersNothing(t *testing.T) {
 // A response that started before the gate shut is cut off: the client never
 // gets a complete answer it could mistake for a finished one.
 func TestFencedMidResponse(t *testing.T) {
-	var closed atomic.Bool
-	gate := func() error {
-		if closed.Load() {
-			return errors.New("lost")
-		}
-		return nil
-	}
+	closed, gate := switchableGate()
 	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "first part\n")
 		http.NewResponseController(w).Flush()
@@ -104,13 +104,7 @@ func TestFencedMidResponse(t *testing.T) {
 // A websocket-style upgrade hijacks the connection and writes its answer
 // there: a shut gate refuses the hijack.
 func TestFencedHijack(t *testing.T) {
-	var closed atomic.Bool
-	gate := func() error {
-		if closed.Load() {
-			return errors.New("lost")
-		}
-		return nil
-	}
+	closed, gate := switchableGate()
 	hijackErr := make(chan error, 1)
 	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, buf, err := http.NewResponseController(w).Hijack()
