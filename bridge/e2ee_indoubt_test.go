@@ -35,13 +35,7 @@ func testEncryptedSendInDoubt(t *testing.T, target testdb.Target) {
 			cfg.Bridge.InDoubtGrace = config.Duration(time.Second)
 			cfg.Bridge.RetryMaxDelay = config.Duration(time.Second)
 		}})
-	f := s.connectFake(nil)
-	ghost := s.ghost("bob@network")
-	nio := startNio(t, s, "alice")
-	nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hello bob"})
-	waitSent(t, f, 1)
-	f.send(textFrom("bob@network", "r1", "first answer"))
-	nio.do(map[string]any{"cmd": "expect", "body": "first answer", "timeout": 60})
+	f, ghost, nio, _ := encryptedDMWithBob(t, s, "hello bob", "first answer")
 
 	for _, c := range []struct {
 		name string

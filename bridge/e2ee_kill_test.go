@@ -21,14 +21,7 @@ func TestEncryptedDMSurvivesKill(t *testing.T) {
 	proc := newBridgeProcess(t, s)
 	proc.start(s.cfg.Connector.Listen)
 	t.Cleanup(proc.kill)
-	f := s.connectFake(nil)
-	ghost := s.ghost("bob@network")
-	nio := startNio(t, s, "alice")
-
-	nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "before the kill"})
-	waitSent(t, f, 1)
-	f.send(textFrom("bob@network", "r1", "answer before the kill"))
-	before := nio.do(map[string]any{"cmd": "expect", "body": "answer before the kill", "timeout": 60})
+	f, ghost, nio, before := encryptedDMWithBob(t, s, "before the kill", "answer before the kill")
 	if before["sender"] != string(ghost) || before["encrypted"] != true {
 		t.Fatalf("contact's message before the kill as the client saw it = %v, want encrypted by %s", before, ghost)
 	}

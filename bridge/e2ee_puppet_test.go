@@ -22,13 +22,7 @@ import (
 func TestEncryptedDoublePuppetEcho(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		nio := startNio(t, s, "alice")
-		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hello bob"})
-		waitSent(t, f, 1)
-		f.send(textFrom("bob@network", "r1", "hi alice"))
-		answer := nio.do(map[string]any{"cmd": "expect", "body": "hi alice", "timeout": 60})
+		f, ghost, nio, answer := encryptedDMWithBob(t, s, "hello bob", "hi alice")
 
 		me := &connector.Sender{ID: testLogin, IsMe: true}
 		f.send(&connector.Event{Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(),

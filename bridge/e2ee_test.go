@@ -60,6 +60,23 @@ func startNio(t *testing.T, s *stack, localpart string) *nioClient {
 	return c
 }
 
+// encryptedDMWithBob is the start most encrypted-DM tests share: the fake
+// connector connects, alice's E2EE client opens an encrypted DM with bob's
+// ghost saying hello, the hello reaches the connector, and bob's answer
+// reaches the client. It returns the connector, the ghost, the client and
+// the answer as the client saw it.
+func encryptedDMWithBob(t *testing.T, s *stack, hello, answer string) (*fakeConnector, id.UserID, *nioClient, map[string]any) {
+	t.Helper()
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	nio := startNio(t, s, "alice")
+	nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": hello})
+	waitSent(t, f, 1)
+	f.send(textFrom("bob@network", "r1", answer))
+	seen := nio.do(map[string]any{"cmd": "expect", "body": answer, "timeout": 60})
+	return f, ghost, nio, seen
+}
+
 type testLogWriter struct {
 	t  *testing.T
 	mu sync.Mutex
