@@ -26,7 +26,9 @@ func (m *Manager) remoteLoop() {
 			var entries []*inbox.Entry
 			entries, more, failed = reader.Next(m.ctx, pageSize)
 			for _, e := range entries {
-				if !m.lanes.submit(remoteLane(e), e.Kind, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
+				// The entry is the peek: the event before it in the lane
+				// may write its first send's marker (premark.go).
+				if !m.lanes.submitPeek(remoteLane(e), e.Kind, e, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
 					return
 				}
 			}

@@ -168,14 +168,32 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
 		})
 	}
+	// A live message in a busy chat: the next message's marker goes into
+	// this result's transaction (premark.go).
+	var next *database.InDoubtSend
+	if unlessBridged {
+		next = premarkNext(ctx, p, ev)
+	}
+	premarked := false
 	err = m.doneWithSends(ctx, func(ctx context.Context) error {
 		for _, msg := range msgs {
 			if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return fmt.Errorf("store message mapping: %w", err)
 			}
 		}
-		return done(ctx)
+		if err := done(ctx); err != nil {
+			return err
+		}
+		var err error
+		premarked, err = m.writePremark(ctx, next)
+		if err != nil {
+			return fmt.Errorf("mark next send in doubt: %w", err)
+		}
+		return nil
 	}, txns...)
+	if err == nil && premarked {
+		m.keepPremark(ctx, next)
+	}
 	if err != nil || len(msgs) == 0 {
 		return "", err
 	}
