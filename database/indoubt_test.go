@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -50,4 +52,68 @@ func TestBeginFreshUnlessBridged(t *testing.T) {
 			t.Fatalf("same id in another chat: %v, %v; want fresh", fresh, err)
 		}
 	})
+}
+
+// TestStoreSent: the one statement of a sent message's result clears its
+// marker, marks its inbox row applied, maps it, and writes the next
+// message's marker unless that one is bridged already.
+func TestStoreSent(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.Postgres(t))
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+		t.Fatal(err)
+	}
+	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	for seq := int64(1); seq <= 2; seq++ {
+		row := &database.InboxRow{ConnectorID: "c", Seq: seq, LoginID: "l1", ChatID: "bob", Kind: "message", Data: []byte("{}")}
+		if err := db.Inbox.Insert(ctx, row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mark := func(txn, remoteID string) *database.InDoubtSend {
+		return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: key, RemoteID: remoteID,
+			EventType: "m.room.message", StartedAt: time.Now()}
+	}
+	msg := func(remoteID string) *database.Message {
+		return &database.Message{PortalKey: key, RemoteID: remoteID, MXID: id.EventID("$" + remoteID), RoomID: "!r:x", SenderID: "bob"}
+	}
+	if err := db.InDoubt.Begin(ctx, mark("t1", "m1")); err != nil {
+		t.Fatal(err)
+	}
+	premarked, err := db.Message.StoreSent(ctx, msg("m1"), "t1", "c", 1, mark("t2", "m2"))
+	if err != nil || !premarked {
+		t.Fatalf("StoreSent m1: %v, %v; want the next marker written", premarked, err)
+	}
+	if got, err := db.InDoubt.Get(ctx, "t1"); err != nil || got != nil {
+		t.Errorf("m1's marker left: %+v, %v", got, err)
+	}
+	if got, err := db.InDoubt.Get(ctx, "t2"); err != nil || got == nil || got.RemoteID != "m2" {
+		t.Errorf("m2's marker = %+v, %v", got, err)
+	}
+	if got, err := db.Message.GetPart(ctx, key, "m1", 0); err != nil || got == nil || got.MXID != "$m1" {
+		t.Errorf("m1's mapping = %+v, %v", got, err)
+	}
+	pending, err := db.Inbox.Pending(ctx, "c", 0, 10)
+	if err != nil || len(pending) != 1 || pending[0].Seq != 2 {
+		t.Errorf("pending inbox rows %+v, %v; want seq 2 only", pending, err)
+	}
+	// The next message is m1 again, bridged already: no marker for it.
+	if premarked, err = db.Message.StoreSent(ctx, msg("m2"), "t2", "c", 2, mark("t3", "m1")); err != nil || premarked {
+		t.Fatalf("StoreSent m2: %v, %v; want no marker for a bridged message", premarked, err)
+	}
+	if got, err := db.InDoubt.Get(ctx, "t3"); err != nil || got != nil {
+		t.Errorf("a marker for a bridged message: %+v, %v", got, err)
+	}
+	if pending, err = db.Inbox.Pending(ctx, "c", 0, 10); err != nil || len(pending) != 0 {
+		t.Errorf("pending inbox rows %+v, %v; want none", pending, err)
+	}
+	if _, err = db.Message.StoreSent(ctx, msg("m3"), "t4", "c", 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := db.Message.GetPart(ctx, key, "m3", 0); err != nil || got == nil {
+		t.Errorf("m3's mapping = %+v, %v", got, err)
+	}
 }

@@ -94,3 +94,51 @@ func (q *MessageQuery) LatestRemoteUpTo(ctx context.Context, roomID id.RoomID, t
 func (q *MessageQuery) DeleteRemote(ctx context.Context, key PortalKey, remoteID string) error {
 	return q.Exec(ctx, deleteRemoteMessageQuery, key.LoginID, key.ChatID, remoteID)
 }
+
+// storeSentQuery is the result of a remote message's one send on
+// PostgreSQL as one statement (data-modifying WITH): the send's in-doubt
+// marker goes, the inbox row is marked applied and the mapping goes in.
+// It is atomic without a transaction around it, and one round trip instead
+// of three inside one (five with its own BEGIN and COMMIT).
+const storeSentQuery = `
+	WITH cleared AS (DELETE FROM in_doubt_send WHERE txn_id=$10),
+	applied AS (UPDATE inbox SET done=true, error='' WHERE connector_id=$11 AND seq=$12)
+	INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+	ON CONFLICT DO NOTHING`
+
+// storeSentNextQuery is storeSentQuery that also writes the marker of the
+// chat's next message, as beginFreshUnlessBridgedInDoubtQuery does: the
+// statement's own rows are that marker's. All parts of the statement read
+// one snapshot, so the next message must be another than this one (whose
+// mapping the check for part 0 would not see yet); the caller ensures it.
+const storeSentNextQuery = `
+	WITH cleared AS (DELETE FROM in_doubt_send WHERE txn_id=$10),
+	applied AS (UPDATE inbox SET done=true, error='' WHERE connector_id=$11 AND seq=$12),
+	mapped AS (
+		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		ON CONFLICT DO NOTHING)
+	INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
+	SELECT $13, $14, $15, $16, $17, CAST($18 AS INTEGER), $19, CAST($20 AS BIGINT), ''
+	WHERE NOT EXISTS (SELECT 1 FROM message WHERE login_id=$15 AND chat_id=$16 AND remote_id=$17 AND part=0)
+	ON CONFLICT (txn_id) DO NOTHING`
+
+// StoreSent stores the result of a remote message sent in one part, on
+// PostgreSQL only, as one statement: it deletes the send's marker (txnID),
+// marks the inbox row (connectorID, seq) applied, inserts the mapping and,
+// with next, writes the next message's marker unless that one is bridged or
+// marked already, which premarked reports.
+func (q *MessageQuery) StoreSent(ctx context.Context, m *Message, txnID, connectorID string, seq int64, next *InDoubtSend) (premarked bool, err error) {
+	args := append(m.sqlVariables(), txnID, connectorID, seq)
+	if next == nil {
+		_, err = q.st.exec(ctx, storeSentQuery, args...)
+		return false, err
+	}
+	res, err := q.st.exec(ctx, storeSentNextQuery, append(args, next.sqlVariables()...)...)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/inbox"
 )
@@ -26,7 +27,9 @@ func (m *Manager) remoteLoop() {
 			var entries []*inbox.Entry
 			entries, more, failed = reader.Next(m.ctx, pageSize)
 			for _, e := range entries {
-				if !m.lanes.submit(remoteLane(e), e.Kind, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
+				// The entry is the peek: the event before it in the lane
+				// may write its first send's marker (premark.go).
+				if !m.lanes.submitPeek(remoteLane(e), e.Kind, e, func(ctx context.Context) { m.applyInbox(ctx, e) }) {
 					return
 				}
 			}
@@ -104,7 +107,7 @@ func (m *Manager) matrixLoop() {
 func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
 	log := m.log.With().Str("connector_id", e.ConnectorID).Int64("seq", e.Seq).
 		Str("login_id", e.LoginID).Str("chat_id", e.ChatID).Str("kind", e.Kind).Logger()
-	ctx = log.WithContext(ctx)
+	ctx = context.WithValue(log.WithContext(ctx), entryKey{}, e)
 	if e.Event == nil {
 		m.park(ctx, e, fmt.Errorf("%w: %w", errPermanent, inbox.ErrUnparsable))
 		m.noticeFailure(ctx, e, errors.New("the stored event does not parse"))
@@ -122,6 +125,18 @@ func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
 		m.park(ctx, e, err)
 		m.noticeFailure(ctx, e, err)
 	})
+}
+
+type entryKey struct{}
+
+// entryOf returns the inbox entry whose event ev is, when ctx belongs to
+// its application (applyInbox): the done that applyRemote was given is then
+// the entry's Done.
+func entryOf(ctx context.Context, ev *connector.Event) *inbox.Entry {
+	if e, ok := ctx.Value(entryKey{}).(*inbox.Entry); ok && e.Event == ev {
+		return e
+	}
+	return nil
 }
 
 // pollAfter is how long a dispatcher waits for a wake before it looks

@@ -25,9 +25,21 @@ import (
 // the same (after a failed COMMIT, unknown), as it was for a transaction of
 // their own; every write given here is safe to run again.
 
-// committers is how many group transactions run at once: one collects the
-// next group while another commits.
+// committers is how many group transactions run at once on PostgreSQL:
+// one collects the next group while another waits for its commit.
 const committers = 2
+
+// committersFor is committers for the dialect. SQLite takes one writer at a
+// time, so a second committer only waits for the first one's lock; with
+// one, the writes that queue meanwhile share the next commit, whose cost
+// (every page the writes touched, appended to the WAL) is most of a
+// message's database work there.
+func committersFor(dialect dbutil.Dialect) int {
+	if dialect == dbutil.SQLite {
+		return 1
+	}
+	return committers
+}
 
 // maxGroup bounds the writes of one transaction, so that one group does not
 // hold its locks for long.

@@ -188,6 +188,16 @@ var errAlreadyBridged = errors.New("message already bridged")
 // unlessBridged, unless the message is bridged already, which it reports as
 // errAlreadyBridged), and reports whether it did.
 func (m *Manager) beginFresh(ctx context.Context, s *remoteSend, mark *database.InDoubtSend) (bool, error) {
+	// The chat's previous message may have written it already.
+	if pre := takePremark(ctx, s.txnID); pre != nil {
+		if sameSend(pre, mark) {
+			mark.StartedAt = pre.StartedAt
+			return true, nil
+		}
+		if err := m.db.InDoubt.Delete(ctx, pre.TxnID); err != nil {
+			return false, fmt.Errorf("clear stale in-doubt marker: %w", err)
+		}
+	}
 	// In a group transaction with other chats' writes: the marker is
 	// stored before the send all the same (groupcommit.go).
 	var fresh bool

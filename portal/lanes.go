@@ -19,6 +19,9 @@ type lanes struct {
 	log    zerolog.Logger
 	sem    chan struct{}
 	onIdle func()
+	// onDrop is given what a job left for the next one (laneHere.carry)
+	// when that job ran without taking it, or never ran.
+	onDrop func(carry any)
 
 	// stopping is closed by stop: a job waiting to retry gives up at once
 	// (its event stays stored) instead of holding up the shutdown.
@@ -34,6 +37,8 @@ type lanes struct {
 type job struct {
 	name string
 	run  func(ctx context.Context)
+	// peek is what a job before it in the lane may see of it (see next).
+	peek any
 }
 
 func newLanes(ctx context.Context, concurrency int, log zerolog.Logger) *lanes {
@@ -46,13 +51,19 @@ func newLanes(ctx context.Context, concurrency int, log zerolog.Logger) *lanes {
 
 // submit queues a job on a key. It reports false once the lanes are stopping.
 func (l *lanes) submit(key, name string, run func(ctx context.Context)) bool {
+	return l.submitPeek(key, name, nil, run)
+}
+
+// submitPeek is submit with peek, what the job before this one in the lane
+// sees of it through laneNext.
+func (l *lanes) submitPeek(key, name string, peek any, run func(ctx context.Context)) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.stopped {
 		return false
 	}
 	q, running := l.queues[key]
-	l.queues[key] = append(q, job{name: name, run: run})
+	l.queues[key] = append(q, job{name: name, run: run, peek: peek})
 	l.queued++
 	if !running {
 		l.wg.Add(1)
@@ -70,6 +81,10 @@ func (l *lanes) pending() int {
 
 func (l *lanes) work(key string) {
 	defer l.wg.Done()
+	// One lane's jobs run one after another on this goroutine, so what a
+	// job leaves in here for the next one is seen by that one.
+	here := &laneHere{l: l, key: key}
+	defer func() { l.drop(here) }()
 	for {
 		l.mu.Lock()
 		q := l.queues[key]
@@ -90,8 +105,12 @@ func (l *lanes) work(key string) {
 			l.mu.Unlock()
 			return
 		}
-		l.runOne(key, next, s)
+		left := here.carry
+		l.runOne(here, next, s)
 		s.release()
+		if left != nil && here.carry == left {
+			l.drop(here)
+		}
 
 		l.mu.Lock()
 		l.queues[key] = l.queues[key][1:]
@@ -106,15 +125,53 @@ func (l *lanes) work(key string) {
 
 // runOne runs a job; a panic is logged with the lane key and does not take
 // the other lanes down. The job itself owns retries and parking.
-func (l *lanes) runOne(key string, j job, s *slot) {
+func (l *lanes) runOne(here *laneHere, j job, s *slot) {
 	defer func() {
 		if r := recover(); r != nil {
-			l.log.Error().Str("lane", key).Str("job", j.name).
+			l.log.Error().Str("lane", here.key).Str("job", j.name).
 				Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
 				Msg("Job panicked")
 		}
 	}()
-	j.run(context.WithValue(l.ctx, slotKey{}, s))
+	j.run(context.WithValue(context.WithValue(l.ctx, slotKey{}, s), laneKey{}, here))
+}
+
+// drop hands an unused carry to onDrop.
+func (l *lanes) drop(here *laneHere) {
+	carry := here.carry
+	here.carry = nil
+	if carry != nil && l.onDrop != nil {
+		l.onDrop(carry)
+	}
+}
+
+// laneHere is a running job's view of its lane.
+type laneHere struct {
+	l   *lanes
+	key string
+	// carry is what a job leaves for the next job of its lane; it is
+	// dropped with the goroutine when the lane runs dry or stops.
+	carry any
+}
+
+type laneKey struct{}
+
+// laneOf returns the lane of the job that ctx belongs to, or nil outside one.
+func laneOf(ctx context.Context) *laneHere {
+	here, _ := ctx.Value(laneKey{}).(*laneHere)
+	return here
+}
+
+// next returns the peek of the job queued right after the running one in
+// its lane, or nil when none is queued yet. That job runs next on this
+// lane, unless the lanes stop first.
+func (h *laneHere) next() any {
+	h.l.mu.Lock()
+	defer h.l.mu.Unlock()
+	if q := h.l.queues[h.key]; len(q) > 1 {
+		return q[1].peek
+	}
+	return nil
 }
 
 // slot is a job's hold on the concurrency semaphore. A job that waits (a

@@ -119,6 +119,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeThrottled
+	m.lanes.onDrop = m.dropPremark
 	link.SetSink(m)
 	return m
 }
@@ -144,8 +145,9 @@ func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
 	m.commits = newGroupCommit(m.db)
-	m.wg.Add(5 + committers)
-	for i := 0; i < committers; i++ {
+	n := committersFor(m.db.Dialect)
+	m.wg.Add(5 + n)
+	for i := 0; i < n; i++ {
 		go func() {
 			defer m.wg.Done()
 			m.commits.run(m.ctx)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -168,14 +169,25 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
 		})
 	}
-	err = m.doneWithSends(ctx, func(ctx context.Context) error {
-		for _, msg := range msgs {
-			if err := m.db.Message.Insert(ctx, msg); err != nil {
-				return fmt.Errorf("store message mapping: %w", err)
-			}
-		}
-		return done(ctx)
-	}, txns...)
+	// A live message in a busy chat: the next message's marker goes into
+	// this result's transaction (premark.go).
+	var next *database.InDoubtSend
+	if unlessBridged {
+		next = premarkNext(ctx, p, ev)
+	}
+	premarked := false
+	if e := entryOf(ctx, ev); e != nil && len(msgs) == 1 && m.db.Dialect == dbutil.Postgres {
+		// The usual message: its whole result in one statement.
+		err = m.groupStatement(ctx, func(ctx context.Context) (err error) {
+			premarked, err = m.db.Message.StoreSent(ctx, msgs[0], txns[0], e.ConnectorID, e.Seq, next)
+			return err
+		})
+	} else {
+		err = m.storeSent(ctx, msgs, txns, done, next, &premarked)
+	}
+	if err == nil && premarked {
+		m.keepPremark(ctx, next)
+	}
 	if err != nil || len(msgs) == 0 {
 		return "", err
 	}
@@ -183,6 +195,29 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
 		Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).Msg("Bridged message to Matrix")
 	return msgs[len(msgs)-1].MXID, nil
+}
+
+// storeSent stores the mappings of a message's sends, runs done and clears
+// the sends' markers in one transaction, and writes next's marker in it
+// (premarked reports whether it did).
+func (m *Manager) storeSent(ctx context.Context, msgs []*database.Message, txns []string, done func(context.Context) error,
+	next *database.InDoubtSend, premarked *bool) error {
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
+		for _, msg := range msgs {
+			if err := m.db.Message.Insert(ctx, msg); err != nil {
+				return fmt.Errorf("store message mapping: %w", err)
+			}
+		}
+		if err := done(ctx); err != nil {
+			return err
+		}
+		var err error
+		*premarked, err = m.writePremark(ctx, next)
+		if err != nil {
+			return fmt.Errorf("mark next send in doubt: %w", err)
+		}
+		return nil
+	}, txns...)
 }
 
 // recogniseEcho handles a message that carries the txn of a command the
