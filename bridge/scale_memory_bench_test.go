@@ -58,6 +58,7 @@ func BenchmarkScaleMemory(b *testing.B) {
 	rss := &rssSampler{pid: proc.cmd.Process.Pid}
 	stop := rss.every(200 * time.Millisecond)
 	t0 := time.Now()
+	stopProgress := progress(t0, count, rss)
 	// A window of first messages in flight at a time: the bridge's inbox
 	// would take them all at once, but the figure wanted is the memory of
 	// making portals, not of a backlog.
@@ -73,6 +74,7 @@ func BenchmarkScaleMemory(b *testing.B) {
 	}
 	waitCount(b, count, portals, 10*time.Minute)
 	created := time.Since(t0)
+	stopProgress()
 	stop()
 	peak, last := rss.result()
 	fmt.Printf("SCALE %s: %d portals and ghosts created in %.0f s (%.0f/s): bridge RSS peak %.1f MB, at the end %.1f MB (goal ≤ 100 MB)\n",
@@ -103,6 +105,31 @@ func BenchmarkScaleMemory(b *testing.B) {
 	peak, last = rss.result()
 	fmt.Printf("SCALE %s: restarted with %d portals: first messages delivered %.0f ms after the start; bridge RSS peak %.1f MB, after 15 s %.1f MB\n",
 		target.Name, portals, float64(firstAfter.Microseconds())/1000, mb(peak), mb(last))
+}
+
+// progress prints, every 10 s until stopped, how many portals exist and
+// the resident set size then, so that a slope in the creation rate shows
+// (the lines do not start with SCALE: make bench-scale keeps only totals).
+func progress(t0 time.Time, count func() int, rss *rssSampler) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		prev, prevAt := 0, t0
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				n := count()
+				_, last := rss.result()
+				fmt.Printf("progress %4.0f s: %6d portals, %4.0f/s over the last interval, RSS %.1f MB\n",
+					now.Sub(t0).Seconds(), n, float64(n-prev)/now.Sub(prevAt).Seconds(), mb(last))
+				prev, prevAt = n, now
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // rssSampler reads a process's resident set size from /proc.
