@@ -213,6 +213,15 @@ func (m *Manager) device(ctx context.Context, userID id.UserID) (*device, error)
 		return d, nil
 	}
 	if err := m.initDevice(ctx, d); err != nil {
+		// Not kept: the preparer tries every ghost, and with a homeserver
+		// that refuses (appservice login or key uploads off) each would
+		// stay in the map for good. A caller still waiting on this entry
+		// gets on with it as with one the preparer let go of (see active).
+		m.mu.Lock()
+		if m.devices[userID] == d {
+			delete(m.devices, userID)
+		}
+		m.mu.Unlock()
 		return nil, fmt.Errorf("device of %s: %w", userID, err)
 	}
 	if m.pushed {
