@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"reflect"
 	"testing"
 	"time"
 
@@ -118,4 +119,16 @@ func TestGhostsFromBeforeEncryptionGetDevices(t *testing.T) {
 		}
 		return true, nil
 	})
+	// Making the devices left no ghost's intent or client behind in
+	// mautrix's appservice, whose maps are never emptied: the preparer goes
+	// through every ghost, so each would be held for good. (The bot's and
+	// matrix.ghostIntents' template are there by design.)
+	as := reflect.ValueOf(s.br.Link.AS).Elem()
+	for _, field := range []string{"intents", "clients"} {
+		for _, key := range as.FieldByName(field).MapKeys() {
+			if _, ghost := s.cfg.ParseGhostUserID(id.UserID(key.String())); ghost {
+				t.Errorf("mautrix's appservice holds the %s of ghost %s after its device was made", field, key.String())
+			}
+		}
+	}
 }

@@ -213,6 +213,15 @@ func (m *Manager) device(ctx context.Context, userID id.UserID) (*device, error)
 		return d, nil
 	}
 	if err := m.initDevice(ctx, d); err != nil {
+		// Not kept: the preparer tries every ghost, and with a homeserver
+		// that refuses (appservice login or key uploads off) each would
+		// stay in the map for good. A caller still waiting on this entry
+		// gets on with it as with one the preparer let go of (see active).
+		m.mu.Lock()
+		if m.devices[userID] == d {
+			delete(m.devices, userID)
+		}
+		m.mu.Unlock()
 		return nil, fmt.Errorf("device of %s: %w", userID, err)
 	}
 	if m.pushed {
@@ -332,11 +341,7 @@ func (m *Manager) keysMatch(ctx context.Context, mach *crypto.OlmMachine) (bool,
 
 // login makes the ghost a device with the appservice login.
 func (m *Manager) login(ctx context.Context, userID id.UserID) (*database.GhostDevice, error) {
-	intent := m.o.AS.Intent(userID)
-	if intent == nil {
-		return nil, fmt.Errorf("no intent for %s", userID)
-	}
-	if err := intent.EnsureRegistered(ctx); err != nil {
+	if err := m.ensureRegistered(ctx, userID); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	resp, err := m.o.AS.NewMautrixClient(userID).Login(ctx, &mautrix.ReqLogin{
@@ -348,6 +353,32 @@ func (m *Manager) login(ctx context.Context, userID id.UserID) (*database.GhostD
 		return nil, fmt.Errorf("appservice login: %w", err)
 	}
 	return &database.GhostDevice{MXID: userID, DeviceID: resp.DeviceID, AccessToken: resp.AccessToken}, nil
+}
+
+// ensureRegistered registers the ghost with the homeserver unless the state
+// store knows it is, as mautrix's IntentAPI.EnsureRegistered does, but with
+// a client made for the call and dropped after it: AppService.Intent (and
+// AppService.Client) keep every intent and client they make for good (see
+// matrix/ghostintents.go), and the device preparer goes through every
+// ghost, which held some 3 KB per ghost for the life of the process.
+func (m *Manager) ensureRegistered(ctx context.Context, userID id.UserID) error {
+	if ok, err := m.o.AS.StateStore.IsRegistered(ctx, userID); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
+	localpart, server, err := userID.Parse()
+	if err != nil || server != m.o.AS.HomeserverDomain {
+		return fmt.Errorf("%s is not a user of this homeserver", userID)
+	}
+	client := m.o.AS.NewMautrixClient(userID)
+	_, err = client.MakeRequest(ctx, http.MethodPost, client.BuildClientURL("v3", "register"), &mautrix.ReqRegister[any]{
+		Username: localpart, Type: mautrix.AuthTypeAppservice, InhibitLogin: true,
+	}, nil)
+	if err != nil && !errors.Is(err, mautrix.MUserInUse) {
+		return err
+	}
+	return m.o.AS.StateStore.MarkRegistered(ctx, userID)
 }
 
 func (m *Manager) forgetAccount(ctx context.Context, userID id.UserID) error {

@@ -142,3 +142,20 @@ func TestPushForOthersChangesNothing(t *testing.T) {
 		t.Errorf("%d /sync loops in push mode", m.SyncLoops())
 	}
 }
+
+// TestFailedDeviceIsNotKept: a ghost whose device could not be made (here
+// the homeserver is unreachable) leaves nothing in memory; the preparer
+// tries every ghost, so each failure kept would be held for good.
+func TestFailedDeviceIsNotKept(t *testing.T) {
+	m, _ := pushManager(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Ensure(ctx, "@dm_carol:localhost"); err == nil {
+		t.Fatal("a device was made without a homeserver")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d, ok := m.devices["@dm_carol:localhost"]; ok {
+		t.Fatalf("the failed device is still in memory: %+v", d)
+	}
+}

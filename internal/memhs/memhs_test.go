@@ -2,6 +2,7 @@ package memhs
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -62,5 +63,49 @@ func TestSendIsIdempotentAndMembershipChecked(t *testing.T) {
 	}
 	if s.AccountData("@alice:hs", "m.direct") == nil {
 		t.Fatal("m.direct not stored")
+	}
+}
+
+// TestProfileChangeReachesJoinedRoomsOnly: the joined-room index that keeps a
+// profile change and /joined_rooms from scanning every room must follow
+// joins and leaves.
+func TestProfileChangeReachesJoinedRoomsOnly(t *testing.T) {
+	s := Start("hs")
+	defer s.Close()
+	ctx := context.Background()
+	s.AddToken("as", "@bot:hs")
+	ghost, _ := mautrix.NewClient(s.URL, "@ghost:hs", "as")
+	ghost.SetAppServiceUserID = true
+	stay, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = ghost.LeaveRoom(ctx, left.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	if err = ghost.SetDisplayName(ctx, "Ghost"); err != nil {
+		t.Fatal(err)
+	}
+	renamed := func(room id.RoomID) bool {
+		for _, ev := range s.Timeline(string(room)) {
+			if ev.Type == "m.room.member" && strings.Contains(string(ev.Content), `"Ghost"`) {
+				return true
+			}
+		}
+		return false
+	}
+	if !renamed(stay.RoomID) || renamed(left.RoomID) {
+		t.Fatalf("displayname in the joined room: %v, in the room left: %v", renamed(stay.RoomID), renamed(left.RoomID))
+	}
+	joined, err := ghost.JoinedRooms(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(joined.JoinedRooms) != 1 || joined.JoinedRooms[0] != stay.RoomID {
+		t.Fatalf("joined rooms %v, want only %s", joined.JoinedRooms, stay.RoomID)
 	}
 }

@@ -74,6 +74,7 @@ func (s *Server) routes() http.Handler {
 	add("GET "+cs+"/joined_rooms", "/joined_rooms", s.joinedRooms)
 	add("GET "+cs+"/user/{user}/account_data/{type}", "/account_data", s.getAccountData)
 	add("PUT "+cs+"/user/{user}/account_data/{type}", "/account_data", s.putAccountData)
+	s.addKeyRoutes(add)
 	ok := func(*http.Request, []byte, string) (int, any) { return 200, struct{}{} }
 	add("PUT "+cs+"/rooms/{room}/typing/{user}", "/rooms/typing", ok)
 	add("POST "+cs+"/rooms/{room}/receipt/{type}/{event}", "/rooms/receipt", ok)
@@ -125,10 +126,11 @@ func (s *Server) login(r *http.Request, body []byte, _ string) (int, any) {
 	if !strings.HasPrefix(uid, "@") {
 		uid = "@" + uid + ":" + s.Domain
 	}
-	tok := s.newID("syt_")
+	tok, device := s.newID("syt_"), s.newID("DEV")
 	s.tokens[tok] = uid
+	s.keys.tokenDevice[tok] = device
 	s.ensureUser(uid)
-	return 200, map[string]string{"user_id": uid, "access_token": tok, "device_id": s.newID("DEV")}
+	return 200, map[string]string{"user_id": uid, "access_token": tok, "device_id": device}
 }
 
 func (s *Server) getProfile(field string) handler {
@@ -164,10 +166,8 @@ func (s *Server) setProfile(field string) handler {
 		}
 		// Like Synapse and Dendrite: the new profile goes into a member
 		// event in every joined room.
-		for roomID, rm := range s.rooms {
-			if rm.members[uid] == "join" {
-				s.member(rm, roomID, uid, uid, "join")
-			}
+		for roomID := range u.joined {
+			s.member(s.rooms[roomID], roomID, uid, uid, "join")
 		}
 		return 200, struct{}{}
 	}
@@ -391,8 +391,8 @@ func (s *Server) members(r *http.Request, _ []byte, _ string) (int, any) {
 
 func (s *Server) joinedRooms(_ *http.Request, _ []byte, me string) (int, any) {
 	out := []string{}
-	for roomID, rm := range s.rooms {
-		if rm.members[me] == "join" {
+	if u := s.users[me]; u != nil {
+		for roomID := range u.joined {
 			out = append(out, roomID)
 		}
 	}
