@@ -12,12 +12,8 @@ import (
 // TestKeysUploadedAreQueried: a device's keys come back from a query, its
 // one-time keys are counted, and a device never uploaded is not listed.
 func TestKeysUploadedAreQueried(t *testing.T) {
-	s := Start("hs")
-	defer s.Close()
+	s, client := startWithGhost(t)
 	ctx := context.Background()
-	s.AddToken("as", "@bot:hs")
-	client, _ := mautrix.NewClient(s.URL, "@ghost:hs", "as")
-	client.SetAppServiceUserID = true
 	login, err := client.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypeAppservice,
 		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "@ghost:hs"}})
 	if err != nil {

@@ -13,12 +13,8 @@ import (
 // TestSendIsIdempotentAndMembershipChecked: the behaviours the bridge's
 // exactly-once path leans on answer as a homeserver's would.
 func TestSendIsIdempotentAndMembershipChecked(t *testing.T) {
-	s := Start("hs")
-	defer s.Close()
+	s, ghost := startWithGhost(t)
 	ctx := context.Background()
-	s.AddToken("as", "@bot:hs")
-	ghost, _ := mautrix.NewClient(s.URL, "@ghost:hs", "as")
-	ghost.SetAppServiceUserID = true
 	if _, _, err := ghost.Register(ctx, &mautrix.ReqRegister[any]{Username: "ghost", Type: mautrix.AuthTypeAppservice}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +66,8 @@ func TestSendIsIdempotentAndMembershipChecked(t *testing.T) {
 // profile change and /joined_rooms from scanning every room must follow
 // joins and leaves.
 func TestProfileChangeReachesJoinedRoomsOnly(t *testing.T) {
-	s := Start("hs")
-	defer s.Close()
+	s, ghost := startWithGhost(t)
 	ctx := context.Background()
-	s.AddToken("as", "@bot:hs")
-	ghost, _ := mautrix.NewClient(s.URL, "@ghost:hs", "as")
-	ghost.SetAppServiceUserID = true
 	stay, err := ghost.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
 	if err != nil {
 		t.Fatal(err)
@@ -108,4 +100,19 @@ func TestProfileChangeReachesJoinedRoomsOnly(t *testing.T) {
 	if len(joined.JoinedRooms) != 1 || joined.JoinedRooms[0] != stay.RoomID {
 		t.Fatalf("joined rooms %v, want only %s", joined.JoinedRooms, stay.RoomID)
 	}
+}
+
+// startWithGhost starts a homeserver that knows the appservice token "as"
+// and returns it with a client acting as @ghost:hs under that token.
+func startWithGhost(t *testing.T) (*Server, *mautrix.Client) {
+	t.Helper()
+	s := Start("hs")
+	t.Cleanup(s.Close)
+	s.AddToken("as", "@bot:hs")
+	ghost, err := mautrix.NewClient(s.URL, "@ghost:hs", "as")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost.SetAppServiceUserID = true
+	return s, ghost
 }
