@@ -111,7 +111,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		_ = db.Close()
 		return nil, fmt.Errorf("create connector server: %w", err)
 	}
-	enc, err := setupEncryption(ctx, cfg, db, link, portals, log)
+	enc, err := setupEncryption(ctx, cfg, db, link, intents, portals, log)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -129,7 +129,8 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 
 // setupEncryption gives each ghost in an encrypted room a device (package
 // e2ee), when encryption.allow is on and there is a pickle key.
-func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Database, link *appservice.Link, portals *portal.Manager, log zerolog.Logger) (*e2ee.Manager, error) {
+func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Database, link *appservice.Link, intents matrix.Intents,
+	portals *portal.Manager, log zerolog.Logger) (*e2ee.Manager, error) {
 	if !cfg.Encryption.Allow {
 		return nil, nil
 	}
@@ -139,7 +140,7 @@ func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Datab
 		return nil, nil
 	}
 	enc, err := e2ee.New(ctx, e2ee.Options{
-		Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: log,
+		Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: log, RegisterGhost: intents.RegisterGhost,
 		IsBridgeUser: func(u id.UserID) bool {
 			_, ghost := cfg.ParseGhostUserID(u)
 			return ghost || u == link.BotMXID()

@@ -51,6 +51,11 @@ type Options struct {
 	// KeyWait is how long a decryption waits for a missing room key, once
 	// before and once after asking the sender for it; 0 means 10 s.
 	KeyWait time.Duration
+	// RegisterGhost registers a ghost with the homeserver before its
+	// device's login (matrix.Intents.RegisterGhost, whose intents are in a
+	// bounded cache: mautrix's AppService.Intent keeps every intent it
+	// makes, and the device preparer goes through every ghost).
+	RegisterGhost func(ctx context.Context, userID id.UserID) error
 }
 
 // Manager owns every ghost's device.
@@ -355,30 +360,17 @@ func (m *Manager) login(ctx context.Context, userID id.UserID) (*database.GhostD
 	return &database.GhostDevice{MXID: userID, DeviceID: resp.DeviceID, AccessToken: resp.AccessToken}, nil
 }
 
-// ensureRegistered registers the ghost with the homeserver unless the state
-// store knows it is, as mautrix's IntentAPI.EnsureRegistered does, but with
-// a client made for the call and dropped after it: AppService.Intent (and
-// AppService.Client) keep every intent and client they make for good (see
-// matrix/ghostintents.go), and the device preparer goes through every
-// ghost, which held some 3 KB per ghost for the life of the process.
+// ensureRegistered registers the ghost unless the state store knows it is.
 func (m *Manager) ensureRegistered(ctx context.Context, userID id.UserID) error {
 	if ok, err := m.o.AS.StateStore.IsRegistered(ctx, userID); err != nil {
 		return err
 	} else if ok {
 		return nil
 	}
-	localpart, server, err := userID.Parse()
-	if err != nil || server != m.o.AS.HomeserverDomain {
-		return fmt.Errorf("%s is not a user of this homeserver", userID)
+	if m.o.RegisterGhost == nil {
+		return fmt.Errorf("%s is not registered and there is no way to register it", userID)
 	}
-	client := m.o.AS.NewMautrixClient(userID)
-	_, err = client.MakeRequest(ctx, http.MethodPost, client.BuildClientURL("v3", "register"), &mautrix.ReqRegister[any]{
-		Username: localpart, Type: mautrix.AuthTypeAppservice, InhibitLogin: true,
-	}, nil)
-	if err != nil && !errors.Is(err, mautrix.MUserInUse) {
-		return err
-	}
-	return m.o.AS.StateStore.MarkRegistered(ctx, userID)
+	return m.o.RegisterGhost(ctx, userID)
 }
 
 func (m *Manager) forgetAccount(ctx context.Context, userID id.UserID) error {

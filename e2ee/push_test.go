@@ -14,6 +14,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 const (
@@ -41,6 +42,7 @@ func pushManager(t *testing.T) (*Manager, *database.Database) {
 		t.Fatal(err)
 	}
 	m, err := New(ctx, Options{Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: zerolog.Nop(),
+		RegisterGhost: matrix.NewIntents(link.AS).RegisterGhost,
 		IsBridgeUser: func(u id.UserID) bool {
 			_, ghost := cfg.ParseGhostUserID(u)
 			return ghost || u == link.BotMXID()
