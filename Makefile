@@ -71,12 +71,16 @@ bench: prerequisites
 		> $(BIN)/bench.log 2>&1; rc=$$?; sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; \
 		grep -E '^SCALE ' $(BIN)/bench.log; grep -E '^(ok|FAIL|--- FAIL)' $(BIN)/bench.log; exit $$rc
 
-# CPU and allocation profiles of the same runs (bin/bench-cpu.out,
-# bin/bench-mem.out): go tool pprof -top bin/bench-cpu.out
+# CPU and allocation profiles of the bridge process under the 8-chat load
+# (10 s each database, through the pprof endpoint of its metrics listener):
+# go tool pprof -top bin/bridge-cpu-sqlite.out (or -postgres, and
+# bin/bridge-allocs-*.out); the benchmark's own process (homeserver,
+# connector) in bin/bench-cpu.out.
 bench-profile: prerequisites
 	@mkdir -p $(BIN)
-	$(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m \
-		-cpuprofile $(BIN)/bench-cpu.out -memprofile $(BIN)/bench-mem.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1
+	DMBRIDGE_BENCH_PROFILE=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m \
+		-cpuprofile $(BIN)/bench-cpu.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1; rc=$$?; \
+		sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; grep -E '^profiles of' $(BIN)/bench.log; exit $$rc
 
 # The bridge binary's resident memory while 100,000 contacts each open a DM
 # (a ghost and a portal each), idle, and after a restart (issue 14's P4;

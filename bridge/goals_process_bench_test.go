@@ -1,0 +1,148 @@
+package bridge_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+)
+
+// goalsBridge is the bridge BenchmarkGoals measures. By default it is the
+// production binary in its own process, so that the CPU counted is the
+// bridge's alone: the in-memory homeserver, the connector client and the
+// benchmark's own bookkeeping stay in the test process. With
+// DMBRIDGE_BENCH_INPROCESS=1 the bridge runs inside the test process as in
+// the tests (the figures of earlier rounds were taken that way), and the
+// CPU counted is the whole process's.
+type goalsBridge struct {
+	s       *stack
+	proc    *bridgeProcess
+	metrics string // the bridge process's metrics listener (pprof)
+}
+
+func startGoalsBridge(b *testing.B, target testdb.Target) *goalsBridge {
+	if os.Getenv("DMBRIDGE_BENCH_INPROCESS") == "1" {
+		return &goalsBridge{s: newStack(b, target, stackOptions{memHS: true})}
+	}
+	s := newStack(b, target, stackOptions{memHS: true, noBridge: true})
+	s.cfg.Connector.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(b))
+	s.cfg.Metrics.Listen = fmt.Sprintf("127.0.0.1:%d", tesths.FreePort(b))
+	// Warnings only: the logs go to a file, and writing a line per message
+	// is not what an operator at info level pays either (it logs nothing
+	// per message).
+	s.cfg.Logging.Level = "warn"
+	g := &goalsBridge{s: s, proc: newBridgeProcess(b, s), metrics: "http://" + s.cfg.Metrics.Listen}
+	g.proc.start(s.cfg.Connector.Listen)
+	return g
+}
+
+// inProcess says whether the CPU figure includes the harness.
+func (g *goalsBridge) inProcess() bool { return g.proc == nil }
+
+// cpu is the CPU time the bridge has used so far: the bridge process's
+// (user + system, all threads) or, in process, this whole process's.
+func (g *goalsBridge) cpu() time.Duration {
+	if g.inProcess() {
+		return cpuTime()
+	}
+	return procCPU(g.proc.cmd.Process.Pid)
+}
+
+// harnessCPU is the test process's CPU: with the bridge in its own process,
+// what the homeserver, the connector client and the benchmark used.
+func harnessCPU() time.Duration { return cpuTime() }
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU reads utime and stime of /proc/PID/stat (fields 14 and 15, in
+// clock ticks of 1/100 s on Linux, for all of the process's threads).
+func procCPU(pid int) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest) // fields[0] is field 3 (state)
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const tick = 10 * time.Millisecond
+	return time.Duration(utime+stime) * tick
+}
+
+// profile takes a CPU profile of the bridge process while load runs for
+// the profile's length, into dir/bridge-cpu-DB.out, and an allocation
+// profile after it (dir/bridge-allocs-DB.out). Nothing happens unless
+// DMBRIDGE_BENCH_PROFILE names the directory (make bench-profile), or when
+// the bridge runs in process (take -cpuprofile of the test then).
+func (g *goalsBridge) profile(b *testing.B, dbName string, load func(stop <-chan struct{})) {
+	dir := os.Getenv("DMBRIDGE_BENCH_PROFILE")
+	if dir == "" || g.inProcess() {
+		return
+	}
+	const seconds = 10
+	got := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		got <- fetchTo(g.metrics+"/debug/pprof/profile?seconds="+strconv.Itoa(seconds), filepath.Join(dir, "bridge-cpu-"+dbName+".out"))
+		close(stop)
+	}()
+	// The load runs here, in the benchmark's goroutine, where it may fail
+	// the benchmark; it ends with the profile.
+	load(stop)
+	err := <-got
+	if err != nil {
+		b.Fatalf("CPU profile of the bridge: %v", err)
+	}
+	if err = fetchTo(g.metrics+"/debug/pprof/allocs", filepath.Join(dir, "bridge-allocs-"+dbName+".out")); err != nil {
+		b.Fatalf("allocation profile of the bridge: %v", err)
+	}
+	fmt.Printf("profiles of the bridge process (%s) in %s: go tool pprof -top %s\n", dbName, dir,
+		filepath.Join(dir, "bridge-cpu-"+dbName+".out"))
+}
+
+func fetchTo(url, path string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err = io.Copy(out, resp.Body); err != nil {
+		_ = out.Close()
+		return err
+	}
+	return out.Close()
+}
