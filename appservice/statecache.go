@@ -25,7 +25,8 @@ const maxJoinedCached = 20000
 // back, and what it wrote is read back before the commit by the transaction
 // alone; rather than track that, such a write turns the cache off for good.
 // Each elected instance builds a fresh store, so no other process writes
-// behind it.
+// behind it. The room's encryption is cached the same way
+// (statecache_encryption.go).
 type StateStore struct {
 	*sqlstatestore.SQLStateStore
 
@@ -33,6 +34,8 @@ type StateStore struct {
 	gen    uint64
 	joined map[memberKey]struct{}
 	off    bool
+
+	enc encryptionCache
 }
 
 type memberKey struct {
