@@ -3,6 +3,8 @@ package portal
 import (
 	"context"
 	"errors"
+	"sync/atomic"
+	"time"
 
 	"go.mau.fi/util/dbutil"
 
@@ -50,7 +52,10 @@ type groupWrite struct {
 	// oneStatement: fn is a single statement, which alone needs no
 	// transaction (one round trip instead of three).
 	oneStatement bool
-	done         chan error
+	// beforeSend: a send waits for this write (its in-doubt marker), so
+	// its group does not linger (see linger).
+	beforeSend bool
+	done       chan error
 }
 
 // alone runs w in a transaction of its own, or none if it needs none.
@@ -64,10 +69,73 @@ func (g *groupCommit) alone(ctx context.Context, w *groupWrite) error {
 type groupCommit struct {
 	db     *database.Database
 	writes chan *groupWrite
+	// expected counts the lanes whose send is out and whose result write
+	// will follow; nudge wakes a lingering committer when it drops.
+	expected atomic.Int64
+	nudge    chan struct{}
+	// lingerFor is maxLinger (tests set their own).
+	lingerFor time.Duration
 }
 
 func newGroupCommit(db *database.Database) *groupCommit {
-	return &groupCommit{db: db, writes: make(chan *groupWrite, maxGroup)}
+	return &groupCommit{db: db, writes: make(chan *groupWrite, maxGroup), nudge: make(chan struct{}, 1), lingerFor: maxLinger}
+}
+
+// maxLinger bounds how long a committer holds a group open for the writes
+// of sends that are still out (see linger).
+const maxLinger = 500 * time.Microsecond
+
+// expectWrite tells the committers that the job of ctx has a send out and
+// will hand them its result: until it does (or the job ends), a committer
+// holding a group waits a little for it. Outside a lane it does nothing.
+func (g *groupCommit) expectWrite(ctx context.Context) {
+	here := laneOf(ctx)
+	if g == nil || here == nil || here.expecting != nil {
+		return
+	}
+	here.expecting = g
+	g.expected.Add(1)
+}
+
+// wroteOrGaveUp ends the job's expectation, if it has one.
+func (h *laneHere) wroteOrGaveUp() {
+	g := h.expecting
+	if g == nil {
+		return
+	}
+	h.expecting = nil
+	g.expected.Add(-1)
+	select {
+	case g.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// linger adds to group the writes that arrive while other lanes' sends are
+// still out, for at most maxLinger: 8 busy chats then share a commit
+// instead of taking turns at one each, which on SQLite is most of a
+// message's database CPU (every page a commit touched goes to the WAL) and
+// on PostgreSQL a WAL flush. With no send out, a lone message or a single
+// busy chat, nothing waits.
+func (g *groupCommit) linger(group []*groupWrite) []*groupWrite {
+	if g.expected.Load() <= 0 || anyBeforeSend(group) {
+		return group
+	}
+	timer := time.NewTimer(g.lingerFor)
+	defer timer.Stop()
+	for len(group) < maxGroup && g.expected.Load() > 0 {
+		select {
+		case w := <-g.writes:
+			group = append(group, w)
+			if w.beforeSend {
+				return group
+			}
+		case <-g.nudge:
+		case <-timer.C:
+			return group
+		}
+	}
+	return group
 }
 
 // run is one committer, until ctx ends.
@@ -89,6 +157,7 @@ func (g *groupCommit) run(ctx context.Context) {
 				break collect
 			}
 		}
+		group = g.linger(group)
 		g.commit(ctx, group)
 		clear(group)
 	}
@@ -118,34 +187,53 @@ func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 	}
 }
 
+// anyBeforeSend reports whether a send waits for one of the writes: a
+// message's added latency is not traded for fewer commits.
+func anyBeforeSend(group []*groupWrite) bool {
+	for _, w := range group {
+		if w.beforeSend {
+			return true
+		}
+	}
+	return false
+}
+
 // groupTxn runs fn in a transaction, possibly together with other chats'
 // writes. fn must only write the database, through the ctx it is given, and
 // may be run again after a rollback. When ctx ends first, groupTxn returns
 // its error and fn may still commit. Inside a transaction, or before Start
 // (no committers), fn runs in a transaction of its own or the caller's.
 func (m *Manager) groupTxn(ctx context.Context, fn func(context.Context) error) error {
-	return m.group(ctx, fn, false)
+	return m.group(ctx, &groupWrite{fn: fn})
 }
 
 // groupStatement is groupTxn for an fn of one statement, which alone runs
 // without a transaction.
 func (m *Manager) groupStatement(ctx context.Context, fn func(context.Context) error) error {
-	return m.group(ctx, fn, true)
+	return m.group(ctx, &groupWrite{fn: fn, oneStatement: true})
 }
 
-func (m *Manager) group(ctx context.Context, fn func(context.Context) error, oneStatement bool) error {
+// groupMarker is groupStatement for the in-doubt marker a send waits for.
+func (m *Manager) groupMarker(ctx context.Context, fn func(context.Context) error) error {
+	return m.group(ctx, &groupWrite{fn: fn, oneStatement: true, beforeSend: true})
+}
+
+func (m *Manager) group(ctx context.Context, w *groupWrite) error {
 	g := m.commits
 	if _, inTxn := m.db.Execable(ctx).(dbutil.Transaction); g == nil || inTxn {
-		if oneStatement {
-			return fn(ctx)
+		if w.oneStatement {
+			return w.fn(ctx)
 		}
-		return m.db.DoTxn(ctx, nil, fn)
+		return m.db.DoTxn(ctx, nil, w.fn)
 	}
-	w := &groupWrite{fn: fn, oneStatement: oneStatement, done: make(chan error, 1)}
+	w.done = make(chan error, 1)
 	select {
 	case g.writes <- w:
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if here := laneOf(ctx); here != nil {
+		here.wroteOrGaveUp()
 	}
 	select {
 	case err := <-w.done:

@@ -161,6 +161,9 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 			return "", fmt.Errorf("mark send in doubt: %w", err)
 		}
 	}
+	// The result of this send will be written next: a committer holding
+	// other chats' writes may wait for it (groupcommit.go).
+	m.commits.expectWrite(ctx)
 	// mautrix would resend a timed-out or dropped request by itself, at
 	// once: exactly the resend that posts a second copy.
 	resp, err := s.send(mautrix.WithMaxRetries(ctx, 0), s.txnID)
@@ -201,7 +204,7 @@ func (m *Manager) beginFresh(ctx context.Context, s *remoteSend, mark *database.
 	// In a group transaction with other chats' writes: the marker is
 	// stored before the send all the same (groupcommit.go).
 	var fresh bool
-	err := m.groupStatement(ctx, func(ctx context.Context) (err error) {
+	err := m.groupMarker(ctx, func(ctx context.Context) (err error) {
 		if s.unlessBridged {
 			fresh, err = m.db.InDoubt.BeginFreshUnlessBridged(ctx, mark)
 		} else {

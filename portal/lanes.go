@@ -107,6 +107,7 @@ func (l *lanes) work(key string) {
 		}
 		left := here.carry
 		l.runOne(here, next, s)
+		here.wroteOrGaveUp()
 		s.release()
 		if left != nil && here.carry == left {
 			l.drop(here)
@@ -152,6 +153,10 @@ type laneHere struct {
 	// carry is what a job leaves for the next job of its lane; it is
 	// dropped with the goroutine when the lane runs dry or stops.
 	carry any
+	// expecting is set while the job is about to hand the group
+	// committer a write (groupcommit.go, expectWrite); the job's end
+	// clears it whatever happened.
+	expecting *groupCommit
 }
 
 type laneKey struct{}

@@ -125,7 +125,8 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	if err != nil {
 		return err
 	}
-	err = m.groupTxn(ctx, func(ctx context.Context) error {
+	// The command goes out once this commits: its group must not linger.
+	err = m.group(ctx, &groupWrite{beforeSend: true, fn: func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, &database.PendingCommand{
 			Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
 			MXSeq: row.Seq,
@@ -133,7 +134,7 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 			return err
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
-	})
+	}})
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", op, err)
 	}
