@@ -107,7 +107,7 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 			return nil, err
 		}
 	}
-	pool, err := sql.Open(driverFor(dialect), withStmtCache(dialect, uri))
+	pool, err := sql.Open(driverFor(dialect), uri)
 	if err != nil {
 		closeLock(lock)
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
@@ -128,29 +128,6 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 		db.ckpt = startCheckpointer(raw, log.With().Str("component", "database").Logger())
 	}
 	return db, nil
-}
-
-// sqliteStmtCache is how many prepared statements each SQLite connection
-// keeps (go-sqlite3's _stmt_cache_size). Without it every query that does
-// not go through stmtCache, mautrix's state and crypto stores' among them,
-// is compiled by SQLite anew each time (6% of the bridge's CPU over 8 busy
-// chats, in a profile taken before the encryption cache). A statement costs
-// a few kilobytes, and a connection past the pool's two idle ones is closed
-// with its cache after use.
-const sqliteStmtCache = 64
-
-// withStmtCache adds _stmt_cache_size to a SQLite URI that does not set it
-// (the operator's own value wins). go-sqlite3 reads the parameters after
-// '?' whatever the form of the name before it.
-func withStmtCache(dialect, uri string) string {
-	if !strings.HasPrefix(dialect, "sqlite") || strings.Contains(uri, "_stmt_cache_size=") {
-		return uri
-	}
-	sep := "?"
-	if strings.Contains(uri, "?") {
-		sep = "&"
-	}
-	return fmt.Sprintf("%s%s_stmt_cache_size=%d", uri, sep, sqliteStmtCache)
 }
 
 func closeLock(f *os.File) {

@@ -61,19 +61,3 @@ func TestSQLiteRefusesSecondProcess(t *testing.T) {
 		t.Errorf("after the first closed, the second process still failed:\n%s", out)
 	}
 }
-
-// TestWithStmtCache: a SQLite URI gets go-sqlite3's statement cache unless
-// the operator set one; PostgreSQL's is left alone.
-func TestWithStmtCache(t *testing.T) {
-	cases := []struct{ dialect, in, want string }{
-		{"sqlite3-fk-wal", "file:dm.db", "file:dm.db?_stmt_cache_size=64"},
-		{"sqlite3-fk-wal", "file:dm.db?_txlock=immediate", "file:dm.db?_txlock=immediate&_stmt_cache_size=64"},
-		{"sqlite3", "dm.db?_stmt_cache_size=4", "dm.db?_stmt_cache_size=4"},
-		{"postgres", "postgres://localhost/dm?sslmode=disable", "postgres://localhost/dm?sslmode=disable"},
-	}
-	for _, c := range cases {
-		if got := withStmtCache(c.dialect, c.in); got != c.want {
-			t.Errorf("withStmtCache(%q, %q) = %q, want %q", c.dialect, c.in, got, c.want)
-		}
-	}
-}
