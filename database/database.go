@@ -49,8 +49,6 @@ type Database struct {
 	stmts *stmtCache
 	// lock keeps other processes off a SQLite file; nil otherwise.
 	lock *os.File
-	// ckpt copies SQLite's WAL back in the background (checkpoint.go).
-	ckpt *checkpointer
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -107,14 +105,8 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 			return nil, err
 		}
 	}
-	pool, err := sql.Open(driverFor(dialect), uri)
+	raw, err := dbutil.NewWithDialect(uri, dialect)
 	if err != nil {
-		closeLock(lock)
-		return nil, fmt.Errorf("open %s database: %w", dialect, err)
-	}
-	raw, err := dbutil.NewWithDB(pool, dialect)
-	if err != nil {
-		_ = pool.Close()
 		closeLock(lock)
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
 	}
@@ -124,9 +116,6 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 		return nil, err
 	}
 	db.lock = lock
-	if driverFor(dialect) == walDriver {
-		db.ckpt = startCheckpointer(raw, log.With().Str("component", "database").Logger())
-	}
 	return db, nil
 }
 
@@ -138,7 +127,6 @@ func closeLock(f *os.File) {
 
 // Close closes the database and releases the SQLite lock.
 func (db *Database) Close() error {
-	db.ckpt.close()
 	db.stmts.close()
 	err := db.Database.Close()
 	closeLock(db.lock)
