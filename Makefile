@@ -61,8 +61,9 @@ fuzz-short:
 fuzz:
 	$(call run-fuzz,$(FUZZTIME))
 
-# One table of issue 14's goals beside the figures, against the in-memory
-# homeserver (internal/memhs), on SQLite and PostgreSQL (a few minutes),
+# One table of issue 14's goals beside the figures: the bridge binary in its
+# own process against the in-memory homeserver (internal/memhs), on SQLite
+# and PostgreSQL (a few minutes),
 # then the SCALE lines of the m.direct goals (bridge/scale_bench_test.go).
 # bench-dendrite runs the benchmarks of the whole path on real Dendrite.
 bench: prerequisites
