@@ -4,14 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/dmbridge/dmbridge/appservice"
-	"github.com/dmbridge/dmbridge/database"
-	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // TestStateStoreEncryptionCache: the cached answer to "is this room
@@ -20,16 +15,7 @@ import (
 // cache off.
 func TestStateStoreEncryptionCache(t *testing.T) {
 	ctx := context.Background()
-	target := testdb.SQLite(t)
-	db, err := database.Open(ctx, target.Type, target.URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	link, err := appservice.New(ctx, testConfig(), db, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, link := linkOnSQLite(t)
 	s := link.StateStore
 	megolm := &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}
 	check := func(what string, room id.RoomID, want bool) {
@@ -49,7 +35,7 @@ func TestStateStoreEncryptionCache(t *testing.T) {
 
 	plain, pushed, inTxn := id.RoomID("!plain:localhost"), id.RoomID("!pushed:localhost"), id.RoomID("!txn:localhost")
 	check("a room never seen", plain, false)
-	if err = s.SetEncryptionEvent(ctx, plain, megolm); err != nil {
+	if err := s.SetEncryptionEvent(ctx, plain, megolm); err != nil {
 		t.Fatal(err)
 	}
 	check("after SetEncryptionEvent", plain, true)
@@ -63,7 +49,7 @@ func TestStateStoreEncryptionCache(t *testing.T) {
 	// Written in a transaction: a read outside it before the commit may
 	// see the room unencrypted, which must not stay cached after.
 	check("before the transaction", inTxn, false)
-	err = db.DoTxn(ctx, nil, func(txnCtx context.Context) error {
+	err := db.DoTxn(ctx, nil, func(txnCtx context.Context) error {
 		if err := s.SetEncryptionEvent(txnCtx, inTxn, megolm); err != nil {
 			return err
 		}

@@ -19,15 +19,7 @@ import (
 // might roll back) turns the cache off.
 func TestStateStoreCacheFollowsWrites(t *testing.T) {
 	ctx := context.Background()
-	db, err := database.Open(ctx, testdb.SQLite(t).Type, testdb.SQLite(t).URI, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	link, err := appservice.New(ctx, testConfig(), db, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, link := linkOnSQLite(t)
 	s := link.StateStore
 	if link.AS.StateStore != mautrix.StateStore(s) {
 		t.Fatal("the appservice's intents do not use the caching store")
@@ -75,10 +67,10 @@ func TestStateStoreCacheFollowsWrites(t *testing.T) {
 
 	// A leave written in a transaction: a read outside it before the
 	// commit sees the old join, which must not stay cached after.
-	if err = s.SetMembership(ctx, room, ghost, event.MembershipJoin); err != nil {
+	if err := s.SetMembership(ctx, room, ghost, event.MembershipJoin); err != nil {
 		t.Fatal(err)
 	}
-	err = db.DoTxn(ctx, nil, func(txnCtx context.Context) error {
+	err := db.DoTxn(ctx, nil, func(txnCtx context.Context) error {
 		if err := s.SetMembership(txnCtx, room, ghost, event.MembershipLeave); err != nil {
 			return err
 		}
@@ -93,4 +85,21 @@ func TestStateStoreCacheFollowsWrites(t *testing.T) {
 	if s.IsInRoom(ctx, room, ghost) {
 		t.Fatal("left in a committed transaction, but IsInRoom says joined")
 	}
+}
+
+// linkOnSQLite is an appservice link (with its caching state store) on a
+// fresh SQLite database.
+func linkOnSQLite(t *testing.T) (*database.Database, *appservice.Link) {
+	t.Helper()
+	target := testdb.SQLite(t)
+	db, err := database.Open(context.Background(), target.Type, target.URI, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	link, err := appservice.New(context.Background(), testConfig(), db, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, link
 }
