@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
@@ -176,14 +177,19 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 		next = premarkNext(ctx, p, ev)
 	}
 	premarked := false
+	// writtenAt is when the result's write went out (the last try's): the
+	// log says it, so that a line written late (the process was paused
+	// between the write and the line) can be told from late work.
+	var writtenAt time.Time
 	if e := entryOf(ctx, ev); e != nil && len(msgs) == 1 && m.db.Dialect == dbutil.Postgres {
 		// The usual message: its whole result in one statement.
 		err = m.groupStatement(ctx, func(ctx context.Context) (err error) {
+			writtenAt = time.Now()
 			premarked, err = m.db.Message.StoreSent(ctx, msgs[0], txns[0], e.ConnectorID, e.Seq, next)
 			return err
 		})
 	} else {
-		err = m.storeSent(ctx, msgs, txns, done, next, &premarked)
+		err = m.storeSent(ctx, msgs, txns, done, next, &premarked, &writtenAt)
 	}
 	if err == nil && premarked {
 		m.keepPremark(ctx, next)
@@ -193,16 +199,18 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	}
 	m.stats.toMatrix.Add(1)
 	zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
-		Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).Msg("Bridged message to Matrix")
+		Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).
+		Int64("written_at_us", writtenAt.UnixMicro()).Msg("Bridged message to Matrix")
 	return msgs[len(msgs)-1].MXID, nil
 }
 
 // storeSent stores the mappings of a message's sends, runs done and clears
 // the sends' markers in one transaction, and writes next's marker in it
-// (premarked reports whether it did).
+// (premarked reports whether it did; writtenAt is when the write began).
 func (m *Manager) storeSent(ctx context.Context, msgs []*database.Message, txns []string, done func(context.Context) error,
-	next *database.InDoubtSend, premarked *bool) error {
+	next *database.InDoubtSend, premarked *bool, writtenAt *time.Time) error {
 	return m.doneWithSends(ctx, func(ctx context.Context) error {
+		*writtenAt = time.Now()
 		for _, msg := range msgs {
 			if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return fmt.Errorf("store message mapping: %w", err)
