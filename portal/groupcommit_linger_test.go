@@ -2,9 +2,11 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -94,4 +96,36 @@ func TestGroupCommitLingersForSendsOut(t *testing.T) {
 		t.Fatalf("a group was held %v for a write that never came (alone: %v)", held, alone)
 	}
 	cHere.wroteOrGaveUp()
+}
+
+// TestFailedSendEndsItsExpectation: a send that fails hands no result to
+// the committers soon (its retry may wait seconds), so from its failure on
+// they do not hold their groups for it.
+func TestFailedSendEndsItsExpectation(t *testing.T) {
+	u := newUnit(t, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u.remote(t, bobEvent("m1"))
+	u.m.commits = newGroupCommit(u.db)
+	go u.m.commits.run(ctx)
+	u.hs.Fail = func(c fakematrix.Call) error {
+		if c.Method == "SendMessageEvent" {
+			return errors.New("homeserver unreachable")
+		}
+		return nil
+	}
+	var expected int64 = -1
+	r := newLaneRun(u)
+	m2 := bobEvent("m2")
+	r.add(m2, func(ctx context.Context) {
+		if err := u.m.applyRemote(ctx, unitConnID, m2, func(context.Context) error { return nil }); err == nil {
+			t.Error("the send did not fail")
+		}
+		// Still inside the job: only the failure can have ended it.
+		expected = u.m.commits.expected.Load()
+	})
+	r.wait(t)
+	if expected != 0 {
+		t.Fatalf("%d results still expected after the send failed", expected)
+	}
 }

@@ -168,6 +168,11 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 	// once: exactly the resend that posts a second copy.
 	resp, err := s.send(mautrix.WithMaxRetries(ctx, 0), s.txnID)
 	if err != nil {
+		// No result follows soon (a retry may wait seconds): the
+		// committers must not hold their groups for it meanwhile.
+		if here := laneOf(ctx); here != nil {
+			here.wroteOrGaveUp()
+		}
 		if sendNeverArrived(err) {
 			// Nothing to resolve on the next attempt.
 			if derr := m.db.InDoubt.Delete(ctx, s.txnID); derr != nil {
