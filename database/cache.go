@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix/id"
 )
 
 // maxCached bounds each cache; past it the cache starts over, so memory
@@ -74,8 +75,13 @@ func (c *rowCache[K, V]) forgetAll() {
 
 // caches are the row caches of one Database, shared by its query structs.
 type caches struct {
-	logins     *rowCache[string, Login]
-	portals    *rowCache[PortalKey, Portal]
+	logins  *rowCache[string, Login]
+	portals *rowCache[PortalKey, Portal]
+	// rooms maps a room to the portal that owned it when it was read. It
+	// is only a hint: GetByRoom checks it against the portal's own row
+	// (cached and invalidated as above), so a room that changed hands
+	// since is read again rather than trusted.
+	rooms      *rowCache[id.RoomID, PortalKey]
 	backfilled *rowCache[PortalKey, bool]
 	// txnWrites counts writes to cached rows made inside a transaction.
 	// Until that transaction ends, a read outside it still sees the old
@@ -88,6 +94,7 @@ func newCaches() *caches {
 	return &caches{
 		logins:     newRowCache[string, Login](),
 		portals:    newRowCache[PortalKey, Portal](),
+		rooms:      newRowCache[id.RoomID, PortalKey](),
 		backfilled: newRowCache[PortalKey, bool](),
 	}
 }
@@ -103,6 +110,7 @@ func (c *caches) wrote(ctx context.Context, db *dbutil.Database, forget func()) 
 func (c *caches) forgetAll() {
 	c.logins.forgetAll()
 	c.portals.forgetAll()
+	c.rooms.forgetAll()
 	c.backfilled.forgetAll()
 }
 

@@ -90,3 +90,69 @@ func mustLogin(t *testing.T, db *database.Database, state string) *database.Logi
 	}
 	return l
 }
+
+// TestPortalByRoomFollowsItsRoom: a room's portal, once read, is found
+// again without the table, and never after the room changed hands: moved
+// to another portal, taken from its portal, or its portal deleted.
+func TestPortalByRoomFollowsItsRoom(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil {
+			t.Fatal(err)
+		}
+		bob := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+		carol := database.PortalKey{LoginID: "l1", ChatID: "carol"}
+		for _, k := range []database.PortalKey{bob, carol} {
+			if _, err := db.Portal.GetOrCreate(ctx, k, k.ChatID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		const room = id.RoomID("!r:x")
+		owner := func(want string) {
+			t.Helper()
+			p, err := db.Portal.GetByRoom(ctx, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if p != nil {
+				got = p.ChatID
+			}
+			if got != want {
+				t.Fatalf("owner of %s: %q, want %q", room, got, want)
+			}
+		}
+		owner("")
+		if err := db.Portal.SetRoom(ctx, bob, room); err != nil {
+			t.Fatal(err)
+		}
+		owner("bob")
+		owner("bob") // from the room index now
+		// The room moves to carol in a transaction (a cleanup then an
+		// adoption): bob's portal goes, carol's takes the room.
+		err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if err := db.Portal.Delete(ctx, bob); err != nil {
+				return err
+			}
+			return db.Portal.SetRoom(ctx, carol, room)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner("carol")
+		owner("carol")
+		// Outside a transaction: carol moves to another room, then back,
+		// then her portal goes.
+		if err := db.Portal.SetRoom(ctx, carol, "!elsewhere:x"); err != nil {
+			t.Fatal(err)
+		}
+		owner("")
+		if err := db.Portal.SetRoom(ctx, carol, room); err != nil {
+			t.Fatal(err)
+		}
+		owner("carol")
+		if err := db.Portal.Delete(ctx, carol); err != nil {
+			t.Fatal(err)
+		}
+		owner("")
+	})
+}

@@ -125,9 +125,24 @@ func (q *PortalQuery) Get(ctx context.Context, key PortalKey) (*Portal, error) {
 	return p, err
 }
 
-// GetByRoom returns the portal that owns a room, or nil.
+// GetByRoom returns the portal that owns a room, or nil. Every Matrix event
+// and every command result asks it, so the room's portal key is kept (see
+// caches.rooms) and the row itself comes from Get's cache.
 func (q *PortalQuery) GetByRoom(ctx context.Context, roomID id.RoomID) (*Portal, error) {
-	return q.qh.QueryOne(ctx, getPortalByRoomQuery, roomID)
+	if key, ok := q.c.rooms.get(roomID); ok {
+		if p, err := q.Get(ctx, key); err != nil {
+			return nil, err
+		} else if p != nil && p.RoomID == roomID {
+			return p, nil
+		}
+		// The portal lost or changed its room since: ask the table.
+	}
+	gen := q.c.rooms.generation()
+	p, err := q.qh.QueryOne(ctx, getPortalByRoomQuery, roomID)
+	if err == nil && p != nil {
+		q.c.rooms.put(ctx, q.qh.GetDB(), gen, roomID, p.PortalKey)
+	}
+	return p, err
 }
 
 // ByLogin lists the portals of a login.
