@@ -74,7 +74,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		}
 		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
 		if err == nil {
-			if err = m.commandDone(ctx, pc, &cmd, res); errors.Is(err, errPermanent) {
+			if err = m.commandDone(ctx, pc, &cmd, res, 0); errors.Is(err, errPermanent) {
 				// A result the bridge cannot use would block the room's queue
 				// for good if retried; the user is told instead.
 				log.Warn().Err(err).Str("txn", pc.Txn).Msg("Unusable command result")
@@ -87,27 +87,97 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			}
 			continue
 		}
-		if ctx.Err() != nil || errors.Is(err, server.ErrNotConnected) {
+		if m.commandError(ctx, pc, err) {
 			return
 		}
-		var cerr *connector.Error
-		retryable := !errors.As(err, &cerr) || cerr.Retryable
-		if retryable && pc.Attempts+1 < maxCommandAttempts {
-			_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
-			delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
-			log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
-			time.AfterFunc(delay, func() { m.submitFlush(roomID) })
-			return
-		}
-		log.Warn().Err(err).Str("txn", pc.Txn).Msg("Command failed for good")
-		m.commandFailed(ctx, pc, err)
 	}
 }
 
+// commandError handles a stored command's failed send: a retry after a
+// backoff, or the user told once the attempts are used up. It reports
+// whether the room's queue must stop here (the retry, or a reconnect, sends
+// it and what is behind it).
+func (m *Manager) commandError(ctx context.Context, pc *database.PendingCommand, err error) (stop bool) {
+	if ctx.Err() != nil || errors.Is(err, server.ErrNotConnected) {
+		return true
+	}
+	log := zerolog.Ctx(ctx)
+	var cerr *connector.Error
+	retryable := !errors.As(err, &cerr) || cerr.Retryable
+	if retryable && pc.Attempts+1 < maxCommandAttempts {
+		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
+		delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
+		log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
+		roomID := pc.RoomID
+		time.AfterFunc(delay, func() { m.submitFlush(roomID) })
+		return true
+	}
+	log.Warn().Err(err).Str("txn", pc.Txn).Msg("Command failed for good")
+	m.commandFailed(ctx, pc, err)
+	return false
+}
+
+// sendDirect sends a command of a room that has none waiting without
+// storing it first: the Matrix event that caused it stays unhandled until
+// the result is stored, in the same transaction that marks it handled. A
+// crash in between handles the event again after the restart, and the
+// command goes out again with the same txn, which the connector answers
+// with the first result without acting twice (section 6 of the protocol),
+// as it does for a stored command sent again. That is one commit per
+// command instead of two (the queueing and the result).
+//
+// It reports sent when the event is dealt with (its result stored, or the
+// user told); otherwise the caller stores the command, and failure is what
+// its send already met, if it went out.
+func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *database.PendingCommand, cmd *connector.Command) (sent bool, failure, err error) {
+	if !m.conn.Connected(pc.ConnectorID) {
+		return false, nil, nil
+	}
+	// The lane runs the room's jobs one at a time, so nothing queues
+	// behind this check before the send.
+	if waiting, err := m.db.PendingCm.ByRoom(ctx, pc.RoomID); err != nil {
+		return false, nil, fmt.Errorf("look up waiting commands: %w", err)
+	} else if len(waiting) > 0 {
+		return false, nil, nil
+	}
+	if !m.prepareCommand(ctx, pc, cmd) {
+		// The user was told why it cannot go.
+		return true, nil, m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	}
+	// The result write follows the send (see groupCommit.linger).
+	m.commits.expectWrite(ctx)
+	res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, cmd)
+	if err != nil {
+		if here := laneOf(ctx); here != nil {
+			here.wroteOrGaveUp()
+		}
+		if ctx.Err() != nil {
+			return false, nil, ctx.Err()
+		}
+		return false, err, nil
+	}
+	if err := m.commandDone(ctx, pc, cmd, res, row.Seq); errors.Is(err, errPermanent) {
+		zerolog.Ctx(ctx).Warn().Err(err).Str("txn", pc.Txn).Msg("Unusable command result")
+		m.commandFailed(ctx, pc, err)
+		return true, nil, m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+	} else if err != nil {
+		// The event is handled again; the connector answers the repeat.
+		return true, nil, fmt.Errorf("store command result: %w", err)
+	}
+	m.metrics.CommandDone(pc.Txn, pc.Op, true)
+	return true, nil, nil
+}
+
 // commandDone stores what a command's result means and drops the command,
-// in one transaction.
-func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result) error {
+// in one transaction; with doneSeq (a command sent directly) it also marks
+// that Matrix event handled.
+func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result, doneSeq int64) error {
 	err := m.groupTxn(ctx, func(ctx context.Context) error {
+		if doneSeq != 0 {
+			if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
+				return err
+			}
+		}
 		if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err != nil {
 			return err
 		} else if p == nil || p.PortalKey != pc.PortalKey {
@@ -134,6 +204,9 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 			if err := m.relationDone(ctx, pc, cmd, res); err != nil {
 				return err
 			}
+		}
+		if doneSeq != 0 {
+			return nil // it was never stored
 		}
 		return m.db.PendingCm.Delete(ctx, pc.Txn)
 	})

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -13,6 +14,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -118,19 +120,29 @@ func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt 
 	return m.queueCommand(ctx, row, login, p, connector.OpSendMessage, cmd)
 }
 
-// queueCommand stores a command for the portal and marks the Matrix event
-// handled, in one transaction, then sends what the room has pending.
+// queueCommand sends the user's action to the network. In a room with no
+// command waiting (the usual case) it goes out at once and its result is
+// stored in the transaction that marks the Matrix event handled (see
+// sendDirect); otherwise, or when that send fails, it is stored behind the
+// room's waiting commands, in the transaction that marks the event handled,
+// and the room's queue is sent in order.
 func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login *database.Login, p *database.Portal, op string, cmd *connector.Command) error {
 	data, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
+	pc := &database.PendingCommand{
+		Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
+		MXSeq: row.Seq,
+	}
+	m.metrics.CommandQueued(cmd.Txn, row.ReceivedAt)
+	sent, failure, err := m.sendDirect(ctx, row, pc, cmd)
+	if sent || err != nil {
+		return err
+	}
 	// The command goes out once this commits: its group must not linger.
 	err = m.group(ctx, &groupWrite{beforeSend: true, fn: func(ctx context.Context) error {
-		if err := m.db.PendingCm.Insert(ctx, &database.PendingCommand{
-			Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
-			MXSeq: row.Seq,
-		}); err != nil {
+		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {
 			return err
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
@@ -138,7 +150,12 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", op, err)
 	}
-	m.metrics.CommandQueued(cmd.Txn, row.ReceivedAt)
+	if failure != nil && !errors.Is(failure, server.ErrNotConnected) {
+		// It was tried once already: the retry waits as any other would.
+		if m.commandError(ctx, pc, failure) {
+			return nil
+		}
+	}
 	m.flushCommands(ctx, p.RoomID)
 	return nil
 }
