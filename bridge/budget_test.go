@@ -72,9 +72,7 @@ func TestHomeserverCallBudget(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	counter.take()
 
-	f.send(textFrom("bob@network", "m1", "first"))
-	roomID := s.roomOf("bob@network")
-	s.waitMessage(roomID, "first")
+	roomID := s.bobPortal(f, "m1", "first")
 	time.Sleep(300 * time.Millisecond)
 	newDM := counter.take()
 

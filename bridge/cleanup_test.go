@@ -24,9 +24,7 @@ func TestLeavingPortalCleansUp(t *testing.T) {
 		ctx := context.Background()
 		f := s.connectFake(nil)
 		ghost := s.ghost("bob@network")
-		f.send(textFrom("bob@network", "m1", "hi"))
-		first := s.roomOf("bob@network")
-		s.waitMessage(first, "hi")
+		first := s.bobPortal(f, "m1", "hi")
 		s.waitDirect(ghost, first, true)
 		commandsBefore := f.changingCommands()
 

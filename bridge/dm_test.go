@@ -119,9 +119,7 @@ func TestContactRenameShowsInPortal(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t))
 	f := s.connectFake(nil)
 	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob"}})
-	f.send(textFrom("bob@network", "m1", "hi"))
-	roomID := s.roomOf("bob@network")
-	s.waitMessage(roomID, "hi")
+	roomID := s.bobPortal(f, "m1", "hi")
 	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Robert"}})
 	ghost := s.ghost("bob@network")
 	s.sync.WaitEvent(t, 20*time.Second, func(evt *event.Event) bool {

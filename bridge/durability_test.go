@@ -151,9 +151,7 @@ func TestMatrixMessagesWhileConnectorOffline(t *testing.T) {
 		s := newStack(t, target)
 		store := sdk.NewMemoryStore()
 		f := s.connectFake(store)
-		f.send(textFrom("bob@network", "m1", "hello"))
-		roomID := s.roomOf("bob@network")
-		s.waitMessage(roomID, "hello")
+		roomID := s.bobPortal(f, "m1", "hello")
 		f.stop()
 		ctx := context.Background()
 		var sent []id.EventID

@@ -18,7 +18,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
-	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -205,11 +204,7 @@ func TestEncryptedDMPushed(t *testing.T) {
 	f.send(textFrom("bob@network", "p1", "pushed answer"))
 	_, dev := expectFromGhostDevice(t, s, nio, ghost, "pushed answer")
 
-	nio.do(map[string]any{"cmd": "send", "text": "second pushed words"})
-	tesths.WaitFor(t, 60*time.Second, "the second message at the connector", func() (bool, error) {
-		cmds := f.commandsOf(connector.OpSendMessage)
-		return len(cmds) == 2 && cmds[1].Text == "second pushed words", nil
-	})
+	nio.sendText(f, 2, "second pushed words")
 
 	// Pushed one-time-key counts are acted on: once other clients have
 	// claimed the ghost device's keys below half, it uploads new ones.
@@ -229,11 +224,7 @@ func TestEncryptedDMPushed(t *testing.T) {
 	// The sessions survive a restart: the pushed keys were stored before
 	// the relay (the homeserver) heard 200.
 	s.restartBridge()
-	nio.do(map[string]any{"cmd": "send", "text": "pushed after restart"})
-	tesths.WaitFor(t, 60*time.Second, "the message after the restart at the connector", func() (bool, error) {
-		cmds := f.commandsOf(connector.OpSendMessage)
-		return len(cmds) == 3 && cmds[2].Text == "pushed after restart", nil
-	})
+	nio.sendText(f, 3, "pushed after restart")
 	f.send(textFrom("bob@network", "p2", "pushed answer after restart"))
 	if got := nio.do(map[string]any{"cmd": "expect", "body": "pushed answer after restart", "timeout": 60}); got["encrypted"] != true {
 		t.Fatalf("answer after the restart = %v, want encrypted", got)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -99,6 +100,17 @@ func (c *nioClient) read() map[string]any {
 		c.t.Fatalf("nio client said %q: %v", c.out.Text(), err)
 	}
 	return r
+}
+
+// sendText has the user send text from the client and waits until the
+// connector has it as its nth send_message.
+func (c *nioClient) sendText(f *fakeConnector, n int, text string) {
+	c.t.Helper()
+	c.do(map[string]any{"cmd": "send", "text": text})
+	tesths.WaitFor(c.t, 60*time.Second, fmt.Sprintf("send_message %d (%q) at the connector", n, text), func() (bool, error) {
+		cmds := f.commandsOf(connector.OpSendMessage)
+		return len(cmds) == n && cmds[n-1].Text == text, nil
+	})
 }
 
 func (c *nioClient) do(cmd map[string]any) map[string]any {
@@ -375,11 +387,7 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		if got["encrypted"] != true || got["device_id"] != string(dev.DeviceID) {
 			t.Fatalf("first message as the client saw it = %v, want encrypted by the ghost's device %s", got, dev.DeviceID)
 		}
-		nio.do(map[string]any{"cmd": "send", "text": "hi dave"})
-		tesths.WaitFor(t, 60*time.Second, "the user's encrypted reply at the connector", func() (bool, error) {
-			cmds := f.commandsOf(connector.OpSendMessage)
-			return len(cmds) == 1 && cmds[0].Text == "hi dave", nil
-		})
+		nio.sendText(f, 1, "hi dave")
 	})
 	t.Run("require", func(t *testing.T) {
 		target := testdb.Targets(t)[0]
@@ -427,11 +435,7 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		if err != nil || len(resp.DeviceKeys[ghost]) != 1 {
 			t.Fatalf("ghost's devices when encryption is switched on: %v %v", resp, err)
 		}
-		nio.do(map[string]any{"cmd": "send", "text": "now secret"})
-		tesths.WaitFor(t, 60*time.Second, "the encrypted message at the connector", func() (bool, error) {
-			cmds := f.commandsOf(connector.OpSendMessage)
-			return len(cmds) == 1 && cmds[0].Text == "now secret", nil
-		})
+		nio.sendText(f, 1, "now secret")
 		f.send(textFrom("erin@network", "e2", "secret answer"))
 		if got := nio.do(map[string]any{"cmd": "expect", "body": "secret answer", "timeout": 60}); got["encrypted"] != true {
 			t.Fatalf("answer after encryption was switched on = %v, want encrypted", got)

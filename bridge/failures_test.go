@@ -24,15 +24,6 @@ func newProxiedStack(t *testing.T, target testdb.Target, adjust func(*config.Con
 	return newStack(t, target, stackOptions{hsProxy: true, configure: adjust})
 }
 
-// helloFromBob makes bob's portal with a first message and returns its room.
-func (s *stack) helloFromBob(f *fakeConnector) id.RoomID {
-	s.t.Helper()
-	f.send(textFrom("bob@network", "m0", "hello"))
-	roomID := s.roomOf("bob@network")
-	s.waitMessage(roomID, "hello")
-	return roomID
-}
-
 // isSendTo matches a bridge's message send into a room.
 func isSendTo(r *http.Request, roomID id.RoomID) bool {
 	return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/send/m.room.message/") &&
@@ -48,7 +39,7 @@ func TestLongRemoteTextArrives(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
 		f := s.connectFake(nil)
-		roomID := s.helloFromBob(f)
+		roomID := s.bobPortal(f, "m0", "hello")
 
 		mid := strings.Repeat("A hundred kilobytes of <words> & more. ", 2600)
 		big := strings.Repeat("x", 1_000_000-20) + " end of the big one"
@@ -96,7 +87,7 @@ func TestRefusedSendEndsOnlyThatEvent(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newProxiedStack(t, target, nil)
 		f := s.connectFake(nil)
-		roomID := s.helloFromBob(f)
+		roomID := s.bobPortal(f, "m0", "hello")
 		s.proxy.setRefuse(func(r *http.Request, body []byte) (int, string) {
 			if isSendTo(r, "") && strings.Contains(string(body), "poison") {
 				return http.StatusRequestEntityTooLarge, "M_TOO_LARGE"
@@ -185,7 +176,7 @@ func TestEncryptedEventGetsNotice(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
 		f := s.connectFake(nil)
-		roomID := s.helloFromBob(f)
+		roomID := s.bobPortal(f, "m0", "hello")
 		ctx := context.Background()
 		if _, err := s.alice.SendStateEvent(ctx, roomID, event.StateEncryption, "",
 			map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}); err != nil {
@@ -249,7 +240,7 @@ func TestUnreachableAttachmentDoesNotBlockChat(t *testing.T) {
 		// server that does not answer, not a refused address.
 		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
 		f := s.connectFake(nil)
-		roomID := s.helloFromBob(f)
+		roomID := s.bobPortal(f, "m0", "hello")
 		ev := textFrom("bob@network", "m1", "")
 		ev.Attachments = []connector.Attachment{{
 			Name: "pic.png", MimeType: "image/png",

@@ -76,9 +76,7 @@ func TestUserJoinShowsProfile(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t))
 	pic := s.setAliceProfile("Alice Liddell")
 	f := s.connectFake(nil)
-	f.send(textFrom("bob@network", "m1", "hello alice"))
-	roomID := s.roomOf("bob@network")
-	s.waitMessage(roomID, "hello alice")
+	roomID := s.bobPortal(f, "m1", "hello alice")
 	s.checkJoins(roomID, s.alice.UserID, "Alice Liddell", func(got id.ContentURIString) bool { return got == pic })
 
 	// A second portal reuses the cached profile and shows it too.

@@ -51,9 +51,7 @@ func TestMessageLogging(t *testing.T) {
 	s.startBridge()
 	t.Cleanup(s.stopBridge)
 	f := s.connectFake(nil)
-	f.send(textFrom("bob@network", "m1", "hello"))
-	room := s.roomOf("bob@network")
-	s.waitMessage(room, "hello")
+	room := s.bobPortal(f, "m1", "hello")
 	s.command(room, "hi bob")
 	tesths.WaitFor(t, 20*time.Second, "send_message at the connector", func() (bool, error) {
 		return len(f.commandsOf(connector.OpSendMessage)) == 1, nil

@@ -225,6 +225,16 @@ func (s *stack) roomOf(chatID string) id.RoomID {
 	return s.roomWithin(chatID, 20*time.Second)
 }
 
+// bobPortal sends bob's text message msgID, the first of his chat or not,
+// and returns his portal room once alice sees the text in it.
+func (s *stack) bobPortal(f *fakeConnector, msgID, text string) id.RoomID {
+	s.t.Helper()
+	f.send(textFrom("bob@network", msgID, text))
+	roomID := s.roomOf("bob@network")
+	s.waitMessage(roomID, text)
+	return roomID
+}
+
 // roomWithin is roomOf with its own timeout.
 func (s *stack) roomWithin(chatID string, timeout time.Duration) id.RoomID {
 	s.t.Helper()

@@ -74,9 +74,7 @@ func TestInviteGhostRefusals(t *testing.T) {
 	ctx := context.Background()
 	f := s.connectFake(nil)
 	ghost := s.ghost("bob@network")
-	f.send(textFrom("bob@network", "m1", "hi"))
-	existing := s.roomOf("bob@network")
-	s.waitMessage(existing, "hi")
+	existing := s.bobPortal(f, "m1", "hi")
 
 	second := s.createDM(s.alice, ghost)
 	notice := s.waitNotice(s.sync, second, ghost, existing.URI().MatrixToURL())

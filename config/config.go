@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
 )
 
 // Config is the whole bridge configuration.
@@ -245,8 +247,8 @@ func Default() *Config {
 			MaxIdleConns: 20,
 		},
 		Connector: ConnectorConfig{
-			MaxFrameBytes:  1 << 20,
-			MaxInFlight:    256,
+			MaxFrameBytes:  connector.DefaultMaxFrameBytes,
+			MaxInFlight:    connector.DefaultMaxInFlight,
 			CommandTimeout: Duration(60 * time.Second),
 		},
 		Bridge: BridgeConfig{

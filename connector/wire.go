@@ -22,6 +22,18 @@ const Path = "/_connector/v1"
 // MediaPathPrefix is where the bridge serves Matrix media to connectors.
 const MediaPathPrefix = "/_connector/v1/media/"
 
+// The limits a bridge announces in welcome unless configured otherwise.
+// They live here, with the wire types, so that the bridge's server, the
+// SDK and the conformance suite's stand-in bridge start from the same
+// numbers.
+const (
+	// DefaultMaxFrameBytes is the frame size limit (1 MiB, as the
+	// protocol document says).
+	DefaultMaxFrameBytes int64 = 1 << 20
+	// DefaultMaxInFlight is welcome.max_in_flight.
+	DefaultMaxInFlight = 256
+)
+
 // Frame types.
 const (
 	TypeHello     = "hello"

@@ -38,26 +38,9 @@ func (m *Manager) encryptedAttachment(ctx context.Context, content *event.Messag
 	if err = content.File.PrepareForDecryption(); err != nil {
 		return nil, fmt.Sprintf("⚠️ %q was not delivered: its encryption keys are not valid.", name), nil
 	}
-	att := &connector.Attachment{Name: name}
-	if content.Info != nil {
-		att.MimeType, att.Size = content.Info.MimeType, int64(content.Info.Size)
-	}
-	if notice := m.overMediaLimit(att); notice != "" {
-		return nil, notice, nil
-	}
-	if att.Size > 0 && att.Size <= m.inlineLimit() {
-		data, err := m.downloadUpTo(ctx, uri, m.inlineLimit())
-		if err != nil {
-			return nil, "", err
-		}
-		if data != nil {
-			if err = content.File.DecryptInPlace(data); err != nil {
-				return nil, fmt.Sprintf("⚠️ %q was not delivered: it does not decrypt (%v).", name, err), nil
-			}
-			att.Data, att.Size = data, int64(len(data))
-			return att, "", nil
-		}
-		// info.size understated the file; it goes by URL instead.
+	att, notice, err := m.fileAttachment(ctx, name, content.Info, uri, content.File.DecryptInPlace)
+	if err != nil || notice != "" || att.Data != nil {
+		return att, notice, err
 	}
 	if m.e2ee == nil {
 		// Without encryption there is no key to seal the file's keys with.

@@ -80,37 +80,48 @@ func (m *Manager) matrixAttachment(ctx context.Context, content *event.MessageEv
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Media message with a bad mxc URL")
 		return nil, fmt.Sprintf("⚠️ %q was not delivered: its file address is not valid.", name), nil
 	}
-	att := &connector.Attachment{Name: name}
-	if content.Info != nil {
-		att.MimeType = content.Info.MimeType
-		att.Size = int64(content.Info.Size)
-	}
-	if notice := m.overMediaLimit(att); notice != "" {
-		return nil, notice, nil
-	}
-	if att.Size > 0 && att.Size <= m.inlineLimit() {
-		data, err := m.downloadSmall(ctx, content, m.inlineLimit())
-		if err != nil {
-			return nil, "", err
-		}
-		if data != nil {
-			att.Data, att.Size = data, int64(len(data))
-			return att, "", nil
-		}
-		// info.size understated the file; it goes by URL instead.
+	att, notice, err := m.fileAttachment(ctx, name, content.Info, uri, nil)
+	if err != nil || notice != "" || att.Data != nil {
+		return att, notice, err
 	}
 	att.URL = connector.MediaPath(uri.Homeserver, uri.FileID)
 	return att, "", nil
 }
 
-// overMediaLimit is the notice for a file the user sent whose announced
-// size is over bridge.max_media_bytes, or "".
-func (m *Manager) overMediaLimit(att *connector.Attachment) string {
-	if limit := m.cfg.Bridge.MaxMediaBytes; att.Size > limit {
-		return fmt.Sprintf("⚠️ %q (%s) was not delivered: it is larger than the bridge's limit of %s.",
-			att.Name, humanBytes(att.Size), humanBytes(limit))
+// fileAttachment is a file the user sent, plain or encrypted alike, as its
+// event describes it (name, type, size), with its bytes in Data when it is
+// small enough to travel inline (passed through decrypt first, when that is
+// set). Without Data, the caller passes it by URL: also when the announced
+// size understated the file. Instead of an attachment, it answers with the
+// notice for a file over bridge.max_media_bytes or one that does not
+// decrypt.
+func (m *Manager) fileAttachment(ctx context.Context, name string, info *event.FileInfo, uri id.ContentURI,
+	decrypt func([]byte) error) (*connector.Attachment, string, error) {
+	att := &connector.Attachment{Name: name}
+	if info != nil {
+		att.MimeType, att.Size = info.MimeType, int64(info.Size)
 	}
-	return ""
+	if limit := m.cfg.Bridge.MaxMediaBytes; att.Size > limit {
+		return nil, fmt.Sprintf("⚠️ %q (%s) was not delivered: it is larger than the bridge's limit of %s.",
+			att.Name, humanBytes(att.Size), humanBytes(limit)), nil
+	}
+	if att.Size <= 0 || att.Size > m.inlineLimit() {
+		return att, "", nil
+	}
+	data, err := m.downloadUpTo(ctx, uri, m.inlineLimit())
+	if err != nil {
+		return nil, "", err
+	}
+	if data == nil {
+		return att, "", nil
+	}
+	if decrypt != nil {
+		if err := decrypt(data); err != nil {
+			return nil, fmt.Sprintf("⚠️ %q was not delivered: it does not decrypt (%v).", name, err), nil
+		}
+	}
+	att.Data, att.Size = data, int64(len(data))
+	return att, "", nil
 }
 
 // inlineLimit is the largest file sent inline: the configured size, within
@@ -121,12 +132,6 @@ func (m *Manager) inlineLimit() int64 {
 		limit = min(limit, (frame-inlineOverhead)*3/4)
 	}
 	return max(limit, 0)
-}
-
-// downloadSmall reads a file of at most limit bytes; nil if it is larger.
-func (m *Manager) downloadSmall(ctx context.Context, content *event.MessageEventContent, limit int64) ([]byte, error) {
-	uri, _ := content.URL.Parse()
-	return m.downloadUpTo(ctx, uri, limit)
 }
 
 // downloadUpTo reads Matrix media of at most limit bytes; nil if it is larger.

@@ -34,6 +34,16 @@ func (r *laneRun) add(ev *connector.Event, run func(ctx context.Context)) {
 	})
 }
 
+// apply is a job that applies ev the way the dispatcher does, with a
+// done callback that has nothing to mark.
+func (r *laneRun) apply(t *testing.T, ev *connector.Event) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		if err := r.u.m.applyRemote(ctx, unitConnID, ev, func(context.Context) error { return nil }); err != nil {
+			t.Errorf("apply %s: %v", ev.ID, err)
+		}
+	}
+}
+
 func (r *laneRun) wait(t *testing.T) {
 	t.Helper()
 	close(r.gate)
@@ -62,21 +72,14 @@ func TestNextMessageMarkedWithPreviousResult(t *testing.T) {
 	u.remote(t, bobEvent("m1"))
 	m2, m3 := bobEvent("m2"), bobEvent("m3")
 	r := newLaneRun(u)
-	apply := func(ev *connector.Event) func(ctx context.Context) {
-		return func(ctx context.Context) {
-			if err := u.m.applyRemote(ctx, unitConnID, ev, func(context.Context) error { return nil }); err != nil {
-				t.Errorf("apply %s: %v", ev.ID, err)
-			}
-		}
-	}
 	var markedBefore *database.InDoubtSend
-	r.add(m2, apply(m2))
+	r.add(m2, r.apply(t, m2))
 	r.add(m3, func(ctx context.Context) {
 		var err error
 		if markedBefore, err = u.db.InDoubt.Get(ctx, remoteTxnID(m3, 0)); err != nil {
 			t.Error(err)
 		}
-		apply(m3)(ctx)
+		r.apply(t, m3)(ctx)
 	})
 	r.wait(t)
 	if markedBefore == nil {
@@ -104,11 +107,7 @@ func TestUnusedPremarkDeleted(t *testing.T) {
 	u.remote(t, bobEvent("m1"))
 	m2, m3 := bobEvent("m2"), bobEvent("m3")
 	r := newLaneRun(u)
-	r.add(m2, func(ctx context.Context) {
-		if err := u.m.applyRemote(ctx, unitConnID, m2, func(context.Context) error { return nil }); err != nil {
-			t.Errorf("apply m2: %v", err)
-		}
-	})
+	r.add(m2, r.apply(t, m2))
 	var markedBefore *database.InDoubtSend
 	r.add(m3, func(ctx context.Context) {
 		markedBefore, _ = u.db.InDoubt.Get(ctx, remoteTxnID(m3, 0))

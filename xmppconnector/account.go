@@ -299,15 +299,13 @@ func (a *account) do(ctx context.Context, w work) {
 }
 
 type carbonsIQ struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	Type    string   `xml:"type,attr"`
-	Enable  struct {
+	iqOut
+	Enable struct {
 		XMLName xml.Name `xml:"urn:xmpp:carbons:2 enable"`
 	}
 }
 
-func enableCarbonsIQ() carbonsIQ { return carbonsIQ{ID: newID(), Type: "set"} }
+func enableCarbonsIQ() carbonsIQ { return carbonsIQ{iqOut: newRequest("set", "")} }
 
 type presenceOut struct {
 	XMLName xml.Name `xml:"presence"`

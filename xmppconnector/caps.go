@@ -52,11 +52,8 @@ type discoFeature struct {
 }
 
 type discoInfoResult struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	To      string   `xml:"to,attr,omitempty"`
-	Type    string   `xml:"type,attr"`
-	Query   struct {
+	iqOut
+	Query struct {
 		XMLName  xml.Name `xml:"http://jabber.org/protocol/disco#info query"`
 		Node     string   `xml:"node,attr,omitempty"`
 		Identity struct {
@@ -69,7 +66,7 @@ type discoInfoResult struct {
 }
 
 func (c capabilities) discoResult(id, to, node string) discoInfoResult {
-	r := discoInfoResult{ID: id, To: to, Type: "result"}
+	r := discoInfoResult{iqOut: emptyResult(id, to)}
 	r.Query.Node = node
 	r.Query.Identity.Category, r.Query.Identity.Type, r.Query.Identity.Name = "client", "bot", "dmbridge"
 	for _, f := range c.features {

@@ -17,11 +17,8 @@ import (
 )
 
 type vCardGetIQ struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	To      string   `xml:"to,attr"`
-	Type    string   `xml:"type,attr"`
-	VCard   struct {
+	iqOut
+	VCard struct {
 		XMLName xml.Name `xml:"vcard-temp vCard"`
 	}
 }
@@ -37,7 +34,7 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var vc vCard
-	err := conn.request(rctx, vCardGetIQ{ID: newID(), To: who, Type: "get"}, &vc)
+	err := conn.request(rctx, vCardGetIQ{iqOut: newRequest("get", who)}, &vc)
 	var iqErr *iqError
 	if errors.As(err, &iqErr) {
 		return c, nil

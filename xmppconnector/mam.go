@@ -35,10 +35,8 @@ type formField struct {
 }
 
 type mamQueryIQ struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	Type    string   `xml:"type,attr"`
-	Query   struct {
+	iqOut
+	Query struct {
 		XMLName xml.Name `xml:"urn:xmpp:mam:2 query"`
 		QueryID string   `xml:"queryid,attr"`
 		Form    struct {
@@ -87,7 +85,7 @@ func (c *xmppConn) collectArchived(m *message) bool {
 // read loop has collected all of them.
 func (c *xmppConn) queryArchive(ctx context.Context, q archiveQuery) (archivePage, error) {
 	var iq mamQueryIQ
-	iq.ID, iq.Type = newID(), "set"
+	iq.iqOut = newRequest("set", "")
 	iq.Query.QueryID = newID()
 	iq.Query.Form.Type = "submit"
 	iq.Query.Form.Fields = []formField{{Var: "FORM_TYPE", Type: "hidden", Value: nsMAM}}

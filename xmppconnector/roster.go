@@ -10,10 +10,8 @@ import (
 )
 
 type rosterGetIQ struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	Type    string   `xml:"type,attr"`
-	Query   struct {
+	iqOut
+	Query struct {
 		XMLName xml.Name `xml:"jabber:iq:roster query"`
 	}
 }
@@ -36,7 +34,7 @@ func (a *account) inRoster(ctx context.Context, conn *xmppConn, who string) (boo
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	var q rosterQuery
-	if err := conn.request(rctx, rosterGetIQ{ID: newID(), Type: "get"}, &q); err != nil {
+	if err := conn.request(rctx, rosterGetIQ{iqOut: newRequest("get", "")}, &q); err != nil {
 		return false, fmt.Errorf("reading the roster: %w", err)
 	}
 	for _, item := range q.Items {

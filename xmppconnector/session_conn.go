@@ -176,15 +176,9 @@ func (c *xmppConn) answerIQ(w xmlstream.TokenReadEncoder, d *xml.Decoder) error 
 	return nil
 }
 
-type iqResult struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	To      string   `xml:"to,attr,omitempty"`
-	Type    string   `xml:"type,attr"`
-}
-
-func emptyResult(id, to string) iqResult {
-	return iqResult{ID: id, To: to, Type: "result"}
+// emptyResult answers the IQ id from to with nothing but success.
+func emptyResult(id, to string) iqOut {
+	return iqOut{ID: id, To: to, Type: "result"}
 }
 
 // send writes one stanza (a struct that marshals to it).

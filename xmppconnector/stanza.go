@@ -182,6 +182,21 @@ type vCard struct {
 	} `xml:"PHOTO"`
 }
 
+// iqOut is the envelope of every IQ the connector sends, requests and
+// answers alike; each one embeds it and adds its payload. A request
+// without a recipient goes to our own account, so an empty to is left out.
+type iqOut struct {
+	XMLName xml.Name `xml:"iq"`
+	ID      string   `xml:"id,attr"`
+	To      string   `xml:"to,attr,omitempty"`
+	Type    string   `xml:"type,attr"`
+}
+
+// newRequest starts an IQ of type get or set with a fresh id.
+func newRequest(typ, to string) iqOut {
+	return iqOut{ID: newID(), To: to, Type: typ}
+}
+
 // iqHeader is the top of an IQ answer.
 type iqHeader struct {
 	XMLName xml.Name

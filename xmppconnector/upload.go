@@ -32,17 +32,14 @@ type uploadService struct {
 
 // discoQuery is a disco#info or disco#items request.
 type discoQuery struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	To      string   `xml:"to,attr"`
-	Type    string   `xml:"type,attr"`
-	Query   struct {
+	iqOut
+	Query struct {
 		XMLName xml.Name
 	}
 }
 
 func newDiscoQuery(to, ns string) discoQuery {
-	q := discoQuery{ID: newID(), To: to, Type: "get"}
+	q := discoQuery{iqOut: newRequest("get", to)}
 	q.Query.XMLName = xml.Name{Space: ns, Local: "query"}
 	return q
 }
@@ -134,10 +131,7 @@ func discoverUpload(ctx context.Context, c *xmppConn, domain string) (*uploadSer
 
 // slotRequest asks for an upload slot (XEP-0363 §4).
 type slotRequest struct {
-	XMLName xml.Name `xml:"iq"`
-	ID      string   `xml:"id,attr"`
-	To      string   `xml:"to,attr"`
-	Type    string   `xml:"type,attr"`
+	iqOut
 	Request struct {
 		XMLName     xml.Name `xml:"urn:xmpp:http:upload:0 request"`
 		Filename    string   `xml:"filename,attr"`
@@ -160,7 +154,7 @@ type slot struct {
 }
 
 func (s *uploadService) requestSlot(ctx context.Context, c *xmppConn, name string, size int64, mimetype string) (*slot, error) {
-	req := slotRequest{ID: newID(), To: s.jid, Type: "get"}
+	req := slotRequest{iqOut: newRequest("get", s.jid)}
 	req.Request.Filename, req.Request.Size, req.Request.ContentType = name, size, mimetype
 	var sl slot
 	if err := c.request(ctx, req, &sl); err != nil {

@@ -124,7 +124,7 @@ func (o *Options) setDefaults() {
 		o.Token = randomToken()
 	}
 	if o.MaxInFlight <= 0 {
-		o.MaxInFlight = 256
+		o.MaxInFlight = connector.DefaultMaxInFlight
 	}
 	if o.SmallWindow <= 0 {
 		o.SmallWindow = 2
@@ -136,6 +136,6 @@ func (o *Options) setDefaults() {
 		o.Quiet = 200 * time.Millisecond
 	}
 	if o.MaxFrameBytes <= 0 {
-		o.MaxFrameBytes = 1 << 20
+		o.MaxFrameBytes = connector.DefaultMaxFrameBytes
 	}
 }

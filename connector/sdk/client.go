@@ -76,7 +76,7 @@ func (o *ClientOptions) setDefaults() {
 		o.DeadAfter = 90 * time.Second
 	}
 	if o.MaxFrameBytes <= 0 {
-		o.MaxFrameBytes = 1 << 20
+		o.MaxFrameBytes = connector.DefaultMaxFrameBytes
 	}
 	if o.MaxConcurrentCommands <= 0 {
 		o.MaxConcurrentCommands = 32

@@ -116,10 +116,10 @@ type Options struct {
 
 func (o *Options) setDefaults() {
 	if o.MaxFrameBytes <= 0 {
-		o.MaxFrameBytes = 1 << 20
+		o.MaxFrameBytes = connector.DefaultMaxFrameBytes
 	}
 	if o.MaxInFlight <= 0 {
-		o.MaxInFlight = 256
+		o.MaxInFlight = connector.DefaultMaxInFlight
 	}
 	if o.CommandTimeout <= 0 {
 		o.CommandTimeout = 60 * time.Second
