@@ -16,6 +16,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
 )
 
 // maxTransactionBytes bounds what one transaction may weigh; homeservers send
@@ -95,16 +97,15 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 				return fmt.Errorf("store malformed event %d: %w", i, err)
 			}
 		}
+		events := make([]*database.NewMXEvent, 0, len(txn.Events))
 		for i, raw := range txn.Events {
-			if heads[i].ID == "" || heads[i].RoomID == "" {
-				continue
+			if heads[i].ID != "" && heads[i].RoomID != "" {
+				events = append(events, &database.NewMXEvent{EventID: heads[i].ID, RoomID: heads[i].RoomID, Data: raw})
 			}
-			isNew, err := l.db.MXEvent.Insert(ctx, heads[i].ID, heads[i].RoomID, raw)
-			if err != nil {
-				return fmt.Errorf("store event %s: %w", heads[i].ID, err)
-			} else if isNew {
-				added++
-			}
+		}
+		added, err = l.db.MXEvent.InsertMany(ctx, events)
+		if err != nil {
+			return fmt.Errorf("store %d events: %w", len(events), err)
 		}
 		return nil
 	})

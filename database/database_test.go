@@ -193,7 +193,7 @@ func TestUpgradeFromV1(t *testing.T) {
 			"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
 			"UPDATE version SET version=1",
 		)
-		if _, err := upgraded.MXEvent.Insert(ctx, "$e", "!r:x", []byte("{}")); err != nil {
+		if _, err := upgraded.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: "$e", RoomID: "!r:x", Data: []byte("{}")}}); err != nil {
 			t.Errorf("mx_event after upgrade: %v", err)
 		}
 		if err := upgraded.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$t", ConnectorID: "c", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
