@@ -2,6 +2,8 @@ package database
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"slices"
 	"time"
 
@@ -37,6 +39,7 @@ const (
 	insertParkedMXEventQuery = `
 		INSERT INTO mx_event (event_id, room_id, data, received_at, done, error) VALUES ($1, '', $2, $3, true, $4)
 		ON CONFLICT (event_id) DO NOTHING`
+	getMXEventRoomQuery    = `SELECT room_id FROM mx_event WHERE event_id=$1`
 	markMXEventDoneQuery   = `UPDATE mx_event SET done=true, error=$2 WHERE seq=$1`
 	addMXEventAttemptQuery = `UPDATE mx_event SET attempts=attempts+1, error=$2 WHERE seq=$1`
 	// Parked events (error set) stay for inspection.
@@ -95,6 +98,17 @@ func (q *MXEventQuery) InsertMany(ctx context.Context, events []*NewMXEvent) (ad
 		added += int(n)
 	}
 	return added, nil
+}
+
+// RoomOf returns the room of a stored event, or "" when the event is not
+// (or no longer) stored.
+func (q *MXEventQuery) RoomOf(ctx context.Context, eventID id.EventID) (id.RoomID, error) {
+	var room string
+	err := q.GetDB().QueryRow(ctx, getMXEventRoomQuery, eventID).Scan(&room)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return id.RoomID(room), err
 }
 
 // InsertParked stores an event that cannot be handled as handled with an

@@ -237,22 +237,28 @@ func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev 
 	// one transaction. Looking for the command first and the mapping second
 	// means one of the two is always seen; the other order could miss both
 	// and post the user's own message back to them.
+	var roomID id.RoomID
 	pending, err := m.db.PendingCm.Get(ctx, ev.Txn)
 	if err != nil {
 		return false, err
-	} else if pending == nil {
-		if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
-			return false, err
-		} else if mapped != nil {
-			return true, done(ctx)
-		}
+	} else if pending != nil {
+		roomID = pending.RoomID
+	} else if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
+		return false, err
+	} else if mapped != nil {
+		return true, done(ctx)
+	} else if roomID, err = m.db.MXEvent.RoomOf(ctx, id.EventID(ev.Txn)); err != nil {
+		return false, err
+	} else if roomID == "" {
 		return false, nil
 	}
 	// The echo overtook the command's result: store the mapping now, the
-	// result's insert will find it there.
+	// result's insert will find it there. A command sent without being
+	// stored (sendDirect) is known by its Matrix event, which stays stored
+	// (not handled) until the result is, and a day after.
 	return true, m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		err := m.db.Message.Insert(ctx, &database.Message{
-			PortalKey: key, RemoteID: ev.ID, MXID: id.EventID(ev.Txn), RoomID: pending.RoomID,
+			PortalKey: key, RemoteID: ev.ID, MXID: id.EventID(ev.Txn), RoomID: roomID,
 			SenderID: ev.Sender.ID, IsMe: true, TS: ev.TS,
 		})
 		if err != nil {

@@ -1,0 +1,140 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// userMessage stores the user's text message in the portal's room as the
+// intake would and returns its row.
+func (u *unit) userMessage(t *testing.T, roomID id.RoomID, eventID id.EventID, text string) *database.MXEvent {
+	t.Helper()
+	ctx := context.Background()
+	raw, _ := json.Marshal(map[string]any{
+		"type": "m.room.message", "event_id": eventID, "room_id": roomID, "sender": unitUser,
+		"origin_server_ts": 1, "content": map[string]string{"msgtype": "m.text", "body": text},
+	})
+	if _, err := u.db.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: eventID, RoomID: roomID, Data: raw}}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := u.db.MXEvent.Pending(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.EventID == eventID {
+			return r
+		}
+	}
+	t.Fatalf("%s not pending", eventID)
+	return nil
+}
+
+func (u *unit) pendingEvents(t *testing.T) []id.EventID {
+	t.Helper()
+	rows, err := u.db.MXEvent.Pending(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []id.EventID
+	for _, r := range rows {
+		ids = append(ids, r.EventID)
+	}
+	return ids
+}
+
+// TestUnitCommandSentDirectly: in a room with no command waiting, the
+// user's message goes to the network without being stored as a command;
+// its result and the event's done flag are stored together. A send that
+// fails is stored for its retry, and a room with a stored command keeps
+// its order: the next message waits behind it.
+func TestUnitCommandSentDirectly(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	u.remote(t, fromBob("m1", "hello"))
+	p := u.portal(t)
+	fail := true
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if cmd.Text == "second" && fail {
+			return nil, &connector.Error{Code: "M_UNKNOWN", Message: "down", Retryable: true}
+		}
+		return &connector.Result{ID: "r-" + cmd.Text, TS: 5}, nil
+	}
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$first", "first")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := u.db.Message.GetByMXID(ctx, "$first"); err != nil || msg == nil || msg.RemoteID != "r-first" {
+		t.Fatalf("mapping of the sent message = %+v, %v", msg, err)
+	}
+	if waiting, _ := u.db.PendingCm.ByRoom(ctx, p.RoomID); len(waiting) != 0 {
+		t.Fatalf("a sent command was left stored: %+v", waiting)
+	}
+	if pending := u.pendingEvents(t); len(pending) != 0 {
+		t.Fatalf("events still pending after their result: %v", pending)
+	}
+
+	// A failed send: stored with its attempt counted, the event handled.
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$second", "second")); err != nil {
+		t.Fatal(err)
+	}
+	waiting, err := u.db.PendingCm.ByRoom(ctx, p.RoomID)
+	if err != nil || len(waiting) != 1 || waiting[0].Txn != "$second" || waiting[0].Attempts != 1 {
+		t.Fatalf("after a failed send, stored commands = %+v, %v; want $second with 1 attempt", waiting, err)
+	}
+	if pending := u.pendingEvents(t); len(pending) != 0 {
+		t.Fatalf("the failed event is not handled: %v", pending)
+	}
+	// The next message must not overtake it: it is stored behind it, and
+	// both go out in order once the network answers.
+	fail = false
+	u.conn.ops = nil
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$third", "third")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []struct{ mxid, remote string }{{"$second", "r-second"}, {"$third", "r-third"}} {
+		if msg, err := u.db.Message.GetByMXID(ctx, id.EventID(want.mxid)); err != nil || msg == nil || msg.RemoteID != want.remote {
+			t.Fatalf("mapping of %s = %+v, %v", want.mxid, msg, err)
+		}
+	}
+	if !slices.Equal(u.conn.ops, []string{connector.OpSendMessage, connector.OpSendMessage}) {
+		t.Fatalf("ops after the retry: %v", u.conn.ops)
+	}
+}
+
+// TestUnitEchoOfDirectSend: the echo of a command sent without being
+// stored can overtake its result; the Matrix event, still pending, is what
+// recognises it, and the result's write afterwards does not fail on the
+// mapping the echo made.
+func TestUnitEchoOfDirectSend(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	u.remote(t, fromBob("m1", "hello"))
+	p := u.portal(t)
+	row := u.userMessage(t, p.RoomID, "$mine", "mine")
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		// The connector's echo is applied before the bridge stores the answer.
+		u.hs.Reset()
+		u.remote(t, &connector.Event{Kind: connector.KindMessage, ID: "r9", Text: "mine", Txn: cmd.Txn,
+			Sender: &connector.Sender{ID: unitLoginID, IsMe: true}})
+		if calls := u.hs.Calls(); len(calls) != 0 {
+			t.Errorf("the echo made Matrix calls: %+v", calls)
+		}
+		return &connector.Result{ID: "r9", TS: 5}, nil
+	}
+	if err := u.m.handleMatrix(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := u.db.Message.GetByMXID(ctx, "$mine"); err != nil || msg == nil || msg.RemoteID != "r9" {
+		t.Fatalf("mapping = %+v, %v", msg, err)
+	}
+	if pending := u.pendingEvents(t); len(pending) != 0 {
+		t.Fatalf("event still pending: %v", pending)
+	}
+}
