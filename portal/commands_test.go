@@ -138,3 +138,17 @@ func TestUnitEchoOfDirectSend(t *testing.T) {
 		t.Fatalf("event still pending: %v", pending)
 	}
 }
+
+// TestUnitEchoOnlyInItsOwnRoom: a txn naming another room's Matrix event
+// is not an echo of this chat: nothing is mapped into that room.
+func TestUnitEchoOnlyInItsOwnRoom(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	u.remote(t, fromBob("m1", "hello"))
+	u.userMessage(t, "!someone-elses:x", "$theirs", "not yours")
+	u.remote(t, &connector.Event{Kind: connector.KindMessage, ID: "r5", Text: "claims to be an echo", Txn: "$theirs",
+		Sender: &connector.Sender{ID: unitLoginID, IsMe: true}})
+	if msg, err := u.db.Message.GetByMXID(ctx, "$theirs"); err != nil || msg != nil {
+		t.Fatalf("another room's event was mapped: %+v, %v", msg, err)
+	}
+}

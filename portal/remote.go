@@ -252,6 +252,14 @@ func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev 
 	} else if roomID == "" {
 		return false, nil
 	}
+	// The txn is the connector's word: it only maps into this chat's own
+	// room, never into the room of another login's command or event.
+	if p, err := m.db.Portal.Get(ctx, key); err != nil {
+		return false, err
+	} else if p == nil || p.RoomID != roomID {
+		zerolog.Ctx(ctx).Warn().Str("txn", ev.Txn).Msg("Message names a command of another room as its txn, not treating it as an echo")
+		return false, nil
+	}
 	// The echo overtook the command's result: store the mapping now, the
 	// result's insert will find it there. A command sent without being
 	// stored (sendDirect) is known by its Matrix event, which stays stored
