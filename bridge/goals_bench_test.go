@@ -244,7 +244,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 // the homeserver's appservice transactions, and times until the connector
 // received every send_message command.
 func measureCommands(b *testing.B, s *stack, f *fakeConnector, rooms []string) float64 {
-	const n, perTxn = 1000, 50
+	const n, perTxn = 4000, 50
 	before := len(f.commandsOf(connector.OpSendMessage))
 	t0 := time.Now()
 	for i := 0; i < n; i += perTxn {

@@ -130,15 +130,20 @@ func (m *Manager) commandError(ctx context.Context, pc *database.PendingCommand,
 // user told); otherwise the caller stores the command, and failure is what
 // its send already met, if it went out.
 func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *database.PendingCommand, cmd *connector.Command) (sent bool, failure, err error) {
-	if !m.conn.Connected(pc.ConnectorID) {
+	// An event not from the intake (row.Seq 0: catchup.go) has no row to
+	// recognise the command's echo by, and does not run on the room's lane.
+	if row.Seq == 0 || !m.conn.Connected(pc.ConnectorID) {
 		return false, nil, nil
 	}
-	// The lane runs the room's jobs one at a time, so nothing queues
-	// behind this check before the send.
-	if waiting, err := m.db.PendingCm.ByRoom(ctx, pc.RoomID); err != nil {
-		return false, nil, fmt.Errorf("look up waiting commands: %w", err)
-	} else if len(waiting) > 0 {
-		return false, nil, nil
+	// The lane runs the room's jobs one at a time, so nothing is stored
+	// for the room between this check and the send.
+	if !m.quiet.has(pc.RoomID) {
+		if waiting, err := m.db.PendingCm.ByRoom(ctx, pc.RoomID); err != nil {
+			return false, nil, fmt.Errorf("look up waiting commands: %w", err)
+		} else if len(waiting) > 0 {
+			return false, nil, nil
+		}
+		m.quiet.add(pc.RoomID)
 	}
 	if !m.prepareCommand(ctx, pc, cmd) {
 		// The user was told why it cannot go.

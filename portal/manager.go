@@ -84,6 +84,8 @@ type Manager struct {
 	// commits batches the per-message writes of different chats; nil
 	// before Start (see groupcommit.go).
 	commits *groupCommit
+	// quiet are the rooms known to have no stored command (see sendDirect).
+	quiet quietRooms
 }
 
 // NewManager wires the portal manager. Everything it does on Matrix goes

@@ -140,6 +140,7 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	if sent || err != nil {
 		return err
 	}
+	m.quiet.remove(p.RoomID)
 	// The command goes out once this commits: its group must not linger.
 	err = m.group(ctx, &groupWrite{beforeSend: true, fn: func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {
