@@ -105,7 +105,13 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 			return nil, err
 		}
 	}
-	raw, err := dbutil.NewWithDialect(uri, dialect)
+	var raw *dbutil.Database
+	var err error
+	if dialect == "sqlite3-fk-wal" {
+		raw, err = dbutil.NewWithDB(openSQLite(uri), dialect)
+	} else {
+		raw, err = dbutil.NewWithDialect(uri, dialect)
+	}
 	if err != nil {
 		closeLock(lock)
 		return nil, fmt.Errorf("open %s database: %w", dialect, err)
