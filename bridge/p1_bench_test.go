@@ -81,10 +81,16 @@ func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 	viaBridge := func(round int) float64 {
 		before := bridged()
 		t0 := time.Now()
+		// The events stream as a connector sends them (the SDK keeps up to
+		// max_in_flight unacknowledged), not one by one waiting for each ack:
+		// acks are batched for up to ack_delay (20 ms), which alone would cap
+		// a send-and-wait loop at about 50 events/s.
 		for i := range perChat {
 			for c := range chats {
 				body := fmt.Sprintf("bridged %d.%d", round, i)
-				f.send(textFrom(fmt.Sprintf("c%d@network", c), fmt.Sprintf("r%d-%d", round, i), body))
+				if _, err := f.client.Send(ctx, textFrom(fmt.Sprintf("c%d@network", c), fmt.Sprintf("r%d-%d", round, i), body)); err != nil {
+					b.Fatal(err)
+				}
 			}
 		}
 		for bridged() < before+chats*perChat {
