@@ -13,7 +13,9 @@ import (
 	_ "github.com/mattn/go-sqlite3" // SQLite driver
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
-	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal dialect
+	// Registers the sqlite3-fk-wal driver name for whatever opens the
+	// database by name; Open builds its own pool for it (sqlitepool.go).
+	_ "go.mau.fi/util/dbutil/litestream"
 
 	"github.com/dmbridge/dmbridge/database/upgrades"
 	"github.com/dmbridge/dmbridge/internal/privatefile"

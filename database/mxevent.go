@@ -71,8 +71,8 @@ type NewMXEvent struct {
 // received time is the same for the whole transaction.
 var massInsertMXEvent = dbutil.NewMassInsertBuilder[*NewMXEvent, [1]any](insertMXEventQuery, "($1, $%d, $%d, $%d)")
 
-// GetMassInsertValues is the event's values for massInsertMXEvent (data as
-// text, as in Insert).
+// GetMassInsertValues is the event's values for massInsertMXEvent. Data goes
+// in as text: the column is TEXT, and PostgreSQL refuses bytes for it.
 func (e *NewMXEvent) GetMassInsertValues() [3]any {
 	return [3]any{e.EventID, e.RoomID, string(e.Data)}
 }
