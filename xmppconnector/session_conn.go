@@ -16,6 +16,8 @@ import (
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/ping"
+
+	"github.com/dmbridge/dmbridge/internal/xmppclient"
 )
 
 // stanzaSink receives the stanzas of a connection, on its read loop: it
@@ -77,13 +79,7 @@ func newConn(sess *xmpp.Session, bare string, sink stanzaSink, log zerolog.Logge
 
 // close ends the stream; the read loop ends once the server closes its side.
 func (c *xmppConn) close() {
-	_ = c.sess.Close()
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		_ = c.sess.Conn().Close()
-		<-c.done
-	}
+	xmppclient.Close(c.sess, c.done)
 }
 
 // keepAlive pings the server every interval and closes the connection when

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dmbridge/dmbridge/internal/xmppclient"
 	"github.com/dmbridge/dmbridge/netguard"
 )
 
@@ -140,18 +141,8 @@ type slotRequest struct {
 	}
 }
 
-type slot struct {
-	Put struct {
-		URL     string `xml:"url,attr"`
-		Headers []struct {
-			Name  string `xml:"name,attr"`
-			Value string `xml:",chardata"`
-		} `xml:"header"`
-	} `xml:"put"`
-	Get struct {
-		URL string `xml:"url,attr"`
-	} `xml:"get"`
-}
+// slot is the server's answer to a slotRequest.
+type slot xmppclient.UploadSlot
 
 func (s *uploadService) requestSlot(ctx context.Context, c *xmppConn, name string, size int64, mimetype string) (*slot, error) {
 	req := slotRequest{iqOut: newRequest("get", s.jid)}

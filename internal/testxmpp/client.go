@@ -14,6 +14,8 @@ import (
 	"mellium.im/xmlstream"
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
+
+	"github.com/dmbridge/dmbridge/internal/xmppclient"
 )
 
 // Client is a plain XMPP client for the remote party of a test. It speaks
@@ -86,13 +88,7 @@ func (s *Server) Dial(t testing.TB, user, password string) *Client {
 
 // Close ends the stream and waits for the server to close its side.
 func (c *Client) Close() {
-	_ = c.sess.Close()
-	select {
-	case <-c.done:
-	case <-time.After(5 * time.Second):
-		_ = c.sess.Conn().Close()
-		<-c.done
-	}
+	xmppclient.Close(c.sess, c.done)
 }
 
 // Bare is the client's bare JID.

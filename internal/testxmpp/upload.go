@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/dmbridge/dmbridge/internal/xmppclient"
 )
 
 // Upload puts data on the server's HTTP File Upload service (XEP-0363) the
@@ -24,19 +26,8 @@ func (c *Client) Upload(t testing.TB, name, contentType string, data []byte) str
 	}
 	defer resp.Close()
 	var answer struct {
-		Type string `xml:"type,attr"`
-		Slot struct {
-			Put struct {
-				URL     string `xml:"url,attr"`
-				Headers []struct {
-					Name  string `xml:"name,attr"`
-					Value string `xml:",chardata"`
-				} `xml:"header"`
-			} `xml:"put"`
-			Get struct {
-				URL string `xml:"url,attr"`
-			} `xml:"get"`
-		} `xml:"urn:xmpp:http:upload:0 slot"`
+		Type string                `xml:"type,attr"`
+		Slot xmppclient.UploadSlot `xml:"urn:xmpp:http:upload:0 slot"`
 	}
 	if err := xml.NewTokenDecoder(resp).Decode(&answer); err != nil {
 		t.Fatalf("testxmpp: reading the upload slot: %v", err)
