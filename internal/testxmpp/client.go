@@ -20,7 +20,9 @@ import (
 
 // Client is a plain XMPP client for the remote party of a test. It speaks
 // raw XML on purpose: it should look like any other client on the network,
-// not share code (and mistakes) with the connector under test.
+// not share code (and mistakes) with the connector under test. What it does
+// share (internal/xmppclient: closing the stream, the server's upload slot)
+// carries nothing the connector writes.
 type Client struct {
 	// JID is the full JID the server bound.
 	JID  string
