@@ -55,7 +55,34 @@ type groupWrite struct {
 	// beforeSend: a send waits for this write (its in-doubt marker), so
 	// its group does not linger (see linger).
 	beforeSend bool
-	done       chan error
+	// finished is closed once the write's outcome, err, is known.
+	finished chan struct{}
+	err      error
+	// then, if set, is called with the outcome before finished closes.
+	then func(err error)
+}
+
+func newGroupWrite(fn func(context.Context) error, oneStatement bool) *groupWrite {
+	return &groupWrite{fn: fn, oneStatement: oneStatement, finished: make(chan struct{})}
+}
+
+// finish records the write's outcome; the committer calls it once.
+func (w *groupWrite) finish(err error) {
+	w.err = err
+	if w.then != nil {
+		w.then(err)
+	}
+	close(w.finished)
+}
+
+// wait waits for the write's outcome; false when ctx ended first.
+func (w *groupWrite) wait(ctx context.Context) bool {
+	select {
+	case <-w.finished:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // alone runs w in a transaction of its own, or none if it needs none.
@@ -165,7 +192,7 @@ func (g *groupCommit) run(ctx context.Context) {
 
 func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 	if len(group) == 1 {
-		group[0].done <- g.alone(ctx, group[0])
+		group[0].finish(g.alone(ctx, group[0]))
 		return
 	}
 	err := g.db.DoTxn(ctx, nil, func(ctx context.Context) error {
@@ -178,12 +205,12 @@ func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 	})
 	if err == nil || errors.Is(err, dbutil.ErrTxnBegin) || errors.Is(err, dbutil.ErrTxnCommit) {
 		for _, w := range group {
-			w.done <- err
+			w.finish(err)
 		}
 		return
 	}
 	for _, w := range group {
-		w.done <- g.alone(ctx, w)
+		w.finish(g.alone(ctx, w))
 	}
 }
 
@@ -204,41 +231,52 @@ func anyBeforeSend(group []*groupWrite) bool {
 // its error and fn may still commit. Inside a transaction, or before Start
 // (no committers), fn runs in a transaction of its own or the caller's.
 func (m *Manager) groupTxn(ctx context.Context, fn func(context.Context) error) error {
-	return m.group(ctx, &groupWrite{fn: fn})
+	return m.group(ctx, newGroupWrite(fn, false))
 }
 
 // groupStatement is groupTxn for an fn of one statement, which alone runs
 // without a transaction.
 func (m *Manager) groupStatement(ctx context.Context, fn func(context.Context) error) error {
-	return m.group(ctx, &groupWrite{fn: fn, oneStatement: true})
+	return m.group(ctx, newGroupWrite(fn, true))
 }
 
 // groupMarker is groupStatement for the in-doubt marker a send waits for.
 func (m *Manager) groupMarker(ctx context.Context, fn func(context.Context) error) error {
-	return m.group(ctx, &groupWrite{fn: fn, oneStatement: true, beforeSend: true})
+	w := newGroupWrite(fn, true)
+	w.beforeSend = true
+	return m.group(ctx, w)
 }
 
 func (m *Manager) group(ctx context.Context, w *groupWrite) error {
+	if !m.groupAsync(ctx, w) || !w.wait(ctx) {
+		return ctx.Err()
+	}
+	return w.err
+}
+
+// groupAsync hands w to a committer and returns without waiting for it:
+// w.wait tells its outcome. Inside a transaction, or before Start, w runs
+// at once. It reports false, with w finished with ctx's error, if ctx ended
+// before a committer took it.
+func (m *Manager) groupAsync(ctx context.Context, w *groupWrite) bool {
 	g := m.commits
 	if _, inTxn := m.db.Execable(ctx).(dbutil.Transaction); g == nil || inTxn {
 		if w.oneStatement {
-			return w.fn(ctx)
+			w.finish(w.fn(ctx))
+		} else {
+			w.finish(m.db.DoTxn(ctx, nil, w.fn))
 		}
-		return m.db.DoTxn(ctx, nil, w.fn)
+		return true
 	}
-	w.done = make(chan error, 1)
 	select {
 	case g.writes <- w:
 	case <-ctx.Done():
-		return ctx.Err()
+		// Never run: whoever waits for it learns so at once.
+		w.finish(ctx.Err())
+		return false
 	}
 	if here := laneOf(ctx); here != nil {
 		here.wroteOrGaveUp()
 	}
-	select {
-	case err := <-w.done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return true
 }

@@ -19,9 +19,6 @@ type lanes struct {
 	log    zerolog.Logger
 	sem    chan struct{}
 	onIdle func()
-	// onDrop is given what a job left for the next one (laneHere.carry)
-	// when that job ran without taking it, or never ran.
-	onDrop func(carry any)
 
 	// stopping is closed by stop: a job waiting to retry gives up at once
 	// (its event stays stored) instead of holding up the shutdown.
@@ -37,7 +34,7 @@ type lanes struct {
 type job struct {
 	name string
 	run  func(ctx context.Context)
-	// peek is what a job before it in the lane may see of it (see next).
+	// peek is what a job before it in the lane may see of it (see ahead).
 	peek any
 }
 
@@ -55,7 +52,7 @@ func (l *lanes) submit(key, name string, run func(ctx context.Context)) bool {
 }
 
 // submitPeek is submit with peek, what the job before this one in the lane
-// sees of it through laneNext.
+// sees of it through ahead.
 func (l *lanes) submitPeek(key, name string, peek any, run func(ctx context.Context)) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -84,11 +81,17 @@ func (l *lanes) work(key string) {
 	// One lane's jobs run one after another on this goroutine, so what a
 	// job leaves in here for the next one is seen by that one.
 	here := &laneHere{l: l, key: key}
-	defer func() { l.drop(here) }()
 	for {
 		l.mu.Lock()
 		q := l.queues[key]
 		if len(q) == 0 || l.stopped {
+			if here.behind != nil {
+				// Settled while the lane is still this goroutine's: a
+				// job queued meanwhile runs here, after it.
+				l.mu.Unlock()
+				here.settle(l.ctx)
+				continue
+			}
 			l.queued -= len(q)
 			delete(l.queues, key)
 			l.mu.Unlock()
@@ -96,22 +99,24 @@ func (l *lanes) work(key string) {
 		}
 		next := q[0]
 		l.mu.Unlock()
+		if here.behind != nil && !here.behind.lets(next.peek) {
+			here.settle(l.ctx)
+		}
 
 		s := &slot{sem: l.sem, stopping: l.stopping}
 		if !s.acquire(l.ctx) {
+			if here.behind != nil {
+				here.settle(l.ctx)
+			}
 			l.mu.Lock()
 			l.queued -= len(l.queues[key])
 			delete(l.queues, key)
 			l.mu.Unlock()
 			return
 		}
-		left := here.carry
 		l.runOne(here, next, s)
 		here.wroteOrGaveUp()
 		s.release()
-		if left != nil && here.carry == left {
-			l.drop(here)
-		}
 
 		l.mu.Lock()
 		l.queues[key] = l.queues[key][1:]
@@ -137,22 +142,14 @@ func (l *lanes) runOne(here *laneHere, j job, s *slot) {
 	j.run(context.WithValue(context.WithValue(l.ctx, slotKey{}, s), laneKey{}, here))
 }
 
-// drop hands an unused carry to onDrop.
-func (l *lanes) drop(here *laneHere) {
-	carry := here.carry
-	here.carry = nil
-	if carry != nil && l.onDrop != nil {
-		l.onDrop(carry)
-	}
-}
-
 // laneHere is a running job's view of its lane.
 type laneHere struct {
 	l   *lanes
 	key string
-	// carry is what a job leaves for the next job of its lane; it is
-	// dropped with the goroutine when the lane runs dry or stops.
-	carry any
+	// behind is what jobs left unfinished for the jobs after them to
+	// overlap; the lane settles it before a job it does not let start,
+	// and before the lane runs dry or stops.
+	behind behind
 	// expecting is set while the job is about to hand the group
 	// committer a write (groupcommit.go, expectWrite); the job's end
 	// clears it whatever happened.
@@ -161,22 +158,47 @@ type laneHere struct {
 
 type laneKey struct{}
 
+// behind is work that a lane's jobs left running when they ended (the
+// commits of their results, pipeline.go), so that the next job need not
+// wait for it.
+type behind interface {
+	// lets reports whether the job whose peek is given may start while
+	// the work is still under way.
+	lets(peek any) bool
+	// finish waits for the work and sees to what failed. It runs on the
+	// lane, with ctx of the lane (laneOf finds it), and may run jobs'
+	// work again.
+	finish(ctx context.Context)
+}
+
+// settle finishes what is behind the lane. behind stays set while it
+// finishes, so that work run again meanwhile sees it.
+func (h *laneHere) settle(ctx context.Context) {
+	h.behind.finish(context.WithValue(ctx, laneKey{}, h))
+	h.behind = nil
+}
+
 // laneOf returns the lane of the job that ctx belongs to, or nil outside one.
 func laneOf(ctx context.Context) *laneHere {
 	here, _ := ctx.Value(laneKey{}).(*laneHere)
 	return here
 }
 
-// next returns the peek of the job queued right after the running one in
-// its lane, or nil when none is queued yet. That job runs next on this
-// lane, unless the lanes stop first.
-func (h *laneHere) next() any {
+// ahead returns the peeks of up to n jobs queued behind the running one in
+// its lane, in the order they will run (unless the lanes stop first).
+func (h *laneHere) ahead(n int) []any {
 	h.l.mu.Lock()
 	defer h.l.mu.Unlock()
-	if q := h.l.queues[h.key]; len(q) > 1 {
-		return q[1].peek
+	q := h.l.queues[h.key]
+	if len(q) <= 1 {
+		return nil
 	}
-	return nil
+	q = q[1:min(len(q), n+1)]
+	peeks := make([]any, len(q))
+	for i, j := range q {
+		peeks[i] = j.peek
+	}
+	return peeks
 }
 
 // slot is a job's hold on the concurrency semaphore. A job that waits (a

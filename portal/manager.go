@@ -121,7 +121,6 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeThrottled
-	m.lanes.onDrop = m.dropPremark
 	link.SetSink(m)
 	return m
 }

@@ -142,12 +142,14 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	}
 	m.quiet.remove(p.RoomID)
 	// The command goes out once this commits: its group must not linger.
-	err = m.group(ctx, &groupWrite{beforeSend: true, fn: func(ctx context.Context) error {
+	queue := newGroupWrite(func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {
 			return err
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
-	}})
+	}, false)
+	queue.beforeSend = true
+	err = m.group(ctx, queue)
 	if err != nil {
 		return fmt.Errorf("queue %s: %w", op, err)
 	}

@@ -11,92 +11,118 @@ import (
 	"github.com/dmbridge/dmbridge/inbox"
 )
 
-// Premarking: in a busy chat, a message's result (its mapping, the removal
-// of its in-doubt marker, the inbox row's done flag) is committed and then,
-// right after, the next message of the chat commits the marker of its first
-// send. Both are commits the chat waits for in series, and a commit is the
-// costliest part of a message on PostgreSQL (a WAL flush). When the next
-// event of the lane is already queued and is a plain message of the same
-// chat, its marker goes into the transaction of the current message's
-// result instead, and the next message's send finds it there: one commit
-// per message instead of two.
+// Premarking: a send's in-doubt marker must be committed before the send,
+// and a message's result (its mapping, the removal of its marker, the
+// inbox row's done flag) after it. Done one message at a time, a busy chat
+// waits for two commits per message, the costliest part of a message on
+// PostgreSQL (a WAL flush). Instead, the markers of the chat's next plain
+// messages, when they are already queued on the lane, are written with the
+// current message's result (premarkDepth of them ahead at most), and the
+// lane does not wait for that result's commit before the next message
+// (pipeline.go): the next send waits only for the commit that wrote its own
+// marker, usually long done, so the chat's commits overlap its sends.
 //
-// The marker is written earlier than it would be, never later: it is still
+// A marker is written earlier than it would be, never later: it is still
 // committed before its send starts, so a crash leaves what a crash between
 // the marker and the send always left (a marker that resolve settles). A
 // premark that no send used (the message took another path, was parked, or
 // the lanes stopped) is deleted: no send of its transaction id can have
 // started, since a fresh premark means no marker and no mapping existed.
 
-// premarkNext returns the marker the lane's next event would write before
-// its first send, if that event is a live plain message of the same chat
-// whose marker can be written now: nil otherwise.
-func premarkNext(ctx context.Context, p *database.Portal, ev *connector.Event) *database.InDoubtSend {
+// premarkDepth is how many of a chat's queued messages may have their
+// markers written ahead of their sends.
+const premarkDepth = 4
+
+// premark is the marker of a queued message, written by the commit of an
+// earlier message's result.
+type premark struct {
+	mark  *database.InDoubtSend
+	entry *inbox.Entry
+	// write is the commit that writes it; written says whether it did
+	// (not when the message is bridged or marked already), set by the
+	// write before it finishes.
+	write   *groupWrite
+	written bool
+}
+
+// premarksAhead returns the markers the lane's next queued events would
+// write before their first sends, for those that are live plain messages
+// of ev's chat, in the lane's order, after the ones pl has already.
+func premarksAhead(ctx context.Context, pl *pipeline, p *database.Portal, ev *connector.Event) []*premark {
 	here := laneOf(ctx)
-	if here == nil {
+	if here == nil || pl.finishing {
 		return nil
 	}
-	e, ok := here.next().(*inbox.Entry)
-	if !ok || e.Event == nil {
+	peeks := here.ahead(premarkDepth)
+	if len(peeks) <= len(pl.marks) {
 		return nil
 	}
+	// An id that a pending result or a marker already covers would share
+	// their transaction ids: its replay check must see their outcome.
+	taken := map[string]bool{ev.ID: true}
+	for i, mk := range pl.marks {
+		if peeks[i] != any(mk.entry) {
+			return nil
+		}
+		taken[mk.mark.RemoteID] = true
+	}
+	for _, r := range pl.results {
+		taken[r.remoteID] = true
+	}
+	var marks []*premark
+	for _, peek := range peeks[len(pl.marks):] {
+		e, ok := peek.(*inbox.Entry)
+		if !ok || !premarkable(e, ev) || taken[e.Event.ID] {
+			break
+		}
+		taken[e.Event.ID] = true
+		next := e.Event
+		marks = append(marks, &premark{entry: e, mark: &database.InDoubtSend{
+			TxnID: remoteTxnID(next, 0), RoomID: p.RoomID, PortalKey: p.PortalKey, RemoteID: next.ID, Part: 0,
+			EventType: event.EventMessage.Type, StartedAt: time.Now(),
+		}})
+	}
+	return marks
+}
+
+// premarkable reports whether e is a live plain message of ev's chat and
+// login: the same conditions as remoteMessage's checkAtSend, so that its
+// first send is the one that checks it is not bridged yet, into the same
+// room; and no reply, whose content needs the mapping of an earlier message
+// that may not be committed yet.
+func premarkable(e *inbox.Entry, ev *connector.Event) bool {
 	next := e.Event
-	// The same conditions as remoteMessage's checkAtSend, for the same
-	// chat and login, so that the next message's first send is the one
-	// that checks it is not bridged yet, into the same room.
-	if next.Kind != connector.KindMessage || next.Chat == nil || next.Chat.ID != ev.Chat.ID ||
-		next.Login != ev.Login || len(next.Attachments) > 0 || next.Txn != "" || next.ID == "" {
-		return nil
-	}
-	// The same message again (a connector's resend) shares the current
-	// one's transaction ids: its replay check must see the mapping stored
-	// now, which a premark would skip.
-	if next.ID == ev.ID {
-		return nil
-	}
-	return &database.InDoubtSend{
-		TxnID: remoteTxnID(next, 0), RoomID: p.RoomID, PortalKey: p.PortalKey, RemoteID: next.ID, Part: 0,
-		EventType: event.EventMessage.Type, StartedAt: time.Now(),
-	}
+	return next != nil && next.Kind == connector.KindMessage && next.Chat != nil && next.Chat.ID == ev.Chat.ID &&
+		next.Login == ev.Login && len(next.Attachments) == 0 && next.Txn == "" && next.ID != "" && next.ReplyTo == ""
 }
 
-// writePremark writes mark in the caller's transaction, unless the message
-// is bridged or a marker of its transaction id exists already; it reports
-// whether it did.
-func (m *Manager) writePremark(ctx context.Context, mark *database.InDoubtSend) (bool, error) {
-	if mark == nil {
-		return false, nil
+// writePremarks writes marks in the caller's transaction, each unless its
+// message is bridged or a marker of its transaction id exists already.
+func (m *Manager) writePremarks(ctx context.Context, marks []*premark) error {
+	for _, mk := range marks {
+		written, err := m.db.InDoubt.BeginFreshUnlessBridged(ctx, mk.mark)
+		if err != nil {
+			return err
+		}
+		mk.written = written
 	}
-	return m.db.InDoubt.BeginFreshUnlessBridged(ctx, mark)
+	return nil
 }
 
-// keepPremark leaves a written premark for the lane's next job.
-func (m *Manager) keepPremark(ctx context.Context, mark *database.InDoubtSend) {
-	here := laneOf(ctx)
-	if here == nil {
-		m.dropPremark(mark)
-		return
-	}
-	if old := here.carry; old != nil {
-		here.carry = nil
-		m.dropPremark(old)
-	}
-	here.carry = mark
-}
-
-// takePremark returns the premark the lane's previous job wrote for the
-// send of txnID and forgets it; nil when there is none.
+// takePremark returns the marker an earlier message wrote for the send of
+// txnID, once its commit is done, and forgets it; nil when there is none or
+// its write did not store it.
 func takePremark(ctx context.Context, txnID string) *database.InDoubtSend {
-	here := laneOf(ctx)
-	if here == nil {
+	pl := pipelineOf(ctx)
+	if pl == nil || pl.finishing || len(pl.marks) == 0 || pl.marks[0].mark.TxnID != txnID {
 		return nil
 	}
-	mark, ok := here.carry.(*database.InDoubtSend)
-	if !ok || mark.TxnID != txnID {
+	mk := pl.marks[0]
+	pl.marks = pl.marks[1:]
+	if !mk.write.wait(ctx) || mk.write.err != nil || !mk.written {
 		return nil
 	}
-	here.carry = nil
-	return mark
+	return mk.mark
 }
 
 // sameSend reports whether a premark is the marker mark would write: the
@@ -106,15 +132,16 @@ func sameSend(premark, mark *database.InDoubtSend) bool {
 		premark.RemoteID == mark.RemoteID && premark.Part == mark.Part && premark.EventType == mark.EventType
 }
 
-// dropPremark deletes a premark that no send used: the lanes' onDrop.
-func (m *Manager) dropPremark(carry any) {
-	mark, ok := carry.(*database.InDoubtSend)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(m.ctx), 5*time.Second)
+// dropPremarks deletes the markers of marks that no send used.
+func (m *Manager) dropPremarks(ctx context.Context, marks []*premark) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := m.db.InDoubt.Delete(ctx, mark.TxnID); err != nil {
-		m.log.Warn().Err(err).Str("txn_id", mark.TxnID).Msg("Failed to delete an unused in-doubt marker")
+	for _, mk := range marks {
+		if !mk.write.wait(ctx) || mk.write.err != nil || !mk.written {
+			continue
+		}
+		if err := m.db.InDoubt.Delete(ctx, mk.mark.TxnID); err != nil {
+			m.log.Warn().Err(err).Str("txn_id", mk.mark.TxnID).Msg("Failed to delete an unused in-doubt marker")
+		}
 	}
 }

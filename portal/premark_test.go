@@ -47,6 +47,12 @@ func (r *laneRun) apply(t *testing.T, ev *connector.Event) func(ctx context.Cont
 func (r *laneRun) wait(t *testing.T) {
 	t.Helper()
 	close(r.gate)
+	r.waitDone(t)
+}
+
+// waitDone waits for the jobs of a run whose gate is open.
+func (r *laneRun) waitDone(t *testing.T) {
+	t.Helper()
 	for i := 0; i < r.n; i++ {
 		select {
 		case <-r.done:

@@ -38,9 +38,11 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 	}
 	m.noteLoginEvent(ctx, login.ID)
 	if ev.Chat != nil {
-		// Invites, start-chat and cleanups change portals too; see chatlocks.go.
-		unlock := m.chats.Lock(database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
-		defer unlock()
+		// Invites, start-chat and cleanups change portals too; see
+		// chatlocks.go. A pipeline may keep the lock (pipeline.go).
+		var hold *chatHold
+		ctx, hold = m.holdChat(ctx, database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID})
+		defer hold.release()
 	}
 	switch ev.Kind {
 	case connector.KindMessage:
@@ -170,47 +172,91 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
 		})
 	}
-	// A live message in a busy chat: the next message's marker goes into
-	// this result's transaction (premark.go).
-	var next *database.InDoubtSend
-	if unlessBridged {
-		next = premarkNext(ctx, p, ev)
+	// A live message in a busy chat: the markers of the chat's next
+	// messages go into this result's transaction (premark.go), and the
+	// lane need not wait for its commit (pipeline.go).
+	e := entryOf(ctx, ev)
+	var pl *pipeline
+	var marks []*premark
+	if unlessBridged && len(msgs) > 0 {
+		if pl = m.pipelineFor(ctx); pl != nil {
+			marks = premarksAhead(ctx, pl, p, ev)
+		}
 	}
-	premarked := false
 	// writtenAt is when the result's write went out (the last try's): the
 	// log says it, so that a line written late (the process was paused
 	// between the write and the line) can be told from late work.
 	var writtenAt time.Time
-	if e := entryOf(ctx, ev); e != nil && len(msgs) == 1 && m.db.Dialect == dbutil.Postgres {
+	var w *groupWrite
+	if e != nil && len(msgs) == 1 && len(marks) <= 1 && m.db.Dialect == dbutil.Postgres {
 		// The usual message: its whole result in one statement.
-		err = m.groupStatement(ctx, func(ctx context.Context) (err error) {
+		w = newGroupWrite(func(ctx context.Context) (err error) {
 			writtenAt = time.Now()
-			premarked, err = m.db.Message.StoreSent(ctx, msgs[0], txns[0], e.ConnectorID, e.Seq, next)
+			var next *database.InDoubtSend
+			if len(marks) == 1 {
+				next = marks[0].mark
+			}
+			premarked, err := m.db.Message.StoreSent(ctx, msgs[0], txns[0], e.ConnectorID, e.Seq, next)
+			if len(marks) == 1 {
+				marks[0].written = premarked
+			}
 			return err
-		})
+		}, true)
 	} else {
-		err = m.storeSent(ctx, msgs, txns, done, next, &premarked, &writtenAt)
+		w = m.storeSent(msgs, txns, done, marks, &writtenAt)
 	}
-	if err == nil && premarked {
-		m.keepPremark(ctx, next)
+	for _, mk := range marks {
+		mk.write = w
+	}
+	bridged := func() {
+		zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
+			Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).
+			Int64("written_at_us", writtenAt.UnixMicro()).Msg("Bridged message to Matrix")
+	}
+	if pl != nil {
+		pl.marks = append(pl.marks, marks...)
+	}
+	if pl != nil && e != nil && len(pl.marks) > 0 {
+		// Logged once the result is stored, by the committer.
+		w.then = func(err error) {
+			if err == nil {
+				bridged()
+			}
+		}
+		// The next message's marker is, or will be, committed before its
+		// send: this result's commit need not be waited for here.
+		if !m.groupAsync(ctx, w) {
+			return "", ctx.Err()
+		}
+		if !pl.leaveBehind(ctx, w, e, ev.ID) {
+			if !w.wait(ctx) {
+				return "", ctx.Err()
+			}
+			err = w.err
+		}
+	} else {
+		err = m.group(ctx, w)
 	}
 	if err != nil || len(msgs) == 0 {
 		return "", err
 	}
 	m.stats.toMatrix.Add(1)
-	zerolog.Ctx(ctx).Debug().Str("remote_id", ev.ID).Stringer("room_id", p.RoomID).
-		Stringer("event_id", msgs[len(msgs)-1].MXID).Int("parts", len(msgs)).
-		Int64("written_at_us", writtenAt.UnixMicro()).Msg("Bridged message to Matrix")
+	if w.then == nil {
+		bridged()
+	}
 	return msgs[len(msgs)-1].MXID, nil
 }
 
 // storeSent stores the mappings of a message's sends, runs done and clears
 // the sends' markers in one transaction, and writes next's marker in it
 // (premarked reports whether it did; writtenAt is when the write began).
-func (m *Manager) storeSent(ctx context.Context, msgs []*database.Message, txns []string, done func(context.Context) error,
-	next *database.InDoubtSend, premarked *bool, writtenAt *time.Time) error {
-	return m.doneWithSends(ctx, func(ctx context.Context) error {
+func (m *Manager) storeSent(msgs []*database.Message, txns []string, done func(context.Context) error,
+	marks []*premark, writtenAt *time.Time) *groupWrite {
+	return newGroupWrite(func(ctx context.Context) error {
 		*writtenAt = time.Now()
+		if err := m.db.InDoubt.Delete(ctx, txns...); err != nil {
+			return fmt.Errorf("clear in-doubt markers: %w", err)
+		}
 		for _, msg := range msgs {
 			if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return fmt.Errorf("store message mapping: %w", err)
@@ -219,13 +265,11 @@ func (m *Manager) storeSent(ctx context.Context, msgs []*database.Message, txns 
 		if err := done(ctx); err != nil {
 			return err
 		}
-		var err error
-		*premarked, err = m.writePremark(ctx, next)
-		if err != nil {
-			return fmt.Errorf("mark next send in doubt: %w", err)
+		if err := m.writePremarks(ctx, marks); err != nil {
+			return fmt.Errorf("mark next sends in doubt: %w", err)
 		}
 		return nil
-	}, txns...)
+	}, false)
 }
 
 // recogniseEcho handles a message that carries the txn of a command the
