@@ -44,12 +44,14 @@ func (p *pgStats) read() (xacts, fetched int64) {
 	return xacts, fetched
 }
 
-// stable waits until the counters stop moving: backends flush their
-// statistics up to some seconds after their transactions.
+// stable waits until the counters stop moving: a busy backend flushes its
+// statistics at most once a second, and one that went idle up to 10 s
+// (PostgreSQL's PGSTAT_IDLE_INTERVAL) after its last transaction, so the
+// counters must stand still for longer than that.
 func (p *pgStats) stable() (xacts, fetched int64) {
 	x, f := p.read()
-	deadline := time.Now().Add(20 * time.Second)
-	for still := 0; still < 3 && time.Now().Before(deadline); {
+	deadline := time.Now().Add(40 * time.Second)
+	for still := 0; still < 12 && time.Now().Before(deadline); {
 		time.Sleep(time.Second)
 		x2, f2 := p.read()
 		if x2-x <= 1 { // our own read is one transaction

@@ -278,6 +278,7 @@ type fakeConnector struct {
 type recordedCommand struct {
 	Op  string
 	Cmd connector.Command
+	At  time.Time
 }
 
 func helloFor(logins ...connector.Login) connector.Hello {
@@ -387,7 +388,7 @@ func (f *fakeConnector) stop() {
 func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Command) (*connector.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.commands = append(f.commands, recordedCommand{Op: op, Cmd: *cmd})
+	f.commands = append(f.commands, recordedCommand{Op: op, Cmd: *cmd, At: time.Now()})
 	if e := f.fail[op]; e != nil {
 		return nil, e
 	}
@@ -426,6 +427,19 @@ func (f *fakeConnector) commandsOf(op string) []connector.Command {
 		}
 	}
 	return out
+}
+
+// lastCommandAt is when the newest command with the op arrived.
+func (f *fakeConnector) lastCommandAt(op string) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var last time.Time
+	for _, c := range f.commands {
+		if c.Op == op && c.At.After(last) {
+			last = c.At
+		}
+	}
+	return last
 }
 
 // send sends an event and waits until the bridge acked it.
