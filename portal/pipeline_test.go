@@ -16,14 +16,15 @@ import (
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/inbox"
 	"github.com/dmbridge/dmbridge/internal/fakematrix"
+	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // pipelineUnit is a unit with running group committers and an inbox, so
 // that events run as the dispatcher runs them (applyInbox) and results
 // commit apart from their jobs.
-func pipelineUnit(t *testing.T) (*unit, *inbox.Inbox) {
+func pipelineUnit(t *testing.T, target testdb.Target) (*unit, *inbox.Inbox) {
 	t.Helper()
-	u := newUnit(t, false)
+	u := newUnitOn(t, target, false)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	u.m.commits = newGroupCommit(u.db)
@@ -113,7 +114,11 @@ func checkBridgedOnce(t *testing.T, u *unit, ids ...string) {
 // with m2's result) while m3's result is not stored yet, and the reply m6,
 // whose content needs m5's mapping, waits until the results are stored.
 func TestPipelinedSendsOverlapCommits(t *testing.T) {
-	u, in := pipelineUnit(t)
+	testdb.Each(t, testPipelinedSendsOverlapCommits)
+}
+
+func testPipelinedSendsOverlapCommits(t *testing.T, target testdb.Target) {
+	u, in := pipelineUnit(t, target)
 	ctx := context.Background()
 	reply := bobEvent("m6")
 	reply.ReplyTo = "m5"
@@ -165,7 +170,7 @@ func TestPipelinedSendsOverlapCommits(t *testing.T) {
 // its marker is still stored, so the send is found in the room and mapped,
 // never sent a second time.
 func TestPipelinedResultFailureAppliedAgain(t *testing.T) {
-	u, in := pipelineUnit(t)
+	u, in := pipelineUnit(t, testdb.SQLite(t))
 	ctx := context.Background()
 	// m4's mapping cannot be stored until the room is read (the in-doubt
 	// resolution of the apply again).

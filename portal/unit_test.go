@@ -68,8 +68,13 @@ type unit struct {
 // so the user's double puppet joins and edits m.direct.
 func newUnit(t *testing.T, doublePuppet bool) *unit {
 	t.Helper()
+	return newUnitOn(t, testdb.SQLite(t), doublePuppet)
+}
+
+// newUnitOn is newUnit on the database of target.
+func newUnitOn(t *testing.T, target testdb.Target, doublePuppet bool) *unit {
+	t.Helper()
 	ctx := context.Background()
-	target := testdb.SQLite(t)
 	db := testdb.Open(t, target)
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "x"
