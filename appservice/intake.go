@@ -36,9 +36,28 @@ type rawTransaction struct {
 }
 
 type eventHead struct {
-	ID     id.EventID `json:"event_id"`
-	RoomID id.RoomID  `json:"room_id"`
-	Type   string     `json:"type"`
+	ID       id.EventID `json:"event_id"`
+	RoomID   id.RoomID  `json:"room_id"`
+	Type     string     `json:"type"`
+	Sender   id.UserID  `json:"sender"`
+	StateKey *string    `json:"state_key"`
+}
+
+// handledAlready reports whether an event is one the dispatcher would only
+// mark handled: one the bridge sent itself (as a ghost or the bot) that is
+// not a state event, whose changes the state store must see. The homeserver
+// pushes back every event the bridge sends, so on a real homeserver each
+// bridged message came back as one of these, and cost a lane job and a
+// commit of its own.
+func (l *Link) handledAlready(h *eventHead) bool {
+	if h.StateKey != nil || h.Sender == "" {
+		return false
+	}
+	if h.Sender == l.BotMXID() {
+		return true
+	}
+	_, ghost := l.cfg.ParseGhostUserID(h.Sender)
+	return ghost
 }
 
 // putTransaction stores the transaction id and its events in one database
@@ -100,7 +119,8 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		events := make([]*database.NewMXEvent, 0, len(txn.Events))
 		for i, raw := range txn.Events {
 			if heads[i].ID != "" && heads[i].RoomID != "" {
-				events = append(events, &database.NewMXEvent{EventID: heads[i].ID, RoomID: heads[i].RoomID, Data: raw})
+				events = append(events, &database.NewMXEvent{EventID: heads[i].ID, RoomID: heads[i].RoomID, Data: raw,
+					Done: l.handledAlready(&heads[i])})
 			}
 		}
 		added, err = l.db.MXEvent.InsertMany(ctx, events)

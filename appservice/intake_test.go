@@ -273,3 +273,37 @@ func TestTransactionNotAckedWhenGated(t *testing.T) {
 		t.Errorf("sink woken %d times, want once (by the acknowledged transaction)", sink.wakes.Load())
 	}
 }
+
+// TestOwnEventsStoredHandled: what the bridge sent itself comes back from the
+// homeserver; a ghost's or the bot's message is stored as handled already,
+// while their state events (the state store must see them), users' events
+// and events of users outside the bridge's namespace wait for the dispatcher.
+func TestOwnEventsStoredHandled(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		srv, db, _ := startLink(t, target)
+		ev := func(id, sender, extra string) string {
+			return `{"event_id":"` + id + `","room_id":"!r:localhost","sender":"` + sender + `","origin_server_ts":1,` + extra + `}`
+		}
+		msg := `"type":"m.room.message","content":{"msgtype":"m.text","body":"hi"}`
+		join := `"type":"m.room.member","state_key":"@dm_bob:localhost","content":{"membership":"join"}`
+		body := `{"events":[` + strings.Join([]string{
+			ev("$ghost", "@dm_bob:localhost", msg),
+			ev("$bot", "@dmbridgebot:localhost", msg),
+			ev("$ghostjoin", "@dm_bob:localhost", join),
+			ev("$user", "@alice:localhost", msg),
+			ev("$other", "@dm_bob:elsewhere", msg),
+		}, ",") + `]}`
+		if code, out := put(t, srv, "t1", "hs-secret", body); code != http.StatusOK {
+			t.Fatalf("status %d: %s", code, out)
+		}
+		want := map[string]bool{"$ghost": true, "$bot": true, "$ghostjoin": false, "$user": false, "$other": false}
+		for eventID, done := range want {
+			var got bool
+			if err := db.QueryRow(context.Background(), "SELECT done FROM mx_event WHERE event_id=$1", eventID).Scan(&got); err != nil {
+				t.Fatalf("%s: %v", eventID, err)
+			} else if got != done {
+				t.Errorf("%s stored done=%v, want %v", eventID, got, done)
+			}
+		}
+	})
+}
