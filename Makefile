@@ -103,7 +103,7 @@ e2ee-cost: prerequisites
 # each printing FAULT lines (sent, delivered, lost, doubled); `make test` runs
 # a short version of each. The bridge binary killed with SIGKILL 10 times
 # while a contact sends 200 messages and the user 30 replies
-# (bridge/crash_test.go); 100 abrupt connector drops, 2,000 garbage frames,
+# (bridge/crash_test.go; DMBRIDGE_KILL_PACE=1ms sends them at once); 100 abrupt connector drops, 2,000 garbage frames,
 # 500 malformed transactions, two PostgreSQL restarts (bridge/faults*_test.go);
 # a 6-minute homeserver outage (bridge/outage_test.go). The whole log is
 # kept in bin/faults.log.
