@@ -35,7 +35,9 @@ type rawTransaction struct {
 	rawCryptoFields
 }
 
-type eventHead struct {
+// EventHead is the part of an event's JSON that says what it is, where and
+// from whom, read without decoding its content.
+type EventHead struct {
 	ID       id.EventID `json:"event_id"`
 	RoomID   id.RoomID  `json:"room_id"`
 	Type     string     `json:"type"`
@@ -49,7 +51,7 @@ type eventHead struct {
 // pushes back every event the bridge sends, so on a real homeserver each
 // bridged message came back as one of these, and cost a lane job and a
 // commit of its own.
-func (l *Link) handledAlready(h *eventHead) bool {
+func (l *Link) handledAlready(h *EventHead) bool {
 	if h.StateKey != nil || h.Sender == "" {
 		return false
 	}
@@ -84,7 +86,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	// A malformed event is stored as parked and skipped, not refused: the
 	// homeserver would resend the whole transaction forever, and every good
 	// event in it (and behind it) would be stuck.
-	heads := make([]eventHead, len(txn.Events))
+	heads := make([]EventHead, len(txn.Events))
 	var malformed []int
 	for i, raw := range txn.Events {
 		if err = json.Unmarshal(raw, &heads[i]); err != nil || heads[i].ID == "" || heads[i].RoomID == "" {

@@ -9,6 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
 )
@@ -19,12 +20,8 @@ const catchUpLimit = 100
 
 // catchUpHead is the part of a timeline event the catch-up looks at.
 type catchUpHead struct {
-	ID       id.EventID `json:"event_id"`
-	RoomID   id.RoomID  `json:"room_id"`
-	Type     string     `json:"type"`
-	Sender   id.UserID  `json:"sender"`
-	StateKey *string    `json:"state_key"`
-	Content  struct {
+	appservice.EventHead
+	Content struct {
 		Membership event.Membership `json:"membership"`
 	} `json:"content"`
 }
