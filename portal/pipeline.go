@@ -41,9 +41,8 @@ type pipeline struct {
 }
 
 type pendingResult struct {
-	write    *groupWrite
-	entry    *inbox.Entry
-	remoteID string
+	write *groupWrite
+	entry *inbox.Entry
 }
 
 // pipelineOf returns the pipeline of ctx's lane, or nil.
@@ -88,7 +87,7 @@ func (pl *pipeline) lets(peek any) bool {
 // leaveBehind keeps a result's write for finish, with the chat's lock,
 // which ctx's hold (holdChat) passes on. It reports false when there is no
 // hold to take, and the caller must wait for the write itself.
-func (pl *pipeline) leaveBehind(ctx context.Context, w *groupWrite, e *inbox.Entry, remoteID string) bool {
+func (pl *pipeline) leaveBehind(ctx context.Context, w *groupWrite, e *inbox.Entry) bool {
 	hold, _ := ctx.Value(chatHoldKey{}).(*chatHold)
 	switch {
 	case hold == nil:
@@ -102,7 +101,7 @@ func (pl *pipeline) leaveBehind(ctx context.Context, w *groupWrite, e *inbox.Ent
 		hold.kept = true
 		pl.chat, pl.unlock = hold.key, hold.unlock
 	}
-	pl.results = append(pl.results, &pendingResult{write: w, entry: e, remoteID: remoteID})
+	pl.results = append(pl.results, &pendingResult{write: w, entry: e})
 	return true
 }
 

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"maunium.net/go/mautrix/event"
@@ -57,25 +58,28 @@ func premarksAhead(ctx context.Context, pl *pipeline, p *database.Portal, ev *co
 	if len(peeks) <= len(pl.marks) {
 		return nil
 	}
-	// An id that a pending result or a marker already covers would share
-	// their transaction ids: its replay check must see their outcome.
-	taken := map[string]bool{ev.ID: true}
 	for i, mk := range pl.marks {
 		if peeks[i] != any(mk.entry) {
 			return nil
 		}
-		taken[mk.mark.RemoteID] = true
-	}
-	for _, r := range pl.results {
-		taken[r.remoteID] = true
 	}
 	var marks []*premark
+	// An id that a pending result or a marker already covers would share
+	// their transaction ids: its replay check must see their outcome. The
+	// lists are short (premarkDepth, maxBehind), so they are searched.
+	taken := func(remoteID string) bool {
+		if remoteID == ev.ID {
+			return true
+		}
+		marked := func(mk *premark) bool { return mk.mark.RemoteID == remoteID }
+		return slices.ContainsFunc(pl.marks, marked) || slices.ContainsFunc(marks, marked) ||
+			slices.ContainsFunc(pl.results, func(r *pendingResult) bool { return r.entry.Event.ID == remoteID })
+	}
 	for _, peek := range peeks[len(pl.marks):] {
 		e, ok := peek.(*inbox.Entry)
-		if !ok || !premarkable(e, ev) || taken[e.Event.ID] {
+		if !ok || !premarkable(e, ev) || taken(e.Event.ID) {
 			break
 		}
-		taken[e.Event.ID] = true
 		next := e.Event
 		marks = append(marks, &premark{entry: e, mark: &database.InDoubtSend{
 			TxnID: remoteTxnID(next, 0), RoomID: p.RoomID, PortalKey: p.PortalKey, RemoteID: next.ID, Part: 0,
@@ -119,10 +123,16 @@ func takePremark(ctx context.Context, txnID string) *database.InDoubtSend {
 	}
 	mk := pl.marks[0]
 	pl.marks = pl.marks[1:]
-	if !mk.write.wait(ctx) || mk.write.err != nil || !mk.written {
+	if !mk.stored(ctx) {
 		return nil
 	}
 	return mk.mark
+}
+
+// stored waits for the premark's write and reports whether it stored the
+// marker.
+func (mk *premark) stored(ctx context.Context) bool {
+	return mk.write.wait(ctx) && mk.write.err == nil && mk.written
 }
 
 // sameSend reports whether a premark is the marker mark would write: the
@@ -134,14 +144,21 @@ func sameSend(premark, mark *database.InDoubtSend) bool {
 
 // dropPremarks deletes the markers of marks that no send used.
 func (m *Manager) dropPremarks(ctx context.Context, marks []*premark) {
+	if len(marks) == 0 {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var txnIDs []string
 	for _, mk := range marks {
-		if !mk.write.wait(ctx) || mk.write.err != nil || !mk.written {
-			continue
+		if mk.stored(ctx) {
+			txnIDs = append(txnIDs, mk.mark.TxnID)
 		}
-		if err := m.db.InDoubt.Delete(ctx, mk.mark.TxnID); err != nil {
-			m.log.Warn().Err(err).Str("txn_id", mk.mark.TxnID).Msg("Failed to delete an unused in-doubt marker")
-		}
+	}
+	if len(txnIDs) == 0 {
+		return
+	}
+	if err := m.db.InDoubt.Delete(ctx, txnIDs...); err != nil {
+		m.log.Warn().Err(err).Strs("txn_ids", txnIDs).Msg("Failed to delete unused in-doubt markers")
 	}
 }

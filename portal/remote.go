@@ -228,7 +228,7 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 		if !m.groupAsync(ctx, w) {
 			return "", ctx.Err()
 		}
-		if !pl.leaveBehind(ctx, w, e, ev.ID) {
+		if !pl.leaveBehind(ctx, w, e) {
 			if !w.wait(ctx) {
 				return "", ctx.Err()
 			}
