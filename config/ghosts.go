@@ -77,34 +77,54 @@ func renderAround(tmpl *template.Template, marker string) (prefix, suffix string
 // that does not compile is left to the fallback below. Call it before the
 // config is shared between goroutines (bridge.New does).
 func (c *Config) CompileTemplates() {
-	// Only what is missing or stale is written: a config shared by two
-	// bridges is not written while the first one reads it.
-	if t := c.ghostTmpl; t == nil || t.source != c.Ghosts.UsernameTemplate {
-		if t, err := compileGhostTemplate(c.Ghosts.UsernameTemplate); err == nil {
-			c.ghostTmpl = t
-		}
+	keepCompiled(&c.ghostTmpl, c.Ghosts.UsernameTemplate, compileGhostTemplate)
+	keepCompiled(&c.displayTmpl, c.Ghosts.DisplaynameTemplate, compileDisplayTemplate)
+}
+
+// compiled is a compiled ghost template (*ghostTemplate, *displayTemplate)
+// as its cache in Config sees it.
+type compiled interface {
+	// compiledFrom reports whether it is the compile of src; a nil one is
+	// the compile of nothing.
+	compiledFrom(src string) bool
+}
+
+// keepCompiled stores the compile of src in *cached unless it is there
+// already or src does not compile. Only what is missing or stale is
+// written: a config shared by two bridges is not written while the first
+// one reads it.
+func keepCompiled[T compiled](cached *T, src string, compile func(string) (T, error)) {
+	if (*cached).compiledFrom(src) {
+		return
 	}
-	if t := c.displayTmpl; t == nil || t.source != c.Ghosts.DisplaynameTemplate {
-		if t, err := compileDisplayTemplate(c.Ghosts.DisplaynameTemplate); err == nil {
-			c.displayTmpl = t
-		}
+	if t, err := compile(src); err == nil {
+		*cached = t
 	}
+}
+
+// compiledOrDefault is cached when it is the compile of src, else a fresh
+// compile of src, and for a src that does not compile the compile of the
+// default def, so that callers never see an error Validate would already
+// have reported.
+func compiledOrDefault[T compiled](cached T, src, def string, compile func(string) (T, error)) T {
+	if cached.compiledFrom(src) {
+		return cached
+	}
+	if t, err := compile(src); err == nil {
+		return t
+	}
+	t, _ := compile(def)
+	return t
 }
 
 // ghostTemplate returns the compiled username template. Validate caches it;
 // a config that was edited or never validated gets a fresh compile, and an
-// invalid template falls back to the default so callers never see an error
-// that Validate would already have reported.
+// invalid template falls back to the default.
 func (c *Config) ghostTemplate() *ghostTemplate {
-	if t := c.ghostTmpl; t != nil && t.source == c.Ghosts.UsernameTemplate {
-		return t
-	}
-	if t, err := compileGhostTemplate(c.Ghosts.UsernameTemplate); err == nil {
-		return t
-	}
-	t, _ := compileGhostTemplate(Default().Ghosts.UsernameTemplate)
-	return t
+	return compiledOrDefault(c.ghostTmpl, c.Ghosts.UsernameTemplate, Default().Ghosts.UsernameTemplate, compileGhostTemplate)
 }
+
+func (t *ghostTemplate) compiledFrom(src string) bool { return t != nil && t.source == src }
 
 // GhostLocalpart is the localpart of the ghost user for a remote contact.
 // The contact id is escaped with mautrix's reversible encoding first, so any
@@ -176,16 +196,13 @@ func compileDisplayTemplate(src string) (*displayTemplate, error) {
 	return &displayTemplate{source: src, tmpl: tmpl}, nil
 }
 
+// displayTemplate returns the compiled displayname template, cached and
+// falling back as ghostTemplate does.
 func (c *Config) displayTemplate() *displayTemplate {
-	if t := c.displayTmpl; t != nil && t.source == c.Ghosts.DisplaynameTemplate {
-		return t
-	}
-	if t, err := compileDisplayTemplate(c.Ghosts.DisplaynameTemplate); err == nil {
-		return t
-	}
-	t, _ := compileDisplayTemplate(Default().Ghosts.DisplaynameTemplate)
-	return t
+	return compiledOrDefault(c.displayTmpl, c.Ghosts.DisplaynameTemplate, Default().Ghosts.DisplaynameTemplate, compileDisplayTemplate)
 }
+
+func (t *displayTemplate) compiledFrom(src string) bool { return t != nil && t.source == src }
 
 // GhostDisplayname renders the ghost's display name. When the result is
 // blank (e.g. the network gave no name) it falls back to the contact id so

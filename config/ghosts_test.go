@@ -136,3 +136,45 @@ func TestInAppserviceNamespace(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplateCacheFollowsEdits: CompileTemplates keeps a template until it
+// goes stale, a config edited since answers from the edited template, and
+// one whose template does not compile answers from the default, for both
+// ghost templates.
+func TestTemplateCacheFollowsEdits(t *testing.T) {
+	c := Default()
+	c.Homeserver.Domain = "localhost"
+	c.CompileTemplates()
+	ghost, display := c.ghostTmpl, c.displayTmpl
+	if ghost == nil || display == nil {
+		t.Fatal("CompileTemplates kept nothing")
+	}
+	c.CompileTemplates()
+	if c.ghostTmpl != ghost || c.displayTmpl != display {
+		t.Error("CompileTemplates replaced templates that were not stale")
+	}
+	for _, tc := range []struct {
+		name, username, displayname string
+		localpart, shown            string
+	}{
+		{"edited", "x_{{.}}", "{{.Name}}!", "x_bob", "Bob!"},
+		{"not compiling", "{{.}}", "{{.Nick}}", "dm_bob", "Bob"},
+	} {
+		c.Ghosts.UsernameTemplate, c.Ghosts.DisplaynameTemplate = tc.username, tc.displayname
+		if got := c.GhostLocalpart("bob"); got != tc.localpart {
+			t.Errorf("%s: GhostLocalpart = %q, want %q", tc.name, got, tc.localpart)
+		}
+		if got := c.GhostDisplayname("Bob", "bob"); got != tc.shown {
+			t.Errorf("%s: GhostDisplayname = %q, want %q", tc.name, got, tc.shown)
+		}
+	}
+	c.CompileTemplates()
+	if c.ghostTmpl != ghost || c.displayTmpl != display {
+		t.Error("CompileTemplates replaced the kept templates with ones that do not compile")
+	}
+	c.Ghosts.UsernameTemplate, c.Ghosts.DisplaynameTemplate = "x_{{.}}", "{{.Name}}!"
+	c.CompileTemplates()
+	if c.ghostTmpl.source != "x_{{.}}" || c.displayTmpl.source != "{{.Name}}!" {
+		t.Errorf("CompileTemplates kept stale templates: %q %q", c.ghostTmpl.source, c.displayTmpl.source)
+	}
+}
