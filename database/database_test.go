@@ -2,6 +2,7 @@ package database_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -182,17 +183,7 @@ func TestPendingCommandsKeepQueueOrder(t *testing.T) {
 func TestUpgradeFromV1(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		ctx := context.Background()
-		upgraded := reopenFrom(t, target,
-			"DROP INDEX IF EXISTS mx_event_pending_idx",
-			"ALTER TABLE pending_command DROP COLUMN mx_seq",
-			"ALTER TABLE mx_event DROP COLUMN received_at",
-			"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
-			"DROP TABLE in_doubt_send",
-			dropV4[0], dropV4[1], dropV4[2],
-			"DROP TABLE backfill_pending",
-			"DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
-			"UPDATE version SET version=1",
-		)
+		upgraded := reopenFrom(t, target, 1)
 		if _, err := upgraded.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: "$e", RoomID: "!r:x", Data: []byte("{}")}}); err != nil {
 			t.Errorf("mx_event after upgrade: %v", err)
 		}
@@ -207,7 +198,7 @@ func TestUpgradeFromV1(t *testing.T) {
 func TestUpgradeFromV2(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		ctx := context.Background()
-		upgraded := reopenFrom(t, target, "DROP TABLE in_doubt_send", dropV4[0], dropV4[1], dropV4[2], "DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=2")
+		upgraded := reopenFrom(t, target, 2)
 		send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 			RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 		if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -267,24 +258,14 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 // latestVersion is the schema version of 00-latest.sql.
 const latestVersion = 8
 
-// dropV4 takes the login table back to before v4.
-var dropV4 = []string{
-	"ALTER TABLE login DROP COLUMN state_since",
-	"ALTER TABLE login DROP COLUMN last_event_at",
-	"ALTER TABLE login DROP COLUMN alerted",
-}
-
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
 // keeps its state and gets its state time, last event and alert.
 func TestUpgradeToV4(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		ctx := context.Background()
-		stmts := append(append([]string{}, dropV4...),
-			"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx",
-			"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
-			"UPDATE version SET version=3")
-		upgraded := reopenFrom(t, target, stmts...)
+		upgraded := reopenFrom(t, target, 3,
+			"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')")
 		old, err := upgraded.Login.Get(ctx, "old")
 		if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
 			t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
@@ -323,10 +304,9 @@ func TestUpgradeToV4(t *testing.T) {
 func TestUpgradeFromV4(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		ctx := context.Background()
-		upgraded := reopenFrom(t, target,
+		upgraded := reopenFrom(t, target, 4,
 			"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
-			"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
-			"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending", "DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing", "DROP TABLE encrypted_media", "DROP INDEX portal_contact_idx", "UPDATE version SET version=4")
+			"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)")
 		old := database.PortalKey{LoginID: "l", ChatID: "old"}
 		if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
 			t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
@@ -350,13 +330,55 @@ func TestUpgradeFromV4(t *testing.T) {
 	})
 }
 
-// reopenFrom takes a new database back to an older schema with downgrade,
-// then opens it again, which runs the upgrades, and checks it is at the
-// latest version.
-func reopenFrom(t *testing.T, target testdb.Target, downgrade ...string) *database.Database {
+// undoUpgrade holds, for each schema version after the first, the
+// statements that take a database at that version back to the one before:
+// upgrades/NN-*.sql in reverse.
+func undoUpgrade(version int) []string {
+	switch version {
+	case 2:
+		return []string{
+			"DROP INDEX IF EXISTS mx_event_pending_idx",
+			"ALTER TABLE pending_command DROP COLUMN mx_seq",
+			"ALTER TABLE mx_event DROP COLUMN received_at",
+			"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+		}
+	case 3:
+		return []string{"DROP TABLE in_doubt_send"}
+	case 4:
+		return []string{
+			"ALTER TABLE login DROP COLUMN state_since",
+			"ALTER TABLE login DROP COLUMN last_event_at",
+			"ALTER TABLE login DROP COLUMN alerted",
+		}
+	case 5:
+		return []string{"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending"}
+	case 6:
+		return []string{"DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing"}
+	case 7:
+		return []string{"DROP TABLE encrypted_media"}
+	case 8:
+		return []string{"DROP INDEX portal_contact_idx"}
+	}
+	return nil
+}
+
+// reopenFrom takes a new database back to schema version (newest upgrade
+// undone first), runs setup there (rows as a bridge of that version wrote
+// them), then opens it again, which runs the upgrades, and checks it is at
+// the latest version.
+func reopenFrom(t *testing.T, target testdb.Target, version int, setup ...string) *database.Database {
 	t.Helper()
 	ctx := context.Background()
 	db := testdb.Open(t, target)
+	var downgrade []string
+	for v := latestVersion; v > version; v-- {
+		undo := undoUpgrade(v)
+		if undo == nil {
+			t.Fatalf("no undoUpgrade for schema version %d", v)
+		}
+		downgrade = append(downgrade, undo...)
+	}
+	downgrade = append(append(downgrade, setup...), fmt.Sprintf("UPDATE version SET version=%d", version))
 	for _, stmt := range downgrade {
 		if _, err := db.Exec(ctx, stmt); err != nil {
 			t.Fatalf("%s: %v", stmt, err)
