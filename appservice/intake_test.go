@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
@@ -93,6 +94,25 @@ func countRows(t *testing.T, db *database.Database, table string) int {
 	return n
 }
 
+// storedEvent is an mx_event row as the intake tests look at it.
+type storedEvent struct {
+	id, errMsg string
+	done       bool
+}
+
+// storedEvents is what the intake stored in mx_event, in intake order.
+func storedEvents(t *testing.T, db *database.Database) []storedEvent {
+	t.Helper()
+	rows, err := db.Query(context.Background(), "SELECT event_id, done, error FROM mx_event ORDER BY seq")
+	got, err := dbutil.NewRowIterWithError(rows, func(row dbutil.Scannable) (ev storedEvent, err error) {
+		return ev, row.Scan(&ev.id, &ev.done, &ev.errMsg)
+	}, err).AsList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func TestTransactionAuth(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		srv, db, sink := startLink(t, target)
@@ -162,16 +182,9 @@ func TestRetriedTransactionWithMoreEvents(t *testing.T) {
 			t.Fatalf("retried put: %d", code)
 		}
 		var ids []string
-		rows, err := db.Query(context.Background(), "SELECT event_id FROM mx_event ORDER BY seq")
-		if err != nil {
-			t.Fatal(err)
+		for _, ev := range storedEvents(t, db) {
+			ids = append(ids, ev.id)
 		}
-		for rows.Next() {
-			var s string
-			_ = rows.Scan(&s)
-			ids = append(ids, s)
-		}
-		_ = rows.Close()
 		if strings.Join(ids, ",") != "$e1,$e2" {
 			t.Errorf("stored events %v, want $e1 then $e2 once each", ids)
 		}
@@ -201,25 +214,8 @@ func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
 				t.Fatalf("put %d: %d %s, want 200", i, code, resp)
 			}
 		}
-		type row struct {
-			id, errMsg string
-			done       bool
-		}
-		var got []row
-		rows, err := db.Query(context.Background(), "SELECT event_id, done, error FROM mx_event ORDER BY seq")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			var r row
-			if err := rows.Scan(&r.id, &r.done, &r.errMsg); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, r)
-		}
-		_ = rows.Close()
 		var pending, parked []string
-		for _, r := range got {
+		for _, r := range storedEvents(t, db) {
 			switch {
 			case !r.done && r.errMsg == "":
 				pending = append(pending, r.id)
