@@ -118,11 +118,7 @@ func TestStreamAdvanceFromRefusesGapsAndGoingBack(t *testing.T) {
 
 func TestMessageMappingDedup(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		_, _ = db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"})
-		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-		if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-			t.Fatal(err)
-		}
+		key := storeBobPortal(ctx, t, db)
 		msg := &database.Message{PortalKey: key, RemoteID: "m1", MXID: "$e1", RoomID: "!r:x", SenderID: "bob", TS: 1}
 		if err := db.Message.Insert(ctx, msg); err != nil {
 			t.Fatal(err)
@@ -135,6 +131,20 @@ func TestMessageMappingDedup(t *testing.T) {
 			t.Fatalf("GetByMXID = %+v, %v", got, err)
 		}
 	})
+}
+
+// storeBobPortal stores login l1 (of @a:x) and its portal for chat bob,
+// the rows most tests here start from, and returns the portal's key.
+func storeBobPortal(ctx context.Context, t *testing.T, db *database.Database) database.PortalKey {
+	t.Helper()
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+		t.Fatal(err)
+	}
+	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
+	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	return key
 }
 
 func schemaVersion(ctx context.Context, db *database.Database) (int, error) {

@@ -15,13 +15,7 @@ import (
 // part 0 is not stored and whose transaction has no marker yet.
 func TestBeginFreshUnlessBridged(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
-		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-		if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-			t.Fatal(err)
-		}
+		key := storeBobPortal(ctx, t, db)
 		mark := func(txn, remoteID string) *database.InDoubtSend {
 			return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: key, RemoteID: remoteID,
 				EventType: "m.room.message", StartedAt: time.Now()}
@@ -60,13 +54,7 @@ func TestBeginFreshUnlessBridged(t *testing.T) {
 func TestStoreSent(t *testing.T) {
 	ctx := context.Background()
 	db := testdb.Open(t, testdb.Postgres(t))
-	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-		t.Fatal(err)
-	}
-	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	key := storeBobPortal(ctx, t, db)
 	for seq := int64(1); seq <= 2; seq++ {
 		row := &database.InboxRow{ConnectorID: "c", Seq: seq, LoginID: "l1", ChatID: "bob", Kind: "message", Data: []byte("{}")}
 		if err := db.Inbox.Insert(ctx, row); err != nil {
