@@ -18,9 +18,6 @@ const historyLimit = 5
 // dm chats, each once, at most limit). A connector promising neither is
 // skipped.
 func (s *suite) checkHistory(ctx context.Context) (string, error) {
-	if err := s.ensure(ctx); err != nil {
-		return "", err
-	}
 	caps := s.hello.Capabilities
 	if !caps.Backfill && !caps.ListChats {
 		return "", skip("the connector offers neither backfill nor list_chats")

@@ -31,9 +31,6 @@ func (s *suite) checkReplayReconnect(ctx context.Context) (string, error) {
 }
 
 func (s *suite) checkReplayRestart(ctx context.Context) (string, error) {
-	if err := s.ensure(ctx); err != nil {
-		return "", err
-	}
 	_, last, err := s.produceUnacked(ctx, 2)
 	if err != nil {
 		return "", err

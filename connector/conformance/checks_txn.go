@@ -16,12 +16,6 @@ func (s *suite) sendCommand(text string) *connector.Command {
 }
 
 func (s *suite) checkTxnRepeat(ctx context.Context) (string, error) {
-	if s.target.Chat() == nil {
-		return "", skip("the target names no chat to send to")
-	}
-	if err := s.ensure(ctx); err != nil {
-		return "", err
-	}
 	s.autoAck = true
 	text := "conformance txn-repeat " + randomToken()[:8]
 	cmd := s.sendCommand(text)
@@ -48,12 +42,6 @@ func (s *suite) checkTxnRepeat(ctx context.Context) (string, error) {
 }
 
 func (s *suite) checkTxnAfterReconnect(ctx context.Context) (string, error) {
-	if s.target.Chat() == nil {
-		return "", skip("the target names no chat to send to")
-	}
-	if err := s.ensure(ctx); err != nil {
-		return "", err
-	}
 	if err := s.settle(ctx); err != nil {
 		return "", err
 	}

@@ -8,9 +8,6 @@ import (
 )
 
 func (s *suite) checkMaxInFlight(ctx context.Context) (string, error) {
-	if err := s.ensure(ctx); err != nil {
-		return "", err
-	}
 	w := s.opts.SmallWindow
 	n := 2*w + 1
 	// A backlog larger than the window, replayed on a connection whose

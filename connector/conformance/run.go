@@ -30,30 +30,43 @@ const (
 )
 
 type check struct {
-	name string
-	run  func(*suite, context.Context) (string, error)
+	name  string
+	run   func(*suite, context.Context) (string, error)
+	needs needs
 }
+
+// needs is what runCheck sees to before a check runs, so that the checks
+// do not each begin with it.
+type needs uint8
+
+const (
+	// needChat skips the check when the target names no chat to send to.
+	needChat needs = 1 << iota
+	// needConn (re)connects first when the connection dropped; a check
+	// needing it is skipped once the connector never completed a handshake.
+	needConn
+)
 
 // allChecks is the fixed order: each check leaves the stream acked and the
 // connection up (or says why not), and the next one builds on that.
 func allChecks() []check {
 	return []check{
-		{CheckHello, (*suite).checkHello},
-		{CheckPing, (*suite).checkPing},
-		{CheckSeq, (*suite).checkSeq},
-		{CheckUnknownOp, (*suite).checkUnknownOp},
-		{CheckMissingFields, (*suite).checkMissingFields},
-		{CheckUnknownLogin, (*suite).checkUnknownLogin},
-		{CheckBadFrame, (*suite).checkBadFrame},
-		{CheckTxnRepeat, (*suite).checkTxnRepeat},
-		{CheckHistory, (*suite).checkHistory},
-		{CheckBadSeqResend, (*suite).checkBadSeq},
-		{CheckReplayReconnect, (*suite).checkReplayReconnect},
-		{CheckMaxInFlight, (*suite).checkMaxInFlight},
-		{CheckTxnAfterReconnect, (*suite).checkTxnAfterReconnect},
-		{CheckReplayRestart, (*suite).checkReplayRestart},
-		{CheckAckedSeqAhead, (*suite).checkAckedSeqAhead},
-		{CheckFramesValid, (*suite).checkFramesValid},
+		{CheckHello, (*suite).checkHello, 0},
+		{CheckPing, (*suite).checkPing, needConn},
+		{CheckSeq, (*suite).checkSeq, needConn},
+		{CheckUnknownOp, (*suite).checkUnknownOp, needConn},
+		{CheckMissingFields, (*suite).checkMissingFields, needConn},
+		{CheckUnknownLogin, (*suite).checkUnknownLogin, needConn},
+		{CheckBadFrame, (*suite).checkBadFrame, needConn},
+		{CheckTxnRepeat, (*suite).checkTxnRepeat, needChat | needConn},
+		{CheckHistory, (*suite).checkHistory, needConn},
+		{CheckBadSeqResend, (*suite).checkBadSeq, needConn},
+		{CheckReplayReconnect, (*suite).checkReplayReconnect, needConn},
+		{CheckMaxInFlight, (*suite).checkMaxInFlight, needConn},
+		{CheckTxnAfterReconnect, (*suite).checkTxnAfterReconnect, needChat | needConn},
+		{CheckReplayRestart, (*suite).checkReplayRestart, needConn},
+		{CheckAckedSeqAhead, (*suite).checkAckedSeqAhead, needConn},
+		{CheckFramesValid, (*suite).checkFramesValid, 0},
 	}
 }
 
@@ -106,7 +119,7 @@ func Run(ctx context.Context, target Target, opts Options) []Result {
 		case ctx.Err() != nil:
 			report(Result{Check: c.name, Skipped: true, Reason: "interrupted: " + ctx.Err().Error()})
 			continue
-		case c.name != CheckHello && c.name != CheckFramesValid && s.hello == nil:
+		case c.needs&needConn != 0 && s.hello == nil:
 			report(Result{Check: c.name, Skipped: true, Reason: "the connector never completed a handshake"})
 			continue
 		}
@@ -120,12 +133,27 @@ func (s *suite) runCheck(ctx context.Context, c check) Result {
 	ctx, cancel := context.WithTimeout(ctx, 6*s.opts.Timeout)
 	defer cancel()
 	began := time.Now()
-	reason, err := c.run(s, ctx)
+	var reason string
+	err := s.prepare(ctx, c.needs)
+	if err == nil {
+		reason, err = c.run(s, ctx)
+	}
 	r := Result{Check: c.name, Pass: err == nil, Reason: reason, Duration: time.Since(began)}
 	if err != nil {
 		r.Reason, r.Skipped = err.Error(), isSkip(err)
 	}
 	return r
+}
+
+// prepare sees to what a check needs before it runs.
+func (s *suite) prepare(ctx context.Context, n needs) error {
+	if n&needChat != 0 && s.target.Chat() == nil {
+		return skip("the target names no chat to send to")
+	}
+	if n&needConn != 0 {
+		return s.ensure(ctx)
+	}
+	return nil
 }
 
 func (s *suite) checkFramesValid(context.Context) (string, error) {

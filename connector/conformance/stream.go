@@ -97,9 +97,6 @@ func (s *suite) produceUnacked(ctx context.Context, n int) (first, last int64, e
 // first, leaving the other two in flight: the start of the replay and gap
 // checks.
 func (s *suite) threeAckedOne(ctx context.Context) (first, last int64, err error) {
-	if err = s.ensure(ctx); err != nil {
-		return 0, 0, err
-	}
 	if first, last, err = s.produceUnacked(ctx, 3); err != nil {
 		return 0, 0, err
 	}
