@@ -137,27 +137,25 @@ func TestHandshakeRefusals(t *testing.T) {
 
 func TestSequencing(t *testing.T) {
 	h := connectortest.NewHarness(t, nil)
-	rc, w := h.Connect(t, "c")
-	if w.AckedSeq != 0 {
-		t.Fatalf("acked_seq %d", w.AckedSeq)
+	// sendTen connects, expecting the welcome to carry acked, and sends
+	// events 1 to 10; the store must hold exactly those ten afterwards.
+	sendTen := func(what string, acked int64) *rawconn.Conn {
+		t.Helper()
+		rc, w := h.Connect(t, "c")
+		if w.AckedSeq != acked {
+			t.Fatalf("%s: acked_seq %d, want %d", what, w.AckedSeq, acked)
+		}
+		connectortest.SendMessages(t, rc, 1, 10)
+		connectortest.WaitAck(t, rc, 10)
+		if n := len(h.Store.Snapshot("c")); n != 10 {
+			t.Fatalf("%s: stored %d events, want 10", what, n)
+		}
+		return rc
 	}
-	connectortest.SendMessages(t, rc, 1, 10)
-	connectortest.WaitAck(t, rc, 10)
-	if n := len(h.Store.Snapshot("c")); n != 10 {
-		t.Fatalf("stored %d events", n)
-	}
-
+	rc := sendTen("first connection", 0)
 	// A reconnect that replays everything from seq 1 changes nothing.
 	_ = rc.Close()
-	rc, w = h.Connect(t, "c")
-	if w.AckedSeq != 10 {
-		t.Fatalf("acked_seq after reconnect %d, want 10", w.AckedSeq)
-	}
-	connectortest.SendMessages(t, rc, 1, 10)
-	connectortest.WaitAck(t, rc, 10)
-	if n := len(h.Store.Snapshot("c")); n != 10 {
-		t.Fatalf("replay stored something: %d events", n)
-	}
+	rc = sendTen("replay after reconnect", 10)
 
 	// A gap gets M_BAD_SEQ once; later events are dropped until 11 comes.
 	connectortest.SendEvent(t, rc, 13, connectortest.Message(13))
