@@ -44,14 +44,8 @@ func IsChatScoped(kind string) bool {
 // because an unknown kind is acked while an invalid known one is not.
 func (e *Event) Validate() error {
 	v := validator{kind: e.Kind}
-	if e.Kind == "" {
-		return v.fail("kind", "is required")
-	}
-	if !IsKnownEventKind(e.Kind) {
-		return v.fail("kind", "is not a known event kind")
-	}
-	if e.Login == "" {
-		return v.fail("login", "is required")
+	if err := v.head("event", IsKnownEventKind, e.Login); err != nil {
+		return err
 	}
 	if IsChatScoped(e.Kind) {
 		if err := v.chat(e.Chat); err != nil {
@@ -121,14 +115,8 @@ const MaxStatusMsgBytes = 1024
 // Validate checks the fields that the ephemeral's kind requires.
 func (e *Ephemeral) Validate() error {
 	v := validator{kind: e.Kind}
-	if e.Kind == "" {
-		return v.fail("kind", "is required")
-	}
-	if !IsKnownEphemeralKind(e.Kind) {
-		return v.fail("kind", "is not a known ephemeral kind")
-	}
-	if e.Login == "" {
-		return v.fail("login", "is required")
+	if err := v.head("ephemeral", IsKnownEphemeralKind, e.Login); err != nil {
+		return err
 	}
 	switch e.Kind {
 	case KindTyping:
@@ -164,6 +152,20 @@ type validator struct{ kind string }
 
 func (v validator) fail(field, reason string) error {
 	return &ValidationError{Kind: v.kind, Field: field, Reason: reason}
+}
+
+// head checks what events and ephemerals alike carry: a kind that known
+// accepts (what names the frame's sort in the error) and a login.
+func (v validator) head(what string, known func(string) bool, login string) error {
+	switch {
+	case v.kind == "":
+		return v.fail("kind", "is required")
+	case !known(v.kind):
+		return v.fail("kind", "is not a known "+what+" kind")
+	case login == "":
+		return v.fail("login", "is required")
+	}
+	return nil
 }
 
 func (v validator) chat(c *Chat) error {
