@@ -164,11 +164,7 @@ func TestKilledBridgeLosesNothing(t *testing.T) {
 		}
 		proc := newBridgeProcess(t, s)
 		proc.start(s.cfg.Connector.Listen)
-		f := s.connectFake(sdk.NewMemoryStore())
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-
-		roomID := s.firstPortal(ctx, f)
+		ctx, f, roomID := s.runPortal(20 * time.Minute)
 		sent := stream(ctx, t, s, f, roomID, run, proc)
 		if err := f.client.WaitAcked(ctx, sent.lastSeq); err != nil {
 			t.Fatal(err)
@@ -350,6 +346,18 @@ func (s *stack) firstPortal(ctx context.Context, f *fakeConnector) id.RoomID {
 	s.t.Helper()
 	f.send(textFrom("bob@network", "m1", "message 1"))
 	return s.onlyJoinedRoom(ctx, 60*time.Second)
+}
+
+// runPortal sets up a kill run: it connects a fake connector with a store
+// of its own (so it keeps its seqs across the bridge's restarts), opens the
+// portal with firstPortal and returns the run's context, which ends after
+// timeout or with the test, the connector and the portal.
+func (s *stack) runPortal(timeout time.Duration) (context.Context, *fakeConnector, id.RoomID) {
+	s.t.Helper()
+	f := s.connectFake(sdk.NewMemoryStore())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	s.t.Cleanup(cancel)
+	return ctx, f, s.firstPortal(ctx, f)
 }
 
 // deliveredOnce waits until every remote message of the run shows in the

@@ -1,7 +1,6 @@
 package bridge_test
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
@@ -9,7 +8,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -23,10 +21,7 @@ import (
 // next one follows within the time of a takeover.
 func TestFaultHAKillDuringSend(t *testing.T) {
 	p := newHAPair(t, testdb.Postgres(t))
-	f := p.connectFake(sdk.NewMemoryStore())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	roomID := p.firstPortal(ctx, f)
+	ctx, f, roomID := p.runPortal(5 * time.Minute)
 	old := p.active()
 	if old == nil {
 		t.Fatal("no active instance")
@@ -80,10 +75,7 @@ func TestFaultHAKillDuringSend(t *testing.T) {
 // user's own entries alone.
 func TestFaultHATakeoverRepairsDirect(t *testing.T) {
 	p := newHAPair(t, testdb.Postgres(t))
-	f := p.connectFake(sdk.NewMemoryStore())
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	roomID := p.firstPortal(ctx, f)
+	ctx, _, roomID := p.runPortal(5 * time.Minute)
 	ghost := p.ghost("bob@network")
 	p.waitDirect(ghost, roomID, true)
 	old := p.active()
