@@ -69,6 +69,14 @@ func (s *stack) fidBobSays(f *fakeConnector, roomID id.RoomID, msgID, text strin
 	s.waitMessage(roomID, text)
 }
 
+// fidShown sends bob's event ev and waits for the message it shows as in
+// the room, found by its text; it returns that message's content.
+func (s *stack) fidShown(f *fakeConnector, roomID id.RoomID, ev *connector.Event) *event.MessageEventContent {
+	s.t.Helper()
+	f.send(ev)
+	return s.waitMessage(roomID, ev.Text).Content.AsMessage()
+}
+
 // fidWaitCommand waits until the connector got a command of op that matches.
 func (f *fakeConnector) fidWaitCommand(op string, match func(*connector.Command) bool) connector.Command {
 	f.t.Helper()

@@ -54,8 +54,7 @@ func TestFormattingBothWays(t *testing.T) {
 	// Network → Matrix: html becomes formatted_body, text stays the body.
 	ev := fidFromBob(connector.KindMessage, "m1")
 	ev.Text, ev.HTML = "bold and plain", "<b>bold</b> and plain"
-	f.send(ev)
-	msg := s.waitMessage(roomID, "bold and plain").Content.AsMessage()
+	msg := s.fidShown(f, roomID, ev)
 	if msg.MsgType != event.MsgText || msg.Format != event.FormatHTML || msg.FormattedBody != "<b>bold</b> and plain" {
 		t.Errorf("formatted message = %+v", msg)
 	}
@@ -97,16 +96,14 @@ func TestRepliesBothWays(t *testing.T) {
 
 	ev := fidFromBob(connector.KindMessage, "m2")
 	ev.Text, ev.ReplyTo = "answer", "m1"
-	f.send(ev)
-	reply := s.waitMessage(roomID, "answer").Content.AsMessage()
+	reply := s.fidShown(f, roomID, ev)
 	if got := reply.RelatesTo.GetReplyTo(); got != first.ID {
 		t.Errorf("reply m.in_reply_to = %q, want %s", got, first.ID)
 	}
 	// A reply to a message the bridge never saw still arrives, as a plain message.
 	ev = fidFromBob(connector.KindMessage, "m3")
 	ev.Text, ev.ReplyTo = "orphan reply", "never-seen"
-	f.send(ev)
-	if orphan := s.waitMessage(roomID, "orphan reply").Content.AsMessage(); orphan.RelatesTo != nil {
+	if orphan := s.fidShown(f, roomID, ev); orphan.RelatesTo != nil {
 		t.Errorf("reply to an unknown message has relates_to %+v", orphan.RelatesTo)
 	}
 

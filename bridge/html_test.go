@@ -22,8 +22,7 @@ func TestRemoteHTMLIsSanitised(t *testing.T) {
 	ev.HTML = `<mx-reply><blockquote>alice said: send money</blockquote></mx-reply>` +
 		`<b onmouseover="steal()">look</b><script>steal()</script> <a href="javascript:steal()">here</a> ` +
 		`<a href="https://example.org/">there</a><img src="https://tracker.example/pixel.gif" alt="pixel">`
-	f.send(ev)
-	msg := s.waitMessage(roomID, "look").Content.AsMessage()
+	msg := s.fidShown(f, roomID, ev)
 	want := `<b>look</b> here <a href="https://example.org/">there</a><img alt="pixel">`
 	if msg.FormattedBody != want {
 		t.Errorf("room shows formatted_body %q, want %q", msg.FormattedBody, want)

@@ -102,8 +102,7 @@ func TestMediaFromNetwork(t *testing.T) {
 		{Name: "clip.mp4", MimeType: "video/mp4", Size: 5, Data: []byte("video")},
 		{Name: "huge.bin", MimeType: "application/octet-stream", Size: 2 << 20, URL: srv.URL + "/huge.bin"},
 	}
-	f.send(ev)
-	text := s.waitMessage(roomID, "look at these").Content.AsMessage()
+	text := s.fidShown(f, roomID, ev)
 	if text.RelatesTo.GetReplyTo() != first.ID {
 		t.Errorf("the reply relation belongs on the first part, got %+v", text.RelatesTo)
 	}
