@@ -365,18 +365,28 @@ func assertCrossSigned(t *testing.T, s *stack, ghost id.UserID, device id.Device
 	}
 }
 
+// joinedFirstPortal starts a stack with o, the fake connector and alice's
+// nio client; the contact's first message (msgID, text) makes the bridge
+// create the portal, whose invite the client joins. It returns what the
+// client answered to the join, which says whether the room is encrypted.
+func joinedFirstPortal(t *testing.T, o stackOptions, contact, msgID, text string) (*stack, *fakeConnector, *nioClient, map[string]any) {
+	t.Helper()
+	s := newStack(t, testdb.Targets(t)[0], o)
+	f := s.connectFake(nil)
+	nio := startNio(t, s, "alice")
+	f.send(textFrom(contact, msgID, text))
+	return s, f, nio, nio.do(map[string]any{"cmd": "join_invite", "timeout": 60})
+}
+
 // TestEncryptedBridgeCreatedPortals: with encryption.default the portal the
 // bridge creates is encrypted from the contact's first message on; in a
 // plain portal, the user switching encryption on makes both directions
 // encrypted from then on.
 func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
-		target := testdb.Targets(t)[0]
-		s := newStack(t, target, stackOptions{encryption: true, encryptByDefault: true})
-		f := s.connectFake(nil)
-		nio := startNio(t, s, "alice")
-		f.send(textFrom("dave@network", "d1", "first from dave"))
-		if j := nio.do(map[string]any{"cmd": "join_invite", "timeout": 60}); j["encrypted"] != true {
+		s, f, nio, j := joinedFirstPortal(t, stackOptions{encryption: true, encryptByDefault: true},
+			"dave@network", "d1", "first from dave")
+		if j["encrypted"] != true {
 			t.Fatalf("portal created under encryption.default is not encrypted: %v", j)
 		}
 		got := nio.do(map[string]any{"cmd": "expect", "body": "first from dave", "timeout": 60})
@@ -390,12 +400,9 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		nio.sendText(f, 1, "hi dave")
 	})
 	t.Run("require", func(t *testing.T) {
-		target := testdb.Targets(t)[0]
-		s := newStack(t, target, stackOptions{encryption: true, requireEncryption: true})
-		f := s.connectFake(nil)
-		nio := startNio(t, s, "alice")
-		f.send(textFrom("hank@network", "h1", "encrypted since it is required"))
-		if j := nio.do(map[string]any{"cmd": "join_invite", "timeout": 60}); j["encrypted"] != true {
+		s, f, nio, j := joinedFirstPortal(t, stackOptions{encryption: true, requireEncryption: true},
+			"hank@network", "h1", "encrypted since it is required")
+		if j["encrypted"] != true {
 			t.Fatalf("portal created under encryption.require is not encrypted: %v", j)
 		}
 		if got := nio.do(map[string]any{"cmd": "expect", "body": "encrypted since it is required", "timeout": 60}); got["encrypted"] != true {
@@ -419,12 +426,7 @@ func TestEncryptedBridgeCreatedPortals(t *testing.T) {
 		}
 	})
 	t.Run("switched on", func(t *testing.T) {
-		target := testdb.Targets(t)[0]
-		s := newStack(t, target, stackOptions{encryption: true})
-		f := s.connectFake(nil)
-		nio := startNio(t, s, "alice")
-		f.send(textFrom("erin@network", "e1", "plain hello"))
-		nio.do(map[string]any{"cmd": "join_invite", "timeout": 60})
+		s, f, nio, _ := joinedFirstPortal(t, stackOptions{encryption: true}, "erin@network", "e1", "plain hello")
 		if got := nio.do(map[string]any{"cmd": "expect", "body": "plain hello", "timeout": 60}); got["encrypted"] != false {
 			t.Fatalf("message before encryption = %v, want plain", got)
 		}
