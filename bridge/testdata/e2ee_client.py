@@ -164,19 +164,16 @@ class Session:
         return {"event_id": resp.event_id}
 
     async def expect_reaction(self, key, timeout, own=False):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.retry_undecrypted()
-            for evt in self.seen:
-                src = evt.source or {}
-                rel = src.get("content", {}).get("m.relates_to", {})
-                if self.wanted(evt, own) and src.get("type") == "m.reaction" and rel.get("key") == key:
-                    return {"sender": evt.sender, "key": key, "target": rel.get("event_id"),
-                            "encrypted": bool(getattr(evt, "decrypted", False))}
-            if loop.time() > deadline:
-                return {"error": "timeout", "seen": [(e.source or {}).get("type") for e in self.seen]}
-            await self.sync_once(2000)
+        async def found(evt):
+            src = evt.source or {}
+            rel = src.get("content", {}).get("m.relates_to", {})
+            if self.wanted(evt, own) and src.get("type") == "m.reaction" and rel.get("key") == key:
+                return {"sender": evt.sender, "key": key, "target": rel.get("event_id"),
+                        "encrypted": bool(getattr(evt, "decrypted", False))}
+            return None
+
+        return await self.wait_for(timeout, found, lambda: {
+            "error": "timeout", "seen": [(e.source or {}).get("type") for e in self.seen]})
 
     async def send_file(self, name, data):
         raw = data.encode()
@@ -189,26 +186,21 @@ class Session:
             "msgtype": "m.file", "body": name, "info": {"size": len(raw), "mimetype": "text/plain"}, "file": keys})
 
     async def expect_file(self, name, timeout, own=False):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            self.retry_undecrypted()
-            for evt in self.seen:
-                if not self.wanted(evt, own) or getattr(evt, "body", None) != name:
-                    continue
-                content = evt.source.get("content", {})
-                if not isinstance(evt, RoomEncryptedMedia):
-                    return {"error": "not an encrypted file", "plain_url": content.get("url"),
-                            "type": type(evt).__name__}
-                resp = await self.client.download(evt.url)
-                if not hasattr(resp, "body"):
-                    return {"error": "download: %r" % resp}
-                data = decrypt_attachment(resp.body, evt.key["k"], evt.hashes["sha256"], evt.iv)
-                return {"sender": evt.sender, "data": data.decode(), "plain_url": content.get("url"),
-                        "encrypted": bool(getattr(evt, "decrypted", False))}
-            if loop.time() > deadline:
-                return {"error": "timeout"}
-            await self.sync_once(2000)
+        async def found(evt):
+            if not self.wanted(evt, own) or getattr(evt, "body", None) != name:
+                return None
+            content = evt.source.get("content", {})
+            if not isinstance(evt, RoomEncryptedMedia):
+                return {"error": "not an encrypted file", "plain_url": content.get("url"),
+                        "type": type(evt).__name__}
+            resp = await self.client.download(evt.url)
+            if not hasattr(resp, "body"):
+                return {"error": "download: %r" % resp}
+            data = decrypt_attachment(resp.body, evt.key["k"], evt.hashes["sha256"], evt.iv)
+            return {"sender": evt.sender, "data": data.decode(), "plain_url": content.get("url"),
+                    "encrypted": bool(getattr(evt, "decrypted", False))}
+
+        return await self.wait_for(timeout, found, lambda: {"error": "timeout"})
 
     def send_unknown_session(self):
         olm = self.client.olm
@@ -228,19 +220,33 @@ class Session:
             return {"event_id": json.load(r)["event_id"]}
 
     async def expect(self, body, timeout, own=False):
+        async def found(evt):
+            if self.wanted(evt, own) and isinstance(evt, (RoomMessageText, RoomMessageNotice)) \
+                    and evt.body.startswith(body):
+                return self.describe(evt)
+            return None
+
+        def timed_out():
+            undecryptable = sum(1 for e in self.seen if isinstance(e, MegolmEvent))
+            return {"error": "timeout", "undecryptable": undecryptable,
+                    "bodies": [getattr(e, "body", type(e).__name__) for e in self.seen]}
+
+        return await self.wait_for(timeout, found, timed_out)
+
+    async def wait_for(self, timeout, found, timed_out):
+        """Syncs until found(evt) gives an answer for one of the events seen
+        (retrying those not decrypted yet first, as their keys may have come
+        since), and returns it; after timeout seconds, returns timed_out()."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             self.retry_undecrypted()
             for evt in self.seen:
-                if not self.wanted(evt, own):
-                    continue
-                if isinstance(evt, (RoomMessageText, RoomMessageNotice)) and evt.body.startswith(body):
-                    return self.describe(evt)
+                answer = await found(evt)
+                if answer is not None:
+                    return answer
             if loop.time() > deadline:
-                undecryptable = sum(1 for e in self.seen if isinstance(e, MegolmEvent))
-                return {"error": "timeout", "undecryptable": undecryptable,
-                        "bodies": [getattr(e, "body", type(e).__name__) for e in self.seen]}
+                return timed_out()
             await self.sync_once(2000)
 
     async def count(self, body, wait, own=False):
