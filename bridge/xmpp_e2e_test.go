@@ -45,13 +45,10 @@ func TestXMPPDirectMessageBothWays(t *testing.T) {
 		return slices.Contains(tesths.DirectContent(t, x.alice)[ghost], room), nil
 	})
 
-	resp, err := x.alice.SendText(ctx, room, "hi bob, alice from Matrix")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := x.aliceSays(room, "hi bob, alice from Matrix")
 	got := x.bobGets(testxmpp.WithBody)
-	if got.Body != "hi bob, alice from Matrix" || got.OriginID != string(resp.EventID) {
-		t.Errorf("bob got %+v, want the text with origin-id %s", got, resp.EventID)
+	if got.Body != "hi bob, alice from Matrix" || got.OriginID != string(sent) {
+		t.Errorf("bob got %+v, want the text with origin-id %s", got, sent)
 	}
 	if got.From == "" || got.Type != "chat" {
 		t.Errorf("bob got a %q message from %q, want a chat message from alice", got.Type, got.From)
@@ -73,8 +70,7 @@ func TestXMPPDirectMessageBothWays(t *testing.T) {
 // when it is back; after a Prosody restart the connector reconnects by
 // itself.
 func TestXMPPNothingLostWhileDown(t *testing.T) {
-	x := newXMPPStack(t)
-	room, _, _ := x.bobOpens("before")
+	x, room := newXMPPChat(t, "before")
 	want := []string{"before"}
 
 	x.stopConnector()
@@ -106,11 +102,8 @@ func TestXMPPNothingLostWhileDown(t *testing.T) {
 	x.waitLoginState("connected")
 
 	// And the way back works over the new stream.
-	resp, err := x.alice.SendText(context.Background(), room, "still there?")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := x.bobGets(testxmpp.WithBody); got.Body != "still there?" || got.OriginID != string(resp.EventID) {
+	sent := x.aliceSays(room, "still there?")
+	if got := x.bobGets(testxmpp.WithBody); got.Body != "still there?" || got.OriginID != string(sent) {
 		t.Errorf("bob got %+v after the restart", got)
 	}
 }
@@ -153,17 +146,12 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 	})
 
 	// Matrix → XMPP: alice's edit arrives as a correction of her message.
-	sent, err := x.alice.SendText(ctx, room, "see you tomorow")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := x.aliceSays(room, "see you tomorow")
 	orig := x.bobGets(withBodyText("see you tomorow"))
 	// SetEdit makes m.new_content of this and the "* " fallback body.
 	editContent := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
-	editContent.SetEdit(sent.EventID)
-	if _, err := x.alice.SendMessageEvent(ctx, room, event.EventMessage, editContent); err != nil {
-		t.Fatal(err)
-	}
+	editContent.SetEdit(sent)
+	x.aliceSends(room, editContent)
 	corr := x.bobGets(testxmpp.WithBody)
 	if corr.Body != "see you tomorrow" || corr.Replace != orig.ID {
 		t.Errorf("bob got %+v, want a correction of %s to %q", corr, orig.ID, "see you tomorrow")
@@ -179,7 +167,7 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 	}
 
 	// Alice deletes her message: bob's client is told to retract it.
-	redaction, err := x.alice.RedactEvent(ctx, room, sent.EventID)
+	redaction, err := x.alice.RedactEvent(ctx, room, sent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,10 +195,8 @@ func redacts(evt *event.Event) id.EventID {
 // bridge, which Dendrite does not (docs/homeservers.md); it is covered
 // with injected transactions in ephemeral_test.go.
 func TestXMPPTypingAndReadMarkers(t *testing.T) {
-	x := newXMPPStack(t)
-	ctx := context.Background()
+	x, room := newXMPPChat(t, "hi")
 	ghost := x.ghostID()
-	room, _, _ := x.bobOpens("hi")
 
 	x.bob.ChatState(t, x.login, "composing")
 	typing := x.roomEvent(room, func(evt *event.Event) bool {
@@ -221,14 +207,11 @@ func TestXMPPTypingAndReadMarkers(t *testing.T) {
 		return evt.Type == event.EphemeralEventTyping && !slices.Contains(evt.Content.AsTyping().UserIDs, ghost)
 	})
 
-	sent, err := x.alice.SendText(ctx, room, "did you read this?")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := x.aliceSays(room, "did you read this?")
 	got := x.bobGets(withBodyText("did you read this?"))
 	x.bob.Displayed(t, x.login, got.ID)
 	x.roomEvent(room, func(evt *event.Event) bool {
-		return evt.Type == event.EphemeralEventReceipt && readBy(evt, sent.EventID, ghost)
+		return evt.Type == event.EphemeralEventReceipt && readBy(evt, sent, ghost)
 	})
 }
 

@@ -16,9 +16,8 @@ import (
 // XMPP client gets it the way XMPP clients share files (an out-of-band link
 // with origin-id = the Matrix event id), and the link serves the same bytes.
 func TestXMPPFileFromMatrix(t *testing.T) {
-	x := newXMPPStack(t)
+	x, room := newXMPPChat(t, "send me the picture")
 	ctx := context.Background()
-	room, _, _ := x.bobOpens("send me the picture")
 
 	data := bytes.Repeat([]byte("dmbridge file test "), 40000) // 760 KB: sent by URL, not inline
 	up, err := x.alice.UploadMedia(ctx, mautrix.ReqUploadMedia{
@@ -27,16 +26,13 @@ func TestXMPPFileFromMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := x.alice.SendMessageEvent(ctx, room, event.EventMessage, &event.MessageEventContent{
+	sent := x.aliceSends(room, &event.MessageEventContent{
 		MsgType: event.MsgFile, Body: "notes.bin", URL: up.ContentURI.CUString(),
 		Info: &event.FileInfo{MimeType: "application/octet-stream", Size: len(data)},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	got := x.bobGets(func(m *testxmpp.Message) bool { return m.OOB != "" })
-	if got.OriginID != string(resp.EventID) {
-		t.Errorf("file message origin-id %q, want the Matrix event id %s", got.OriginID, resp.EventID)
+	if got.OriginID != string(sent) {
+		t.Errorf("file message origin-id %q, want the Matrix event id %s", got.OriginID, sent)
 	}
 	_, fetched := httpGet(t, got.OOB)
 	if sha256.Sum256(fetched) != sha256.Sum256(data) {

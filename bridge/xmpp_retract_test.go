@@ -1,7 +1,6 @@
 package bridge_test
 
 import (
-	"context"
 	"testing"
 
 	"maunium.net/go/mautrix/event"
@@ -14,14 +13,9 @@ import (
 // id. Only a message's sender may do either, so alice's message stays as it
 // is in the room, and bob's next message arrives as usual.
 func TestXMPPContactCannotRetractTheUsersMessage(t *testing.T) {
-	x := newXMPPStack(t)
-	ctx := context.Background()
-	room, _, _ := x.bobOpens("hi")
+	x, room := newXMPPChat(t, "hi")
 
-	resp, err := x.alice.SendText(ctx, room, "alice's words")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sent := x.aliceSays(room, "alice's words")
 	got := x.bobGets(func(m *testxmpp.Message) bool { return m.Body == "alice's words" })
 	for _, ref := range []string{got.ID, got.OriginID} {
 		x.bob.Retract(t, x.login, ref)
@@ -30,14 +24,14 @@ func TestXMPPContactCannotRetractTheUsersMessage(t *testing.T) {
 	x.bobSays("after")
 	x.waitMessage(room, "after")
 
-	x.wantNotRedacted(room, resp.EventID, "alice's message")
+	x.wantNotRedacted(room, sent, "alice's message")
 	for _, e := range x.sync.Events(room) {
 		if e.Type == event.EventRedaction {
 			t.Errorf("redaction in the room: %s", e.ID)
 		}
 		if e.Type == event.EventMessage {
 			_ = e.Content.ParseRaw(e.Type)
-			if e.Content.AsMessage().RelatesTo.GetReplaceID() == resp.EventID {
+			if e.Content.AsMessage().RelatesTo.GetReplaceID() == sent {
 				t.Errorf("alice's message was edited: %s", e.Content.VeryRaw)
 			}
 		}

@@ -170,6 +170,33 @@ func (x *xmppStack) bobOpens(body string) (id.RoomID, *event.Event, string) {
 	return room, x.waitMessage(room, body), xmppID
 }
 
+// newXMPPChat starts the XMPP stack and has bob open the portal with body
+// (bobOpens); it returns the stack and the portal room.
+func newXMPPChat(t *testing.T, body string) (*xmppStack, id.RoomID) {
+	t.Helper()
+	x := newXMPPStack(t)
+	room, _, _ := x.bobOpens(body)
+	return x, room
+}
+
+// aliceSends sends content from alice's Matrix client into the room and
+// returns the event's id.
+func (x *xmppStack) aliceSends(room id.RoomID, content *event.MessageEventContent) id.EventID {
+	x.t.Helper()
+	resp, err := x.alice.SendMessageEvent(context.Background(), room, event.EventMessage, content)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	return resp.EventID
+}
+
+// aliceSays sends a text message from alice's Matrix client into the room,
+// as Client.SendText does, and returns the event's id.
+func (x *xmppStack) aliceSays(room id.RoomID, text string) id.EventID {
+	x.t.Helper()
+	return x.aliceSends(room, &event.MessageEventContent{MsgType: event.MsgText, Body: text})
+}
+
 // bobGets waits for the next message to bob that has a body.
 func (x *xmppStack) bobGets(match func(*testxmpp.Message) bool) *testxmpp.Message {
 	x.t.Helper()
