@@ -105,15 +105,16 @@ func keepCompiled[T compiled](cached *T, src string, compile func(string) (T, er
 // compiledOrDefault is cached when it is the compile of src, else a fresh
 // compile of src, and for a src that does not compile the compile of the
 // default def, so that callers never see an error Validate would already
-// have reported.
-func compiledOrDefault[T compiled](cached T, src, def string, compile func(string) (T, error)) T {
+// have reported. def is a function: building the default config is left to
+// that rare case, off the path of every ghost's name.
+func compiledOrDefault[T compiled](cached T, src string, def func() string, compile func(string) (T, error)) T {
 	if cached.compiledFrom(src) {
 		return cached
 	}
 	if t, err := compile(src); err == nil {
 		return t
 	}
-	t, _ := compile(def)
+	t, _ := compile(def())
 	return t
 }
 
@@ -121,7 +122,7 @@ func compiledOrDefault[T compiled](cached T, src, def string, compile func(strin
 // a config that was edited or never validated gets a fresh compile, and an
 // invalid template falls back to the default.
 func (c *Config) ghostTemplate() *ghostTemplate {
-	return compiledOrDefault(c.ghostTmpl, c.Ghosts.UsernameTemplate, Default().Ghosts.UsernameTemplate, compileGhostTemplate)
+	return compiledOrDefault(c.ghostTmpl, c.Ghosts.UsernameTemplate, func() string { return Default().Ghosts.UsernameTemplate }, compileGhostTemplate)
 }
 
 func (t *ghostTemplate) compiledFrom(src string) bool { return t != nil && t.source == src }
@@ -199,7 +200,7 @@ func compileDisplayTemplate(src string) (*displayTemplate, error) {
 // displayTemplate returns the compiled displayname template, cached and
 // falling back as ghostTemplate does.
 func (c *Config) displayTemplate() *displayTemplate {
-	return compiledOrDefault(c.displayTmpl, c.Ghosts.DisplaynameTemplate, Default().Ghosts.DisplaynameTemplate, compileDisplayTemplate)
+	return compiledOrDefault(c.displayTmpl, c.Ghosts.DisplaynameTemplate, func() string { return Default().Ghosts.DisplaynameTemplate }, compileDisplayTemplate)
 }
 
 func (t *displayTemplate) compiledFrom(src string) bool { return t != nil && t.source == src }
