@@ -51,6 +51,9 @@ type Database struct {
 	stmts *stmtCache
 	// lock keeps other processes off a SQLite file; nil otherwise.
 	lock *os.File
+	// checkpointer checkpoints a sqlite3-fk-wal database's WAL in the
+	// background (sqlitepool.go); nil otherwise.
+	checkpointer *walCheckpointer
 }
 
 // New wraps db with the bridge's upgrade table and query structs.
@@ -109,8 +112,11 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 	}
 	var raw *dbutil.Database
 	var err error
+	var cp *walCheckpointer
 	if dialect == "sqlite3-fk-wal" {
-		raw, err = dbutil.NewWithDB(openSQLite(uri), dialect)
+		var pool *sql.DB
+		pool, cp = openSQLite(uri)
+		raw, err = dbutil.NewWithDB(pool, dialect)
 	} else {
 		raw, err = dbutil.NewWithDialect(uri, dialect)
 	}
@@ -124,6 +130,10 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 		return nil, err
 	}
 	db.lock = lock
+	if cp != nil {
+		db.checkpointer = cp
+		go cp.run(raw.RawDB)
+	}
 	return db, nil
 }
 
@@ -136,6 +146,8 @@ func closeLock(f *os.File) {
 // Close closes the database and releases the SQLite lock.
 func (db *Database) Close() error {
 	db.stmts.close()
+	db.checkpointer.close()
+	db.checkpointer = nil
 	err := db.Database.Close()
 	closeLock(db.lock)
 	db.lock = nil
