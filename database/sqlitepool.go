@@ -22,9 +22,10 @@ var sqlitePragmas = []string{
 	"PRAGMA wal_autocheckpoint = 1000",
 }
 
-// openSQLite opens a pool whose connections get sqlitePragmas and report
-// their commits to the returned checkpointer, without registering a driver
-// name for the whole process.
+// openSQLite opens a pool whose connections get sqlitePragmas, queue their
+// writes at one write gate (sqlitegate.go) and report their commits to the
+// returned checkpointer, without registering a driver name for the whole
+// process.
 func openSQLite(uri string) (*sql.DB, *walCheckpointer) {
 	cp := newWALCheckpointer()
 	drv := &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
@@ -36,17 +37,25 @@ func openSQLite(uri string) (*sql.DB, *walCheckpointer) {
 		c.RegisterCommitHook(cp.committed)
 		return nil
 	}}
-	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv})
+	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate()})
 	return pool, cp
 }
 
 type dsnConnector struct {
-	dsn string
-	drv driver.Driver
+	dsn  string
+	drv  driver.Driver
+	gate *writeGate
 }
 
-func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
-func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) {
+	conn, err := c.drv.Open(c.dsn)
+	if err != nil {
+		return nil, err
+	}
+	return newGatedConn(conn, c.gate)
+}
+
+func (c dsnConnector) Driver() driver.Driver { return c.drv }
 
 // walCheckpointer copies the WAL's pages into the database file from a
 // goroutine of its own, so that no commit has to. SQLite's automatic

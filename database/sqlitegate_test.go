@@ -1,0 +1,116 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// gateTestConns opens a gated pool on a fresh file with a table, and takes
+// two of its connections with SQLite's busy timeout at 0: a write that
+// found SQLite's lock taken would fail at once, so one that succeeds while
+// the other connection's transaction holds the lock has queued at the gate.
+func gateTestConns(t *testing.T) (ctx context.Context, holder, waiter *sql.Conn) {
+	t.Helper()
+	ctx = context.Background()
+	pool, cp := openSQLite("file:" + filepath.Join(t.TempDir(), "g.db") + "?_txlock=immediate")
+	t.Cleanup(func() { _ = pool.Close() })
+	_ = cp // not started: checkpoints play no part here
+	if _, err := pool.ExecContext(ctx, "CREATE TABLE w (n INTEGER PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	conns := make([]*sql.Conn, 2)
+	for i := range conns {
+		c, err := pool.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err = c.ExecContext(ctx, "PRAGMA busy_timeout = 0"); err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	return ctx, conns[0], conns[1]
+}
+
+// TestWriteGateQueuesWriters: while one connection's transaction holds the
+// write lock, another's plain and prepared writes wait for it to end and
+// then succeed, and its reads do not wait.
+func TestWriteGateQueuesWriters(t *testing.T) {
+	ctx, holder, waiter := gateTestConns(t)
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = tx.ExecContext(ctx, "INSERT INTO w (n) VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+
+	readCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var n int
+	if err = waiter.QueryRowContext(readCtx, "SELECT COUNT(*) FROM w").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("read beside the transaction: n=%d err=%v", n, err)
+	}
+
+	stmt, err := waiter.PrepareContext(ctx, "INSERT INTO w (n) VALUES (3)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stmt.Close()
+	done := make(chan error, 2)
+	go func() {
+		_, err := waiter.ExecContext(ctx, "INSERT INTO w (n) VALUES (2)")
+		if err == nil {
+			_, err = stmt.ExecContext(ctx)
+		}
+		done <- err
+	}()
+	// The writes cannot have finished: the lock is still held (without
+	// the gate they would already have failed, busy).
+	select {
+	case err := <-done:
+		t.Fatalf("write finished while another transaction held the lock: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if err = tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-done:
+		if err != nil {
+			t.Fatalf("queued writes: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("queued writes still waiting 10 s after the transaction ended")
+	}
+	if err = waiter.QueryRowContext(ctx, "SELECT COUNT(*) FROM w").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("rows after the queued writes: n=%d err=%v", n, err)
+	}
+}
+
+// TestWriteGateFreedByRollbackAndCancel: a transaction that rolls back, and
+// a writer whose context ends while it queues, leave the gate free.
+func TestWriteGateFreedByRollbackAndCancel(t *testing.T) {
+	ctx, holder, waiter := gateTestConns(t)
+	tx, err := holder.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err = waiter.ExecContext(short, "INSERT INTO w (n) VALUES (1)"); err == nil {
+		t.Fatal("a write went through while another transaction held the lock")
+	}
+	if err = tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*sql.Conn{waiter, holder} {
+		if _, err = c.ExecContext(ctx, "INSERT INTO w DEFAULT VALUES"); err != nil {
+			t.Fatalf("write after the rollback: %v", err)
+		}
+	}
+}
