@@ -37,7 +37,7 @@ type writeGate struct {
 }
 
 func newWriteGate() *writeGate {
-	return &writeGate{slot: make(chan struct{}, 1), wait: 5 * time.Second}
+	return &writeGate{slot: make(chan struct{}, 1), wait: sqliteBusyTimeout}
 }
 
 // enter waits for the slot; entered is false when the wait ran out and the
@@ -68,7 +68,9 @@ func (g *writeGate) leave(entered bool) {
 
 // gatedConn is a pool connection whose writes go through the gate.
 // database/sql uses a connection from one goroutine at a time, so inTx
-// needs no lock.
+// needs no lock. The driver's context-less Begin, Exec and Prepare, which
+// the embedding passes through ungated, are never called: database/sql
+// uses the context methods below whenever a connection has them.
 type gatedConn struct {
 	*sqlite3.SQLiteConn
 	gate *writeGate

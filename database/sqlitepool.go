@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -18,9 +19,13 @@ var sqlitePragmas = []string{
 	"PRAGMA foreign_keys = ON",
 	"PRAGMA journal_mode = WAL",
 	"PRAGMA synchronous = NORMAL",
-	"PRAGMA busy_timeout = 5000",
+	fmt.Sprintf("PRAGMA busy_timeout = %d", sqliteBusyTimeout.Milliseconds()),
 	"PRAGMA wal_autocheckpoint = 1000",
 }
+
+// sqliteBusyTimeout is how long a writer waits for SQLite's write lock,
+// and as long again at the write gate before that (sqlitegate.go).
+const sqliteBusyTimeout = 5 * time.Second
 
 // openSQLite opens a pool whose connections get sqlitePragmas, queue their
 // writes at one write gate (sqlitegate.go) and report their commits to the
