@@ -135,7 +135,7 @@ func TestMessageMappingDedup(t *testing.T) {
 
 // storeBobPortal stores login l1 (of @a:x) and its portal for chat bob,
 // the rows most tests here start from, and returns the portal's key.
-func storeBobPortal(ctx context.Context, t *testing.T, db *database.Database) database.PortalKey {
+func storeBobPortal(ctx context.Context, t testing.TB, db *database.Database) database.PortalKey {
 	t.Helper()
 	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 		t.Fatal(err)

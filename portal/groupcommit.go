@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +61,8 @@ type groupWrite struct {
 	err      error
 	// then, if set, is called with the outcome before finished closes.
 	then func(err error)
+	// sent, if set, is fn as a row of a group's results (groupsent.go).
+	sent *sentWrite
 }
 
 func newGroupWrite(fn func(context.Context) error, oneStatement bool) *groupWrite {
@@ -102,6 +105,9 @@ type groupCommit struct {
 	nudge    chan struct{}
 	// lingerFor is maxLinger (tests set their own).
 	lingerFor time.Duration
+	// together counts the results stored as rows of one statement
+	// (groupsent.go), for the tests.
+	together atomic.Int64
 }
 
 func newGroupCommit(db *database.Database) *groupCommit {
@@ -195,14 +201,30 @@ func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 		group[0].finish(g.alone(ctx, group[0]))
 		return
 	}
-	err := g.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		for _, w := range group {
+	sent, rest := splitSent(group)
+	run := func(ctx context.Context) error {
+		for _, w := range rest {
 			if err := w.fn(ctx); err != nil {
 				return err
 			}
 		}
+		if err := storeSent(ctx, g.db, sent); err != nil {
+			return err
+		}
+		g.together.Add(int64(len(sent)))
 		return nil
-	})
+	}
+	var err error
+	if len(rest) == 0 {
+		// One statement, atomic on its own: no transaction around it.
+		err = run(ctx)
+		if err != nil && !database.Rejected(err) {
+			// Not known whether it was stored: as after a failed COMMIT.
+			err = fmt.Errorf("%w: %w", dbutil.ErrTxnCommit, err)
+		}
+	} else {
+		err = g.db.DoTxn(ctx, nil, run)
+	}
 	if err == nil || errors.Is(err, dbutil.ErrTxnBegin) || errors.Is(err, dbutil.ErrTxnCommit) {
 		for _, w := range group {
 			w.finish(err)

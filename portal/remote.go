@@ -190,18 +190,16 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	var w *groupWrite
 	if e != nil && len(msgs) == 1 && len(marks) <= 1 && m.db.Dialect == dbutil.Postgres {
 		// The usual message: its whole result in one statement.
-		w = newGroupWrite(func(ctx context.Context) (err error) {
-			writtenAt = time.Now()
-			var next *database.InDoubtSend
+		var next *database.InDoubtSend
+		if len(marks) == 1 {
+			next = marks[0].mark
+		}
+		result := database.SentResult{Message: msgs[0], TxnID: txns[0], ConnectorID: e.ConnectorID, Seq: e.Seq, Next: next}
+		w = m.sentResult(result, &writtenAt, func(ok bool) {
 			if len(marks) == 1 {
-				next = marks[0].mark
+				marks[0].written = ok
 			}
-			premarked, err := m.db.Message.StoreSent(ctx, msgs[0], txns[0], e.ConnectorID, e.Seq, next)
-			if len(marks) == 1 {
-				marks[0].written = premarked
-			}
-			return err
-		}, true)
+		})
 	} else {
 		w = m.storeSent(msgs, txns, done, marks, &writtenAt)
 	}

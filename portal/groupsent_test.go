@@ -1,0 +1,161 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// TestGroupCommitStoresResultsTogether: on PostgreSQL the results of
+// several chats' messages that share a group, some with the next message's
+// marker, are stored as one statement, alone or beside a marker a send
+// waits for; each write learns whether its next marker was written (not
+// for a message bridged already). A result that PostgreSQL refuses fails
+// alone: the group's other results are stored all the same.
+func TestGroupCommitStoresResultsTogether(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		withMarker bool
+		bad        int // a chat with no portal (its mapping breaks a foreign key), or -1
+	}{
+		{"results alone", false, -1},
+		{"beside a marker", true, -1},
+		{"one refused", true, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			testGroupSent(t, tc.withMarker, tc.bad)
+		})
+	}
+}
+
+func testGroupSent(t *testing.T, withMarker bool, bad int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := testdb.Open(t, testdb.Postgres(t))
+	m := &Manager{db: db, commits: newGroupCommit(db)}
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+		t.Fatal(err)
+	}
+	const chats = 6
+	key := func(i int) database.PortalKey {
+		return database.PortalKey{LoginID: "l", ChatID: fmt.Sprintf("chat%d", i)}
+	}
+	mark := func(i, n int) *database.InDoubtSend {
+		return &database.InDoubtSend{TxnID: fmt.Sprintf("t%d-%d", i, n), RoomID: "!r:x", PortalKey: key(i),
+			RemoteID: fmt.Sprintf("m%d", n), EventType: "m.room.message", StartedAt: time.Now()}
+	}
+	for i := 0; i < chats; i++ {
+		if i != bad {
+			if _, err := db.Portal.GetOrCreate(ctx, key(i), key(i).ChatID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Inbox.Insert(ctx, &database.InboxRow{ConnectorID: "c", Seq: int64(i + 1), LoginID: "l",
+			ChatID: key(i).ChatID, Kind: "message", Data: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.InDoubt.Begin(ctx, mark(i, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Chat 0's next message is bridged already: its marker is not written.
+	if err := db.Message.Insert(ctx, &database.Message{PortalKey: key(0), RemoteID: "m2", MXID: "$done", RoomID: "!r:x"}); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	errs, premarked, writtenAt := make([]error, chats+1), make([]bool, chats), make([]time.Time, chats)
+	for i := 0; i < chats; i++ {
+		var next *database.InDoubtSend
+		if i%2 == 0 {
+			next = mark(i, 2)
+		}
+		r := database.SentResult{Message: &database.Message{PortalKey: key(i), RemoteID: "m1", MXID: id.EventID(fmt.Sprintf("$e%d", i)),
+			RoomID: "!r:x"}, TxnID: mark(i, 1).TxnID, ConnectorID: "c", Seq: int64(i + 1), Next: next}
+		w := m.sentResult(r, &writtenAt[i], func(ok bool) { premarked[i] = ok })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = m.group(ctx, w)
+		}()
+	}
+	queued := chats
+	if withMarker {
+		queued++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[chats] = m.groupMarker(ctx, func(ctx context.Context) error {
+				_, err := db.InDoubt.BeginFresh(ctx, mark(9, 1))
+				return err
+			})
+		}()
+	}
+	// Everything queues before a committer runs, so that it is one group.
+	for len(m.commits.writes) < queued {
+		time.Sleep(time.Millisecond)
+	}
+	go m.commits.run(ctx)
+	wg.Wait()
+
+	if want := map[bool]int64{true: 0, false: chats}[bad >= 0]; m.commits.together.Load() != want {
+		t.Errorf("%d results stored as one statement, want %d", m.commits.together.Load(), want)
+	}
+	for i := 0; i < chats; i++ {
+		got, err := db.Message.GetPart(ctx, key(i), "m1", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == bad {
+			if errs[i] == nil || got != nil {
+				t.Errorf("the refused result: %v, stored %+v", errs[i], got)
+			}
+			continue
+		}
+		if errs[i] != nil || got == nil {
+			t.Errorf("chat %d: %v, mapping %+v", i, errs[i], got)
+		}
+		if want := i%2 == 0 && i != 0; premarked[i] != want {
+			t.Errorf("chat %d: next marker written %v, want %v", i, premarked[i], want)
+		}
+		if writtenAt[i].IsZero() {
+			t.Errorf("chat %d: no write time", i)
+		}
+		if mk, err := db.InDoubt.Get(ctx, mark(i, 1).TxnID); err != nil || mk != nil {
+			t.Errorf("chat %d: its send's marker is left: %+v, %v", i, mk, err)
+		}
+	}
+	if withMarker {
+		if mk, err := db.InDoubt.Get(ctx, mark(9, 1).TxnID); errs[chats] != nil || err != nil || mk == nil {
+			t.Errorf("the marker beside the results: %v, stored %+v, %v", errs[chats], mk, err)
+		}
+	}
+	pending, err := db.Inbox.Pending(ctx, "c", 0, 10)
+	if err != nil || (bad < 0) != (len(pending) == 0) || (bad >= 0 && (len(pending) != 1 || pending[0].Seq != int64(bad+1))) {
+		t.Errorf("pending inbox rows %+v, %v; want only the refused chat's", pending, err)
+	}
+}
+
+// TestSplitSent: fewer than minSentRows results go as they always did;
+// from minSentRows on, they go apart from the group's other writes.
+func TestSplitSent(t *testing.T) {
+	plain := &groupWrite{}
+	group := []*groupWrite{plain}
+	for range minSentRows - 1 {
+		group = append(group, &groupWrite{sent: &sentWrite{}})
+	}
+	if sent, rest := splitSent(group); sent != nil || len(rest) != minSentRows {
+		t.Errorf("%d results: sent %d, rest %d", minSentRows-1, len(sent), len(rest))
+	}
+	group = append(group, &groupWrite{sent: &sentWrite{}})
+	if sent, rest := splitSent(group); len(sent) != minSentRows || len(rest) != 1 || rest[0] != plain {
+		t.Errorf("%d results: sent %d, rest %d", minSentRows, len(sent), len(rest))
+	}
+}
