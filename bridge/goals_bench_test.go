@@ -38,6 +38,8 @@ type goalFigures struct {
 	rate8, rate1, cmdRate    float64
 	cpuPerMsg                time.Duration
 	harnessCPUPerMsg         time.Duration
+	serverCPUPerMsg          time.Duration // PostgreSQL's processes
+	machineBusy              float64       // share of the cores busy, 8 chats
 	inProcess                bool
 	loadP50, loadP99         time.Duration
 	loneP50, loneP99         time.Duration
@@ -180,6 +182,11 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	pg := newPGStats(b, target)
 	pg.settle()
 	cpu0, harness0, t0 := g.cpu(), harnessCPU(), time.Now()
+	busy0, total0 := machineJiffies()
+	var server0 time.Duration
+	if dbName == "postgres" {
+		server0 = postgresCPU()
+	}
 	var bodies []string
 	for i := 0; i < n8; i++ {
 		body := fmt.Sprintf("b8 %d", i)
@@ -188,6 +195,12 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	}
 	arr.wait(b, "8-chat run", bodies...)
 	cpu, harness := g.cpu()-cpu0, harnessCPU()-harness0
+	if busy1, total1 := machineJiffies(); total1 > total0 {
+		out.machineBusy = float64(busy1-busy0) / float64(total1-total0)
+	}
+	if dbName == "postgres" {
+		out.serverCPUPerMsg = (postgresCPU() - server0) / n8
+	}
 	out.rate8 = n8 / arr.last(bodies).Sub(t0).Seconds()
 	out.cpuPerMsg = cpu / n8
 	if !g.inProcess() {

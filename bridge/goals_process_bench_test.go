@@ -146,3 +146,42 @@ func fetchTo(url, path string) error {
 	}
 	return out.Close()
 }
+
+// machineJiffies reads the first line of /proc/stat: the clock ticks all
+// CPUs spent busy and in all, so that a run can say whether the machine's
+// cores were the limit (busy near 100%) or the run waited on something
+// else.
+func machineJiffies() (busy, total int64) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	for i, field := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseInt(field, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle and iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
+// postgresCPU is the CPU time of every postgres process on the machine:
+// the server's share of a run's cost, as far as its processes outlive the
+// run (the bridge's pool keeps its connections). Other users of the same
+// server count too.
+func postgresCPU() time.Duration {
+	entries, _ := os.ReadDir("/proc")
+	var sum time.Duration
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); strings.TrimSpace(string(comm)) == "postgres" {
+			sum += procCPU(pid)
+		}
+	}
+	return sum
+}

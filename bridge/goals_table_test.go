@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 
@@ -114,6 +115,15 @@ func printGoals(w io.Writer, sq, pg *goalFigures) {
 			return "in the above"
 		}
 		return ms(g.harnessCPUPerMsg)
+	})
+	row("PostgreSQL server CPU per message (its processes)", "—", func(g *goalFigures) string {
+		if g.serverCPUPerMsg == 0 {
+			return "—"
+		}
+		return ms(g.serverCPUPerMsg)
+	})
+	row(fmt.Sprintf("machine's %d cores busy during the 8-chat run", runtime.NumCPU()), "—", func(g *goalFigures) string {
+		return fmt.Sprintf("%.0f%%", 100*g.machineBusy)
 	})
 	row("added latency at ~1,000 msg/s offered, p50", "≤ 2 ms", func(g *goalFigures) string { return ms(g.loadP50) })
 	row("added latency at ~1,000 msg/s offered, p99", "≤ 5 ms", func(g *goalFigures) string { return ms(g.loadP99) })
