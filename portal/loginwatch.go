@@ -174,6 +174,13 @@ func (m *Manager) checkLogins(ctx context.Context) {
 // transaction id is derived from the episode, so a retry after a crash
 // between the send and the record says it once.
 func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble string, st LoginStatus) {
+	// An alert under way is finished, sent and recorded, even when the
+	// bridge is stopping (Stop waits for this loop): Dendrite shows an event
+	// whose request was cancelled midway, yet does not remember its
+	// transaction id, so the next process's send of the same alert would
+	// show it a second time.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), alertTimeout)
+	defer cancel()
 	log := m.log.With().Str("login_id", l.ID).Str("state", st.State).Str("alert", trouble).Logger()
 	if trouble != "" {
 		log.Warn().Time("since", st.Since).Bool("connector_offline", st.ConnectorOffline).Msg("Login is in trouble, telling its user")
@@ -246,6 +253,10 @@ func FormatTime(t time.Time) string {
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
+
+// alertTimeout bounds an alert (its look-ups, send and record), which a
+// stop does not cancel.
+const alertTimeout = 10 * time.Second
 
 func loginAlertTxn(loginID, trouble string, since time.Time) string {
 	h := sha256.New()

@@ -71,6 +71,10 @@ func (u *User) send(method string, roomID id.RoomID, evtType event.Type, stateKe
 
 // SendMessageEvent implements matrix.API.
 func (u *User) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	// As an HTTP client does, a cancelled request sends nothing.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	return u.send("SendMessageEvent", roomID, eventType, nil, content, extra)
 }
 
