@@ -340,29 +340,34 @@ func TestGhostCrossSigningOnDendrite(t *testing.T) {
 	assertCrossSigned(t, s, ghost, dev.DeviceID)
 }
 
-// assertCrossSigned checks, as the user's client would, that the ghost has
-// a master key and that its device is signed by the ghost's self-signing key.
+// assertCrossSigned waits until the user sees the ghost's device signed by
+// the ghost's self-signing key. The bridge uploads the cross-signing keys
+// and then the device's signature, so there is a moment when the keys are
+// there and the signature is not yet.
 func assertCrossSigned(t *testing.T, s *stack, ghost id.UserID, device id.DeviceID) {
 	t.Helper()
-	resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	master, self := resp.MasterKeys[ghost], resp.SelfSigningKeys[ghost]
-	if len(master.Keys) != 1 || len(self.Keys) != 1 {
-		t.Fatalf("ghost's cross-signing keys as the user sees them: master %+v, self-signing %+v", master, self)
-	}
-	var selfKey id.Ed25519
-	for _, k := range self.Keys {
-		selfKey = k
-	}
-	keys, ok := resp.DeviceKeys[ghost][device]
-	if !ok {
-		t.Fatalf("ghost device %s not in the user's key query: %v", device, resp.DeviceKeys[ghost])
-	}
-	if _, signed := keys.Signatures[ghost][id.NewKeyID(id.KeyAlgorithmEd25519, selfKey.String())]; !signed {
-		t.Fatalf("ghost device %s is not signed by the ghost's self-signing key %s: %v", device, selfKey, keys.Signatures)
-	}
+	tesths.WaitFor(t, 30*time.Second, "the ghost's device cross-signed", func() (bool, error) {
+		resp, err := s.alice.QueryKeys(context.Background(), &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{ghost: {}}})
+		if err != nil {
+			return false, err
+		}
+		master, self := resp.MasterKeys[ghost], resp.SelfSigningKeys[ghost]
+		if len(master.Keys) != 1 || len(self.Keys) != 1 {
+			return false, fmt.Errorf("ghost's cross-signing keys as the user sees them: master %+v, self-signing %+v", master, self)
+		}
+		var selfKey id.Ed25519
+		for _, k := range self.Keys {
+			selfKey = k
+		}
+		keys, ok := resp.DeviceKeys[ghost][device]
+		if !ok {
+			return false, fmt.Errorf("ghost device %s not in the user's key query: %v", device, resp.DeviceKeys[ghost])
+		}
+		if _, signed := keys.Signatures[ghost][id.NewKeyID(id.KeyAlgorithmEd25519, selfKey.String())]; !signed {
+			return false, fmt.Errorf("ghost device %s is not signed by the ghost's self-signing key %s: %v", device, selfKey, keys.Signatures)
+		}
+		return true, nil
+	})
 }
 
 // joinedFirstPortal starts a stack with o, the fake connector and alice's
