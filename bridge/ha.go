@@ -44,8 +44,10 @@ func openDB(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *
 	db, err := database.OpenPool(ctx, pool, cfg.Database.Type, log)
 	if err != nil {
 		_ = pool.Close()
+		return nil, err
 	}
-	return db, err
+	db.Fenced = true
+	return db, nil
 }
 
 // fencedRoundTripper refuses a homeserver request unless this instance's

@@ -27,6 +27,12 @@ import (
 type Database struct {
 	*dbutil.Database
 
+	// Fenced: the pool refuses the writes of an instance that lost the
+	// high-availability lease (ha.Elector.OpenDB). Its epoch check runs at
+	// BEGIN, so a write that must be refused after a takeover goes in a
+	// transaction.
+	Fenced bool
+
 	Login     *LoginQuery
 	User      *UserQuery
 	Ghost     *GhostQuery

@@ -215,8 +215,11 @@ func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 		return nil
 	}
 	var err error
-	if len(rest) == 0 {
+	if len(rest) == 0 && !g.db.Fenced {
 		// One statement, atomic on its own: no transaction around it.
+		// With high availability it keeps one: the lease's epoch is
+		// checked at BEGIN, and a resumed former active must not store
+		// these results.
 		err = run(ctx)
 		if err != nil && !database.Rejected(err) {
 			// Not known whether it was stored: as after a failed COMMIT.
