@@ -11,6 +11,7 @@ on stdout:
       m.room.encryption in initial_state) and T sent at once
       -> {"room_id", "event_id"}
   {"cmd": "join_invite", "timeout": S}  joins the first room it is invited to
+      (or takes the first new room the double puppet joined it to)
       -> {"room_id"}
   {"cmd": "enable_encryption"}  sends m.room.encryption into the room -> {}
   {"cmd": "send", "text": T}                    -> {"event_id"}
@@ -72,6 +73,7 @@ class Session:
         if self.client.should_upload_keys:
             await self.client.keys_upload()
         await self.client.sync(timeout=0, full_state=True)
+        self.rooms_at_login = set(self.client.rooms)
 
     async def sync_once(self, timeout_ms):
         resp = await self.client.sync(timeout=timeout_ms)
@@ -111,14 +113,20 @@ class Session:
     async def join_invite(self, timeout):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not self.client.invited_rooms:
+        # The bridge's double puppet may join the user before a sync shows
+        # the invite: then the new room is joined already.
+        new_joined = lambda: set(self.client.rooms) - self.rooms_at_login
+        while not self.client.invited_rooms and not new_joined():
             if loop.time() > deadline:
                 return {"error": "no invite"}
             await self.client.sync(timeout=2000)
-        self.room_id = next(iter(self.client.invited_rooms))
-        resp = await self.client.join(self.room_id)
-        if not hasattr(resp, "room_id"):
-            return {"error": "join: %r" % resp}
+        if self.client.invited_rooms:
+            self.room_id = next(iter(self.client.invited_rooms))
+            resp = await self.client.join(self.room_id)
+            if not hasattr(resp, "room_id"):
+                return {"error": "join: %r" % resp}
+        else:
+            self.room_id = next(iter(new_joined()))
         while self.room_id not in self.client.rooms or self.client.user_id not in self.client.rooms[self.room_id].users:
             await self.sync_once(1000)
         # nio may not have the room's encryption state from the join's
