@@ -208,7 +208,7 @@ func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 				return err
 			}
 		}
-		if err := storeSent(ctx, g.db, sent); err != nil {
+		if err := storeTogether(ctx, g.db, sent); err != nil {
 			return err
 		}
 		g.together.Add(int64(len(sent)))

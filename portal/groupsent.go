@@ -13,8 +13,10 @@ import (
 // waited for each one's round trip in turn, while the chats' next sends
 // waited for the commit that wrote their markers (premark.go). Two or more
 // such results go as one statement (database.StoreSentMany); with nothing
-// else in the group, without a transaction around it. A group of one result
-// keeps the one-message statement, which PostgreSQL runs faster.
+// else in the group, without a transaction around it, unless the database
+// is fenced for high availability (its lease check runs at BEGIN). A group
+// of one result keeps the one-message statement, which PostgreSQL runs
+// faster.
 
 // sentWrite is a write's result as a row of StoreSentMany, and how to tell
 // the write whether its next message's marker was written.
@@ -70,9 +72,10 @@ func splitSent(group []*groupWrite) (sent, rest []*groupWrite) {
 	return sent, rest
 }
 
-// storeSent stores sent's results in one statement, in ctx's transaction if
-// it has one, and tells each write whether its next marker was written.
-func storeSent(ctx context.Context, db *database.Database, sent []*groupWrite) error {
+// storeTogether stores sent's results in one statement, in ctx's
+// transaction if it has one, and tells each write whether its next marker
+// was written. (Manager.storeSent is the write of one result on its own.)
+func storeTogether(ctx context.Context, db *database.Database, sent []*groupWrite) error {
 	if len(sent) == 0 {
 		return nil
 	}
