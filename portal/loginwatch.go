@@ -152,6 +152,11 @@ func (m *Manager) checkLogins(ctx context.Context) {
 	now := time.Now()
 	after := m.cfg.Bridge.LoginAlertAfter.D()
 	for _, l := range logins {
+		if ctx.Err() != nil {
+			// Stopping: the alert under way finishes (alertLogin), no
+			// other starts; the next process looks again.
+			return
+		}
 		st := m.loginStatus(l, now)
 		trouble := ""
 		switch {
