@@ -112,6 +112,11 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 	// Handed over before the commit, so that the reader, which can see the
 	// rows only after it, always finds them; taken back if the commit fails.
 	in.handoff.put(connectorID, items)
+	// Timed before the commit too: once it commits, the reader may apply a
+	// row before this call returns, and an untimed row observes no latency.
+	for _, r := range rows {
+		in.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
+	}
 	// From first-1: if acked_seq is anything else, another writer got here
 	// first and none of this may commit.
 	done, err := in.db.Inbox.StoreAdvancing(ctx, connectorID, rows, first-1, last)
@@ -127,10 +132,10 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 	}
 	if err != nil {
 		in.handoff.drop(connectorID, items)
+		for _, r := range rows {
+			in.metrics.RemoteForgotten(connectorID, r.Seq)
+		}
 		return err
-	}
-	for _, r := range rows {
-		in.metrics.RemoteTakenIn(connectorID, r.Seq, takenIn)
 	}
 	if len(rows) > 0 {
 		in.accepted.add(connectorID, rows)

@@ -106,10 +106,12 @@ func (o *outcome) done(success bool, start time.Time, timed bool) {
 		fail.Inc()
 		return
 	}
-	ok.Inc()
+	// Observed before the count moves, so a scrape that sees the count
+	// also sees the latency.
 	if timed {
 		o.observe(time.Since(start))
 	}
+	ok.Inc()
 }
 
 func (m *Metrics) outcomes(direction, bad string, kinds []string) map[string]*outcome {
@@ -199,6 +201,15 @@ func (m *Metrics) RemoteTakenIn(connectorID string, seq int64, at time.Time) {
 		return
 	}
 	m.remoteStart.begin(remoteKey{connectorID, seq}, at)
+}
+
+// RemoteForgotten drops the start time of an event whose intake failed; the
+// connector sends it again.
+func (m *Metrics) RemoteForgotten(connectorID string, seq int64) {
+	if m == nil {
+		return
+	}
+	m.remoteStart.end(remoteKey{connectorID, seq})
 }
 
 // RemoteApplied counts a connector event that was applied and observes its

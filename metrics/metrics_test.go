@@ -107,6 +107,7 @@ func TestNilMetricsRecordNothing(t *testing.T) {
 	m.RemoteTakenIn("c", 1, time.Now())
 	m.RemoteApplied("c", 1, "message")
 	m.RemoteParked("c", 1, "message")
+	m.RemoteForgotten("c", 1)
 	m.CommandQueued("$e", time.Now())
 	m.CommandDone("$e", "send_message", true)
 	m.MatrixParked()
@@ -128,8 +129,13 @@ func TestLatencyOnlyForTimedEvents(t *testing.T) {
 	m.RemoteTakenIn("c", 3, time.Now())
 	m.RemoteParked("c", 3, "message")
 	m.RemoteApplied("c", 4, "no such kind")
-	if got := testutil.ToFloat64(m.events.WithLabelValues(RemoteToMatrix, "message", ResultOK)); got != 2 {
-		t.Errorf("ok messages = %v, want 2", got)
+	// An intake that failed to commit: the connector sends the event again,
+	// and a later process applies it untimed.
+	m.RemoteTakenIn("c", 5, time.Now().Add(-time.Hour))
+	m.RemoteForgotten("c", 5)
+	m.RemoteApplied("c", 5, "message")
+	if got := testutil.ToFloat64(m.events.WithLabelValues(RemoteToMatrix, "message", ResultOK)); got != 3 {
+		t.Errorf("ok messages = %v, want 3", got)
 	}
 	if got := testutil.ToFloat64(m.events.WithLabelValues(RemoteToMatrix, "other", ResultOK)); got != 1 {
 		t.Errorf("an unknown kind counted as other %v times, want 1", got)
