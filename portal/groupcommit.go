@@ -90,10 +90,18 @@ func (w *groupWrite) wait(ctx context.Context) bool {
 
 // alone runs w in a transaction of its own, or none if it needs none.
 func (g *groupCommit) alone(ctx context.Context, w *groupWrite) error {
-	if w.oneStatement {
+	return runWrite(ctx, g.db, w)
+}
+
+// runWrite runs w's statement on its own, or in a transaction where it has
+// more than one or the database is fenced: the high-availability lease's
+// epoch is checked at BEGIN, and a resumed former active must not write a
+// marker (and then send) or a result, even a lone one.
+func runWrite(ctx context.Context, db *database.Database, w *groupWrite) error {
+	if w.oneStatement && !db.Fenced {
 		return w.fn(ctx)
 	}
-	return g.db.DoTxn(ctx, nil, w.fn)
+	return db.DoTxn(ctx, nil, w.fn)
 }
 
 type groupCommit struct {
@@ -286,11 +294,7 @@ func (m *Manager) group(ctx context.Context, w *groupWrite) error {
 func (m *Manager) groupAsync(ctx context.Context, w *groupWrite) bool {
 	g := m.commits
 	if _, inTxn := m.db.Execable(ctx).(dbutil.Transaction); g == nil || inTxn {
-		if w.oneStatement {
-			w.finish(w.fn(ctx))
-		} else {
-			w.finish(m.db.DoTxn(ctx, nil, w.fn))
-		}
+		w.finish(runWrite(ctx, m.db, w))
 		return true
 	}
 	select {

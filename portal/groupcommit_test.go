@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/util/dbutil"
+
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -82,4 +84,28 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestLoneWriteFencedInTransaction: a statement that runs alone needs no
+// transaction, except on a fenced database, where only BEGIN checks the
+// high-availability lease; a write of several statements always has one.
+func TestLoneWriteFencedInTransaction(t *testing.T) {
+	db := testdb.Open(t, testdb.SQLite(t))
+	ctx := context.Background()
+	for _, c := range []struct {
+		fenced, oneStatement, wantTxn bool
+	}{{false, true, false}, {false, false, true}, {true, true, true}, {true, false, true}} {
+		db.Fenced = c.fenced
+		var inTxn bool
+		w := newGroupWrite(func(ctx context.Context) error {
+			_, inTxn = db.Execable(ctx).(dbutil.Transaction)
+			return nil
+		}, c.oneStatement)
+		if err := runWrite(ctx, db, w); err != nil {
+			t.Fatal(err)
+		}
+		if inTxn != c.wantTxn {
+			t.Errorf("fenced %v, one statement %v: in a transaction %v, want %v", c.fenced, c.oneStatement, inTxn, c.wantTxn)
+		}
+	}
 }
