@@ -45,13 +45,13 @@ type EventHead struct {
 	StateKey *string    `json:"state_key"`
 }
 
-// handledAlready reports whether an event is one the dispatcher would only
-// mark handled: one the bridge sent itself (as a ghost or the bot) that is
-// not a state event, whose changes the state store must see. The homeserver
-// pushes back every event the bridge sends, so on a real homeserver each
-// bridged message came back as one of these, and cost a lane job and a
-// commit of its own.
-func (l *Link) handledAlready(h *EventHead) bool {
+// ownEcho reports whether an event is one the bridge sent itself (as a
+// ghost or the bot) and not a state event, whose changes the state store
+// must see. The homeserver pushes back every event the bridge sends, so on
+// a real homeserver each bridged message comes back as one of these; there
+// is nothing to do for it, so it is not stored at all, and a transaction of
+// nothing else costs no database transaction.
+func (l *Link) ownEcho(h *EventHead) bool {
 	if h.StateKey != nil || h.Sender == "" {
 		return false
 	}
@@ -94,6 +94,19 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 			malformed = append(malformed, i)
 		}
 	}
+	events := make([]*database.NewMXEvent, 0, len(txn.Events))
+	for i, raw := range txn.Events {
+		if heads[i].ID != "" && heads[i].RoomID != "" && !l.ownEcho(&heads[i]) {
+			events = append(events, &database.NewMXEvent{EventID: heads[i].ID, RoomID: heads[i].RoomID, Data: raw})
+		}
+	}
+	ephemeral := txn.EphemeralEvents
+	if ephemeral == nil {
+		ephemeral = txn.MSC2409EphemeralEvents
+	}
+	// Only the ephemeral events' handover needs the transaction id
+	// remembered: a repeat of one holding nothing else changes nothing.
+	store := len(events) > 0 || len(malformed) > 0 || len(ephemeral) > 0
 	ctx := log.WithContext(context.Background())
 	fresh, added := false, 0
 	// Homeservers send one transaction at a time, but a retry can overlap a
@@ -104,37 +117,12 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	if l.crypto != nil {
 		l.handleCryptoPush(ctx, log, &txn.rawCryptoFields)
 	}
-	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
-		if err != nil {
-			return err
+	if store {
+		if fresh, added, err = l.storeTransaction(ctx, txnID, txn.Events, malformed, events); err != nil {
+			log.Err(err).Msg("Failed to store transaction")
+			mautrix.MUnknown.WithMessage("Failed to store transaction").WithStatus(http.StatusInternalServerError).Write(w)
+			return
 		}
-		// Events are stored even for a transaction id seen before: Dendrite
-		// names a retried batch after its first event, and the retry can
-		// carry events that arrived meanwhile. Event ids keep it once.
-		for _, i := range malformed {
-			if err := l.db.MXEvent.InsertParked(ctx, malformedID(txn.Events[i]), txn.Events[i],
-				"malformed event: not an object with event_id and room_id"); err != nil {
-				return fmt.Errorf("store malformed event %d: %w", i, err)
-			}
-		}
-		events := make([]*database.NewMXEvent, 0, len(txn.Events))
-		for i, raw := range txn.Events {
-			if heads[i].ID != "" && heads[i].RoomID != "" {
-				events = append(events, &database.NewMXEvent{EventID: heads[i].ID, RoomID: heads[i].RoomID, Data: raw,
-					Done: l.handledAlready(&heads[i])})
-			}
-		}
-		added, err = l.db.MXEvent.InsertMany(ctx, events)
-		if err != nil {
-			return fmt.Errorf("store %d events: %w", len(events), err)
-		}
-		return nil
-	})
-	if err != nil {
-		log.Err(err).Msg("Failed to store transaction")
-		mautrix.MUnknown.WithMessage("Failed to store transaction").WithStatus(http.StatusInternalServerError).Write(w)
-		return
 	}
 	if l.gate != nil {
 		if err = l.gate(); err != nil {
@@ -156,10 +144,6 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		// Ephemeral events of a repeated transaction were handed over already.
 		return
 	}
-	ephemeral := txn.EphemeralEvents
-	if ephemeral == nil {
-		ephemeral = txn.MSC2409EphemeralEvents
-	}
 	for _, raw := range ephemeral {
 		evt, err := parseEphemeral(raw)
 		if err != nil {
@@ -168,6 +152,34 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 		l.sink.MatrixEphemeral(ctx, evt)
 	}
+}
+
+// storeTransaction stores the transaction id, its malformed events as
+// parked and its events in one database transaction; fresh is false for
+// an id seen before, added counts the events not seen before.
+func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.RawMessage, malformed []int,
+	events []*database.NewMXEvent) (fresh bool, added int, err error) {
+	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
+		if err != nil {
+			return err
+		}
+		// Events are stored even for a transaction id seen before: Dendrite
+		// names a retried batch after its first event, and the retry can
+		// carry events that arrived meanwhile. Event ids keep it once.
+		for _, i := range malformed {
+			if err := l.db.MXEvent.InsertParked(ctx, malformedID(raw[i]), raw[i],
+				"malformed event: not an object with event_id and room_id"); err != nil {
+				return fmt.Errorf("store malformed event %d: %w", i, err)
+			}
+		}
+		added, err = l.db.MXEvent.InsertMany(ctx, events)
+		if err != nil {
+			return fmt.Errorf("store %d events: %w", len(events), err)
+		}
+		return nil
+	})
+	return fresh, added, err
 }
 
 // handleCryptoPush hands the transaction's encryption data to the e2ee

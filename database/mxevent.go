@@ -34,7 +34,7 @@ const (
 		SELECT seq, event_id, room_id, data, attempts, received_at FROM mx_event
 		WHERE done=false AND seq>$1 ORDER BY seq LIMIT $2`
 	insertMXEventQuery = `
-		INSERT INTO mx_event (received_at, event_id, room_id, data, done) VALUES ($1, $2, $3, $4, $5)
+		INSERT INTO mx_event (received_at, event_id, room_id, data) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (event_id) DO NOTHING`
 	insertParkedMXEventQuery = `
 		INSERT INTO mx_event (event_id, room_id, data, received_at, done, error) VALUES ($1, '', $2, $3, true, $4)
@@ -65,19 +65,16 @@ type NewMXEvent struct {
 	EventID id.EventID
 	RoomID  id.RoomID
 	Data    []byte
-	// Done stores it as handled already: an event that the dispatcher
-	// would only mark handled (see appservice's intake).
-	Done bool
 }
 
 // massInsertMXEvent builds the multi-row form of insertMXEventQuery; the
 // received time is the same for the whole transaction.
-var massInsertMXEvent = dbutil.NewMassInsertBuilder[*NewMXEvent, [1]any](insertMXEventQuery, "($1, $%d, $%d, $%d, $%d)")
+var massInsertMXEvent = dbutil.NewMassInsertBuilder[*NewMXEvent, [1]any](insertMXEventQuery, "($1, $%d, $%d, $%d)")
 
 // GetMassInsertValues is the event's values for massInsertMXEvent. Data goes
 // in as text: the column is TEXT, and PostgreSQL refuses bytes for it.
-func (e *NewMXEvent) GetMassInsertValues() [4]any {
-	return [4]any{e.EventID, e.RoomID, string(e.Data), e.Done}
+func (e *NewMXEvent) GetMassInsertValues() [3]any {
+	return [3]any{e.EventID, e.RoomID, string(e.Data)}
 }
 
 // InsertMany stores a transaction's events in their order with as few
