@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,7 +55,15 @@ func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 	}
 	tesths.WaitFor(b, 60*time.Second, "warm-up messages", func() (bool, error) { return bridged() == chats, nil })
 
+	// What each side asked of Dendrite, over all rounds: whether the bridge
+	// kept as many sends in flight as the direct client, and whether its
+	// events cost Dendrite more CPU, tell a gap the bridge causes from
+	// Dendrite's own swings.
+	var dStat, vStat p1Side
+	var directBusy atomic.Int64
+	metricsURL := "http://" + s.br.MetricsAddr().String() + "/metrics"
 	direct := func(round int) float64 {
+		defer dStat.end(dStat.begin(s.hs.Pid()), func() float64 { return time.Duration(directBusy.Swap(0)).Seconds() }, 0)
 		var wg sync.WaitGroup
 		t0 := time.Now()
 		for c := range chats {
@@ -69,7 +78,10 @@ func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 				defer wg.Done()
 				for i := range perChat {
 					content := &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("direct %d.%d", round, i)}
-					if _, err := client.SendMessageEvent(ctx, rooms[c], event.EventMessage, content); err != nil {
+					sent := time.Now()
+					_, err := client.SendMessageEvent(ctx, rooms[c], event.EventMessage, content)
+					directBusy.Add(int64(time.Since(sent)))
+					if err != nil {
 						b.Error(err)
 						return
 					}
@@ -80,6 +92,12 @@ func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 		return chats * perChat / time.Since(t0).Seconds()
 	}
 	viaBridge := func(round int) float64 {
+		busy0, calls0 := bridgeSends(scrape(b, metricsURL))
+		defer vStat.end(vStat.begin(s.hs.Pid()), func() float64 {
+			busy, calls := bridgeSends(scrape(b, metricsURL))
+			vStat.calls += calls - calls0
+			return busy - busy0
+		}, chats*perChat)
 		before := bridged()
 		t0 := time.Now()
 		// The events stream as a connector sends them (the SDK keeps up to
@@ -130,5 +148,54 @@ func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 	}
 	fmt.Printf("P1 %s on Dendrite, %d rooms, %d rounds: a client sending directly %s msg/s, the bridge %s msg/s: ratio %.2f (goal ≥ 0.95)\n",
 		name, chats, rounds, strings.Join(d, ", "), strings.Join(v, ", "), vSum/dSum)
+	fmt.Printf("P1 %s: sends in flight on average: direct %.2f, bridge %.2f; Dendrite CPU per message: direct %.2f ms, bridge %.2f ms; "+
+		"homeserver requests by the bridge beside its sends: %.0f\n", name, dStat.inFlight(), vStat.inFlight(),
+		dStat.dendriteMs(chats*perChat*rounds), vStat.dendriteMs(chats*perChat*rounds), vStat.calls)
 	b.ReportMetric(vSum/dSum, "ratio")
+}
+
+// p1Side sums one side's phases of BenchmarkDendriteRatio.
+type p1Side struct {
+	elapsed, busy float64 // seconds of phase, seconds of sends in flight
+	dendrite      time.Duration
+	calls         float64 // the bridge's homeserver requests beyond its sends
+}
+
+type p1Phase struct {
+	pid   int
+	start time.Time
+	cpu   time.Duration
+}
+
+func (p *p1Side) begin(pid int) p1Phase { return p1Phase{pid, time.Now(), procCPU(pid)} }
+
+// end adds the phase begun at ph: busy is the seconds its sends were in
+// flight; sends the messages it had to send, taken off calls.
+func (p *p1Side) end(ph p1Phase, busy func() float64, sends float64) {
+	p.elapsed += time.Since(ph.start).Seconds()
+	p.dendrite += procCPU(ph.pid) - ph.cpu
+	p.busy += busy()
+	p.calls -= sends
+}
+
+func (p *p1Side) inFlight() float64 { return p.busy / p.elapsed }
+
+func (p *p1Side) dendriteMs(messages int) float64 {
+	return float64(p.dendrite.Microseconds()) / 1000 / float64(messages)
+}
+
+// bridgeSends reads the bridge's homeserver requests from a scrape: the
+// seconds its sends were in flight, and the count of all its requests.
+func bridgeSends(r scrapeResult) (busy, calls float64) {
+	for _, m := range r["dmbridge_homeserver_request_duration_seconds"].GetMetric() {
+		for _, l := range m.Label {
+			if l.GetName() == "class" && l.GetValue() == "send" {
+				busy = m.Histogram.GetSampleSum()
+			}
+		}
+	}
+	for _, m := range r["dmbridge_homeserver_requests_total"].GetMetric() {
+		calls += m.Counter.GetValue()
+	}
+	return busy, calls
 }
