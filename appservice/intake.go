@@ -106,7 +106,10 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only the ephemeral events' handover needs the transaction id
 	// remembered: a repeat of one holding nothing else changes nothing.
-	store := len(events) > 0 || len(malformed) > 0 || len(ephemeral) > 0
+	// With high availability the transaction is what checks the lease's
+	// epoch, so a resumed former active answers nothing but an error; and
+	// encryption data is acknowledged only after a commit, as before.
+	store := len(events) > 0 || len(malformed) > 0 || len(ephemeral) > 0 || l.db.Fenced
 	ctx := log.WithContext(context.Background())
 	fresh, added := false, 0
 	// Homeservers send one transaction at a time, but a retry can overlap a
@@ -114,8 +117,8 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	// commit order, which the dispatcher relies on to never skip a row.
 	l.intakeMu.Lock()
 	defer l.intakeMu.Unlock()
-	if l.crypto != nil {
-		l.handleCryptoPush(ctx, log, &txn.rawCryptoFields)
+	if l.crypto != nil && l.handleCryptoPush(ctx, log, &txn.rawCryptoFields) {
+		store = true
 	}
 	if store {
 		if fresh, added, err = l.storeTransaction(ctx, txnID, txn.Events, malformed, events); err != nil {
@@ -182,9 +185,9 @@ func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.Ra
 	return fresh, added, err
 }
 
-// handleCryptoPush hands the transaction's encryption data to the e2ee
-// manager before the transaction is stored and acknowledged, and waits for
-// it. A room key that arrives by to-device message is then in the crypto
+// handleCryptoPush hands the transaction's encryption data, if it has any
+// (had), to the e2ee manager before the transaction is stored and
+// acknowledged, and waits for it. A room key that arrives by to-device message is then in the crypto
 // store before the homeserver hears 200, so a crash after the 200 loses
 // none; a crash before it makes the homeserver resend the transaction, and
 // the repeat is handled again (hence also for a transaction id seen
@@ -193,16 +196,17 @@ func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.Ra
 // queue for what is already durable at the homeserver until the 200. It
 // also comes before the timeline events are stored, so a message encrypted
 // with a key sent in the same transaction finds the key.
-func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, raw *rawCryptoFields) {
+func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, raw *rawCryptoFields) (had bool) {
 	push := raw.parse(log)
 	if push.Empty() {
-		return
+		return false
 	}
 	// Bounded, so that a homeserver that hangs on a key query cannot stall
 	// the intake for good; the homeserver itself waits about a minute.
 	ctx, cancel := context.WithTimeout(ctx, pushHandlingTimeout)
 	defer cancel()
 	l.crypto.HandleCryptoPush(ctx, push)
+	return true
 }
 
 // pushHandlingTimeout bounds the handling of one transaction's encryption data.

@@ -165,6 +165,27 @@ func TestIntakeHandsPushesOver(t *testing.T) {
 	if code, _ := put(t, srv, "t4", "wrong", body); code != http.StatusForbidden || len(rec.pushes) != 2 {
 		t.Fatalf("a transaction with a wrong hs_token reached the crypto sink: %d, %d pushes", code, len(rec.pushes))
 	}
+	// Encryption data alone is acknowledged after a commit, like events; an
+	// empty transaction commits nothing.
+	if code, resp := put(t, srv, "t5", "hs-secret", `{"events":[],"de.sorunome.msc2409.to_device":[`+roomKeyEvent+`]}`); code != http.StatusOK {
+		t.Fatalf("to-device only: %d %s", code, resp)
+	}
+	stored := func(txn string) bool {
+		var n int
+		if err := db.QueryRow(context.Background(), "SELECT COUNT(*) FROM as_txn WHERE txn_id=$1", txn).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	if !stored("t5") || stored("t3") {
+		t.Errorf("transaction ids stored: to-device only %v, empty %v; want true, false", stored("t5"), stored("t3"))
+	}
+	// With high availability every transaction commits, so that the
+	// lease's epoch is checked before the answer.
+	db.Fenced = true
+	if code, _ := put(t, srv, "t6", "hs-secret", `{"events":[]}`); code != http.StatusOK || !stored("t6") {
+		t.Errorf("an empty transaction on a fenced database: %d, stored %v; want 200 after a commit", code, stored("t6"))
+	}
 }
 
 // FuzzParseCryptoPush: whatever the encryption fields hold, parsing never
