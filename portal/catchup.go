@@ -50,7 +50,10 @@ func (m *Manager) catchUpEarlyMessages(ctx context.Context, ghost matrix.API, ro
 			head.Content.Membership == event.MembershipJoin {
 			break
 		}
-		if head.Sender != user || head.Type != event.EventMessage.Type {
+		// In an encrypted room the first message is m.room.encrypted; the
+		// user's client shared its key with the ghost's device while the
+		// ghost was invited, so it is decrypted like any other.
+		if head.Sender != user || (head.Type != event.EventMessage.Type && head.Type != event.EventEncrypted.Type) {
 			continue
 		}
 		// A replay of the invite after a crash may find messages that were
