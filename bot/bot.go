@@ -64,6 +64,8 @@ func (b *Bot) HandleRoomEvent(ctx context.Context, evt *event.Event) error {
 		return b.membership(ctx, evt)
 	case event.EventMessage:
 		return b.message(ctx, evt)
+	case event.EventEncrypted:
+		return b.encrypted(ctx, evt)
 	}
 	return nil
 }

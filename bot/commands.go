@@ -77,6 +77,26 @@ func (b *Bot) message(ctx context.Context, evt *event.Event) error {
 	return cmd.run(ctx, req)
 }
 
+// encrypted answers an encrypted message in a management room. The bot has
+// no device and cannot read it; many clients encrypt a new DM by default,
+// and without an answer the user would see a bridge that does not react.
+// Under a transaction id of the event, so a retried event is answered once.
+func (b *Bot) encrypted(ctx context.Context, evt *event.Event) error {
+	if !b.inRoom(ctx, evt.RoomID) {
+		return nil
+	}
+	if others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender); err != nil {
+		return err
+	} else if len(others) > 0 || b.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
+		return nil
+	}
+	zerolog.Ctx(ctx).Info().Msg("Encrypted message in a management room; telling the user it cannot be read")
+	b.replyTxn(ctx, evt.RoomID, "dmb_bot_enc_"+string(evt.ID), "I cannot read encrypted messages, and this room is "+
+		"encrypted (a room's encryption cannot be turned off). Please start a new chat with me without encryption "+
+		"(in Element: turn off “Enable end-to-end encryption” when you create it) and send your command there.")
+	return nil
+}
+
 // parseCommand splits a message into a lower-cased command and its
 // arguments. A leading "!" is accepted, out of habit from other bridges.
 func parseCommand(body string) (string, []string) {

@@ -86,3 +86,39 @@ func TestBotInvites(t *testing.T) {
 		t.Errorf("decline = %+v, want a leave with a reason", st)
 	}
 }
+
+// TestBotAnswersEncryptedMessage: the bot has no device, so an encrypted
+// message in a management room is answered with a notice saying so (once
+// per event), not with silence; in a room with others it stays quiet.
+func TestBotAnswersEncryptedMessage(t *testing.T) {
+	ctx := context.Background()
+	b, hs, _ := newUnitBot(t)
+	encrypted := func(roomID id.RoomID) *event.Event {
+		return &event.Event{ID: "$enc", RoomID: roomID, Sender: "@alice:x", Type: event.EventEncrypted,
+			Content: event.Content{Parsed: &event.EncryptedEventContent{Algorithm: id.AlgorithmMegolmV1}}}
+	}
+	for _, room := range []id.RoomID{"!mgmt:x", "!group:x"} {
+		botInvite(b, hs, room, "@alice:x")
+		hs.SetState(room, event.StateMember, string(b.link.BotMXID()), &event.MemberEventContent{Membership: event.MembershipJoin})
+		if err := b.link.StateStore.SetMembership(ctx, room, b.link.BotMXID(), event.MembershipJoin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs.SetState("!group:x", event.StateMember, "@bob:x", &event.MemberEventContent{Membership: event.MembershipJoin})
+	hs.Reset()
+	if err := b.HandleRoomEvent(ctx, encrypted("!mgmt:x")); err != nil {
+		t.Fatal(err)
+	}
+	sends := hs.Calls("SendMessageEvent")
+	if len(sends) != 1 || sends[0].RoomID != "!mgmt:x" || sends[0].TxnID != "dmb_bot_enc_$enc" ||
+		!strings.Contains(sends[0].Content["body"].(string), "cannot read encrypted messages") {
+		t.Fatalf("answer to an encrypted message = %+v, want one notice saying it cannot be read", sends)
+	}
+	hs.Reset()
+	if err := b.HandleRoomEvent(ctx, encrypted("!group:x")); err != nil {
+		t.Fatal(err)
+	}
+	if sends := hs.Calls("SendMessageEvent"); len(sends) != 0 {
+		t.Errorf("answered an encrypted message in a room with others: %+v", sends)
+	}
+}
