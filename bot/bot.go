@@ -62,10 +62,8 @@ func (b *Bot) HandleRoomEvent(ctx context.Context, evt *event.Event) error {
 	switch evt.Type {
 	case event.StateMember:
 		return b.membership(ctx, evt)
-	case event.EventMessage:
+	case event.EventMessage, event.EventEncrypted:
 		return b.message(ctx, evt)
-	case event.EventEncrypted:
-		return b.encrypted(ctx, evt)
 	}
 	return nil
 }

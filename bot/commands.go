@@ -40,12 +40,16 @@ func (b *Bot) commandTable() []*command {
 	}
 }
 
-// message runs a command from a management room. Messages elsewhere, and
+// message runs a command from a management room, and answers an encrypted
+// message there with why it cannot be read. Messages elsewhere, and
 // anything but plain text (notices from other bots, edits), are ignored.
 func (b *Bot) message(ctx context.Context, evt *event.Event) error {
-	content := evt.Content.AsMessage()
-	if content == nil || content.MsgType != event.MsgText || content.RelatesTo.GetReplaceID() != "" {
-		return nil
+	var content *event.MessageEventContent
+	if evt.Type == event.EventMessage {
+		content = evt.Content.AsMessage()
+		if content == nil || content.MsgType != event.MsgText || content.RelatesTo.GetReplaceID() != "" {
+			return nil
+		}
 	}
 	if !b.inRoom(ctx, evt.RoomID) {
 		return nil
@@ -62,6 +66,17 @@ func (b *Bot) message(ctx context.Context, evt *event.Event) error {
 		b.reply(ctx, evt.RoomID, "You are not allowed to use this bridge.")
 		return nil
 	}
+	if content == nil {
+		// Encrypted: the bot has no device and cannot read it. Many
+		// clients encrypt a new DM by default, and without an answer the
+		// user would see a bridge that does not react. Under a
+		// transaction id of the event, so a retried event is answered once.
+		zerolog.Ctx(ctx).Info().Msg("Encrypted message in a management room; telling the user it cannot be read")
+		b.replyTxn(ctx, evt.RoomID, "dmb_bot_enc_"+string(evt.ID), "I cannot read encrypted messages, and this room is "+
+			"encrypted (a room's encryption cannot be turned off). Please start a new chat with me without encryption "+
+			"(in Element: turn off “Enable end-to-end encryption” when you create it) and send your command there.")
+		return nil
+	}
 	name, args := parseCommand(content.Body)
 	req := &request{user: evt.Sender, level: level, roomID: evt.RoomID, args: args}
 	cmd := b.find(name)
@@ -75,26 +90,6 @@ func (b *Bot) message(ctx context.Context, evt *event.Event) error {
 	}
 	zerolog.Ctx(ctx).Info().Str("command", cmd.name).Msg("Running command")
 	return cmd.run(ctx, req)
-}
-
-// encrypted answers an encrypted message in a management room. The bot has
-// no device and cannot read it; many clients encrypt a new DM by default,
-// and without an answer the user would see a bridge that does not react.
-// Under a transaction id of the event, so a retried event is answered once.
-func (b *Bot) encrypted(ctx context.Context, evt *event.Event) error {
-	if !b.inRoom(ctx, evt.RoomID) {
-		return nil
-	}
-	if others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender); err != nil {
-		return err
-	} else if len(others) > 0 || b.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
-		return nil
-	}
-	zerolog.Ctx(ctx).Info().Msg("Encrypted message in a management room; telling the user it cannot be read")
-	b.replyTxn(ctx, evt.RoomID, "dmb_bot_enc_"+string(evt.ID), "I cannot read encrypted messages, and this room is "+
-		"encrypted (a room's encryption cannot be turned off). Please start a new chat with me without encryption "+
-		"(in Element: turn off “Enable end-to-end encryption” when you create it) and send your command there.")
-	return nil
 }
 
 // parseCommand splits a message into a lower-cased command and its
