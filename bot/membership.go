@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 func (b *Bot) membership(ctx context.Context, evt *event.Event) error {
@@ -73,7 +75,31 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 	}
 	log.Info().Msg("Joined a management room")
 	b.replyTxn(ctx, evt.RoomID, txn, "Hello! I am the bridge bot. "+b.helpText(evt.Sender))
+	b.catchUp(ctx, evt)
 	return nil
+}
+
+// catchUp answers the commands the user wrote before the bot joined (see
+// matrix.EarlyEvents): clients create a DM with its first message, which
+// the homeserver does not show the bridge while the bot is only invited.
+// Its failure is only logged: the welcome is out, and the user can write
+// again.
+func (b *Bot) catchUp(ctx context.Context, invite *event.Event) {
+	log := zerolog.Ctx(ctx)
+	early, err := matrix.EarlyEvents(ctx, b.intent, invite.RoomID, invite.ID, invite.Sender, event.EventMessage, event.EventEncrypted)
+	if err != nil {
+		log.Warn().Err(err).Msg("Failed to read what the user wrote before the bot joined")
+		return
+	}
+	for _, raw := range early {
+		var evt event.Event
+		if err := json.Unmarshal(raw, &evt); err != nil || evt.Content.ParseRaw(evt.Type) != nil {
+			continue
+		}
+		if err := b.message(ctx, &evt); err != nil {
+			log.Warn().Err(err).Stringer("event_id", evt.ID).Msg("Failed to answer a message written before the bot joined")
+		}
+	}
 }
 
 // memberLeft has the bot leave a room it would be alone in, so that no room

@@ -122,3 +122,37 @@ func TestBotAnswersEncryptedMessage(t *testing.T) {
 		t.Errorf("answered an encrypted message in a room with others: %+v", sends)
 	}
 }
+
+// TestBotAnswersCommandsWrittenBeforeItJoined: clients create a DM with its
+// first message, which the homeserver does not push while the bot is only
+// invited. After its welcome the bot reads what followed its invite and
+// answers the user's commands up to its own join; what came after the join
+// was pushed and is not answered twice.
+func TestBotAnswersCommandsWrittenBeforeItJoined(t *testing.T) {
+	ctx := context.Background()
+	b, hs, _ := newUnitBot(t)
+	bot := string(b.link.BotMXID())
+	msg := func(eventID, sender, body string) map[string]any {
+		return map[string]any{"event_id": eventID, "sender": sender, "type": "m.room.message",
+			"content": map[string]any{"msgtype": "m.text", "body": body}}
+	}
+	invite := botInvite(b, hs, "!mgmt:x", "@alice:x")
+	hs.SetTimeline("!mgmt:x",
+		map[string]any{"event_id": "$inv", "sender": "@alice:x", "type": "m.room.member", "state_key": bot,
+			"content": map[string]any{"membership": "invite"}},
+		msg("$early", "@alice:x", "list"),
+		map[string]any{"event_id": "$join", "sender": bot, "type": "m.room.member", "state_key": bot,
+			"content": map[string]any{"membership": "join"}},
+		msg("$late", "@alice:x", "ping"))
+	if err := b.HandleRoomEvent(ctx, invite); err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	for _, c := range hs.Calls("SendMessageEvent") {
+		bodies = append(bodies, c.Content["body"].(string))
+	}
+	if len(bodies) != 2 || !strings.HasPrefix(bodies[0], "Hello! I am the bridge bot.") ||
+		!strings.HasPrefix(bodies[1], "You have no bridged chats yet") {
+		t.Errorf("bot said %q, want the welcome and the answer to the early list only", bodies)
+	}
+}
