@@ -114,7 +114,7 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 		log.Warn().Msg("Encrypted event in a portal; encryption is off, telling the user")
 		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: it is end-to-end encrypted, and this "+
 			"bridge does not serve encrypted rooms. Messages sent encrypted in this room do not reach the contact.",
-			encNoticeTxn(row))
+			mxNoticeTxn("enc", row))
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encryption is off")
 	}
 	dec, err := m.e2ee.Decrypt(ctx, m.ghosts.MXID(p.ContactID), evt)
@@ -126,7 +126,7 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 		log.Warn().Err(err).Msg("Could not decrypt the user's event")
 		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: the bridge never received the key "+
 			"to decrypt it. Your client may not have shared it with the contact's device; send it again.",
-			encNoticeTxn(row))
+			mxNoticeTxn("enc", row))
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
 	}
 	dec.Mautrix.EventSource = evt.Mautrix.EventSource
@@ -141,16 +141,6 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 	return m.dispatchMatrix(ctx, row, dec, login, p)
 }
 
-// encNoticeTxn names the notice about an encrypted event by the event's
-// intake row, or, for an early message the catch-up read from the room
-// (catchup.go, no row), by its event id.
-func encNoticeTxn(row *database.MXEvent) string {
-	if row.Seq == 0 {
-		return "dmb_enc_" + string(row.EventID)
-	}
-	return fmt.Sprintf("dmb_enc_%d", row.Seq)
-}
-
 // refuseUnencrypted applies encryption.require: in a portal, the user's
 // messages and reactions must come encrypted.
 func (m *Manager) refuseUnencrypted(ctx context.Context, row *database.MXEvent, evt *event.Event, p *database.Portal) bool {
@@ -161,7 +151,7 @@ func (m *Manager) refuseUnencrypted(ctx context.Context, row *database.MXEvent, 
 		return false
 	}
 	m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: this bridge only accepts encrypted "+
-		"messages. Turn encryption on in this room.", fmt.Sprintf("dmb_unenc_%d", row.Seq))
+		"messages. Turn encryption on in this room.", mxNoticeTxn("unenc", row))
 	return true
 }
 

@@ -101,12 +101,23 @@ func (m *Manager) noticeManagement(ctx context.Context, user id.UserID, text, tx
 	m.sendNotice(ctx, m.mx.Bot(), u.ManagementRoom, text, txn)
 }
 
+// mxNoticeTxn is the transaction id of a notice about the user's event:
+// named by the event's intake row, or, for an early message the catch-up
+// read from the room (catchup.go, no row), by its event id, so that a
+// retried event is answered once and two early events are not one notice.
+func mxNoticeTxn(what string, row *database.MXEvent) string {
+	if row.Seq == 0 {
+		return "dmb_" + what + "_" + string(row.EventID)
+	}
+	return fmt.Sprintf("dmb_%s_%d", what, row.Seq)
+}
+
 // noticeMatrixFailure tells the user that a Matrix event of theirs was not
 // delivered: in the portal as the ghost; in another room as the bot, or,
 // where the bot is not a member, in the sender's management room.
 func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent, cause error) {
 	text := fmt.Sprintf("⚠️ Your event %s was not delivered: %v", row.EventID, cause)
-	txn := fmt.Sprintf("dmb_park_mx_%d", row.Seq)
+	txn := mxNoticeTxn("park_mx", row)
 	p, err := m.db.Portal.GetByRoom(ctx, row.RoomID)
 	if err == nil && p != nil {
 		m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)

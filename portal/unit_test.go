@@ -193,3 +193,16 @@ func field(content map[string]any, path ...string) any {
 	}
 	return cur
 }
+
+// TestMXNoticeTxn: a notice about the user's event is named by its intake
+// row, and an early message the catch-up read (no row) by its event id, so
+// that two such messages do not share one notice.
+func TestMXNoticeTxn(t *testing.T) {
+	if got := mxNoticeTxn("enc", &database.MXEvent{Seq: 5, EventID: "$a"}); got != "dmb_enc_5" {
+		t.Errorf("stored row: %q, want dmb_enc_5", got)
+	}
+	a, b := mxNoticeTxn("unenc", &database.MXEvent{EventID: "$a"}), mxNoticeTxn("unenc", &database.MXEvent{EventID: "$b"})
+	if a == b || a != "dmb_unenc_$a" {
+		t.Errorf("early messages: %q and %q, want one per event id", a, b)
+	}
+}
