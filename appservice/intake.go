@@ -187,15 +187,15 @@ func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.Ra
 
 // handleCryptoPush hands the transaction's encryption data, if it has any
 // (had), to the e2ee manager before the transaction is stored and
-// acknowledged, and waits for it. A room key that arrives by to-device message is then in the crypto
-// store before the homeserver hears 200, so a crash after the 200 loses
-// none; a crash before it makes the homeserver resend the transaction, and
-// the repeat is handled again (hence also for a transaction id seen
-// before), which the Olm machine recognises by the message's hash. Storing
-// the to-device events and handling them later would need a second durable
-// queue for what is already durable at the homeserver until the 200. It
-// also comes before the timeline events are stored, so a message encrypted
-// with a key sent in the same transaction finds the key.
+// acknowledged, and waits for it. A room key that arrives by to-device
+// message is then in the crypto store before the homeserver hears 200, so a
+// crash after the 200 loses none; a crash before it makes the homeserver
+// resend the transaction, and the repeat is handled again (hence also for a
+// transaction id seen before), which the Olm machine recognises by the
+// message's hash. Storing the to-device events and handling them later would
+// need a second durable queue for what is already durable at the homeserver
+// until the 200. It also comes before the timeline events are stored, so a
+// message encrypted with a key sent in the same transaction finds the key.
 func (l *Link) handleCryptoPush(ctx context.Context, log zerolog.Logger, raw *rawCryptoFields) (had bool) {
 	push := raw.parse(log)
 	if push.Empty() {

@@ -18,17 +18,19 @@ import (
 // of one result keeps the one-message statement, which PostgreSQL runs
 // faster.
 
-// sentWrite is a write's result as a row of StoreSentMany, and how to tell
-// the write whether its next message's marker was written.
+// sentWrite is a write's result as a row of StoreSentMany: when the write
+// began, and how to tell the write whether its next message's marker was
+// written.
 type sentWrite struct {
 	result    database.SentResult
+	writtenAt *time.Time
 	premarked func(bool)
 }
 
 // sentResult is the write of a plain message's result on PostgreSQL: one
 // statement alone (database.StoreSent), a row of a group's statement with
 // other results. premarked is told whether r.Next was written; writtenAt
-// is when the write went out.
+// is when the write began.
 func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premarked func(bool)) *groupWrite {
 	w := newGroupWrite(func(ctx context.Context) error {
 		*writtenAt = time.Now()
@@ -36,10 +38,7 @@ func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premar
 		premarked(ok)
 		return err
 	}, true)
-	w.sent = &sentWrite{result: r, premarked: func(ok bool) {
-		*writtenAt = time.Now()
-		premarked(ok)
-	}}
+	w.sent = &sentWrite{result: r, writtenAt: writtenAt, premarked: premarked}
 	return w
 }
 
@@ -79,9 +78,11 @@ func storeTogether(ctx context.Context, db *database.Database, sent []*groupWrit
 	if len(sent) == 0 {
 		return nil
 	}
+	began := time.Now()
 	results := make([]database.SentResult, len(sent))
 	for i, w := range sent {
 		results[i] = w.sent.result
+		*w.sent.writtenAt = began
 	}
 	premarked, err := db.Message.StoreSentMany(ctx, results)
 	if err != nil {
