@@ -13,12 +13,12 @@ import (
 func (b *Bot) cmdStartChat(ctx context.Context, req *request) error {
 	identifier, loginID, ok := startChatArgs(req.args)
 	if !ok {
-		b.reply(ctx, req.roomID, "Usage: `start-chat <identifier> [--login <login>]`")
+		b.reply(ctx, req.roomID, req.eventID, "Usage: `start-chat <identifier> [--login <login>]`")
 		return nil
 	}
 	started, err := b.portals.StartChat(ctx, req.user, loginID, identifier)
 	if err != nil {
-		b.reply(ctx, req.roomID, fmt.Sprintf("I could not start a chat with %s: %s.", escape(identifier), escape(portal.UserMessage(err))))
+		b.reply(ctx, req.roomID, req.eventID, fmt.Sprintf("I could not start a chat with %s: %s.", escape(identifier), escape(portal.UserMessage(err))))
 		return nil
 	}
 	name := started.Contact.Name
@@ -29,7 +29,7 @@ func (b *Bot) cmdStartChat(ctx context.Context, req *request) error {
 	if !started.Created {
 		verb = "You already have a chat"
 	}
-	b.reply(ctx, req.roomID, fmt.Sprintf("%s with **%s** (%s): %s", verb, escape(name), escape(started.Contact.ID), roomLink(started.RoomID)))
+	b.reply(ctx, req.roomID, req.eventID, fmt.Sprintf("%s with **%s** (%s): %s", verb, escape(name), escape(started.Contact.ID), roomLink(started.RoomID)))
 	return nil
 }
 
@@ -70,9 +70,9 @@ func (b *Bot) cmdList(ctx context.Context, req *request) error {
 		fmt.Fprintf(&sb, "* **%s** (%s): %s\n", escape(name), escape(p.ContactID), roomLink(p.RoomID))
 	}
 	if sb.Len() == 0 {
-		b.reply(ctx, req.roomID, "You have no bridged chats yet. Use `start-chat <identifier>`, or start a direct chat with a contact's ghost.")
+		b.reply(ctx, req.roomID, req.eventID, "You have no bridged chats yet. Use `start-chat <identifier>`, or start a direct chat with a contact's ghost.")
 		return nil
 	}
-	b.reply(ctx, req.roomID, "Your chats:\n\n"+sb.String())
+	b.reply(ctx, req.roomID, req.eventID, "Your chats:\n\n"+sb.String())
 	return nil
 }

@@ -16,7 +16,7 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 		return fmt.Errorf("list logins: %w", err)
 	}
 	if len(logins) == 0 {
-		b.reply(ctx, req.roomID, "The bridge is running, but it has no login of yours. "+
+		b.reply(ctx, req.roomID, req.eventID, "The bridge is running, but it has no login of yours. "+
 			"Accounts are added in the network connector, which tells the bridge about them.")
 		return nil
 	}
@@ -25,7 +25,7 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 	for _, l := range logins {
 		sb.WriteString("* " + b.describeLogin(l, false) + "\n")
 	}
-	b.reply(ctx, req.roomID, sb.String())
+	b.reply(ctx, req.roomID, req.eventID, sb.String())
 	return nil
 }
 
@@ -36,7 +36,7 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 		return fmt.Errorf("list logins: %w", err)
 	}
 	if len(logins) == 0 {
-		b.reply(ctx, req.roomID, "The bridge has no logins.")
+		b.reply(ctx, req.roomID, req.eventID, "The bridge has no logins.")
 		return nil
 	}
 	var sb strings.Builder
@@ -44,7 +44,7 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 	for _, l := range logins {
 		sb.WriteString("* " + b.describeLogin(l, true) + "\n")
 	}
-	b.reply(ctx, req.roomID, sb.String())
+	b.reply(ctx, req.roomID, req.eventID, sb.String())
 	return nil
 }
 

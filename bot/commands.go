@@ -26,7 +26,9 @@ type request struct {
 	user   id.UserID
 	level  config.Level
 	roomID id.RoomID
-	args   []string
+	// eventID is the command's event, which names the answer (see reply).
+	eventID id.EventID
+	args    []string
 }
 
 func (b *Bot) commandTable() []*command {
@@ -63,29 +65,28 @@ func (b *Bot) message(ctx context.Context, evt *event.Event) error {
 	level := b.cfg.PermissionLevel(evt.Sender)
 	if level < config.LevelUser {
 		zerolog.Ctx(ctx).Info().Msg("Refusing command from a user the bridge does not serve")
-		b.reply(ctx, evt.RoomID, "You are not allowed to use this bridge.")
+		b.reply(ctx, evt.RoomID, evt.ID, "You are not allowed to use this bridge.")
 		return nil
 	}
 	if content == nil {
 		// Encrypted: the bot has no device and cannot read it. Many
 		// clients encrypt a new DM by default, and without an answer the
-		// user would see a bridge that does not react. Under a
-		// transaction id of the event, so a retried event is answered once.
+		// user would see a bridge that does not react.
 		zerolog.Ctx(ctx).Info().Msg("Encrypted message in a management room; telling the user it cannot be read")
-		b.replyTxn(ctx, evt.RoomID, "dmb_bot_enc_"+string(evt.ID), "I cannot read encrypted messages, and this room is "+
+		b.reply(ctx, evt.RoomID, evt.ID, "I cannot read encrypted messages, and this room is "+
 			"encrypted (a room's encryption cannot be turned off). Please start a new chat with me without encryption "+
 			"(in Element: turn off “Enable end-to-end encryption” when you create it) and send your command there.")
 		return nil
 	}
 	name, args := parseCommand(content.Body)
-	req := &request{user: evt.Sender, level: level, roomID: evt.RoomID, args: args}
+	req := &request{user: evt.Sender, level: level, roomID: evt.RoomID, eventID: evt.ID, args: args}
 	cmd := b.find(name)
 	switch {
 	case cmd == nil:
-		b.reply(ctx, evt.RoomID, fmt.Sprintf("Unknown command “%s”. %s", escape(name), b.helpText(evt.Sender)))
+		b.reply(ctx, evt.RoomID, evt.ID, fmt.Sprintf("Unknown command “%s”. %s", escape(name), b.helpText(evt.Sender)))
 		return nil
 	case level < cmd.level:
-		b.reply(ctx, evt.RoomID, fmt.Sprintf("`%s` is for bridge admins.", cmd.name))
+		b.reply(ctx, evt.RoomID, evt.ID, fmt.Sprintf("`%s` is for bridge admins.", cmd.name))
 		return nil
 	}
 	zerolog.Ctx(ctx).Info().Str("command", cmd.name).Msg("Running command")
@@ -112,7 +113,7 @@ func (b *Bot) find(name string) *command {
 }
 
 func (b *Bot) cmdHelp(ctx context.Context, req *request) error {
-	b.reply(ctx, req.roomID, b.helpText(req.user))
+	b.reply(ctx, req.roomID, req.eventID, b.helpText(req.user))
 	return nil
 }
 

@@ -60,9 +60,8 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 	if err != nil {
 		return err
 	}
-	txn := "dmb_bot_welcome_" + string(evt.ID)
 	if len(others) > 0 {
-		b.replyTxn(ctx, evt.RoomID, txn, "I only answer in a room where just you and I are members. "+
+		b.reply(ctx, evt.RoomID, evt.ID, "I only answer in a room where just you and I are members. "+
 			"Start a direct chat with me to manage the bridge.")
 		if _, err = bot.LeaveRoom(ctx, evt.RoomID); err != nil && !isGone(err) {
 			return fmt.Errorf("leave %s: %w", evt.RoomID, err)
@@ -74,7 +73,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 		return fmt.Errorf("store management room: %w", err)
 	}
 	log.Info().Msg("Joined a management room")
-	b.replyTxn(ctx, evt.RoomID, txn, "Hello! I am the bridge bot. "+b.helpText(evt.Sender))
+	b.reply(ctx, evt.RoomID, evt.ID, "Hello! I am the bridge bot. "+b.helpText(evt.Sender))
 	b.catchUp(ctx, evt)
 	return nil
 }

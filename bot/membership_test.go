@@ -2,6 +2,7 @@ package bot
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -60,7 +61,7 @@ func TestBotInvites(t *testing.T) {
 	}
 	sends := hs.Calls("SendMessageEvent")
 	if len(sends) != 1 || sends[0].RoomID != "!mgmt:x" || !strings.HasPrefix(sends[0].Content["body"].(string), "Hello! I am the bridge bot.") ||
-		sends[0].TxnID != "dmb_bot_welcome_$inv" {
+		sends[0].TxnID != "dmb_bot_re_$inv" {
 		t.Errorf("welcome = %+v", sends)
 	}
 
@@ -110,7 +111,7 @@ func TestBotAnswersEncryptedMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	sends := hs.Calls("SendMessageEvent")
-	if len(sends) != 1 || sends[0].RoomID != "!mgmt:x" || sends[0].TxnID != "dmb_bot_enc_$enc" ||
+	if len(sends) != 1 || sends[0].RoomID != "!mgmt:x" || sends[0].TxnID != "dmb_bot_re_$enc" ||
 		!strings.Contains(sends[0].Content["body"].(string), "cannot read encrypted messages") {
 		t.Fatalf("answer to an encrypted message = %+v, want one notice saying it cannot be read", sends)
 	}
@@ -154,5 +155,53 @@ func TestBotAnswersCommandsWrittenBeforeItJoined(t *testing.T) {
 	if len(bodies) != 2 || !strings.HasPrefix(bodies[0], "Hello! I am the bridge bot.") ||
 		!strings.HasPrefix(bodies[1], "You have no bridged chats yet") {
 		t.Errorf("bot said %q, want the welcome and the answer to the early list only", bodies)
+	}
+}
+
+// TestBotAnswersAnEventOnce: an event handled again (a retry, or a replay
+// after the bridge was killed between its answer and marking the event
+// done) is not answered again: every answer's transaction id is named after
+// the event it answers, so the homeserver keeps the first. The replayed
+// invite repeats the welcome and the catch-up of the commands written
+// before the bot joined; the user still reads each answer once.
+func TestBotAnswersAnEventOnce(t *testing.T) {
+	ctx := context.Background()
+	b, hs, _ := newUnitBot(t)
+	bot := string(b.link.BotMXID())
+	invite := botInvite(b, hs, "!mgmt:x", "@alice:x")
+	hs.SetTimeline("!mgmt:x",
+		map[string]any{"event_id": "$inv", "sender": "@alice:x", "type": "m.room.member", "state_key": bot,
+			"content": map[string]any{"membership": "invite"}},
+		map[string]any{"event_id": "$early", "sender": "@alice:x", "type": "m.room.message",
+			"content": map[string]any{"msgtype": "m.text", "body": "help"}})
+	later := &event.Event{ID: "$later", RoomID: "!mgmt:x", Sender: "@alice:x", Type: event.EventMessage,
+		Content: event.Content{Parsed: &event.MessageEventContent{MsgType: event.MsgText, Body: "list"}}}
+	for range 2 {
+		if err := b.HandleRoomEvent(ctx, invite); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.HandleRoomEvent(ctx, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sends := hs.Calls("SendMessageEvent"); len(sends) != 6 {
+		t.Fatalf("%d sends, want the three answers sent twice: %+v", len(sends), sends)
+	}
+	var notices []string
+	for _, raw := range hs.Timeline("!mgmt:x") {
+		var evt struct {
+			Sender  string         `json:"sender"`
+			Content map[string]any `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &evt); err != nil {
+			t.Fatal(err)
+		}
+		if evt.Sender == bot && evt.Content["msgtype"] == "m.notice" {
+			notices = append(notices, strings.SplitN(evt.Content["body"].(string), "\n", 2)[0])
+		}
+	}
+	if len(notices) != 3 || !strings.HasPrefix(notices[0], "Hello! I am the bridge bot.") ||
+		notices[1] != notices[0][len("Hello! I am the bridge bot. "):] || !strings.HasPrefix(notices[2], "You have no bridged chats yet") {
+		t.Errorf("the room shows %q, want the welcome, the help and the list answer, once each", notices)
 	}
 }

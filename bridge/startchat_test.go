@@ -390,3 +390,49 @@ func TestEncryptedManagementRoomIsAnswered(t *testing.T) {
 		t.Fatalf("answer to an encrypted command = %v, want a plain notice from %s", got, bot)
 	}
 }
+
+// TestReplayedBotCommandIsAnsweredOnce: the bridge is killed after the bot
+// answered a command but before the command's event was marked handled, so
+// the next start handles it again. The user still reads the answer once:
+// it goes out under a transaction id named after the command, and the
+// homeserver keeps the first.
+func TestReplayedBotCommandIsAnsweredOnce(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		mgmt, bot := s.managementRoom()
+		const answer = "You have no bridged chats yet"
+		resp, err := s.alice.SendText(ctx, mgmt, "list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitNotice(s.sync, mgmt, bot, answer)
+		handled := func() int {
+			return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", resp.EventID)
+		}
+		tesths.WaitFor(t, 20*time.Second, "command marked handled", func() (bool, error) { return handled() == 1, nil })
+
+		// What a kill between the answer and the mark leaves behind.
+		s.stopBridge()
+		db := s.target.Open(t)
+		if _, err = db.Exec(ctx, "UPDATE mx_event SET done = false WHERE event_id = $1", resp.EventID); err != nil {
+			t.Fatal(err)
+		}
+		s.startBridge()
+		tesths.WaitFor(t, 30*time.Second, "replayed command handled", func() (bool, error) { return handled() == 1, nil })
+
+		bodies, err := s.timelineBodies(ctx, mgmt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answers := 0
+		for body, n := range bodies {
+			if strings.HasPrefix(body, answer) {
+				answers += n
+			}
+		}
+		if answers != 1 {
+			t.Errorf("the room shows the answer to the replayed command %d times, want once", answers)
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 
 	"maunium.net/go/mautrix"
@@ -62,6 +63,10 @@ type Homeserver struct {
 	media       map[string][]byte
 	registered  map[id.UserID]bool
 	profiles    map[id.UserID]*mautrix.RespUserProfile
+	// sent maps "user\x00txn" to the event a send with that transaction id
+	// created: as a homeserver does, a repeated transaction id is answered
+	// with the first event, and nothing new goes into the room.
+	sent map[string]id.EventID
 }
 
 // New returns an empty fake homeserver for domain, whose bot is botID.
@@ -74,6 +79,7 @@ func New(domain string, botID id.UserID) *Homeserver {
 		media:       make(map[string][]byte),
 		registered:  make(map[id.UserID]bool),
 		profiles:    make(map[id.UserID]*mautrix.RespUserProfile),
+		sent:        make(map[string]id.EventID),
 	}
 }
 
@@ -160,6 +166,14 @@ func (hs *Homeserver) SetTimeline(roomID id.RoomID, events ...any) {
 		data, _ := json.Marshal(e)
 		hs.timeline[roomID] = append(hs.timeline[roomID], data)
 	}
+}
+
+// Timeline returns a room's events, oldest first: those SetTimeline put
+// there and those sent since.
+func (hs *Homeserver) Timeline(roomID id.RoomID) []json.RawMessage {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return slices.Clone(hs.timeline[roomID])
 }
 
 // AccountData returns a user's account data of one type (nil if none).

@@ -50,6 +50,15 @@ func (u *User) send(method string, roomID id.RoomID, evtType event.Type, stateKe
 	}
 	var eventID id.EventID
 	err := u.hs.apply(c, func() error {
+		if c.TxnID != "" {
+			key := string(u.id) + "\x00" + c.TxnID
+			if earlier, ok := u.hs.sent[key]; ok {
+				eventID = earlier
+				u.hs.calls[len(u.hs.calls)-1].EventID = eventID
+				return nil
+			}
+			defer func() { u.hs.sent[key] = eventID }()
+		}
 		eventID = id.EventID(u.hs.nextID('$'))
 		u.hs.calls[len(u.hs.calls)-1].EventID = eventID
 		if stateKey != nil {
