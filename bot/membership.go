@@ -3,12 +3,9 @@ package bot
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -49,7 +46,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 		return nil
 	}
 	if _, err := bot.JoinRoomByID(ctx, evt.RoomID); err != nil {
-		if isGone(err) {
+		if matrix.IsGone(err) {
 			log.Info().Err(err).Msg("Bot invite is gone")
 			return nil
 		}
@@ -63,7 +60,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 	if len(others) > 0 {
 		b.reply(ctx, evt.RoomID, evt.ID, "I only answer in a room where just you and I are members. "+
 			"Start a direct chat with me to manage the bridge.")
-		if _, err = bot.LeaveRoom(ctx, evt.RoomID); err != nil && !isGone(err) {
+		if _, err = bot.LeaveRoom(ctx, evt.RoomID); err != nil && !matrix.IsGone(err) {
 			return fmt.Errorf("leave %s: %w", evt.RoomID, err)
 		}
 		_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID(), event.MembershipLeave)
@@ -116,7 +113,7 @@ func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) 
 			return nil
 		}
 	}
-	if _, err = b.intent.LeaveRoom(ctx, roomID); err != nil && !isGone(err) {
+	if _, err = b.intent.LeaveRoom(ctx, roomID); err != nil && !matrix.IsGone(err) {
 		return fmt.Errorf("leave %s: %w", roomID, err)
 	}
 	_ = b.link.StateStore.SetMembership(ctx, roomID, b.link.BotMXID(), event.MembershipLeave)
@@ -151,14 +148,4 @@ func (b *Bot) otherMembers(ctx context.Context, roomID id.RoomID, user id.UserID
 		}
 	}
 	return others, nil
-}
-
-// isGone reports a refusal that means the invite or membership no longer exists.
-func isGone(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code == http.StatusForbidden || code == http.StatusNotFound
-	}
-	return false
 }

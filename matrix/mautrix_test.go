@@ -221,3 +221,31 @@ func TestDoublePuppetEncrypts(t *testing.T) {
 		t.Fatalf("requests %v with bodies %q: want two encrypted sends with the marker outside, then a plain one", r.reqs, r.bodies)
 	}
 }
+
+// TestIsGone: a leave or decline refused because the membership is already
+// gone counts as done, whether the homeserver says so with a code or only
+// with a 403/404 status; a failure to reach it does not.
+func TestIsGone(t *testing.T) {
+	status := func(code int) error {
+		return mautrix.HTTPError{Response: &http.Response{StatusCode: code}}
+	}
+	for _, tc := range []struct {
+		err  error
+		gone bool
+	}{
+		{status(http.StatusForbidden), true},
+		{status(http.StatusNotFound), true},
+		{mautrix.MNotFound, true},
+		{mautrix.MForbidden, true},
+		{status(http.StatusTooManyRequests), false},
+		{status(http.StatusBadGateway), false},
+		{mautrix.HTTPError{WrappedError: io.ErrUnexpectedEOF}, false},
+	} {
+		if got := IsGone(tc.err); got != tc.gone {
+			t.Errorf("IsGone(%v) = %v, want %v", tc.err, got, tc.gone)
+		}
+	}
+	if !IsNotFound(mautrix.MNotFound) || IsNotFound(mautrix.MForbidden) {
+		t.Error("IsNotFound does not tell M_NOT_FOUND from M_FORBIDDEN")
+	}
+}

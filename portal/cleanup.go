@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -63,23 +62,12 @@ func (m *Manager) finishCleanup(ctx context.Context, user id.UserID, roomID id.R
 		}
 	}
 	intent := m.mx.Ghost(ghost, false)
-	if _, err = intent.LeaveRoom(ctx, roomID); err != nil && !isGoneError(err) {
+	if _, err = intent.LeaveRoom(ctx, roomID); err != nil && !matrix.IsGone(err) {
 		return fmt.Errorf("ghost %s leaving %s: %w", ghost, roomID, err)
 	}
 	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost, event.MembershipLeave)
 	log.Info().Stringer("ghost", ghost).Msg("Room cleaned up")
 	return nil
-}
-
-// isGoneError reports whether a homeserver refusal means the ghost is not in
-// the room any more, which is what leaving wanted anyway.
-func isGoneError(err error) bool {
-	var httpErr mautrix.HTTPError
-	if errors.As(err, &httpErr) && httpErr.Response != nil {
-		code := httpErr.Response.StatusCode
-		return code == http.StatusForbidden || code == http.StatusNotFound
-	}
-	return errors.Is(err, mautrix.MForbidden) || errors.Is(err, mautrix.MNotFound)
 }
 
 // sendOnce posts a notice as the portal's ghost with a transaction id derived

@@ -2,7 +2,6 @@ package portal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -167,7 +166,7 @@ func (m *Manager) ensureDirectInvite(ctx context.Context, ghost matrix.API, room
 	err := ghost.StateEvent(ctx, roomID, event.StateMember, string(user), &member)
 	if err == nil && (member.Membership == event.MembershipInvite || member.Membership == event.MembershipJoin) {
 		return nil
-	} else if err != nil && !errors.Is(err, mautrix.MNotFound) {
+	} else if err != nil && !matrix.IsNotFound(err) {
 		return err
 	}
 	_, err = ghost.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: user}, map[string]any{"is_direct": true})

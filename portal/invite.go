@@ -209,7 +209,7 @@ func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent mat
 		mautrix.ReqSendEvent{TransactionID: "dmb_refuse_" + string(evt.ID)}); err != nil {
 		log.Warn().Err(err).Msg("Failed to explain the refusal")
 	}
-	if _, err := intent.LeaveRoom(ctx, evt.RoomID); err != nil && !isGoneError(err) {
+	if _, err := intent.LeaveRoom(ctx, evt.RoomID); err != nil && !matrix.IsGone(err) {
 		return fmt.Errorf("leave refused room: %w", err)
 	}
 	_ = m.link.StateStore.SetMembership(ctx, evt.RoomID, intent.UserID(), event.MembershipLeave)
@@ -225,7 +225,7 @@ func (m *Manager) joinInvited(ctx context.Context, intent matrix.API, roomID id.
 		return false, fmt.Errorf("register %s: %w", intent.UserID(), err)
 	}
 	if _, err := intent.JoinRoomByID(ctx, roomID); err != nil {
-		if isGoneError(err) {
+		if matrix.IsGone(err) {
 			zerolog.Ctx(ctx).Info().Err(err).Msg("Invite is gone, nothing to do")
 			return false, nil
 		}

@@ -1,16 +1,15 @@
 package portal
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // forwardedMediaHeaders are the homeserver's response headers a connector
@@ -81,7 +80,7 @@ func (m *Manager) fetchForConnector(w http.ResponseWriter, r *http.Request, uri 
 	resp, err := m.mx.Bot().Download(r.Context(), uri, header)
 	if err != nil {
 		status := http.StatusBadGateway
-		if errors.Is(err, mautrix.MNotFound) {
+		if matrix.IsNotFound(err) {
 			status = http.StatusNotFound
 		}
 		log.Warn().Err(err).Int("status", status).Msg("Could not fetch media for the connector")

@@ -8,11 +8,11 @@ import (
 	"slices"
 	"time"
 
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -152,7 +152,7 @@ func (m *Manager) markInDirect(ctx context.Context, portals []*database.Portal, 
 func readDirect(ctx context.Context, client puppet.AccountData) (map[string][]id.RoomID, error) {
 	raw := make(map[string]json.RawMessage)
 	err := client.GetAccountData(ctx, event.AccountDataDirectChats.Type, &raw)
-	if errors.Is(err, mautrix.MNotFound) {
+	if matrix.IsNotFound(err) {
 		return map[string][]id.RoomID{}, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("read m.direct: %w", err)

@@ -2,17 +2,16 @@ package portal
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // StartedChat is the outcome of StartChat.
@@ -85,7 +84,7 @@ func (m *Manager) openPortal(ctx context.Context, login *database.Login, p *data
 	ghost := m.ghosts.Intent(p.ContactID)
 	var member event.MemberEventContent
 	err := ghost.RoomStateEvent(ctx, p.RoomID, event.StateMember, string(login.MatrixUser), &member)
-	if err != nil && !isNotFound(err) {
+	if err != nil && !matrix.IsNotFound(err) {
 		return fmt.Errorf("read membership of %s in %s: %w", login.MatrixUser, p.RoomID, err)
 	}
 	if member.Membership == event.MembershipJoin || member.Membership == event.MembershipInvite {
@@ -109,5 +108,3 @@ func (m *Manager) openPortal(ctx context.Context, login *database.Login, p *data
 	_ = m.link.StateStore.SetMembership(ctx, p.RoomID, login.MatrixUser, event.MembershipJoin)
 	return m.db.Portal.SetUserJoined(ctx, p.PortalKey, true)
 }
-
-func isNotFound(err error) bool { return errors.Is(err, mautrix.MNotFound) }

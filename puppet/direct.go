@@ -3,16 +3,16 @@ package puppet
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // mDirectAttempts bounds how often the merge is redone when a client's
@@ -115,7 +115,7 @@ func putDirect(ctx context.Context, client AccountData, content map[string]json.
 func getDirect(ctx context.Context, client AccountData) (map[string]json.RawMessage, error) {
 	out := make(map[string]json.RawMessage)
 	err := client.GetAccountData(ctx, event.AccountDataDirectChats.Type, &out)
-	if errors.Is(err, mautrix.MNotFound) {
+	if matrix.IsNotFound(err) {
 		return make(map[string]json.RawMessage), nil
 	} else if err != nil {
 		return nil, fmt.Errorf("read m.direct of %s: %w", client.UserID(), err)
