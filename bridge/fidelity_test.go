@@ -278,12 +278,41 @@ func TestReactionsBothWays(t *testing.T) {
 		caps := helloFor().Capabilities
 		caps.Reactions = false
 		f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
-		if _, err = s.alice.SendReaction(ctx, roomID, first.ID, "🎉"); err != nil {
+		party, err := s.alice.SendReaction(ctx, roomID, first.ID, "🎉")
+		if err != nil {
 			t.Fatal(err)
 		}
 		s.fidNotice(roomID, "reaction was not delivered", "does not support reactions")
 		if n := len(f.commandsOf(connector.OpReact)); n != 0 {
 			t.Errorf("network without reactions got %d react commands", n)
+		}
+
+		// Killed after the notice but before the reaction was marked
+		// handled, the bridge handles it again at its next start: the
+		// notice goes out under the same transaction id and shows once.
+		handled := func() bool {
+			return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", party.EventID) == 1
+		}
+		tesths.WaitFor(t, 20*time.Second, "reaction handled", func() (bool, error) { return handled(), nil })
+		s.stopBridge()
+		if _, err = s.target.Open(t).Exec(ctx, "UPDATE mx_event SET done = false WHERE event_id = $1", party.EventID); err != nil {
+			t.Fatal(err)
+		}
+		s.startBridge()
+		f = s.fidConnect(fakeSetup{caps: &caps, store: f.store})
+		tesths.WaitFor(t, 30*time.Second, "replayed reaction handled", func() (bool, error) { return handled(), nil })
+		bodies, err := s.timelineBodies(ctx, roomID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		told := 0
+		for body, n := range bodies {
+			if strings.Contains(body, "reaction was not delivered") {
+				told += n
+			}
+		}
+		if told != 1 {
+			t.Errorf("the room tells the user %d times that the reaction was not delivered, want once", told)
 		}
 	})
 }

@@ -47,13 +47,17 @@ func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingComman
 	}
 	if what := unsupported(caps, pc.Op, cmd); what != "" {
 		zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Str("op", pc.Op).Msg("Network cannot carry this, telling the user")
-		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
-			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop unsupported command")
-		}
+		// The notice goes before the command is dropped (and before the
+		// caller marks its event handled): a crash in between then sends
+		// it again under the same transaction id, which shows it once,
+		// where the other order would leave the user without a word.
 		p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
 		if err == nil {
 			m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
-				actionOf(pc), m.networkName(pc.ConnectorID), what))
+				actionOf(pc), m.networkName(pc.ConnectorID), what), "dmb_unsupported_"+pc.Txn)
+		}
+		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop unsupported command")
 		}
 		return false
 	}

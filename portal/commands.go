@@ -227,15 +227,15 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand, cause error) {
 	m.metrics.CommandDone(pc.Txn, pc.Op, false)
 	m.stats.networkErrors.Add(1)
+	// Told before the command is dropped, under a transaction id of the
+	// command: a crash in between sends the command and the notice again,
+	// and the room shows the notice once (the other order lost it).
+	if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err == nil {
+		m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s", actionOf(pc), describeError(cause)), "dmb_failed_"+pc.Txn)
+	}
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}
-	p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
-	if err != nil {
-		return
-	}
-	what := actionOf(pc)
-	m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s", what, describeError(cause)))
 }
 
 func describeError(err error) string {

@@ -3,24 +3,33 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
 )
 
 // userMessage stores the user's text message in the portal's room as the
 // intake would and returns its row.
 func (u *unit) userMessage(t *testing.T, roomID id.RoomID, eventID id.EventID, text string) *database.MXEvent {
 	t.Helper()
+	return u.userEvent(t, roomID, eventID, map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": text}})
+}
+
+// userEvent is userMessage with any event: fields gives its type and
+// content (and redacts, for a redaction).
+func (u *unit) userEvent(t *testing.T, roomID id.RoomID, eventID id.EventID, fields map[string]any) *database.MXEvent {
+	t.Helper()
 	ctx := context.Background()
-	raw, _ := json.Marshal(map[string]any{
-		"type": "m.room.message", "event_id": eventID, "room_id": roomID, "sender": unitUser,
-		"origin_server_ts": 1, "content": map[string]string{"msgtype": "m.text", "body": text},
-	})
+	evt := map[string]any{"event_id": eventID, "room_id": roomID, "sender": unitUser, "origin_server_ts": 1}
+	maps.Copy(evt, fields)
+	raw, _ := json.Marshal(evt)
 	if _, err := u.db.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: eventID, RoomID: roomID, Data: raw}}); err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +159,96 @@ func TestUnitEchoOnlyInItsOwnRoom(t *testing.T) {
 		Sender: &connector.Sender{ID: unitLoginID, IsMe: true}})
 	if msg, err := u.db.Message.GetByMXID(ctx, "$theirs"); err != nil || msg != nil {
 		t.Fatalf("another room's event was mapped: %+v, %v", msg, err)
+	}
+}
+
+// TestUnitUndeliveredNoticeBeforeDone: when the user's event cannot reach
+// the network (an edit the network cannot carry, a command the connector
+// refuses for good), the user is told before the event or command is
+// dropped, so a crash in between cannot leave them without a word; and the
+// notice is named after the event, so handling it again after such a crash
+// shows the notice once.
+func TestUnitUndeliveredNoticeBeforeDone(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	u.remote(t, fromBob("m1", "hello"))
+	p := u.portal(t)
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if cmd.Text == "refused" {
+			return nil, &connector.Error{Code: "M_FORBIDDEN", Message: "blocked"}
+		}
+		return &connector.Result{ID: "r-" + cmd.Text, TS: 5}, nil
+	}
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$first", "first")); err != nil {
+		t.Fatal(err)
+	}
+	// At each notice: is what it is about still there to be handled again?
+	var stillThere []bool
+	u.hs.Fail = func(c fakematrix.Call) error {
+		if c.Method == "SendMessageEvent" && c.Content["msgtype"] == "m.notice" {
+			pc, err := u.db.PendingCm.Get(ctx, "$refused")
+			pending := u.pendingEvents(t)
+			stillThere = append(stillThere, slices.Contains(pending, "$edit") || slices.Contains(pending, "$redact") || (err == nil && pc != nil))
+		}
+		return nil
+	}
+	notices := func() (bodies []string) {
+		for _, raw := range u.hs.Timeline(p.RoomID) {
+			var evt struct {
+				Content map[string]any `json:"content"`
+			}
+			_ = json.Unmarshal(raw, &evt)
+			if evt.Content["msgtype"] == "m.notice" {
+				bodies = append(bodies, evt.Content["body"].(string))
+			}
+		}
+		return bodies
+	}
+	edit := map[string]any{"msgtype": "m.text", "body": "* fixed", "m.new_content": map[string]any{"msgtype": "m.text", "body": "fixed"},
+		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": "$first"}}
+	var bobs id.EventID
+	for _, c := range u.sends() {
+		if c.Content["body"] == "hello" {
+			bobs = c.EventID
+		}
+	}
+	// Handled twice: the second time is the replay a kill after the notice
+	// leaves behind.
+	twice := func(row *database.MXEvent) {
+		t.Helper()
+		for try := range 2 {
+			if try == 1 {
+				if _, err := u.db.Exec(ctx, "UPDATE mx_event SET done = false WHERE seq = $1", row.Seq); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := u.m.handleMatrix(ctx, row); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pending := u.pendingEvents(t); len(pending) != 0 {
+			t.Fatalf("the refused event is not handled: %v", pending)
+		}
+	}
+	twice(u.userEvent(t, p.RoomID, "$edit", map[string]any{"type": "m.room.message", "content": edit}))
+	// Removing the contact's message: the bridge deletes only the user's own.
+	twice(u.userEvent(t, p.RoomID, "$redact", map[string]any{"type": "m.room.redaction", "redacts": bobs,
+		"content": map[string]any{"redacts": bobs}}))
+	if got := notices(); len(got) != 2 || !strings.Contains(got[0], "does not support editing messages") ||
+		!strings.Contains(got[1], "removed on Matrix only") {
+		t.Fatalf("notices after an unsupported edit and a refused removal, each handled twice = %q, want one each", got)
+	}
+
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$refused", "refused")); err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := u.db.PendingCm.Get(ctx, "$refused"); err != nil || pc != nil {
+		t.Fatalf("the refused command is still stored: %+v, %v", pc, err)
+	}
+	if got := notices(); len(got) != 3 || !strings.Contains(got[2], "blocked") {
+		t.Fatalf("notices after a refused command = %q, want the refusal's", got)
+	}
+	if !slices.Equal(stillThere, []bool{true, true, true, true, true}) {
+		t.Errorf("at each notice, was its event or command still there to handle again: %v, want all true", stillThere)
 	}
 }

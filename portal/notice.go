@@ -22,11 +22,11 @@ const noticeTries = 5
 
 // notice posts an m.notice into a portal as the contact's ghost, the one
 // bridge-side member of the room.
-func (m *Manager) notice(ctx context.Context, p *database.Portal, text string) {
+func (m *Manager) notice(ctx context.Context, p *database.Portal, text, txn string) {
 	if p == nil || p.RoomID == "" {
 		return
 	}
-	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, "")
+	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
 }
 
 // sendNotice posts an m.notice, trying again a few times while the

@@ -107,16 +107,15 @@ func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (*data
 	return &database.Reaction{PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key, MXID: eventID}, nil
 }
 
-// refuseMatrix marks a Matrix event handled without a command and tells the
-// user why it did not reach the network.
+// refuseMatrix tells the user why a Matrix event of theirs did not reach
+// the network, then marks it handled without a command. In that order: an
+// event handled again after a crash between the two says it again under
+// the same transaction id, which the room shows once.
 func (m *Manager) refuseMatrix(ctx context.Context, row *database.MXEvent, p *database.Portal, notice string) error {
-	if err := m.db.MXEvent.MarkDone(ctx, row.Seq, ""); err != nil {
-		return err
-	}
 	if notice != "" {
-		m.notice(ctx, p, notice)
+		m.notice(ctx, p, notice, mxNoticeTxn("refused", row))
 	}
-	return nil
+	return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 }
 
 // relationDone stores what the answer to an edit, delete or reaction
