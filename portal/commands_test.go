@@ -13,6 +13,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/fakematrix"
+	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // userMessage stores the user's text message in the portal's room as the
@@ -250,5 +251,53 @@ func TestUnitUndeliveredNoticeBeforeDone(t *testing.T) {
 	}
 	if !slices.Equal(stillThere, []bool{true, true, true, true, true}) {
 		t.Errorf("at each notice, was its event or command still there to handle again: %v, want all true", stillThere)
+	}
+}
+
+// TestUnitParkedEventToldBeforeParked: a connector event the homeserver
+// refuses for good, and a Matrix event that does not parse, are parked,
+// and the user is told before they are: at the notice the event is still
+// pending, so a kill right after it leaves the event to be handled again
+// (and the notice, named after it, shows once).
+func TestUnitParkedEventToldBeforeParked(t *testing.T) {
+	u, in := pipelineUnit(t, testdb.SQLite(t))
+	ctx := context.Background()
+	p := u.portal(t)
+	done := func(query string, args ...any) bool {
+		var n int
+		if err := u.db.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	var parkedAtNotice []bool
+	u.hs.Fail = func(c fakematrix.Call) error {
+		switch {
+		case c.Method != "SendMessageEvent":
+		case c.Content["body"] == "doomed":
+			return fakematrix.Forbidden("refused")
+		case c.Content["msgtype"] == "m.notice":
+			if strings.Contains(c.Content["body"].(string), "$bad") {
+				parkedAtNotice = append(parkedAtNotice, done("SELECT COUNT(*) FROM mx_event WHERE event_id = '$bad' AND done"))
+			} else {
+				parkedAtNotice = append(parkedAtNotice, done("SELECT COUNT(*) FROM inbox WHERE connector_id = $1 AND seq = 1 AND done", unitConnID))
+			}
+		}
+		return nil
+	}
+	queueEntries(t, u, in, bobEvent("doomed")).wait(t)
+	if !done("SELECT COUNT(*) FROM inbox WHERE connector_id = $1 AND seq = 1 AND done AND error <> ''", unitConnID) {
+		t.Fatal("the refused event is not parked")
+	}
+
+	row := u.userEvent(t, p.RoomID, "$bad", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": 5}})
+	if err := u.m.handleMatrix(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	if !done("SELECT COUNT(*) FROM mx_event WHERE event_id = '$bad' AND done AND error <> ''") {
+		t.Fatal("the unparsable Matrix event is not parked")
+	}
+	if !slices.Equal(parkedAtNotice, []bool{false, false}) {
+		t.Errorf("at each notice, was its event already parked: %v, want two notices, each before the park", parkedAtNotice)
 	}
 }

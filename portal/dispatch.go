@@ -103,14 +103,17 @@ func (m *Manager) matrixLoop() {
 // applyInbox applies one connector event. The handler marks the entry done
 // in the same transaction as its own writes. A transient failure is retried
 // until it passes (see retry); a permanent one parks the entry with its
-// error, and the user is told.
+// error, and the user is told. Told first: the notice's transaction id is
+// named after the entry, so a kill between the two repeats a notice the
+// room shows once, where the other order would leave the user without a
+// word about an event that is never tried again.
 func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
 	log := m.log.With().Str("connector_id", e.ConnectorID).Int64("seq", e.Seq).
 		Str("login_id", e.LoginID).Str("chat_id", e.ChatID).Str("kind", e.Kind).Logger()
 	ctx = context.WithValue(log.WithContext(ctx), entryKey{}, e)
 	if e.Event == nil {
-		m.park(ctx, e, fmt.Errorf("%w: %w", errPermanent, inbox.ErrUnparsable))
 		m.noticeFailure(ctx, e, errors.New("the stored event does not parse"))
+		m.park(ctx, e, fmt.Errorf("%w: %w", errPermanent, inbox.ErrUnparsable))
 		return
 	}
 	m.retry(ctx, e.Attempts, func(ctx context.Context) error {
@@ -122,8 +125,8 @@ func (m *Manager) applyInbox(ctx context.Context, e *inbox.Entry) {
 	}, func(ctx context.Context, err error, attempts int) error {
 		return e.Failed(ctx, err)
 	}, func(ctx context.Context, err error) {
-		m.park(ctx, e, err)
 		m.noticeFailure(ctx, e, err)
+		m.park(ctx, e, err)
 	})
 }
 
@@ -157,7 +160,8 @@ func (m *Manager) park(ctx context.Context, e *inbox.Entry, err error) {
 	}
 }
 
-// applyMatrix handles one stored Matrix event; failures as in applyInbox.
+// applyMatrix handles one stored Matrix event; failures as in applyInbox,
+// the user told before the event is parked.
 func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 	log := m.log.With().Stringer("event_id", row.EventID).Stringer("room_id", row.RoomID).Logger()
 	ctx = log.WithContext(ctx)
@@ -168,10 +172,10 @@ func (m *Manager) applyMatrix(ctx context.Context, row *database.MXEvent) {
 	}, func(ctx context.Context, err error) {
 		log.Error().Err(err).Msg("Giving up on Matrix event, parking it")
 		m.metrics.MatrixParked()
+		m.noticeMatrixFailure(ctx, row, err)
 		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
 			log.Err(err).Msg("Failed to park Matrix event")
 		}
-		m.noticeMatrixFailure(ctx, row, err)
 	})
 }
 

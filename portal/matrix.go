@@ -29,15 +29,12 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 	evt, err := appservice.ParseEvent(row.Data)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Matrix event does not parse, skipping it")
-		if err := m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error()); err != nil {
-			return err
-		}
 		// Parked like any other event that cannot be handled: its sender,
-		// if it is a user, is told.
+		// if it is a user, is told (first, as in applyMatrix).
 		if evt != nil && evt.Sender != "" && !m.isBridgeUser(evt) {
 			m.noticeMatrixFailure(ctx, row, err)
 		}
-		return nil
+		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
 	}
 	mautrix.UpdateStateStore(ctx, m.link.StateStore, evt)
 	if m.isBridgeUser(evt) || evt.Content.Raw[mas.DoublePuppetKey] == appservice.DoublePuppetValue {
