@@ -65,8 +65,10 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		}
 		var cmd connector.Command
 		if err := json.Unmarshal(pc.Data, &cmd); err != nil {
+			// Only damage to the database gets here; the user is told, like
+			// for any command that cannot go, rather than left to wonder.
 			log.Err(err).Str("txn", pc.Txn).Msg("Dropping a stored command that does not parse")
-			_ = m.db.PendingCm.Delete(ctx, pc.Txn)
+			m.commandFailed(ctx, pc, errors.New("the bridge's stored copy of it is damaged"))
 			continue
 		}
 		if !m.prepareCommand(ctx, pc, &cmd) {

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -299,5 +300,40 @@ func TestUnitParkedEventToldBeforeParked(t *testing.T) {
 	}
 	if !slices.Equal(parkedAtNotice, []bool{false, false}) {
 		t.Errorf("at each notice, was its event already parked: %v, want two notices, each before the park", parkedAtNotice)
+	}
+}
+
+// TestUnitDamagedCommandIsReported: a stored command whose data no longer
+// parses (only damage to the database does that) is dropped with a notice
+// in the room, not in silence, and the commands behind it still go out.
+func TestUnitDamagedCommandIsReported(t *testing.T) {
+	u := newUnit(t, false)
+	ctx := context.Background()
+	u.remote(t, fromBob("m1", "hello"))
+	p := u.portal(t)
+	for i, data := range []string{"{damaged", `{"login":"l1","text":"next"}`} {
+		if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: fmt.Sprintf("$c%d", i), ConnectorID: unitConnID,
+			PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(data), MXSeq: int64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		return &connector.Result{ID: "r-" + cmd.Text, TS: 5}, nil
+	}
+	u.m.flushCommands(ctx, p.RoomID)
+	var notice map[string]any
+	for _, c := range u.hs.Calls("SendMessageEvent") {
+		if c.Content["msgtype"] == "m.notice" {
+			notice = c.Content
+		}
+	}
+	if notice == nil || !strings.Contains(notice["body"].(string), "was not delivered: the bridge's stored copy of it is damaged") {
+		t.Errorf("notice about the damaged command = %v", notice)
+	}
+	if left, _ := u.db.PendingCm.ByRoom(ctx, p.RoomID); len(left) != 0 {
+		t.Errorf("commands left stored: %+v", left)
+	}
+	if !slices.Equal(u.conn.ops, []string{connector.OpSendMessage}) {
+		t.Errorf("ops sent = %v, want the command behind the damaged one", u.conn.ops)
 	}
 }
