@@ -198,7 +198,7 @@ func TestBackfillOff(t *testing.T) {
 // posts the history; after the restart the room shows every message once,
 // in order.
 func TestBackfillKilledMidway(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newProcessStack(t, target)
 		s.cfg.Bridge.InDoubtGrace = config.Duration(3 * time.Second)
 		proc := newBridgeProcess(t, s)

@@ -157,7 +157,7 @@ func killRunSize() killRun {
 // order, and every reply reaches the network exactly once.
 func TestKilledBridgeLosesNothing(t *testing.T) {
 	run := killRunSize()
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newProcessStack(t, target)
 		if run.grace > 0 {
 			s.cfg.Bridge.InDoubtGrace = config.Duration(run.grace)

@@ -24,7 +24,7 @@ import (
 // user sees it twice. Both a ghost's message and a double-puppeted echo
 // (encrypted with the ghost's session, sent as the user) are cut off once.
 func TestEncryptedSendInDoubt(t *testing.T) {
-	testdb.Each(t, testEncryptedSendInDoubt)
+	testdb.EachParallel(t, testEncryptedSendInDoubt)
 }
 
 func testEncryptedSendInDoubt(t *testing.T, target testdb.Target) {

@@ -20,7 +20,7 @@ import (
 // reaction and file are encrypted the same way; none of it goes back to the
 // network.
 func TestEncryptedDoublePuppetEcho(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
 		f, ghost, nio, answer := encryptedDMWithBob(t, s, "hello bob", "hi alice")
 

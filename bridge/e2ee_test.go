@@ -193,7 +193,7 @@ func (l *requestLog) take() (map[string]int, int) {
 // on PostgreSQL: the crypto store and its queries are mautrix's, in the
 // bridge's database.
 func TestEncryptedDM(t *testing.T) {
-	testdb.Each(t, testEncryptedDM)
+	testdb.EachParallel(t, testEncryptedDM)
 }
 
 func testEncryptedDM(t *testing.T, target testdb.Target) {

@@ -235,7 +235,7 @@ func TestParkedMatrixEventTellsUser(t *testing.T) {
 // server does not answer) is tried a few times, then the message is set
 // aside with a notice and the chat goes on.
 func TestUnreachableAttachmentDoesNotBlockChat(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		// The file server is on loopback: open it, so that this is a
 		// server that does not answer, not a refused address.
 		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})

@@ -88,7 +88,7 @@ func badTransactions(rnd *rand.Rand, n, huge int, roomID id.RoomID, alice id.Use
 // kept for it is finished, not pending.
 func TestFaultMalformedTransactions(t *testing.T) {
 	total, nReplies := faultSize(50, 500), faultSize(10, 100)
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
 		f := s.connectFake(sdk.NewMemoryStore())
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)

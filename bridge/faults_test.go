@@ -393,7 +393,7 @@ func (b *backgroundStream) finish(ctx context.Context, t *testing.T) []string {
 // contact streams messages: every message shows exactly once.
 func TestFaultConnectorDrops(t *testing.T) {
 	drops := faultSize(10, 100)
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
 		proxy := newDropProxy(t, s.cfg.Connector.Listen)
 		real := s.cfg.Connector.Listen

@@ -32,7 +32,7 @@ func TestHomeserverOutageLosesNothing(t *testing.T) {
 		}
 		outage, retryCap, every = d, 30*time.Second, 2*time.Second
 	}
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+	testdb.EachParallel(t, func(t *testing.T, target testdb.Target) {
 		s := newProxiedStack(t, target, func(cfg *config.Config) {
 			cfg.Bridge.RetryMaxDelay = config.Duration(retryCap)
 		})

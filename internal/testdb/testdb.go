@@ -82,6 +82,21 @@ func Each(t *testing.T, test func(t *testing.T, target Target)) {
 	}
 }
 
+// EachParallel is Each with the dialects' subtests run side by side. It
+// is for the long end-to-end tests that mostly wait (an outage, a grace
+// period, a client's timeout), each on a stack of its own: run one after
+// the other they cost make test their sum. Such a test must share nothing
+// with its sibling: no t.Setenv, no process-wide measurement it asserts on.
+func EachParallel(t *testing.T, test func(t *testing.T, target Target)) {
+	t.Helper()
+	for _, target := range Targets(t) {
+		t.Run(target.Name, func(t *testing.T) {
+			t.Parallel()
+			test(t, target)
+		})
+	}
+}
+
 // EachDatabase runs test once per dialect, like Each, with the bridge's
 // database opened there (Open): the set-up most storage tests need and
 // nothing more.
