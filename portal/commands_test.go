@@ -67,10 +67,8 @@ func (u *unit) pendingEvents(t *testing.T) []id.EventID {
 // fails is stored for its retry, and a room with a stored command keeps
 // its order: the next message waits behind it.
 func TestUnitCommandSentDirectly(t *testing.T) {
-	u := newUnit(t, false)
+	u, p := newUnitPortal(t)
 	ctx := context.Background()
-	u.remote(t, fromBob("m1", "hello"))
-	p := u.portal(t)
 	fail := true
 	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
 		if cmd.Text == "second" && fail {
@@ -124,10 +122,8 @@ func TestUnitCommandSentDirectly(t *testing.T) {
 // recognises it, and the result's write afterwards does not fail on the
 // mapping the echo made.
 func TestUnitEchoOfDirectSend(t *testing.T) {
-	u := newUnit(t, false)
+	u, p := newUnitPortal(t)
 	ctx := context.Background()
-	u.remote(t, fromBob("m1", "hello"))
-	p := u.portal(t)
 	row := u.userMessage(t, p.RoomID, "$mine", "mine")
 	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
 		// The connector's echo is applied before the bridge stores the answer.
@@ -171,10 +167,8 @@ func TestUnitEchoOnlyInItsOwnRoom(t *testing.T) {
 // notice is named after the event, so handling it again after such a crash
 // shows the notice once.
 func TestUnitUndeliveredNoticeBeforeDone(t *testing.T) {
-	u := newUnit(t, false)
+	u, p := newUnitPortal(t)
 	ctx := context.Background()
-	u.remote(t, fromBob("m1", "hello"))
-	p := u.portal(t)
 	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
 		if cmd.Text == "refused" {
 			return nil, &connector.Error{Code: "M_FORBIDDEN", Message: "blocked"}
@@ -307,10 +301,8 @@ func TestUnitParkedEventToldBeforeParked(t *testing.T) {
 // parses (only damage to the database does that) is dropped with a notice
 // in the room, not in silence, and the commands behind it still go out.
 func TestUnitDamagedCommandIsReported(t *testing.T) {
-	u := newUnit(t, false)
+	u, p := newUnitPortal(t)
 	ctx := context.Background()
-	u.remote(t, fromBob("m1", "hello"))
-	p := u.portal(t)
 	for i, data := range []string{"{damaged", `{"login":"l1","text":"next"}`} {
 		if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: fmt.Sprintf("$c%d", i), ConnectorID: unitConnID,
 			PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(data), MXSeq: int64(i + 1)}); err != nil {

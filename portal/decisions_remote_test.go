@@ -227,10 +227,8 @@ func TestUnitReplyAndOwnMessage(t *testing.T) {
 // A message that carries the txn of a command the bridge sent is the user's
 // own Matrix message coming back: it is mapped to that event, not posted.
 func TestUnitEchoIsMappedNotPosted(t *testing.T) {
-	u := newUnit(t, false)
+	u, p := newUnitPortal(t)
 	ctx := context.Background()
-	u.remote(t, fromBob("m1", "hello"))
-	p := u.portal(t)
 	err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{
 		Txn: "$mine", ConnectorID: unitConnID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte("{}"),
 	})

@@ -103,6 +103,15 @@ func newUnitOn(t *testing.T, target testdb.Target, doublePuppet bool) *unit {
 	return &unit{m: m, hs: hs, db: db, conn: conn, login: login}
 }
 
+// newUnitPortal is newUnit (without double puppet) whose chat with bob
+// has its portal, made by bob's first message m1, "hello".
+func newUnitPortal(t *testing.T) (*unit, *database.Portal) {
+	t.Helper()
+	u := newUnit(t, false)
+	u.remote(t, fromBob("m1", "hello"))
+	return u, u.portal(t)
+}
+
 // remote applies a connector event of the test login and fails the test if
 // it returns an error or does not mark the event done.
 func (u *unit) remote(t *testing.T, ev *connector.Event) {
