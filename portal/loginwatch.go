@@ -212,10 +212,15 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 		log.Warn().Msg("User has no management room, the login alert is only logged")
 	} else {
 		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: m.loginAlertText(l, trouble, st)}
-		// A trouble episode is named by its start; the end of one by now
-		// (the login's state may not have changed across the episode).
+		// A trouble episode is named by its start, and its end by the
+		// start of the connected state that ended it: a recovery is told
+		// only when the stored state is connected, and every trouble left
+		// a different state stored (a connector outage stores its own, see
+		// above), so that start is the same for a process that sends the
+		// alert again after a kill before SetAlerted, and differs between
+		// episodes.
 		episode := st.Since
-		if trouble == "" {
+		if trouble == "" && episode.IsZero() {
 			episode = time.Now()
 		}
 		txn := loginAlertTxn(l.ID, trouble, episode)
