@@ -159,16 +159,7 @@ func (m *Manager) refuseUnencrypted(ctx context.Context, row *database.MXEvent, 
 func (m *Manager) replyNotice(ctx context.Context, p *database.Portal, to id.EventID, text, txn string) {
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
 	content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(to)
-	intent := m.ghosts.Intent(p.ContactID)
-	for try := 1; ; try++ {
-		_, err := intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
-		if err == nil || isPermanent(err) || try >= noticeTries || !pause(ctx, backoff(try, m.cfg.Bridge.RetryMaxDelay.D())) {
-			if err != nil {
-				zerolog.Ctx(ctx).Err(err).Msg("Failed to send notice")
-			}
-			return
-		}
-	}
+	m.postNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, content, txn)
 }
 
 // decryptOwn replaces the intent's own encrypted events among evts by their

@@ -30,16 +30,17 @@ func (m *Manager) notice(ctx context.Context, p *database.Portal, text, txn stri
 }
 
 // sendNotice posts an m.notice, trying again a few times while the
-// homeserver fails for a passing reason. txn, if set, keeps a repeated
-// notice (after a crash) from showing twice.
+// homeserver fails for a passing reason. txn, named after what the notice
+// is about, keeps a repeated notice (after a crash) from showing twice.
 func (m *Manager) sendNotice(ctx context.Context, intent matrix.API, roomID id.RoomID, text, txn string) bool {
-	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}
-	var extra []mautrix.ReqSendEvent
-	if txn != "" {
-		extra = append(extra, mautrix.ReqSendEvent{TransactionID: txn})
-	}
+	return m.postNotice(ctx, intent, roomID, &event.MessageEventContent{MsgType: event.MsgNotice, Body: text}, txn)
+}
+
+// postNotice is sendNotice with the notice's content built by the caller
+// (a reply, say).
+func (m *Manager) postNotice(ctx context.Context, intent matrix.API, roomID id.RoomID, content *event.MessageEventContent, txn string) bool {
 	for try := 1; ; try++ {
-		_, err := intent.SendMessageEvent(ctx, roomID, event.EventMessage, content, extra...)
+		_, err := intent.SendMessageEvent(ctx, roomID, event.EventMessage, content, mautrix.ReqSendEvent{TransactionID: txn})
 		if err == nil {
 			return true
 		}

@@ -50,17 +50,17 @@ func (u *User) send(method string, roomID id.RoomID, evtType event.Type, stateKe
 	}
 	var eventID id.EventID
 	err := u.hs.apply(c, func() error {
-		if c.TxnID != "" {
-			key := string(u.id) + "\x00" + c.TxnID
-			if earlier, ok := u.hs.sent[key]; ok {
-				eventID = earlier
-				u.hs.calls[len(u.hs.calls)-1].EventID = eventID
-				return nil
-			}
-			defer func() { u.hs.sent[key] = eventID }()
+		key := string(u.id) + "\x00" + c.TxnID
+		if earlier, ok := u.hs.sent[key]; ok && c.TxnID != "" {
+			u.hs.calls[len(u.hs.calls)-1].EventID = earlier
+			eventID = earlier
+			return nil
 		}
 		eventID = id.EventID(u.hs.nextID('$'))
 		u.hs.calls[len(u.hs.calls)-1].EventID = eventID
+		if c.TxnID != "" {
+			u.hs.sent[key] = eventID
+		}
 		if stateKey != nil {
 			u.hs.putState(roomID, evtType, *stateKey, content)
 		}

@@ -77,9 +77,7 @@ func Targets(t testing.TB) []Target {
 // each time on that dialect's database from Targets.
 func Each(t *testing.T, test func(t *testing.T, target Target)) {
 	t.Helper()
-	for _, target := range Targets(t) {
-		t.Run(target.Name, func(t *testing.T) { test(t, target) })
-	}
+	each(t, false, test)
 }
 
 // EachParallel is Each with the dialects' subtests run side by side. It
@@ -89,9 +87,16 @@ func Each(t *testing.T, test func(t *testing.T, target Target)) {
 // with its sibling: no t.Setenv, no process-wide measurement it asserts on.
 func EachParallel(t *testing.T, test func(t *testing.T, target Target)) {
 	t.Helper()
+	each(t, true, test)
+}
+
+func each(t *testing.T, parallel bool, test func(t *testing.T, target Target)) {
+	t.Helper()
 	for _, target := range Targets(t) {
 		t.Run(target.Name, func(t *testing.T) {
-			t.Parallel()
+			if parallel {
+				t.Parallel()
+			}
 			test(t, target)
 		})
 	}
