@@ -60,7 +60,24 @@ type syncer struct {
 
 func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
 	s.fails = 0
-	s.mach.ProcessSyncResponse(s.log.WithContext(ctx), resp, since)
+	ctx = s.log.WithContext(ctx)
+	// A count of 0 is what an absent device_one_time_keys_count reads as,
+	// and Dendrite leaves it out of every initial /sync. Taken as 0, the
+	// machine tops up 50 keys without asking the server (unless it uploaded
+	// in the last minute), past the 100 its account keeps: the account drops
+	// its oldest key, which the server still hands out, and the pre-key
+	// message made with it cannot be opened. The server's own count decides.
+	askServer := resp.DeviceOTKCount.SignedCurve25519 == 0
+	if askServer {
+		resp.DeviceOTKCount.SignedCurve25519 = int(s.mach.GetAccount().Internal.MaxNumberOfOneTimeKeys())
+	}
+	s.mach.ProcessSyncResponse(ctx, resp, since)
+	if askServer {
+		// Negative: ShareKeys reads the count from the server first.
+		if err := s.mach.ShareKeys(ctx, -1); err != nil {
+			s.log.Warn().Err(err).Msg("Failed to check the ghost device's one-time keys")
+		}
+	}
 	return nil
 }
 
