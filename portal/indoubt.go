@@ -118,11 +118,6 @@ func sendContent(intent matrix.API, content any, txnID string) any {
 // the event that shows it. The caller deletes the marker (txnID) in the
 // transaction that stores the result.
 func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, error) {
-	// Built only on the paths that log: a sub-logger costs an allocation of
-	// about half a kilobyte, and most sends log nothing.
-	log := func() zerolog.Logger {
-		return zerolog.Ctx(ctx).With().Str("txn_id", s.txnID).Int("part", s.part).Logger()
-	}
 	mark := &database.InDoubtSend{
 		TxnID: s.txnID, RoomID: s.roomID, PortalKey: s.key, RemoteID: s.remoteID, Part: s.part,
 		EventType: s.eventType.Type, StartedAt: time.Now(),
@@ -143,13 +138,15 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 		if marker.EventID != "" {
 			return marker.EventID, nil
 		}
-		found, err := m.resolve(ctx, log(), s, marker)
+		// Only the rare in-doubt path gets a sub-logger: one costs about
+		// half a kilobyte, and most sends log nothing.
+		log := zerolog.Ctx(ctx).With().Str("txn_id", s.txnID).Int("part", s.part).Logger()
+		found, err := m.resolve(ctx, log, s, marker)
 		if err != nil {
 			return "", err
 		}
 		if found != "" {
-			l := log()
-			l.Info().Stringer("event_id", found).Msg("Send in doubt had landed, using that event")
+			log.Info().Stringer("event_id", found).Msg("Send in doubt had landed, using that event")
 			if s.keepEventID {
 				if err = m.db.InDoubt.SetEventID(ctx, s.txnID, found); err != nil {
 					return "", fmt.Errorf("store in-doubt answer: %w", err)
@@ -157,8 +154,7 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 			}
 			return found, nil
 		}
-		l := log()
-		l.Info().Msg("Send in doubt did not land, sending again")
+		log.Info().Msg("Send in doubt did not land, sending again")
 	}
 	if !fresh {
 		// The marker's clock restarts with this new try.
@@ -182,8 +178,8 @@ func (m *Manager) sendRemote(ctx context.Context, s *remoteSend) (id.EventID, er
 		if sendNeverArrived(err) {
 			// Nothing to resolve on the next attempt.
 			if derr := m.db.InDoubt.Delete(ctx, s.txnID); derr != nil {
-				l := log()
-				l.Warn().Err(derr).Msg("Failed to clear marker of a refused send")
+				zerolog.Ctx(ctx).Warn().Err(derr).Str("txn_id", s.txnID).Int("part", s.part).
+					Msg("Failed to clear marker of a refused send")
 			}
 		}
 		return "", err
