@@ -39,9 +39,9 @@ unit:
 # (golang/go#75804, fixed in Go 1.27), which failed CI once here.
 FUZZ_TARGETS := \
 	./connector/server:FuzzFrameDecode ./connector/server:FuzzParseHello ./connector/server:FuzzCloseMessage \
-	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent \
+	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent ./appservice:FuzzParseCryptoPush \
 	./portal:FuzzRemoteToMatrix ./portal:FuzzMatrixToRemote ./portal:FuzzSanitizeRemoteHTML \
-	./puppet:FuzzMergeDirect
+	./puppet:FuzzMergeDirect ./xmppconnector:FuzzInboundMessage
 FUZZTIME ?= 60s
 FUZZTIME_SHORT ?= 20000x
 # e.g. FUZZFLAGS=-parallel=1 on a shared machine.

@@ -1,6 +1,7 @@
 package xmppconnector
 
 import (
+	"iter"
 	"mime"
 	"net/url"
 	"path"
@@ -58,40 +59,52 @@ func mimeByName(name string) string {
 	return "application/octet-stream"
 }
 
-// stripFallback removes the body ranges marked as fallback for ns. The
-// ranges count Unicode code points, as XEP-0426 says.
+// stripFallback removes the body ranges marked as fallback for ns. Each
+// range only adds to a count at its two ends, and one pass over the body
+// keeps the code points no range covers: marking every code point of every
+// range instead cost ranges × length, about 0.4 s of CPU for one 256 KB
+// stanza made of ranges that each cover a long body.
 func stripFallback(body string, fbs []fallbackEl, ns string) string {
 	runes := []rune(body)
-	keep := make([]bool, len(runes))
-	for i := range keep {
-		keep[i] = true
+	open := make([]int, len(runes)+1) // ranges starting at i minus those ending there
+	for start, end := range fallbackRanges(fbs, ns, len(runes)) {
+		open[start]++
+		open[end]--
 	}
-	cut := false
-	for _, fb := range fbs {
-		if fb.For != ns {
-			continue
-		}
-		for _, b := range fb.Bodies {
-			if b.Start == nil || b.End == nil {
-				continue
-			}
-			start, end := max(*b.Start, 0), min(*b.End, len(runes))
-			for i := start; i < end; i++ {
-				keep[i] = false
-				cut = true
-			}
+	out := make([]rune, 0, len(runes))
+	depth, cut := 0, false
+	for i, r := range runes {
+		depth += open[i]
+		if depth == 0 {
+			out = append(out, r)
+		} else {
+			cut = true
 		}
 	}
 	if !cut {
 		return body
 	}
-	var out []rune
-	for i, r := range runes {
-		if keep[i] {
-			out = append(out, r)
+	return strings.TrimLeft(string(out), "\n")
+}
+
+// fallbackRanges yields the non-empty ranges marked as fallback for ns,
+// clipped to a body of n code points (XEP-0426 counts code points).
+func fallbackRanges(fbs []fallbackEl, ns string, n int) iter.Seq2[int, int] {
+	return func(yield func(int, int) bool) {
+		for _, fb := range fbs {
+			if fb.For != ns {
+				continue
+			}
+			for _, b := range fb.Bodies {
+				if b.Start == nil || b.End == nil {
+					continue
+				}
+				if start, end := max(*b.Start, 0), min(*b.End, n); start < end && !yield(start, end) {
+					return
+				}
+			}
 		}
 	}
-	return strings.TrimLeft(string(out), "\n")
 }
 
 // uniq returns the distinct values of s in first-seen order.
