@@ -225,6 +225,14 @@ func (a *account) resolve(ctx context.Context, chat, ref string) (string, error)
 	return id, nil
 }
 
+// maxReactionsPerSender bounds one sender's reaction set on one message.
+// XEP-0444 sends the whole set every time, and each new key becomes its
+// own Matrix event: without a bound, one stanza of a few hundred kilobytes
+// put thousands of reactions on a message (and the distinct check cost
+// their count squared). No client lets a person pick anywhere near this
+// many; the first ones in the set are kept.
+const maxReactionsPerSender = 64
+
 // bridgeReactions turns a XEP-0444 reaction set (always the sender's
 // complete set) into adds and removes against what the bridge was told.
 func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, eff *effects, r *reactionsEl) error {
@@ -236,7 +244,11 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 	if err != nil {
 		return err
 	}
-	now := uniq(r.Reactions)
+	now := firstDistinct(r.Reactions, maxReactionsPerSender)
+	if len(now) == maxReactionsPerSender && len(r.Reactions) > len(now) {
+		a.log.Warn().Str("chat_id", base.Chat.ID).Int("reactions", len(r.Reactions)).
+			Msg("Keeping only the first reactions of an oversized set")
+	}
 	eff.reactions = &reactionSet{chat: base.Chat.ID, target: target, sender: base.Sender.ID, keys: now}
 	var evs []*connector.Event
 	for _, k := range now {

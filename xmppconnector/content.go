@@ -108,9 +108,16 @@ func fallbackRanges(fbs []fallbackEl, ns string, n int) iter.Seq2[int, int] {
 }
 
 // uniq returns the distinct values of s in first-seen order.
-func uniq(s []string) []string {
+func uniq(s []string) []string { return firstDistinct(s, len(s)) }
+
+// firstDistinct returns up to n distinct non-empty values of s, in
+// first-seen order.
+func firstDistinct(s []string, n int) []string {
 	var out []string
 	for _, v := range s {
+		if len(out) == n {
+			break
+		}
 		if v != "" && !slices.Contains(out, v) {
 			out = append(out, v)
 		}

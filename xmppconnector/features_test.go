@@ -3,6 +3,7 @@ package xmppconnector
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -58,6 +59,38 @@ func TestIncomingReactionsRetractionsRepliesTyping(t *testing.T) {
 	// The retraction's fallback body must not show up as a message.
 	if n := len(e.bridge.matching(kind(connector.KindMessage))); n != 2 {
 		t.Errorf("%d messages bridged, want 2:\n%s", n, e.bridge.dump())
+	}
+}
+
+// TestOversizedReactionSetIsBounded: a contact's reaction set of 500
+// keys on one message becomes maxReactionsPerSender reactions, the first
+// ones of the set, not 500 Matrix events; the next, smaller set is still
+// bridged as removes against what was kept.
+func TestOversizedReactionSetIsBounded(t *testing.T) {
+	t.Parallel()
+	e, bob := startWithBob(t)
+	x := bob.SendChat(t, e.alice, "react to me a lot", "")
+	msg := e.bridge.waitEvent(t, "the message", isMessage("react to me a lot"))
+	keys := make([]string, 500)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("r%03d", i)
+	}
+	bob.React(t, e.alice, x, keys...)
+	bob.React(t, e.alice, x, keys[0])
+	e.bridge.waitEvent(t, "reactions removed", func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindReactionRemove && ev.Key == keys[maxReactionsPerSender-1]
+	})
+	var added []string
+	for _, a := range e.bridge.matching(kind(connector.KindReaction)) {
+		if a.Target == msg.ID {
+			added = append(added, a.Key)
+		}
+	}
+	if !slices.Equal(added, keys[:maxReactionsPerSender]) {
+		t.Errorf("%d reactions bridged (%v), want the first %d of the set", len(added), added, maxReactionsPerSender)
+	}
+	if n := len(e.bridge.matching(kind(connector.KindReactionRemove))); n != maxReactionsPerSender-1 {
+		t.Errorf("%d removes bridged, want %d", n, maxReactionsPerSender-1)
 	}
 }
 
