@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
@@ -50,5 +51,63 @@ func TestContactProfileChange(t *testing.T) {
 	s.fidBobSays(f, roomID, "m2", "same me")
 	if n := srv.hitsOf("/bob.png"); n != 1 {
 		t.Errorf("avatar fetched %d times, want once", n)
+	}
+}
+
+// TestAvatarSkipped: a contact picture the bridge may not fetch (on
+// loopback, not allowed) or that is not a picture (an HTML page, whatever
+// type the network claims for it; the homeserver would serve it with that
+// type) is not set on the ghost. The name still applies, the picture is
+// fetched at most once, and the chat goes on without the contact event
+// being retried.
+func TestAvatarSkipped(t *testing.T) {
+	page := []byte("<!DOCTYPE html><html><script>alert(1)</script></html>")
+	for _, c := range []struct {
+		name    string
+		allow   []string
+		picture []byte
+		fetches int
+	}{
+		{"internal address", nil, makePNG(t, 8, 8), 0},
+		{"not a picture", loopbackMedia, page, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.MediaFetchAllow = c.allow })
+			f := s.fidConnect(fakeSetup{})
+			roomID, _ := s.fidPortal(f, "m1", "hi")
+			srv := newFileServer(t, map[string][]byte{"/bob.png": c.picture})
+			contact := &connector.Contact{ID: fidBob, Name: "Robert",
+				Avatar: &connector.Avatar{ID: "av-1", URL: srv.URL + "/bob.png", MimeType: "image/png"}}
+			f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: contact})
+			s.fidBobSays(f, roomID, "m2", "after the profile")
+			s.wantGhostProfile(roomID, fidBob, "Robert", false)
+			if n := srv.hitsOf("/bob.png"); n != c.fetches {
+				t.Errorf("the picture was fetched %d times, want %d", n, c.fetches)
+			}
+		})
+	}
+}
+
+// wantGhostProfile checks a ghost's name and whether it has a picture,
+// both in its global profile and in its member event in the room. Call it
+// after a message that followed the profile change: the connector's events
+// of a chat are applied in order, so the change is then complete.
+func (s *stack) wantGhostProfile(roomID id.RoomID, contactID, name string, picture bool) {
+	s.t.Helper()
+	ctx := context.Background()
+	ghost := s.ghost(contactID)
+	profile, err := s.alice.GetProfile(ctx, ghost)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var member event.MemberEventContent
+	if err := s.alice.StateEvent(ctx, roomID, event.StateMember, string(ghost), &member); err != nil {
+		s.t.Fatal(err)
+	}
+	if profile.DisplayName != name || member.Displayname != name {
+		s.t.Errorf("ghost named %q in its profile and %q in the room, want %q", profile.DisplayName, member.Displayname, name)
+	}
+	if got := !profile.AvatarURL.IsEmpty() || member.AvatarURL != ""; got != picture {
+		s.t.Errorf("ghost picture %q in its profile and %q in the room, want a picture: %v", profile.AvatarURL, member.AvatarURL, picture)
 	}
 }

@@ -89,24 +89,3 @@ func TestAttachmentLinksToInternalAddresses(t *testing.T) {
 		}
 	})
 }
-
-// TestAvatarFromInternalAddressRefused: an avatar URL on loopback, not
-// allowed, is not fetched; the rest of the profile applies and the chat
-// goes on without the contact event being retried.
-func TestAvatarFromInternalAddressRefused(t *testing.T) {
-	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hi")
-	srv := newFileServer(t, map[string][]byte{"/bob.png": makePNG(t, 8, 8)})
-	contact := &connector.Contact{ID: fidBob, Name: "Robert",
-		Avatar: &connector.Avatar{ID: "av-1", URL: srv.URL + "/bob.png", MimeType: "image/png"}}
-	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: contact})
-	member := s.fidRoomEvent(roomID, event.StateMember, func(evt *event.Event) bool {
-		return evt.GetStateKey() == string(s.ghost(fidBob)) && evt.Content.AsMember().Displayname == "Robert"
-	}).Content.AsMember()
-	if member.AvatarURL != "" {
-		t.Errorf("ghost got avatar %s", member.AvatarURL)
-	}
-	s.fidBobSays(f, roomID, "m2", "after the profile")
-	if n := srv.hitsOf("/bob.png"); n != 0 {
-		t.Errorf("avatar fetched %d times from a refused address", n)
-	}
-}

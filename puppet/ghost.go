@@ -5,9 +5,11 @@ package puppet
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/rs/zerolog"
 	mas "maunium.net/go/mautrix/appservice"
@@ -23,6 +25,12 @@ import (
 
 // maxAvatarBytes bounds a contact picture the bridge will fetch.
 const maxAvatarBytes = 10 << 20
+
+// errUnusableAvatar marks a contact picture that will never do: larger
+// than maxAvatarBytes, or not a picture at all. The avatar id names the
+// picture, so fetching it again gives the same answer; the rest of the
+// profile stands, as for an address the bridge may not fetch.
+var errUnusableAvatar = errors.New("unusable avatar")
 
 // Ghosts manages one ghost user per network contact.
 type Ghosts struct {
@@ -151,6 +159,9 @@ func (g *Ghosts) UpdateProfile(ctx context.Context, contact *connector.Contact) 
 				zerolog.Ctx(ctx).Warn().Str("avatar_id", contact.Avatar.ID).Str("refused", netguard.Detail(err)).
 					Msg("Avatar URL points to an address the bridge may not fetch, skipping the avatar")
 				return changed, nil
+			} else if errors.Is(err, errUnusableAvatar) {
+				zerolog.Ctx(ctx).Warn().Err(err).Msg("Skipping the contact's avatar")
+				return changed, nil
 			} else if err != nil {
 				return changed, err
 			}
@@ -189,15 +200,31 @@ func (g *Ghosts) uploadAvatar(ctx context.Context, intent matrix.API, avatar *co
 	if err != nil {
 		return id.ContentURI{}, fmt.Errorf("read avatar %s: %w", avatar.ID, err)
 	} else if len(data) > maxAvatarBytes {
-		return id.ContentURI{}, fmt.Errorf("avatar %s is larger than %d bytes", avatar.ID, maxAvatarBytes)
+		return id.ContentURI{}, fmt.Errorf("%w: %s is larger than %d bytes", errUnusableAvatar, avatar.ID, maxAvatarBytes)
 	}
-	mime := avatar.MimeType
-	if mime == "" {
-		mime = http.DetectContentType(data)
+	mime, err := avatarType(data, avatar.MimeType)
+	if err != nil {
+		return id.ContentURI{}, fmt.Errorf("avatar %s: %w", avatar.ID, err)
 	}
 	up, err := intent.UploadBytes(ctx, data, mime)
 	if err != nil {
 		return id.ContentURI{}, fmt.Errorf("upload avatar %s: %w", avatar.ID, err)
 	}
 	return up.ContentURI, nil
+}
+
+// avatarType is the type a contact picture is uploaded with. The bytes
+// decide, not the type the network claims: a vCard may say image/png over
+// an HTML page, and the homeserver serves media with the type it was given.
+// A picture format the sniffer does not know (HEIC, say) keeps a claimed
+// image type; SVG, which can carry scripts, sniffs as text and is refused.
+func avatarType(data []byte, claimed string) (string, error) {
+	sniffed := http.DetectContentType(data)
+	switch {
+	case strings.HasPrefix(sniffed, "image/"):
+		return sniffed, nil
+	case sniffed == "application/octet-stream" && strings.HasPrefix(claimed, "image/") && !strings.HasPrefix(claimed, "image/svg"):
+		return claimed, nil
+	}
+	return "", fmt.Errorf("%w: the bytes are %s, not a picture", errUnusableAvatar, sniffed)
 }
