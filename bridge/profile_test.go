@@ -55,9 +55,9 @@ func TestContactProfileChange(t *testing.T) {
 }
 
 // TestAvatarSkipped: a contact picture the bridge may not fetch (on
-// loopback, not allowed) or that is not a picture (an HTML page, whatever
-// type the network claims for it; the homeserver would serve it with that
-// type) is not set on the ghost. The name still applies, the picture is
+// loopback, not allowed), that is gone (404), or that is not a picture (an
+// HTML page, whatever type the network claims for it; the homeserver would
+// serve it with that type) is not set on the ghost. The name still applies, the picture is
 // fetched at most once, and the chat goes on without the contact event
 // being retried.
 func TestAvatarSkipped(t *testing.T) {
@@ -70,12 +70,17 @@ func TestAvatarSkipped(t *testing.T) {
 	}{
 		{"internal address", nil, makePNG(t, 8, 8), 0},
 		{"not a picture", loopbackMedia, page, 1},
+		{"gone", loopbackMedia, nil, 1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newFidelityStack(t, testdb.SQLite(t), func(cfg *config.Config) { cfg.Bridge.MediaFetchAllow = c.allow })
 			f := s.fidConnect(fakeSetup{})
 			roomID, _ := s.fidPortal(f, "m1", "hi")
-			srv := newFileServer(t, map[string][]byte{"/bob.png": c.picture})
+			files := map[string][]byte{}
+			if c.picture != nil {
+				files["/bob.png"] = c.picture
+			}
+			srv := newFileServer(t, files)
 			contact := &connector.Contact{ID: fidBob, Name: "Robert",
 				Avatar: &connector.Avatar{ID: "av-1", URL: srv.URL + "/bob.png", MimeType: "image/png"}}
 			f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: contact})

@@ -26,8 +26,8 @@ import (
 // maxAvatarBytes bounds a contact picture the bridge will fetch.
 const maxAvatarBytes = 10 << 20
 
-// errUnusableAvatar marks a contact picture that will never do: larger
-// than maxAvatarBytes, or not a picture at all. The avatar id names the
+// errUnusableAvatar marks a contact picture that will never do: gone
+// (404, 410), larger than maxAvatarBytes, or not a picture at all. The avatar id names the
 // picture, so fetching it again gives the same answer; the rest of the
 // profile stands, as for an address the bridge may not fetch.
 var errUnusableAvatar = errors.New("unusable avatar")
@@ -193,7 +193,13 @@ func (g *Ghosts) uploadAvatar(ctx context.Context, intent matrix.API, avatar *co
 		return id.ContentURI{}, fmt.Errorf("fetch avatar %s: %w", avatar.ID, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound, http.StatusGone:
+		// Final, as for attachments: retrying held the contact's messages
+		// back for the whole backoff, then parked the event anyway.
+		return id.ContentURI{}, fmt.Errorf("%w: %s is gone (HTTP %d)", errUnusableAvatar, avatar.ID, resp.StatusCode)
+	default:
 		return id.ContentURI{}, fmt.Errorf("fetch avatar %s: HTTP %d", avatar.ID, resp.StatusCode)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAvatarBytes+1))
