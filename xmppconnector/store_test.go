@@ -148,3 +148,32 @@ func TestStoreFileIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreDropsReplacedAvatars: a picture goes when the last contact
+// showing it changes to another; one another contact still shows stays.
+func TestStoreDropsReplacedAvatars(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	for _, sha := range []string{"a1", "a2", "a3"} {
+		if err := s.PutAvatar(ctx, sha, "image/png", []byte(sha)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put := func(jid, avatar string) {
+		t.Helper()
+		if err := s.PutContact(ctx, "a@x", jid, storedContact{Name: jid, AvatarID: avatar}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("bob@x", "a1")
+	put("carol@x", "a2")
+	put("dave@x", "a2")
+	put("bob@x", "a2")   // a1: nobody shows it
+	put("carol@x", "a3") // a2: dave and bob still do
+	put("bob@x", "a2")   // unchanged
+	for sha, want := range map[string]bool{"a1": false, "a2": true, "a3": true} {
+		if _, _, ok, err := s.Avatar(ctx, sha); err != nil || ok != want {
+			t.Errorf("avatar %s stored: %v (%v), want %v", sha, ok, err, want)
+		}
+	}
+}

@@ -91,15 +91,32 @@ func (s *Store) Contact(ctx context.Context, login, jid string) (storedContact, 
 	return c, true, nil
 }
 
-// PutContact records the profile the bridge now has for jid.
+// PutContact records the profile the bridge now has for jid. The picture
+// it replaces goes once no contact shows it: a contact changing pictures
+// every minute would otherwise grow the store without end. If the bridge
+// has not fetched the old one yet, it gets a 404, which it takes as final
+// for that picture, and goes on to this one.
 func (s *Store) PutContact(ctx context.Context, login, jid string, c storedContact) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO contacts (login, jid, name, avatar_id) VALUES (?, ?, ?, ?)
-		ON CONFLICT (login, jid) DO UPDATE SET name = excluded.name, avatar_id = excluded.avatar_id`,
-		login, jid, c.Name, c.AvatarID)
-	if err != nil {
-		return fmt.Errorf("storing contact %s: %w", jid, err)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var old string
+		err := tx.QueryRowContext(ctx, `SELECT avatar_id FROM contacts WHERE login = ? AND jid = ?`, login, jid).Scan(&old)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("loading contact %s: %w", jid, err)
+		}
+		if _, err = tx.ExecContext(ctx, `INSERT INTO contacts (login, jid, name, avatar_id) VALUES (?, ?, ?, ?)
+			ON CONFLICT (login, jid) DO UPDATE SET name = excluded.name, avatar_id = excluded.avatar_id`,
+			login, jid, c.Name, c.AvatarID); err != nil {
+			return fmt.Errorf("storing contact %s: %w", jid, err)
+		}
+		if old == "" || old == c.AvatarID {
+			return nil
+		}
+		if _, err = tx.ExecContext(ctx, `DELETE FROM avatars WHERE sha1 = ?
+			AND NOT EXISTS (SELECT 1 FROM contacts WHERE avatar_id = ?)`, old, old); err != nil {
+			return fmt.Errorf("deleting replaced avatar %s: %w", old, err)
+		}
+		return nil
+	})
 }
 
 // PutAvatar stores picture bytes under their SHA-1 (hex).
