@@ -23,21 +23,26 @@ type GhostDevice struct {
 	// Syncing is set once the ghost is in an encrypted room: its to-device
 	// /sync loop then runs, and starts again with the bridge.
 	Syncing bool
+	// KeysChecked is set once every one-time key the homeserver holds for
+	// the device is known to be one its account holds (e2ee/otkrepair.go).
+	// A device made now is stored with it set: the key count fix it was
+	// made after (e2ee/sync.go) keeps its account from dropping a key.
+	KeysChecked bool
 }
 
 const (
-	getGhostDeviceBaseQuery = `SELECT mxid, device_id, access_token, syncing FROM ghost_device`
+	getGhostDeviceBaseQuery = `SELECT mxid, device_id, access_token, syncing, keys_checked FROM ghost_device`
 	putGhostDeviceQuery     = `
-		INSERT INTO ghost_device (mxid, device_id, access_token, syncing) VALUES ($1, $2, $3, $4)
+		INSERT INTO ghost_device (mxid, device_id, access_token, syncing, keys_checked) VALUES ($1, $2, $3, $4, $5)
 		ON CONFLICT (mxid) DO UPDATE SET device_id=excluded.device_id, access_token=excluded.access_token,
-			syncing=excluded.syncing`
+			syncing=excluded.syncing, keys_checked=excluded.keys_checked`
 	putGhostCrossSigningQuery = `INSERT INTO ghost_cross_signing (mxid, seeds) VALUES ($1, $2)
 		ON CONFLICT (mxid) DO UPDATE SET seeds=excluded.seeds`
 )
 
 // Scan reads a ghost_device row.
 func (d *GhostDevice) Scan(row dbutil.Scannable) (*GhostDevice, error) {
-	err := row.Scan(&d.MXID, &d.DeviceID, &d.AccessToken, &d.Syncing)
+	err := row.Scan(&d.MXID, &d.DeviceID, &d.AccessToken, &d.Syncing, &d.KeysChecked)
 	return d, err
 }
 
@@ -61,7 +66,20 @@ func (q *GhostDeviceQuery) RegisteredWithout(ctx context.Context, after id.UserI
 
 // Put inserts or replaces a ghost's device.
 func (q *GhostDeviceQuery) Put(ctx context.Context, d *GhostDevice) error {
-	return q.Exec(ctx, putGhostDeviceQuery, d.MXID, d.DeviceID, d.AccessToken, d.Syncing)
+	return q.Exec(ctx, putGhostDeviceQuery, d.MXID, d.DeviceID, d.AccessToken, d.Syncing, d.KeysChecked)
+}
+
+// Unchecked returns up to limit devices whose one-time keys are still to
+// be checked, in user id order after the given one ("" for the first).
+func (q *GhostDeviceQuery) Unchecked(ctx context.Context, after id.UserID, limit int) ([]*GhostDevice, error) {
+	return q.QueryMany(ctx, getGhostDeviceBaseQuery+" WHERE NOT keys_checked AND mxid > $1 ORDER BY mxid LIMIT $2", after, limit)
+}
+
+// SetKeysChecked records that the device's one-time keys were checked. It
+// names the device, so that a ghost's device replaced meanwhile is not
+// taken for the one that was checked.
+func (q *GhostDeviceQuery) SetKeysChecked(ctx context.Context, mxid id.UserID, deviceID id.DeviceID) error {
+	return q.Exec(ctx, "UPDATE ghost_device SET keys_checked=true WHERE mxid=$1 AND device_id=$2", mxid, deviceID)
 }
 
 // SetSyncing records that the ghost's device syncs.

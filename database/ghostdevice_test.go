@@ -45,3 +45,54 @@ func TestGhostsRegisteredWithoutDevice(t *testing.T) {
 		}
 	})
 }
+
+// TestGhostDeviceKeysChecked: a device stored before v9 comes out of the
+// upgrade unchecked, so that the bridge checks its one-time keys once; a
+// device stored now as checked stays so, and marking one checked names its
+// device, leaving a replacement alone.
+func TestGhostDeviceKeysChecked(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		db := reopenFrom(t, target, 8,
+			"INSERT INTO ghost_device (mxid, device_id, access_token, syncing) VALUES ('@old:x', 'OLD', 'tok', true)",
+			"INSERT INTO ghost_device (mxid, device_id, access_token) VALUES ('@quiet:x', 'QUIET', 'tok')")
+		old, err := db.GhostDev.Get(ctx, "@old:x")
+		if err != nil || old == nil || !old.Syncing || old.KeysChecked {
+			t.Fatalf("device from before the upgrade = %+v, %v; want syncing, unchecked", old, err)
+		}
+		if err = db.GhostDev.Put(ctx, &database.GhostDevice{MXID: "@new:x", DeviceID: "NEW", AccessToken: "tok", KeysChecked: true}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.GhostDev.Get(ctx, "@new:x"); err != nil || got == nil || !got.KeysChecked {
+			t.Fatalf("new device = %+v, %v; want checked", got, err)
+		}
+		unchecked := func(after id.UserID, limit int) []id.UserID {
+			t.Helper()
+			rows, err := db.GhostDev.Unchecked(ctx, after, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []id.UserID
+			for _, r := range rows {
+				ids = append(ids, r.MXID)
+			}
+			return ids
+		}
+		if got := unchecked("", 10); !slices.Equal(got, []id.UserID{"@old:x", "@quiet:x"}) {
+			t.Fatalf("unchecked = %v; want [@old:x @quiet:x]", got)
+		}
+		if got := unchecked("@old:x", 1); !slices.Equal(got, []id.UserID{"@quiet:x"}) {
+			t.Fatalf("unchecked after @old:x = %v; want [@quiet:x]", got)
+		}
+		// The device was replaced since it was listed: not marked.
+		if err = db.GhostDev.SetKeysChecked(ctx, "@quiet:x", "GONE"); err != nil {
+			t.Fatal(err)
+		}
+		if err = db.GhostDev.SetKeysChecked(ctx, "@old:x", "OLD"); err != nil {
+			t.Fatal(err)
+		}
+		if got := unchecked("", 10); !slices.Equal(got, []id.UserID{"@quiet:x"}) {
+			t.Fatalf("unchecked after marking = %v; want [@quiet:x]", got)
+		}
+	})
+}

@@ -357,7 +357,9 @@ func (m *Manager) login(ctx context.Context, userID id.UserID) (*database.GhostD
 	if err != nil {
 		return nil, fmt.Errorf("appservice login: %w", err)
 	}
-	return &database.GhostDevice{MXID: userID, DeviceID: resp.DeviceID, AccessToken: resp.AccessToken}, nil
+	// Checked from the start: its keys are uploaded and topped up by code
+	// that reads an absent key count right (sync.go), so none is orphaned.
+	return &database.GhostDevice{MXID: userID, DeviceID: resp.DeviceID, AccessToken: resp.AccessToken, KeysChecked: true}, nil
 }
 
 // ensureRegistered registers the ghost unless the state store knows it is.

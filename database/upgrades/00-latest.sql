@@ -1,4 +1,4 @@
--- v0 -> v8: Latest revision
+-- v0 -> v9: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -202,7 +202,10 @@ CREATE TABLE ghost_device (
 	mxid         TEXT    NOT NULL PRIMARY KEY,
 	device_id    TEXT    NOT NULL,
 	access_token TEXT    NOT NULL,
-	syncing      BOOLEAN NOT NULL DEFAULT false
+	syncing      BOOLEAN NOT NULL DEFAULT false,
+	-- Set once the device's one-time keys on the homeserver are known to
+	-- be its account's (e2ee/otkrepair.go); new devices are stored so.
+	keys_checked BOOLEAN NOT NULL DEFAULT false
 );
 
 -- A ghost's cross-signing private keys (JSON seeds, AES-GCM under a key
