@@ -1,10 +1,7 @@
 package bridge_test
 
 import (
-	"bytes"
-	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,33 +9,8 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
+	"github.com/dmbridge/dmbridge/internal/testlog"
 )
-
-// logLines collects the bridge's JSON log lines.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// find returns the lines with the message.
-func (l *logLines) find(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, raw := range strings.Split(l.buf.String(), "\n") {
-		var line map[string]any
-		if json.Unmarshal([]byte(raw), &line) == nil && line["message"] == msg {
-			out = append(out, line)
-		}
-	}
-	return out
-}
 
 // TestMessageLogging: each bridged message has one debug line, an info
 // summary counts them per direction, and a refused event is logged at warn
@@ -46,7 +18,7 @@ func (l *logLines) find(msg string) []map[string]any {
 func TestMessageLogging(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t), stackOptions{noBridge: true})
 	s.cfg.Logging.SummaryInterval = config.Duration(time.Second)
-	logs := &logLines{}
+	logs := &testlog.Lines{}
 	s.logTo = logs
 	s.startBridge()
 	t.Cleanup(s.stopBridge)
@@ -63,7 +35,7 @@ func TestMessageLogging(t *testing.T) {
 	var toMatrix, toNetwork float64
 	tesths.WaitFor(t, 20*time.Second, "summary lines counting both messages", func() (bool, error) {
 		toMatrix, toNetwork = 0, 0
-		for _, line := range logs.find("Bridged messages") {
+		for _, line := range logs.Find("Bridged messages") {
 			if line["level"] != "info" {
 				t.Errorf("summary at level %v", line["level"])
 			}
@@ -76,12 +48,12 @@ func TestMessageLogging(t *testing.T) {
 		t.Errorf("summaries count %v messages to Matrix and %v to the network, want 1 and 1", toMatrix, toNetwork)
 	}
 	for msg, want := range map[string]string{"Bridged message to Matrix": "debug", "Bridged message to the network": "debug"} {
-		lines := logs.find(msg)
+		lines := logs.Find(msg)
 		if len(lines) != 1 || lines[0]["level"] != want {
 			t.Errorf("%q logged %d times (%v), want once at %s", msg, len(lines), lines, want)
 		}
 	}
-	refused := logs.find("Refused a frame from the connector")
+	refused := logs.Find("Refused a frame from the connector")
 	if len(refused) != 1 || refused[0]["level"] != "warn" || !strings.Contains(refused[0]["reason"].(string), "group") {
 		t.Errorf("refused group event logged as %v, want one warn line with the reason", refused)
 	}
