@@ -92,6 +92,17 @@ type device struct {
 	// encMu serialises encryption: one outbound session per room.
 	encMu   sync.Mutex
 	syncing bool
+	// keysMu serialises what reads or changes the account's one-time keys
+	// outside mautrix's own locks: handing the machine a /sync response or
+	// a push (to-device messages use up keys, key counts upload new ones)
+	// and the repair of keys orphaned before the key count fix
+	// (otkrepair.go).
+	keysMu sync.Mutex
+	// repairing (under keysMu) is set while the repair claims the device's
+	// keys from the homeserver: key counts are then not acted on, since an
+	// upload would hand the repair fresh keys to claim; it uploads itself
+	// when done.
+	repairing bool
 }
 
 // New prepares mautrix-go's crypto tables in the bridge's database.
@@ -136,6 +147,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 	m.startPreparing()
+	m.startRepair()
 	return nil
 }
 

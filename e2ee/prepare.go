@@ -191,9 +191,15 @@ func (m *Manager) prepareOne(userID id.UserID) {
 		}
 		return
 	}
+	m.letGo(d)
+}
+
+// letGo drops a device the background work loaded from memory, unless
+// something started using it for an encrypted room meanwhile.
+func (m *Manager) letGo(d *device) {
 	m.mu.Lock()
-	if !d.syncing && m.devices[userID] == d {
-		delete(m.devices, userID)
+	if !d.syncing && m.devices[d.userID] == d {
+		delete(m.devices, d.userID)
 	}
 	m.mu.Unlock()
 }

@@ -126,10 +126,13 @@ func (m *Manager) deliver(ctx context.Context, dl *delivery) {
 		return
 	}
 	ctx = log.WithContext(ctx)
+	d.keysMu.Lock()
+	defer d.keysMu.Unlock()
 	for _, evt := range dl.toDevice {
 		mach.HandleToDeviceEvent(ctx, evt)
 	}
-	if dl.otk != nil {
+	// Not while the repair claims the device's keys: it uploads when done.
+	if dl.otk != nil && !d.repairing {
 		mach.HandleOTKCounts(ctx, dl.otk)
 	}
 	if len(dl.toDevice) > 0 {

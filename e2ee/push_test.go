@@ -2,6 +2,7 @@ package e2ee
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -27,21 +28,36 @@ const (
 // nowhere: routing must need no homeserver.
 func pushManager(t *testing.T) (*Manager, *database.Database) {
 	t.Helper()
+	db := testdb.Open(t, testdb.Targets(t)[0])
+	m := testManager(t, db, "http://127.0.0.1:1", "localhost", true, zerolog.Nop(), nil)
+	if err := db.GhostDev.Put(context.Background(), &database.GhostDevice{MXID: ownGhost, DeviceID: ownDevice, AccessToken: "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	return m, db
+}
+
+// testManager is a manager, not started, on db for the homeserver at
+// address; wrap, if not nil, wraps its HTTP transport. It stops with the
+// test.
+func testManager(t *testing.T, db *database.Database, address, domain string, pushed bool, log zerolog.Logger, wrap func(http.RoundTripper) http.RoundTripper) *Manager {
+	t.Helper()
 	ctx := context.Background()
 	cfg := config.Default()
-	cfg.Homeserver.Address = "http://127.0.0.1:1"
-	cfg.Homeserver.Domain = "localhost"
+	cfg.Homeserver.Address = address
+	cfg.Homeserver.Domain = domain
 	cfg.Appservice.ID = "dmbridge"
 	cfg.Appservice.Bot.Username = "dmbridgebot"
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = "as", "hs"
 	cfg.Encryption.PickleKey = "pickle"
-	cfg.Encryption.Appservice = true
-	db := testdb.Open(t, testdb.Targets(t)[0])
-	link, err := appservice.New(ctx, cfg, db, zerolog.Nop())
+	cfg.Encryption.Appservice = pushed
+	link, err := appservice.New(ctx, cfg, db, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(ctx, Options{Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: zerolog.Nop(),
+	if wrap != nil {
+		link.AS.HTTPClient.Transport = wrap(link.AS.HTTPClient.Transport)
+	}
+	m, err := New(ctx, Options{Config: cfg, DB: db, AS: link.AS, State: link.StateStore, Log: log,
 		RegisterGhost: matrix.NewIntents(link.AS).RegisterGhost,
 		IsBridgeUser: func(u id.UserID) bool {
 			_, ghost := cfg.ParseGhostUserID(u)
@@ -51,10 +67,7 @@ func pushManager(t *testing.T) (*Manager, *database.Database) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
-	if err = db.GhostDev.Put(ctx, &database.GhostDevice{MXID: ownGhost, DeviceID: ownDevice, AccessToken: "tok"}); err != nil {
-		t.Fatal(err)
-	}
-	return m, db
+	return m
 }
 
 func toDevice(to id.UserID, dev id.DeviceID) *event.Event {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 )
@@ -33,7 +32,7 @@ func syncFilter() *mautrix.Filter {
 // startSync runs the device's /sync loop until the manager stops.
 func (m *Manager) startSync(d *device) {
 	client := d.mach.Client
-	client.Syncer = &syncer{mach: d.mach, log: m.log.With().Stringer("user_id", d.userID).Logger()}
+	client.Syncer = &syncer{d: d, log: m.log.With().Stringer("user_id", d.userID).Logger()}
 	m.wg.Add(1)
 	m.syncLoops.Add(1)
 	go func() {
@@ -53,7 +52,7 @@ func (m *Manager) SyncLoops() int { return int(m.syncLoops.Load()) }
 
 // syncer hands each /sync response to the Olm machine.
 type syncer struct {
-	mach  *crypto.OlmMachine
+	d     *device
 	log   zerolog.Logger
 	fails int
 }
@@ -61,20 +60,25 @@ type syncer struct {
 func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
 	s.fails = 0
 	ctx = s.log.WithContext(ctx)
+	mach := s.d.mach
+	s.d.keysMu.Lock()
+	defer s.d.keysMu.Unlock()
 	// A count of 0 is what an absent device_one_time_keys_count reads as,
 	// and Dendrite leaves it out of every initial /sync. Taken as 0, the
 	// machine tops up 50 keys without asking the server (unless it uploaded
 	// in the last minute), past the 100 its account keeps: the account drops
 	// its oldest key, which the server still hands out, and the pre-key
 	// message made with it cannot be opened. The server's own count decides.
-	askServer := resp.DeviceOTKCount.SignedCurve25519 == 0
-	if askServer {
-		resp.DeviceOTKCount.SignedCurve25519 = int(s.mach.GetAccount().Internal.MaxNumberOfOneTimeKeys())
+	// While the repair claims the device's keys (otkrepair.go) the count is
+	// not acted on at all: the repair uploads when it is done.
+	askServer := resp.DeviceOTKCount.SignedCurve25519 == 0 && !s.d.repairing
+	if resp.DeviceOTKCount.SignedCurve25519 == 0 || s.d.repairing {
+		resp.DeviceOTKCount.SignedCurve25519 = int(mach.GetAccount().Internal.MaxNumberOfOneTimeKeys())
 	}
-	s.mach.ProcessSyncResponse(ctx, resp, since)
+	mach.ProcessSyncResponse(ctx, resp, since)
 	if askServer {
 		// Negative: ShareKeys reads the count from the server first.
-		if err := s.mach.ShareKeys(ctx, -1); err != nil {
+		if err := mach.ShareKeys(ctx, -1); err != nil {
 			s.log.Warn().Err(err).Msg("Failed to check the ghost device's one-time keys")
 		}
 	}
