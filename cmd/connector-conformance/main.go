@@ -22,9 +22,10 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/conformance"
@@ -86,8 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			op.chatWith = op.chat
 		}
 	}
-	// The connector's commands write here too, from exec's copying goroutines.
-	stdout = &syncWriter{w: stdout}
+	// The connector's commands write here too, from exec's copying
+	// goroutines; zerolog's SyncWriter is a plain mutex around any writer.
+	stdout = zerolog.SyncWriter(stdout)
 	opts.Out = stdout
 
 	var target conformance.Target = newOperator(op, stdout)
@@ -117,18 +119,6 @@ func summarize(w io.Writer, results []conformance.Result) int {
 		return 1
 	}
 	return 0
-}
-
-// syncWriter serialises writes to w.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // chat builds the chat the operator named, nil for none.
