@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 
 	"github.com/rs/zerolog"
 	mas "maunium.net/go/mautrix/appservice"
@@ -208,29 +207,13 @@ func (g *Ghosts) uploadAvatar(ctx context.Context, intent matrix.API, avatar *co
 	} else if len(data) > maxAvatarBytes {
 		return id.ContentURI{}, fmt.Errorf("%w: %s is larger than %d bytes", errUnusableAvatar, avatar.ID, maxAvatarBytes)
 	}
-	mime, err := avatarType(data, avatar.MimeType)
-	if err != nil {
-		return id.ContentURI{}, fmt.Errorf("avatar %s: %w", avatar.ID, err)
+	mime := connector.PictureType(data, avatar.MimeType)
+	if mime == "" {
+		return id.ContentURI{}, fmt.Errorf("%w: %s is not a picture (%s)", errUnusableAvatar, avatar.ID, http.DetectContentType(data))
 	}
 	up, err := intent.UploadBytes(ctx, data, mime)
 	if err != nil {
 		return id.ContentURI{}, fmt.Errorf("upload avatar %s: %w", avatar.ID, err)
 	}
 	return up.ContentURI, nil
-}
-
-// avatarType is the type a contact picture is uploaded with. The bytes
-// decide, not the type the network claims: a vCard may say image/png over
-// an HTML page, and the homeserver serves media with the type it was given.
-// A picture format the sniffer does not know (HEIC, say) keeps a claimed
-// image type; SVG, which can carry scripts, sniffs as text and is refused.
-func avatarType(data []byte, claimed string) (string, error) {
-	sniffed := http.DetectContentType(data)
-	switch {
-	case strings.HasPrefix(sniffed, "image/"):
-		return sniffed, nil
-	case sniffed == "application/octet-stream" && strings.HasPrefix(claimed, "image/") && !strings.HasPrefix(claimed, "image/svg"):
-		return claimed, nil
-	}
-	return "", fmt.Errorf("%w: the bytes are %s, not a picture", errUnusableAvatar, sniffed)
 }

@@ -43,6 +43,10 @@ func (h avatarHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", mt)
+	// Only pictures are stored (contacts.go), and nothing here is for a
+	// browser to run, even one that guesses types or opens the URL itself.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; sandbox")
 	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
 	_, _ = w.Write(data)
 }

@@ -53,12 +53,15 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
 			return c, nil
 		}
+		// The contact chooses both the bytes and the TYPE; the avatar
+		// endpoint serves them on, so only a picture is kept.
+		mt := connector.PictureType(data, vc.Photo.Type)
+		if mt == "" {
+			a.log.Debug().Str("contact", who).Str("type", vc.Photo.Type).Msg("Ignoring a vCard photo that is not a picture")
+			return c, nil
+		}
 		sum := sha1.Sum(data)
 		id := hex.EncodeToString(sum[:])
-		mt := vc.Photo.Type
-		if mt == "" {
-			mt = "image/png"
-		}
 		if err := a.store.PutAvatar(ctx, id, mt, data); err != nil {
 			return nil, err
 		}

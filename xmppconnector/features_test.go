@@ -188,16 +188,21 @@ func TestResolveIdentifierWithAvatar(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || string(body) != string(photo) || resp.Header.Get("Content-Type") != "image/png" {
-		t.Errorf("avatar URL answered %d %q with %d bytes, want the photo", resp.StatusCode, resp.Header.Get("Content-Type"), len(body))
+	if resp.StatusCode != http.StatusOK || string(body) != string(photo) || resp.Header.Get("Content-Type") != "image/png" ||
+		resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("avatar URL answered %d %q (nosniff %q) with %d bytes, want the photo", resp.StatusCode,
+			resp.Header.Get("Content-Type"), resp.Header.Get("X-Content-Type-Options"), len(body))
+	}
+
+	// A "photo" that is a web page, whatever its vCard says, is no picture.
+	bob.SetVCard(t, "Bob", []byte("<!DOCTYPE html><html><script>alert(1)</script></html>"), "text/html")
+	got, err := e.bridge.command(t, connector.OpGetContact, &connector.Command{Login: e.alice, ID: e.bob})
+	if err != nil || got.Contact == nil || got.Contact.Name != "Bob" || got.Contact.Avatar != nil {
+		t.Errorf("get_contact with a web page for a photo = %+v, %v; want bob without an avatar", got.Contact, err)
 	}
 
 	if _, err := e.bridge.command(t, connector.OpResolveIdentifier, &connector.Command{Login: e.alice, Identifier: "not an address"}); err == nil {
 		t.Error("resolve_identifier accepted a non-address")
-	}
-	got, err := e.bridge.command(t, connector.OpGetContact, &connector.Command{Login: e.alice, ID: e.bob})
-	if err != nil || got.Contact == nil || got.Contact.Name != "Bob" {
-		t.Errorf("get_contact = %+v, %v", got, err)
 	}
 }
 
