@@ -57,9 +57,9 @@ func TestContactProfileChange(t *testing.T) {
 // TestAvatarSkipped: a contact picture the bridge may not fetch (on
 // loopback, not allowed), that is gone (404), or that is not a picture (an
 // HTML page, whatever type the network claims for it; the homeserver would
-// serve it with that type) is not set on the ghost. The name still applies, the picture is
-// fetched at most once, and the chat goes on without the contact event
-// being retried.
+// serve it with that type) is not set on the ghost. The name still applies,
+// the picture is fetched at most once, and the chat goes on without the
+// contact event being retried.
 func TestAvatarSkipped(t *testing.T) {
 	page := []byte("<!DOCTYPE html><html><script>alert(1)</script></html>")
 	for _, c := range []struct {

@@ -26,9 +26,10 @@ import (
 const maxAvatarBytes = 10 << 20
 
 // errUnusableAvatar marks a contact picture that will never do: gone
-// (404, 410), larger than maxAvatarBytes, or not a picture at all. The avatar id names the
-// picture, so fetching it again gives the same answer; the rest of the
-// profile stands, as for an address the bridge may not fetch.
+// (404, 410), larger than maxAvatarBytes, or not a picture at all. The
+// avatar id names the picture, so fetching it again gives the same answer;
+// the rest of the profile stands, as for an address the bridge may not
+// fetch.
 var errUnusableAvatar = errors.New("unusable avatar")
 
 // Ghosts manages one ghost user per network contact.

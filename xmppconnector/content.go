@@ -65,6 +65,9 @@ func mimeByName(name string) string {
 // range instead cost ranges × length, about 0.4 s of CPU for one 256 KB
 // stanza made of ranges that each cover a long body.
 func stripFallback(body string, fbs []fallbackEl, ns string) string {
+	if len(fbs) == 0 {
+		return body // most messages: nothing to decode into code points
+	}
 	runes := []rune(body)
 	open := make([]int, len(runes)+1) // ranges starting at i minus those ending there
 	for start, end := range fallbackRanges(fbs, ns, len(runes)) {
