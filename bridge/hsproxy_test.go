@@ -27,6 +27,10 @@ type hsProxy struct {
 	refuse func(r *http.Request, body []byte) (int, string)
 	// refused counts the refusals per errcode.
 	refused map[string]int
+	// answer, if set, may answer a request itself with a 200 and the JSON
+	// of what it returns (non-nil), without Dendrite seeing the request: a
+	// homeserver that accepts a request and does not act on it.
+	answer func(r *http.Request, body []byte) any
 }
 
 func newHSProxy(t testing.TB, target string) *hsProxy {
@@ -56,8 +60,15 @@ func newHSProxy(t testing.TB, target string) *hsProxy {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		p.mu.Lock()
-		refuse := p.refuse
+		refuse, answer := p.refuse, p.answer
 		p.mu.Unlock()
+		if answer != nil {
+			if resp := answer(r, body); resp != nil {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(resp)
+				return
+			}
+		}
 		if refuse != nil {
 			if status, code := refuse(r, body); status != 0 {
 				p.mu.Lock()
@@ -78,6 +89,12 @@ func newHSProxy(t testing.TB, target string) *hsProxy {
 func (p *hsProxy) setRefuse(f func(r *http.Request, body []byte) (int, string)) {
 	p.mu.Lock()
 	p.refuse = f
+	p.mu.Unlock()
+}
+
+func (p *hsProxy) setAnswer(f func(r *http.Request, body []byte) any) {
+	p.mu.Lock()
+	p.answer = f
 	p.mu.Unlock()
 }
 

@@ -145,8 +145,8 @@ type DoublePuppetConfig struct {
 type BridgeConfig struct {
 	MaxMediaBytes    int64 `yaml:"max_media_bytes"`
 	InlineMediaBytes int64 `yaml:"inline_media_bytes"`
-	// MDirectRepairInterval is how often m.direct is re-checked; 0 disables
-	// the periodic pass.
+	// MDirectRepairInterval is how often m.direct and the users' membership
+	// of their portals are re-checked; 0 disables the periodic pass.
 	MDirectRepairInterval Duration `yaml:"m_direct_repair_interval"`
 	BridgePresence        bool     `yaml:"bridge_own_presence"`
 	// HomeserverConcurrency caps homeserver calls in flight.

@@ -22,10 +22,10 @@ const (
 	// compete with the traffic a start brings: the backlog, the first
 	// messages.
 	directRepairDelay = 5 * time.Second
-	// directRepairGap paces a pass: one user per gap, at most two
-	// homeserver calls each (whoami once per process, the m.direct read),
-	// so 10,000 users are ~100 calls/s for 200 s rather than a burst of
-	// 20,000 at start.
+	// directRepairGap paces a pass: one user per gap, at most three
+	// homeserver calls each (whoami once per process, the m.direct read,
+	// the joined rooms of a user with portals), so 10,000 users are ~150
+	// calls/s for 200 s rather than a burst of 30,000 at start.
 	directRepairGap = 20 * time.Millisecond
 )
 
@@ -33,6 +33,7 @@ const (
 // bridge.m_direct_repair_interval after a pass ends (0 keeps only the first
 // pass). Clients rewrite m.direct wholesale, and one that lost the bridge's
 // entries makes portals show up as group rooms; the repair puts them back.
+// The same pass checks that the user is in their portals (repair_joins.go).
 // It runs in the background, paced (directRepairGap).
 func (m *Manager) startDirectRepair() {
 	interval := m.cfg.Bridge.MDirectRepairInterval.D()
@@ -85,9 +86,30 @@ func (m *Manager) RepairDirect(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err = m.repairUserDirect(ctx, user); err != nil {
-			errs = append(errs, fmt.Errorf("repair m.direct of %s: %w", user, err))
+		if err = m.repairUser(ctx, user); err != nil {
+			errs = append(errs, err)
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// repairUser repairs one user's DMs: their m.direct, then their membership
+// of the portals (repair_joins.go).
+func (m *Manager) repairUser(ctx context.Context, user id.UserID) error {
+	dp, err := m.dps.Intent(ctx, user)
+	if err != nil || dp == nil {
+		return err
+	}
+	portals, err := m.db.Portal.ByUser(ctx, user)
+	if err != nil {
+		return fmt.Errorf("list portals of %s: %w", user, err)
+	}
+	var errs []error
+	if err = m.repairUserDirect(ctx, dp, portals); err != nil {
+		errs = append(errs, fmt.Errorf("repair m.direct of %s: %w", user, err))
+	}
+	if err = m.repairUserJoins(ctx, dp, portals); err != nil {
+		errs = append(errs, fmt.Errorf("repair joins of %s: %w", user, err))
 	}
 	return errors.Join(errs...)
 }
@@ -95,16 +117,10 @@ func (m *Manager) RepairDirect(ctx context.Context) error {
 // repairUserDirect makes the user's m.direct list every portal under its
 // ghost and drop the rooms the bridge cleaned up. Entries for other rooms are
 // the user's own and are never touched.
-func (m *Manager) repairUserDirect(ctx context.Context, user id.UserID) error {
-	dp, err := m.dps.Intent(ctx, user)
-	if err != nil || dp == nil {
-		return err
-	}
-	log := m.log.With().Str("component", "m_direct_repair").Stringer("user_id", user).Logger()
-	portals, err := m.db.Portal.ByUser(ctx, user)
-	if err != nil {
-		return err
-	}
+func (m *Manager) repairUserDirect(ctx context.Context, dp matrix.API, portals []*database.Portal) error {
+	user := dp.UserID()
+	log := m.log.With().Str("repair", "m.direct").Stringer("user_id", user).Logger()
+	var err error
 	change := puppet.DirectChange{Add: make(map[id.UserID][]id.RoomID)}
 	for _, p := range portals {
 		if p.RoomID != "" {
