@@ -31,6 +31,9 @@ type hsProxy struct {
 	// of what it returns (non-nil), without Dendrite seeing the request: a
 	// homeserver that accepts a request and does not act on it.
 	answer func(r *http.Request, body []byte) any
+	// rewrite, if set, may replace a request's body before Dendrite sees
+	// it (nil keeps it).
+	rewrite func(r *http.Request, body []byte) []byte
 }
 
 func newHSProxy(t testing.TB, target string) *hsProxy {
@@ -60,8 +63,15 @@ func newHSProxy(t testing.TB, target string) *hsProxy {
 		body, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		p.mu.Lock()
-		refuse, answer := p.refuse, p.answer
+		refuse, answer, rewrite := p.refuse, p.answer, p.rewrite
 		p.mu.Unlock()
+		if rewrite != nil {
+			if changed := rewrite(r, body); changed != nil {
+				body = changed
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				r.ContentLength = int64(len(body))
+			}
+		}
 		if answer != nil {
 			if resp := answer(r, body); resp != nil {
 				w.Header().Set("Content-Type", "application/json")
@@ -95,6 +105,12 @@ func (p *hsProxy) setRefuse(f func(r *http.Request, body []byte) (int, string)) 
 func (p *hsProxy) setAnswer(f func(r *http.Request, body []byte) any) {
 	p.mu.Lock()
 	p.answer = f
+	p.mu.Unlock()
+}
+
+func (p *hsProxy) setRewrite(f func(r *http.Request, body []byte) []byte) {
+	p.mu.Lock()
+	p.rewrite = f
 	p.mu.Unlock()
 }
 

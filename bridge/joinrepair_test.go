@@ -70,3 +70,56 @@ func TestUnappliedJoinIsRepaired(t *testing.T) {
 		}
 	})
 }
+
+// TestMissingInviteIsRepaired: the portal's room is created without the
+// user's invite (Dendrite's createRoom logs an invite that failed and still
+// answers 200). The double puppet's join is then refused; the ghost invites
+// the user and the join is tried again, so the chat's messages are not all
+// refused on the missing invite.
+func TestMissingInviteIsRepaired(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{hsProxy: true})
+		alice := string(s.alice.UserID)
+		var dropped, joins atomic.Int32
+		s.proxy.setRewrite(func(r *http.Request, body []byte) []byte {
+			if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/createRoom") {
+				return nil
+			}
+			var req map[string]any
+			if json.Unmarshal(body, &req) != nil || req["invite"] == nil {
+				return nil
+			}
+			delete(req, "invite")
+			dropped.Add(1)
+			out, _ := json.Marshal(req)
+			return out
+		})
+		s.proxy.setAnswer(func(r *http.Request, body []byte) any {
+			var member event.MemberEventContent
+			if r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/state/m.room.member/"+alice) &&
+				json.Unmarshal(body, &member) == nil && member.Membership == event.MembershipJoin {
+				joins.Add(1)
+			}
+			return nil
+		})
+		f := s.connectFake(nil)
+		f.send(textFrom("bob@network", "m1", "hello without an invite"))
+		roomID := s.roomOf("bob@network")
+		s.waitMessage(roomID, "hello without an invite")
+		if n := dropped.Load(); n != 1 {
+			t.Fatalf("the proxy dropped the invite of %d createRoom calls, want 1", n)
+		}
+		if n := joins.Load(); n != 2 {
+			t.Errorf("%d joins of alice went out, want 2 (the refused one and the one after the invite)", n)
+		}
+		var member event.MemberEventContent
+		if err := s.alice.StateEvent(context.Background(), roomID, event.StateMember, alice, &member); err != nil {
+			t.Fatal(err)
+		} else if member.Membership != event.MembershipJoin {
+			t.Errorf("alice's membership %q, want join", member.Membership)
+		}
+		if direct := tesths.DirectContent(t, s.alice); !slices.Contains(direct[s.ghost("bob@network")], roomID) {
+			t.Errorf("m.direct %v does not list the portal %s", direct, roomID)
+		}
+	})
+}

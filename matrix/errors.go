@@ -24,3 +24,13 @@ func IsGone(err error) bool {
 	}
 	return errors.Is(err, mautrix.MForbidden) || IsNotFound(err)
 }
+
+// IsForbidden reports a 403 refusal, with or without Dendrite's M_FORBIDDEN
+// code.
+func IsForbidden(err error) bool {
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) && httpErr.Response != nil && httpErr.Response.StatusCode == http.StatusForbidden {
+		return true
+	}
+	return errors.Is(err, mautrix.MForbidden)
+}

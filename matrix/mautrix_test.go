@@ -248,4 +248,8 @@ func TestIsGone(t *testing.T) {
 	if !IsNotFound(mautrix.MNotFound) || IsNotFound(mautrix.MForbidden) {
 		t.Error("IsNotFound does not tell M_NOT_FOUND from M_FORBIDDEN")
 	}
+	if !IsForbidden(status(http.StatusForbidden)) || !IsForbidden(mautrix.MForbidden) ||
+		IsForbidden(status(http.StatusNotFound)) || IsForbidden(mautrix.MNotFound) {
+		t.Error("IsForbidden does not tell a 403 from a 404")
+	}
 }

@@ -69,7 +69,7 @@ func (m *Manager) ensurePortal(ctx context.Context, login *database.Login, conne
 		return p, nil
 	}
 	if !p.UserJoined {
-		if err = m.dps.Join(ctx, dp, p.RoomID); err != nil {
+		if err = m.joinUser(ctx, dp, ghostIntent, p.RoomID); err != nil {
 			return nil, fmt.Errorf("join %s to portal %s: %w", login.MatrixUser, p.RoomID, err)
 		}
 		_ = m.link.StateStore.SetMembership(ctx, p.RoomID, login.MatrixUser, event.MembershipJoin)
@@ -154,6 +154,23 @@ func (m *Manager) createRoom(ctx context.Context, ghost matrix.API, connectorID 
 		_ = m.link.StateStore.SetEncryptionEvent(ctx, resp.RoomID, evt.Content.AsEncryption())
 	}
 	return resp.RoomID, nil
+}
+
+// joinUser joins the double puppet to the portal. A refused join is most
+// likely a missing invite: Dendrite's createRoom logs an invite that failed
+// and still answers 200 with the room. The ghost then invites the user (if
+// they are not invited already) and the join is tried once more; without
+// this every message of the chat would fail on the same refusal.
+func (m *Manager) joinUser(ctx context.Context, dp, ghost matrix.API, roomID id.RoomID) error {
+	err := m.dps.Join(ctx, dp, roomID)
+	if err == nil || !matrix.IsForbidden(err) {
+		return err
+	}
+	zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", roomID).Msg("Join refused, checking the user's invite")
+	if ierr := m.ensureDirectInvite(ctx, ghost, roomID, dp.UserID()); ierr != nil {
+		return fmt.Errorf("%w (and the invite could not be checked: %w)", err, ierr)
+	}
+	return m.dps.Join(ctx, dp, roomID)
 }
 
 // ensureDirectInvite gives the user of a recovered room the is_direct invite

@@ -2,9 +2,12 @@ package portal
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix/event"
+
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
 )
 
 // TestUnitRepairJoins: the repair pass finds the portals the bridge joined
@@ -69,5 +72,50 @@ func TestUnitRepairJoins(t *testing.T) {
 				t.Errorf("second pass made %d joins or leaves, want 0", n)
 			}
 		})
+	}
+}
+
+// TestUnitRefusedJoinInvitesAgain: a room created without the user's invite
+// refuses the double puppet's join; the ghost invites the user (as a DM) and
+// the join goes through, so the message is posted instead of failing.
+func TestUnitRefusedJoinInvitesAgain(t *testing.T) {
+	u := newUnit(t, true)
+	refused := false
+	u.hs.Fail = func(c fakematrix.Call) error {
+		switch {
+		case c.Method == "CreateRoom":
+			return nil
+		case c.Method == "JoinRoomByID" && c.User == unitUser && !refused:
+			refused = true
+			// As if createRoom had not invited the user: no member event.
+			u.hs.SetState(c.RoomID, event.StateMember, string(unitUser), &event.MemberEventContent{Membership: event.MembershipLeave})
+			return fakematrix.Forbidden("not invited")
+		}
+		return nil
+	}
+	u.remote(t, fromBob("m1", "hello"))
+	p := u.portal(t)
+	if p == nil || !p.UserJoined {
+		t.Fatalf("portal %+v, want one the user joined", p)
+	}
+	var order []string
+	for _, c := range u.hs.Calls("JoinRoomByID", "InviteUser") {
+		if c.User == unitUser || c.Target == unitUser {
+			order = append(order, c.Method)
+		}
+	}
+	if want := []string{"JoinRoomByID", "InviteUser", "JoinRoomByID"}; !slices.Equal(order, want) {
+		t.Errorf("calls %v, want %v", order, want)
+	}
+	for _, c := range u.hs.Calls("InviteUser") {
+		if c.Content["is_direct"] != true {
+			t.Errorf("the new invite is not marked direct: %v", c.Content)
+		}
+	}
+	if got := u.hs.Membership(p.RoomID, unitUser); got != event.MembershipJoin {
+		t.Errorf("user's membership %q, want join", got)
+	}
+	if n := len(u.sends()); n != 1 {
+		t.Errorf("%d messages posted, want 1", n)
 	}
 }
