@@ -65,6 +65,9 @@ func TestUnappliedJoinIsRepaired(t *testing.T) {
 			t.Errorf("%d joins of alice went out, want 2 (the lost one and the repair's)", n)
 		}
 		s.waitMessage(roomID, "hello after a lost join")
+		metrics := scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics")
+		wantValue(t, metrics, "dmbridge_repairs_total", labels{"what": "join"}, 1)
+		wantValue(t, metrics, "dmbridge_repairs_total", labels{"what": "leave"}, 0)
 		if direct := tesths.DirectContent(t, s.alice); !slices.Contains(direct[s.ghost("bob@network")], roomID) {
 			t.Errorf("m.direct %v does not list the portal %s", direct, roomID)
 		}
@@ -121,5 +124,6 @@ func TestMissingInviteIsRepaired(t *testing.T) {
 		if direct := tesths.DirectContent(t, s.alice); !slices.Contains(direct[s.ghost("bob@network")], roomID) {
 			t.Errorf("m.direct %v does not list the portal %s", direct, roomID)
 		}
+		wantValue(t, scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics"), "dmbridge_repairs_total", labels{"what": "invite"}, 1)
 	})
 }

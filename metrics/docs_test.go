@@ -29,6 +29,7 @@ func TestMetricsAreDocumented(t *testing.T) {
 	m.RemoteTakenIn("c", 1, time.Now())
 	m.RemoteApplied("c", 1, "message")
 	m.ConnectorConnected("c")
+	m.Repaired(RepairJoin)
 	m.hsRequests.WithLabelValues(ClassSend).Inc()
 	m.hsErrors.WithLabelValues(ClassSend, "5xx").Inc()
 	m.hsDuration.WithLabelValues(ClassSend).Observe(0)

@@ -59,6 +59,7 @@ type Metrics struct {
 	hsErrors   *prometheus.CounterVec
 	hsDuration *prometheus.HistogramVec
 	connects   *prometheus.CounterVec
+	repairs    *prometheus.CounterVec
 	role       *roleCollector
 
 	// remote and commands hold each kind's children, resolved once: a
@@ -172,12 +173,16 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "connector_connects_total",
 			Help: "Connector connections that completed the handshake, by connector id.",
 		}, []string{"connector"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "repairs_total",
+			Help: "Things the bridge found wrong on the homeserver and put right, by what: m_direct, join, leave, invite.",
+		}, []string{"what"}),
 		remoteStart: newStartTimes[remoteKey](maxTracked),
 		cmdStart:    newStartTimes[string](maxTracked),
 	}
 	m.remote = m.outcomes(RemoteToMatrix, ResultParked, remoteKinds)
 	m.commands = m.outcomes(MatrixToRemote, ResultFailed, commandOps)
-	m.Registry.MustRegister(m.events, m.latency, m.hsRequests, m.hsErrors, m.hsDuration, m.connects,
+	m.Registry.MustRegister(m.events, m.latency, m.hsRequests, m.hsErrors, m.hsDuration, m.connects, m.repairs,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.role = &roleCollector{}
@@ -264,4 +269,28 @@ func (m *Metrics) ConnectorConnected(connectorID string) {
 		return
 	}
 	m.connects.WithLabelValues(connectorID).Inc()
+}
+
+// Repairs that the bridge counts (Repaired).
+const (
+	// RepairDirect: a user's m.direct lacked a portal or listed a cleaned
+	// one.
+	RepairDirect = "m_direct"
+	// RepairJoin: a join the homeserver had accepted was not applied, and
+	// the double puppet joined again.
+	RepairJoin = "join"
+	// RepairLeave: the user had left a portal without the bridge noticing,
+	// and it was cleaned up.
+	RepairLeave = "leave"
+	// RepairInvite: a new portal lacked the user's invite, and the ghost
+	// invited them again.
+	RepairInvite = "invite"
+)
+
+// Repaired counts one repair of what (a Repair* constant).
+func (m *Metrics) Repaired(what string) {
+	if m == nil {
+		return
+	}
+	m.repairs.WithLabelValues(what).Inc()
 }

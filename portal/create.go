@@ -12,6 +12,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
+	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -43,7 +44,7 @@ func (m *Manager) ensurePortal(ctx context.Context, login *database.Login, conne
 				return nil, fmt.Errorf("look for a half-created room for %s: %w", chat.ID, err)
 			}
 			if p.RoomID != "" {
-				if err = m.ensureDirectInvite(ctx, ghostIntent, p.RoomID, login.MatrixUser); err != nil {
+				if _, err = m.ensureDirectInvite(ctx, ghostIntent, p.RoomID, login.MatrixUser); err != nil {
 					return nil, fmt.Errorf("invite %s to recovered portal %s: %w", login.MatrixUser, p.RoomID, err)
 				}
 			}
@@ -167,8 +168,12 @@ func (m *Manager) joinUser(ctx context.Context, dp, ghost matrix.API, roomID id.
 		return err
 	}
 	zerolog.Ctx(ctx).Warn().Err(err).Stringer("room_id", roomID).Msg("Join refused, checking the user's invite")
-	if ierr := m.ensureDirectInvite(ctx, ghost, roomID, dp.UserID()); ierr != nil {
+	invited, ierr := m.ensureDirectInvite(ctx, ghost, roomID, dp.UserID())
+	if ierr != nil {
 		return fmt.Errorf("%w (and the invite could not be checked: %w)", err, ierr)
+	}
+	if invited {
+		m.metrics.Repaired(metrics.RepairInvite)
 	}
 	return m.dps.Join(ctx, dp, roomID)
 }
@@ -177,17 +182,18 @@ func (m *Manager) joinUser(ctx context.Context, dp, ghost matrix.API, roomID id.
 // that createRoom would have sent. The homeserver stops processing a
 // createRoom whose caller went away, so a crash can leave a room that has
 // its initial state (and so is found by findOrphanRoom) but no invites yet.
-func (m *Manager) ensureDirectInvite(ctx context.Context, ghost matrix.API, roomID id.RoomID, user id.UserID) error {
+// It reports whether it sent an invite.
+func (m *Manager) ensureDirectInvite(ctx context.Context, ghost matrix.API, roomID id.RoomID, user id.UserID) (bool, error) {
 	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost.UserID(), event.MembershipJoin)
 	var member event.MemberEventContent
 	err := ghost.StateEvent(ctx, roomID, event.StateMember, string(user), &member)
 	if err == nil && (member.Membership == event.MembershipInvite || member.Membership == event.MembershipJoin) {
-		return nil
+		return false, nil
 	} else if err != nil && !matrix.IsNotFound(err) {
-		return err
+		return false, err
 	}
 	_, err = ghost.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: user}, map[string]any{"is_direct": true})
-	return err
+	return err == nil, err
 }
 
 // findOrphanRoom looks for a room the ghost created for this chat before a

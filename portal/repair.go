@@ -13,6 +13,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
+	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/puppet"
 )
 
@@ -147,6 +148,7 @@ func (m *Manager) repairUserDirect(ctx context.Context, dp matrix.API, portals [
 		return err
 	}
 	log.Info().Strs("added", added).Strs("removed", removed).Msg("Repaired m.direct")
+	m.metrics.Repaired(metrics.RepairDirect)
 	return m.markInDirect(ctx, portals, change.Remove)
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
+	"github.com/dmbridge/dmbridge/metrics"
 )
 
 // repairUserJoins checks, during the repair pass, that the user is in every
@@ -85,6 +86,7 @@ func (m *Manager) repairJoin(ctx context.Context, dp matrix.API, stale *database
 			return fmt.Errorf("join again: %w", err)
 		}
 		_ = m.link.StateStore.SetMembership(ctx, p.RoomID, dp.UserID(), event.MembershipJoin)
+		m.metrics.Repaired(metrics.RepairJoin)
 		return nil
 	case event.MembershipLeave, event.MembershipBan:
 		login, err := m.db.Login.Get(ctx, p.LoginID)
@@ -93,7 +95,11 @@ func (m *Manager) repairJoin(ctx context.Context, dp matrix.API, stale *database
 		}
 		log.Warn().Str("membership", string(member.Membership)).
 			Msg("The user is no longer in this portal and the bridge missed it, forgetting the room")
-		return m.cleanupPortal(ctx, login, p, "", func(context.Context) error { return nil })
+		if err = m.cleanupPortal(ctx, login, p, "", func(context.Context) error { return nil }); err != nil {
+			return err
+		}
+		m.metrics.Repaired(metrics.RepairLeave)
+		return nil
 	default:
 		// No member event (or a knock): not a room the bridge made this way.
 		log.Warn().Str("membership", string(member.Membership)).Msg("The user is not in this portal; left as it is")
