@@ -181,8 +181,9 @@ func (m *Manager) joinUser(ctx context.Context, dp, ghost matrix.API, roomID id.
 // ensureDirectInvite gives the user of a recovered room the is_direct invite
 // that createRoom would have sent. The homeserver stops processing a
 // createRoom whose caller went away, so a crash can leave a room that has
-// its initial state (and so is found by findOrphanRoom) but no invites yet.
-// It reports whether it sent an invite.
+// its initial state (and so is found by findOrphanRoom) but no invites yet;
+// joinUser asks it too when the user's join is refused. It reports whether
+// it sent an invite.
 func (m *Manager) ensureDirectInvite(ctx context.Context, ghost matrix.API, roomID id.RoomID, user id.UserID) (bool, error) {
 	_ = m.link.StateStore.SetMembership(ctx, roomID, ghost.UserID(), event.MembershipJoin)
 	var member event.MemberEventContent
