@@ -119,3 +119,49 @@ func (p *hsProxy) refusals(code string) int {
 	defer p.mu.Unlock()
 	return p.refused[code]
 }
+
+// asProxy stands between Dendrite and the bridge's appservice listener, so
+// that a test can lose a transaction as a homeserver or the network might:
+// Dendrite gets its 200 and never sends it again, the bridge never sees it.
+type asProxy struct {
+	srv *httptest.Server
+	mu  sync.Mutex
+	// drop, if set, decides on each request body; a dropped one is answered
+	// 200 {} without reaching the bridge.
+	drop func(body []byte) bool
+	// dropped counts the requests dropped.
+	dropped atomic.Int32
+}
+
+// newASProxy forwards to the bridge's appservice listener at target.
+func newASProxy(t testing.TB, target string) *asProxy {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &asProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		p.mu.Lock()
+		drop := p.drop
+		p.mu.Unlock()
+		if drop != nil && drop(body) {
+			p.dropped.Add(1)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte("{}"))
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *asProxy) setDrop(f func(body []byte) bool) {
+	p.mu.Lock()
+	p.drop = f
+	p.mu.Unlock()
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/internal/testdb"
@@ -126,4 +127,56 @@ func TestMissingInviteIsRepaired(t *testing.T) {
 		}
 		wantValue(t, scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics"), "dmbridge_repairs_total", labels{"what": "invite"}, 1)
 	})
+}
+
+// TestMissedLeaveIsCleanedUp: the transaction that carries the user's leave
+// of a DM never reaches the bridge (a proxy answers it for the bridge). The
+// repair pass finds the user gone from the portal and forgets it as the
+// leave would have done: the ghost leaves, m.direct loses the room, and the
+// contact's next message opens a fresh DM the user is in.
+func TestMissedLeaveIsCleanedUp(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t), stackOptions{asProxy: true, configure: func(c *config.Config) {
+		c.Bridge.MDirectRepairInterval = config.Duration(2 * time.Second)
+	}})
+	ctx := context.Background()
+	f := s.connectFake(nil)
+	room, ghost := s.bobDirect(f)
+	alice := string(s.alice.UserID)
+	s.pushes.setDrop(func(body []byte) bool {
+		var txn struct {
+			Events []*event.Event `json:"events"`
+		}
+		if json.Unmarshal(body, &txn) != nil {
+			return false
+		}
+		for _, evt := range txn.Events {
+			if evt.RoomID == room && evt.Type == event.StateMember && evt.GetStateKey() == alice {
+				var member event.MemberEventContent
+				if json.Unmarshal(evt.Content.VeryRaw, &member) == nil && member.Membership == event.MembershipLeave {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if _, err := s.alice.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the leave's transaction dropped", func() (bool, error) {
+		return s.pushes.dropped.Load() > 0, nil
+	})
+	s.waitDirect(ghost, room, false)
+	tesths.WaitFor(t, 20*time.Second, "the portal row to go and the ghost to leave", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM portal") == 0 && !s.ghostIn(ghost, room), nil
+	})
+	wantValue(t, scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics"), "dmbridge_repairs_total", labels{"what": "leave"}, 1)
+	if n := f.changingCommands(); n != 0 {
+		t.Errorf("the network got %d commands, want none: leaving a DM tells the network nothing", n)
+	}
+	f.send(textFrom("bob@network", "m2", "are you there?"))
+	fresh := s.roomOfOther("bob@network", room)
+	s.waitMessage(fresh, "are you there?")
+	if direct := tesths.DirectContent(t, s.alice); !slices.Equal(direct[ghost], []id.RoomID{fresh}) {
+		t.Errorf("m.direct[%s] = %v, want only the fresh DM %s", ghost, direct[ghost], fresh)
+	}
 }

@@ -43,6 +43,9 @@ type stack struct {
 	// proxy is set with stackOptions.hsProxy: the bridge reaches Dendrite
 	// through it.
 	proxy *hsProxy
+	// pushes is set with stackOptions.asProxy: Dendrite's transactions
+	// reach the bridge through it.
+	pushes *asProxy
 	// logTo, if set, also gets the bridge's log, from debug level on.
 	logTo io.Writer
 	// mem is the in-memory homeserver of a stackOptions.memHS stack.
@@ -60,6 +63,8 @@ type stackOptions struct {
 	mediaFetchAllow []string
 	// hsProxy puts a fault-injecting proxy between bridge and Dendrite.
 	hsProxy bool
+	// asProxy puts one between Dendrite's pushes and the bridge.
+	asProxy bool
 	// xmpp configures the Prosody of an XMPP stack; noConnector leaves
 	// starting its connector to the test.
 	xmpp        []testxmpp.Option
@@ -120,6 +125,11 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	}
 	reg := cfg.GenerateRegistration()
 	regs := []*mas.Registration{reg}
+	var pushes *asProxy
+	if o.asProxy {
+		pushes = newASProxy(t, cfg.Appservice.Address)
+		reg.URL = pushes.srv.URL
+	}
 	if !o.noDoublePuppet {
 		dp := tesths.DoublePuppetRegistration("localhost")
 		regs = append(regs, dp)
@@ -130,7 +140,7 @@ func newStack(t testing.TB, target testdb.Target, opts ...stackOptions) *stack {
 	}
 	hs := tesths.Start(t, regs...)
 	cfg.Homeserver.Address = hs.URL
-	s := &stack{t: t, hs: hs, cfg: cfg, target: target}
+	s := &stack{t: t, hs: hs, cfg: cfg, target: target, pushes: pushes}
 	if o.hsProxy {
 		s.proxy = newHSProxy(t, hs.URL)
 		cfg.Homeserver.Address = s.proxy.srv.URL
