@@ -180,3 +180,49 @@ func TestMissedLeaveIsCleanedUp(t *testing.T) {
 		t.Errorf("m.direct[%s] = %v, want only the fresh DM %s", ghost, direct[ghost], fresh)
 	}
 }
+
+// TestGhostJoinNotAppliedIsRepaired: the user starts a DM with a ghost, and
+// the homeserver answers the ghost's join with 200 without applying it. The
+// ghost ends up joined all the same: the member list read that follows
+// (Dendrite shows an invited user the room as of its invite) puts the ghost
+// into mautrix's state store as invited, so the next state send, the bridge
+// info, goes through mautrix's EnsureJoined, which joins again. The contact's
+// reply reaches the user. This pins down that this path needs no repair of
+// its own, and fails if a change takes that second join away.
+func TestGhostJoinNotAppliedIsRepaired(t *testing.T) {
+	s := newStack(t, testdb.SQLite(t), stackOptions{hsProxy: true})
+	ctx := context.Background()
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	var swallowed, joins atomic.Int32
+	s.proxy.setAnswer(func(r *http.Request, body []byte) any {
+		parts := strings.Split(r.URL.Path, "/")
+		// POST /_matrix/client/v3/rooms/{roomId}/join as the ghost.
+		if r.Method != http.MethodPost || len(parts) != 7 || parts[4] != "rooms" || parts[6] != "join" ||
+			r.URL.Query().Get("user_id") != string(ghost) {
+			return nil
+		}
+		joins.Add(1)
+		if !swallowed.CompareAndSwap(0, 1) {
+			return nil
+		}
+		return map[string]string{"room_id": parts[5]}
+	})
+	roomID := s.createDM(s.alice, ghost)
+	if got := s.roomOf("bob@network"); got != roomID {
+		t.Fatalf("portal room = %s, want the invited room %s", got, roomID)
+	}
+	f.send(textFrom("bob@network", "r1", "hello back"))
+	if msg := s.waitMessage(roomID, "hello back"); msg.Sender != ghost {
+		t.Errorf("reply sender = %s, want %s", msg.Sender, ghost)
+	}
+	if swallowed.Load() != 1 || joins.Load() < 2 {
+		t.Errorf("%d joins of the ghost, %d swallowed: want the swallowed one and at least one more", joins.Load(), swallowed.Load())
+	}
+	var member event.MemberEventContent
+	if err := s.alice.StateEvent(ctx, roomID, event.StateMember, string(ghost), &member); err != nil {
+		t.Fatal(err)
+	} else if member.Membership != event.MembershipJoin {
+		t.Errorf("ghost's membership %q, want join", member.Membership)
+	}
+}
