@@ -10,7 +10,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
@@ -130,38 +129,43 @@ func TestContactRenameShowsInPortal(t *testing.T) {
 }
 
 // TestTwentyFirstContactsAtOnce: concurrent first messages make exactly one
-// portal each and one m.direct entry each.
+// portal each and one m.direct entry each, and alice ends up in all 20.
 func TestTwentyFirstContactsAtOnce(t *testing.T) {
-	// A short repair interval: alice's joins are checked every 2 s.
-	s := newStack(t, testdb.SQLite(t), stackOptions{configure: func(c *config.Config) {
-		c.Bridge.MDirectRepairInterval = config.Duration(2 * time.Second)
-	}})
+	s := newStack(t, testdb.SQLite(t))
 	f := s.connectFake(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var last int64
 	for i := 0; i < 20; i++ {
 		contact := fmt.Sprintf("c%02d@network", i)
-		seq, err := f.client.Send(ctx, textFrom(contact, "first", "hello from "+contact))
-		if err != nil {
+		if _, err := f.client.Send(ctx, textFrom(contact, "first", "hello from "+contact)); err != nil {
 			t.Fatal(err)
 		}
 		// A second message per contact races the portal creation.
+		var err error
 		if last, err = f.client.Send(ctx, textFrom(contact, "second", "again from "+contact)); err != nil {
 			t.Fatal(err)
 		}
-		_ = seq
 	}
 	if err := f.client.WaitAcked(ctx, last); err != nil {
 		t.Fatal(err)
 	}
-	tesths.WaitFor(t, 60*time.Second, "20 portals in m.direct", func() (bool, error) {
+	// Both, not m.direct alone: the repair pass (5 s after start) lists
+	// every portal room in m.direct, so under load m.direct can be complete
+	// while some of alice's joins are still on their way. Checking the
+	// joined rooms at that moment once found 19 (seen in CI, and again here
+	// with six copies of this test and two busy loops at once).
+	tesths.WaitFor(t, 60*time.Second, "20 portals in m.direct and alice in 20 rooms", func() (bool, error) {
 		direct := tesths.DirectContent(t, s.alice)
 		n := 0
 		for i := 0; i < 20; i++ {
 			n += len(direct[s.ghost(fmt.Sprintf("c%02d@network", i))])
 		}
-		return n == 20, nil
+		if n != 20 {
+			return false, nil
+		}
+		joined, err := s.alice.JoinedRooms(ctx)
+		return err == nil && len(joined.JoinedRooms) == 20, err
 	})
 	var portals int
 	if err := s.br.DB.QueryRow(ctx, "SELECT COUNT(*) FROM portal WHERE room_id IS NOT NULL").Scan(&portals); err != nil {
@@ -176,35 +180,5 @@ func TestTwentyFirstContactsAtOnce(t *testing.T) {
 		if len(direct[ghost]) != 1 {
 			t.Errorf("m.direct[%s] = %v, want exactly one room", ghost, direct[ghost])
 		}
-	}
-	joined, err := s.alice.JoinedRooms(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(joined.JoinedRooms) != 20 {
-		// Seen once in CI (19 rooms), never in 10 runs alone: say which
-		// portal and what the bridge and the homeserver think of it. A
-		// join Dendrite accepted but did not apply (a soft-failed event)
-		// is the repair pass's to fix (TestUnappliedJoinIsRepaired), so
-		// the test fails only if alice is still missing after it.
-		t.Logf("alice is in %d rooms, want 20; waiting for the repair pass", len(joined.JoinedRooms))
-		for i := 0; i < 20; i++ {
-			ghost := s.ghost(fmt.Sprintf("c%02d@network", i))
-			for _, roomID := range direct[ghost] {
-				if slices.Contains(joined.JoinedRooms, roomID) {
-					continue
-				}
-				var userJoined, inDirect bool
-				err := s.br.DB.QueryRow(ctx, "SELECT user_joined, in_direct FROM portal WHERE room_id=$1", roomID).Scan(&userJoined, &inDirect)
-				var member event.MemberEventContent
-				merr := s.alice.StateEvent(ctx, roomID, event.StateMember, string(s.alice.UserID), &member)
-				t.Logf("not joined: %s of %s; portal user_joined=%v in_direct=%v (%v); alice's member event %q (%v)",
-					roomID, ghost, userJoined, inDirect, err, member.Membership, merr)
-			}
-		}
-		tesths.WaitFor(t, 15*time.Second, "alice in 20 rooms after the repair", func() (bool, error) {
-			joined, err := s.alice.JoinedRooms(ctx)
-			return err == nil && len(joined.JoinedRooms) == 20, err
-		})
 	}
 }
