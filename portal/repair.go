@@ -52,7 +52,7 @@ func (m *Manager) startDirectRepair() {
 		}
 		for {
 			if err := m.RepairDirect(m.ctx); err != nil && m.ctx.Err() == nil {
-				m.log.Err(err).Msg("m.direct repair failed")
+				m.log.Err(err).Msg("Repair pass failed (m.direct or portal membership)")
 			}
 			if interval <= 0 {
 				return
