@@ -177,9 +177,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err := b.Link.Start(); err != nil {
 		return err
 	}
-	if err := b.ensureBot(ctx); err != nil {
-		return err
-	}
+	// Connectors are taken in before the homeserver is known to be up:
+	// their events are stored and wait for it, as the operations guide and
+	// the readiness probe promise (a ready instance takes connectors).
 	ln, err := net.Listen("tcp", b.cfg.Connector.Listen)
 	if err != nil {
 		return fmt.Errorf("listen for connectors on %s: %w", b.cfg.Connector.Listen, err)
@@ -191,6 +191,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 			b.log.Error().Err(err).Msg("Connector listener failed")
 		}
 	}()
+	if err := b.ensureBot(ctx); err != nil {
+		return err
+	}
 	if b.E2EE != nil {
 		if err := b.E2EE.Start(ctx); err != nil {
 			return err
@@ -212,24 +215,34 @@ func (b *Bridge) MetricsAddr() net.Addr {
 // ConnectorAddr is where the connector listener is bound (useful with port 0).
 func (b *Bridge) ConnectorAddr() net.Addr { return b.connAddr }
 
-// ensureBot registers the bot and sets its displayname, waiting for the
-// homeserver to come up if it is still starting.
+// botWaitMax caps the pause between attempts to reach the homeserver at
+// start-up, which doubles from a second.
+const botWaitMax = 10 * time.Second
+
+// ensureBot registers the bot and sets its displayname. A homeserver that
+// does not answer yet (still starting, restarting, unreachable, 5xx, 429) is
+// waited for as long as it takes: the bridge may well start first, and the
+// connectors' events wait in the database meanwhile. One that answers and
+// refuses the appservice (a 4xx: usually registration.yaml not loaded, or a
+// different as_token) will not change its mind, so that ends the start.
 func (b *Bridge) ensureBot(ctx context.Context) error {
 	bot := b.Link.Bot()
 	var err error
-	for attempt := 0; attempt < 10; attempt++ {
+	for wait, since := time.Second, time.Now(); ; wait = min(2*wait, botWaitMax) {
 		if err = bot.EnsureRegistered(ctx); err == nil {
 			break
 		}
-		b.log.Warn().Err(err).Msg("Homeserver not ready for the bot yet, retrying")
+		if matrix.IsRefusal(err) {
+			return fmt.Errorf("the homeserver at %s refuses the appservice (is the registration file in its app_service_api config, with this config's as_token and hs_token?): register bridge bot: %w",
+				b.cfg.Homeserver.Address, err)
+		}
+		b.log.Warn().Err(err).Dur("waited", time.Since(since).Round(time.Second)).Dur("next_try_in", wait).
+			Msg("Waiting for the homeserver; connector events are stored meanwhile")
 		select {
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("register bridge bot: %w", err)
 	}
 	// The displayname is cosmetic: a homeserver that is down now must not
 	// keep the bridge from starting and working through its stored events,

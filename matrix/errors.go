@@ -34,3 +34,15 @@ func IsForbidden(err error) bool {
 	}
 	return errors.Is(err, mautrix.MForbidden)
 }
+
+// IsRefusal reports an answer from the homeserver that refuses the request
+// itself: a 4xx other than 408 (timeout) and 429 (rate limit). Sending it
+// again unchanged gets the same answer, unlike a network failure or a 5xx.
+func IsRefusal(err error) bool {
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
+		return false
+	}
+	code := httpErr.Response.StatusCode
+	return code >= 400 && code < 500 && code != http.StatusRequestTimeout && code != http.StatusTooManyRequests
+}

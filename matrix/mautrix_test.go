@@ -3,6 +3,8 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -251,5 +253,32 @@ func TestIsGone(t *testing.T) {
 	if !IsForbidden(status(http.StatusForbidden)) || !IsForbidden(mautrix.MForbidden) ||
 		IsForbidden(status(http.StatusNotFound)) || IsForbidden(mautrix.MNotFound) {
 		t.Error("IsForbidden does not tell a 403 from a 404")
+	}
+}
+
+// TestIsRefusal: at start-up a 4xx answer ends the wait for the homeserver
+// (it refuses the appservice), while no answer, a 5xx, a timeout or a rate
+// limit is waited out.
+func TestIsRefusal(t *testing.T) {
+	status := func(code int) error {
+		return fmt.Errorf("failed to ensure registered: %w", mautrix.HTTPError{Response: &http.Response{StatusCode: code}})
+	}
+	for _, tc := range []struct {
+		err     error
+		refusal bool
+	}{
+		{status(http.StatusUnauthorized), true},
+		{status(http.StatusForbidden), true},
+		{status(http.StatusNotFound), true},
+		{status(http.StatusRequestTimeout), false},
+		{status(http.StatusTooManyRequests), false},
+		{status(http.StatusBadGateway), false},
+		{status(http.StatusServiceUnavailable), false},
+		{mautrix.HTTPError{WrappedError: io.ErrUnexpectedEOF}, false},
+		{errors.New("dial tcp 127.0.0.1:8008: connect: connection refused"), false},
+	} {
+		if got := IsRefusal(tc.err); got != tc.refusal {
+			t.Errorf("IsRefusal(%v) = %v, want %v", tc.err, got, tc.refusal)
+		}
 	}
 }

@@ -115,8 +115,15 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 // Connected resends the commands that waited for this connector, and
 // syncs the recent chats of logins it brought for the first time.
 func (m *Manager) Connected(connectorID string) {
-	go m.resumeCommands(connectorID)
-	go m.syncNewLogins(connectorID)
+	go func() {
+		// Before Start the homeserver may still be down: both would fail,
+		// and a login's chat sync would wait for the next connection.
+		if !m.untilRunning() {
+			return
+		}
+		go m.resumeCommands(connectorID)
+		m.syncNewLogins(connectorID)
+	}()
 }
 
 // Disconnected needs no action: commands wait in the database.

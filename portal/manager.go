@@ -86,6 +86,10 @@ type Manager struct {
 	commits *groupCommit
 	// quiet are the rooms known to have no stored command (see sendDirect).
 	quiet quietRooms
+	// running is closed by Start. A connector may connect before that (the
+	// bridge takes in its events while it waits for the homeserver), and
+	// what its connection starts waits for it (see Connected).
+	running chan struct{}
 }
 
 // NewManager wires the portal manager. Everything it does on Matrix goes
@@ -116,6 +120,7 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		ctx:        ctx,
 		cancel:     cancel,
 		matrixWake: make(chan struct{}, 1),
+		running:    make(chan struct{}),
 		started:    time.Now(),
 		watch:      newLoginWatch(),
 	}
@@ -162,6 +167,17 @@ func (m *Manager) Start() {
 	m.wakeAll()
 	m.resumeCommands("")
 	m.startDirectRepair()
+	close(m.running)
+}
+
+// untilRunning waits for Start; false if the manager stopped first.
+func (m *Manager) untilRunning() bool {
+	select {
+	case <-m.running:
+		return true
+	case <-m.ctx.Done():
+		return false
+	}
 }
 
 // Stop lets running jobs finish within ctx, then stops everything. Work not
