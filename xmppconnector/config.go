@@ -1,13 +1,16 @@
 package xmppconnector
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"gopkg.in/yaml.v3"
 	"mellium.im/xmpp/jid"
 
@@ -85,7 +88,11 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	var cfg Config
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
+	// A misspelt key would otherwise be dropped without a word, and its
+	// setting silently take the default.
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parsing config %s: %w", path, err)
 	}
 	if err := cfg.resolveSecrets(); err != nil {
@@ -94,7 +101,30 @@ func LoadConfig(path string) (*Config, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if err := cfg.checkOperatorSettings(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	return &cfg, nil
+}
+
+// MinTokenLength is the shortest bridge token the bridge accepts (its
+// config.MinSecretLength): a shorter one, such as the example's
+// placeholder, would only be refused at the handshake, again and again.
+const MinTokenLength = 32
+
+// checkOperatorSettings checks what only a config file written by an
+// operator gets wrong (tests and embedders build Config in code).
+func (c *Config) checkOperatorSettings() error {
+	if n := len(c.Bridge.Token); n < MinTokenLength {
+		return fmt.Errorf("bridge.token is too short (%d characters): the bridge accepts only its own connector.token, "+
+			"at least %d random characters (e.g. from `openssl rand -hex 32`)", n, MinTokenLength)
+	}
+	if c.LogLevel != "" {
+		if _, err := zerolog.ParseLevel(c.LogLevel); err != nil {
+			return fmt.Errorf("log_level %q is not one of trace, debug, info, warn, error, disabled", c.LogLevel)
+		}
+	}
+	return nil
 }
 
 func readSecret(path string) (string, error) {

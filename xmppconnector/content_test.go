@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dmbridge/dmbridge/config"
 )
 
 func TestStripReplyFallback(t *testing.T) {
@@ -39,7 +41,7 @@ func TestLoadConfig(t *testing.T) {
 	}
 	path := filepath.Join(dir, "c.yaml")
 	yaml := `
-bridge: {url: "ws://127.0.0.1:29350", token: tok}
+bridge: {url: "ws://127.0.0.1:29334", token: 0123456789abcdef0123456789abcdef}
 xmpp: {server: "127.0.0.1:5222", tls: plaintext}
 avatars: {listen: "127.0.0.1:29351"}
 accounts:
@@ -70,6 +72,28 @@ accounts:
 	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "xmpp.upload_allow[1]") {
 		t.Errorf("bad upload_allow entry: %v", err)
 	}
+	// What an operator gets wrong in the file is refused with the key
+	// named, not dropped or replaced by a default.
+	for _, tc := range []struct{ from, to, want string }{
+		{"connector_id", "conector_id", "field conector_id not found"},
+		{"token: 0123456789abcdef0123456789abcdef", "token: CHANGE-ME", "bridge.token is too short (9 characters)"},
+		{"accounts:", "log_level: verbose\naccounts:", `log_level "verbose"`},
+	} {
+		src := strings.Replace(yaml, "bridge: {", "bridge: {connector_id: xmpp, ", 1)
+		bad = strings.Replace(src, tc.from, tc.to, 1)
+		if bad == src {
+			t.Fatalf("%q is not in the test's config", tc.from)
+		}
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s → %s: got %v, want an error containing %q", tc.from, tc.to, err, tc.want)
+		}
+	}
+	if MinTokenLength != config.MinSecretLength {
+		t.Errorf("MinTokenLength %d, the bridge's MinSecretLength %d", MinTokenLength, config.MinSecretLength)
+	}
 }
 
 func TestExampleConfigLoads(t *testing.T) {
@@ -84,6 +108,14 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	path := filepath.Join(dir, "c.yaml")
 	text := strings.Replace(string(cfg), "/etc/dmbridge/alice.xmpp-password", pw, 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// As it stands, its placeholder token is refused: it must be changed.
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "bridge.token is too short") {
+		t.Errorf("example config with its placeholder token: %v", err)
+	}
+	text = strings.Replace(text, "token: CHANGE-ME", "token: "+strings.Repeat("t", MinTokenLength), 1)
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ type CommandHandler func(ctx context.Context, op string, cmd *connector.Command)
 
 // ClientOptions configures NewClient. Zero values take the defaults.
 type ClientOptions struct {
-	// URL of the bridge's connector listener, e.g. ws://127.0.0.1:29350.
+	// URL of the bridge's connector listener, e.g. ws://127.0.0.1:29334.
 	// Path is appended when the URL has none; http(s) means ws(s).
 	URL string
 	// URLs are more bridges to try, in turn after URL, for a bridge with
