@@ -106,8 +106,14 @@ type Client struct {
 	// event exactly once: either in the store's backlog or queued by Send.
 	sendMu sync.Mutex
 
-	mu      sync.Mutex
-	logins  []connector.Login
+	mu     sync.Mutex
+	logins []connector.Login
+	// loginsGen counts the changes of logins that need a new hello (see
+	// SetLogins); a handshake notes the one it announced.
+	loginsGen uint64
+	// rehello tells Run that the connection ended for a new hello, which
+	// is not a failure to back off from.
+	rehello atomic.Bool
 	sess    *clientSession // the welcomed connection, nil while disconnected
 	acked   int64          // the bridge's cumulative ack, as last heard
 	lastSeq int64          // the highest seq appended
@@ -175,6 +181,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if c.rehello.Swap(false) {
+			delay = c.opts.MinBackoff
+			continue
+		}
 		if connws.CloseCode(err) == connector.CloseReplaced {
 			c.log.Error().Msg("Another connector process with the same id took over; not reconnecting")
 			return ErrReplaced
@@ -200,12 +210,39 @@ func (c *Client) Connected() bool {
 	return c.sess != nil
 }
 
-// SetLogins replaces the logins announced in the next hello. To tell the
-// bridge about a login change right away, Send a login event as well.
+// SetLogins replaces the logins announced in the hello. The bridge learns
+// which logins a connector serves from its hello only, and refuses (and
+// acks: they are lost) events of any other. So when logins are added,
+// SetLogins ends the current connection at once and the client connects
+// again with a hello that names them; events sent after SetLogins returns go
+// out on that connection only. Other changes (a name, a state, a login
+// dropped) need no new hello: Send a login event for them.
 func (c *Client) SetLogins(logins []connector.Login) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	added := false
+	for _, l := range logins {
+		if !slices.ContainsFunc(c.logins, func(old connector.Login) bool {
+			return old.ID == l.ID && old.MatrixUser == l.MatrixUser
+		}) {
+			added = true
+		}
+	}
 	c.logins = slices.Clone(logins)
+	var old *clientSession
+	if added {
+		// A handshake under way notices the change when it ends.
+		c.loginsGen++
+		if old = c.sess; old != nil {
+			c.sess = nil
+			c.rehello.Store(true)
+			c.broadcast()
+		}
+	}
+	c.mu.Unlock()
+	if old != nil {
+		c.log.Info().Int("logins", len(logins)).Msg("Logins added; connecting again to announce them")
+		old.closeForHello()
+	}
 }
 
 // broadcast wakes everyone waiting on a change; c.mu must be held.

@@ -62,11 +62,16 @@ func (c *Client) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	})
 	defer stopWatch()
 
-	welcome, err := c.handshake(ws)
+	welcome, gen, err := c.handshake(ws)
 	if err != nil {
 		return false, err
 	}
-	s, err := c.startSession(ctx, ws, welcome)
+	s, err := c.startSession(ctx, ws, welcome, gen)
+	if errors.Is(err, errLoginsChanged) {
+		c.rehello.Store(true)
+		_ = ws.WriteControl(websocket.CloseMessage, connws.CloseMessage(websocket.CloseNormalClosure, "logins changed"), connws.Deadline(connws.CloseGrace))
+		return true, err
+	}
 	if err != nil {
 		_ = ws.WriteControl(websocket.CloseMessage, connws.CloseMessage(websocket.CloseInternalServerErr, "connector store failed"), connws.Deadline(connws.CloseGrace))
 		return false, err
@@ -136,7 +141,7 @@ func (c *Client) dialURL(ctx context.Context, target string) (*websocket.Conn, e
 // handshake sends hello and waits for welcome. Err frames before welcome
 // (such as a protocol version refusal) go to OnError; the close that
 // follows them ends the handshake.
-func (c *Client) handshake(ws *websocket.Conn) (connector.Welcome, error) {
+func (c *Client) handshake(ws *websocket.Conn) (w connector.Welcome, loginsGen uint64, err error) {
 	ws.SetReadLimit(c.opts.MaxFrameBytes)
 	ws.SetPingHandler(func(data string) error {
 		_ = ws.SetReadDeadline(connws.Deadline(c.opts.DeadAfter))
@@ -150,46 +155,58 @@ func (c *Client) handshake(ws *websocket.Conn) (connector.Welcome, error) {
 	hello := c.opts.Hello
 	c.mu.Lock()
 	hello.Logins = slices.Clone(c.logins)
+	loginsGen = c.loginsGen
 	c.mu.Unlock()
 	b, err := connws.EncodeFrame(connector.Frame{Type: connector.TypeHello}, &hello)
 	if err != nil {
-		return connector.Welcome{}, err
+		return w, 0, err
 	}
 	_ = ws.SetWriteDeadline(connws.Deadline(connws.WriteWait))
 	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return connector.Welcome{}, fmt.Errorf("send hello: %w", err)
+		return w, 0, fmt.Errorf("send hello: %w", err)
 	}
 	for {
 		_, msg, err := c.read(ws)
 		if err != nil {
-			return connector.Welcome{}, fmt.Errorf("wait for welcome: %w", err)
+			return w, 0, fmt.Errorf("wait for welcome: %w", err)
 		}
 		var f connector.Frame
 		if err := json.Unmarshal(msg, &f); err != nil {
-			return connector.Welcome{}, fmt.Errorf("wait for welcome: %w", err)
+			return w, 0, fmt.Errorf("wait for welcome: %w", err)
 		}
 		switch f.Type {
 		case connector.TypeErr:
 			c.reportErr(&f)
 		case connector.TypeWelcome:
-			var w connector.Welcome
 			if err := json.Unmarshal(f.Data, &w); err != nil {
-				return connector.Welcome{}, fmt.Errorf("decode welcome: %w", err)
+				return w, 0, fmt.Errorf("decode welcome: %w", err)
 			}
 			if w.Protocol != connector.ProtocolVersion {
-				return connector.Welcome{}, fmt.Errorf("bridge chose protocol %d, this SDK speaks %d", w.Protocol, connector.ProtocolVersion)
+				return w, 0, fmt.Errorf("bridge chose protocol %d, this SDK speaks %d", w.Protocol, connector.ProtocolVersion)
 			}
-			return w, nil
+			return w, loginsGen, nil
 		default:
-			return connector.Welcome{}, fmt.Errorf("expected welcome, got a %q frame", f.Type)
+			return w, 0, fmt.Errorf("expected welcome, got a %q frame", f.Type)
 		}
 	}
+}
+
+// errLoginsChanged ends a connection whose hello missed logins added while
+// it was made (SetLogins); the next one announces them.
+var errLoginsChanged = errors.New("logins added during the handshake")
+
+// closeForHello ends the session so that the next connection's hello can
+// announce new logins: a normal close, and the connection cut if the
+// bridge does not answer it.
+func (s *clientSession) closeForHello() {
+	_ = s.ws.WriteControl(websocket.CloseMessage, connws.CloseMessage(websocket.CloseNormalClosure, "logins changed"), connws.Deadline(connws.CloseGrace))
+	time.AfterFunc(connws.CloseGrace, func() { _ = s.ws.NetConn().Close() })
 }
 
 // startSession lines up the replay: it forgets what the bridge has acked,
 // loads the rest of the log and makes the session current, all under sendMu
 // so that no concurrent Send falls between the backlog and the live queue.
-func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w connector.Welcome) (*clientSession, error) {
+func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w connector.Welcome, loginsGen uint64) (*clientSession, error) {
 	s := &clientSession{
 		ws:          ws,
 		log:         c.log.With().Int64("welcome_acked_seq", w.AckedSeq).Logger(),
@@ -262,6 +279,10 @@ func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w connect
 	}
 
 	c.mu.Lock()
+	if loginsGen != c.loginsGen {
+		c.mu.Unlock()
+		return nil, errLoginsChanged
+	}
 	c.acked = w.AckedSeq
 	c.lastSeq = next - 1
 	c.bridgeMaxFrame = s.maxFrame

@@ -99,7 +99,8 @@ type Handler struct {
 	Refuse     map[string]string
 	CheckFunc  func(*connector.Event) *connector.Error
 	Hellos     int
-	Log        []string // "connected:x", "disconnected:x", in order
+	Logins     map[string]bool // every login id a hello named
+	Log        []string        // "connected:x", "disconnected:x", in order
 	Ephemerals []connector.Ephemeral
 	Changed    chan struct{}
 }
@@ -119,13 +120,25 @@ func (h *Handler) Hello(_ context.Context, _ string, hello *connector.Hello) []s
 	h.Mu.Lock()
 	defer h.Mu.Unlock()
 	h.Hellos++
+	if h.Logins == nil {
+		h.Logins = make(map[string]bool)
+	}
 	var out []server.LoginRefusal
 	for _, l := range hello.Logins {
+		h.Logins[l.ID] = true
 		if msg, ok := h.Refuse[l.MatrixUser]; ok {
 			out = append(out, server.LoginRefusal{Login: l.ID, Message: msg})
 		}
 	}
 	return out
+}
+
+// KnowsLogin reports whether a hello named the login, as the bridge requires
+// of every event's login.
+func (h *Handler) KnowsLogin(id string) bool {
+	h.Mu.Lock()
+	defer h.Mu.Unlock()
+	return h.Logins[id]
 }
 
 func (h *Handler) Check(_ context.Context, _ string, ev *connector.Event) *connector.Error {

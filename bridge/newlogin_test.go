@@ -1,0 +1,47 @@
+package bridge_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestLoginAddedWhileConnected: the user adds a second account on the
+// network while the connector is connected. A connector written with the
+// SDK calls SetLogins and goes on; the new account's first message must
+// open a DM for the user, not be refused by the bridge (which knows logins
+// from a hello only) and lost.
+func TestLoginAddedWhileConnected(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f := s.connectFake(nil)
+		s.bobPortal(f, "m1", "hello from the first account")
+
+		const second = "alice-work@network"
+		f.client.SetLogins([]connector.Login{
+			{ID: testLogin, MatrixUser: string(s.alice.UserID), Name: "Alice", State: connector.LoginConnected},
+			{ID: second, MatrixUser: string(s.alice.UserID), Name: "Alice at work", State: connector.LoginConnected},
+		})
+		ev := textFrom("carol@network", "w1", "hello to the second account")
+		ev.Login = second
+		f.send(ev)
+
+		var room id.RoomID
+		tesths.WaitFor(t, 30*time.Second, "a portal of the second account", func() (bool, error) {
+			var roomStr *string
+			err := s.br.DB.QueryRow(context.Background(),
+				"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", second, "carol@network").Scan(&roomStr)
+			if err != nil || roomStr == nil {
+				return false, nil
+			}
+			room = id.RoomID(*roomStr)
+			return true, nil
+		})
+		s.waitMessage(room, "hello to the second account")
+	})
+}
