@@ -58,6 +58,14 @@ func (s *suite) checkBackfill(ctx context.Context) (string, error) {
 		if ev.Kind == "" {
 			ev.Kind = connector.KindMessage
 		}
+		// The bridge sets both to the portal's (docs/connector-protocol.md
+		// 7.5), so a connector may leave them out.
+		if ev.Login == "" {
+			ev.Login = s.login
+		}
+		if ev.Chat == nil {
+			ev.Chat = chat
+		}
 		if err := ev.Validate(); err != nil || ev.Kind != connector.KindMessage || ev.ID == "" {
 			return "", fmt.Errorf("backfill message %d (id %q) is not a valid message event: %v", i, ev.ID, err)
 		}

@@ -41,8 +41,9 @@
 //	txn-repeat          one send_message txn under two cmd ids is answered
 //	                    twice with identical results and acts once
 //	history             with capability backfill, backfill of the target's
-//	                    chat returns valid message events of that chat,
-//	                    oldest first, at most limit; with list_chats, the
+//	                    chat returns valid message events of that chat
+//	                    (login and chat may be left out: the bridge sets
+//	                    them), oldest first, at most limit; with list_chats, the
 //	                    answer has complete chats, each once, at most limit
 //	                    (skipped without either capability)
 //	bad-seq-resend      after err M_BAD_SEQ the connector resends from the

@@ -314,8 +314,13 @@ func (t *rawTarget) history(op string, cmd *connector.Command) (json.RawMessage,
 	switch op {
 	case connector.OpBackfill:
 		for i := 1; i <= 2; i++ {
-			res.Messages = append(res.Messages, connector.Event{Kind: connector.KindMessage, Login: rawLogin, TS: int64(1000 * i),
-				Chat: &chat, Sender: &connector.Sender{ID: rawContact}, ID: fmt.Sprintf("raw-old-%d", i), Text: "old"})
+			ev := connector.Event{Kind: connector.KindMessage, Login: rawLogin, TS: int64(1000 * i),
+				Chat: &chat, Sender: &connector.Sender{ID: rawContact}, ID: fmt.Sprintf("raw-old-%d", i), Text: "old"}
+			if i == 2 {
+				// The bridge fills in login and chat (protocol 7.5).
+				ev.Login, ev.Chat = "", nil
+			}
+			res.Messages = append(res.Messages, ev)
 		}
 		if t.f.newestFirst {
 			slices.Reverse(res.Messages)
