@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
@@ -232,18 +234,35 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 	// Told before the command is dropped, under a transaction id of the
 	// command: a crash in between sends the command and the notice again,
 	// and the room shows the notice once (the other order lost it).
-	if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err == nil {
-		m.notice(ctx, p, fmt.Sprintf("⚠️ %s was not delivered: %s", actionOf(pc), describeError(cause)), "dmb_failed_"+pc.Txn)
+	if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err == nil && p != nil && p.RoomID != "" {
+		// A reply to the user's event (the command's txn is its id), so
+		// that their client shows which one did not arrive.
+		m.replyNotice(ctx, p, id.EventID(pc.Txn), fmt.Sprintf("⚠️ %s was not delivered: %s", actionOf(pc), describeError(cause)), "dmb_failed_"+pc.Txn)
 	}
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}
 }
 
+// describeError is a failure's reason as the user reads it: the network's
+// own message where there is one (its protocol code goes to the log, not to
+// the user), without the bridge's internal classification.
 func describeError(err error) string {
 	var cerr *connector.Error
 	if errors.As(err, &cerr) && cerr.Message != "" {
-		return cerr.Message + " (" + cerr.Code + ")"
+		// The connector's words (e.g. "\"foo\" is not an XMPP address"),
+		// bounded: it is input like any other.
+		return truncateRunes(cerr.Message, maxReasonRunes)
 	}
-	return err.Error()
+	return strings.TrimPrefix(err.Error(), errPermanent.Error()+": ")
+}
+
+// maxReasonRunes bounds a reason from the connector in a notice.
+const maxReasonRunes = 300
+
+func truncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
 }

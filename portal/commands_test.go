@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 
@@ -272,7 +273,7 @@ func TestUnitParkedEventToldBeforeParked(t *testing.T) {
 		case c.Content["body"] == "doomed":
 			return fakematrix.Forbidden("refused")
 		case c.Content["msgtype"] == "m.notice":
-			if strings.Contains(c.Content["body"].(string), "$bad") {
+			if repliesTo(c.Content) == "$bad" {
 				parkedAtNotice = append(parkedAtNotice, done("SELECT COUNT(*) FROM mx_event WHERE event_id = '$bad' AND done"))
 			} else {
 				parkedAtNotice = append(parkedAtNotice, done("SELECT COUNT(*) FROM inbox WHERE connector_id = $1 AND seq = 1 AND done", unitConnID))
@@ -328,4 +329,83 @@ func TestUnitDamagedCommandIsReported(t *testing.T) {
 	if !slices.Equal(u.conn.ops, []string{connector.OpSendMessage}) {
 		t.Errorf("ops sent = %v, want the command behind the damaged one", u.conn.ops)
 	}
+}
+
+// TestUnitFailedCommandNoticeNamesTheMessage: a message the network refuses
+// is answered in the room by a notice that replies to it (so the user's
+// client shows which message) and gives the network's reason without the
+// protocol's error code.
+func TestUnitFailedCommandNoticeNamesTheMessage(t *testing.T) {
+	u, p := newUnitPortal(t)
+	ctx := context.Background()
+	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$refused", ConnectorID: unitConnID,
+		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"login":"l1","text":"hi"}`), MXSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		return nil, &connector.Error{Code: connector.ErrForbidden, Message: "the contact blocked you"}
+	}
+	u.m.flushCommands(ctx, p.RoomID)
+	var notice map[string]any
+	for _, c := range u.hs.Calls("SendMessageEvent") {
+		if c.Content["msgtype"] == "m.notice" {
+			notice = c.Content
+		}
+	}
+	if notice == nil {
+		t.Fatal("no notice about the refused message")
+	}
+	if body := notice["body"].(string); body != "⚠️ Your message was not delivered: the contact blocked you" {
+		t.Errorf("notice body %q", body)
+	}
+	if repliesTo(notice) != "$refused" {
+		t.Errorf("notice relates to %v, want a reply to $refused", notice["m.relates_to"])
+	}
+}
+
+// TestUnitEventNouns: notices name what the user or the contact did in
+// words, never by event id or protocol kind.
+func TestUnitEventNouns(t *testing.T) {
+	for data, want := range map[string]string{
+		`{"type":"m.room.message","content":{"msgtype":"m.text","body":"x"}}`:                                    "message",
+		`{"type":"m.room.message","content":{"msgtype":"m.image","body":"x"}}`:                                   "file",
+		`{"type":"m.room.message","content":{"msgtype":"m.text","m.relates_to":{"rel_type":"m.replace"}}}`:       "edit",
+		`{"type":"m.reaction","content":{"m.relates_to":{"rel_type":"m.annotation","event_id":"$x","key":"👍"}}}`: "reaction",
+		`{"type":"m.room.redaction","redacts":"$x"}`:                                                             "deletion",
+		`{"type":"m.room.encrypted","content":{}}`:                                                               "message",
+		`{"type":"m.room.topic","content":{}}`:                                                                   "event",
+		`not json`:                                                                                               "message",
+	} {
+		if got := mxEventNoun([]byte(data)); got != want {
+			t.Errorf("mxEventNoun(%s) = %q, want %q", data, got, want)
+		}
+	}
+	if got := kindNoun(connector.KindReactionRemove); got != "The removal of a reaction" {
+		t.Errorf("kindNoun(reaction_remove) = %q", got)
+	}
+}
+
+// TestUnitUserMessageKeepsTheNetworksReason: when the network says why it
+// cannot find a contact ("not an XMPP address"), the user reads that, not a
+// generic sentence; a reason of any length stays bounded.
+func TestUnitUserMessageKeepsTheNetworksReason(t *testing.T) {
+	why := &connector.Error{Code: connector.ErrNotFound, Message: `"foo" is not an XMPP address (user@server)`}
+	if got := UserMessage(why); got != why.Message {
+		t.Errorf("UserMessage = %q, want the network's reason", got)
+	}
+	if got := UserMessage(&connector.Error{Code: connector.ErrNotFound}); got != "the network does not know that contact" {
+		t.Errorf("UserMessage without a reason = %q", got)
+	}
+	long := &connector.Error{Code: connector.ErrNotFound, Message: strings.Repeat("é", 5000)}
+	if got := UserMessage(long); utf8.RuneCountInString(got) != maxReasonRunes+1 || !strings.HasSuffix(got, "…") {
+		t.Errorf("a 5,000-character reason became %d characters", utf8.RuneCountInString(got))
+	}
+}
+
+// repliesTo is the event a notice's content replies to, or "".
+func repliesTo(content map[string]any) string {
+	rel, _ := content["m.relates_to"].(map[string]any)
+	reply, _ := rel["m.in_reply_to"].(map[string]any)
+	to, _ := reply["event_id"].(string)
+	return to
 }

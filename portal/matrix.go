@@ -32,7 +32,8 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		// Parked like any other event that cannot be handled: its sender,
 		// if it is a user, is told (first, as in applyMatrix).
 		if evt != nil && evt.Sender != "" && !m.isBridgeUser(evt) {
-			m.noticeMatrixFailure(ctx, row, err)
+			// The parser's words (Go field names) go to the log only.
+			m.noticeMatrixFailure(ctx, row, errors.New("the bridge could not read it (its content is malformed)"))
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
 	}

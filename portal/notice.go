@@ -62,11 +62,12 @@ func (m *Manager) noticeFailure(ctx context.Context, row *inbox.Entry, cause err
 	if ev == nil {
 		ev = &connector.Event{}
 	}
-	what := "An event"
-	if ev.Kind != "" {
-		what = "A " + ev.Kind
+	what := kindNoun(ev.Kind)
+	network := "the network"
+	if hello, ok := m.conn.Hello(row.ConnectorID); ok && hello.Network.Name != "" {
+		network = hello.Network.Name
 	}
-	text := fmt.Sprintf("⚠️ %s from the network could not be bridged: %v", what, cause)
+	text := fmt.Sprintf("⚠️ %s from %s could not be bridged: %v", what, network, cause)
 	txn := fmt.Sprintf("dmb_park_%s_%d", row.ConnectorID, row.Seq)
 	login, err := m.db.Login.Get(ctx, row.LoginID)
 	if err != nil || login == nil {
@@ -117,11 +118,14 @@ func mxNoticeTxn(what string, row *database.MXEvent) string {
 // delivered: in the portal as the ghost; in another room as the bot, or,
 // where the bot is not a member, in the sender's management room.
 func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent, cause error) {
-	text := fmt.Sprintf("⚠️ Your event %s was not delivered: %v", row.EventID, cause)
+	// A reply to the event, so that the user's client shows which one; its
+	// id alone would mean nothing to them.
+	noun := mxEventNoun(row.Data)
+	text := fmt.Sprintf("⚠️ Your %s was not delivered: %s", noun, describeError(cause))
 	txn := mxNoticeTxn("park_mx", row)
 	p, err := m.db.Portal.GetByRoom(ctx, row.RoomID)
 	if err == nil && p != nil {
-		m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
+		m.replyNotice(ctx, p, row.EventID, text, txn)
 		return
 	}
 	if m.sendNotice(ctx, m.mx.Bot(), row.RoomID, text, txn) {
@@ -131,7 +135,68 @@ func (m *Manager) noticeMatrixFailure(ctx context.Context, row *database.MXEvent
 		Sender id.UserID `json:"sender"`
 	}
 	if json.Unmarshal(row.Data, &head) == nil && head.Sender != "" && !m.isBridgeUser(&event.Event{Sender: head.Sender}) {
-		m.noticeManagement(ctx, head.Sender, fmt.Sprintf("⚠️ Your event %s in %s was not delivered: %v",
-			row.EventID, row.RoomID, cause), txn)
+		m.noticeManagement(ctx, head.Sender, fmt.Sprintf("⚠️ Your %s in %s was not delivered (%s): %s",
+			noun, row.RoomID, row.EventID, describeError(cause)), txn)
 	}
+}
+
+// kindNoun names a network event's kind for the user.
+func kindNoun(kind string) string {
+	switch kind {
+	case connector.KindMessage:
+		return "A message"
+	case connector.KindEdit:
+		return "An edit of a message"
+	case connector.KindDelete:
+		return "The deletion of a message"
+	case connector.KindReaction:
+		return "A reaction"
+	case connector.KindReactionRemove:
+		return "The removal of a reaction"
+	case connector.KindReadReceipt:
+		return "A read receipt"
+	case connector.KindContact:
+		return "A change of a contact's profile"
+	case connector.KindChatDeleted:
+		return "The deletion of this chat"
+	case connector.KindLogin:
+		return "A change of your account's state"
+	}
+	return "Something"
+}
+
+// mxEventNoun names the user's Matrix event for a notice about it: what they
+// did, in their words, from the stored event.
+func mxEventNoun(data []byte) string {
+	var evt struct {
+		Type    string `json:"type"`
+		Content struct {
+			MsgType   string `json:"msgtype"`
+			RelatesTo struct {
+				RelType string `json:"rel_type"`
+			} `json:"m.relates_to"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(data, &evt) != nil {
+		return "message"
+	}
+	switch evt.Type {
+	case event.EventReaction.Type:
+		return "reaction"
+	case event.EventRedaction.Type:
+		return "deletion"
+	case event.EventSticker.Type:
+		return "sticker"
+	case event.EventMessage.Type, event.EventEncrypted.Type:
+	default:
+		return "event"
+	}
+	if evt.Content.RelatesTo.RelType == string(event.RelReplace) {
+		return "edit"
+	}
+	switch event.MessageType(evt.Content.MsgType) {
+	case event.MsgFile, event.MsgImage, event.MsgVideo, event.MsgAudio:
+		return "file"
+	}
+	return "message"
 }

@@ -128,7 +128,7 @@ func UserMessage(err error) string {
 	switch {
 	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrNoLogin), errors.Is(err, ErrUnknownLogin), errors.Is(err, ErrNotDM):
 		return err.Error()
-	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound:
+	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound && cerr.Message == "":
 		return "the network does not know that contact"
 	case errors.As(err, &cerr) && cerr.Code == server.ErrNotConnected.Code:
 		return "the network connector is offline, try again later"
