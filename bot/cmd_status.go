@@ -17,7 +17,8 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 	}
 	if len(logins) == 0 {
 		b.reply(ctx, req.roomID, req.eventID, "The bridge is running, but it has no login of yours. "+
-			"Accounts are added in the network connector, which tells the bridge about them.")
+			"Your accounts on the other network are set up in the bridge's connector, usually by the "+
+			"bridge's admin: ask them to add yours.")
 		return nil
 	}
 	var sb strings.Builder

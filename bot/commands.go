@@ -132,6 +132,8 @@ func (b *Bot) helpText(user id.UserID) string {
 		}
 		sb.WriteString("` — " + c.help + "\n")
 	}
-	sb.WriteString("\nTo chat with someone you can also just start a direct chat with their ghost user, as with anyone on Matrix.")
+	sb.WriteString("\nTo chat with someone you can also just start a direct chat with their ghost user, as with anyone on Matrix: " +
+		"the Matrix user that stands for them here, such as `" + string(b.cfg.GhostUserID("bob@example.org")) +
+		"` for bob@example.org.")
 	return sb.String()
 }

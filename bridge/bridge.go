@@ -104,7 +104,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		Store:           events,
 		Handler:         observedHandler{Manager: portals, metrics: mx},
 		Media:           portals.MediaHandler(),
-		Log:             log.With().Str("component", "connector").Logger(),
+		Log:             log, // the server names its component itself
 		Gate:            leaseGate(lease),
 	})
 	if err != nil {

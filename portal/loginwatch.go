@@ -244,11 +244,13 @@ func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStat
 	switch trouble {
 	case troubleBadCredentials:
 		return fmt.Sprintf("Your %s login %s was logged out by the network (bad credentials). "+
-			"Its chats are no longer bridged; log in again in the connector.", network, name)
+			"Its chats are not bridged until it logs in again: its password has to be updated where the "+
+			"bridge's connector is set up, which is usually done by the bridge's admin.", network, name)
 	case troubleDisconnected:
 		why := "the network disconnected it"
 		if st.ConnectorOffline {
-			why = "the bridge has no connection to its connector " + l.ConnectorID
+			why = "the bridge has no connection to its connector " + l.ConnectorID +
+				", the program that connects it to " + network + "; if this lasts, tell the bridge's admin"
 		}
 		return fmt.Sprintf("Your %s login %s has been disconnected since %s (%s): messages to and from it "+
 			"wait until it is back. I will tell you when it is.", network, name, FormatTime(st.Since), why)

@@ -91,8 +91,20 @@ func (d *demo) fail(ctx context.Context, what string, err error) int {
 		return 130
 	}
 	d.log.Error().Err(err).Msgf("Demo failed while %s", what)
-	d.say("\nThe demo failed while %s. Logs are in %s.", what, d.path("logs"))
+	d.say("\nThe demo failed while %s. %s.", what, d.logPlaces())
 	return 1
+}
+
+// logPlaces says where each process of the demo logs: the bridge and the
+// connector under logs/, the homeserver and the XMPP server in their own
+// directories (Prosody's may be a temporary one, see startProsody).
+func (d *demo) logPlaces() string {
+	s := "Logs: the bridge's and the connector's in " + d.path("logs") +
+		", Dendrite's in " + d.path("dendrite", "dendrite.log")
+	if d.prosodyDir != "" {
+		s += ", Prosody's in " + filepath.Join(d.prosodyDir, "prosody.log")
+	}
+	return s
 }
 
 // up starts everything in dependency order: the bridge config (its
@@ -169,7 +181,7 @@ func (d *demo) watch(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	case name := <-died:
-		return fmt.Errorf("%s exited on its own; see %s", name, d.path("logs"))
+		return fmt.Errorf("%s exited on its own. %s", name, d.logPlaces())
 	}
 }
 
