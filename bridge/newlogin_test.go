@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
-	"maunium.net/go/mautrix/id"
 )
 
 // TestLoginAddedWhileConnected: the user adds a second account on the
