@@ -61,17 +61,41 @@ func serve(opts *options, stderr io.Writer) int {
 	}
 
 	// The signal context also aborts a slow startup (e.g. waiting for the
-	// homeserver); Start only uses it while starting.
-	b, err := newBridge(ctx, cfg, log, lease)
+	// homeserver); Start only uses it while starting. So does losing the
+	// lease meanwhile: an active that lost it while it waited for the
+	// homeserver would otherwise wait for ever (every request refused by
+	// the fence), never to come back as a standby.
+	startCtx, stopStarting := context.WithCancel(ctx)
+	defer stopStarting()
+	if lost != nil {
+		go func() {
+			select {
+			case <-lost:
+				stopStarting()
+			case <-startCtx.Done():
+			}
+		}()
+	}
+	b, err := newBridge(startCtx, cfg, log, lease)
 	if err != nil {
+		if isClosed(lost) {
+			log.Error().Err(err).Msg("Lost the active lease while starting; exiting at once")
+			return exitLostLease
+		}
 		log.Error().Err(err).Msg("Failed to initialize the bridge")
 		return 1
 	}
-	if err := b.Start(ctx); err != nil {
+	if err := b.Start(startCtx); err != nil {
+		if isClosed(lost) {
+			// As below: no orderly shutdown, which would still write.
+			log.Error().Err(err).Msg("Lost the active lease while starting; exiting at once")
+			return exitLostLease
+		}
 		log.Error().Err(err).Msg("Failed to start the bridge")
 		stopBridge(b, log)
 		return 1
 	}
+	stopStarting()
 	select {
 	case <-ctx.Done():
 	case <-lost:
@@ -101,6 +125,19 @@ func serve(opts *options, stderr io.Writer) int {
 
 // exitLostLease is the exit status of an instance that lost the lease.
 const exitLostLease = 3
+
+// isClosed reports whether ch is closed; a nil channel (no HA) never is.
+func isClosed(ch <-chan struct{}) bool {
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
 
 func newBridge(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *ha.Elector) (*bridge.Bridge, error) {
 	if lease != nil {
