@@ -24,6 +24,7 @@ var envOverrides = [...]envOverride{
 	// availability) can each have their own.
 	{"DMBRIDGE_APPSERVICE_HOSTNAME", "appservice.hostname", func(c *Config) *string { return &c.Appservice.Hostname }},
 	{"DMBRIDGE_CONNECTOR_LISTEN", "connector.listen", func(c *Config) *string { return &c.Connector.Listen }},
+	{"DMBRIDGE_METRICS_LISTEN", "metrics.listen", func(c *Config) *string { return &c.Metrics.Listen }},
 }
 
 // portEnv overrides appservice.port; it is the one numeric override.

@@ -10,12 +10,14 @@ func TestListenEnvOverrides(t *testing.T) {
 		"DMBRIDGE_APPSERVICE_HOSTNAME": "127.0.0.2",
 		"DMBRIDGE_APPSERVICE_PORT":     "29400",
 		"DMBRIDGE_CONNECTOR_LISTEN":    "127.0.0.2:29401",
+		"DMBRIDGE_METRICS_LISTEN":      "127.0.0.2:29402",
 	}), modeRun)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Appservice.Hostname != "127.0.0.2" || cfg.Appservice.Port != 29400 || cfg.Connector.Listen != "127.0.0.2:29401" {
-		t.Errorf("overrides not applied: %s:%d, %s", cfg.Appservice.Hostname, cfg.Appservice.Port, cfg.Connector.Listen)
+	if cfg.Appservice.Hostname != "127.0.0.2" || cfg.Appservice.Port != 29400 || cfg.Connector.Listen != "127.0.0.2:29401" ||
+		cfg.Metrics.Listen != "127.0.0.2:29402" {
+		t.Errorf("overrides not applied: %s:%d, %s, %s", cfg.Appservice.Hostname, cfg.Appservice.Port, cfg.Connector.Listen, cfg.Metrics.Listen)
 	}
 	if got := cfg.EnvOverrides()["appservice.port"]; got != "DMBRIDGE_APPSERVICE_PORT" {
 		t.Errorf("appservice.port recorded as from %q", got)
