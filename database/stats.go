@@ -24,7 +24,7 @@ type Counts struct {
 	// PendingCommands: commands to connectors whose result is not stored.
 	PendingCommands int64
 	// ParkedRemote and ParkedMatrix: events given up on and kept with
-	// their error (Matrix ones are kept for a day, see Prune).
+	// their error, in both tables until deleted by hand (Prune keeps them).
 	ParkedRemote int64
 	ParkedMatrix int64
 	Portals      int64

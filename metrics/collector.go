@@ -43,7 +43,7 @@ var (
 		"Work stored and not yet done: inbox (connector events to apply), matrix_events (Matrix events to handle), commands (commands awaiting the connector's result).",
 		[]string{"queue"}, nil)
 	descParked = prometheus.NewDesc(Namespace+"_parked_events",
-		"Events the bridge gave up on and keeps with their error, by direction (parked Matrix events are kept for a day).",
+		"Events the bridge gave up on and keeps with their error, by direction (kept until deleted by hand; alert on the increase).",
 		[]string{"direction"}, nil)
 	descPortals = prometheus.NewDesc(Namespace+"_portals", "Portals (one per login and chat).", nil, nil)
 	descGhosts  = prometheus.NewDesc(Namespace+"_ghosts", "Ghost users (one per contact).", nil, nil)
