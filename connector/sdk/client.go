@@ -181,13 +181,15 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if c.rehello.Swap(false) {
-			delay = c.opts.MinBackoff
-			continue
-		}
+		// Replaced wins over a new hello: reconnecting would take the id
+		// back from the process that took it over.
 		if connws.CloseCode(err) == connector.CloseReplaced {
 			c.log.Error().Msg("Another connector process with the same id took over; not reconnecting")
 			return ErrReplaced
+		}
+		if c.rehello.Swap(false) {
+			delay = c.opts.MinBackoff
+			continue
 		}
 		if welcomed {
 			delay = c.opts.MinBackoff
