@@ -144,7 +144,9 @@ func (m *Manager) cleanupLocked(ctx context.Context, login *database.Login, key 
 func (m *Manager) networkName(connectorID string) string {
 	if m.conn != nil {
 		if hello, ok := m.conn.Hello(connectorID); ok && hello.Network.Name != "" {
-			return hello.Network.Name
+			// The connector's hello names it, unbounded but for the frame
+			// size; it goes into notices.
+			return truncateRunes(hello.Network.Name, maxNetworkNameRunes)
 		}
 	}
 	return "the network"

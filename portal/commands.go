@@ -257,8 +257,12 @@ func describeError(err error) string {
 	return strings.TrimPrefix(err.Error(), errPermanent.Error()+": ")
 }
 
-// maxReasonRunes bounds a reason from the connector in a notice.
-const maxReasonRunes = 300
+// maxReasonRunes bounds a reason from the connector in a notice, and
+// maxNetworkNameRunes the network's name from its hello.
+const (
+	maxReasonRunes      = 300
+	maxNetworkNameRunes = 64
+)
 
 func truncateRunes(s string, n int) string {
 	if utf8.RuneCountInString(s) <= n {

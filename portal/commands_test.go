@@ -409,3 +409,16 @@ func repliesTo(content map[string]any) string {
 	to, _ := reply["event_id"].(string)
 	return to
 }
+
+// TestUnitNetworkNameIsBounded: the network's name comes from the
+// connector's hello and goes into notices and alerts; a huge one is cut.
+func TestUnitNetworkNameIsBounded(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	if got := u.m.networkName(unitConnID); got != "TestNet" {
+		t.Errorf("networkName = %q, want the hello's TestNet", got)
+	}
+	u.conn.network = strings.Repeat("N", 100_000)
+	if got := u.m.networkName(unitConnID); utf8.RuneCountInString(got) != maxNetworkNameRunes+1 {
+		t.Errorf("a 100,000-character network name gave %d characters", utf8.RuneCountInString(got))
+	}
+}

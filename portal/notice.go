@@ -63,11 +63,7 @@ func (m *Manager) noticeFailure(ctx context.Context, row *inbox.Entry, cause err
 		ev = &connector.Event{}
 	}
 	what := kindNoun(ev.Kind)
-	network := "the network"
-	if hello, ok := m.conn.Hello(row.ConnectorID); ok && hello.Network.Name != "" {
-		network = hello.Network.Name
-	}
-	text := fmt.Sprintf("⚠️ %s from %s could not be bridged: %v", what, network, cause)
+	text := fmt.Sprintf("⚠️ %s from %s could not be bridged: %v", what, m.networkName(row.ConnectorID), cause)
 	txn := fmt.Sprintf("dmb_park_%s_%d", row.ConnectorID, row.Seq)
 	login, err := m.db.Login.Get(ctx, row.LoginID)
 	if err != nil || login == nil {

@@ -36,6 +36,8 @@ type unitConn struct {
 	mu     sync.Mutex
 	ops    []string
 	answer func(op string, cmd *connector.Command) (*connector.Result, error)
+	// network, when set, replaces the hello's network name.
+	network string
 }
 
 func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *connector.Command) (*connector.Result, error) {
@@ -52,7 +54,11 @@ func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *con
 func (c *unitConn) Connected(string) bool { return true }
 
 func (c *unitConn) Hello(string) (*connector.Hello, bool) {
-	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: "TestNet"}}, true
+	name := "TestNet"
+	if c.network != "" {
+		name = c.network
+	}
+	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: name}}, true
 }
 
 type unit struct {
