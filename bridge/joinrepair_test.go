@@ -66,8 +66,9 @@ func TestUnappliedJoinIsRepaired(t *testing.T) {
 			t.Errorf("%d joins of alice went out, want 2 (the lost one and the repair's)", n)
 		}
 		s.waitMessage(roomID, "hello after a lost join")
-		metrics := scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics")
-		wantValue(t, metrics, "dmbridge_repairs_total", labels{"what": "join"}, 1)
+		// The counter moves after the join returns, so a scrape right after
+		// alice shows up joined can still read 0: wait for it.
+		metrics := waitMetric(t, "http://"+s.br.MetricsAddr().String()+"/metrics", "dmbridge_repairs_total", labels{"what": "join"}, 1)
 		wantValue(t, metrics, "dmbridge_repairs_total", labels{"what": "leave"}, 0)
 		if direct := tesths.DirectContent(t, s.alice); !slices.Contains(direct[s.ghost("bob@network")], roomID) {
 			t.Errorf("m.direct %v does not list the portal %s", direct, roomID)
@@ -125,7 +126,7 @@ func TestMissingInviteIsRepaired(t *testing.T) {
 		if direct := tesths.DirectContent(t, s.alice); !slices.Contains(direct[s.ghost("bob@network")], roomID) {
 			t.Errorf("m.direct %v does not list the portal %s", direct, roomID)
 		}
-		wantValue(t, scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics"), "dmbridge_repairs_total", labels{"what": "invite"}, 1)
+		waitMetric(t, "http://"+s.br.MetricsAddr().String()+"/metrics", "dmbridge_repairs_total", labels{"what": "invite"}, 1)
 	})
 }
 
@@ -169,7 +170,7 @@ func TestMissedLeaveIsCleanedUp(t *testing.T) {
 	tesths.WaitFor(t, 20*time.Second, "the portal row to go and the ghost to leave", func() (bool, error) {
 		return s.countRows("SELECT COUNT(*) FROM portal") == 0 && !s.ghostIn(ghost, room), nil
 	})
-	wantValue(t, scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics"), "dmbridge_repairs_total", labels{"what": "leave"}, 1)
+	waitMetric(t, "http://"+s.br.MetricsAddr().String()+"/metrics", "dmbridge_repairs_total", labels{"what": "leave"}, 1)
 	if n := f.changingCommands(); n != 0 {
 		t.Errorf("the network got %d commands, want none: leaving a DM tells the network nothing", n)
 	}
