@@ -19,6 +19,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/dpsync"
 	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
@@ -49,6 +50,9 @@ type Bridge struct {
 	Health *health.Checker
 	// E2EE is end-to-bridge encryption; nil when encryption.allow is off.
 	E2EE *e2ee.Manager
+	// DPSync follows double puppets' /sync (double_puppet.sync); nil when
+	// that is off.
+	DPSync *dpsync.Manager
 
 	connServer *http.Server
 	connAddr   net.Addr
@@ -124,7 +128,13 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.MountProbe("GET "+health.HealthPath, checker.HealthHandler())
 	link.MountProbe("GET "+health.ReadyPath, checker.ReadyHandler())
 	watchLease(lease, checker, mx)
-	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker, E2EE: enc}, nil
+	var follow *dpsync.Manager
+	if cfg.DoublePuppet.Sync {
+		follow = dpsync.New(db, portals.DoublePuppets(), link, log)
+		portals.DoublePuppets().SetVerifiedHook(follow.Follow)
+	}
+	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker, E2EE: enc,
+		DPSync: follow}, nil
 }
 
 // setupEncryption gives each ghost in an encrypted room a device (package
@@ -200,6 +210,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 	b.Portals.Start()
+	if b.DPSync != nil {
+		b.DPSync.Start(ctx)
+	}
 	b.log.Info().Str("connector_listen", ln.Addr().String()).Msg("Bridge started")
 	return nil
 }
@@ -266,6 +279,9 @@ func (b *Bridge) Stop(ctx context.Context) error {
 		errs = append(errs, b.connServer.Shutdown(ctx))
 	}
 	errs = append(errs, b.Link.Stop(ctx))
+	if b.DPSync != nil {
+		b.DPSync.Stop()
+	}
 	b.Portals.Stop(ctx)
 	if b.E2EE != nil {
 		b.E2EE.Stop()

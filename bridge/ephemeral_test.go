@@ -247,3 +247,84 @@ func TestEphemeralOnlyForOwnLogins(t *testing.T) {
 		})
 	})
 }
+
+// TestDoublePuppetSyncOnDendrite: Dendrite pushes neither redactions nor
+// typing nor receipts to appservices. With double_puppet.sync the bridge
+// follows alice's /sync, so that, with nothing delivered by the test, her
+// deleting her message reaches the network as delete_message, her typing as
+// set_typing and her reading bob's message as mark_read. A deletion made
+// while the bridge is stopped reaches the network once after it starts.
+func TestDoublePuppetSyncOnDendrite(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newFidelityStack(t, target, func(c *config.Config) { c.DoublePuppet.Sync = true })
+		f := s.fidConnect(fakeSetup{})
+		roomID, first := s.fidPortal(f, "m1", "hello alice")
+		ctx := context.Background()
+		alice := s.alice.UserID
+		s.waitFollowing(alice)
+
+		sent, remote := s.fidSendText(roomID, "oops, wrong chat")
+		red, err := s.alice.RedactEvent(ctx, roomID, sent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		del := f.fidWaitCommand(connector.OpDeleteMessage, func(c *connector.Command) bool { return c.Txn == string(red.EventID) })
+		if del.Target != remote || del.Chat == nil || del.Chat.ID != fidBob || del.Login != testLogin {
+			t.Errorf("delete_message = %+v, want target %s in bob's chat", del, remote)
+		}
+
+		if _, err = s.alice.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		typing := f.fidWaitCommand(connector.OpSetTyping, func(c *connector.Command) bool { return c.Typing })
+		if typing.Chat == nil || typing.Chat.ID != fidBob {
+			t.Errorf("set_typing = %+v, want bob's chat", typing)
+		}
+		if _, err = s.alice.UserTyping(ctx, roomID, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		f.fidWaitCommand(connector.OpSetTyping, func(c *connector.Command) bool { return !c.Typing })
+
+		if err = s.alice.SendReceipt(ctx, roomID, first.ID, event.ReceiptTypeRead, nil); err != nil {
+			t.Fatal(err)
+		}
+		read := f.fidWaitCommand(connector.OpMarkRead, nil)
+		if read.UpTo != "m1" || read.Chat == nil || read.Chat.ID != fidBob {
+			t.Errorf("mark_read = %+v, want up to bob's m1", read)
+		}
+
+		// Deleted while the bridge is down: the stored position brings it.
+		sent2, remote2 := s.fidSendText(roomID, "and this one")
+		s.stopBridge()
+		red2, err := s.alice.RedactEvent(ctx, roomID, sent2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.startBridge()
+		del2 := f.fidWaitCommand(connector.OpDeleteMessage, func(c *connector.Command) bool { return c.Txn == string(red2.EventID) })
+		if del2.Target != remote2 {
+			t.Errorf("delete_message after the restart = %+v, want target %s", del2, remote2)
+		}
+		// Once each: the restart replayed neither deletion.
+		s.waitMessage(roomID, "hello alice")
+		f.send(textFrom(fidBob, "m2", "after the restart"))
+		s.waitMessage(roomID, "after the restart")
+		counts := map[string]int{}
+		for _, c := range f.commandsOf(connector.OpDeleteMessage) {
+			counts[c.Txn]++
+		}
+		if counts[string(red.EventID)] != 1 || counts[string(red2.EventID)] != 1 || len(counts) != 2 {
+			t.Errorf("delete_message commands by txn: %v, want each of the two deletions once", counts)
+		}
+	})
+}
+
+// waitFollowing waits until the bridge has taken the user's /sync position:
+// it does so once the user's double puppet is in use, and what the user
+// does before that is not replayed.
+func (s *stack) waitFollowing(user id.UserID) {
+	s.t.Helper()
+	tesths.WaitFor(s.t, 20*time.Second, string(user)+"'s sync position stored", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM double_puppet_sync WHERE mxid = $1", user) == 1, nil
+	})
+}

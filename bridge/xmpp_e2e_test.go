@@ -168,12 +168,13 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 		t.Errorf("bob got reactions %+v, want [🎉] on %s", react, first)
 	}
 
-	// Alice deletes her message: bob's client is told to retract it.
-	redaction, err := x.alice.RedactEvent(ctx, room, sent)
-	if err != nil {
+	// Alice deletes her message: bob's client is told to retract it. The
+	// redaction reaches the bridge through alice's /sync (double_puppet.sync),
+	// not from the test.
+	x.waitFollowing(x.alice.UserID)
+	if _, err := x.alice.RedactEvent(ctx, room, sent); err != nil {
 		t.Fatal(err)
 	}
-	x.fidDeliverRedaction(room, redaction.EventID)
 	retract := x.bobGets(func(m *testxmpp.Message) bool { return m.Retract != "" })
 	if retract.Retract != orig.ID {
 		t.Errorf("bob got a retraction of %s, want %s", retract.Retract, orig.ID)
@@ -193,12 +194,30 @@ func redacts(evt *event.Event) id.EventID {
 
 // TestXMPPTypingAndReadMarkers: bob typing shows as the ghost typing in
 // alice's room, and bob's displayed marker as the ghost's read receipt.
-// The other direction needs the homeserver to push ephemeral events to the
-// bridge, which Dendrite does not (docs/homeservers.md); it is covered
-// with injected transactions in ephemeral_test.go.
+// The other way, alice typing and reading bob's message reach bob's client
+// as chat states and a displayed marker: Dendrite does not push them, so
+// they come through alice's /sync (double_puppet.sync).
 func TestXMPPTypingAndReadMarkers(t *testing.T) {
-	x, room := newXMPPChat(t, "hi")
+	x := newXMPPStack(t)
+	room, hiEvt, hi := x.bobOpens("hi")
 	ghost := x.ghostID()
+	ctx := context.Background()
+
+	x.waitFollowing(x.alice.UserID)
+	if _, err := x.alice.UserTyping(ctx, room, true, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	x.bobGets(func(m *testxmpp.Message) bool { return m.ChatState == "composing" })
+	if _, err := x.alice.UserTyping(ctx, room, false, 0); err != nil {
+		t.Fatal(err)
+	}
+	x.bobGets(func(m *testxmpp.Message) bool { return m.ChatState == "paused" })
+	if err := x.alice.SendReceipt(ctx, room, hiEvt.ID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.bobGets(func(m *testxmpp.Message) bool { return m.Displayed != "" }); got.Displayed != hi {
+		t.Errorf("bob's client got a displayed marker for %s, want his message %s", got.Displayed, hi)
+	}
 
 	x.bob.ChatState(t, x.login, "composing")
 	typing := x.roomEvent(room, func(evt *event.Event) bool {

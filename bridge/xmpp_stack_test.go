@@ -14,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 	"github.com/dmbridge/dmbridge/internal/testxmpp"
@@ -48,7 +49,10 @@ func newXMPPStack(t *testing.T) *xmppStack {
 	t.Helper()
 	// Prosody's upload service and the connector's avatar server are on
 	// loopback.
-	return newXMPPStackWith(t, stackOptions{mediaFetchAllow: loopbackMedia})
+	// Dendrite pushes no redactions, typing or receipts: the bridge follows
+	// alice's /sync for them, as the demo and a Dendrite deployment do.
+	return newXMPPStackWith(t, stackOptions{mediaFetchAllow: loopbackMedia,
+		configure: func(c *config.Config) { c.DoublePuppet.Sync = true }})
 }
 
 func newXMPPStackWith(t *testing.T, o stackOptions) *xmppStack {

@@ -139,6 +139,10 @@ type ConnectorConfig struct {
 // appservice on that server that may act as its users.
 type DoublePuppetConfig struct {
 	Secrets map[string]string `yaml:"secrets"`
+	// Sync follows each double-puppeted user's /sync for the user's
+	// redactions, typing and read receipts in portals: for homeservers
+	// that do not push them to appservices (Dendrite). See dpsync.
+	Sync bool `yaml:"sync"`
 }
 
 // BridgeConfig holds the bridging behaviour knobs.

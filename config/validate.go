@@ -246,6 +246,9 @@ func (v *validator) doublePuppet() {
 			v.fail(key, `must be "as_token:" followed by the token of an appservice on that server`)
 		}
 	}
+	if v.c.DoublePuppet.Sync && len(v.c.DoublePuppet.Secrets) == 0 {
+		v.fail("double_puppet.sync", "needs double_puppet.secrets: only double-puppeted users can be followed")
+	}
 }
 
 func (v *validator) permissions() {

@@ -297,6 +297,11 @@ func TestValidationErrors(t *testing.T) {
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,
 		},
 		{
+			name:    "double puppet sync without secrets",
+			changes: []change{{"permissions:", "double_puppet:\n  sync: true\npermissions:"}},
+			want:    `config.yaml: double_puppet.sync: needs double_puppet.secrets: only double-puppeted users can be followed`,
+		},
+		{
 			name:    "bad metrics.listen",
 			changes: []change{{"permissions:", "metrics:\n  listen: 9090\npermissions:"}},
 			want:    `config.yaml: metrics.listen: not a host:port address: "9090" (leave it empty to disable metrics)`,

@@ -50,6 +50,7 @@ type Database struct {
 	LoginSync *LoginSyncQuery
 	GhostDev  *GhostDeviceQuery
 	EncMedia  *EncryptedMediaQuery
+	DPSync    *DoublePuppetSyncQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -88,6 +89,7 @@ func New(db *dbutil.Database) *Database {
 		LoginSync: &LoginSyncQuery{db},
 		GhostDev:  &GhostDeviceQuery{helper[GhostDevice](db)},
 		EncMedia:  &EncryptedMediaQuery{helper[EncryptedMedia](db)},
+		DPSync:    &DoublePuppetSyncQuery{db},
 	}
 }
 

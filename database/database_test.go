@@ -266,7 +266,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 9
+const latestVersion = 10
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -370,6 +370,8 @@ func undoUpgrade(version int) []string {
 		return []string{"DROP INDEX portal_contact_idx"}
 	case 9:
 		return []string{"ALTER TABLE ghost_device DROP COLUMN keys_checked"}
+	case 10:
+		return []string{"DROP TABLE double_puppet_sync"}
 	}
 	return nil
 }

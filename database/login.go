@@ -54,6 +54,7 @@ const (
 	// Users with cleaned rooms count too: their login may be gone while
 	// stale m.direct entries remain.
 	getDirectUsersQuery = `SELECT matrix_user FROM login UNION SELECT matrix_user FROM cleaned_room`
+	getLoginOwnersQuery = `SELECT DISTINCT matrix_user FROM login`
 )
 
 // Scan reads a login row.
@@ -164,6 +165,12 @@ func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
 	q.wrote(ctx, loginID, true)
 	defer q.wrote(ctx, loginID, true)
 	return q.qh.Exec(ctx, deleteLoginQuery, loginID)
+}
+
+// Owners lists the Matrix users who own a login.
+func (q *LoginQuery) Owners(ctx context.Context) ([]id.UserID, error) {
+	rows, err := q.qh.GetDB().Query(ctx, getLoginOwnersQuery)
+	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
 }
 
 // DirectUsers lists the Matrix users whose m.direct the bridge has a stake

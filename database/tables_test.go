@@ -169,3 +169,44 @@ func TestMXEventInsertManyKeepsOrder(t *testing.T) {
 		}
 	})
 }
+
+// TestDoublePuppetSyncPosition: a database from before v10 gets the
+// double_puppet_sync table; a position is "" until stored, the newest put
+// wins, and a delete forgets it.
+func TestDoublePuppetSyncPosition(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		db := reopenFrom(t, target, 9)
+		get := func() string {
+			t.Helper()
+			pos, err := db.DPSync.Get(ctx, "@a:x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pos
+		}
+		if pos := get(); pos != "" {
+			t.Fatalf("position before any put = %q, want none", pos)
+		}
+		for _, pos := range []string{"s1", "s2"} {
+			if err := db.DPSync.Put(ctx, "@a:x", pos); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.DPSync.Put(ctx, "@b:x", "other"); err != nil {
+			t.Fatal(err)
+		}
+		if pos := get(); pos != "s2" {
+			t.Fatalf("position = %q, want the newest, s2", pos)
+		}
+		if err := db.DPSync.Delete(ctx, "@a:x"); err != nil {
+			t.Fatal(err)
+		}
+		if pos := get(); pos != "" {
+			t.Fatalf("position after delete = %q, want none", pos)
+		}
+		if pos, err := db.DPSync.Get(ctx, "@b:x"); err != nil || pos != "other" {
+			t.Fatalf("the other user's position = %q, %v; want it kept", pos, err)
+		}
+	})
+}

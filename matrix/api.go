@@ -85,6 +85,10 @@ type API interface {
 	// EventsAfter reads up to limit timeline events that follow an event
 	// (GET /context), each kept as raw JSON.
 	EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error)
+	// Sync makes one GET /sync from since ("" for the first) with filter as
+	// inline JSON, waiting up to timeout for something new, and decodes the
+	// response into out, so that the caller can keep events raw.
+	Sync(ctx context.Context, since, filter string, timeout time.Duration, out any) error
 
 	// UploadMedia uploads media as the user.
 	UploadMedia(ctx context.Context, req mautrix.ReqUploadMedia) (*mautrix.RespMediaUpload, error)

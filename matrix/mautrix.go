@@ -207,6 +207,16 @@ func (i intent) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.Ev
 	return resp.After, nil
 }
 
+func (i intent) Sync(ctx context.Context, since, filter string, timeout time.Duration, out any) error {
+	query := map[string]string{"filter": filter, "timeout": fmt.Sprint(timeout.Milliseconds())}
+	if since != "" {
+		query["since"] = since
+	}
+	url := i.ia.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "sync"}, query)
+	_, err := i.ia.MakeRequest(ctx, http.MethodGet, url, nil, out)
+	return err
+}
+
 func (i intent) UploadMedia(ctx context.Context, req mautrix.ReqUploadMedia) (*mautrix.RespMediaUpload, error) {
 	return i.ia.UploadMedia(ctx, req)
 }

@@ -16,6 +16,7 @@ const (
 	ClassAccountData = "account_data"
 	ClassMedia       = "media"
 	ClassProfile     = "profile"
+	ClassSync        = "sync"
 	ClassOther       = "other"
 )
 
@@ -29,11 +30,12 @@ const (
 	idxAccountData
 	idxMedia
 	idxProfile
+	idxSync
 	idxOther
 	numClasses
 )
 
-var classes = [numClasses]string{ClassSend, ClassState, ClassCreateRoom, ClassJoin, ClassAccountData, ClassMedia, ClassProfile, ClassOther}
+var classes = [numClasses]string{ClassSend, ClassState, ClassCreateRoom, ClassJoin, ClassAccountData, ClassMedia, ClassProfile, ClassSync, ClassOther}
 
 // homeserverState is what health reports about the homeserver.
 type homeserverState struct {
@@ -163,6 +165,10 @@ func classIndex(path string) int {
 		return idxJoin
 	case "profile":
 		return idxProfile
+	case "sync":
+		// Long polls (ghost devices, double_puppet.sync): their durations
+		// would swamp any other class's.
+		return idxSync
 	case "user":
 		// user/{id}/account_data/{type} and user/{id}/rooms/{room}/account_data/{type}
 		if seg[2] == "account_data" || (seg[2] == "rooms" && seg[4] == "account_data") {

@@ -30,6 +30,7 @@ func TestClass(t *testing.T) {
 		"/_matrix/media/v3/upload":                                   ClassMedia,
 		"/_matrix/client/v1/media/download/x/y":                      ClassMedia,
 		"/_matrix/client/v3/profile/@u:x/displayname":                ClassProfile,
+		"/_matrix/client/v3/sync":                                    ClassSync,
 		"/_matrix/client/v3/register":                                ClassOther,
 		"/_matrix/client/v3/account/whoami":                          ClassOther,
 		"/_matrix/client/v3/rooms/!r:x/messages":                     ClassOther,

@@ -144,6 +144,10 @@ func (m *Manager) SetConnector(c Connector) { m.conn = c }
 // called before Start.
 func (m *Manager) SetInbox(in *inbox.Inbox) { m.inbox = in }
 
+// DoublePuppets is the manager's double puppets, for whoever follows them
+// (dpsync).
+func (m *Manager) DoublePuppets() *puppet.DoublePuppets { return m.dps }
+
 // SetMetrics gives the manager the instance's metrics. It must be called
 // before Start.
 func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }

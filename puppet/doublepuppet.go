@@ -40,7 +40,14 @@ type DoublePuppets struct {
 	// change of it is the homeserver's business (it updates the user's
 	// member events), so one read per user and process is enough.
 	profiles map[id.UserID]map[string]any
+	// onVerified, if set, hears of each user whose double puppet this
+	// process verified (dpsync follows them).
+	onVerified func(id.UserID)
 }
+
+// SetVerifiedHook names who hears of each user whose double puppet this
+// process verifies, once per user. Call it before the portals start.
+func (d *DoublePuppets) SetVerifiedHook(hook func(id.UserID)) { d.onVerified = hook }
 
 // NewDoublePuppets creates the double puppet manager.
 func NewDoublePuppets(mx matrix.Intents, db *database.Database, cfg *config.Config, log zerolog.Logger) *DoublePuppets {
@@ -112,6 +119,9 @@ func (d *DoublePuppets) Intent(ctx context.Context, userID id.UserID) (matrix.AP
 	d.verified[userID] = true
 	d.mu.Unlock()
 	d.log.Info().Stringer("user_id", userID).Msg("Double puppeting enabled")
+	if d.onVerified != nil {
+		d.onVerified(userID)
+	}
 	return intent, nil
 }
 

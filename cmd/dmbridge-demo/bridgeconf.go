@@ -36,6 +36,9 @@ func (d *demo) configureBridge(ctx context.Context) error {
 		"connector.listen":      fmt.Sprintf("127.0.0.1:%d", d.ports.connector),
 		"connector.token":       d.secrets.connectorToken,
 		"double_puppet.secrets": map[string]string{devstack.DendriteDomain: "as_token:" + dp.AppToken},
+		// Dendrite pushes no redactions, typing or receipts: follow alice's
+		// /sync for them.
+		"double_puppet.sync": true,
 		// Prosody's file service and the connector's avatar server run on
 		// loopback here, which the bridge refuses to fetch from by default.
 		"bridge.media_fetch_allow": []string{"127.0.0.1/32"},

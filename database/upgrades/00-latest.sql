@@ -1,4 +1,4 @@
--- v0 -> v9: Latest revision
+-- v0 -> v10: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -227,4 +227,11 @@ CREATE TABLE encrypted_media (
 	sealed     BYTEA  NOT NULL,
 	mime_type  TEXT   NOT NULL,
 	created_at BIGINT NOT NULL
+);
+
+-- Where a double puppet's /sync stands (double_puppet.sync, dpsync): the
+-- position after the last response taken in, stored with its events.
+CREATE TABLE double_puppet_sync (
+	mxid       TEXT NOT NULL PRIMARY KEY,
+	next_batch TEXT NOT NULL
 );

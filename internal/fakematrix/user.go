@@ -314,6 +314,14 @@ func (u *User) Messages(ctx context.Context, roomID id.RoomID, from, to string, 
 	return resp, err
 }
 
+// Sync implements matrix.API. The fake keeps no sync stream: the call is
+// recorded and answered as an endpoint it does not know.
+func (u *User) Sync(ctx context.Context, since, filter string, timeout time.Duration, out any) error {
+	return u.hs.apply(Call{User: u.id, Method: "Sync"}, func() error {
+		return mautrix.MUnrecognized.WithMessage("the fake homeserver keeps no /sync")
+	})
+}
+
 // EventsAfter implements matrix.API.
 func (u *User) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error) {
 	var out []json.RawMessage

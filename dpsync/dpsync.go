@@ -1,0 +1,181 @@
+// Package dpsync follows double-puppeted users' /sync for what a homeserver
+// does not push to appservices. Dendrite pushes no redactions and no
+// ephemeral events, so without this a user who deletes a message in a DM,
+// types or reads there would change nothing on the network. With
+// double_puppet.sync each user who owns a login and has a working double
+// puppet gets one long-poll: the user's redactions in portals are stored in
+// the Matrix event intake with the sync position (appservice.StoreSynced),
+// so a restart neither misses nor repeats one; typing and receipts in
+// portals go to the portals as pushed ones do. Redactions from users without
+// a double puppet are not seen, as the bridge has no way to sync for them.
+package dpsync
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
+)
+
+// Puppets hands out a user's double puppet, or nil when none covers them
+// (puppet.DoublePuppets).
+type Puppets interface {
+	Intent(ctx context.Context, userID id.UserID) (matrix.API, error)
+}
+
+// Intake takes what a sync brought (appservice.Link).
+type Intake interface {
+	StoreSynced(ctx context.Context, userID id.UserID, nextBatch string, raw []json.RawMessage) (int, error)
+	HandSyncedEphemeral(ctx context.Context, roomID id.RoomID, raw json.RawMessage) error
+}
+
+const (
+	// pollTimeout is each /sync's long-poll.
+	pollTimeout = 30 * time.Second
+	// rescanInterval is how often the owners of logins are listed again,
+	// for users whose double puppet was not used yet in this process (the
+	// verified hook covers the others at once).
+	rescanInterval = time.Minute
+	// minBackoff and maxBackoff bound the wait after a failed sync or store.
+	minBackoff = time.Second
+	maxBackoff = 5 * time.Minute
+)
+
+// Manager runs one sync loop per followed user.
+type Manager struct {
+	db      *database.Database
+	puppets Puppets
+	intake  Intake
+	log     zerolog.Logger
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	following map[id.UserID]bool
+
+	// pollTimeout is pollTimeout but for tests.
+	pollTimeout time.Duration
+}
+
+// New makes a manager; nothing runs before Start.
+func New(db *database.Database, puppets Puppets, intake Intake, log zerolog.Logger) *Manager {
+	return &Manager{
+		db: db, puppets: puppets, intake: intake,
+		log:         log.With().Str("component", "double_puppet_sync").Logger(),
+		following:   make(map[id.UserID]bool),
+		pollTimeout: pollTimeout,
+	}
+}
+
+// Start follows every owner of a login, now and every rescanInterval.
+func (m *Manager) Start(ctx context.Context) {
+	m.mu.Lock()
+	m.ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	m.mu.Unlock()
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			m.followOwners()
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(rescanInterval):
+			}
+		}
+	}()
+}
+
+// Stop ends every loop and waits for them.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	cancel := m.cancel
+	m.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	m.wg.Wait()
+}
+
+func (m *Manager) followOwners() {
+	users, err := m.db.Login.Owners(m.ctx)
+	if err != nil {
+		if m.ctx.Err() == nil {
+			m.log.Err(err).Msg("Could not list the owners of logins to follow their /sync")
+		}
+		return
+	}
+	for _, u := range users {
+		m.Follow(u)
+	}
+}
+
+// Follow starts the user's loop unless it runs already. Safe before Start
+// (a no-op then: Start lists the user) and after Stop.
+func (m *Manager) Follow(userID id.UserID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ctx == nil || m.ctx.Err() != nil || m.following[userID] {
+		return
+	}
+	m.following[userID] = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.run(userID)
+	}()
+}
+
+// Following reports whether the user's loop runs.
+func (m *Manager) Following(userID id.UserID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.following[userID]
+}
+
+// run is one user's loop. It ends with the manager, or when the user has
+// no double puppet (the loop is then forgotten, so that a later Follow,
+// after the secret is fixed, starts it again).
+func (m *Manager) run(userID id.UserID) {
+	log := m.log.With().Stringer("user_id", userID).Logger()
+	ctx := log.WithContext(m.ctx)
+	defer func() {
+		m.mu.Lock()
+		delete(m.following, userID)
+		m.mu.Unlock()
+	}()
+	f := &follower{m: m, user: userID, log: log}
+	backoff := minBackoff
+	for ctx.Err() == nil {
+		done, err := f.step(ctx)
+		if done {
+			return
+		}
+		if err == nil {
+			backoff = minBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if backoff == minBackoff {
+			log.Warn().Err(err).Msg("Following the user's /sync failed; trying again")
+		} else {
+			log.Debug().Err(err).Dur("next_try_in", backoff).Msg("Following the user's /sync failed again")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}

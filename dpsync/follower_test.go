@@ -1,0 +1,194 @@
+package dpsync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/matrix"
+)
+
+const (
+	alice  = id.UserID("@alice:hs")
+	portal = id.RoomID("!portal:hs")
+	other  = id.RoomID("!other:hs")
+)
+
+// syncCall is one Sync the follower made.
+type syncCall struct {
+	since, filter string
+}
+
+// scriptedAPI answers each Sync with the next scripted answer.
+type scriptedAPI struct {
+	matrix.API
+	calls   []syncCall
+	answers []any // a JSON-able response or an error
+}
+
+func (a *scriptedAPI) Sync(_ context.Context, since, filter string, _ time.Duration, out any) error {
+	a.calls = append(a.calls, syncCall{since, filter})
+	if len(a.answers) == 0 {
+		return fmt.Errorf("no answer scripted for sync %d", len(a.calls))
+	}
+	answer := a.answers[0]
+	a.answers = a.answers[1:]
+	if err, ok := answer.(error); ok {
+		return err
+	}
+	body, err := json.Marshal(answer)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, out)
+}
+
+type puppets struct{ api matrix.API }
+
+func (p puppets) Intent(context.Context, id.UserID) (matrix.API, error) { return p.api, nil }
+
+// intake stores positions like appservice.StoreSynced and records the rest.
+type intake struct {
+	db         *database.Database
+	stored     [][]json.RawMessage
+	ephemerals []id.RoomID
+}
+
+func (in *intake) StoreSynced(ctx context.Context, user id.UserID, next string, raw []json.RawMessage) (int, error) {
+	in.stored = append(in.stored, raw)
+	return len(raw), in.db.DPSync.Put(ctx, user, next)
+}
+
+func (in *intake) HandSyncedEphemeral(_ context.Context, roomID id.RoomID, _ json.RawMessage) error {
+	in.ephemerals = append(in.ephemerals, roomID)
+	return nil
+}
+
+func response(next string, rooms map[id.RoomID]any) map[string]any {
+	return map[string]any{"next_batch": next, "rooms": map[string]any{"join": rooms}}
+}
+
+func timeline(events ...map[string]any) map[string]any {
+	return map[string]any{"timeline": map[string]any{"events": events}}
+}
+
+func redaction(eventID string, sender id.UserID) map[string]any {
+	return map[string]any{"type": "m.room.redaction", "event_id": eventID, "sender": sender, "redacts": "$target",
+		"content": map[string]any{}}
+}
+
+func refusal(status int, code string) error {
+	return mautrix.HTTPError{Response: &http.Response{StatusCode: status},
+		RespError: &mautrix.RespError{ErrCode: code, Err: code, StatusCode: status}}
+}
+
+// TestFollowerDecisions walks one user's follower through the answers a
+// homeserver gives: the first sync only takes the position; the user's own
+// redactions in portals are stored with their room added, nothing else is;
+// empty answers are not stored until idleStoreInterval; a refused position
+// starts over from now, refused credentials do not.
+func TestFollowerDecisions(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.SQLite(t))
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: alice}); err != nil {
+		t.Fatal(err)
+	}
+	key := database.PortalKey{LoginID: "l", ChatID: "bob"}
+	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Portal.SetRoom(ctx, key, portal); err != nil {
+		t.Fatal(err)
+	}
+	api := &scriptedAPI{answers: []any{
+		response("p1", nil),
+		response("p2", map[id.RoomID]any{
+			portal: map[string]any{
+				"timeline": map[string]any{"events": []any{
+					redaction("$mine", alice), redaction("$ghosts", "@bob:hs"),
+					map[string]any{"type": "m.room.message", "event_id": "$msg", "sender": alice, "content": map[string]any{"body": "x"}},
+				}},
+				"ephemeral": map[string]any{"events": []any{map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": []id.UserID{alice}}}}},
+			},
+			other: timeline(redaction("$elsewhere", alice)),
+		}),
+		response("p3", nil),
+		response("p4", nil),
+		refusal(http.StatusBadRequest, "M_INVALID_PARAM"),
+		response("q1", nil),
+		refusal(http.StatusUnauthorized, "M_UNKNOWN_TOKEN"),
+	}}
+	in := &intake{db: db}
+	m := New(db, puppets{api}, in, zerolog.Nop())
+	f := &follower{m: m, user: alice, log: zerolog.Nop()}
+	step := func(wantErr bool) {
+		t.Helper()
+		done, err := f.step(ctx)
+		if done || (err != nil) != wantErr {
+			t.Fatalf("step %d: done %v, err %v; want an error: %v", len(api.calls), done, err, wantErr)
+		}
+	}
+	stored := func() string {
+		t.Helper()
+		pos, err := db.DPSync.Get(ctx, alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pos
+	}
+
+	step(false)
+	if c := api.calls[0]; c.since != "" || c.filter != positionFilter || len(in.stored) != 1 || len(in.stored[0]) != 0 || stored() != "p1" {
+		t.Fatalf("first sync %+v stored %v at %q; want a position-only sync storing p1 and no events", c, in.stored, stored())
+	}
+
+	step(false)
+	if c := api.calls[1]; c.since != "p1" || c.filter != followFilter {
+		t.Fatalf("second sync %+v, want from p1 with the follow filter", c)
+	}
+	if len(in.stored) != 2 || len(in.stored[1]) != 1 || stored() != "p2" {
+		t.Fatalf("stored %d batches, last %v at %q; want alice's one redaction in the portal at p2", len(in.stored), in.stored, stored())
+	}
+	var got struct {
+		ID     id.EventID `json:"event_id"`
+		RoomID id.RoomID  `json:"room_id"`
+	}
+	if err := json.Unmarshal(in.stored[1][0], &got); err != nil || got.ID != "$mine" || got.RoomID != portal {
+		t.Errorf("stored event %s, want $mine with room_id %s", in.stored[1][0], portal)
+	}
+	if len(in.ephemerals) != 1 || in.ephemerals[0] != portal {
+		t.Errorf("ephemerals handed for rooms %v, want the portal's typing only", in.ephemerals)
+	}
+
+	step(false)
+	if len(in.stored) != 2 || stored() != "p2" || f.since != "p3" {
+		t.Fatalf("an empty answer stored (%d batches, position %q, in memory %q); want p3 kept in memory only", len(in.stored), stored(), f.since)
+	}
+	f.storedAt = time.Now().Add(-idleStoreInterval)
+	step(false)
+	if stored() != "p4" {
+		t.Fatalf("position %q after idleStoreInterval, want p4", stored())
+	}
+
+	step(true)
+	if stored() != "" || f.since != "" {
+		t.Fatalf("after a refused position: stored %q, in memory %q; want both forgotten", stored(), f.since)
+	}
+	step(false)
+	if c := api.calls[5]; c.since != "" || c.filter != positionFilter || stored() != "q1" {
+		t.Fatalf("sync after the refusal %+v stored %q; want a new position-only start at q1", c, stored())
+	}
+	step(true)
+	if stored() != "q1" || f.since != "q1" {
+		t.Errorf("refused credentials changed the position to %q (memory %q), want q1 kept", stored(), f.since)
+	}
+}
