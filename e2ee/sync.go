@@ -33,6 +33,10 @@ func syncFilter() *mautrix.Filter {
 func (m *Manager) startSync(d *device) {
 	client := d.mach.Client
 	client.Syncer = &syncer{d: d, log: m.log.With().Stringer("user_id", d.userID).Logger()}
+	// A sync without set_presence marks the ghost online on homeservers
+	// that track presence, over the presence the bridge sets from the
+	// network; offline leaves that alone.
+	client.SyncPresence = event.PresenceOffline
 	m.wg.Add(1)
 	m.syncLoops.Add(1)
 	go func() {

@@ -208,7 +208,10 @@ func (i intent) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.Ev
 }
 
 func (i intent) Sync(ctx context.Context, since, filter string, timeout time.Duration, out any) error {
-	query := map[string]string{"filter": filter, "timeout": fmt.Sprint(timeout.Milliseconds())}
+	// set_presence=offline: a sync the bridge makes for a user must not
+	// mark them online (homeservers treat a sync without it as the user
+	// being online); their own clients' syncs decide.
+	query := map[string]string{"filter": filter, "timeout": fmt.Sprint(timeout.Milliseconds()), "set_presence": "offline"}
 	if since != "" {
 		query["since"] = since
 	}
