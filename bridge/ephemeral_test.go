@@ -316,6 +316,32 @@ func TestDoublePuppetSyncOnDendrite(t *testing.T) {
 		if counts[string(red.EventID)] != 1 || counts[string(red2.EventID)] != 1 || len(counts) != 2 {
 			t.Errorf("delete_message commands by txn: %v, want each of the two deletions once", counts)
 		}
+
+		// Sent and deleted while the bridge is down: Dendrite's push of the
+		// message waits out its retry backoff, while alice's /sync brings
+		// the deletion as soon as the bridge is up, so the deletion usually
+		// comes first. The deleted message must not reach bob either way
+		// (or, if it did come first, be deleted there).
+		s.stopBridge()
+		never, err := s.alice.SendText(ctx, roomID, "never meant for bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		red3, err := s.alice.RedactEvent(ctx, roomID, never.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second) // Dendrite's first retry fails and it backs off
+		s.startBridge()
+		tesths.WaitFor(t, 120*time.Second, "the deleted message handled", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", never.EventID) == 1, nil
+		})
+		sent3 := len(f.fidCommandsFor(connector.OpSendMessage, string(never.EventID)))
+		deleted3 := len(f.fidCommandsFor(connector.OpDeleteMessage, string(red3.EventID)))
+		t.Logf("deleted message: %d send_message, %d delete_message", sent3, deleted3)
+		if sent3 != deleted3 || sent3 > 1 {
+			t.Errorf("the message alice deleted went to bob %d times and was deleted %d times; want neither, or once each", sent3, deleted3)
+		}
 	})
 }
 
@@ -327,4 +353,43 @@ func (s *stack) waitFollowing(user id.UserID) {
 	tesths.WaitFor(s.t, 20*time.Second, string(user)+"'s sync position stored", func() (bool, error) {
 		return s.countRows("SELECT COUNT(*) FROM double_puppet_sync WHERE mxid = $1", user) == 1, nil
 	})
+}
+
+// TestDeletedWhileQueuedIsNotSent: alice sends a message while the
+// connector is away and deletes it before it comes back. The command
+// waiting for the connector is dropped: bob never gets the message, and
+// no deletion of it goes out either.
+func TestDeletedWhileQueuedIsNotSent(t *testing.T) {
+	s := newFidelityStack(t, testdb.SQLite(t), func(c *config.Config) { c.DoublePuppet.Sync = true })
+	f := s.fidConnect(fakeSetup{})
+	roomID, _ := s.fidPortal(f, "m1", "hello alice")
+	ctx := context.Background()
+	s.waitFollowing(s.alice.UserID)
+	f.stop()
+	queued, err := s.alice.SendText(ctx, roomID, "sent while bob's network was away")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the send queued", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(queued.EventID)) == 1, nil
+	})
+	red, err := s.alice.RedactEvent(ctx, roomID, queued.EventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the deletion handled", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", red.EventID) == 1, nil
+	})
+	f = s.fidConnect(fakeSetup{store: f.store})
+	tesths.WaitFor(t, 20*time.Second, "the queue empty", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+	})
+	// A later message still goes: the room's queue is not stuck.
+	s.fidSendText(roomID, "and this one is for bob")
+	if n := len(f.fidCommandsFor(connector.OpSendMessage, string(queued.EventID))); n != 0 {
+		t.Errorf("bob's network got the deleted message %d times", n)
+	}
+	if n := len(f.commandsOf(connector.OpDeleteMessage)); n != 0 {
+		t.Errorf("%d delete_message commands for a message the network never had", n)
+	}
 }

@@ -93,6 +93,17 @@ func (f *fakeConnector) fidWaitCommand(op string, match func(*connector.Command)
 	return got
 }
 
+// fidCommandsFor is the commands of op the connector got with txn.
+func (f *fakeConnector) fidCommandsFor(op, txn string) []connector.Command {
+	var out []connector.Command
+	for _, c := range f.commandsOf(op) {
+		if c.Txn == txn {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // fidSendFromMatrix sends content as alice's message in the room and
 // returns the send_message command the connector got for it (the command's
 // txn is the event's id).

@@ -51,6 +51,7 @@ type Database struct {
 	GhostDev  *GhostDeviceQuery
 	EncMedia  *EncryptedMediaQuery
 	DPSync    *DoublePuppetSyncQuery
+	EarlyRed  *EarlyRedactionQuery
 
 	// cache keeps the rows the per-message path reads (cache.go).
 	cache *caches
@@ -90,6 +91,7 @@ func New(db *dbutil.Database) *Database {
 		GhostDev:  &GhostDeviceQuery{helper[GhostDevice](db)},
 		EncMedia:  &EncryptedMediaQuery{helper[EncryptedMedia](db)},
 		DPSync:    &DoublePuppetSyncQuery{db},
+		EarlyRed:  &EarlyRedactionQuery{db},
 	}
 }
 

@@ -266,7 +266,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 10
+const latestVersion = 11
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -372,6 +372,8 @@ func undoUpgrade(version int) []string {
 		return []string{"ALTER TABLE ghost_device DROP COLUMN keys_checked"}
 	case 10:
 		return []string{"DROP TABLE double_puppet_sync"}
+	case 11:
+		return []string{"DROP TABLE early_redaction"}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package database
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -55,6 +57,7 @@ const (
 	// stale m.direct entries remain.
 	getDirectUsersQuery = `SELECT matrix_user FROM login UNION SELECT matrix_user FROM cleaned_room`
 	getLoginOwnersQuery = `SELECT DISTINCT matrix_user FROM login`
+	hasLoginOwnerQuery  = `SELECT 1 FROM login WHERE matrix_user=$1 LIMIT 1`
 )
 
 // Scan reads a login row.
@@ -171,6 +174,16 @@ func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
 func (q *LoginQuery) Owners(ctx context.Context) ([]id.UserID, error) {
 	rows, err := q.qh.GetDB().Query(ctx, getLoginOwnersQuery)
 	return dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[id.UserID], err).AsList()
+}
+
+// HasOwner reports whether the user owns a login.
+func (q *LoginQuery) HasOwner(ctx context.Context, userID id.UserID) (bool, error) {
+	var one int
+	err := q.qh.GetDB().QueryRow(ctx, hasLoginOwnerQuery, userID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // DirectUsers lists the Matrix users whose m.direct the bridge has a stake

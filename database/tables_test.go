@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 
@@ -207,6 +208,32 @@ func TestDoublePuppetSyncPosition(t *testing.T) {
 		}
 		if pos, err := db.DPSync.Get(ctx, "@b:x"); err != nil || pos != "other" {
 			t.Fatalf("the other user's position = %q, %v; want it kept", pos, err)
+		}
+	})
+}
+
+// TestEarlyRedactions: a noted event is known until pruned, a second note
+// of it changes nothing, and Count follows.
+func TestEarlyRedactions(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		for _, redaction := range []id.EventID{"$red1", "$red2"} {
+			if err := db.EarlyRed.Add(ctx, "$gone", "!r:x", redaction); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := db.EarlyRed.Count(ctx); err != nil || n != 1 {
+			t.Fatalf("count = %d, %v; want 1", n, err)
+		}
+		for ev, want := range map[id.EventID]bool{"$gone": true, "$kept": false} {
+			if got, err := db.EarlyRed.Has(ctx, ev); err != nil || got != want {
+				t.Errorf("Has(%s) = %v, %v; want %v", ev, got, err, want)
+			}
+		}
+		if err := db.EarlyRed.Prune(ctx, time.Now().Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.EarlyRed.Has(ctx, "$gone"); err != nil || got {
+			t.Errorf("Has after prune = %v, %v; want false", got, err)
 		}
 	})
 }

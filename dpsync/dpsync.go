@@ -58,8 +58,9 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu        sync.Mutex
-	following map[id.UserID]bool
+	mu sync.Mutex
+	// following holds each running loop's cancel.
+	following map[id.UserID]context.CancelFunc
 
 	// pollTimeout is pollTimeout but for tests.
 	pollTimeout time.Duration
@@ -70,7 +71,7 @@ func New(db *database.Database, puppets Puppets, intake Intake, log zerolog.Logg
 	return &Manager{
 		db: db, puppets: puppets, intake: intake,
 		log:         log.With().Str("component", "double_puppet_sync").Logger(),
-		following:   make(map[id.UserID]bool),
+		following:   make(map[id.UserID]context.CancelFunc),
 		pollTimeout: pollTimeout,
 	}
 }
@@ -105,6 +106,8 @@ func (m *Manager) Stop() {
 	m.wg.Wait()
 }
 
+// followOwners follows every owner of a login and stops following users
+// who own none any more (their logins were deleted).
 func (m *Manager) followOwners() {
 	users, err := m.db.Login.Owners(m.ctx)
 	if err != nil {
@@ -113,24 +116,35 @@ func (m *Manager) followOwners() {
 		}
 		return
 	}
+	owners := make(map[id.UserID]bool, len(users))
 	for _, u := range users {
+		owners[u] = true
 		m.Follow(u)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for u, cancel := range m.following {
+		if !owners[u] {
+			cancel()
+		}
 	}
 }
 
-// Follow starts the user's loop unless it runs already. Safe before Start
-// (a no-op then: Start lists the user) and after Stop.
+// Follow starts the user's loop unless it runs already; the loop ends at
+// once for a user who owns no login. Safe before Start (a no-op then: Start
+// lists the user) and after Stop.
 func (m *Manager) Follow(userID id.UserID) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.ctx == nil || m.ctx.Err() != nil || m.following[userID] {
+	if m.ctx == nil || m.ctx.Err() != nil || m.following[userID] != nil {
 		return
 	}
-	m.following[userID] = true
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.following[userID] = cancel
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.run(userID)
+		m.run(ctx, userID)
 	}()
 }
 
@@ -138,20 +152,34 @@ func (m *Manager) Follow(userID id.UserID) {
 func (m *Manager) Following(userID id.UserID) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.following[userID]
+	return m.following[userID] != nil
 }
 
-// run is one user's loop. It ends with the manager, or when the user has
-// no double puppet (the loop is then forgotten, so that a later Follow,
-// after the secret is fixed, starts it again).
-func (m *Manager) run(userID id.UserID) {
+// run is one user's loop. It ends with the manager, when the user owns no
+// login (at its start, or when a rescan cancels ctx: the stored position
+// is then dropped, so that a later login follows from then on), or when
+// the user has no double puppet. The loop is then forgotten, so that a
+// later Follow starts it again.
+func (m *Manager) run(ctx context.Context, userID id.UserID) {
 	log := m.log.With().Stringer("user_id", userID).Logger()
-	ctx := log.WithContext(m.ctx)
+	ctx = log.WithContext(ctx)
 	defer func() {
+		unfollowed := ctx.Err() != nil && m.ctx.Err() == nil
 		m.mu.Lock()
+		m.following[userID]()
 		delete(m.following, userID)
 		m.mu.Unlock()
+		if unfollowed {
+			log.Info().Msg("The user owns no login any more; no longer following their /sync")
+			if err := m.db.DPSync.Delete(m.ctx, userID); err != nil {
+				log.Warn().Err(err).Msg("Could not forget the user's sync position")
+			}
+		}
 	}()
+	if owns, err := m.db.Login.HasOwner(ctx, userID); err != nil || !owns {
+		// An error: the next rescan tries again.
+		return
+	}
 	f := &follower{m: m, user: userID, log: log}
 	backoff := minBackoff
 	for ctx.Err() == nil {
@@ -160,7 +188,9 @@ func (m *Manager) run(userID id.UserID) {
 			return
 		}
 		if err == nil {
-			backoff = minBackoff
+			if f.synced {
+				backoff = minBackoff
+			}
 			continue
 		}
 		if ctx.Err() != nil {

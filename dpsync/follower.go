@@ -15,20 +15,63 @@ import (
 	"github.com/dmbridge/dmbridge/matrix"
 )
 
-// noRoom is a room id no homeserver has: the first sync names it as the
-// only room wanted, so that it brings the position and nothing else.
-const noRoom = "!none:dmbridge.invalid"
+// none is an event type no homeserver has: a filter part that lists only it
+// keeps nothing. (not_types ["*"] would say the same, but Dendrite's SQLite
+// backend takes the "*" literally; a filter's "rooms" list it ignores.)
+var none = []string{"dmbridge.none"}
 
-// positionFilter keeps a first sync to its next_batch.
-const positionFilter = `{"account_data":{"not_types":["*"]},"presence":{"not_types":["*"]},` +
-	`"room":{"rooms":["` + noRoom + `"]}}`
+// filterPart is a /sync filter part; filter is the whole filter.
+type filterPart struct {
+	Types   []string    `json:"types,omitempty"`
+	Senders []id.UserID `json:"senders,omitempty"`
+	Limit   *int        `json:"limit,omitempty"`
+}
 
-// followFilter keeps a sync to the redactions, typing and receipts of the
-// user's rooms. The room list is not narrowed to portals: it would have to
-// change with every new DM, and rooms that are none are dropped below.
-const followFilter = `{"account_data":{"not_types":["*"]},"presence":{"not_types":["*"]},` +
-	`"room":{"account_data":{"not_types":["*"]},"state":{"not_types":["*"]},` +
-	`"timeline":{"types":["m.room.redaction"],"limit":100},"ephemeral":{"types":["m.typing","m.receipt"]}}}`
+type roomFilter struct {
+	AccountData filterPart `json:"account_data"`
+	State       filterPart `json:"state"`
+	Timeline    filterPart `json:"timeline"`
+	Ephemeral   filterPart `json:"ephemeral"`
+}
+
+type filter struct {
+	AccountData filterPart `json:"account_data"`
+	Presence    filterPart `json:"presence"`
+	Room        roomFilter `json:"room"`
+}
+
+// timelineLimit is how many of the user's redactions per room one response
+// may hold.
+const timelineLimit = 100
+
+// positionFilter keeps a first sync to its next_batch: no state, no
+// timeline, no account data.
+func positionFilter() string {
+	zero := 0
+	return encodeFilter(filter{AccountData: filterPart{Types: none}, Presence: filterPart{Types: none},
+		Room: roomFilter{AccountData: filterPart{Types: none}, State: filterPart{Types: none},
+			Timeline: filterPart{Types: none, Limit: &zero}, Ephemeral: filterPart{Types: none}}})
+}
+
+// followFilter keeps a sync to the user's own redactions and the typing and
+// receipts of the user's rooms. The rooms are not narrowed to portals: the
+// list would change with every new DM, and rooms that are none are dropped
+// in collect.
+func followFilter(user id.UserID) string {
+	limit := timelineLimit
+	return encodeFilter(filter{AccountData: filterPart{Types: none}, Presence: filterPart{Types: none},
+		Room: roomFilter{AccountData: filterPart{Types: none}, State: filterPart{Types: none},
+			Timeline:  filterPart{Types: []string{event.EventRedaction.Type}, Senders: []id.UserID{user}, Limit: &limit},
+			Ephemeral: filterPart{Types: []string{event.EphemeralEventTyping.Type, event.EphemeralEventReceipt.Type}}}})
+}
+
+func encodeFilter(f filter) string {
+	out, err := json.Marshal(f)
+	if err != nil {
+		panic(err) // only fixed types and a user id go in
+	}
+	return string(out)
+}
 
 // idleStoreInterval is how long a position that brought nothing may stay
 // unstored. The homeserver answers a long poll whenever any event arrives in
@@ -62,8 +105,13 @@ type follower struct {
 	log  zerolog.Logger
 
 	api    matrix.API
+	filter string
 	loaded bool
 	since  string
+	// synced says the last step made an incremental sync that worked: only
+	// that resets the backoff, so that a homeserver refusing every
+	// position after a fresh start is not asked again each second.
+	synced bool
 	// storedAt is when since was last stored; dirty says since is newer
 	// than what is stored.
 	storedAt time.Time
@@ -89,6 +137,10 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 		}
 		f.api = api
 	}
+	f.synced = false
+	if f.filter == "" {
+		f.filter = followFilter(f.user)
+	}
 	if !f.loaded {
 		if f.since, err = f.m.db.DPSync.Get(ctx, f.user); err != nil {
 			return false, fmt.Errorf("read the stored sync position: %w", err)
@@ -99,7 +151,7 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 		return false, f.start(ctx)
 	}
 	var resp syncResponse
-	if err = f.api.Sync(ctx, f.since, followFilter, f.m.pollTimeout, &resp); err != nil {
+	if err = f.api.Sync(f.quiet(ctx), f.since, f.filter, f.m.pollTimeout, &resp); err != nil {
 		if matrix.IsRefusal(err) && !isAuthError(err) {
 			// Most likely a position the homeserver no longer knows (its
 			// database was reset): start again from now.
@@ -128,7 +180,7 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 	} else {
 		f.dirty = true
 	}
-	f.since = resp.NextBatch
+	f.since, f.synced = resp.NextBatch, true
 	for _, e := range ephemerals {
 		if err := f.m.intake.HandSyncedEphemeral(ctx, e.room, e.raw); err != nil {
 			f.log.Debug().Err(err).Msg("Skipping an unparsable ephemeral event from /sync")
@@ -141,7 +193,7 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 // did before the bridge followed them is not replayed.
 func (f *follower) start(ctx context.Context) error {
 	var resp syncResponse
-	if err := f.api.Sync(ctx, "", positionFilter, 0, &resp); err != nil {
+	if err := f.api.Sync(f.quiet(ctx), "", positionFilter(), 0, &resp); err != nil {
 		return fmt.Errorf("first sync: %w", err)
 	} else if resp.NextBatch == "" {
 		return errors.New("first sync: the response has no next_batch")
@@ -170,9 +222,13 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 		} else if p == nil {
 			continue
 		}
-		if room.Timeline.Limited {
-			f.log.Warn().Stringer("room_id", roomID).
-				Msg("The homeserver left out some of the user's redactions in this portal (limited timeline)")
+		// limited alone is no loss: a server sets it for a room the user
+		// joined since the last sync, too. A full page may have left some
+		// out; more than timelineLimit deletions in one room between two
+		// syncs is what it would take.
+		if room.Timeline.Limited && len(room.Timeline.Events) >= timelineLimit {
+			f.log.Warn().Stringer("room_id", roomID).Int("redactions", len(room.Timeline.Events)).
+				Msg("The homeserver may have left out some of the user's deletions in this portal")
 		}
 		for _, raw := range room.Timeline.Events {
 			var ev map[string]json.RawMessage
@@ -197,6 +253,13 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 		}
 	}
 	return events, ephemerals, nil
+}
+
+// quiet keeps mautrix's own request logging to errors: a long poll cut
+// short by a stop would otherwise warn once per followed user, and this
+// loop logs its failures itself.
+func (f *follower) quiet(ctx context.Context) context.Context {
+	return f.log.Level(zerolog.ErrorLevel).WithContext(ctx)
 }
 
 // isAuthError reports whether a refusal is about the double puppet's

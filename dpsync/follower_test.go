@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,11 +33,14 @@ type syncCall struct {
 // scriptedAPI answers each Sync with the next scripted answer.
 type scriptedAPI struct {
 	matrix.API
+	mu      sync.Mutex
 	calls   []syncCall
 	answers []any // a JSON-able response or an error
 }
 
 func (a *scriptedAPI) Sync(_ context.Context, since, filter string, _ time.Duration, out any) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.calls = append(a.calls, syncCall{since, filter})
 	if len(a.answers) == 0 {
 		return fmt.Errorf("no answer scripted for sync %d", len(a.calls))
@@ -147,13 +152,16 @@ func TestFollowerDecisions(t *testing.T) {
 	}
 
 	step(false)
-	if c := api.calls[0]; c.since != "" || c.filter != positionFilter || len(in.stored) != 1 || len(in.stored[0]) != 0 || stored() != "p1" {
+	if c := api.calls[0]; c.since != "" || c.filter != positionFilter() || len(in.stored) != 1 || len(in.stored[0]) != 0 || stored() != "p1" {
 		t.Fatalf("first sync %+v stored %v at %q; want a position-only sync storing p1 and no events", c, in.stored, stored())
 	}
 
 	step(false)
-	if c := api.calls[1]; c.since != "p1" || c.filter != followFilter {
+	if c := api.calls[1]; c.since != "p1" || c.filter != followFilter(alice) {
 		t.Fatalf("second sync %+v, want from p1 with the follow filter", c)
+	}
+	if !f.synced {
+		t.Error("an incremental sync that worked does not count as one")
 	}
 	if len(in.stored) != 2 || len(in.stored[1]) != 1 || stored() != "p2" {
 		t.Fatalf("stored %d batches, last %v at %q; want alice's one redaction in the portal at p2", len(in.stored), in.stored, stored())
@@ -184,11 +192,79 @@ func TestFollowerDecisions(t *testing.T) {
 		t.Fatalf("after a refused position: stored %q, in memory %q; want both forgotten", stored(), f.since)
 	}
 	step(false)
-	if c := api.calls[5]; c.since != "" || c.filter != positionFilter || stored() != "q1" {
+	if f.synced {
+		t.Error("a fresh start after a refusal counts as a sync that worked: the backoff would start over")
+	}
+	if c := api.calls[5]; c.since != "" || c.filter != positionFilter() || stored() != "q1" {
 		t.Fatalf("sync after the refusal %+v stored %q; want a new position-only start at q1", c, stored())
 	}
 	step(true)
 	if stored() != "q1" || f.since != "q1" {
 		t.Errorf("refused credentials changed the position to %q (memory %q), want q1 kept", stored(), f.since)
+	}
+}
+
+// TestFilters: the filters name what they keep positively (Dendrite's
+// SQLite backend takes not_types ["*"] literally), the follow filter keeps
+// only the user's own redactions, and the position filter keeps nothing.
+func TestFilters(t *testing.T) {
+	var follow filter
+	if err := json.Unmarshal([]byte(followFilter(alice)), &follow); err != nil {
+		t.Fatal(err)
+	}
+	tl := follow.Room.Timeline
+	if len(tl.Types) != 1 || tl.Types[0] != "m.room.redaction" || len(tl.Senders) != 1 || tl.Senders[0] != alice ||
+		tl.Limit == nil || *tl.Limit != timelineLimit {
+		t.Errorf("follow timeline filter = %+v, want alice's redactions, %d at most", tl, timelineLimit)
+	}
+	if eph := follow.Room.Ephemeral.Types; len(eph) != 2 {
+		t.Errorf("follow ephemeral types = %v, want typing and receipts", eph)
+	}
+	var pos filter
+	if err := json.Unmarshal([]byte(positionFilter()), &pos); err != nil {
+		t.Fatal(err)
+	}
+	if pos.Room.Timeline.Limit == nil || *pos.Room.Timeline.Limit != 0 || pos.Room.State.Types[0] != none[0] {
+		t.Errorf("position filter = %+v, want no timeline and no state", pos.Room)
+	}
+	for _, f := range []string{followFilter(alice), positionFilter()} {
+		if strings.Contains(f, "*") || strings.Contains(f, "not_types") {
+			t.Errorf("filter %s relies on not_types or a wildcard", f)
+		}
+	}
+}
+
+// TestUnfollowWhenLoginsAreGone: a rescan that finds the user owns no
+// login any more stops the user's loop and forgets its position; a user
+// who never owned one is not followed at all.
+func TestUnfollowWhenLoginsAreGone(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.SQLite(t))
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: alice}); err != nil {
+		t.Fatal(err)
+	}
+	api := &scriptedAPI{answers: []any{response("p1", nil)}}
+	m := New(db, puppets{api}, &intake{db: db}, zerolog.Nop())
+	m.Start(ctx)
+	defer m.Stop()
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitUntil("alice's position stored", func() bool { pos, _ := db.DPSync.Get(ctx, alice); return pos == "p1" })
+	m.Follow("@nologin:hs")
+	waitUntil("the user without a login not followed", func() bool { return !m.Following("@nologin:hs") })
+
+	if err := db.Login.Delete(ctx, "l"); err != nil {
+		t.Fatal(err)
+	}
+	m.followOwners()
+	waitUntil("alice no longer followed", func() bool { return !m.Following(alice) })
+	if pos, err := db.DPSync.Get(ctx, alice); err != nil || pos != "" {
+		t.Errorf("alice's position after unfollowing = %q, %v; want it forgotten", pos, err)
 	}
 }

@@ -33,6 +33,9 @@ func (m *Manager) prune() {
 	if err := m.db.MXEvent.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune handled Matrix events")
 	}
+	if err := m.pruneEarlyRedactions(m.ctx); err != nil && m.ctx.Err() == nil {
+		m.log.Warn().Err(err).Msg("Failed to prune old early redactions")
+	}
 	if err := m.db.ASTxn.Prune(m.ctx, time.Now().Add(-intakeRetention)); err != nil && m.ctx.Err() == nil {
 		m.log.Warn().Err(err).Msg("Failed to prune old transaction ids")
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -73,6 +74,8 @@ type Manager struct {
 	// watch: see loginwatch.go.
 	watch *loginWatch
 	stats bridgeStats
+	// earlyRedactions: see early_redaction.go.
+	earlyRedactions atomic.Int64
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
@@ -154,6 +157,7 @@ func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
+	m.countEarlyRedactions(m.ctx)
 	m.commits = newGroupCommit(m.db)
 	n := committersFor(m.db.Dialect)
 	m.wg.Add(5 + n)

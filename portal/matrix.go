@@ -73,6 +73,14 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 	if m.refuseUnencrypted(ctx, row, evt, p) {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "unencrypted events are refused")
 	}
+	if evt.Type == event.EventMessage || evt.Type == event.EventReaction || evt.Type == event.EventEncrypted {
+		if early, err := m.redactedEarly(ctx, evt.ID); err != nil {
+			return fmt.Errorf("check for an early redaction: %w", err)
+		} else if early {
+			zerolog.Ctx(ctx).Info().Msg("The user deleted this event before the bridge handled it; not sending it")
+			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		}
+	}
 	switch evt.Type {
 	case event.EventMessage:
 		return m.matrixMessage(ctx, row, evt, login, p)

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
@@ -16,7 +17,8 @@ import (
 // message they point at. Each goes through the pending-command path with the
 // Matrix event id as txn, like a message; commandDone (relationDone) stores
 // what the result means. Whatever points at an event the bridge does not
-// know is logged and skipped.
+// know is logged and skipped; a deletion of one is kept in case the event
+// comes later (early_redaction.go).
 
 // matrixEdit turns an m.replace into edit_message.
 func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal, content *event.MessageEventContent) error {
@@ -79,7 +81,12 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return err
 	}
 	if msg == nil {
-		log.Warn().Msg("Redaction of an event the bridge does not know, skipping it")
+		// Not bridged (yet): if the event or its command comes later, it
+		// is not sent (early_redaction.go).
+		log.Info().Msg("Redaction of an event the bridge has not bridged; it will not be sent if it comes")
+		if err := m.noteEarlyRedaction(ctx, redacts, p.RoomID, evt.ID); err != nil {
+			return fmt.Errorf("note early redaction: %w", err)
+		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	if !msg.IsMe {

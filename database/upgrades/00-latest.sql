@@ -1,4 +1,4 @@
--- v0 -> v10: Latest revision
+-- v0 -> v11: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -234,4 +234,13 @@ CREATE TABLE encrypted_media (
 CREATE TABLE double_puppet_sync (
 	mxid       TEXT NOT NULL PRIMARY KEY,
 	next_batch TEXT NOT NULL
+);
+
+-- An event the user deleted before the bridge handled it (portal,
+-- early_redaction.go): when it comes, it is not sent. Pruned after a day.
+CREATE TABLE early_redaction (
+	event_id     TEXT   NOT NULL PRIMARY KEY,
+	room_id      TEXT   NOT NULL,
+	redaction_id TEXT   NOT NULL,
+	created_at   BIGINT NOT NULL
 );
