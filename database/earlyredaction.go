@@ -20,9 +20,13 @@ const (
 	addEarlyRedactionQuery = `
 		INSERT INTO early_redaction (event_id, room_id, redaction_id, created_at) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (event_id) DO NOTHING`
-	hasEarlyRedactionQuery   = `SELECT 1 FROM early_redaction WHERE event_id=$1`
+	getEarlyRedactionQuery   = `SELECT redaction_id FROM early_redaction WHERE event_id=$1 AND room_id=$2`
 	countEarlyRedactionQuery = `SELECT COUNT(*) FROM early_redaction`
-	pruneEarlyRedactionQuery = `DELETE FROM early_redaction WHERE created_at < $1`
+	// A note whose event still has a queued command stays: the command may
+	// wait for its connector longer than a day.
+	pruneEarlyRedactionQuery = `
+		DELETE FROM early_redaction WHERE created_at < $1
+		AND NOT EXISTS (SELECT 1 FROM pending_command WHERE pending_command.txn = early_redaction.event_id)`
 )
 
 // Add notes that redactionID removed eventID (in roomID) before the bridge
@@ -32,14 +36,16 @@ func (q *EarlyRedactionQuery) Add(ctx context.Context, eventID id.EventID, roomI
 	return err
 }
 
-// Has reports whether eventID was deleted before the bridge handled it.
-func (q *EarlyRedactionQuery) Has(ctx context.Context, eventID id.EventID) (bool, error) {
-	var one int
-	err := q.db.QueryRow(ctx, hasEarlyRedactionQuery, eventID).Scan(&one)
+// Get returns the redaction that removed eventID in roomID before the
+// bridge handled it, or "" when there is none. A redaction in another room
+// names nothing here.
+func (q *EarlyRedactionQuery) Get(ctx context.Context, eventID id.EventID, roomID id.RoomID) (id.EventID, error) {
+	var redaction id.EventID
+	err := q.db.QueryRow(ctx, getEarlyRedactionQuery, eventID, roomID).Scan(&redaction)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+		return "", nil
 	}
-	return err == nil, err
+	return redaction, err
 }
 
 // Count is the number of notes kept.
@@ -49,7 +55,8 @@ func (q *EarlyRedactionQuery) Count(ctx context.Context) (int64, error) {
 	return n, err
 }
 
-// Prune forgets notes older than the cutoff.
+// Prune forgets notes older than the cutoff, except those whose event still
+// has a queued command.
 func (q *EarlyRedactionQuery) Prune(ctx context.Context, before time.Time) error {
 	_, err := q.db.Exec(ctx, pruneEarlyRedactionQuery, before.UnixMilli())
 	return err

@@ -224,16 +224,31 @@ func TestEarlyRedactions(t *testing.T) {
 		if n, err := db.EarlyRed.Count(ctx); err != nil || n != 1 {
 			t.Fatalf("count = %d, %v; want 1", n, err)
 		}
-		for ev, want := range map[id.EventID]bool{"$gone": true, "$kept": false} {
-			if got, err := db.EarlyRed.Has(ctx, ev); err != nil || got != want {
-				t.Errorf("Has(%s) = %v, %v; want %v", ev, got, err, want)
+		for _, c := range []struct {
+			ev   id.EventID
+			room id.RoomID
+			want id.EventID
+		}{{"$gone", "!r:x", "$red1"}, {"$kept", "!r:x", ""}, {"$gone", "!other:x", ""}} {
+			if got, err := db.EarlyRed.Get(ctx, c.ev, c.room); err != nil || got != c.want {
+				t.Errorf("Get(%s, %s) = %q, %v; want %q", c.ev, c.room, got, err, c.want)
 			}
+		}
+		// A note whose event has a queued command outlives the cutoff.
+		if err := db.EarlyRed.Add(ctx, "$queued", "!r:x", "$red3"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$queued", ConnectorID: "c",
+			PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"}, RoomID: "!r:x", Op: "send_message", Data: []byte("{}"), MXSeq: 1}); err != nil {
+			t.Fatal(err)
 		}
 		if err := db.EarlyRed.Prune(ctx, time.Now().Add(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
-		if got, err := db.EarlyRed.Has(ctx, "$gone"); err != nil || got {
-			t.Errorf("Has after prune = %v, %v; want false", got, err)
+		if got, err := db.EarlyRed.Get(ctx, "$gone", "!r:x"); err != nil || got != "" {
+			t.Errorf("Get after prune = %q, %v; want none", got, err)
+		}
+		if got, err := db.EarlyRed.Get(ctx, "$queued", "!r:x"); err != nil || got != "$red3" {
+			t.Errorf("the queued event's note after prune = %q, %v; want it kept", got, err)
 		}
 	})
 }

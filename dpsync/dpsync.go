@@ -122,11 +122,24 @@ func (m *Manager) followOwners() {
 		m.Follow(u)
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	for u, cancel := range m.following {
+	var gone []id.UserID
+	for u := range m.following {
 		if !owners[u] {
+			gone = append(gone, u)
+		}
+	}
+	m.mu.Unlock()
+	for _, u := range gone {
+		// A loop started after the list was read (a first login made
+		// meanwhile) is not in it: asked again before it is stopped.
+		if owns, err := m.db.Login.HasOwner(m.ctx, u); err != nil || owns {
+			continue
+		}
+		m.mu.Lock()
+		if cancel := m.following[u]; cancel != nil {
 			cancel()
 		}
+		m.mu.Unlock()
 	}
 }
 
@@ -163,21 +176,26 @@ func (m *Manager) Following(userID id.UserID) bool {
 func (m *Manager) run(ctx context.Context, userID id.UserID) {
 	log := m.log.With().Stringer("user_id", userID).Logger()
 	ctx = log.WithContext(ctx)
+	unfollowed := false
 	defer func() {
-		unfollowed := ctx.Err() != nil && m.ctx.Err() == nil
+		unfollowed = unfollowed || (ctx.Err() != nil && m.ctx.Err() == nil)
 		m.mu.Lock()
-		m.following[userID]()
-		delete(m.following, userID)
-		m.mu.Unlock()
+		defer m.mu.Unlock()
+		// The position goes before the loop is forgotten, so that a loop
+		// started again for the user cannot have it deleted under it.
 		if unfollowed {
-			log.Info().Msg("The user owns no login any more; no longer following their /sync")
+			log.Debug().Msg("The user owns no login; not following their /sync")
 			if err := m.db.DPSync.Delete(m.ctx, userID); err != nil {
 				log.Warn().Err(err).Msg("Could not forget the user's sync position")
 			}
 		}
+		m.following[userID]()
+		delete(m.following, userID)
 	}()
-	if owns, err := m.db.Login.HasOwner(ctx, userID); err != nil || !owns {
-		// An error: the next rescan tries again.
+	if owns, err := m.db.Login.HasOwner(ctx, userID); err != nil {
+		return // the next rescan tries again
+	} else if !owns {
+		unfollowed = true
 		return
 	}
 	f := &follower{m: m, user: userID, log: log}

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
@@ -41,16 +40,6 @@ func (m *Manager) capabilities(connectorID string) (connector.Capabilities, bool
 // instead of HTML, a reply as a plain message) is simplified, and media
 // paths become URLs the connector can fetch.
 func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command) bool {
-	if early, err := m.redactedEarly(ctx, id.EventID(pc.Txn)); err != nil {
-		zerolog.Ctx(ctx).Warn().Err(err).Str("txn", pc.Txn).Msg("Could not check for an early redaction; sending")
-	} else if early {
-		// Deleted by the user while it waited (early_redaction.go).
-		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("The user deleted this before it went out; dropping the command")
-		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
-			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop a command whose event was deleted")
-		}
-		return false
-	}
 	caps, ok := m.capabilities(pc.ConnectorID)
 	if !ok {
 		// Not connected: the send fails as retryable and waits for the connector.

@@ -73,6 +73,14 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			m.commandFailed(ctx, pc, errors.New("the bridge's stored copy of it is damaged"))
 			continue
 		}
+		if drop, err := m.deletedBeforeSend(ctx, pc); err != nil {
+			// Not sent blind: the user may have deleted it. Tried again.
+			log.Err(err).Str("txn", pc.Txn).Msg("Could not check the command; trying the room's queue again later")
+			time.AfterFunc(time.Second, func() { m.submitFlush(roomID) })
+			return
+		} else if drop {
+			continue
+		}
 		if !m.prepareCommand(ctx, pc, &cmd) {
 			continue
 		}
@@ -181,7 +189,9 @@ func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *dat
 // in one transaction; with doneSeq (a command sent directly) it also marks
 // that Matrix event handled.
 func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result, doneSeq int64) error {
+	followUp := false
 	err := m.groupTxn(ctx, func(ctx context.Context) error {
+		followUp = false
 		if doneSeq != 0 {
 			if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
 				return err
@@ -209,6 +219,10 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 			}); err != nil {
 				return err
 			}
+			var err error
+			if followUp, err = m.deleteAfterSend(ctx, pc, res.ID); err != nil {
+				return err
+			}
 		case connector.OpEditMessage, connector.OpDeleteMessage, connector.OpReact, connector.OpUnreact:
 			if err := m.relationDone(ctx, pc, cmd, res); err != nil {
 				return err
@@ -219,6 +233,10 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		}
 		return m.db.PendingCm.Delete(ctx, pc.Txn)
 	})
+	if err == nil && followUp {
+		m.quiet.remove(pc.RoomID)
+		m.submitFlush(pc.RoomID)
+	}
 	if err == nil && pc.Op == connector.OpSendMessage {
 		m.stats.toNetwork.Add(1)
 		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Str("remote_id", res.ID).Msg("Bridged message to the network")

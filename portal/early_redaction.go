@@ -2,10 +2,15 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 )
 
 // A redaction can reach the bridge before the event it removes, or before
@@ -15,8 +20,12 @@ import (
 // the connector is away has a queued command but no mapping yet. Skipping
 // such a redaction would let the deleted message reach the network later.
 // So it is noted (early_redaction); the event, when it comes, is not
-// handled, and a queued command for it is dropped. Both run on the room's
-// lane, like the redaction, so no send is under way while it is noted.
+// handled. A queued command for it that never went out is dropped where the
+// redaction is handled (matrixRedaction) or before it goes
+// (deletedBeforeSend); one that went out before and may have arrived goes
+// again and is deleted after (deleteAfterSend). All of this runs on the
+// room's lane, like the redaction, so no send is under way meanwhile, and a
+// note is only about its own room.
 //
 // earlyRedactions counts the notes this process knows of (set at start and
 // after each prune, raised by each note): while it is 0, which is nearly
@@ -32,29 +41,76 @@ func (m *Manager) noteEarlyRedaction(ctx context.Context, eventID id.EventID, ro
 	return nil
 }
 
-// redactedEarly reports whether the user deleted eventID before the bridge
-// handled it.
-func (m *Manager) redactedEarly(ctx context.Context, eventID id.EventID) (bool, error) {
+// redactedEarly returns the redaction that removed eventID in roomID before
+// the bridge handled it, or "".
+func (m *Manager) redactedEarly(ctx context.Context, eventID id.EventID, roomID id.RoomID) (id.EventID, error) {
 	if m.earlyRedactions.Load() == 0 {
-		return false, nil
+		return "", nil
 	}
-	return m.db.EarlyRed.Has(ctx, eventID)
+	return m.db.EarlyRed.Get(ctx, eventID, roomID)
 }
 
-// countEarlyRedactions sets earlyRedactions from the table. A failed count
-// leaves it at least 1, so that the check reads the table rather than
-// missing a note.
+// deletedBeforeSend decides a queued command whose event the user deleted
+// meanwhile. One never sent is dropped (drop). One sent before, which may
+// have reached the network (a timeout, a lost connection), goes again: the
+// connector answers a repeated txn with its first result without acting
+// twice, and commandDone then deletes it there (deleteAfterSend).
+func (m *Manager) deletedBeforeSend(ctx context.Context, pc *database.PendingCommand) (drop bool, err error) {
+	redaction, err := m.redactedEarly(ctx, id.EventID(pc.Txn), pc.RoomID)
+	if err != nil {
+		return false, fmt.Errorf("check for an early redaction: %w", err)
+	} else if redaction == "" || pc.Attempts > 0 {
+		return false, nil
+	}
+	zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("The user deleted this before it went out; dropping the command")
+	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+		return false, fmt.Errorf("drop a command whose event was deleted: %w", err)
+	}
+	return true, nil
+}
+
+// deleteAfterSend queues the deletion of a message the user deleted while
+// its send was in doubt, now that the network has named it; it runs in
+// commandDone's transaction. queued says a command was stored, which the
+// caller flushes once that transaction has committed.
+func (m *Manager) deleteAfterSend(ctx context.Context, pc *database.PendingCommand, remoteID string) (queued bool, err error) {
+	redaction, err := m.redactedEarly(ctx, id.EventID(pc.Txn), pc.RoomID)
+	if err != nil || redaction == "" {
+		return false, err
+	}
+	var sent connector.Command
+	if err := json.Unmarshal(pc.Data, &sent); err != nil {
+		return false, fmt.Errorf("read the sent command: %w", err)
+	}
+	del := connector.Command{Login: sent.Login, Chat: sent.Chat, Txn: string(redaction), Target: remoteID}
+	data, err := json.Marshal(&del)
+	if err != nil {
+		return false, err
+	}
+	zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The user deleted this while its send was in doubt; deleting it on the network")
+	return true, m.db.PendingCm.Insert(ctx, &database.PendingCommand{
+		Txn: string(redaction), ConnectorID: pc.ConnectorID, PortalKey: pc.PortalKey, RoomID: pc.RoomID,
+		Op: connector.OpDeleteMessage, Data: data, MXSeq: pc.MXSeq,
+	})
+}
+
+// countEarlyRedactions sets earlyRedactions from the table. A note added
+// while it counts has raised the counter, and the swap then keeps that; a
+// failed count leaves it at least 1, so that the checks read the table
+// rather than miss a note.
 func (m *Manager) countEarlyRedactions(ctx context.Context) {
+	before := m.earlyRedactions.Load()
 	n, err := m.db.EarlyRed.Count(ctx)
 	if err != nil {
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not count early redactions; checking every event for one")
-		n = max(1, m.earlyRedactions.Load())
+		n = max(1, before)
 	}
-	m.earlyRedactions.Store(n)
+	m.earlyRedactions.CompareAndSwap(before, n)
 }
 
-// pruneEarlyRedactions forgets notes as old as the intake's rows: an event
-// that has not come in a day will not come.
+// pruneEarlyRedactions forgets notes as old as the intake's rows (an event
+// that has not come in a day will not come), except those whose event
+// still has a queued command.
 func (m *Manager) pruneEarlyRedactions(ctx context.Context) error {
 	if err := m.db.EarlyRed.Prune(ctx, time.Now().Add(-intakeRetention)); err != nil {
 		return err

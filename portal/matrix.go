@@ -74,9 +74,15 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "unencrypted events are refused")
 	}
 	if evt.Type == event.EventMessage || evt.Type == event.EventReaction || evt.Type == event.EventEncrypted {
-		if early, err := m.redactedEarly(ctx, evt.ID); err != nil {
+		// Read back already redacted (catch-up reads history, where a
+		// deleted message has lost its content): nothing to send.
+		if evt.Unsigned.RedactedBecause != nil {
+			zerolog.Ctx(ctx).Info().Msg("The user deleted this event before the bridge read it; not sending it")
+			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		}
+		if redaction, err := m.redactedEarly(ctx, evt.ID, evt.RoomID); err != nil {
 			return fmt.Errorf("check for an early redaction: %w", err)
-		} else if early {
+		} else if redaction != "" {
 			zerolog.Ctx(ctx).Info().Msg("The user deleted this event before the bridge handled it; not sending it")
 			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 		}

@@ -81,8 +81,19 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return err
 	}
 	if msg == nil {
-		// Not bridged (yet): if the event or its command comes later, it
-		// is not sent (early_redaction.go).
+		// A message waiting for the network that never went out: dropped
+		// here. This runs on the room's lane, as every send of the room does.
+		if pc, err := m.db.PendingCm.Get(ctx, string(redacts)); err != nil {
+			return err
+		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && pc.Attempts == 0 {
+			log.Info().Msg("The user deleted a message that was waiting to be sent; it will not be")
+			if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+				return err
+			}
+			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		}
+		// Not bridged (yet), or sent and perhaps delivered: if the event
+		// or its command comes later, early_redaction.go deals with it.
 		log.Info().Msg("Redaction of an event the bridge has not bridged; it will not be sent if it comes")
 		if err := m.noteEarlyRedaction(ctx, redacts, p.RoomID, evt.ID); err != nil {
 			return fmt.Errorf("note early redaction: %w", err)

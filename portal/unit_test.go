@@ -38,6 +38,8 @@ type unitConn struct {
 	answer func(op string, cmd *connector.Command) (*connector.Result, error)
 	// network, when set, replaces the hello's network name.
 	network string
+	// caps are the hello's capabilities (none by default).
+	caps connector.Capabilities
 }
 
 func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *connector.Command) (*connector.Result, error) {
@@ -58,7 +60,7 @@ func (c *unitConn) Hello(string) (*connector.Hello, bool) {
 	if c.network != "" {
 		name = c.network
 	}
-	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: name}}, true
+	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: name}, Capabilities: c.caps}, true
 }
 
 type unit struct {

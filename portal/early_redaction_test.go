@@ -1,0 +1,147 @@
+package portal
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+func redactionOf(target id.EventID) map[string]any {
+	return map[string]any{"type": "m.room.redaction", "redacts": target, "content": map[string]any{"redacts": target}}
+}
+
+// TestDeletedWhileQueuedIsDropped: a message waiting for the network that
+// never went out is dropped when the user deletes it, with no note needed:
+// a note would be pruned after a day, and a command can wait longer.
+func TestDeletedWhileQueuedIsDropped(t *testing.T) {
+	u, p := newUnitPortal(t)
+	ctx := context.Background()
+	u.conn.answer = func(string, *connector.Command) (*connector.Result, error) {
+		return nil, &connector.Error{Code: connector.ErrNetwork, Message: "away", Retryable: true}
+	}
+	// Queued as a retry would leave it, but never sent: no attempt.
+	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$secret", ConnectorID: unitConnID,
+		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"txn":"$secret","text":"secret"}`), MXSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$secret"))); err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := u.db.PendingCm.Get(ctx, "$secret"); err != nil || pc != nil {
+		t.Fatalf("queued command after the deletion = %+v, %v; want it dropped", pc, err)
+	}
+	u.conn.mu.Lock()
+	defer u.conn.mu.Unlock()
+	if len(u.conn.ops) != 0 {
+		t.Errorf("the network got %v, want nothing", u.conn.ops)
+	}
+}
+
+// TestDeletedWhileSendInDoubt: the first send reached the network but its
+// answer was lost (a retryable error); the user deletes the message before
+// the retry. The retry goes (the connector answers a repeated txn with its
+// first result) and the message is then deleted on the network.
+func TestDeletedWhileSendInDoubt(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.caps.Delete = true
+	ctx := context.Background()
+	var mu sync.Mutex
+	network := map[string]bool{}
+	var deletes []connector.Command
+	first := true
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch op {
+		case connector.OpSendMessage:
+			network["r"+c.Txn] = true
+			if first {
+				first = false
+				return nil, &connector.Error{Code: connector.ErrNetwork, Message: "timed out", Retryable: true}
+			}
+			return &connector.Result{ID: "r" + c.Txn}, nil
+		case connector.OpDeleteMessage:
+			deletes = append(deletes, *c)
+			delete(network, c.Target)
+		}
+		return &connector.Result{}, nil
+	}
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+		t.Fatal(err)
+	}
+	u.m.flushCommands(ctx, p.RoomID)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		done := len(deletes) > 0
+		mu.Unlock()
+		if done || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if network["r$m"] || len(deletes) != 1 || deletes[0].Txn != "$red" || deletes[0].Target != "r$m" {
+		t.Errorf("network still has the message: %v; deletes %+v; want one delete of r$m under $red", network["r$m"], deletes)
+	}
+}
+
+// TestEarlyRedactionStaysInItsRoom: a redaction in one portal names no
+// event of another: that one is sent as usual.
+func TestEarlyRedactionStaysInItsRoom(t *testing.T) {
+	u, pa := newUnitPortal(t)
+	ctx := context.Background()
+	carol := fromBob("c1", "hi from carol")
+	carol.Sender = &connector.Sender{ID: "carol"}
+	carol.Chat = &connector.Chat{ID: "carol", Type: connector.ChatTypeDM, With: "carol"}
+	u.remote(t, carol)
+	pb, err := u.db.Portal.Get(ctx, database.PortalKey{LoginID: unitLoginID, ChatID: "carol"})
+	if err != nil || pb == nil || pb.RoomID == "" || pb.RoomID == pa.RoomID {
+		t.Fatalf("carol's portal = %+v, %v", pb, err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, pa.RoomID, "$red", redactionOf("$inB"))); err != nil {
+		t.Fatal(err)
+	}
+	if n := u.m.earlyRedactions.Load(); n != 1 {
+		t.Fatalf("%d early redactions counted, want the one noted", n)
+	}
+	u.conn.mu.Lock()
+	u.conn.ops = nil
+	u.conn.mu.Unlock()
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, pb.RoomID, "$inB", "for carol")); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.mu.Lock()
+	defer u.conn.mu.Unlock()
+	if len(u.conn.ops) != 1 || u.conn.ops[0] != connector.OpSendMessage {
+		t.Errorf("carol's network got %v, want her message sent", u.conn.ops)
+	}
+}
+
+// TestRedactedWhenReadIsNotSent: an event that comes already redacted (the
+// catch-up reads history, where a deleted message has lost its content) is
+// not sent as an empty message.
+func TestRedactedWhenReadIsNotSent(t *testing.T) {
+	u, p := newUnitPortal(t)
+	ctx := context.Background()
+	row := u.userEvent(t, p.RoomID, "$gone", map[string]any{"type": "m.room.message", "content": map[string]any{},
+		"unsigned": map[string]any{"redacted_because": map[string]any{"type": "m.room.redaction", "event_id": "$red", "sender": unitUser}}})
+	if err := u.m.handleMatrix(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.mu.Lock()
+	defer u.conn.mu.Unlock()
+	if len(u.conn.ops) != 0 {
+		t.Errorf("the network got %v for a redacted event, want nothing", u.conn.ops)
+	}
+}
