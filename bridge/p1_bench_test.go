@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -37,7 +38,13 @@ func BenchmarkDendriteRatio(b *testing.B) { eachBenchDB(b, measureDendriteRatio)
 
 func measureDendriteRatio(b *testing.B, name string, target testdb.Target) {
 	const chats, perChat = 8, 50
-	s := newStack(b, target)
+	// With DMBRIDGE_P1_DPSYNC=1 the bridge follows alice's /sync
+	// (double_puppet.sync), as a Dendrite deployment would: every event in
+	// her rooms, either side's, answers her long poll, which Dendrite pays
+	// for in both phases.
+	s := newStack(b, target, stackOptions{configure: func(c *config.Config) {
+		c.DoublePuppet.Sync = os.Getenv("DMBRIDGE_P1_DPSYNC") == "1"
+	}})
 	f := s.connectFake(nil)
 	ctx := context.Background()
 	rooms := make([]id.RoomID, chats)
