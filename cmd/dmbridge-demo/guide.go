@@ -36,8 +36,9 @@ func (d *demo) printGuide() {
 	d.say("  e.g.        profanity, then: /connect bob@localhost server 127.0.0.1 port %d tls disable", d.ports.prosody)
 	d.say("  alice's own XMPP account (bridged for her by the connector): alice@localhost / %s", d.secrets.aliceXMPP)
 	d.say("Write to alice@localhost as bob, and answer from Matrix in the DM.")
-	d.say("Edits, replies, reactions and files go both ways. Deleting on Matrix does not reach XMPP here:")
-	d.say("Dendrite does not pass deletions to bridges (docs/homeservers.md); deleting on XMPP does reach Matrix.")
+	d.say("Edits, replies, reactions, deletions, typing, read markers and files go both ways. Dendrite does")
+	d.say("not pass the deletions, typing and read markers to bridges; the bridge follows alice's own /sync")
+	d.say("for them (double_puppet.sync, docs/homeservers.md).")
 	d.say("")
 	d.say("Bridge: appservice http://127.0.0.1:%d%s, connectors ws://127.0.0.1:%d%s",
 		d.ports.appservice, d.portNote(d.ports.appservice, wellKnown.appservice),
