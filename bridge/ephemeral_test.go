@@ -252,8 +252,10 @@ func TestEphemeralOnlyForOwnLogins(t *testing.T) {
 // typing nor receipts to appservices. With double_puppet.sync the bridge
 // follows alice's /sync, so that, with nothing delivered by the test, her
 // deleting her message reaches the network as delete_message, her typing as
-// set_typing and her reading bob's message as mark_read. A deletion made
-// while the bridge is stopped reaches the network once after it starts.
+// set_typing, her reading bob's message as mark_read and removing her
+// reaction as unreact. A deletion made while the bridge is stopped reaches
+// the network once after it starts, and a message sent and deleted while it
+// is stopped never reaches the network.
 func TestDoublePuppetSyncOnDendrite(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newFidelityStack(t, target, func(c *config.Config) { c.DoublePuppet.Sync = true })
@@ -291,6 +293,21 @@ func TestDoublePuppetSyncOnDendrite(t *testing.T) {
 		read := f.fidWaitCommand(connector.OpMarkRead, nil)
 		if read.UpTo != "m1" || read.Chat == nil || read.Chat.ID != fidBob {
 			t.Errorf("mark_read = %+v, want up to bob's m1", read)
+		}
+
+		// Removing her reaction reaches the network as unreact.
+		react, err := s.alice.SendReaction(ctx, roomID, first.ID, "👍")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.fidWaitCommand(connector.OpReact, func(c *connector.Command) bool { return c.Txn == string(react.EventID) })
+		unred, err := s.alice.RedactEvent(ctx, roomID, react.EventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		un := f.fidWaitCommand(connector.OpUnreact, func(c *connector.Command) bool { return c.Txn == string(unred.EventID) })
+		if un.Target != "m1" || un.Key != "👍" {
+			t.Errorf("unreact = %+v, want 👍 off bob's m1", un)
 		}
 
 		// Deleted while the bridge is down: the stored position brings it.
