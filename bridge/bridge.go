@@ -132,6 +132,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	if cfg.DoublePuppet.Sync {
 		follow = dpsync.New(db, portals.DoublePuppets(), link, log)
 		portals.DoublePuppets().SetVerifiedHook(follow.Follow)
+		mx.WatchDoublePuppetSync(follow.Counts)
 	}
 	return &Bridge{cfg: cfg, log: log, DB: db, Link: link, Portals: portals, Conn: srv, Metrics: mx, Health: checker, E2EE: enc,
 		DPSync: follow}, nil

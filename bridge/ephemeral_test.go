@@ -274,6 +274,7 @@ func TestDoublePuppetSyncOnDendrite(t *testing.T) {
 		if del.Target != remote || del.Chat == nil || del.Chat.ID != fidBob || del.Login != testLogin {
 			t.Errorf("delete_message = %+v, want target %s in bob's chat", del, remote)
 		}
+		waitMetric(t, "http://"+s.br.MetricsAddr().String()+"/metrics", "dmbridge_double_puppet_syncs", labels{"state": "ok"}, 1)
 
 		if _, err = s.alice.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
 			t.Fatal(err)

@@ -59,8 +59,10 @@ type Manager struct {
 	wg     sync.WaitGroup
 
 	mu sync.Mutex
-	// following holds each running loop's cancel.
+	// following holds each running loop's cancel; failing, the users
+	// whose last try failed.
 	following map[id.UserID]context.CancelFunc
+	failing   map[id.UserID]bool
 
 	// pollTimeout is pollTimeout but for tests.
 	pollTimeout time.Duration
@@ -72,6 +74,7 @@ func New(db *database.Database, puppets Puppets, intake Intake, log zerolog.Logg
 		db: db, puppets: puppets, intake: intake,
 		log:         log.With().Str("component", "double_puppet_sync").Logger(),
 		following:   make(map[id.UserID]context.CancelFunc),
+		failing:     make(map[id.UserID]bool),
 		pollTimeout: pollTimeout,
 	}
 }
@@ -161,6 +164,25 @@ func (m *Manager) Follow(userID id.UserID) {
 	}()
 }
 
+// Counts reports how many users are followed and how many of them failed
+// their last try (dmbridge_double_puppet_syncs).
+func (m *Manager) Counts() (following, failing int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.following), len(m.failing)
+}
+
+// setFailing records the outcome of a user's last try.
+func (m *Manager) setFailing(userID id.UserID, failed bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if failed {
+		m.failing[userID] = true
+	} else {
+		delete(m.failing, userID)
+	}
+}
+
 // Following reports whether the user's loop runs.
 func (m *Manager) Following(userID id.UserID) bool {
 	m.mu.Lock()
@@ -191,6 +213,7 @@ func (m *Manager) run(ctx context.Context, userID id.UserID) {
 		}
 		m.following[userID]()
 		delete(m.following, userID)
+		delete(m.failing, userID)
 	}()
 	if owns, err := m.db.Login.HasOwner(ctx, userID); err != nil {
 		return // the next rescan tries again
@@ -208,12 +231,14 @@ func (m *Manager) run(ctx context.Context, userID id.UserID) {
 		if err == nil {
 			if f.synced {
 				backoff = minBackoff
+				m.setFailing(userID, false)
 			}
 			continue
 		}
 		if ctx.Err() != nil {
 			return
 		}
+		m.setFailing(userID, true)
 		if backoff == minBackoff {
 			log.Warn().Err(err).Msg("Following the user's /sync failed; trying again")
 		} else {

@@ -256,6 +256,8 @@ func TestUnfollowWhenLoginsAreGone(t *testing.T) {
 		}
 	}
 	waitUntil("alice's position stored", func() bool { pos, _ := db.DPSync.Get(ctx, alice); return pos == "p1" })
+	// Every sync after the first fails here (no answer scripted).
+	waitUntil("alice counted as failing", func() bool { n, failing := m.Counts(); return n == 1 && failing == 1 })
 	m.Follow("@nologin:hs")
 	waitUntil("the user without a login not followed", func() bool { return !m.Following("@nologin:hs") })
 
@@ -266,5 +268,8 @@ func TestUnfollowWhenLoginsAreGone(t *testing.T) {
 	waitUntil("alice no longer followed", func() bool { return !m.Following(alice) })
 	if pos, err := db.DPSync.Get(ctx, alice); err != nil || pos != "" {
 		t.Errorf("alice's position after unfollowing = %q, %v; want it forgotten", pos, err)
+	}
+	if n, failing := m.Counts(); n != 0 || failing != 0 {
+		t.Errorf("counts after unfollowing = %d followed, %d failing; want none", n, failing)
 	}
 }

@@ -33,6 +33,7 @@ func TestMetricsAreDocumented(t *testing.T) {
 	m.hsRequests.WithLabelValues(ClassSend).Inc()
 	m.hsErrors.WithLabelValues(ClassSend, "5xx").Inc()
 	m.hsDuration.WithLabelValues(ClassSend).Observe(0)
+	m.WatchDoublePuppetSync(func() (int, int) { return 1, 0 })
 	fams, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,7 @@ type Metrics struct {
 	connects   *prometheus.CounterVec
 	repairs    *prometheus.CounterVec
 	role       *roleCollector
+	dpSync     *dpSyncCollector
 
 	// remote and commands hold each kind's children, resolved once: a
 	// label lookup hashes and locks, a read-only map does neither.
@@ -187,6 +188,8 @@ func New() *Metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.role = &roleCollector{}
 	m.Registry.MustRegister(m.role)
+	m.dpSync = &dpSyncCollector{}
+	m.Registry.MustRegister(m.dpSync)
 	return m
 }
 
