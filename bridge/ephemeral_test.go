@@ -351,8 +351,10 @@ func TestDoublePuppetSyncOnDendrite(t *testing.T) {
 		}
 		time.Sleep(3 * time.Second) // Dendrite's first retry fails and it backs off
 		s.startBridge()
-		tesths.WaitFor(t, 120*time.Second, "the deleted message handled", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", never.EventID) == 1, nil
+		// Both handled, in whichever order, and nothing left to send.
+		tesths.WaitFor(t, 120*time.Second, "the deleted message and its deletion handled", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id IN ($1, $2) AND done", never.EventID, red3.EventID) == 2 &&
+				s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
 		})
 		sent3 := len(f.fidCommandsFor(connector.OpSendMessage, string(never.EventID)))
 		deleted3 := len(f.fidCommandsFor(connector.OpDeleteMessage, string(red3.EventID)))

@@ -19,7 +19,7 @@ type EarlyRedactionQuery struct{ db *dbutil.Database }
 const (
 	addEarlyRedactionQuery = `
 		INSERT INTO early_redaction (event_id, room_id, redaction_id, created_at) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (event_id) DO NOTHING`
+		ON CONFLICT (event_id, room_id) DO NOTHING`
 	getEarlyRedactionQuery   = `SELECT redaction_id FROM early_redaction WHERE event_id=$1 AND room_id=$2`
 	countEarlyRedactionQuery = `SELECT COUNT(*) FROM early_redaction`
 	// A note whose event still has a queued command stays: the command may

@@ -250,5 +250,15 @@ func TestEarlyRedactions(t *testing.T) {
 		if got, err := db.EarlyRed.Get(ctx, "$queued", "!r:x"); err != nil || got != "$red3" {
 			t.Errorf("the queued event's note after prune = %q, %v; want it kept", got, err)
 		}
+		if n, err := db.EarlyRed.Count(ctx); err != nil || n != 1 {
+			t.Errorf("count after prune = %d, %v; want the queued event's note only", n, err)
+		}
+		// The same event id noted in another room is a note of its own.
+		if err := db.EarlyRed.Add(ctx, "$queued", "!other:x", "$red4"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.EarlyRed.Get(ctx, "$queued", "!other:x"); err != nil || got != "$red4" {
+			t.Errorf("note in the other room = %q, %v; want $red4", got, err)
+		}
 	})
 }

@@ -13,6 +13,7 @@ package dpsync
 import (
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -42,6 +43,8 @@ const (
 	// for users whose double puppet was not used yet in this process (the
 	// verified hook covers the others at once).
 	rescanInterval = time.Minute
+	// followGap paces the start of loops for users listed together.
+	followGap = 20 * time.Millisecond
 	// minBackoff and maxBackoff bound the wait after a failed sync or store.
 	minBackoff = time.Second
 	maxBackoff = 5 * time.Minute
@@ -100,12 +103,14 @@ func (m *Manager) Start(ctx context.Context) {
 
 // Stop ends every loop and waits for them.
 func (m *Manager) Stop() {
+	// Canceled under the lock, so that a Follow (from the verified hook,
+	// still live while the portals stop) either sees it and starts
+	// nothing, or has added its loop before Wait.
 	m.mu.Lock()
-	cancel := m.cancel
-	m.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if m.cancel != nil {
+		m.cancel()
 	}
+	m.mu.Unlock()
 	m.wg.Wait()
 }
 
@@ -120,8 +125,22 @@ func (m *Manager) followOwners() {
 		return
 	}
 	owners := make(map[id.UserID]bool, len(users))
+	started := 0
 	for _, u := range users {
 		owners[u] = true
+		if m.Following(u) {
+			continue
+		}
+		// Paced like the m.direct repair: each new loop asks the
+		// homeserver who the user is and makes a first sync, and 10,000
+		// users at once would be 20,000 calls in the first second.
+		if started++; started > 1 {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-time.After(followGap):
+			}
+		}
 		m.Follow(u)
 	}
 	m.mu.Lock()
@@ -244,10 +263,13 @@ func (m *Manager) run(ctx context.Context, userID id.UserID) {
 		} else {
 			log.Debug().Err(err).Dur("next_try_in", backoff).Msg("Following the user's /sync failed again")
 		}
+		// Up to a quarter more, so that users who failed together (the
+		// homeserver was down) do not all come back in the same second.
+		wait := backoff + rand.N(backoff/4+1)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}

@@ -82,10 +82,6 @@ func response(next string, rooms map[id.RoomID]any) map[string]any {
 	return map[string]any{"next_batch": next, "rooms": map[string]any{"join": rooms}}
 }
 
-func timeline(events ...map[string]any) map[string]any {
-	return map[string]any{"timeline": map[string]any{"events": events}}
-}
-
 func redaction(eventID string, sender id.UserID) map[string]any {
 	return map[string]any{"type": "m.room.redaction", "event_id": eventID, "sender": sender, "redacts": "$target",
 		"content": map[string]any{}}
@@ -124,7 +120,10 @@ func TestFollowerDecisions(t *testing.T) {
 				}},
 				"ephemeral": map[string]any{"events": []any{map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": []id.UserID{alice}}}}},
 			},
-			other: timeline(redaction("$elsewhere", alice)),
+			other: map[string]any{
+				"timeline":  map[string]any{"events": []any{redaction("$elsewhere", alice)}},
+				"ephemeral": map[string]any{"events": []any{map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": []id.UserID{alice}}}}},
+			},
 		}),
 		response("p3", nil),
 		response("p4", nil),
@@ -258,8 +257,21 @@ func TestUnfollowWhenLoginsAreGone(t *testing.T) {
 	waitUntil("alice's position stored", func() bool { pos, _ := db.DPSync.Get(ctx, alice); return pos == "p1" })
 	// Every sync after the first fails here (no answer scripted).
 	waitUntil("alice counted as failing", func() bool { n, failing := m.Counts(); return n == 1 && failing == 1 })
+	api.mu.Lock()
+	calls := len(api.calls)
+	api.mu.Unlock()
 	m.Follow("@nologin:hs")
 	waitUntil("the user without a login not followed", func() bool { return !m.Following("@nologin:hs") })
+	api.mu.Lock()
+	for _, c := range api.calls[calls:] {
+		if c.since == "" {
+			t.Errorf("a first sync went out after Follow of a user without a login: %+v", c)
+		}
+	}
+	api.mu.Unlock()
+	if pos, err := db.DPSync.Get(ctx, "@nologin:hs"); err != nil || pos != "" {
+		t.Errorf("position of the user without a login = %q, %v; want none", pos, err)
+	}
 
 	if err := db.Login.Delete(ctx, "l"); err != nil {
 		t.Fatal(err)

@@ -33,9 +33,11 @@ func syncFilter() *mautrix.Filter {
 func (m *Manager) startSync(d *device) {
 	client := d.mach.Client
 	client.Syncer = &syncer{d: d, log: m.log.With().Stringer("user_id", d.userID).Logger()}
-	// A sync without set_presence marks the ghost online on homeservers
-	// that track presence, over the presence the bridge sets from the
-	// network; offline leaves that alone.
+	// A sync without set_presence marks the ghost online at every sync on
+	// Synapse, over the presence the bridge sets from the network; offline
+	// leaves that alone there. (Dendrite, with presence on, recomputes it
+	// from the syncs either way: the first sync of a device overrides the
+	// network's presence once, until the network's next update.)
 	client.SyncPresence = event.PresenceOffline
 	m.wg.Add(1)
 	m.syncLoops.Add(1)

@@ -208,10 +208,13 @@ func (i intent) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.Ev
 }
 
 func (i intent) Sync(ctx context.Context, since, filter string, timeout time.Duration, out any) error {
-	// set_presence=offline: a sync the bridge makes for a user must not
-	// mark them online (homeservers treat a sync without it as the user
-	// being online); their own clients' syncs decide.
-	query := map[string]string{"filter": filter, "timeout": fmt.Sprint(timeout.Milliseconds()), "set_presence": "offline"}
+	// No set_presence: Dendrite (the homeserver this is for) has no value
+	// that leaves presence alone. With "offline" it recomputes the user's
+	// presence from the syncs of the last 10 s, so a user whose client
+	// long-polls would flip to offline at each event and back to online at
+	// the client's next sync; without it the sync counts as the user being
+	// online, which Dendrite keeps anyway once any client of theirs synced.
+	query := map[string]string{"filter": filter, "timeout": fmt.Sprint(timeout.Milliseconds())}
 	if since != "" {
 		query["since"] = since
 	}

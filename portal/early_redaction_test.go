@@ -36,6 +36,10 @@ func TestDeletedWhileQueuedIsDropped(t *testing.T) {
 	if pc, err := u.db.PendingCm.Get(ctx, "$secret"); err != nil || pc != nil {
 		t.Fatalf("queued command after the deletion = %+v, %v; want it dropped", pc, err)
 	}
+	if n := u.m.earlyRedactions.Load(); n != 0 {
+		t.Errorf("%d early redactions noted, want none: the command was dropped at once", n)
+	}
+	u.m.flushCommands(ctx, p.RoomID)
 	u.conn.mu.Lock()
 	defer u.conn.mu.Unlock()
 	if len(u.conn.ops) != 0 {

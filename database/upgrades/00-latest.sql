@@ -237,10 +237,12 @@ CREATE TABLE double_puppet_sync (
 );
 
 -- An event the user deleted before the bridge handled it (portal,
--- early_redaction.go): when it comes, it is not sent. Pruned after a day.
+-- early_redaction.go): when it comes, it is not sent. Pruned after a day,
+-- unless the event still has a queued command.
 CREATE TABLE early_redaction (
-	event_id     TEXT   NOT NULL PRIMARY KEY,
+	event_id     TEXT   NOT NULL,
 	room_id      TEXT   NOT NULL,
 	redaction_id TEXT   NOT NULL,
-	created_at   BIGINT NOT NULL
+	created_at   BIGINT NOT NULL,
+	PRIMARY KEY (event_id, room_id)
 );
