@@ -35,7 +35,7 @@ import (
 // bridge handled it.
 func (m *Manager) noteEarlyRedaction(ctx context.Context, eventID id.EventID, roomID id.RoomID, redaction id.EventID) error {
 	if err := m.db.EarlyRed.Add(ctx, eventID, roomID, redaction); err != nil {
-		return err
+		return fmt.Errorf("note early redaction: %w", err)
 	}
 	m.earlyRedactions.Add(1)
 	return nil

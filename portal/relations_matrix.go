@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
@@ -96,7 +95,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		// or its command comes later, early_redaction.go deals with it.
 		log.Info().Msg("Redaction of an event the bridge has not bridged; it will not be sent if it comes")
 		if err := m.noteEarlyRedaction(ctx, redacts, p.RoomID, evt.ID); err != nil {
-			return fmt.Errorf("note early redaction: %w", err)
+			return err
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
