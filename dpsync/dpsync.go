@@ -66,19 +66,15 @@ type Manager struct {
 	// whose last try failed.
 	following map[id.UserID]context.CancelFunc
 	failing   map[id.UserID]bool
-
-	// pollTimeout is pollTimeout but for tests.
-	pollTimeout time.Duration
 }
 
 // New makes a manager; nothing runs before Start.
 func New(db *database.Database, puppets Puppets, intake Intake, log zerolog.Logger) *Manager {
 	return &Manager{
 		db: db, puppets: puppets, intake: intake,
-		log:         log.With().Str("component", "double_puppet_sync").Logger(),
-		following:   make(map[id.UserID]context.CancelFunc),
-		failing:     make(map[id.UserID]bool),
-		pollTimeout: pollTimeout,
+		log:       log.With().Str("component", "double_puppet_sync").Logger(),
+		following: make(map[id.UserID]context.CancelFunc),
+		failing:   make(map[id.UserID]bool),
 	}
 }
 
@@ -240,7 +236,7 @@ func (m *Manager) run(ctx context.Context, userID id.UserID) {
 		unfollowed = true
 		return
 	}
-	f := &follower{m: m, user: userID, log: log}
+	f := &follower{m: m, user: userID, log: log, filter: followFilter(userID)}
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		done, err := f.step(ctx)

@@ -104,7 +104,8 @@ type follower struct {
 	user id.UserID
 	log  zerolog.Logger
 
-	api    matrix.API
+	api matrix.API
+	// filter is followFilter of user.
 	filter string
 	loaded bool
 	since  string
@@ -138,9 +139,6 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 		f.api = api
 	}
 	f.synced = false
-	if f.filter == "" {
-		f.filter = followFilter(f.user)
-	}
 	if !f.loaded {
 		if f.since, err = f.m.db.DPSync.Get(ctx, f.user); err != nil {
 			return false, fmt.Errorf("read the stored sync position: %w", err)
@@ -151,7 +149,7 @@ func (f *follower) step(ctx context.Context) (done bool, err error) {
 		return false, f.start(ctx)
 	}
 	var resp syncResponse
-	if err = f.api.Sync(f.quiet(ctx), f.since, f.filter, f.m.pollTimeout, &resp); err != nil {
+	if err = f.api.Sync(f.quiet(ctx), f.since, f.filter, pollTimeout, &resp); err != nil {
 		if matrix.IsRefusal(err) && !isAuthError(err) {
 			// Most likely a position the homeserver no longer knows (its
 			// database was reset): start again from now.
@@ -231,14 +229,22 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 				Msg("The homeserver may have left out some of the user's deletions in this portal")
 		}
 		for _, raw := range room.Timeline.Events {
-			var ev map[string]json.RawMessage
-			if json.Unmarshal(raw, &ev) != nil {
+			var head struct {
+				ID     id.EventID `json:"event_id"`
+				Type   string     `json:"type"`
+				Sender id.UserID  `json:"sender"`
+			}
+			if json.Unmarshal(raw, &head) != nil || head.Type != event.EventRedaction.Type || head.Sender != f.user {
 				continue
 			}
-			var typ string
-			var sender id.UserID
-			if json.Unmarshal(ev["type"], &typ) != nil || typ != event.EventRedaction.Type ||
-				json.Unmarshal(ev["sender"], &sender) != nil || sender != f.user {
+			if head.ID == "" {
+				// The intake refuses it, and the same response would then
+				// be asked for again and again: skipped instead.
+				f.log.Warn().Stringer("room_id", roomID).Msg("Skipping a redaction without an event_id from /sync")
+				continue
+			}
+			var ev map[string]json.RawMessage
+			if json.Unmarshal(raw, &ev) != nil {
 				continue
 			}
 			ev["room_id"], _ = json.Marshal(roomID)

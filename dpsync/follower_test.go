@@ -115,7 +115,7 @@ func TestFollowerDecisions(t *testing.T) {
 		response("p2", map[id.RoomID]any{
 			portal: map[string]any{
 				"timeline": map[string]any{"events": []any{
-					redaction("$mine", alice), redaction("$ghosts", "@bob:hs"),
+					redaction("$mine", alice), redaction("$ghosts", "@bob:hs"), redaction("", alice),
 					map[string]any{"type": "m.room.message", "event_id": "$msg", "sender": alice, "content": map[string]any{"body": "x"}},
 				}},
 				"ephemeral": map[string]any{"events": []any{map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": []id.UserID{alice}}}}},
@@ -133,7 +133,7 @@ func TestFollowerDecisions(t *testing.T) {
 	}}
 	in := &intake{db: db}
 	m := New(db, puppets{api}, in, zerolog.Nop())
-	f := &follower{m: m, user: alice, log: zerolog.Nop()}
+	f := &follower{m: m, user: alice, log: zerolog.Nop(), filter: followFilter(alice)}
 	step := func(wantErr bool) {
 		t.Helper()
 		done, err := f.step(ctx)
