@@ -289,6 +289,8 @@ type recordedCommand struct {
 	Op  string
 	Cmd connector.Command
 	At  time.Time
+	// ID is the network id the fake answered with, if any.
+	ID string
 }
 
 func helloFor(logins ...connector.Login) connector.Hello {
@@ -408,7 +410,8 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 	f.nextID++
 	switch op {
 	case connector.OpSendMessage, connector.OpEditMessage, connector.OpReact, connector.OpUnreact:
-		return &connector.Result{ID: fmt.Sprintf("net-%d", f.nextID), TS: time.Now().UnixMilli()}, nil
+		f.commands[len(f.commands)-1].ID = fmt.Sprintf("net-%d", f.nextID)
+		return &connector.Result{ID: f.commands[len(f.commands)-1].ID, TS: time.Now().UnixMilli()}, nil
 	case connector.OpResolveIdentifier:
 		return &connector.Result{
 			Contact: &connector.Contact{ID: cmd.Identifier, Name: "Resolved " + cmd.Identifier, Avatar: f.avatar},
@@ -424,6 +427,19 @@ func (f *fakeConnector) handle(ctx context.Context, op string, cmd *connector.Co
 		return &connector.Result{Chats: f.chats}, nil
 	}
 	return &connector.Result{}, nil
+}
+
+// answeredID is the network id the fake gave the command of op with txn,
+// or "".
+func (f *fakeConnector) answeredID(op, txn string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.commands {
+		if c.Op == op && c.Cmd.Txn == txn {
+			return c.ID
+		}
+	}
+	return ""
 }
 
 // commandsOf returns the recorded commands with the op.

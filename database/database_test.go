@@ -266,7 +266,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 11
+const latestVersion = 12
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -374,6 +374,8 @@ func undoUpgrade(version int) []string {
 		return []string{"DROP TABLE double_puppet_sync"}
 	case 11:
 		return []string{"DROP TABLE early_redaction"}
+	case 12:
+		return []string{"ALTER TABLE pending_command DROP COLUMN handed"}
 	}
 	return nil
 }

@@ -25,11 +25,14 @@ type PendingCommand struct {
 	Attempts int
 	// MXSeq is the seq of the mx_event row that caused the command.
 	MXSeq int64
+	// Handed: the command was written to the connector at least once, so
+	// it may have reached the network even though no answer came.
+	Handed bool
 }
 
 const (
 	getPendingCommandBaseQuery = `
-		SELECT txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq FROM pending_command`
+		SELECT txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq, handed FROM pending_command`
 	// pendingCommandOrder is the order commands go out in.
 	pendingCommandOrder                = ` ORDER BY mx_seq, created_at, txn`
 	getPendingCommandQuery             = getPendingCommandBaseQuery + ` WHERE txn=$1`
@@ -37,16 +40,17 @@ const (
 	getPendingCommandsByRoomQuery      = getPendingCommandBaseQuery + ` WHERE room_id=$1` + pendingCommandOrder
 	getAllPendingCommandsQuery         = getPendingCommandBaseQuery + pendingCommandOrder
 	insertPendingCommandQuery          = `
-		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (txn) DO NOTHING`
+		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq, handed)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (txn) DO NOTHING`
 	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1 WHERE txn=$1`
 	deletePendingCommandQuery     = `DELETE FROM pending_command WHERE txn=$1`
+	markPendingCommandHandedQuery = `UPDATE pending_command SET handed=true WHERE txn=$1`
 )
 
 // Scan reads a pending_command row.
 func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
 	var data string
-	if err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq); err != nil {
+	if err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq, &c.Handed); err != nil {
 		return nil, err
 	}
 	c.Data = []byte(data)
@@ -56,7 +60,7 @@ func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
 // Insert stores a command; one with the same txn already there is kept.
 func (q *PendingCommandQuery) Insert(ctx context.Context, c *PendingCommand) error {
 	_, err := q.st.exec(ctx, insertPendingCommandQuery,
-		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq)
+		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq, c.Handed)
 	return err
 }
 
@@ -83,6 +87,13 @@ func (q *PendingCommandQuery) All(ctx context.Context) ([]*PendingCommand, error
 // AddAttempt counts a failed try.
 func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string) error {
 	return q.Exec(ctx, addPendingCommandAttemptQuery, txn)
+}
+
+// MarkHanded records that the command is about to be written to the
+// connector, before it is: from then on it may reach the network.
+func (q *PendingCommandQuery) MarkHanded(ctx context.Context, txn string) error {
+	_, err := q.st.exec(ctx, markPendingCommandHandedQuery, txn)
+	return err
 }
 
 // Delete removes a command once its result is stored.

@@ -262,3 +262,41 @@ func TestEarlyRedactions(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingCommandHanded: a command is stored as not written to the
+// connector unless said otherwise, and MarkHanded records the write; commands
+// queued by a bridge from before the column count as written, since that
+// bridge may have sent them.
+func TestPendingCommandHanded(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		db := reopenFrom(t, target, 11,
+			"INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, attempts, created_at, mx_seq) VALUES ('$old', 'c', 'l', 'c', '!r:x', 'send_message', '{}', 0, 1, 1)")
+		handed := func(txn string) bool {
+			t.Helper()
+			pc, err := db.PendingCm.Get(ctx, txn)
+			if err != nil || pc == nil {
+				t.Fatalf("Get(%s) = %+v, %v", txn, pc, err)
+			}
+			return pc.Handed
+		}
+		if !handed("$old") {
+			t.Error("a command from before the upgrade counts as not written; it may have gone out")
+		}
+		for _, c := range []*database.PendingCommand{{Txn: "$new"}, {Txn: "$failed", Handed: true}} {
+			c.ConnectorID, c.PortalKey, c.RoomID, c.Op, c.Data, c.MXSeq = "c", database.PortalKey{LoginID: "l", ChatID: "c"}, "!r:x", "send_message", []byte("{}"), 2
+			if err := db.PendingCm.Insert(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if handed("$new") || !handed("$failed") {
+			t.Errorf("handed after insert: $new %v, $failed %v; want false, true", handed("$new"), handed("$failed"))
+		}
+		if err := db.PendingCm.MarkHanded(ctx, "$new"); err != nil {
+			t.Fatal(err)
+		}
+		if !handed("$new") {
+			t.Error("MarkHanded did not stick")
+		}
+	})
+}

@@ -84,6 +84,18 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		if !m.prepareCommand(ctx, pc, &cmd) {
 			continue
 		}
+		if !pc.Handed {
+			// Recorded before the write: a command that reached the
+			// connector is never taken for one that did not (see
+			// deletedBeforeSend), even if no answer comes and the bridge
+			// is killed.
+			if err := m.db.PendingCm.MarkHanded(ctx, pc.Txn); err != nil {
+				log.Err(err).Str("txn", pc.Txn).Msg("Could not record the command as sent; trying the room's queue again later")
+				time.AfterFunc(time.Second, func() { m.submitFlush(roomID) })
+				return
+			}
+			pc.Handed = true
+		}
 		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
 		if err == nil {
 			if err = m.commandDone(ctx, pc, &cmd, res, 0); errors.Is(err, errPermanent) {

@@ -51,15 +51,17 @@ func (m *Manager) redactedEarly(ctx context.Context, eventID id.EventID, roomID 
 }
 
 // deletedBeforeSend decides a queued command whose event the user deleted
-// meanwhile. One never sent is dropped (drop). One sent before, which may
-// have reached the network (a timeout, a lost connection), goes again: the
-// connector answers a repeated txn with its first result without acting
-// twice, and commandDone then deletes it there (deleteAfterSend).
+// meanwhile. One never written to the connector is dropped (drop). One
+// written before (Handed), which may have reached the network without an
+// answer coming back (a timeout, a dropped connection, the bridge killed),
+// goes again: the connector answers a repeated txn with its first result
+// without acting twice, and commandDone then deletes it there
+// (deleteAfterSend).
 func (m *Manager) deletedBeforeSend(ctx context.Context, pc *database.PendingCommand) (drop bool, err error) {
 	redaction, err := m.redactedEarly(ctx, id.EventID(pc.Txn), pc.RoomID)
 	if err != nil {
 		return false, fmt.Errorf("check for an early redaction: %w", err)
-	} else if redaction == "" || pc.Attempts > 0 {
+	} else if redaction == "" || pc.Handed || pc.Attempts > 0 {
 		return false, nil
 	}
 	zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("The user deleted this before it went out; dropping the command")

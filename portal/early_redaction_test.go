@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -148,4 +150,103 @@ func TestRedactedWhenReadIsNotSent(t *testing.T) {
 	if len(u.conn.ops) != 0 {
 		t.Errorf("the network got %v for a redacted event, want nothing", u.conn.ops)
 	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// droppingNetwork is a connector whose connection drops while it holds the
+// first send: the network has the message, the bridge gets no answer. A
+// repeated txn is answered with its first result, as the protocol asks.
+type droppingNetwork struct {
+	u       *unit
+	mu      sync.Mutex
+	has     map[string]bool
+	deletes []connector.Command
+	dropped bool
+}
+
+func (d *droppingNetwork) answer(op string, c *connector.Command) (*connector.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch op {
+	case connector.OpSendMessage:
+		d.has["r"+c.Txn] = true
+		if !d.dropped {
+			d.dropped = true
+			d.u.conn.down.Store(true)
+			return nil, fmt.Errorf("connector %q disconnected before answering: %w", unitConnID, server.ErrNotConnected)
+		}
+		return &connector.Result{ID: "r" + c.Txn}, nil
+	case connector.OpDeleteMessage:
+		d.deletes = append(d.deletes, *c)
+		delete(d.has, c.Target)
+	}
+	return &connector.Result{}, nil
+}
+
+// deletedOnce reports whether the network lost r$m through one delete
+// under the redaction's txn.
+func (d *droppingNetwork) deletedOnce() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return !d.has["r$m"] && len(d.deletes) == 1 && d.deletes[0].Txn == "$red" && d.deletes[0].Target == "r$m"
+}
+
+// TestDeletedAfterConnectionDropMidSend: the connector's connection drops
+// while it holds the user's message, which it had already passed on; the
+// user deletes the message before the connector is back. The command was
+// written, so it is not dropped as one that never went out: it goes again
+// when the connector returns (answered with its first result) and the
+// message is then deleted on the network.
+func TestDeletedAfterConnectionDropMidSend(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.caps.Delete = true
+	ctx := context.Background()
+	d := &droppingNetwork{u: u, has: map[string]bool{}}
+	u.conn.answer = d.answer
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, p.RoomID)
+	waitFor(t, "the message deleted on the network", d.deletedOnce)
+}
+
+// TestQueuedCommandMarkedBeforeWrite: a queued command is recorded as
+// written before the connector gets it, so that a bridge killed while
+// waiting for the answer finds it so after the restart; a deletion then
+// makes it go again and be deleted, rather than be dropped.
+func TestQueuedCommandMarkedBeforeWrite(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.caps.Delete = true
+	ctx := context.Background()
+	d := &droppingNetwork{u: u, has: map[string]bool{}}
+	u.conn.answer = d.answer
+	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$m", ConnectorID: unitConnID,
+		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"txn":"$m","text":"oops"}`), MXSeq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	u.m.flushCommands(ctx, p.RoomID)
+	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc == nil || !pc.Handed || pc.Attempts != 0 {
+		t.Fatalf("command after its write = %+v, %v; want it stored as written, no attempt counted", pc, err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, p.RoomID)
+	waitFor(t, "the message deleted on the network", d.deletedOnce)
 }

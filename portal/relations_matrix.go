@@ -80,11 +80,11 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return err
 	}
 	if msg == nil {
-		// A message waiting for the network that never went out: dropped
-		// here. This runs on the room's lane, as every send of the room does.
+		// A message waiting for the network that was never written to the
+		// connector: dropped here. This runs on the room's lane, as every send of the room does.
 		if pc, err := m.db.PendingCm.Get(ctx, string(redacts)); err != nil {
 			return err
-		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && pc.Attempts == 0 {
+		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed && pc.Attempts == 0 {
 			log.Info().Msg("The user deleted a message that was waiting to be sent; it will not be")
 			if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 				return err

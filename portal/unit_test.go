@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -30,8 +31,9 @@ const (
 	unitLoginID = "l1"
 )
 
-// unitConn is the connector side: every connector is up, and commands are
-// answered by answer (nil: an empty result) and recorded.
+// unitConn is the connector side: every connector is up unless down is
+// set, and commands are answered by answer (nil: an empty result) and
+// recorded.
 type unitConn struct {
 	mu     sync.Mutex
 	ops    []string
@@ -40,6 +42,8 @@ type unitConn struct {
 	network string
 	// caps are the hello's capabilities (none by default).
 	caps connector.Capabilities
+	// down makes every connector offline.
+	down atomic.Bool
 }
 
 func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *connector.Command) (*connector.Result, error) {
@@ -53,7 +57,7 @@ func (c *unitConn) Command(ctx context.Context, connectorID, op string, cmd *con
 	return &connector.Result{}, nil
 }
 
-func (c *unitConn) Connected(string) bool { return true }
+func (c *unitConn) Connected(string) bool { return !c.down.Load() }
 
 func (c *unitConn) Hello(string) (*connector.Hello, bool) {
 	name := "TestNet"

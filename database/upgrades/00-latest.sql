@@ -1,4 +1,4 @@
--- v0 -> v11: Latest revision
+-- v0 -> v12: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -159,7 +159,10 @@ CREATE TABLE pending_command (
 	created_at   BIGINT  NOT NULL,
 	-- The causing mx_event's seq. Commands go out in this order: created_at
 	-- is a wall clock in milliseconds, and txn (an event id) is random.
-	mx_seq       BIGINT  NOT NULL DEFAULT 0
+	mx_seq       BIGINT  NOT NULL DEFAULT 0,
+	-- Written to the connector at least once: it may have reached the
+	-- network even without an answer (portal/early_redaction.go).
+	handed       BOOLEAN NOT NULL DEFAULT false
 );
 
 -- Matrix sends for remote events whose outcome is not known yet; see
