@@ -194,6 +194,17 @@ func (d *droppingNetwork) answer(op string, c *connector.Command) (*connector.Re
 	return &connector.Result{}, nil
 }
 
+// newDroppingUnit is a unit portal whose network can delete and whose
+// connector drops the connection during the first send.
+func newDroppingUnit(t *testing.T) (*unit, *database.Portal, *droppingNetwork) {
+	t.Helper()
+	u, p := newUnitPortal(t)
+	u.conn.caps.Delete = true
+	d := &droppingNetwork{u: u, has: map[string]bool{}}
+	u.conn.answer = d.answer
+	return u, p, d
+}
+
 // deletedOnce reports whether the network lost r$m through one delete
 // under the redaction's txn.
 func (d *droppingNetwork) deletedOnce() bool {
@@ -209,11 +220,8 @@ func (d *droppingNetwork) deletedOnce() bool {
 // when the connector returns (answered with its first result) and the
 // message is then deleted on the network.
 func TestDeletedAfterConnectionDropMidSend(t *testing.T) {
-	u, p := newUnitPortal(t)
-	u.conn.caps.Delete = true
+	u, p, d := newDroppingUnit(t)
 	ctx := context.Background()
-	d := &droppingNetwork{u: u, has: map[string]bool{}}
-	u.conn.answer = d.answer
 	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
 		t.Fatal(err)
 	}
@@ -230,11 +238,8 @@ func TestDeletedAfterConnectionDropMidSend(t *testing.T) {
 // waiting for the answer finds it so after the restart; a deletion then
 // makes it go again and be deleted, rather than be dropped.
 func TestQueuedCommandMarkedBeforeWrite(t *testing.T) {
-	u, p := newUnitPortal(t)
-	u.conn.caps.Delete = true
+	u, p, d := newDroppingUnit(t)
 	ctx := context.Background()
-	d := &droppingNetwork{u: u, has: map[string]bool{}}
-	u.conn.answer = d.answer
 	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$m", ConnectorID: unitConnID,
 		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"txn":"$m","text":"oops"}`), MXSeq: 1}); err != nil {
 		t.Fatal(err)
