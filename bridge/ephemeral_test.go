@@ -12,7 +12,6 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
-	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -413,71 +412,4 @@ func TestDeletedWhileQueuedIsNotSent(t *testing.T) {
 	if n := len(f.commandsOf(connector.OpDeleteMessage)); n != 0 {
 		t.Errorf("%d delete_message commands for a message the network never had", n)
 	}
-}
-
-// TestDeletedAfterConnectorDroppedMidSend: the connector passes alice's
-// message on to bob's network and its connection drops before the answer
-// leaves; alice deletes the message while the connector is away. The
-// message is with bob, so the command is not dropped as one that never went
-// out: when the connector is back it goes again (a repeated txn, which the
-// connector answers with its first result without acting twice) and the
-// message is then deleted on bob's network.
-func TestDeletedAfterConnectorDroppedMidSend(t *testing.T) {
-	s := newFidelityStack(t, testdb.SQLite(t), func(c *config.Config) { c.DoublePuppet.Sync = true })
-	const text = "sent as the connection dropped"
-	held, release := make(chan struct{}, 1), make(chan struct{})
-	f := s.fidConnect(fakeSetup{before: func(_ context.Context, _ *sdk.Client, op string, cmd *connector.Command) error {
-		if op == connector.OpSendMessage && cmd.Text == text {
-			held <- struct{}{}
-			<-release // the connection is gone by then: the answer is lost
-		}
-		return nil
-	}})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	roomID, _ := s.fidPortal(f, "m1", "hello alice")
-	ctx := context.Background()
-	s.waitFollowing(s.alice.UserID)
-	sent, err := s.alice.SendText(ctx, roomID, text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-held:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the message never reached the connector")
-	}
-	f.cancel() // the connection closes; Run waits for the held command
-	tesths.WaitFor(t, 20*time.Second, "the send queued after the dropped connection", func() (bool, error) {
-		return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(sent.EventID)) == 1, nil
-	})
-	close(release)
-	<-f.done
-	first := f.answeredID(connector.OpSendMessage, string(sent.EventID))
-	if first == "" {
-		t.Fatal("bob's network has no id for the message")
-	}
-	red, err := s.alice.RedactEvent(ctx, roomID, sent.EventID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tesths.WaitFor(t, 20*time.Second, "the deletion handled", func() (bool, error) {
-		return s.countRows("SELECT COUNT(*) FROM mx_event WHERE event_id = $1 AND done", red.EventID) == 1, nil
-	})
-	f = s.fidConnect(fakeSetup{store: f.store})
-	del := f.fidWaitCommand(connector.OpDeleteMessage, func(c *connector.Command) bool { return c.Txn == string(red.EventID) })
-	if n := len(f.fidCommandsFor(connector.OpSendMessage, string(sent.EventID))); n != 0 {
-		t.Errorf("bob's network acted on the repeated send %d times; want it answered from the first", n)
-	}
-	if del.Target != first || len(f.commandsOf(connector.OpDeleteMessage)) != 1 {
-		t.Errorf("delete_message = %+v (of %d); want one, of %s", del, len(f.commandsOf(connector.OpDeleteMessage)), first)
-	}
-	tesths.WaitFor(t, 20*time.Second, "the queue empty", func() (bool, error) {
-		return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
-	})
 }

@@ -27,6 +27,10 @@ type MXEvent struct {
 	// ReceivedAt is when the appservice transaction carrying it was taken
 	// in (millisecond precision); zero for an event not read from the table.
 	ReceivedAt time.Time
+	// Written is not a column: the portal sets it once it has written the
+	// event's command to the connector, so that handling the same row again
+	// in this process knows the network may have it.
+	Written bool
 }
 
 const (
@@ -40,6 +44,7 @@ const (
 		INSERT INTO mx_event (event_id, room_id, data, received_at, done, error) VALUES ($1, '', $2, $3, true, $4)
 		ON CONFLICT (event_id) DO NOTHING`
 	getMXEventRoomQuery    = `SELECT room_id FROM mx_event WHERE event_id=$1`
+	getMXEventMaxSeqQuery  = `SELECT COALESCE(MAX(seq), 0) FROM mx_event`
 	markMXEventDoneQuery   = `UPDATE mx_event SET done=true, error=$2 WHERE seq=$1`
 	addMXEventAttemptQuery = `UPDATE mx_event SET attempts=attempts+1, error=$2 WHERE seq=$1`
 	// Parked events (error set) stay for inspection.
@@ -109,6 +114,13 @@ func (q *MXEventQuery) RoomOf(ctx context.Context, eventID id.EventID) (id.RoomI
 		return "", nil
 	}
 	return id.RoomID(room), err
+}
+
+// MaxSeq returns the highest seq stored, 0 for none.
+func (q *MXEventQuery) MaxSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	err := q.GetDB().QueryRow(ctx, getMXEventMaxSeqQuery).Scan(&seq)
+	return seq, err
 }
 
 // InsertParked stores an event that cannot be handled as handled with an

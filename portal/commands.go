@@ -51,13 +51,25 @@ func (m *Manager) submitFlush(roomID id.RoomID) {
 	})
 }
 
+// flushLater flushes the room's queue again in a second, after a failure
+// of the database: nothing else may come to wake it (a quiet room, a
+// connector that stays up).
+func (m *Manager) flushLater(roomID id.RoomID) {
+	time.AfterFunc(time.Second, func() {
+		if m.ctx.Err() == nil {
+			m.submitFlush(roomID)
+		}
+	})
+}
+
 // flushCommands sends a room's pending commands in order. It stops at the
 // first one that cannot go now; a reconnect or a retry timer resumes it.
 func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 	log := zerolog.Ctx(ctx)
 	cmds, err := m.db.PendingCm.ByRoom(ctx, roomID)
 	if err != nil {
-		log.Err(err).Msg("Failed to load pending commands")
+		log.Err(err).Msg("Failed to load pending commands; trying the room's queue again later")
+		m.flushLater(roomID)
 		return
 	}
 	for _, pc := range cmds {
@@ -76,7 +88,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		if drop, err := m.deletedBeforeSend(ctx, pc); err != nil {
 			// Not sent blind: the user may have deleted it. Tried again.
 			log.Err(err).Str("txn", pc.Txn).Msg("Could not check the command; trying the room's queue again later")
-			time.AfterFunc(time.Second, func() { m.submitFlush(roomID) })
+			m.flushLater(roomID)
 			return
 		} else if drop {
 			continue
@@ -91,7 +103,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			// is killed.
 			if err := m.db.PendingCm.MarkHanded(ctx, pc.Txn); err != nil {
 				log.Err(err).Str("txn", pc.Txn).Msg("Could not record the command as sent; trying the room's queue again later")
-				time.AfterFunc(time.Second, func() { m.submitFlush(roomID) })
+				m.flushLater(roomID)
 				return
 			}
 			pc.Handed = true
@@ -104,7 +116,9 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 				log.Warn().Err(err).Str("txn", pc.Txn).Msg("Unusable command result")
 				m.commandFailed(ctx, pc, err)
 			} else if err != nil {
-				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result")
+				// Sent again then; the connector answers the repeat.
+				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result; trying the room's queue again later")
+				m.flushLater(roomID)
 				return
 			} else {
 				m.metrics.CommandDone(pc.Txn, pc.Op, true)
@@ -175,6 +189,7 @@ func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *dat
 	}
 	// The result write follows the send (see groupCommit.linger).
 	m.commits.expectWrite(ctx)
+	row.Written = true
 	res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, cmd)
 	if err != nil {
 		if here := laneOf(ctx); here != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -48,6 +49,28 @@ func (m *Manager) redactedEarly(ctx context.Context, eventID id.EventID, roomID 
 		return "", nil
 	}
 	return m.db.EarlyRed.Get(ctx, eventID, roomID)
+}
+
+// setBootSeq sets bootSeq; if it cannot be read, every event counts as
+// possibly written before.
+func (m *Manager) setBootSeq(ctx context.Context) {
+	seq, err := m.db.MXEvent.MaxSeq(ctx)
+	if err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Could not read the newest Matrix event; deletions of queued messages will be sent as deletions")
+		seq = math.MaxInt64
+	}
+	m.bootSeq = seq
+}
+
+// mayHaveWritten reports whether the command of a Matrix event may have been
+// written to the connector already, although no result was stored: by this
+// process in an earlier try of the row (a direct send whose answer or whose
+// result's write failed), or by an earlier process, which may have been
+// killed in the middle of a direct send (the row is then handled again after
+// the restart). Such a command is queued as Handed. An event from the
+// catch-up (Seq 0) never goes out directly.
+func (m *Manager) mayHaveWritten(row *database.MXEvent) bool {
+	return row.Written || row.Attempts > 0 || (row.Seq > 0 && row.Seq <= m.bootSeq)
 }
 
 // deletedBeforeSend decides a queued command whose event the user deleted

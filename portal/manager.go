@@ -76,6 +76,11 @@ type Manager struct {
 	stats bridgeStats
 	// earlyRedactions: see early_redaction.go.
 	earlyRedactions atomic.Int64
+	// bootSeq is the highest mx_event seq when the portals started: an
+	// event up to it may have had its command written to the connector by
+	// an earlier process (or a former active) that did not live to store
+	// the result (see mayHaveWritten).
+	bootSeq int64
 	// started is when this process started: no request of an earlier one
 	// is running after it (see indoubt.go).
 	started time.Time
@@ -158,6 +163,7 @@ func (m *Manager) SetMetrics(mx *metrics.Metrics) { m.metrics = mx }
 // Start runs the dispatchers; stored work from before a restart is picked up.
 func (m *Manager) Start() {
 	m.countEarlyRedactions(m.ctx)
+	m.setBootSeq(m.ctx)
 	m.commits = newGroupCommit(m.db)
 	n := committersFor(m.db.Dialect)
 	m.wg.Add(5 + n)

@@ -154,8 +154,9 @@ func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login
 	}
 	m.quiet.remove(p.RoomID)
 	// A failed direct send was written to the connector, or nearly: with
-	// no answer, it may have reached the network all the same.
-	pc.Handed = failure != nil
+	// no answer, it may have reached the network all the same; so may one
+	// of an earlier try of this event (see mayHaveWritten).
+	pc.Handed = failure != nil || m.mayHaveWritten(row)
 	// The command goes out once this commits: its group must not linger.
 	queue := newGroupWrite(func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {
