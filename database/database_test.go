@@ -266,7 +266,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 12
+const latestVersion = 13
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -376,6 +376,8 @@ func undoUpgrade(version int) []string {
 		return []string{"DROP TABLE early_redaction"}
 	case 12:
 		return []string{"ALTER TABLE pending_command DROP COLUMN handed"}
+	case 13:
+		return []string{"ALTER TABLE pending_command DROP COLUMN target_mx"}
 	}
 	return nil
 }

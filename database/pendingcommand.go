@@ -28,11 +28,16 @@ type PendingCommand struct {
 	// Handed: the command was written to the connector at least once, so
 	// it may have reached the network even though no answer came.
 	Handed bool
+	// TargetMX, for an edit or a reaction of a message that was itself
+	// queued, or a reply to one, is that message's Matrix event: the
+	// command's target (or reply_to) is its network id, looked up when the
+	// command goes.
+	TargetMX id.EventID
 }
 
 const (
 	getPendingCommandBaseQuery = `
-		SELECT txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq, handed FROM pending_command`
+		SELECT txn, connector_id, login_id, chat_id, room_id, op, data, attempts, mx_seq, handed, target_mx FROM pending_command`
 	// pendingCommandOrder is the order commands go out in.
 	pendingCommandOrder                = ` ORDER BY mx_seq, created_at, txn`
 	getPendingCommandQuery             = getPendingCommandBaseQuery + ` WHERE txn=$1`
@@ -40,17 +45,18 @@ const (
 	getPendingCommandsByRoomQuery      = getPendingCommandBaseQuery + ` WHERE room_id=$1` + pendingCommandOrder
 	getAllPendingCommandsQuery         = getPendingCommandBaseQuery + pendingCommandOrder
 	insertPendingCommandQuery          = `
-		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq, handed)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (txn) DO NOTHING`
+		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq, handed, target_mx)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (txn) DO NOTHING`
 	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1 WHERE txn=$1`
 	deletePendingCommandQuery     = `DELETE FROM pending_command WHERE txn=$1`
 	markPendingCommandHandedQuery = `UPDATE pending_command SET handed=true WHERE txn=$1`
+	deletePendingCommandsForQuery = `DELETE FROM pending_command WHERE target_mx=$1 AND room_id=$2 AND op<>'send_message'`
 )
 
 // Scan reads a pending_command row.
 func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
 	var data string
-	if err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq, &c.Handed); err != nil {
+	if err := row.Scan(&c.Txn, &c.ConnectorID, &c.LoginID, &c.ChatID, &c.RoomID, &c.Op, &data, &c.Attempts, &c.MXSeq, &c.Handed, &c.TargetMX); err != nil {
 		return nil, err
 	}
 	c.Data = []byte(data)
@@ -60,7 +66,7 @@ func (c *PendingCommand) Scan(row dbutil.Scannable) (*PendingCommand, error) {
 // Insert stores a command; one with the same txn already there is kept.
 func (q *PendingCommandQuery) Insert(ctx context.Context, c *PendingCommand) error {
 	_, err := q.st.exec(ctx, insertPendingCommandQuery,
-		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq, c.Handed)
+		c.Txn, c.ConnectorID, c.LoginID, c.ChatID, c.RoomID, c.Op, string(c.Data), time.Now().UnixMilli(), c.MXSeq, c.Handed, c.TargetMX)
 	return err
 }
 
@@ -93,6 +99,14 @@ func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string) error 
 // connector, before it is: from then on it may reach the network.
 func (q *PendingCommandQuery) MarkHanded(ctx context.Context, txn string) error {
 	_, err := q.st.exec(ctx, markPendingCommandHandedQuery, txn)
+	return err
+}
+
+// DeleteFor removes the commands of a room waiting for the queued message
+// targetMX (its edits and reactions, not replies to it), when that message
+// will not go.
+func (q *PendingCommandQuery) DeleteFor(ctx context.Context, targetMX id.EventID, roomID id.RoomID) error {
+	_, err := q.st.exec(ctx, deletePendingCommandsForQuery, targetMX, roomID)
 	return err
 }
 

@@ -300,3 +300,43 @@ func TestPendingCommandHanded(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingCommandsForTarget: DeleteFor drops the edits and reactions
+// waiting for a queued message in its room, and keeps replies to it, other
+// rooms' commands and the message itself.
+func TestPendingCommandsForTarget(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		for _, c := range []*database.PendingCommand{
+			{Txn: "$m", Op: "send_message", RoomID: "!r:x"},
+			{Txn: "$edit", Op: "edit_message", RoomID: "!r:x", TargetMX: "$m"},
+			{Txn: "$react", Op: "react", RoomID: "!r:x", TargetMX: "$m"},
+			{Txn: "$reply", Op: "send_message", RoomID: "!r:x", TargetMX: "$m"},
+			{Txn: "$elsewhere", Op: "react", RoomID: "!other:x", TargetMX: "$m"},
+		} {
+			c.ConnectorID, c.PortalKey, c.Data, c.MXSeq = "c", database.PortalKey{LoginID: "l", ChatID: "c"}, []byte("{}"), 1
+			if err := db.PendingCm.Insert(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if pc, err := db.PendingCm.Get(ctx, "$edit"); err != nil || pc == nil || pc.TargetMX != "$m" {
+			t.Fatalf("Get($edit) = %+v, %v; want its target kept", pc, err)
+		}
+		if err := db.PendingCm.DeleteFor(ctx, "$m", "!r:x"); err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, room := range []id.RoomID{"!r:x", "!other:x"} {
+			pcs, err := db.PendingCm.ByRoom(ctx, room)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, pc := range pcs {
+				left = append(left, pc.Txn)
+			}
+		}
+		slices.Sort(left)
+		if want := []string{"$elsewhere", "$m", "$reply"}; !slices.Equal(left, want) {
+			t.Errorf("left after DeleteFor = %v, want %v", left, want)
+		}
+	})
+}

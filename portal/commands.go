@@ -93,6 +93,13 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		} else if drop {
 			continue
 		}
+		if ok, err := m.resolveTarget(ctx, pc, &cmd); err != nil {
+			log.Err(err).Str("txn", pc.Txn).Msg("Could not resolve the command's target; trying the room's queue again later")
+			m.flushLater(roomID)
+			return
+		} else if !ok {
+			continue
+		}
 		if !m.prepareCommand(ctx, pc, &cmd) {
 			continue
 		}

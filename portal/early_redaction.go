@@ -88,7 +88,12 @@ func (m *Manager) deletedBeforeSend(ctx context.Context, pc *database.PendingCom
 		return false, nil
 	}
 	zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("The user deleted this before it went out; dropping the command")
-	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+	if pc.Op == connector.OpSendMessage {
+		err = m.dropQueuedSend(ctx, pc)
+	} else {
+		err = m.db.PendingCm.Delete(ctx, pc.Txn)
+	}
+	if err != nil {
 		return false, fmt.Errorf("drop a command whose event was deleted: %w", err)
 	}
 	return true, nil

@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix"
 	mas "maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
@@ -129,6 +130,14 @@ func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt 
 	} else if cmd == nil {
 		return m.refuseMatrix(ctx, row, p, notice)
 	}
+	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" && cmd.ReplyTo == "" {
+		// A reply to the user's message still queued (relations_queued.go).
+		if queued, err := m.queuedSend(ctx, replyTo, p.RoomID); err != nil {
+			return err
+		} else if queued != nil {
+			return m.enqueue(ctx, row, login, p, connector.OpSendMessage, cmd, replyTo)
+		}
+	}
 	return m.queueCommand(ctx, row, login, p, connector.OpSendMessage, cmd)
 }
 
@@ -139,18 +148,27 @@ func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt 
 // room's waiting commands, in the transaction that marks the event handled,
 // and the room's queue is sent in order.
 func (m *Manager) queueCommand(ctx context.Context, row *database.MXEvent, login *database.Login, p *database.Portal, op string, cmd *connector.Command) error {
+	return m.enqueue(ctx, row, login, p, op, cmd, "")
+}
+
+// enqueue is queueCommand; a command with targetMX (relations_queued.go)
+// is always stored, behind the queued message it waits for.
+func (m *Manager) enqueue(ctx context.Context, row *database.MXEvent, login *database.Login, p *database.Portal, op string, cmd *connector.Command, targetMX id.EventID) error {
 	data, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
 	pc := &database.PendingCommand{
 		Txn: cmd.Txn, ConnectorID: login.ConnectorID, PortalKey: p.PortalKey, RoomID: p.RoomID, Op: op, Data: data,
-		MXSeq: row.Seq,
+		MXSeq: row.Seq, TargetMX: targetMX,
 	}
 	m.metrics.CommandQueued(cmd.Txn, row.ReceivedAt)
-	sent, failure, err := m.sendDirect(ctx, row, pc, cmd)
-	if sent || err != nil {
-		return err
+	var failure error
+	if targetMX == "" {
+		var sent bool
+		if sent, failure, err = m.sendDirect(ctx, row, pc, cmd); sent || err != nil {
+			return err
+		}
 	}
 	m.quiet.remove(p.RoomID)
 	// A failed direct send was written to the connector, or nearly: with

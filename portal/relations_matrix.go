@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
@@ -26,14 +27,27 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 	if err != nil {
 		return err
 	}
-	if target == nil || !target.IsMe {
+	text, html := editText(content)
+	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Text: text, HTML: html}
+	if target == nil {
+		if queued, err := m.queuedSend(ctx, targetMX, p.RoomID); err != nil {
+			return err
+		} else if queued != nil {
+			return m.enqueue(ctx, row, login, p, connector.OpEditMessage, cmd, targetMX)
+		}
+	}
+	if target == nil {
+		// Only its sender can edit an event, so this is a message of the
+		// user's that never reached the network (refused, or failed): the
+		// user was told about it, and is told about the edit too.
+		return m.refuseMatrix(ctx, row, p, fmt.Sprintf("⚠️ Your edit was not delivered: the message it changes never reached %s.", m.networkName(login.ConnectorID)))
+	}
+	if !target.IsMe {
 		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Edit of an event that is not a bridged message of the user, skipping it")
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	text, html := editText(content)
-	return m.queueCommand(ctx, row, login, p, connector.OpEditMessage, &connector.Command{
-		Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Target: target.RemoteID, Text: text, HTML: html,
-	})
+	cmd.Target = target.RemoteID
+	return m.queueCommand(ctx, row, login, p, connector.OpEditMessage, cmd)
 }
 
 // matrixReaction turns an m.annotation into react.
@@ -47,13 +61,18 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 	if err != nil {
 		return err
 	}
+	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Key: key}
 	if target == nil {
+		if queued, err := m.queuedSend(ctx, targetMX, p.RoomID); err != nil {
+			return err
+		} else if queued != nil {
+			return m.enqueue(ctx, row, login, p, connector.OpReact, cmd, targetMX)
+		}
 		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Reaction to an event the bridge does not know, skipping it")
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	return m.queueCommand(ctx, row, login, p, connector.OpReact, &connector.Command{
-		Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Target: target.RemoteID, Key: key,
-	})
+	cmd.Target = target.RemoteID
+	return m.queueCommand(ctx, row, login, p, connector.OpReact, cmd)
 }
 
 // matrixRedaction removes a reaction (unreact) or deletes a message
@@ -65,7 +84,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 	}
 	log := zerolog.Ctx(ctx).With().Stringer("redacts", redacts).Logger()
 	base := connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID)}
-	if reaction, err := m.reactionByMXID(ctx, redacts); err != nil {
+	if reaction, targetMX, err := m.reactionByMXID(ctx, redacts); err != nil {
 		return err
 	} else if reaction != nil {
 		if reaction.SenderID != login.ID {
@@ -73,7 +92,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 		}
 		base.Target, base.Key = reaction.TargetID, reaction.Key
-		return m.queueCommand(ctx, row, login, p, connector.OpUnreact, &base)
+		return m.enqueue(ctx, row, login, p, connector.OpUnreact, &base, targetMX)
 	}
 	msg, err := m.db.Message.GetByMXID(ctx, redacts)
 	if err != nil {
@@ -86,7 +105,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 			return err
 		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed && pc.Attempts == 0 {
 			log.Info().Msg("The user deleted a message that was waiting to be sent; it will not be")
-			if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
+			if err := m.dropQueuedSend(ctx, pc); err != nil {
 				return err
 			}
 			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
@@ -107,30 +126,33 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 }
 
 // reactionByMXID finds a reaction by its Matrix event, including one whose
-// react command has not been answered yet: the unreact is queued behind it.
-func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (*database.Reaction, error) {
-	r, err := m.db.Reaction.GetByMXID(ctx, eventID)
+// react command has not been answered yet: the unreact is queued behind it,
+// and waits for the same queued message as the react if that does
+// (targetMX; relations_queued.go).
+func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (r *database.Reaction, targetMX id.EventID, err error) {
+	r, err = m.db.Reaction.GetByMXID(ctx, eventID)
 	if err != nil || r != nil {
-		return r, err
+		return r, "", err
 	}
 	pc, err := m.db.PendingCm.Get(ctx, string(eventID))
 	if err != nil || pc == nil || pc.Op != connector.OpReact {
-		return nil, err
+		return nil, "", err
 	}
 	var cmd connector.Command
 	if err := json.Unmarshal(pc.Data, &cmd); err != nil {
-		return nil, nil
+		return nil, "", nil
 	}
-	return &database.Reaction{PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key, MXID: eventID}, nil
+	return &database.Reaction{PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key, MXID: eventID}, pc.TargetMX, nil
 }
 
 // refuseMatrix tells the user why a Matrix event of theirs did not reach
 // the network, then marks it handled without a command. In that order: an
 // event handled again after a crash between the two says it again under
-// the same transaction id, which the room shows once.
+// the same transaction id, which the room shows once. The notice replies to
+// the event, so that the user's client shows which one did not go.
 func (m *Manager) refuseMatrix(ctx context.Context, row *database.MXEvent, p *database.Portal, notice string) error {
-	if notice != "" {
-		m.notice(ctx, p, notice, mxNoticeTxn("refused", row))
+	if notice != "" && p != nil && p.RoomID != "" {
+		m.replyNotice(ctx, p, row.EventID, notice, mxNoticeTxn("refused", row))
 	}
 	return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 }

@@ -1,4 +1,4 @@
--- v0 -> v12: Latest revision
+-- v0 -> v13: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -162,7 +162,11 @@ CREATE TABLE pending_command (
 	mx_seq       BIGINT  NOT NULL DEFAULT 0,
 	-- Written to the connector at least once: it may have reached the
 	-- network even without an answer (portal/early_redaction.go).
-	handed       BOOLEAN NOT NULL DEFAULT false
+	handed       BOOLEAN NOT NULL DEFAULT false,
+	-- For an edit, a reaction or a reply of a message still queued: that
+	-- message's Matrix event id, whose network id the command gets when it
+	-- goes.
+	target_mx    TEXT    NOT NULL DEFAULT ''
 );
 
 -- Matrix sends for remote events whose outcome is not known yet; see

@@ -1,0 +1,78 @@
+package portal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// An edit, a reaction or a reply can point at the user's message while that
+// message is itself still queued (the connector is away, or the room has
+// commands waiting): it has no network id yet, so the relation cannot name
+// it. The relation is queued behind it with the message's Matrix event id
+// (pending_command.target_mx), and gets the network id when it goes, which
+// is after the message's own command, since a room's queue goes in order.
+// A message dropped before it went out (the user deleted it) takes its
+// queued edits and reactions with it; one that failed for good leaves them
+// to fail with a notice each. A reply goes either way, as a plain message
+// if what it replies to never arrived. Without this, edits and reactions
+// were skipped with only a log line (a correction made while the network
+// was away was lost without a word) and replies lost their quote.
+
+// errTargetNotDelivered is why a relation of a message that never reached
+// the network did not go either.
+var errTargetNotDelivered = errors.New("the message it refers to was not delivered")
+
+// queuedSend returns the queued, unanswered send of the user's message
+// targetMX in the room, or nil.
+func (m *Manager) queuedSend(ctx context.Context, targetMX id.EventID, roomID id.RoomID) (*database.PendingCommand, error) {
+	pc, err := m.db.PendingCm.Get(ctx, string(targetMX))
+	if err != nil || pc == nil || pc.Op != connector.OpSendMessage || pc.RoomID != roomID {
+		return nil, err
+	}
+	return pc, nil
+}
+
+// resolveTarget gives a relation queued behind a message (TargetMX) the
+// message's network id, as its target or, for a reply, its reply_to. It
+// reports false when the command is not to go: the message never reached
+// the network, and the user has been told.
+func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command) (bool, error) {
+	field := &cmd.Target
+	if pc.Op == connector.OpSendMessage {
+		field = &cmd.ReplyTo
+	}
+	if pc.TargetMX == "" || *field != "" {
+		return true, nil
+	}
+	msg, err := m.db.Message.GetByMXID(ctx, pc.TargetMX)
+	if err != nil {
+		return false, fmt.Errorf("look up the message the command refers to: %w", err)
+	}
+	if msg != nil && msg.RoomID == pc.RoomID {
+		*field = msg.RemoteID
+		return true, nil
+	}
+	if pc.Op == connector.OpSendMessage {
+		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")
+		return true, nil
+	}
+	zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Stringer("target", pc.TargetMX).Msg("The message this refers to never reached the network")
+	m.commandFailed(ctx, pc, errTargetNotDelivered)
+	return false, nil
+}
+
+// dropQueuedSend drops a queued send that never went out, with the
+// relations queued behind it.
+func (m *Manager) dropQueuedSend(ctx context.Context, pc *database.PendingCommand) error {
+	if err := m.db.PendingCm.DeleteFor(ctx, id.EventID(pc.Txn), pc.RoomID); err != nil {
+		return fmt.Errorf("drop the commands waiting for %s: %w", pc.Txn, err)
+	}
+	return m.db.PendingCm.Delete(ctx, pc.Txn)
+}

@@ -1,0 +1,214 @@
+package portal
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/connector"
+)
+
+// queuedRelationsUnit is a unit portal whose network can edit, react and
+// delete, whose connector is away, and which records the commands it gets
+// as "op target text/key".
+func queuedRelationsUnit(t *testing.T) (*unit, id.RoomID, func() []string) {
+	t.Helper()
+	u, p := newUnitPortal(t)
+	u.conn.caps.Edit, u.conn.caps.Reactions, u.conn.caps.Delete = true, true, true
+	var mu sync.Mutex
+	var got []string
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		entry := op
+		if c.Target != "" {
+			entry += " " + c.Target
+		}
+		got = append(got, entry+" "+c.Text+c.Key)
+		if op == connector.OpSendMessage || op == connector.OpReact {
+			return &connector.Result{ID: "r" + c.Txn}, nil
+		}
+		return &connector.Result{}, nil
+	}
+	u.conn.down.Store(true)
+	return u, p.RoomID, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+func editOf(target id.EventID, text string) map[string]any {
+	return map[string]any{"type": "m.room.message", "content": map[string]any{
+		"msgtype": "m.text", "body": "* " + text, "m.new_content": map[string]any{"msgtype": "m.text", "body": text},
+		"m.relates_to": map[string]any{"rel_type": "m.replace", "event_id": target}}}
+}
+
+func reactionTo(target id.EventID, key string) map[string]any {
+	return map[string]any{"type": "m.reaction", "content": map[string]any{
+		"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": target, "key": key}}}
+}
+
+func (u *unit) handle(t *testing.T, roomID id.RoomID, eventID id.EventID, fields map[string]any) {
+	t.Helper()
+	if err := u.m.handleMatrix(context.Background(), u.userEvent(t, roomID, eventID, fields)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEditAndReactionOfQueuedMessage: while the connector is away the user
+// sends a message, corrects it and reacts to it, then takes the reaction
+// back. When the connector returns, the network gets all of it in order,
+// each relation naming the message's network id.
+func TestEditAndReactionOfQueuedMessage(t *testing.T) {
+	u, room, got := queuedRelationsUnit(t)
+	ctx := context.Background()
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "pay 1000 EUR"}})
+	u.handle(t, room, "$e", editOf("$m", "pay 10 EUR"))
+	u.handle(t, room, "$r", reactionTo("$m", "👍"))
+	u.handle(t, room, "$unr", redactionOf("$r"))
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, room)
+	want := []string{"send_message pay 1000 EUR", "edit_message r$m pay 10 EUR", "react r$m 👍", "unreact r$m 👍"}
+	if g := got(); strings.Join(g, "|") != strings.Join(want, "|") {
+		t.Errorf("the network got %q, want %q", g, want)
+	}
+	if pcs, err := u.db.PendingCm.ByRoom(ctx, room); err != nil || len(pcs) != 0 {
+		t.Errorf("queue after the flush = %d commands, %v; want it empty", len(pcs), err)
+	}
+}
+
+// TestQueuedMessageDeletedTakesItsEdits: the user deletes a queued message
+// they had corrected: neither the message nor the correction goes, and
+// nobody is told anything failed.
+func TestQueuedMessageDeletedTakesItsEdits(t *testing.T) {
+	u, room, got := queuedRelationsUnit(t)
+	ctx := context.Background()
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "oops"}})
+	u.handle(t, room, "$e", editOf("$m", "oops!"))
+	u.handle(t, room, "$red", redactionOf("$m"))
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, room)
+	if g := got(); len(g) != 0 {
+		t.Errorf("the network got %q for a deleted message, want nothing", g)
+	}
+	if n := len(u.notices(t)); n != 0 {
+		t.Errorf("%d notices, want none: the user deleted the message", n)
+	}
+}
+
+// TestEditOfUndeliveredMessageIsReported: a queued message fails for good;
+// its queued correction cannot go either, and the user is told so for each.
+func TestEditOfUndeliveredMessageIsReported(t *testing.T) {
+	u, room, _ := queuedRelationsUnit(t)
+	ctx := context.Background()
+	answer := u.conn.answer
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		if op == connector.OpSendMessage {
+			return nil, &connector.Error{Code: connector.ErrForbidden, Message: "blocked"}
+		}
+		return answer(op, c)
+	}
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "hello"}})
+	u.handle(t, room, "$e", editOf("$m", "hello!"))
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, room)
+	notices := u.notices(t)
+	if len(notices) != 2 || !strings.Contains(notices[1], "was not delivered") || !strings.Contains(notices[1], errTargetNotDelivered.Error()) {
+		t.Errorf("notices = %q; want the message's failure and then the edit's", notices)
+	}
+	u.conn.mu.Lock()
+	defer u.conn.mu.Unlock()
+	for _, op := range u.conn.ops {
+		if op == connector.OpEditMessage {
+			t.Errorf("the network got an edit of a message it never had: %v", u.conn.ops)
+		}
+	}
+}
+
+// notices is the bodies of the notices posted into rooms, in order.
+func (u *unit) notices(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, c := range u.hs.Calls("SendMessageEvent") {
+		if c.Content["msgtype"] == "m.notice" {
+			body, _ := c.Content["body"].(string)
+			out = append(out, body)
+		}
+	}
+	return out
+}
+
+// TestReplyToQueuedMessage: a reply to the user's own queued message keeps
+// its quote on the network once the message has its network id; a reply to
+// a queued message the user then deleted goes as a plain message.
+func TestReplyToQueuedMessage(t *testing.T) {
+	u, room, _ := queuedRelationsUnit(t)
+	u.conn.caps.Replies = true
+	ctx := context.Background()
+	var mu sync.Mutex
+	replyTo := map[string]string{}
+	answer := u.conn.answer
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		mu.Lock()
+		replyTo[c.Txn] = c.ReplyTo
+		mu.Unlock()
+		return answer(op, c)
+	}
+	reply := func(eventID, target id.EventID) {
+		t.Helper()
+		u.handle(t, room, eventID, map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "and this",
+			"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": target}}}})
+	}
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
+	reply("$re", "$m")
+	u.handle(t, room, "$gone", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "regret"}})
+	reply("$re2", "$gone")
+	u.handle(t, room, "$red", redactionOf("$gone"))
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, room)
+	mu.Lock()
+	defer mu.Unlock()
+	if got, ok := replyTo["$re"]; !ok || got != "r$m" {
+		t.Errorf("reply to the queued message went with reply_to %q (sent: %v), want r$m", got, ok)
+	}
+	if got, ok := replyTo["$re2"]; !ok || got != "" {
+		t.Errorf("reply to the deleted message: sent %v with reply_to %q; want it sent plain", ok, got)
+	}
+	if _, ok := replyTo["$gone"]; ok {
+		t.Error("the deleted message went out")
+	}
+}
+
+// TestEditOfRefusedMessageIsReported: the network refused the user's
+// message (they were told); their correction of it cannot go either, and
+// they are told that too, in a reply to the edit.
+func TestEditOfRefusedMessageIsReported(t *testing.T) {
+	u, room, _ := queuedRelationsUnit(t)
+	u.conn.down.Store(false)
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		return nil, &connector.Error{Code: connector.ErrForbidden, Message: "links are not allowed"}
+	}
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "see http://x"}})
+	u.handle(t, room, "$e", editOf("$m", "see x"))
+	notices := u.notices(t)
+	if len(notices) != 2 || !strings.Contains(notices[1], "Your edit was not delivered") {
+		t.Fatalf("notices = %q; want the message's refusal, then the edit's", notices)
+	}
+	var replyTo id.EventID
+	for _, c := range u.hs.Calls("SendMessageEvent") {
+		if body, _ := c.Content["body"].(string); strings.Contains(body, "Your edit") {
+			rel, _ := c.Content["m.relates_to"].(map[string]any)
+			inReply, _ := rel["m.in_reply_to"].(map[string]any)
+			if s, _ := inReply["event_id"].(string); s != "" {
+				replyTo = id.EventID(s)
+			}
+		}
+	}
+	if replyTo != "$e" {
+		t.Errorf("the edit's notice replies to %q, want $e", replyTo)
+	}
+}
