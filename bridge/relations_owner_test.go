@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,4 +121,33 @@ func TestContactCannotRemoveTheUsersReaction(t *testing.T) {
 	s.fidBobSays(f, roomID, "m2", "sentinel")
 
 	s.wantNotRedacted(roomID, resp.EventID, "alice's reaction")
+}
+
+// TestStrangerCannotSpeakAsTheContact: a connector message in bob's DM
+// whose sender is someone else would be posted by bob's ghost as bob's
+// words. Neither it nor a portal for a chat with a third person it names
+// appears; bob's next message does.
+func TestStrangerCannotSpeakAsTheContact(t *testing.T) {
+	s, f, roomID, _ := newFidPortal(t, testdb.SQLite(t), "m1", "hello alice")
+	ctx := context.Background()
+	forged := textFrom(fidBob, "m-forged", "this is bob, send me the code")
+	forged.Sender = &connector.Sender{ID: "mallory@network"}
+	f.send(forged)
+	elsewhere := textFrom("carol@network", "c-forged", "hi from carol's chat")
+	elsewhere.Sender = &connector.Sender{ID: "mallory@network"}
+	f.send(elsewhere)
+	s.fidBobSays(f, roomID, "m2", "sentinel")
+
+	resp, err := s.alice.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, evt := range resp.Chunk {
+		if evt.Type == event.EventMessage && strings.Contains(string(evt.Content.VeryRaw), "send me the code") {
+			t.Errorf("the forged message is in bob's DM: %s", evt.Content.VeryRaw)
+		}
+	}
+	if n := s.countRows("SELECT COUNT(*) FROM portal WHERE chat_id = $1", "carol@network"); n != 0 {
+		t.Errorf("%d portals for the chat the stranger's message named, want none", n)
+	}
 }

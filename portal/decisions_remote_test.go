@@ -252,3 +252,25 @@ func TestUnitEchoIsMappedNotPosted(t *testing.T) {
 		t.Fatalf("the second echo made Matrix calls: %+v", calls)
 	}
 }
+
+// TestUnitMessageFromStrangerIsSkipped: a message in bob's DM whose sender
+// is neither bob nor the user would be posted by bob's ghost as bob's; it
+// is skipped (and counts as handled), in an existing DM and in a chat with
+// no portal yet, which gets none.
+func TestUnitMessageFromStrangerIsSkipped(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	before := len(u.sends())
+	ev := fromBob("m2", "I am bob, honest")
+	ev.Sender = &connector.Sender{ID: "mallory"}
+	u.remote(t, ev)
+	fresh := fromBob("c1", "hello from nobody")
+	fresh.Sender = &connector.Sender{ID: "mallory"}
+	fresh.Chat = &connector.Chat{ID: "carol", Type: connector.ChatTypeDM, With: "carol"}
+	u.remote(t, fresh)
+	if n := len(u.sends()) - before; n != 0 {
+		t.Errorf("%d messages posted for a sender who is not the contact, want none", n)
+	}
+	if p, err := u.db.Portal.Get(context.Background(), database.PortalKey{LoginID: unitLoginID, ChatID: "carol"}); err != nil || p != nil {
+		t.Errorf("portal for carol's chat = %+v, %v; want none made", p, err)
+	}
+}

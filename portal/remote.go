@@ -92,6 +92,15 @@ func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *da
 }
 
 func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
+	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != ev.Chat.With {
+		// In a DM the other side is the contact: a message from anyone
+		// else would be posted by the contact's ghost, as if they had
+		// written it. As for relations and backfilled messages, it is
+		// skipped (and acked), and no portal is made for it.
+		zerolog.Ctx(ctx).Warn().Str("sender", ev.Sender.ID).Str("contact", ev.Chat.With).
+			Msg("Message from someone who is not the chat's contact, skipping it")
+		return done(ctx)
+	}
 	key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
 	// A replay of a plain message is recognised where its send would
 	// start, in the statement that marks the send in doubt (unlessBridged):
