@@ -27,8 +27,21 @@ func matrixText(content *event.MessageEventContent) (text, html string) {
 // one (the "* " fallback in the outer body is not what the user wrote).
 func editText(content *event.MessageEventContent) (text, html string) {
 	if content.NewContent != nil {
-		return matrixText(content.NewContent)
+		text, html = matrixText(content.NewContent)
+		return emoteText(content.NewContent.MsgType, text, html)
 	}
 	text, html = matrixText(content)
-	return strings.TrimPrefix(text, "* "), strings.TrimPrefix(html, "* ")
+	return emoteText(content.MsgType, strings.TrimPrefix(text, "* "), strings.TrimPrefix(html, "* "))
+}
+
+// emoteText spells an emote as "/me ...", as most networks (and XMPP's
+// XEP-0245) do; an edit of one keeps it an emote.
+func emoteText(msgType event.MessageType, text, html string) (string, string) {
+	if msgType != event.MsgEmote {
+		return text, html
+	}
+	if html != "" {
+		html = "/me " + html
+	}
+	return "/me " + text, html
 }

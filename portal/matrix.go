@@ -74,7 +74,7 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 	if m.refuseUnencrypted(ctx, row, evt, p) {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "unencrypted events are refused")
 	}
-	if evt.Type == event.EventMessage || evt.Type == event.EventReaction || evt.Type == event.EventEncrypted {
+	if evt.Type == event.EventMessage || evt.Type == event.EventSticker || evt.Type == event.EventReaction || evt.Type == event.EventEncrypted {
 		// Read back already redacted (catch-up reads history, where a
 		// deleted message has lost its content): nothing to send.
 		if evt.Unsigned.RedactedBecause != nil {
@@ -89,7 +89,7 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 		}
 	}
 	switch evt.Type {
-	case event.EventMessage:
+	case event.EventMessage, event.EventSticker:
 		return m.matrixMessage(ctx, row, evt, login, p)
 	case event.EventReaction:
 		return m.matrixReaction(ctx, row, evt, login, p)
@@ -101,7 +101,10 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 		m.encryptionEnabled(ctx, p)
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	default:
-		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		if evt.StateKey != nil {
+			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		}
+		return m.matrixOther(ctx, row, evt, login, p)
 	}
 }
 
@@ -118,7 +121,12 @@ func (m *Manager) isBridgeUser(evt *event.Event) bool {
 // so it is sent at least once, and its txn makes the connector act once.
 func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
 	content := evt.Content.AsMessage()
-	if content == nil {
+	if evt.Type == event.EventSticker {
+		content = stickerAsImage(evt)
+	}
+	if content == nil || content.MsgType == event.MsgVerificationRequest {
+		// A key verification request is for the other user's client,
+		// which the network does not have; its text is not for them.
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	if content.RelatesTo.GetReplaceID() != "" {

@@ -36,14 +36,8 @@ func (m *Manager) messageCommand(ctx context.Context, evt *event.Event, login *d
 			cmd.Text, cmd.HTML = matrixText(&c)
 		}
 	} else {
-		cmd.Text, cmd.HTML = matrixText(content)
-		if content.MsgType == event.MsgEmote {
-			// "/me" is how most networks (and XMPP's XEP-0245) spell an emote.
-			cmd.Text = "/me " + cmd.Text
-			if cmd.HTML != "" {
-				cmd.HTML = "/me " + cmd.HTML
-			}
-		}
+		text, html := matrixText(content)
+		cmd.Text, cmd.HTML = emoteText(content.MsgType, text, html)
 	}
 	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" {
 		target, err := m.db.Message.GetByMXID(ctx, replyTo)
