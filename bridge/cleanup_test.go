@@ -91,14 +91,30 @@ func TestChatDeletedCleansUp(t *testing.T) {
 }
 
 // TestBadCredentialsCleansUp: a login whose session the network ended
-// leaves no portal behind that looks bridged.
+// leaves no portal behind that looks bridged. A message of the user's that
+// was still waiting for the network is reported as not delivered, not left
+// to fail unseen once the room is no longer a portal.
 func TestBadCredentialsCleansUp(t *testing.T) {
 	s := newStack(t, testdb.SQLite(t))
 	f := s.connectFake(nil)
 	room, ghost := s.bobDirect(f)
+	f.mu.Lock()
+	f.fail[connector.OpSendMessage] = &connector.Error{Code: connector.ErrNetwork, Message: "network away", Retryable: true}
+	f.mu.Unlock()
+	waiting, err := s.alice.SendText(context.Background(), room, "did you get my mail?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the message queued for a retry", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+	})
 	f.send(&connector.Event{Kind: connector.KindLogin, Login: testLogin, TS: time.Now().UnixMilli(),
 		State: connector.LoginBadCredentials, Message: "password changed"})
 	s.waitPortalEnded(room, ghost, "was logged out (password changed)")
+	s.fidNotice(room, "Your message was not delivered", "stopped being bridged")
+	if n := s.countRows("SELECT COUNT(*) FROM pending_command"); n != 0 {
+		t.Errorf("%d commands left queued for a login that is gone", n)
+	}
 	if n := s.countRows("SELECT COUNT(*) FROM login WHERE state='bad_credentials'"); n != 1 {
 		t.Errorf("login row with bad_credentials: %d, want it kept", n)
 	}

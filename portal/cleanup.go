@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -33,6 +34,11 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 			return fmt.Errorf("record cleanup of %s: %w", p.RoomID, err)
 		}
 		if farewell != "" {
+			// The user is still in the room: what they sent that is still
+			// waiting for the network will not go now, and each gets its
+			// notice before the farewell (afterwards no portal is left to
+			// tell them in).
+			m.failQueued(ctx, p, errors.New("this room stopped being bridged before it went out"))
 			m.sendOnce(ctx, p, "farewell", farewell)
 		}
 		if err := m.finishCleanup(ctx, login.MatrixUser, p.RoomID, ghost); err != nil {
@@ -45,6 +51,19 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 		}
 		return finish(ctx)
 	})
+}
+
+// failQueued tells the user about each of the room's commands still
+// waiting for the network, and drops them.
+func (m *Manager) failQueued(ctx context.Context, p *database.Portal, cause error) {
+	cmds, err := m.db.PendingCm.ByRoom(ctx, p.RoomID)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Could not list the room's waiting commands; they will fail without a notice")
+		return
+	}
+	for _, pc := range cmds {
+		m.commandFailed(ctx, pc, cause)
+	}
 }
 
 // finishCleanup does the homeserver side of a cleanup: the room leaves the

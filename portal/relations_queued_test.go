@@ -212,3 +212,30 @@ func TestEditOfRefusedMessageIsReported(t *testing.T) {
 		t.Errorf("the edit's notice replies to %q, want $e", replyTo)
 	}
 }
+
+// TestQueuedMessageAtLogoutIsReported: the user's message waits for the
+// connector when the account is logged out; the portal is cleaned up, and
+// the user is told, in the room, before the farewell, that the message did
+// not go; nothing is left queued for a login that is gone.
+func TestQueuedMessageAtLogoutIsReported(t *testing.T) {
+	u, room, got := queuedRelationsUnit(t)
+	ctx := context.Background()
+	u.handle(t, room, "$q", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "did you get my mail?"}})
+	u.conn.down.Store(false)
+	if err := u.m.applyRemote(ctx, unitConnID, &connector.Event{Kind: connector.KindLogin, Login: unitLoginID,
+		State: connector.LoginBadCredentials, Message: "password changed"}, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	notices := u.notices(t)
+	if len(notices) != 2 || !strings.Contains(notices[0], "Your message was not delivered: this room stopped being bridged") ||
+		!strings.Contains(notices[1], "logged out") {
+		t.Errorf("notices = %q; want the queued message's, then the farewell", notices)
+	}
+	if pcs, err := u.db.PendingCm.ByRoom(ctx, room); err != nil || len(pcs) != 0 {
+		t.Errorf("%d commands left queued, %v; want none", len(pcs), err)
+	}
+	u.m.flushCommands(ctx, room)
+	if g := got(); len(g) != 0 {
+		t.Errorf("the network got %q after the logout", g)
+	}
+}
