@@ -289,7 +289,14 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 	if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err == nil && p != nil && p.RoomID != "" {
 		// A reply to the user's event (the command's txn is its id), so
 		// that their client shows which one did not arrive.
-		m.replyNotice(ctx, p, id.EventID(pc.Txn), fmt.Sprintf("⚠️ %s was not delivered: %s", actionOf(pc), describeError(cause)), "dmb_failed_"+pc.Txn)
+		outcome := "was not delivered"
+		var cerr *connector.Error
+		if errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout {
+			// The connector had it and never answered: the network may
+			// well have it, and the user should not send it again blindly.
+			outcome = "may not have been delivered"
+		}
+		m.replyNotice(ctx, p, id.EventID(pc.Txn), fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
 	}
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -158,4 +159,31 @@ func TestQueueRetriedAfterResultWriteFails(t *testing.T) {
 		msg, err2 := u.db.Message.GetByMXID(ctx, "$m")
 		return err == nil && err2 == nil && pc == nil && msg != nil
 	})
+}
+
+// TestTimedOutCommandMayHaveArrived: a command given up after the
+// connector never answered may be on the network; the notice says so
+// rather than that it was not delivered, so that the user does not send it
+// again blindly. A refusal still says it was not delivered.
+func TestTimedOutCommandMayHaveArrived(t *testing.T) {
+	u, p, _ := newRecordingUnit(t)
+	ctx := context.Background()
+	for txn, cause := range map[string]error{
+		"$slow":    &connector.Error{Code: connector.ErrTimeout, Message: "no answer within 30s", Retryable: true},
+		"$refused": &connector.Error{Code: connector.ErrForbidden, Message: "blocked"},
+	} {
+		u.m.commandFailed(ctx, &database.PendingCommand{Txn: txn, ConnectorID: unitConnID, PortalKey: p.PortalKey,
+			RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"text":"hi"}`)}, cause)
+	}
+	var slow, refused string
+	for _, n := range u.notices(t) {
+		if strings.Contains(n, "no answer") {
+			slow = n
+		} else if strings.Contains(n, "blocked") {
+			refused = n
+		}
+	}
+	if slow != "⚠️ Your message may not have been delivered: no answer within 30s" || refused != "⚠️ Your message was not delivered: blocked" {
+		t.Errorf("notices: timeout %q, refusal %q", slow, refused)
+	}
 }
