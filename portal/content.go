@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"strings"
 
 	"maunium.net/go/mautrix/event"
 
@@ -40,6 +41,9 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key dat
 	return contents, nil
 }
 
+// emptyBody stands in for a message of which nothing can be shown.
+const emptyBody = "(a message with nothing that can be shown here)"
+
 // textContent builds an m.text event; the plain body is derived from the
 // HTML when the network sent only HTML. The HTML is the network's, so it is
 // sanitised first (see sanitize.go).
@@ -51,6 +55,11 @@ func textContent(text, html string) *event.MessageEventContent {
 	clean := sanitizeRemoteHTML(html)
 	if text == "" {
 		content.Body = htmlToPlain(clean)
+	}
+	if strings.TrimSpace(content.Body) == "" {
+		// Nothing readable was left (an external image, say, which the
+		// sanitiser removes): an empty message would look like a glitch.
+		content.Body = emptyBody
 	}
 	if clean != "" {
 		content.Format = event.FormatHTML

@@ -112,6 +112,14 @@ func TestUnitRemoteMessageContent(t *testing.T) {
 			}
 		},
 	}, {
+		name: "HTML with nothing left after sanitising still says something",
+		ev:   &connector.Event{HTML: `<img src="https://example.org/cat.png">`},
+		check: func(t *testing.T, u *unit, sends []map[string]any) {
+			if len(sends) != 1 || sends[0]["body"] != emptyBody {
+				t.Errorf("sends = %v, want one with the stand-in body", sends)
+			}
+		},
+	}, {
 		name: "HTML is sanitised and gives the plain body",
 		ev:   &connector.Event{HTML: `<b>bold</b><script>alert(1)</script>`},
 		check: func(t *testing.T, u *unit, sends []map[string]any) {
