@@ -147,10 +147,10 @@ func (m *Manager) refuseUnencrypted(ctx context.Context, row *database.MXEvent, 
 	if m.e2ee == nil || !m.cfg.Encryption.Require || evt.Mautrix.WasEncrypted {
 		return false
 	}
-	if evt.Type != event.EventMessage && evt.Type != event.EventReaction {
+	if evt.Type != event.EventMessage && evt.Type != event.EventReaction && evt.Type != event.EventSticker {
 		return false
 	}
-	m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: this bridge only accepts encrypted "+
+	m.replyNotice(ctx, p, evt.ID, "⚠️ Your "+mxEventNoun(row.Data)+" was not delivered: this bridge only accepts encrypted "+
 		"messages. Turn encryption on in this room.", mxNoticeTxn("unenc", row))
 	return true
 }
