@@ -292,11 +292,14 @@ func TestPendingCommandHanded(t *testing.T) {
 		if handed("$new") || !handed("$failed") {
 			t.Errorf("handed after insert: $new %v, $failed %v; want false, true", handed("$new"), handed("$failed"))
 		}
-		if err := db.PendingCm.MarkHanded(ctx, "$new"); err != nil {
-			t.Fatal(err)
+		if found, err := db.PendingCm.MarkHanded(ctx, "$new"); err != nil || !found {
+			t.Fatalf("MarkHanded($new) = %v, %v", found, err)
 		}
 		if !handed("$new") {
 			t.Error("MarkHanded did not stick")
+		}
+		if found, err := db.PendingCm.MarkHanded(ctx, "$never"); err != nil || found {
+			t.Errorf("MarkHanded of a command not stored = %v, %v; want not found", found, err)
 		}
 	})
 }

@@ -55,7 +55,7 @@ func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingComman
 		p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
 		if err == nil && p != nil && p.RoomID != "" {
 			// A reply to the user's event (the command's txn is its id).
-			m.replyNotice(ctx, p, id.EventID(pc.Txn), fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
+			m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
 				actionOf(pc), m.networkName(pc.ConnectorID), what), "dmb_unsupported_"+pc.Txn)
 		}
 		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {

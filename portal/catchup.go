@@ -23,7 +23,8 @@ import (
 // m.room.encrypted; the user's client shared its key with the invited
 // ghost's device, so it is decrypted like any other.
 func (m *Manager) catchUpEarlyMessages(ctx context.Context, ghost matrix.API, roomID id.RoomID, invite id.EventID, user id.UserID) error {
-	early, err := matrix.EarlyEvents(ctx, ghost, roomID, invite, user, event.EventMessage, event.EventEncrypted)
+	early, err := matrix.EarlyEvents(ctx, ghost, roomID, invite, user, event.EventMessage, event.EventEncrypted,
+		event.EventSticker, eventPollStartUnstable, eventPollStart, eventCallInvite)
 	if err != nil {
 		return err
 	}

@@ -38,7 +38,7 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 			// waiting for the network will not go now, and each gets its
 			// notice before the farewell (afterwards no portal is left to
 			// tell them in).
-			m.failQueued(ctx, p, errors.New("this room stopped being bridged before it went out"))
+			m.failQueued(ctx, p, errPortalEnded)
 			m.sendOnce(ctx, p, "farewell", farewell)
 		}
 		if err := m.finishCleanup(ctx, login.MatrixUser, p.RoomID, ghost); err != nil {
@@ -52,6 +52,10 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 		return finish(ctx)
 	})
 }
+
+// errPortalEnded is why a command still queued when its portal ended did
+// not go (or, if it was written to the connector, may not have arrived).
+var errPortalEnded = errors.New("this room stopped being bridged")
 
 // failQueued tells the user about each of the room's commands still
 // waiting for the network, and drops them.

@@ -72,7 +72,13 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 		m.flushLater(roomID)
 		return
 	}
+	// dropped: sends the user deleted before they went out, whose edits
+	// and reactions further down the list went with them (dropQueuedSend).
+	dropped := map[string]bool{}
 	for _, pc := range cmds {
+		if pc.TargetMX != "" && pc.Op != connector.OpSendMessage && dropped[string(pc.TargetMX)] {
+			continue
+		}
 		if !m.conn.Connected(pc.ConnectorID) {
 			log.Debug().Str("connector_id", pc.ConnectorID).Msg("Connector offline, commands wait for it")
 			return
@@ -91,6 +97,7 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			m.flushLater(roomID)
 			return
 		} else if drop {
+			dropped[pc.Txn] = true
 			continue
 		}
 		if ok, err := m.resolveTarget(ctx, pc, &cmd); err != nil {
@@ -108,10 +115,13 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			// connector is never taken for one that did not (see
 			// deletedBeforeSend), even if no answer comes and the bridge
 			// is killed.
-			if err := m.db.PendingCm.MarkHanded(ctx, pc.Txn); err != nil {
+			if found, err := m.db.PendingCm.MarkHanded(ctx, pc.Txn); err != nil {
 				log.Err(err).Str("txn", pc.Txn).Msg("Could not record the command as sent; trying the room's queue again later")
 				m.flushLater(roomID)
 				return
+			} else if !found {
+				// Dropped since the queue was read (the portal ended, say).
+				continue
 			}
 			pc.Handed = true
 		}
@@ -150,7 +160,8 @@ func (m *Manager) commandError(ctx context.Context, pc *database.PendingCommand,
 	var cerr *connector.Error
 	retryable := !errors.As(err, &cerr) || cerr.Retryable
 	if retryable && pc.Attempts+1 < maxCommandAttempts {
-		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
+		pc.Handed = pc.Handed && mayHaveArrived(err)
+		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn, pc.Handed)
 		delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
 		log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
 		roomID := pc.RoomID
@@ -199,6 +210,7 @@ func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *dat
 	row.Written = true
 	res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, cmd)
 	if err != nil {
+		row.Written = mayHaveArrived(err)
 		if here := laneOf(ctx); here != nil {
 			here.wroteOrGaveUp()
 		}
@@ -291,12 +303,12 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 		// that their client shows which one did not arrive.
 		outcome := "was not delivered"
 		var cerr *connector.Error
-		if errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout {
+		if (errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout) || (pc.Handed && errors.Is(cause, errPortalEnded)) {
 			// The connector had it and never answered: the network may
 			// well have it, and the user should not send it again blindly.
 			outcome = "may not have been delivered"
 		}
-		m.replyNotice(ctx, p, id.EventID(pc.Txn), fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
+		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
 	}
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")

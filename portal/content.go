@@ -53,8 +53,14 @@ func textContent(text, html string) *event.MessageEventContent {
 		return content
 	}
 	clean := sanitizeRemoteHTML(html)
+	plain := htmlToPlain(clean)
+	if strings.TrimSpace(plain) == "" && !strings.Contains(clean, "<img") {
+		// Nothing visible is left (<p><img src="https://..."></p> becomes
+		// <p></p>): HTML clients would show a blank message.
+		clean = ""
+	}
 	if text == "" {
-		content.Body = htmlToPlain(clean)
+		content.Body = plain
 	}
 	if strings.TrimSpace(content.Body) == "" {
 		// Nothing readable was left (an external image, say, which the

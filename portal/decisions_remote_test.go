@@ -263,14 +263,20 @@ func TestUnitEchoIsMappedNotPosted(t *testing.T) {
 
 // TestUnitMessageFromStrangerIsSkipped: a message in bob's DM whose sender
 // is neither bob nor the user would be posted by bob's ghost as bob's; it
-// is skipped (and counts as handled), in an existing DM and in a chat with
-// no portal yet, which gets none.
+// is skipped (and counts as handled), in an existing DM (also when it names
+// the stranger as chat.with) and in a chat with no portal yet, which gets
+// none.
 func TestUnitMessageFromStrangerIsSkipped(t *testing.T) {
 	u, _ := newUnitPortal(t)
 	before := len(u.sends())
 	ev := fromBob("m2", "I am bob, honest")
 	ev.Sender = &connector.Sender{ID: "mallory"}
 	u.remote(t, ev)
+	// Naming the stranger as chat.with too does not make bob's DM theirs.
+	forged := fromBob("m3", "still bob, promise")
+	forged.Sender = &connector.Sender{ID: "mallory"}
+	forged.Chat = &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "mallory"}
+	u.remote(t, forged)
 	fresh := fromBob("c1", "hello from nobody")
 	fresh.Sender = &connector.Sender{ID: "mallory"}
 	fresh.Chat = &connector.Chat{ID: "carol", Type: connector.ChatTypeDM, With: "carol"}

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -73,6 +75,19 @@ func (m *Manager) mayHaveWritten(row *database.MXEvent) bool {
 	return row.Written || row.Attempts > 0 || (row.Seq > 0 && row.Seq <= m.bootSeq)
 }
 
+// mayHaveArrived reports whether a command that failed with err may have
+// been carried out all the same: the connector never answered (a timeout,
+// a connection that dropped, the bridge's own context ending). An error
+// answer from the connector means it did not act, even on a repeat, since
+// a repeat of a command it had carried out gets the first result.
+func mayHaveArrived(err error) bool {
+	var cerr *connector.Error
+	if errors.As(err, &cerr) {
+		return cerr.Code == connector.ErrTimeout || cerr.Code == server.ErrNotConnected.Code
+	}
+	return true
+}
+
 // deletedBeforeSend decides a queued command whose event the user deleted
 // meanwhile. One never written to the connector is dropped (drop). One
 // written before (Handed), which may have reached the network without an
@@ -84,7 +99,7 @@ func (m *Manager) deletedBeforeSend(ctx context.Context, pc *database.PendingCom
 	redaction, err := m.redactedEarly(ctx, id.EventID(pc.Txn), pc.RoomID)
 	if err != nil {
 		return false, fmt.Errorf("check for an early redaction: %w", err)
-	} else if redaction == "" || pc.Handed || pc.Attempts > 0 {
+	} else if redaction == "" || pc.Handed {
 		return false, nil
 	}
 	zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Str("op", pc.Op).Msg("The user deleted this before it went out; dropping the command")

@@ -50,8 +50,8 @@ func TestDeletedWhileQueuedIsDropped(t *testing.T) {
 }
 
 // TestDeletedWhileSendInDoubt: the first send reached the network but its
-// answer was lost (a retryable error); the user deletes the message before
-// the retry. The retry goes (the connector answers a repeated txn with its
+// answer was lost (a timeout); the user deletes the message before the
+// retry. The retry goes (the connector answers a repeated txn with its
 // first result) and the message is then deleted on the network.
 func TestDeletedWhileSendInDoubt(t *testing.T) {
 	u, p := newUnitPortal(t)
@@ -69,7 +69,7 @@ func TestDeletedWhileSendInDoubt(t *testing.T) {
 			network["r"+c.Txn] = true
 			if first {
 				first = false
-				return nil, &connector.Error{Code: connector.ErrNetwork, Message: "timed out", Retryable: true}
+				return nil, &connector.Error{Code: connector.ErrTimeout, Message: "timed out", Retryable: true}
 			}
 			return &connector.Result{ID: "r" + c.Txn}, nil
 		case connector.OpDeleteMessage:
@@ -254,4 +254,29 @@ func TestQueuedCommandMarkedBeforeWrite(t *testing.T) {
 	u.conn.down.Store(false)
 	u.m.flushCommands(ctx, p.RoomID)
 	waitFor(t, "the message deleted on the network", d.deletedOnce)
+}
+
+// TestDeletedAfterRefusalIsDropped: the connector answered the send with an
+// error, so it did not act (a repeat of a command it had carried out would
+// get the first result): the user's deletion before the retry drops the
+// command, and the network never sees the message.
+func TestDeletedAfterRefusalIsDropped(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.caps.Delete = true
+	ctx := context.Background()
+	u.conn.answer = func(string, *connector.Command) (*connector.Result, error) {
+		return nil, &connector.Error{Code: connector.ErrRateLimited, Message: "slow down", Retryable: true}
+	}
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc == nil || pc.Handed {
+		t.Fatalf("command after the refusal = %+v, %v; want it queued as not on the network", pc, err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+		t.Fatal(err)
+	}
+	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc != nil {
+		t.Errorf("command after the deletion = %+v, %v; want it dropped", pc, err)
+	}
 }

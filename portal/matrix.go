@@ -179,10 +179,14 @@ func (m *Manager) enqueue(ctx context.Context, row *database.MXEvent, login *dat
 		}
 	}
 	m.quiet.remove(p.RoomID)
-	// A failed direct send was written to the connector, or nearly: with
-	// no answer, it may have reached the network all the same; so may one
-	// of an earlier try of this event (see mayHaveWritten).
-	pc.Handed = failure != nil || m.mayHaveWritten(row)
+	// A failed direct send may have reached the network unless the
+	// connector answered it with an error; one not tried now may have gone
+	// out in an earlier try of this event (see mayHaveWritten).
+	if failure != nil {
+		pc.Handed = mayHaveArrived(failure)
+	} else {
+		pc.Handed = m.mayHaveWritten(row)
+	}
 	// The command goes out once this commits: its group must not linger.
 	queue := newGroupWrite(func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {

@@ -29,6 +29,22 @@ func (m *Manager) notice(ctx context.Context, p *database.Portal, text, txn stri
 	m.sendNotice(ctx, m.ghosts.Intent(p.ContactID), p.RoomID, text, txn)
 }
 
+// noticeAbout posts a notice about one of the user's events: a reply to it,
+// so that their client shows which one, except for a deletion (a redaction
+// or the removal of a reaction), which clients cannot show as a quote.
+func (m *Manager) noticeAbout(ctx context.Context, p *database.Portal, eventID id.EventID, deletion bool, text, txn string) {
+	if deletion {
+		m.notice(ctx, p, text, txn)
+		return
+	}
+	m.replyNotice(ctx, p, eventID, text, txn)
+}
+
+// isDeletionOp reports whether a command's event is a redaction.
+func isDeletionOp(op string) bool {
+	return op == connector.OpDeleteMessage || op == connector.OpUnreact
+}
+
 // sendNotice posts an m.notice, trying again a few times while the
 // homeserver fails for a passing reason. txn, named after what the notice
 // is about, keeps a repeated notice (after a crash) from showing twice.

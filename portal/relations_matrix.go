@@ -103,7 +103,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		// connector: dropped here. This runs on the room's lane, as every send of the room does.
 		if pc, err := m.db.PendingCm.Get(ctx, string(redacts)); err != nil {
 			return err
-		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed && pc.Attempts == 0 {
+		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed {
 			log.Info().Msg("The user deleted a message that was waiting to be sent; it will not be")
 			if err := m.dropQueuedSend(ctx, pc); err != nil {
 				return err
@@ -152,7 +152,7 @@ func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (r *da
 // the event, so that the user's client shows which one did not go.
 func (m *Manager) refuseMatrix(ctx context.Context, row *database.MXEvent, p *database.Portal, notice string) error {
 	if notice != "" && p != nil && p.RoomID != "" {
-		m.replyNotice(ctx, p, row.EventID, notice, mxNoticeTxn("refused", row))
+		m.noticeAbout(ctx, p, row.EventID, mxEventNoun(row.Data) == "deletion", notice, mxNoticeTxn("refused", row))
 	}
 	return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 }

@@ -27,7 +27,7 @@ import (
 
 // errTargetNotDelivered is why a relation of a message that never reached
 // the network did not go either.
-var errTargetNotDelivered = errors.New("the message it refers to was not delivered")
+var errTargetNotDelivered = errors.New("the message it refers to was not confirmed as delivered")
 
 // queuedSend returns the queued, unanswered send of the user's message
 // targetMX in the room, or nil.
@@ -41,8 +41,9 @@ func (m *Manager) queuedSend(ctx context.Context, targetMX id.EventID, roomID id
 
 // resolveTarget gives a relation queued behind a message (TargetMX) the
 // message's network id, as its target or, for a reply, its reply_to. It
-// reports false when the command is not to go: the message never reached
-// the network, and the user has been told.
+// reports false when the command is not to go now: the message has not gone
+// yet (a flush comes back for it), or never reached the network (the user
+// has been told).
 func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command) (bool, error) {
 	field := &cmd.Target
 	if pc.Op == connector.OpSendMessage {
@@ -58,6 +59,16 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 	if msg != nil && msg.RoomID == pc.RoomID {
 		*field = msg.RemoteID
 		return true, nil
+	}
+	if queued, err := m.queuedSend(ctx, pc.TargetMX, pc.RoomID); err != nil {
+		return false, fmt.Errorf("look up the message the command refers to: %w", err)
+	} else if queued != nil {
+		// Queued after its message but ordered before it (events read back
+		// by the catch-up share mx_seq 0, and a millisecond): it goes once
+		// the message has.
+		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Msg("The message this refers to has not gone yet; trying again after it")
+		m.flushLater(pc.RoomID)
+		return false, nil
 	}
 	if pc.Op == connector.OpSendMessage {
 		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")

@@ -125,6 +125,13 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 	if err != nil {
 		return err
 	}
+	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != p.ContactID {
+		// The portal's contact is the one it was made for; an event that
+		// names another one as chat.with does not change that.
+		zerolog.Ctx(ctx).Warn().Str("sender", ev.Sender.ID).Str("contact", p.ContactID).
+			Msg("Message from someone who is not the chat's contact, skipping it")
+		return done(ctx)
+	}
 	if _, err = m.backfill(ctx, connectorID, login, p, ev); err != nil {
 		return err
 	}
