@@ -47,7 +47,7 @@ const (
 	insertPendingCommandQuery          = `
 		INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, created_at, mx_seq, handed, target_mx)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (txn) DO NOTHING`
-	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1, handed=$2 WHERE txn=$1`
+	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1 WHERE txn=$1`
 	deletePendingCommandQuery     = `DELETE FROM pending_command WHERE txn=$1`
 	markPendingCommandHandedQuery = `UPDATE pending_command SET handed=true WHERE txn=$1`
 	deletePendingCommandsForQuery = `DELETE FROM pending_command WHERE target_mx=$1 AND room_id=$2 AND op<>'send_message'`
@@ -90,10 +90,9 @@ func (q *PendingCommandQuery) All(ctx context.Context) ([]*PendingCommand, error
 	return q.QueryMany(ctx, getAllPendingCommandsQuery)
 }
 
-// AddAttempt counts a failed try; handed is whether the command may have
-// reached the network after it (see Handed).
-func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string, handed bool) error {
-	return q.Exec(ctx, addPendingCommandAttemptQuery, txn, handed)
+// AddAttempt counts a failed try.
+func (q *PendingCommandQuery) AddAttempt(ctx context.Context, txn string) error {
+	return q.Exec(ctx, addPendingCommandAttemptQuery, txn)
 }
 
 // MarkHanded records that the command is about to be written to the

@@ -28,6 +28,7 @@ import (
 // last, together with finish (the triggering event marked handled), so a
 // replay of that event finds the portal and does it all again.
 func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *database.Portal, farewell string, finish func(context.Context) error) error {
+	defer m.ending.Delete(p.RoomID) // set by failQueued
 	ghost := m.ghosts.MXID(p.ContactID)
 	if p.RoomID != "" {
 		if err := m.db.Cleaned.Add(ctx, login.MatrixUser, p.RoomID, ghost); err != nil {
@@ -53,13 +54,24 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 	})
 }
 
+// portalEnding reports whether the room's portal is being cleaned up.
+func (m *Manager) portalEnding(roomID id.RoomID) bool {
+	_, ending := m.ending.Load(roomID)
+	return ending
+}
+
 // errPortalEnded is why a command still queued when its portal ended did
 // not go (or, if it was written to the connector, may not have arrived).
 var errPortalEnded = errors.New("this room stopped being bridged")
 
 // failQueued tells the user about each of the room's commands still
-// waiting for the network, and drops them.
+// waiting for the network, and drops them. It runs on the chat's lane, not
+// the room's, where a flush may be sending: the room is marked as ending
+// first, and a flush looks at the mark after it marked a command written
+// and before it sends it, so a command is either seen here as written (and
+// said to be possibly delivered) or not sent.
 func (m *Manager) failQueued(ctx context.Context, p *database.Portal, cause error) {
+	m.ending.Store(p.RoomID, struct{}{})
 	cmds, err := m.db.PendingCm.ByRoom(ctx, p.RoomID)
 	if err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Could not list the room's waiting commands; they will fail without a notice")

@@ -63,25 +63,35 @@ func (m *Manager) flushLater(roomID id.RoomID) {
 }
 
 // flushCommands sends a room's pending commands in order. It stops at the
-// first one that cannot go now; a reconnect or a retry timer resumes it.
+// first one that cannot go now; a reconnect or a retry timer resumes it. A
+// relation that waited for a message behind it in the queue (resolveTarget)
+// goes in another pass once that message went.
 func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
+	for m.flushPass(ctx, roomID) {
+	}
+}
+
+// flushPass is one pass over the room's queue; again reports that a
+// relation waited for its message and something went meanwhile.
+func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) {
 	log := zerolog.Ctx(ctx)
 	cmds, err := m.db.PendingCm.ByRoom(ctx, roomID)
 	if err != nil {
 		log.Err(err).Msg("Failed to load pending commands; trying the room's queue again later")
 		m.flushLater(roomID)
-		return
+		return false
 	}
 	// dropped: sends the user deleted before they went out, whose edits
 	// and reactions further down the list went with them (dropQueuedSend).
 	dropped := map[string]bool{}
+	waited, sent := false, false
 	for _, pc := range cmds {
 		if pc.TargetMX != "" && pc.Op != connector.OpSendMessage && dropped[string(pc.TargetMX)] {
 			continue
 		}
 		if !m.conn.Connected(pc.ConnectorID) {
 			log.Debug().Str("connector_id", pc.ConnectorID).Msg("Connector offline, commands wait for it")
-			return
+			return false
 		}
 		var cmd connector.Command
 		if err := json.Unmarshal(pc.Data, &cmd); err != nil {
@@ -95,16 +105,17 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			// Not sent blind: the user may have deleted it. Tried again.
 			log.Err(err).Str("txn", pc.Txn).Msg("Could not check the command; trying the room's queue again later")
 			m.flushLater(roomID)
-			return
+			return false
 		} else if drop {
 			dropped[pc.Txn] = true
 			continue
 		}
-		if ok, err := m.resolveTarget(ctx, pc, &cmd); err != nil {
+		if ok, wait, err := m.resolveTarget(ctx, pc, &cmd); err != nil {
 			log.Err(err).Str("txn", pc.Txn).Msg("Could not resolve the command's target; trying the room's queue again later")
 			m.flushLater(roomID)
-			return
+			return false
 		} else if !ok {
+			waited = waited || wait
 			continue
 		}
 		if !m.prepareCommand(ctx, pc, &cmd) {
@@ -118,12 +129,17 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 			if found, err := m.db.PendingCm.MarkHanded(ctx, pc.Txn); err != nil {
 				log.Err(err).Str("txn", pc.Txn).Msg("Could not record the command as sent; trying the room's queue again later")
 				m.flushLater(roomID)
-				return
+				return false
 			} else if !found {
 				// Dropped since the queue was read (the portal ended, say).
 				continue
 			}
 			pc.Handed = true
+		}
+		if m.portalEnding(roomID) {
+			// Looked at after the mark: a cleanup that read the queue
+			// before it said "not delivered", and this does not send.
+			return false
 		}
 		res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, &cmd)
 		if err == nil {
@@ -136,16 +152,18 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 				// Sent again then; the connector answers the repeat.
 				log.Err(err).Str("txn", pc.Txn).Msg("Failed to store command result; trying the room's queue again later")
 				m.flushLater(roomID)
-				return
+				return false
 			} else {
 				m.metrics.CommandDone(pc.Txn, pc.Op, true)
+				sent = true
 			}
 			continue
 		}
 		if m.commandError(ctx, pc, err) {
-			return
+			return false
 		}
 	}
+	return waited && sent
 }
 
 // commandError handles a stored command's failed send: a retry after a
@@ -160,8 +178,7 @@ func (m *Manager) commandError(ctx context.Context, pc *database.PendingCommand,
 	var cerr *connector.Error
 	retryable := !errors.As(err, &cerr) || cerr.Retryable
 	if retryable && pc.Attempts+1 < maxCommandAttempts {
-		pc.Handed = pc.Handed && mayHaveArrived(err)
-		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn, pc.Handed)
+		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
 		delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
 		log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
 		roomID := pc.RoomID
@@ -210,7 +227,6 @@ func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *dat
 	row.Written = true
 	res, err := m.conn.Command(ctx, pc.ConnectorID, pc.Op, cmd)
 	if err != nil {
-		row.Written = mayHaveArrived(err)
 		if here := laneOf(ctx); here != nil {
 			here.wroteOrGaveUp()
 		}
@@ -302,10 +318,9 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 		// A reply to the user's event (the command's txn is its id), so
 		// that their client shows which one did not arrive.
 		outcome := "was not delivered"
-		var cerr *connector.Error
-		if (errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout) || (pc.Handed && errors.Is(cause, errPortalEnded)) {
-			// The connector had it and never answered: the network may
-			// well have it, and the user should not send it again blindly.
+		if mayHaveArrived(pc, cause) {
+			// The network may well have it, and the user should not send
+			// it again blindly.
 			outcome = "may not have been delivered"
 		}
 		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)

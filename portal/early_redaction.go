@@ -12,7 +12,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
-	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
 )
 
@@ -75,17 +74,23 @@ func (m *Manager) mayHaveWritten(row *database.MXEvent) bool {
 	return row.Written || row.Attempts > 0 || (row.Seq > 0 && row.Seq <= m.bootSeq)
 }
 
-// mayHaveArrived reports whether a command that failed with err may have
-// been carried out all the same: the connector never answered (a timeout,
-// a connection that dropped, the bridge's own context ending). An error
-// answer from the connector means it did not act, even on a repeat, since
-// a repeat of a command it had carried out gets the first result.
-func mayHaveArrived(err error) bool {
+// mayHaveArrived reports whether a command given up with cause may be on
+// the network all the same, for the words of the notice: it was written
+// and the connector never answered (a timeout), or its last answer was an
+// error worth retrying, or its portal ended, after it was written. Once
+// written, a command stays Handed whatever comes back: the XMPP connector
+// answers M_NETWORK when its stream broke after the stanza went out, and a
+// repeat can be refused (busy, shutting down) before the connector looks
+// up its txn. Only a refusal meant for good says it was not delivered.
+func mayHaveArrived(pc *database.PendingCommand, cause error) bool {
 	var cerr *connector.Error
-	if errors.As(err, &cerr) {
-		return cerr.Code == connector.ErrTimeout || cerr.Code == server.ErrNotConnected.Code
+	if errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout {
+		return true
 	}
-	return true
+	if !pc.Handed {
+		return false
+	}
+	return errors.Is(cause, errPortalEnded) || (errors.As(cause, &cerr) && cerr.Retryable)
 }
 
 // deletedBeforeSend decides a queued command whose event the user deleted

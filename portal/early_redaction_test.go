@@ -255,28 +255,3 @@ func TestQueuedCommandMarkedBeforeWrite(t *testing.T) {
 	u.m.flushCommands(ctx, p.RoomID)
 	waitFor(t, "the message deleted on the network", d.deletedOnce)
 }
-
-// TestDeletedAfterRefusalIsDropped: the connector answered the send with an
-// error, so it did not act (a repeat of a command it had carried out would
-// get the first result): the user's deletion before the retry drops the
-// command, and the network never sees the message.
-func TestDeletedAfterRefusalIsDropped(t *testing.T) {
-	u, p := newUnitPortal(t)
-	u.conn.caps.Delete = true
-	ctx := context.Background()
-	u.conn.answer = func(string, *connector.Command) (*connector.Result, error) {
-		return nil, &connector.Error{Code: connector.ErrRateLimited, Message: "slow down", Retryable: true}
-	}
-	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
-		t.Fatal(err)
-	}
-	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc == nil || pc.Handed {
-		t.Fatalf("command after the refusal = %+v, %v; want it queued as not on the network", pc, err)
-	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
-	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc != nil {
-		t.Errorf("command after the deletion = %+v, %v; want it dropped", pc, err)
-	}
-}

@@ -76,6 +76,9 @@ type Manager struct {
 	stats bridgeStats
 	// earlyRedactions: see early_redaction.go.
 	earlyRedactions atomic.Int64
+	// ending holds the rooms whose portals are being cleaned up (see
+	// failQueued).
+	ending sync.Map
 	// bootSeq is the highest mx_event seq when the portals started: an
 	// event up to it may have had its command written to the connector by
 	// an earlier process (or a former active) that did not live to store

@@ -179,14 +179,12 @@ func (m *Manager) enqueue(ctx context.Context, row *database.MXEvent, login *dat
 		}
 	}
 	m.quiet.remove(p.RoomID)
-	// A failed direct send may have reached the network unless the
-	// connector answered it with an error; one not tried now may have gone
-	// out in an earlier try of this event (see mayHaveWritten).
-	if failure != nil {
-		pc.Handed = mayHaveArrived(failure)
-	} else {
-		pc.Handed = m.mayHaveWritten(row)
-	}
+	// A failed direct send was written to the connector: even an error
+	// answer does not prove the network does not have it (the XMPP
+	// connector answers M_NETWORK when its stream broke after the stanza
+	// went out, and a repeat can be refused before the connector looks up
+	// its txn). So may one of an earlier try of this event (mayHaveWritten).
+	pc.Handed = failure != nil || m.mayHaveWritten(row)
 	// The command goes out once this commits: its group must not linger.
 	queue := newGroupWrite(func(ctx context.Context) error {
 		if err := m.db.PendingCm.Insert(ctx, pc); err != nil {

@@ -41,42 +41,42 @@ func (m *Manager) queuedSend(ctx context.Context, targetMX id.EventID, roomID id
 
 // resolveTarget gives a relation queued behind a message (TargetMX) the
 // message's network id, as its target or, for a reply, its reply_to. It
-// reports false when the command is not to go now: the message has not gone
-// yet (a flush comes back for it), or never reached the network (the user
-// has been told).
-func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command) (bool, error) {
+// reports ok false when the command is not to go now: with wait, the
+// message is queued after it and has not gone yet (flushCommands comes back
+// for it); otherwise the message never reached the network (the user has
+// been told).
+func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command) (ok, wait bool, err error) {
 	field := &cmd.Target
 	if pc.Op == connector.OpSendMessage {
 		field = &cmd.ReplyTo
 	}
 	if pc.TargetMX == "" || *field != "" {
-		return true, nil
+		return true, false, nil
 	}
 	msg, err := m.db.Message.GetByMXID(ctx, pc.TargetMX)
 	if err != nil {
-		return false, fmt.Errorf("look up the message the command refers to: %w", err)
+		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
 	}
 	if msg != nil && msg.RoomID == pc.RoomID {
 		*field = msg.RemoteID
-		return true, nil
+		return true, false, nil
 	}
 	if queued, err := m.queuedSend(ctx, pc.TargetMX, pc.RoomID); err != nil {
-		return false, fmt.Errorf("look up the message the command refers to: %w", err)
+		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
 	} else if queued != nil {
 		// Queued after its message but ordered before it (events read back
 		// by the catch-up share mx_seq 0, and a millisecond): it goes once
 		// the message has.
 		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Msg("The message this refers to has not gone yet; trying again after it")
-		m.flushLater(pc.RoomID)
-		return false, nil
+		return false, true, nil
 	}
 	if pc.Op == connector.OpSendMessage {
 		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")
-		return true, nil
+		return true, false, nil
 	}
 	zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Stringer("target", pc.TargetMX).Msg("The message this refers to never reached the network")
 	m.commandFailed(ctx, pc, errTargetNotDelivered)
-	return false, nil
+	return false, false, nil
 }
 
 // dropQueuedSend drops a queued send that never went out, with the
