@@ -3,15 +3,18 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/rawconn"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // helloRaw says hello as connectorID with the token and returns the
@@ -175,5 +178,46 @@ func TestConnectorTokenLimitedToServer(t *testing.T) {
 		f := s.connectFakeWith(fakeSetup{id: "local", token: localToken})
 		f.send(textFrom("carol@network", "m1", "through the local connector"))
 		s.waitMessage(s.roomOf("carol@network"), "through the local connector")
+	})
+}
+
+// TestForeignConnectorCannotRenameContact: a connector whose token may
+// serve only @eve announces eve's login and names bob@network, alice's
+// contact on another connector, in a contact event. Bob's ghost is shared,
+// so this would rename him in alice's DM; it is skipped, while alice's own
+// connector still renames him.
+func TestForeignConnectorCannotRenameContact(t *testing.T) {
+	const evilToken = "token-of-the-eve-only-connector-0123"
+	s := newStack(t, testdb.SQLite(t), stackOptions{configure: func(c *config.Config) {
+		c.Connector.Connectors = []config.ConnectorAccess{{ID: "evil", Token: evilToken, AllowedUsers: []string{"@eve:localhost"}}}
+	}})
+	f := s.connectFake(nil)
+	room := s.bobPortal(f, "m1", "hi alice")
+	ghost := s.ghost("bob@network")
+
+	conn, _ := s.helloRaw(t, evilToken, "evil", nil, connector.Login{ID: "eve@elsewhere", MatrixUser: "@eve:localhost", State: connector.LoginConnected})
+	ev := &connector.Event{Kind: connector.KindContact, Login: "eve@elsewhere",
+		Contact: &connector.Contact{ID: "bob@network", Name: "Bob (new number, write to eve)"}}
+	if err := conn.WriteFrame(connector.Frame{Type: connector.TypeEvent, Seq: 1}, ev); err != nil {
+		t.Fatal(err)
+	}
+	tesths.WaitFor(t, 20*time.Second, "the contact event handled", func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM inbox WHERE connector_id = 'evil' AND done") == 1, nil
+	})
+	// Handled means applied: the profile and the member event change before
+	// the event is marked done.
+	var member event.MemberEventContent
+	if err := s.alice.StateEvent(context.Background(), room, event.StateMember, string(ghost), &member); err != nil || strings.Contains(member.Displayname, "eve") {
+		t.Errorf("bob in alice's DM after eve's connector's event: %+v, %v", member, err)
+	}
+	if profile, err := s.alice.GetProfile(context.Background(), ghost); err != nil || strings.Contains(profile.DisplayName, "eve") {
+		t.Errorf("bob's profile after eve's connector's event: %+v, %v", profile, err)
+	}
+	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, TS: time.Now().UnixMilli(),
+		Contact: &connector.Contact{ID: "bob@network", Name: "Bob Builder"}})
+	tesths.WaitFor(t, 20*time.Second, "alice's connector's rename in her DM", func() (bool, error) {
+		var m event.MemberEventContent
+		err := s.alice.StateEvent(context.Background(), room, event.StateMember, string(ghost), &m)
+		return err == nil && m.Displayname == "Bob Builder", nil
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"text/template"
+	"unicode/utf8"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -205,6 +206,13 @@ func (c *Config) displayTemplate() *displayTemplate {
 
 func (t *displayTemplate) compiledFrom(src string) bool { return t != nil && t.source == src }
 
+// MaxDisplaynameRunes bounds a ghost's display name. The network names the
+// contact, with no limit but the frame size; the name goes into the ghost's
+// profile and into its member event in every room it is in, which the
+// homeserver refuses above 64 KiB (and a ghost whose profile it cannot
+// copy into a new room's member event cannot create rooms at all).
+const MaxDisplaynameRunes = 256
+
 // GhostDisplayname renders the ghost's display name. When the result is
 // blank (e.g. the network gave no name) it falls back to the contact id so
 // the Matrix client shows something more useful than the escaped localpart.
@@ -213,10 +221,13 @@ func (c *Config) GhostDisplayname(name, contactID string) string {
 	err := c.displayTemplate().tmpl.Execute(&sb, displayFields{Name: name, ID: contactID})
 	out := strings.TrimSpace(sb.String())
 	if err != nil || out == "" {
+		out = contactID
 		if strings.TrimSpace(name) != "" {
-			return name
+			out = name
 		}
-		return contactID
+	}
+	if utf8.RuneCountInString(out) > MaxDisplaynameRunes {
+		out = string([]rune(out)[:MaxDisplaynameRunes-1]) + "…"
 	}
 	return out
 }

@@ -6,6 +6,16 @@ import "fmt"
 // base64 data (decoded size); anything larger must be offered by URL.
 const MaxInlineAttachment = 512 * 1024
 
+// MaxAttachments bounds the attachments of one message: each becomes an
+// upload and a room event, and one by URL may be up to the bridge's media
+// limit, so a single frame must not ask for thousands.
+const MaxAttachments = 32
+
+// MaxIDBytes bounds every id the protocol carries (login, chat, contact,
+// sender, message, target, reply_to, up_to, reaction key): they are stored
+// in database indexes, which PostgreSQL refuses above about 2.7 KB a row.
+const MaxIDBytes = 1024
+
 // Presence values of a presence ephemeral.
 const (
 	PresenceOnline      = "online"
@@ -51,6 +61,13 @@ func (e *Event) Validate() error {
 		if err := v.chat(e.Chat); err != nil {
 			return err
 		}
+	}
+	if err := v.ids(map[string]string{"login": e.Login, "id": e.ID, "target": e.Target, "reply_to": e.ReplyTo,
+		"up_to": e.UpTo, "key": e.Key}); err != nil {
+		return err
+	}
+	if len(e.Attachments) > MaxAttachments {
+		return v.fail("attachments", fmt.Sprintf("has %d entries, more than the %d allowed", len(e.Attachments), MaxAttachments))
 	}
 	switch e.Kind {
 	case KindMessage, KindEdit, KindDelete, KindReaction, KindReactionRemove, KindReadReceipt:
@@ -118,6 +135,9 @@ func (e *Ephemeral) Validate() error {
 	if err := v.head("ephemeral", IsKnownEphemeralKind, e.Login); err != nil {
 		return err
 	}
+	if err := v.ids(map[string]string{"login": e.Login, "contact": e.Contact}); err != nil {
+		return err
+	}
 	switch e.Kind {
 	case KindTyping:
 		if err := v.chat(e.Chat); err != nil {
@@ -168,7 +188,22 @@ func (v validator) head(what string, known func(string) bool, login string) erro
 	return nil
 }
 
+// ids checks that no id is longer than MaxIDBytes.
+func (v validator) ids(fields map[string]string) error {
+	for field, value := range fields {
+		if len(value) > MaxIDBytes {
+			return v.fail(field, fmt.Sprintf("is %d bytes, more than the %d allowed", len(value), MaxIDBytes))
+		}
+	}
+	return nil
+}
+
 func (v validator) chat(c *Chat) error {
+	if c != nil {
+		if err := v.ids(map[string]string{"chat.id": c.ID, "chat.with": c.With}); err != nil {
+			return err
+		}
+	}
 	switch {
 	case c == nil:
 		return v.fail("chat", "is required")
@@ -185,6 +220,9 @@ func (v validator) chat(c *Chat) error {
 }
 
 func (v validator) sender(s *Sender) error {
+	if s != nil && len(s.ID) > MaxIDBytes {
+		return v.fail("sender.id", fmt.Sprintf("is %d bytes, more than the %d allowed", len(s.ID), MaxIDBytes))
+	}
 	switch {
 	case s == nil:
 		return v.fail("sender", "is required")
@@ -195,6 +233,9 @@ func (v validator) sender(s *Sender) error {
 }
 
 func (v validator) contact(c *Contact) error {
+	if c != nil && len(c.ID) > MaxIDBytes {
+		return v.fail("contact.id", fmt.Sprintf("is %d bytes, more than the %d allowed", len(c.ID), MaxIDBytes))
+	}
 	switch {
 	case c == nil:
 		return v.fail("contact", "is required")

@@ -144,9 +144,9 @@ func (m *Manager) loginGone(ctx context.Context, login *database.Login, ev *conn
 	if err != nil {
 		return err
 	}
-	farewell := fmt.Sprintf("Your %s account %s was logged out", m.networkName(login.ConnectorID), login.ID)
+	farewell := fmt.Sprintf("Your %s account %s was logged out", m.networkName(login.ConnectorID), truncateRunes(login.ID, maxNetworkNameRunes))
 	if ev.Message != "" {
-		farewell += " (" + ev.Message + ")"
+		farewell += " (" + truncateRunes(ev.Message, maxReasonRunes) + ")"
 	}
 	farewell += ". This room is no longer bridged; once you log in again, new messages open new rooms."
 	noop := func(context.Context) error { return nil }

@@ -30,7 +30,8 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 		}
 		key, name, apply = "typing/"+e.Login+"/"+e.Chat.ID, "typing", m.applyRemoteTyping
 	case connector.KindPresence:
-		key, name, apply = "presence/"+e.Login+"/"+e.Contact, "presence", m.applyRemotePresence
+		key, name = "presence/"+e.Login+"/"+e.Contact, "presence"
+		apply = func(ctx context.Context, e *connector.Ephemeral) { m.applyRemotePresence(ctx, connectorID, e) }
 	default:
 		return
 	}
@@ -54,7 +55,9 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 
 func (m *Manager) applyRemoteTyping(ctx context.Context, e *connector.Ephemeral) {
 	p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: e.Login, ChatID: e.Chat.ID})
-	if err != nil || p == nil || p.RoomID == "" {
+	if err != nil || p == nil || p.RoomID == "" || e.Sender.ID != p.ContactID {
+		// Only the contact types in a DM; anyone else's typing would show
+		// as the contact's.
 		return
 	}
 	timeout := time.Duration(e.TimeoutMS) * time.Millisecond
@@ -67,10 +70,13 @@ func (m *Manager) applyRemoteTyping(ctx context.Context, e *connector.Ephemeral)
 	}
 }
 
-func (m *Manager) applyRemotePresence(ctx context.Context, e *connector.Ephemeral) {
+func (m *Manager) applyRemotePresence(ctx context.Context, connectorID string, e *connector.Ephemeral) {
 	ghost, err := m.db.Ghost.Get(ctx, e.Contact)
 	if err != nil || ghost == nil || !ghost.Registered {
 		// Presence of a contact with no ghost has no room to show in.
+		return
+	}
+	if ok, err := m.mayChangeContact(ctx, connectorID, e.Contact); err != nil || !ok {
 		return
 	}
 	if err = m.setGhostPresence(ctx, e.Contact, e.Presence, e.StatusMsg); err != nil {

@@ -236,9 +236,10 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 }
 
 func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStatus) string {
-	name := l.ID
+	name := truncateRunes(l.ID, maxNetworkNameRunes)
 	if l.Name != "" {
-		name += " (" + l.Name + ")"
+		// The connector's words, bounded like any other input.
+		name += " (" + truncateRunes(l.Name, maxNetworkNameRunes) + ")"
 	}
 	network := m.networkName(l.ConnectorID)
 	switch trouble {

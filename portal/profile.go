@@ -40,3 +40,31 @@ func (m *Manager) syncMemberProfiles(ctx context.Context, contactID string) erro
 	}
 	return nil
 }
+
+// mayChangeContact reports whether connectorID may set the profile or the
+// presence of a contact's ghost. A ghost is shared by every login that has
+// the contact (ghosts are named after the contact id alone), so once a
+// portal with the contact exists, only a connector serving one of those
+// portals' logins speaks for it: another connector, trusted by the operator
+// for other users, could otherwise rename or re-picture this user's
+// contact. A contact nobody has a portal with yet is anyone's to describe;
+// the connector of the first portal updates it as it goes.
+func (m *Manager) mayChangeContact(ctx context.Context, connectorID, contactID string) (bool, error) {
+	portals, err := m.db.Portal.ByContact(ctx, contactID)
+	if err != nil {
+		return false, fmt.Errorf("list the portals of contact %s: %w", contactID, err)
+	}
+	if len(portals) == 0 {
+		return true, nil
+	}
+	for _, p := range portals {
+		login, err := m.db.Login.Get(ctx, p.LoginID)
+		if err != nil {
+			return false, fmt.Errorf("load login %s: %w", p.LoginID, err)
+		}
+		if login != nil && login.ConnectorID == connectorID {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -50,7 +50,7 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 	case connector.KindEdit, connector.KindDelete, connector.KindReaction, connector.KindReactionRemove, connector.KindReadReceipt:
 		return m.remoteRelation(ctx, login, ev, done)
 	case connector.KindContact:
-		return m.remoteContact(ctx, ev, done)
+		return m.remoteContact(ctx, connectorID, ev, done)
 	case connector.KindLogin:
 		return m.remoteLoginState(ctx, login, ev, done)
 	case connector.KindChatDeleted:
@@ -304,7 +304,11 @@ func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev 
 	} else if mapped, err := m.db.Message.GetByMXID(ctx, id.EventID(ev.Txn)); err != nil {
 		return false, err
 	} else if mapped != nil {
-		return true, done(ctx)
+		if mapped.PortalKey == key {
+			return true, done(ctx)
+		}
+		// Another chat's message: not this one's echo (checked below).
+		roomID = mapped.RoomID
 	} else if roomID, err = m.db.MXEvent.RoomOf(ctx, id.EventID(ev.Txn)); err != nil {
 		return false, err
 	} else if roomID == "" {
@@ -334,7 +338,14 @@ func (m *Manager) recogniseEcho(ctx context.Context, key database.PortalKey, ev 
 	})
 }
 
-func (m *Manager) remoteContact(ctx context.Context, ev *connector.Event, done func(context.Context) error) error {
+func (m *Manager) remoteContact(ctx context.Context, connectorID string, ev *connector.Event, done func(context.Context) error) error {
+	if ok, err := m.mayChangeContact(ctx, connectorID, ev.Contact.ID); err != nil {
+		return err
+	} else if !ok {
+		zerolog.Ctx(ctx).Warn().Str("contact", ev.Contact.ID).
+			Msg("Profile of a contact that only other connectors' users have chats with, skipping it")
+		return done(ctx)
+	}
 	changed, err := m.ghosts.UpdateProfile(ctx, ev.Contact)
 	if err != nil {
 		return err

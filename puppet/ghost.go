@@ -186,7 +186,13 @@ func (g *Ghosts) uploadAvatar(ctx context.Context, intent matrix.API, avatar *co
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, avatar.URL, nil)
 	if err != nil {
-		return id.ContentURI{}, fmt.Errorf("fetch avatar %s: %w", avatar.ID, err)
+		// A URL that does not parse will not parse on a retry either.
+		return id.ContentURI{}, fmt.Errorf("%w: %s has an unusable url: %w", errUnusableAvatar, avatar.ID, err)
+	}
+	if err := netguard.CheckScheme(req.URL.Scheme); err != nil {
+		// Only http and https are fetched (the protocol document); a
+		// retry would be refused the same way.
+		return id.ContentURI{}, fmt.Errorf("%w: %s: %w", errUnusableAvatar, avatar.ID, err)
 	}
 	resp, err := g.http.Do(req)
 	if err != nil {

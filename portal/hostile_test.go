@@ -1,0 +1,120 @@
+package portal
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+)
+
+// What a connector can make the bridge do for people its input merely
+// names (a review found each case; each test failed before its fix).
+
+// otherLogin stores a second login, of another connector and another Matrix
+// user, that has no chat with bob.
+func otherLogin(t *testing.T, u *unit) {
+	t.Helper()
+	l := &database.Login{ID: "l2", ConnectorID: "c2", MatrixUser: "@eve:x", State: connector.LoginConnected}
+	if _, err := u.db.Login.Upsert(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	if cerr := u.m.checkLogin(context.Background(), "c2", "l2"); cerr != nil {
+		t.Fatalf("setup: c2 may not use l2: %v", cerr)
+	}
+	u.hs.Reset()
+}
+
+// TestOtherConnectorCannotRenameContact: bob's ghost is shared by every
+// login that has bob; a connector whose logins have no chat with bob (eve's)
+// neither renames him nor changes his presence in alice's DM.
+func TestOtherConnectorCannotRenameContact(t *testing.T) {
+	u, p := newUnitPortal(t)
+	otherLogin(t, u)
+	ev := &connector.Event{Kind: connector.KindContact, Login: "l2", Contact: &connector.Contact{ID: "bob", Name: "Bob (send your password to eve)"}}
+	if err := u.m.applyRemote(context.Background(), "c2", ev, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	u.m.applyRemotePresence(context.Background(), "c2", &connector.Ephemeral{Kind: connector.KindPresence, Login: "l2", Contact: "bob",
+		Presence: connector.PresenceOnline, StatusMsg: "eve says hi"})
+	for _, c := range u.hs.Calls("SetDisplayName", "SendStateEvent", "SetPresence") {
+		if c.User == unitGhost || c.RoomID == p.RoomID {
+			t.Errorf("eve's connector changed bob's ghost: %s %v", c.Method, c.Content)
+		}
+	}
+	// bob's own connector still can.
+	ev = &connector.Event{Kind: connector.KindContact, Login: unitLoginID, Contact: &connector.Contact{ID: "bob", Name: "Bob B."}}
+	if err := u.m.applyRemote(context.Background(), unitConnID, ev, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(u.hs.Calls("SetDisplayName")) == 0 {
+		t.Error("bob's own connector could not rename him")
+	}
+}
+
+// TestStrangerTypingAndReceiptAreNotTheContacts: typing and a read receipt
+// in bob's chat from someone else do not show as bob's.
+func TestStrangerTypingAndReceiptAreNotTheContacts(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	u.hs.Reset()
+	u.m.applyRemoteTyping(context.Background(), &connector.Ephemeral{Kind: connector.KindTyping, Login: unitLoginID,
+		Chat: &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "bob"}, Sender: &connector.Sender{ID: "mallory"}, Typing: true})
+	u.remote(t, &connector.Event{Kind: connector.KindReadReceipt, ID: "r1", UpTo: "m1", Sender: &connector.Sender{ID: "mallory"}})
+	if c := u.hs.Calls("UserTyping", "SendReceipt"); len(c) != 0 {
+		t.Errorf("mallory's typing or receipt shown as bob's: %+v", c)
+	}
+}
+
+// TestTxnOfOtherChatIsNotAnEcho: a message whose txn names an event of
+// another chat's room is handled as any other message, not dropped as an
+// echo (protocol section 4).
+func TestTxnOfOtherChatIsNotAnEcho(t *testing.T) {
+	u, p := newUnitPortal(t)
+	ctx := context.Background()
+	m1, err := u.db.Message.GetPart(ctx, p.PortalKey, "m1", 0)
+	if err != nil || m1 == nil {
+		t.Fatal(m1, err)
+	}
+	u.hs.Reset()
+	u.remote(t, &connector.Event{Kind: connector.KindMessage, ID: "c1", Text: "hi, carol here", Txn: string(m1.MXID),
+		Sender: &connector.Sender{ID: "carol"}, Chat: &connector.Chat{ID: "carol", Type: connector.ChatTypeDM, With: "carol"}})
+	if n := len(u.sends()); n == 0 {
+		t.Errorf("carol's message, whose txn names an event of bob's room, was dropped as an echo")
+	}
+}
+
+// TestAvatarWithBadURLIsSkipped: an avatar URL of another scheme, or one
+// that does not parse, is skipped rather than failing (and retrying) the
+// contact event.
+func TestAvatarWithBadURLIsSkipped(t *testing.T) {
+	for _, url := range []string{"file:///etc/passwd", "gopher://example.org/x", "http://%zz"} {
+		u, _ := newUnitPortal(t)
+		ev := &connector.Event{Kind: connector.KindContact, Login: unitLoginID,
+			Contact: &connector.Contact{ID: "bob", Name: "Bob", Avatar: &connector.Avatar{ID: "a1", URL: url}}}
+		if err := u.m.applyRemote(context.Background(), unitConnID, ev, func(context.Context) error { return nil }); err != nil {
+			t.Errorf("avatar %q: the contact event failed (permanent: %v): %v", url, isPermanent(err), err)
+		}
+	}
+}
+
+// TestLongNamesAreBounded: a contact name and a login name from the
+// connector are cut to a size every homeserver takes.
+func TestLongNamesAreBounded(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	ev := &connector.Event{Kind: connector.KindContact, Login: unitLoginID, Contact: &connector.Contact{ID: "bob", Name: strings.Repeat("B", 100_000)}}
+	if err := u.m.applyRemote(context.Background(), unitConnID, ev, func(context.Context) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range u.hs.Calls("SetDisplayName") {
+		if name, _ := c.Content["displayname"].(string); len([]rune(name)) > config.MaxDisplaynameRunes {
+			t.Errorf("displayname of %d runes set", len([]rune(name)))
+		}
+	}
+	l := *u.login
+	l.Name = strings.Repeat("n", 200_000)
+	if text := u.m.loginAlertText(&l, troubleBadCredentials, LoginStatus{State: connector.LoginBadCredentials}); len(text) > 4096 {
+		t.Errorf("login alert is %d bytes", len(text))
+	}
+}
