@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -116,5 +117,42 @@ func TestLongNamesAreBounded(t *testing.T) {
 	l.Name = strings.Repeat("n", 200_000)
 	if text := u.m.loginAlertText(&l, troubleBadCredentials, LoginStatus{State: connector.LoginBadCredentials}); len(text) > 4096 {
 		t.Errorf("login alert is %d bytes", len(text))
+	}
+}
+
+// TestStartChatAnswerNamingAnotherChatIsRefused: the network answers a
+// start-chat with carol with the chat id of bob's DM; the user is not
+// handed bob's room as carol's.
+func TestStartChatAnswerNamingAnotherChatIsRefused(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		return &connector.Result{Contact: &connector.Contact{ID: "carol", Name: "Carol"},
+			Chat: &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "carol"}}, nil
+	}
+	got, err := u.m.StartChat(context.Background(), unitUser, "", "carol")
+	if err == nil && got.RoomID == p.RoomID {
+		t.Errorf("start-chat with carol returned bob's portal %s", got.RoomID)
+	} else if err == nil {
+		t.Errorf("start-chat with carol = %+v, want it refused", got)
+	}
+}
+
+// TestLongEditIsCut: a contact's edit far longer than one event can carry
+// is cut to fit (an edit cannot be split), instead of being refused by the
+// homeserver and parked.
+func TestLongEditIsCut(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	u.hs.Reset()
+	u.remote(t, &connector.Event{Kind: connector.KindEdit, ID: "e1", Target: "m1", Text: strings.Repeat("word ", 40_000), Sender: &connector.Sender{ID: "bob"}})
+	sends := u.sends()
+	if len(sends) != 1 {
+		t.Fatalf("%d events sent for the edit, want 1", len(sends))
+	}
+	if b, _ := json.Marshal(sends[0].Content); len(b) > 48<<10 {
+		t.Errorf("edit sent with %d bytes of content", len(b))
+	}
+	newContent, _ := sends[0].Content["m.new_content"].(map[string]any)
+	if body, _ := newContent["body"].(string); !strings.Contains(body, "too long to show") {
+		t.Errorf("the cut edit does not say it was cut: ...%s", body[max(0, len(body)-80):])
 	}
 }

@@ -59,6 +59,18 @@ func (m *Manager) fitText(ctx context.Context, intent matrix.API, content *event
 	return []*event.MessageEventContent{head, file}, nil
 }
 
+// fitEdit bounds the text of an edit from the network. An edit replaces
+// one event and carries its text twice (the fallback body and
+// m.new_content), so it cannot be split like a message: a text too long for
+// one event is cut, as plain text, and says so.
+func fitEdit(content *event.MessageEventContent) *event.MessageEventContent {
+	if encoded, err := json.Marshal(content); err == nil && len(encoded) <= maxContentBytes/2 {
+		return content
+	}
+	return &event.MessageEventContent{MsgType: event.MsgText,
+		Body: splitText(content.Body, maxPartBytes/2)[0] + "… (the rest of this edit is too long to show here)"}
+}
+
 // uploadText uploads a long text as a plain text file.
 func (m *Manager) uploadText(ctx context.Context, intent matrix.API, text string) (*event.MessageEventContent, error) {
 	const name, mime = "message.txt", "text/plain; charset=utf-8"

@@ -97,7 +97,7 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 	} else if !sentBySameSide(target, ev.Sender) {
 		return skipOthersMessage(ctx, target, ev, done)
 	}
-	content := textContent(ev.Text, ev.HTML)
+	content := fitEdit(textContent(ev.Text, ev.HTML))
 	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers([]*event.MessageEventContent{content})
 	}

@@ -46,9 +46,14 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 	}
 	log = log.With().Str("login_id", r.login.ID).Str("chat_id", r.chat.ID).Logger()
 	ctx = log.WithContext(ctx)
-	// The profile first, so that a new room is created with the right name.
-	if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
-		log.Warn().Err(err).Msg("Failed to apply the contact's profile")
+	// The profile first, so that a new room is created with the right name;
+	// not for a contact only other connectors' users have chats with.
+	if ok, err := m.mayChangeContact(ctx, r.login.ConnectorID, r.contact.ID); err != nil {
+		return nil, err
+	} else if ok {
+		if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
+			log.Warn().Err(err).Msg("Failed to apply the contact's profile")
+		}
 	}
 	key := database.PortalKey{LoginID: r.login.ID, ChatID: r.chat.ID}
 	unlock := m.chats.Lock(key)
@@ -56,6 +61,12 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 	existing, err := m.db.Portal.Get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("load portal: %w", err)
+	}
+	if existing != nil && existing.ContactID != r.chat.With {
+		// The answer names a chat that is another contact's portal: the
+		// user would be handed that room as this contact's.
+		return nil, fmt.Errorf("%s answered with the chat %q, which is the chat with %q, not with %q",
+			m.networkName(r.login.ConnectorID), r.chat.ID, existing.ContactID, r.chat.With)
 	}
 	created := existing == nil || existing.RoomID == ""
 	p, err := m.ensurePortal(ctx, r.login, r.login.ConnectorID, r.chat)
