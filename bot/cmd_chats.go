@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/portal"
 )
 
@@ -21,7 +22,7 @@ func (b *Bot) cmdStartChat(ctx context.Context, req *request) error {
 		b.reply(ctx, req.roomID, req.eventID, fmt.Sprintf("I could not start a chat with %s: %s.", escape(identifier), escape(portal.UserMessage(err))))
 		return nil
 	}
-	name := started.Contact.Name
+	name := config.TruncateName(started.Contact.Name)
 	if name == "" {
 		name = started.Contact.ID
 	}
@@ -65,7 +66,7 @@ func (b *Bot) cmdList(ctx context.Context, req *request) error {
 		}
 		name := p.ContactID
 		if ghost, err := b.db.Ghost.Get(ctx, p.ContactID); err == nil && ghost != nil && ghost.Name != "" {
-			name = ghost.Name
+			name = config.TruncateName(ghost.Name)
 		}
 		fmt.Fprintf(&sb, "* **%s** (%s): %s\n", escape(name), escape(p.ContactID), roomLink(p.RoomID))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/portal"
 )
@@ -55,7 +56,7 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 	line := escape(l.ID)
 	if l.Name != "" {
-		line += " (" + escape(l.Name) + ")"
+		line += " (" + escape(config.TruncateName(l.Name)) + ")"
 	}
 	if withOwner {
 		line += " of " + escape(string(l.MatrixUser))

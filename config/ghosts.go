@@ -217,6 +217,9 @@ const MaxDisplaynameRunes = 256
 // blank (e.g. the network gave no name) it falls back to the contact id so
 // the Matrix client shows something more useful than the escaped localpart.
 func (c *Config) GhostDisplayname(name, contactID string) string {
+	// Cut before the template, so that the operator's suffix (" (XMPP)",
+	// telling a bridged user) stays.
+	name = TruncateName(name)
 	var sb strings.Builder
 	err := c.displayTemplate().tmpl.Execute(&sb, displayFields{Name: name, ID: contactID})
 	out := strings.TrimSpace(sb.String())
@@ -226,10 +229,15 @@ func (c *Config) GhostDisplayname(name, contactID string) string {
 			out = name
 		}
 	}
-	if utf8.RuneCountInString(out) > MaxDisplaynameRunes {
-		out = string([]rune(out)[:MaxDisplaynameRunes-1]) + "…"
-	}
 	return out
+}
+
+// TruncateName cuts a name from the network to MaxDisplaynameRunes.
+func TruncateName(name string) string {
+	if utf8.RuneCountInString(name) <= MaxDisplaynameRunes {
+		return name
+	}
+	return string([]rune(name)[:MaxDisplaynameRunes-1]) + "…"
 }
 
 // InAppserviceNamespace reports whether userID belongs to the bridge itself:

@@ -2,6 +2,7 @@ package config
 
 import (
 	"regexp"
+	"strings"
 	"testing"
 
 	"maunium.net/go/mautrix/id"
@@ -176,5 +177,17 @@ func TestTemplateCacheFollowsEdits(t *testing.T) {
 	c.CompileTemplates()
 	if c.ghostTmpl.source != "x_{{.}}" || c.displayTmpl.source != "{{.Name}}!" {
 		t.Errorf("CompileTemplates kept stale templates: %q %q", c.ghostTmpl.source, c.displayTmpl.source)
+	}
+}
+
+// TestLongDisplaynameKeepsTemplateSuffix: a contact name from the network
+// is cut before the template, so the operator's suffix (the mark of a
+// bridged user) stays.
+func TestLongDisplaynameKeepsTemplateSuffix(t *testing.T) {
+	c := Default()
+	c.Ghosts.DisplaynameTemplate = "{{.Name}} (XMPP)"
+	got := c.GhostDisplayname(strings.Repeat("a", 1000), "a@x")
+	if !strings.HasSuffix(got, " (XMPP)") || len([]rune(got)) > MaxDisplaynameRunes+len(" (XMPP)") {
+		t.Errorf("displayname of %d runes ends %q", len([]rune(got)), got[len(got)-12:])
 	}
 }

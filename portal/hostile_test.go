@@ -156,3 +156,77 @@ func TestLongEditIsCut(t *testing.T) {
 		t.Errorf("the cut edit does not say it was cut: ...%s", body[max(0, len(body)-80):])
 	}
 }
+
+// TestInviteCannotRenameForeignContact: eve, whose connector has no chat
+// with bob, invites bob's ghost; her connector's resolve answer does not
+// rename the ghost alice's DM shows.
+func TestInviteCannotRenameForeignContact(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	otherLogin(t, u) // l2 on c2, @eve:x
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if op == connector.OpResolveIdentifier {
+			return &connector.Result{Chat: &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "bob"},
+				Contact: &connector.Contact{ID: "bob", Name: "Bob (write to eve)"}}, nil
+		}
+		return &connector.Result{}, nil
+	}
+	if err := u.m.ghostInvited(context.Background(), inviteBob(u, "@eve:x", true), "bob"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range u.hs.Calls("SetDisplayName") {
+		if name, _ := c.Content["displayname"].(string); c.User == unitGhost && strings.Contains(name, "eve") {
+			t.Errorf("eve's connector renamed alice's contact through an invite: %q", name)
+		}
+	}
+}
+
+// TestStartChatAnswerWithoutWith: an answer that leaves chat.with out (the
+// chat id is then the contact) still opens the existing DM.
+func TestStartChatAnswerWithoutWith(t *testing.T) {
+	u, p := newUnitPortal(t)
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		return &connector.Result{Contact: &connector.Contact{ID: "bob", Name: "Bob"},
+			Chat: &connector.Chat{ID: "bob", Type: connector.ChatTypeDM}}, nil
+	}
+	got, err := u.m.StartChat(context.Background(), unitUser, "", "bob")
+	if err != nil || got.RoomID != p.RoomID {
+		t.Errorf("start-chat with bob (existing portal) = %+v, %v", got, err)
+	}
+}
+
+// TestListedChatWithLongIDIsSkipped: list_chats naming a chat id no event
+// could carry makes no portal.
+func TestListedChatWithLongIDIsSkipped(t *testing.T) {
+	u := newUnit(t, false)
+	u.conn.caps.ListChats = true
+	u.m.cfg.Bridge.Backfill.SyncRecentChats = 5
+	long := strings.Repeat("c", 3*connector.MaxIDBytes)
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if op == connector.OpListChats {
+			return &connector.Result{Chats: []connector.Chat{{ID: long, Type: connector.ChatTypeDM, With: "carol"}}}, nil
+		}
+		return &connector.Result{}, nil
+	}
+	if err := u.m.syncRecentChats(context.Background(), unitConnID, unitLoginID); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := u.db.Portal.Get(context.Background(), database.PortalKey{LoginID: unitLoginID, ChatID: long}); p != nil {
+		t.Errorf("a portal was made for a %d-byte chat id", len(long))
+	}
+}
+
+// TestMediumEditKeptWhole: an edit that fits one event is not cut.
+func TestMediumEditKeptWhole(t *testing.T) {
+	u, _ := newUnitPortal(t)
+	u.hs.Reset()
+	text := strings.Repeat("word ", 4000) // 20,000 bytes
+	u.remote(t, &connector.Event{Kind: connector.KindEdit, ID: "e1", Target: "m1", Text: text, Sender: &connector.Sender{ID: "bob"}})
+	sends := u.sends()
+	if len(sends) != 1 {
+		t.Fatalf("%d sends", len(sends))
+	}
+	nc, _ := sends[0].Content["m.new_content"].(map[string]any)
+	if body, _ := nc["body"].(string); body != text {
+		t.Errorf("a %d-byte edit was cut to %d bytes", len(text), len(body))
+	}
+}

@@ -59,7 +59,11 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	var resolveErr error
 	if loginErr == nil {
 		if r, resolveErr = m.resolveContact(ctx, logins, contactID); resolveErr == nil && contactOfChat(r.chat) == contactID {
-			if _, perr := m.ghosts.UpdateProfile(ctx, r.contact); perr != nil {
+			if ok, perr := m.mayChangeContact(ctx, r.login.ConnectorID, contactID); perr != nil {
+				log.Warn().Err(perr).Msg("Could not check who may describe the contact; leaving its profile")
+			} else if !ok {
+				log.Warn().Msg("Profile of a contact that only other connectors' users have chats with, not applying it")
+			} else if _, perr := m.ghosts.UpdateProfile(ctx, r.contact); perr != nil {
 				log.Warn().Err(perr).Msg("Failed to apply the contact's profile")
 			}
 		}

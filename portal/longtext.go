@@ -60,15 +60,15 @@ func (m *Manager) fitText(ctx context.Context, intent matrix.API, content *event
 }
 
 // fitEdit bounds the text of an edit from the network. An edit replaces
-// one event and carries its text twice (the fallback body and
-// m.new_content), so it cannot be split like a message: a text too long for
-// one event is cut, as plain text, and says so.
+// one event, so it cannot be split like a message: a text too long for one
+// event is cut, as plain text, and says so. (The edit's fallback body is
+// cut short by setEdit, so the text travels once, in m.new_content.)
 func fitEdit(content *event.MessageEventContent) *event.MessageEventContent {
-	if encoded, err := json.Marshal(content); err == nil && len(encoded) <= maxContentBytes/2 {
+	if encoded, err := json.Marshal(content); err == nil && len(encoded) <= maxContentBytes {
 		return content
 	}
 	return &event.MessageEventContent{MsgType: event.MsgText,
-		Body: splitText(content.Body, maxPartBytes/2)[0] + "… (the rest of this edit is too long to show here)"}
+		Body: splitText(content.Body, maxPartBytes)[0] + "… (the rest of this edit is too long to show here)"}
 }
 
 // uploadText uploads a long text as a plain text file.

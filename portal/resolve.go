@@ -100,6 +100,10 @@ func checkResolved(login *database.Login, res *connector.Result) (*resolved, err
 	if res.Chat.Type != connector.ChatTypeDM {
 		return nil, ErrNotDM
 	}
+	if len(res.Chat.ID) > connector.MaxIDBytes || len(res.Chat.With) > connector.MaxIDBytes {
+		// The ids the events of the chat could not carry (section 7.3).
+		return nil, fmt.Errorf("resolve_identifier answered a chat id longer than %d bytes", connector.MaxIDBytes)
+	}
 	contactID := res.Chat.With
 	if contactID == "" {
 		contactID = res.Chat.ID

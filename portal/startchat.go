@@ -49,7 +49,7 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 	// The profile first, so that a new room is created with the right name;
 	// not for a contact only other connectors' users have chats with.
 	if ok, err := m.mayChangeContact(ctx, r.login.ConnectorID, r.contact.ID); err != nil {
-		return nil, err
+		log.Warn().Err(err).Msg("Could not check who may describe the contact; leaving its profile")
 	} else if ok {
 		if _, err = m.ghosts.UpdateProfile(ctx, r.contact); err != nil {
 			log.Warn().Err(err).Msg("Failed to apply the contact's profile")
@@ -62,11 +62,11 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 	if err != nil {
 		return nil, fmt.Errorf("load portal: %w", err)
 	}
-	if existing != nil && existing.ContactID != r.chat.With {
+	if existing != nil && existing.ContactID != contactOfChat(r.chat) {
 		// The answer names a chat that is another contact's portal: the
 		// user would be handed that room as this contact's.
 		return nil, fmt.Errorf("%s answered with the chat %q, which is the chat with %q, not with %q",
-			m.networkName(r.login.ConnectorID), r.chat.ID, existing.ContactID, r.chat.With)
+			m.networkName(r.login.ConnectorID), r.chat.ID, existing.ContactID, contactOfChat(r.chat))
 	}
 	created := existing == nil || existing.RoomID == ""
 	p, err := m.ensurePortal(ctx, r.login, r.login.ConnectorID, r.chat)

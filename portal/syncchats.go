@@ -83,7 +83,8 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 			break
 		}
 		chat := res.Chats[i]
-		if chat.ID == "" || chat.Type != connector.ChatTypeDM || chat.With == "" {
+		if chat.ID == "" || chat.Type != connector.ChatTypeDM || chat.With == "" ||
+			len(chat.ID) > connector.MaxIDBytes || len(chat.With) > connector.MaxIDBytes {
 			log.Warn().Str("chat_id", chat.ID).Str("type", chat.Type).Msg("Skipping a listed chat that is not a valid DM")
 			continue
 		}
