@@ -111,6 +111,24 @@ func refuseSends(u *unit, n *recordingNetwork) *atomic.Bool {
 	return &busy
 }
 
+// handleRefusedThenDelete handles row while the network refuses sends, has
+// the user delete it, lets the network take commands again and checks that
+// the message is deleted there.
+func handleRefusedThenDelete(t *testing.T, u *unit, p *database.Portal, n *recordingNetwork, row *database.MXEvent, busy *atomic.Bool) {
+	t.Helper()
+	ctx := context.Background()
+	if err := u.m.handleMatrix(ctx, row); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+		t.Fatal(err)
+	}
+	busy.Store(false)
+	if stillHas(n, "r$m", 3*time.Second) {
+		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
+	}
+}
+
 // TestRestartedSendRefusedThenDeleted: an event stored before this process
 // started (an earlier one may have sent it and been killed) is sent
 // directly and refused M_RATE_LIMITED; it stays possibly delivered, and the
@@ -123,16 +141,7 @@ func TestRestartedSendRefusedThenDeleted(t *testing.T) {
 	busy.Store(true)
 	row := u.userMessage(t, p.RoomID, "$m", "oops")
 	u.m.setBootSeq(ctx) // as at start: the event was stored before
-	if err := u.m.handleMatrix(ctx, row); err != nil {
-		t.Fatal(err)
-	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
-	busy.Store(false)
-	if stillHas(n, "r$m", 3*time.Second) {
-		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
-	}
+	handleRefusedThenDelete(t, u, p, n, row, busy)
 }
 
 // TestDirectSendRetriedRefusedThenDeleted: the same in one process: the
@@ -149,16 +158,7 @@ func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
 	}
 	restore()
 	busy.Store(true)
-	if err := u.m.handleMatrix(ctx, row); err != nil {
-		t.Fatal(err)
-	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
-	busy.Store(false)
-	if stillHas(n, "r$m", 3*time.Second) {
-		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
-	}
+	handleRefusedThenDelete(t, u, p, n, row, busy)
 }
 
 // TestCleanupNoticeBeforeDeleteRace: the portal ends while a flush holds
