@@ -59,7 +59,7 @@ func textContent(text, html string) *event.MessageEventContent {
 		// <p></p>): HTML clients would show a blank message.
 		clean = ""
 	}
-	if text == "" {
+	if strings.TrimSpace(text) == "" {
 		content.Body = plain
 	}
 	if strings.TrimSpace(content.Body) == "" {
