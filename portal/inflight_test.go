@@ -145,6 +145,7 @@ func TestNewEventDeletedWhileAwayIsDropped(t *testing.T) {
 // tried again by itself, and the second try stores the mapping from the
 // connector's answer to the repeated txn.
 func TestQueueRetriedAfterResultWriteFails(t *testing.T) {
+	t.Parallel() // waits out flushLater
 	u, p, _ := newRecordingUnit(t)
 	ctx := context.Background()
 	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$m", ConnectorID: unitConnID,

@@ -31,6 +31,7 @@ func stillHas(n *recordingNetwork, remoteID string, d time.Duration) bool {
 // not prove the network lacks the message, so the user's deletion sends it
 // again (answered from the first) and deletes it there.
 func TestNetworkErrorAfterStanzaThenDeleted(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
 	ctx := context.Background()
 	var mu sync.Mutex
@@ -62,6 +63,7 @@ func TestNetworkErrorAfterStanzaThenDeleted(t *testing.T) {
 // check, which comes before its txn lookup. The refusal of the repeat does
 // not make the command unsent: the deletion still reaches the network.
 func TestRepeatRefusedAfterTimeoutThenDeleted(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
 	ctx := context.Background()
 	var mu sync.Mutex
@@ -134,6 +136,7 @@ func handleRefusedThenDelete(t *testing.T, u *unit, p *database.Portal, n *recor
 // directly and refused M_RATE_LIMITED; it stays possibly delivered, and the
 // deletion reaches the network.
 func TestRestartedSendRefusedThenDeleted(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
 	ctx := context.Background()
 	n.has["r$m"] = true // the earlier process's send arrived
@@ -148,6 +151,7 @@ func TestRestartedSendRefusedThenDeleted(t *testing.T) {
 // first direct send arrived but its result could not be stored; the retry
 // of the event is refused, and the message still counts as written.
 func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
 	ctx := context.Background()
 	busy := refuseSends(u, n)
@@ -166,6 +170,7 @@ func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
 // notice of the second message: the flush, which goes on meanwhile, does
 // not send it.
 func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, room, got := queuedRelationsUnit(t)
 	ctx := context.Background()
 	u.handle(t, room, "$a", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
@@ -184,7 +189,7 @@ func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
 		if body, _ := c.Content["body"].(string); strings.HasPrefix(body, "⚠️ Your message was not delivered") {
 			// The homeserver takes a moment; the flush goes on meanwhile.
 			relOnce.Do(func() { close(release) })
-			deadline := time.Now().Add(2 * time.Second)
+			deadline := time.Now().Add(500 * time.Millisecond)
 			for time.Now().Before(deadline) && len(got()) < 2 {
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -210,6 +215,7 @@ func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
 // queue again by itself: the message, refused again and again, is retried
 // at its backoff (0.5, 1, 2, 4 s), not faster.
 func TestDeferredEditKeepsBackoff(t *testing.T) {
+	t.Parallel() // waits out backoffs
 	u, room, _ := queuedRelationsUnit(t)
 	ctx := context.Background()
 	p := u.portal(t)
