@@ -72,7 +72,9 @@ func (m *Manager) flushCommands(ctx context.Context, roomID id.RoomID) {
 }
 
 // flushPass is one pass over the room's queue; again reports that a
-// relation waited for its message and something went meanwhile.
+// relation waited for its message and the queue changed meanwhile. A pass
+// that reaches the end has settled every command that did not wait (sent,
+// failed with a notice, or dropped), so each further pass has fewer.
 func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) {
 	log := zerolog.Ctx(ctx)
 	cmds, err := m.db.PendingCm.ByRoom(ctx, roomID)
@@ -84,7 +86,7 @@ func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) 
 	// dropped: sends the user deleted before they went out, whose edits
 	// and reactions further down the list went with them (dropQueuedSend).
 	dropped := map[string]bool{}
-	waited, sent := false, false
+	waited := 0
 	for _, pc := range cmds {
 		if pc.TargetMX != "" && pc.Op != connector.OpSendMessage && dropped[string(pc.TargetMX)] {
 			continue
@@ -115,7 +117,9 @@ func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) 
 			m.flushLater(roomID)
 			return false
 		} else if !ok {
-			waited = waited || wait
+			if wait {
+				waited++
+			}
 			continue
 		}
 		if !m.prepareCommand(ctx, pc, &cmd) {
@@ -155,7 +159,6 @@ func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) 
 				return false
 			} else {
 				m.metrics.CommandDone(pc.Txn, pc.Op, true)
-				sent = true
 			}
 			continue
 		}
@@ -163,7 +166,9 @@ func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) 
 			return false
 		}
 	}
-	return waited && sent
+	// The message a relation waited for went, failed or was dropped: the
+	// relation goes (or fails) now, and never stays queued unflushed.
+	return waited > 0 && waited < len(cmds)
 }
 
 // commandError handles a stored command's failed send: a retry after a

@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
@@ -40,7 +39,7 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 		// Only its sender can edit an event, so this is a message of the
 		// user's that never reached the network (refused, or failed): the
 		// user was told about it, and is told about the edit too.
-		return m.refuseMatrix(ctx, row, p, fmt.Sprintf("⚠️ Your edit was not delivered: the message it changes never reached %s.", m.networkName(login.ConnectorID)))
+		return m.refuseMatrix(ctx, row, p, "⚠️ Your edit was not delivered: "+errTargetNotDelivered.Error()+".")
 	}
 	if !target.IsMe {
 		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Edit of an event that is not a bridged message of the user, skipping it")

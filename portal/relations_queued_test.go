@@ -2,6 +2,8 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
 )
 
 // queuedRelationsUnit is a unit portal whose network can edit, react and
@@ -237,5 +240,52 @@ func TestQueuedMessageAtLogoutIsReported(t *testing.T) {
 	u.m.flushCommands(ctx, room)
 	if g := got(); len(g) != 0 {
 		t.Errorf("the network got %q after the logout", g)
+	}
+}
+
+// catchUpEvent handles an event as the catch-up does (no intake row: seq 0).
+func (u *unit) catchUpEvent(t *testing.T, room id.RoomID, eventID id.EventID, fields map[string]any) {
+	t.Helper()
+	evt := map[string]any{"event_id": eventID, "room_id": room, "sender": unitUser, "origin_server_ts": 1}
+	maps.Copy(evt, fields)
+	raw, _ := json.Marshal(evt)
+	if err := u.m.handleMatrix(context.Background(), &database.MXEvent{EventID: eventID, RoomID: room, Data: raw}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRelationsOrderedBeforeRefusedMessage: catch-up events share mx_seq 0
+// and a millisecond, so a reply and an edit can sort before their message.
+// The message is refused for good; in the same flush the reply goes plain
+// and the edit fails with a notice, rather than both staying queued with
+// nothing to flush them again.
+func TestRelationsOrderedBeforeRefusedMessage(t *testing.T) {
+	u, room, got := queuedRelationsUnit(t)
+	u.conn.caps.Replies = true
+	ctx := context.Background()
+	answer := u.conn.answer
+	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
+		if c.Txn == "$zmsg" {
+			return nil, &connector.Error{Code: connector.ErrForbidden, Message: "blocked"}
+		}
+		return answer(op, c)
+	}
+	u.catchUpEvent(t, room, "$zmsg", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
+	u.catchUpEvent(t, room, "$areply", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "and this",
+		"m.relates_to": map[string]any{"m.in_reply_to": map[string]any{"event_id": "$zmsg"}}}})
+	u.catchUpEvent(t, room, "$bedit", editOf("$zmsg", "first!"))
+	if _, err := u.db.Exec(ctx, "UPDATE pending_command SET created_at=1"); err != nil {
+		t.Fatal(err)
+	}
+	u.conn.down.Store(false)
+	u.m.flushCommands(ctx, room)
+	if pcs, err := u.db.PendingCm.ByRoom(ctx, room); err != nil || len(pcs) != 0 {
+		t.Errorf("%d commands left queued after the flush, %v", len(pcs), err)
+	}
+	if g := strings.Join(got(), "|"); !strings.Contains(g, "and this") {
+		t.Errorf("the reply never went out (network got %q)", g)
+	}
+	if n := u.notices(t); len(n) != 2 || !strings.Contains(n[1], "Your edit was not delivered") {
+		t.Errorf("notices %q; want the message's refusal, then the edit's", n)
 	}
 }
