@@ -237,7 +237,16 @@ func TruncateName(name string) string {
 	if utf8.RuneCountInString(name) <= MaxDisplaynameRunes {
 		return name
 	}
-	return string([]rune(name)[:MaxDisplaynameRunes-1]) + "…"
+	return TruncateRunes(name, MaxDisplaynameRunes-1)
+}
+
+// TruncateRunes cuts s to n runes and an ellipsis when it is longer: text
+// from the network bounded where the bridge shows it.
+func TruncateRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	return string([]rune(s)[:n]) + "…"
 }
 
 // InAppserviceNamespace reports whether userID belongs to the bridge itself:

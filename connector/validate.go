@@ -62,8 +62,8 @@ func (e *Event) Validate() error {
 			return err
 		}
 	}
-	if err := v.ids(map[string]string{"login": e.Login, "id": e.ID, "target": e.Target, "reply_to": e.ReplyTo,
-		"up_to": e.UpTo, "key": e.Key}); err != nil {
+	if err := v.ids("login", e.Login, "id", e.ID, "target", e.Target, "reply_to", e.ReplyTo,
+		"up_to", e.UpTo, "key", e.Key); err != nil {
 		return err
 	}
 	if len(e.Attachments) > MaxAttachments {
@@ -135,7 +135,7 @@ func (e *Ephemeral) Validate() error {
 	if err := v.head("ephemeral", IsKnownEphemeralKind, e.Login); err != nil {
 		return err
 	}
-	if err := v.ids(map[string]string{"login": e.Login, "contact": e.Contact}); err != nil {
+	if err := v.ids("login", e.Login, "contact", e.Contact); err != nil {
 		return err
 	}
 	switch e.Kind {
@@ -188,11 +188,14 @@ func (v validator) head(what string, known func(string) bool, login string) erro
 	return nil
 }
 
-// ids checks that no id is longer than MaxIDBytes.
-func (v validator) ids(fields map[string]string) error {
-	for field, value := range fields {
-		if len(value) > MaxIDBytes {
-			return v.fail(field, fmt.Sprintf("is %d bytes, more than the %d allowed", len(value), MaxIDBytes))
+// ids checks that no id is longer than MaxIDBytes; fieldValues alternate a
+// field's name and its value. (A slice, not a map: every event from a
+// connector goes through here, and the first field too long is the one
+// reported, whatever the run.)
+func (v validator) ids(fieldValues ...string) error {
+	for i := 0; i+1 < len(fieldValues); i += 2 {
+		if value := fieldValues[i+1]; len(value) > MaxIDBytes {
+			return v.fail(fieldValues[i], fmt.Sprintf("is %d bytes, more than the %d allowed", len(value), MaxIDBytes))
 		}
 	}
 	return nil
@@ -200,7 +203,7 @@ func (v validator) ids(fields map[string]string) error {
 
 func (v validator) chat(c *Chat) error {
 	if c != nil {
-		if err := v.ids(map[string]string{"chat.id": c.ID, "chat.with": c.With}); err != nil {
+		if err := v.ids("chat.id", c.ID, "chat.with", c.With); err != nil {
 			return err
 		}
 	}
@@ -220,8 +223,10 @@ func (v validator) chat(c *Chat) error {
 }
 
 func (v validator) sender(s *Sender) error {
-	if s != nil && len(s.ID) > MaxIDBytes {
-		return v.fail("sender.id", fmt.Sprintf("is %d bytes, more than the %d allowed", len(s.ID), MaxIDBytes))
+	if s != nil {
+		if err := v.ids("sender.id", s.ID); err != nil {
+			return err
+		}
 	}
 	switch {
 	case s == nil:
@@ -233,8 +238,10 @@ func (v validator) sender(s *Sender) error {
 }
 
 func (v validator) contact(c *Contact) error {
-	if c != nil && len(c.ID) > MaxIDBytes {
-		return v.fail("contact.id", fmt.Sprintf("is %d bytes, more than the %d allowed", len(c.ID), MaxIDBytes))
+	if c != nil {
+		if err := v.ids("contact.id", c.ID); err != nil {
+			return err
+		}
 	}
 	switch {
 	case c == nil:

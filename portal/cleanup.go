@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
@@ -144,9 +145,9 @@ func (m *Manager) loginGone(ctx context.Context, login *database.Login, ev *conn
 	if err != nil {
 		return err
 	}
-	farewell := fmt.Sprintf("Your %s account %s was logged out", m.networkName(login.ConnectorID), truncateRunes(login.ID, maxNetworkNameRunes))
+	farewell := fmt.Sprintf("Your %s account %s was logged out", m.networkName(login.ConnectorID), config.TruncateRunes(login.ID, maxNetworkNameRunes))
 	if ev.Message != "" {
-		farewell += " (" + truncateRunes(ev.Message, maxReasonRunes) + ")"
+		farewell += " (" + config.TruncateRunes(ev.Message, maxReasonRunes) + ")"
 	}
 	farewell += ". This room is no longer bridged; once you log in again, new messages open new rooms."
 	noop := func(context.Context) error { return nil }
@@ -181,7 +182,7 @@ func (m *Manager) networkName(connectorID string) string {
 		if hello, ok := m.conn.Hello(connectorID); ok && hello.Network.Name != "" {
 			// The connector's hello names it, unbounded but for the frame
 			// size; it goes into notices.
-			return truncateRunes(hello.Network.Name, maxNetworkNameRunes)
+			return config.TruncateRunes(hello.Network.Name, maxNetworkNameRunes)
 		}
 	}
 	return "the network"

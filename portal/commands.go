@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/database"
@@ -343,7 +343,7 @@ func describeError(err error) string {
 	if errors.As(err, &cerr) && cerr.Message != "" {
 		// The connector's words (e.g. "\"foo\" is not an XMPP address"),
 		// bounded: it is input like any other.
-		return truncateRunes(cerr.Message, maxReasonRunes)
+		return config.TruncateRunes(cerr.Message, maxReasonRunes)
 	}
 	return strings.TrimPrefix(err.Error(), errPermanent.Error()+": ")
 }
@@ -354,10 +354,3 @@ const (
 	maxReasonRunes      = 300
 	maxNetworkNameRunes = 64
 )
-
-func truncateRunes(s string, n int) string {
-	if utf8.RuneCountInString(s) <= n {
-		return s
-	}
-	return string([]rune(s)[:n]) + "…"
-}

@@ -84,13 +84,11 @@ func (m *Manager) mayHaveWritten(row *database.MXEvent) bool {
 // up its txn. Only a refusal meant for good says it was not delivered.
 func mayHaveArrived(pc *database.PendingCommand, cause error) bool {
 	var cerr *connector.Error
-	if errors.As(cause, &cerr) && cerr.Code == connector.ErrTimeout {
+	answered := errors.As(cause, &cerr)
+	if answered && cerr.Code == connector.ErrTimeout {
 		return true
 	}
-	if !pc.Handed {
-		return false
-	}
-	return errors.Is(cause, errPortalEnded) || (errors.As(cause, &cerr) && cerr.Retryable)
+	return pc.Handed && (errors.Is(cause, errPortalEnded) || (answered && cerr.Retryable))
 }
 
 // deletedBeforeSend decides a queued command whose event the user deleted

@@ -55,9 +55,7 @@ func (m *Manager) remoteEphemeral(connectorID string, e *connector.Ephemeral) {
 
 func (m *Manager) applyRemoteTyping(ctx context.Context, e *connector.Ephemeral) {
 	p, err := m.db.Portal.Get(ctx, database.PortalKey{LoginID: e.Login, ChatID: e.Chat.ID})
-	if err != nil || p == nil || p.RoomID == "" || e.Sender.ID != p.ContactID {
-		// Only the contact types in a DM; anyone else's typing would show
-		// as the contact's.
+	if err != nil || p == nil || p.RoomID == "" || notFrom(e.Sender, p.ContactID) {
 		return
 	}
 	timeout := time.Duration(e.TimeoutMS) * time.Millisecond

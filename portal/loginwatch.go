@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 )
@@ -236,10 +237,10 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 }
 
 func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStatus) string {
-	name := truncateRunes(l.ID, maxNetworkNameRunes)
+	name := config.TruncateRunes(l.ID, maxNetworkNameRunes)
 	if l.Name != "" {
 		// The connector's words, bounded like any other input.
-		name += " (" + truncateRunes(l.Name, maxNetworkNameRunes) + ")"
+		name += " (" + config.TruncateRunes(l.Name, maxNetworkNameRunes) + ")"
 	}
 	network := m.networkName(l.ConnectorID)
 	switch trouble {

@@ -34,8 +34,6 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 		} else if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpEditMessage, cmd, targetMX)
 		}
-	}
-	if target == nil {
 		// Only its sender can edit an event, so this is a message of the
 		// user's that never reached the network (refused, or failed): the
 		// user was told about it, and is told about the edit too.

@@ -36,13 +36,11 @@ func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev 
 		log.Warn().Msg("Event points into a chat without a portal, skipping it")
 		return done(ctx)
 	}
-	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != p.ContactID {
-		// In a DM the other side is the contact; anyone else (the login's
-		// own id without is_me, say) would act on keys that are not theirs,
-		// such as the user's reactions, or read as the contact.
-		log.Warn().Str("sender", ev.Sender.ID).Str("contact", p.ContactID).
-			Msg("Relation from someone who is not the chat's contact, skipping it")
-		return done(ctx)
+	if notFrom(ev.Sender, p.ContactID) {
+		// Anyone else (the login's own id without is_me, say) would act on
+		// keys that are not theirs, such as the user's reactions, or read
+		// as the contact.
+		return skipStranger(ctx, ev, p.ContactID, done)
 	}
 	if ev.Kind == connector.KindReadReceipt {
 		return m.remoteReadReceipt(ctx, login, p, ev, done)

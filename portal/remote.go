@@ -91,15 +91,26 @@ func (m *Manager) senderIntent(ctx context.Context, login *database.Login, p *da
 	return m.ghosts.Intent(p.ContactID), false, nil
 }
 
+// notFrom reports whether sender is someone other than the DM's contact and
+// the user: in a DM the other side is the contact, and anything from anyone
+// else would show as the contact's (the ghost posts it) or act on what is
+// not theirs.
+func notFrom(sender *connector.Sender, contactID string) bool {
+	return sender != nil && !sender.IsMe && sender.ID != contactID
+}
+
+// skipStranger marks handled an event whose sender is not the chat's contact.
+func skipStranger(ctx context.Context, ev *connector.Event, contactID string, done func(context.Context) error) error {
+	zerolog.Ctx(ctx).Warn().Str("kind", ev.Kind).Str("sender", ev.Sender.ID).Str("contact", contactID).
+		Msg("Event from someone who is not the chat's contact, skipping it")
+	return done(ctx)
+}
+
 func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
-	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != ev.Chat.With {
-		// In a DM the other side is the contact: a message from anyone
-		// else would be posted by the contact's ghost, as if they had
-		// written it. As for relations and backfilled messages, it is
-		// skipped (and acked), and no portal is made for it.
-		zerolog.Ctx(ctx).Warn().Str("sender", ev.Sender.ID).Str("contact", ev.Chat.With).
-			Msg("Message from someone who is not the chat's contact, skipping it")
-		return done(ctx)
+	if notFrom(ev.Sender, ev.Chat.With) {
+		// As for relations and backfilled messages, it is skipped (and
+		// acked), and no portal is made for it.
+		return skipStranger(ctx, ev, ev.Chat.With, done)
 	}
 	key := database.PortalKey{LoginID: login.ID, ChatID: ev.Chat.ID}
 	// A replay of a plain message is recognised where its send would
@@ -125,12 +136,10 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 	if err != nil {
 		return err
 	}
-	if ev.Sender != nil && !ev.Sender.IsMe && ev.Sender.ID != p.ContactID {
+	if notFrom(ev.Sender, p.ContactID) {
 		// The portal's contact is the one it was made for; an event that
 		// names another one as chat.with does not change that.
-		zerolog.Ctx(ctx).Warn().Str("sender", ev.Sender.ID).Str("contact", p.ContactID).
-			Msg("Message from someone who is not the chat's contact, skipping it")
-		return done(ctx)
+		return skipStranger(ctx, ev, p.ContactID, done)
 	}
 	if _, err = m.backfill(ctx, connectorID, login, p, ev); err != nil {
 		return err
