@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"maunium.net/go/mautrix/id"
+
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/e2ee"
 )
@@ -20,30 +22,9 @@ import (
 // such; the second is reported as not delivered and is not sent after all.
 func TestCleanupWhileSending(t *testing.T) {
 	u, room, got := queuedRelationsUnit(t)
-	ctx := context.Background()
-	u.handle(t, room, "$a", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
-	u.handle(t, room, "$b", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "second"}})
-	answer := u.conn.answer
-	inFlight, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
-		if c.Txn == "$a" {
-			once.Do(func() { close(inFlight) })
-			<-release
-		}
-		return answer(op, c)
-	}
-	u.conn.down.Store(false)
-	flushed := make(chan struct{})
-	go func() { u.m.flushCommands(ctx, room); close(flushed) }()
-	<-inFlight
-	u.remote(t, &connector.Event{Kind: connector.KindChatDeleted, ID: "del1"})
-	close(release)
-	select {
-	case <-flushed:
-	case <-time.After(5 * time.Second):
-		t.Fatal("flush stuck")
-	}
+	c := startCleanupWhileSending(t, u, room)
+	c.release()
+	c.finish(t)
 	for _, g := range got() {
 		if strings.Contains(g, "second") {
 			t.Errorf("the network got %q after the user was told it was not delivered", g)
@@ -60,6 +41,68 @@ func TestCleanupWhileSending(t *testing.T) {
 	}
 	if first == "" || second == "" {
 		t.Errorf("notices %q; want one 'may not have been delivered' (the one in flight) and one 'was not delivered'", u.notices(t))
+	}
+}
+
+// cleanupWhileSending is a room with two queued messages whose flush holds
+// the first with the connector while the chat is deleted on the network.
+type cleanupWhileSending struct {
+	releaseOnce sync.Once
+	held        chan struct{}
+	inFlight    chan struct{}
+	flushed     chan struct{}
+}
+
+// startCleanupWhileSending queues "first" ($a) and "second" ($b), starts a
+// flush that holds $a until release, and has the network delete the chat
+// meanwhile (on the chat's lane, not the room's).
+func startCleanupWhileSending(t *testing.T, u *unit, room id.RoomID) *cleanupWhileSending {
+	t.Helper()
+	c := prepareCleanupWhileSending(t, u, room)
+	c.deleteChat(t, u, room)
+	return c
+}
+
+// prepareCleanupWhileSending queues the two messages and makes the
+// connector hold $a; deleteChat does the rest.
+func prepareCleanupWhileSending(t *testing.T, u *unit, room id.RoomID) *cleanupWhileSending {
+	t.Helper()
+	u.handle(t, room, "$a", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
+	u.handle(t, room, "$b", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "second"}})
+	c := &cleanupWhileSending{held: make(chan struct{}), inFlight: make(chan struct{}), flushed: make(chan struct{})}
+	var once sync.Once
+	answer := u.conn.answer
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if cmd.Txn == "$a" {
+			once.Do(func() { close(c.inFlight) })
+			<-c.held
+		}
+		return answer(op, cmd)
+	}
+	return c
+}
+
+// deleteChat starts the flush and, once it holds $a, has the network
+// delete the chat.
+func (c *cleanupWhileSending) deleteChat(t *testing.T, u *unit, room id.RoomID) {
+	t.Helper()
+	u.conn.down.Store(false)
+	go func() { u.m.flushCommands(context.Background(), room); close(c.flushed) }()
+	<-c.inFlight
+	u.remote(t, &connector.Event{Kind: connector.KindChatDeleted, ID: "del1"})
+}
+
+// release lets the connector answer $a; it may be called more than once.
+func (c *cleanupWhileSending) release() { c.releaseOnce.Do(func() { close(c.held) }) }
+
+// finish releases $a and waits for the flush.
+func (c *cleanupWhileSending) finish(t *testing.T) {
+	t.Helper()
+	c.release()
+	select {
+	case <-c.flushed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("flush stuck")
 	}
 }
 

@@ -172,23 +172,11 @@ func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
 func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, room, got := queuedRelationsUnit(t)
-	ctx := context.Background()
-	u.handle(t, room, "$a", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "first"}})
-	u.handle(t, room, "$b", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "second"}})
-	answer := u.conn.answer
-	inFlight, release := make(chan struct{}), make(chan struct{})
-	var once, relOnce sync.Once
-	u.conn.answer = func(op string, c *connector.Command) (*connector.Result, error) {
-		if c.Txn == "$a" {
-			once.Do(func() { close(inFlight) })
-			<-release
-		}
-		return answer(op, c)
-	}
-	u.hs.Fail = func(c fakematrix.Call) error {
-		if body, _ := c.Content["body"].(string); strings.HasPrefix(body, "⚠️ Your message was not delivered") {
+	c := prepareCleanupWhileSending(t, u, room)
+	u.hs.Fail = func(call fakematrix.Call) error {
+		if body, _ := call.Content["body"].(string); strings.HasPrefix(body, "⚠️ Your message was not delivered") {
 			// The homeserver takes a moment; the flush goes on meanwhile.
-			relOnce.Do(func() { close(release) })
+			c.release()
 			deadline := time.Now().Add(500 * time.Millisecond)
 			for time.Now().Before(deadline) && len(got()) < 2 {
 				time.Sleep(10 * time.Millisecond)
@@ -196,13 +184,8 @@ func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
 		}
 		return nil
 	}
-	u.conn.down.Store(false)
-	flushed := make(chan struct{})
-	go func() { u.m.flushCommands(ctx, room); close(flushed) }()
-	<-inFlight
-	u.remote(t, &connector.Event{Kind: connector.KindChatDeleted, ID: "del1"})
-	relOnce.Do(func() { close(release) })
-	<-flushed
+	c.deleteChat(t, u, room)
+	c.finish(t)
 	for _, g := range got() {
 		if strings.Contains(g, "second") {
 			t.Errorf("the network got %q after the user was told it was not delivered (notices %q)", g, u.notices(t))
