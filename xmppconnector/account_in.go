@@ -2,8 +2,11 @@ package xmppconnector
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -111,7 +114,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 	}
 	id := in.archiveID
 	if id == "" {
-		id = xmppID
+		id = fitID(xmppID)
 	}
 	ev := &connector.Event{Login: a.login, TS: in.ts.UnixMilli(), Chat: chat, Sender: sender, ID: id}
 	if in.outgoing && originID != "" {
@@ -211,16 +214,35 @@ func (a *account) authoredBy(ctx context.Context, chat, target, who string) (boo
 	return false, nil
 }
 
+// maxOwnIDBytes bounds the id a message is bridged under. XMPP sets no
+// limit on a client's message id, but the protocol refuses ids over
+// connector.MaxIDBytes, and a refused message is lost; reactions add
+// "/key" to it. A longer id is bridged under its digest instead: the store
+// keeps the client's id beside it (msgRef), so corrections, retractions
+// and replies naming the long id still find the message.
+const maxOwnIDBytes = 256
+
+// fitID returns id, or a stable digest of it when it is longer than
+// maxOwnIDBytes (the same id always gives the same digest, so a repeat is
+// still recognised).
+func fitID(id string) string {
+	if len(id) <= maxOwnIDBytes {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
 // resolve maps an XMPP-side message id in chat to the bridge's id. An
-// unknown id is passed through: it may be a bridge id already (our own
-// sends use the txn for both).
+// unknown id is passed through (fitted as a message's own id is): it may
+// be a bridge id already (our own sends use the txn for both).
 func (a *account) resolve(ctx context.Context, chat, ref string) (string, error) {
 	if ref == "" {
 		return "", nil
 	}
 	id, ok, err := a.store.BridgeID(ctx, a.login, chat, ref)
 	if err != nil || !ok {
-		return ref, err
+		return fitID(ref), err
 	}
 	return id, nil
 }
@@ -233,6 +255,9 @@ func (a *account) resolve(ctx context.Context, chat, ref string) (string, error)
 // many; the first ones in the set are kept.
 const maxReactionsPerSender = 64
 
+// maxReactionKeyBytes bounds one reaction's key; longer ones are left out.
+const maxReactionKeyBytes = 256
+
 // bridgeReactions turns a XEP-0444 reaction set (always the sender's
 // complete set) into adds and removes against what the bridge was told.
 func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, eff *effects, r *reactionsEl) error {
@@ -244,7 +269,11 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 	if err != nil {
 		return err
 	}
-	now := firstDistinct(r.Reactions, maxReactionsPerSender)
+	now := firstDistinct(slices.DeleteFunc(slices.Clone(r.Reactions), func(k string) bool {
+		// A key is an emoji (XEP-0444); one this long is not, and with
+		// the message id it would pass the protocol's id bound.
+		return len(k) > maxReactionKeyBytes
+	}), maxReactionsPerSender)
 	if len(now) == maxReactionsPerSender && len(r.Reactions) > len(now) {
 		a.log.Warn().Str("chat_id", base.Chat.ID).Int("reactions", len(r.Reactions)).
 			Msg("Keeping only the first reactions of an oversized set")
