@@ -1,6 +1,9 @@
 package connector
 
-import "fmt"
+import (
+	"fmt"
+	"unicode/utf8"
+)
 
 // MaxInlineAttachment is the largest attachment that may travel inline as
 // base64 data (decoded size); anything larger must be offered by URL.
@@ -128,6 +131,38 @@ func (e *Event) Validate() error {
 // MaxStatusMsgBytes bounds a presence status message: it is set on a ghost's
 // profile presence, where a longer one only costs the homeserver.
 const MaxStatusMsgBytes = 1024
+
+// MaxErrorCodeBytes and MaxErrorMessageBytes bound an error's code and
+// message as the bridge keeps them: they reach logs, notices in the user's
+// room and the provisioning API's answers, and a connector's error is
+// input like any other.
+const (
+	MaxErrorCodeBytes    = 64
+	MaxErrorMessageBytes = 4096
+)
+
+// Bounded returns e with its code and message cut to MaxErrorCodeBytes and
+// MaxErrorMessageBytes (at a character boundary), and whether anything was
+// cut; e itself is left as it is.
+func (e *Error) Bounded() (*Error, bool) {
+	if len(e.Code) <= MaxErrorCodeBytes && len(e.Message) <= MaxErrorMessageBytes {
+		return e, false
+	}
+	b := *e
+	b.Code, b.Message = cutBytes(b.Code, MaxErrorCodeBytes), cutBytes(b.Message, MaxErrorMessageBytes)
+	return &b, true
+}
+
+// cutBytes cuts s to at most n bytes without splitting a character.
+func cutBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
 
 // Validate checks the fields that the ephemeral's kind requires.
 func (e *Ephemeral) Validate() error {

@@ -337,13 +337,23 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 
 // describeError is a failure's reason as the user reads it: the network's
 // own message where there is one (its protocol code goes to the log, not to
-// the user), without the bridge's internal classification.
+// the user), a kind of failure for one from below the bridge (see
+// outsideCause), and otherwise the bridge's own words without its internal
+// classification.
 func describeError(err error) string {
 	var cerr *connector.Error
-	if errors.As(err, &cerr) && cerr.Message != "" {
+	if errors.As(err, &cerr) {
+		if cerr.Message == "" {
+			// The code alone is for machines, and a connector's code is
+			// as unbounded as anything else it sends.
+			return "the network refused it"
+		}
 		// The connector's words (e.g. "\"foo\" is not an XMPP address"),
 		// bounded: it is input like any other.
 		return config.TruncateRunes(cerr.Message, maxReasonRunes)
+	}
+	if why := outsideCause(err); why != "" {
+		return why
 	}
 	return strings.TrimPrefix(err.Error(), errPermanent.Error()+": ")
 }

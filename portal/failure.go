@@ -6,10 +6,14 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 
 	"github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix"
+
+	"github.com/dmbridge/dmbridge/config"
 )
 
 // errPermanent marks failures that no retry can fix (bad stored data, an
@@ -101,4 +105,39 @@ func safely(ctx context.Context, fn func(context.Context) error) (err error) {
 		}
 	}()
 	return fn(ctx)
+}
+
+// outsideCause names the kind of a failure that comes from below the
+// bridge: the homeserver, a network request or the database. Their texts
+// carry internal addresses, request URLs with user ids, and SQL, none of
+// which is for the user's room (or a provisioning client); the log has the
+// whole error. "" for a failure of the bridge's own making, whose text is
+// written for the user.
+func outsideCause(err error) string {
+	var fetch *fetchFailed
+	if errors.As(err, &fetch) {
+		return "" // its text already leaves out the URL and address
+	}
+	var httpErr mautrix.HTTPError
+	if errors.As(err, &httpErr) {
+		switch {
+		case httpErr.RespError != nil && httpErr.RespError.ErrCode != "":
+			return "the homeserver refused it (" + config.TruncateRunes(httpErr.RespError.ErrCode, 64) + ")"
+		case httpErr.Response != nil:
+			return fmt.Sprintf("the homeserver failed (HTTP %d)", httpErr.Response.StatusCode)
+		}
+		return "the bridge could not reach the homeserver"
+	}
+	var urlErr *url.Error
+	var opErr *net.OpError
+	if errors.As(err, &urlErr) || errors.As(err, &opErr) {
+		return "a network request of the bridge failed"
+	}
+	var sqlState interface{ SQLState() string }
+	var lite sqlite3.Error
+	if errors.As(err, &sqlState) || errors.As(err, &lite) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, sql.ErrTxDone) {
+		return "the bridge's database failed"
+	}
+	return ""
 }

@@ -230,6 +230,13 @@ func (c *serverConn) onErr(f *connector.Frame) (bad bool) {
 	if f.Error == nil || f.Error.Code == "" {
 		return c.badFrame(refs, "err: error.code is required")
 	}
+	if bounded, cut := f.Error.Bounded(); cut {
+		// Still the command's answer (its waiter would otherwise time
+		// out and tell the user less), with what goes on cut short.
+		c.rlog.Warn().Str("id", f.ID).Int("code_bytes", len(f.Error.Code)).Int("message_bytes", len(f.Error.Message)).
+			Msg("Cutting an oversized error from the connector")
+		f.Error = bounded
+	}
 	if f.ID != "" && c.resolve(f.ID, cmdReply{err: f.Error}) {
 		return false
 	}

@@ -3,12 +3,14 @@ package server_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -514,5 +516,40 @@ func TestRetryableCheckFailureIsNotAcked(t *testing.T) {
 	connectortest.WaitAck(t, rc, 2)
 	if got := h.Store.Snapshot("c"); len(got) != 2 || got[1].Ev == nil || got[1].Ev.ID != "m2" {
 		t.Fatalf("store after the replay: %+v", got)
+	}
+}
+
+// An error answer's code and message are cut at the edge: both reach the
+// log, the user's room and the provisioning API, and a connector could
+// answer with a code of a megabyte. The command still gets the answer.
+func TestOversizedErrorAnswerIsCut(t *testing.T) {
+	h := connectortest.NewHarness(t, nil)
+	rc, _ := h.Connect(t, "c")
+	type answer struct {
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		_, err := h.Srv.Command(t.Context(), "c", connector.OpSendMessage, &connector.Command{Login: "a", Chat: connectortest.DMChat(), Txn: "t1", Text: "hi"})
+		done <- answer{err}
+	}()
+	cmd := connectortest.ReadUntil(t, rc, "the command", func(f *connector.Frame) bool { return f.Type == connector.TypeCmd })
+	huge := strings.Repeat("é", 100_000)
+	if err := rc.WriteText([]byte(`{"type":"err","id":"` + cmd.ID + `","error":{"code":"` + huge + `","message":"` + huge + `"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	var a answer
+	select {
+	case a = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command got no answer")
+	}
+	var cerr *connector.Error
+	if !errors.As(a.err, &cerr) {
+		t.Fatalf("answer = %v, want a connector error", a.err)
+	}
+	if len(cerr.Code) > connector.MaxErrorCodeBytes || len(cerr.Message) > connector.MaxErrorMessageBytes ||
+		!utf8.ValidString(cerr.Code) || !utf8.ValidString(cerr.Message) || !strings.HasPrefix(huge, cerr.Code) {
+		t.Fatalf("error kept %d-byte code and %d-byte message", len(cerr.Code), len(cerr.Message))
 	}
 }
