@@ -2,7 +2,6 @@ package database
 
 import (
 	"context"
-	"time"
 
 	"go.mau.fi/util/dbutil"
 )
@@ -68,32 +67,6 @@ func (c *LoginStateCount) Scan(row dbutil.Scannable) (*LoginStateCount, error) {
 func (q *StatsQuery) LoginStates(ctx context.Context) ([]*LoginStateCount, error) {
 	return helper[LoginStateCount](q.db).QueryMany(ctx,
 		"SELECT connector_id, state, COUNT(*) FROM login GROUP BY connector_id, state ORDER BY connector_id, state")
-}
-
-// LoginStatus is a login as health shows it: no Matrix user, no name.
-type LoginStatus struct {
-	ID          string
-	ConnectorID string
-	State       string
-	UpdatedAt   time.Time
-}
-
-// Scan reads a login row of LoginStatuses.
-func (l *LoginStatus) Scan(row dbutil.Scannable) (*LoginStatus, error) {
-	var updated int64
-	if err := row.Scan(&l.ID, &l.ConnectorID, &l.State, &updated); err != nil {
-		return nil, err
-	}
-	if updated > 0 {
-		l.UpdatedAt = time.UnixMilli(updated).UTC()
-	}
-	return l, nil
-}
-
-// LoginStatuses lists logins in id order, at most limit.
-func (q *StatsQuery) LoginStatuses(ctx context.Context, limit int) ([]*LoginStatus, error) {
-	return helper[LoginStatus](q.db).QueryMany(ctx,
-		"SELECT id, connector_id, state, updated_at FROM login ORDER BY id LIMIT $1", limit)
 }
 
 // Ping checks that the database answers a query.

@@ -33,9 +33,6 @@ const (
 // well within the timeouts load balancers use (a few seconds).
 const checkTimeout = 2 * time.Second
 
-// maxLogins bounds the logins listed in the health body.
-const maxLogins = 1000
-
 // ReadyCheck is one condition of readiness; a non-nil error makes the
 // instance not ready. Its message is shown in the body, so it must not
 // carry secrets.

@@ -19,9 +19,7 @@ type Status struct {
 	Database      DatabaseStatus    `json:"database"`
 	Homeserver    HomeserverStatus  `json:"homeserver"`
 	Connectors    []ConnectorStatus `json:"connectors"`
-	Logins        []LoginStatus     `json:"logins"`
-	// LoginsTruncated is set when there were more logins than listed.
-	LoginsTruncated bool `json:"logins_truncated,omitempty"`
+	Logins        []LoginCount      `json:"logins"`
 }
 
 // DatabaseStatus is the database's side of health.
@@ -47,13 +45,16 @@ type ConnectorStatus struct {
 	Connected bool   `json:"connected"`
 }
 
-// LoginStatus is one login: its id, connector and last reported state. The
-// Matrix user and the account's name are left out.
-type LoginStatus struct {
-	ID        string     `json:"id"`
-	Connector string     `json:"connector"`
-	State     string     `json:"state"`
-	Since     *time.Time `json:"since,omitempty"`
+// LoginCount is how many logins of a connector are in a state. Health
+// answers anyone who reaches the appservice listener, so it counts logins
+// and names none: a login id is the user's account on the network (a bare
+// JID for XMPP), and listing them would let anyone enumerate the bridge's
+// users and watch each go on- and offline. The bot's admin "logins"
+// command lists them.
+type LoginCount struct {
+	Connector string `json:"connector"`
+	State     string `json:"state"`
+	Count     int64  `json:"count"`
 }
 
 // Health gathers the status of the process and what it depends on.
@@ -62,7 +63,7 @@ func (c *Checker) Health(ctx context.Context) *Status {
 	st := &Status{
 		Status: "ok", Version: c.version, StartedAt: c.started.UTC(),
 		UptimeSeconds: int64(now.Sub(c.started).Seconds()),
-		Connectors:    []ConnectorStatus{}, Logins: []LoginStatus{},
+		Connectors:    []ConnectorStatus{}, Logins: []LoginCount{},
 	}
 	st.Ready = c.Ready(ctx)
 	if msg := st.Ready.Checks["database"]; msg == "ok" {
@@ -90,21 +91,14 @@ func (c *Checker) Health(ctx context.Context) *Status {
 	known := slices.Clone(live)
 	if st.Database.OK {
 		ctx, cancel := context.WithTimeout(ctx, checkTimeout)
-		logins, err := c.db.Stats().LoginStatuses(ctx, maxLogins+1)
+		counts, err := c.db.Stats().LoginStates(ctx)
 		cancel()
 		if err != nil {
-			c.log.Warn().Err(err).Msg("Health could not list logins")
+			c.log.Warn().Err(err).Msg("Health could not count logins")
 		}
-		if len(logins) > maxLogins {
-			logins, st.LoginsTruncated = logins[:maxLogins], true
-		}
-		for _, l := range logins {
-			ls := LoginStatus{ID: l.ID, Connector: l.ConnectorID, State: l.State}
-			if !l.UpdatedAt.IsZero() {
-				ls.Since = &l.UpdatedAt
-			}
-			st.Logins = append(st.Logins, ls)
-			known = append(known, l.ConnectorID)
+		for _, lc := range counts {
+			st.Logins = append(st.Logins, LoginCount{Connector: lc.ConnectorID, State: lc.State, Count: lc.Count})
+			known = append(known, lc.ConnectorID)
 		}
 	}
 	slices.Sort(known)
