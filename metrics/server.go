@@ -58,10 +58,24 @@ func (m *Metrics) Listen(addr string, log zerolog.Logger) (*Server, error) {
 // Addr is where the listener is bound (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.addr }
 
-// Stop closes the listener, letting scrapes in progress finish within ctx.
+// stopGrace bounds how long Stop lets requests in progress finish. A
+// scrape takes milliseconds; a CPU profile or a trace streams for as long
+// as it was asked (up to minutes), and must not hold back a shutdown, nor a
+// standby's takeover (which stops this listener before it starts): it is
+// cut off.
+const stopGrace = time.Second
+
+// Stop closes the listener, letting scrapes in progress finish within ctx
+// and stopGrace, and then closes the connections still open.
 func (s *Server) Stop(ctx context.Context) error {
 	if s == nil {
 		return nil
 	}
-	return s.srv.Shutdown(ctx)
+	ctx, cancel := context.WithTimeout(ctx, stopGrace)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		s.log.Info().Msg("Cutting off metrics or profile requests still running")
+		return s.srv.Close()
+	}
+	return nil
 }
