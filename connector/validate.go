@@ -201,17 +201,28 @@ func (v validator) ids(fieldValues ...string) error {
 	return nil
 }
 
+// withID checks what chat, sender and contact share once they are there:
+// none of their ids (fieldValues as for ids) is too long, and their own id,
+// the first pair, is set. One helper for the three keeps their checks in
+// the same order: an id too long is reported before a missing one.
+func (v validator) withID(fieldValues ...string) error {
+	if err := v.ids(fieldValues...); err != nil {
+		return err
+	}
+	if fieldValues[1] == "" {
+		return v.fail(fieldValues[0], "is required")
+	}
+	return nil
+}
+
 func (v validator) chat(c *Chat) error {
-	if c != nil {
-		if err := v.ids("chat.id", c.ID, "chat.with", c.With); err != nil {
-			return err
-		}
+	if c == nil {
+		return v.fail("chat", "is required")
+	}
+	if err := v.withID("chat.id", c.ID, "chat.with", c.With); err != nil {
+		return err
 	}
 	switch {
-	case c == nil:
-		return v.fail("chat", "is required")
-	case c.ID == "":
-		return v.fail("chat.id", "is required")
 	case c.Type == "":
 		return v.fail("chat.type", "is required")
 	case c.Type == ChatTypeDM && c.With == "":
@@ -223,31 +234,20 @@ func (v validator) chat(c *Chat) error {
 }
 
 func (v validator) sender(s *Sender) error {
-	if s != nil {
-		if err := v.ids("sender.id", s.ID); err != nil {
-			return err
-		}
-	}
-	switch {
-	case s == nil:
+	if s == nil {
 		return v.fail("sender", "is required")
-	case s.ID == "":
-		return v.fail("sender.id", "is required")
 	}
-	return nil
+	return v.withID("sender.id", s.ID)
 }
 
 func (v validator) contact(c *Contact) error {
-	if c != nil {
-		if err := v.ids("contact.id", c.ID); err != nil {
-			return err
-		}
+	if c == nil {
+		return v.fail("contact", "is required")
+	}
+	if err := v.withID("contact.id", c.ID); err != nil {
+		return err
 	}
 	switch {
-	case c == nil:
-		return v.fail("contact", "is required")
-	case c.ID == "":
-		return v.fail("contact.id", "is required")
 	case c.Avatar != nil && c.Avatar.ID == "":
 		return v.fail("contact.avatar.id", "is required when avatar is set")
 	case c.Avatar != nil && c.Avatar.URL == "":
