@@ -26,9 +26,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 		if version < 1 {
 			t.Fatalf("version after upgrade = %d, want >= 1", version)
 		}
-		if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, first, "")
 		_ = first.Close()
 		second := testdb.Open(t, target)
 		again, err := schemaVersion(ctx, second)
@@ -47,9 +45,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 
 func TestPortalUniquePerChat(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, db, "")
 		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 		a, err := db.Portal.GetOrCreate(ctx, key, "bob")
 		if err != nil {
@@ -133,13 +129,20 @@ func TestMessageMappingDedup(t *testing.T) {
 	})
 }
 
+// storeLogin stores login l1 of @a:x in state ("" for none): the login
+// that the portals, commands and rows of these tests hang from.
+func storeLogin(ctx context.Context, t testing.TB, db *database.Database, state string) {
+	t.Helper()
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: state}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // storeBobPortal stores login l1 (of @a:x) and its portal for chat bob,
 // the rows most tests here start from, and returns the portal's key.
 func storeBobPortal(ctx context.Context, t testing.TB, db *database.Database) database.PortalKey {
 	t.Helper()
-	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-		t.Fatal(err)
-	}
+	storeLogin(ctx, t, db, "")
 	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
 		t.Fatal(err)
@@ -191,9 +194,7 @@ func TestPendingCommandsKeepQueueOrder(t *testing.T) {
 // TestUpgradeFromV1 takes a database back to the v1 schema (without the
 // columns v2 added) and checks that opening it runs the v1 -> v2 upgrade.
 func TestUpgradeFromV1(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 1)
+	eachUpgradedFrom(t, 1, nil, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		if _, err := upgraded.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: "$e", RoomID: "!r:x", Data: []byte("{}")}}); err != nil {
 			t.Errorf("mx_event after upgrade: %v", err)
 		}
@@ -206,9 +207,7 @@ func TestUpgradeFromV1(t *testing.T) {
 // TestUpgradeFromV2 takes a database back to v2 (without in_doubt_send) and
 // checks that opening it adds the table.
 func TestUpgradeFromV2(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 2)
+	eachUpgradedFrom(t, 2, nil, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 			RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 		if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -272,10 +271,9 @@ const latestVersion = 13
 // alert columns) and checks that opening it adds them: a login stored before
 // keeps its state and gets its state time, last event and alert.
 func TestUpgradeToV4(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 3,
-			"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')")
+	eachUpgradedFrom(t, 3, []string{
+		"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
+	}, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		old, err := upgraded.Login.Get(ctx, "old")
 		if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
 			t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
@@ -312,11 +310,10 @@ func TestUpgradeToV4(t *testing.T) {
 // with a portal in it, and checks that the upgrade adds the table without
 // queueing a backfill for that portal, while a new portal gets one.
 func TestUpgradeFromV4(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 4,
-			"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
-			"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)")
+	eachUpgradedFrom(t, 4, []string{
+		"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
+		"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
+	}, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		old := database.PortalKey{LoginID: "l", ChatID: "old"}
 		if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
 			t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
@@ -337,6 +334,16 @@ func TestUpgradeFromV4(t *testing.T) {
 		if pending, _ := upgraded.Backfill.Pending(ctx, key); pending {
 			t.Fatal("an existing portal was queued for backfill again")
 		}
+	})
+}
+
+// eachUpgradedFrom runs test on each database target taken back to schema
+// version, with setup's rows in it, and upgraded again (reopenFrom): what
+// testdb.EachDatabase is for a new database, for the upgrade tests.
+func eachUpgradedFrom(t *testing.T, version int, setup []string, test func(ctx context.Context, t *testing.T, upgraded *database.Database)) {
+	t.Helper()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		test(context.Background(), t, reopenFrom(t, target, version, setup...))
 	})
 }
 
