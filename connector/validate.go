@@ -1,6 +1,10 @@
 package connector
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
 // MaxInlineAttachment is the largest attachment that may travel inline as
 // base64 data (decoded size); anything larger must be offered by URL.
@@ -114,12 +118,8 @@ func (e *Event) Validate() error {
 			return err
 		}
 	case KindLogin:
-		switch e.State {
-		case LoginConnected, LoginDisconnected, LoginBadCredentials:
-		case "":
-			return v.fail("state", "is required")
-		default:
-			return v.fail("state", fmt.Sprintf("%q is not one of connected, disconnected, bad_credentials", e.State))
+		if err := v.oneOf("state", e.State, LoginConnected, LoginDisconnected, LoginBadCredentials); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -153,12 +153,8 @@ func (e *Ephemeral) Validate() error {
 		if e.Contact == "" {
 			return v.fail("contact", "is required")
 		}
-		switch e.Presence {
-		case PresenceOnline, PresenceUnavailable, PresenceOffline:
-		case "":
-			return v.fail("presence", "is required")
-		default:
-			return v.fail("presence", fmt.Sprintf("%q is not one of online, unavailable, offline", e.Presence))
+		if err := v.oneOf("presence", e.Presence, PresenceOnline, PresenceUnavailable, PresenceOffline); err != nil {
+			return err
 		}
 		if len(e.StatusMsg) > MaxStatusMsgBytes {
 			return v.fail("status_msg", fmt.Sprintf("is %d bytes, more than the %d allowed", len(e.StatusMsg), MaxStatusMsgBytes))
@@ -184,6 +180,18 @@ func (v validator) head(what string, known func(string) bool, login string) erro
 		return v.fail("kind", "is not a known "+what+" kind")
 	case login == "":
 		return v.fail("login", "is required")
+	}
+	return nil
+}
+
+// oneOf checks a required field that takes one of a few values (a login's
+// state, a presence), naming them all in the error for any other.
+func (v validator) oneOf(field, value string, allowed ...string) error {
+	switch {
+	case value == "":
+		return v.fail(field, "is required")
+	case !slices.Contains(allowed, value):
+		return v.fail(field, fmt.Sprintf("%q is not one of %s", value, strings.Join(allowed, ", ")))
 	}
 	return nil
 }
