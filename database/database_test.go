@@ -350,43 +350,28 @@ func eachUpgradedFrom(t *testing.T, version int, setup []string, test func(ctx c
 // undoUpgrade holds, for each schema version after the first, the
 // statements that take a database at that version back to the one before:
 // upgrades/NN-*.sql in reverse.
-func undoUpgrade(version int) []string {
-	switch version {
-	case 2:
-		return []string{
-			"DROP INDEX IF EXISTS mx_event_pending_idx",
-			"ALTER TABLE pending_command DROP COLUMN mx_seq",
-			"ALTER TABLE mx_event DROP COLUMN received_at",
-			"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
-		}
-	case 3:
-		return []string{"DROP TABLE in_doubt_send"}
-	case 4:
-		return []string{
-			"ALTER TABLE login DROP COLUMN state_since",
-			"ALTER TABLE login DROP COLUMN last_event_at",
-			"ALTER TABLE login DROP COLUMN alerted",
-		}
-	case 5:
-		return []string{"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending"}
-	case 6:
-		return []string{"DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing"}
-	case 7:
-		return []string{"DROP TABLE encrypted_media"}
-	case 8:
-		return []string{"DROP INDEX portal_contact_idx"}
-	case 9:
-		return []string{"ALTER TABLE ghost_device DROP COLUMN keys_checked"}
-	case 10:
-		return []string{"DROP TABLE double_puppet_sync"}
-	case 11:
-		return []string{"DROP TABLE early_redaction"}
-	case 12:
-		return []string{"ALTER TABLE pending_command DROP COLUMN handed"}
-	case 13:
-		return []string{"ALTER TABLE pending_command DROP COLUMN target_mx"}
-	}
-	return nil
+var undoUpgrade = map[int][]string{
+	2: {
+		"DROP INDEX IF EXISTS mx_event_pending_idx",
+		"ALTER TABLE pending_command DROP COLUMN mx_seq",
+		"ALTER TABLE mx_event DROP COLUMN received_at",
+		"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+	},
+	3: {"DROP TABLE in_doubt_send"},
+	4: {
+		"ALTER TABLE login DROP COLUMN state_since",
+		"ALTER TABLE login DROP COLUMN last_event_at",
+		"ALTER TABLE login DROP COLUMN alerted",
+	},
+	5:  {"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending"},
+	6:  {"DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing"},
+	7:  {"DROP TABLE encrypted_media"},
+	8:  {"DROP INDEX portal_contact_idx"},
+	9:  {"ALTER TABLE ghost_device DROP COLUMN keys_checked"},
+	10: {"DROP TABLE double_puppet_sync"},
+	11: {"DROP TABLE early_redaction"},
+	12: {"ALTER TABLE pending_command DROP COLUMN handed"},
+	13: {"ALTER TABLE pending_command DROP COLUMN target_mx"},
 }
 
 // reopenFrom takes a new database back to schema version (newest upgrade
@@ -399,7 +384,7 @@ func reopenFrom(t *testing.T, target testdb.Target, version int, setup ...string
 	db := testdb.Open(t, target)
 	var downgrade []string
 	for v := latestVersion; v > version; v-- {
-		undo := undoUpgrade(v)
+		undo := undoUpgrade[v]
 		if undo == nil {
 			t.Fatalf("no undoUpgrade for schema version %d", v)
 		}
