@@ -162,18 +162,7 @@ func TestDirectRepair(t *testing.T) {
 // roomOfOther waits for the chat's portal to be a room other than old.
 func (s *stack) roomOfOther(chatID string, old id.RoomID) id.RoomID {
 	s.t.Helper()
-	var room id.RoomID
-	tesths.WaitFor(s.t, 20*time.Second, "a new portal room for "+chatID, func() (bool, error) {
-		var roomStr *string
-		err := s.br.DB.QueryRow(context.Background(),
-			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", testLogin, chatID).Scan(&roomStr)
-		if err != nil || roomStr == nil || id.RoomID(*roomStr) == old {
-			return false, nil
-		}
-		room = id.RoomID(*roomStr)
-		return true, nil
-	})
-	return room
+	return s.portalRoom(20*time.Second, "a new portal room for "+chatID, testLogin, chatID, old)
 }
 
 // ghostIn asks the homeserver whether the ghost is joined to the room.

@@ -1,15 +1,11 @@
 package bridge_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/id"
-
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
-	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // TestLoginAddedWhileConnected: the user adds a second account on the
@@ -32,17 +28,7 @@ func TestLoginAddedWhileConnected(t *testing.T) {
 		ev.Login = second
 		f.send(ev)
 
-		var room id.RoomID
-		tesths.WaitFor(t, 30*time.Second, "a portal of the second account", func() (bool, error) {
-			var roomStr *string
-			err := s.br.DB.QueryRow(context.Background(),
-				"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", second, "carol@network").Scan(&roomStr)
-			if err != nil || roomStr == nil {
-				return false, nil
-			}
-			room = id.RoomID(*roomStr)
-			return true, nil
-		})
+		room := s.portalRoom(30*time.Second, "a portal of the second account", second, "carol@network", "")
 		s.waitMessage(room, "hello to the second account")
 	})
 }

@@ -248,12 +248,21 @@ func (s *stack) bobPortal(f *fakeConnector, msgID, text string) id.RoomID {
 // roomWithin is roomOf with its own timeout.
 func (s *stack) roomWithin(chatID string, timeout time.Duration) id.RoomID {
 	s.t.Helper()
+	return s.portalRoom(timeout, "portal room for "+chatID, testLogin, chatID, "")
+}
+
+// portalRoom waits up to timeout (failing with what) for the portal of
+// login's chat to have a room, one other than old unless old is "", and
+// returns it: the one poll of the portal table behind roomOf, roomOfOther
+// and the other stacks' and logins' portal lookups.
+func (s *stack) portalRoom(timeout time.Duration, what, login, chatID string, old id.RoomID) id.RoomID {
+	s.t.Helper()
 	var room id.RoomID
-	tesths.WaitFor(s.t, timeout, "portal room for "+chatID, func() (bool, error) {
+	tesths.WaitFor(s.t, timeout, what, func() (bool, error) {
 		var roomStr *string
 		err := s.br.DB.QueryRow(context.Background(),
-			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", testLogin, chatID).Scan(&roomStr)
-		if err != nil || roomStr == nil {
+			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", login, chatID).Scan(&roomStr)
+		if err != nil || roomStr == nil || (old != "" && id.RoomID(*roomStr) == old) {
 			return false, err
 		}
 		room = id.RoomID(*roomStr)

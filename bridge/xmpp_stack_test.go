@@ -142,18 +142,7 @@ func (x *xmppStack) portal() id.RoomID {
 // portalOf waits for the bridge's portal room of alice's chat with a JID.
 func (x *xmppStack) portalOf(jid string) id.RoomID {
 	x.t.Helper()
-	var room id.RoomID
-	tesths.WaitFor(x.t, xeWait, "portal room for "+jid, func() (bool, error) {
-		var roomStr *string
-		err := x.br.DB.QueryRow(context.Background(),
-			"SELECT room_id FROM portal WHERE login_id=$1 AND chat_id=$2", x.login, jid).Scan(&roomStr)
-		if err != nil || roomStr == nil {
-			return false, err
-		}
-		room = id.RoomID(*roomStr)
-		return true, nil
-	})
-	return room
+	return x.portalRoom(xeWait, "portal room for "+jid, x.login, jid, "")
 }
 
 func (x *xmppStack) ghostID() id.UserID { return x.ghost(x.bobJID) }

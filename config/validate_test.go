@@ -20,6 +20,13 @@ func TestMinimalConfigIsValid(t *testing.T) {
 
 func TestValidationErrors(t *testing.T) {
 	type change struct{ old, repl string }
+	// Most cases add a top-level section (before permissions:, the last
+	// one minimalYAML has) or keys of the connector section (after its
+	// listen line); these spell those edits once.
+	section := func(yaml string) []change { return []change{{"permissions:", yaml + "\npermissions:"}} }
+	connectorKeys := func(yaml string) []change {
+		return []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n" + yaml}}
+	}
 	tests := []struct {
 		name    string
 		changes []change
@@ -39,7 +46,7 @@ func TestValidationErrors(t *testing.T) {
 		},
 		{
 			name:    "bad duration",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  command_timeout: soon"}},
+			changes: connectorKeys("  command_timeout: soon"),
 			want:    `config.yaml: connector.command_timeout: not a duration: "soon" (want e.g. "30s", "5m" or "1h") (line 15)`,
 		},
 		{
@@ -136,32 +143,32 @@ func TestValidationErrors(t *testing.T) {
 		},
 		{
 			name:    "username_template without placeholder",
-			changes: []change{{"permissions:", "ghosts:\n  username_template: dm_\npermissions:"}},
+			changes: section("ghosts:\n  username_template: dm_"),
 			want:    `config.yaml: ghosts.username_template: must contain {{.}} exactly once, found it 0 times: "dm_"`,
 		},
 		{
 			name:    "username_template with placeholder twice",
-			changes: []change{{"permissions:", "ghosts:\n  username_template: \"{{.}}_{{.}}\"\npermissions:"}},
+			changes: section("ghosts:\n  username_template: \"{{.}}_{{.}}\""),
 			want:    `config.yaml: ghosts.username_template: must contain {{.}} exactly once, found it 2 times: "{{.}}_{{.}}"`,
 		},
 		{
 			name:    "username_template using the id twice",
-			changes: []change{{"permissions:", "ghosts:\n  username_template: \"x{{len .}}_{{.}}\"\npermissions:"}},
+			changes: section("ghosts:\n  username_template: \"x{{len .}}_{{.}}\""),
 			want:    `config.yaml: ghosts.username_template: may use the contact id only through its single {{.}}: "x{{len .}}_{{.}}"`,
 		},
 		{
 			name:    "username_template with no fixed text",
-			changes: []change{{"permissions:", "ghosts:\n  username_template: \"{{.}}\"\npermissions:"}},
+			changes: section("ghosts:\n  username_template: \"{{.}}\""),
 			want:    `config.yaml: ghosts.username_template: needs fixed text around {{.}}, otherwise the bridge would claim every user on the server`,
 		},
 		{
 			name:    "username_template with uppercase",
-			changes: []change{{"permissions:", "ghosts:\n  username_template: \"DM_{{.}}\"\npermissions:"}},
+			changes: section("ghosts:\n  username_template: \"DM_{{.}}\""),
 			want:    `config.yaml: ghosts.username_template: fixed text may only use a-z 0-9 . _ = - / +: "DM_{{.}}"`,
 		},
 		{
 			name:    "displayname_template with unknown field",
-			changes: []change{{"permissions:", "ghosts:\n  displayname_template: \"{{.Nick}}\"\npermissions:"}},
+			changes: section("ghosts:\n  displayname_template: \"{{.Nick}}\""),
 			want:    `config.yaml: ghosts.displayname_template: cannot be rendered (fields are .Name and .ID)`,
 		},
 		{
@@ -192,42 +199,42 @@ func TestValidationErrors(t *testing.T) {
 		},
 		{
 			name:    "short provisioning secret",
-			changes: []change{{"permissions:", "provisioning:\n  shared_secret: hunter2\npermissions:"}},
+			changes: section("provisioning:\n  shared_secret: hunter2"),
 			want:    "config.yaml: provisioning.shared_secret: too short (7 characters); use at least 32 random characters",
 		},
 		{
 			name:    "listed connector without id",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - token: " + testConnectorToken + "-b\n    allowed_servers: [localhost]"}},
+			changes: connectorKeys("  connectors:\n  - token: " + testConnectorToken + "-b\n    allowed_servers: [localhost]"),
 			want:    "config.yaml: connector.connectors[0].id: required but missing",
 		},
 		{
 			name:    "listed connector with a short token",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: short\n    allowed_servers: [localhost]"}},
+			changes: connectorKeys("  connectors:\n  - id: xmpp\n    token: short\n    allowed_servers: [localhost]"),
 			want:    "config.yaml: connector.connectors[0].token: too short (5 characters)",
 		},
 		{
 			name:    "listed connector with the shared token",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "\n    allowed_servers: [localhost]"}},
+			changes: connectorKeys("  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "\n    allowed_servers: [localhost]"),
 			want:    "config.yaml: connector.connectors[0].token: the same token as connector.token or another connector",
 		},
 		{
 			name:    "listed connector serving no one",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b"}},
+			changes: connectorKeys("  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b"),
 			want:    "config.yaml: connector.connectors[0]: needs allowed_users or allowed_servers",
 		},
 		{
 			name:    "listed connector with a bad user",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_users: [alice]"}},
+			changes: connectorKeys("  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_users: [alice]"),
 			want:    `config.yaml: connector.connectors[0].allowed_users[0]: not a valid user id (want @user:server): "alice"`,
 		},
 		{
 			name:    "listed connector with a bad server",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_servers: [\"bad server\"]"}},
+			changes: connectorKeys("  connectors:\n  - id: xmpp\n    token: " + testConnectorToken + "-b\n    allowed_servers: [\"bad server\"]"),
 			want:    `config.yaml: connector.connectors[0].allowed_servers[0]: not a valid Matrix server name: "bad server"`,
 		},
 		{
 			name:    "listed connector twice",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  connectors:\n  - {id: xmpp, token: " + testConnectorToken + "-b, allowed_servers: [localhost]}\n  - {id: xmpp, token: " + testConnectorToken + "-c, allowed_servers: [localhost]}"}},
+			changes: connectorKeys("  connectors:\n  - {id: xmpp, token: " + testConnectorToken + "-b, allowed_servers: [localhost]}\n  - {id: xmpp, token: " + testConnectorToken + "-c, allowed_servers: [localhost]}"),
 			want:    `config.yaml: connector.connectors[1].id: connector id "xmpp" is listed twice`,
 		},
 		{
@@ -238,87 +245,87 @@ func TestValidationErrors(t *testing.T) {
 		},
 		{
 			name:    "negative frame size",
-			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\n  max_frame_bytes: -1"}},
+			changes: connectorKeys("  max_frame_bytes: -1"),
 			want:    `config.yaml: connector.max_frame_bytes: must be greater than 0, got -1`,
 		},
 		{
 			name:    "negative media size",
-			changes: []change{{"permissions:", "bridge:\n  max_media_bytes: -5\npermissions:"}},
+			changes: section("bridge:\n  max_media_bytes: -5"),
 			want:    `config.yaml: bridge.max_media_bytes: must be greater than 0, got -5`,
 		},
 		{
 			name:    "bad media fetch allowlist entry",
-			changes: []change{{"permissions:", "bridge:\n  media_fetch_allow: [10.0.0.0/8, 10.0.0.0/40]\npermissions:"}},
+			changes: section("bridge:\n  media_fetch_allow: [10.0.0.0/8, 10.0.0.0/40]"),
 			want:    `config.yaml: bridge.media_fetch_allow[1]: "10.0.0.0/40" is not a valid CIDR`,
 		},
 		{
 			name:    "negative inline size",
-			changes: []change{{"permissions:", "bridge:\n  inline_media_bytes: -5\npermissions:"}},
+			changes: section("bridge:\n  inline_media_bytes: -5"),
 			want:    `config.yaml: bridge.inline_media_bytes: must not be negative, got -5`,
 		},
 		{
 			name:    "negative repair interval",
-			changes: []change{{"permissions:", "bridge:\n  m_direct_repair_interval: -1h\npermissions:"}},
+			changes: section("bridge:\n  m_direct_repair_interval: -1h"),
 			want:    `config.yaml: bridge.m_direct_repair_interval: must not be negative (0 disables the repair pass), got -1h0m0s`,
 		},
 		{
 			name:    "zero in-doubt grace",
-			changes: []change{{"permissions:", "bridge:\n  in_doubt_grace: 0s\npermissions:"}},
+			changes: section("bridge:\n  in_doubt_grace: 0s"),
 			want:    `config.yaml: bridge.in_doubt_grace: must be greater than 0, got 0s`,
 		},
 		{
 			name:    "negative login alert delay",
-			changes: []change{{"permissions:", "bridge:\n  login_alert_after: -1m\npermissions:"}},
+			changes: section("bridge:\n  login_alert_after: -1m"),
 			want:    `config.yaml: bridge.login_alert_after: must not be negative (0 turns disconnection alerts off), got -1m0s`,
 		},
 		{
 			name:    "negative log summary interval",
-			changes: []change{{"permissions:", "logging:\n  summary_interval: -5m\npermissions:"}},
+			changes: section("logging:\n  summary_interval: -5m"),
 			want:    `config.yaml: logging.summary_interval: must not be negative (0 turns the summary off), got -5m0s`,
 		},
 		{
 			name:    "negative backfill limit",
-			changes: []change{{"permissions:", "bridge:\n  backfill:\n    initial_limit: -1\npermissions:"}},
+			changes: section("bridge:\n  backfill:\n    initial_limit: -1"),
 			want:    `config.yaml: bridge.backfill.initial_limit: must be between 0 (off) and 1000, got -1`,
 		},
 		{
 			name:    "too many chats to sync",
-			changes: []change{{"permissions:", "bridge:\n  backfill:\n    sync_recent_chats: 101\npermissions:"}},
+			changes: section("bridge:\n  backfill:\n    sync_recent_chats: 101"),
 			want:    `config.yaml: bridge.backfill.sync_recent_chats: must be between 0 (off) and 100, got 101`,
 		},
 		{
 			name:    "negative backfill age",
-			changes: []change{{"permissions:", "bridge:\n  backfill:\n    max_age: -1h\npermissions:"}},
+			changes: section("bridge:\n  backfill:\n    max_age: -1h"),
 			want:    `config.yaml: bridge.backfill.max_age: must not be negative (0 means no limit), got -1h0m0s`,
 		},
 		{
 			name:    "bad double puppet secret",
-			changes: []change{{"permissions:", "double_puppet:\n  secrets:\n    example.org: hunter2\npermissions:"}},
+			changes: section("double_puppet:\n  secrets:\n    example.org: hunter2"),
 			want:    `config.yaml: double_puppet.secrets."example.org": must be "as_token:" followed by the token of an appservice on that server`,
 		},
 		{
 			name:    "double puppet sync without secrets",
-			changes: []change{{"permissions:", "double_puppet:\n  sync: true\npermissions:"}},
+			changes: section("double_puppet:\n  sync: true"),
 			want:    `config.yaml: double_puppet.sync: needs double_puppet.secrets: only double-puppeted users can be followed`,
 		},
 		{
 			name:    "bad metrics.listen",
-			changes: []change{{"permissions:", "metrics:\n  listen: 9090\npermissions:"}},
+			changes: section("metrics:\n  listen: 9090"),
 			want:    `config.yaml: metrics.listen: not a host:port address: "9090" (leave it empty to disable metrics)`,
 		},
 		{
 			name:    "metrics.listen on the appservice port",
-			changes: []change{{"permissions:", "metrics:\n  listen: 0.0.0.0:29333\npermissions:"}},
+			changes: section("metrics:\n  listen: 0.0.0.0:29333"),
 			want:    `config.yaml: metrics.listen: "0.0.0.0:29333" overlaps the appservice listener on port 29333; use another port`,
 		},
 		{
 			name:    "metrics.listen on the connector port",
-			changes: []change{{"permissions:", "metrics:\n  listen: 127.0.0.1:29334\npermissions:"}},
+			changes: section("metrics:\n  listen: 127.0.0.1:29334"),
 			want:    `config.yaml: metrics.listen: "127.0.0.1:29334" overlaps the connector listener "127.0.0.1:29334"; use another port`,
 		},
 		{
 			name:    "bad log format",
-			changes: []change{{"permissions:", "logging:\n  format: xml\npermissions:"}},
+			changes: section("logging:\n  format: xml"),
 			want:    `config.yaml: logging.format: unknown value "xml" (want one of pretty, json)`,
 		},
 		{

@@ -2,6 +2,8 @@ package connector
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -117,12 +119,8 @@ func (e *Event) Validate() error {
 			return err
 		}
 	case KindLogin:
-		switch e.State {
-		case LoginConnected, LoginDisconnected, LoginBadCredentials:
-		case "":
-			return v.fail("state", "is required")
-		default:
-			return v.fail("state", fmt.Sprintf("%q is not one of connected, disconnected, bad_credentials", e.State))
+		if err := v.oneOf("state", e.State, LoginConnected, LoginDisconnected, LoginBadCredentials); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -188,12 +186,8 @@ func (e *Ephemeral) Validate() error {
 		if e.Contact == "" {
 			return v.fail("contact", "is required")
 		}
-		switch e.Presence {
-		case PresenceOnline, PresenceUnavailable, PresenceOffline:
-		case "":
-			return v.fail("presence", "is required")
-		default:
-			return v.fail("presence", fmt.Sprintf("%q is not one of online, unavailable, offline", e.Presence))
+		if err := v.oneOf("presence", e.Presence, PresenceOnline, PresenceUnavailable, PresenceOffline); err != nil {
+			return err
 		}
 		if len(e.StatusMsg) > MaxStatusMsgBytes {
 			return v.fail("status_msg", fmt.Sprintf("is %d bytes, more than the %d allowed", len(e.StatusMsg), MaxStatusMsgBytes))
@@ -223,6 +217,18 @@ func (v validator) head(what string, known func(string) bool, login string) erro
 	return nil
 }
 
+// oneOf checks a required field that takes one of a few values (a login's
+// state, a presence), naming them all in the error for any other.
+func (v validator) oneOf(field, value string, allowed ...string) error {
+	switch {
+	case value == "":
+		return v.fail(field, "is required")
+	case !slices.Contains(allowed, value):
+		return v.fail(field, fmt.Sprintf("%q is not one of %s", value, strings.Join(allowed, ", ")))
+	}
+	return nil
+}
+
 // ids checks that no id is longer than MaxIDBytes; fieldValues alternate a
 // field's name and its value. (A slice, not a map: every event from a
 // connector goes through here, and the first field too long is the one
@@ -236,17 +242,28 @@ func (v validator) ids(fieldValues ...string) error {
 	return nil
 }
 
+// withID checks what chat, sender and contact share once they are there:
+// none of their ids (fieldValues as for ids) is too long, and their own id,
+// the first pair, is set. One helper for the three keeps their checks in
+// the same order: an id too long is reported before a missing one.
+func (v validator) withID(fieldValues ...string) error {
+	if err := v.ids(fieldValues...); err != nil {
+		return err
+	}
+	if fieldValues[1] == "" {
+		return v.fail(fieldValues[0], "is required")
+	}
+	return nil
+}
+
 func (v validator) chat(c *Chat) error {
-	if c != nil {
-		if err := v.ids("chat.id", c.ID, "chat.with", c.With); err != nil {
-			return err
-		}
+	if c == nil {
+		return v.fail("chat", "is required")
+	}
+	if err := v.withID("chat.id", c.ID, "chat.with", c.With); err != nil {
+		return err
 	}
 	switch {
-	case c == nil:
-		return v.fail("chat", "is required")
-	case c.ID == "":
-		return v.fail("chat.id", "is required")
 	case c.Type == "":
 		return v.fail("chat.type", "is required")
 	case c.Type == ChatTypeDM && c.With == "":
@@ -258,31 +275,20 @@ func (v validator) chat(c *Chat) error {
 }
 
 func (v validator) sender(s *Sender) error {
-	if s != nil {
-		if err := v.ids("sender.id", s.ID); err != nil {
-			return err
-		}
-	}
-	switch {
-	case s == nil:
+	if s == nil {
 		return v.fail("sender", "is required")
-	case s.ID == "":
-		return v.fail("sender.id", "is required")
 	}
-	return nil
+	return v.withID("sender.id", s.ID)
 }
 
 func (v validator) contact(c *Contact) error {
-	if c != nil {
-		if err := v.ids("contact.id", c.ID); err != nil {
-			return err
-		}
+	if c == nil {
+		return v.fail("contact", "is required")
+	}
+	if err := v.withID("contact.id", c.ID); err != nil {
+		return err
 	}
 	switch {
-	case c == nil:
-		return v.fail("contact", "is required")
-	case c.ID == "":
-		return v.fail("contact.id", "is required")
 	case c.Avatar != nil && c.Avatar.ID == "":
 		return v.fail("contact.avatar.id", "is required when avatar is set")
 	case c.Avatar != nil && c.Avatar.URL == "":

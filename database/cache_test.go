@@ -17,9 +17,7 @@ import (
 // that rolled back leaves the committed row.
 func TestCachedRowsFollowWrites(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, db, "connected")
 		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 		p, err := db.Portal.GetOrCreate(ctx, key, "bob")
 		if err != nil {
@@ -96,9 +94,7 @@ func mustLogin(t *testing.T, db *database.Database, state string) *database.Logi
 // to another portal, taken from its portal, or its portal deleted.
 func TestPortalByRoomFollowsItsRoom(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, db, "connected")
 		bob := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 		carol := database.PortalKey{LoginID: "l1", ChatID: "carol"}
 		for _, k := range []database.PortalKey{bob, carol} {

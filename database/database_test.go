@@ -26,9 +26,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 		if version < 1 {
 			t.Fatalf("version after upgrade = %d, want >= 1", version)
 		}
-		if _, err := first.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, first, "")
 		_ = first.Close()
 		second := testdb.Open(t, target)
 		again, err := schemaVersion(ctx, second)
@@ -47,9 +45,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 
 func TestPortalUniquePerChat(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, db, "")
 		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 		a, err := db.Portal.GetOrCreate(ctx, key, "bob")
 		if err != nil {
@@ -133,13 +129,20 @@ func TestMessageMappingDedup(t *testing.T) {
 	})
 }
 
+// storeLogin stores login l1 of @a:x in state ("" for none): the login
+// that the portals, commands and rows of these tests hang from.
+func storeLogin(ctx context.Context, t testing.TB, db *database.Database, state string) {
+	t.Helper()
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: state}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // storeBobPortal stores login l1 (of @a:x) and its portal for chat bob,
 // the rows most tests here start from, and returns the portal's key.
 func storeBobPortal(ctx context.Context, t testing.TB, db *database.Database) database.PortalKey {
 	t.Helper()
-	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-		t.Fatal(err)
-	}
+	storeLogin(ctx, t, db, "")
 	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
 	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
 		t.Fatal(err)
@@ -191,9 +194,7 @@ func TestPendingCommandsKeepQueueOrder(t *testing.T) {
 // TestUpgradeFromV1 takes a database back to the v1 schema (without the
 // columns v2 added) and checks that opening it runs the v1 -> v2 upgrade.
 func TestUpgradeFromV1(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 1)
+	eachUpgradedFrom(t, 1, nil, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		if _, err := upgraded.MXEvent.InsertMany(ctx, []*database.NewMXEvent{{EventID: "$e", RoomID: "!r:x", Data: []byte("{}")}}); err != nil {
 			t.Errorf("mx_event after upgrade: %v", err)
 		}
@@ -206,9 +207,7 @@ func TestUpgradeFromV1(t *testing.T) {
 // TestUpgradeFromV2 takes a database back to v2 (without in_doubt_send) and
 // checks that opening it adds the table.
 func TestUpgradeFromV2(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 2)
+	eachUpgradedFrom(t, 2, nil, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		send := &database.InDoubtSend{TxnID: "t1", RoomID: "!r:x", PortalKey: database.PortalKey{LoginID: "l", ChatID: "c"},
 			RemoteID: "m1", EventType: "m.room.message", StartedAt: time.UnixMilli(1000)}
 		if err := upgraded.InDoubt.Begin(ctx, send); err != nil {
@@ -272,10 +271,9 @@ const latestVersion = 13
 // alert columns) and checks that opening it adds them: a login stored before
 // keeps its state and gets its state time, last event and alert.
 func TestUpgradeToV4(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 3,
-			"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')")
+	eachUpgradedFrom(t, 3, []string{
+		"INSERT INTO login (id, connector_id, matrix_user, name, state) VALUES ('old', 'c', '@a:x', 'Old', 'connected')",
+	}, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		old, err := upgraded.Login.Get(ctx, "old")
 		if err != nil || old == nil || old.State != "connected" || !old.StateSince.IsZero() || old.Alerted != "" {
 			t.Fatalf("login kept across the upgrade = %+v, %v", old, err)
@@ -312,11 +310,10 @@ func TestUpgradeToV4(t *testing.T) {
 // with a portal in it, and checks that the upgrade adds the table without
 // queueing a backfill for that portal, while a new portal gets one.
 func TestUpgradeFromV4(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		upgraded := reopenFrom(t, target, 4,
-			"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
-			"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)")
+	eachUpgradedFrom(t, 4, []string{
+		"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l', 'c', '@u:x')",
+		"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l', 'old', 'old', 1)",
+	}, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
 		old := database.PortalKey{LoginID: "l", ChatID: "old"}
 		if pending, err := upgraded.Backfill.Pending(ctx, old); err != nil || pending {
 			t.Fatalf("portal from before the upgrade pending = %v, %v; want false", pending, err)
@@ -340,46 +337,41 @@ func TestUpgradeFromV4(t *testing.T) {
 	})
 }
 
+// eachUpgradedFrom runs test on each database target taken back to schema
+// version, with setup's rows in it, and upgraded again (reopenFrom): what
+// testdb.EachDatabase is for a new database, for the upgrade tests.
+func eachUpgradedFrom(t *testing.T, version int, setup []string, test func(ctx context.Context, t *testing.T, upgraded *database.Database)) {
+	t.Helper()
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		test(context.Background(), t, reopenFrom(t, target, version, setup...))
+	})
+}
+
 // undoUpgrade holds, for each schema version after the first, the
 // statements that take a database at that version back to the one before:
 // upgrades/NN-*.sql in reverse.
-func undoUpgrade(version int) []string {
-	switch version {
-	case 2:
-		return []string{
-			"DROP INDEX IF EXISTS mx_event_pending_idx",
-			"ALTER TABLE pending_command DROP COLUMN mx_seq",
-			"ALTER TABLE mx_event DROP COLUMN received_at",
-			"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
-		}
-	case 3:
-		return []string{"DROP TABLE in_doubt_send"}
-	case 4:
-		return []string{
-			"ALTER TABLE login DROP COLUMN state_since",
-			"ALTER TABLE login DROP COLUMN last_event_at",
-			"ALTER TABLE login DROP COLUMN alerted",
-		}
-	case 5:
-		return []string{"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending"}
-	case 6:
-		return []string{"DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing"}
-	case 7:
-		return []string{"DROP TABLE encrypted_media"}
-	case 8:
-		return []string{"DROP INDEX portal_contact_idx"}
-	case 9:
-		return []string{"ALTER TABLE ghost_device DROP COLUMN keys_checked"}
-	case 10:
-		return []string{"DROP TABLE double_puppet_sync"}
-	case 11:
-		return []string{"DROP TABLE early_redaction"}
-	case 12:
-		return []string{"ALTER TABLE pending_command DROP COLUMN handed"}
-	case 13:
-		return []string{"ALTER TABLE pending_command DROP COLUMN target_mx"}
-	}
-	return nil
+var undoUpgrade = map[int][]string{
+	2: {
+		"DROP INDEX IF EXISTS mx_event_pending_idx",
+		"ALTER TABLE pending_command DROP COLUMN mx_seq",
+		"ALTER TABLE mx_event DROP COLUMN received_at",
+		"CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+	},
+	3: {"DROP TABLE in_doubt_send"},
+	4: {
+		"ALTER TABLE login DROP COLUMN state_since",
+		"ALTER TABLE login DROP COLUMN last_event_at",
+		"ALTER TABLE login DROP COLUMN alerted",
+	},
+	5:  {"DROP TABLE backfill_pending", "DROP TABLE login_sync_pending"},
+	6:  {"DROP TABLE ghost_device", "DROP TABLE ghost_cross_signing"},
+	7:  {"DROP TABLE encrypted_media"},
+	8:  {"DROP INDEX portal_contact_idx"},
+	9:  {"ALTER TABLE ghost_device DROP COLUMN keys_checked"},
+	10: {"DROP TABLE double_puppet_sync"},
+	11: {"DROP TABLE early_redaction"},
+	12: {"ALTER TABLE pending_command DROP COLUMN handed"},
+	13: {"ALTER TABLE pending_command DROP COLUMN target_mx"},
 }
 
 // reopenFrom takes a new database back to schema version (newest upgrade
@@ -392,7 +384,7 @@ func reopenFrom(t *testing.T, target testdb.Target, version int, setup ...string
 	db := testdb.Open(t, target)
 	var downgrade []string
 	for v := latestVersion; v > version; v-- {
-		undo := undoUpgrade(v)
+		undo := undoUpgrade[v]
 		if undo == nil {
 			t.Fatalf("no undoUpgrade for schema version %d", v)
 		}

@@ -51,11 +51,10 @@ func TestGhostsRegisteredWithoutDevice(t *testing.T) {
 // device stored now as checked stays so, and marking one checked names its
 // device, leaving a replacement alone.
 func TestGhostDeviceKeysChecked(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		db := reopenFrom(t, target, 8,
-			"INSERT INTO ghost_device (mxid, device_id, access_token, syncing) VALUES ('@old:x', 'OLD', 'tok', true)",
-			"INSERT INTO ghost_device (mxid, device_id, access_token) VALUES ('@quiet:x', 'QUIET', 'tok')")
+	eachUpgradedFrom(t, 8, []string{
+		"INSERT INTO ghost_device (mxid, device_id, access_token, syncing) VALUES ('@old:x', 'OLD', 'tok', true)",
+		"INSERT INTO ghost_device (mxid, device_id, access_token) VALUES ('@quiet:x', 'QUIET', 'tok')",
+	}, func(ctx context.Context, t *testing.T, db *database.Database) {
 		old, err := db.GhostDev.Get(ctx, "@old:x")
 		if err != nil || old == nil || !old.Syncing || old.KeysChecked {
 			t.Fatalf("device from before the upgrade = %+v, %v; want syncing, unchecked", old, err)

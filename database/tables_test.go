@@ -51,9 +51,7 @@ func TestInboxInsertManyChunks(t *testing.T) {
 // the users with a stake in m.direct, who include those whose login is gone.
 func TestCleanedRoomsAndDirectUsers(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
-			t.Fatal(err)
-		}
+		storeLogin(ctx, t, db, "")
 		if err := db.Cleaned.Add(ctx, "@b:x", "!r1:x", "@ghost:x"); err != nil {
 			t.Fatal(err)
 		}
@@ -175,9 +173,7 @@ func TestMXEventInsertManyKeepsOrder(t *testing.T) {
 // double_puppet_sync table; a position is "" until stored, the newest put
 // wins, and a delete forgets it.
 func TestDoublePuppetSyncPosition(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		db := reopenFrom(t, target, 9)
+	eachUpgradedFrom(t, 9, nil, func(ctx context.Context, t *testing.T, db *database.Database) {
 		get := func() string {
 			t.Helper()
 			pos, err := db.DPSync.Get(ctx, "@a:x")
@@ -268,10 +264,9 @@ func TestEarlyRedactions(t *testing.T) {
 // queued by a bridge from before the column count as written, since that
 // bridge may have sent them.
 func TestPendingCommandHanded(t *testing.T) {
-	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
-		db := reopenFrom(t, target, 11,
-			"INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, attempts, created_at, mx_seq) VALUES ('$old', 'c', 'l', 'c', '!r:x', 'send_message', '{}', 0, 1, 1)")
+	eachUpgradedFrom(t, 11, []string{
+		"INSERT INTO pending_command (txn, connector_id, login_id, chat_id, room_id, op, data, attempts, created_at, mx_seq) VALUES ('$old', 'c', 'l', 'c', '!r:x', 'send_message', '{}', 0, 1, 1)",
+	}, func(ctx context.Context, t *testing.T, db *database.Database) {
 		handed := func(txn string) bool {
 			t.Helper()
 			pc, err := db.PendingCm.Get(ctx, txn)

@@ -148,36 +148,27 @@ func lookup(table map[string]*outcome, kind string) *outcome {
 func New() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
-		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "events_total",
-			Help: "Events bridged, by direction (remote_to_matrix, matrix_to_remote), kind (connector event kind or command op) and result (ok, failed, parked).",
-		}, []string{"direction", "kind", "result"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "bridge_latency_seconds",
-			Help:    "Time from taking an event in to finishing it: remote_to_matrix from the connector event's intake to its homeserver send being stored; matrix_to_remote from the appservice transaction to the connector's result.",
-			Buckets: latencyBuckets,
-		}, []string{"direction", "kind"}),
-		hsRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "homeserver_requests_total",
-			Help: "HTTP requests to the homeserver, by endpoint class.",
-		}, []string{"class"}),
-		hsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "homeserver_request_errors_total",
-			Help: "Homeserver requests that failed, by endpoint class and kind (4xx, 5xx, network).",
-		}, []string{"class", "kind"}),
-		hsDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Name: "homeserver_request_duration_seconds",
-			Help:    "Duration of homeserver requests until the response headers arrived, by endpoint class.",
-			Buckets: latencyBuckets,
-		}, []string{"class"}),
-		connects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "connector_connects_total",
-			Help: "Connector connections that completed the handshake, by connector id.",
-		}, []string{"connector"}),
-		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "repairs_total",
-			Help: "Things the bridge found wrong on the homeserver and put right, by what: m_direct, join, leave, invite.",
-		}, []string{"what"}),
+		events: counterVec("events_total",
+			"Events bridged, by direction (remote_to_matrix, matrix_to_remote), kind (connector event kind or command op) and result (ok, failed, parked).",
+			"direction", "kind", "result"),
+		latency: histogramVec("bridge_latency_seconds",
+			"Time from taking an event in to finishing it: remote_to_matrix from the connector event's intake to its homeserver send being stored; matrix_to_remote from the appservice transaction to the connector's result.",
+			"direction", "kind"),
+		hsRequests: counterVec("homeserver_requests_total",
+			"HTTP requests to the homeserver, by endpoint class.",
+			"class"),
+		hsErrors: counterVec("homeserver_request_errors_total",
+			"Homeserver requests that failed, by endpoint class and kind (4xx, 5xx, network).",
+			"class", "kind"),
+		hsDuration: histogramVec("homeserver_request_duration_seconds",
+			"Duration of homeserver requests until the response headers arrived, by endpoint class.",
+			"class"),
+		connects: counterVec("connector_connects_total",
+			"Connector connections that completed the handshake, by connector id.",
+			"connector"),
+		repairs: counterVec("repairs_total",
+			"Things the bridge found wrong on the homeserver and put right, by what: m_direct, join, leave, invite.",
+			"what"),
 		remoteStart: newStartTimes[remoteKey](maxTracked),
 		cmdStart:    newStartTimes[string](maxTracked),
 	}
@@ -191,6 +182,18 @@ func New() *Metrics {
 	m.dpSync = &dpSyncCollector{}
 	m.Registry.MustRegister(m.dpSync)
 	return m
+}
+
+// counterVec and histogramVec build the bridge's own metrics, which all
+// share the namespace; the histograms all time a request or an event, so
+// they share latencyBuckets too.
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+}
+
+func histogramVec(name, help string, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: name, Help: help, Buckets: latencyBuckets}, labels)
 }
 
 // maxTracked bounds the start times kept for latency. Beyond it (a large

@@ -32,9 +32,7 @@ func TestDeletedWhileQueuedIsDropped(t *testing.T) {
 		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"txn":"$secret","text":"secret"}`), MXSeq: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$secret"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$secret"))
 	if pc, err := u.db.PendingCm.Get(ctx, "$secret"); err != nil || pc != nil {
 		t.Fatalf("queued command after the deletion = %+v, %v; want it dropped", pc, err)
 	}
@@ -81,9 +79,7 @@ func TestDeletedWhileSendInDoubt(t *testing.T) {
 	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
 	u.m.flushCommands(ctx, p.RoomID)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -115,9 +111,7 @@ func TestEarlyRedactionStaysInItsRoom(t *testing.T) {
 	if err != nil || pb == nil || pb.RoomID == "" || pb.RoomID == pa.RoomID {
 		t.Fatalf("carol's portal = %+v, %v", pb, err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, pa.RoomID, "$red", redactionOf("$inB"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, pa.RoomID, "$red", redactionOf("$inB"))
 	if n := u.m.earlyRedactions.Load(); n != 1 {
 		t.Fatalf("%d early redactions counted, want the one noted", n)
 	}
@@ -225,9 +219,7 @@ func TestDeletedAfterConnectionDropMidSend(t *testing.T) {
 	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
 	u.conn.down.Store(false)
 	u.m.flushCommands(ctx, p.RoomID)
 	waitFor(t, "the message deleted on the network", d.deletedOnce)
@@ -248,9 +240,7 @@ func TestQueuedCommandMarkedBeforeWrite(t *testing.T) {
 	if pc, err := u.db.PendingCm.Get(ctx, "$m"); err != nil || pc == nil || !pc.Handed || pc.Attempts != 0 {
 		t.Fatalf("command after its write = %+v, %v; want it stored as written, no attempt counted", pc, err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
 	u.conn.down.Store(false)
 	u.m.flushCommands(ctx, p.RoomID)
 	waitFor(t, "the message deleted on the network", d.deletedOnce)

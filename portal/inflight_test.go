@@ -70,12 +70,21 @@ func newRecordingUnit(t *testing.T) (*unit, *database.Portal, *recordingNetwork)
 // then brings the connector back and flushes the room's queue.
 func deleteThenReconnect(t *testing.T, u *unit, p *database.Portal) {
 	t.Helper()
-	ctx := context.Background()
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
+	u.conn.down.Store(false)
+	u.m.flushCommands(context.Background(), p.RoomID)
+}
+
+// handleThenDeleteWhileAway handles row (the message $m) with the
+// connector away, has the user delete it, brings the connector back and
+// waits for the message to be deleted on the network.
+func handleThenDeleteWhileAway(t *testing.T, u *unit, p *database.Portal, n *recordingNetwork, row *database.MXEvent) {
+	t.Helper()
+	if err := u.m.handleMatrix(context.Background(), row); err != nil {
 		t.Fatal(err)
 	}
-	u.conn.down.Store(false)
-	u.m.flushCommands(ctx, p.RoomID)
+	deleteThenReconnect(t, u, p)
+	waitFor(t, "the message deleted on the network", n.gone("r$m"))
 }
 
 // TestDirectSendRetriedThenDeleted: a direct send reaches the network and
@@ -93,11 +102,7 @@ func TestDirectSendRetriedThenDeleted(t *testing.T) {
 	}
 	restore()
 	u.conn.down.Store(true)
-	if err := u.m.handleMatrix(ctx, row); err != nil {
-		t.Fatal(err)
-	}
-	deleteThenReconnect(t, u, p)
-	waitFor(t, "the message deleted on the network", n.gone("r$m"))
+	handleThenDeleteWhileAway(t, u, p, n, row)
 }
 
 // TestRestartedSendThenDeleted: an event stored before this process's
@@ -111,11 +116,7 @@ func TestRestartedSendThenDeleted(t *testing.T) {
 	u.conn.down.Store(true)
 	row := u.userMessage(t, p.RoomID, "$m", "oops")
 	u.m.setBootSeq(ctx) // as at start: the event was stored before
-	if err := u.m.handleMatrix(ctx, row); err != nil {
-		t.Fatal(err)
-	}
-	deleteThenReconnect(t, u, p)
-	waitFor(t, "the message deleted on the network", n.gone("r$m"))
+	handleThenDeleteWhileAway(t, u, p, n, row)
 }
 
 // TestNewEventDeletedWhileAwayIsDropped: the other side of the rule above:

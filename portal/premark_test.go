@@ -69,25 +69,37 @@ func bobEvent(id string) *connector.Event {
 	return ev
 }
 
+// markerBeforeM3 bridges m1, then runs m2 and m3 on one lane, m2 applied
+// as the dispatcher does; m3's job reads m3's in-doubt marker as it finds
+// it (what m2's result committed) and, with applyM3, then applies m3. It
+// returns m3 and that read.
+func markerBeforeM3(t *testing.T, u *unit, applyM3 bool) (m3 *connector.Event, marked *database.InDoubtSend, err error) {
+	t.Helper()
+	u.remote(t, bobEvent("m1"))
+	m2 := bobEvent("m2")
+	m3 = bobEvent("m3")
+	r := newLaneRun(u)
+	r.add(m2, r.apply(t, m2))
+	r.add(m3, func(ctx context.Context) {
+		marked, err = u.db.InDoubt.Get(ctx, remoteTxnID(m3, 0))
+		if applyM3 {
+			r.apply(t, m3)(ctx)
+		}
+	})
+	r.wait(t)
+	return m3, marked, err
+}
+
 // The marker of a chat's next message is committed with the previous
 // message's result, before the next message runs, and the next message's
 // send uses it: each message is sent once, in order, and no marker is left.
 func TestNextMessageMarkedWithPreviousResult(t *testing.T) {
 	u := newUnit(t, false)
 	ctx := context.Background()
-	u.remote(t, bobEvent("m1"))
-	m2, m3 := bobEvent("m2"), bobEvent("m3")
-	r := newLaneRun(u)
-	var markedBefore *database.InDoubtSend
-	r.add(m2, r.apply(t, m2))
-	r.add(m3, func(ctx context.Context) {
-		var err error
-		if markedBefore, err = u.db.InDoubt.Get(ctx, remoteTxnID(m3, 0)); err != nil {
-			t.Error(err)
-		}
-		r.apply(t, m3)(ctx)
-	})
-	r.wait(t)
+	m3, markedBefore, err := markerBeforeM3(t, u, true)
+	if err != nil {
+		t.Error(err)
+	}
 	if markedBefore == nil {
 		t.Error("m3's marker was not written with m2's result")
 	}
@@ -110,15 +122,7 @@ func TestNextMessageMarkedWithPreviousResult(t *testing.T) {
 func TestUnusedPremarkDeleted(t *testing.T) {
 	u := newUnit(t, false)
 	ctx := context.Background()
-	u.remote(t, bobEvent("m1"))
-	m2, m3 := bobEvent("m2"), bobEvent("m3")
-	r := newLaneRun(u)
-	r.add(m2, r.apply(t, m2))
-	var markedBefore *database.InDoubtSend
-	r.add(m3, func(ctx context.Context) {
-		markedBefore, _ = u.db.InDoubt.Get(ctx, remoteTxnID(m3, 0))
-	})
-	r.wait(t)
+	m3, markedBefore, _ := markerBeforeM3(t, u, false)
 	if markedBefore == nil {
 		t.Fatal("m3's marker was not written with m2's result")
 	}

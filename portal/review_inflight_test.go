@@ -25,6 +25,15 @@ func stillHas(n *recordingNetwork, remoteID string, d time.Duration) bool {
 	return !n.gone(remoteID)()
 }
 
+// wantDeleted fails the test unless the network has lost the user's
+// message $m (r$m there) within 3 s: the check every test here ends on.
+func wantDeleted(t *testing.T, u *unit, n *recordingNetwork) {
+	t.Helper()
+	if stillHas(n, "r$m", 3*time.Second) {
+		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
+	}
+}
+
 // TestNetworkErrorAfterStanzaThenDeleted: the XMPP connector writes the
 // stanza, then its stream fails and it answers M_NETWORK, retryable ("Sent
 // or not is unknowable", xmppconnector/commands.go). An error answer does
@@ -46,16 +55,7 @@ func TestNetworkErrorAfterStanzaThenDeleted(t *testing.T) {
 		}
 		return res, err
 	}
-	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$m", "oops")); err != nil {
-		t.Fatal(err)
-	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
-	u.m.flushCommands(ctx, p.RoomID)
-	if stillHas(n, "r$m", 3*time.Second) {
-		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
-	}
+	handleThenDelete(t, u, p, n, u.userMessage(t, p.RoomID, "$m", "oops"), func() { u.m.flushCommands(ctx, p.RoomID) })
 }
 
 // TestRepeatRefusedAfterTimeoutThenDeleted: a queued send times out (the
@@ -89,15 +89,11 @@ func TestRepeatRefusedAfterTimeoutThenDeleted(t *testing.T) {
 	}
 	u.m.flushCommands(ctx, p.RoomID) // timeout
 	u.m.flushCommands(ctx, p.RoomID) // M_RATE_LIMITED
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
 	mu.Lock()
 	busy = false
 	mu.Unlock()
-	if stillHas(n, "r$m", 3*time.Second) {
-		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
-	}
+	wantDeleted(t, u, n)
 }
 
 // refuseSends makes the network refuse sends M_RATE_LIMITED (as the SDK's
@@ -113,22 +109,17 @@ func refuseSends(u *unit, n *recordingNetwork) *atomic.Bool {
 	return &busy
 }
 
-// handleRefusedThenDelete handles row while the network refuses sends, has
-// the user delete it, lets the network take commands again and checks that
-// the message is deleted there.
-func handleRefusedThenDelete(t *testing.T, u *unit, p *database.Portal, n *recordingNetwork, row *database.MXEvent, busy *atomic.Bool) {
+// handleThenDelete handles row (the message $m), has the user delete it,
+// runs then (the network taking commands again, or a flush) and checks
+// that the message is deleted there.
+func handleThenDelete(t *testing.T, u *unit, p *database.Portal, n *recordingNetwork, row *database.MXEvent, then func()) {
 	t.Helper()
-	ctx := context.Background()
-	if err := u.m.handleMatrix(ctx, row); err != nil {
+	if err := u.m.handleMatrix(context.Background(), row); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.m.handleMatrix(ctx, u.userEvent(t, p.RoomID, "$red", redactionOf("$m"))); err != nil {
-		t.Fatal(err)
-	}
-	busy.Store(false)
-	if stillHas(n, "r$m", 3*time.Second) {
-		t.Errorf("the user deleted the message, but the network still has it (commands sent: %v)", u.conn.ops)
-	}
+	u.handle(t, p.RoomID, "$red", redactionOf("$m"))
+	then()
+	wantDeleted(t, u, n)
 }
 
 // TestRestartedSendRefusedThenDeleted: an event stored before this process
@@ -144,7 +135,7 @@ func TestRestartedSendRefusedThenDeleted(t *testing.T) {
 	busy.Store(true)
 	row := u.userMessage(t, p.RoomID, "$m", "oops")
 	u.m.setBootSeq(ctx) // as at start: the event was stored before
-	handleRefusedThenDelete(t, u, p, n, row, busy)
+	handleThenDelete(t, u, p, n, row, func() { busy.Store(false) })
 }
 
 // TestDirectSendRetriedRefusedThenDeleted: the same in one process: the
@@ -162,7 +153,7 @@ func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
 	}
 	restore()
 	busy.Store(true)
-	handleRefusedThenDelete(t, u, p, n, row, busy)
+	handleThenDelete(t, u, p, n, row, func() { busy.Store(false) })
 }
 
 // TestCleanupNoticeBeforeDeleteRace: the portal ends while a flush holds

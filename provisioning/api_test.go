@@ -30,11 +30,15 @@ func (f *fakeStarter) StartChat(_ context.Context, user id.UserID, loginID, iden
 	return &portal.StartedChat{RoomID: "!room:localhost", LoginID: "l1", Contact: connector.Contact{ID: identifier}, Created: true}, nil
 }
 
+// testSecret is the provisioning shared secret newTestAPI configures, which
+// the cases that authenticate with it present.
+const testSecret = "s3cret-provisioning-0123456789abcdef"
+
 func newTestAPI(starter *fakeStarter) *API {
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "localhost"
 	cfg.Appservice.Bot.Username = "bridgebot"
-	cfg.Provisioning.SharedSecret = "s3cret-provisioning-0123456789abcdef"
+	cfg.Provisioning.SharedSecret = testSecret
 	cfg.Permissions = config.Permissions{"localhost": config.LevelUser, "@mallory:localhost": config.LevelBlock}
 	a := New(cfg, starter, zerolog.Nop())
 	a.whoami = func(_ context.Context, token string) (id.UserID, error) {
@@ -72,12 +76,12 @@ func TestStartChatAuth(t *testing.T) {
 		{"blocked user", "", "token-of-@mallory:localhost", http.StatusForbidden, "M_FORBIDDEN"},
 		{"unknown server", "", "token-of-@eve:elsewhere.org", http.StatusForbidden, "M_FORBIDDEN"},
 		{"token for someone else", "?user_id=@bob:localhost", "token-of-@alice:localhost", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret without user", "", "s3cret-provisioning-0123456789abcdef", http.StatusBadRequest, "M_INVALID_PARAM"},
-		{"secret with user", "?user_id=@alice:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusOK, ""},
-		{"secret for blocked user", "?user_id=@mallory:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret for a ghost", "?user_id=@dm_bob=40network:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret for the bot", "?user_id=@bridgebot:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
-		{"secret for a non-canonical ghost id", "?user_id=@dm_=41:localhost", "s3cret-provisioning-0123456789abcdef", http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret without user", "", testSecret, http.StatusBadRequest, "M_INVALID_PARAM"},
+		{"secret with user", "?user_id=@alice:localhost", testSecret, http.StatusOK, ""},
+		{"secret for blocked user", "?user_id=@mallory:localhost", testSecret, http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for a ghost", "?user_id=@dm_bob=40network:localhost", testSecret, http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for the bot", "?user_id=@bridgebot:localhost", testSecret, http.StatusForbidden, "M_FORBIDDEN"},
+		{"secret for a non-canonical ghost id", "?user_id=@dm_=41:localhost", testSecret, http.StatusForbidden, "M_FORBIDDEN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			starter := &fakeStarter{}
