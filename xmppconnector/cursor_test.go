@@ -42,19 +42,28 @@ func (s *storingSink) Send(ctx context.Context, ev *connector.Event) (int64, err
 
 func (s *storingSink) SendEphemeral(context.Context, *connector.Ephemeral) error { return nil }
 
+// offlineAccount is an account of alice@example.org with a fresh store,
+// its events going to a storingSink on that store, and bob@example.org
+// already a known contact: that keeps bridge() from asking the (absent)
+// server for a vCard.
+func offlineAccount(t *testing.T) (*account, *Store, *storingSink) {
+	t.Helper()
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: "alice@example.org", MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	if err := store.PutContact(t.Context(), "alice@example.org", "bob@example.org", storedContact{Name: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	return a, store, sink
+}
+
 // A live message must not move the archive cursor while the archive before
 // it has not been fully bridged: the next catch-up starts at the cursor,
 // so anything it skips is lost for good.
 func TestLiveStanzaMovesCursorOnlyAfterCatchUp(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	// A known contact keeps bridge() from asking the (absent) server for a vCard.
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, store, sink := offlineAccount(t)
 	if err := store.SetCursor(ctx, me, "arch-1"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,8 @@
 package xmppconnector
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
 )
@@ -19,12 +16,7 @@ import (
 func TestLongClientIDIsBridged(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, _, sink := offlineAccount(t)
 	conn := &xmppConn{done: make(chan struct{})}
 	longID := strings.Repeat("k", 2*connector.MaxIDBytes)
 	send := func(m *message) {
