@@ -67,15 +67,30 @@ func (m *Manager) backfill(ctx context.Context, connectorID string, login *datab
 			last = parts[len(parts)-1].MXID
 			continue
 		}
+		if ev.Txn != "" && ev.Sender.IsMe {
+			// The network's copy of a message the user sent from this
+			// room, whose command's result is not stored yet (a retried
+			// backfill): mapped to the user's event, not posted again.
+			if echo, err := m.recogniseEcho(ctx, p.PortalKey, ev, noop); err != nil {
+				return "", err
+			} else if echo {
+				continue
+			}
+		}
 		evID, err := m.postMessage(ctx, login, p, ev, noop)
-		// A message that would fail for good as a live one (an attachment
-		// that cannot be fetched, content the homeserver refuses) is
-		// skipped; anything else is worth retrying the history for.
-		if isPermanent(err) {
+		switch {
+		case err == nil:
+		case isOutage(err) || ctx.Err() != nil:
+			// The homeserver or the database is away: the live message
+			// could not go in either, and both are tried again.
+			return "", fmt.Errorf("backfill message %s: %w", ev.ID, err)
+		default:
+			// A message that fails as it is (an attachment that cannot be
+			// fetched, content the homeserver refuses) is skipped: the
+			// live message, and every one after it, must not wait for old
+			// history, let alone be given up because of it.
 			log.Warn().Err(err).Str("message_id", ev.ID).Msg("Skipping a history message that cannot be bridged")
 			continue
-		} else if err != nil {
-			return "", fmt.Errorf("backfill message %s: %w", ev.ID, err)
 		}
 		if evID != "" {
 			last = evID
@@ -170,12 +185,18 @@ func (m *Manager) fetchHistory(ctx context.Context, connectorID string, login *d
 
 // usableHistory keeps the messages of a backfill answer that the bridge may
 // post: valid messages of this chat, from the contact or the user. The
-// connector is trusted no more than for live events; chat and login are set
-// to the portal's, since the answer cannot speak for another chat.
+// connector is trusted no more than for live events: a message that names
+// another chat or login is skipped (posted here, it would put the user's
+// words to someone else in this room, and be bridged again in its own);
+// chat and login are filled in where left out.
 func (m *Manager) usableHistory(ctx context.Context, login *database.Login, p *database.Portal, msgs []connector.Event) []connector.Event {
 	log := zerolog.Ctx(ctx)
 	out := make([]connector.Event, 0, len(msgs))
 	for _, ev := range msgs {
+		if (ev.Chat != nil && ev.Chat.ID != "" && ev.Chat.ID != p.ChatID) || (ev.Login != "" && ev.Login != login.ID) {
+			log.Warn().Str("message_id", ev.ID).Msg("Skipping a history message of another chat or login")
+			continue
+		}
 		ev.Login = login.ID
 		ev.Chat = &connector.Chat{ID: p.ChatID, Type: connector.ChatTypeDM, With: p.ContactID}
 		if ev.Kind == "" {
@@ -197,7 +218,10 @@ func (m *Manager) usableHistory(ctx context.Context, login *database.Login, p *d
 // trimHistory orders nothing (the connector gives oldest first) but drops
 // what must not be posted: repeats of an id, the live message and anything
 // after it (those come live), messages older than maxAge (0: no limit), and
-// all but the newest limit.
+// all but the newest limit. "After it" is also by time: when the bridge was
+// away, the network's newest messages may all be newer than the live one
+// (which is then in none of the pages), and posting them as history would
+// put them above it and mark them read.
 func trimHistory(msgs []connector.Event, live *connector.Event, limit int, maxAge time.Duration, now time.Time) []connector.Event {
 	if live != nil {
 		for i := range msgs {
@@ -214,6 +238,9 @@ func trimHistory(msgs []connector.Event, live *connector.Event, limit int, maxAg
 			continue
 		}
 		seen[ev.ID] = true
+		if live != nil && live.TS > 0 && ev.TS > live.TS {
+			continue
+		}
 		if maxAge > 0 && ev.TS > 0 && ev.TS < now.Add(-maxAge).UnixMilli() {
 			continue
 		}

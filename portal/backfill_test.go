@@ -58,7 +58,9 @@ func TestUsableHistory(t *testing.T) {
 	p := &database.Portal{PortalKey: database.PortalKey{LoginID: "alice", ChatID: "bob"}, ContactID: "bob"}
 	other := &connector.Chat{ID: "eve", Type: connector.ChatTypeDM, With: "eve"}
 	in := []connector.Event{
-		{ID: "1", Login: "mallory", Chat: other, Sender: &connector.Sender{ID: "bob"}, Text: "from bob"},
+		{ID: "0", Login: "mallory", Sender: &connector.Sender{ID: "bob"}, Text: "another login's"},
+		{ID: "1", Sender: &connector.Sender{ID: "bob"}, Text: "from bob"},
+		{ID: "1b", Chat: other, Sender: &connector.Sender{ID: "alice", IsMe: true}, Text: "mine to eve"},
 		{ID: "2", Sender: &connector.Sender{ID: "eve"}, Text: "eve is not in this chat"},
 		{ID: "3", Sender: &connector.Sender{ID: "alice", IsMe: true}, Text: "mine"},
 		{ID: "4", Kind: connector.KindEdit, Sender: &connector.Sender{ID: "bob"}, Target: "1", Text: "an edit"},
