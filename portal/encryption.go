@@ -112,7 +112,7 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 	log := zerolog.Ctx(ctx)
 	if m.e2ee == nil {
 		log.Warn().Msg("Encrypted event in a portal; encryption is off, telling the user")
-		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: it is end-to-end encrypted, and this "+
+		m.replyNotice(ctx, p, evt.ID, "⚠️ Your "+mxEventNoun(row.Data)+" was not delivered: it is end-to-end encrypted, and this "+
 			"bridge does not serve encrypted rooms. Messages sent encrypted in this room do not reach the contact.",
 			mxNoticeTxn("enc", row))
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encryption is off")
@@ -124,8 +124,8 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 			return err
 		}
 		log.Warn().Err(err).Msg("Could not decrypt the user's event")
-		m.replyNotice(ctx, p, evt.ID, "⚠️ Your message was not delivered: the bridge never received the key "+
-			"to decrypt it. Your client may not have shared it with the contact's device; send it again.",
+		m.replyNotice(ctx, p, evt.ID, "⚠️ Your "+mxEventNoun(row.Data)+" was not delivered: the bridge never received the key "+
+			"to decrypt it. Your client may not have shared it with the contact's device; try again.",
 			mxNoticeTxn("enc", row))
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, err.Error())
 	}

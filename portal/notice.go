@@ -203,8 +203,13 @@ func mxEventNoun(data []byte) string {
 	default:
 		return "event"
 	}
-	if evt.Content.RelatesTo.RelType == string(event.RelReplace) {
+	switch evt.Content.RelatesTo.RelType {
+	case string(event.RelReplace):
 		return "edit"
+	case string(event.RelAnnotation):
+		// Only an encrypted event gets here with it: a reaction's
+		// relation stays in clear (servers aggregate by it).
+		return "reaction"
 	}
 	switch event.MessageType(evt.Content.MsgType) {
 	case event.MsgFile, event.MsgImage, event.MsgVideo, event.MsgAudio:
