@@ -117,7 +117,11 @@ func (m *Manager) matrixEncrypted(ctx context.Context, row *database.MXEvent, ev
 			mxNoticeTxn("enc", row))
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "encryption is off")
 	}
-	dec, err := m.e2ee.Decrypt(ctx, m.ghosts.MXID(p.ContactID), evt)
+	var dec *event.Event
+	var err error
+	if !unslotted(ctx, func() { dec, err = m.e2ee.Decrypt(ctx, m.ghosts.MXID(p.ContactID), evt) }) {
+		return ctx.Err()
+	}
 	if err != nil {
 		if !errors.Is(err, e2ee.ErrUndecryptable) && ctx.Err() == nil {
 			// The device could not be reached or loaded: a passing failure.

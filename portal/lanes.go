@@ -251,6 +251,20 @@ func pause(ctx context.Context, d time.Duration) bool {
 	return s == nil || s.acquire(ctx)
 }
 
+// unslotted runs fn without the job's slot, then takes a slot again; it
+// reports false if ctx ended first. For a wait on something other than the
+// homeserver (a room key, which comes by to-device message up to twice the
+// key wait later): a slot held through it would hold up other chats, and a
+// few rooms waiting for keys would stop every chat in both directions.
+func unslotted(ctx context.Context, fn func()) bool {
+	s, _ := ctx.Value(slotKey{}).(*slot)
+	if s != nil {
+		s.release()
+	}
+	fn()
+	return s == nil || s.acquire(ctx)
+}
+
 // stop lets every running job finish, drops what is queued (it is still in
 // the database and runs again after a restart), and waits.
 func (l *lanes) stop() {

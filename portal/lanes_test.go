@@ -55,3 +55,29 @@ func TestStopEndsAPause(t *testing.T) {
 		t.Fatalf("pause returned %v after %s, want false at once", ok, time.Since(begin))
 	}
 }
+
+// TestUnslottedGivesTheSlotBack: with one slot, a job waiting for a room
+// key (unslotted) must not keep another lane's job from running.
+func TestUnslottedGivesTheSlotBack(t *testing.T) {
+	l := newLanes(context.Background(), 1, zerolog.Nop())
+	defer l.stop()
+	keyCame, b1 := make(chan struct{}), make(chan struct{})
+	waiting, back := make(chan struct{}), make(chan bool, 1)
+	l.submit("a", "a1", func(ctx context.Context) {
+		back <- unslotted(ctx, func() {
+			close(waiting)
+			<-keyCame
+		})
+	})
+	<-waiting
+	l.submit("b", "b1", func(context.Context) { close(b1) })
+	select {
+	case <-b1:
+	case <-time.After(10 * time.Second):
+		t.Fatal("another chat's job did not run while a job waited for a key")
+	}
+	close(keyCame)
+	if ok := <-back; !ok {
+		t.Fatal("unslotted did not take a slot again")
+	}
+}
