@@ -44,9 +44,17 @@ func TestInviteGhostMakesPortal(t *testing.T) {
 		if got := s.roomOf("bob@network"); got != roomID {
 			t.Errorf("portal room = %s, want the invited room %s", got, roomID)
 		}
+		// A lookup for the profile the ghost joins with, which creates
+		// nothing on the network, then, once the room is accepted, the
+		// chat is created.
 		resolves := f.commandsOf(connector.OpResolveIdentifier)
-		if len(resolves) != 1 || resolves[0].Identifier != "bob@network" || !resolves[0].Create || resolves[0].Login != testLogin {
-			t.Errorf("resolve_identifier commands = %+v, want one for bob@network with create", resolves)
+		if len(resolves) != 2 || resolves[0].Create || !resolves[1].Create {
+			t.Errorf("resolve_identifier commands = %+v, want one for bob@network without create, then one with", resolves)
+		}
+		for _, r := range resolves {
+			if r.Identifier != "bob@network" || r.Login != testLogin {
+				t.Errorf("resolve_identifier %+v, want bob@network of %s", r, testLogin)
+			}
 		}
 		tesths.WaitFor(t, 20*time.Second, "send_message at the connector", func() (bool, error) {
 			cmds := f.commandsOf(connector.OpSendMessage)

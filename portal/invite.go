@@ -50,15 +50,16 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	// join is the first member event the user sees, and a join under the
 	// bare id followed by a rename would show in the room as two events.
 	// Only a contact the user's login resolves gets its profile (and so its
-	// ghost row) here.
+	// ghost row) here. This lookup does not create the chat on the network
+	// (on XMPP that asks the contact for a subscription): a room that is
+	// refused below must change nothing there; the chat is created once the
+	// room passed every check.
 	logins, loginErr := m.userLogins(ctx, user, "")
 	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) {
 		return loginErr
 	}
-	var r *resolved
-	var resolveErr error
 	if loginErr == nil {
-		if r, resolveErr = m.resolveContact(ctx, logins, contactID); resolveErr == nil && contactOfChat(r.chat) == contactID {
+		if r, err := m.resolveContact(ctx, logins, contactID, false); err == nil && contactOfChat(r.chat) == contactID {
 			if ok, perr := m.mayChangeContact(ctx, r.login.ConnectorID, contactID); perr != nil {
 				log.Warn().Err(perr).Msg("Could not check who may describe the contact; leaving its profile")
 			} else if !ok {
@@ -91,6 +92,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	if loginErr != nil {
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I cannot reach %s for you: %s.", contactID, UserMessage(loginErr)))
 	}
+	r, resolveErr := m.resolveContact(ctx, logins, contactID, true)
 	if resolveErr != nil {
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("I could not start a chat with %s: %s.", contactID, UserMessage(resolveErr)))
 	}

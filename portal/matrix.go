@@ -32,7 +32,7 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		zerolog.Ctx(ctx).Warn().Err(err).Msg("Matrix event does not parse, skipping it")
 		// Parked like any other event that cannot be handled: its sender,
 		// if it is a user, is told (first, as in applyMatrix).
-		if evt != nil && evt.Sender != "" && !m.isBridgeUser(evt) {
+		if evt != nil && evt.Sender != "" && !m.isBridgeUser(evt) && m.bridgesFor(ctx, evt) {
 			// The parser's words (Go field names) go to the log only.
 			m.noticeMatrixFailure(ctx, row, errors.New("the bridge could not read it (its content is malformed)"))
 		}
@@ -61,8 +61,13 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
 	if m.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
-		// A user blocked after the portal was made no longer reaches the network.
-		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
+		// A user blocked after the portal was made no longer reaches the
+		// network, and is told so rather than left with silence.
+		notice := ""
+		if evt.StateKey == nil && evt.Type != event.EventRedaction {
+			notice = fmt.Sprintf("⚠️ Your %s was not delivered: you are not allowed to use this bridge any more.", mxEventNoun(row.Data))
+		}
+		return m.refuseMatrix(ctx, row, p, notice)
 	}
 	ctx = zerolog.Ctx(ctx).With().Str("login_id", p.LoginID).Str("chat_id", p.ChatID).Logger().WithContext(ctx)
 	return m.dispatchMatrix(ctx, row, evt, login, p)
@@ -106,6 +111,24 @@ func (m *Manager) dispatchMatrix(ctx context.Context, row *database.MXEvent, evt
 		}
 		return m.matrixOther(ctx, row, evt, login, p)
 	}
+}
+
+// bridgesFor reports whether the bridge carries evt's sender's events from
+// its room: in a portal only its owner's, elsewhere (the management room)
+// those of a user allowed to use the bridge. Only they are told about an
+// event of theirs that failed; anyone else's events were never going to
+// the network, and an answer from the contact's ghost would read as if
+// they had been.
+func (m *Manager) bridgesFor(ctx context.Context, evt *event.Event) bool {
+	if m.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
+		return false
+	}
+	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
+	if err != nil || p == nil {
+		return err == nil
+	}
+	login, err := m.db.Login.Get(ctx, p.LoginID)
+	return err == nil && login != nil && login.MatrixUser == evt.Sender
 }
 
 func (m *Manager) isBridgeUser(evt *event.Event) bool {

@@ -78,8 +78,12 @@ func (m *Manager) botInvitedToPortal(ctx context.Context, evt *event.Event, fini
 }
 
 // memberLeft cleans up a portal its user left, was kicked or banned from, or
-// whose ghost the user kicked: either way nobody is left to bridge to. A
-// leave of anybody else (a bot that joined the DM, say) changes nothing.
+// whose ghost was kicked or banned (by the user, or by a moderator they
+// made in a room they started): either way nobody is left to bridge to, and
+// a ghost outside an invite-only room could never post the contact's next
+// message there; that message opens a new DM. (The ghost's own leaves are
+// the bridge's and never get here.) A leave of anybody else (a bot that
+// joined the DM, say) changes nothing.
 func (m *Manager) memberLeft(ctx context.Context, evt *event.Event, target id.UserID, finish func(context.Context) error) (bool, error) {
 	p, err := m.db.Portal.GetByRoom(ctx, evt.RoomID)
 	if err != nil {
@@ -109,7 +113,7 @@ func (m *Manager) memberLeft(ctx context.Context, evt *event.Event, target id.Us
 	} else if login == nil {
 		return false, nil
 	}
-	ghostKicked := target == m.ghosts.MXID(p.ContactID) && evt.Sender == login.MatrixUser
+	ghostKicked := target == m.ghosts.MXID(p.ContactID) && evt.Sender != target
 	if login.MatrixUser != target && !ghostKicked {
 		return false, nil
 	}

@@ -40,7 +40,7 @@ func (m *Manager) messageCommand(ctx context.Context, evt *event.Event, login *d
 		cmd.Text, cmd.HTML = emoteText(content.MsgType, text, html)
 	}
 	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" {
-		target, err := m.db.Message.GetByMXID(ctx, replyTo)
+		target, err := m.portalMessage(ctx, p, replyTo)
 		if err != nil {
 			return nil, "", err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 )
 
@@ -12,7 +13,7 @@ import (
 // on. It needs m.presence pushed by the homeserver (receive_ephemeral), and
 // like typing it is not stored: a lost update is replaced by the next one.
 func (m *Manager) matrixPresence(evt *appservice.EphemeralEvent) {
-	if !m.cfg.Bridge.BridgePresence || evt.Sender == "" {
+	if !m.cfg.Bridge.BridgePresence || evt.Sender == "" || m.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
 		return
 	}
 	content := evt.Content.AsPresence()

@@ -22,7 +22,7 @@ import (
 // matrixEdit turns an m.replace into edit_message.
 func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal, content *event.MessageEventContent) error {
 	targetMX := content.RelatesTo.GetReplaceID()
-	target, err := m.db.Message.GetByMXID(ctx, targetMX)
+	target, err := m.portalMessage(ctx, p, targetMX)
 	if err != nil {
 		return err
 	}
@@ -54,7 +54,7 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 	if content.RelatesTo.Type != event.RelAnnotation || targetMX == "" || key == "" {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	target, err := m.db.Message.GetByMXID(ctx, targetMX)
+	target, err := m.portalMessage(ctx, p, targetMX)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 	}
 	log := zerolog.Ctx(ctx).With().Stringer("redacts", redacts).Logger()
 	base := connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID)}
-	if reaction, targetMX, err := m.reactionByMXID(ctx, redacts); err != nil {
+	if reaction, targetMX, err := m.reactionByMXID(ctx, p, redacts); err != nil {
 		return err
 	} else if reaction != nil {
 		if reaction.SenderID != login.ID {
@@ -91,7 +91,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		base.Target, base.Key = reaction.TargetID, reaction.Key
 		return m.enqueue(ctx, row, login, p, connector.OpUnreact, &base, targetMX)
 	}
-	msg, err := m.db.Message.GetByMXID(ctx, redacts)
+	msg, err := m.portalMessage(ctx, p, redacts)
 	if err != nil {
 		return err
 	}
@@ -122,17 +122,33 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 	return m.queueCommand(ctx, row, login, p, connector.OpDeleteMessage, &base)
 }
 
-// reactionByMXID finds a reaction by its Matrix event, including one whose
-// react command has not been answered yet: the unreact is queued behind it,
-// and waits for the same queued message as the react if that does
-// (targetMX; relations_queued.go).
-func (m *Manager) reactionByMXID(ctx context.Context, eventID id.EventID) (r *database.Reaction, targetMX id.EventID, err error) {
+// portalMessage finds the bridged message that a relation of the user's in
+// p points at, in p only. An event id is the client's word: one of another
+// room (another chat's message) would make the command name that chat's
+// message in this chat; it counts as unknown.
+func (m *Manager) portalMessage(ctx context.Context, p *database.Portal, eventID id.EventID) (*database.Message, error) {
+	msg, err := m.db.Message.GetByMXID(ctx, eventID)
+	if err != nil || msg == nil || msg.PortalKey == p.PortalKey {
+		return msg, err
+	}
+	zerolog.Ctx(ctx).Warn().Stringer("target", eventID).Msg("Relation to a message of another room, treating it as unknown")
+	return nil, nil
+}
+
+// reactionByMXID finds a reaction in p by its Matrix event, including one
+// whose react command has not been answered yet: the unreact is queued
+// behind it, and waits for the same queued message as the react if that
+// does (targetMX; relations_queued.go).
+func (m *Manager) reactionByMXID(ctx context.Context, p *database.Portal, eventID id.EventID) (r *database.Reaction, targetMX id.EventID, err error) {
 	r, err = m.db.Reaction.GetByMXID(ctx, eventID)
 	if err != nil || r != nil {
+		if r != nil && r.PortalKey != p.PortalKey {
+			return nil, "", nil
+		}
 		return r, "", err
 	}
 	pc, err := m.db.PendingCm.Get(ctx, string(eventID))
-	if err != nil || pc == nil || pc.Op != connector.OpReact {
+	if err != nil || pc == nil || pc.Op != connector.OpReact || pc.PortalKey != p.PortalKey {
 		return nil, "", err
 	}
 	var cmd connector.Command

@@ -69,14 +69,14 @@ func (m *Manager) userLogins(ctx context.Context, user id.UserID, loginID string
 // resolveContact asks the logins in turn to resolve what the user typed (or
 // the contact id behind a ghost), creating the DM chat on the network. The
 // first login that answers wins; the last error is returned if none does.
-func (m *Manager) resolveContact(ctx context.Context, logins []*database.Login, identifier string) (*resolved, error) {
+func (m *Manager) resolveContact(ctx context.Context, logins []*database.Login, identifier string, create bool) (*resolved, error) {
 	if m.conn == nil {
 		return nil, server.ErrNotConnected
 	}
 	var lastErr error
 	for _, login := range logins {
 		res, err := m.conn.Command(ctx, login.ConnectorID, connector.OpResolveIdentifier, &connector.Command{
-			Login: login.ID, Identifier: identifier, Create: true,
+			Login: login.ID, Identifier: identifier, Create: create,
 		})
 		if err != nil {
 			zerolog.Ctx(ctx).Debug().Err(err).Str("login_id", login.ID).Msg("Login could not resolve identifier")

@@ -40,7 +40,7 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 	}
 	log := m.log.With().Stringer("user_id", user).Str("action", "start_chat").Logger()
 	ctx = log.WithContext(ctx)
-	r, err := m.resolveContact(ctx, logins, identifier)
+	r, err := m.resolveContact(ctx, logins, identifier, true)
 	if err != nil {
 		return nil, err
 	}
