@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
@@ -40,6 +41,19 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return fmt.Errorf("look up portal of %s: %w", evt.RoomID, err)
 	} else if p != nil {
 		return m.invitedIntoPortal(ctx, evt, p, contactID)
+	}
+	// An upgrade's client invites the DM's members with a plain invite
+	// (Element does), not as a direct chat: asked before that check.
+	if old, login, err := m.upgradedPortal(ctx, intent, user, contactID, evt.RoomID); err != nil {
+		return err
+	} else if old != nil {
+		m.ghostBeforeJoin(ctx, intent.UserID())
+		if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
+			return err
+		}
+		m.ghostJoined(ctx, intent, evt.RoomID)
+		return m.adoptRoom(ctx, evt, intent, &resolved{login: login,
+			chat: &connector.Chat{ID: old.ChatID, Type: connector.ChatTypeDM, With: old.ContactID}})
 	}
 	if !evt.Content.AsMember().IsDirect {
 		return m.refuseInvite(ctx, evt, intent, "I can only be in direct chats: this bridge bridges one-to-one conversations. "+
@@ -113,6 +127,11 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost matrix.
 	p, err := m.db.Portal.GetOrCreate(ctx, key, contactOfChat(r.chat))
 	if err != nil {
 		return fmt.Errorf("load portal: %w", err)
+	}
+	if p.RoomID != "" && p.RoomID != evt.RoomID && m.upgradedFrom(ctx, ghost, evt.RoomID, p.RoomID) {
+		if err = m.followUpgrade(ctx, r.login, ghost, p, evt.RoomID); err != nil {
+			return err
+		}
 	}
 	if p.RoomID != "" && p.RoomID != evt.RoomID {
 		if err = m.openPortal(ctx, r.login, p); err != nil {

@@ -1,0 +1,96 @@
+package portal
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
+	"github.com/dmbridge/dmbridge/puppet"
+)
+
+// A room upgrade replaces the DM with a new room: the old one gets a
+// tombstone naming the new one, the new one's create event names the old
+// one as its predecessor, and the user's client invites the ghost along as
+// a direct chat. The portal follows it there; otherwise the invite would be
+// refused as a second DM with the contact, and the contact's messages would
+// keep going to the room the user's client now hides.
+
+// upgradedFrom reports whether room is the upgrade of old. Both sides must
+// say so: anyone can create a room that names the portal as predecessor,
+// but only someone with power in the portal can put the tombstone there.
+func (m *Manager) upgradedFrom(ctx context.Context, ghost matrix.API, room, old id.RoomID) bool {
+	var create event.CreateEventContent
+	if err := ghost.RoomStateEvent(ctx, room, event.StateCreate, "", &create); err != nil ||
+		create.Predecessor == nil || create.Predecessor.RoomID != old {
+		return false
+	}
+	var tomb event.TombstoneEventContent
+	if err := ghost.RoomStateEvent(ctx, old, event.StateTombstone, "", &tomb); err != nil || tomb.ReplacementRoom != room {
+		return false
+	}
+	return true
+}
+
+// upgradedPortal finds the user's portal with the contact whose room was
+// upgraded to room: its tombstone names room. Only rooms of the user's own
+// portals with that contact are read, and only for an invite into a room
+// that is not a portal.
+func (m *Manager) upgradedPortal(ctx context.Context, ghost matrix.API, user id.UserID, contactID string, room id.RoomID) (*database.Portal, *database.Login, error) {
+	portals, err := m.db.Portal.ByUser(ctx, user)
+	if err != nil {
+		return nil, nil, fmt.Errorf("look for an upgraded portal: %w", err)
+	}
+	for _, p := range portals {
+		if p.ContactID != contactID || p.RoomID == "" || p.RoomID == room {
+			continue
+		}
+		var tomb event.TombstoneEventContent
+		if err := ghost.RoomStateEvent(ctx, p.RoomID, event.StateTombstone, "", &tomb); err != nil || tomb.ReplacementRoom != room {
+			continue
+		}
+		login, err := m.db.Login.Get(ctx, p.LoginID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if login != nil && login.MatrixUser == user {
+			return p, login, nil
+		}
+	}
+	return nil, nil, nil
+}
+
+// followUpgrade moves the portal p to its upgraded room: the room is stored
+// as the portal's (adoptRoom then does what it does for any adopted room:
+// bridge info, m.direct, the user joined), the old room leaves the user's
+// m.direct, and the ghost leaves it.
+func (m *Manager) followUpgrade(ctx context.Context, login *database.Login, ghost matrix.API, p *database.Portal, room id.RoomID) error {
+	old := p.RoomID
+	log := zerolog.Ctx(ctx).With().Stringer("old_room_id", old).Stringer("room_id", room).Logger()
+	if err := m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := m.db.Portal.SetRoom(ctx, p.PortalKey, room); err != nil {
+			return err
+		}
+		if err := m.db.Portal.SetInDirect(ctx, p.PortalKey, false); err != nil {
+			return err
+		}
+		return m.db.Cleaned.Delete(ctx, login.MatrixUser, room)
+	}); err != nil {
+		return fmt.Errorf("move portal to its upgraded room: %w", err)
+	}
+	p.RoomID, p.InDirect = room, false
+	log.Info().Msg("The DM was upgraded, the portal follows it to the new room")
+	if dp, err := m.dps.Intent(ctx, login.MatrixUser); err == nil && dp != nil {
+		if _, err = m.direct.Apply(ctx, dp, puppet.DirectChange{Remove: map[id.RoomID]bool{old: true}}); err != nil {
+			log.Warn().Err(err).Msg("Failed to take the old room out of m.direct")
+		}
+	}
+	if _, err := ghost.LeaveRoom(ctx, old); err != nil && !matrix.IsGone(err) {
+		log.Warn().Err(err).Msg("Failed to leave the old room")
+	}
+	return nil
+}
