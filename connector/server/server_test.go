@@ -525,6 +525,7 @@ func TestRetryableCheckFailureIsNotAcked(t *testing.T) {
 func TestOversizedErrorAnswerIsCut(t *testing.T) {
 	h := connectortest.NewHarness(t, nil)
 	rc, _ := h.Connect(t, "c")
+	connectortest.Eventually(t, "the connection registered", func() bool { return h.Srv.Connected("c") })
 	type answer struct {
 		err error
 	}
@@ -533,7 +534,14 @@ func TestOversizedErrorAnswerIsCut(t *testing.T) {
 		_, err := h.Srv.Command(t.Context(), "c", connector.OpSendMessage, &connector.Command{Login: "a", Chat: connectortest.DMChat(), Txn: "t1", Text: "hi"})
 		done <- answer{err}
 	}()
-	cmd := connectortest.ReadUntil(t, rc, "the command", func(f *connector.Frame) bool { return f.Type == connector.TypeCmd })
+	cmd := connectortest.ReadUntil(t, rc, "the command", func(f *connector.Frame) bool {
+		select {
+		case a := <-done:
+			t.Fatalf("the command ended before the connector saw it: %v", a.err)
+		default:
+		}
+		return f.Type == connector.TypeCmd
+	})
 	huge := strings.Repeat("é", 100_000)
 	if err := rc.WriteText([]byte(`{"type":"err","id":"` + cmd.ID + `","error":{"code":"` + huge + `","message":"` + huge + `"}}`)); err != nil {
 		t.Fatal(err)
