@@ -88,8 +88,9 @@ type syncResponse struct {
 	Rooms     struct {
 		Join map[id.RoomID]struct {
 			Timeline struct {
-				Events  []json.RawMessage `json:"events"`
-				Limited bool              `json:"limited"`
+				Events    []json.RawMessage `json:"events"`
+				Limited   bool              `json:"limited"`
+				PrevBatch string            `json:"prev_batch"`
 			} `json:"timeline"`
 			Ephemeral struct {
 				Events []json.RawMessage `json:"events"`
@@ -220,45 +221,90 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 		} else if p == nil {
 			continue
 		}
+		for _, raw := range room.Timeline.Events {
+			if ev, ok := f.redaction(roomID, raw); ok {
+				events = append(events, ev)
+			}
+		}
 		// limited alone is no loss: a server sets it for a room the user
 		// joined since the last sync, too. A full page may have left some
-		// out; more than timelineLimit deletions in one room between two
-		// syncs is what it would take.
-		if room.Timeline.Limited && len(room.Timeline.Events) >= timelineLimit {
-			f.log.Warn().Stringer("room_id", roomID).Int("redactions", len(room.Timeline.Events)).
-				Msg("The homeserver may have left out some of the user's deletions in this portal")
-		}
-		for _, raw := range room.Timeline.Events {
-			var head struct {
-				ID     id.EventID `json:"event_id"`
-				Type   string     `json:"type"`
-				Sender id.UserID  `json:"sender"`
-			}
-			if json.Unmarshal(raw, &head) != nil || head.Type != event.EventRedaction.Type || head.Sender != f.user {
-				continue
-			}
-			if head.ID == "" {
-				// The intake refuses it, and the same response would then
-				// be asked for again and again: skipped instead.
-				f.log.Warn().Stringer("room_id", roomID).Msg("Skipping a redaction without an event_id from /sync")
-				continue
-			}
-			var ev map[string]json.RawMessage
-			if json.Unmarshal(raw, &ev) != nil {
-				continue
-			}
-			ev["room_id"], _ = json.Marshal(roomID)
-			withRoom, err := json.Marshal(ev)
+		// out (more than timelineLimit deletions in one room between two
+		// syncs, after an outage): those are paged back to the last
+		// position, so that every deletion reaches the network.
+		if room.Timeline.Limited && len(room.Timeline.Events) >= timelineLimit && room.Timeline.PrevBatch != "" {
+			earlier, err := f.earlier(ctx, roomID, room.Timeline.PrevBatch)
 			if err != nil {
-				continue
+				return nil, nil, err
 			}
-			events = append(events, withRoom)
+			events = append(events, earlier...)
 		}
 		for _, raw := range room.Ephemeral.Events {
 			ephemerals = append(ephemerals, ephemeral{room: roomID, raw: raw})
 		}
 	}
 	return events, ephemerals, nil
+}
+
+// redaction returns raw with its room_id added (a /sync response leaves
+// it out) if it is one of the user's own redactions.
+func (f *follower) redaction(roomID id.RoomID, raw json.RawMessage) (json.RawMessage, bool) {
+	var head struct {
+		ID     id.EventID `json:"event_id"`
+		Type   string     `json:"type"`
+		Sender id.UserID  `json:"sender"`
+	}
+	if json.Unmarshal(raw, &head) != nil || head.Type != event.EventRedaction.Type || head.Sender != f.user {
+		return nil, false
+	}
+	if head.ID == "" {
+		// The intake refuses it, and the same response would then be
+		// asked for again and again: skipped instead.
+		f.log.Warn().Stringer("room_id", roomID).Msg("Skipping a redaction without an event_id from /sync")
+		return nil, false
+	}
+	var ev map[string]json.RawMessage
+	if json.Unmarshal(raw, &ev) != nil {
+		return nil, false
+	}
+	ev["room_id"], _ = json.Marshal(roomID)
+	withRoom, err := json.Marshal(ev)
+	return withRoom, err == nil
+}
+
+// maxEarlierPages bounds the paging back of one limited timeline: 50 pages
+// of timelineLimit are 5,000 deletions in one DM during one outage.
+const maxEarlierPages = 50
+
+// earlier pages the user's redactions in a portal back from a limited
+// timeline's prev_batch to the last position (f.since), with the sync's
+// own filter. The intake drops what it has already (by event id).
+func (f *follower) earlier(ctx context.Context, roomID id.RoomID, from string) ([]json.RawMessage, error) {
+	filter := &mautrix.FilterPart{Types: []event.Type{event.EventRedaction}, Senders: []id.UserID{f.user}}
+	var out []json.RawMessage
+	for page := 0; page < maxEarlierPages && from != ""; page++ {
+		resp, err := f.api.Messages(f.quiet(ctx), roomID, from, f.since, mautrix.DirectionBackward, filter, timelineLimit)
+		if err != nil {
+			return nil, fmt.Errorf("page back the deletions in %s: %w", roomID, err)
+		}
+		for _, evt := range resp.Chunk {
+			raw, err := json.Marshal(evt)
+			if err != nil {
+				continue
+			}
+			if ev, ok := f.redaction(roomID, raw); ok {
+				out = append(out, ev)
+			}
+		}
+		if len(resp.Chunk) == 0 || resp.End == from {
+			return out, nil
+		}
+		from = resp.End
+	}
+	if from != "" {
+		f.log.Warn().Stringer("room_id", roomID).Int("redactions", len(out)).
+			Msg("Stopped paging back the user's deletions in this portal; older ones are left out")
+	}
+	return out, nil
 }
 
 // quiet keeps mautrix's own request logging to errors: a long poll cut
