@@ -87,6 +87,12 @@ func (q *GhostDeviceQuery) SetSyncing(ctx context.Context, mxid id.UserID) error
 	return q.Exec(ctx, "UPDATE ghost_device SET syncing=true WHERE mxid=$1", mxid)
 }
 
+// ClearSyncing records that the ghost's device no longer syncs: the ghost
+// is in no portal any more.
+func (q *GhostDeviceQuery) ClearSyncing(ctx context.Context, mxid id.UserID) error {
+	return q.Exec(ctx, "UPDATE ghost_device SET syncing=false WHERE mxid=$1", mxid)
+}
+
 // Delete forgets a ghost's device.
 func (q *GhostDeviceQuery) Delete(ctx context.Context, mxid id.UserID) error {
 	return q.Exec(ctx, "DELETE FROM ghost_device WHERE mxid=$1", mxid)

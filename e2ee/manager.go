@@ -92,6 +92,10 @@ type device struct {
 	// encMu serialises encryption: one outbound session per room.
 	encMu   sync.Mutex
 	syncing bool
+	// stopSync ends the device's /sync loop and syncDone is closed when it
+	// has (both under the manager's mu; nil without a loop).
+	stopSync context.CancelFunc
+	syncDone chan struct{}
 	// keysMu serialises what reads or changes the account's one-time keys
 	// outside mautrix's own locks: handing the machine a /sync response or
 	// a push (to-device messages use up keys, key counts upload new ones)
@@ -142,6 +146,16 @@ func (m *Manager) Start(ctx context.Context) error {
 		return fmt.Errorf("load ghost devices: %w", err)
 	}
 	for _, row := range rows {
+		if inPortal, err := m.inPortal(ctx, row.MXID); err != nil {
+			return fmt.Errorf("look for the portals of %s: %w", row.MXID, err)
+		} else if !inPortal {
+			// Its DMs ended while the bridge was not running, or before
+			// loops were released (Release).
+			if err := m.o.DB.GhostDev.ClearSyncing(ctx, row.MXID); err != nil {
+				return fmt.Errorf("mark ghost device not syncing: %w", err)
+			}
+			continue
+		}
 		if _, err := m.Active(ctx, row.MXID); err != nil {
 			m.log.Err(err).Stringer("user_id", row.MXID).Msg("Failed to start ghost device")
 		}

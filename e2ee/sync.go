@@ -39,15 +39,45 @@ func (m *Manager) startSync(d *device) {
 	// from the syncs either way: the first sync of a device overrides the
 	// network's presence once, until the network's next update.)
 	client.SyncPresence = event.PresenceOffline
+	ctx, stop := context.WithCancel(zerolog.Ctx(m.ctx).WithContext(m.ctx))
+	m.mu.Lock()
+	previous := d.syncDone
+	done := make(chan struct{})
+	d.stopSync, d.syncDone = stop, done
+	m.mu.Unlock()
 	m.wg.Add(1)
 	m.syncLoops.Add(1)
 	go func() {
 		defer m.wg.Done()
 		defer m.syncLoops.Add(-1)
-		ctx := zerolog.Ctx(m.ctx).WithContext(m.ctx)
-		err := client.SyncWithContext(ctx)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			m.log.Err(err).Stringer("user_id", d.userID).Msg("Ghost device sync stopped")
+		defer close(done)
+		if previous != nil {
+			// A loop released a moment ago may still be winding down on
+			// the same client: one loop at a time.
+			<-previous
+		}
+		// mautrix's loop goes on after a failed /sync (OnFailedSync), but
+		// returns when the filter upload at its start or the storing of
+		// next_batch fails: a passing homeserver or database error would
+		// stop the ghost's room keys for good. It is started again, with
+		// the same backoff, until the manager stops.
+		for fails := 0; ; {
+			began := time.Now()
+			err := client.SyncWithContext(ctx)
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				return
+			}
+			if time.Since(began) > time.Minute {
+				fails = 0
+			}
+			fails++
+			wait := min(time.Duration(1<<min(fails, 6))*time.Second, time.Minute)
+			m.log.Warn().Err(err).Stringer("user_id", d.userID).Dur("retry_in", wait).Msg("Ghost device sync stopped, starting it again")
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
 		}
 	}()
 }
@@ -104,3 +134,45 @@ func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, er
 }
 
 func (s *syncer) GetFilterJSON(id.UserID) *mautrix.Filter { return syncFilter() }
+
+// inPortal reports whether the ghost is the contact of any portal with a
+// room: only such a ghost needs its device's /sync loop.
+func (m *Manager) inPortal(ctx context.Context, userID id.UserID) (bool, error) {
+	contactID, ok := m.o.Config.ParseGhostUserID(userID)
+	if !ok {
+		return false, nil
+	}
+	portals, err := m.o.DB.Portal.ByContact(ctx, contactID)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range portals {
+		if p.RoomID != "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Release ends the ghost's /sync loop once the ghost is in no portal any
+// more (the portal layer calls it when a portal ends): without it every
+// contact that ever had an encrypted DM would keep a loop (three goroutines
+// and two requests a minute) for as long as the bridge runs, and get it
+// back at every start. The device itself stays: it is in the map, and the
+// ghost's next encrypted DM starts the loop again (Active).
+func (m *Manager) Release(ctx context.Context, userID id.UserID) error {
+	if inPortal, err := m.inPortal(ctx, userID); err != nil || inPortal {
+		return err
+	}
+	m.mu.Lock()
+	var stop context.CancelFunc
+	if d := m.devices[userID]; d != nil && d.syncing {
+		d.syncing, stop, d.stopSync = false, d.stopSync, nil
+	}
+	m.mu.Unlock()
+	if stop != nil {
+		stop()
+		m.log.Info().Stringer("user_id", userID).Msg("Ghost is in no portal any more; its device stops syncing")
+	}
+	return m.o.DB.GhostDev.ClearSyncing(ctx, userID)
+}

@@ -47,12 +47,16 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 			return err
 		}
 	}
-	return m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+	if err := m.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		if err := m.db.Portal.Delete(ctx, p.PortalKey); err != nil {
 			return fmt.Errorf("delete portal %s: %w", p.ChatID, err)
 		}
 		return finish(ctx)
-	})
+	}); err != nil {
+		return err
+	}
+	m.releaseGhostDevice(ctx, ghost)
+	return nil
 }
 
 // portalEnding reports whether the room's portal is being cleaned up.

@@ -235,3 +235,16 @@ func (u *encryptedUpload) finish(content *event.MessageEventContent) error {
 	content.URL = ""
 	return nil
 }
+
+// releaseGhostDevice stops the ghost device's /sync loop if the ghost is in
+// no portal any more (e2ee.Release): a refused invite into an encrypted
+// room or the end of its last portal. A failure costs only a loop, until
+// the next start drops it.
+func (m *Manager) releaseGhostDevice(ctx context.Context, ghost id.UserID) {
+	if m.e2ee == nil {
+		return
+	}
+	if err := m.e2ee.Release(ctx, ghost); err != nil {
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("Failed to release the ghost device's sync loop")
+	}
+}

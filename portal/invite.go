@@ -237,6 +237,8 @@ func (m *Manager) refuseJoined(ctx context.Context, evt *event.Event, intent mat
 	if _, err := intent.LeaveRoom(ctx, evt.RoomID); err != nil && !matrix.IsGone(err) {
 		return fmt.Errorf("leave refused room: %w", err)
 	}
+	// Joining an encrypted room started the ghost device's loop.
+	m.releaseGhostDevice(ctx, intent.UserID())
 	_ = m.link.StateStore.SetMembership(ctx, evt.RoomID, intent.UserID(), event.MembershipLeave)
 	return nil
 }

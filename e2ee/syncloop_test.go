@@ -1,0 +1,183 @@
+package e2ee
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/dmbridge/dmbridge/internal/memhs"
+	"github.com/dmbridge/dmbridge/internal/testdb"
+)
+
+// flakyFilter answers the ghost devices' filter uploads and /sync itself
+// (memhs has neither); the first filter upload fails with a 502, as while
+// the homeserver restarts.
+type flakyFilter struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	// filters and syncs count the requests seen.
+	filters, syncs int
+}
+
+func (f *flakyFilter) RoundTrip(r *http.Request) (*http.Response, error) {
+	reply := func(code int, body string) (*http.Response, error) {
+		if r.Body != nil {
+			_ = r.Body.Close()
+		}
+		return &http.Response{StatusCode: code, Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(bytes.NewBufferString(body)), Request: r}, nil
+	}
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/filter"):
+		f.mu.Lock()
+		f.filters++
+		first := f.filters == 1
+		f.mu.Unlock()
+		if first {
+			return reply(http.StatusBadGateway, `{"errcode":"M_UNKNOWN","error":"bad gateway"}`)
+		}
+		return reply(http.StatusOK, `{"filter_id":"1"}`)
+	case strings.HasSuffix(r.URL.Path, "/sync"):
+		f.mu.Lock()
+		f.syncs++
+		f.mu.Unlock()
+		select {
+		case <-r.Context().Done():
+			return nil, r.Context().Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		return reply(http.StatusOK, `{"next_batch":"s1"}`)
+	}
+	return f.base.RoundTrip(r)
+}
+
+// TestGhostSyncSurvivesFailedFilterUpload: a ghost device's /sync
+// loop whose filter upload fails once (a 502 while the homeserver
+// restarts) must go on, as it does for a failed /sync. mautrix's
+// SyncWithContext returns on that error (and on a failed SaveNextBatch),
+// startSync only logs it, and d.syncing stays true, so nothing starts the
+// loop again: the ghost never gets another room key until a restart.
+func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
+	hs := memhs.Start("localhost")
+	defer hs.Close()
+	hs.AddToken("as", "@dmbridgebot:localhost")
+	db := testdb.Open(t, testdb.SQLite(t))
+	ff := &flakyFilter{}
+	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), func(base http.RoundTripper) http.RoundTripper {
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		ff.base = base
+		return ff
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := m.Active(ctx, "@dm_bob:localhost"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ff.mu.Lock()
+		syncs := ff.syncs
+		ff.mu.Unlock()
+		if syncs > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			ff.mu.Lock()
+			defer ff.mu.Unlock()
+			t.Fatalf("after one failed filter upload: %d filter uploads, %d syncs, %d loops running; want the loop to retry and sync",
+				ff.filters, ff.syncs, m.SyncLoops())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestGhostSyncLoopEndsWithItsRooms: the design says only ghosts in
+// an encrypted room run the to-device /sync loop, but nothing ever clears
+// ghost_device.syncing or stops a loop: a ghost whose encrypted DM is gone
+// (here: no login and no portal at all is left in the database) gets its
+// loop back at every start, for good. Over months every contact that ever
+// had an encrypted DM keeps 3 goroutines, ~31 KiB and 2 requests a minute.
+func TestGhostSyncLoopEndsWithItsRooms(t *testing.T) {
+	hs := memhs.Start("localhost")
+	defer hs.Close()
+	hs.AddToken("as", "@dmbridgebot:localhost")
+	db := testdb.Open(t, testdb.SQLite(t))
+	wrap := func(base http.RoundTripper) http.RoundTripper {
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		ff := &flakyFilter{base: base, filters: 1} // no failure
+		return ff
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
+	if _, err := first.Active(ctx, "@dm_bob:localhost"); err != nil {
+		t.Fatal(err)
+	}
+	first.Stop()
+	// The DM is gone: no login, no portal. A restart:
+	if logins, err := db.Login.Owners(ctx); err != nil || len(logins) != 0 {
+		t.Fatalf("owners %v, %v", logins, err)
+	}
+	second := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
+	if err := second.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := second.SyncLoops(); n != 0 {
+		t.Fatalf("%d ghost /sync loops run after a start with no encrypted DM left; want 0", n)
+	}
+}
+
+// TestReleaseStopsTheLoop: when the ghost's last portal ends, Release stops
+// its loop and clears the stored flag; a new encrypted DM starts it again.
+func TestReleaseStopsTheLoop(t *testing.T) {
+	hs := memhs.Start("localhost")
+	defer hs.Close()
+	hs.AddToken("as", "@dmbridgebot:localhost")
+	db := testdb.Open(t, testdb.SQLite(t))
+	wrap := func(base http.RoundTripper) http.RoundTripper {
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		return &flakyFilter{base: base, filters: 1}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
+	const ghost = "@dm_bob:localhost"
+	if _, err := m.Active(ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	waitLoops := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for m.SyncLoops() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d loops, want %d", m.SyncLoops(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitLoops(1)
+	if err := m.Release(ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	waitLoops(0)
+	if rows, err := db.GhostDev.Syncing(ctx); err != nil || len(rows) != 0 {
+		t.Fatalf("syncing rows after Release: %d, %v", len(rows), err)
+	}
+	if _, err := m.Active(ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	waitLoops(1)
+}
