@@ -24,6 +24,7 @@ import (
 func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []server.LoginRefusal {
 	var refused []server.LoginRefusal
 	for _, l := range hello.Logins {
+		m.noteOwnerClaim(ctx, connectorID, l)
 		if reason := m.refuseLogin(connectorID, l); reason != "" {
 			refused = append(refused, server.LoginRefusal{Login: l.ID, Message: reason})
 			continue
@@ -46,6 +47,36 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 		m.loginOwners.Store(l.ID, loginOwner{connectorID: connectorID, user: login.MatrixUser})
 	}
 	return refused
+}
+
+// noteOwnerClaim marks a stored login of this connector contested when
+// the hello names another owner for it, whatever else refuses the login
+// (an owner the bridge does not serve is another owner all the same), and
+// ends the contest when it names the stored owner (see contestedLogins).
+// Without it, refusing the hello's login changed nothing for its events:
+// the connector, now running the account for bob, kept posting into
+// alice's rooms, and alice's messages kept going to bob's account.
+func (m *Manager) noteOwnerClaim(ctx context.Context, connectorID string, l connector.Login) {
+	owner, err := m.loginOwner(ctx, l.ID)
+	if err != nil {
+		// Not known either way: nothing is marked, as a wrong mark would
+		// refuse (and so lose) the rightful owner's events. The store
+		// below meets the same trouble and refuses the login.
+		m.log.Warn().Err(err).Str("login_id", l.ID).Msg("Could not look up the owner of a login the hello names")
+		return
+	}
+	if owner.connectorID != connectorID {
+		// A new login, or another connector's: its events are refused
+		// (or accepted) by the connector id alone.
+		m.contested.note(l.ID, false)
+		return
+	}
+	contested := owner.user != id.UserID(l.MatrixUser)
+	if contested && !m.contested.has(l.ID) {
+		m.log.Warn().Str("login_id", l.ID).Str("connector_id", connectorID).Stringer("owner", owner.user).
+			Str("named_owner", l.MatrixUser).Msg("The connector names another owner for a login; refusing its events and commands until it names the owner again")
+	}
+	m.contested.note(l.ID, contested)
 }
 
 func (m *Manager) refuseLogin(connectorID string, l connector.Login) string {
@@ -75,7 +106,8 @@ func (m *Manager) Check(ctx context.Context, connectorID string, ev *connector.E
 }
 
 // checkLogin refuses a login that this connector's hello did not get
-// accepted, or whose owner may no longer use the bridge or this connector.
+// accepted, that its hello named for another owner since (contested), or
+// whose owner may no longer use the bridge or this connector.
 func (m *Manager) checkLogin(ctx context.Context, connectorID, loginID string) *connector.Error {
 	owner, err := m.loginOwner(ctx, loginID)
 	if err != nil {
@@ -83,6 +115,11 @@ func (m *Manager) checkLogin(ctx context.Context, connectorID, loginID string) *
 	}
 	if owner.connectorID != connectorID {
 		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was not accepted in this connector's hello", loginID)}
+	}
+	if m.contested.has(loginID) {
+		// The connector's hello named another owner for it: what it
+		// sends now is not the stored owner's (see contestedLogins).
+		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("login %q was refused in this connector's hello: it named another Matrix user than the login's owner", loginID)}
 	}
 	if m.cfg.PermissionLevel(owner.user) < config.LevelUser || !m.cfg.ConnectorMayServe(connectorID, owner.user) {
 		return &connector.Error{Code: connector.ErrForbidden, Message: fmt.Sprintf("%s is not allowed to use this bridge", owner.user)}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"maunium.net/go/mautrix/id"
 
@@ -65,8 +66,41 @@ func (m *Manager) refusalFor(loginID, connectorID string, user id.UserID) string
 		return "you are not allowed to use this bridge any more"
 	case !m.cfg.ConnectorMayServe(connectorID, user):
 		return fmt.Sprintf("the bridge's connector %s, which holds this account, may no longer serve you; ask the bridge's admin", connectorID)
+	case m.contested.has(loginID):
+		return fmt.Sprintf("the bridge's connector %s now names another Matrix user as this account's owner; ask the bridge's admin", connectorID)
 	}
 	return ""
+}
+
+// contestedLogins are the logins whose own connector's latest hello that
+// named them gave another Matrix user as their owner. The hello is
+// refused for them (a login never changes its owner), but the connector
+// then runs the account for someone else: what it sends for the login is
+// not the stored owner's (checkLogin refuses it, M_FORBIDDEN), and the
+// owner's messages must not go to it (loginRefusal). A hello of the
+// connector that names the stored owner again ends it.
+//
+// It is kept in memory only: every connection starts with a hello, before
+// any event or command, so a restarted bridge learns it again from the
+// connector's first hello. (A login that hello does not name at all is not
+// contested then; the login status shows it as not held, see loginwatch.go.)
+type contestedLogins struct {
+	ids sync.Map // login id -> struct{}
+}
+
+func (c *contestedLogins) has(loginID string) bool {
+	_, ok := c.ids.Load(loginID)
+	return ok
+}
+
+// note records what a hello of the login's own connector said of its
+// owner: contested when it named another user than the stored one.
+func (c *contestedLogins) note(loginID string, contested bool) {
+	if contested {
+		c.ids.Store(loginID, struct{}{})
+	} else {
+		c.ids.Delete(loginID)
+	}
 }
 
 // loginUnavailable wraps ErrLoginUnavailable with the reason, for userLogins.
