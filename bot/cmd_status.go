@@ -72,6 +72,11 @@ func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 		if hello, ok := b.conn.Hello(l.ConnectorID); ok && hello.Network.Name != "" {
 			connection += ", " + escape(hello.Network.Name)
 		}
+		if st.NotHeld {
+			// Why a login shows as disconnected while its connector is
+			// up: the connector's hello no longer names it for its owner.
+			connection += ", but does not hold this login any more"
+		}
 	}
 	return fmt.Sprintf("%s: login %s; last event %s; connector %s is %s", line, state,
 		portal.FormatTime(st.LastEvent), escape(l.ConnectorID), connection)

@@ -20,9 +20,11 @@ import (
 // Matrix user may not use the bridge or this connector, those that name the
 // bridge's own users, and those that would move an existing login to
 // another Matrix user or another connector. A refused login changes nothing
-// in the database.
+// in the database. The portals of a login it reports logged out end, as
+// for a login event saying so (endLoggedOut).
 func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connector.Hello) []server.LoginRefusal {
 	var refused []server.LoginRefusal
+	var loggedOut []string
 	for _, l := range hello.Logins {
 		m.noteOwnerClaim(ctx, connectorID, l)
 		if reason := m.refuseLogin(connectorID, l); reason != "" {
@@ -45,8 +47,48 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 			continue
 		}
 		m.loginOwners.Store(l.ID, loginOwner{connectorID: connectorID, user: login.MatrixUser})
+		if l.State == connector.LoginBadCredentials {
+			loggedOut = append(loggedOut, l.ID)
+		}
+	}
+	if len(loggedOut) > 0 {
+		// The alert need not wait for the next look.
+		signal(m.watch.wake)
+		go m.endLoggedOut(connectorID, loggedOut)
 	}
 	return refused
+}
+
+// endLoggedOut ends the portals of logins a hello reported logged out
+// (bad_credentials), as a login event with that state does (loginGone):
+// the portals stayed, looking bridged, while the alert told the user their
+// chats were not. It is queued on the login's lane, where its login events
+// run too, once the manager runs (before Start the homeserver may still be
+// down), and looks at the stored state again there: a login event that
+// came later and brought the login back wins. A failure or a crash is
+// made up for by the connector's next hello, which says it again; every
+// step is idempotent, and a login without portals costs one query.
+func (m *Manager) endLoggedOut(connectorID string, loginIDs []string) {
+	if !m.untilRunning() {
+		return
+	}
+	for _, loginID := range loginIDs {
+		m.lanes.submit("login/"+loginID, "logged out in hello", func(ctx context.Context) {
+			log := m.log.With().Str("connector_id", connectorID).Str("login_id", loginID).Str("action", "hello_logged_out").Logger()
+			ctx = log.WithContext(ctx)
+			login, err := m.db.Login.Get(ctx, loginID)
+			if err != nil {
+				log.Warn().Err(err).Msg("Failed to load the login its hello reported logged out; its next hello tries again")
+				return
+			} else if login == nil || login.State != connector.LoginBadCredentials || login.ConnectorID != connectorID {
+				return
+			}
+			noop := func(context.Context) error { return nil }
+			if err = m.loginGone(ctx, login, &connector.Event{Kind: connector.KindLogin, Login: loginID, State: login.State}, noop); err != nil {
+				log.Warn().Err(err).Msg("Failed to end the portals of a login its hello reported logged out; its next hello tries again")
+			}
+		})
+	}
 }
 
 // noteOwnerClaim marks a stored login of this connector contested when
