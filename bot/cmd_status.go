@@ -3,7 +3,6 @@ package bot
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
@@ -22,12 +21,12 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 			"bridge's admin: ask them to add yours.")
 		return nil
 	}
-	var sb strings.Builder
-	sb.WriteString("The bridge is running. Your logins:\n\n")
+	lines := make([]string, 0, len(logins))
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(l, false) + "\n")
+		lines = append(lines, "* "+b.describeLogin(l, false))
 	}
-	b.reply(ctx, req.roomID, req.eventID, sb.String())
+	// In parts, as for list: one event holds a few hundred lines at most.
+	b.replyList(ctx, req.roomID, req.eventID, "The bridge is running. Your logins:\n\n", lines)
 	return nil
 }
 
@@ -41,12 +40,12 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 		b.reply(ctx, req.roomID, req.eventID, "The bridge has no logins.")
 		return nil
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d logins:\n\n", len(logins))
+	lines := make([]string, 0, len(logins))
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(l, true) + "\n")
+		lines = append(lines, "* "+b.describeLogin(l, true))
 	}
-	b.reply(ctx, req.roomID, req.eventID, sb.String())
+	// In parts: every login of the bridge may be far more than one event holds.
+	b.replyList(ctx, req.roomID, req.eventID, fmt.Sprintf("%d logins:\n\n", len(logins)), lines)
 	return nil
 }
 
