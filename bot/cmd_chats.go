@@ -59,7 +59,7 @@ func (b *Bot) cmdList(ctx context.Context, req *request) error {
 	if err != nil {
 		return fmt.Errorf("list portals: %w", err)
 	}
-	var sb strings.Builder
+	var lines []string
 	for _, p := range portals {
 		if p.RoomID == "" {
 			continue
@@ -68,12 +68,13 @@ func (b *Bot) cmdList(ctx context.Context, req *request) error {
 		if ghost, err := b.db.Ghost.Get(ctx, p.ContactID); err == nil && ghost != nil && ghost.Name != "" {
 			name = config.TruncateName(ghost.Name)
 		}
-		fmt.Fprintf(&sb, "* **%s** (%s): %s\n", escape(name), escape(p.ContactID), roomLink(p.RoomID))
+		lines = append(lines, fmt.Sprintf("* **%s** (%s): %s", escape(name), escape(p.ContactID), roomLink(p.RoomID)))
 	}
-	if sb.Len() == 0 {
+	if len(lines) == 0 {
 		b.reply(ctx, req.roomID, req.eventID, "You have no bridged chats yet. Use `start-chat <identifier>`, or start a direct chat with a contact's ghost.")
 		return nil
 	}
-	b.reply(ctx, req.roomID, req.eventID, "Your chats:\n\n"+sb.String())
+	// In parts: a few hundred chats are more than one event may hold.
+	b.replyList(ctx, req.roomID, req.eventID, "Your chats:\n\n", lines)
 	return nil
 }

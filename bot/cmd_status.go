@@ -3,7 +3,6 @@ package bot
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
@@ -22,12 +21,12 @@ func (b *Bot) cmdPing(ctx context.Context, req *request) error {
 			"bridge's admin: ask them to add yours.")
 		return nil
 	}
-	var sb strings.Builder
-	sb.WriteString("The bridge is running. Your logins:\n\n")
+	lines := make([]string, 0, len(logins))
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(l, false) + "\n")
+		lines = append(lines, "* "+b.describeLogin(l, false))
 	}
-	b.reply(ctx, req.roomID, req.eventID, sb.String())
+	// In parts, as for list: one event holds a few hundred lines at most.
+	b.replyList(ctx, req.roomID, req.eventID, "The bridge is running. Your logins:\n\n", lines)
 	return nil
 }
 
@@ -41,12 +40,12 @@ func (b *Bot) cmdLogins(ctx context.Context, req *request) error {
 		b.reply(ctx, req.roomID, req.eventID, "The bridge has no logins.")
 		return nil
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%d logins:\n\n", len(logins))
+	lines := make([]string, 0, len(logins))
 	for _, l := range logins {
-		sb.WriteString("* " + b.describeLogin(l, true) + "\n")
+		lines = append(lines, "* "+b.describeLogin(l, true))
 	}
-	b.reply(ctx, req.roomID, req.eventID, sb.String())
+	// In parts: every login of the bridge may be far more than one event holds.
+	b.replyList(ctx, req.roomID, req.eventID, fmt.Sprintf("%d logins:\n\n", len(logins)), lines)
 	return nil
 }
 
@@ -71,6 +70,11 @@ func (b *Bot) describeLogin(l *database.Login, withOwner bool) string {
 		connection = "online"
 		if hello, ok := b.conn.Hello(l.ConnectorID); ok && hello.Network.Name != "" {
 			connection += ", " + escape(hello.Network.Name)
+		}
+		if st.NotHeld {
+			// Why a login shows as disconnected while its connector is
+			// up: the connector's hello no longer names it for its owner.
+			connection += ", but does not hold this login any more"
 		}
 	}
 	return fmt.Sprintf("%s: login %s; last event %s; connector %s is %s", line, state,

@@ -22,7 +22,11 @@ func (b *Bot) membership(ctx context.Context, evt *event.Event) error {
 		}
 	case event.MembershipLeave, event.MembershipBan:
 		if target == b.link.BotMXID() {
-			return b.forgetRoom(ctx, evt.Sender, evt.RoomID)
+			// Kicked or banned, by the room's user or by anyone they made
+			// a moderator: the room is nobody's management room any more.
+			// (Clearing the sender's record alone left the user's alerts
+			// going to a room the bot is not in.)
+			return b.forgetManagementRoom(ctx, evt.RoomID)
 		}
 		return b.memberLeft(ctx, evt.RoomID, target)
 	}
@@ -98,9 +102,15 @@ func (b *Bot) catchUp(ctx context.Context, invite *event.Event) {
 	}
 }
 
-// memberLeft has the bot leave a room it would be alone in, so that no room
+// memberLeft forgets the room as the management room of the user who left
+// it, and has the bot leave a room it would be alone in, so that no room
 // holds only the bot.
 func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) error {
+	// Whoever stays: the user's login alerts would otherwise go on to the
+	// others in the room (someone they invited), and never to them.
+	if err := b.forgetRoom(ctx, user, roomID); err != nil {
+		return fmt.Errorf("forget the management room of %s: %w", user, err)
+	}
 	if !b.inRoom(ctx, roomID) {
 		return nil
 	}
@@ -117,7 +127,20 @@ func (b *Bot) memberLeft(ctx context.Context, roomID id.RoomID, user id.UserID) 
 		return fmt.Errorf("leave %s: %w", roomID, err)
 	}
 	_ = b.link.StateStore.SetMembership(ctx, roomID, b.link.BotMXID(), event.MembershipLeave)
-	return b.forgetRoom(ctx, user, roomID)
+	// The bot's own leave does not come back to it (the bridge's own
+	// events are skipped), so the room is forgotten here for anyone else
+	// who had it.
+	return b.forgetManagementRoom(ctx, roomID)
+}
+
+// forgetManagementRoom forgets roomID as the management room of every user
+// who has it, once the bot is out of it.
+func (b *Bot) forgetManagementRoom(ctx context.Context, roomID id.RoomID) error {
+	if err := b.db.User.ClearManagementRoom(ctx, roomID); err != nil {
+		return fmt.Errorf("forget management room %s: %w", roomID, err)
+	}
+	zerolog.Ctx(ctx).Info().Msg("The bot is out of the room; it is nobody's management room now")
+	return nil
 }
 
 // forgetRoom drops the user's management room record when it names roomID.

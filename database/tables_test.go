@@ -338,3 +338,24 @@ func TestPendingCommandsForTarget(t *testing.T) {
 		}
 	})
 }
+
+// TestClearManagementRoom: every user whose management room is the room
+// forgets it, and nobody else. (A review (helper agent) found the bot,
+// kicked by someone else, cleared the kicker's record instead.)
+func TestClearManagementRoom(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		for user, room := range map[id.UserID]id.RoomID{"@a:x": "!r:x", "@b:x": "!r:x", "@c:x": "!other:x"} {
+			if err := db.User.SetManagementRoom(ctx, user, room); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.User.ClearManagementRoom(ctx, "!r:x"); err != nil {
+			t.Fatal(err)
+		}
+		for user, want := range map[id.UserID]id.RoomID{"@a:x": "", "@b:x": "", "@c:x": "!other:x"} {
+			if u, err := db.User.Get(ctx, user); err != nil || u == nil || u.ManagementRoom != want {
+				t.Errorf("%s after clearing !r:x: %+v, %v; want management room %q", user, u, err, want)
+			}
+		}
+	})
+}

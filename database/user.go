@@ -25,6 +25,7 @@ const (
 	setUserManagementRoomQuery = `
 		INSERT INTO matrix_user (mxid, management_room) VALUES ($1, $2)
 		ON CONFLICT (mxid) DO UPDATE SET management_room=excluded.management_room`
+	clearManagementRoomQuery = `UPDATE matrix_user SET management_room=NULL WHERE management_room=$1`
 	setUserDoublePuppetQuery = `
 		INSERT INTO matrix_user (mxid, double_puppet) VALUES ($1, $2)
 		ON CONFLICT (mxid) DO UPDATE SET double_puppet=excluded.double_puppet`
@@ -48,6 +49,13 @@ func (q *UserQuery) Get(ctx context.Context, userID id.UserID) (*User, error) {
 // SetManagementRoom records the user's room with the bot.
 func (q *UserQuery) SetManagementRoom(ctx context.Context, userID id.UserID, roomID id.RoomID) error {
 	return q.Exec(ctx, setUserManagementRoomQuery, userID, dbutil.StrPtr(roomID))
+}
+
+// ClearManagementRoom forgets roomID as the management room of every user
+// who has it. The bot left the room (or was kicked or banned, by anyone):
+// the login alerts of whoever had it there would fail there for good.
+func (q *UserQuery) ClearManagementRoom(ctx context.Context, roomID id.RoomID) error {
+	return q.Exec(ctx, clearManagementRoomQuery, roomID)
 }
 
 // SetDoublePuppet records whether double puppeting works for the user.

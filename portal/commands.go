@@ -86,9 +86,23 @@ func (m *Manager) flushPass(ctx context.Context, roomID id.RoomID) (again bool) 
 	// dropped: sends the user deleted before they went out, whose edits
 	// and reactions further down the list went with them (dropQueuedSend).
 	dropped := map[string]bool{}
+	refusals := map[string]string{}
 	waited := 0
 	for _, pc := range cmds {
 		if pc.TargetMX != "" && pc.Op != connector.OpSendMessage && dropped[string(pc.TargetMX)] {
+			continue
+		}
+		// What was queued before the bridge stopped using the login for
+		// its user (loginRefusal: blocked, connector revoked, login now
+		// named as another user's) does not go either, connected or not:
+		// the user is told, as for a new event (handleMatrix).
+		if reason, err := m.queuedRefusal(ctx, pc, refusals); err != nil {
+			log.Err(err).Str("txn", pc.Txn).Msg("Could not check the command's login; trying the room's queue again later")
+			m.flushLater(roomID)
+			return false
+		} else if reason != "" {
+			log.Warn().Str("txn", pc.Txn).Str("reason", reason).Msg("Dropping a queued command of a login the bridge may no longer use")
+			m.commandFailed(ctx, pc, loginRefused(reason))
 			continue
 		}
 		if !m.conn.Connected(pc.ConnectorID) {

@@ -88,7 +88,10 @@ func mayHaveArrived(pc *database.PendingCommand, cause error) bool {
 	if answered && cerr.Code == connector.ErrTimeout {
 		return true
 	}
-	return pc.Handed && (errors.Is(cause, errPortalEnded) || (answered && cerr.Retryable))
+	// A command refused after it was written (loginRefused) may have
+	// arrived like one whose portal ended.
+	var refused loginRefused
+	return pc.Handed && (errors.Is(cause, errPortalEnded) || errors.As(cause, &refused) || (answered && cerr.Retryable))
 }
 
 // deletedBeforeSend decides a queued command whose event the user deleted

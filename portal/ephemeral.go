@@ -8,7 +8,6 @@ import (
 	"maunium.net/go/mautrix/event"
 
 	"github.com/dmbridge/dmbridge/appservice"
-	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 )
@@ -101,8 +100,9 @@ func (m *Manager) MatrixEphemeral(ctx context.Context, evt *appservice.Ephemeral
 // inPortal queues apply on the room's lane for the kind (typing, receipt),
 // bounded by ephemeralTimeout, with the room's portal and its login; a room
 // that is no portal, or whose login is gone, is none of the bridge's, and a
-// user blocked after the portal was made no longer reaches the network (as
-// for their messages, handleMatrix).
+// user blocked after the portal was made, or whose login the bridge may no
+// longer use, no longer reaches the network (as for their messages,
+// handleMatrix).
 func (m *Manager) inPortal(evt *appservice.EphemeralEvent, kind string, apply func(ctx context.Context, p *database.Portal, login *database.Login)) {
 	m.lanes.submit(kind+"/"+string(evt.RoomID), "matrix "+kind, func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, ephemeralTimeout)
@@ -112,7 +112,9 @@ func (m *Manager) inPortal(evt *appservice.EphemeralEvent, kind string, apply fu
 			return
 		}
 		login, err := m.db.Login.Get(ctx, p.LoginID)
-		if err != nil || login == nil || m.cfg.PermissionLevel(login.MatrixUser) < config.LevelUser {
+		// Refused as the user's messages are (loginRefusal): a typing
+		// notice or a receipt is the user's too.
+		if err != nil || login == nil || m.loginRefusal(login) != "" {
 			return
 		}
 		apply(ctx, p, login)

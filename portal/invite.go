@@ -69,7 +69,9 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	// refused below must change nothing there; the chat is created once the
 	// room passed every check.
 	logins, loginErr := m.userLogins(ctx, user, "")
-	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) {
+	// A user without a login the bridge may use is told so below, once
+	// the ghost joined; only a failure of the bridge itself is retried.
+	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) && !errors.Is(loginErr, ErrLoginUnavailable) {
 		return loginErr
 	}
 	if loginErr == nil {

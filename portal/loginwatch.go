@@ -11,6 +11,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
@@ -38,24 +39,41 @@ type LoginStatus struct {
 	// ConnectorOffline is true when the bridge has no connection to the
 	// login's connector.
 	ConnectorOffline bool
+	// NotHeld is true when the connector is connected but its hello does
+	// not name the login for its owner: the connector no longer holds it
+	// (removed, or now run for another user), so nothing flows.
+	NotHeld bool
 	// LastEvent is zero when no event of the login arrived yet.
 	LastEvent time.Time
 }
 
 // loginWatch holds what the alerts need in memory: exact last event times,
-// and since when each connector is offline (the connection is not stored).
+// since when each connector is offline and each login missing from its
+// connector's hello (neither is stored), and the owners each connector's
+// current hello names.
 type loginWatch struct {
 	mu           sync.Mutex
 	lastEvent    map[string]time.Time
 	lastWritten  map[string]time.Time
 	offlineSince map[string]time.Time
+	notHeldSince map[string]time.Time
+	helloOwners  map[string]helloOwners
 	wake         chan struct{}
+}
+
+// helloOwners is the owner a connector's hello names for each login, kept
+// per hello (a new connection has a new one) so that the alert loop's pass
+// over every login does not scan the hello for each.
+type helloOwners struct {
+	hello  *connector.Hello
+	owners map[string]id.UserID
 }
 
 func newLoginWatch() *loginWatch {
 	return &loginWatch{
 		lastEvent: map[string]time.Time{}, lastWritten: map[string]time.Time{},
-		offlineSince: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		offlineSince: map[string]time.Time{}, notHeldSince: map[string]time.Time{},
+		helloOwners: map[string]helloOwners{}, wake: make(chan struct{}, 1),
 	}
 }
 
@@ -89,24 +107,48 @@ func (m *Manager) loginStatus(l *database.Login, now time.Time) LoginStatus {
 	if st.State == "" {
 		st.State = "unknown"
 	}
+	var hello *connector.Hello
 	online := m.conn != nil && m.conn.Connected(l.ConnectorID)
+	if online {
+		hello, _ = m.conn.Hello(l.ConnectorID)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if t := w.lastEvent[l.ID]; t.After(st.LastEvent) {
 		st.LastEvent = t
 	}
+	// A connector that is connected but whose hello does not name the
+	// login for its owner holds it no more: the login showed as connected
+	// forever (its last stored state), while nothing could reach its
+	// portals. It is disconnected like a login whose connector is away,
+	// since the bridge first saw it missing.
+	notHeld := online && hello != nil && !w.names(l.ConnectorID, hello, l.ID, l.MatrixUser)
 	if online {
 		delete(w.offlineSince, l.ConnectorID)
-	} else {
-		since, ok := w.offlineSince[l.ConnectorID]
+	}
+	if !notHeld {
+		delete(w.notHeldSince, l.ID)
+	}
+	var missing map[string]time.Time
+	var key string
+	switch {
+	case !online:
+		missing, key = w.offlineSince, l.ConnectorID
+		st.ConnectorOffline = true
+	case notHeld:
+		missing, key = w.notHeldSince, l.ID
+		st.NotHeld = true
+	}
+	if missing != nil {
+		since, ok := missing[key]
 		if !ok {
 			since = now
-			w.offlineSince[l.ConnectorID] = since
+			missing[key] = since
 		}
-		st.ConnectorOffline = true
 		if l.State != connector.LoginBadCredentials {
-			// Offline since the connector went away, or since the login
-			// itself reported being disconnected, whichever came first.
+			// Missing since the connector went away (or stopped naming
+			// the login), or since the login itself reported being
+			// disconnected, whichever came first.
 			if l.State != connector.LoginDisconnected || st.Since.IsZero() || since.Before(st.Since) {
 				st.Since = since
 			}
@@ -118,6 +160,21 @@ func (m *Manager) loginStatus(l *database.Login, now time.Time) LoginStatus {
 		st.Since = m.started
 	}
 	return st
+}
+
+// names reports whether hello, the connector's current one, names the
+// login for user. The caller holds w.mu.
+func (w *loginWatch) names(connectorID string, hello *connector.Hello, loginID string, user id.UserID) bool {
+	cached, ok := w.helloOwners[connectorID]
+	if !ok || cached.hello != hello {
+		cached = helloOwners{hello: hello, owners: make(map[string]id.UserID, len(hello.Logins))}
+		for _, hl := range hello.Logins {
+			cached.owners[hl.ID] = id.UserID(hl.MatrixUser)
+		}
+		w.helloOwners[connectorID] = cached
+	}
+	owner, named := cached.owners[loginID]
+	return named && owner == user
 }
 
 // loginAlertLoop tells users about logins in trouble. It looks a few times
@@ -198,7 +255,9 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 		log.Warn().Err(err).Msg("Failed to look up the user's management room")
 		return
 	}
-	if trouble == troubleDisconnected && st.ConnectorOffline &&
+	// A login missing from its connector's hello is timed in memory the
+	// same way as a connector outage, and stored the same way.
+	if trouble == troubleDisconnected && (st.ConnectorOffline || st.NotHeld) &&
 		(l.State != connector.LoginDisconnected || l.StateSince.UnixMilli() != st.Since.UnixMilli()) {
 		// The start of a connector outage is known only to this process,
 		// and it names the alert's transaction. Store it before the send:
@@ -250,9 +309,13 @@ func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStat
 			"bridge's connector is set up, which is usually done by the bridge's admin.", network, name)
 	case troubleDisconnected:
 		why := "the network disconnected it"
-		if st.ConnectorOffline {
+		switch {
+		case st.ConnectorOffline:
 			why = "the bridge has no connection to its connector " + l.ConnectorID +
 				", the program that connects it to " + network + "; if this lasts, tell the bridge's admin"
+		case st.NotHeld:
+			why = "its connector " + l.ConnectorID + " no longer holds it for you: the bridge's admin may have " +
+				"removed it there or given it to someone else; if this is a mistake, tell them"
 		}
 		return fmt.Sprintf("Your %s login %s has been disconnected since %s (%s): messages to and from it "+
 			"wait until it is back. I will tell you when it is.", network, name, FormatTime(st.Since), why)

@@ -71,6 +71,8 @@ type Manager struct {
 	userTyping sync.Map
 	// loginOwners caches loginOwner by login id for Check.
 	loginOwners sync.Map
+	// contested: see loginuse.go.
+	contested contestedLogins
 	// watch: see loginwatch.go.
 	watch *loginWatch
 	stats bridgeStats

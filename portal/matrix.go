@@ -60,12 +60,16 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		// Other members (bots welcome in a DM) are not bridged.
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	if m.cfg.PermissionLevel(evt.Sender) < config.LevelUser {
+	if reason := m.loginRefusal(login); reason != "" {
 		// A user blocked after the portal was made no longer reaches the
-		// network, and is told so rather than left with silence.
+		// network, and is told so rather than left with silence; so is one
+		// whose login's connector may no longer serve them, or whose
+		// connector named another owner for the login (loginRefusal): the
+		// connector's events for the login are refused then too, and a
+		// revocation must not work one way only.
 		notice := ""
 		if evt.StateKey == nil && evt.Type != event.EventRedaction {
-			notice = fmt.Sprintf("⚠️ Your %s was not delivered: you are not allowed to use this bridge any more.", mxEventNoun(row.Data))
+			notice = fmt.Sprintf("⚠️ Your %s was not delivered: %s.", mxEventNoun(row.Data), reason)
 		}
 		return m.refuseMatrix(ctx, row, p, notice)
 	}

@@ -32,6 +32,11 @@ func (m *Manager) matrixPresence(evt *appservice.EphemeralEvent) {
 			return
 		}
 		for _, login := range logins {
+			if m.loginRefusal(login) != "" {
+				// Not through a connector that may no longer serve the
+				// user, nor a login it now names as someone else's.
+				continue
+			}
 			if caps, ok := m.capabilities(login.ConnectorID); !ok || !caps.Presence {
 				continue
 			}

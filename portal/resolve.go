@@ -51,6 +51,20 @@ func (m *Manager) userLogins(ctx context.Context, user id.UserID, loginID string
 	if len(logins) == 0 {
 		return nil, ErrNoLogin
 	}
+	// Only logins the bridge may still use for the user (loginRefusal): a
+	// chat started through a connector that may no longer serve them would
+	// make a portal whose incoming messages the bridge refuses.
+	refusal := ""
+	logins = slices.DeleteFunc(logins, func(l *database.Login) bool {
+		if why := m.loginRefusal(l); why != "" {
+			refusal = why
+			return true
+		}
+		return false
+	})
+	if len(logins) == 0 {
+		return nil, loginUnavailable(refusal)
+	}
 	up := func(l *database.Login) bool {
 		return l.State == connector.LoginConnected && m.conn != nil && m.conn.Connected(l.ConnectorID)
 	}
@@ -130,7 +144,8 @@ func contactOfChat(chat *connector.Chat) string {
 func UserMessage(err error) string {
 	var cerr *connector.Error
 	switch {
-	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrNoLogin), errors.Is(err, ErrUnknownLogin), errors.Is(err, ErrNotDM):
+	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrNoLogin), errors.Is(err, ErrUnknownLogin), errors.Is(err, ErrNotDM),
+		errors.Is(err, ErrLoginUnavailable):
 		return err.Error()
 	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound && cerr.Message == "":
 		return "the network does not know that contact"

@@ -64,7 +64,11 @@ func (c *unitConn) Hello(string) (*connector.Hello, bool) {
 	if c.network != "" {
 		name = c.network
 	}
-	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: name}, Capabilities: c.caps}, true
+	// The hello names the test login for its user, as a connector's names
+	// the logins it holds (a login it does not name is not held: see
+	// loginStatus).
+	return &connector.Hello{Network: connector.Network{ID: "testnet", Name: name}, Capabilities: c.caps,
+		Logins: []connector.Login{{ID: unitLoginID, MatrixUser: string(unitUser), State: connector.LoginConnected}}}, true
 }
 
 type unit struct {

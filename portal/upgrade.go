@@ -57,7 +57,10 @@ func (m *Manager) upgradedPortal(ctx context.Context, ghost matrix.API, user id.
 		if err != nil {
 			return nil, nil, err
 		}
-		if login != nil && login.MatrixUser == user {
+		// A login the bridge may no longer use for the user is not
+		// followed into the new room (which would backfill through it):
+		// the invite then goes the usual way, which tells the user why.
+		if login != nil && login.MatrixUser == user && m.loginRefusal(login) == "" {
 			return p, login, nil
 		}
 	}

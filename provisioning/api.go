@@ -135,6 +135,10 @@ func statusOf(err error) (int, string) {
 		return http.StatusNotFound, "DMBRIDGE_NO_LOGIN"
 	case errors.Is(err, portal.ErrUnknownLogin):
 		return http.StatusNotFound, "DMBRIDGE_UNKNOWN_LOGIN"
+	case errors.Is(err, portal.ErrLoginUnavailable):
+		// The user has logins, but none the bridge may use for them now
+		// (their connector may no longer serve them): not theirs to fix.
+		return http.StatusForbidden, "DMBRIDGE_LOGIN_UNAVAILABLE"
 	case errors.Is(err, portal.ErrNotDM):
 		return http.StatusUnprocessableEntity, "DMBRIDGE_NOT_DM"
 	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound:

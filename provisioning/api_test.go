@@ -3,6 +3,7 @@ package provisioning
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -110,6 +111,7 @@ func TestStartChatErrors(t *testing.T) {
 		{"not json", `{`, nil, http.StatusBadRequest, "M_BAD_JSON"},
 		{"no identifier", `{"identifier":" "}`, nil, http.StatusBadRequest, "M_MISSING_PARAM"},
 		{"no login", `{"identifier":"x"}`, portal.ErrNoLogin, http.StatusNotFound, "DMBRIDGE_NO_LOGIN"},
+		{"login unavailable", `{"identifier":"x"}`, fmt.Errorf("%w (revoked)", portal.ErrLoginUnavailable), http.StatusForbidden, "DMBRIDGE_LOGIN_UNAVAILABLE"},
 		{"unknown contact", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrNotFound, Message: "no such user"}, http.StatusNotFound, "M_NOT_FOUND"},
 		{"connector offline", `{"identifier":"x"}`, server.ErrNotConnected, http.StatusServiceUnavailable, "DMBRIDGE_CONNECTOR_UNAVAILABLE"},
 		{"network refused", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrForbidden, Message: "no"}, http.StatusBadGateway, connector.ErrForbidden},
