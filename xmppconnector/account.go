@@ -53,8 +53,8 @@ type account struct {
 	wake  chan struct{}
 }
 
-// work is one item for the worker: a stanza, or the archive catch-up that
-// starts every connection.
+// work is one item for the worker: a stanza, or an archive catch-up (at
+// the start of every connection, then every archive_sweep).
 type work struct {
 	conn    *xmppConn
 	msg     *message
@@ -143,14 +143,12 @@ func (a *account) run(ctx context.Context) {
 			delay = a.xcfg.MinBackoff
 			a.setState(ctx, connector.LoginConnected, "")
 			go conn.keepAlive(ctx, a.xcfg.PingInterval)
-			select {
-			case <-conn.done:
-				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
-			case <-ctx.Done():
+			if !a.serve(ctx, conn) {
 				conn.close()
 				a.dropConn(conn)
 				return
 			}
+			a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
 			a.dropConn(conn)
 			a.setState(ctx, connector.LoginDisconnected, "connection to the XMPP server lost")
 		} else if errors.Is(err, errBadCredentials) {
@@ -169,6 +167,45 @@ func (a *account) run(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		delay = min(2*delay, a.xcfg.MaxBackoff)
+	}
+}
+
+// sweepRetry is how soon the archive is swept again after a catch-up or a
+// message failed to bridge: what failed is still in the archive after the
+// cursor, and should not wait a whole archive_sweep for its retry.
+const sweepRetry = 30 * time.Second
+
+// serve waits for conn to end (true) or ctx to end (false). Meanwhile it
+// sweeps the archive every archive_sweep: a message the server archived
+// but never delivered to this client (sent to another of the user's
+// resources with carbons <private/> or <no-copy/>, or carbons could not be
+// enabled) would otherwise wait for the next reconnect, which may be days.
+func (a *account) serve(ctx context.Context, conn *xmppConn) bool {
+	sweep := time.NewTimer(a.xcfg.sweepEvery())
+	defer sweep.Stop()
+	for {
+		select {
+		case <-conn.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-sweep.C:
+			a.queueCatchUp(conn)
+			next := a.xcfg.sweepEvery()
+			if !conn.caughtUp.Load() {
+				next = min(next, sweepRetry)
+			}
+			sweep.Reset(next)
+		}
+	}
+}
+
+// queueCatchUp queues an archive catch-up of conn unless one is already
+// waiting: a worker busy for longer than a sweep interval must not find a
+// pile of them.
+func (a *account) queueCatchUp(conn *xmppConn) {
+	if conn.catchUpQueued.CompareAndSwap(false, true) {
+		a.enqueue(work{conn: conn, catchUp: true})
 	}
 }
 
@@ -198,7 +235,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	a.mu.Lock()
 	a.conn = conn
 	a.mu.Unlock()
-	a.enqueue(work{conn: conn, catchUp: true})
+	a.queueCatchUp(conn)
 	if err := conn.send(dctx, a.ownPresence(conn)); err != nil {
 		conn.close()
 		a.dropConn(conn)
@@ -276,6 +313,9 @@ func (a *account) do(ctx context.Context, w work) {
 	var err error
 	switch {
 	case w.catchUp:
+		// From here on a new sweep may queue another: this one reads the
+		// cursor only now, but may already be past what arrives next.
+		w.conn.catchUpQueued.Store(false)
 		if !w.conn.alive() {
 			// Its successor queues a catch-up of its own.
 			return
@@ -289,8 +329,9 @@ func (a *account) do(ctx context.Context, w work) {
 		err = a.handlePresence(ctx, w.conn, w.pres)
 	}
 	if err != nil {
-		// What failed is still in the archive, and the next catch-up brings
-		// it back provided the cursor stays before it.
+		// What failed is still in the archive after the cursor (only a
+		// catch-up moves it, and not past a failure), so the next catch-up
+		// brings it back; clearing caughtUp makes that come sooner.
 		w.conn.caughtUp.Store(false)
 		if ctx.Err() == nil {
 			a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")

@@ -81,10 +81,12 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 	if in.outgoing {
 		peer = bareOf(m.To)
 	}
-	// A stanza that did not come out of the catch-up may overtake archive
-	// items still unbridged; moving the cursor past them would lose them.
-	eff := &effects{login: a.login, stanzaID: in.archiveID,
-		keepCursor: !in.archived && (conn == nil || !conn.caughtUp.Load())}
+	// A live stanza never moves the cursor, caught up or not: the archive
+	// may hold items this client never got live (sent to another resource
+	// with carbons <private/>, or carbons off), and a cursor past them would
+	// lose them. It is marked seen, so the next catch-up (at the latest the
+	// periodic sweep) skips it and moves the cursor over it.
+	eff := &effects{login: a.login, stanzaID: in.archiveID, keepCursor: !in.archived}
 	if peer == "" || peer == a.login || !strings.Contains(peer, "@") {
 		// Notes to self, and server or component addresses: no DM to bridge.
 		return a.skip(ctx, eff)
