@@ -134,7 +134,13 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	}
 	if ev.ID == "" {
-		return a.skip(ctx, eff)
+		// No stanza-id (the server did not archive it: <no-store/>, archive
+		// preferences) and no client id (only RECOMMENDED): skipping it lost
+		// the message for good, since no catch-up can bring it back. A fresh
+		// id cannot collide with a later archive copy, as there is none; it
+		// also stands in as the XMPP id, so no reference maps to "".
+		xmppID = newID()
+		ev.ID = xmppID
 	}
 
 	switch {
@@ -169,14 +175,22 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 			return a.skip(ctx, eff)
 		}
 	case m.Body != "" || m.OOB != nil:
-		if ev.Txn == "" {
+		if ev.Txn == "" && xmppID != "" {
 			// Already bridged under another id (say, live without a
-			// stanza-id, now from the archive)?
-			if _, known, err := a.store.BridgeID(ctx, a.login, peer, xmppID); err != nil || known {
-				if err == nil {
-					err = a.skip(ctx, eff)
-				}
+			// stanza-id, now from the archive)? A client id proves nothing
+			// when both copies have archive ids: contacts' clients and bots
+			// reuse ids, and two stanza-ids mean two messages. So only a
+			// copy without an archive id, or a known one bridged under its
+			// client id (which it was because it had none), counts as a
+			// repeat. Our own sends always do: the sending side never
+			// learns the stanza-id (the bridge's derived ids for files and
+			// captions are mapped to the txn), and our ids are not reused.
+			known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
+			if err != nil {
 				return err
+			}
+			if found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)) {
+				return a.skip(ctx, eff)
 			}
 		}
 		ev.Kind = connector.KindMessage

@@ -40,7 +40,10 @@
 // later, so an account whose server has none answers files M_UNSUPPORTED.
 //
 // Ids: a message's id towards the bridge is the stanza-id our server's
-// archive gave it (XEP-0359, by = the account), else its id attribute.
+// archive gave it (XEP-0359, by = the account), else its id attribute (or
+// origin-id), else a fresh random id: a message with neither is not in the
+// archive, so no other copy of it can come. A client id marks a repeat
+// only when one of the two copies has no archive id (clients reuse ids).
 // Stanzas sent for a command use the command's txn as id and origin-id,
 // and the txn is also the id the command answers with, because the server
 // does not tell the sender the stanza-id; the archive copy of such a send
