@@ -36,8 +36,14 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		return nil
 	case m.Type == "headline" && m.Event != nil:
 		// A PEP notification: a contact's nickname, vCard or avatar changed.
-		if from := bareOf(m.From); from != "" && from != a.login {
-			return a.refreshContact(ctx, conn, from)
+		// Anyone can send a headline, so only the nodes the connector asks
+		// for (caps +notify) count, and the refresh is throttled and runs
+		// off the worker (see profileFetches); it cannot fail here.
+		switch m.Event.Items.Node {
+		case nsNick, nsVCard4, nsAvatarMeta:
+			if from := bareOf(m.From); from != "" && from != a.login && strings.Contains(from, "@") {
+				a.requestProfile(from, true)
+			}
 		}
 		return nil
 	case m.Type == "headline":
@@ -203,10 +209,10 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// Chat states, receipts and the like: nothing durable to bridge.
 		return a.skip(ctx, eff)
 	}
-	if conn != nil {
-		if err := a.ensureContact(ctx, conn, peer); err != nil {
-			a.log.Warn().Err(err).Str("contact", peer).Msg("Could not load contact profile")
-		}
+	// The message does not wait for the contact's profile: that is fetched
+	// off the worker, and the bridge names the contact by its id meanwhile.
+	if err := a.ensureContact(ctx, peer); err != nil {
+		return err
 	}
 	return a.emit(ctx, ev, eff)
 }

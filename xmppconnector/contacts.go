@@ -31,7 +31,7 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	if j, err := jid.Parse(who); err == nil {
 		c.Name = j.Localpart()
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, profileTimeout)
 	defer cancel()
 	var vc vCard
 	err := conn.request(rctx, vCardGetIQ{iqOut: newRequest("get", who)}, &vc)
@@ -70,17 +70,26 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	return c, nil
 }
 
-// ensureContact introduces a contact to the bridge the first time it
-// shows up.
-func (a *account) ensureContact(ctx context.Context, conn *xmppConn, who string) error {
+// ensureContact has a contact introduced to the bridge the first time it
+// shows up: its profile is fetched in the background (fetchProfiles).
+func (a *account) ensureContact(ctx context.Context, who string) error {
 	_, known, err := a.store.Contact(ctx, a.login, who)
 	if err != nil || known {
 		return err
 	}
-	return a.refreshContact(ctx, conn, who)
+	a.requestProfile(who, false)
+	return nil
+}
+
+// requestProfile queues a profile fetch (see profileFetches).
+func (a *account) requestProfile(who string, refresh bool) {
+	if !a.profiles.request(who, refresh, time.Now()) {
+		a.log.Debug().Str("contact", who).Bool("refresh", refresh).Msg("Not fetching a contact profile now")
+	}
 }
 
 // refreshContact re-reads a profile and tells the bridge if it changed.
+// It runs on the profile fetcher, never on the worker.
 func (a *account) refreshContact(ctx context.Context, conn *xmppConn, who string) error {
 	c, err := a.fetchContact(ctx, conn, who)
 	if err != nil {
@@ -161,7 +170,7 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 			return err
 		}
 		if !known || stored.AvatarID != *p.Update.Photo {
-			return a.refreshContact(ctx, conn, who)
+			a.requestProfile(who, true)
 		}
 	}
 	return nil

@@ -25,7 +25,8 @@
 // events, backfill), commands.go (bridge commands to stanzas),
 // commands_media.go and upload.go (files: HTTP File Upload, XEP-0363),
 // client_gate.go (the SDK client, made once the first logins tell whether
-// files can be sent), contacts.go (vCards, presence) and avatars.go (the
+// files can be sent), contacts.go (vCards, presence), profiles.go (vCard
+// fetches off the worker, throttled per contact) and avatars.go (the
 // avatar endpoint).
 //
 // Files: each attachment of send_message is fetched (inline data as is, a
