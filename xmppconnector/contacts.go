@@ -48,7 +48,11 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 		c.Name = nick
 	}
 	if vc.Photo.BinVal != "" && a.avatarBase != "" {
-		data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(vc.Photo.BinVal), ""))
+		data, err := photoBytes(vc.Photo.BinVal)
+		if errors.Is(err, errPhotoTooLarge) {
+			a.log.Debug().Int("base64_bytes", len(vc.Photo.BinVal)).Str("contact", who).Msg("Ignoring a vCard photo over the avatar limit")
+			return c, nil
+		}
 		if err != nil {
 			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
 			return c, nil
@@ -68,6 +72,33 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 		c.Avatar = &connector.Avatar{ID: id, URL: a.avatarBase + avatarPath + id, MimeType: mt}
 	}
 	return c, nil
+}
+
+// maxPhotoBytes bounds a vCard photo: the bridge refuses avatars over
+// 10 MiB (puppet's maxAvatarBytes), so a larger one would only be decoded,
+// stored and served for nothing, at a size the contact chooses.
+const maxPhotoBytes = 10 << 20
+
+var errPhotoTooLarge = errors.New("vCard photo over the avatar limit")
+
+// photoBytes decodes a vCard BINVAL, refusing by its length, before
+// decoding anything, a photo over maxPhotoBytes.
+func photoBytes(binval string) ([]byte, error) {
+	limit := base64.StdEncoding.EncodedLen(maxPhotoBytes)
+	// Twice the limit leaves room for any line folding (RFC 2045 folds
+	// at 76 characters) without first copying the text to strip it.
+	if len(binval) > 2*limit {
+		return nil, errPhotoTooLarge
+	}
+	b64 := strings.Join(strings.Fields(binval), "")
+	if len(b64) > limit {
+		return nil, errPhotoTooLarge
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	if err == nil && len(data) > maxPhotoBytes {
+		return nil, errPhotoTooLarge
+	}
+	return data, err
 }
 
 // ensureContact has a contact introduced to the bridge the first time it
