@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/sdk"
 )
@@ -64,17 +66,41 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		if inner == nil || inner.Type == "groupchat" || inner.MUCUser != nil || inner.Type == "error" {
 			return nil
 		}
+		// The forwarded delay of a genuine carbon is our server's; still
+		// no later than now, whatever its clock says.
 		ts, ok := c.Forwarded.Delay.time()
-		if !ok {
-			ts = time.Now()
+		if now := time.Now(); !ok || ts.After(now) {
+			ts = now
 		}
 		return a.bridge(ctx, conn, inbound{m: inner, archiveID: inner.stanzaID(a.login), outgoing: m.Sent != nil, ts: ts, live: true})
 	}
-	ts, ok := m.Delay.time()
+	ts, delayed := a.delayTime(m.Delay)
+	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !delayed})
+}
+
+// delayTime is when a live message was sent: the stamp of its XEP-0203
+// delay if our server (or our account) added it, holding the message while
+// the connector was offline; else, and never later than, now. A delay from
+// anyone else is the sender's say: it put the message years back or ahead
+// in the user's timeline, and marked a message that arrived just now as
+// old (no typing notice).
+func (a *account) delayTime(d *delayEl) (time.Time, bool) {
+	now := time.Now()
+	ts, ok := d.time()
 	if !ok {
-		ts = time.Now()
+		return now, false
 	}
-	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !ok})
+	domain := ""
+	if j, err := jid.Parse(a.login); err == nil {
+		domain = j.Domain().String()
+	}
+	if d.From == "" || (d.From != domain && d.From != a.login) {
+		return now, false
+	}
+	if ts.After(now) {
+		ts = now
+	}
+	return ts, true
 }
 
 // bridge turns one message into events. Each event is stored together

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
 
@@ -190,7 +191,11 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 		}
 	}
 	if agg, changed := a.notePresence(who, from.Resourcepart(), state); changed {
-		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg, StatusMsg: p.Status}
+		// The SDK refuses a presence whose status is over the protocol's
+		// bound, and the contact's coming online was lost with it: the
+		// status is cut instead, at a character boundary.
+		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg,
+			StatusMsg: cutUTF8(p.Status, connector.MaxStatusMsgBytes)}
 		if err := a.events.SendEphemeral(ctx, e); err != nil {
 			a.log.Debug().Err(err).Msg("Could not send presence")
 		}
@@ -251,4 +256,15 @@ func (a *account) notePresence(who, resource, state string) (string, bool) {
 		}
 	}
 	return after, after != before
+}
+
+// cutUTF8 returns s cut to at most n bytes, at a character boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
