@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,8 @@ type eventSink interface {
 // account is one XMPP account, bridged as one login. It keeps one stream
 // to the server, reconnecting with backoff, and turns what arrives into
 // events on a single worker goroutine, so a chat's events keep their order.
+// Contact profiles are fetched by a second goroutine (profiles.go), so
+// that a slow contact server holds up no chat.
 type account struct {
 	cfg        *AccountConfig
 	xcfg       *XMPPConfig
@@ -51,10 +54,15 @@ type account struct {
 	qmu   sync.Mutex
 	queue []work
 	wake  chan struct{}
+	// droppable counts the queue's presence and headline items, dropped
+	// counts those dropped since the worker last said so (see enqueue).
+	droppable, dropped int
+
+	profiles *profileFetches // vCards to fetch, off the worker
 }
 
-// work is one item for the worker: a stanza, or the archive catch-up that
-// starts every connection.
+// work is one item for the worker: a stanza, or an archive catch-up (at
+// the start of every connection, then every archive_sweep).
 type work struct {
 	conn    *xmppConn
 	msg     *message
@@ -77,6 +85,7 @@ func newAccount(cfg *AccountConfig, xcfg *XMPPConfig, store *Store, events event
 		wake:       make(chan struct{}, 1),
 		tried:      make(chan struct{}),
 		uploadHTTP: newUploadClient(xcfg.UploadAllow, log),
+		profiles:   newProfileFetches(),
 	}
 }
 
@@ -122,10 +131,14 @@ func (a *account) chatConn(chat *connector.Chat) (string, *xmppConn, error) {
 // run keeps the account connected until ctx ends.
 func (a *account) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		a.work(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.fetchProfiles(ctx)
 	}()
 	defer wg.Wait()
 
@@ -143,14 +156,12 @@ func (a *account) run(ctx context.Context) {
 			delay = a.xcfg.MinBackoff
 			a.setState(ctx, connector.LoginConnected, "")
 			go conn.keepAlive(ctx, a.xcfg.PingInterval)
-			select {
-			case <-conn.done:
-				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
-			case <-ctx.Done():
+			if !a.serve(ctx, conn) {
 				conn.close()
 				a.dropConn(conn)
 				return
 			}
+			a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
 			a.dropConn(conn)
 			a.setState(ctx, connector.LoginDisconnected, "connection to the XMPP server lost")
 		} else if errors.Is(err, errBadCredentials) {
@@ -169,6 +180,45 @@ func (a *account) run(ctx context.Context) {
 		case <-time.After(wait):
 		}
 		delay = min(2*delay, a.xcfg.MaxBackoff)
+	}
+}
+
+// sweepRetry is how soon the archive is swept again after a catch-up or a
+// message failed to bridge: what failed is still in the archive after the
+// cursor, and should not wait a whole archive_sweep for its retry.
+const sweepRetry = 30 * time.Second
+
+// serve waits for conn to end (true) or ctx to end (false). Meanwhile it
+// sweeps the archive every archive_sweep: a message the server archived
+// but never delivered to this client (sent to another of the user's
+// resources with carbons <private/> or <no-copy/>, or carbons could not be
+// enabled) would otherwise wait for the next reconnect, which may be days.
+func (a *account) serve(ctx context.Context, conn *xmppConn) bool {
+	sweep := time.NewTimer(a.xcfg.sweepEvery())
+	defer sweep.Stop()
+	for {
+		select {
+		case <-conn.done:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-sweep.C:
+			a.queueCatchUp(conn)
+			next := a.xcfg.sweepEvery()
+			if !conn.caughtUp.Load() {
+				next = min(next, sweepRetry)
+			}
+			sweep.Reset(next)
+		}
+	}
+}
+
+// queueCatchUp queues an archive catch-up of conn unless one is already
+// waiting: a worker busy for longer than a sweep interval must not find a
+// pile of them.
+func (a *account) queueCatchUp(conn *xmppConn) {
+	if conn.catchUpQueued.CompareAndSwap(false, true) {
+		a.enqueue(work{conn: conn, catchUp: true})
 	}
 }
 
@@ -198,7 +248,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	a.mu.Lock()
 	a.conn = conn
 	a.mu.Unlock()
-	a.enqueue(work{conn: conn, catchUp: true})
+	a.queueCatchUp(conn)
 	if err := conn.send(dctx, a.ownPresence(conn)); err != nil {
 		conn.close()
 		a.dropConn(conn)
@@ -239,12 +289,41 @@ func (a *account) setState(ctx context.Context, state, msg string) {
 func (a *account) onMessage(c *xmppConn, m *message)   { a.enqueue(work{conn: c, msg: m}) }
 func (a *account) onPresence(c *xmppConn, p *presence) { a.enqueue(work{conn: c, pres: p}) }
 
+// maxQueuedWork is the worker's queue length past which presence and
+// headlines are dropped. The queue grows when the worker falls behind (a
+// slow bridge store, a long catch-up) and anyone can send presence and
+// headlines; messages and catch-ups are never dropped, so they bound the
+// queue only by what the server delivers.
+const maxQueuedWork = 4096
+
+// droppable reports whether w may be dropped under load: presence and
+// headlines only tell of a state a later one tells again.
+func (w work) droppable() bool {
+	return w.pres != nil || w.msg != nil && w.msg.Type == "headline"
+}
+
 // enqueue never blocks: the read loop must keep reading so that the
-// worker's own requests (archive pages, vCards) get their answers. The
-// queue is bounded in practice by what the server sends in one burst.
+// worker's own requests (archive pages, the roster) get their answers.
+// Past maxQueuedWork, presence and headlines go first (see droppable).
 func (a *account) enqueue(w work) {
 	a.qmu.Lock()
+	if len(a.queue) >= maxQueuedWork {
+		if w.droppable() {
+			a.dropped++
+			a.qmu.Unlock()
+			return
+		}
+		if a.droppable > 0 {
+			n := len(a.queue)
+			a.queue = slices.DeleteFunc(a.queue, work.droppable)
+			a.dropped += n - len(a.queue)
+			a.droppable = 0
+		}
+	}
 	a.queue = append(a.queue, w)
+	if w.droppable() {
+		a.droppable++
+	}
 	a.qmu.Unlock()
 	select {
 	case a.wake <- struct{}{}:
@@ -255,9 +334,12 @@ func (a *account) enqueue(w work) {
 func (a *account) work(ctx context.Context) {
 	for {
 		a.qmu.Lock()
-		batch := a.queue
-		a.queue = nil
+		batch, dropped := a.queue, a.dropped
+		a.queue, a.droppable, a.dropped = nil, 0, 0
 		a.qmu.Unlock()
+		if dropped > 0 {
+			a.log.Warn().Int("dropped", dropped).Msg("Worker fell behind: dropped presence and headline stanzas")
+		}
 		for _, w := range batch {
 			if ctx.Err() != nil {
 				return
@@ -276,6 +358,10 @@ func (a *account) do(ctx context.Context, w work) {
 	var err error
 	switch {
 	case w.catchUp:
+		// Cleared before it runs: what reaches the archive while it pages
+		// may come after its last page, so a sweep due meanwhile may queue
+		// the next one.
+		w.conn.catchUpQueued.Store(false)
 		if !w.conn.alive() {
 			// Its successor queues a catch-up of its own.
 			return
@@ -286,11 +372,16 @@ func (a *account) do(ctx context.Context, w work) {
 	case w.msg != nil:
 		err = a.handleStanza(ctx, w.conn, w.msg)
 	case w.pres != nil:
-		err = a.handlePresence(ctx, w.conn, w.pres)
+		// Presence is not in the archive: nothing for a catch-up to retry.
+		if err := a.handlePresence(ctx, w.conn, w.pres); err != nil && ctx.Err() == nil {
+			a.log.Warn().Err(err).Msg("Could not handle an XMPP presence")
+		}
+		return
 	}
 	if err != nil {
-		// What failed is still in the archive, and the next catch-up brings
-		// it back provided the cursor stays before it.
+		// What failed is still in the archive after the cursor (only a
+		// catch-up moves it, and not past a failure), so the next catch-up
+		// brings it back; clearing caughtUp makes that come sooner.
 		w.conn.caughtUp.Store(false)
 		if ctx.Err() == nil {
 			a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")

@@ -9,9 +9,19 @@ import (
 
 const catchUpPage = 100
 
+// cursorArchiveStart is the cursor of an account whose archive was empty
+// at its first start: everything the archive gets later arrived after that
+// start, so the next catch-up pages from the archive's beginning. Without
+// it the cursor stayed "", and the next start took whatever had arrived
+// meanwhile for history before the first start and skipped it. Archive ids
+// are the server's (UUIDs and the like); this one cannot be among them.
+const cursorArchiveStart = "dmbridge:archive-start"
+
 // catchUp pages the archive forward from the stored cursor, so that what
-// arrived while the connector was away reaches the bridge. Items already
-// bridged live are skipped by their archive id, so overlap is harmless.
+// arrived while the connector was away, or reached the archive without
+// reaching this client (see archive_sweep), gets to the bridge. Items
+// already bridged live are skipped by their archive id, so overlap is
+// harmless. Only catchUp moves the cursor.
 func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 	cursor, err := a.store.Cursor(ctx, a.login)
 	if err != nil {
@@ -29,10 +39,15 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 			a.log.Info().Str("cursor", page.items[n-1].id).Msg("First start: archive cursor set to the newest message")
 			return a.store.SetCursor(ctx, a.login, page.items[n-1].id)
 		}
-		return nil
+		a.log.Info().Msg("First start on an empty archive: catching up from its beginning from now on")
+		return a.store.SetCursor(ctx, a.login, cursorArchiveStart)
 	}
 	began, total := time.Now(), 0
 	after := cursor
+	if cursor == cursorArchiveStart {
+		// No after: the first page of the archive.
+		after = ""
+	}
 	for {
 		page, err := conn.queryArchive(ctx, archiveQuery{after: after, max: catchUpPage})
 		var iqErr *iqError

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"mellium.im/xmpp/jid"
+
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/sdk"
 )
@@ -36,8 +38,14 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		return nil
 	case m.Type == "headline" && m.Event != nil:
 		// A PEP notification: a contact's nickname, vCard or avatar changed.
-		if from := bareOf(m.From); from != "" && from != a.login {
-			return a.refreshContact(ctx, conn, from)
+		// Anyone can send a headline, so only the nodes the connector asks
+		// for (caps +notify) count, and the refresh is throttled and runs
+		// off the worker (see profileFetches); it cannot fail here.
+		switch m.Event.Items.Node {
+		case nsNick, nsVCard4, nsAvatarMeta:
+			if from := bareOf(m.From); from != "" && from != a.login && strings.Contains(from, "@") {
+				a.requestProfile(from, true)
+			}
 		}
 		return nil
 	case m.Type == "headline":
@@ -58,17 +66,41 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		if inner == nil || inner.Type == "groupchat" || inner.MUCUser != nil || inner.Type == "error" {
 			return nil
 		}
+		// The forwarded delay of a genuine carbon is our server's; still
+		// no later than now, whatever its clock says.
 		ts, ok := c.Forwarded.Delay.time()
-		if !ok {
-			ts = time.Now()
+		if now := time.Now(); !ok || ts.After(now) {
+			ts = now
 		}
 		return a.bridge(ctx, conn, inbound{m: inner, archiveID: inner.stanzaID(a.login), outgoing: m.Sent != nil, ts: ts, live: true})
 	}
-	ts, ok := m.Delay.time()
+	ts, delayed := a.delayTime(m.Delay)
+	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !delayed})
+}
+
+// delayTime is when a live message was sent: the stamp of its XEP-0203
+// delay if our server (or our account) added it, holding the message while
+// the connector was offline; else, and never later than, now. A delay from
+// anyone else is the sender's say: it put the message years back or ahead
+// in the user's timeline, and marked a message that arrived just now as
+// old (no typing notice).
+func (a *account) delayTime(d *delayEl) (time.Time, bool) {
+	now := time.Now()
+	ts, ok := d.time()
 	if !ok {
-		ts = time.Now()
+		return now, false
 	}
-	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !ok})
+	domain := ""
+	if j, err := jid.Parse(a.login); err == nil {
+		domain = j.Domain().String()
+	}
+	if d.From == "" || (d.From != domain && d.From != a.login) {
+		return now, false
+	}
+	if ts.After(now) {
+		ts = now
+	}
+	return ts, true
 }
 
 // bridge turns one message into events. Each event is stored together
@@ -81,10 +113,12 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 	if in.outgoing {
 		peer = bareOf(m.To)
 	}
-	// A stanza that did not come out of the catch-up may overtake archive
-	// items still unbridged; moving the cursor past them would lose them.
-	eff := &effects{login: a.login, stanzaID: in.archiveID,
-		keepCursor: !in.archived && (conn == nil || !conn.caughtUp.Load())}
+	// A live stanza never moves the cursor, caught up or not: the archive
+	// may hold items this client never got live (sent to another resource
+	// with carbons <private/>, or carbons off), and a cursor past them would
+	// lose them. It is marked seen, so the next catch-up (at the latest the
+	// periodic sweep) skips it and moves the cursor over it.
+	eff := &effects{login: a.login, stanzaID: in.archiveID, keepCursor: !in.archived}
 	if peer == "" || peer == a.login || !strings.Contains(peer, "@") {
 		// Notes to self, and server or component addresses: no DM to bridge.
 		return a.skip(ctx, eff)
@@ -132,7 +166,13 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	}
 	if ev.ID == "" {
-		return a.skip(ctx, eff)
+		// No stanza-id (the server did not archive it: <no-store/>, archive
+		// preferences) and no client id (only RECOMMENDED): skipping it lost
+		// the message for good, since no catch-up can bring it back. A fresh
+		// id cannot collide with a later archive copy, as there is none; it
+		// also stands in as the XMPP id, so no reference maps to "".
+		xmppID = newID()
+		ev.ID = xmppID
 	}
 
 	switch {
@@ -167,14 +207,22 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 			return a.skip(ctx, eff)
 		}
 	case m.Body != "" || m.OOB != nil:
-		if ev.Txn == "" {
+		if ev.Txn == "" && xmppID != "" {
 			// Already bridged under another id (say, live without a
-			// stanza-id, now from the archive)?
-			if _, known, err := a.store.BridgeID(ctx, a.login, peer, xmppID); err != nil || known {
-				if err == nil {
-					err = a.skip(ctx, eff)
-				}
+			// stanza-id, now from the archive)? A client id proves nothing
+			// when both copies have archive ids: contacts' clients and bots
+			// reuse ids, and two stanza-ids mean two messages. So only a
+			// copy without an archive id, or a known one bridged under its
+			// client id (which it was because it had none), counts as a
+			// repeat. Our own sends always do: the sending side never
+			// learns the stanza-id (the bridge's derived ids for files and
+			// captions are mapped to the txn), and our ids are not reused.
+			known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
+			if err != nil {
 				return err
+			}
+			if found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)) {
+				return a.skip(ctx, eff)
 			}
 		}
 		ev.Kind = connector.KindMessage
@@ -187,10 +235,10 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// Chat states, receipts and the like: nothing durable to bridge.
 		return a.skip(ctx, eff)
 	}
-	if conn != nil {
-		if err := a.ensureContact(ctx, conn, peer); err != nil {
-			a.log.Warn().Err(err).Str("contact", peer).Msg("Could not load contact profile")
-		}
+	// The message does not wait for the contact's profile: that is fetched
+	// off the worker, and the bridge names the contact by its id meanwhile.
+	if err := a.ensureContact(ctx, peer); err != nil {
+		return err
 	}
 	return a.emit(ctx, ev, eff)
 }

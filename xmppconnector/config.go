@@ -56,11 +56,30 @@ type XMPPConfig struct {
 	// PingInterval is how often the server is pinged to notice a dead
 	// connection (default 60s).
 	PingInterval time.Duration `yaml:"ping_interval"`
+	// ArchiveSweep is how often the archive is caught up on while
+	// connected (default 5m), for messages the server archived but did not
+	// deliver to the connector (carbons <private/> to another resource, or
+	// carbons off).
+	ArchiveSweep time.Duration `yaml:"archive_sweep"`
 	// UploadAllow opens internal addresses (loopback, private, link-local...)
 	// to file uploads: the upload slot URL comes from the server, and the
 	// connector refuses to send files into its own network unless listed
 	// here (CIDRs, addresses, host names, each optionally with a port).
 	UploadAllow []string `yaml:"upload_allow"`
+}
+
+// defaultArchiveSweep is the default of xmpp.archive_sweep: a message that
+// only reached the archive arrives within minutes, for one small archive
+// query per account (items bridged live in between are skipped as seen).
+const defaultArchiveSweep = 5 * time.Minute
+
+// sweepEvery is ArchiveSweep, or its default for a config that did not go
+// through Check (tests and embedders build XMPPConfig in code).
+func (c *XMPPConfig) sweepEvery() time.Duration {
+	if c.ArchiveSweep <= 0 {
+		return defaultArchiveSweep
+	}
+	return c.ArchiveSweep
 }
 
 // AvatarConfig enables the small HTTP endpoint contact avatars are served
@@ -195,6 +214,9 @@ func (c *Config) Check() error {
 	}
 	if c.XMPP.PingInterval <= 0 {
 		c.XMPP.PingInterval = time.Minute
+	}
+	if c.XMPP.ArchiveSweep <= 0 {
+		c.XMPP.ArchiveSweep = defaultArchiveSweep
 	}
 	if c.Avatars.Listen != "" && c.Avatars.BaseURL == "" {
 		c.Avatars.BaseURL = "http://" + c.Avatars.Listen

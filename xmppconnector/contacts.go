@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
 
@@ -31,7 +32,7 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	if j, err := jid.Parse(who); err == nil {
 		c.Name = j.Localpart()
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, profileTimeout)
 	defer cancel()
 	var vc vCard
 	err := conn.request(rctx, vCardGetIQ{iqOut: newRequest("get", who)}, &vc)
@@ -48,7 +49,11 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 		c.Name = nick
 	}
 	if vc.Photo.BinVal != "" && a.avatarBase != "" {
-		data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(vc.Photo.BinVal), ""))
+		data, err := photoBytes(vc.Photo.BinVal)
+		if errors.Is(err, errPhotoTooLarge) {
+			a.log.Debug().Int("base64_bytes", len(vc.Photo.BinVal)).Str("contact", who).Msg("Ignoring a vCard photo over the avatar limit")
+			return c, nil
+		}
 		if err != nil {
 			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
 			return c, nil
@@ -70,17 +75,53 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	return c, nil
 }
 
-// ensureContact introduces a contact to the bridge the first time it
-// shows up.
-func (a *account) ensureContact(ctx context.Context, conn *xmppConn, who string) error {
+// maxPhotoBytes bounds a vCard photo: the bridge refuses avatars over
+// 10 MiB (puppet's maxAvatarBytes), so a larger one would only be decoded,
+// stored and served for nothing, at a size the contact chooses.
+const maxPhotoBytes = 10 << 20
+
+var errPhotoTooLarge = errors.New("vCard photo over the avatar limit")
+
+// photoBytes decodes a vCard BINVAL, refusing by its length, before
+// decoding anything, a photo over maxPhotoBytes.
+func photoBytes(binval string) ([]byte, error) {
+	limit := base64.StdEncoding.EncodedLen(maxPhotoBytes)
+	// Twice the limit leaves room for any line folding (RFC 2045 folds
+	// at 76 characters) without first copying the text to strip it.
+	if len(binval) > 2*limit {
+		return nil, errPhotoTooLarge
+	}
+	b64 := strings.Join(strings.Fields(binval), "")
+	if len(b64) > limit {
+		return nil, errPhotoTooLarge
+	}
+	data, err := base64.StdEncoding.DecodeString(b64)
+	if err == nil && len(data) > maxPhotoBytes {
+		return nil, errPhotoTooLarge
+	}
+	return data, err
+}
+
+// ensureContact has a contact introduced to the bridge the first time it
+// shows up: its profile is fetched in the background (fetchProfiles).
+func (a *account) ensureContact(ctx context.Context, who string) error {
 	_, known, err := a.store.Contact(ctx, a.login, who)
 	if err != nil || known {
 		return err
 	}
-	return a.refreshContact(ctx, conn, who)
+	a.requestProfile(who, false)
+	return nil
+}
+
+// requestProfile queues a profile fetch (see profileFetches).
+func (a *account) requestProfile(who string, refresh bool) {
+	if !a.profiles.request(who, refresh, time.Now()) {
+		a.log.Debug().Str("contact", who).Bool("refresh", refresh).Msg("Not fetching a contact profile now")
+	}
 }
 
 // refreshContact re-reads a profile and tells the bridge if it changed.
+// It runs on the profile fetcher, never on the worker.
 func (a *account) refreshContact(ctx context.Context, conn *xmppConn, who string) error {
 	c, err := a.fetchContact(ctx, conn, who)
 	if err != nil {
@@ -150,7 +191,11 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 		}
 	}
 	if agg, changed := a.notePresence(who, from.Resourcepart(), state); changed {
-		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg, StatusMsg: p.Status}
+		// The SDK refuses a presence whose status is over the protocol's
+		// bound, and the contact's coming online was lost with it: the
+		// status is cut instead, at a character boundary.
+		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg,
+			StatusMsg: cutUTF8(p.Status, connector.MaxStatusMsgBytes)}
 		if err := a.events.SendEphemeral(ctx, e); err != nil {
 			a.log.Debug().Err(err).Msg("Could not send presence")
 		}
@@ -161,7 +206,7 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 			return err
 		}
 		if !known || stored.AvatarID != *p.Update.Photo {
-			return a.refreshContact(ctx, conn, who)
+			a.requestProfile(who, true)
 		}
 	}
 	return nil
@@ -211,4 +256,15 @@ func (a *account) notePresence(who, resource, state string) (string, bool) {
 		}
 	}
 	return after, after != before
+}
+
+// cutUTF8 returns s cut to at most n bytes, at a character boundary.
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

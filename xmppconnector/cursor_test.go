@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -57,10 +58,12 @@ func offlineAccount(t *testing.T) (*account, *Store, *storingSink) {
 	return a, store, sink
 }
 
-// A live message must not move the archive cursor while the archive before
-// it has not been fully bridged: the next catch-up starts at the cursor,
-// so anything it skips is lost for good.
-func TestLiveStanzaMovesCursorOnlyAfterCatchUp(t *testing.T) {
+// A live message never moves the archive cursor, not even once the
+// connection has caught up: the archive may hold items this client never
+// got live (carbons <private/> to another resource), and the next
+// catch-up starts at the cursor, so anything it skips is lost for good.
+// Live messages are marked seen instead, so catch-up does not repeat them.
+func TestLiveStanzaNeverMovesCursor(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
 	a, store, sink := offlineAccount(t)
@@ -81,8 +84,6 @@ func TestLiveStanzaMovesCursorOnlyAfterCatchUp(t *testing.T) {
 	}
 	conn := &xmppConn{done: make(chan struct{})}
 
-	// Catch-up has not completed on this connection (it failed half way,
-	// say): the live message is bridged, but the cursor stays.
 	a.do(ctx, work{conn: conn, msg: live("arch-9", "live before catch-up")})
 	if len(sink.sent) != 1 {
 		t.Fatalf("sent %d events, want 1", len(sink.sent))
@@ -94,21 +95,39 @@ func TestLiveStanzaMovesCursorOnlyAfterCatchUp(t *testing.T) {
 		t.Fatalf("arch-9 seen = %v, %v; want true (catch-up must not bridge it again)", seen, err)
 	}
 
-	// Caught up: live messages follow the archive, and the cursor with them.
 	conn.caughtUp.Store(true)
 	a.do(ctx, work{conn: conn, msg: live("arch-10", "live after catch-up")})
-	if got := cursor(); got != "arch-10" {
-		t.Fatalf("cursor = %q; want arch-10", got)
+	if got := cursor(); got != "arch-1" {
+		t.Fatalf("cursor = %q after a live message on a caught-up connection; want arch-1", got)
 	}
 
-	// A live message that could not be bridged stays in the archive only
-	// behind the cursor; later ones must not move it past.
+	// A live message that could not be bridged: the connection is no longer
+	// caught up, so the archive is swept again soon.
 	sink.fail = errors.New("store full")
 	a.do(ctx, work{conn: conn, msg: live("arch-11", "lost?")})
 	sink.fail = nil
-	a.do(ctx, work{conn: conn, msg: live("arch-12", "after the failure")})
-	if got := cursor(); got != "arch-10" {
-		t.Fatalf("cursor = %q after a failed live message; want arch-10", got)
+	if conn.caughtUp.Load() {
+		t.Fatal("caughtUp still set after a message failed to bridge")
+	}
+	if seen, _ := store.Seen(ctx, me, "arch-11"); seen {
+		t.Fatal("arch-11 marked seen though it was not bridged")
+	}
+}
+
+// A sweep queued while another catch-up still waits is not queued again.
+func TestQueueCatchUpOnce(t *testing.T) {
+	a, _, _ := offlineAccount(t)
+	conn := &xmppConn{done: make(chan struct{})}
+	a.queueCatchUp(conn)
+	a.queueCatchUp(conn)
+	if n := len(a.queue); n != 1 {
+		t.Fatalf("%d catch-ups queued, want 1", n)
+	}
+	close(conn.done)
+	a.do(t.Context(), a.queue[0])
+	a.queueCatchUp(conn)
+	if n := len(a.queue); n != 2 {
+		t.Fatalf("%d items queued after the first catch-up ran, want 2", n)
 	}
 }
 
@@ -138,5 +157,32 @@ func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
 	}
 	if next, _ := store.NextSeq(ctx); next != 1 {
 		t.Fatalf("next seq = %d: the oversize event was stored", next)
+	}
+}
+
+// While connected, the archive is swept every archive_sweep, so a message
+// that reached only the archive does not wait for the next reconnect.
+func TestServeSweepsArchive(t *testing.T) {
+	a, _, _ := offlineAccount(t)
+	a.xcfg.ArchiveSweep = 10 * time.Millisecond
+	conn := &xmppConn{done: make(chan struct{})}
+	conn.caughtUp.Store(true)
+	served := make(chan bool)
+	go func() { served <- a.serve(t.Context(), conn) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !conn.catchUpQueued.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("no archive sweep was queued")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(conn.done)
+	if !<-served {
+		t.Fatal("serve said the context ended when the connection did")
+	}
+	a.qmu.Lock()
+	defer a.qmu.Unlock()
+	if len(a.queue) != 1 || !a.queue[0].catchUp {
+		t.Fatalf("queue = %+v, want one catch-up", a.queue)
 	}
 }

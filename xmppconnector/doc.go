@@ -25,7 +25,8 @@
 // events, backfill), commands.go (bridge commands to stanzas),
 // commands_media.go and upload.go (files: HTTP File Upload, XEP-0363),
 // client_gate.go (the SDK client, made once the first logins tell whether
-// files can be sent), contacts.go (vCards, presence) and avatars.go (the
+// files can be sent), contacts.go (vCards, presence), profiles.go (vCard
+// fetches off the worker, throttled per contact) and avatars.go (the
 // avatar endpoint).
 //
 // Files: each attachment of send_message is fetched (inline data as is, a
@@ -40,7 +41,10 @@
 // later, so an account whose server has none answers files M_UNSUPPORTED.
 //
 // Ids: a message's id towards the bridge is the stanza-id our server's
-// archive gave it (XEP-0359, by = the account), else its id attribute.
+// archive gave it (XEP-0359, by = the account), else its id attribute (or
+// origin-id), else a fresh random id: a message with neither is not in the
+// archive, so no other copy of it can come. A client id marks a repeat
+// only when one of the two copies has no archive id (clients reuse ids).
 // Stanzas sent for a command use the command's txn as id and origin-id,
 // and the txn is also the id the command answers with, because the server
 // does not tell the sender the stanza-id; the archive copy of such a send

@@ -50,11 +50,14 @@ type xmppConn struct {
 	mamMu sync.Mutex
 	mam   map[string]*[]mamItem // archive query id → results so far
 
-	// caughtUp is set once the archive catch-up of this connection has
-	// bridged everything up to now, and cleared when a stanza fails: only
-	// in between does a live stanza's archive id mark how far the archive
-	// has been bridged. Worker goroutine only, atomic for tests' sake.
+	// caughtUp is set when an archive catch-up of this connection has
+	// bridged everything up to then, and cleared when a catch-up or a
+	// message fails to bridge; while it is clear the archive is swept
+	// sooner (see serve). Only catch-ups move the cursor, whatever it says.
 	caughtUp atomic.Bool
+	// catchUpQueued is set while a catch-up of this connection waits in
+	// the worker's queue (see queueCatchUp).
+	catchUpQueued atomic.Bool
 }
 
 // newConn starts the read loop of an established session.

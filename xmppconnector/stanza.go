@@ -50,6 +50,9 @@ type stanzaIDEl struct {
 
 type delayEl struct {
 	Stamp string `xml:"stamp,attr"`
+	// From is who added the delay: a server that held the message, or the
+	// sending client (which can write anything).
+	From string `xml:"from,attr"`
 }
 
 func (d *delayEl) time() (time.Time, bool) {

@@ -1,0 +1,119 @@
+package xmppconnector
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+func isVCardGet(s *fakeStanza) bool {
+	return s.XMLName.Local == "iq" && strings.Contains(s.Inner, "vcard-temp")
+}
+
+// A stranger whose server never answers vCard requests holds the account's
+// single worker for 15 s per message (ensureContact waits for the vCard),
+// and since the failed fetch stores nothing, every further message of
+// theirs does the same: every other chat of the user waits behind it.
+func TestUnansweredVCardDoesNotStallWorker(t *testing.T) {
+	ctx := t.Context()
+	const me = "alice@example.org"
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string {
+		if isVCardGet(s) {
+			return nil // the remote server black-holes it
+		}
+		if s.XMLName.Local == "iq" {
+			return []string{`<iq type="result" id="` + s.attr("id") + `"/>`}
+		}
+		return nil
+	})
+	conn.caughtUp.Store(true)
+	began := time.Now()
+	a.do(ctx, work{conn: conn, msg: &message{From: "spam1@evil.example/x", To: me, ID: "s1", Type: "chat", Body: "hi",
+		StanzaIDs: []stanzaIDEl{{ID: "arch-s1", By: me}}}})
+	took := time.Since(began)
+	_, known, _ := store.Contact(ctx, me, "spam1@evil.example")
+	if took > 5*time.Second {
+		t.Fatalf("one message from a stranger held the worker for %v (contact stored afterwards: %v, so the next message waits again)", took.Round(time.Second), known)
+	}
+}
+
+// PEP notifications are headline messages anyone can send: each one makes
+// the worker fetch the sender's vCard again, with no throttle, so a flood
+// of them (or of presence with a changing XEP-0153 photo hash) is a flood
+// of blocking vCard requests on the worker.
+func TestHeadlineFloodDoesNotRefetchVCard(t *testing.T) {
+	ctx := t.Context()
+	const me = "alice@example.org"
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	var fetches atomic.Int64
+	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string {
+		if isVCardGet(s) {
+			fetches.Add(1)
+			return []string{`<iq type="result" id="` + s.attr("id") + `"><vCard xmlns="vcard-temp"><FN>Eve</FN></vCard></iq>`}
+		}
+		return nil
+	})
+	const n = 200
+	for i := range n {
+		a.do(ctx, work{conn: conn, msg: &message{From: "eve@evil.example", To: me, ID: fmt.Sprint("h", i), Type: "headline",
+			Event: &pubsubEventEl{}}})
+	}
+	if got := fetches.Load(); got > 5 {
+		t.Fatalf("%d headlines from one stranger made %d blocking vCard requests", n, got)
+	}
+}
+
+// A PEP headline (or a presence with a photo hash) from a stranger whose
+// server black-holes vCard requests fails after 15 s, and do() then clears
+// caughtUp for the whole connection: from then on no live message moves
+// the archive cursor, until the next reconnect, whose catch-up has to page
+// over everything received since (and after 30 days, past the seen-id
+// retention, may bridge it again). Any stranger can trigger it.
+func TestStrangerHeadlineKeepsCaughtUp(t *testing.T) {
+	ctx := t.Context()
+	const me = "alice@example.org"
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string { return nil })
+	conn.caughtUp.Store(true)
+	a.do(ctx, work{conn: conn, msg: &message{From: "eve@evil.example", To: me, ID: "h", Type: "headline", Event: &pubsubEventEl{}}})
+	if !conn.caughtUp.Load() {
+		t.Fatal("a stranger's unanswered vCard made the connection forget it is caught up")
+	}
+}
+
+// Past maxQueuedWork the worker's queue drops presence and headlines,
+// queued or new, but never a message.
+func TestQueueDropsPresenceBeforeMessages(t *testing.T) {
+	a := newAccount(&AccountConfig{JID: "alice@example.org"}, &XMPPConfig{}, nil, nil, "", nil, zerolog.Nop())
+	for range maxQueuedWork {
+		a.enqueue(work{pres: &presence{From: "eve@evil.example/x"}})
+	}
+	a.enqueue(work{msg: &message{Type: "headline"}})
+	if len(a.queue) != maxQueuedWork || a.dropped != 1 {
+		t.Fatalf("queue %d, dropped %d; want the headline dropped", len(a.queue), a.dropped)
+	}
+	for range 3 {
+		a.enqueue(work{msg: &message{Type: "chat", Body: "hi"}})
+	}
+	if len(a.queue) != 3 || a.dropped != maxQueuedWork+1 || a.droppable != 0 {
+		t.Fatalf("queue %d, dropped %d, droppable %d; want only the messages left", len(a.queue), a.dropped, a.droppable)
+	}
+	for range maxQueuedWork {
+		a.enqueue(work{msg: &message{Type: "chat", Body: "hi"}})
+	}
+	if len(a.queue) != maxQueuedWork+3 {
+		t.Fatalf("queue %d: a message was dropped", len(a.queue))
+	}
+}
