@@ -235,8 +235,9 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// Chat states, receipts and the like: nothing durable to bridge.
 		return a.skip(ctx, eff)
 	}
-	// The message does not wait for the contact's profile: that is fetched
-	// off the worker, and the bridge names the contact by its id meanwhile.
+	// The message waits for a new contact's profile only briefly: that is
+	// fetched off the worker, and the bridge names the contact by its id
+	// until it comes.
 	if err := a.ensureContact(ctx, peer); err != nil {
 		return err
 	}

@@ -103,13 +103,24 @@ func photoBytes(binval string) ([]byte, error) {
 }
 
 // ensureContact has a contact introduced to the bridge the first time it
-// shows up: its profile is fetched in the background (fetchProfiles).
+// shows up: its profile is fetched in the background (fetchProfiles), and
+// the contact's first message waits for it up to firstProfileWait.
 func (a *account) ensureContact(ctx context.Context, who string) error {
 	_, known, err := a.store.Contact(ctx, a.login, who)
 	if err != nil || known {
 		return err
 	}
 	a.requestProfile(who, false)
+	if ready := a.profiles.firstFetch(who); ready != nil {
+		t := time.NewTimer(firstProfileWait)
+		defer t.Stop()
+		select {
+		case <-ready:
+		case <-t.C:
+			a.log.Debug().Str("contact", who).Msg("Contact profile is slow; bridging the message without it")
+		case <-ctx.Done():
+		}
+	}
 	return nil
 }
 

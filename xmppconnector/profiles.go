@@ -11,9 +11,12 @@ import (
 // than by the account's worker. A vCard request goes to the contact's
 // server, which may take its time or never answer: on the worker, every
 // first message of an unknown contact waited up to profileTimeout, and all
-// other chats behind it. Now the message is bridged at once (the bridge
-// names a contact it has no profile for by its id) and the profile follows
-// as a contact event when it arrives.
+// other chats behind it. Now the first message of a new contact waits for
+// the profile at most firstProfileWait (a server that answers at once, as
+// most do, still gets the contact's ghost into the new DM already named and
+// pictured, rather than renamed in front of the user a moment later); after
+// that it is bridged (the bridge names a contact it has no profile for by
+// its id) and the profile follows as a contact event when it arrives.
 //
 // What triggers a fetch is cheap to send (a message from a stranger, a
 // PEP headline, a presence with a photo hash), so fetches are bounded per
@@ -23,8 +26,9 @@ import (
 // and at most maxPendingProfiles JIDs wait, first fetches before refreshes.
 const (
 	profileTimeout      = 15 * time.Second
+	firstProfileWait    = 3 * time.Second
 	profileRetryAfter   = 10 * time.Minute
-	profileRefreshEvery = time.Minute
+	profileRefreshEvery = 10 * time.Second
 	maxPendingProfiles  = 256
 	// maxTrackedProfiles bounds the per-JID memory; anyone can make a JID
 	// known to it, so past the bound a newcomer is not fetched.
@@ -38,6 +42,10 @@ type profileState struct {
 	fetching  bool      // a fetch is running
 	retryAt   time.Time // the last fetch failed: none before this
 	refreshAt time.Time // no announced-change refresh before this
+	// ready is closed when the first fetch has ended (nil once it has);
+	// waited is set once a message waited on it: only the first one does.
+	ready  chan struct{}
+	waited bool
 }
 
 // profileFetches is the fetcher's queue, shared by the worker (which asks)
@@ -68,6 +76,9 @@ func (p *profileFetches) request(who string, refresh bool, now time.Time) bool {
 			return false
 		}
 		st = &profileState{}
+		if !refresh {
+			st.ready = make(chan struct{})
+		}
 		p.state[who] = st
 	}
 	switch {
@@ -90,6 +101,7 @@ func (p *profileFetches) request(who string, refresh bool, now time.Time) bool {
 		}
 		// A first fetch (someone wrote) goes before a refresh.
 		p.state[p.queue[i]].queued = false
+		p.state[p.queue[i]].endFirst()
 		p.queue = slices.Delete(p.queue, i, i+1)
 	}
 	st.queued, st.refresh = true, refresh
@@ -143,10 +155,33 @@ func (p *profileFetches) done(who string, failed bool, now time.Time) {
 	defer p.mu.Unlock()
 	if st := p.state[who]; st != nil {
 		st.fetching = false
+		st.endFirst()
 		if failed {
 			st.retryAt = now.Add(profileRetryAfter)
 		}
 	}
+}
+
+// endFirst lets a message waiting for the first fetch go.
+func (st *profileState) endFirst() {
+	if st.ready != nil {
+		close(st.ready)
+		st.ready = nil
+	}
+}
+
+// firstFetch returns a channel closed when who's first fetch has ended, for
+// the first message of who to wait on; nil for any later caller, or when no
+// first fetch is queued or running.
+func (p *profileFetches) firstFetch(who string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := p.state[who]
+	if st == nil || st.ready == nil || st.waited {
+		return nil
+	}
+	st.waited = true
+	return st.ready
 }
 
 // fetchProfiles runs the profile fetches until ctx ends.
