@@ -537,6 +537,16 @@ func TestLostCryptoStoreReplacesDevice(t *testing.T) {
 	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true})
 	ctx := context.Background()
 	ghost := s.ghost("frank@network")
+	// A ghost whose device syncs is one in a portal: only those get their
+	// device back at a start. (The connector's hello stores the login.)
+	s.connectFake(nil)
+	key := database.PortalKey{LoginID: testLogin, ChatID: "frank@network"}
+	if _, err := s.br.DB.Portal.GetOrCreate(ctx, key, "frank@network"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.br.DB.Portal.SetRoom(ctx, key, "!frank:localhost"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.br.E2EE.Active(ctx, ghost); err != nil {
 		t.Fatal(err)
 	}

@@ -136,11 +136,13 @@ func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, er
 func (s *syncer) GetFilterJSON(id.UserID) *mautrix.Filter { return syncFilter() }
 
 // inPortal reports whether the ghost is the contact of any portal with a
-// room: only such a ghost needs its device's /sync loop.
+// room: only such a ghost needs its device's /sync loop. A device of a user
+// that is no ghost of this configuration (its namespace changed since) is
+// taken as needed: nothing says it is not.
 func (m *Manager) inPortal(ctx context.Context, userID id.UserID) (bool, error) {
 	contactID, ok := m.o.Config.ParseGhostUserID(userID)
 	if !ok {
-		return false, nil
+		return true, nil
 	}
 	portals, err := m.o.DB.Portal.ByContact(ctx, contactID)
 	if err != nil {
