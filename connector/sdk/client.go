@@ -124,6 +124,9 @@ type Client struct {
 
 	txnMu   sync.Mutex
 	txnRuns map[string]*txnRun
+	// unsaved holds txn outcomes the store refused to record, until a
+	// retry succeeds: forgetting them would let a repeat act twice.
+	unsaved map[string]txnOutcome
 
 	cmdSlots chan struct{}
 	cmdWG    sync.WaitGroup
@@ -139,6 +142,7 @@ func NewClient(opts ClientOptions) *Client {
 		changed:        make(chan struct{}),
 		bridgeMaxFrame: opts.MaxFrameBytes,
 		txnRuns:        make(map[string]*txnRun),
+		unsaved:        make(map[string]txnOutcome),
 		cmdSlots:       make(chan struct{}, opts.MaxConcurrentCommands),
 	}
 	for _, raw := range append([]string{opts.URL}, opts.URLs...) {
@@ -172,11 +176,15 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("client is already running")
 	}
 	defer c.running.Store(false)
-	// Command handlers get ctx; wait for them so none outlives Run.
+	// Command handlers get ctx; wait for them so none outlives Run, then
+	// make a last attempt at saving txn outcomes the store refused.
+	defer c.flushTxns(ctx)
 	defer c.cmdWG.Wait()
 
 	delay := c.opts.MinBackoff
 	for {
+		// Outcomes the store refused before get another chance to be saved.
+		c.flushTxns(ctx)
 		welcomed, err := c.connectOnce(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()

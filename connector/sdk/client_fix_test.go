@@ -1,0 +1,57 @@
+package sdk
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/connectortest"
+)
+
+// failingTxnStore refuses to save txn outcomes while failing is set.
+type failingTxnStore struct {
+	*MemoryStore
+	failing atomic.Bool
+}
+
+func (s *failingTxnStore) SaveTxnResult(ctx context.Context, txn string, res *connector.Result, e *connector.Error) error {
+	if s.failing.Load() {
+		return errors.New("database is locked")
+	}
+	return s.MemoryStore.SaveTxnResult(ctx, txn, res, e)
+}
+
+// An outcome the store refused is kept in memory: a repeat of the txn is
+// answered from it, and it reaches the store once the store works again.
+func TestTxnOutcomeKeptWhenSaveFails(t *testing.T) {
+	store := &failingTxnStore{MemoryStore: NewMemoryStore()}
+	store.failing.Store(true)
+	var calls atomic.Int32
+	c := NewClient(ClientOptions{URL: "ws://127.0.0.1:1", Log: connectortest.Log(t), Store: store,
+		Handle: func(_ context.Context, _ string, cmd *connector.Command) (*connector.Result, error) {
+			calls.Add(1)
+			return &connector.Result{ID: "net-" + cmd.Txn}, nil
+		}})
+	ctx := ctxTimeout(t, 5*time.Second)
+	cmd := &connector.Command{Login: "a", Chat: connectortest.DMChat(), Txn: "$t", Text: "hi"}
+	if res, perr := c.execute(ctx, connector.OpSendMessage, cmd); perr != nil || res.ID != "net-$t" {
+		t.Fatalf("first run: %+v %v", res, perr)
+	}
+	if res, perr := c.execute(ctx, connector.OpSendMessage, cmd); perr != nil || res.ID != "net-$t" || calls.Load() != 1 {
+		t.Fatalf("repeat: %+v %v, handler ran %d times", res, perr, calls.Load())
+	}
+	if _, _, ok, _ := store.MemoryStore.TxnResult(ctx, "$t"); ok {
+		t.Fatal("outcome saved although the store refused it")
+	}
+	store.failing.Store(false)
+	c.flushTxns(ctx)
+	if res, _, ok, _ := store.MemoryStore.TxnResult(ctx, "$t"); !ok || res.ID != "net-$t" {
+		t.Fatalf("outcome not saved after the store recovered: %+v %v", res, ok)
+	}
+	if _, ok := c.unsavedTxn("$t"); ok {
+		t.Error("saved outcome still held in memory")
+	}
+}
