@@ -3,6 +3,7 @@ package sdk
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,5 +54,28 @@ func TestTxnOutcomeKeptWhenSaveFails(t *testing.T) {
 	}
 	if _, ok := c.unsavedTxn("$t"); ok {
 		t.Error("saved outcome still held in memory")
+	}
+}
+
+// Send validates what the bridge will decode: invalid UTF-8 bytes grow to
+// U+FFFD on the wire, and an id that fits in Go may not fit there.
+func TestSendValidatesEncodedForm(t *testing.T) {
+	c := NewClient(ClientOptions{URL: "ws://127.0.0.1:1", Log: connectortest.Log(t)})
+	ctx := ctxTimeout(t, 5*time.Second)
+	ev := connectortest.Message(1)
+	ev.ID = strings.Repeat("a", 1000) + strings.Repeat("\xff", 20)
+	var ve *connector.ValidationError
+	if _, err := c.Send(ctx, ev); !errors.As(err, &ve) || ve.Field != "id" {
+		t.Fatalf("Send of an id that grows past 1024 bytes: %v", err)
+	}
+	// Invalid bytes where no bound is crossed are still carried (as U+FFFD).
+	ev.ID = "m\xff"
+	if _, err := c.Send(ctx, ev); err != nil {
+		t.Fatalf("Send of a short id with an invalid byte: %v", err)
+	}
+	ok := connectortest.Message(2)
+	ok.Text = `a literal \ufffd in the text`
+	if _, err := c.Send(ctx, ok); err != nil {
+		t.Fatalf("Send of text with a literal escape: %v", err)
 	}
 }
