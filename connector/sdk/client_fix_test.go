@@ -8,8 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/connectortest"
+	"github.com/dmbridge/dmbridge/internal/connws"
 )
 
 // failingTxnStore refuses to save txn outcomes while failing is set.
@@ -77,5 +80,47 @@ func TestSendValidatesEncodedForm(t *testing.T) {
 	ok.Text = `a literal \ufffd in the text`
 	if _, err := c.Send(ctx, ok); err != nil {
 		t.Fatalf("Send of text with a literal escape: %v", err)
+	}
+}
+
+// A bridge that refuses seq 1 as malformed and reports every later event
+// as a gap (as bridges did before they kept the gap reported) gets one
+// resend, not a flood of them.
+func TestBadSeqRewindsOncePerAck(t *testing.T) {
+	var frames atomic.Int32
+	url, _ := fakeBridge(t, func(ws *websocket.Conn) {
+		if !fakeHandshake(t, ws, connector.Welcome{Protocol: 1, MaxInFlight: 8}) {
+			return
+		}
+		for {
+			var f connector.Frame
+			if err := ws.ReadJSON(&f); err != nil {
+				return
+			}
+			if f.Type != connector.TypeEvent {
+				continue
+			}
+			frames.Add(1)
+			e := &connector.Error{Code: connector.ErrBadSeq, Message: "expected seq 1", Retryable: true}
+			if f.Seq == 1 {
+				e = &connector.Error{Code: connector.ErrBadFrame, Message: "event: refused"}
+			}
+			if ws.WriteMessage(websocket.TextMessage, connws.ErrFrame("", f.Seq, e)) != nil {
+				return
+			}
+		}
+	})
+	c := NewClient(ClientOptions{URL: url, Token: "t", Hello: *connectortest.Hello("c"), Log: connectortest.Log(t), MinBackoff: 10 * time.Millisecond})
+	runClient(t, c)
+	waitConnected(t, c)
+	ctx := ctxTimeout(t, 5*time.Second)
+	for i := 1; i <= 3; i++ {
+		if _, err := c.Send(ctx, connectortest.Message(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	if n := frames.Load(); n > 12 {
+		t.Fatalf("the bridge got %d event frames in 1 s for 3 events", n)
 	}
 }

@@ -34,6 +34,10 @@ type clientSession struct {
 	queue   []queuedEvent // unacked events, consecutive seqs, oldest first
 	sent    int64         // highest seq written, rewound on M_BAD_SEQ
 	maxSent int64         // highest seq ever written on this session
+	// rewound and rewoundAt note the ack level of the last M_BAD_SEQ
+	// rewind, so that the same level is not rewound to twice.
+	rewound   bool
+	rewoundAt int64
 }
 
 // queuedEvent is an event ready for the wire.
@@ -434,10 +438,23 @@ func (c *Client) onErrFrame(s *clientSession, f *connector.Frame) {
 	}
 	if f.Error.Code == connector.ErrBadSeq {
 		c.mu.Lock()
-		s.log.Warn().Int64("seq", f.Seq).Int64("resend_from", c.acked+1).Str("message", f.Error.Message).Msg("Bridge reported a seq gap; resending")
-		s.sent = c.acked
+		// One rewind per ack level: if the bridge still reports a gap after
+		// the resend, the event at acked+1 was refused (M_BAD_FRAME), and
+		// resending it with the window behind it only earns the same answers
+		// again, a busy loop on both sides. The next ack allows a rewind.
+		again := s.rewound && s.rewoundAt == c.acked
+		if !again {
+			s.log.Warn().Int64("seq", f.Seq).Int64("resend_from", c.acked+1).Str("message", f.Error.Message).Msg("Bridge reported a seq gap; resending")
+			s.sent = c.acked
+			s.rewound, s.rewoundAt = true, c.acked
+		} else {
+			s.log.Error().Int64("seq", f.Seq).Int64("acked", c.acked).Str("message", f.Error.Message).
+				Msg("Bridge reported a seq gap again after a resend; not resending until an ack moves the stream")
+		}
 		c.mu.Unlock()
-		s.wakeWriter()
+		if !again {
+			s.wakeWriter()
+		}
 	}
 	c.reportErr(f)
 }
