@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -52,6 +53,15 @@ type ClientOptions struct {
 	// Both run on the connection's reader and must return quickly.
 	OnWelcome func(connector.Welcome)
 	OnError   func(*connector.Error, *connector.Frame)
+	// OnDropped runs for a stored event that cannot reach the bridge: too
+	// large for the frame limit its welcome announced (stored while that
+	// was not known yet, or before the limit was lowered), or invalid as
+	// encoded. A stand-in goes out under its seq instead, so the stream
+	// moves on and the event is lost; the connector may tell the user or
+	// send it again in smaller pieces. It runs on the session's writer,
+	// must return quickly, and runs again for the same seq if the stand-in
+	// is replayed after a reconnect.
+	OnDropped func(seq int64, ev *connector.Event, why error)
 	// Reconnect backoff, doubled per failed attempt (defaults 500ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
 	// DeadAfter is how long the bridge may stay silent, pings included,
@@ -199,7 +209,10 @@ func (c *Client) Run(ctx context.Context) error {
 			delay = c.opts.MinBackoff
 			continue
 		}
-		if welcomed {
+		// A welcomed connection resets the backoff, except one the bridge
+		// closed for an oversize frame: the same frame would close the next
+		// one too, and that must not turn into a tight reconnect loop.
+		if welcomed && connws.CloseCode(err) != websocket.CloseMessageTooBig {
 			delay = c.opts.MinBackoff
 		}
 		wait := delay/2 + rand.N(delay/2+1)

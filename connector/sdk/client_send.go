@@ -52,8 +52,11 @@ func (c *Client) Send(ctx context.Context, ev *connector.Event) (int64, error) {
 	c.mu.Lock()
 	c.lastSeq = seq
 	s := c.sess
-	if s != nil {
+	// Queued only if the session has read the whole backlog into memory;
+	// otherwise topUp reads this event from the store in its turn.
+	if s != nil && s.loaded == seq-1 {
 		s.queue = append(s.queue, queuedEvent{seq: seq, frame: frame})
+		s.loaded = seq
 	}
 	c.mu.Unlock()
 	if s != nil {

@@ -109,7 +109,7 @@ func TestClientSendsWhileDisconnectedAndAfterRestart(t *testing.T) {
 	// The store forgets after the ack moved the window, which is what
 	// WaitAcked watches.
 	connectortest.Eventually(t, "store forgets acked events", func() bool {
-		left, _ := store.Unacked(ctx, 0)
+		left, _ := store.Unacked(ctx, 0, 0)
 		return len(left) == 0
 	})
 }
@@ -527,15 +527,18 @@ func TestMemoryStore(t *testing.T) {
 	if err := m.Append(ctx, 9, connectortest.Message(9)); err == nil {
 		t.Error("Append accepted a gap")
 	}
-	if evs, _ := m.Unacked(ctx, 3); len(evs) != 2 || evs[0].Seq != 4 || evs[0].Event.ID != "m4" {
+	if evs, _ := m.Unacked(ctx, 3, 0); len(evs) != 2 || evs[0].Seq != 4 || evs[0].Event.ID != "m4" {
 		t.Errorf("Unacked(3) = %+v", evs)
 	}
+	if evs, _ := m.Unacked(ctx, 3, 1); len(evs) != 1 || evs[0].Seq != 4 {
+		t.Errorf("Unacked(3, limit 1) = %+v", evs)
+	}
 	_ = m.Acked(ctx, 2)
-	if evs, _ := m.Unacked(ctx, 0); len(evs) != 3 || evs[0].Seq != 3 {
+	if evs, _ := m.Unacked(ctx, 0, 0); len(evs) != 3 || evs[0].Seq != 3 {
 		t.Errorf("after Acked(2): %+v", evs)
 	}
 	_ = m.Acked(ctx, 10)
-	if evs, _ := m.Unacked(ctx, 0); len(evs) != 0 {
+	if evs, _ := m.Unacked(ctx, 0, 0); len(evs) != 0 {
 		t.Errorf("after Acked(10): %+v", evs)
 	}
 	if next, _ := m.NextSeq(ctx); next != 11 {
