@@ -68,7 +68,11 @@ type ClientOptions struct {
 	// before the connection counts as dead (default 90s).
 	DeadAfter time.Duration
 	// MaxFrameBytes limits frames both ways (default 1 MiB); the bridge's
-	// own limit from welcome applies too when it is smaller.
+	// own limit from welcome applies too when it is smaller. It should be
+	// at least the bridge's limit (connector.max_frame_bytes): the hello
+	// tells the bridge, which then fails larger commands with M_TOO_LARGE,
+	// but a bridge that does not know that field sends them anyway and the
+	// connection drops (1009). The SDK warns at welcome when it is smaller.
 	MaxFrameBytes int64
 	// MaxConcurrentCommands bounds the commands handled at once (default
 	// 32); beyond it, commands are answered M_RATE_LIMITED (retryable).

@@ -158,6 +158,9 @@ func (c *Client) handshake(ws *websocket.Conn) (w connector.Welcome, loginsGen u
 	})
 
 	hello := c.opts.Hello
+	// Tell the bridge what this side reads, so that it refuses a larger
+	// command instead of sending it into a 1009 close.
+	hello.MaxFrameBytes = c.opts.MaxFrameBytes
 	c.mu.Lock()
 	hello.Logins = slices.Clone(c.logins)
 	loginsGen = c.loginsGen
@@ -188,6 +191,12 @@ func (c *Client) handshake(ws *websocket.Conn) (w connector.Welcome, loginsGen u
 			}
 			if w.Protocol != connector.ProtocolVersion {
 				return w, 0, fmt.Errorf("bridge chose protocol %d, this SDK speaks %d", w.Protocol, connector.ProtocolVersion)
+			}
+			if w.MaxFrameBytes > c.opts.MaxFrameBytes {
+				// A bridge that ignores hello.max_frame_bytes may send a
+				// command this side cannot read, which drops the connection.
+				c.log.Warn().Int64("max_frame_bytes", c.opts.MaxFrameBytes).Int64("bridge_max_frame_bytes", w.MaxFrameBytes).
+					Msg("MaxFrameBytes is below the bridge's frame limit; commands larger than it fail (or, with an older bridge, drop the connection)")
 			}
 			return w, loginsGen, nil
 		default:

@@ -380,3 +380,27 @@ func TestRefusedEventKeepsGapReported(t *testing.T) {
 		t.Fatalf("want M_BAD_SEQ for a new gap, got %+v", f)
 	}
 }
+
+// A connector that says in its hello how large a frame it reads gets
+// M_TOO_LARGE for a larger command instead of a frame that would close its
+// connection with 1009.
+func TestCommandOverConnectorFrameLimit(t *testing.T) {
+	h := connectortest.NewHarness(t, nil)
+	rc := h.Dial(t)
+	hello := connectortest.Hello("c")
+	hello.MaxFrameBytes = 4096
+	if err := rc.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+		t.Fatal(err)
+	}
+	if f := connectortest.MustRead(t, rc); f.Type != connector.TypeWelcome {
+		t.Fatalf("want welcome, got %+v", f)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := h.Srv.Command(ctx, "c", connector.OpSendMessage, &connector.Command{
+		Login: "alice@testnet", Chat: connectortest.DMChat(), Txn: "$big", Text: strings.Repeat("x", 8192)})
+	var pe *connector.Error
+	if !errors.As(err, &pe) || pe.Code != connector.ErrTooLarge || pe.Retryable {
+		t.Fatalf("want M_TOO_LARGE, got %v", err)
+	}
+}
