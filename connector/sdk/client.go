@@ -58,9 +58,10 @@ type ClientOptions struct {
 	// was not known yet, or before the limit was lowered), or invalid as
 	// encoded. A stand-in goes out under its seq instead, so the stream
 	// moves on and the event is lost; the connector may tell the user or
-	// send it again in smaller pieces. It runs on the session's writer,
-	// must return quickly, and runs again for the same seq if the stand-in
-	// is replayed after a reconnect.
+	// send it again in smaller pieces, from another goroutine: it runs
+	// while Send is held off (calling Send from it would deadlock), must
+	// return quickly, and runs again for the same seq if the stand-in is
+	// replayed after a reconnect.
 	OnDropped func(seq int64, ev *connector.Event, why error)
 	// Reconnect backoff, doubled per failed attempt (defaults 500ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
