@@ -135,6 +135,11 @@ type Hello struct {
 	Network      Network      `json:"network"`
 	Capabilities Capabilities `json:"capabilities"`
 	Logins       []Login      `json:"logins"`
+	// MaxFrameBytes is the largest frame the connector reads, so that the
+	// bridge refuses a larger command with M_TOO_LARGE instead of sending
+	// it into a 1009 close (and sending it again after the reconnect). An
+	// addition to the spec's hello; 0 means not said.
+	MaxFrameBytes int64 `json:"max_frame_bytes,omitempty"`
 }
 
 // Software names a program and its version.

@@ -127,9 +127,13 @@ func (s *Store) Append(ctx context.Context, seq int64, ev *connector.Event) erro
 	})
 }
 
-// Unacked implements sdk.ClientStore.
-func (s *Store) Unacked(ctx context.Context, after int64) ([]sdk.StoredEvent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq`, after)
+// Unacked implements sdk.ClientStore. SQLite reads a negative LIMIT as
+// none, which is what a limit <= 0 asks for.
+func (s *Store) Unacked(ctx context.Context, after int64, limit int) ([]sdk.StoredEvent, error) {
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, event FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +168,7 @@ func (s *Store) Acked(ctx context.Context, upTo int64) error {
 // back rather than updated in place, since shifting primary keys up one row
 // at a time can collide with a row not yet moved.
 func (s *Store) Rebase(ctx context.Context, after int64) error {
-	pending, err := s.Unacked(ctx, 0)
+	pending, err := s.Unacked(ctx, 0, 0)
 	if err != nil {
 		return err
 	}

@@ -50,9 +50,13 @@ func TestStoreOutboxContract(t *testing.T) {
 	if err := s.Acked(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	evs, err := s.Unacked(ctx, 1)
+	evs, err := s.Unacked(ctx, 1, 0)
 	if err != nil || len(evs) != 2 || evs[0].Seq != 2 || evs[0].Event.ID != "m2" || evs[1].Event.Chat.ID != "b@x" {
 		t.Fatalf("Unacked = %+v, %v", evs, err)
+	}
+	// A page: the SDK reads its backlog a window at a time.
+	if evs, err := s.Unacked(ctx, 1, 1); err != nil || len(evs) != 1 || evs[0].Seq != 2 {
+		t.Fatalf("Unacked with limit 1 = %+v, %v", evs, err)
 	}
 	// A bridge that acked more than this store ever held (a reset store):
 	// new seqs continue after the ack.

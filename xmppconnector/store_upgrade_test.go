@@ -197,7 +197,7 @@ func TestStoreAdoptsUnversionedStore(t *testing.T) {
 			if next, err := s.NextSeq(ctx); err != nil || next != 3 {
 				t.Errorf("NextSeq = %d, %v; want 3", next, err)
 			}
-			if evs, err := s.Unacked(ctx, 0); err != nil || len(evs) != 1 || evs[0].Seq != 2 || evs[0].Event.ID != "m1" {
+			if evs, err := s.Unacked(ctx, 0, 0); err != nil || len(evs) != 1 || evs[0].Seq != 2 || evs[0].Event.ID != "m1" {
 				t.Errorf("Unacked = %+v, %v", evs, err)
 			}
 			if res, _, found, err := s.TxnResult(ctx, "$ok"); err != nil || !found || res.ID != "$ok" {

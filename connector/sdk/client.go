@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -52,13 +53,27 @@ type ClientOptions struct {
 	// Both run on the connection's reader and must return quickly.
 	OnWelcome func(connector.Welcome)
 	OnError   func(*connector.Error, *connector.Frame)
+	// OnDropped runs for a stored event that cannot reach the bridge: too
+	// large for the frame limit its welcome announced (stored while that
+	// was not known yet, or before the limit was lowered), or invalid as
+	// encoded. A stand-in goes out under its seq instead, so the stream
+	// moves on and the event is lost; the connector may tell the user or
+	// send it again in smaller pieces, from another goroutine: it runs
+	// while Send is held off (calling Send from it would deadlock), must
+	// return quickly, and runs again for the same seq if the stand-in is
+	// replayed after a reconnect.
+	OnDropped func(seq int64, ev *connector.Event, why error)
 	// Reconnect backoff, doubled per failed attempt (defaults 500ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
 	// DeadAfter is how long the bridge may stay silent, pings included,
 	// before the connection counts as dead (default 90s).
 	DeadAfter time.Duration
 	// MaxFrameBytes limits frames both ways (default 1 MiB); the bridge's
-	// own limit from welcome applies too when it is smaller.
+	// own limit from welcome applies too when it is smaller. It should be
+	// at least the bridge's limit (connector.max_frame_bytes): the hello
+	// tells the bridge, which then fails larger commands with M_TOO_LARGE,
+	// but a bridge that does not know that field sends them anyway and the
+	// connection drops (1009). The SDK warns at welcome when it is smaller.
 	MaxFrameBytes int64
 	// MaxConcurrentCommands bounds the commands handled at once (default
 	// 32); beyond it, commands are answered M_RATE_LIMITED (retryable).
@@ -124,6 +139,9 @@ type Client struct {
 
 	txnMu   sync.Mutex
 	txnRuns map[string]*txnRun
+	// unsaved holds txn outcomes the store refused to record, until a
+	// retry succeeds: forgetting them would let a repeat act twice.
+	unsaved map[string]txnOutcome
 
 	cmdSlots chan struct{}
 	cmdWG    sync.WaitGroup
@@ -139,6 +157,7 @@ func NewClient(opts ClientOptions) *Client {
 		changed:        make(chan struct{}),
 		bridgeMaxFrame: opts.MaxFrameBytes,
 		txnRuns:        make(map[string]*txnRun),
+		unsaved:        make(map[string]txnOutcome),
 		cmdSlots:       make(chan struct{}, opts.MaxConcurrentCommands),
 	}
 	for _, raw := range append([]string{opts.URL}, opts.URLs...) {
@@ -172,11 +191,15 @@ func (c *Client) Run(ctx context.Context) error {
 		return errors.New("client is already running")
 	}
 	defer c.running.Store(false)
-	// Command handlers get ctx; wait for them so none outlives Run.
+	// Command handlers get ctx; wait for them so none outlives Run, then
+	// make a last attempt at saving txn outcomes the store refused.
+	defer c.flushTxns(ctx)
 	defer c.cmdWG.Wait()
 
 	delay := c.opts.MinBackoff
 	for {
+		// Outcomes the store refused before get another chance to be saved.
+		c.flushTxns(ctx)
 		welcomed, err := c.connectOnce(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -191,7 +214,10 @@ func (c *Client) Run(ctx context.Context) error {
 			delay = c.opts.MinBackoff
 			continue
 		}
-		if welcomed {
+		// A welcomed connection resets the backoff, except one the bridge
+		// closed for an oversize frame: the same frame would close the next
+		// one too, and that must not turn into a tight reconnect loop.
+		if welcomed && connws.CloseCode(err) != websocket.CloseMessageTooBig {
 			delay = c.opts.MinBackoff
 		}
 		wait := delay/2 + rand.N(delay/2+1)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/connws"
@@ -73,7 +75,19 @@ func (c *Client) execute(ctx context.Context, op string, cmd *connector.Command)
 	defer c.finishTxn(cmd.Txn, run)
 
 	log := c.log.With().Str("op", op).Str("txn", cmd.Txn).Logger()
-	res, perr, found, err := c.opts.Store.TxnResult(ctx, cmd.Txn)
+	// An outcome whose saving failed earlier is only in memory; it counts
+	// as recorded, and this is a good moment to try saving it again.
+	if o, ok := c.unsavedTxn(cmd.Txn); ok {
+		c.flushTxns(ctx)
+		log.Debug().Msg("Answering repeated txn from memory")
+		run.res, run.err = o.res, o.err
+		return o.res, o.err
+	}
+	// The lookup must not fail just because Run is ending (a cancelled ctx
+	// makes a database/sql store fail at once): detached, but bounded.
+	sctx, cancel := txnStoreContext(ctx)
+	res, perr, found, err := c.opts.Store.TxnResult(sctx, cmd.Txn)
+	cancel()
 	if err != nil {
 		log.Error().Err(err).Msg("Could not look up txn outcome")
 		// Nothing was done yet, so a retry is safe.
@@ -87,11 +101,65 @@ func (c *Client) execute(ctx context.Context, op string, cmd *connector.Command)
 	}
 	run.res, run.err = c.call(ctx, op, cmd)
 	if run.err == nil || !run.err.Retryable {
-		if err := c.opts.Store.SaveTxnResult(ctx, cmd.Txn, run.res, run.err); err != nil {
-			log.Error().Err(err).Msg("Could not record txn outcome; a retry of this command would act again")
-		}
+		c.recordTxn(ctx, cmd.Txn, txnOutcome{res: run.res, err: run.err})
 	}
 	return run.res, run.err
+}
+
+// txnStoreTimeout bounds a txn lookup or save that no longer follows Run's
+// context: shutdown waits for it, but not for ever.
+const txnStoreTimeout = 5 * time.Second
+
+// txnStoreContext is ctx without its cancellation (SIGTERM cancels Run's
+// ctx while handlers finish, and the outcome of a command that already acted
+// must still be recorded, or the bridge's re-send after the restart would
+// act a second time) and with a timeout of its own.
+func txnStoreContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), txnStoreTimeout)
+}
+
+// recordTxn saves a txn's final outcome. If the store refuses it, the
+// outcome is kept in memory (answering repeats of the txn) and saved again
+// later, since a repeat answered from nowhere would act on the network again.
+func (c *Client) recordTxn(ctx context.Context, txn string, o txnOutcome) {
+	sctx, cancel := txnStoreContext(ctx)
+	defer cancel()
+	if err := c.opts.Store.SaveTxnResult(sctx, txn, o.res, o.err); err != nil {
+		c.log.Error().Err(err).Str("txn", txn).Msg("Could not record txn outcome; keeping it in memory and retrying")
+		c.txnMu.Lock()
+		c.unsaved[txn] = o
+		c.txnMu.Unlock()
+	}
+}
+
+// unsavedTxn returns an outcome that is waiting to be saved.
+func (c *Client) unsavedTxn(txn string) (txnOutcome, bool) {
+	c.txnMu.Lock()
+	defer c.txnMu.Unlock()
+	o, ok := c.unsaved[txn]
+	return o, ok
+}
+
+// flushTxns tries again to save the outcomes the store refused before. It
+// runs before each connection and when Run ends, so an outcome reaches the
+// store once the store works again, and is lost only if it never does
+// before the process exits.
+func (c *Client) flushTxns(ctx context.Context) {
+	c.txnMu.Lock()
+	pending := maps.Clone(c.unsaved)
+	c.txnMu.Unlock()
+	for txn, o := range pending {
+		sctx, cancel := txnStoreContext(ctx)
+		err := c.opts.Store.SaveTxnResult(sctx, txn, o.res, o.err)
+		cancel()
+		if err != nil {
+			c.log.Error().Err(err).Str("txn", txn).Int("unsaved", len(pending)).Msg("Still cannot record txn outcome; a restart now would let a repeat of it act again")
+			return
+		}
+		c.txnMu.Lock()
+		delete(c.unsaved, txn)
+		c.txnMu.Unlock()
+	}
 }
 
 // claimTxn returns the run of txn, and whether the caller owns (must perform) it.

@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +29,9 @@ func (c *Client) Send(ctx context.Context, ev *connector.Event) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode %s event: %w", ev.Kind, err)
 	}
+	if err := validateWire(data, new(connector.Event)); err != nil {
+		return 0, err
+	}
 	if limit := c.frameLimit(); int64(len(data))+frameOverhead > limit {
 		return 0, fmt.Errorf("%w: %s event is %d bytes, too large for a %d-byte frame", ErrEventTooLarge, ev.Kind, len(data), limit)
 	}
@@ -48,14 +52,37 @@ func (c *Client) Send(ctx context.Context, ev *connector.Event) (int64, error) {
 	c.mu.Lock()
 	c.lastSeq = seq
 	s := c.sess
-	if s != nil {
+	// Queued only if the session has read the whole backlog into memory;
+	// otherwise topUp reads this event from the store in its turn.
+	if s != nil && s.loaded == seq-1 {
 		s.queue = append(s.queue, queuedEvent{seq: seq, frame: frame})
+		s.loaded = seq
 	}
 	c.mu.Unlock()
 	if s != nil {
 		s.wakeWriter()
 	}
 	return seq, nil
+}
+
+// validateWire validates an event or ephemeral (wire points to a zero
+// value of its type) as the bridge will see it. encoding/json writes each
+// invalid UTF-8 byte as \ufffd, which decodes to three bytes, so a string
+// that passed Validate can arrive over a length bound: the bridge would
+// answer M_BAD_FRAME and, for an event, never ack it, stalling the stream.
+// Only data containing that escape can differ from the Go value, so the
+// common case costs one scan.
+func validateWire(data []byte, wire interface{ Validate() error }) error {
+	if !bytes.Contains(data, []byte(`\ufffd`)) {
+		return nil
+	}
+	if err := json.Unmarshal(data, wire); err != nil {
+		return fmt.Errorf("decode what was encoded: %w", err)
+	}
+	if err := wire.Validate(); err != nil {
+		return fmt.Errorf("as encoded (invalid UTF-8 becomes U+FFFD): %w", err)
+	}
+	return nil
 }
 
 // eventFrame builds an event frame around already encoded data; marshalling
@@ -110,6 +137,14 @@ func (c *Client) SendEphemeral(ctx context.Context, e *connector.Ephemeral) erro
 	c.mu.Unlock()
 	if s == nil {
 		return nil
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode %s ephemeral: %w", e.Kind, err)
+	}
+	// The bridge validates what JSON made of e; see validateWire.
+	if err := validateWire(data, new(connector.Ephemeral)); err != nil {
+		return err
 	}
 	b, err := connws.EncodeFrame(connector.Frame{Type: connector.TypeEphemeral}, e)
 	if err != nil {

@@ -32,8 +32,13 @@ type clientSession struct {
 
 	// Guarded by Client.mu.
 	queue   []queuedEvent // unacked events, consecutive seqs, oldest first
+	loaded  int64         // highest seq read into queue (or acked); later ones are in the store only
 	sent    int64         // highest seq written, rewound on M_BAD_SEQ
 	maxSent int64         // highest seq ever written on this session
+	// rewound and rewoundAt note the ack level of the last M_BAD_SEQ
+	// rewind, so that the same level is not rewound to twice.
+	rewound   bool
+	rewoundAt int64
 }
 
 // queuedEvent is an event ready for the wire.
@@ -81,7 +86,7 @@ func (c *Client) connectOnce(ctx context.Context) (welcomed bool, err error) {
 	}
 	go func() {
 		defer close(s.writerDone)
-		c.writeLoop(s)
+		c.writeLoop(ctx, s)
 	}()
 	err = c.readLoop(ctx, s)
 
@@ -153,6 +158,9 @@ func (c *Client) handshake(ws *websocket.Conn) (w connector.Welcome, loginsGen u
 	})
 
 	hello := c.opts.Hello
+	// Tell the bridge what this side reads, so that it refuses a larger
+	// command instead of sending it into a 1009 close.
+	hello.MaxFrameBytes = c.opts.MaxFrameBytes
 	c.mu.Lock()
 	hello.Logins = slices.Clone(c.logins)
 	loginsGen = c.loginsGen
@@ -184,6 +192,12 @@ func (c *Client) handshake(ws *websocket.Conn) (w connector.Welcome, loginsGen u
 			if w.Protocol != connector.ProtocolVersion {
 				return w, 0, fmt.Errorf("bridge chose protocol %d, this SDK speaks %d", w.Protocol, connector.ProtocolVersion)
 			}
+			if w.MaxFrameBytes > c.opts.MaxFrameBytes {
+				// A bridge that ignores hello.max_frame_bytes may send a
+				// command this side cannot read, which drops the connection.
+				c.log.Warn().Int64("max_frame_bytes", c.opts.MaxFrameBytes).Int64("bridge_max_frame_bytes", w.MaxFrameBytes).
+					Msg("MaxFrameBytes is below the bridge's frame limit; commands larger than it fail (or, with an older bridge, drop the connection)")
+			}
 			return w, loginsGen, nil
 		default:
 			return w, 0, fmt.Errorf("expected welcome, got a %q frame", f.Type)
@@ -204,7 +218,7 @@ func (s *clientSession) closeForHello() {
 }
 
 // startSession lines up the replay: it forgets what the bridge has acked,
-// loads the rest of the log and makes the session current, all under sendMu
+// loads the first page of the rest and makes the session current, all under sendMu
 // so that no concurrent Send falls between the backlog and the live queue.
 func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w connector.Welcome, loginsGen uint64) (*clientSession, error) {
 	s := &clientSession{
@@ -223,59 +237,14 @@ func (c *Client) startSession(ctx context.Context, ws *websocket.Conn, w connect
 	if w.MaxFrameBytes > 0 {
 		s.maxFrame = min(s.maxFrame, w.MaxFrameBytes)
 	}
-	store := c.opts.Store
-
 	c.sendMu.Lock()
 	defer c.sendMu.Unlock()
-	next, err := store.NextSeq(ctx)
+	// Only the first pages of the backlog go into memory; topUp reads the
+	// rest as acks make room, so a long outage costs no more memory than a
+	// short one.
+	next, err := c.prepareBacklog(ctx, s, w)
 	if err != nil {
-		return nil, fmt.Errorf("read next seq: %w", err)
-	}
-	if w.AckedSeq >= next {
-		s.log.Warn().Int64("store_next_seq", next).
-			Msg("Bridge has acked seqs this store never wrote (store reset?); renumbering stored events after the bridge's acked_seq")
-		if err := store.Rebase(ctx, w.AckedSeq); err != nil {
-			return nil, fmt.Errorf("renumber stored events: %w", err)
-		}
-	} else if err := store.Acked(ctx, w.AckedSeq); err != nil {
-		return nil, fmt.Errorf("forget acked events: %w", err)
-	}
-	backlog, err := store.Unacked(ctx, w.AckedSeq)
-	if err != nil {
-		return nil, fmt.Errorf("load unacked events: %w", err)
-	}
-	if w.AckedSeq < next-1 && (len(backlog) == 0 || backlog[0].Seq != w.AckedSeq+1) {
-		// The bridge is behind events this store already forgot (its
-		// database was restored?). They cannot be resent, and anything
-		// numbered after them would meet M_BAD_SEQ for good.
-		s.log.Warn().Int64("store_next_seq", next).
-			Msg("Bridge's acked_seq is behind events this store already forgot (bridge restored?); renumbering stored events after it")
-		if err := store.Rebase(ctx, w.AckedSeq); err != nil {
-			return nil, fmt.Errorf("renumber stored events: %w", err)
-		}
-		if backlog, err = store.Unacked(ctx, w.AckedSeq); err != nil {
-			return nil, fmt.Errorf("load unacked events: %w", err)
-		}
-	}
-	if next, err = store.NextSeq(ctx); err != nil {
-		return nil, fmt.Errorf("read next seq: %w", err)
-	}
-	s.queue = make([]queuedEvent, 0, len(backlog))
-	for i := range backlog {
-		se := &backlog[i]
-		if want := w.AckedSeq + 1 + int64(i); se.Seq != want {
-			// The bridge will answer M_BAD_SEQ and wait for a seq that no
-			// longer exists; only an operator can sort that out.
-			s.log.Error().Int64("want_seq", want).Int64("have_seq", se.Seq).Msg("Event log has a gap after the bridge's acked_seq; the stream cannot proceed")
-		}
-		f, err := connws.EncodeFrame(connector.Frame{Type: connector.TypeEvent, Seq: se.Seq}, &se.Event)
-		if err != nil {
-			return nil, fmt.Errorf("encode stored event %d: %w", se.Seq, err)
-		}
-		s.queue = append(s.queue, queuedEvent{seq: se.Seq, frame: f})
-	}
-	if len(backlog) > 0 {
-		s.log.Info().Int("events", len(backlog)).Msg("Replaying unacked events")
+		return nil, err
 	}
 
 	c.mu.Lock()
@@ -302,7 +271,7 @@ func (s *clientSession) wakeWriter() {
 
 // writeLoop is the session's only writer of data frames. Events go out from
 // the queue as far as the max_in_flight window allows.
-func (c *Client) writeLoop(s *clientSession) {
+func (c *Client) writeLoop(ctx context.Context, s *clientSession) {
 	write := func(b []byte) bool {
 		_ = s.ws.SetWriteDeadline(connws.Deadline(connws.WriteWait))
 		if err := s.ws.WriteMessage(websocket.TextMessage, b); err != nil {
@@ -325,6 +294,12 @@ func (c *Client) writeLoop(s *clientSession) {
 			}
 		case <-s.wake:
 			for {
+				// The backlog beyond what is in memory is read here, where
+				// acks make room for it.
+				if err := c.topUp(ctx, s); err != nil {
+					s.failStore(err)
+					return
+				}
 				batch = c.nextEvents(s, batch[:0])
 				if len(batch) == 0 {
 					break
@@ -434,10 +409,23 @@ func (c *Client) onErrFrame(s *clientSession, f *connector.Frame) {
 	}
 	if f.Error.Code == connector.ErrBadSeq {
 		c.mu.Lock()
-		s.log.Warn().Int64("seq", f.Seq).Int64("resend_from", c.acked+1).Str("message", f.Error.Message).Msg("Bridge reported a seq gap; resending")
-		s.sent = c.acked
+		// One rewind per ack level: if the bridge still reports a gap after
+		// the resend, the event at acked+1 was refused (M_BAD_FRAME), and
+		// resending it with the window behind it only earns the same answers
+		// again, a busy loop on both sides. The next ack allows a rewind.
+		again := s.rewound && s.rewoundAt == c.acked
+		if !again {
+			s.log.Warn().Int64("seq", f.Seq).Int64("resend_from", c.acked+1).Str("message", f.Error.Message).Msg("Bridge reported a seq gap; resending")
+			s.sent = c.acked
+			s.rewound, s.rewoundAt = true, c.acked
+		} else {
+			s.log.Error().Int64("seq", f.Seq).Int64("acked", c.acked).Str("message", f.Error.Message).
+				Msg("Bridge reported a seq gap again after a resend; not resending until an ack moves the stream")
+		}
 		c.mu.Unlock()
-		s.wakeWriter()
+		if !again {
+			s.wakeWriter()
+		}
 	}
 	c.reportErr(f)
 }

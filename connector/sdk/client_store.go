@@ -21,8 +21,11 @@ type ClientStore interface {
 	// Append durably stores an event that is not yet acked, under the seq
 	// NextSeq returned.
 	Append(ctx context.Context, seq int64, ev *connector.Event) error
-	// Unacked returns the stored events with a seq greater than after, in seq order.
-	Unacked(ctx context.Context, after int64) ([]StoredEvent, error)
+	// Unacked returns the stored events with a seq greater than after, in
+	// seq order, at most limit of them (all if limit <= 0). The SDK reads
+	// its backlog in pages of about max_in_flight events, so that a long
+	// outage costs store reads rather than memory.
+	Unacked(ctx context.Context, after int64, limit int) ([]StoredEvent, error)
 	// Acked forgets the events up to and including upTo. If upTo is at or
 	// beyond the highest seq appended, NextSeq must return upTo+1 from now
 	// on: the bridge has acked seqs this store never saw (it was reset), and
@@ -88,12 +91,17 @@ func (m *MemoryStore) Append(_ context.Context, seq int64, ev *connector.Event) 
 	return nil
 }
 
-func (m *MemoryStore) Unacked(_ context.Context, after int64) ([]StoredEvent, error) {
+func (m *MemoryStore) Unacked(_ context.Context, after int64, limit int) ([]StoredEvent, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	i := m.indexAfter(after)
-	out := make([]StoredEvent, len(m.events)-i)
-	copy(out, m.events[i:])
+	n := len(m.events) - i
+	if limit > 0 {
+		// A page, not the whole backlog: the SDK asks for a window's worth.
+		n = min(n, limit)
+	}
+	out := make([]StoredEvent, n)
+	copy(out, m.events[i:i+n])
 	return out, nil
 }
 

@@ -109,7 +109,7 @@ func TestClientSendsWhileDisconnectedAndAfterRestart(t *testing.T) {
 	// The store forgets after the ack moved the window, which is what
 	// WaitAcked watches.
 	connectortest.Eventually(t, "store forgets acked events", func() bool {
-		left, _ := store.Unacked(ctx, 0)
+		left, _ := store.Unacked(ctx, 0, 0)
 		return len(left) == 0
 	})
 }
@@ -512,44 +512,6 @@ func TestCommands(t *testing.T) {
 	close(h.release)
 }
 
-func TestMemoryStore(t *testing.T) {
-	ctx := context.Background()
-	m := NewMemoryStore()
-	for i := int64(1); i <= 5; i++ {
-		next, _ := m.NextSeq(ctx)
-		if next != i {
-			t.Fatalf("NextSeq %d, want %d", next, i)
-		}
-		if err := m.Append(ctx, next, connectortest.Message(int(i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := m.Append(ctx, 9, connectortest.Message(9)); err == nil {
-		t.Error("Append accepted a gap")
-	}
-	if evs, _ := m.Unacked(ctx, 3); len(evs) != 2 || evs[0].Seq != 4 || evs[0].Event.ID != "m4" {
-		t.Errorf("Unacked(3) = %+v", evs)
-	}
-	_ = m.Acked(ctx, 2)
-	if evs, _ := m.Unacked(ctx, 0); len(evs) != 3 || evs[0].Seq != 3 {
-		t.Errorf("after Acked(2): %+v", evs)
-	}
-	_ = m.Acked(ctx, 10)
-	if evs, _ := m.Unacked(ctx, 0); len(evs) != 0 {
-		t.Errorf("after Acked(10): %+v", evs)
-	}
-	if next, _ := m.NextSeq(ctx); next != 11 {
-		t.Errorf("NextSeq after acking beyond the log: %d, want 11", next)
-	}
-	if _, _, ok, _ := m.TxnResult(ctx, "t"); ok {
-		t.Error("unknown txn found")
-	}
-	_ = m.SaveTxnResult(ctx, "t", nil, &connector.Error{Code: connector.ErrForbidden})
-	if res, e, ok, _ := m.TxnResult(ctx, "t"); !ok || res != nil || e.Code != connector.ErrForbidden {
-		t.Errorf("TxnResult = %v %v %v", res, e, ok)
-	}
-}
-
 // The same window rule against the real server, with a slow store so that
 // events pile up: sampled, the client never has more than 4 unacked on the wire.
 func TestClientMaxInFlightRealServer(t *testing.T) {
@@ -596,61 +558,4 @@ func TestClientMaxInFlightRealServer(t *testing.T) {
 		t.Errorf("peak in flight %d; want 2..%d (the slow store should fill the window)", worst, window)
 	}
 	checkStored(t, h.Store.Snapshot("c"), 60)
-}
-
-// TestClientSetLoginsAnnouncesNewLogin: the bridge takes a login's events
-// only once a hello named it, and refuses (acking, so losing) the rest. A
-// connector that adds an account while connected calls SetLogins and sends
-// the account's events: they must reach the bridge's store, after a hello
-// that names the account.
-func TestClientSetLoginsAnnouncesNewLogin(t *testing.T) {
-	h := connectortest.NewHarness(t, nil)
-	h.Handler.CheckFunc = func(ev *connector.Event) *connector.Error {
-		if !h.Handler.KnowsLogin(ev.Login) {
-			return &connector.Error{Code: connector.ErrForbidden, Message: "login " + ev.Login + " was not in a hello"}
-		}
-		return nil
-	}
-	c := newClient(t, h, "c", nil)
-	runClient(t, c)
-	waitConnected(t, c)
-	ctx := ctxTimeout(t, 10*time.Second)
-	if _, err := c.Send(ctx, connectortest.Message(1)); err != nil {
-		t.Fatal(err)
-	}
-	logins := append(slices.Clone(connectortest.Hello("c").Logins),
-		connector.Login{ID: "carol@testnet", MatrixUser: "@carol:hs", State: connector.LoginConnected})
-	c.SetLogins(logins)
-	ev := connectortest.Message(2)
-	ev.Login = "carol@testnet"
-	seq, err := c.Send(ctx, ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err = c.WaitAcked(ctx, seq); err != nil {
-		t.Fatal(err)
-	}
-	got := h.Store.Snapshot("c")
-	if len(got) != 2 || got[1].Ev.Login != "carol@testnet" {
-		t.Fatalf("bridge stored %d events (%+v), want alice's and then carol's", len(got), got)
-	}
-	h.Handler.Mu.Lock()
-	hellos := h.Handler.Hellos
-	h.Handler.Mu.Unlock()
-	if hellos != 2 {
-		t.Errorf("%d hellos, want a second one naming the new login", hellos)
-	}
-	// A change that adds no login needs no new hello.
-	logins[1].Name = "Carol"
-	c.SetLogins(logins)
-	if _, err = c.Send(ctx, connectortest.Message(3)); err != nil {
-		t.Fatal(err)
-	}
-	connectortest.Eventually(t, "third event stored", func() bool { return len(h.Store.Snapshot("c")) == 3 })
-	h.Handler.Mu.Lock()
-	hellos = h.Handler.Hellos
-	h.Handler.Mu.Unlock()
-	if hellos != 2 {
-		t.Errorf("%d hellos after a name change, want still 2", hellos)
-	}
 }

@@ -37,8 +37,15 @@ func (s *Server) Command(ctx context.Context, connectorID string, op string, cmd
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) > s.opts.MaxFrameBytes {
-		return nil, &connector.Error{Code: connector.ErrTooLarge, Message: fmt.Sprintf("%s command is %d bytes, more than the %d a frame may have", op, len(b), s.opts.MaxFrameBytes)}
+	// The connector's own read limit (hello.max_frame_bytes) counts too: a
+	// larger frame would close its connection with 1009, and the re-send
+	// after the reconnect would do the same.
+	limit := s.opts.MaxFrameBytes
+	if h := c.hello; h != nil && h.MaxFrameBytes > 0 {
+		limit = min(limit, h.MaxFrameBytes)
+	}
+	if int64(len(b)) > limit {
+		return nil, &connector.Error{Code: connector.ErrTooLarge, Message: fmt.Sprintf("%s command is %d bytes, more than the %d a frame may have", op, len(b), limit)}
 	}
 	reply, ok := c.addPending(id)
 	if !ok {

@@ -82,6 +82,9 @@ func (c *serverConn) enqueue(seq int64, ev *connector.Event, raw json.RawMessage
 	select {
 	case c.commitIn <- Accepted{Seq: seq, Event: ev, Raw: raw}:
 		c.queued = seq
+		// The expected seq is accepted, so a gap reported before is filled;
+		// the next one deserves its own M_BAD_SEQ.
+		c.gapReported = false
 		return nil
 	case <-c.commitDone:
 		return c.storeFailed()

@@ -340,3 +340,67 @@ func TestStoreGetsTheBytesAsSent(t *testing.T) {
 		t.Errorf("store got %q for data that is not UTF-8, want the decoded event's encoding", rs.raw[2])
 	}
 }
+
+// An expected event refused as M_BAD_FRAME leaves the gap open: resending
+// it and the window behind it earns no second M_BAD_SEQ (a connector that
+// rewinds on each one would otherwise spin with the bridge for ever), and
+// the gap closes, with acks, once a valid event comes under that seq.
+func TestRefusedEventKeepsGapReported(t *testing.T) {
+	h := connectortest.NewHarness(t, nil)
+	rc, _ := h.Connect(t, "c")
+	bad := []byte(`{"type":"event","seq":1,"data":{"kind":"message","login":"alice@testnet","chat":{"id":"c","type":"dm","with":"b"},"id":"m","text":"no sender"}}`)
+	var badSeqs int
+	for round := range 3 {
+		if err := rc.WriteText(bad); err != nil {
+			t.Fatal(err)
+		}
+		connectortest.SendEvent(t, rc, 2, connectortest.Message(2))
+		f := connectortest.MustRead(t, rc)
+		if f.Type != connector.TypeErr || f.Error.Code != connector.ErrBadFrame || f.Seq != 1 {
+			t.Fatalf("round %d: want M_BAD_FRAME for seq 1, got %+v", round, f)
+		}
+		if round == 0 {
+			f = connectortest.MustRead(t, rc)
+			if f.Type != connector.TypeErr || f.Error.Code != connector.ErrBadSeq || f.Seq != 2 {
+				t.Fatalf("want M_BAD_SEQ for seq 2, got %+v", f)
+			}
+			badSeqs++
+		}
+	}
+	connectortest.SendMessages(t, rc, 1, 2)
+	connectortest.ReadUntil(t, rc, "ack 2", func(f *connector.Frame) bool {
+		if f.Type == connector.TypeErr {
+			t.Errorf("unexpected err (after %d M_BAD_SEQ): %+v", badSeqs, f.Error)
+		}
+		return f.Type == connector.TypeAck && f.Seq >= 2
+	})
+	// A new gap is reported again.
+	connectortest.SendEvent(t, rc, 5, connectortest.Message(5))
+	if f := connectortest.MustRead(t, rc); f.Type != connector.TypeErr || f.Error.Code != connector.ErrBadSeq || f.Seq != 5 {
+		t.Fatalf("want M_BAD_SEQ for a new gap, got %+v", f)
+	}
+}
+
+// A connector that says in its hello how large a frame it reads gets
+// M_TOO_LARGE for a larger command instead of a frame that would close its
+// connection with 1009.
+func TestCommandOverConnectorFrameLimit(t *testing.T) {
+	h := connectortest.NewHarness(t, nil)
+	rc := h.Dial(t)
+	hello := connectortest.Hello("c")
+	hello.MaxFrameBytes = 4096
+	if err := rc.WriteFrame(connector.Frame{Type: connector.TypeHello}, hello); err != nil {
+		t.Fatal(err)
+	}
+	if f := connectortest.MustRead(t, rc); f.Type != connector.TypeWelcome {
+		t.Fatalf("want welcome, got %+v", f)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := h.Srv.Command(ctx, "c", connector.OpSendMessage, &connector.Command{
+		Login: "alice@testnet", Chat: connectortest.DMChat(), Txn: "$big", Text: strings.Repeat("x", 8192)})
+	var pe *connector.Error
+	if !errors.As(err, &pe) || pe.Code != connector.ErrTooLarge || pe.Retryable {
+		t.Fatalf("want M_TOO_LARGE, got %v", err)
+	}
+}

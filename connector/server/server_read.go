@@ -121,7 +121,10 @@ func (c *serverConn) onEvent(f *connector.Frame) (bad bool, err error) {
 		}
 		return false, nil
 	}
-	c.gapReported = false
+	// gapReported stays set until enqueue accepts this seq: an expected
+	// event refused as M_BAD_FRAME leaves the gap open, and clearing it here
+	// made every resend of the window earn a fresh M_BAD_SEQ, which a
+	// rewinding connector answered with the same frames again, for ever.
 	if len(f.Data) == 0 {
 		return c.badFrame(refs, "event: data is required"), nil
 	}
