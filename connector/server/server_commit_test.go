@@ -395,6 +395,8 @@ func TestCommandOverConnectorFrameLimit(t *testing.T) {
 	if f := connectortest.MustRead(t, rc); f.Type != connector.TypeWelcome {
 		t.Fatalf("want welcome, got %+v", f)
 	}
+	// The welcome goes out just before the connection is registered.
+	connectortest.Eventually(t, "the connection registered", func() bool { return h.Srv.Connected("c") })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := h.Srv.Command(ctx, "c", connector.OpSendMessage, &connector.Command{
