@@ -1,10 +1,12 @@
 package portal
 
 import (
+	"errors"
 	"regexp"
 	"strings"
 
 	"github.com/microcosm-cc/bluemonday"
+	xhtml "golang.org/x/net/html"
 )
 
 // remoteHTML is the sanitiser for HTML from the network: the tags and
@@ -56,5 +58,33 @@ func sanitizeRemoteHTML(html string) string {
 	if strings.TrimSpace(clean) == "" {
 		return ""
 	}
-	return clean
+	return reshapeRemoteHTML(clean)
+}
+
+// reshapeRemoteHTML bounds how deeply the sanitised HTML nests, as parsed
+// (bluemonday keeps stray end tags, and "<blockquote></ol>" repeated nests
+// as deeply as it is long while a count of tags sees nothing): elements
+// deeper than maxElementDepth are unwrapped, so that no client or converter
+// gets hundreds of levels from a contact. HTML the parser refuses (deeper
+// than 512) keeps only its text, one <br> per line break, and so does HTML
+// too long to parse (fitText would send it as plain parts anyway, see
+// maxConvertBytes). HTML that needs no change is returned as it was, so
+// ordinary messages keep the sanitiser's exact output.
+// errTooLongToParse marks HTML over maxConvertBytes.
+var errTooLongToParse = errors.New("HTML too long to parse")
+
+func reshapeRemoteHTML(clean string) string {
+	var body *xhtml.Node
+	err := errTooLongToParse
+	if len(clean) <= maxConvertBytes {
+		body, err = parseBody(clean)
+	}
+	if err != nil {
+		text := strings.TrimSpace(tokenText(clean))
+		return strings.ReplaceAll(xhtml.EscapeString(text), "\n", "<br>")
+	}
+	if !flattenDeep(body, 1) {
+		return clean
+	}
+	return renderChildren(body)
 }
