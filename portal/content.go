@@ -29,6 +29,13 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key dat
 		}
 		contents = append(contents, files...)
 	}
+	for _, c := range contents {
+		// An empty m.mentions: nothing the contact writes ("@room", the
+		// user's name) is a mention for push rules, which since Matrix
+		// v1.7 look only at m.mentions when an event has one. The DM's
+		// own one-to-one rule still notifies.
+		c.Mentions = &event.Mentions{}
+	}
 	if ev.ReplyTo != "" && len(contents) > 0 {
 		target, err := m.db.Message.GetPart(ctx, key, ev.ReplyTo, 0)
 		if err != nil {

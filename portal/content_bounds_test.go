@@ -104,3 +104,29 @@ func TestDeepHTMLFlattened(t *testing.T) {
 type xhtmlNode = xhtml.Node
 
 const xhtmlElement = xhtml.ElementNode
+
+// TestRemoteContentMentionsNobody: text from the network carries an empty
+// m.mentions, so "@room" or the user's name in it is no mention, and a
+// link to a Matrix user (which clients draw as that user's pill) becomes
+// its text. Found by a review (helper agent).
+func TestRemoteContentMentionsNobody(t *testing.T) {
+	u := newUnit(t, false)
+	u.remote(t, fromBob("m1", "@room look at this"))
+	sends := u.sends()
+	if m, ok := sends[len(sends)-1].Content["m.mentions"].(map[string]any); !ok || len(m) != 0 {
+		t.Errorf("m.mentions = %v, want {}", sends[len(sends)-1].Content["m.mentions"])
+	}
+	for in, want := range map[string]string{
+		`<a href="https://matrix.to/#/%40admin%3Ax">Admin</a> hi`:     `Admin hi`,
+		`<a href="https://app.example/#/user/@admin:x">Admin</a>`:     `Admin`,
+		`<a href="matrix://x/u/admin:x?action=chat"><b>A</b></a>`:     `<b>A</b>`,
+		`<a href="https://matrix.to/#/!room:x">room</a>`:              `<a href="https://matrix.to/#/!room:x">room</a>`,
+		`<a href="https://matrix.to/#/%23room:x">#room:x</a>`:         `<a href="https://matrix.to/#/%23room:x">#room:x</a>`,
+		`<a href="matrix:r/room:x">room</a>`:                          `<a href="matrix:r/room:x">room</a>`,
+		`<a href="https://example.org/#/@x">x</a> <a name="@x">y</a>`: `x <a name="@x">y</a>`,
+	} {
+		if got := sanitizeRemoteHTML(in); got != want {
+			t.Errorf("%s: got %s, want %s", in, got, want)
+		}
+	}
+}

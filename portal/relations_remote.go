@@ -96,6 +96,9 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 		return skipOthersMessage(ctx, target, ev, done)
 	}
 	content := fitEdit(textContent(ev.Text, ev.HTML))
+	// No mentions, as for messages (remoteToMatrix); setEdit copies this
+	// into m.new_content.
+	content.Mentions = &event.Mentions{}
 	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers([]*event.MessageEventContent{content})
 	}

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"errors"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -12,7 +13,8 @@ import (
 // remoteHTML is the sanitiser for HTML from the network: the tags and
 // attributes the Matrix client-server spec lists for m.room.message
 // formatted bodies (section "HTML" under m.room.message msgtypes), links
-// only to http(s), mailto and matrix, images only from mxc://. A rich reply
+// only to http(s), mailto and matrix (but see unlinkMatrixUsers), images
+// only from mxc://. A rich reply
 // fallback (mx-reply) is the bridge's to write, never the network's, so it
 // goes with all its content. The policy is built once and never changed
 // after, and bluemonday policies are safe for concurrent use.
@@ -83,8 +85,73 @@ func reshapeRemoteHTML(clean string) string {
 		text := strings.TrimSpace(tokenText(clean))
 		return strings.ReplaceAll(xhtml.EscapeString(text), "\n", "<br>")
 	}
-	if !flattenDeep(body, 1) {
+	unlinked := unlinkMatrixUsers(body)
+	if !flattenDeep(body, 1) && !unlinked {
 		return clean
 	}
 	return renderChildren(body)
+}
+
+// unlinkMatrixUsers replaces every link to a Matrix user below n with its
+// text, and reports whether there was one. Clients draw such a link as a
+// mention pill (avatar and display name of the user named in the link, not
+// the link's text), so a contact could otherwise show a pill of any Matrix
+// user, the server's admin say, in a message that is really theirs.
+func unlinkMatrixUsers(n *xhtml.Node) bool {
+	changed := false
+	for c := n.FirstChild; c != nil; {
+		next := c.NextSibling
+		if c.Type == xhtml.ElementNode && c.Data == "a" && isMatrixUserLink(attr(c, "href")) {
+			if c.FirstChild != nil {
+				next = c.FirstChild
+			}
+			for gc := c.FirstChild; gc != nil; {
+				after := gc.NextSibling
+				c.RemoveChild(gc)
+				n.InsertBefore(gc, c)
+				gc = after
+			}
+			n.RemoveChild(c)
+			changed = true
+		} else if c.Type == xhtml.ElementNode {
+			changed = unlinkMatrixUsers(c) || changed
+		}
+		c = next
+	}
+	return changed
+}
+
+// isMatrixUserLink reports a link that clients show as a user pill: a
+// matrix: URI of a user (matrix:u/alice:example.org, MSC2312, also with an
+// authority, or the early "user/" spelling), or a permalink whose fragment
+// names a user (https://matrix.to/#/@alice:example.org, percent-encoded or
+// not, and a client's own permalink prefix such as ".../#/user/@alice:...").
+func isMatrixUserLink(href string) bool {
+	u, err := url.Parse(strings.TrimSpace(href))
+	if err != nil {
+		return false
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "matrix":
+		rest := u.Opaque
+		if rest == "" {
+			rest = strings.TrimPrefix(u.Path, "/")
+		}
+		rest = strings.ToLower(rest)
+		return strings.HasPrefix(rest, "u/") || strings.HasPrefix(rest, "user/")
+	case "http", "https":
+		frag := strings.TrimPrefix(u.Fragment, "/")
+		return strings.HasPrefix(frag, "@") || strings.HasPrefix(strings.ToLower(frag), "user/@")
+	}
+	return false
+}
+
+// attr is the value of n's attribute key, or "".
+func attr(n *xhtml.Node, key string) string {
+	for _, a := range n.Attr {
+		if a.Namespace == "" && a.Key == key {
+			return a.Val
+		}
+	}
+	return ""
 }

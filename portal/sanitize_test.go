@@ -12,7 +12,9 @@ func TestSanitizeRemoteHTML(t *testing.T) {
 		{"event handlers go", `<b onclick="x()">b</b><img src="mxc://a/b" onerror="x()">`, `<b>b</b><img src="mxc://a/b">`},
 		{"javascript link", `<a href="javascript:alert(1)">x</a>`, `x`},
 		{"https link", `<a href="https://example.org/a?b=c">x</a>`, `<a href="https://example.org/a?b=c">x</a>`},
-		{"matrix and mailto links", `<a href="matrix:u/a:b">m</a><a href="mailto:a@b">e</a>`, `<a href="matrix:u/a:b">m</a><a href="mailto:a@b">e</a>`},
+		{"matrix and mailto links", `<a href="matrix:r/a:b">m</a><a href="mailto:a@b">e</a>`, `<a href="matrix:r/a:b">m</a><a href="mailto:a@b">e</a>`},
+		// A user link would show as that user's pill: it keeps its text only.
+		{"matrix user links", `<a href="matrix:u/a:b">m</a> <a href="https://matrix.to/#/@a:b">n</a>`, `m n`},
 		{"mxc link is not a link", `<a href="mxc://a/b">x</a>`, `x`},
 		{"data link", `<a href="data:text/html,<script>">x</a>`, `x`},
 		{"relative link", `<a href="/etc/passwd">x</a>`, `x`},
