@@ -25,12 +25,27 @@ const (
 	maxConvertBytes = 128 << 10
 )
 
-// plainParser is mautrix's default text converter (format.HTMLToText).
+// plainParser is mautrix's default text converter (format.HTMLToText),
+// except for images: those gave nothing, so a message of only an inline
+// picture had "nothing that can be shown" as its body.
 var plainParser = &format.HTMLParser{
 	TabsToSpaces:   4,
 	Newline:        "\n",
 	HorizontalLine: "\n---\n",
 	PillConverter:  format.DefaultPillConverter,
+	ImageConverter: func(_, alt, title, _, _ string, _ bool) string { return imageText(alt, title) },
+}
+
+// imageText stands for an image in plain text: its alt text, else its
+// title, else "[image]".
+func imageText(alt, title string) string {
+	if alt = strings.TrimSpace(alt); alt != "" {
+		return alt
+	}
+	if title = strings.TrimSpace(title); title != "" {
+		return title
+	}
+	return "[image]"
 }
 
 // htmlToPlain is the plain text of an HTML body. mautrix's converter prefixes
@@ -53,10 +68,10 @@ func htmlToPlain(html string) string {
 	if prefixDepth(body, 0) > maxPrefixNesting {
 		return stripped
 	}
-	if flattenDeep(body, 1) {
-		// The converter parses a string: it gets the flattened tree.
-		html = renderChildren(body)
-	}
+	flattenDeep(body, 1)
+	prepareForText(body, false)
+	// The converter parses a string: it gets the prepared tree.
+	html = renderChildren(body)
 	text := plainParser.Parse(html, format.NewContext(context.Background()))
 	if len(text) > 2*len(html)+1024 || (strings.TrimSpace(text) == "" && strings.TrimSpace(stripped) != "") {
 		return stripped
@@ -138,6 +153,80 @@ func flattenDeep(n *xhtml.Node, depth int) bool {
 	return changed
 }
 
+// prepareForText makes mautrix's converter write what the HTML shows:
+//   - a line break inside text shows as a space, but the converter deletes
+//     it ("see you\ntomorrow" became "see youtomorrow"), so outside <pre>
+//     it becomes a space here;
+//   - table cells ran together ("ab12" for a two-by-two table): a table
+//     becomes its rows, one a line, its cells separated by " | ".
+func prepareForText(n *xhtml.Node, inPre bool) {
+	if n.Type == xhtml.TextNode {
+		if !inPre {
+			n.Data = strings.ReplaceAll(n.Data, "\n", " ")
+		}
+		return
+	}
+	inPre = inPre || (n.Type == xhtml.ElementNode && n.Data == "pre")
+	for c := n.FirstChild; c != nil; c = c.NextSibling {
+		prepareForText(c, inPre)
+	}
+	if n.Type == xhtml.ElementNode && n.Data == "table" {
+		flattenTable(n)
+	}
+}
+
+// flattenTable turns table t (whose inner tables are flattened already)
+// into a div holding its caption and rows as lines, cells separated by
+// " | ". The converter wraps a div in line breaks as it did the table.
+func flattenTable(t *xhtml.Node) {
+	var lines [][]*xhtml.Node // each line's nodes
+	var cells func(n *xhtml.Node)
+	cells = func(n *xhtml.Node) {
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			if c.Type != xhtml.ElementNode {
+				continue
+			}
+			switch c.Data {
+			case "caption":
+				lines = append(lines, []*xhtml.Node{c})
+			case "tr":
+				var row []*xhtml.Node
+				for cell := c.FirstChild; cell != nil; cell = cell.NextSibling {
+					if cell.Type == xhtml.ElementNode && (cell.Data == "td" || cell.Data == "th") {
+						if len(row) > 0 {
+							row = append(row, &xhtml.Node{Type: xhtml.TextNode, Data: " | "})
+						}
+						cell.Data = "span" // inline: a cell's text stays on its row's line
+						row = append(row, cell)
+					}
+				}
+				lines = append(lines, row)
+			case "thead", "tbody", "tfoot":
+				cells(c)
+			}
+		}
+	}
+	cells(t)
+	for c := t.FirstChild; c != nil; c = t.FirstChild {
+		t.RemoveChild(c)
+	}
+	t.Data, t.DataAtom, t.Attr = "div", 0, nil
+	for i, line := range lines {
+		if i > 0 {
+			t.AppendChild(&xhtml.Node{Type: xhtml.ElementNode, Data: "br"})
+		}
+		for _, node := range line {
+			if node.Parent != nil {
+				node.Parent.RemoveChild(node)
+			}
+			if node.Type == xhtml.ElementNode && node.Data == "caption" {
+				node.Data = "span"
+			}
+			t.AppendChild(node)
+		}
+	}
+}
+
 // renderChildren renders n's children as HTML.
 func renderChildren(n *xhtml.Node) string {
 	var b strings.Builder
@@ -171,6 +260,13 @@ func nodeText(n *xhtml.Node) string {
 			b.WriteString(n.Data)
 			return
 		case xhtml.ElementNode:
+			if n.Data == "img" {
+				b.WriteString(imageText(attr(n, "alt"), attr(n, "title")))
+				return
+			}
+			if n.Data == "td" || n.Data == "th" {
+				b.WriteByte(' ')
+			}
 			if lineBreaking[n.Data] {
 				newline()
 				defer newline()

@@ -13,7 +13,7 @@ import (
 // remoteHTML is the sanitiser for HTML from the network: the tags and
 // attributes the Matrix client-server spec lists for m.room.message
 // formatted bodies (section "HTML" under m.room.message msgtypes), links
-// only to http(s), mailto and matrix (but see unlinkMatrixUsers), images
+// only to http(s), mailto and matrix (but see tidyRemoteTree), images
 // only from mxc://. A rich reply
 // fallback (mx-reply) is the bridge's to write, never the network's, so it
 // goes with all its content. The policy is built once and never changed
@@ -85,23 +85,33 @@ func reshapeRemoteHTML(clean string) string {
 		text := strings.TrimSpace(tokenText(clean))
 		return strings.ReplaceAll(xhtml.EscapeString(text), "\n", "<br>")
 	}
-	unlinked := unlinkMatrixUsers(body)
-	if !flattenDeep(body, 1) && !unlinked {
+	tidied := tidyRemoteTree(body)
+	if !flattenDeep(body, 1) && !tidied {
 		return clean
 	}
 	return renderChildren(body)
 }
 
-// unlinkMatrixUsers replaces every link to a Matrix user below n with its
-// text, and reports whether there was one. Clients draw such a link as a
-// mention pill (avatar and display name of the user named in the link, not
-// the link's text), so a contact could otherwise show a pill of any Matrix
-// user, the server's admin say, in a message that is really theirs.
-func unlinkMatrixUsers(n *xhtml.Node) bool {
+// tidyRemoteTree replaces every link to a Matrix user below n with its
+// text, puts the alt text (if any) of every image left without a source in
+// its place, and reports whether it
+// changed anything. Clients draw a user link as a mention pill (avatar and
+// display name of the user named in the link, not the link's text), so a
+// contact could otherwise show a pill of any Matrix user, the server's
+// admin say, in a message that is really theirs. An image whose external
+// source the sanitiser removed (a tracking pixel, say) would be drawn as a
+// broken image.
+func tidyRemoteTree(n *xhtml.Node) bool {
 	changed := false
 	for c := n.FirstChild; c != nil; {
 		next := c.NextSibling
-		if c.Type == xhtml.ElementNode && c.Data == "a" && isMatrixUserLink(attr(c, "href")) {
+		if c.Type == xhtml.ElementNode && c.Data == "img" && attr(c, "src") == "" {
+			if alt := strings.TrimSpace(attr(c, "alt")); alt != "" {
+				n.InsertBefore(&xhtml.Node{Type: xhtml.TextNode, Data: alt}, c)
+			}
+			n.RemoveChild(c)
+			changed = true
+		} else if c.Type == xhtml.ElementNode && c.Data == "a" && isMatrixUserLink(attr(c, "href")) {
 			if c.FirstChild != nil {
 				next = c.FirstChild
 			}
@@ -114,7 +124,7 @@ func unlinkMatrixUsers(n *xhtml.Node) bool {
 			n.RemoveChild(c)
 			changed = true
 		} else if c.Type == xhtml.ElementNode {
-			changed = unlinkMatrixUsers(c) || changed
+			changed = tidyRemoteTree(c) || changed
 		}
 		c = next
 	}
