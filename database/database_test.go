@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
@@ -125,6 +126,42 @@ func TestMessageMappingDedup(t *testing.T) {
 		got, err := db.Message.GetByMXID(ctx, "$e1")
 		if err != nil || got == nil || got.RemoteID != "m1" {
 			t.Fatalf("GetByMXID = %+v, %v", got, err)
+		}
+	})
+}
+
+// TestMessageTextTail: the parts that carry the rest of a long text are
+// marked, and an edit's DeleteTextTails removes them and nothing else; a
+// row from before v14 reads as no tail.
+func TestMessageTextTail(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		key := storeBobPortal(ctx, t, db)
+		for part, tail := range []bool{false, true, true, false} {
+			msg := &database.Message{PortalKey: key, RemoteID: "m1", Part: part, MXID: id.EventID(fmt.Sprintf("$p%d", part)),
+				RoomID: "!r:x", SenderID: "bob", TS: 1, TextTail: tail}
+			if err := db.Message.Insert(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		parts, err := db.Message.GetParts(ctx, key, "m1")
+		if err != nil || len(parts) != 4 || parts[0].TextTail || !parts[1].TextTail || parts[3].TextTail {
+			t.Fatalf("parts = %+v, %v", parts, err)
+		}
+		if err = db.Message.DeleteTextTails(ctx, key, "m1"); err != nil {
+			t.Fatal(err)
+		}
+		if parts, _ = db.Message.GetParts(ctx, key, "m1"); len(parts) != 2 || parts[0].Part != 0 || parts[1].Part != 3 {
+			t.Fatalf("after DeleteTextTails: %+v", parts)
+		}
+	})
+	eachUpgradedFrom(t, 13, []string{
+		"INSERT INTO login (id, connector_id, matrix_user) VALUES ('l1', 'c', '@a:x')",
+		"INSERT INTO portal (login_id, chat_id, contact_id, created_at) VALUES ('l1', 'bob', 'bob', 1)",
+		"INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, ts) VALUES ('l1', 'bob', 'old', 1, '$old', '!r:x', 'bob', 1)",
+	}, func(ctx context.Context, t *testing.T, upgraded *database.Database) {
+		got, err := upgraded.Message.GetByMXID(ctx, "$old")
+		if err != nil || got == nil || got.TextTail {
+			t.Fatalf("row from v13 = %+v, %v", got, err)
 		}
 	})
 }
@@ -265,7 +302,7 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 13
+const latestVersion = 14
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -372,6 +409,7 @@ var undoUpgrade = map[int][]string{
 	11: {"DROP TABLE early_redaction"},
 	12: {"ALTER TABLE pending_command DROP COLUMN handed"},
 	13: {"ALTER TABLE pending_command DROP COLUMN target_mx"},
+	14: {"ALTER TABLE message DROP COLUMN text_tail"},
 }
 
 // reopenFrom takes a new database back to schema version (newest upgrade

@@ -23,10 +23,14 @@ type Message struct {
 	SenderID string
 	IsMe     bool
 	TS       int64
+	// TextTail marks a part after the first that carries the rest of a
+	// long text (a split part, or message.txt after a preview), not an
+	// attachment: an edit from the network redacts it.
+	TextTail bool
 }
 
 const (
-	getMessageBaseQuery      = `SELECT login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts FROM message`
+	getMessageBaseQuery      = `SELECT login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, text_tail FROM message`
 	getMessagePartQuery      = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 AND part=$4`
 	getMessagePartsQuery     = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 ORDER BY part`
 	getMessageLastPartQuery  = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 ORDER BY part DESC LIMIT 1`
@@ -34,17 +38,20 @@ const (
 	getLatestRemoteQuery     = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false ORDER BY ts DESC, part DESC LIMIT 1`
 	getLatestRemoteUpToQuery = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false AND ts<=$2 ORDER BY ts DESC, part DESC LIMIT 1`
 	insertMessageQuery       = `
-		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, text_tail)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 		ON CONFLICT DO NOTHING`
 	deleteRemoteMessageQuery = `DELETE FROM message WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3`
+	deleteTextTailsQuery     = `DELETE FROM message WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 AND text_tail=true`
 )
 
 // Scan reads a message row.
 func (m *Message) Scan(row dbutil.Scannable) (*Message, error) {
-	return dbutil.ValueOrErr(m, row.Scan(&m.LoginID, &m.ChatID, &m.RemoteID, &m.Part, &m.MXID, &m.RoomID, &m.SenderID, &m.IsMe, &m.TS))
+	return dbutil.ValueOrErr(m, row.Scan(&m.LoginID, &m.ChatID, &m.RemoteID, &m.Part, &m.MXID, &m.RoomID, &m.SenderID, &m.IsMe, &m.TS, &m.TextTail))
 }
 
+// sqlVariables are the columns that StoreSent writes too ($1–$9); text_tail
+// is left out there, as a message of one part has no tail.
 func (m *Message) sqlVariables() []any {
 	return []any{m.LoginID, m.ChatID, m.RemoteID, m.Part, m.MXID, m.RoomID, m.SenderID, m.IsMe, m.TS}
 }
@@ -52,7 +59,7 @@ func (m *Message) sqlVariables() []any {
 // Insert stores a mapping. A mapping that already exists (a replay, or an echo
 // racing the command result) is left as it is.
 func (q *MessageQuery) Insert(ctx context.Context, m *Message) error {
-	_, err := q.st.exec(ctx, insertMessageQuery, m.sqlVariables()...)
+	_, err := q.st.exec(ctx, insertMessageQuery, append(m.sqlVariables(), m.TextTail)...)
 	return err
 }
 
@@ -93,4 +100,10 @@ func (q *MessageQuery) LatestRemoteUpTo(ctx context.Context, roomID id.RoomID, t
 // DeleteRemote removes every part of a remote message.
 func (q *MessageQuery) DeleteRemote(ctx context.Context, key PortalKey, remoteID string) error {
 	return q.Exec(ctx, deleteRemoteMessageQuery, key.LoginID, key.ChatID, remoteID)
+}
+
+// DeleteTextTails removes the parts of a remote message that carried the
+// rest of its text, once an edit has redacted them.
+func (q *MessageQuery) DeleteTextTails(ctx context.Context, key PortalKey, remoteID string) error {
+	return q.Exec(ctx, deleteTextTailsQuery, key.LoginID, key.ChatID, remoteID)
 }

@@ -12,33 +12,42 @@ import (
 )
 
 // remoteToMatrix converts a connector message into the Matrix events that
-// show it: the text, then one event per attachment.
-func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key database.PortalKey, ev *connector.Event) ([]*event.MessageEventContent, error) {
-	var contents []*event.MessageEventContent
+// show it: the text, then one event per attachment. textParts is how many
+// of the first events carry the text (more than one for a long text), so
+// that an edit can tell them from the attachments.
+func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key database.PortalKey, ev *connector.Event) (contents []*event.MessageEventContent, textParts int, err error) {
 	if ev.Text != "" || ev.HTML != "" {
 		texts, err := m.fitText(ctx, intent, textContent(ev.Text, ev.HTML))
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		contents = append(contents, texts...)
+		textParts = len(texts)
 	}
 	if len(ev.Attachments) > 0 {
 		files, err := m.attachmentContents(ctx, intent, m.encryptsFor(ctx, intent, key), ev)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		contents = append(contents, files...)
+	}
+	for _, c := range contents {
+		// An empty m.mentions: nothing the contact writes ("@room", the
+		// user's name) is a mention for push rules, which since Matrix
+		// v1.7 look only at m.mentions when an event has one. The DM's
+		// own one-to-one rule still notifies.
+		c.Mentions = &event.Mentions{}
 	}
 	if ev.ReplyTo != "" && len(contents) > 0 {
 		target, err := m.db.Message.GetPart(ctx, key, ev.ReplyTo, 0)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if target != nil {
 			contents[0].RelatesTo = (&event.RelatesTo{}).SetReplyTo(target.MXID)
 		}
 	}
-	return contents, nil
+	return contents, textParts, nil
 }
 
 // emptyBody stands in for a message of which nothing can be shown.

@@ -24,9 +24,15 @@ func matrixText(content *event.MessageEventContent) (text, html string) {
 }
 
 // editText is the text of a Matrix edit: m.new_content when the client sent
-// one (the "* " fallback in the outer body is not what the user wrote).
+// one (the "* " fallback in the outer body is not what the user wrote). For
+// a picture or file it is the new caption, as for the message itself
+// (captionText): a client that edits the caption away sends the file name
+// as body, which is no text of the user's.
 func editText(content *event.MessageEventContent) (text, html string) {
 	if content.NewContent != nil {
+		if isMedia(content.NewContent) {
+			return captionText(content.NewContent)
+		}
 		text, html = matrixText(content.NewContent)
 		return emoteText(content.NewContent.MsgType, text, html)
 	}
@@ -44,4 +50,19 @@ func emoteText(msgType event.MessageType, text, html string) (string, string) {
 		html = "/me " + html
 	}
 	return "/me " + text, html
+}
+
+// captionText is the text that goes with a picture or file: its caption,
+// or nothing when the body is only the file name.
+func captionText(content *event.MessageEventContent) (text, html string) {
+	caption := content.GetCaption()
+	if caption == "" {
+		return "", ""
+	}
+	c := *content
+	c.Body = caption
+	if c.FormattedBody == "" {
+		c.Format = ""
+	}
+	return matrixText(&c)
 }

@@ -6,10 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"image"
-	_ "image/gif" // image.DecodeConfig learns these formats for info.w/h
-	_ "image/jpeg"
-	_ "image/png"
 	"io"
 	"net"
 	"net/http"
@@ -103,8 +99,15 @@ func (m *Manager) attachmentContent(ctx context.Context, intent matrix.API, encr
 		// The peeked header stays in the buffer and is uploaded with the rest.
 		buffered := bufio.NewReaderSize(counted, imageHeaderBytes)
 		head, _ := buffered.Peek(imageHeaderBytes)
-		if cfg, _, err := image.DecodeConfig(bytes.NewReader(head)); err == nil {
-			content.Info.Width, content.Info.Height = cfg.Width, cfg.Height
+		// The claim is checked against the bytes (mediasniff.go): what is
+		// not an image goes as a plain file, never served as one.
+		var isImage bool
+		if mime, isImage = imageType(mime, head); !isImage {
+			content.MsgType = event.MsgFile
+		}
+		content.Info.MimeType = mime
+		if w, h, ok := imageSize(head); ok && isImage {
+			content.Info.Width, content.Info.Height = w, h
 		}
 		upload = buffered
 	}

@@ -27,14 +27,7 @@ func (m *Manager) messageCommand(ctx context.Context, evt *event.Event, login *d
 			return nil, notice, err
 		}
 		cmd.Attachments = []connector.Attachment{*att}
-		if caption := content.GetCaption(); caption != "" {
-			c := *content
-			c.Body = caption
-			if c.FormattedBody == "" {
-				c.Format = ""
-			}
-			cmd.Text, cmd.HTML = matrixText(&c)
-		}
+		cmd.Text, cmd.HTML = captionText(content)
 	} else {
 		text, html := matrixText(content)
 		cmd.Text, cmd.HTML = emoteText(content.MsgType, text, html)

@@ -27,6 +27,13 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 		return err
 	}
 	text, html := editText(content)
+	if text == "" && html == "" {
+		// A caption edited away: an edit_message needs text (a connector
+		// refuses one without), so the user is told instead of the contact
+		// getting an empty or made-up text.
+		return m.refuseMatrix(ctx, row, p, "⚠️ Your edit was not delivered: it removes all of the message's text "+
+			"(a caption, say), which the network cannot show.")
+	}
 	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Text: text, HTML: html}
 	if target == nil {
 		if queued, err := m.queuedSend(ctx, targetMX, p.RoomID); err != nil {

@@ -86,21 +86,39 @@ func skipOthersMessage(ctx context.Context, target *database.Message, ev *connec
 	return done(ctx)
 }
 
+// remoteEdit replaces the text of a message: its first part is edited, and
+// the parts that carried the rest of a long text (split parts, or the
+// message.txt after a preview) are redacted, as the new text is all in the
+// edit; attachments stay. Every send has a transaction id of its own
+// (part 0 the edit, the tail's parts their redactions), so a retry repeats
+// none of them.
 func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent matrix.API, isMe bool, ev *connector.Event, done func(context.Context) error) error {
-	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
+	parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.Target)
 	if err != nil {
 		return err
-	} else if target == nil {
+	} else if len(parts) == 0 || parts[0].Part != 0 {
 		return skipUnknownTarget(ctx, ev, done)
-	} else if !sentBySameSide(target, ev.Sender) {
+	}
+	target := parts[0]
+	if !sentBySameSide(target, ev.Sender) {
 		return skipOthersMessage(ctx, target, ev, done)
 	}
+	var tails []*database.Message
+	for _, part := range parts[1:] {
+		if part.TextTail {
+			tails = append(tails, part)
+		}
+	}
 	content := fitEdit(textContent(ev.Text, ev.HTML))
+	// No mentions, as for messages (remoteToMatrix); setEdit copies this
+	// into m.new_content.
+	content.Mentions = &event.Mentions{}
 	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers([]*event.MessageEventContent{content})
 	}
 	setEdit(content, target.MXID)
 	send := newRemoteSend(intent, p, ev, 0, event.EventMessage)
+	send.keepEventID = len(tails) > 0
 	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
 		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, sendContent(intent, content, txnID), mautrix.ReqSendEvent{
 			Timestamp: ev.TS, TransactionID: txnID,
@@ -109,7 +127,26 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 	if _, err = m.sendRemote(ctx, send); err != nil {
 		return fmt.Errorf("send edit of %s: %w", ev.Target, err)
 	}
-	return m.doneWithSends(ctx, done, send.txnID)
+	txns := []string{send.txnID}
+	for i, tail := range tails {
+		redact := remoteRedaction(intent, p, ev, tail.Part, tail.MXID)
+		redact.keepEventID = i < len(tails)-1
+		if _, err = m.sendRemote(ctx, redact); err != nil {
+			return fmt.Errorf("redact old part %d of edited %s: %w", tail.Part, ev.Target, err)
+		}
+		txns = append(txns, redact.txnID)
+	}
+	if len(tails) == 0 {
+		return m.doneWithSends(ctx, done, txns...)
+	}
+	return m.doneWithSends(ctx, func(ctx context.Context) error {
+		// The redacted parts are gone from the room: a later edit or
+		// deletion has nothing more to do with them.
+		if err := m.db.Message.DeleteTextTails(ctx, p.PortalKey, ev.Target); err != nil {
+			return err
+		}
+		return done(ctx)
+	}, txns...)
 }
 
 // remoteRedaction is the send of a redaction for a remote event.

@@ -165,7 +165,7 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	if err != nil {
 		return "", err
 	}
-	contents, err := m.remoteToMatrix(ctx, intent, key, ev)
+	contents, textParts, err := m.remoteToMatrix(ctx, intent, key, ev)
 	if err != nil {
 		return "", err
 	}
@@ -195,6 +195,8 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 		msgs = append(msgs, &database.Message{
 			PortalKey: key, RemoteID: ev.ID, Part: part, MXID: eventID, RoomID: p.RoomID,
 			SenderID: ev.Sender.ID, IsMe: ev.Sender.IsMe, TS: ev.TS,
+			// The rest of a long text, which an edit redacts (remoteEdit).
+			TextTail: part > 0 && part < textParts,
 		})
 	}
 	// A live message in a busy chat: the markers of the chat's next

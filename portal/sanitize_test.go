@@ -12,12 +12,16 @@ func TestSanitizeRemoteHTML(t *testing.T) {
 		{"event handlers go", `<b onclick="x()">b</b><img src="mxc://a/b" onerror="x()">`, `<b>b</b><img src="mxc://a/b">`},
 		{"javascript link", `<a href="javascript:alert(1)">x</a>`, `x`},
 		{"https link", `<a href="https://example.org/a?b=c">x</a>`, `<a href="https://example.org/a?b=c">x</a>`},
-		{"matrix and mailto links", `<a href="matrix:u/a:b">m</a><a href="mailto:a@b">e</a>`, `<a href="matrix:u/a:b">m</a><a href="mailto:a@b">e</a>`},
+		{"matrix and mailto links", `<a href="matrix:r/a:b">m</a><a href="mailto:a@b">e</a>`, `<a href="matrix:r/a:b">m</a><a href="mailto:a@b">e</a>`},
+		// A user link would show as that user's pill: it keeps its text only.
+		{"matrix user links", `<a href="matrix:u/a:b">m</a> <a href="https://matrix.to/#/@a:b">n</a>`, `m n`},
 		{"mxc link is not a link", `<a href="mxc://a/b">x</a>`, `x`},
 		{"data link", `<a href="data:text/html,<script>">x</a>`, `x`},
 		{"relative link", `<a href="/etc/passwd">x</a>`, `x`},
 		{"link without a host", `<a href="http://">x</a>`, `x`},
-		{"image from http", `<img src="https://tracker.example/p.gif" alt="a">`, `<img alt="a">`},
+		// An image without its source would show as a broken one: its alt text stays.
+		{"image from http", `<img src="https://tracker.example/p.gif" alt="a">`, `a`},
+		{"tracking image", `hi <img src="https://tracker.example/p.gif" alt=""> there`, `hi  there`},
 		{"image from mxc", `<img src="mxc://server/id" width="10" height="20" alt="a" title="t">`, `<img src="mxc://server/id" width="10" height="20" alt="a" title="t">`},
 		{"mx-reply and its content go", `<mx-reply><blockquote>forged quote</blockquote></mx-reply>real`, `real`},
 		{"style and iframe", `<style>body{}</style><iframe src="https://x"></iframe><p style="color:red">p</p>`, `<p>p</p>`},

@@ -1,4 +1,4 @@
--- v0 -> v13: Latest revision
+-- v0 -> v14: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -79,6 +79,9 @@ CREATE TABLE message (
 	sender_id TEXT    NOT NULL,
 	is_me     BOOLEAN NOT NULL DEFAULT false,
 	ts        BIGINT  NOT NULL,
+	-- A part after the first that carries the rest of a long text (a
+	-- split part, message.txt): an edit from the network redacts it.
+	text_tail BOOLEAN NOT NULL DEFAULT false,
 
 	PRIMARY KEY (login_id, chat_id, remote_id, part),
 	CONSTRAINT message_portal_fkey FOREIGN KEY (login_id, chat_id) REFERENCES portal (login_id, chat_id)
