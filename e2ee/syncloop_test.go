@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/memhs"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -65,10 +66,7 @@ func (f *flakyFilter) RoundTrip(r *http.Request) (*http.Response, error) {
 // startSync only logs it, and d.syncing stays true, so nothing starts the
 // loop again: the ghost never gets another room key until a restart.
 func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
-	hs := memhs.Start("localhost")
-	defer hs.Close()
-	hs.AddToken("as", "@dmbridgebot:localhost")
-	db := testdb.Open(t, testdb.SQLite(t))
+	hs, db := syncLoopSetup(t)
 	ff := &flakyFilter{}
 	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), func(base http.RoundTripper) http.RoundTripper {
 		if base == nil {
@@ -107,17 +105,8 @@ func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
 // loop back at every start, for good. Over months every contact that ever
 // had an encrypted DM keeps 3 goroutines, ~31 KiB and 2 requests a minute.
 func TestGhostSyncLoopEndsWithItsRooms(t *testing.T) {
-	hs := memhs.Start("localhost")
-	defer hs.Close()
-	hs.AddToken("as", "@dmbridgebot:localhost")
-	db := testdb.Open(t, testdb.SQLite(t))
-	wrap := func(base http.RoundTripper) http.RoundTripper {
-		if base == nil {
-			base = http.DefaultTransport
-		}
-		ff := &flakyFilter{base: base, filters: 1} // no failure
-		return ff
-	}
+	hs, db := syncLoopSetup(t)
+	wrap := steadyFilter
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	first := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
@@ -141,16 +130,8 @@ func TestGhostSyncLoopEndsWithItsRooms(t *testing.T) {
 // TestReleaseStopsTheLoop: when the ghost's last portal ends, Release stops
 // its loop and clears the stored flag; a new encrypted DM starts it again.
 func TestReleaseStopsTheLoop(t *testing.T) {
-	hs := memhs.Start("localhost")
-	defer hs.Close()
-	hs.AddToken("as", "@dmbridgebot:localhost")
-	db := testdb.Open(t, testdb.SQLite(t))
-	wrap := func(base http.RoundTripper) http.RoundTripper {
-		if base == nil {
-			base = http.DefaultTransport
-		}
-		return &flakyFilter{base: base, filters: 1}
-	}
+	hs, db := syncLoopSetup(t)
+	wrap := steadyFilter
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
@@ -180,4 +161,22 @@ func TestReleaseStopsTheLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitLoops(1)
+}
+
+// syncLoopSetup is the in-memory homeserver and database the loop tests
+// share.
+func syncLoopSetup(t *testing.T) (*memhs.Server, *database.Database) {
+	t.Helper()
+	hs := memhs.Start("localhost")
+	t.Cleanup(hs.Close)
+	hs.AddToken("as", "@dmbridgebot:localhost")
+	return hs, testdb.Open(t, testdb.SQLite(t))
+}
+
+// steadyFilter answers the filter uploads and /sync without a failure.
+func steadyFilter(base http.RoundTripper) http.RoundTripper {
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &flakyFilter{base: base, filters: 1}
 }

@@ -2,10 +2,7 @@ package xmppconnector
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
-
-	"github.com/rs/zerolog"
 )
 
 // A message that reaches the archive but not this client live (the sender
@@ -16,12 +13,7 @@ import (
 func TestPrivateMessageToOtherResourceIsNotLost(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, store, sink := offlineAccount(t)
 	arch := &fakeArchive{}
 	arch.add("arch-1", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="m1"><body>old</body></message>`)
 	if err := store.SetCursor(ctx, me, "arch-1"); err != nil {
@@ -63,12 +55,7 @@ func TestPrivateMessageToOtherResourceIsNotLost(t *testing.T) {
 func TestFirstStartOnEmptyArchiveKeepsOfflineMessage(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, store, sink := offlineAccount(t)
 	arch := &fakeArchive{}
 	conn, _ := newFakeConn(t, me, a, arch.answer)
 	a.do(ctx, work{conn: conn, catchUp: true}) // first start, nothing archived yet

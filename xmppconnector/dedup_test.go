@@ -1,10 +1,7 @@
 package xmppconnector
 
 import (
-	"path/filepath"
 	"testing"
-
-	"github.com/rs/zerolog"
 )
 
 // Two different messages that the server archived under two different
@@ -15,12 +12,7 @@ import (
 func TestReusedClientIDKeepsNewMessage(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, _, sink := offlineAccount(t)
 	conn := &xmppConn{done: make(chan struct{})}
 	conn.caughtUp.Store(true)
 	for i, text := range []string{"server is down", "server is up again"} {
@@ -40,12 +32,7 @@ func TestReusedClientIDKeepsNewMessage(t *testing.T) {
 func TestUnarchivedMessageWithoutIDIsBridged(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, _, sink := offlineAccount(t)
 	conn := &xmppConn{done: make(chan struct{})}
 	conn.caughtUp.Store(true)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, Type: "chat", Body: "no id, not archived"}})

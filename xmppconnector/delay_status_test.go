@@ -19,12 +19,7 @@ import (
 func TestSenderChosenDelayIsNotTrusted(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	if err := store.PutContact(ctx, me, bob, storedContact{Name: "bob"}); err != nil {
-		t.Fatal(err)
-	}
+	a, _, sink := offlineAccount(t)
 	conn := &xmppConn{done: make(chan struct{})}
 	conn.caughtUp.Store(true)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "d1", Type: "chat", Body: "I wrote this in 2099",
