@@ -10,11 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/config"
-	"github.com/dmbridge/dmbridge/connector"
-	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/fakematrix"
-	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // Tests from a review (helper agent): the bot's list answers were one
@@ -26,36 +22,14 @@ import (
 // homeserver's 64 KiB event limit, which the homeserver refuses; the
 // bot only logs the failed send, so the user gets no answer at all.
 func TestListManyChatsFitsInOneEvent(t *testing.T) {
-	ctx := context.Background()
-	db := testdb.Open(t, testdb.SQLite(t))
-	cfg := config.Default()
-	cfg.Homeserver.Domain = "x"
-	hs := fakematrix.New("x", "@bot:x")
-	login := &database.Login{ID: "l1", ConnectorID: "c1", MatrixUser: "@alice:x", State: connector.LoginConnected}
-	if _, err := db.Login.Upsert(ctx, login); err != nil {
-		t.Fatal(err)
-	}
+	var contacts []listContact
 	for i := range 300 {
-		contact := fmt.Sprintf("contact%03d@chat.example.org", i)
-		key := database.PortalKey{LoginID: "l1", ChatID: contact}
-		if _, err := db.Portal.GetOrCreate(ctx, key, contact); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Portal.SetRoom(ctx, key, id.RoomID(fmt.Sprintf("!abcdefghijklmnopqr%03d:x", i))); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.Ghost.Put(ctx, &database.Ghost{ID: contact, MXID: id.UserID("@dm_" + contact + ":x"),
-			Name: fmt.Sprintf("Contact Number %03d With A Name", i), NameSet: true, Registered: true}); err != nil {
-			t.Fatal(err)
-		}
+		contacts = append(contacts, listContact{id: fmt.Sprintf("contact%03d@chat.example.org", i),
+			room: id.RoomID(fmt.Sprintf("!abcdefghijklmnopqr%03d:x", i)), name: fmt.Sprintf("Contact Number %03d With A Name", i)})
 	}
-	b := New(cfg, db, nil, hs.Bot(), nil, nil, zerolog.Nop())
-	if err := b.cmdList(ctx, &request{user: "@alice:x", roomID: "!mgmt:x", eventID: "$cmd"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range hs.Calls("SendMessageEvent") {
-		if raw, _ := json.Marshal(c.Content); len(raw) > 64<<10 {
-			t.Errorf("the answer to `list` is %d bytes of content; the homeserver refuses events over 65536 bytes and the user gets no answer", len(raw))
+	for _, size := range listAnswerSizes(t, contacts) {
+		if size > 64<<10 {
+			t.Errorf("the answer to `list` is %d bytes of content; the homeserver refuses events over 65536 bytes and the user gets no answer", size)
 		}
 	}
 }

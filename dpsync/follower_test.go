@@ -99,17 +99,7 @@ func refusal(status int, code string) error {
 // starts over from now, refused credentials do not.
 func TestFollowerDecisions(t *testing.T) {
 	ctx := context.Background()
-	db := testdb.Open(t, testdb.SQLite(t))
-	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: alice}); err != nil {
-		t.Fatal(err)
-	}
-	key := database.PortalKey{LoginID: "l", ChatID: "bob"}
-	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Portal.SetRoom(ctx, key, portal); err != nil {
-		t.Fatal(err)
-	}
+	db := withPortal(t)
 	api := &scriptedAPI{answers: []any{
 		response("p1", nil),
 		response("p2", map[id.RoomID]any{
@@ -284,4 +274,23 @@ func TestUnfollowWhenLoginsAreGone(t *testing.T) {
 	if n, failing := m.Counts(); n != 0 || failing != 0 {
 		t.Errorf("counts after unfollowing = %d followed, %d failing; want none", n, failing)
 	}
+}
+
+// withPortal is a database with alice's login and her portal with bob in
+// the room portal.
+func withPortal(t *testing.T) *database.Database {
+	t.Helper()
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.SQLite(t))
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: alice}); err != nil {
+		t.Fatal(err)
+	}
+	key := database.PortalKey{LoginID: "l", ChatID: "bob"}
+	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Portal.SetRoom(ctx, key, portal); err != nil {
+		t.Fatal(err)
+	}
+	return db
 }

@@ -11,9 +11,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/dmbridge/dmbridge/database"
-	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // pagingAPI is scriptedAPI that answers /messages from older, newest
@@ -55,17 +52,7 @@ func (a *pagingAPI) Messages(_ context.Context, _ id.RoomID, from, to string, di
 // network. Found by a review (helper agent).
 func TestLimitedTimelineFetchesTheRest(t *testing.T) {
 	ctx := context.Background()
-	db := testdb.Open(t, testdb.SQLite(t))
-	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: alice}); err != nil {
-		t.Fatal(err)
-	}
-	key := database.PortalKey{LoginID: "l", ChatID: "bob"}
-	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Portal.SetRoom(ctx, key, portal); err != nil {
-		t.Fatal(err)
-	}
+	db := withPortal(t)
 	var newest []any
 	for i := 30; i < 130; i++ {
 		newest = append(newest, redaction(fmt.Sprintf("$r%d", i), alice))
