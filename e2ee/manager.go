@@ -96,6 +96,9 @@ type device struct {
 	// has (both under the manager's mu; nil without a loop).
 	stopSync context.CancelFunc
 	syncDone chan struct{}
+	// activeAt is the last Active (under the manager's mu): a portal being
+	// made calls it before its room is stored (see Release).
+	activeAt time.Time
 	// keysMu serialises what reads or changes the account's one-time keys
 	// outside mautrix's own locks: handing the machine a /sync response or
 	// a push (to-device messages use up keys, key counts upload new ones)
@@ -217,7 +220,7 @@ func (m *Manager) active(ctx context.Context, userID id.UserID) (*device, error)
 		return m.active(ctx, userID)
 	}
 	start := !d.syncing
-	d.syncing = true
+	d.syncing, d.activeAt = true, time.Now()
 	m.mu.Unlock()
 	if start {
 		if err := m.o.DB.GhostDev.SetSyncing(ctx, userID); err != nil {

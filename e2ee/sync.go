@@ -156,6 +156,11 @@ func (m *Manager) inPortal(ctx context.Context, userID id.UserID) (bool, error) 
 	return false, nil
 }
 
+// releaseGrace is how long after an Active a loop is not released: a new
+// portal activates its ghost before its room is stored (createRoom and
+// adopting a room take seconds, at most a minute or two).
+const releaseGrace = 10 * time.Minute
+
 // Release ends the ghost's /sync loop once the ghost is in no portal any
 // more (the portal layer calls it when a portal ends): without it every
 // contact that ever had an encrypted DM would keep a loop (three goroutines
@@ -169,6 +174,13 @@ func (m *Manager) Release(ctx context.Context, userID id.UserID) error {
 	m.mu.Lock()
 	var stop context.CancelFunc
 	if d := m.devices[userID]; d != nil && d.syncing {
+		if time.Since(d.activeAt) < releaseGrace {
+			// A portal with the ghost may be on its way: made, its room
+			// not stored yet. Its loop stays; the next start drops it if
+			// no portal came.
+			m.mu.Unlock()
+			return nil
+		}
 		d.syncing, stop, d.stopSync = false, d.stopSync, nil
 	}
 	m.mu.Unlock()

@@ -150,6 +150,16 @@ func TestReleaseStopsTheLoop(t *testing.T) {
 		}
 	}
 	waitLoops(1)
+	// Within releaseGrace of the Active, a portal may be on its way.
+	if err := m.Release(ctx, ghost); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.SyncLoops(); n != 1 {
+		t.Fatalf("%d loops right after an Active, want 1", n)
+	}
+	m.mu.Lock()
+	m.devices[ghost].activeAt = time.Now().Add(-releaseGrace)
+	m.mu.Unlock()
 	if err := m.Release(ctx, ghost); err != nil {
 		t.Fatal(err)
 	}

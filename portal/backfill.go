@@ -223,10 +223,16 @@ func (m *Manager) usableHistory(ctx context.Context, login *database.Login, p *d
 // (which is then in none of the pages), and posting them as history would
 // put them above it and mark them read.
 func trimHistory(msgs []connector.Event, live *connector.Event, limit int, maxAge time.Duration, now time.Time) []connector.Event {
+	// byTime: the live message is in none of the pages, so only the times
+	// can say what is after it. When it is found, the network's order
+	// settles it: its time and the history's come from different clocks
+	// (a connector stamps a live message that has no server stamp itself),
+	// and a cut by time would drop history sent just before it.
+	byTime := live != nil && live.TS > 0
 	if live != nil {
 		for i := range msgs {
 			if msgs[i].ID == live.ID {
-				msgs = msgs[:i]
+				msgs, byTime = msgs[:i], false
 				break
 			}
 		}
@@ -238,7 +244,7 @@ func trimHistory(msgs []connector.Event, live *connector.Event, limit int, maxAg
 			continue
 		}
 		seen[ev.ID] = true
-		if live != nil && live.TS > 0 && ev.TS > live.TS {
+		if byTime && ev.TS > live.TS {
 			continue
 		}
 		if maxAge > 0 && ev.TS > 0 && ev.TS < now.Add(-maxAge).UnixMilli() {
