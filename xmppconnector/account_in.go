@@ -166,6 +166,13 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	}
 	if ev.ID == "" {
+		if in.outgoing {
+			// A carbon of one of the user's own sends: carbons carry no
+			// stanza-id even when the server archives the message, so its
+			// archive copy (with one) comes at the next catch-up or
+			// sweep. A fresh id here would bridge it twice.
+			return a.skip(ctx, eff)
+		}
 		// No stanza-id (the server did not archive it: <no-store/>, archive
 		// preferences) and no client id (only RECOMMENDED): skipping it lost
 		// the message for good, since no catch-up can bring it back. A fresh
@@ -175,6 +182,18 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		ev.ID = xmppID
 	}
 
+	switch {
+	case ev.Txn == "" && (m.Replace != nil || m.Retract != nil):
+		// A correction or retraction bridged live without an archive id
+		// (the user's own, from another client: carbons carry none) comes
+		// again from the archive at the next catch-up or sweep.
+		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+			if err == nil {
+				err = a.skip(ctx, eff)
+			}
+			return err
+		}
+	}
 	switch {
 	case m.Replace != nil:
 		ev.Kind, ev.Text = connector.KindEdit, m.Body
@@ -199,6 +218,9 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 			}
 			return err
 		}
+		// Remembered like a correction, so that its archive copy is
+		// recognised (bridgedBefore).
+		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
 	case m.Reactions != nil:
 		return a.bridgeReactions(ctx, ev, eff, m.Reactions)
 	case m.Displayed != nil:
@@ -207,22 +229,12 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 			return a.skip(ctx, eff)
 		}
 	case m.Body != "" || m.OOB != nil:
-		if ev.Txn == "" && xmppID != "" {
-			// Already bridged under another id (say, live without a
-			// stanza-id, now from the archive)? A client id proves nothing
-			// when both copies have archive ids: contacts' clients and bots
-			// reuse ids, and two stanza-ids mean two messages. So only a
-			// copy without an archive id, or a known one bridged under its
-			// client id (which it was because it had none), counts as a
-			// repeat. Our own sends always do: the sending side never
-			// learns the stanza-id (the bridge's derived ids for files and
-			// captions are mapped to the txn), and our ids are not reused.
-			known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
-			if err != nil {
+		if ev.Txn == "" {
+			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+				if err == nil {
+					err = a.skip(ctx, eff)
+				}
 				return err
-			}
-			if found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)) {
-				return a.skip(ctx, eff)
 			}
 		}
 		ev.Kind = connector.KindMessage
@@ -242,6 +254,26 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		return err
 	}
 	return a.emit(ctx, ev, eff)
+}
+
+// bridgedBefore reports whether the stanza with client id xmppID was
+// bridged already under another id (say, live without a stanza-id, now
+// from the archive). A client id proves nothing when both copies have
+// archive ids: contacts' clients and bots reuse ids, and two stanza-ids
+// mean two stanzas. So only a copy without an archive id, or a known one
+// bridged under its client id (which it was because it had none), counts
+// as a repeat. Our own sends always do: the sending side never learns the
+// stanza-id (the bridge's derived ids for files and captions are mapped to
+// the txn), and our ids are not reused.
+func (a *account) bridgedBefore(ctx context.Context, peer, xmppID string, in inbound) (bool, error) {
+	if xmppID == "" {
+		return false, nil
+	}
+	known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
+	if err != nil {
+		return false, err
+	}
+	return found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)), nil
 }
 
 // authoredBy reports whether the message with bridge id target in chat was

@@ -152,10 +152,19 @@ func markArchived(ctx context.Context, tx *sql.Tx, login, stanzaID string, moveC
 // minutes to days, not months.
 const keepFor = 30 * 24 * time.Hour
 
-// Prune forgets archive ids and txn outcomes older than keepFor.
+// Prune forgets archive ids and txn outcomes older than keepFor. An
+// archive id is kept, whatever its age, while its login's cursor has not
+// passed it: live messages are marked seen but leave the cursor (the next
+// sweep moves it), so a connector stopped before that sweep and started a
+// month later would otherwise bridge them again. "Passed" is told by the
+// time the cursor's own item was seen (catch-up marks it before moving the
+// cursor onto it); a cursor whose item was never seen (a first start)
+// passes nothing.
 func (s *Store) Prune(ctx context.Context) error {
 	cutoff := time.Now().Add(-keepFor).UnixMilli()
-	if _, err := s.db.ExecContext(ctx, `DELETE FROM seen WHERE at < ?`, cutoff); err != nil {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM seen WHERE at < ? AND EXISTS (
+		SELECT 1 FROM cursors c JOIN seen cs ON cs.login = c.login AND cs.stanza_id = c.stanza_id
+		WHERE c.login = seen.login AND cs.at > seen.at)`, cutoff); err != nil {
 		return fmt.Errorf("pruning seen archive ids: %w", err)
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM txns WHERE created_at < ?`, cutoff); err != nil {

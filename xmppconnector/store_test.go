@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
 )
@@ -178,6 +179,40 @@ func TestStoreDropsReplacedAvatars(t *testing.T) {
 	for sha, want := range map[string]bool{"a1": false, "a2": true, "a3": true} {
 		if _, _, ok, err := s.Avatar(ctx, sha); err != nil || ok != want {
 			t.Errorf("avatar %s stored: %v (%v), want %v", sha, ok, err, want)
+		}
+	}
+}
+
+// TestPruneKeepsWhatTheCursorHasNotPassed: old archive ids behind the
+// cursor go; those at or after it stay whatever their age (a live message
+// marked seen, the cursor not moved over it yet), and a cursor whose item
+// was never seen passes nothing.
+func TestPruneKeepsWhatTheCursorHasNotPassed(t *testing.T) {
+	ctx := t.Context()
+	s := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	old := time.Now().Add(-keepFor - time.Hour).UnixMilli()
+	for _, row := range []struct {
+		login, id string
+		at        int64
+	}{{"a@x", "A1", old - 2}, {"a@x", "A2", old - 1}, {"a@x", "A3", old}, {"b@x", "B1", old - 1}} {
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO seen (login, stanza_id, at) VALUES (?, ?, ?)`, row.login, row.id, row.at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for login, cursor := range map[string]string{"a@x": "A2", "b@x": "never-seen"} {
+		if err := s.SetCursor(ctx, login, cursor); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		login, id string
+		kept      bool
+	}{{"a@x", "A1", false}, {"a@x", "A2", true}, {"a@x", "A3", true}, {"b@x", "B1", true}} {
+		if seen, err := s.Seen(ctx, c.login, c.id); err != nil || seen != c.kept {
+			t.Errorf("%s %s kept = %v (%v), want %v", c.login, c.id, seen, err, c.kept)
 		}
 	}
 }
