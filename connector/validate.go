@@ -147,12 +147,13 @@ func (e *Error) Bounded() (*Error, bool) {
 		return e, false
 	}
 	b := *e
-	b.Code, b.Message = cutBytes(b.Code, MaxErrorCodeBytes), cutBytes(b.Message, MaxErrorMessageBytes)
+	b.Code, b.Message = CutBytes(b.Code, MaxErrorCodeBytes), CutBytes(b.Message, MaxErrorMessageBytes)
 	return &b, true
 }
 
-// cutBytes cuts s to at most n bytes without splitting a character.
-func cutBytes(s string, n int) string {
+// CutBytes cuts s to at most n bytes without splitting a character: for a
+// text that must fit one of the protocol's byte bounds.
+func CutBytes(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

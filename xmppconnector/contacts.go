@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"mellium.im/xmpp/jid"
 
@@ -206,7 +205,7 @@ func (a *account) handlePresence(ctx context.Context, conn *xmppConn, p *presenc
 		// bound, and the contact's coming online was lost with it: the
 		// status is cut instead, at a character boundary.
 		e := &connector.Ephemeral{Kind: connector.KindPresence, Login: a.login, Contact: who, Presence: agg,
-			StatusMsg: cutUTF8(p.Status, connector.MaxStatusMsgBytes)}
+			StatusMsg: connector.CutBytes(p.Status, connector.MaxStatusMsgBytes)}
 		if err := a.events.SendEphemeral(ctx, e); err != nil {
 			a.log.Debug().Err(err).Msg("Could not send presence")
 		}
@@ -267,15 +266,4 @@ func (a *account) notePresence(who, resource, state string) (string, bool) {
 		}
 	}
 	return after, after != before
-}
-
-// cutUTF8 returns s cut to at most n bytes, at a character boundary.
-func cutUTF8(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

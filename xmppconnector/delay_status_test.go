@@ -73,8 +73,8 @@ func TestCutUTF8(t *testing.T) {
 	}{
 		{"abc", 5, "abc"}, {"abc", 2, "ab"}, {"aü", 2, "a"}, {"aü", 3, "aü"}, {"ü", 1, ""}, {"€€", 5, "€"},
 	} {
-		if got := cutUTF8(c.s, c.n); got != c.want {
-			t.Errorf("cutUTF8(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
+		if got := connector.CutBytes(c.s, c.n); got != c.want {
+			t.Errorf("CutBytes(%q, %d) = %q, want %q", c.s, c.n, got, c.want)
 		}
 	}
 }
