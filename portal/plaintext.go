@@ -70,10 +70,13 @@ func htmlToPlain(html string) string {
 	}
 	flattenDeep(body, 1)
 	prepareForText(body, false)
-	// The converter parses a string: it gets the prepared tree.
+	// The converter parses a string: it gets the prepared tree. (The bound
+	// below is of the HTML as it came: the rendered tree closes every
+	// element and is longer.)
+	limit := 2*len(html) + 1024
 	html = renderChildren(body)
 	text := plainParser.Parse(html, format.NewContext(context.Background()))
-	if len(text) > 2*len(html)+1024 || (strings.TrimSpace(text) == "" && strings.TrimSpace(stripped) != "") {
+	if len(text) > limit || (strings.TrimSpace(text) == "" && strings.TrimSpace(stripped) != "") {
 		return stripped
 	}
 	return text
