@@ -66,6 +66,7 @@ func (f *flakyFilter) RoundTrip(r *http.Request) (*http.Response, error) {
 // startSync only logs it, and d.syncing stays true, so nothing starts the
 // loop again: the ghost never gets another room key until a restart.
 func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
+	t.Parallel()
 	hs, db := syncLoopSetup(t)
 	ff := &flakyFilter{}
 	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), func(base http.RoundTripper) http.RoundTripper {

@@ -14,6 +14,7 @@ import (
 // this listener on its way to becoming active, and an orderly shutdown
 // releases the HA lease only after it. Stop cuts the profile off.
 func TestStopDoesNotWaitForAProfile(t *testing.T) {
+	t.Parallel()
 	srv, err := New().Listen("127.0.0.1:0", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

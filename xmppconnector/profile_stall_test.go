@@ -20,6 +20,7 @@ func isVCardGet(s *fakeStanza) bool {
 // and since the failed fetch stores nothing, every further message of
 // theirs does the same: every other chat of the user waits behind it.
 func TestUnansweredVCardDoesNotStallWorker(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	const me = "alice@example.org"
 	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))

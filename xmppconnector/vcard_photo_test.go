@@ -16,6 +16,7 @@ import (
 // connector sets no bound of its own, so only the server's stanza limit (if
 // any) stands between a contact and the connector's memory and disk.
 func TestHugeVCardPhotoIsBounded(t *testing.T) {
+	t.Parallel()
 	ctx := t.Context()
 	const me, eve = "alice@example.org", "eve@evil.example"
 	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))

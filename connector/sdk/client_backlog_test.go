@@ -115,6 +115,7 @@ func TestOversizeStoredEventSetAside(t *testing.T) {
 // A welcomed connection that the bridge closes with 1009 does not reset
 // the backoff: the next one would likely meet the same frame.
 func TestTooBigCloseKeepsBackoff(t *testing.T) {
+	t.Parallel()
 	url, conns := fakeBridge(t, func(ws *websocket.Conn) {
 		if !fakeHandshake(t, ws, connector.Welcome{Protocol: 1, MaxInFlight: 8}) {
 			return

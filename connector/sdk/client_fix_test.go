@@ -87,6 +87,7 @@ func TestSendValidatesEncodedForm(t *testing.T) {
 // as a gap (as bridges did before they kept the gap reported) gets one
 // resend, not a flood of them.
 func TestBadSeqRewindsOncePerAck(t *testing.T) {
+	t.Parallel()
 	var frames atomic.Int32
 	url, _ := fakeBridge(t, func(ws *websocket.Conn) {
 		if !fakeHandshake(t, ws, connector.Welcome{Protocol: 1, MaxInFlight: 8}) {
