@@ -82,18 +82,6 @@ func htmlToPlain(html string) string {
 	return text
 }
 
-// scanHTML returns the text of an HTML document, entities decoded, and how
-// deeply line-prefixing elements (quotes, lists) nest in its parsed tree.
-// HTML the parser refuses (deeper than its limit of 512 elements) counts as
-// nested beyond any limit.
-func scanHTML(html string) (text string, maxDepth int) {
-	body, err := parseBody(html)
-	if err != nil {
-		return tokenText(html), 513
-	}
-	return nodeText(body), prefixDepth(body, 0)
-}
-
 // parseBody parses html as the HTML parser (and so mautrix) does and
 // returns the body element holding its content.
 func parseBody(html string) (*xhtml.Node, error) {

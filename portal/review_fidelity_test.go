@@ -43,6 +43,18 @@ func htmlDepth(t *testing.T, s string) int {
 	return walk(doc, 0)
 }
 
+// scanHTML is the guard as htmlToPlain applies it: the text of an HTML
+// document, entities decoded, and how deeply line-prefixing elements (quotes, lists) nest in its parsed tree.
+// HTML the parser refuses (deeper than its limit of 512 elements) counts as
+// nested beyond any limit.
+func scanHTML(html string) (text string, maxDepth int) {
+	body, err := parseBody(html)
+	if err != nil {
+		return tokenText(html), 513
+	}
+	return nodeText(body), prefixDepth(body, 0)
+}
+
 // TestNestingGuardFooledByStrayEndTags: scanHTML decrements its
 // depth on every </ol>, </ul> or </blockquote>, also on a stray one that
 // closes nothing, and the sanitiser keeps stray end tags. So

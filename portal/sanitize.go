@@ -14,9 +14,8 @@ import (
 // attributes the Matrix client-server spec lists for m.room.message
 // formatted bodies (section "HTML" under m.room.message msgtypes), links
 // only to http(s), mailto and matrix (but see tidyRemoteTree), images
-// only from mxc://. A rich reply
-// fallback (mx-reply) is the bridge's to write, never the network's, so it
-// goes with all its content. The policy is built once and never changed
+// only from mxc://. A rich reply fallback (mx-reply) is the bridge's to
+// write, never the network's, so it goes with all its content. The policy is built once and never changed
 // after, and bluemonday policies are safe for concurrent use.
 var remoteHTML = newRemoteHTMLPolicy()
 
@@ -63,6 +62,9 @@ func sanitizeRemoteHTML(html string) string {
 	return reshapeRemoteHTML(clean)
 }
 
+// errTooLongToParse marks HTML over maxConvertBytes.
+var errTooLongToParse = errors.New("HTML too long to parse")
+
 // reshapeRemoteHTML bounds how deeply the sanitised HTML nests, as parsed
 // (bluemonday keeps stray end tags, and "<blockquote></ol>" repeated nests
 // as deeply as it is long while a count of tags sees nothing): elements
@@ -72,9 +74,6 @@ func sanitizeRemoteHTML(html string) string {
 // too long to parse (fitText would send it as plain parts anyway, see
 // maxConvertBytes). HTML that needs no change is returned as it was, so
 // ordinary messages keep the sanitiser's exact output.
-// errTooLongToParse marks HTML over maxConvertBytes.
-var errTooLongToParse = errors.New("HTML too long to parse")
-
 func reshapeRemoteHTML(clean string) string {
 	var body *xhtml.Node
 	err := errTooLongToParse
@@ -94,8 +93,7 @@ func reshapeRemoteHTML(clean string) string {
 
 // tidyRemoteTree replaces every link to a Matrix user below n with its
 // text, puts the alt text (if any) of every image left without a source in
-// its place, and reports whether it
-// changed anything. Clients draw a user link as a mention pill (avatar and
+// its place, and reports whether it changed anything. Clients draw a user link as a mention pill (avatar and
 // display name of the user named in the link, not the link's text), so a
 // contact could otherwise show a pill of any Matrix user, the server's
 // admin say, in a message that is really theirs. An image whose external
@@ -136,6 +134,10 @@ func tidyRemoteTree(n *xhtml.Node) bool {
 // authority, or the early "user/" spelling), or a permalink whose fragment
 // names a user (https://matrix.to/#/@alice:example.org, percent-encoded or
 // not, and a client's own permalink prefix such as ".../#/user/@alice:...").
+// Wider than mautrix's id.ParseMatrixURIOrMatrixToURL on purpose: that one
+// knows only matrix.to hosts and well-formed URIs, while clients draw pills
+// for their own permalink prefixes too, and stripping one link too many
+// costs only a link.
 func isMatrixUserLink(href string) bool {
 	u, err := url.Parse(strings.TrimSpace(href))
 	if err != nil {
