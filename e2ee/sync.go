@@ -71,7 +71,7 @@ func (m *Manager) startSync(d *device) {
 				fails = 0
 			}
 			fails++
-			wait := min(time.Duration(1<<min(fails, 6))*time.Second, time.Minute)
+			wait := syncBackoff(fails)
 			m.log.Warn().Err(err).Stringer("user_id", d.userID).Dur("retry_in", wait).Msg("Ghost device sync stopped, starting it again")
 			select {
 			case <-ctx.Done():
@@ -128,9 +128,15 @@ func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, er
 		return 0, err
 	}
 	s.fails++
-	wait := time.Duration(1<<min(s.fails, 6)) * time.Second
+	wait := syncBackoff(s.fails)
 	s.log.Warn().Err(err).Dur("retry_in", wait).Msg("Ghost device sync failed")
-	return min(wait, time.Minute), nil
+	return wait, nil
+}
+
+// syncBackoff is the wait after the fails-th failure in a row of a ghost
+// device's sync: doubling from 2 s, at most a minute.
+func syncBackoff(fails int) time.Duration {
+	return min(time.Duration(1<<min(fails, 6))*time.Second, time.Minute)
 }
 
 func (s *syncer) GetFilterJSON(id.UserID) *mautrix.Filter { return syncFilter() }

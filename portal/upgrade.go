@@ -15,8 +15,9 @@ import (
 
 // A room upgrade replaces the DM with a new room: the old one gets a
 // tombstone naming the new one, the new one's create event names the old
-// one as its predecessor, and the user's client invites the ghost along as
-// a direct chat. The portal follows it there; otherwise the invite would be
+// one as its predecessor, and the user's client invites the ghost along
+// (Element with a plain invite, not as a direct chat). The portal follows
+// it there; otherwise the invite would be
 // refused as a second DM with the contact, and the contact's messages would
 // keep going to the room the user's client now hides.
 
