@@ -296,10 +296,14 @@ func (a *account) onPresence(c *xmppConn, p *presence) { a.enqueue(work{conn: c,
 // queue only by what the server delivers.
 const maxQueuedWork = 4096
 
-// droppable reports whether w may be dropped under load: presence and
-// headlines only tell of a state a later one tells again.
+// droppable reports whether w may be dropped under load: availability
+// presence and headlines only tell of a state a later one tells again. A
+// subscription request or answer is asked once, and is kept.
 func (w work) droppable() bool {
-	return w.pres != nil || w.msg != nil && w.msg.Type == "headline"
+	if w.pres != nil {
+		return w.pres.Type == "" || w.pres.Type == "unavailable"
+	}
+	return w.msg != nil && w.msg.Type == "headline"
 }
 
 // enqueue never blocks: the read loop must keep reading so that the

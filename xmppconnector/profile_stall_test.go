@@ -127,4 +127,9 @@ func TestQueueDropsPresenceBeforeMessages(t *testing.T) {
 	if len(a.queue) != maxQueuedWork+3 {
 		t.Fatalf("queue %d: a message was dropped", len(a.queue))
 	}
+	// A subscription request is asked once: kept past the bound too.
+	a.enqueue(work{pres: &presence{From: "bob@example.org", Type: "subscribe"}})
+	if len(a.queue) != maxQueuedWork+4 {
+		t.Fatalf("queue %d: a subscription request was dropped", len(a.queue))
+	}
 }
