@@ -1,7 +1,8 @@
 package xmppconnector
 
-// Review of the 2026 cursor/sweep/id changes: each test here fails on the
-// defect it names.
+// Found by a review of the archive-cursor, sweep and id changes: each test
+// here failed on the defect its comment describes (as it was), and passes
+// since the fix.
 
 import (
 	"fmt"
@@ -11,7 +12,8 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 )
 
-func review9Kinds(evs []connector.Event) string {
+// kindsOf lists events for a failure message.
+func kindsOf(evs []connector.Event) string {
 	var out []string
 	for _, ev := range evs {
 		out = append(out, fmt.Sprintf("%s(id=%s txn=%s)", ev.Kind, ev.ID, ev.Txn))
@@ -28,17 +30,10 @@ func review9Kinds(evs []connector.Event) string {
 // correction reaches the bridge a second time, under its archive id. (Before
 // the change, the live message with a stanza-id that followed moved the
 // cursor past it on a caught-up connection, so no catch-up saw it.)
-func TestSweepRebridgesOwnCarbonCorrection(t *testing.T) {
+func TestSweepDoesNotRebridgeOwnCarbonCorrection(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, store, sink := offlineAccount(t)
-	arch := &fakeArchive{}
-	arch.add("arch-0", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="old"><body>old</body></message>`)
-	if err := store.SetCursor(ctx, me, "arch-0"); err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := newFakeConn(t, me, a, arch.answer)
-	conn.caughtUp.Store(true)
+	a, _, sink, arch, conn := caughtUpOnArchive(t)
 	sent := func(inner *message) *message {
 		return &message{Type: "chat", Sent: &carbonEl{Forwarded: forwardedEl{Message: inner}}}
 	}
@@ -52,13 +47,13 @@ func TestSweepRebridgesOwnCarbonCorrection(t *testing.T) {
 	arch.add("arch-3", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="b1"><body>hi</body></message>`)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "b1", Type: "chat", Body: "hi", StanzaIDs: []stanzaIDEl{{ID: "arch-3", By: me}}}})
 	if len(sink.sent) != 3 {
-		t.Fatalf("live: sent %s, want message, edit, message", review9Kinds(sink.sent))
+		t.Fatalf("live: sent %s, want message, edit, message", kindsOf(sink.sent))
 	}
 
 	// The periodic archive sweep.
 	a.do(ctx, work{conn: conn, catchUp: true})
 	if len(sink.sent) != 3 {
-		t.Fatalf("after the sweep: sent %s; the archive copy of the user's own correction was bridged a second time", review9Kinds(sink.sent))
+		t.Fatalf("after the sweep: sent %s; the archive copy of the user's own correction was bridged a second time", kindsOf(sink.sent))
 	}
 }
 
@@ -69,23 +64,16 @@ func TestSweepRebridgesOwnCarbonCorrection(t *testing.T) {
 // server archived it (outgoing messages are archived; the carbon just is
 // not stamped), and the archive sweep bridges that copy too, under its
 // archive id: the message shows twice.
-func TestIDlessOwnCarbonIsBridgedTwice(t *testing.T) {
+func TestIDlessOwnCarbonIsBridgedOnce(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, store, sink := offlineAccount(t)
-	arch := &fakeArchive{}
-	arch.add("arch-0", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="old"><body>old</body></message>`)
-	if err := store.SetCursor(ctx, me, "arch-0"); err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := newFakeConn(t, me, a, arch.answer)
-	conn.caughtUp.Store(true)
+	a, _, sink, arch, conn := caughtUpOnArchive(t)
 	arch.add("arch-1", `<message xmlns="jabber:client" from="alice@example.org/script" to="bob@example.org" type="chat"><body>backup done</body></message>`)
 	a.do(ctx, work{conn: conn, msg: &message{Type: "chat", Sent: &carbonEl{Forwarded: forwardedEl{
 		Message: &message{From: me + "/script", To: bob, Type: "chat", Body: "backup done"}}}}})
 	a.do(ctx, work{conn: conn, catchUp: true})
 	if len(sink.sent) != 1 {
-		t.Fatalf("sent %s; the user's id-less message went to the bridge twice (carbon + archive copy)", review9Kinds(sink.sent))
+		t.Fatalf("sent %s; the user's id-less message went to the bridge twice (carbon + archive copy)", kindsOf(sink.sent))
 	}
 }
 
@@ -95,17 +83,10 @@ func TestIDlessOwnCarbonIsBridgedTwice(t *testing.T) {
 // stopped (within one archive_sweep) and a start-up more than keepFor later
 // finds the cursor still before it and no seen id: it is bridged again.
 // Before the change the caught-up live message had moved the cursor.
-func TestPrunedSeenIDBehindCursorIsRebridged(t *testing.T) {
+func TestPruneKeepsSeenIDTheCursorHasNotPassed(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, store, sink := offlineAccount(t)
-	arch := &fakeArchive{}
-	arch.add("arch-0", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="old"><body>old</body></message>`)
-	if err := store.SetCursor(ctx, me, "arch-0"); err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := newFakeConn(t, me, a, arch.answer)
-	conn.caughtUp.Store(true)
+	a, store, sink, arch, conn := caughtUpOnArchive(t)
 	arch.add("arch-1", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="b1"><body>see you next month</body></message>`)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "b1", Type: "chat", Body: "see you next month",
 		StanzaIDs: []stanzaIDEl{{ID: "arch-1", By: me}}}})
@@ -121,6 +102,21 @@ func TestPrunedSeenIDBehindCursorIsRebridged(t *testing.T) {
 	a.do(ctx, work{conn: conn2, catchUp: true})
 	if len(sink.sent) != 1 {
 		c, _ := store.Cursor(ctx, me)
-		t.Fatalf("sent %s (cursor %s); the message bridged live was bridged again after the restart", review9Kinds(sink.sent), c)
+		t.Fatalf("sent %s (cursor %s); the message bridged live was bridged again after the restart", kindsOf(sink.sent), c)
 	}
+}
+
+// caughtUpOnArchive is an offline account whose connection is caught up
+// on a fake archive that holds one old message of bob's, the cursor on it.
+func caughtUpOnArchive(t *testing.T) (*account, *Store, *storingSink, *fakeArchive, *xmppConn) {
+	t.Helper()
+	a, store, sink := offlineAccount(t)
+	arch := &fakeArchive{}
+	arch.add("arch-0", `<message xmlns="jabber:client" from="bob@example.org/x" to="alice@example.org" type="chat" id="old"><body>old</body></message>`)
+	if err := store.SetCursor(t.Context(), "alice@example.org", "arch-0"); err != nil {
+		t.Fatal(err)
+	}
+	conn, _ := newFakeConn(t, "alice@example.org", a, arch.answer)
+	conn.caughtUp.Store(true)
+	return a, store, sink, arch, conn
 }
