@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/internal/cli"
 )
 
 // newLogger builds the logger the logging section asks for. The returned
@@ -43,17 +44,10 @@ func formatWriter(format string, w io.Writer, color bool) io.Writer {
 	if format == "json" {
 		return w
 	}
-	return zerolog.ConsoleWriter{Out: w, NoColor: !color || !isTerminal(w), TimeFormat: time.DateTime}
-}
-
-// isTerminal keeps escape codes out of redirected output.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	info, err := f.Stat()
-	return err == nil && info.Mode()&os.ModeCharDevice != 0
+	out := cli.ConsoleWriter(w, time.DateTime)
+	// The log file stays plain even when it is a terminal device.
+	out.NoColor = out.NoColor || !color
+	return out
 }
 
 // consoleLogger is for the short-lived modes (-g) that run before or

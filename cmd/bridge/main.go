@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,10 +33,8 @@ type options struct {
 // run is main without the process exit, returning the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
+	if err != nil {
+		return cli.FlagStatus(err)
 	}
 	switch {
 	case opts.printVersion:

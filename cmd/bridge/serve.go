@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -14,6 +11,7 @@ import (
 	"github.com/dmbridge/dmbridge/bridge"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/ha"
+	"github.com/dmbridge/dmbridge/internal/cli"
 )
 
 // stopTimeout bounds how long in-flight work may delay shutdown.
@@ -41,7 +39,7 @@ func serve(opts *options, stderr io.Writer) int {
 	// bridge reports to connectors.
 	bridge.Version = version
 
-	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stopSignals := cli.StopContext(context.Background())
 	defer stopSignals()
 
 	// With high availability, this instance stands by until it is elected;

@@ -15,13 +15,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmbridge/dmbridge/internal/cli"
 	"github.com/dmbridge/dmbridge/internal/devstack"
 )
 
@@ -39,14 +38,12 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	opts, err := parseFlags(args, stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	} else if err != nil {
-		return 2
+	if err != nil {
+		return cli.FlagStatus(err)
 	}
 	// Our own log is for what goes wrong; the demo's story is on stdout.
 	log := zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cli.StopContext(context.Background())
 	defer stop()
 
 	d := &demo{opts: opts, out: stdout, log: log}

@@ -5,17 +5,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/dmbridge/dmbridge/internal/cli"
 	"github.com/dmbridge/dmbridge/xmppconnector"
 )
 
@@ -33,10 +31,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfgPath, "config", "xmpp-connector.yaml", "path to the config file")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+		return cli.FlagStatus(err)
 	}
 	if version {
 		fmt.Fprintf(stderr, "xmpp-connector %s\n", xmppconnector.Version)
@@ -49,7 +44,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(stderr, cfg.LogLevel)
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := cli.StopContext(context.Background())
 	defer stop()
 	c, err := xmppconnector.New(ctx, cfg, log)
 	if err != nil {
@@ -71,13 +66,5 @@ func newLogger(w io.Writer, level string) zerolog.Logger {
 	if err != nil || level == "" {
 		lvl = zerolog.InfoLevel
 	}
-	// Colours only for a terminal; in a journal or file they are noise.
-	color := false
-	if f, ok := w.(*os.File); ok {
-		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			color = true
-		}
-	}
-	out := zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339, NoColor: !color}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	return zerolog.New(cli.ConsoleWriter(w, time.RFC3339)).Level(lvl).With().Timestamp().Logger()
 }
