@@ -195,21 +195,16 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	}
 	switch {
-	case m.Replace != nil:
-		ev.Kind, ev.Text = connector.KindEdit, m.Body
-		if ev.Target, _ = a.resolve(ctx, peer, m.Replace.ID); ev.Target == "" || ev.Text == "" {
-			return a.skip(ctx, eff)
-		}
-		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
-			if err == nil {
-				err = a.skip(ctx, eff)
-			}
-			return err
-		}
-		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
-	case m.Retract != nil:
+	case m.Replace != nil || m.Retract != nil:
+		// A correction and a retraction both change an earlier message,
+		// which must be known and the sender's own; a correction (which
+		// wins when a stanza carries both) must also say something.
+		target := m.Retract
 		ev.Kind = connector.KindDelete
-		if ev.Target, _ = a.resolve(ctx, peer, m.Retract.ID); ev.Target == "" {
+		if m.Replace != nil {
+			target, ev.Kind, ev.Text = m.Replace, connector.KindEdit, m.Body
+		}
+		if ev.Target, _ = a.resolve(ctx, peer, target.ID); ev.Target == "" || (ev.Kind == connector.KindEdit && ev.Text == "") {
 			return a.skip(ctx, eff)
 		}
 		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
@@ -218,8 +213,8 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 			}
 			return err
 		}
-		// Remembered like a correction, so that its archive copy is
-		// recognised (bridgedBefore).
+		// Remembered, so that the archive copy is recognised
+		// (bridgedBefore).
 		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
 	case m.Reactions != nil:
 		return a.bridgeReactions(ctx, ev, eff, m.Reactions)
