@@ -2,8 +2,6 @@ package portal
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"sync"
@@ -336,10 +334,5 @@ func FormatTime(t time.Time) string {
 const alertTimeout = 10 * time.Second
 
 func loginAlertTxn(loginID, trouble string, since time.Time) string {
-	h := sha256.New()
-	for _, s := range []string{loginID, trouble, strconv.FormatInt(since.UnixMilli(), 10)} {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
-	}
-	return "dmb_alert_" + hex.EncodeToString(h.Sum(nil)[:16])
+	return hashedTxnID("dmb_alert_", loginID, trouble, strconv.FormatInt(since.UnixMilli(), 10))
 }

@@ -66,12 +66,21 @@ func (m *Manager) applyRemote(ctx context.Context, connectorID string, ev *conne
 // answers with the event it already has. A request that was cut off is not
 // remembered by Dendrite; indoubt.go covers that case.
 func remoteTxnID(ev *connector.Event, part int) string {
+	return hashedTxnID("dmb_", ev.Login, ev.Chat.ID, ev.ID, ev.Kind, strconv.Itoa(part))
+}
+
+// hashedTxnID is prefix followed by a hash of parts, for a transaction id
+// that the same cause always yields: each part ends in a NUL, so that no
+// two lists of parts hash alike, and 16 bytes of SHA-256 keep ids short
+// while collisions stay out of reach. The scheme must not change: ids of
+// sends still in flight at an upgrade would no longer match.
+func hashedTxnID(prefix string, parts ...string) string {
 	h := sha256.New()
-	for _, s := range []string{ev.Login, ev.Chat.ID, ev.ID, ev.Kind, strconv.Itoa(part)} {
+	for _, s := range parts {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
-	return "dmb_" + hex.EncodeToString(h.Sum(nil)[:16])
+	return prefix + hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // senderIntent is who posts a remote event: the contact's ghost, or the user's
