@@ -127,15 +127,8 @@ func flattenDeep(n *xhtml.Node, depth int) bool {
 		switch {
 		case c.Type != xhtml.ElementNode || c.FirstChild == nil:
 		case depth > maxElementDepth:
-			first := c.FirstChild
-			for gc := first; gc != nil; {
-				after := gc.NextSibling
-				c.RemoveChild(gc)
-				n.InsertBefore(gc, c)
-				gc = after
-			}
-			n.RemoveChild(c)
-			next, changed = first, true
+			// Its children, now at this depth, are looked at next.
+			next, changed = unwrap(n, c), true
 		default:
 			changed = flattenDeep(c, depth+1) || changed
 		}

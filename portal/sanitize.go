@@ -110,16 +110,10 @@ func tidyRemoteTree(n *xhtml.Node) bool {
 			n.RemoveChild(c)
 			changed = true
 		} else if c.Type == xhtml.ElementNode && c.Data == "a" && isMatrixUserLink(attr(c, "href")) {
-			if c.FirstChild != nil {
-				next = c.FirstChild
+			// The link's text is looked at again, for links inside it.
+			if first := unwrap(n, c); first != nil {
+				next = first
 			}
-			for gc := c.FirstChild; gc != nil; {
-				after := gc.NextSibling
-				c.RemoveChild(gc)
-				n.InsertBefore(gc, c)
-				gc = after
-			}
-			n.RemoveChild(c)
 			changed = true
 		} else if c.Type == xhtml.ElementNode {
 			changed = tidyRemoteTree(c) || changed
@@ -166,4 +160,19 @@ func attr(n *xhtml.Node, key string) string {
 		}
 	}
 	return ""
+}
+
+// unwrap puts the children of c, a child of n, in its place and drops c.
+// It returns the first of them (nil when c had none), so that a walk over
+// n's children goes on with them.
+func unwrap(n, c *xhtml.Node) *xhtml.Node {
+	first := c.FirstChild
+	for gc := first; gc != nil; {
+		after := gc.NextSibling
+		c.RemoveChild(gc)
+		n.InsertBefore(gc, c)
+		gc = after
+	}
+	n.RemoveChild(c)
+	return first
 }
