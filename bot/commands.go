@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // command is one thing the bot can be asked to do.
@@ -56,7 +57,7 @@ func (b *Bot) message(ctx context.Context, evt *event.Event) error {
 	if !b.inRoom(ctx, evt.RoomID) {
 		return nil
 	}
-	if others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender); err != nil {
+	if others, err := matrix.OtherMembers(ctx, b.intent, evt.RoomID, evt.Sender); err != nil {
 		return err
 	} else if len(others) > 0 {
 		zerolog.Ctx(ctx).Debug().Msg("Ignoring message in a room that is not a management room")

@@ -57,7 +57,7 @@ func (b *Bot) invited(ctx context.Context, evt *event.Event) error {
 		return fmt.Errorf("join %s: %w", evt.RoomID, err)
 	}
 	_ = b.link.StateStore.SetMembership(ctx, evt.RoomID, bot.UserID(), event.MembershipJoin)
-	others, err := b.otherMembers(ctx, evt.RoomID, evt.Sender)
+	others, err := matrix.OtherMembers(ctx, b.intent, evt.RoomID, evt.Sender)
 	if err != nil {
 		return err
 	}
@@ -151,24 +151,4 @@ func (b *Bot) forgetRoom(ctx context.Context, user id.UserID, roomID id.RoomID) 
 	}
 	zerolog.Ctx(ctx).Info().Msg("Management room gone")
 	return b.db.User.SetManagementRoom(ctx, user, "")
-}
-
-// otherMembers lists who, besides user and the bot, is in the room or invited.
-func (b *Bot) otherMembers(ctx context.Context, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
-	resp, err := b.intent.Members(ctx, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
-	}
-	var others []id.UserID
-	for _, evt := range resp.Chunk {
-		target := id.UserID(evt.GetStateKey())
-		membership := evt.Content.AsMember().Membership
-		if target == user || target == b.link.BotMXID() {
-			continue
-		}
-		if membership == event.MembershipJoin || membership == event.MembershipInvite {
-			others = append(others, target)
-		}
-	}
-	return others, nil
 }

@@ -99,7 +99,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 		return err
 	}
 	m.ghostJoined(ctx, intent, evt.RoomID)
-	if others, err := m.otherMembers(ctx, intent, evt.RoomID, user); err != nil {
+	if others, err := matrix.OtherMembers(ctx, intent, evt.RoomID, user); err != nil {
 		return err
 	} else if len(others) > 0 {
 		return m.refuseJoined(ctx, evt, intent, fmt.Sprintf("This room already has other members (%s). "+
@@ -262,27 +262,6 @@ func (m *Manager) joinInvited(ctx context.Context, intent matrix.API, roomID id.
 	}
 	_ = m.link.StateStore.SetMembership(ctx, roomID, intent.UserID(), event.MembershipJoin)
 	return true, nil
-}
-
-// otherMembers lists who, besides the user and the ghost, is in the room or
-// invited to it. A DM that already holds someone else is not one-to-one.
-func (m *Manager) otherMembers(ctx context.Context, intent matrix.API, roomID id.RoomID, user id.UserID) ([]id.UserID, error) {
-	resp, err := intent.Members(ctx, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("list members of %s: %w", roomID, err)
-	}
-	var others []id.UserID
-	for _, evt := range resp.Chunk {
-		member := evt.Content.AsMember()
-		target := id.UserID(evt.GetStateKey())
-		if target == user || target == intent.UserID() {
-			continue
-		}
-		if member.Membership == event.MembershipJoin || member.Membership == event.MembershipInvite {
-			others = append(others, target)
-		}
-	}
-	return others, nil
 }
 
 func joinUsers(users []id.UserID) string {
