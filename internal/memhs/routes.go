@@ -13,6 +13,22 @@ import (
 // and the JSON body.
 type handler func(r *http.Request, body []byte, me string) (int, any)
 
+// roomHandler answers an endpoint about the room in the path, which exists.
+type roomHandler func(r *http.Request, body []byte, me, roomID string, rm *room) (int, any)
+
+// inRoom answers M_NOT_FOUND for a room memhs does not know, as a
+// homeserver does before it looks at anything else, and runs h otherwise.
+func (s *Server) inRoom(h roomHandler) handler {
+	return func(r *http.Request, body []byte, me string) (int, any) {
+		roomID := r.PathValue("room")
+		rm := s.rooms[roomID]
+		if rm == nil {
+			return 404, mxErr("M_NOT_FOUND", "unknown room")
+		}
+		return h(r, body, me, roomID, rm)
+	}
+}
+
 const cs = "/_matrix/client/v3"
 
 func (s *Server) routes() http.Handler {
@@ -56,21 +72,21 @@ func (s *Server) routes() http.Handler {
 	add("PUT "+cs+"/profile/{user}/displayname", "/profile/displayname", s.setProfile("displayname"))
 	add("PUT "+cs+"/profile/{user}/avatar_url", "/profile/avatar_url", s.setProfile("avatar_url"))
 	add("POST "+cs+"/createRoom", "/createRoom", s.createRoom)
-	add("POST "+cs+"/rooms/{room}/join", "/rooms/join", s.membership("join"))
-	add("POST "+cs+"/join/{room}", "/join", s.membership("join"))
-	add("POST "+cs+"/rooms/{room}/leave", "/rooms/leave", s.membership("leave"))
-	add("POST "+cs+"/rooms/{room}/invite", "/rooms/invite", s.membership("invite"))
-	add("POST "+cs+"/rooms/{room}/kick", "/rooms/kick", s.membership("leave"))
-	add("PUT "+cs+"/rooms/{room}/send/{type}/{txn}", "/rooms/send", s.send)
-	add("PUT "+cs+"/rooms/{room}/redact/{event}/{txn}", "/rooms/redact", s.redact)
-	add("PUT "+cs+"/rooms/{room}/state/{type}", "/rooms/state", s.putState)
-	add("PUT "+cs+"/rooms/{room}/state/{type}/{key...}", "/rooms/state", s.putState)
-	add("GET "+cs+"/rooms/{room}/state/{type}", "/rooms/state", s.getState)
-	add("GET "+cs+"/rooms/{room}/state/{type}/{key...}", "/rooms/state", s.getState)
-	add("GET "+cs+"/rooms/{room}/state", "/rooms/state", s.fullState)
-	add("GET "+cs+"/rooms/{room}/messages", "/rooms/messages", s.messages)
-	add("GET "+cs+"/rooms/{room}/joined_members", "/rooms/joined_members", s.joinedMembers)
-	add("GET "+cs+"/rooms/{room}/members", "/rooms/members", s.members)
+	add("POST "+cs+"/rooms/{room}/join", "/rooms/join", s.inRoom(s.membership("join")))
+	add("POST "+cs+"/join/{room}", "/join", s.inRoom(s.membership("join")))
+	add("POST "+cs+"/rooms/{room}/leave", "/rooms/leave", s.inRoom(s.membership("leave")))
+	add("POST "+cs+"/rooms/{room}/invite", "/rooms/invite", s.inRoom(s.membership("invite")))
+	add("POST "+cs+"/rooms/{room}/kick", "/rooms/kick", s.inRoom(s.membership("leave")))
+	add("PUT "+cs+"/rooms/{room}/send/{type}/{txn}", "/rooms/send", s.inRoom(s.send))
+	add("PUT "+cs+"/rooms/{room}/redact/{event}/{txn}", "/rooms/redact", s.inRoom(s.redact))
+	add("PUT "+cs+"/rooms/{room}/state/{type}", "/rooms/state", s.inRoom(s.putState))
+	add("PUT "+cs+"/rooms/{room}/state/{type}/{key...}", "/rooms/state", s.inRoom(s.putState))
+	add("GET "+cs+"/rooms/{room}/state/{type}", "/rooms/state", s.inRoom(s.getState))
+	add("GET "+cs+"/rooms/{room}/state/{type}/{key...}", "/rooms/state", s.inRoom(s.getState))
+	add("GET "+cs+"/rooms/{room}/state", "/rooms/state", s.inRoom(s.fullState))
+	add("GET "+cs+"/rooms/{room}/messages", "/rooms/messages", s.inRoom(s.messages))
+	add("GET "+cs+"/rooms/{room}/joined_members", "/rooms/joined_members", s.inRoom(s.joinedMembers))
+	add("GET "+cs+"/rooms/{room}/members", "/rooms/members", s.inRoom(s.members))
 	add("GET "+cs+"/joined_rooms", "/joined_rooms", s.joinedRooms)
 	add("GET "+cs+"/user/{user}/account_data/{type}", "/account_data", s.getAccountData)
 	add("PUT "+cs+"/user/{user}/account_data/{type}", "/account_data", s.putAccountData)
@@ -230,13 +246,8 @@ func (s *Server) createRoom(r *http.Request, body []byte, me string) (int, any) 
 	return 200, map[string]string{"room_id": roomID}
 }
 
-func (s *Server) membership(membership string) handler {
-	return func(r *http.Request, body []byte, me string) (int, any) {
-		roomID := r.PathValue("room")
-		rm := s.rooms[roomID]
-		if rm == nil {
-			return 404, mxErr("M_NOT_FOUND", "unknown room")
-		}
+func (s *Server) membership(membership string) roomHandler {
+	return func(r *http.Request, body []byte, me, roomID string, rm *room) (int, any) {
 		target := me
 		var req struct {
 			UserID string `json:"user_id"`
@@ -255,12 +266,7 @@ func (s *Server) membership(membership string) handler {
 	}
 }
 
-func (s *Server) send(r *http.Request, body []byte, me string) (int, any) {
-	roomID := r.PathValue("room")
-	rm := s.rooms[roomID]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) send(r *http.Request, body []byte, me, roomID string, rm *room) (int, any) {
 	if rm.members[me] != "join" {
 		return 403, mxErr("M_FORBIDDEN", me+" is not in the room")
 	}
@@ -279,26 +285,17 @@ func (s *Server) send(r *http.Request, body []byte, me string) (int, any) {
 	}
 }
 
-func (s *Server) redact(r *http.Request, body []byte, me string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) redact(r *http.Request, body []byte, me, roomID string, rm *room) (int, any) {
 	key := me + "|" + r.PathValue("txn")
 	if evID, ok := s.txns[key]; ok {
 		return 200, map[string]string{"event_id": evID}
 	}
-	ev := s.appendEvent(rm, r.PathValue("room"), me, "m.room.redaction", nil, json.RawMessage(body), 0)
+	ev := s.appendEvent(rm, roomID, me, "m.room.redaction", nil, json.RawMessage(body), 0)
 	s.txns[key] = ev.ID
 	return 200, map[string]string{"event_id": ev.ID}
 }
 
-func (s *Server) putState(r *http.Request, body []byte, me string) (int, any) {
-	roomID := r.PathValue("room")
-	rm := s.rooms[roomID]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) putState(r *http.Request, body []byte, me, roomID string, rm *room) (int, any) {
 	key := r.PathValue("key")
 	// A member event for oneself is how a join with a profile is sent.
 	selfJoin := r.PathValue("type") == "m.room.member" && key == me && rm.members[me] == "invite"
@@ -309,11 +306,7 @@ func (s *Server) putState(r *http.Request, body []byte, me string) (int, any) {
 	return 200, map[string]string{"event_id": ev.ID}
 }
 
-func (s *Server) getState(r *http.Request, _ []byte, _ string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) getState(r *http.Request, _ []byte, _, _ string, rm *room) (int, any) {
 	ev := rm.state[r.PathValue("type")+"\x00"+r.PathValue("key")]
 	if ev == nil {
 		return 404, mxErr("M_NOT_FOUND", "event not found")
@@ -321,11 +314,7 @@ func (s *Server) getState(r *http.Request, _ []byte, _ string) (int, any) {
 	return 200, ev.Content
 }
 
-func (s *Server) fullState(r *http.Request, _ []byte, _ string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) fullState(r *http.Request, _ []byte, _, _ string, rm *room) (int, any) {
 	out := make([]*Event, 0, len(rm.state))
 	for _, ev := range rm.state {
 		out = append(out, ev)
@@ -333,11 +322,7 @@ func (s *Server) fullState(r *http.Request, _ []byte, _ string) (int, any) {
 	return 200, out
 }
 
-func (s *Server) messages(r *http.Request, _ []byte, _ string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) messages(r *http.Request, _ []byte, _, _ string, rm *room) (int, any) {
 	q := r.URL.Query()
 	limit, _ := strconv.Atoi(q.Get("limit"))
 	if limit <= 0 || limit > 1000 {
@@ -369,19 +354,11 @@ func (s *Server) messages(r *http.Request, _ []byte, _ string) (int, any) {
 	return 200, resp
 }
 
-func (s *Server) joinedMembers(r *http.Request, _ []byte, _ string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
-	return 200, s.fmtMember(r.PathValue("room"), rm)
+func (s *Server) joinedMembers(_ *http.Request, _ []byte, _, roomID string, rm *room) (int, any) {
+	return 200, s.fmtMember(roomID, rm)
 }
 
-func (s *Server) members(r *http.Request, _ []byte, _ string) (int, any) {
-	rm := s.rooms[r.PathValue("room")]
-	if rm == nil {
-		return 404, mxErr("M_NOT_FOUND", "unknown room")
-	}
+func (s *Server) members(r *http.Request, _ []byte, _, _ string, rm *room) (int, any) {
 	var chunk []*Event
 	for uid := range rm.members {
 		chunk = append(chunk, rm.state["m.room.member\x00"+uid])
