@@ -47,11 +47,9 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	if old, login, err := m.upgradedPortal(ctx, intent, user, contactID, evt.RoomID); err != nil {
 		return err
 	} else if old != nil {
-		m.ghostBeforeJoin(ctx, intent.UserID())
-		if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
+		if joined, err := m.joinWithDevice(ctx, intent, evt.RoomID); err != nil || !joined {
 			return err
 		}
-		m.ghostJoined(ctx, intent, evt.RoomID)
 		return m.adoptRoom(ctx, evt, intent, &resolved{login: login,
 			chat: &connector.Chat{ID: old.ChatID, Type: connector.ChatTypeDM, With: old.ContactID}})
 	}
@@ -94,11 +92,9 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	if err := registerToAnswer(ctx, intent); err != nil {
 		return fmt.Errorf("register ghost to answer the invite: %w", err)
 	}
-	m.ghostBeforeJoin(ctx, intent.UserID())
-	if joined, err := m.joinInvited(ctx, intent, evt.RoomID); err != nil || !joined {
+	if joined, err := m.joinWithDevice(ctx, intent, evt.RoomID); err != nil || !joined {
 		return err
 	}
-	m.ghostJoined(ctx, intent, evt.RoomID)
 	if others, err := matrix.OtherMembers(ctx, intent, evt.RoomID, user); err != nil {
 		return err
 	} else if len(others) > 0 {
@@ -261,6 +257,19 @@ func (m *Manager) joinInvited(ctx context.Context, intent matrix.API, roomID id.
 		return false, fmt.Errorf("join %s as %s: %w", roomID, intent.UserID(), err)
 	}
 	_ = m.link.StateStore.SetMembership(ctx, roomID, intent.UserID(), event.MembershipJoin)
+	return true, nil
+}
+
+// joinWithDevice is joinInvited for a ghost that may stay in the room: it
+// gets its device before it joins (ghostBeforeJoin), and once it is in, the
+// room's encryption is read (ghostJoined). A ghost that joins only to
+// refuse needs neither.
+func (m *Manager) joinWithDevice(ctx context.Context, intent matrix.API, roomID id.RoomID) (bool, error) {
+	m.ghostBeforeJoin(ctx, intent.UserID())
+	if joined, err := m.joinInvited(ctx, intent, roomID); err != nil || !joined {
+		return false, err
+	}
+	m.ghostJoined(ctx, intent, roomID)
 	return true, nil
 }
 
