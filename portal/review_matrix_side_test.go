@@ -66,10 +66,7 @@ func TestRefusedGroupInviteCreatesNothingOnTheNetwork(t *testing.T) {
 		}
 		return &connector.Result{}, nil
 	}
-	evt := inviteBob(u, unitUser, true, reviewCarol)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true, reviewCarol)
 	if p := u.portal(t); p != nil && p.RoomID != "" {
 		t.Fatalf("group room adopted: %+v", p)
 	}
@@ -190,10 +187,7 @@ func TestBlockedUserIsToldMessageWasNotDelivered(t *testing.T) {
 func TestGhostKickedByModeratorEndsOrRepairsPortal(t *testing.T) {
 	u := newUnit(t, true)
 	resolveBob(u)
-	evt := inviteBob(u, unitUser, true)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true)
 	if p := u.portal(t); p == nil || p.RoomID != userRoom {
 		t.Fatalf("room not adopted: %+v", p)
 	}
