@@ -3,7 +3,6 @@ package appservice_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/httpcall"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
@@ -73,17 +73,7 @@ const txnBody = `{"events":[{"event_id":"$e1","room_id":"!r:localhost","sender":
 
 func put(t *testing.T, srv *httptest.Server, txnID, token, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/_matrix/app/v1/transactions/"+txnID, strings.NewReader(body))
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data)
+	return httpcall.Do(t, http.MethodPut, srv.URL+"/_matrix/app/v1/transactions/"+txnID, token, body)
 }
 
 func countRows(t *testing.T, db *database.Database, table string) int {

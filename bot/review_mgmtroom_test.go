@@ -6,6 +6,9 @@ import (
 
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
 )
 
 // Tests from a review (helper agent): a management room that stayed
@@ -19,6 +22,20 @@ func memberEvent(roomID id.RoomID, sender, target id.UserID, m event.Membership)
 		Content: event.Content{Parsed: &event.MemberEventContent{Membership: m}}}
 }
 
+// aliceMgmtRoom is alice's management room in these tests.
+const aliceMgmtRoom = id.RoomID("!mgmt:x")
+
+// aliceManagedBot is a unit bot that alice has invited into a room of her
+// own, aliceMgmtRoom, which the invite made her management room.
+func aliceManagedBot(t *testing.T) (*Bot, *fakematrix.Homeserver, *database.Database) {
+	t.Helper()
+	b, hs, db := newUnitBot(t)
+	if err := b.HandleRoomEvent(context.Background(), botInvite(b, hs, aliceMgmtRoom, "@alice:x")); err != nil {
+		t.Fatal(err)
+	}
+	return b, hs, db
+}
+
 // TestManagementRoomOwnerLeavesWhileOthersStay: alice's management
 // room is where the login alerts for alice's logins go. When alice invites
 // bob into it and then leaves, the bot stays with bob (memberLeft only
@@ -27,11 +44,8 @@ func memberEvent(roomID id.RoomID, sender, target id.UserID, m event.Membership)
 // posted to bob, and alice never sees them.
 func TestManagementRoomOwnerLeavesWhileOthersStay(t *testing.T) {
 	ctx := context.Background()
-	b, hs, db := newUnitBot(t)
-	room := id.RoomID("!mgmt:x")
-	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, room, "@alice:x")); err != nil {
-		t.Fatal(err)
-	}
+	b, hs, db := aliceManagedBot(t)
+	room := aliceMgmtRoom
 	// alice invites bob, bob joins, alice leaves.
 	hs.SetState(room, event.StateMember, "@bob:x", &event.MemberEventContent{Membership: event.MembershipJoin})
 	if err := b.HandleRoomEvent(ctx, memberEvent(room, "@bob:x", "@bob:x", event.MembershipJoin)); err != nil {
@@ -58,11 +72,8 @@ func TestManagementRoomOwnerLeavesWhileOthersStay(t *testing.T) {
 // alert is retried forever, never reaching her.
 func TestBotKickedByAnotherMember(t *testing.T) {
 	ctx := context.Background()
-	b, hs, db := newUnitBot(t)
-	room := id.RoomID("!mgmt:x")
-	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, room, "@alice:x")); err != nil {
-		t.Fatal(err)
-	}
+	b, _, db := aliceManagedBot(t)
+	room := aliceMgmtRoom
 	bot := b.link.BotMXID()
 	if err := b.HandleRoomEvent(ctx, memberEvent(room, "@mod:x", bot, event.MembershipLeave)); err != nil {
 		t.Fatal(err)
@@ -78,14 +89,11 @@ func TestBotKickedByAnotherMember(t *testing.T) {
 // room the bot is in keeps their management room.
 func TestLeavingAnotherRoomKeepsManagementRoom(t *testing.T) {
 	ctx := context.Background()
-	b, hs, db := newUnitBot(t)
-	if err := b.HandleRoomEvent(ctx, botInvite(b, hs, "!mgmt:x", "@alice:x")); err != nil {
-		t.Fatal(err)
-	}
+	b, _, db := aliceManagedBot(t)
 	if err := b.HandleRoomEvent(ctx, memberEvent("!other:x", "@alice:x", "@alice:x", event.MembershipLeave)); err != nil {
 		t.Fatal(err)
 	}
-	if u, err := db.User.Get(ctx, "@alice:x"); err != nil || u == nil || u.ManagementRoom != "!mgmt:x" {
+	if u, err := db.User.Get(ctx, "@alice:x"); err != nil || u == nil || u.ManagementRoom != aliceMgmtRoom {
 		t.Errorf("alice left another room, and her management room is now %+v, %v", u, err)
 	}
 }

@@ -108,9 +108,7 @@ func TestMissingInviteIsRepaired(t *testing.T) {
 			return nil
 		})
 		f := s.connectFake(nil)
-		f.send(textFrom("bob@network", "m1", "hello without an invite"))
-		roomID := s.roomOf("bob@network")
-		s.waitMessage(roomID, "hello without an invite")
+		roomID := s.bobPortal(f, "m1", "hello without an invite")
 		if n := dropped.Load(); n != 1 {
 			t.Fatalf("the proxy dropped the invite of %d createRoom calls, want 1", n)
 		}

@@ -96,8 +96,7 @@ func TestLoginStateInPingAndAlerts(t *testing.T) {
 			t.Errorf("ping before any event: last event %v, connector %s; want never, online", last, conn)
 		}
 		before := time.Now().Truncate(time.Second)
-		f.send(textFrom("bob@network", "m1", "hello"))
-		s.waitMessage(s.roomOf("bob@network"), "hello")
+		s.bobPortal(f, "m1", "hello")
 		_, last, _ = s.ping(mgmt, "connected")
 		if last.Before(before) || last.After(time.Now()) {
 			t.Errorf("ping shows last event at %v, want between %v and now", last, before)

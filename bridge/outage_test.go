@@ -37,9 +37,7 @@ func TestHomeserverOutageLosesNothing(t *testing.T) {
 			cfg.Bridge.RetryMaxDelay = config.Duration(retryCap)
 		})
 		f := s.connectFake(nil)
-		f.send(textFrom("bob@network", "b0", "bob 0"))
-		bobRoom := s.roomOf("bob@network")
-		s.waitMessage(bobRoom, "bob 0")
+		bobRoom := s.bobPortal(f, "b0", "bob 0")
 		ctx := context.Background()
 
 		bobSent, carolSent, aliceSent := []string{"bob 0"}, []string{}, map[string]bool{}

@@ -24,9 +24,7 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 		ctx := context.Background()
 		f := s.connectFake(nil)
 		ghost := s.ghost("bob@network")
-		f.send(textFrom("bob@network", "m1", "before the upgrade"))
-		old := s.roomOf("bob@network")
-		s.waitMessage(old, "before the upgrade")
+		old := s.bobPortal(f, "m1", "before the upgrade")
 
 		var create event.CreateEventContent
 		if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {

@@ -17,12 +17,7 @@ import (
 // that rolled back leaves the committed row.
 func TestCachedRowsFollowWrites(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		storeLogin(ctx, t, db, "connected")
-		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-		p, err := db.Portal.GetOrCreate(ctx, key, "bob")
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, p := createBobPortal(ctx, t, db, "connected")
 		if pending, err := db.Backfill.Pending(ctx, key); err != nil || !pending {
 			t.Fatalf("a new portal has its history pending: %v %v", pending, err)
 		}
@@ -43,7 +38,7 @@ func TestCachedRowsFollowWrites(t *testing.T) {
 			t.Fatal("backfill still pending after Done")
 		}
 		// A write in a transaction: seen after commit, not after rollback.
-		err = db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
 			return db.Portal.SetRoom(ctx, key, "!room1:x")
 		})
 		if err != nil {

@@ -46,12 +46,7 @@ func TestMigrationsFromEmptyAndAgain(t *testing.T) {
 
 func TestPortalUniquePerChat(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
-		storeLogin(ctx, t, db, "")
-		key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-		a, err := db.Portal.GetOrCreate(ctx, key, "bob")
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, a := createBobPortal(ctx, t, db, "")
 		if err := db.Portal.SetRoom(ctx, key, "!r:x"); err != nil {
 			t.Fatal(err)
 		}
@@ -179,12 +174,22 @@ func storeLogin(ctx context.Context, t testing.TB, db *database.Database, state 
 // the rows most tests here start from, and returns the portal's key.
 func storeBobPortal(ctx context.Context, t testing.TB, db *database.Database) database.PortalKey {
 	t.Helper()
-	storeLogin(ctx, t, db, "")
+	key, _ := createBobPortal(ctx, t, db, "")
+	return key
+}
+
+// createBobPortal is storeBobPortal with the login in the given state,
+// returning also the portal as GetOrCreate created it, for the tests of
+// what later reads and writes do to that row.
+func createBobPortal(ctx context.Context, t testing.TB, db *database.Database, loginState string) (database.PortalKey, *database.Portal) {
+	t.Helper()
+	storeLogin(ctx, t, db, loginState)
 	key := database.PortalKey{LoginID: "l1", ChatID: "bob"}
-	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+	p, err := db.Portal.GetOrCreate(ctx, key, "bob")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return key
+	return key, p
 }
 
 func schemaVersion(ctx context.Context, db *database.Database) (int, error) {

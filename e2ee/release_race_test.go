@@ -2,14 +2,8 @@ package e2ee
 
 import (
 	"context"
-	"net/http"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"github.com/dmbridge/dmbridge/internal/memhs"
-	"github.com/dmbridge/dmbridge/internal/testdb"
 )
 
 // TestReleaseDoesNotStopALoopJustActivated: two portals share the
@@ -22,29 +16,16 @@ import (
 // The new portal's ghost then never receives room keys: every encrypted
 // message of the user in it is undecryptable until a restart.
 func TestReleaseDoesNotStopALoopJustActivated(t *testing.T) {
-	hs := memhs.Start("localhost")
-	defer hs.Close()
-	hs.AddToken("as", "@dmbridgebot:localhost")
-	db := testdb.Open(t, testdb.SQLite(t))
-	wrap := func(base http.RoundTripper) http.RoundTripper {
-		if base == nil {
-			base = http.DefaultTransport
-		}
-		return &flakyFilter{base: base, filters: 1}
-	}
+	hs, db := syncLoopSetup(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
-	const ghost = "@dm_bob:localhost"
 	// The old portal's loop runs; the new portal's creation asks for it.
-	if _, err := m.Active(ctx, ghost); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Active(ctx, ghost); err != nil { // new portal: encryptedRoomState
+	m := ghostLoopRunning(ctx, t, hs, db)
+	if _, err := m.Active(ctx, ownGhost); err != nil { // new portal: encryptedRoomState
 		t.Fatal(err)
 	}
 	// The old portal ends before the new portal's room is stored.
-	if err := m.Release(ctx, ghost); err != nil {
+	if err := m.Release(ctx, ownGhost); err != nil {
 		t.Fatal(err)
 	}
 	// (the new portal's room is stored now; nothing calls Active again)

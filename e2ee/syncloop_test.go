@@ -107,19 +107,15 @@ func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
 // had an encrypted DM keeps 3 goroutines, ~31 KiB and 2 requests a minute.
 func TestGhostSyncLoopEndsWithItsRooms(t *testing.T) {
 	hs, db := syncLoopSetup(t)
-	wrap := steadyFilter
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	first := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
-	if _, err := first.Active(ctx, "@dm_bob:localhost"); err != nil {
-		t.Fatal(err)
-	}
+	first := ghostLoopRunning(ctx, t, hs, db)
 	first.Stop()
 	// The DM is gone: no login, no portal. A restart:
 	if logins, err := db.Login.Owners(ctx); err != nil || len(logins) != 0 {
 		t.Fatalf("owners %v, %v", logins, err)
 	}
-	second := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
+	second := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), steadyFilter)
 	if err := second.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -132,14 +128,9 @@ func TestGhostSyncLoopEndsWithItsRooms(t *testing.T) {
 // its loop and clears the stored flag; a new encrypted DM starts it again.
 func TestReleaseStopsTheLoop(t *testing.T) {
 	hs, db := syncLoopSetup(t)
-	wrap := steadyFilter
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), wrap)
-	const ghost = "@dm_bob:localhost"
-	if _, err := m.Active(ctx, ghost); err != nil {
-		t.Fatal(err)
-	}
+	m := ghostLoopRunning(ctx, t, hs, db)
 	waitLoops := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -152,23 +143,23 @@ func TestReleaseStopsTheLoop(t *testing.T) {
 	}
 	waitLoops(1)
 	// Within releaseGrace of the Active, a portal may be on its way.
-	if err := m.Release(ctx, ghost); err != nil {
+	if err := m.Release(ctx, ownGhost); err != nil {
 		t.Fatal(err)
 	}
 	if n := m.SyncLoops(); n != 1 {
 		t.Fatalf("%d loops right after an Active, want 1", n)
 	}
 	m.mu.Lock()
-	m.devices[ghost].activeAt = time.Now().Add(-releaseGrace)
+	m.devices[ownGhost].activeAt = time.Now().Add(-releaseGrace)
 	m.mu.Unlock()
-	if err := m.Release(ctx, ghost); err != nil {
+	if err := m.Release(ctx, ownGhost); err != nil {
 		t.Fatal(err)
 	}
 	waitLoops(0)
 	if rows, err := db.GhostDev.Syncing(ctx); err != nil || len(rows) != 0 {
 		t.Fatalf("syncing rows after Release: %d, %v", len(rows), err)
 	}
-	if _, err := m.Active(ctx, ghost); err != nil {
+	if _, err := m.Active(ctx, ownGhost); err != nil {
 		t.Fatal(err)
 	}
 	waitLoops(1)
@@ -182,6 +173,18 @@ func syncLoopSetup(t *testing.T) (*memhs.Server, *database.Database) {
 	t.Cleanup(hs.Close)
 	hs.AddToken("as", "@dmbridgebot:localhost")
 	return hs, testdb.Open(t, testdb.SQLite(t))
+}
+
+// ghostLoopRunning is a manager on hs and db whose filter uploads and
+// /sync succeed, with ownGhost made active as an encrypted portal does:
+// its /sync loop is started.
+func ghostLoopRunning(ctx context.Context, t *testing.T, hs *memhs.Server, db *database.Database) *Manager {
+	t.Helper()
+	m := testManager(t, db, hs.URL, "localhost", false, zerolog.Nop(), steadyFilter)
+	if _, err := m.Active(ctx, ownGhost); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // steadyFilter answers the filter uploads and /sync without a failure.

@@ -18,8 +18,18 @@ const userRoom = id.RoomID("!userroom:x")
 
 // inviteBob is the user (or inviter) inviting bob's ghost into userRoom,
 // with the room's state and timeline set up in the fake as the client left
-// them: the inviter joined, the ghost invited, and then others.
-func inviteBob(u *unit, inviter id.UserID, direct bool, others ...id.UserID) *event.Event {
+// them: the inviter joined, the ghost invited, and then others. The
+// manager handles the invite as it handles the homeserver's; an error from
+// it fails the test (every caller checks what it decided, not that).
+func inviteBob(t *testing.T, u *unit, inviter id.UserID, direct bool, others ...id.UserID) {
+	t.Helper()
+	if err := u.m.ghostInvited(context.Background(), bobInvite(u, inviter, direct, others...), "bob"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bobInvite sets up the fake as inviteBob says and returns the invite.
+func bobInvite(u *unit, inviter id.UserID, direct bool, others ...id.UserID) *event.Event {
 	u.hs.SetState(userRoom, event.StateMember, string(inviter), &event.MemberEventContent{Membership: event.MembershipJoin})
 	u.hs.SetState(userRoom, event.StateMember, string(unitGhost), &event.MemberEventContent{Membership: event.MembershipInvite, IsDirect: direct})
 	for _, o := range others {
@@ -50,10 +60,7 @@ func resolveBob(u *unit) {
 func TestUnitInvitedGhostAdoptsRoom(t *testing.T) {
 	u := newUnit(t, true)
 	resolveBob(u)
-	evt := inviteBob(u, unitUser, true)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true)
 	p := u.portal(t)
 	if p == nil || p.RoomID != userRoom || !p.InDirect {
 		t.Fatalf("portal = %+v, want the user's room, in m.direct", p)
@@ -112,10 +119,7 @@ func TestUnitInvitedGhostRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			u := newUnit(t, false)
 			resolveBob(u)
-			evt := inviteBob(u, tc.inviter, tc.direct, tc.others...)
-			if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-				t.Fatal(err)
-			}
+			inviteBob(t, u, tc.inviter, tc.direct, tc.others...)
 			if p := u.portal(t); p != nil && p.RoomID != "" {
 				t.Errorf("refused room became a portal: %+v", p)
 			}
@@ -150,10 +154,7 @@ func TestUnitInvitedGhostRefusesSecondRoom(t *testing.T) {
 	existing := u.portal(t).RoomID
 	resolveBob(u)
 	u.hs.Reset()
-	evt := inviteBob(u, unitUser, true)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true)
 	if p := u.portal(t); p.RoomID != existing {
 		t.Fatalf("portal moved to %s", p.RoomID)
 	}

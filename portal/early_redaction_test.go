@@ -158,43 +158,39 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// droppingNetwork is a connector whose connection drops while it holds the
-// first send: the network has the message, the bridge gets no answer. A
-// repeated txn is answered with its first result, as the protocol asks.
+// droppingNetwork is a recordingNetwork whose connection drops while it
+// holds the first send: the network has the message, the bridge gets no
+// answer. A repeated txn is answered with its first result, as the
+// protocol asks. It also keeps the delete commands, under mu.
 type droppingNetwork struct {
+	*recordingNetwork
 	u       *unit
-	mu      sync.Mutex
-	has     map[string]bool
 	deletes []connector.Command
 	dropped bool
 }
 
 func (d *droppingNetwork) answer(op string, c *connector.Command) (*connector.Result, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	switch op {
-	case connector.OpSendMessage:
+	switch {
+	case op == connector.OpSendMessage && !d.dropped:
 		d.has["r"+c.Txn] = true
-		if !d.dropped {
-			d.dropped = true
-			d.u.conn.down.Store(true)
-			return nil, fmt.Errorf("connector %q disconnected before answering: %w", unitConnID, server.ErrNotConnected)
-		}
-		return &connector.Result{ID: "r" + c.Txn}, nil
-	case connector.OpDeleteMessage:
+		d.dropped = true
+		d.u.conn.down.Store(true)
+		d.mu.Unlock()
+		return nil, fmt.Errorf("connector %q disconnected before answering: %w", unitConnID, server.ErrNotConnected)
+	case op == connector.OpDeleteMessage:
 		d.deletes = append(d.deletes, *c)
-		delete(d.has, c.Target)
 	}
-	return &connector.Result{}, nil
+	d.mu.Unlock()
+	return d.recordingNetwork.answer(op, c)
 }
 
 // newDroppingUnit is a unit portal whose network can delete and whose
 // connector drops the connection during the first send.
 func newDroppingUnit(t *testing.T) (*unit, *database.Portal, *droppingNetwork) {
 	t.Helper()
-	u, p := newUnitPortal(t)
-	u.conn.caps.Delete = true
-	d := &droppingNetwork{u: u, has: map[string]bool{}}
+	u, p, n := newRecordingUnit(t)
+	d := &droppingNetwork{recordingNetwork: n, u: u}
 	u.conn.answer = d.answer
 	return u, p, d
 }

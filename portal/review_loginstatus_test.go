@@ -147,9 +147,7 @@ func TestHelloBadCredentialsOvertaken(t *testing.T) {
 	u.remote(t, &connector.Event{Kind: connector.KindLogin, ID: "back", State: connector.LoginConnected})
 	runningUnit(u)
 	time.Sleep(100 * time.Millisecond) // for endLoggedOut to queue its work
-	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && u.m.lanes.pending() > 0; {
-		time.Sleep(10 * time.Millisecond)
-	}
+	u.drainLanes()
 	if n := waitPortals(t, u, 1); n != 1 {
 		t.Errorf("the login is connected again, but %d portals are left, want 1", n)
 	}

@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,10 +65,7 @@ func TestRefusedGroupInviteCreatesNothingOnTheNetwork(t *testing.T) {
 		}
 		return &connector.Result{}, nil
 	}
-	evt := inviteBob(u, unitUser, true, reviewCarol)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true, reviewCarol)
 	if p := u.portal(t); p != nil && p.RoomID != "" {
 		t.Fatalf("group room adopted: %+v", p)
 	}
@@ -87,33 +83,19 @@ func TestBlockedUserTypingDoesNotReachNetwork(t *testing.T) {
 	u, p := newUnitPortal(t)
 	u.conn.caps.Typing, u.conn.caps.ReadReceipts = true, true
 	u.m.cfg.Permissions[string(unitUser)] = config.LevelBlock
-	var mu sync.Mutex
-	var ops []string
-	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
-		mu.Lock()
-		ops = append(ops, op)
-		mu.Unlock()
-		return &connector.Result{}, nil
-	}
+	ops := u.opsFromNow()
 	// Blocked: a message of hers goes nowhere.
 	u.handle(t, p.RoomID, "$blocked", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "hi"}})
-	typing := &event.Event{Type: event.EphemeralEventTyping, RoomID: p.RoomID,
-		Content: event.Content{Parsed: &event.TypingEventContent{UserIDs: []id.UserID{unitUser}}}}
-	u.m.MatrixEphemeral(context.Background(), &appservice.EphemeralEvent{Event: typing})
+	u.userTyping(p.RoomID)
 	bobMsg, _ := u.db.Message.GetPart(context.Background(), p.PortalKey, "m1", 0)
 	if bobMsg != nil {
 		receipt := &event.Event{Type: event.EphemeralEventReceipt, RoomID: p.RoomID, Content: event.Content{Parsed: &event.ReceiptEventContent{
 			bobMsg.MXID: {event.ReceiptTypeRead: {unitUser: {Timestamp: time.Now()}}}}}}
 		u.m.MatrixEphemeral(context.Background(), &appservice.EphemeralEvent{Event: receipt})
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) && u.m.lanes.pending() > 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(ops) > 0 {
-		t.Errorf("a blocked user's Matrix activity reached the network: %v", ops)
+	u.drainLanes()
+	if got := ops(); len(got) > 0 {
+		t.Errorf("a blocked user's Matrix activity reached the network: %v", got)
 	}
 }
 
@@ -190,10 +172,7 @@ func TestBlockedUserIsToldMessageWasNotDelivered(t *testing.T) {
 func TestGhostKickedByModeratorEndsOrRepairsPortal(t *testing.T) {
 	u := newUnit(t, true)
 	resolveBob(u)
-	evt := inviteBob(u, unitUser, true)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true)
 	if p := u.portal(t); p == nil || p.RoomID != userRoom {
 		t.Fatalf("room not adopted: %+v", p)
 	}

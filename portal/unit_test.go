@@ -3,9 +3,11 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/event"
@@ -204,6 +206,38 @@ func (u *unit) direct(t *testing.T) map[string][]id.RoomID {
 		}
 	}
 	return out
+}
+
+// opsFromNow forgets the commands the connector got so far, answers every
+// later one with an empty result, and returns what lists those later ones.
+func (u *unit) opsFromNow() (ops func() []string) {
+	u.conn.mu.Lock()
+	defer u.conn.mu.Unlock()
+	u.conn.ops = nil
+	u.conn.answer = func(string, *connector.Command) (*connector.Result, error) {
+		return &connector.Result{}, nil
+	}
+	return func() []string {
+		u.conn.mu.Lock()
+		defer u.conn.mu.Unlock()
+		return slices.Clone(u.conn.ops)
+	}
+}
+
+// drainLanes waits, 2 s at the most, until no lane has work queued or
+// running, so that a test can then check that something did not happen.
+func (u *unit) drainLanes() {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline) && u.m.lanes.pending() > 0; {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// userTyping is the user's typing notification in roomID, as the
+// homeserver pushes it.
+func (u *unit) userTyping(roomID id.RoomID) {
+	typing := &event.Event{Type: event.EphemeralEventTyping, RoomID: roomID,
+		Content: event.Content{Parsed: &event.TypingEventContent{UserIDs: []id.UserID{unitUser}}}}
+	u.m.MatrixEphemeral(context.Background(), &appservice.EphemeralEvent{Event: typing})
 }
 
 // field reads a nested field of recorded content ("m.relates_to.event_id").

@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"context"
 	"testing"
 
 	"maunium.net/go/mautrix/event"
@@ -32,10 +31,7 @@ func upgradeFollowed(t *testing.T, direct bool) {
 	u.hs.SetState(old, event.StateTombstone, "", tomb)
 	u.handle(t, old, "$tomb", map[string]any{"type": "m.room.tombstone", "state_key": "", "content": tomb})
 	u.hs.SetState(userRoom, event.StateCreate, "", map[string]any{"predecessor": map[string]any{"room_id": old, "event_id": "$tomb"}})
-	evt := inviteBob(u, unitUser, direct)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, direct)
 	u.hs.Reset()
 	u.remote(t, fromBob("m2", "are you there?"))
 	got := 0
@@ -68,10 +64,7 @@ func TestRoomNamingPortalAsPredecessorIsNotAnUpgrade(t *testing.T) {
 	old := u.portal(t).RoomID
 	resolveBob(u)
 	u.hs.SetState(userRoom, event.StateCreate, "", map[string]any{"predecessor": map[string]any{"room_id": old, "event_id": "$x"}})
-	evt := inviteBob(u, unitUser, true)
-	if err := u.m.ghostInvited(context.Background(), evt, "bob"); err != nil {
-		t.Fatal(err)
-	}
+	inviteBob(t, u, unitUser, true)
 	if p := u.portal(t); p.RoomID != old {
 		t.Errorf("portal moved to %s without a tombstone in %s", p.RoomID, old)
 	}

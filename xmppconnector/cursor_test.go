@@ -49,12 +49,31 @@ func (s *storingSink) SendEphemeral(context.Context, *connector.Ephemeral) error
 // server for a vCard.
 func offlineAccount(t *testing.T) (*account, *Store, *storingSink) {
 	t.Helper()
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: "alice@example.org", MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	a, store, sink := strangersAccount(t)
 	if err := store.PutContact(t.Context(), "alice@example.org", "bob@example.org", storedContact{Name: "bob"}); err != nil {
 		t.Fatal(err)
 	}
+	return a, store, sink
+}
+
+// caughtUpAccount is offlineAccount with a connection (no socket behind
+// it) that has finished catching up: where a live message is handled.
+func caughtUpAccount(t *testing.T) (*account, *storingSink, *xmppConn) {
+	t.Helper()
+	a, _, sink := offlineAccount(t)
+	conn := &xmppConn{done: make(chan struct{})}
+	conn.caughtUp.Store(true)
+	return a, sink, conn
+}
+
+// strangersAccount is alice's account on a fresh store, sending to a
+// storingSink, with no contact stored: everyone who writes is a stranger
+// whose profile the account has yet to fetch.
+func strangersAccount(t *testing.T) (*account, *Store, *storingSink) {
+	t.Helper()
+	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
+	sink := &storingSink{store: store}
+	a := newAccount(&AccountConfig{JID: "alice@example.org", MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
 	return a, store, sink
 }
 
@@ -163,10 +182,8 @@ func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
 // While connected, the archive is swept every archive_sweep, so a message
 // that reached only the archive does not wait for the next reconnect.
 func TestServeSweepsArchive(t *testing.T) {
-	a, _, _ := offlineAccount(t)
+	a, _, conn := caughtUpAccount(t)
 	a.xcfg.ArchiveSweep = 10 * time.Millisecond
-	conn := &xmppConn{done: make(chan struct{})}
-	conn.caughtUp.Store(true)
 	served := make(chan bool)
 	go func() { served <- a.serve(t.Context(), conn) }()
 	deadline := time.Now().Add(5 * time.Second)

@@ -12,9 +12,7 @@ import (
 func TestReusedClientIDKeepsNewMessage(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, _, sink := offlineAccount(t)
-	conn := &xmppConn{done: make(chan struct{})}
-	conn.caughtUp.Store(true)
+	a, sink, conn := caughtUpAccount(t)
 	for i, text := range []string{"server is down", "server is up again"} {
 		a.do(ctx, work{conn: conn, msg: &message{From: bob + "/monitor", To: me, ID: "1", Type: "chat", Body: text,
 			StanzaIDs: []stanzaIDEl{{ID: []string{"arch-a", "arch-b"}[i], By: me}}}})
@@ -32,9 +30,7 @@ func TestReusedClientIDKeepsNewMessage(t *testing.T) {
 func TestUnarchivedMessageWithoutIDIsBridged(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, _, sink := offlineAccount(t)
-	conn := &xmppConn{done: make(chan struct{})}
-	conn.caughtUp.Store(true)
+	a, sink, conn := caughtUpAccount(t)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, Type: "chat", Body: "no id, not archived"}})
 	if len(sink.sent) != 1 {
 		t.Fatalf("bridged %d events; a message with a body but no id and no stanza-id was dropped", len(sink.sent))

@@ -19,9 +19,7 @@ import (
 func TestSenderChosenDelayIsNotTrusted(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
-	a, _, sink := offlineAccount(t)
-	conn := &xmppConn{done: make(chan struct{})}
-	conn.caughtUp.Store(true)
+	a, sink, conn := caughtUpAccount(t)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "d1", Type: "chat", Body: "I wrote this in 2099",
 		Delay: &delayEl{Stamp: "2099-01-01T00:00:00Z"}, StanzaIDs: []stanzaIDEl{{ID: "arch-d1", By: me}}}})
 	if len(sink.sent) != 1 {

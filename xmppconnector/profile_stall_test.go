@@ -2,7 +2,6 @@ package xmppconnector
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,6 +14,22 @@ func isVCardGet(s *fakeStanza) bool {
 	return s.XMLName.Local == "iq" && strings.Contains(s.Inner, "vcard-temp")
 }
 
+// connAnsweringVCards connects alice's account a to a fake server that
+// answers every vCard request at once with Eve's vCard, and ignores
+// everything else; fetches counts the vCard requests.
+func connAnsweringVCards(t *testing.T, a *account) (conn *xmppConn, fetches *atomic.Int64) {
+	t.Helper()
+	fetches = new(atomic.Int64)
+	conn, _ = newFakeConn(t, "alice@example.org", a, func(s *fakeStanza) []string {
+		if isVCardGet(s) {
+			fetches.Add(1)
+			return []string{`<iq type="result" id="` + s.attr("id") + `"><vCard xmlns="vcard-temp"><FN>Eve</FN></vCard></iq>`}
+		}
+		return nil
+	})
+	return conn, fetches
+}
+
 // A stranger whose server never answers vCard requests holds the account's
 // single worker for 15 s per message (ensureContact waits for the vCard),
 // and since the failed fetch stores nothing, every further message of
@@ -23,9 +38,7 @@ func TestUnansweredVCardDoesNotStallWorker(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	const me = "alice@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	a, store, sink := strangersAccount(t)
 	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string {
 		if isVCardGet(s) {
 			return nil // the remote server black-holes it
@@ -63,17 +76,8 @@ func TestUnansweredVCardDoesNotStallWorker(t *testing.T) {
 func TestHeadlineFloodDoesNotRefetchVCard(t *testing.T) {
 	ctx := t.Context()
 	const me = "alice@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	var fetches atomic.Int64
-	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string {
-		if isVCardGet(s) {
-			fetches.Add(1)
-			return []string{`<iq type="result" id="` + s.attr("id") + `"><vCard xmlns="vcard-temp"><FN>Eve</FN></vCard></iq>`}
-		}
-		return nil
-	})
+	a, _, _ := strangersAccount(t)
+	conn, fetches := connAnsweringVCards(t, a)
 	const n = 200
 	for i := range n {
 		a.do(ctx, work{conn: conn, msg: &message{From: "eve@evil.example", To: me, ID: fmt.Sprint("h", i), Type: "headline",
@@ -93,9 +97,7 @@ func TestHeadlineFloodDoesNotRefetchVCard(t *testing.T) {
 func TestStrangerHeadlineKeepsCaughtUp(t *testing.T) {
 	ctx := t.Context()
 	const me = "alice@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
+	a, _, _ := strangersAccount(t)
 	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string { return nil })
 	conn.caughtUp.Store(true)
 	a.do(ctx, work{conn: conn, msg: &message{From: "eve@evil.example", To: me, ID: "h", Type: "headline", Event: &pubsubEventEl{}}})

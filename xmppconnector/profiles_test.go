@@ -2,12 +2,8 @@ package xmppconnector
 
 import (
 	"fmt"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
 )
 
 // Announced changes of one contact are fetched at most once per
@@ -82,17 +78,8 @@ func TestProfileQueueBound(t *testing.T) {
 func TestProfileFetcherOnFakeServer(t *testing.T) {
 	ctx := t.Context()
 	const me = "alice@example.org"
-	store := openTestStore(t, filepath.Join(t.TempDir(), "c.db"))
-	sink := &storingSink{store: store}
-	a := newAccount(&AccountConfig{JID: me, MatrixUser: "@alice:example.org"}, &XMPPConfig{}, store, sink, "", nil, zerolog.Nop())
-	var fetches atomic.Int64
-	conn, _ := newFakeConn(t, me, a, func(s *fakeStanza) []string {
-		if isVCardGet(s) {
-			fetches.Add(1)
-			return []string{`<iq type="result" id="` + s.attr("id") + `"><vCard xmlns="vcard-temp"><FN>Eve</FN></vCard></iq>`}
-		}
-		return nil
-	})
+	a, store, sink := strangersAccount(t)
+	conn, fetches := connAnsweringVCards(t, a)
 	a.conn = conn
 	go a.fetchProfiles(ctx)
 	a.do(ctx, work{conn: conn, msg: &message{From: "eve@evil.example/x", To: me, ID: "m1", Type: "chat", Body: "hi",

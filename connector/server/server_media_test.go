@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
 	"github.com/dmbridge/dmbridge/internal/connectortest"
+	"github.com/dmbridge/dmbridge/internal/httpcall"
 	"github.com/dmbridge/dmbridge/internal/rawconn"
 )
 
@@ -24,17 +24,8 @@ func TestMediaEndpoint(t *testing.T) {
 		})
 	})
 	get := func(url, token string) (int, string) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
+		t.Helper()
+		return httpcall.Do(t, http.MethodGet, url, token, "")
 	}
 	if _, ok := h.Srv.MediaURL("c", "hs.example", "abc"); ok {
 		t.Error("a media URL for a connector that is not connected")
