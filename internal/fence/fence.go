@@ -5,7 +5,8 @@
 // keep-alive through the load balancer) would otherwise carry an answer
 // from an instance that is no longer in charge. A fenced request gets its
 // connection dropped instead, which every client treats as "try again",
-// and the retry reaches the new active.
+// and the retry reaches the new active. Transport does the same for the
+// requests such a process makes.
 package fence
 
 import (
