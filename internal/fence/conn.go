@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// conn is a client connection whose every write first asks gate.
-type conn struct {
+// gatedConn is a connection whose every write first asks gate.
+type gatedConn struct {
 	net.Conn
 	gate func() error
 }
@@ -17,7 +17,7 @@ type conn struct {
 // Write sends b only while gate passes; once it fails the connection is
 // closed, so that a request checked before a pause and written after it is
 // never completed (a partly sent one the server discards).
-func (c conn) Write(b []byte) (int, error) {
+func (c gatedConn) Write(b []byte) (int, error) {
 	if err := c.gate(); err != nil {
 		_ = c.Conn.Close()
 		return 0, fmt.Errorf("%w: %w", ErrFenced, err)
@@ -61,7 +61,7 @@ func fenced(dial dialFunc, gate func() error) dialFunc {
 		if err != nil {
 			return nil, err
 		}
-		return conn{Conn: c, gate: gate}, nil
+		return gatedConn{Conn: c, gate: gate}, nil
 	}
 }
 

@@ -167,8 +167,11 @@ func (w *writer) Flush() {
 }
 
 // Hijack is http.Hijacker's, fenced: a websocket upgrade writes its answer on
-// the hijacked connection, past any later check. What the handler wrote
-// before goes out first, as net/http's own Hijack does.
+// the hijacked connection, and the connection it returns asks the gate
+// before every write too, right before the system call: a frame checked
+// before a pause (or queued behind a write lock) does not go out after it.
+// What the handler wrote before goes out first, as net/http's own Hijack
+// does.
 func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if !w.pass() {
 		return nil, nil, ErrFenced
@@ -177,10 +180,12 @@ func (w *writer) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		w.send(false)
 	}
 	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
+	if err != nil {
+		return nil, nil, err
 	}
-	return conn, rw, err
+	w.hijacked = true
+	gc := gatedConn{Conn: conn, gate: w.gate}
+	return gc, bufio.NewReadWriter(rw.Reader, bufio.NewWriterSize(gc, rw.Writer.Size())), nil
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer's other

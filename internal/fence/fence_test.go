@@ -233,3 +233,37 @@ func TestFencedLargeBodyStreams(t *testing.T) {
 		t.Errorf("got %d bytes, more than the %d written before the gate shut", n, 2*len(chunk))
 	}
 }
+
+// A hijacked connection (a connector's websocket) stays fenced: a frame
+// written after the gate shut does not go out, even though the upgrade
+// passed the gate; the connection is closed instead.
+func TestFencedHijackedConnection(t *testing.T) {
+	closed, gate := switchableGate()
+	upgraded, shut := make(chan struct{}), make(chan struct{})
+	writeErr := make(chan error, 1)
+	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			writeErr <- err
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		close(upgraded)
+		<-shut
+		_, err = io.WriteString(conn, "frame after the gate shut")
+		writeErr <- err
+	}), gate, nil))
+	defer srv.Close()
+	got := make(chan []byte, 1)
+	go func() { got <- rawRequest(t, srv.Listener.Addr().String(), "/") }()
+	<-upgraded
+	closed.Store(true)
+	close(shut)
+	if err := <-writeErr; !errors.Is(err, ErrFenced) {
+		t.Errorf("write on the hijacked connection with the gate shut: %v, want ErrFenced", err)
+	}
+	if b := string(<-got); b != "HTTP/1.1 101 Switching Protocols\r\n\r\n" {
+		t.Errorf("the client got %q, want only the upgrade", b)
+	}
+}
