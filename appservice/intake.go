@@ -112,6 +112,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 	store := len(events) > 0 || len(malformed) > 0 || len(ephemeral) > 0 || l.db.Fenced
 	ctx := log.WithContext(context.Background())
 	fresh, added := false, 0
+	var writtenAt time.Time
 	// Homeservers send one transaction at a time, but a retry can overlap a
 	// slow first attempt. Serialising the intake keeps mx_event's seq in
 	// commit order, which the dispatcher relies on to never skip a row.
@@ -121,7 +122,7 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		store = true
 	}
 	if store {
-		if fresh, added, err = l.storeTransaction(ctx, txnID, txn.Events, malformed, events); err != nil {
+		if fresh, added, writtenAt, err = l.storeTransaction(ctx, txnID, txn.Events, malformed, events); err != nil {
 			log.Err(err).Msg("Failed to store transaction")
 			mautrix.MUnknown.WithMessage("Failed to store transaction").WithStatus(http.StatusInternalServerError).Write(w)
 			return
@@ -136,7 +137,11 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
-	log.Debug().Bool("seen_before", !fresh).Int("events", len(txn.Events)).Int("new_events", added).Msg("Stored transaction")
+	// written_at_us dates the writes: the HA pause test tells a transaction
+	// written before the pause (and so committed before the takeover, or
+	// failed) from one of a resumed former active.
+	log.Debug().Bool("seen_before", !fresh).Int("events", len(txn.Events)).Int("new_events", added).
+		Int64("written_at_us", writtenAt.UnixMicro()).Msg("Stored transaction")
 	if l.sink == nil {
 		return
 	}
@@ -159,9 +164,10 @@ func (l *Link) putTransaction(w http.ResponseWriter, r *http.Request) {
 
 // storeTransaction stores the transaction id, its malformed events as
 // parked and its events in one database transaction; fresh is false for
-// an id seen before, added counts the events not seen before.
+// an id seen before, added counts the events not seen before, writtenAt is
+// when the last write went out (before the commit).
 func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.RawMessage, malformed []int,
-	events []*database.NewMXEvent) (fresh bool, added int, err error) {
+	events []*database.NewMXEvent) (fresh bool, added int, writtenAt time.Time, err error) {
 	err = l.db.DoTxn(ctx, nil, func(ctx context.Context) error {
 		fresh, err = l.db.ASTxn.Insert(ctx, txnID)
 		if err != nil {
@@ -180,9 +186,10 @@ func (l *Link) storeTransaction(ctx context.Context, txnID string, raw []json.Ra
 		if err != nil {
 			return fmt.Errorf("store %d events: %w", len(events), err)
 		}
+		writtenAt = time.Now()
 		return nil
 	})
-	return fresh, added, err
+	return fresh, added, writtenAt, err
 }
 
 // handleCryptoPush hands the transaction's encryption data, if it has any

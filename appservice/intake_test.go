@@ -261,6 +261,69 @@ func TestTransactionNotAckedWhenGated(t *testing.T) {
 	}
 }
 
+// pausingSink stands for a process stopped (SIGSTOP) in the intake's work
+// after its answer: Wake tells woken and waits for resume.
+type pausingSink struct {
+	countingSink
+	woken, resume chan struct{}
+}
+
+func (s *pausingSink) Wake() {
+	s.countingSink.Wake()
+	close(s.woken)
+	<-s.resume
+}
+
+// TestTransactionNotAckedWhenLeaseRunsOutAfterTheAnswer is the flake of
+// TestFaultHAPausedActive: the intake stores the transaction and writes its
+// 200 while the lease is valid, is paused in the work after the answer (the
+// sink's wake-up), and resumes after losing the lease. The answer must not
+// go out then: net/http sends it only once the handler returns.
+func TestTransactionNotAckedWhenLeaseRunsOutAfterTheAnswer(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	link, db := newLink(t, target)
+	sink := &pausingSink{woken: make(chan struct{}), resume: make(chan struct{})}
+	link.SetSink(sink)
+	var lost atomic.Bool
+	link.SetGate(func() error {
+		if lost.Load() {
+			return errors.New("not active")
+		}
+		return nil
+	})
+	srv := httptest.NewServer(link.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		_ = db.Close()
+	})
+	type answer struct {
+		status int
+		err    error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, srv.URL+"/_matrix/app/v1/transactions/txn-p", strings.NewReader(txnBody))
+		req.Header.Set("Authorization", "Bearer hs-secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- answer{err: err}
+			return
+		}
+		_ = resp.Body.Close()
+		got <- answer{status: resp.StatusCode}
+	}()
+	<-sink.woken
+	lost.Store(true)
+	close(sink.resume)
+	if a := <-got; a.err == nil {
+		t.Fatalf("the lease ran out before the handler returned, yet the transaction got an answer: %d", a.status)
+	}
+	// Stored before the answer: the active finds it in the database.
+	if n := countRows(t, db, "mx_event"); n != 1 {
+		t.Errorf("%d events stored, want 1", n)
+	}
+}
+
 // TestOwnEchoesNotStored: what the bridge sent itself comes back from the
 // homeserver. A ghost's or the bot's message is not stored, and a
 // transaction of nothing else is answered without a database transaction

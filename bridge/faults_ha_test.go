@@ -335,7 +335,7 @@ func runPausedActive(t *testing.T, epochFenceOnly bool) pausedRun {
 				continue
 			}
 			if writtenBefore(line, stoppedAt) {
-				t.Logf("%s wrote this message's result before it was paused and logged it after: %.200s", r.paused.name, line)
+				t.Logf("%s wrote this before it was paused and logged it after: %.200s", r.paused.name, line)
 				continue
 			}
 			t.Errorf("the resumed former active logged %s after resuming:\n%s", done, tail(r.after, 40))
@@ -495,22 +495,24 @@ func inFlightAcrossPause(log, line string, pause time.Duration) string {
 	return ""
 }
 
-// writtenBefore reports whether a "Bridged message to Matrix" line says its
-// result's write went out before t: a process paused between that write and
-// the line logs the line on resuming. A write that went out before the
-// pause either committed then or, if its commit came after the takeover,
-// failed (the epoch fence) and was never logged as bridged.
+// writtenBefore reports whether a "Bridged message to Matrix" or "Stored
+// transaction" line says its writes went out before t: a process paused
+// between those writes and the line logs the line on resuming. A write that
+// went out before the pause either committed then or, if its commit came
+// after the takeover, failed (the epoch fence) and was never logged.
 func writtenBefore(line string, t time.Time) bool {
 	var bridged struct {
 		Message   string `json:"message"`
 		WrittenAt int64  `json:"written_at_us"`
 	}
-	return json.Unmarshal([]byte(line), &bridged) == nil && bridged.Message == "Bridged message to Matrix" &&
+	return json.Unmarshal([]byte(line), &bridged) == nil &&
+		(bridged.Message == "Bridged message to Matrix" || bridged.Message == "Stored transaction") &&
 		bridged.WrittenAt > 0 && bridged.WrittenAt < t.UnixMicro()
 }
 
 // TestInFlightAcrossPause: only a stored transaction that lasted the whole
-// pause counts as committed before the takeover.
+// pause, or whose writes went out before it, counts as committed before the
+// takeover.
 func TestInFlightAcrossPause(t *testing.T) {
 	log := `{"message":"Transaction took long","transaction_id":"1","duration_seconds":5.2}
 {"message":"Stored transaction","transaction_id":"1"}
@@ -527,7 +529,9 @@ func TestInFlightAcrossPause(t *testing.T) {
 		`{"message":"Bridged message to Matrix","written_at_us":999999}`:  true,
 		`{"message":"Bridged message to Matrix","written_at_us":1000001}`: false,
 		`{"message":"Bridged message to Matrix"}`:                         false,
-		`{"message":"Stored transaction","written_at_us":5}`:              false,
+		`{"message":"Stored transaction","written_at_us":999999}`:         true,
+		`{"message":"Stored transaction","written_at_us":1000001}`:        false,
+		`{"message":"Connector connected","written_at_us":5}`:             false,
 	} {
 		if got := writtenBefore(line, pause); got != want {
 			t.Errorf("writtenBefore(%s) = %v, want %v", line, got, want)

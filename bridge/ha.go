@@ -12,6 +12,7 @@ import (
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/ha"
 	"github.com/dmbridge/dmbridge/health"
+	"github.com/dmbridge/dmbridge/internal/fence"
 	"github.com/dmbridge/dmbridge/metrics"
 )
 
@@ -53,12 +54,12 @@ func openDB(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *
 // fencedRoundTripper refuses a homeserver request unless this instance's
 // lease is valid by its own clock, so a resumed former active sends nothing.
 type fencedRoundTripper struct {
-	base  http.RoundTripper
-	lease *ha.Elector
+	base http.RoundTripper
+	gate func() error
 }
 
 func (f fencedRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	if err := f.lease.Check(); err != nil {
+	if err := f.gate(); err != nil {
 		if r.Body != nil {
 			_ = r.Body.Close()
 		}
@@ -67,14 +68,23 @@ func (f fencedRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
 	return f.base.RoundTrip(r)
 }
 
-func fenceTransport(base http.RoundTripper, lease *ha.Elector) http.RoundTripper {
-	if lease == nil {
+// fenceTransport fences base by gate (leaseGate's); a nil gate (no high
+// availability) leaves it as it is. The check when a request starts gives a
+// clear error; an http.Transport (the homeserver's always is) also checks
+// right before every write to a connection (see fence.Transport), since a
+// pause between that first check and the write would let a request out
+// after the lease is lost.
+func fenceTransport(base http.RoundTripper, gate func() error) http.RoundTripper {
+	if gate == nil {
 		return base
 	}
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	return fencedRoundTripper{base: base, lease: lease}
+	if t, ok := base.(*http.Transport); ok {
+		base = fence.Transport(t, gate)
+	}
+	return fencedRoundTripper{base: base, gate: gate}
 }
 
 func leaseGate(lease *ha.Elector) func() error {

@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,7 +30,7 @@ func TestFencedTransportSendsOnlyWhileActive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := &http.Client{Transport: fenceTransport(nil, lease)}
+	client := &http.Client{Transport: fenceTransport(nil, lease.Check)}
 	if _, err = client.Get(hs.URL); err == nil {
 		t.Fatal("a standby's request went out")
 	}
@@ -48,5 +51,47 @@ func TestFencedTransportSendsOnlyWhileActive(t *testing.T) {
 	}
 	if fenceTransport(http.DefaultTransport, nil) != http.DefaultTransport {
 		t.Error("without ha the transport is wrapped")
+	}
+}
+
+// TestFencedTransportChecksAtTheWrite: a request that passed the lease check
+// when it started, and whose process was then paused before the request was
+// written (here: while the transport dials) and resumed after losing the
+// lease, must not reach the homeserver. The paused-active fault test counts
+// every request a resumed former active sends.
+func TestFencedTransportChecksAtTheWrite(t *testing.T) {
+	var got atomic.Int32
+	hs := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { got.Add(1) }))
+	defer hs.Close()
+	var lost atomic.Bool
+	gate := func() error {
+		if lost.Load() {
+			return errors.New("lost the lease")
+		}
+		return nil
+	}
+	dialing, resume := make(chan struct{}), make(chan struct{})
+	base := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		close(dialing)
+		<-resume // the pause
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	client := &http.Client{Transport: fenceTransport(base, gate)}
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := client.Post(hs.URL, "application/json", strings.NewReader(`{}`))
+		if err == nil {
+			_ = resp.Body.Close()
+		}
+		errc <- err
+	}()
+	<-dialing
+	lost.Store(true)
+	close(resume)
+	if err := <-errc; err == nil {
+		t.Error("the request checked before the pause got an answer after it")
+	}
+	if n := got.Load(); n != 0 {
+		t.Errorf("the homeserver got %d requests from an instance that had lost its lease, want none", n)
 	}
 }

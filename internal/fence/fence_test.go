@@ -136,3 +136,134 @@ func TestNilGateIsNext(t *testing.T) {
 		t.Error("a nil gate should leave the handler as it is")
 	}
 }
+
+// TestFencedAfterTheAnswer plays the paused active of the high-availability
+// fault test: the handler answers 200 {} while the gate is open, then, still
+// running (the intake wakes the dispatcher and hands over ephemeral events
+// after its answer), is stopped while its lease runs out. net/http sends a
+// buffered answer only once the handler returns, so without a last check
+// the answer went out after the gate had shut.
+func TestFencedAfterTheAnswer(t *testing.T) {
+	closed, gate := switchableGate()
+	answered, resume := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "{}")
+		close(answered)
+		// The work after the answer, during which the process is paused.
+		<-resume
+	}), gate, nil))
+	defer srv.Close()
+	got := make(chan []byte, 1)
+	go func() { got <- rawRequest(t, srv.Listener.Addr().String(), "/") }()
+	<-answered
+	closed.Store(true)
+	close(resume)
+	if b := <-got; len(b) != 0 {
+		t.Errorf("the gate shut before the handler returned, yet the server sent %q; want nothing", b)
+	}
+}
+
+// An answer whose gate stays open is a plain, complete HTTP/1.1 response
+// with its length, not a chunked one: holding it back until the handler
+// returns must not change what the client gets.
+func TestOpenGateAnswersWhole(t *testing.T) {
+	_, gate := switchableGate()
+	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = io.WriteString(w, `{"a":`)
+		_, _ = io.WriteString(w, `1}`)
+	}), gate, nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusCreated || string(body) != `{"a":1}` || resp.ContentLength != int64(len(body)) ||
+		resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("got %d %q (length %d, type %q), want 201 {\"a\":1} with its length",
+			resp.StatusCode, body, resp.ContentLength, resp.Header.Get("Content-Type"))
+	}
+}
+
+// A large body (media served to a connector) is not held in memory: past
+// maxHeld it streams, so the client has the first part while the handler
+// still writes, each later write is checked, and a gate that shuts cuts the
+// body off.
+func TestFencedLargeBodyStreams(t *testing.T) {
+	closed, gate := switchableGate()
+	chunk := strings.Repeat("x", maxHeld)
+	clientGot := make(chan struct{})
+	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(4*len(chunk)))
+		_, _ = io.WriteString(w, chunk)
+		_, _ = io.WriteString(w, chunk)
+		select {
+		case <-clientGot:
+		case <-time.After(10 * time.Second):
+			t.Error("the client did not get the first part while the handler ran: the body was held back")
+		}
+		closed.Store(true)
+		_, _ = io.WriteString(w, chunk)
+		_, _ = io.WriteString(w, chunk)
+	}), gate, nil))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, len(chunk))
+	if _, err = io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	close(clientGot)
+	rest, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the response ended cleanly with %d bytes; want it cut off", len(first)+len(rest))
+	}
+	if n := len(first) + len(rest); n > 2*len(chunk) {
+		t.Errorf("got %d bytes, more than the %d written before the gate shut", n, 2*len(chunk))
+	}
+}
+
+// A hijacked connection (a connector's websocket) stays fenced: a frame
+// written after the gate shut does not go out, even though the upgrade
+// passed the gate; the connection is closed instead.
+func TestFencedHijackedConnection(t *testing.T) {
+	closed, gate := switchableGate()
+	upgraded, shut := make(chan struct{}), make(chan struct{})
+	writeErr := make(chan error, 1)
+	srv := httptest.NewServer(Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			writeErr <- err
+			return
+		}
+		defer conn.Close()
+		_, _ = io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\n\r\n")
+		close(upgraded)
+		<-shut
+		_, err = io.WriteString(conn, "frame after the gate shut")
+		writeErr <- err
+	}), gate, nil))
+	defer srv.Close()
+	got := make(chan []byte, 1)
+	go func() { got <- rawRequest(t, srv.Listener.Addr().String(), "/") }()
+	<-upgraded
+	closed.Store(true)
+	close(shut)
+	if err := <-writeErr; !errors.Is(err, ErrFenced) {
+		t.Errorf("write on the hijacked connection with the gate shut: %v, want ErrFenced", err)
+	}
+	if b := string(<-got); b != "HTTP/1.1 101 Switching Protocols\r\n\r\n" {
+		t.Errorf("the client got %q, want only the upgrade", b)
+	}
+}
