@@ -3,13 +3,18 @@ package bridge_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // TestUpgradedDMFollowsTheUser: the user upgrades their DM the way Element
@@ -28,27 +33,7 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 		old := s.roomOf("bob@network")
 		s.waitMessage(old, "before the upgrade")
 
-		var create event.CreateEventContent
-		if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {
-			t.Fatal(err)
-		}
-		var upgraded struct {
-			ReplacementRoom id.RoomID `json:"replacement_room"`
-		}
-		version := create.RoomVersion
-		if version == "" {
-			version = "1"
-		}
-		if _, err := s.alice.MakeRequest(ctx, http.MethodPost, s.alice.BuildClientURL("v3", "rooms", old, "upgrade"),
-			map[string]any{"new_version": version}, &upgraded); err != nil {
-			t.Fatalf("upgrade: %v", err)
-		}
-		room := upgraded.ReplacementRoom
-		if _, err := s.alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
-			t.Fatal(err)
-		}
-		s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
-		s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
+		room := s.upgradeDM(old, ghost)
 		s.waitDirect(ghost, room, true)
 		s.waitDirect(ghost, old, false)
 
@@ -67,6 +52,74 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 			if n := counts["after the upgrade"]; n != want {
 				t.Errorf("room %s shows the message after the upgrade %d times, want %d", r, n, want)
 			}
+		}
+	})
+}
+
+// upgradeDM upgrades the DM as alice, the way Element does (the upgrade,
+// then a plain invite of the ghost), and waits until the ghost is in the
+// new room and out of the old one; it returns the new room.
+func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
+	s.t.Helper()
+	ctx := context.Background()
+	var create event.CreateEventContent
+	if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {
+		s.t.Fatal(err)
+	}
+	var upgraded struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}
+	version := create.RoomVersion
+	if version == "" {
+		version = "1"
+	}
+	if _, err := s.alice.MakeRequest(ctx, http.MethodPost, s.alice.BuildClientURL("v3", "rooms", old, "upgrade"),
+		map[string]any{"new_version": version}, &upgraded); err != nil {
+		s.t.Fatalf("upgrade: %v", err)
+	}
+	room := upgraded.ReplacementRoom
+	if _, err := s.alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
+	s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
+	return room
+}
+
+// TestQueuedCommandFailsAfterUpgrade: a message of the user's still
+// waiting for the network when they upgrade the DM goes out after the
+// portal moved to the new room; when the network then refuses it, the
+// user is told in the new room, where they are, with a link to their
+// message in the old one.
+func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		// The connector is away: the message waits for it.
+		f.stop()
+		waiting, err := s.alice.SendText(context.Background(), old, "did you get my mail?")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		room := s.upgradeDM(old, ghost)
+		// Back once the portal has moved, the network refuses the message.
+		s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
+			if op == connector.OpSendMessage {
+				return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
+			}
+			return nil
+		}})
+		notice := s.waitNotice(s.sync, room, ghost, "bob blocked you")
+		if !strings.Contains(notice, "was not delivered") || !strings.Contains(notice, string(waiting.EventID)) {
+			t.Errorf("notice in the new room = %q, want it to say the message was not delivered and link to it", notice)
+		}
+		if n := s.countRows("SELECT COUNT(*) FROM pending_command"); n != 0 {
+			t.Errorf("%d commands left queued", n)
 		}
 	})
 }

@@ -98,3 +98,40 @@ func (m *Manager) followUpgrade(ctx context.Context, login *database.Login, ghos
 	}
 	return nil
 }
+
+// noticeCommand tells the user about a command of theirs (one that did not
+// go, or failed): as a reply to their event in its room. A command still
+// queued when the user upgraded the room is flushed after the portal moved
+// on (followUpgrade), and then its room is no portal's: the notice goes to
+// the upgraded room instead, where the user now is, with a link to the
+// event, since a reply cannot quote an event of another room. A room the
+// bridge cleaned up is not such a move: its commands were failed (with
+// their notices) in it before its farewell (failQueued).
+func (m *Manager) noticeCommand(ctx context.Context, pc *database.PendingCommand, text, txn string) {
+	p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
+	if err == nil && p != nil && p.RoomID != "" {
+		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), text, txn)
+		return
+	}
+	log := zerolog.Ctx(ctx).With().Str("txn", pc.Txn).Stringer("old_room_id", pc.RoomID).Logger()
+	if err != nil {
+		log.Err(err).Msg("Could not look up the command's portal; the user is not told")
+		return
+	}
+	moved, err := m.db.Portal.Get(ctx, pc.PortalKey)
+	if err != nil || moved == nil || moved.RoomID == "" || moved.RoomID == pc.RoomID {
+		log.Warn().Err(err).Msg("The command's room is no portal now; the user is not told")
+		return
+	}
+	login, err := m.db.Login.Get(ctx, pc.LoginID)
+	if err != nil || login == nil {
+		log.Warn().Err(err).Msg("Could not load the command's login; the user is not told")
+		return
+	}
+	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, pc.RoomID); err != nil || cleaned != nil {
+		log.Debug().Err(err).Msg("The command's room was cleaned up, where the user was told; nothing more")
+		return
+	}
+	text += fmt.Sprintf(" (This was in the room before its upgrade: %s)", pc.RoomID.EventURI(id.EventID(pc.Txn)).MatrixToURL())
+	m.notice(ctx, moved, text, txn)
+}
