@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
+	"github.com/dmbridge/dmbridge/internal/testlog"
 )
 
 // heldAvatar is a picture server that answers only once released: a
@@ -116,5 +118,38 @@ func TestHelloWithoutStateKeepsIt(t *testing.T) {
 		s.connectFakeWith(fakeSetup{store: f.store, logins: []connector.Login{alice}})
 		s.ping(mgmt, "connected")
 		s.waitNotice(s.sync, mgmt, bot, "is connected again")
+	})
+}
+
+// TestLoginAlertWaitsForManagementRoom: a user logged out while they have
+// no room with the bot is told once they open one; the alert was not
+// recorded as told while it could not be delivered. The bridge's log says
+// so once, not at every look.
+func TestLoginAlertWaitsForManagementRoom(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{noBridge: true, configure: func(c *config.Config) {
+			c.Bridge.LoginAlertAfter = config.Duration(time.Second)
+		}})
+		logs := &testlog.Lines{}
+		s.logTo = logs
+		s.startBridge()
+		t.Cleanup(s.stopBridge)
+		f := s.connectFake(nil)
+		f.send(&connector.Event{Kind: connector.KindLogin, Login: testLogin, TS: time.Now().UnixMilli(), State: connector.LoginBadCredentials})
+		tesths.WaitFor(t, 20*time.Second, "the alert found no management room", func() (bool, error) {
+			return len(logs.FindPrefix("User has no management room")) > 0, nil
+		})
+
+		mgmt, bot := s.managementRoom()
+		s.waitNotice(s.sync, mgmt, bot, "was logged out by the network (bad credentials)")
+		warned := 0
+		for _, line := range logs.FindPrefix("User has no management room") {
+			if line["level"] == "warn" {
+				warned++
+			}
+		}
+		if warned != 1 {
+			t.Errorf("the undeliverable alert was logged %d times at warn, want once", warned)
+		}
 	})
 }
