@@ -123,3 +123,47 @@ func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// TestTombstoneToAnotherRoomIsNotFollowed: the user puts a tombstone in
+// the DM that names a room of theirs that was not created as its upgrade,
+// and invites the ghost there. The ghost refuses the invite without ever
+// joining that room (which may be anyone's), says why in its answer, and
+// the portal stays where it is.
+func TestTombstoneToAnotherRoomIsNotFollowed(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before")
+
+		other, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "not an upgrade"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = s.alice.SendStateEvent(ctx, old, event.StateTombstone, "",
+			&event.TombstoneEventContent{Body: "moved", ReplacementRoom: other.RoomID}); err != nil {
+			t.Fatalf("tombstone: %v", err)
+		}
+		if _, err = s.alice.InviteUser(ctx, other.RoomID, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
+			t.Fatal(err)
+		}
+		s.waitMembership(s.sync, other.RoomID, ghost, event.MembershipLeave)
+		for _, evt := range s.sync.Events(other.RoomID) {
+			if evt.Type == event.StateMember && evt.GetStateKey() == string(ghost) {
+				member := evt.Content.AsMember()
+				if member.Membership == event.MembershipJoin {
+					t.Errorf("the ghost joined the room the tombstone named")
+				}
+				if member.Membership == event.MembershipLeave && !strings.Contains(member.Reason, "not an upgrade") {
+					t.Errorf("the refusal's reason = %q, want it to say the room is not an upgrade", member.Reason)
+				}
+			}
+		}
+		f.send(textFrom("bob@network", "m2", "still here"))
+		s.waitMessage(old, "still here")
+		if got := s.roomOf("bob@network"); got != old {
+			t.Errorf("portal room = %s, want it to stay %s", got, old)
+		}
+	})
+}
