@@ -95,6 +95,33 @@ func TestMessageBeforeLogoutOpensNoPortal(t *testing.T) {
 	})
 }
 
+// TestMessageBeforeHelloLogoutOpensNoPortal: as above, with the logout
+// said in the connector's next hello instead of a login event: everything
+// the bridge accepted before that hello comes from before the logout.
+func TestMessageBeforeHelloLogoutOpensNoPortal(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
+		f := s.connectFake(nil)
+		held := newHeldAvatar(t)
+		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob",
+			Avatar: &connector.Avatar{ID: "pic", URL: held.URL + "/bob.png", MimeType: "image/png"}}})
+		select {
+		case <-held.asked:
+		case <-time.After(20 * time.Second):
+			t.Fatal("the bridge did not fetch bob's picture")
+		}
+		early := f.send(textFrom("bob@network", "m1", "sent before the logout"))
+		f.stop()
+		s.connectFakeWith(fakeSetup{store: f.store, logins: []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID),
+			Name: "Alice", State: connector.LoginBadCredentials}}})
+		close(held.release)
+		s.waitApplied(early, "bob's early message")
+		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 0 {
+			t.Fatalf("%d portals after the hello's logout, want none: a message from before it opened one", n)
+		}
+	})
+}
+
 // TestHelloWithoutStateKeepsIt: a connector's hello that names the login
 // without a state (the field is optional) leaves the stored state as it
 // was: a logged-out login stays logged out for the user's ping, and is not
