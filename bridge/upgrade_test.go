@@ -3,13 +3,18 @@ package bridge_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // TestUpgradedDMFollowsTheUser: the user upgrades their DM the way Element
@@ -26,27 +31,7 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 		ghost := s.ghost("bob@network")
 		old := s.bobPortal(f, "m1", "before the upgrade")
 
-		var create event.CreateEventContent
-		if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {
-			t.Fatal(err)
-		}
-		var upgraded struct {
-			ReplacementRoom id.RoomID `json:"replacement_room"`
-		}
-		version := create.RoomVersion
-		if version == "" {
-			version = "1"
-		}
-		if _, err := s.alice.MakeRequest(ctx, http.MethodPost, s.alice.BuildClientURL("v3", "rooms", old, "upgrade"),
-			map[string]any{"new_version": version}, &upgraded); err != nil {
-			t.Fatalf("upgrade: %v", err)
-		}
-		room := upgraded.ReplacementRoom
-		if _, err := s.alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
-			t.Fatal(err)
-		}
-		s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
-		s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
+		room := s.upgradeDM(old, ghost)
 		s.waitDirect(ghost, room, true)
 		s.waitDirect(ghost, old, false)
 
@@ -65,6 +50,119 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 			if n := counts["after the upgrade"]; n != want {
 				t.Errorf("room %s shows the message after the upgrade %d times, want %d", r, n, want)
 			}
+		}
+	})
+}
+
+// upgradeDM upgrades the DM as alice, the way Element does (the upgrade,
+// then a plain invite of the ghost), and waits until the ghost is in the
+// new room and out of the old one; it returns the new room.
+func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
+	s.t.Helper()
+	ctx := context.Background()
+	var create event.CreateEventContent
+	if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {
+		s.t.Fatal(err)
+	}
+	var upgraded struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}
+	version := create.RoomVersion
+	if version == "" {
+		version = "1"
+	}
+	if _, err := s.alice.MakeRequest(ctx, http.MethodPost, s.alice.BuildClientURL("v3", "rooms", old, "upgrade"),
+		map[string]any{"new_version": version}, &upgraded); err != nil {
+		s.t.Fatalf("upgrade: %v", err)
+	}
+	room := upgraded.ReplacementRoom
+	if _, err := s.alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
+	s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
+	return room
+}
+
+// TestQueuedCommandFailsAfterUpgrade: a message of the user's still
+// waiting for the network when they upgrade the DM goes out after the
+// portal moved to the new room; when the network then refuses it, the
+// user is told in the new room, where they are, with a link to their
+// message in the old one.
+func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		// The connector is away: the message waits for it.
+		f.stop()
+		waiting, err := s.alice.SendText(context.Background(), old, "did you get my mail?")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		room := s.upgradeDM(old, ghost)
+		// Back once the portal has moved, the network refuses the message.
+		s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
+			if op == connector.OpSendMessage {
+				return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
+			}
+			return nil
+		}})
+		notice := s.waitNotice(s.sync, room, ghost, "bob blocked you")
+		if !strings.Contains(notice, "was not delivered") || !strings.Contains(notice, string(waiting.EventID)) {
+			t.Errorf("notice in the new room = %q, want it to say the message was not delivered and link to it", notice)
+		}
+		// Told first, then dropped (commandFailed).
+		tesths.WaitFor(t, 20*time.Second, "the failed command dropped", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+		})
+	})
+}
+
+// TestTombstoneToAnotherRoomIsNotFollowed: the user puts a tombstone in
+// the DM that names a room of theirs that was not created as its upgrade,
+// and invites the ghost there. The ghost refuses the invite without ever
+// joining that room (which may be anyone's), says why in its answer, and
+// the portal stays where it is.
+func TestTombstoneToAnotherRoomIsNotFollowed(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before")
+
+		other, err := s.alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "not an upgrade"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = s.alice.SendStateEvent(ctx, old, event.StateTombstone, "",
+			&event.TombstoneEventContent{Body: "moved", ReplacementRoom: other.RoomID}); err != nil {
+			t.Fatalf("tombstone: %v", err)
+		}
+		if _, err = s.alice.InviteUser(ctx, other.RoomID, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
+			t.Fatal(err)
+		}
+		s.waitMembership(s.sync, other.RoomID, ghost, event.MembershipLeave)
+		for _, evt := range s.sync.Events(other.RoomID) {
+			if evt.Type == event.StateMember && evt.GetStateKey() == string(ghost) {
+				member := evt.Content.AsMember()
+				if member.Membership == event.MembershipJoin {
+					t.Errorf("the ghost joined the room the tombstone named")
+				}
+				if member.Membership == event.MembershipLeave && !strings.Contains(member.Reason, "not an upgrade") {
+					t.Errorf("the refusal's reason = %q, want it to say the room is not an upgrade", member.Reason)
+				}
+			}
+		}
+		f.send(textFrom("bob@network", "m2", "still here"))
+		s.waitMessage(old, "still here")
+		if got := s.roomOf("bob@network"); got != old {
+			t.Errorf("portal room = %s, want it to stay %s", got, old)
 		}
 	})
 }

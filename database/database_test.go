@@ -306,8 +306,47 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 	})
 }
 
+// TestLoginUpsertWithoutState: a hello that says no state keeps the stored
+// one and its start; one that says a state replaces it. The point where
+// the login was logged out only moves forward.
+func TestLoginUpsertWithoutState(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		login := &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}
+		if stored, err := db.Login.Upsert(ctx, login); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		if err := db.Login.SetState(ctx, "l1", "bad_credentials"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Login.SetEnded(ctx, "l1", 7); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := db.Login.Get(ctx, "l1")
+		if stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "A"}); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		got, err := db.Login.Get(ctx, "l1")
+		if err != nil || got.State != "bad_credentials" || !got.StateSince.Equal(before.StateSince) || got.Name != "A" || got.EndedSeq != 7 {
+			t.Fatalf("after a hello without state = %+v, %v; want bad_credentials since %v, ended at 7", got, err, before.StateSince)
+		}
+		// An older end point does not move it back; a newer one does.
+		if err = db.Login.SetEnded(ctx, "l1", 3); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ = db.Login.Get(ctx, "l1"); got.EndedSeq != 7 {
+			t.Errorf("ended_seq moved back to %d", got.EndedSeq)
+		}
+		if stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected", EndedSeq: 9}); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		if got, _ = db.Login.Get(ctx, "l1"); got.State != "connected" || got.EndedSeq != 9 {
+			t.Fatalf("after a hello with a state = %+v; want connected, ended at 9", got)
+		}
+	})
+}
+
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 14
+const latestVersion = 15
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -415,6 +454,7 @@ var undoUpgrade = map[int][]string{
 	12: {"ALTER TABLE pending_command DROP COLUMN handed"},
 	13: {"ALTER TABLE pending_command DROP COLUMN target_mx"},
 	14: {"ALTER TABLE message DROP COLUMN text_tail"},
+	15: {"ALTER TABLE login DROP COLUMN ended_seq"},
 }
 
 // reopenFrom takes a new database back to schema version (newest upgrade

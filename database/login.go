@@ -32,26 +32,34 @@ type Login struct {
 	LastEvent time.Time
 	// Alerted is the trouble its user was last told about ("" for none).
 	Alerted string
+	// EndedSeq is the seq of its connector's stream at which the login was
+	// last logged out (bad_credentials); 0 when never. Its events up to
+	// there come from before the logout that ended its portals.
+	EndedSeq int64
 }
 
 const (
-	getLoginBaseQuery = `SELECT id, connector_id, matrix_user, name, state, state_since, last_event_at, alerted FROM login`
+	getLoginBaseQuery = `SELECT id, connector_id, matrix_user, name, state, state_since, last_event_at, alerted, ended_seq FROM login`
 	getLoginQuery     = getLoginBaseQuery + ` WHERE id=$1`
 	getLoginsByUser   = getLoginBaseQuery + ` WHERE matrix_user=$1 ORDER BY id`
 	getAllLogins      = getLoginBaseQuery + ` ORDER BY id`
 	// The check that a login keeps its owner and connector is part of the
-	// one statement, so two hellos racing cannot slip past it.
+	// one statement, so two hellos racing cannot slip past it. A hello
+	// that says no state ('') keeps the stored one (and its start).
 	upsertLoginQuery = `
-		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since) VALUES ($1, $2, $3, $4, $5, $6, $6)
+		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since, ended_seq) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
 		ON CONFLICT (id) DO UPDATE SET
-			name=excluded.name, state=excluded.state, updated_at=excluded.updated_at,
-			state_since=CASE WHEN login.state=excluded.state THEN login.state_since ELSE excluded.state_since END
+			name=excluded.name, updated_at=excluded.updated_at,
+			state=CASE WHEN excluded.state='' THEN login.state ELSE excluded.state END,
+			state_since=CASE WHEN excluded.state='' OR login.state=excluded.state THEN login.state_since ELSE excluded.state_since END,
+			ended_seq=CASE WHEN excluded.ended_seq>login.ended_seq THEN excluded.ended_seq ELSE login.ended_seq END
 		WHERE login.matrix_user=excluded.matrix_user AND login.connector_id=excluded.connector_id`
 	setLoginStateQuery = `UPDATE login SET state=$2, updated_at=$3,
 		state_since=CASE WHEN state=$2 THEN state_since ELSE $3 END WHERE id=$1`
 	setLoginStateSinceQuery = `UPDATE login SET state=$2, state_since=$3, updated_at=$4 WHERE id=$1`
 	setLoginLastEventQuery  = `UPDATE login SET last_event_at=$2 WHERE id=$1 AND last_event_at<$2`
 	setLoginAlertedQuery    = `UPDATE login SET alerted=$2 WHERE id=$1`
+	setLoginEndedQuery      = `UPDATE login SET ended_seq=$2 WHERE id=$1 AND ended_seq<$2`
 	deleteLoginQuery        = `DELETE FROM login WHERE id=$1`
 	// Users with cleaned rooms count too: their login may be gone while
 	// stale m.direct entries remain.
@@ -63,7 +71,7 @@ const (
 // Scan reads a login row.
 func (l *Login) Scan(row dbutil.Scannable) (*Login, error) {
 	var since, last int64
-	err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.Name, &l.State, &since, &last, &l.Alerted)
+	err := row.Scan(&l.ID, &l.ConnectorID, &l.MatrixUser, &l.Name, &l.State, &since, &last, &l.Alerted, &l.EndedSeq)
 	if err != nil {
 		return nil, err
 	}
@@ -95,13 +103,15 @@ func (q *LoginQuery) wrote(ctx context.Context, loginID string, cascade bool) {
 // another user, or from another connector, changes nothing and returns
 // false. Moving it would pour the new owner's traffic into the old owner's
 // rooms, or let any holder of the shared token lock the rightful connector
-// out of its own login. state_since moves only when the state differs from
-// the stored one.
+// out of its own login. An empty State keeps the stored state: a hello need
+// not say it (the protocol makes it optional), and saying nothing is not
+// news that the login is in no state. state_since moves only when the state
+// differs from the stored one; EndedSeq only forward.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
 	q.wrote(ctx, l.ID, false)
 	defer q.wrote(ctx, l.ID, false)
 	res, err := q.qh.GetDB().Exec(ctx, upsertLoginQuery,
-		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli())
+		l.ID, l.ConnectorID, l.MatrixUser, l.Name, l.State, time.Now().UnixMilli(), l.EndedSeq)
 	if err != nil {
 		return false, err
 	}
@@ -138,6 +148,14 @@ func (q *LoginQuery) SetAlerted(ctx context.Context, loginID, alerted string) er
 	q.wrote(ctx, loginID, false)
 	defer q.wrote(ctx, loginID, false)
 	return q.qh.Exec(ctx, setLoginAlertedQuery, loginID, alerted)
+}
+
+// SetEnded records that the login was logged out at seq of its
+// connector's stream; it never moves back.
+func (q *LoginQuery) SetEnded(ctx context.Context, loginID string, seq int64) error {
+	q.wrote(ctx, loginID, false)
+	defer q.wrote(ctx, loginID, false)
+	return q.qh.Exec(ctx, setLoginEndedQuery, loginID, seq)
 }
 
 // Get returns a login, or nil.

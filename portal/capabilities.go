@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/rs/zerolog"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
@@ -52,12 +51,9 @@ func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingComman
 		// caller marks its event handled): a crash in between then sends
 		// it again under the same transaction id, which shows it once,
 		// where the other order would leave the user without a word.
-		p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
-		if err == nil && p != nil && p.RoomID != "" {
-			// A reply to the user's event (the command's txn is its id).
-			m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
-				actionOf(pc), m.networkName(pc.ConnectorID), what), "dmb_unsupported_"+pc.Txn)
-		}
+		// A reply to the user's event (the command's txn is its id).
+		m.noticeCommand(ctx, pc, fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
+			actionOf(pc), m.networkName(pc.ConnectorID), what), "dmb_unsupported_"+pc.Txn)
 		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop unsupported command")
 		}

@@ -333,17 +333,15 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 	// Told before the command is dropped, under a transaction id of the
 	// command: a crash in between sends the command and the notice again,
 	// and the room shows the notice once (the other order lost it).
-	if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err == nil && p != nil && p.RoomID != "" {
-		// A reply to the user's event (the command's txn is its id), so
-		// that their client shows which one did not arrive.
-		outcome := "was not delivered"
-		if mayHaveArrived(pc, cause) {
-			// The network may well have it, and the user should not send
-			// it again blindly.
-			outcome = "may not have been delivered"
-		}
-		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
+	// A reply to the user's event (the command's txn is its id), so that
+	// their client shows which one did not arrive (noticeCommand).
+	outcome := "was not delivered"
+	if mayHaveArrived(pc, cause) {
+		// The network may well have it, and the user should not send it
+		// again blindly.
+		outcome = "may not have been delivered"
 	}
+	m.noticeCommand(ctx, pc, fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}

@@ -34,7 +34,7 @@ func (m *Manager) Hello(ctx context.Context, connectorID string, hello *connecto
 		login := &database.Login{
 			ID: l.ID, ConnectorID: connectorID, MatrixUser: id.UserID(l.MatrixUser), Name: l.Name, State: l.State,
 		}
-		stored, err := m.storeLogin(ctx, login)
+		stored, err := m.storeHelloLogin(ctx, login)
 		if err != nil {
 			m.log.Err(err).Str("login_id", l.ID).Msg("Failed to store login")
 			refused = append(refused, server.LoginRefusal{Login: l.ID, Message: "the bridge could not store this login"})
@@ -192,8 +192,11 @@ func (m *Manager) loginOwner(ctx context.Context, loginID string) (loginOwner, e
 }
 
 // Connected resends the commands that waited for this connector, and
-// syncs the recent chats of logins it brought for the first time.
+// syncs the recent chats of logins it brought for the first time. The
+// login alerts look again at once: the connector, and the states its
+// hello brought, may end an outage (or start one) that the user hears of.
 func (m *Manager) Connected(connectorID string) {
+	signal(m.watch.wake)
 	go func() {
 		// Before Start the homeserver may still be down: both would fail,
 		// and a login's chat sync would wait for the next connection.

@@ -44,8 +44,17 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	}
 	// An upgrade's client invites the DM's members with a plain invite
 	// (Element does), not as a direct chat: asked before that check.
-	if old, login, err := m.upgradedPortal(ctx, intent, user, contactID, evt.RoomID); err != nil {
+	if old, login, notUpgrade, err := m.upgradedPortal(ctx, intent, user, contactID, evt.RoomID); err != nil {
 		return err
+	} else if notUpgrade {
+		// Refused without joining, in the invite's answer: the room is
+		// not the portal's to follow, and may be anyone's.
+		reason := fmt.Sprintf("This room is not an upgrade of your chat with %s (it was not created as its successor); "+
+			"that chat goes on in %s.", m.contactName(ctx, old.ContactID), old.RoomID.URI().MatrixToURL())
+		if err := declineInvite(ctx, intent, evt.RoomID, reason); err != nil {
+			return fmt.Errorf("decline an invite into a room that is not the portal's upgrade: %w", err)
+		}
+		return nil
 	} else if old != nil {
 		if joined, err := m.joinWithDevice(ctx, intent, evt.RoomID); err != nil || !joined {
 			return err

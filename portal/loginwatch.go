@@ -56,7 +56,9 @@ type loginWatch struct {
 	offlineSince map[string]time.Time
 	notHeldSince map[string]time.Time
 	helloOwners  map[string]helloOwners
-	wake         chan struct{}
+	// undelivered: see noteUndelivered.
+	undelivered map[string]string
+	wake        chan struct{}
 }
 
 // helloOwners is the owner a connector's hello names for each login, kept
@@ -71,7 +73,7 @@ func newLoginWatch() *loginWatch {
 	return &loginWatch{
 		lastEvent: map[string]time.Time{}, lastWritten: map[string]time.Time{},
 		offlineSince: map[string]time.Time{}, notHeldSince: map[string]time.Time{},
-		helloOwners: map[string]helloOwners{}, wake: make(chan struct{}, 1),
+		helloOwners: map[string]helloOwners{}, undelivered: map[string]string{}, wake: make(chan struct{}, 1),
 	}
 }
 
@@ -243,11 +245,6 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), alertTimeout)
 	defer cancel()
 	log := m.log.With().Str("login_id", l.ID).Str("state", st.State).Str("alert", trouble).Logger()
-	if trouble != "" {
-		log.Warn().Time("since", st.Since).Bool("connector_offline", st.ConnectorOffline).Msg("Login is in trouble, telling its user")
-	} else {
-		log.Info().Msg("Login recovered, telling its user")
-	}
 	user, err := m.db.User.Get(ctx, l.MatrixUser)
 	if err != nil {
 		log.Warn().Err(err).Msg("Failed to look up the user's management room")
@@ -267,30 +264,61 @@ func (m *Manager) alertLogin(ctx context.Context, l *database.Login, trouble str
 		}
 	}
 	if user == nil || user.ManagementRoom == "" {
-		log.Warn().Msg("User has no management room, the login alert is only logged")
-	} else {
-		content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: m.loginAlertText(l, trouble, st)}
-		// A trouble episode is named by its start, and its end by the
-		// start of the connected state that ended it: a recovery is told
-		// only when the stored state is connected, and every trouble left
-		// a different state stored (a connector outage stores its own, see
-		// above), so that start is the same for a process that sends the
-		// alert again after a kill before SetAlerted, and differs between
-		// episodes.
-		episode := st.Since
-		if trouble == "" && episode.IsZero() {
-			episode = time.Now()
+		// Not recorded: the loop looks again, and once the user has a
+		// management room they are told what is still the case then
+		// (recording it here told them never). Logged once per trouble.
+		ev := log.Debug()
+		if m.watch.noteUndelivered(l.ID, trouble) {
+			ev = log.Warn()
 		}
-		txn := loginAlertTxn(l.ID, trouble, episode)
-		if _, err = m.mx.Bot().SendMessageEvent(ctx, user.ManagementRoom, event.EventMessage, content,
-			mautrix.ReqSendEvent{TransactionID: txn}); err != nil {
-			log.Warn().Err(err).Msg("Failed to send the login alert, trying again later")
-			return
-		}
+		ev.Time("since", st.Since).Msg("User has no management room, the login alert waits for one")
+		return
 	}
+	if trouble != "" {
+		log.Warn().Time("since", st.Since).Bool("connector_offline", st.ConnectorOffline).Msg("Login is in trouble, telling its user")
+	} else {
+		log.Info().Msg("Login recovered, telling its user")
+	}
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: m.loginAlertText(l, trouble, st)}
+	// A trouble episode is named by its start, and its end by the
+	// start of the connected state that ended it: a recovery is told
+	// only when the stored state is connected, and every trouble left
+	// a different state stored (a connector outage stores its own, see
+	// above), so that start is the same for a process that sends the
+	// alert again after a kill before SetAlerted, and differs between
+	// episodes.
+	episode := st.Since
+	if trouble == "" && episode.IsZero() {
+		episode = time.Now()
+	}
+	txn := loginAlertTxn(l.ID, trouble, episode)
+	if _, err = m.mx.Bot().SendMessageEvent(ctx, user.ManagementRoom, event.EventMessage, content,
+		mautrix.ReqSendEvent{TransactionID: txn}); err != nil {
+		log.Warn().Err(err).Msg("Failed to send the login alert, trying again later")
+		return
+	}
+	m.watch.delivered(l.ID)
 	if err = m.db.Login.SetAlerted(ctx, l.ID, trouble); err != nil {
 		log.Warn().Err(err).Msg("Failed to record the login alert")
 	}
+}
+
+// noteUndelivered remembers the alert (trouble, "" for a recovery) last
+// found undeliverable for the login and reports whether it is news, so
+// that an alert waiting for a management room is not logged at every look.
+func (w *loginWatch) noteUndelivered(loginID, trouble string) (news bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	prev, had := w.undelivered[loginID]
+	w.undelivered[loginID] = trouble
+	return !had || prev != trouble
+}
+
+// delivered forgets the login's undeliverable alert: the user was told.
+func (w *loginWatch) delivered(loginID string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.undelivered, loginID)
 }
 
 func (m *Manager) loginAlertText(l *database.Login, trouble string, st LoginStatus) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/e2ee"
 	"github.com/dmbridge/dmbridge/inbox"
+	"github.com/dmbridge/dmbridge/internal/keyedmutex"
 	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/metrics"
 	"github.com/dmbridge/dmbridge/netguard"
@@ -56,7 +57,9 @@ type Manager struct {
 	mediaHTTP *http.Client
 	// chats and rooms: see chatlocks.go and membership.go.
 	chats chatLocks
-	rooms RoomHandler
+	// loginEnds: see loginend.go.
+	loginEnds keyedmutex.Mutex[string]
+	rooms     RoomHandler
 
 	ctx    context.Context
 	cancel context.CancelFunc

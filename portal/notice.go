@@ -91,7 +91,12 @@ func (m *Manager) noticeFailure(ctx context.Context, row *inbox.Entry, cause err
 		p, err := m.db.Portal.Get(ctx, key)
 		if err == nil && (p == nil || p.RoomID == "") && ev.Kind == connector.KindMessage {
 			unlock := m.chats.Lock(key)
-			p, err = m.ensurePortal(ctx, login, row.ConnectorID, ev.Chat)
+			// Not for a message from before its login's logout: the
+			// management room hears of it instead (loginend.go).
+			var ended bool
+			if ended, err = m.claimPortal(ctx, key, contactOfChat(ev.Chat), row.Seq); err == nil && !ended {
+				p, err = m.ensurePortal(ctx, login, row.ConnectorID, ev.Chat)
+			}
 			unlock()
 		}
 		if err == nil && p != nil && p.RoomID != "" {

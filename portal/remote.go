@@ -141,6 +141,18 @@ func (m *Manager) remoteMessage(ctx context.Context, connectorID string, login *
 			return err
 		}
 	}
+	if e := entryOf(ctx, ev); e != nil {
+		if ended, err := m.claimPortal(ctx, key, contactOfChat(ev.Chat), e.Seq); err != nil {
+			return err
+		} else if ended {
+			// Sent before the logout that ended the login's portals, and
+			// applied after it: a new portal now would look bridged for a
+			// login that is gone (loginend.go).
+			zerolog.Ctx(ctx).Warn().Str("message_id", ev.ID).
+				Msg("Dropping a message from before its login was logged out: it would open a portal for a login that is gone")
+			return done(ctx)
+		}
+	}
 	p, err := m.ensurePortal(ctx, login, connectorID, ev.Chat)
 	if err != nil {
 		return err
@@ -379,7 +391,11 @@ func (m *Manager) remoteContact(ctx context.Context, connectorID string, ev *con
 }
 
 func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
-	if err := m.db.Login.SetState(ctx, login.ID, ev.State); err != nil {
+	var seq int64
+	if e := entryOf(ctx, ev); e != nil {
+		seq = e.Seq
+	}
+	if err := m.storeLoginState(ctx, login.ID, ev.State, seq); err != nil {
 		return err
 	}
 	zerolog.Ctx(ctx).Info().Str("state", ev.State).Str("message", ev.Message).Msg("Login state changed")

@@ -40,11 +40,14 @@ func (m *Manager) upgradedFrom(ctx context.Context, ghost matrix.API, room, old 
 // upgradedPortal finds the user's portal with the contact whose room was
 // upgraded to room: its tombstone names room. Only rooms of the user's own
 // portals with that contact are read, and only for an invite into a room
-// that is not a portal.
-func (m *Manager) upgradedPortal(ctx context.Context, ghost matrix.API, user id.UserID, contactID string, room id.RoomID) (*database.Portal, *database.Login, error) {
+// that is not a portal. notUpgrade is set when a tombstone names room but
+// room, read before the ghost joins it, does not name that portal as its
+// predecessor: the caller refuses the invite without joining (see
+// predecessorUnjoined).
+func (m *Manager) upgradedPortal(ctx context.Context, ghost matrix.API, user id.UserID, contactID string, room id.RoomID) (p *database.Portal, login *database.Login, notUpgrade bool, err error) {
 	portals, err := m.db.Portal.ByUser(ctx, user)
 	if err != nil {
-		return nil, nil, fmt.Errorf("look for an upgraded portal: %w", err)
+		return nil, nil, false, fmt.Errorf("look for an upgraded portal: %w", err)
 	}
 	for _, p := range portals {
 		if p.ContactID != contactID || p.RoomID == "" || p.RoomID == room {
@@ -56,16 +59,44 @@ func (m *Manager) upgradedPortal(ctx context.Context, ghost matrix.API, user id.
 		}
 		login, err := m.db.Login.Get(ctx, p.LoginID)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		// A login the bridge may no longer use for the user is not
 		// followed into the new room (which would backfill through it):
 		// the invite then goes the usual way, which tells the user why.
-		if login != nil && login.MatrixUser == user && m.loginRefusal(login) == "" {
-			return p, login, nil
+		if login == nil || login.MatrixUser != user || m.loginRefusal(login) != "" {
+			continue
 		}
+		if pred, known := predecessorUnjoined(ctx, ghost, room); known && pred != p.RoomID {
+			zerolog.Ctx(ctx).Warn().Stringer("portal_room_id", p.RoomID).Stringer("predecessor", pred).
+				Msg("The portal's tombstone names the room, but the room is not its upgrade")
+			return p, login, true, nil
+		}
+		return p, login, false, nil
 	}
-	return nil, nil, nil
+	return nil, nil, false, nil
+}
+
+// predecessorUnjoined reads the predecessor that room's create event names
+// while the ghost is only invited to it, so that a room a tombstone names
+// but that is not the upgrade is refused without the ghost ever joining it
+// (the user may have pointed it at any room of theirs, with other people
+// in it). Dendrite serves an invited user the room's state as of the
+// invite; known is false where the homeserver refuses (the spec does not
+// promise it), and then adoptRoom checks both sides after the join, as
+// before, and leaves a room that is not the upgrade. The invite's stripped
+// state is not used: the inviter's server writes it.
+func predecessorUnjoined(ctx context.Context, ghost matrix.API, room id.RoomID) (pred id.RoomID, known bool) {
+	var create event.CreateEventContent
+	if err := ghost.RoomStateEvent(ctx, room, event.StateCreate, "", &create); err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Stringer("room_id", room).
+			Msg("Could not read the invited room's create event before joining; checking it after the join")
+		return "", false
+	}
+	if create.Predecessor == nil {
+		return "", true
+	}
+	return create.Predecessor.RoomID, true
 }
 
 // followUpgrade moves the portal p to its upgraded room: the room is stored
@@ -97,4 +128,41 @@ func (m *Manager) followUpgrade(ctx context.Context, login *database.Login, ghos
 		log.Warn().Err(err).Msg("Failed to leave the old room")
 	}
 	return nil
+}
+
+// noticeCommand tells the user about a command of theirs (one that did not
+// go, or failed): as a reply to their event in its room. A command still
+// queued when the user upgraded the room is flushed after the portal moved
+// on (followUpgrade), and then its room is no portal's: the notice goes to
+// the upgraded room instead, where the user now is, with a link to the
+// event, since a reply cannot quote an event of another room. A room the
+// bridge cleaned up is not such a move: its commands were failed (with
+// their notices) in it before its farewell (failQueued).
+func (m *Manager) noticeCommand(ctx context.Context, pc *database.PendingCommand, text, txn string) {
+	p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
+	if err == nil && p != nil && p.RoomID != "" {
+		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), text, txn)
+		return
+	}
+	log := zerolog.Ctx(ctx).With().Str("txn", pc.Txn).Stringer("old_room_id", pc.RoomID).Logger()
+	if err != nil {
+		log.Err(err).Msg("Could not look up the command's portal; the user is not told")
+		return
+	}
+	moved, err := m.db.Portal.Get(ctx, pc.PortalKey)
+	if err != nil || moved == nil || moved.RoomID == "" || moved.RoomID == pc.RoomID {
+		log.Warn().Err(err).Msg("The command's room is no portal now; the user is not told")
+		return
+	}
+	login, err := m.db.Login.Get(ctx, pc.LoginID)
+	if err != nil || login == nil {
+		log.Warn().Err(err).Msg("Could not load the command's login; the user is not told")
+		return
+	}
+	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, pc.RoomID); err != nil || cleaned != nil {
+		log.Debug().Err(err).Msg("The command's room was cleaned up, where the user was told; nothing more")
+		return
+	}
+	text += fmt.Sprintf(" (This was in the room before its upgrade: %s)", pc.RoomID.EventURI(id.EventID(pc.Txn)).MatrixToURL())
+	m.notice(ctx, moved, text, txn)
 }

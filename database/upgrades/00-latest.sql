@@ -1,4 +1,4 @@
--- v0 -> v14: Latest revision
+-- v0 -> v15: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -15,7 +15,11 @@ CREATE TABLE login (
 	last_event_at BIGINT NOT NULL DEFAULT 0,
 	-- The trouble the user was last told about in their management room
 	-- ('bad_credentials', 'disconnected'), '' when none: one alert per episode.
-	alerted       TEXT   NOT NULL DEFAULT ''
+	alerted       TEXT   NOT NULL DEFAULT '',
+	-- The connector seq at which the login was last logged out
+	-- (bad_credentials), 0 for never: its events from before that point
+	-- open no portal (see portal/loginend.go).
+	ended_seq     BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX login_matrix_user_idx ON login (matrix_user);
 

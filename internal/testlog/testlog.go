@@ -35,3 +35,21 @@ func (l *Lines) Find(msg string) []map[string]any {
 	}
 	return out
 }
+
+// FindPrefix returns the lines whose message starts with prefix, each
+// decoded: for a wait that must not depend on the rest of the wording.
+func (l *Lines) FindPrefix(prefix string) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, raw := range strings.Split(l.buf.String(), "\n") {
+		var line map[string]any
+		if json.Unmarshal([]byte(raw), &line) != nil {
+			continue
+		}
+		if msg, _ := line["message"].(string); strings.HasPrefix(msg, prefix) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
