@@ -174,17 +174,6 @@ type presence struct {
 	} `xml:"vcard-temp:x:update x"`
 }
 
-// vCard is the part of a vcard-temp the connector reads.
-type vCard struct {
-	XMLName  xml.Name `xml:"vcard-temp vCard"`
-	FN       string   `xml:"FN"`
-	Nickname string   `xml:"NICKNAME"`
-	Photo    struct {
-		Type   string `xml:"TYPE"`
-		BinVal string `xml:"BINVAL"`
-	} `xml:"PHOTO"`
-}
-
 // iqOut is the envelope of every IQ the connector sends, requests and
 // answers alike; each one embeds it and adds its payload. A request
 // without a recipient goes to our own account, so an empty to is left out.
@@ -203,24 +192,30 @@ func newRequest(typ, to string) iqOut {
 // iqHeader is the top of an IQ answer.
 type iqHeader struct {
 	XMLName xml.Name
-	ID      string `xml:"id,attr"`
-	Type    string `xml:"type,attr"`
-	From    string `xml:"from,attr"`
-	Error   *struct {
-		Type      string  `xml:"type,attr"`
-		Condition []anyEl `xml:",any"`
-	} `xml:"error"`
+	ID      string         `xml:"id,attr"`
+	Type    string         `xml:"type,attr"`
+	From    string         `xml:"from,attr"`
+	Error   *stanzaErrorEl `xml:"error"`
 	// Raw keeps the payload for a second decoding once the caller says
 	// what it is.
 	Raw []rawEl `xml:",any"`
 }
 
+// stanzaErrorEl is the error element of an error stanza.
+type stanzaErrorEl struct {
+	Type      string  `xml:"type,attr"`
+	Condition []anyEl `xml:",any"`
+}
+
 // condition names the first defined condition of an error IQ.
-func (h *iqHeader) condition() string {
-	if h.Error == nil {
+func (h *iqHeader) condition() string { return h.Error.condition() }
+
+// condition names the first defined condition; "" for no error at all.
+func (e *stanzaErrorEl) condition() string {
+	if e == nil {
 		return ""
 	}
-	for _, c := range h.Error.Condition {
+	for _, c := range e.Condition {
 		if c.XMLName.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" {
 			return c.XMLName.Local
 		}
