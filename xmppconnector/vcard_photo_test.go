@@ -55,11 +55,14 @@ func TestHugeVCardPhotoIsBounded(t *testing.T) {
 		t.Fatalf("the vCard's name was lost with its photo: %q", c.Name)
 	}
 	// encoding/xml, under mellium, holds a text node whole while it reads
-	// it, and grows its buffer by doubling: some 130 MiB for this one,
-	// which the connector cannot see before it is read. Everything past
-	// that is the connector's, which TestReadVCardKeepsNoOversizedPhoto
-	// bounds on its own.
-	if allocated > 150<<20 {
+	// it, and grows its buffer by doubling: some 130 MiB for this one
+	// (twice that with the race detector, whose bytes.Buffer grows
+	// differently), which the connector cannot see before it is read.
+	// The rest is the connector's, which TestReadVCardKeepsNoOversizedPhoto
+	// bounds on its own, race detector or not. Before, it was some 95 MiB.
+	if raceEnabled {
+		t.Log("race detector on: the whole fetch's allocation is not compared")
+	} else if allocated > 150<<20 {
 		t.Fatalf("fetching a vCard with an oversized photo allocated %d MiB", allocated>>20)
 	}
 }
@@ -85,7 +88,7 @@ func TestReadVCardKeepsNoOversizedPhoto(t *testing.T) {
 	toks := tokenList{
 		xml.StartElement{Name: el("FN")}, xml.CharData("Eve"), xml.EndElement{Name: el("FN")},
 		xml.StartElement{Name: el("PHOTO")}, xml.StartElement{Name: el("BINVAL")},
-		text[:1<<20], text[1<<20:], // split as a decoder fed in pieces would
+		text[:64<<10], text[64<<10:], // split as a decoder fed in pieces would
 		xml.EndElement{Name: el("BINVAL")}, xml.EndElement{Name: el("PHOTO")},
 		xml.EndElement{Name: el("vCard")},
 	}
@@ -102,8 +105,9 @@ func TestReadVCardKeepsNoOversizedPhoto(t *testing.T) {
 	if !vc.Photo.TooLarge || vc.Photo.BinVal != nil || vc.FN != "Eve" {
 		t.Fatalf("read as FN %q, too large %v, %d bytes of photo kept", vc.FN, vc.Photo.TooLarge, len(vc.Photo.BinVal))
 	}
-	// The first MiB is kept until the second piece takes it past the limit.
-	if allocated > 2<<20 {
+	// The first piece is kept until the second takes it past the limit; a
+	// copy of the photo would be 13 MiB at the least.
+	if allocated > 4<<20 {
 		t.Fatalf("readVCard allocated %d MiB for an oversized photo", allocated>>20)
 	}
 }
