@@ -249,7 +249,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	a.conn = conn
 	a.mu.Unlock()
 	a.queueCatchUp(conn)
-	if err := conn.send(dctx, a.ownPresence(conn)); err != nil {
+	if err := conn.sendInitialPresence(dctx, a.ownPresence(conn), sess.LocalAddr().Domain().String()); err != nil {
 		conn.close()
 		a.dropConn(conn)
 		return nil, err

@@ -74,20 +74,22 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		}
 		return a.bridge(ctx, conn, inbound{m: inner, archiveID: inner.stanzaID(a.login), outgoing: m.Sent != nil, ts: ts, live: true})
 	}
-	ts, delayed := a.delayTime(m.Delay)
+	ts, delayed := a.delayTime(m.lastDelay(), m.stored)
 	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !delayed})
 }
 
-// delayTime is when a live message was sent: the stamp of its XEP-0203
-// delay if our server (or our account) added it, holding the message while
-// the connector was offline; else, and never later than, now. A delay from
-// anyone else is the sender's say: it put the message years back or ahead
-// in the user's timeline, and marked a message that arrived just now as
-// old (no typing notice).
-func (a *account) delayTime(d *delayEl) (time.Time, bool) {
+// delayTime is when a live message was sent: the stamp of its last
+// XEP-0203 delay if the message was one our server stored while the
+// account was offline (stored: it came in the offline flood, see
+// offline.go) and the delay is our server's (or our account's); else, and
+// never later than, now. A delay on any other message is the sender's say,
+// whatever its from: it put the message years back or ahead in the user's
+// timeline, and marked a message that arrived just now as old (no typing
+// notice).
+func (a *account) delayTime(d *delayEl, stored bool) (time.Time, bool) {
 	now := time.Now()
 	ts, ok := d.time()
-	if !ok {
+	if !ok || !stored {
 		return now, false
 	}
 	domain := ""

@@ -121,10 +121,12 @@ type message struct {
 	ID      string `xml:"id,attr"`
 	Type    string `xml:"type,attr"`
 
-	Body      string         `xml:"body"`
-	OriginID  *idEl          `xml:"urn:xmpp:sid:0 origin-id"`
-	StanzaIDs []stanzaIDEl   `xml:"urn:xmpp:sid:0 stanza-id"`
-	Delay     *delayEl       `xml:"urn:xmpp:delay delay"`
+	Body      string       `xml:"body"`
+	OriginID  *idEl        `xml:"urn:xmpp:sid:0 origin-id"`
+	StanzaIDs []stanzaIDEl `xml:"urn:xmpp:sid:0 stanza-id"`
+	// Delays are all the message's delay elements: a sender may write
+	// any, and a server appends its own (see offline.go).
+	Delays    []delayEl      `xml:"urn:xmpp:delay delay"`
 	Replace   *idEl          `xml:"urn:xmpp:message-correct:0 replace"`
 	Retract   *idEl          `xml:"urn:xmpp:message-retract:1 retract"`
 	Reactions *reactionsEl   `xml:"urn:xmpp:reactions:0 reactions"`
@@ -138,6 +140,19 @@ type message struct {
 	Result    *mamResultEl   `xml:"urn:xmpp:mam:2 result"`
 	Event     *pubsubEventEl `xml:"http://jabber.org/protocol/pubsub#event event"`
 	Other     []anyEl        `xml:",any"`
+
+	// stored is set by the read loop on a message that arrived in the
+	// offline flood (see offline.go): not XML, never decoded.
+	stored bool
+}
+
+// lastDelay is the message's last delay element, nil if it has none: the
+// one a server that held the message appended.
+func (m *message) lastDelay() *delayEl {
+	if len(m.Delays) == 0 {
+		return nil
+	}
+	return &m.Delays[len(m.Delays)-1]
 }
 
 // chatState returns the XEP-0085 state the message carries, if any.

@@ -1,0 +1,52 @@
+package xmppconnector
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
+)
+
+// A <delay/> naming the user's own server, written by a contact into a
+// live message, used to date it (years back, here); only a message the
+// server stored while the connector was offline is dated by its delay.
+// The server has no archive, so offline storage is the only way the
+// stored message reaches the connector: its delay is all that tells when
+// it was sent.
+func TestForgedDelayDatesNothingStoredDelayDoes(t *testing.T) {
+	e := newEnv(t, testxmpp.WithoutArchive())
+	stop := e.start(t)
+	bob := e.xmpp.Dial(t, "bob", bobPW)
+	forged := `<delay xmlns='urn:xmpp:delay' from='` + testxmpp.Domain + `' stamp='2001-01-01T00:00:00Z'/>`
+	send := func(id, body string) {
+		bob.SendRaw(t, fmt.Sprintf(`<message to='%s' type='chat' id='%s'><body>%s</body>%s</message>`, e.alice, id, body, forged))
+	}
+
+	sent := time.Now()
+	send("live-1", "live, with a forged delay")
+	ev := e.bridge.waitEvent(t, "the live message", isMessage("live, with a forged delay"))
+	if ts := time.UnixMilli(ev.TS); ts.Before(sent.Add(-time.Second)) {
+		t.Fatalf("a live message with a delay its sender wrote is dated %s, not at receipt (%s)", ts.UTC(), sent.UTC())
+	}
+
+	stop()
+	stored := time.Now()
+	send("offline-1", "sent while the connector was away")
+	bob.Ping(t)
+	routed := time.Now()
+	// Not a wait for anything: the server stamps to the second, so the
+	// clock must move on for the receive time to differ from the stamp.
+	time.Sleep(2 * time.Second)
+	e.start(t)
+	ev = e.bridge.waitEvent(t, "the stored message", isMessage("sent while the connector was away"))
+	ts := time.UnixMilli(ev.TS)
+	if ts.Before(stored.Truncate(time.Second)) || ts.After(routed) {
+		t.Fatalf("a message stored while the connector was away is dated %s, not when it was sent (%s to %s)",
+			ts.UTC(), stored.UTC(), routed.UTC())
+	}
+	if n := countMatching(e.bridge.matching(func(*connector.Event) bool { return true }), isMessage("sent while the connector was away")); n != 1 {
+		t.Fatalf("the stored message was bridged %d times", n)
+	}
+}
