@@ -189,7 +189,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// A correction or retraction bridged live without an archive id
 		// (the user's own, from another client: carbons carry none) comes
 		// again from the archive at the next catch-up or sweep.
-		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
 			if err == nil {
 				err = a.skip(ctx, eff)
 			}
@@ -199,7 +199,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 	switch {
 	case m.Replace != nil:
 		ev.Kind, ev.Text = connector.KindEdit, m.Body
-		if ev.Target, _ = a.resolve(ctx, peer, m.Replace.ID); ev.Target == "" || ev.Text == "" {
+		if ev.Target, _ = a.resolveOwn(ctx, peer, m.Replace.ID, sender.ID); ev.Target == "" || ev.Text == "" {
 			return a.skip(ctx, eff)
 		}
 		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
@@ -211,7 +211,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		eff.refs = []msgRef{{chat: peer, bridgeID: ev.ID, xmppID: xmppID, aliases: []string{originID, in.archiveID}, author: sender.ID}}
 	case m.Retract != nil:
 		ev.Kind = connector.KindDelete
-		if ev.Target, _ = a.resolve(ctx, peer, m.Retract.ID); ev.Target == "" {
+		if ev.Target, _ = a.resolveOwn(ctx, peer, m.Retract.ID, sender.ID); ev.Target == "" {
 			return a.skip(ctx, eff)
 		}
 		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
@@ -232,7 +232,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	case m.Body != "" || m.OOB != nil:
 		if ev.Txn == "" {
-			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
 				if err == nil {
 					err = a.skip(ctx, eff)
 				}
@@ -266,16 +266,23 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 // bridged under its client id (which it was because it had none), counts
 // as a repeat. Our own sends always do: the sending side never learns the
 // stanza-id (the bridge's derived ids for files and captions are mapped to
-// the txn), and our ids are not reused.
-func (a *account) bridgedBefore(ctx context.Context, peer, xmppID string, in inbound) (bool, error) {
+// the txn), and our ids are not reused. Either way only a message of the
+// same sender is a copy: a contact sending a message under the id of one of
+// the user's had it dropped as a repeat.
+func (a *account) bridgedBefore(ctx context.Context, peer, xmppID, author string, in inbound) (bool, error) {
 	if xmppID == "" {
 		return false, nil
 	}
 	known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
-	if err != nil {
+	if err != nil || !found {
 		return false, err
 	}
-	return found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)), nil
+	if was, knownAuthor, err := a.store.Author(ctx, a.login, peer, known); err != nil {
+		return false, err
+	} else if knownAuthor && was != "" && was != author {
+		return false, nil
+	}
+	return in.archiveID == "" || in.outgoing || known == fitID(xmppID), nil
 }
 
 // authoredBy reports whether the message with bridge id target in chat was
@@ -328,6 +335,21 @@ func (a *account) resolve(ctx context.Context, chat, ref string) (string, error)
 		return fitID(ref), err
 	}
 	return id, nil
+}
+
+// resolveOwn maps the XMPP id a correction or retraction from author
+// names to the bridge id of author's latest message with that id (see
+// Store.MessageBy); an id none of author's messages has is resolved as
+// any reference is.
+func (a *account) resolveOwn(ctx context.Context, chat, ref, author string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	id, ok, err := a.store.MessageBy(ctx, a.login, chat, ref, author)
+	if err != nil || ok {
+		return id, err
+	}
+	return a.resolve(ctx, chat, ref)
 }
 
 // maxReactionsPerSender bounds one sender's reaction set on one message.
