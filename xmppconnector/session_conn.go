@@ -58,6 +58,9 @@ type xmppConn struct {
 	// catchUpQueued is set while a catch-up of this connection waits in
 	// the worker's queue (see queueCatchUp).
 	catchUpQueued atomic.Bool
+	// noArchive is set once the server answered an archive query as one
+	// without an archive: later sweeps of this connection do not ask.
+	noArchive atomic.Bool
 	// flood tells the messages the server stored while the account was
 	// offline from live ones (see offline.go).
 	flood *offlineFlood
