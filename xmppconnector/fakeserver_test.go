@@ -72,7 +72,7 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{io.MultiReader(strings.NewReader(header), cli), cli}
+	}{newSplitReader(io.MultiReader(strings.NewReader(header), cli), splitChunk), cli} // read as login's streams are
 	neg := func(ctx context.Context, in, out *stream.Info, s *xmpp.Session, data interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
 		r := s.TokenReader()
 		defer r.Close()

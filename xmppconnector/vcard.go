@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 )
 
@@ -18,9 +17,10 @@ import (
 // token, then decoded into a struct, then stripped of whitespace and
 // decoded from base64, only to be refused as over maxPhotoBytes at the end:
 // a 24 MiB photo cost some 290 MiB. So the vCard answer is read here, token
-// by token straight off the stream, keeping only the few fields the
-// connector uses, each up to a bound; photo text past the bound is counted,
-// never kept.
+// by token straight off the stream (which xmlsplit.go cuts into pieces),
+// keeping only the few fields the connector uses, each up to a bound: the
+// photo's text is kept up to the limit's base64 length, and once past it
+// dropped and the rest read past.
 
 // maxVCardTextBytes bounds each of FN, NICKNAME and TYPE: nobody's name is
 // longer, and what is past it is dropped while it is read.
@@ -175,7 +175,14 @@ func appendBase64(b, text []byte) (_ []byte, ok bool) {
 	if len(b)+n > maxPhotoBase64 {
 		return b, false
 	}
-	b = slices.Grow(b, n)
+	if cap(b)-len(b) < n {
+		// Doubling, up to the limit: the text comes in pieces (xmlsplit.go)
+		// and append's growth for large slices (a quarter) reallocated
+		// the photo some twenty times on its way to the limit.
+		grown := make([]byte, len(b), min(max(2*cap(b), len(b)+n), maxPhotoBase64))
+		copy(grown, b)
+		b = grown
+	}
 	for _, c := range text {
 		if !isXMLSpace(c) {
 			b = append(b, c)
