@@ -40,10 +40,13 @@ type offlineFlood struct {
 
 func newOfflineFlood() *offlineFlood { return &offlineFlood{ended: make(chan struct{})} }
 
-func (f *offlineFlood) begin(id, to string) {
+// begin opens the flood until the answer to the ping id sent to to, and
+// returns the channel closed when it ends.
+func (f *offlineFlood) begin(id, to string) <-chan struct{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.id, f.to, f.open = id, to, true
+	return f.ended
 }
 
 // isOpen reports whether a message read now belongs to the flood.
@@ -59,7 +62,10 @@ func (f *offlineFlood) isOpen() bool {
 func (f *offlineFlood) answered(id, from string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.open || id != f.id || from != f.to {
+	// A server may leave out its own address: a stanza without from
+	// comes from the account's server (RFC 6120 8.1.2.1), never from a
+	// contact, whose stanzas the server addresses.
+	if !f.open || id != f.id || (from != f.to && from != "") {
 		return false
 	}
 	f.endLocked()
@@ -91,27 +97,29 @@ type pingIQ struct {
 }
 
 // sendInitialPresence writes the initial presence and, in the same write,
-// the ping that ends the offline flood, then waits for its answer (at most
-// until ctx ends). The answer is taken by the read loop (handle), not by
-// mellium's request matching, so the flood ends exactly where the answer
-// is in the stream.
+// the ping that ends the offline flood, then waits for its answer. The
+// answer is taken by the read loop (handle), not by mellium's request
+// matching, so the flood ends exactly where the answer is in the stream.
+// A server that has not answered by the time ctx ends has the flood ended
+// there: what it delivers later is dated on arrival, and the connection is
+// used all the same.
 func (c *xmppConn) sendInitialPresence(ctx context.Context, pres presenceOut, domain string) error {
 	ping := pingIQ{iqOut: newRequest("get", domain)}
-	ended := c.flood.ended
-	c.flood.begin(ping.ID, domain)
+	ended := c.flood.begin(ping.ID, domain)
 	if err := c.sendTogether(pres, ping); err != nil {
 		c.flood.end()
 		return fmt.Errorf("sending initial presence: %w", err)
 	}
 	select {
 	case <-ended:
-		return nil
 	case <-c.done:
+		c.flood.end()
 		return errors.New("the XMPP stream ended before the server delivered stored messages")
 	case <-ctx.Done():
 		c.flood.end()
-		return fmt.Errorf("waiting for stored messages: %w", ctx.Err())
+		c.log.Warn().Msg("The XMPP server did not answer the ping after the initial presence; messages it delivers from offline storage from now on are dated on arrival")
 	}
+	return nil
 }
 
 // sendTogether writes stanzas with one flush: the server then reads them

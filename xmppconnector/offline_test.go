@@ -1,7 +1,9 @@
 package xmppconnector
 
 import (
+	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -50,3 +52,59 @@ func TestForgedDelayDatesNothingStoredDelayDoes(t *testing.T) {
 		t.Fatalf("the stored message was bridged %d times", n)
 	}
 }
+
+// Only the ping's answer from the server ends the flood: an answer with
+// another id, or "from" a contact, does not; one without from (the
+// account's server) does, once.
+func TestOfflineFloodEndsOnlyOnTheServersAnswer(t *testing.T) {
+	f := newOfflineFlood()
+	ended := f.begin("p1", "example.org")
+	for _, c := range []struct{ id, from string }{{"p2", "example.org"}, {"p1", "bob@example.org"}, {"p1", "evil.example"}} {
+		if f.answered(c.id, c.from) || !f.isOpen() {
+			t.Fatalf("answer %+v ended the flood", c)
+		}
+	}
+	if !f.answered("p1", "") || f.isOpen() {
+		t.Fatal("the server's answer without from did not end the flood")
+	}
+	select {
+	case <-ended:
+	default:
+		t.Fatal("the flood's end was not announced")
+	}
+	if f.answered("p1", "example.org") {
+		t.Fatal("a second answer ended the flood again")
+	}
+	f.end() // idempotent
+}
+
+// A server that never answers the ping after the initial presence: the
+// connection is still used, and the flood ends when the wait does, so
+// that no later message is taken for a stored one.
+func TestUnansweredFloodPingEndsTheFlood(t *testing.T) {
+	ctx := t.Context()
+	conn, fs := newFakeConn(t, "alice@example.org", nopSink{}, func(s *fakeStanza) []string { return nil })
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := conn.sendInitialPresence(wctx, presenceOut{}, "example.org"); err != nil {
+		t.Fatalf("an unanswered ping failed the connection: %v", err)
+	}
+	if conn.flood.isOpen() {
+		t.Fatal("the flood stayed open after the wait for the ping ended")
+	}
+	var got []fakeStanza
+	for deadline := time.Now().Add(waitLong); len(got) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		fs.mu.Lock()
+		got = slices.Clone(fs.got)
+		fs.mu.Unlock()
+	}
+	if len(got) != 2 || got[0].XMLName.Local != "presence" || got[1].XMLName.Local != "iq" {
+		t.Fatalf("the server got %+v, want the presence and then the ping", got)
+	}
+}
+
+// nopSink drops what a connection reads.
+type nopSink struct{}
+
+func (nopSink) onMessage(*xmppConn, *message)   {}
+func (nopSink) onPresence(*xmppConn, *presence) {}
