@@ -24,7 +24,7 @@ func TestSenderChosenDelayIsNotTrusted(t *testing.T) {
 	conn := &xmppConn{done: make(chan struct{})}
 	conn.caughtUp.Store(true)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "d1", Type: "chat", Body: "I wrote this in 2099",
-		Delays: []delayEl{{Stamp: "2099-01-01T00:00:00Z"}}, StanzaIDs: []stanzaIDEl{{ID: "arch-d1", By: me}}}})
+		Delay: lastDelayEl{&delayEl{Stamp: "2099-01-01T00:00:00Z"}}, StanzaIDs: []stanzaIDEl{{ID: "arch-d1", By: me}}}})
 	if len(sink.sent) != 1 {
 		t.Fatalf("sent %d", len(sink.sent))
 	}
@@ -131,6 +131,6 @@ func TestLastDelayCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, ok := m.lastDelay().time(); ok {
-		t.Fatalf("a stamp of one delay was read with the from of another: %+v", m.Delays)
+		t.Fatalf("a stamp of one delay was read with the from of another: %+v", m.lastDelay())
 	}
 }

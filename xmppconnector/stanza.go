@@ -124,9 +124,9 @@ type message struct {
 	Body      string       `xml:"body"`
 	OriginID  *idEl        `xml:"urn:xmpp:sid:0 origin-id"`
 	StanzaIDs []stanzaIDEl `xml:"urn:xmpp:sid:0 stanza-id"`
-	// Delays are all the message's delay elements: a sender may write
-	// any, and a server appends its own (see offline.go).
-	Delays    []delayEl      `xml:"urn:xmpp:delay delay"`
+	// Delay is the message's last delay element: a sender may write any,
+	// and a server appends its own (see offline.go).
+	Delay     lastDelayEl    `xml:"urn:xmpp:delay delay"`
 	Replace   *idEl          `xml:"urn:xmpp:message-correct:0 replace"`
 	Retract   *idEl          `xml:"urn:xmpp:message-retract:1 retract"`
 	Reactions *reactionsEl   `xml:"urn:xmpp:reactions:0 reactions"`
@@ -148,11 +148,23 @@ type message struct {
 
 // lastDelay is the message's last delay element, nil if it has none: the
 // one a server that held the message appended.
-func (m *message) lastDelay() *delayEl {
-	if len(m.Delays) == 0 {
-		return nil
+func (m *message) lastDelay() *delayEl { return m.Delay.el }
+
+// lastDelayEl keeps the last of a message's delay elements, whole.
+// Decoded into a plain *delayEl, a later delay only overwrote the
+// attributes it has, so a stamp of one could go with the from of another;
+// and a slice of them all would grow with every one a sender writes.
+type lastDelayEl struct {
+	el *delayEl
+}
+
+func (l *lastDelayEl) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	var el delayEl
+	if err := d.DecodeElement(&el, &start); err != nil {
+		return err
 	}
-	return &m.Delays[len(m.Delays)-1]
+	l.el = &el
+	return nil
 }
 
 // chatState returns the XEP-0085 state the message carries, if any.
