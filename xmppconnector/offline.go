@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // A message's XEP-0203 <delay/> says when it was sent, and the connector
@@ -106,7 +107,7 @@ type pingIQ struct {
 func (c *xmppConn) sendInitialPresence(ctx context.Context, pres presenceOut, domain string) error {
 	ping := pingIQ{iqOut: newRequest("get", domain)}
 	ended := c.flood.begin(ping.ID, domain)
-	if err := c.sendTogether(pres, ping); err != nil {
+	if err := c.sendTogether(ctx, pres, ping); err != nil {
 		c.flood.end()
 		return fmt.Errorf("sending initial presence: %w", err)
 	}
@@ -123,8 +124,16 @@ func (c *xmppConn) sendInitialPresence(ctx context.Context, pres presenceOut, do
 }
 
 // sendTogether writes stanzas with one flush: the server then reads them
-// together, and handles nobody else's stanzas in between.
-func (c *xmppConn) sendTogether(stanzas ...any) error {
+// together, and handles nobody else's stanzas in between. mellium's token
+// writer takes no context, so ctx's deadline is the connection's write
+// deadline meanwhile: a server that stops reading cannot hold the login.
+func (c *xmppConn) sendTogether(ctx context.Context, stanzas ...any) error {
+	if dl, ok := ctx.Deadline(); ok {
+		conn := c.sess.Conn()
+		if err := conn.SetWriteDeadline(dl); err == nil {
+			defer func() { _ = conn.SetWriteDeadline(time.Time{}) }()
+		}
+	}
 	w := c.sess.TokenWriter()
 	for _, v := range stanzas {
 		b, err := xml.Marshal(v)
