@@ -249,7 +249,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	a.conn = conn
 	a.mu.Unlock()
 	a.queueCatchUp(conn)
-	if err := conn.send(dctx, a.ownPresence(conn)); err != nil {
+	if err := conn.sendInitialPresence(dctx, a.ownPresence(conn), sess.LocalAddr().Domain().String()); err != nil {
 		conn.close()
 		a.dropConn(conn)
 		return nil, err
@@ -370,7 +370,22 @@ func (a *account) do(ctx context.Context, w work) {
 			// Its successor queues a catch-up of its own.
 			return
 		}
-		if err = a.catchUp(ctx, w.conn); err == nil {
+		if w.conn.noArchive.Load() {
+			a.log.Debug().Msg("The XMPP server has no message archive: not sweeping it")
+			return
+		}
+		err = a.catchUp(ctx, w.conn)
+		if noArchive(err) {
+			// Every sweep would fail the same way until the server gets
+			// an archive, which a reconnect finds out.
+			w.conn.noArchive.Store(true)
+			w.conn.caughtUp.Store(true)
+			a.log.Warn().Err(err).Msg("The XMPP server has no message archive (XEP-0313), so the connector cannot catch up: " +
+				"messages that arrived while it was offline reach it only through the server's offline storage, if any, " +
+				"and messages the user sent from other clients meanwhile are not bridged. Not asking again on this connection")
+			return
+		}
+		if err == nil {
 			w.conn.caughtUp.Store(true)
 		}
 	case w.msg != nil:
@@ -391,6 +406,13 @@ func (a *account) do(ctx context.Context, w work) {
 			a.log.Error().Err(err).Msg("Could not bridge an XMPP stanza")
 		}
 	}
+}
+
+// noArchive reports whether an archive query failed because the server
+// has no archive for the account: it does not know the query at all.
+func noArchive(err error) bool {
+	var iqErr *iqError
+	return errors.As(err, &iqErr) && (iqErr.Condition == "service-unavailable" || iqErr.Condition == "feature-not-implemented")
 }
 
 type carbonsIQ struct {

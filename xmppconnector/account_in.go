@@ -74,20 +74,22 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		}
 		return a.bridge(ctx, conn, inbound{m: inner, archiveID: inner.stanzaID(a.login), outgoing: m.Sent != nil, ts: ts, live: true})
 	}
-	ts, delayed := a.delayTime(m.Delay)
+	ts, delayed := a.delayTime(m.lastDelay(), m.stored)
 	return a.bridge(ctx, conn, inbound{m: m, archiveID: m.stanzaID(a.login), ts: ts, live: !delayed})
 }
 
-// delayTime is when a live message was sent: the stamp of its XEP-0203
-// delay if our server (or our account) added it, holding the message while
-// the connector was offline; else, and never later than, now. A delay from
-// anyone else is the sender's say: it put the message years back or ahead
-// in the user's timeline, and marked a message that arrived just now as
-// old (no typing notice).
-func (a *account) delayTime(d *delayEl) (time.Time, bool) {
+// delayTime is when a live message was sent: the stamp of its last
+// XEP-0203 delay if the message was one our server stored while the
+// account was offline (stored: it came in the offline flood, see
+// offline.go) and the delay is our server's (or our account's); else, and
+// never later than, now. A delay on any other message is the sender's say,
+// whatever its from: it put the message years back or ahead in the user's
+// timeline, and marked a message that arrived just now as old (no typing
+// notice).
+func (a *account) delayTime(d *delayEl, stored bool) (time.Time, bool) {
 	now := time.Now()
 	ts, ok := d.time()
-	if !ok {
+	if !ok || !stored {
 		return now, false
 	}
 	domain := ""
@@ -187,7 +189,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// A correction or retraction bridged live without an archive id
 		// (the user's own, from another client: carbons carry none) comes
 		// again from the archive at the next catch-up or sweep.
-		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
 			if err == nil {
 				err = a.skip(ctx, eff)
 			}
@@ -204,7 +206,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		if m.Replace != nil {
 			target, ev.Kind, ev.Text = m.Replace, connector.KindEdit, m.Body
 		}
-		if ev.Target, _ = a.resolve(ctx, peer, target.ID); ev.Target == "" || (ev.Kind == connector.KindEdit && ev.Text == "") {
+		if ev.Target, _ = a.resolveOwn(ctx, peer, target.ID, sender.ID); ev.Target == "" || (ev.Kind == connector.KindEdit && ev.Text == "") {
 			return a.skip(ctx, eff)
 		}
 		if ok, err := a.authoredBy(ctx, peer, ev.Target, sender.ID); err != nil || !ok {
@@ -225,7 +227,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	case m.Body != "" || m.OOB != nil:
 		if ev.Txn == "" {
-			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, in); err != nil || repeat {
+			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
 				if err == nil {
 					err = a.skip(ctx, eff)
 				}
@@ -259,16 +261,23 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 // bridged under its client id (which it was because it had none), counts
 // as a repeat. Our own sends always do: the sending side never learns the
 // stanza-id (the bridge's derived ids for files and captions are mapped to
-// the txn), and our ids are not reused.
-func (a *account) bridgedBefore(ctx context.Context, peer, xmppID string, in inbound) (bool, error) {
+// the txn), and our ids are not reused. Either way only a message of the
+// same sender is a copy: a contact sending a message under the id of one of
+// the user's had it dropped as a repeat.
+func (a *account) bridgedBefore(ctx context.Context, peer, xmppID, author string, in inbound) (bool, error) {
 	if xmppID == "" {
 		return false, nil
 	}
 	known, found, err := a.store.BridgeID(ctx, a.login, peer, xmppID)
-	if err != nil {
+	if err != nil || !found {
 		return false, err
 	}
-	return found && (in.archiveID == "" || in.outgoing || known == fitID(xmppID)), nil
+	if was, knownAuthor, err := a.store.Author(ctx, a.login, peer, known); err != nil {
+		return false, err
+	} else if knownAuthor && was != "" && was != author {
+		return false, nil
+	}
+	return in.archiveID == "" || in.outgoing || known == fitID(xmppID), nil
 }
 
 // authoredBy reports whether the message with bridge id target in chat was
@@ -321,6 +330,21 @@ func (a *account) resolve(ctx context.Context, chat, ref string) (string, error)
 		return fitID(ref), err
 	}
 	return id, nil
+}
+
+// resolveOwn maps the XMPP id a correction or retraction from author
+// names to the bridge id of author's latest message with that id (see
+// Store.MessageBy); an id none of author's messages has is resolved as
+// any reference is.
+func (a *account) resolveOwn(ctx context.Context, chat, ref, author string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	id, ok, err := a.store.MessageBy(ctx, a.login, chat, ref, author)
+	if err != nil || ok {
+		return id, err
+	}
+	return a.resolve(ctx, chat, ref)
 }
 
 // maxReactionsPerSender bounds one sender's reaction set on one message.

@@ -3,9 +3,7 @@ package xmppconnector
 import (
 	"context"
 	"crypto/sha1"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"strings"
@@ -15,13 +13,6 @@ import (
 
 	"github.com/dmbridge/dmbridge/connector"
 )
-
-type vCardGetIQ struct {
-	iqOut
-	VCard struct {
-		XMLName xml.Name `xml:"vcard-temp vCard"`
-	}
-}
 
 // fetchContact reads who's vCard (XEP-0054) and turns it into a contact.
 // Servers answer for accounts without a vCard with an error, which just
@@ -33,8 +24,7 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	}
 	rctx, cancel := context.WithTimeout(ctx, profileTimeout)
 	defer cancel()
-	var vc vCard
-	err := conn.request(rctx, vCardGetIQ{iqOut: newRequest("get", who)}, &vc)
+	vc, err := conn.fetchVCard(rctx, who)
 	var iqErr *iqError
 	if errors.As(err, &iqErr) {
 		return c, nil
@@ -47,12 +37,12 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	} else if nick := strings.TrimSpace(vc.Nickname); nick != "" {
 		c.Name = nick
 	}
-	if vc.Photo.BinVal != "" && a.avatarBase != "" {
+	if vc.Photo.TooLarge {
+		a.log.Debug().Str("contact", who).Msg("Ignoring a vCard photo over the avatar limit")
+		return c, nil
+	}
+	if len(vc.Photo.BinVal) > 0 && a.avatarBase != "" {
 		data, err := photoBytes(vc.Photo.BinVal)
-		if errors.Is(err, errPhotoTooLarge) {
-			a.log.Debug().Int("base64_bytes", len(vc.Photo.BinVal)).Str("contact", who).Msg("Ignoring a vCard photo over the avatar limit")
-			return c, nil
-		}
 		if err != nil {
 			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
 			return c, nil
@@ -72,33 +62,6 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 		c.Avatar = &connector.Avatar{ID: id, URL: a.avatarBase + avatarPath + id, MimeType: mt}
 	}
 	return c, nil
-}
-
-// maxPhotoBytes bounds a vCard photo: the bridge refuses avatars over
-// 10 MiB (puppet's maxAvatarBytes), so a larger one would only be decoded,
-// stored and served for nothing, at a size the contact chooses.
-const maxPhotoBytes = 10 << 20
-
-var errPhotoTooLarge = errors.New("vCard photo over the avatar limit")
-
-// photoBytes decodes a vCard BINVAL, refusing by its length, before
-// decoding anything, a photo over maxPhotoBytes.
-func photoBytes(binval string) ([]byte, error) {
-	limit := base64.StdEncoding.EncodedLen(maxPhotoBytes)
-	// Twice the limit leaves room for any line folding (RFC 2045 folds
-	// at 76 characters) without first copying the text to strip it.
-	if len(binval) > 2*limit {
-		return nil, errPhotoTooLarge
-	}
-	b64 := strings.Join(strings.Fields(binval), "")
-	if len(b64) > limit {
-		return nil, errPhotoTooLarge
-	}
-	data, err := base64.StdEncoding.DecodeString(b64)
-	if err == nil && len(data) > maxPhotoBytes {
-		return nil, errPhotoTooLarge
-	}
-	return data, err
 }
 
 // ensureContact has a contact introduced to the bridge the first time it

@@ -71,9 +71,7 @@ answer</body><reply xmlns="urn:xmpp:reply:0" to="a@x" id="9"/><fallback xmlns="u
 			}
 			_ = msg.chatState()
 			_ = msg.stanzaID("a@x")
-			if msg.Delay != nil {
-				_, _ = msg.Delay.time()
-			}
+			_, _ = msg.lastDelay().time()
 		}
 	})
 }

@@ -2,6 +2,7 @@ package xmppconnector
 
 import (
 	"context"
+	"encoding/xml"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,7 +22,7 @@ func TestSenderChosenDelayIsNotTrusted(t *testing.T) {
 	const me, bob = "alice@example.org", "bob@example.org"
 	a, sink, conn := caughtUpAccount(t)
 	a.do(ctx, work{conn: conn, msg: &message{From: bob + "/x", To: me, ID: "d1", Type: "chat", Body: "I wrote this in 2099",
-		Delay: &delayEl{Stamp: "2099-01-01T00:00:00Z"}, StanzaIDs: []stanzaIDEl{{ID: "arch-d1", By: me}}}})
+		Delay: lastDelayEl{&delayEl{Stamp: "2099-01-01T00:00:00Z"}}, StanzaIDs: []stanzaIDEl{{ID: "arch-d1", By: me}}}})
 	if len(sink.sent) != 1 {
 		t.Fatalf("sent %d", len(sink.sent))
 	}
@@ -77,8 +78,9 @@ func TestCutUTF8(t *testing.T) {
 	}
 }
 
-// A delay our server added (offline storage) dates the message, never
-// later than now; one from anyone else does not.
+// A delay our server added (offline storage) dates a message it stored,
+// never later than now; one from anyone else does not, and no delay dates
+// a message that did not arrive in the offline flood, whoever it names.
 func TestDelayTrustedOnlyFromOurServer(t *testing.T) {
 	a := newAccount(&AccountConfig{JID: "alice@example.org"}, &XMPPConfig{}, nil, nil, "", nil, zerolog.Nop())
 	past := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
@@ -94,13 +96,39 @@ func TestDelayTrustedOnlyFromOurServer(t *testing.T) {
 		{&delayEl{Stamp: stamp}, false},
 		{nil, false},
 	} {
-		before := time.Now()
-		ts, delayed := a.delayTime(c.d)
-		if delayed != c.trusted || c.trusted && !ts.Equal(past) || !c.trusted && ts.Before(before) {
-			t.Errorf("delay %+v: ts %s, delayed %v; want trusted %v", c.d, ts, delayed, c.trusted)
+		for _, stored := range []bool{true, false} {
+			before := time.Now()
+			ts, delayed := a.delayTime(c.d, stored)
+			want := c.trusted && stored
+			if delayed != want || want && !ts.Equal(past) || !want && ts.Before(before) {
+				t.Errorf("delay %+v, stored %v: ts %s, delayed %v; want trusted %v", c.d, stored, ts, delayed, want)
+			}
 		}
 	}
-	if ts, _ := a.delayTime(&delayEl{Stamp: "2099-01-01T00:00:00Z", From: "example.org"}); ts.After(time.Now()) {
+	if ts, _ := a.delayTime(&delayEl{Stamp: "2099-01-01T00:00:00Z", From: "example.org"}, true); ts.After(time.Now()) {
 		t.Errorf("a delay in the future gave ts %s", ts)
+	}
+}
+
+// The server appends its delay to a stored message after whatever the
+// sender wrote: the last one counts, whole (not one merged from both).
+func TestLastDelayCounts(t *testing.T) {
+	var m message
+	raw := `<message xmlns="jabber:client"><delay xmlns="urn:xmpp:delay" from="example.org" stamp="2001-01-01T00:00:00Z"/>` +
+		`<body>hi</body><delay xmlns="urn:xmpp:delay" from="example.org" stamp="2026-02-03T04:05:06Z"/></message>`
+	if err := xml.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	if d := m.lastDelay(); d == nil || d.Stamp != "2026-02-03T04:05:06Z" {
+		t.Fatalf("last delay: %+v", d)
+	}
+	raw = `<message xmlns="jabber:client"><delay xmlns="urn:xmpp:delay" stamp="2001-01-01T00:00:00Z"/>` +
+		`<delay xmlns="urn:xmpp:delay" from="example.org"/></message>`
+	m = message{}
+	if err := xml.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.lastDelay().time(); ok {
+		t.Fatalf("a stamp of one delay was read with the from of another: %+v", m.lastDelay())
 	}
 }

@@ -21,11 +21,14 @@
 // reactions, contacts, avatars; its schema is versioned dbutil upgrades in
 // upgrades/), session*.go, caps.go, mam.go, stanza.go
 // (one XMPP stream: login, read loop, keep-alive, IQs, archive paging),
+// xmlsplit.go (long character data cut into pieces before the XML
+// decoder), offline.go (which messages the server stored),
 // account*.go (one login: reconnect loop, archive catch-up, stanzas to
 // events, backfill), commands.go (bridge commands to stanzas),
 // commands_media.go and upload.go (files: HTTP File Upload, XEP-0363),
 // client_gate.go (the SDK client, made once the first logins tell whether
-// files can be sent), contacts.go (vCards, presence), profiles.go (vCard
+// files can be sent), contacts.go (vCards, presence), vcard.go (the vCard
+// answer, read as it arrives with its photo bounded), profiles.go (vCard
 // fetches off the worker, throttled per contact) and avatars.go (the
 // avatar endpoint).
 //

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 
@@ -34,15 +35,19 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 	}
 	var state xmpp.SessionState
 	features := []xmpp.StreamFeature{}
+	// What the XML decoder reads goes through a splitReader (xmlsplit.go),
+	// above TLS: below it, the bytes are ciphertext.
 	switch cfg.TLS {
 	case TLSStartTLS:
-		features = append(features, xmpp.StartTLS(tlsCfg))
+		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg)))
 	case TLSDirect:
 		state = xmpp.Secure
+		conn = newSplitConn(conn)
 	case TLSPlaintext:
 		// mellium authenticates only on a secure stream; the operator has
 		// declared this one secure (a loopback test server).
 		state = xmpp.Secure
+		conn = newSplitConn(conn)
 	}
 	features = append(features,
 		xmpp.SASL("", account.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
@@ -60,6 +65,21 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 		return nil, fmt.Errorf("negotiating the XMPP stream: %w", err)
 	}
 	return sess, nil
+}
+
+// splitAfterStartTLS is the STARTTLS feature with the TLS connection it
+// negotiates read through a splitReader; the plaintext before it is only
+// the stream header and the STARTTLS exchange.
+func splitAfterStartTLS(f xmpp.StreamFeature) xmpp.StreamFeature {
+	negotiate := f.Negotiate
+	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
+		mask, rw, err := negotiate(ctx, s, data)
+		if c, ok := rw.(net.Conn); ok && err == nil {
+			rw = newSplitConn(c)
+		}
+		return mask, rw, err
+	}
+	return f
 }
 
 func dialServer(ctx context.Context, cfg *XMPPConfig, origin jid.JID, tlsCfg *tls.Config) (net.Conn, error) {

@@ -58,18 +58,25 @@ type xmppConn struct {
 	// catchUpQueued is set while a catch-up of this connection waits in
 	// the worker's queue (see queueCatchUp).
 	catchUpQueued atomic.Bool
+	// noArchive is set once the server answered an archive query as one
+	// without an archive: later sweeps of this connection do not ask.
+	noArchive atomic.Bool
+	// flood tells the messages the server stored while the account was
+	// offline from live ones (see offline.go).
+	flood *offlineFlood
 }
 
 // newConn starts the read loop of an established session.
 func newConn(sess *xmpp.Session, bare string, sink stanzaSink, log zerolog.Logger) *xmppConn {
 	c := &xmppConn{
-		sess: sess,
-		bare: bare,
-		log:  log,
-		sink: sink,
-		caps: newCapabilities(),
-		done: make(chan struct{}),
-		mam:  make(map[string]*[]mamItem),
+		sess:  sess,
+		bare:  bare,
+		log:   log,
+		sink:  sink,
+		caps:  newCapabilities(),
+		done:  make(chan struct{}),
+		mam:   make(map[string]*[]mamItem),
+		flood: newOfflineFlood(),
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	go func() {
@@ -126,6 +133,7 @@ func (c *xmppConn) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement)
 		if m.Result != nil && c.collectArchived(&m) {
 			return nil
 		}
+		m.stored = c.flood.isOpen()
 		c.sink.onMessage(c, &m)
 	case "presence":
 		var p presence
@@ -135,9 +143,27 @@ func (c *xmppConn) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement)
 		}
 		c.sink.onPresence(c, &p)
 	case "iq":
+		if typ, id, from := iqAddressing(start); typ == "result" || typ == "error" {
+			c.flood.answered(id, from)
+		}
 		return c.answerIQ(r, d)
 	}
 	return nil
+}
+
+// iqAddressing returns an IQ's type, id and from.
+func iqAddressing(start *xml.StartElement) (typ, id, from string) {
+	for _, a := range start.Attr {
+		switch a.Name.Local {
+		case "type":
+			typ = a.Value
+		case "id":
+			id = a.Value
+		case "from":
+			from = a.Value
+		}
+	}
+	return typ, id, from
 }
 
 // answerIQ answers the requests a client must: disco#info (so the server

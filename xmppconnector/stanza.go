@@ -121,10 +121,12 @@ type message struct {
 	ID      string `xml:"id,attr"`
 	Type    string `xml:"type,attr"`
 
-	Body      string         `xml:"body"`
-	OriginID  *idEl          `xml:"urn:xmpp:sid:0 origin-id"`
-	StanzaIDs []stanzaIDEl   `xml:"urn:xmpp:sid:0 stanza-id"`
-	Delay     *delayEl       `xml:"urn:xmpp:delay delay"`
+	Body      string       `xml:"body"`
+	OriginID  *idEl        `xml:"urn:xmpp:sid:0 origin-id"`
+	StanzaIDs []stanzaIDEl `xml:"urn:xmpp:sid:0 stanza-id"`
+	// Delay is the message's last delay element: a sender may write any,
+	// and a server appends its own (see offline.go).
+	Delay     lastDelayEl    `xml:"urn:xmpp:delay delay"`
 	Replace   *idEl          `xml:"urn:xmpp:message-correct:0 replace"`
 	Retract   *idEl          `xml:"urn:xmpp:message-retract:1 retract"`
 	Reactions *reactionsEl   `xml:"urn:xmpp:reactions:0 reactions"`
@@ -138,6 +140,31 @@ type message struct {
 	Result    *mamResultEl   `xml:"urn:xmpp:mam:2 result"`
 	Event     *pubsubEventEl `xml:"http://jabber.org/protocol/pubsub#event event"`
 	Other     []anyEl        `xml:",any"`
+
+	// stored is set by the read loop on a message that arrived in the
+	// offline flood (see offline.go): not XML, never decoded.
+	stored bool
+}
+
+// lastDelay is the message's last delay element, nil if it has none: the
+// one a server that held the message appended.
+func (m *message) lastDelay() *delayEl { return m.Delay.el }
+
+// lastDelayEl keeps the last of a message's delay elements, whole.
+// Decoded into a plain *delayEl, a later delay only overwrote the
+// attributes it has, so a stamp of one could go with the from of another;
+// and a slice of them all would grow with every one a sender writes.
+type lastDelayEl struct {
+	el *delayEl
+}
+
+func (l *lastDelayEl) UnmarshalXML(d *xml.Decoder, start xml.StartElement) error {
+	var el delayEl
+	if err := d.DecodeElement(&el, &start); err != nil {
+		return err
+	}
+	l.el = &el
+	return nil
 }
 
 // chatState returns the XEP-0085 state the message carries, if any.
@@ -174,17 +201,6 @@ type presence struct {
 	} `xml:"vcard-temp:x:update x"`
 }
 
-// vCard is the part of a vcard-temp the connector reads.
-type vCard struct {
-	XMLName  xml.Name `xml:"vcard-temp vCard"`
-	FN       string   `xml:"FN"`
-	Nickname string   `xml:"NICKNAME"`
-	Photo    struct {
-		Type   string `xml:"TYPE"`
-		BinVal string `xml:"BINVAL"`
-	} `xml:"PHOTO"`
-}
-
 // iqOut is the envelope of every IQ the connector sends, requests and
 // answers alike; each one embeds it and adds its payload. A request
 // without a recipient goes to our own account, so an empty to is left out.
@@ -203,24 +219,30 @@ func newRequest(typ, to string) iqOut {
 // iqHeader is the top of an IQ answer.
 type iqHeader struct {
 	XMLName xml.Name
-	ID      string `xml:"id,attr"`
-	Type    string `xml:"type,attr"`
-	From    string `xml:"from,attr"`
-	Error   *struct {
-		Type      string  `xml:"type,attr"`
-		Condition []anyEl `xml:",any"`
-	} `xml:"error"`
+	ID      string         `xml:"id,attr"`
+	Type    string         `xml:"type,attr"`
+	From    string         `xml:"from,attr"`
+	Error   *stanzaErrorEl `xml:"error"`
 	// Raw keeps the payload for a second decoding once the caller says
 	// what it is.
 	Raw []rawEl `xml:",any"`
 }
 
+// stanzaErrorEl is the error element of an error stanza.
+type stanzaErrorEl struct {
+	Type      string  `xml:"type,attr"`
+	Condition []anyEl `xml:",any"`
+}
+
 // condition names the first defined condition of an error IQ.
-func (h *iqHeader) condition() string {
-	if h.Error == nil {
+func (h *iqHeader) condition() string { return h.Error.condition() }
+
+// condition names the first defined condition; "" for no error at all.
+func (e *stanzaErrorEl) condition() string {
+	if e == nil {
 		return ""
 	}
-	for _, c := range h.Error.Condition {
+	for _, c := range e.Condition {
 		if c.XMLName.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" {
 			return c.XMLName.Local
 		}

@@ -133,6 +133,9 @@ func makeLegacyStore(t *testing.T, path string, withAuthor bool) {
 	}
 }
 
+// latestStoreVersion is the version of upgrades/00-latest.sql.
+const latestStoreVersion = 2
+
 func storeVersion(t *testing.T, s *Store) int {
 	t.Helper()
 	var v int
@@ -170,12 +173,13 @@ func storeSchema(t *testing.T, s *Store) []string {
 }
 
 // TestStoreAdoptsUnversionedStore: a store written by the connector before
-// its schema had versions (with and without messages.author) opens as v1
-// with every row kept and the same schema as a new store.
+// its schema had versions (with and without messages.author) is adopted as
+// v1 and upgraded to the latest version, with every row kept and the same
+// schema as a new store.
 func TestStoreAdoptsUnversionedStore(t *testing.T) {
 	fresh := openTestStore(t, filepath.Join(t.TempDir(), "fresh.db"))
-	if v := storeVersion(t, fresh); v != 1 {
-		t.Fatalf("new store is v%d, want v1", v)
+	if v := storeVersion(t, fresh); v != latestStoreVersion {
+		t.Fatalf("new store is v%d, want v%d", v, latestStoreVersion)
 	}
 	want := storeSchema(t, fresh)
 	for _, withAuthor := range []bool{true, false} {
@@ -188,8 +192,8 @@ func TestStoreAdoptsUnversionedStore(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "old.db")
 			makeLegacyStore(t, path, withAuthor)
 			s := openTestStore(t, path)
-			if v := storeVersion(t, s); v != 1 {
-				t.Fatalf("adopted store is v%d, want v1", v)
+			if v := storeVersion(t, s); v != latestStoreVersion {
+				t.Fatalf("adopted store is v%d, want v%d", v, latestStoreVersion)
 			}
 			if got := storeSchema(t, s); !slices.Equal(got, want) {
 				t.Fatalf("adopted schema differs from a new store's:\n got %q\nwant %q", got, want)
@@ -237,8 +241,8 @@ func TestStoreAdoptsUnversionedStore(t *testing.T) {
 			}
 			_ = s.Close()
 			again := openTestStore(t, path)
-			if v := storeVersion(t, again); v != 1 {
-				t.Fatalf("reopened store is v%d, want v1", v)
+			if v := storeVersion(t, again); v != latestStoreVersion {
+				t.Fatalf("reopened store is v%d, want v%d", v, latestStoreVersion)
 			}
 			if next, err := again.NextSeq(ctx); err != nil || next != 4 {
 				t.Errorf("NextSeq after reopening = %d, %v; want 4", next, err)

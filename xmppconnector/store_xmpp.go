@@ -17,6 +17,19 @@ func (s *Store) BridgeID(ctx context.Context, login, chat, ref string) (string, 
 	return id, ok, nil
 }
 
+// MessageBy returns the bridge id of the latest message in chat that
+// author sent with XMPP id xmppID. Clients and bots reuse ids, and a
+// correction or retraction naming one means the sender's latest message
+// with it, as XMPP clients read it (BridgeID keeps the first).
+func (s *Store) MessageBy(ctx context.Context, login, chat, xmppID, author string) (string, bool, error) {
+	id, ok, err := s.lookup(ctx, `SELECT bridge_id FROM messages WHERE login = ? AND chat = ? AND xmpp_id = ? AND author = ?
+		ORDER BY rowid DESC LIMIT 1`, login, chat, xmppID, author)
+	if err != nil {
+		return "", false, fmt.Errorf("looking up the latest message %s of %s: %w", xmppID, author, err)
+	}
+	return id, ok, nil
+}
+
 // lookup runs a query for one text column of at most one row and reports
 // whether there was a row.
 func (s *Store) lookup(ctx context.Context, query string, args ...any) (string, bool, error) {

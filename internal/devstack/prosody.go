@@ -28,6 +28,10 @@ type ProsodyOptions struct {
 	// NoOffline disables offline message storage (mod_offline), so the
 	// archive is the only way an account that was away gets its messages.
 	NoOffline bool
+	// NoArchive leaves the message archive (mod_mam, XEP-0313) out, like
+	// a server without one: offline storage is then the only way an
+	// account that was away gets its messages.
+	NoArchive bool
 	// UploadLimit is the largest file HTTP File Upload accepts, in bytes;
 	// 0 means DefaultUploadLimit.
 	UploadLimit int64
@@ -115,7 +119,7 @@ func StartProsody(ctx context.Context, opts ProsodyOptions) (*Prosody, error) {
 		if opts.NoUpload {
 			limit = 0
 		}
-		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts.Dir, s.Port, s.HTTPPort, limit, !opts.NoOffline)), 0o640); err != nil {
+		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts.Dir, s.Port, s.HTTPPort, limit, !opts.NoOffline, !opts.NoArchive)), 0o640); err != nil {
 			return nil, err
 		}
 		if err := handOver(opts.Dir, cred); err != nil {

@@ -28,9 +28,13 @@ const DefaultUploadLimit = 10 << 20
 // http_external_url makes the slot URLs point there; the component's
 // http_host is the host those URLs name (Prosody routes HTTP requests by
 // the Host header without its port), so the request finds the module.
-// uploadLimit 0 leaves the upload service out.
-func prosodyConfig(dir string, port, httpPort int, uploadLimit int64, offline bool) string {
-	modules := `  "roster"; "saslauth"; "disco"; "carbons"; "pep"; "vcard_legacy"; "mam"; "ping"; "blocklist"; "private";`
+// uploadLimit 0 leaves the upload service out; archive false leaves out the
+// message archive (mod_mam).
+func prosodyConfig(dir string, port, httpPort int, uploadLimit int64, offline, archive bool) string {
+	modules := `  "roster"; "saslauth"; "disco"; "carbons"; "pep"; "vcard_legacy"; "ping"; "blocklist"; "private";`
+	if archive {
+		modules += ` "mam";`
+	}
 	// Prosody loads offline even when it is not listed; only
 	// modules_disabled keeps it out.
 	disabled := `"s2s"; "tls"; "posix";`

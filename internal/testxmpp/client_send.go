@@ -163,3 +163,17 @@ func (c *Client) SendFile(t testing.TB, to, url string) string {
 		esc(to), id, esc(url), esc(url), id))
 	return id
 }
+
+// Ping sends a ping (XEP-0199) to the client's server and waits for the
+// answer. The server handles a session's stanzas in order, so once it
+// answers, everything the client sent before has been routed (delivered,
+// archived or stored offline).
+func (c *Client) Ping(t testing.TB) {
+	t.Helper()
+	iq := fmt.Sprintf(`<iq type='get' id='%s' to='%s'><ping xmlns='urn:xmpp:ping'/></iq>`, NewID(), esc(Domain))
+	resp, err := c.sess.SendIQ(t.Context(), xml.NewDecoder(strings.NewReader(iq)))
+	if err != nil {
+		t.Fatalf("testxmpp: ping: %v", err)
+	}
+	_ = resp.Close()
+}

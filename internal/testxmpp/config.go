@@ -7,6 +7,7 @@ type options struct {
 	offline     bool
 	uploadLimit int64
 	noUpload    bool
+	noArchive   bool
 }
 
 func defaultOptions() options { return options{offline: true} }
@@ -27,4 +28,11 @@ func WithUploadLimit(n int64) Option {
 // WithoutUpload starts the server without an HTTP File Upload service.
 func WithoutUpload() Option {
 	return func(o *options) { o.noUpload = true }
+}
+
+// WithoutArchive starts the server without a message archive (XEP-0313),
+// like a server that has none: offline storage is then how a client that
+// was away gets what it missed.
+func WithoutArchive() Option {
+	return func(o *options) { o.noArchive = true }
 }

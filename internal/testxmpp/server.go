@@ -53,7 +53,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		t.Fatalf("testxmpp: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	p, err := devstack.StartProsody(t.Context(), devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline, UploadLimit: o.uploadLimit, NoUpload: o.noUpload})
+	p, err := devstack.StartProsody(t.Context(), devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline, UploadLimit: o.uploadLimit, NoUpload: o.noUpload, NoArchive: o.noArchive})
 	if err != nil {
 		t.Fatalf("testxmpp: %v", err)
 	}

@@ -1,4 +1,4 @@
--- v0 -> v1: Latest revision
+-- v0 -> v2: Latest revision
 -- A store written before the schema had versions is adopted as v1 without
 -- running this file (see adoptUnversioned in store.go).
 
@@ -38,6 +38,9 @@ CREATE TABLE messages (
 	author    TEXT NOT NULL DEFAULT '',
 	PRIMARY KEY (login, chat, bridge_id)
 );
+-- Corrections and retractions name a message by its XMPP id, which
+-- senders reuse: the latest one of the sender's counts (messageBy).
+CREATE INDEX messages_xmpp_id ON messages (login, chat, xmpp_id);
 CREATE TABLE message_refs (
 	login     TEXT NOT NULL,
 	chat      TEXT NOT NULL,

@@ -1,0 +1,215 @@
+package xmppconnector
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+)
+
+// encoding/xml, which mellium reads the stream with, returns a run of
+// character data as one token, and holds all of it in a buffer that it
+// grows by doubling while it reads: a contact's 24 MiB vCard photo (32 MiB
+// of base64) cost some 130 MiB of allocation before the connector saw a
+// byte of it, and the buffer kept its size for the rest of the connection.
+// No reader above the decoder can stop that. So the bytes the decoder
+// reads are passed through splitReader first, which breaks every run of
+// character data longer than splitChunk into pieces by inserting an empty
+// CDATA section (<![CDATA[]]>), or, inside a CDATA section, by closing and
+// reopening it. That changes nothing the XML means: both are character
+// data, which decoding into a struct joins again, and readVCard joins as
+// it counts. A piece never ends inside a character, a reference (&amp;)
+// or a CR LF pair, so every piece decodes as the whole did. The stream
+// comes from our own server, which writes the markup itself, so a small
+// lexer that tells text from tags is enough; a stream it misreads was
+// broken XML already, which the decoder refuses either way.
+const splitChunk = 64 << 10
+
+// lexState is where in the XML the next byte is.
+type lexState int
+
+const (
+	lexText    lexState = iota
+	lexMarkup           // just after '<'
+	lexTag              // in a start or end tag
+	lexBang             // after "<!": a comment, CDATA section or declaration
+	lexComment          // <!-- ... -->
+	lexCDATA            // <![CDATA[ ... ]]>
+	lexPI               // <? ... ?>
+	lexDecl             // <!DOCTYPE ...>
+)
+
+const (
+	cdataOpen  = "[CDATA["
+	emptyCDATA = "<![CDATA[]]>"
+	cdataSplit = "]]><![CDATA["
+	// maxRefBytes is longer than any reference; a '&' without a ';' by
+	// then is broken XML, and splitting may go on.
+	maxRefBytes = 32
+)
+
+// splitReader is an io.Reader over an XML stream that splits long
+// character data (see splitChunk).
+type splitReader struct {
+	r     io.Reader
+	chunk int
+	in    []byte
+	out   []byte // processed bytes; out[pos:] are not read yet
+	pos   int
+	err   error // from r, returned once out is drained
+
+	state lexState
+	run   int     // character data bytes since the last split or markup
+	ref   int     // bytes of the reference being read; 0 outside one
+	quote byte    // the quote of the attribute value being read, or 0
+	depth int     // of '[' in a declaration (its internal subset)
+	bang  []byte  // bytes after "<!", until they tell what follows
+	tail  [2]byte // the last two bytes, for terminators
+}
+
+func newSplitReader(r io.Reader, chunk int) *splitReader {
+	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096)}
+}
+
+func (s *splitReader) Read(p []byte) (int, error) {
+	for s.pos == len(s.out) {
+		if s.err != nil {
+			return 0, s.err
+		}
+		n, err := s.r.Read(s.in)
+		s.out, s.pos = s.out[:0], 0
+		for _, b := range s.in[:n] {
+			s.step(b)
+		}
+		s.err = err
+	}
+	n := copy(p, s.out[s.pos:])
+	s.pos += n
+	return n, nil
+}
+
+// step passes one byte on, after whatever must be inserted before it.
+func (s *splitReader) step(b byte) {
+	switch s.state {
+	case lexText:
+		if b == '<' {
+			s.state, s.run, s.ref = lexMarkup, 0, 0
+			break
+		}
+		if s.run >= s.chunk && s.ref == 0 && splittable(b) {
+			s.out = append(s.out, emptyCDATA...)
+			s.run = 0
+		}
+		s.run++
+		switch {
+		case b == '&':
+			s.ref = 1
+		case b == ';' || s.ref > maxRefBytes:
+			s.ref = 0
+		case s.ref > 0:
+			s.ref++
+		}
+	case lexMarkup:
+		switch b {
+		case '!':
+			s.state, s.bang = lexBang, s.bang[:0]
+		case '?':
+			s.state = lexPI
+		default:
+			s.state, s.quote = lexTag, 0
+		}
+	case lexTag:
+		switch {
+		case s.quote != 0:
+			if b == s.quote {
+				s.quote = 0
+			}
+		case b == '"' || b == '\'':
+			s.quote = b
+		case b == '>':
+			s.state = lexText
+		}
+	case lexBang:
+		s.bang = append(s.bang, b)
+		switch k := string(s.bang); {
+		case k == "--":
+			s.state, s.tail = lexComment, [2]byte{}
+		case k == cdataOpen:
+			s.state, s.run, s.tail = lexCDATA, 0, [2]byte{}
+		case len(k) <= len(cdataOpen) && k == cdataOpen[:len(k)], k == "-":
+		default:
+			s.state, s.quote, s.depth = lexDecl, 0, 0
+			s.stepDecl(b)
+		}
+	case lexComment:
+		if s.tail == [2]byte{'-', '-'} && b == '>' {
+			s.state = lexText
+		}
+	case lexCDATA:
+		// Not inside the terminator "]]>": before its second ']' or its
+		// '>'. After any ']' is fine: "x]" + "]]>" ends the section at
+		// the last "]]>", keeping "x]".
+		if s.run >= s.chunk && !(s.tail[1] == ']' && (b == ']' || b == '>')) && splittable(b) {
+			s.out = append(s.out, cdataSplit...)
+			s.run = 0
+		}
+		s.run++
+		if s.tail == [2]byte{']', ']'} && b == '>' {
+			s.state, s.run = lexText, 0
+		}
+	case lexPI:
+		if s.tail[1] == '?' && b == '>' {
+			s.state = lexText
+		}
+	case lexDecl:
+		s.stepDecl(b)
+	}
+	s.tail = [2]byte{s.tail[1], b}
+	s.out = append(s.out, b)
+}
+
+// stepDecl follows a declaration to its end: the '>' outside quotes and
+// outside its internal subset ([...]).
+func (s *splitReader) stepDecl(b byte) {
+	switch {
+	case s.quote != 0:
+		if b == s.quote {
+			s.quote = 0
+		}
+	case b == '"' || b == '\'':
+		s.quote = b
+	case b == '[':
+		s.depth++
+	case b == ']':
+		s.depth--
+	case b == '>' && s.depth <= 0:
+		s.state = lexText
+	}
+}
+
+// splittable reports whether a piece may end before b: not inside a UTF-8
+// sequence (b a continuation byte), nor between CR and LF, which the
+// decoder turns into one newline only when they are in one piece.
+func splittable(b byte) bool {
+	return b&0xC0 != 0x80 && b != '\n'
+}
+
+// splitConn is a connection whose reads go through a splitReader.
+type splitConn struct {
+	net.Conn
+	r *splitReader
+}
+
+func newSplitConn(c net.Conn) *splitConn {
+	return &splitConn{Conn: c, r: newSplitReader(c, splitChunk)}
+}
+
+func (c *splitConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// ConnectionState is the TLS state of the connection underneath, which
+// mellium looks for; empty on a connection without TLS.
+func (c *splitConn) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
+}
