@@ -148,6 +148,22 @@ func TestHelloWithoutStateKeepsIt(t *testing.T) {
 	})
 }
 
+// TestHelloWithoutNameKeepsIt: a hello that names the login without a
+// name (optional, like the state) keeps the name stored from an earlier
+// hello: the user's ping still shows it.
+func TestHelloWithoutNameKeepsIt(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f := s.connectFake(nil) // names the login "Alice"
+		mgmt, _ := s.managementRoom()
+		f.stop()
+		s.connectFakeWith(fakeSetup{store: f.store, logins: []connector.Login{
+			{ID: testLogin, MatrixUser: string(s.alice.UserID), State: connector.LoginConnected}}})
+		// ping fails unless the answer shows "alice@network (Alice)".
+		s.ping(mgmt, "connected")
+	})
+}
+
 // TestLoginAlertWaitsForManagementRoom: a user logged out while they have
 // no room with the bot is told once they open one; the alert was not
 // recorded as told while it could not be delivered. The bridge's log says

@@ -123,6 +123,53 @@ func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
 	})
 }
 
+// TestQueuedMessageSentAfterUpgradeIsMapped: a message of the user's
+// still waiting for the network when they upgrade the DM goes out after
+// the portal moved to the new room, and the network takes it. The bridge
+// must still record which network message it became: the user's edit of
+// it, sent from the new room (the old one no longer takes their
+// messages), reaches the network naming the message's network id.
+func TestQueuedMessageSentAfterUpgradeIsMapped(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		// The connector is away: the message waits for it.
+		f.stop()
+		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		room := s.upgradeDM(old, ghost)
+		// Back once the portal has moved, the network takes the message.
+		back := s.connectFake(f.store)
+		var remote string
+		tesths.WaitFor(t, 20*time.Second, "the queued message sent and its command dropped", func() (bool, error) {
+			remote = back.answeredID(connector.OpSendMessage, string(waiting.EventID))
+			return remote != "" && s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+		})
+
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
+		edit.SetEdit(waiting.EventID)
+		if _, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit); err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the edit at the network", func() (bool, error) {
+			return len(back.commandsOf(connector.OpEditMessage)) > 0, nil
+		})
+		got := back.commandsOf(connector.OpEditMessage)[0]
+		if got.Target != remote || got.Text != "see you tomorrow" || got.Chat == nil || got.Chat.ID != "bob@network" {
+			t.Errorf("edit at the network = target %q text %q chat %+v, want target %q text %q chat bob@network",
+				got.Target, got.Text, got.Chat, remote, "see you tomorrow")
+		}
+	})
+}
+
 // TestTombstoneToAnotherRoomIsNotFollowed: the user puts a tombstone in
 // the DM that names a room of theirs that was not created as its upgrade,
 // and invites the ghost there. The ghost refuses the invite without ever

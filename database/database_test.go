@@ -307,7 +307,8 @@ func TestLoginKeepsItsOwner(t *testing.T) {
 }
 
 // TestLoginUpsertWithoutState: a hello that says no state keeps the stored
-// one and its start; one that says a state replaces it. The point where
+// one and its start; one that says a state replaces it. The same for the
+// login's name. The point where
 // the login was logged out only moves forward.
 func TestLoginUpsertWithoutState(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
@@ -341,6 +342,19 @@ func TestLoginUpsertWithoutState(t *testing.T) {
 		}
 		if got, _ = db.Login.Get(ctx, "l1"); got.State != "connected" || got.EndedSeq != 9 {
 			t.Fatalf("after a hello with a state = %+v; want connected, ended at 9", got)
+		}
+		// Nor does a hello without a name blank the stored name.
+		if stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", State: "connected"}); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		if got, _ = db.Login.Get(ctx, "l1"); got.Name != "A" {
+			t.Errorf("after a hello without a name, name = %q, want A", got.Name)
+		}
+		if stored, err := db.Login.Upsert(ctx, &database.Login{ID: "l1", ConnectorID: "c", MatrixUser: "@a:x", Name: "B"}); err != nil || !stored {
+			t.Fatal(stored, err)
+		}
+		if got, _ = db.Login.Get(ctx, "l1"); got.Name != "B" {
+			t.Errorf("after a hello with name B, name = %q", got.Name)
 		}
 	})
 }

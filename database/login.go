@@ -45,11 +45,12 @@ const (
 	getAllLogins      = getLoginBaseQuery + ` ORDER BY id`
 	// The check that a login keeps its owner and connector is part of the
 	// one statement, so two hellos racing cannot slip past it. A hello
-	// that says no state ('') keeps the stored one (and its start).
+	// that says no state or no name ('') keeps the stored one (and the
+	// state's start).
 	upsertLoginQuery = `
 		INSERT INTO login (id, connector_id, matrix_user, name, state, updated_at, state_since, ended_seq) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
 		ON CONFLICT (id) DO UPDATE SET
-			name=excluded.name, updated_at=excluded.updated_at,
+			name=CASE WHEN excluded.name='' THEN login.name ELSE excluded.name END, updated_at=excluded.updated_at,
 			state=CASE WHEN excluded.state='' THEN login.state ELSE excluded.state END,
 			state_since=CASE WHEN excluded.state='' OR login.state=excluded.state THEN login.state_since ELSE excluded.state_since END,
 			ended_seq=CASE WHEN excluded.ended_seq>login.ended_seq THEN excluded.ended_seq ELSE login.ended_seq END
@@ -103,9 +104,9 @@ func (q *LoginQuery) wrote(ctx context.Context, loginID string, cascade bool) {
 // another user, or from another connector, changes nothing and returns
 // false. Moving it would pour the new owner's traffic into the old owner's
 // rooms, or let any holder of the shared token lock the rightful connector
-// out of its own login. An empty State keeps the stored state: a hello need
-// not say it (the protocol makes it optional), and saying nothing is not
-// news that the login is in no state. state_since moves only when the state
+// out of its own login. An empty State or Name keeps the stored one: a
+// hello need not say them (the protocol makes both optional), and saying
+// nothing is not news that the login is in no state or has no name. state_since moves only when the state
 // differs from the stored one; EndedSeq only forward.
 func (q *LoginQuery) Upsert(ctx context.Context, l *Login) (stored bool, err error) {
 	q.wrote(ctx, l.ID, false)

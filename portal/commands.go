@@ -278,9 +278,12 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 				return err
 			}
 		}
-		if p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID); err != nil {
+		// A portal that moved to an upgraded room while the command
+		// waited still maps the user's event (in the old room) to what
+		// the network made of it (commandPortal).
+		if p, _, err := m.commandPortal(ctx, pc); err != nil {
 			return err
-		} else if p == nil || p.PortalKey != pc.PortalKey {
+		} else if p == nil {
 			// The portal was cleaned up while the command was out (see
 			// cleanup.go): the network has it, and there is no room to map it to.
 			return m.db.PendingCm.Delete(ctx, pc.Txn)

@@ -78,7 +78,7 @@ func (m *Manager) ghostInvited(ctx context.Context, evt *event.Event, contactID 
 	logins, loginErr := m.userLogins(ctx, user, "")
 	// A user without a login the bridge may use is told so below, once
 	// the ghost joined; only a failure of the bridge itself is retried.
-	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) && !errors.Is(loginErr, ErrLoginUnavailable) {
+	if loginErr != nil && !errors.Is(loginErr, ErrNoLogin) && !errors.Is(loginErr, ErrLoginUnavailable) && !errors.Is(loginErr, ErrLoggedOut) {
 		return loginErr
 	}
 	if loginErr == nil {
@@ -131,8 +131,11 @@ func (m *Manager) adoptRoom(ctx context.Context, evt *event.Event, ghost matrix.
 	ctx = log.WithContext(ctx)
 	unlock := m.chats.Lock(key)
 	defer unlock()
-	p, err := m.db.Portal.GetOrCreate(ctx, key, contactOfChat(r.chat))
-	if err != nil {
+	// The login may have been logged out while the network answered.
+	p, err := m.claimForUser(ctx, key, contactOfChat(r.chat))
+	if errors.Is(err, ErrLoggedOut) {
+		return m.refuseJoined(ctx, evt, ghost, fmt.Sprintf("I cannot reach %s for you: %s.", contactOfChat(r.chat), UserMessage(err)))
+	} else if err != nil {
 		return fmt.Errorf("load portal: %w", err)
 	}
 	if p.RoomID != "" && p.RoomID != evt.RoomID && m.upgradedFrom(ctx, ghost, evt.RoomID, p.RoomID) {

@@ -2,8 +2,10 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 )
@@ -82,4 +84,54 @@ func (m *Manager) storeHelloLogin(ctx context.Context, login *database.Login) (s
 		return false, fmt.Errorf("read acked_seq of %s: %w", login.ConnectorID, err)
 	}
 	return m.storeLogin(ctx, login)
+}
+
+// ErrLoggedOut is a start-chat (or a DM started with a ghost) through a
+// login the network logged out (bad_credentials): a portal for it could
+// carry nothing, and the logout ended its portals just before. Unlike
+// ErrLoginUnavailable it is the user's to fix, by logging in again; its
+// text (a *loggedOutError) says so and names the login.
+var ErrLoggedOut = errors.New("your login is logged out")
+
+type loggedOutError struct{ network, loginID string }
+
+func (e *loggedOutError) Error() string {
+	return fmt.Sprintf("your %s login %s is logged out; log in again", e.network, config.TruncateRunes(e.loginID, maxNetworkNameRunes))
+}
+
+func (e *loggedOutError) Is(target error) bool { return target == ErrLoggedOut }
+
+// loggedOut is the refusal for a login that is logged out, nil otherwise.
+func (m *Manager) loggedOut(login *database.Login) error {
+	if login.State != connector.LoginBadCredentials {
+		return nil
+	}
+	return &loggedOutError{network: m.networkName(login.ConnectorID), loginID: login.ID}
+}
+
+// claimForUser creates the row of key's portal for something the user (or
+// the login's first connection) asked for: a start-chat, a DM started
+// with a ghost, the sync of a new login's recent chats. These ask the
+// network first, and the login may be logged out meanwhile; as in
+// claimPortal, the login's state is read under its mutex, so either the row
+// exists before the logout lists the login's portals (and is ended with
+// them) or the state read here is the logout, and ErrLoggedOut is returned
+// with nothing created. The caller holds the chat's lock.
+func (m *Manager) claimForUser(ctx context.Context, key database.PortalKey, contactID string) (*database.Portal, error) {
+	unlock := m.loginEnds.Lock(key.LoginID)
+	defer unlock()
+	login, err := m.db.Login.Get(ctx, key.LoginID)
+	if err != nil {
+		return nil, fmt.Errorf("load login %s: %w", key.LoginID, err)
+	} else if login == nil {
+		return nil, fmt.Errorf("login %s is gone", key.LoginID)
+	}
+	if err = m.loggedOut(login); err != nil {
+		return nil, err
+	}
+	p, err := m.db.Portal.GetOrCreate(ctx, key, contactID)
+	if err != nil {
+		return nil, fmt.Errorf("create portal for %s: %w", key.ChatID, err)
+	}
+	return p, nil
 }

@@ -403,5 +403,9 @@ func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, e
 	if ev.State == connector.LoginBadCredentials {
 		return m.loginGone(ctx, login, ev, done)
 	}
+	if ev.State == connector.LoginConnected && login.State == connector.LoginBadCredentials {
+		// login is the row from before this event.
+		m.loginBack(ctx, login.ConnectorID, login.ID)
+	}
 	return done(ctx)
 }

@@ -65,6 +65,20 @@ func (m *Manager) userLogins(ctx context.Context, user id.UserID, loginID string
 	if len(logins) == 0 {
 		return nil, loginUnavailable(refusal)
 	}
+	// Nor logins the network logged out: a chat started through one
+	// could carry nothing. When none is left, the user is told to log in
+	// again, which is theirs to do.
+	var loggedOut error
+	logins = slices.DeleteFunc(logins, func(l *database.Login) bool {
+		if err := m.loggedOut(l); err != nil {
+			loggedOut = err
+			return true
+		}
+		return false
+	})
+	if len(logins) == 0 {
+		return nil, loggedOut
+	}
 	up := func(l *database.Login) bool {
 		return l.State == connector.LoginConnected && m.conn != nil && m.conn.Connected(l.ConnectorID)
 	}
@@ -145,7 +159,7 @@ func UserMessage(err error) string {
 	var cerr *connector.Error
 	switch {
 	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrNoLogin), errors.Is(err, ErrUnknownLogin), errors.Is(err, ErrNotDM),
-		errors.Is(err, ErrLoginUnavailable):
+		errors.Is(err, ErrLoginUnavailable), errors.Is(err, ErrLoggedOut):
 		return err.Error()
 	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound && cerr.Message == "":
 		return "the network does not know that contact"

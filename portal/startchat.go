@@ -69,6 +69,10 @@ func (m *Manager) StartChat(ctx context.Context, user id.UserID, loginID, identi
 			m.networkName(r.login.ConnectorID), r.chat.ID, existing.ContactID, contactOfChat(r.chat))
 	}
 	created := existing == nil || existing.RoomID == ""
+	// The login may have been logged out while the network answered.
+	if _, err = m.claimForUser(ctx, key, contactOfChat(r.chat)); err != nil {
+		return nil, err
+	}
 	p, err := m.ensurePortal(ctx, r.login, r.login.ConnectorID, r.chat)
 	if err != nil {
 		return nil, err

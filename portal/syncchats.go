@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/rs/zerolog"
 
@@ -48,12 +49,31 @@ func (m *Manager) syncNewLogins(connectorID string) {
 		return
 	}
 	for _, loginID := range logins {
-		m.lanes.submit("login-sync/"+loginID, "sync recent chats", func(ctx context.Context) {
-			log := m.log.With().Str("connector_id", connectorID).Str("login_id", loginID).Str("action", "sync_recent_chats").Logger()
-			if err := m.syncRecentChats(log.WithContext(ctx), connectorID, loginID); err != nil {
-				log.Warn().Err(err).Msg("Failed to sync the login's recent chats; trying again on the next connection")
-			}
-		})
+		m.submitLoginSync(connectorID, loginID)
+	}
+}
+
+// submitLoginSync queues the sync of one login's recent chats on its lane.
+func (m *Manager) submitLoginSync(connectorID, loginID string) {
+	m.lanes.submit("login-sync/"+loginID, "sync recent chats", func(ctx context.Context) {
+		log := m.log.With().Str("connector_id", connectorID).Str("login_id", loginID).Str("action", "sync_recent_chats").Logger()
+		if err := m.syncRecentChats(log.WithContext(ctx), connectorID, loginID); err != nil {
+			log.Warn().Err(err).Msg("Failed to sync the login's recent chats; trying again on the next connection")
+		}
+	})
+}
+
+// loginBack queues the sync of a login that the network logged out before
+// its recent chats were synced, now that it is logged in again (its
+// login_sync_pending row was kept for this; see syncRecentChats).
+func (m *Manager) loginBack(ctx context.Context, connectorID, loginID string) {
+	waiting, err := m.db.LoginSync.ByConnector(ctx, connectorID)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Failed to look up whether the login waits for its chats")
+		return
+	}
+	if slices.Contains(waiting, loginID) {
+		m.submitLoginSync(connectorID, loginID)
 	}
 }
 
@@ -68,6 +88,17 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 	}
 	if limit <= 0 || !hello.Capabilities.ListChats {
 		return m.db.LoginSync.Done(ctx, loginID)
+	}
+	// A login the network logged out would get rooms that carry nothing,
+	// right after its logout ended its portals. Its sync waits (the row
+	// stays) until it is logged in again (loginBack).
+	if login, err := m.db.Login.Get(ctx, loginID); err != nil {
+		return fmt.Errorf("load login: %w", err)
+	} else if login == nil {
+		return m.db.LoginSync.Done(ctx, loginID)
+	} else if m.loggedOut(login) != nil {
+		log.Info().Msg("The login is logged out; its recent chats are synced once it logs in again")
+		return nil
 	}
 	res, err := m.conn.Command(ctx, connectorID, connector.OpListChats, &connector.Command{Login: loginID, Limit: limit})
 	var protoErr *connector.Error
@@ -88,7 +119,13 @@ func (m *Manager) syncRecentChats(ctx context.Context, connectorID, loginID stri
 			log.Warn().Str("chat_id", chat.ID).Str("type", chat.Type).Msg("Skipping a listed chat that is not a valid DM")
 			continue
 		}
-		if err = m.syncChat(ctx, connectorID, loginID, &chat); err != nil {
+		if err = m.syncChat(ctx, connectorID, loginID, &chat); errors.Is(err, ErrLoggedOut) {
+			// Logged out during the sync: the rest waits for the login
+			// to come back, as above; the chats done so far are ended
+			// with its other portals.
+			log.Info().Msg("The login was logged out during the sync of its recent chats; the rest waits until it logs in again")
+			return nil
+		} else if err != nil {
 			return fmt.Errorf("portal for %s: %w", chat.ID, err)
 		}
 		made++
@@ -105,6 +142,9 @@ func (m *Manager) syncChat(ctx context.Context, connectorID, loginID string, cha
 	defer unlock()
 	login, err := m.db.Login.Get(ctx, loginID)
 	if err != nil || login == nil {
+		return err
+	}
+	if _, err = m.claimForUser(ctx, database.PortalKey{LoginID: loginID, ChatID: chat.ID}, contactOfChat(chat)); err != nil {
 		return err
 	}
 	p, err := m.ensurePortal(ctx, login, connectorID, chat)

@@ -130,39 +130,69 @@ func (m *Manager) followUpgrade(ctx context.Context, login *database.Login, ghos
 	return nil
 }
 
+// commandPortal finds the portal a command of the user's belongs to: the
+// portal of its room, or, when the user upgraded that room while the
+// command waited for the network (followUpgrade), the portal of its chat,
+// now in the new room (moved is then true). A command still queued at an
+// upgrade goes out after the portal moved on, and what its result means
+// (which network message the user's event became, say) must still be
+// stored, or the user's edits and deletions of it never reach the network.
+// It is nil when the room is no portal's for another reason: the bridge
+// cleaned the room up (cleanup.go), which is no move even if the chat was
+// opened again in a room of its own since.
+func (m *Manager) commandPortal(ctx context.Context, pc *database.PendingCommand) (p *database.Portal, moved bool, err error) {
+	p, err = m.db.Portal.GetByRoom(ctx, pc.RoomID)
+	if err != nil {
+		return nil, false, fmt.Errorf("look up the command's portal: %w", err)
+	}
+	if p != nil {
+		if p.PortalKey != pc.PortalKey {
+			return nil, false, nil
+		}
+		return p, false, nil
+	}
+	p, err = m.db.Portal.Get(ctx, pc.PortalKey)
+	if err != nil {
+		return nil, false, fmt.Errorf("look up the command's chat: %w", err)
+	}
+	if p == nil || p.RoomID == "" || p.RoomID == pc.RoomID {
+		return nil, false, nil
+	}
+	login, err := m.db.Login.Get(ctx, pc.LoginID)
+	if err != nil {
+		return nil, false, fmt.Errorf("load the command's login: %w", err)
+	}
+	if login == nil {
+		return nil, false, nil
+	}
+	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, pc.RoomID); err != nil {
+		return nil, false, fmt.Errorf("look up the command's room among the cleaned up: %w", err)
+	} else if cleaned != nil {
+		return nil, false, nil
+	}
+	return p, true, nil
+}
+
 // noticeCommand tells the user about a command of theirs (one that did not
 // go, or failed): as a reply to their event in its room. A command still
 // queued when the user upgraded the room is flushed after the portal moved
-// on (followUpgrade), and then its room is no portal's: the notice goes to
-// the upgraded room instead, where the user now is, with a link to the
-// event, since a reply cannot quote an event of another room. A room the
-// bridge cleaned up is not such a move: its commands were failed (with
-// their notices) in it before its farewell (failQueued).
+// on (commandPortal), and then the notice goes to the upgraded room, where
+// the user now is, with a link to the event, since a reply cannot quote an
+// event of another room. A room the bridge cleaned up is not such a move:
+// its commands were failed (with their notices) in it before its farewell
+// (failQueued).
 func (m *Manager) noticeCommand(ctx context.Context, pc *database.PendingCommand, text, txn string) {
-	p, err := m.db.Portal.GetByRoom(ctx, pc.RoomID)
-	if err == nil && p != nil && p.RoomID != "" {
-		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), text, txn)
-		return
-	}
 	log := zerolog.Ctx(ctx).With().Str("txn", pc.Txn).Stringer("old_room_id", pc.RoomID).Logger()
-	if err != nil {
-		log.Err(err).Msg("Could not look up the command's portal; the user is not told")
-		return
+	p, moved, err := m.commandPortal(ctx, pc)
+	switch {
+	case err != nil:
+		log.Err(err).Msg("Could not find the command's portal; the user is not told")
+	case p == nil || p.RoomID == "":
+		log.Debug().Msg("The command's room is no portal's now (cleaned up, where the user was told); nothing more")
+	case !moved:
+		m.noticeAbout(ctx, p, id.EventID(pc.Txn), isDeletionOp(pc.Op), text, txn)
+	default:
+		text += fmt.Sprintf(" (This was in the room before its upgrade: %s)", pc.RoomID.EventURI(id.EventID(pc.Txn)).MatrixToURL())
+		m.notice(ctx, p, text, txn)
 	}
-	moved, err := m.db.Portal.Get(ctx, pc.PortalKey)
-	if err != nil || moved == nil || moved.RoomID == "" || moved.RoomID == pc.RoomID {
-		log.Warn().Err(err).Msg("The command's room is no portal now; the user is not told")
-		return
-	}
-	login, err := m.db.Login.Get(ctx, pc.LoginID)
-	if err != nil || login == nil {
-		log.Warn().Err(err).Msg("Could not load the command's login; the user is not told")
-		return
-	}
-	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, pc.RoomID); err != nil || cleaned != nil {
-		log.Debug().Err(err).Msg("The command's room was cleaned up, where the user was told; nothing more")
-		return
-	}
-	text += fmt.Sprintf(" (This was in the room before its upgrade: %s)", pc.RoomID.EventURI(id.EventID(pc.Txn)).MatrixToURL())
-	m.notice(ctx, moved, text, txn)
 }

@@ -139,6 +139,10 @@ func statusOf(err error) (int, string) {
 		// The user has logins, but none the bridge may use for them now
 		// (their connector may no longer serve them): not theirs to fix.
 		return http.StatusForbidden, "DMBRIDGE_LOGIN_UNAVAILABLE"
+	case errors.Is(err, portal.ErrLoggedOut):
+		// The network logged the login out: the user's to fix, by
+		// logging in again, and not a fault of the request.
+		return http.StatusConflict, "DMBRIDGE_LOGGED_OUT"
 	case errors.Is(err, portal.ErrNotDM):
 		return http.StatusUnprocessableEntity, "DMBRIDGE_NOT_DM"
 	case errors.As(err, &cerr) && cerr.Code == connector.ErrNotFound:

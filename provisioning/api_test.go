@@ -112,6 +112,7 @@ func TestStartChatErrors(t *testing.T) {
 		{"no identifier", `{"identifier":" "}`, nil, http.StatusBadRequest, "M_MISSING_PARAM"},
 		{"no login", `{"identifier":"x"}`, portal.ErrNoLogin, http.StatusNotFound, "DMBRIDGE_NO_LOGIN"},
 		{"login unavailable", `{"identifier":"x"}`, fmt.Errorf("%w (revoked)", portal.ErrLoginUnavailable), http.StatusForbidden, "DMBRIDGE_LOGIN_UNAVAILABLE"},
+		{"logged out", `{"identifier":"x"}`, fmt.Errorf("start: %w", portal.ErrLoggedOut), http.StatusConflict, "DMBRIDGE_LOGGED_OUT"},
 		{"unknown contact", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrNotFound, Message: "no such user"}, http.StatusNotFound, "M_NOT_FOUND"},
 		{"connector offline", `{"identifier":"x"}`, server.ErrNotConnected, http.StatusServiceUnavailable, "DMBRIDGE_CONNECTOR_UNAVAILABLE"},
 		{"network refused", `{"identifier":"x"}`, &connector.Error{Code: connector.ErrForbidden, Message: "no"}, http.StatusBadGateway, connector.ErrForbidden},
