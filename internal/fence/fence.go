@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // ErrFenced is what a fenced response's Write returns.
@@ -46,7 +47,7 @@ func Handler(next http.Handler, gate func() error, exempt func(*http.Request) bo
 			next.ServeHTTP(w, r)
 			return
 		}
-		fw := &writer{ResponseWriter: w, gate: gate}
+		fw := &writer{ResponseWriter: w, gate: gate, head: r.Method == http.MethodHead}
 		next.ServeHTTP(fw, r)
 		// A handler that wrote nothing gets an implicit 200 from net/http
 		// once it returns: that, too, is an answer.
@@ -61,6 +62,8 @@ func Handler(next http.Handler, gate func() error, exempt func(*http.Request) bo
 type writer struct {
 	http.ResponseWriter
 	gate func() error
+	// head: the request is a HEAD, whose answer's length is the GET's.
+	head bool
 	// status and held are the response as the handler wrote it, before it
 	// is sent; status is 0 until the handler writes.
 	status int
@@ -108,9 +111,8 @@ func (w *writer) send(whole bool) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	h := w.Header()
-	if whole && h.Get("Content-Length") == "" && h.Get("Transfer-Encoding") == "" && bodyAllowed(w.status) {
-		h.Set("Content-Length", strconv.Itoa(len(w.held)))
+	if whole && w.lengthKnown() {
+		w.Header().Set("Content-Length", strconv.Itoa(len(w.held)))
 	}
 	w.ResponseWriter.WriteHeader(w.status)
 	if len(w.held) > 0 {
@@ -118,6 +120,31 @@ func (w *writer) send(whole bool) {
 		w.held = nil
 	}
 	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// lengthKnown reports whether the held body is the whole body, to be sent
+// with its length, under the rules net/http follows for a handler that
+// returned: not when the handler framed it itself, not with trailers (they
+// need chunking), and not for a HEAD the handler wrote nothing for: it may
+// have skipped the body because it is a HEAD, and Content-Length: 0 would
+// tell the client the GET's body is empty.
+func (w *writer) lengthKnown() bool {
+	h := w.Header()
+	if h.Get("Content-Length") != "" || h.Get("Transfer-Encoding") != "" || !bodyAllowed(w.status) {
+		return false
+	}
+	if w.head && len(w.held) == 0 {
+		return false
+	}
+	if len(h.Values("Trailer")) > 0 {
+		return false
+	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return false
+		}
+	}
+	return true
 }
 
 // bodyAllowed is false for the statuses that carry no body (RFC 9110).
