@@ -28,14 +28,15 @@ const splitChunk = 64 << 10
 type lexState int
 
 const (
-	lexText    lexState = iota
-	lexMarkup           // just after '<'
-	lexTag              // in a start or end tag
-	lexBang             // after "<!": a comment, CDATA section or declaration
-	lexComment          // <!-- ... -->
-	lexCDATA            // <![CDATA[ ... ]]>
-	lexPI               // <? ... ?>
-	lexDecl             // <!DOCTYPE ...>
+	lexText        lexState = iota
+	lexMarkup               // just after '<'
+	lexTag                  // in a start or end tag
+	lexBang                 // after "<!": a comment, CDATA section or declaration
+	lexComment              // <!-- ... -->
+	lexCDATA                // <![CDATA[ ... ]]>
+	lexPI                   // <? ... ?>
+	lexDecl                 // <!DOCTYPE ...>
+	lexDeclComment          // <!-- ... --> inside a declaration
 )
 
 const (
@@ -58,12 +59,19 @@ type splitReader struct {
 	err   error // from r, returned once out is drained
 
 	state lexState
-	run   int     // character data bytes since the last split or markup
-	ref   int     // bytes of the reference being read; 0 outside one
-	quote byte    // the quote of the attribute value being read, or 0
-	depth int     // of '[' in a declaration (its internal subset)
-	bang  []byte  // bytes after "<!", until they tell what follows
-	tail  [2]byte // the last two bytes, for terminators
+	run   int  // character data bytes since the last split or markup
+	ref   int  // bytes of the reference being read; 0 outside one
+	quote byte // the quote of the attribute value being read, or 0
+	depth int  // of '<' in a declaration (its internal subset)
+	// declOpen is how much of "<!--" a declaration has shown since its
+	// last '<' (1 after the '<'), 0 outside such a start.
+	declOpen int
+	// dashes counts the '-' just read in a comment: "-->" ends it only
+	// after two of its own, not the "--" that opened it ("<!--->" does
+	// not end there).
+	dashes int
+	bang   []byte  // bytes after "<!", until they tell what follows
+	tail   [2]byte // the last two bytes, for terminators
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
@@ -132,16 +140,17 @@ func (s *splitReader) step(b byte) {
 		s.bang = append(s.bang, b)
 		switch k := string(s.bang); {
 		case k == "--":
-			s.state, s.tail = lexComment, [2]byte{}
+			s.state, s.dashes = lexComment, 0
 		case k == cdataOpen:
 			s.state, s.run, s.tail = lexCDATA, 0, [2]byte{}
 		case len(k) <= len(cdataOpen) && k == cdataOpen[:len(k)], k == "-":
 		default:
-			s.state, s.quote, s.depth = lexDecl, 0, 0
-			s.stepDecl(b)
+			// The decoder takes this first byte as the declaration's
+			// name, not as a quote or bracket.
+			s.state, s.quote, s.depth, s.declOpen = lexDecl, 0, 0, 0
 		}
 	case lexComment:
-		if s.tail == [2]byte{'-', '-'} && b == '>' {
+		if s.endsComment(b) {
 			s.state = lexText
 		}
 	case lexCDATA:
@@ -162,14 +171,44 @@ func (s *splitReader) step(b byte) {
 		}
 	case lexDecl:
 		s.stepDecl(b)
+	case lexDeclComment:
+		if s.endsComment(b) {
+			s.state = lexDecl
+		}
 	}
 	s.tail = [2]byte{s.tail[1], b}
 	s.out = append(s.out, b)
 }
 
-// stepDecl follows a declaration to its end: the '>' outside quotes and
-// outside its internal subset ([...]).
+// endsComment follows a comment to its "-->".
+func (s *splitReader) endsComment(b byte) bool {
+	if b == '>' && s.dashes >= 2 {
+		return true
+	}
+	if b == '-' {
+		s.dashes++
+	} else {
+		s.dashes = 0
+	}
+	return false
+}
+
+// stepDecl follows a declaration to its end as encoding/xml does: the '>'
+// outside quotes that closes its '<', whose nested '<' (the internal
+// subset's declarations) are matched by '>', quoted ones aside, and whose
+// comments are skipped whole (a quote in one opens nothing).
 func (s *splitReader) stepDecl(b byte) {
+	if s.declOpen > 0 {
+		if b == "!--"[s.declOpen-1] {
+			if s.declOpen++; s.declOpen == 4 {
+				s.state, s.declOpen, s.dashes = lexDeclComment, 0, 0
+			}
+			return
+		}
+		// A '<' of a nested declaration; b is read as any other byte.
+		s.declOpen = 0
+		s.depth++
+	}
 	switch {
 	case s.quote != 0:
 		if b == s.quote {
@@ -177,12 +216,12 @@ func (s *splitReader) stepDecl(b byte) {
 		}
 	case b == '"' || b == '\'':
 		s.quote = b
-	case b == '[':
-		s.depth++
-	case b == ']':
-		s.depth--
-	case b == '>' && s.depth <= 0:
+	case b == '>' && s.depth == 0:
 		s.state = lexText
+	case b == '>':
+		s.depth--
+	case b == '<':
+		s.declOpen = 1
 	}
 }
 

@@ -123,6 +123,8 @@ func TestSplitReaderPassesErrors(t *testing.T) {
 func FuzzSplitReader(f *testing.F) {
 	f.Add(`<a b='>'>x&amp;y<![CDATA[z]]]]><?p q?></a>`, 1)
 	f.Add(`<r>`+strings.Repeat("é]", 10)+`<![CDATA[`+strings.Repeat("]é", 10)+`]]></r>`, 2)
+	f.Add(`<r><!---> x --><!-- y --></r>`, 1)
+	f.Add(`<!DOCTYPE r [<!-- ] ' --><!ENTITY e "<>">]><r a='x>y'>z</r>`, 1)
 	f.Fuzz(func(t *testing.T, doc string, chunk int) {
 		if chunk < 1 || chunk > 100 {
 			return
@@ -150,5 +152,30 @@ func TestLongBodyArrivesWholeThroughSplitStream(t *testing.T) {
 	ev := e.bridge.waitEvent(t, "the long message", func(ev *connector.Event) bool { return ev.Kind == connector.KindMessage })
 	if ev.Text != body {
 		t.Fatalf("a %d-byte body arrived as %d bytes", len(body), len(ev.Text))
+	}
+}
+
+// Comments and declarations end where the decoder ends them: "<!--->" does
+// not close the comment it opens (the "--" is the opening's), and in a
+// declaration's internal subset a comment may hold a quote or a bracket
+// and nested declarations are matched by '<' and '>'. A splitReader that
+// ended them elsewhere cut what the decoder reads as a comment's "-->" or
+// an attribute value, and a valid document no longer decoded.
+func TestSplitReaderFollowsCommentsAndDeclarations(t *testing.T) {
+	long := strings.Repeat("y", 10)
+	docs := []string{
+		`<r><!---> x --></r>`,
+		`<r><!---> <![CDATA[ -->` + long + `<a/>]]&gt;</r>`,
+		`<!DOCTYPE r [<!-- ] ' -->]><r a='x>` + long + `'/>`,
+		`<!DOCTYPE r [<!ELEMENT r ANY><!ATTLIST r a CDATA "]">]><r a='x>` + long + `'>` + long + `</r>`,
+	}
+	for i, doc := range docs {
+		want, _ := xmlTokens(t, strings.NewReader(doc))
+		for _, chunk := range []int{1, 2, 3} {
+			got, _, err := decodeTokens(newSplitReader(strings.NewReader(doc), chunk))
+			if err != nil || !slices.Equal(got, want) {
+				t.Errorf("doc %d, chunk %d: %v\n got %q\nwant %q", i, chunk, err, got, want)
+			}
+		}
 	}
 }
