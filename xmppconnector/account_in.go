@@ -189,7 +189,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		// A correction or retraction bridged live without an archive id
 		// (the user's own, from another client: carbons carry none) comes
 		// again from the archive at the next catch-up or sweep.
-		if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
+		if repeat, err := a.repeatOrOwnID(ctx, peer, xmppID, ev, in); err != nil || repeat {
 			if err == nil {
 				err = a.skip(ctx, eff)
 			}
@@ -227,7 +227,7 @@ func (a *account) bridge(ctx context.Context, conn *xmppConn, in inbound) error 
 		}
 	case m.Body != "" || m.OOB != nil:
 		if ev.Txn == "" {
-			if repeat, err := a.bridgedBefore(ctx, peer, xmppID, sender.ID, in); err != nil || repeat {
+			if repeat, err := a.repeatOrOwnID(ctx, peer, xmppID, ev, in); err != nil || repeat {
 				if err == nil {
 					err = a.skip(ctx, eff)
 				}
@@ -275,9 +275,37 @@ func (a *account) bridgedBefore(ctx context.Context, peer, xmppID, author string
 	if was, knownAuthor, err := a.store.Author(ctx, a.login, peer, known); err != nil {
 		return false, err
 	} else if knownAuthor && was != "" && was != author {
-		return false, nil
+		// The first message with the id is another sender's: a copy
+		// of this one is the sender's own with it, if there is one.
+		if known, found, err = a.store.MessageBy(ctx, a.login, peer, xmppID, author); err != nil || !found {
+			return false, err
+		}
 	}
 	return in.archiveID == "" || in.outgoing || known == fitID(xmppID), nil
+}
+
+// repeatOrOwnID is bridgedBefore for ev, a message, correction or
+// retraction of ev.Sender's with client id xmppID; when it is no repeat
+// and is named by its client id (no archive id), it also makes sure that
+// id is no other message's. A sender reusing the id of another sender's
+// message (a contact reusing one of the user's, as seen on a server
+// without an archive) would otherwise reach the bridge under that
+// message's id, and the bridge, which deduplicates by (login, chat, id),
+// drops it as a replay: ev then gets a fresh id, and its client id stays
+// its XMPP id, for the references to it (MessageBy).
+func (a *account) repeatOrOwnID(ctx context.Context, peer, xmppID string, ev *connector.Event, in inbound) (bool, error) {
+	if repeat, err := a.bridgedBefore(ctx, peer, xmppID, ev.Sender.ID, in); err != nil || repeat {
+		return repeat, err
+	}
+	if in.archiveID != "" || ev.ID != fitID(xmppID) {
+		return false, nil
+	}
+	if _, taken, err := a.store.Author(ctx, a.login, peer, ev.ID); err != nil {
+		return false, err
+	} else if taken {
+		ev.ID = newID()
+	}
+	return false, nil
 }
 
 // authoredBy reports whether the message with bridge id target in chat was
