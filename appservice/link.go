@@ -55,6 +55,9 @@ type Link struct {
 	// GhostQueried, if set, runs when the homeserver asks about a ghost
 	// (before a user's invite reaches it), after its registration.
 	GhostQueried func(ctx context.Context, userID id.UserID)
+	// RegisterGhost, if set, registers a ghost a user query made (see
+	// queryHandler.register).
+	RegisterGhost func(ctx context.Context, userID id.UserID) error
 }
 
 type mount struct {
@@ -115,7 +118,7 @@ func New(ctx context.Context, cfg *config.Config, db *database.Database, log zer
 	cached := NewStateStore(store)
 	as.StateStore = cached
 	l := &Link{AS: as, StateStore: cached, cfg: cfg, db: db, log: log}
-	as.QueryHandler = &queryHandler{link: l}
+	as.QueryHandler = newQueryHandler(l)
 	return l, nil
 }
 

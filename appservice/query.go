@@ -2,8 +2,10 @@ package appservice
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -11,16 +13,46 @@ import (
 // homeserver is waiting on the answer.
 const queryTimeout = 30 * time.Second
 
+// The homeserver asks about a user it does not know on behalf of any local
+// user (a profile lookup, an invite), without saying who asks, so every
+// "yes" to a name nobody has seen is paid by the bridge: an account and,
+// with encryption, a device with its keys. New names are therefore
+// answered from a budget shared by all queries: QueryBurst at once, then
+// one every QueryEvery. A few new contacts a minute is far more than
+// people start chats with; a script trying made-up names gets a few
+// accounts and then "no such user" until the budget refills.
+const (
+	QueryBurst = 10
+	QueryEvery = 6 * time.Second
+)
+
 // queryHandler answers the homeserver's "does this user exist" for the
 // bridge's namespace, never by asking the network: the homeserver gives no
 // hint of which login is asking, and the answer must be quick.
 //
-// Any canonical ghost id in the namespace exists. A user starting a DM with a
-// ghost the bridge has never seen (typing @dm_bob=40example.org:server into
-// "Start chat") must be able to invite it; whether the contact exists on the
-// network is for the invite handling to find out, and it tells the user. As
-// the spec asks, a ghost reported to exist is registered first.
-type queryHandler struct{ link *Link }
+// Ghosts the bridge knows are answered at once. A canonical ghost id the
+// bridge has never seen is answered "yes" while the budget lasts: a user
+// starting a DM with a new contact (typing @dm_bob=40example.org:server
+// into "Start chat") must be able to invite it, since the homeserver
+// refuses an invite to a user that does not exist; whether the contact
+// exists on the network is for the invite handling to find out, and it
+// tells the user. As the spec asks, a ghost reported to exist is
+// registered first.
+type queryHandler struct {
+	link   *Link
+	budget *budget
+	// refusedLog samples the warning about an exhausted budget: a script
+	// querying names must not flood the log either.
+	refusedLog zerolog.Logger
+}
+
+func newQueryHandler(l *Link) *queryHandler {
+	return &queryHandler{
+		link:       l,
+		budget:     newBudget(QueryBurst, QueryEvery, time.Now),
+		refusedLog: l.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute}),
+	}
+}
 
 func (q *queryHandler) QueryAlias(id.RoomAlias) bool { return false }
 
@@ -41,9 +73,18 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 		q.ghostQueried(ctx, userID)
 		return true
 	}
+	if registered, err := q.link.StateStore.IsRegistered(ctx, userID); err == nil && registered {
+		// Made by an earlier query or a refused invite: it costs nothing
+		// new to say so.
+		return true
+	}
+	if !q.budget.take() {
+		q.refusedLog.Warn().Stringer("user_id", userID).Msg("Too many user queries for unknown ghosts, answering that the user does not exist")
+		return false
+	}
 	// Only the homeserver account is made here; the ghost row follows when
 	// the bridge first uses the ghost, so a query alone writes no bridge state.
-	if err = q.link.AS.Intent(userID).EnsureRegistered(ctx); err != nil {
+	if err = q.register(ctx, userID); err != nil {
 		q.link.log.Err(err).Stringer("user_id", userID).Msg("Failed to register ghost on demand")
 		return false
 	}
@@ -52,11 +93,54 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 	return true
 }
 
+// register registers the ghost through the bridge's bounded intent cache
+// when there is one: mautrix's AppService.Intent keeps every intent it
+// makes, one per queried name, for good.
+func (q *queryHandler) register(ctx context.Context, userID id.UserID) error {
+	if q.link.RegisterGhost != nil {
+		return q.link.RegisterGhost(ctx, userID)
+	}
+	return q.link.AS.Intent(userID).EnsureRegistered(ctx)
+}
+
 // ghostQueried gives the hook (end-to-bridge encryption making the ghost's
 // device) its turn while the homeserver waits: a client inviting the ghost
-// into an encrypted room asks for its devices right after.
+// into an encrypted room asks for its devices right after, and encrypts its
+// first message for the devices it found then.
 func (q *queryHandler) ghostQueried(ctx context.Context, userID id.UserID) {
 	if q.link.GhostQueried != nil {
 		q.link.GhostQueried(ctx, userID)
 	}
+}
+
+// budget is a token bucket: burst tokens, one more every interval.
+type budget struct {
+	mu     sync.Mutex
+	burst  float64
+	every  time.Duration
+	tokens float64
+	at     time.Time
+	now    func() time.Time
+}
+
+func newBudget(burst int, every time.Duration, now func() time.Time) *budget {
+	return &budget{burst: float64(burst), every: every, tokens: float64(burst), at: now(), now: now}
+}
+
+// take spends a token if there is one.
+func (b *budget) take() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := b.now()
+	// A clock stepping back refills nothing, and the time it stepped back
+	// is not counted twice.
+	if elapsed := now.Sub(b.at); elapsed > 0 {
+		b.tokens = min(b.burst, b.tokens+float64(elapsed)/float64(b.every))
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -90,6 +90,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, leaseGate(lease)))
 	// Everything portal/, puppet/ and bot/ do on Matrix goes through intents.
 	intents := matrix.NewIntents(link.AS)
+	link.RegisterGhost = intents.RegisterGhost
 	portals := portal.NewManager(cfg, db, link, intents, log)
 	if lease != nil {
 		portals.SetFormerDone(lease.FormerDone())
@@ -168,7 +169,9 @@ func setupEncryption(ctx context.Context, cfg *config.Config, db *database.Datab
 		log.Info().Msg("End-to-bridge encryption takes its keys from the homeserver's pushes (encryption.appservice); no /sync loops")
 	}
 	link.GhostQueried = func(ctx context.Context, u id.UserID) {
-		if err := enc.Ensure(ctx, u); err != nil {
+		// Made on the homeserver but not kept in memory, and no /sync
+		// loop: the ghost is in no encrypted room yet, and may never be.
+		if err := enc.Provide(ctx, u); err != nil {
 			log.Err(err).Stringer("user_id", u).Msg("Failed to give a queried ghost its device")
 		}
 	}

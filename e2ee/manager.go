@@ -72,6 +72,9 @@ type Manager struct {
 	pushed bool
 	// syncLoops counts running /sync loops.
 	syncLoops atomic.Int32
+	// renewFailures counts devices whose dropped token could not be
+	// replaced (renew.go).
+	renewFailures atomic.Int32
 
 	mu      sync.Mutex
 	devices map[id.UserID]*device
@@ -312,7 +315,7 @@ func (m *Manager) initDevice(ctx context.Context, d *device) error {
 // newDevice logs the ghost in as a new device and stores it, with an empty
 // Olm account.
 func (m *Manager) newDevice(ctx context.Context, userID id.UserID) (*database.GhostDevice, error) {
-	row, err := m.login(ctx, userID)
+	row, err := m.login(ctx, userID, "")
 	if err != nil {
 		return nil, err
 	}
@@ -373,14 +376,16 @@ func (m *Manager) keysMatch(ctx context.Context, mach *crypto.OlmMachine) (bool,
 	return keys.Keys.GetEd25519(client.DeviceID) == own.SigningKey && keys.Keys.GetCurve25519(client.DeviceID) == own.IdentityKey, nil
 }
 
-// login makes the ghost a device with the appservice login.
-func (m *Manager) login(ctx context.Context, userID id.UserID) (*database.GhostDevice, error) {
+// login makes the ghost a device with the appservice login: a new one, or,
+// with deviceID, that device again under a new access token.
+func (m *Manager) login(ctx context.Context, userID id.UserID, deviceID id.DeviceID) (*database.GhostDevice, error) {
 	if err := m.ensureRegistered(ctx, userID); err != nil {
 		return nil, fmt.Errorf("register: %w", err)
 	}
 	resp, err := m.o.AS.NewMautrixClient(userID).Login(ctx, &mautrix.ReqLogin{
 		Type:                     mautrix.AuthTypeAppservice,
 		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: string(userID)},
+		DeviceID:                 deviceID,
 		InitialDeviceDisplayName: deviceDisplayName,
 	})
 	if err != nil {

@@ -1,6 +1,8 @@
 package e2ee
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -165,6 +167,22 @@ func (m *Manager) scanBacklog() []id.UserID {
 // prepareOne makes the ghost's device if it has none, then lets go of it
 // unless something else started using it for an encrypted room meanwhile.
 func (m *Manager) prepareOne(userID id.UserID) {
+	log := m.log.With().Stringer("user_id", userID).Logger()
+	ctx := log.WithContext(m.ctx)
+	if err := m.Provide(ctx, userID); err != nil && ctx.Err() == nil {
+		// Not retried at once: the next scan of the table finds it again,
+		// and its first invite or encrypted room makes the device on demand
+		// meanwhile.
+		log.Warn().Err(err).Msg("Failed to prepare the ghost's device")
+	}
+}
+
+// Provide makes the ghost's device on the homeserver if it has none, and
+// keeps nothing of it in memory: for a ghost that may be invited into an
+// encrypted room soon (the preparer's, and a user query's), whose device
+// must be there before the user's client first encrypts for it, but which
+// is in no encrypted room yet.
+func (m *Manager) Provide(ctx context.Context, userID id.UserID) error {
 	m.mu.Lock()
 	_, inUse := m.devices[userID]
 	m.mu.Unlock()
@@ -172,26 +190,20 @@ func (m *Manager) prepareOne(userID id.UserID) {
 		// Made (or being made) for an invite or an encrypted room: it is
 		// needed in memory, and letting go of it here could leave two Olm
 		// machines over one account.
-		return
+		return nil
 	}
-	log := m.log.With().Stringer("user_id", userID).Logger()
-	ctx := log.WithContext(m.ctx)
-	if row, err := m.o.DB.GhostDev.Get(ctx, userID); err == nil && row != nil {
-		// It has one already (made when the homeserver asked about the
-		// ghost, say): loading it would only cost a key query.
-		return
+	if row, err := m.o.DB.GhostDev.Get(ctx, userID); err != nil {
+		return fmt.Errorf("look up device of %s: %w", userID, err)
+	} else if row != nil {
+		// It has one already: loading it would only cost a key query.
+		return nil
 	}
 	d, err := m.device(ctx, userID)
 	if err != nil {
-		if ctx.Err() == nil {
-			// Not retried at once: the next scan of the table finds it
-			// again, and its first invite or encrypted room makes the
-			// device on demand meanwhile.
-			log.Warn().Err(err).Msg("Failed to prepare the ghost's device")
-		}
-		return
+		return err
 	}
 	m.letGo(d)
+	return nil
 }
 
 // letGo drops a device the background work loaded from memory, unless

@@ -67,6 +67,13 @@ func (m *Manager) startSync(d *device) {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return
 			}
+			if errors.Is(err, mautrix.MUnknownToken) {
+				// Polling again cannot help: the homeserver dropped the
+				// device's token (logged out, deleted). A new device
+				// object with a new token takes over, or none.
+				m.tokenDropped(d)
+				return
+			}
 			if time.Since(began) > time.Minute {
 				fails = 0
 			}
@@ -121,10 +128,12 @@ func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, si
 	return nil
 }
 
-// OnFailedSync backs off up to a minute and never gives up: a homeserver
-// that is down comes back, and the device's messages wait for it there.
+// OnFailedSync backs off up to a minute and never gives up on a homeserver
+// that is down: it comes back, and the device's messages wait for it there.
+// A token it no longer knows is another matter (renew.go).
 func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, error) {
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, mautrix.MUnknownToken) {
+		// A dropped token ends mautrix's loop; startSync logs in again.
 		return 0, err
 	}
 	s.fails++

@@ -8,7 +8,8 @@ Reads one JSON command per line on stdin and answers each with one JSON line
 on stdout:
   {"cmd": "create_dm", "ghost": ID, "text": T}  profile lookup, then an
       encrypted DM created as Element X does (is_direct, trusted_private_chat,
-      m.room.encryption in initial_state) and T sent at once
+      m.room.encryption in initial_state) and T sent at once; with
+      "rotation_msgs": N the room's keys rotate every N messages
       -> {"room_id", "event_id"}
   {"cmd": "join_invite", "timeout": S}  joins the first room it is invited to
       (or takes the first new room the double puppet joined it to)
@@ -90,15 +91,18 @@ class Session:
         if self.client.should_query_keys:
             await self.client.keys_query()
 
-    async def create_dm(self, ghost, text):
+    async def create_dm(self, ghost, text, rotation_msgs=None):
         # Element X shows the user's profile before starting the chat.
         await self.client.get_profile(ghost)
+        encryption = {"algorithm": "m.megolm.v1.aes-sha2"}
+        if rotation_msgs:
+            encryption["rotation_period_msgs"] = rotation_msgs
         resp = await self.client.room_create(
             is_direct=True,
             preset=__import__("nio").RoomPreset.trusted_private_chat,
             invite=[ghost],
             initial_state=[{"type": "m.room.encryption", "state_key": "",
-                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+                            "content": encryption}],
         )
         if not isinstance(resp, RoomCreateResponse):
             return {"error": "create: %r" % resp}
@@ -313,7 +317,7 @@ async def main():
         cmd = json.loads(line)
         try:
             if cmd["cmd"] == "create_dm":
-                out(await s.create_dm(cmd["ghost"], cmd["text"]))
+                out(await s.create_dm(cmd["ghost"], cmd["text"], cmd.get("rotation_msgs")))
             elif cmd["cmd"] == "join_invite":
                 out(await s.join_invite(cmd.get("timeout", 60)))
             elif cmd["cmd"] == "enable_encryption":
