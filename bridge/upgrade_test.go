@@ -213,3 +213,130 @@ func TestTombstoneToAnotherRoomIsNotFollowed(t *testing.T) {
 		}
 	})
 }
+
+// TestEditInUpgradedRoomOfQueuedMessage: the connector is away, the user
+// sends a message, upgrades the DM and then, in the new room (the old one
+// no longer takes their messages), edits that message, still queued in
+// the old room, and reacts to it. Neither is refused as "not delivered":
+// once the connector is back the network gets the message and then the
+// edit and the reaction, which name the network id the message got.
+func TestEditInUpgradedRoomOfQueuedMessage(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		f.stop()
+		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		room := s.upgradeDM(old, ghost)
+
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
+		edit.SetEdit(waiting.EventID)
+		sent, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reaction, err := s.alice.SendReaction(ctx, room, waiting.EventID, "👍")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Queued behind the message, not refused (which handles the
+		// events without a command).
+		tesths.WaitFor(t, 20*time.Second, "the edit and the reaction queued behind the message", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn IN ($1, $2) AND target_mx = $3",
+				string(sent.EventID), string(reaction.EventID), string(waiting.EventID)) == 2, nil
+		})
+
+		back := s.connectFake(f.store)
+		tesths.WaitFor(t, 20*time.Second, "the message, its edit and the reaction at the network", func() (bool, error) {
+			return back.answeredID(connector.OpEditMessage, string(sent.EventID)) != "" &&
+				back.answeredID(connector.OpReact, string(reaction.EventID)) != "", nil
+		})
+		remote := back.answeredID(connector.OpSendMessage, string(waiting.EventID))
+		if remote == "" {
+			t.Fatal("the edit reached the network, the message it edits did not")
+		}
+		if order := back.txnOrder(); order[string(waiting.EventID)] > order[string(sent.EventID)] ||
+			order[string(waiting.EventID)] > order[string(reaction.EventID)] {
+			t.Errorf("the network got the edit or reaction before the message (%v)", order)
+		}
+		if react := back.commandsOf(connector.OpReact)[0]; react.Target != remote || react.Key != "👍" {
+			t.Errorf("reaction at the network = target %q key %q, want target %q key 👍", react.Target, react.Key, remote)
+		}
+		got := back.commandsOf(connector.OpEditMessage)[0]
+		if got.Target != remote || got.Text != "see you tomorrow" || got.Chat == nil || got.Chat.ID != "bob@network" {
+			t.Errorf("edit at the network = target %q text %q chat %+v, want target %q text %q chat bob@network",
+				got.Target, got.Text, got.Chat, remote, "see you tomorrow")
+		}
+		tesths.WaitFor(t, 20*time.Second, "the commands dropped once done", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+		})
+	})
+}
+
+// TestEditInUpgradedRoomOfFailedQueuedMessage: as above, but the network
+// refuses the message once the connector is back. The edit queued behind
+// it in the new room does not wait there for good: the user is told it
+// was not delivered either, and nothing stays queued.
+func TestEditInUpgradedRoomOfFailedQueuedMessage(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		f.stop()
+		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		room := s.upgradeDM(old, ghost)
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
+		edit.SetEdit(waiting.EventID)
+		sent, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the edit queued behind the message", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(sent.EventID)) == 1, nil
+		})
+
+		back := s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
+			if op == connector.OpSendMessage {
+				return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
+			}
+			return nil
+		}})
+		s.waitNotice(s.sync, room, ghost, "bob blocked you")
+		s.waitNotice(s.sync, room, ghost, "not confirmed as delivered")
+		tesths.WaitFor(t, 20*time.Second, "nothing left queued", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+		})
+		if edits := back.commandsOf(connector.OpEditMessage); len(edits) != 0 {
+			t.Errorf("the network got edits %+v of a message it refused", edits)
+		}
+	})
+}
+
+// txnOrder gives each command's txn the position it reached the fake at.
+func (f *fakeConnector) txnOrder() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	order := make(map[string]int, len(f.commands))
+	for i, c := range f.commands {
+		if _, seen := order[c.Cmd.Txn]; !seen {
+			order[c.Cmd.Txn] = i
+		}
+	}
+	return order
+}

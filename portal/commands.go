@@ -271,6 +271,8 @@ func (m *Manager) sendDirect(ctx context.Context, row *database.MXEvent, pc *dat
 // that Matrix event handled.
 func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, cmd *connector.Command, res *connector.Result, doneSeq int64) error {
 	followUp := false
+	// movedTo: the room the portal moved to from the command's room.
+	var movedTo id.RoomID
 	err := m.groupTxn(ctx, func(ctx context.Context) error {
 		followUp = false
 		if doneSeq != 0 {
@@ -281,12 +283,15 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		// A portal that moved to an upgraded room while the command
 		// waited still maps the user's event (in the old room) to what
 		// the network made of it (commandPortal).
-		if p, _, err := m.commandPortal(ctx, pc); err != nil {
+		movedTo = ""
+		if p, moved, err := m.commandPortal(ctx, pc); err != nil {
 			return err
 		} else if p == nil {
 			// The portal was cleaned up while the command was out (see
 			// cleanup.go): the network has it, and there is no room to map it to.
 			return m.db.PendingCm.Delete(ctx, pc.Txn)
+		} else if moved {
+			movedTo = p.RoomID
 		}
 		switch pc.Op {
 		case connector.OpSendMessage:
@@ -321,6 +326,11 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		m.quiet.remove(pc.RoomID)
 		m.submitFlush(pc.RoomID)
 	}
+	if err == nil && movedTo != "" && pc.Op == connector.OpSendMessage {
+		// Relations the user queued behind it in the new room waited for
+		// it there (flushMovedRoom).
+		m.submitFlush(movedTo)
+	}
 	if err == nil && pc.Op == connector.OpSendMessage {
 		m.stats.toNetwork.Add(1)
 		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Str("remote_id", res.ID).Msg("Bridged message to the network")
@@ -348,6 +358,7 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
 		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
 	}
+	m.flushMovedRoom(ctx, pc)
 }
 
 // describeError is a failure's reason as the user reads it: the network's

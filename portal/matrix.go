@@ -167,7 +167,7 @@ func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt 
 	}
 	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" && cmd.ReplyTo == "" {
 		// A reply to the user's message still queued (relations_queued.go).
-		if queued, err := m.queuedSend(ctx, replyTo, p.RoomID); err != nil {
+		if queued, err := m.queuedSend(ctx, replyTo, p.PortalKey, p.RoomID); err != nil {
 			return err
 		} else if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpSendMessage, cmd, replyTo)

@@ -36,7 +36,7 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 	}
 	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Text: text, HTML: html}
 	if target == nil {
-		if queued, err := m.queuedSend(ctx, targetMX, p.RoomID); err != nil {
+		if queued, err := m.queuedSend(ctx, targetMX, p.PortalKey, p.RoomID); err != nil {
 			return err
 		} else if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpEditMessage, cmd, targetMX)
@@ -67,7 +67,7 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 	}
 	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Key: key}
 	if target == nil {
-		if queued, err := m.queuedSend(ctx, targetMX, p.RoomID); err != nil {
+		if queued, err := m.queuedSend(ctx, targetMX, p.PortalKey, p.RoomID); err != nil {
 			return err
 		} else if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpReact, cmd, targetMX)
@@ -105,6 +105,8 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 	if msg == nil {
 		// A message waiting for the network that was never written to the
 		// connector: dropped here. This runs on the room's lane, as every send of the room does.
+		// Only in its own room: a homeserver refuses a redaction of an
+		// event of another room (the one the user upgraded this from).
 		if pc, err := m.db.PendingCm.Get(ctx, string(redacts)); err != nil {
 			return err
 		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed {

@@ -30,11 +30,21 @@ import (
 var errTargetNotDelivered = errors.New("the message it refers to was not confirmed as delivered")
 
 // queuedSend returns the queued, unanswered send of the user's message
-// targetMX in the room, or nil.
-func (m *Manager) queuedSend(ctx context.Context, targetMX id.EventID, roomID id.RoomID) (*database.PendingCommand, error) {
+// targetMX in the room of the chat key, or nil. That includes a send still
+// queued in the room the user upgraded to this one (sameChatRoom): the
+// user relates to it from the new room.
+func (m *Manager) queuedSend(ctx context.Context, targetMX id.EventID, key database.PortalKey, roomID id.RoomID) (*database.PendingCommand, error) {
 	pc, err := m.db.PendingCm.Get(ctx, string(targetMX))
-	if err != nil || pc == nil || pc.Op != connector.OpSendMessage || pc.RoomID != roomID {
+	if err != nil || pc == nil || pc.Op != connector.OpSendMessage {
 		return nil, err
+	}
+	if pc.RoomID != roomID {
+		if pc.PortalKey != key {
+			return nil, nil
+		}
+		if same, err := m.sameChatRoom(ctx, key, pc.RoomID, roomID); err != nil || !same {
+			return nil, err
+		}
 	}
 	return pc, nil
 }
@@ -57,11 +67,17 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 	if err != nil {
 		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
 	}
-	if msg != nil && msg.RoomID == pc.RoomID {
-		*field = msg.RemoteID
-		return true, false, nil
+	if msg != nil && (msg.RoomID == pc.RoomID || msg.PortalKey == pc.PortalKey) {
+		// The message went from the room the user then upgraded to this
+		// one, or from this one.
+		if same, err := m.sameChatRoom(ctx, pc.PortalKey, msg.RoomID, pc.RoomID); err != nil {
+			return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
+		} else if same {
+			*field = msg.RemoteID
+			return true, false, nil
+		}
 	}
-	if queued, err := m.queuedSend(ctx, pc.TargetMX, pc.RoomID); err != nil {
+	if queued, err := m.queuedSend(ctx, pc.TargetMX, pc.PortalKey, pc.RoomID); err != nil {
 		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
 	} else if queued != nil {
 		// Queued after its message but ordered before it (events read back

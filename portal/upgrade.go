@@ -8,6 +8,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/matrix"
 	"github.com/dmbridge/dmbridge/puppet"
@@ -151,26 +152,76 @@ func (m *Manager) commandPortal(ctx context.Context, pc *database.PendingCommand
 		}
 		return p, false, nil
 	}
-	p, err = m.db.Portal.Get(ctx, pc.PortalKey)
+	p, err = m.movedPortal(ctx, pc.PortalKey, pc.RoomID)
+	return p, p != nil, err
+}
+
+// movedPortal returns the chat key's portal when it moved away from old,
+// a room that is no portal's now, because the user upgraded it
+// (followUpgrade), or nil: a room the bridge cleaned up (cleanup.go) is no
+// move even if the chat was opened again in a room of its own since.
+func (m *Manager) movedPortal(ctx context.Context, key database.PortalKey, old id.RoomID) (*database.Portal, error) {
+	p, err := m.db.Portal.Get(ctx, key)
 	if err != nil {
-		return nil, false, fmt.Errorf("look up the command's chat: %w", err)
+		return nil, fmt.Errorf("look up the command's chat: %w", err)
 	}
-	if p == nil || p.RoomID == "" || p.RoomID == pc.RoomID {
-		return nil, false, nil
+	if p == nil || p.RoomID == "" || p.RoomID == old {
+		return nil, nil
 	}
-	login, err := m.db.Login.Get(ctx, pc.LoginID)
+	login, err := m.db.Login.Get(ctx, key.LoginID)
 	if err != nil {
-		return nil, false, fmt.Errorf("load the command's login: %w", err)
+		return nil, fmt.Errorf("load the command's login: %w", err)
 	}
 	if login == nil {
-		return nil, false, nil
+		return nil, nil
 	}
-	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, pc.RoomID); err != nil {
-		return nil, false, fmt.Errorf("look up the command's room among the cleaned up: %w", err)
+	if cleaned, err := m.db.Cleaned.Get(ctx, login.MatrixUser, old); err != nil {
+		return nil, fmt.Errorf("look up the command's room among the cleaned up: %w", err)
 	} else if cleaned != nil {
-		return nil, false, nil
+		return nil, nil
 	}
-	return p, true, nil
+	return p, nil
+}
+
+// sameChatRoom reports whether an event of the user's in room from is of
+// the chat key now in room: from is room, or the room the user upgraded
+// to room while the event waited for the network (commandPortal). The
+// user's relation (edit, reply, reaction, deletion) of a message still
+// queued in the old room is sent from the new one, the old one no longer
+// taking their messages, and must still find it.
+func (m *Manager) sameChatRoom(ctx context.Context, key database.PortalKey, from, room id.RoomID) (bool, error) {
+	if from == room {
+		return true, nil
+	}
+	if p, err := m.db.Portal.GetByRoom(ctx, from); err != nil {
+		return false, fmt.Errorf("look up the event's portal: %w", err)
+	} else if p != nil {
+		return false, nil
+	}
+	p, err := m.movedPortal(ctx, key, from)
+	if err != nil {
+		return false, err
+	}
+	return p != nil && p.RoomID == room, nil
+}
+
+// flushMovedRoom flushes the queue of the room the portal of pc's room
+// moved to, if it did: relations the user queued there behind pc, a send
+// from before the upgrade (resolveTarget), go now that it went (or fail
+// now that it failed). Nothing else would flush them: that room's queue
+// stopped at them, waiting.
+func (m *Manager) flushMovedRoom(ctx context.Context, pc *database.PendingCommand) {
+	if pc.Op != connector.OpSendMessage {
+		return
+	}
+	p, moved, err := m.commandPortal(ctx, pc)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Str("txn", pc.Txn).Msg("Could not find the command's portal; its relations wait for the next flush")
+		return
+	}
+	if moved {
+		m.submitFlush(p.RoomID)
+	}
 }
 
 // noticeCommand tells the user about a command of theirs (one that did not
