@@ -121,6 +121,9 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 		_ = db.Close()
 		return nil, err
 	}
+	if enc != nil {
+		mx.WatchE2EE(enc.RenewFailures)
+	}
 	portals.SetConnector(srv)
 	portals.SetRoomHandler(bot.New(cfg, db, link, intents.Bot(), portals, srv, log))
 	link.Mount(provisioning.Prefix, provisioning.New(cfg, portals, log))

@@ -71,12 +71,19 @@ func TestGhostDeviceTokenDropped(t *testing.T) {
 		if n := s.br.E2EE.RenewFailures(); n != 0 {
 			t.Errorf("%d failed renewals", n)
 		}
+		// Served while encryption is on, at 0 when nothing failed.
+		r := scrape(t, "http://"+s.br.MetricsAddr().String()+"/metrics")
+		if r["dmbridge_ghost_device_renew_failures_total"] == nil {
+			t.Error("dmbridge_ghost_device_renew_failures_total is not served")
+		}
+		wantValue(t, r, "dmbridge_ghost_device_renew_failures_total", nil, 0)
 	})
 }
 
 // TestGhostDeviceTokenDroppedLoginRefused: when the homeserver also refuses
 // the login again, the device's /sync loop stops instead of polling with the
-// dead token, and the failure is counted and logged. The ghost's next
+// dead token, and the failure is counted (on the metrics endpoint too)
+// and logged. The ghost's next
 // message, once the homeserver takes logins again, gets it a new device and
 // reaches the user encrypted by it.
 func TestGhostDeviceTokenDroppedLoginRefused(t *testing.T) {
@@ -107,6 +114,8 @@ func TestGhostDeviceTokenDroppedLoginRefused(t *testing.T) {
 		tesths.WaitFor(t, 90*time.Second, "the failed renewal counted and the loop stopped", func() (bool, error) {
 			return s.br.E2EE.RenewFailures() == 1 && s.br.E2EE.SyncLoops() == 0, nil
 		})
+		// The operator sees it where they look: on the metrics endpoint.
+		waitMetric(t, "http://"+s.br.MetricsAddr().String()+"/metrics", "dmbridge_ghost_device_renew_failures_total", nil, 1)
 
 		s.proxy.setRefuse(nil)
 		f.send(textFrom("bob@network", "r2", "after the logout"))

@@ -34,6 +34,7 @@ func TestMetricsAreDocumented(t *testing.T) {
 	m.hsErrors.WithLabelValues(ClassSend, "5xx").Inc()
 	m.hsDuration.WithLabelValues(ClassSend).Observe(0)
 	m.WatchDoublePuppetSync(func() (int, int) { return 1, 0 })
+	m.WatchE2EE(func() int { return 0 })
 	fams, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
