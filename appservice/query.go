@@ -17,14 +17,9 @@ const queryTimeout = 30 * time.Second
 // user (a profile lookup, an invite), without saying who asks, so every
 // "yes" to a name nobody has seen is paid by the bridge: an account and,
 // with encryption, a device with its keys. New names are therefore
-// answered from a budget shared by all queries: QueryBurst at once, then
-// one every QueryEvery. A few new contacts a minute is far more than
-// people start chats with; a script trying made-up names gets a few
-// accounts and then "no such user" until the budget refills.
-const (
-	QueryBurst = 10
-	QueryEvery = 6 * time.Second
-)
+// answered from a budget shared by all queries
+// (appservice.new_ghost_queries: burst names at once, then one every
+// `every`).
 
 // queryHandler answers the homeserver's "does this user exist" for the
 // bridge's namespace, never by asking the network: the homeserver gives no
@@ -49,7 +44,7 @@ type queryHandler struct {
 func newQueryHandler(l *Link) *queryHandler {
 	return &queryHandler{
 		link:       l,
-		budget:     newBudget(QueryBurst, QueryEvery, time.Now),
+		budget:     newBudget(l.cfg.Appservice.NewGhostQueries.Burst, l.cfg.Appservice.NewGhostQueries.Every.D(), time.Now),
 		refusedLog: l.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute}),
 	}
 }

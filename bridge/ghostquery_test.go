@@ -10,7 +10,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/dmbridge/dmbridge/appservice"
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -28,7 +28,8 @@ func TestMadeUpGhostQueries(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
 		ctx := context.Background()
-		const n = 3 * appservice.QueryBurst
+		budget := s.cfg.Appservice.NewGhostQueries
+		n := 3 * budget.Burst
 		start := time.Now()
 		var accepted, refused []id.UserID
 		for i := range n {
@@ -41,7 +42,7 @@ func TestMadeUpGhostQueries(t *testing.T) {
 				t.Fatalf("profile of %s: %v", ghost, err)
 			}
 		}
-		limit := appservice.QueryBurst + int(time.Since(start)/appservice.QueryEvery) + 1
+		limit := budget.Burst + int(time.Since(start)/budget.Every.D()) + 1
 		t.Logf("%d of %d made-up names answered in %s (budget allows %d)", len(accepted), n, time.Since(start).Round(time.Millisecond), limit)
 		if len(accepted) == 0 || len(accepted) > limit {
 			t.Fatalf("%d made-up names exist on the homeserver, want between 1 and %d", len(accepted), limit)
@@ -77,7 +78,7 @@ func TestMadeUpGhostQueries(t *testing.T) {
 
 		// A real new contact, once the budget has a name again.
 		ghost := s.ghost("bob@network")
-		tesths.WaitFor(t, 2*appservice.QueryEvery+10*time.Second, "the budget to answer a new name", func() (bool, error) {
+		tesths.WaitFor(t, 2*budget.Every.D()+10*time.Second, "the budget to answer a new name", func() (bool, error) {
 			_, err := s.alice.GetProfile(ctx, ghost)
 			return err == nil, nil
 		})
@@ -89,6 +90,38 @@ func TestMadeUpGhostQueries(t *testing.T) {
 		expectFromGhostDevice(t, s, nio, ghost, "hello back")
 		if loops := s.br.E2EE.SyncLoops(); loops != 1 {
 			t.Errorf("%d /sync loops with one encrypted portal, want 1", loops)
+		}
+	})
+}
+
+// TestConfiguredGhostQueryBudget: appservice.new_ghost_queries set below
+// its default takes effect. With a burst of 2 and a refill far beyond the
+// test, only 2 of 6 made-up names get an account on the homeserver (the
+// default would let all 6 through), and a ghost the bridge knows is still
+// answered once the budget is spent.
+func TestConfiguredGhostQueryBudget(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{configure: func(c *config.Config) {
+			c.Appservice.NewGhostQueries = config.QueryBudget{Burst: 2, Every: config.Duration(time.Hour)}
+		}})
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		known := s.ghost("bob@network")
+		s.bobPortal(f, "m1", "hello")
+		accepted := 0
+		for i := range 6 {
+			ghost := s.ghost(fmt.Sprintf("made-up-%d@network", i))
+			if _, err := s.alice.GetProfile(ctx, ghost); err == nil {
+				accepted++
+			} else if !isNotFound(err) {
+				t.Fatalf("profile of %s: %v", ghost, err)
+			}
+		}
+		if accepted != 2 {
+			t.Errorf("%d of 6 made-up names exist on the homeserver, want the configured burst of 2", accepted)
+		}
+		if _, err := s.alice.GetProfile(ctx, known); err != nil {
+			t.Errorf("profile of the known ghost %s with the budget spent: %v", known, err)
 		}
 	})
 }

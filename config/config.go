@@ -94,6 +94,18 @@ type AppserviceConfig struct {
 	// EphemeralEvents asks the homeserver to push typing notifications,
 	// receipts and presence (receive_ephemeral in the registration).
 	EphemeralEvents bool `yaml:"ephemeral_events"`
+	// NewGhostQueries bounds the ghost names the bridge says exist when the
+	// homeserver asks about a name it has never seen.
+	NewGhostQueries QueryBudget `yaml:"new_ghost_queries"`
+}
+
+// QueryBudget is a token bucket for the homeserver's user queries about
+// ghost names the bridge has never seen. The homeserver asks on behalf of
+// any local user without saying who, and each "yes" costs an account and,
+// with encryption, a device: Burst names at once, then one every Every.
+type QueryBudget struct {
+	Burst int      `yaml:"burst"`
+	Every Duration `yaml:"every"`
 }
 
 // BotConfig is the bridge bot's own Matrix profile.
@@ -236,6 +248,10 @@ func Default() *Config {
 		Appservice: AppserviceConfig{
 			Hostname:        "127.0.0.1",
 			EphemeralEvents: true,
+			// A few new contacts a minute is far more than people start
+			// chats with; a script trying made-up names gets a few
+			// accounts, then "no such user" until the budget refills.
+			NewGhostQueries: QueryBudget{Burst: 10, Every: Duration(6 * time.Second)},
 		},
 		Ghosts: GhostsConfig{
 			UsernameTemplate:    "dm_{{.}}",

@@ -46,7 +46,8 @@ func TestExampleConfigValidates(t *testing.T) {
 		cfg.Bridge.BridgePresence != d.Bridge.BridgePresence || cfg.Logging != d.Logging ||
 		cfg.Connector.MaxFrameBytes != d.Connector.MaxFrameBytes || cfg.Connector.MaxInFlight != d.Connector.MaxInFlight ||
 		cfg.Connector.CommandTimeout != d.Connector.CommandTimeout ||
-		cfg.Appservice.Hostname != d.Appservice.Hostname || cfg.Appservice.EphemeralEvents != d.Appservice.EphemeralEvents {
+		cfg.Appservice.Hostname != d.Appservice.Hostname || cfg.Appservice.EphemeralEvents != d.Appservice.EphemeralEvents ||
+		cfg.Appservice.NewGhostQueries != d.Appservice.NewGhostQueries {
 		t.Errorf("example values differ from Default():\n%+v\n%+v", cfg, d)
 	}
 	if e := cfg.Encryption; e.Allow != d.Encryption.Allow || e.Default != d.Encryption.Default ||

@@ -156,6 +156,14 @@ func (v *validator) appservice() {
 			v.fail("appservice.bot.avatar", "not an mxc:// URI: %q", as.Bot.Avatar)
 		}
 	}
+	// Without a token a user could never start a chat with a contact
+	// the bridge has not seen (the homeserver refuses to invite a user
+	// that does not exist), and without a refill never after the first few.
+	if q := as.NewGhostQueries; q.Burst < 1 {
+		v.fail("appservice.new_ghost_queries.burst", "must be at least 1, got %d", q.Burst)
+	} else if q.Every <= 0 {
+		v.fail("appservice.new_ghost_queries.every", "must be greater than 0, got %s", q.Every)
+	}
 	if v.mode == modeRun {
 		const hint = `empty; run the bridge with -g first to generate the registration and its tokens`
 		if as.ASToken == "" {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix/id"
 )
@@ -53,6 +54,16 @@ func TestValidationErrors(t *testing.T) {
 			name:    "encryption.appservice without encryption.allow",
 			changes: []change{{"  listen: 127.0.0.1:29334", "  listen: 127.0.0.1:29334\nencryption:\n  allow: false\n  appservice: true"}},
 			want:    `config.yaml: encryption.appservice: needs encryption.allow: true`,
+		},
+		{
+			name:    "no new ghost names from user queries",
+			changes: []change{{"  id: dmbridge", "  id: dmbridge\n  new_ghost_queries:\n    burst: 0"}},
+			want:    `config.yaml: appservice.new_ghost_queries.burst: must be at least 1, got 0`,
+		},
+		{
+			name:    "user query budget never refilled",
+			changes: []change{{"  id: dmbridge", "  id: dmbridge\n  new_ghost_queries:\n    every: 0s"}},
+			want:    `config.yaml: appservice.new_ghost_queries.every: must be greater than 0, got 0s`,
 		},
 		{
 			name:    "missing homeserver.address",
@@ -437,5 +448,21 @@ func TestConnectorAccess(t *testing.T) {
 	}
 	if tokens := cfg.ConnectorTokens(); tokens["a"] != testConnectorToken+"-a" || len(tokens) != 1 {
 		t.Errorf("ConnectorTokens() = %v", tokens)
+	}
+}
+
+// TestNewGhostQueries: the user-query budget defaults to 10 names at once
+// and one every 6 s, and each key set replaces only its own default.
+func TestNewGhostQueries(t *testing.T) {
+	if got := mustParse(t, minimalYAML).Appservice.NewGhostQueries; got != (QueryBudget{Burst: 10, Every: Duration(6 * time.Second)}) {
+		t.Errorf("default = %+v, want burst 10 every 6s", got)
+	}
+	cfg := mustParse(t, edit(t, minimalYAML, "  id: dmbridge", "  id: dmbridge\n  new_ghost_queries:\n    burst: 3"))
+	if got := cfg.Appservice.NewGhostQueries; got != (QueryBudget{Burst: 3, Every: Duration(6 * time.Second)}) {
+		t.Errorf("with burst 3 = %+v, want burst 3 every 6s", got)
+	}
+	cfg = mustParse(t, edit(t, minimalYAML, "  id: dmbridge", "  id: dmbridge\n  new_ghost_queries:\n    every: 1m"))
+	if got := cfg.Appservice.NewGhostQueries; got != (QueryBudget{Burst: 10, Every: Duration(time.Minute)}) {
+		t.Errorf("with every 1m = %+v, want burst 10 every 1m", got)
 	}
 }
