@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -17,7 +19,8 @@ import (
 func TestBoundInTransport(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/slow-headers":
 			<-release
@@ -30,6 +33,12 @@ func TestBoundInTransport(t *testing.T) {
 			_, _ = io.WriteString(w, `{"event_id":"$x"}`)
 		}
 	}))
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
 	defer srv.Close()
 	// Before Close, which waits for the handlers (defers run last first).
 	defer close(release)
@@ -53,6 +62,12 @@ func TestBoundInTransport(t *testing.T) {
 		if err != nil || string(body) != `{"event_id":"$x"}` {
 			t.Fatalf("body %q, %v", body, err)
 		}
+	}
+
+	// Releasing the deadline at the body's end must not cost the
+	// connection: the requests share one.
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("3 requests read to the end opened %d connections, want 1", n)
 	}
 
 	start := time.Now()
