@@ -88,6 +88,7 @@ func build(ctx context.Context, cfg *config.Config, log zerolog.Logger, lease *h
 	// Every intent's client and the double puppets share this client, so
 	// wrapping its transport sees every homeserver request.
 	link.AS.HTTPClient.Transport = mx.Transport(fenceTransport(link.AS.HTTPClient.Transport, leaseGate(lease)))
+	matrix.BoundInTransport(link.AS.HTTPClient)
 	// Everything portal/, puppet/ and bot/ do on Matrix goes through intents.
 	intents := matrix.NewIntents(link.AS)
 	link.RegisterGhost = intents.RegisterGhost

@@ -19,6 +19,7 @@ type pgStats struct {
 	b               *testing.B
 	db              *sql.DB
 	xacts0, fetched int64
+	uri             string
 }
 
 func newPGStats(b *testing.B, target testdb.Target) *pgStats {
@@ -33,6 +34,7 @@ func newPGStats(b *testing.B, target testdb.Target) *pgStats {
 	db.SetMaxOpenConns(1)
 	b.Cleanup(func() { _ = db.Close() })
 	p.db = db
+	p.uri = target.URI
 	return p
 }
 
@@ -69,6 +71,7 @@ func (p *pgStats) stable() (xacts, fetched int64) {
 func (p *pgStats) settle() {
 	if p.db != nil {
 		p.xacts0, p.fetched = p.stable()
+		pgssReset(p.b)
 	}
 }
 
@@ -78,6 +81,7 @@ func (p *pgStats) perMessage(n int) (float64, float64) {
 		return 0, 0
 	}
 	x, f := p.stable()
+	pgssDump(p.b, p.uri, n)
 	return float64(x-p.xacts0) / float64(n), float64(f-p.fetched) / float64(n)
 }
 

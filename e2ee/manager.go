@@ -32,6 +32,7 @@ import (
 	"github.com/dmbridge/dmbridge/appservice"
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/matrix"
 )
 
 // deviceDisplayName is what the user's client shows for a ghost's device.
@@ -131,8 +132,10 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 		keyWait = 10 * time.Second
 	}
 	// Its own client without a total timeout, for the /sync long polls, on
-	// the bridge's transport so that the metrics count these requests too.
-	httpClient := &http.Client{Transport: o.AS.HTTPClient.Transport}
+	// the bridge's transport so that the metrics count these requests too
+	// (under the bound the AS client's transport carries, see
+	// matrix.BoundInTransport).
+	httpClient := &http.Client{Transport: matrix.Unbounded(o.AS.HTTPClient.Transport)}
 	m := &Manager{
 		o: o, http: httpClient, keyWait: keyWait, shared: store, pushed: o.Config.Encryption.Appservice,
 		log:     o.Log.With().Str("component", "e2ee").Logger(),

@@ -103,16 +103,19 @@ func sendContent(intent matrix.API, content any, txnID string) any {
 	if err != nil || len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
 		return withTxnKey(content, txnID)
 	}
-	key, _ := json.Marshal(contentTxnKey)
 	val, _ := json.Marshal(txnID)
-	out := make([]byte, 0, len(body)+len(key)+len(val)+2)
+	out := make([]byte, 0, len(body)+len(contentTxnKeyJSON)+len(val)+2)
 	out = append(out, body[:len(body)-1]...)
 	if len(body) > 2 {
 		out = append(out, ',')
 	}
-	out = append(append(append(out, key...), ':'), val...)
+	out = append(append(append(out, contentTxnKeyJSON...), ':'), val...)
 	return json.RawMessage(append(out, '}'))
 }
+
+// contentTxnKeyJSON is contentTxnKey as a JSON string, encoded once rather
+// than for every send.
+var contentTxnKeyJSON, _ = json.Marshal(contentTxnKey)
 
 // sendRemote performs s at most once as far as the room can tell, and returns
 // the event that shows it. The caller deletes the marker (txnID) in the

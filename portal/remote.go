@@ -74,13 +74,19 @@ func remoteTxnID(ev *connector.Event, part int) string {
 // two lists of parts hash alike, and 16 bytes of SHA-256 keep ids short
 // while collisions stay out of reach. The scheme must not change: ids of
 // sends still in flight at an upgrade would no longer match.
+//
+// The bytes are hashed from one buffer on the stack into one string: it
+// runs for every send, and the hasher, the digest and the hex text were
+// allocations of their own.
 func hashedTxnID(prefix string, parts ...string) string {
-	h := sha256.New()
+	var in [256]byte
+	buf := in[:0]
 	for _, s := range parts {
-		h.Write([]byte(s))
-		h.Write([]byte{0})
+		buf = append(append(buf, s...), 0)
 	}
-	return prefix + hex.EncodeToString(h.Sum(nil)[:16])
+	sum := sha256.Sum256(buf)
+	var out [64]byte
+	return string(hex.AppendEncode(append(out[:0], prefix...), sum[:16]))
 }
 
 // senderIntent is who posts a remote event: the contact's ghost, or the user's
