@@ -84,6 +84,66 @@ func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
 	return room
 }
 
+// upgradedWithQueued opens bob's DM, sends text from alice while the
+// connector is away (so it waits for it), and upgrades the DM: it returns
+// the stopped fake (whose store a new one takes over), the ghost, the new
+// room and alice's queued message.
+func (s *stack) upgradedWithQueued(text string) (*fakeConnector, id.UserID, id.RoomID, *mautrix.RespSendEvent) {
+	s.t.Helper()
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	old := s.bobPortal(f, "m1", "before the upgrade")
+	// The connector is away: the message waits for it.
+	f.stop()
+	waiting, err := s.alice.SendText(context.Background(), old, text)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.waitQueued(waiting.EventID, "the message queued for the connector")
+	return f, ghost, s.upgradeDM(old, ghost), waiting
+}
+
+// waitQueued waits until the command of alice's event evt waits for the
+// connector.
+func (s *stack) waitQueued(evt id.EventID, what string) {
+	s.t.Helper()
+	tesths.WaitFor(s.t, 20*time.Second, what, func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(evt)) == 1, nil
+	})
+}
+
+// waitNothingQueued waits until no command waits for the connector.
+func (s *stack) waitNothingQueued(what string) {
+	s.t.Helper()
+	tesths.WaitFor(s.t, 20*time.Second, what, func() (bool, error) {
+		return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
+	})
+}
+
+// connectRefusingSends connects a fake, on store, whose network refuses
+// every message with a "bob blocked you" error.
+func (s *stack) connectRefusingSends(store *sdk.MemoryStore) *fakeConnector {
+	s.t.Helper()
+	return s.connectFakeWith(fakeSetup{store: store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
+		if op == connector.OpSendMessage {
+			return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
+		}
+		return nil
+	}})
+}
+
+// editAs sends alice's edit of target in room, with body text.
+func (s *stack) editAs(room id.RoomID, target id.EventID, text string) *mautrix.RespSendEvent {
+	s.t.Helper()
+	edit := &event.MessageEventContent{MsgType: event.MsgText, Body: text}
+	edit.SetEdit(target)
+	sent, err := s.alice.SendMessageEvent(context.Background(), room, event.EventMessage, edit)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return sent
+}
+
 // TestQueuedCommandFailsAfterUpgrade: a message of the user's still
 // waiting for the network when they upgrade the DM goes out after the
 // portal moved to the new room; when the network then refuses it, the
@@ -92,34 +152,15 @@ func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
 func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		old := s.bobPortal(f, "m1", "before the upgrade")
-		// The connector is away: the message waits for it.
-		f.stop()
-		waiting, err := s.alice.SendText(context.Background(), old, "did you get my mail?")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
-		})
-		room := s.upgradeDM(old, ghost)
+		f, ghost, room, waiting := s.upgradedWithQueued("did you get my mail?")
 		// Back once the portal has moved, the network refuses the message.
-		s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
-			if op == connector.OpSendMessage {
-				return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
-			}
-			return nil
-		}})
+		s.connectRefusingSends(f.store)
 		notice := s.waitNotice(s.sync, room, ghost, "bob blocked you")
 		if !strings.Contains(notice, "was not delivered") || !strings.Contains(notice, string(waiting.EventID)) {
 			t.Errorf("notice in the new room = %q, want it to say the message was not delivered and link to it", notice)
 		}
 		// Told first, then dropped (commandFailed).
-		tesths.WaitFor(t, 20*time.Second, "the failed command dropped", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
-		})
+		s.waitNothingQueued("the failed command dropped")
 	})
 }
 
@@ -132,20 +173,7 @@ func TestQueuedCommandFailsAfterUpgrade(t *testing.T) {
 func TestQueuedMessageSentAfterUpgradeIsMapped(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
-		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		old := s.bobPortal(f, "m1", "before the upgrade")
-		// The connector is away: the message waits for it.
-		f.stop()
-		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
-		})
-		room := s.upgradeDM(old, ghost)
+		f, _, room, waiting := s.upgradedWithQueued("see you tomorow")
 		// Back once the portal has moved, the network takes the message.
 		back := s.connectFake(f.store)
 		var remote string
@@ -154,19 +182,11 @@ func TestQueuedMessageSentAfterUpgradeIsMapped(t *testing.T) {
 			return remote != "" && s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
 		})
 
-		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
-		edit.SetEdit(waiting.EventID)
-		if _, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit); err != nil {
-			t.Fatal(err)
-		}
+		s.editAs(room, waiting.EventID, "see you tomorrow")
 		tesths.WaitFor(t, 20*time.Second, "the edit at the network", func() (bool, error) {
 			return len(back.commandsOf(connector.OpEditMessage)) > 0, nil
 		})
-		got := back.commandsOf(connector.OpEditMessage)[0]
-		if got.Target != remote || got.Text != "see you tomorrow" || got.Chat == nil || got.Chat.ID != "bob@network" {
-			t.Errorf("edit at the network = target %q text %q chat %+v, want target %q text %q chat bob@network",
-				got.Target, got.Text, got.Chat, remote, "see you tomorrow")
-		}
+		wantEditOf(t, back, remote, "see you tomorrow")
 	})
 }
 
@@ -224,25 +244,9 @@ func TestEditInUpgradedRoomOfQueuedMessage(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
 		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		old := s.bobPortal(f, "m1", "before the upgrade")
-		f.stop()
-		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
-		})
-		room := s.upgradeDM(old, ghost)
+		f, _, room, waiting := s.upgradedWithQueued("see you tomorow")
 
-		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
-		edit.SetEdit(waiting.EventID)
-		sent, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit)
-		if err != nil {
-			t.Fatal(err)
-		}
+		sent := s.editAs(room, waiting.EventID, "see you tomorrow")
 		reaction, err := s.alice.SendReaction(ctx, room, waiting.EventID, "👍")
 		if err != nil {
 			t.Fatal(err)
@@ -270,14 +274,8 @@ func TestEditInUpgradedRoomOfQueuedMessage(t *testing.T) {
 		if react := back.commandsOf(connector.OpReact)[0]; react.Target != remote || react.Key != "👍" {
 			t.Errorf("reaction at the network = target %q key %q, want target %q key 👍", react.Target, react.Key, remote)
 		}
-		got := back.commandsOf(connector.OpEditMessage)[0]
-		if got.Target != remote || got.Text != "see you tomorrow" || got.Chat == nil || got.Chat.ID != "bob@network" {
-			t.Errorf("edit at the network = target %q text %q chat %+v, want target %q text %q chat bob@network",
-				got.Target, got.Text, got.Chat, remote, "see you tomorrow")
-		}
-		tesths.WaitFor(t, 20*time.Second, "the commands dropped once done", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
-		})
+		wantEditOf(t, back, remote, "see you tomorrow")
+		s.waitNothingQueued("the commands dropped once done")
 	})
 }
 
@@ -288,44 +286,29 @@ func TestEditInUpgradedRoomOfQueuedMessage(t *testing.T) {
 func TestEditInUpgradedRoomOfFailedQueuedMessage(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
-		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		old := s.bobPortal(f, "m1", "before the upgrade")
-		f.stop()
-		waiting, err := s.alice.SendText(ctx, old, "see you tomorow")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
-		})
-		room := s.upgradeDM(old, ghost)
-		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
-		edit.SetEdit(waiting.EventID)
-		sent, err := s.alice.SendMessageEvent(ctx, room, event.EventMessage, edit)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the edit queued behind the message", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(sent.EventID)) == 1, nil
-		})
+		f, ghost, room, waiting := s.upgradedWithQueued("see you tomorow")
+		sent := s.editAs(room, waiting.EventID, "see you tomorrow")
+		s.waitQueued(sent.EventID, "the edit queued behind the message")
 
-		back := s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, _ *connector.Command) error {
-			if op == connector.OpSendMessage {
-				return &connector.Error{Code: connector.ErrForbidden, Message: "bob blocked you"}
-			}
-			return nil
-		}})
+		back := s.connectRefusingSends(f.store)
 		s.waitNotice(s.sync, room, ghost, "bob blocked you")
 		s.waitNotice(s.sync, room, ghost, "not confirmed as delivered")
-		tesths.WaitFor(t, 20*time.Second, "nothing left queued", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command") == 0, nil
-		})
+		s.waitNothingQueued("nothing left queued")
 		if edits := back.commandsOf(connector.OpEditMessage); len(edits) != 0 {
 			t.Errorf("the network got edits %+v of a message it refused", edits)
 		}
 	})
+}
+
+// wantEditOf checks the first edit the network got: of its message remote
+// in bob's chat, with text.
+func wantEditOf(t *testing.T, f *fakeConnector, remote, text string) {
+	t.Helper()
+	got := f.commandsOf(connector.OpEditMessage)[0]
+	if got.Target != remote || got.Text != text || got.Chat == nil || got.Chat.ID != "bob@network" {
+		t.Errorf("edit at the network = target %q text %q chat %+v, want target %q text %q chat bob@network",
+			got.Target, got.Text, got.Chat, remote, text)
+	}
 }
 
 // txnOrder gives each command's txn the position it reached the fake at.
