@@ -52,12 +52,7 @@ func TestLoggedOutLoginStartsNoChat(t *testing.T) {
 		if status != http.StatusConflict || res.ErrCode != "DMBRIDGE_LOGGED_OUT" || res.RoomID != "" {
 			t.Errorf("provisioning through a logged-out login = %d %+v, want 409 DMBRIDGE_LOGGED_OUT", status, res)
 		}
-		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 0 {
-			t.Errorf("%d portals for a logged-out login, want none", n)
-		}
-		if got := f.commandsOf(connector.OpResolveIdentifier); len(got) != 0 {
-			t.Errorf("the network was asked to resolve %+v for a logged-out login", got)
-		}
+		s.wantNothingForLoggedOut(f)
 	})
 }
 
@@ -74,12 +69,7 @@ func TestLoggedOutLoginRefusesGhostInvite(t *testing.T) {
 		room := s.createDM(s.alice, ghost)
 		s.waitNotice(s.sync, room, ghost, loggedOutText)
 		s.waitMembership(s.sync, room, ghost, event.MembershipLeave)
-		if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 0 {
-			t.Errorf("%d portals for a logged-out login, want none", n)
-		}
-		if got := f.commandsOf(connector.OpResolveIdentifier); len(got) != 0 {
-			t.Errorf("the network was asked to resolve %+v for a logged-out login", got)
-		}
+		s.wantNothingForLoggedOut(f)
 	})
 }
 
@@ -112,4 +102,16 @@ func TestLoggedOutLoginSyncsOnceBack(t *testing.T) {
 				len(lists), f.lastCommandAt(connector.OpListChats), back)
 		}
 	})
+}
+
+// wantNothingForLoggedOut checks that a logged-out login got no portal and
+// that its network was not asked about any contact.
+func (s *stack) wantNothingForLoggedOut(f *fakeConnector) {
+	s.t.Helper()
+	if n := s.countRows("SELECT COUNT(*) FROM portal"); n != 0 {
+		s.t.Errorf("%d portals for a logged-out login, want none", n)
+	}
+	if got := f.commandsOf(connector.OpResolveIdentifier); len(got) != 0 {
+		s.t.Errorf("the network was asked to resolve %+v for a logged-out login", got)
+	}
 }

@@ -22,7 +22,7 @@ type heldAvatar struct {
 	release chan struct{}
 }
 
-func newHeldAvatar(t *testing.T) *heldAvatar {
+func newHeldAvatar(t testing.TB) *heldAvatar {
 	h := &heldAvatar{asked: make(chan struct{}, 16), release: make(chan struct{})}
 	pic := makePNG(t, 8, 8)
 	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -46,6 +46,22 @@ func newHeldAvatar(t *testing.T) *heldAvatar {
 	return h
 }
 
+// earlyMessageHeld holds bob's lane in his picture's fetch (so what comes
+// on it waits while other lanes go on) and sends his first message behind
+// it; it returns the held picture server and the message's seq.
+func (s *stack) earlyMessageHeld(f *fakeConnector) (*heldAvatar, int64) {
+	s.t.Helper()
+	held := newHeldAvatar(s.t)
+	f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob",
+		Avatar: &connector.Avatar{ID: "pic", URL: held.URL + "/bob.png", MimeType: "image/png"}}})
+	select {
+	case <-held.asked:
+	case <-time.After(20 * time.Second):
+		s.t.Fatal("the bridge did not fetch bob's picture")
+	}
+	return held, f.send(textFrom("bob@network", "m1", "sent before the logout"))
+}
+
 // waitApplied waits until the connector event with seq left the inbox's
 // queue (applied; a done row may also have been pruned).
 func (s *stack) waitApplied(seq int64, what string) {
@@ -64,17 +80,7 @@ func TestMessageBeforeLogoutOpensNoPortal(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
 		f := s.connectFake(nil)
-		held := newHeldAvatar(t)
-
-		// bob's lane waits in his picture's fetch.
-		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob",
-			Avatar: &connector.Avatar{ID: "pic", URL: held.URL + "/bob.png", MimeType: "image/png"}}})
-		select {
-		case <-held.asked:
-		case <-time.After(20 * time.Second):
-			t.Fatal("the bridge did not fetch bob's picture")
-		}
-		early := f.send(textFrom("bob@network", "m1", "sent before the logout"))
+		held, early := s.earlyMessageHeld(f)
 		loggedOut := f.send(&connector.Event{Kind: connector.KindLogin, Login: testLogin, TS: time.Now().UnixMilli(),
 			State: connector.LoginBadCredentials, Message: "password changed"})
 		s.waitApplied(loggedOut, "the logout")
@@ -102,15 +108,7 @@ func TestMessageBeforeHelloLogoutOpensNoPortal(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{mediaFetchAllow: loopbackMedia})
 		f := s.connectFake(nil)
-		held := newHeldAvatar(t)
-		f.send(&connector.Event{Kind: connector.KindContact, Login: testLogin, Contact: &connector.Contact{ID: "bob@network", Name: "Bob",
-			Avatar: &connector.Avatar{ID: "pic", URL: held.URL + "/bob.png", MimeType: "image/png"}}})
-		select {
-		case <-held.asked:
-		case <-time.After(20 * time.Second):
-			t.Fatal("the bridge did not fetch bob's picture")
-		}
-		early := f.send(textFrom("bob@network", "m1", "sent before the logout"))
+		held, early := s.earlyMessageHeld(f)
 		f.stop()
 		s.connectFakeWith(fakeSetup{store: f.store, logins: []connector.Login{{ID: testLogin, MatrixUser: string(s.alice.UserID),
 			Name: "Alice", State: connector.LoginBadCredentials}}})
