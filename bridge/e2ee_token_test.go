@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -25,25 +26,13 @@ func TestGhostDeviceTokenDropped(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
 		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		nio := startNio(t, s, "alice")
-		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hi bob", "rotation_msgs": 1})
-		waitSent(t, f, 1)
-		f.send(textFrom("bob@network", "r1", "before the logout"))
-		_, dev := expectFromGhostDevice(t, s, nio, ghost, "before the logout")
+		f, ghost, nio, dev := rotatingEncryptedDM(t, s)
 		keys := ghostDeviceKeys(ctx, t, s, ghost, dev.DeviceID)
 		if keys == nil {
 			t.Fatalf("no keys on the homeserver for the ghost's device %s", dev.DeviceID)
 		}
 
-		dead, err := mautrix.NewClient(s.hs.URL, ghost, dev.AccessToken)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err = dead.Logout(ctx); err != nil {
-			t.Fatalf("log the ghost's device out: %v", err)
-		}
+		logOutDevice(ctx, t, s, ghost, dev.AccessToken)
 		if ghostDeviceKeys(ctx, t, s, ghost, dev.DeviceID) != nil {
 			t.Fatal("Dendrite kept the keys of the device it logged out")
 		}
@@ -90,13 +79,7 @@ func TestGhostDeviceTokenDroppedLoginRefused(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
 		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		nio := startNio(t, s, "alice")
-		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hi bob", "rotation_msgs": 1})
-		waitSent(t, f, 1)
-		f.send(textFrom("bob@network", "r1", "before the logout"))
-		_, dev := expectFromGhostDevice(t, s, nio, ghost, "before the logout")
+		f, ghost, nio, dev := rotatingEncryptedDM(t, s)
 
 		s.proxy.setRefuse(func(r *http.Request, _ []byte) (int, string) {
 			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/login") {
@@ -104,13 +87,7 @@ func TestGhostDeviceTokenDroppedLoginRefused(t *testing.T) {
 			}
 			return 0, ""
 		})
-		dead, err := mautrix.NewClient(s.hs.URL, ghost, dev.AccessToken)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err = dead.Logout(ctx); err != nil {
-			t.Fatalf("log the ghost's device out: %v", err)
-		}
+		logOutDevice(ctx, t, s, ghost, dev.AccessToken)
 		tesths.WaitFor(t, 90*time.Second, "the failed renewal counted and the loop stopped", func() (bool, error) {
 			return s.br.E2EE.RenewFailures() == 1 && s.br.E2EE.SyncLoops() == 0, nil
 		})
@@ -127,6 +104,34 @@ func TestGhostDeviceTokenDroppedLoginRefused(t *testing.T) {
 			t.Errorf("%d ghost /sync loops, want the one of the new device", loops)
 		}
 	})
+}
+
+// rotatingEncryptedDM starts alice's encrypted DM with bob's ghost from
+// her own client, with the room key rotated at every message, and waits
+// for bob's first message encrypted by the ghost's device.
+func rotatingEncryptedDM(t *testing.T, s *stack) (*fakeConnector, id.UserID, *nioClient, *database.GhostDevice) {
+	t.Helper()
+	f := s.connectFake(nil)
+	ghost := s.ghost("bob@network")
+	nio := startNio(t, s, "alice")
+	nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hi bob", "rotation_msgs": 1})
+	waitSent(t, f, 1)
+	f.send(textFrom("bob@network", "r1", "before the logout"))
+	_, dev := expectFromGhostDevice(t, s, nio, ghost, "before the logout")
+	return f, ghost, nio, dev
+}
+
+// logOutDevice logs the ghost's device with token out on the homeserver,
+// as its owner would.
+func logOutDevice(ctx context.Context, t *testing.T, s *stack, ghost id.UserID, token string) {
+	t.Helper()
+	dead, err := mautrix.NewClient(s.hs.URL, ghost, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = dead.Logout(ctx); err != nil {
+		t.Fatalf("log the ghost's device out: %v", err)
+	}
 }
 
 // ghostDeviceKeys are the keys the homeserver publishes for the ghost's
