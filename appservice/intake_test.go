@@ -225,16 +225,9 @@ func TestMalformedEventIsStoredAndSkipped(t *testing.T) {
 	})
 }
 
-// TestTransactionNotAckedWhenGated: a high-availability instance that lost
-// its lease between storing a transaction and answering says nothing (the
-// connection drops, the homeserver retries at the active), and the sink is
-// not woken.
-func TestTransactionNotAckedWhenGated(t *testing.T) {
-	target := testdb.Targets(t)[0]
-	link, db := newLink(t, target)
-	sink := &countingSink{}
-	link.SetSink(sink)
-	var lost atomic.Bool
+// gatedServer serves link behind a lease gate that fails once lost is set.
+func gatedServer(t *testing.T, link *appservice.Link, db *database.Database) (*atomic.Bool, *httptest.Server) {
+	lost := new(atomic.Bool)
 	link.SetGate(func() error {
 		if lost.Load() {
 			return errors.New("not active")
@@ -246,6 +239,19 @@ func TestTransactionNotAckedWhenGated(t *testing.T) {
 		srv.Close()
 		_ = db.Close()
 	})
+	return lost, srv
+}
+
+// TestTransactionNotAckedWhenGated: a high-availability instance that lost
+// its lease between storing a transaction and answering says nothing (the
+// connection drops, the homeserver retries at the active), and the sink is
+// not woken.
+func TestTransactionNotAckedWhenGated(t *testing.T) {
+	target := testdb.Targets(t)[0]
+	link, db := newLink(t, target)
+	sink := &countingSink{}
+	link.SetSink(sink)
+	lost, srv := gatedServer(t, link, db)
 	if code, body := put(t, srv, "txn-a", "hs-secret", txnBody); code != http.StatusOK {
 		t.Fatalf("while active: %d %s", code, body)
 	}
@@ -284,18 +290,7 @@ func TestTransactionNotAckedWhenLeaseRunsOutAfterTheAnswer(t *testing.T) {
 	link, db := newLink(t, target)
 	sink := &pausingSink{woken: make(chan struct{}), resume: make(chan struct{})}
 	link.SetSink(sink)
-	var lost atomic.Bool
-	link.SetGate(func() error {
-		if lost.Load() {
-			return errors.New("not active")
-		}
-		return nil
-	})
-	srv := httptest.NewServer(link.Handler())
-	t.Cleanup(func() {
-		srv.Close()
-		_ = db.Close()
-	})
+	lost, srv := gatedServer(t, link, db)
 	type answer struct {
 		status int
 		err    error
