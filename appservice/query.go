@@ -7,6 +7,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/dmbridge/dmbridge/internal/keyedmutex"
 )
 
 // queryTimeout bounds the registration a user query may trigger; the
@@ -36,6 +38,8 @@ const queryTimeout = 30 * time.Second
 type queryHandler struct {
 	link   *Link
 	budget *budget
+	// names serialises the queries of one new name.
+	names keyedmutex.Mutex[id.UserID]
 	// refusedLog samples the warning about an exhausted budget: a script
 	// querying names must not flood the log either.
 	refusedLog zerolog.Logger
@@ -68,6 +72,12 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 		q.ghostQueried(ctx, userID)
 		return true
 	}
+	// Queries of one name at once (a profile lookup beside an invite, two
+	// of the user's devices) wait for the first: it spends the budget's
+	// token and registers the name, and the others then find it
+	// registered, instead of spending a token each.
+	unlock := q.names.Lock(userID)
+	defer unlock()
 	if registered, err := q.link.StateStore.IsRegistered(ctx, userID); err == nil && registered {
 		// Made by an earlier query or a refused invite: it costs nothing
 		// new to say so.

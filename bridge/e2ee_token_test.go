@@ -148,3 +148,49 @@ func ghostDeviceKeys(ctx context.Context, t *testing.T, s *stack, ghost id.UserI
 	}
 	return keys.Keys
 }
+
+// TestGhostDeviceTokenDroppedKeyUploadRefused: the homeserver takes the
+// login again as the same device but refuses the upload of its keys. The
+// renewal fails and is counted; the ghost's next message gets it a new
+// device. The device logged in again (valid token, no keys) must not stay
+// behind on the homeserver, in the user's list of the ghost's devices.
+func TestGhostDeviceTokenDroppedKeyUploadRefused(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		nio := startNio(t, s, "alice")
+		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hi bob", "rotation_msgs": 1})
+		waitSent(t, f, 1)
+		f.send(textFrom("bob@network", "r1", "before the logout"))
+		_, dev := expectFromGhostDevice(t, s, nio, ghost, "before the logout")
+
+		s.proxy.setRefuse(func(r *http.Request, _ []byte) (int, string) {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/keys/upload") {
+				return http.StatusForbidden, "M_FORBIDDEN"
+			}
+			return 0, ""
+		})
+		dead, err := mautrix.NewClient(s.hs.URL, ghost, dev.AccessToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = dead.Logout(ctx); err != nil {
+			t.Fatalf("log the ghost's device out: %v", err)
+		}
+		tesths.WaitFor(t, 90*time.Second, "the failed renewal counted and the loop stopped", func() (bool, error) {
+			return s.br.E2EE.RenewFailures() == 1 && s.br.E2EE.SyncLoops() == 0, nil
+		})
+
+		s.proxy.setRefuse(nil)
+		f.send(textFrom("bob@network", "r2", "after the logout"))
+		_, now := expectFromGhostDevice(t, s, nio, ghost, "after the logout")
+		if now.DeviceID == dev.DeviceID {
+			t.Errorf("the ghost still uses its device %s without keys", dev.DeviceID)
+		}
+		if n := ghostDevices(ctx, t, s, ghost); n != 1 {
+			t.Errorf("the ghost has %d devices on the homeserver, want only its new one %s (the one logged in again without keys stayed)", n, now.DeviceID)
+		}
+	})
+}

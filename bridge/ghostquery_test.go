@@ -148,3 +148,41 @@ func ghostDevices(ctx context.Context, t *testing.T, s *stack, ghost id.UserID) 
 	}
 	return len(resp.Devices)
 }
+
+// TestConcurrentQueriesOfOneNewName: lookups of one new name at the same
+// moment (a client asking for the profile while it invites, two devices of
+// the user) cost the budget one name, not one per lookup: with a burst of
+// 2, every lookup is answered and another new name still gets through
+// afterwards.
+func TestConcurrentQueriesOfOneNewName(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{configure: func(c *config.Config) {
+			c.Appservice.NewGhostQueries = config.QueryBudget{Burst: 2, Every: config.Duration(time.Hour)}
+		}})
+		ctx := context.Background()
+		ghost := s.ghost("carol@network")
+		const n = 8
+		errs := make(chan error, n)
+		start := make(chan struct{})
+		for range n {
+			go func() {
+				<-start
+				_, err := s.alice.GetProfile(ctx, ghost)
+				errs <- err
+			}()
+		}
+		close(start)
+		for range n {
+			if err := <-errs; err != nil {
+				t.Errorf("profile of %s, looked up %d times at once: %v", ghost, n, err)
+			}
+		}
+		if _, err := s.alice.GetProfile(ctx, ghost); err != nil {
+			t.Fatalf("profile of %s after the concurrent lookups: %v", ghost, err)
+		}
+		other := s.ghost("dave@network")
+		if _, err := s.alice.GetProfile(ctx, other); err != nil {
+			t.Errorf("a second new name with a budget of 2 after lookups of one name: %v", err)
+		}
+	})
+}

@@ -323,3 +323,55 @@ func (f *fakeConnector) txnOrder() map[string]int {
 	}
 	return order
 }
+
+// TestEditQueuedInRoomUpgradedAgain: the connector is away, the user sends
+// a message in A, upgrades A to B, edits the message from B (queued behind
+// it there), then upgrades B to C. Once the connector is back the network
+// gets the message and then the edit: the edit, queued in B, is still the
+// chat's, though the portal moved on to C meanwhile.
+func TestEditQueuedInRoomUpgradedAgain(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		a := s.bobPortal(f, "m1", "before the upgrades")
+		f.stop()
+		waiting, err := s.alice.SendText(ctx, a, "see you tomorow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
+		})
+		b := s.upgradeDM(a, ghost)
+		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
+		edit.SetEdit(waiting.EventID)
+		sent, err := s.alice.SendMessageEvent(ctx, b, event.EventMessage, edit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the edit queued behind the message", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1 AND target_mx = $2",
+				string(sent.EventID), string(waiting.EventID)) == 1, nil
+		})
+		c := s.upgradeDM(b, ghost)
+		if got := s.roomOf("bob@network"); got != c {
+			t.Fatalf("portal room = %s, want the second upgrade %s", got, c)
+		}
+
+		back := s.connectFake(f.store)
+		tesths.WaitFor(t, 30*time.Second, "the message and its edit at the network, or the edit dropped", func() (bool, error) {
+			return back.answeredID(connector.OpEditMessage, string(sent.EventID)) != "" ||
+				s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(sent.EventID)) == 0, nil
+		})
+		remote := back.answeredID(connector.OpSendMessage, string(waiting.EventID))
+		if remote == "" {
+			t.Fatal("the message did not reach the network")
+		}
+		edits := back.commandsOf(connector.OpEditMessage)
+		if len(edits) != 1 || edits[0].Target != remote {
+			t.Fatalf("edits at the network = %+v, want one of %q (the edit queued in the middle room was dropped)", edits, remote)
+		}
+	})
+}

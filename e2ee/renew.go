@@ -72,7 +72,17 @@ func (m *Manager) renew(ctx context.Context, old *device) error {
 		m.logoutStray(ctx, fresh)
 		return fmt.Errorf("the homeserver gave device %s instead of %s", fresh.DeviceID, deviceID)
 	}
+	// Stored at once, before the keys go up: if anything below fails, the
+	// ghost's next need finds the device under a token that works, sees
+	// its keys missing and logs it out before making a new one
+	// (initDevice). Under the dead token it could not, and the device
+	// logged in again would stay in the user's list of the ghost's
+	// devices, without keys, for good.
 	row.AccessToken = fresh.AccessToken
+	if err = m.o.DB.GhostDev.Put(ctx, row); err != nil {
+		m.logoutStray(ctx, fresh)
+		return fmt.Errorf("store the new access token: %w", err)
+	}
 	mach, store, err := m.machine(ctx, userID, row)
 	if err != nil {
 		return err
@@ -88,9 +98,6 @@ func (m *Manager) renew(ctx context.Context, old *device) error {
 			return fmt.Errorf("upload the device's keys again: %w", err)
 		}
 		m.selfSign(ctx, mach)
-	}
-	if err = m.o.DB.GhostDev.Put(ctx, row); err != nil {
-		return fmt.Errorf("store the new access token: %w", err)
 	}
 	d := &device{userID: userID, mach: mach, store: store}
 	m.mu.Lock()

@@ -18,8 +18,8 @@ import (
 // goroutines, a timer, channels and closures for every message sent. A
 // context deadline travels the transport's own path.
 //
-// Like Client.Timeout, it bounds each attempt from the request to the end
-// of its body, and its error matches context.DeadlineExceeded (as a
+// Like Client.Timeout, it bounds each attempt from the request, through its
+// redirects, to the end of its body, and its error matches context.DeadlineExceeded (as a
 // Client.Timeout error does).
 func BoundInTransport(c *http.Client) {
 	if c.Timeout <= 0 {
@@ -49,6 +49,15 @@ func Unbounded(rt http.RoundTripper) http.RoundTripper {
 
 func (t deadlineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	deadline := time.Now().Add(t.timeout)
+	if prev := req.Response; prev != nil && prev.Request != nil {
+		// A redirect, which Client.Timeout bounds together with the
+		// request that led to it: the first hop's deadline (each hop's
+		// request carries it) holds for the whole chain, not 180 s more
+		// per hop.
+		if d, ok := prev.Request.Context().Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+	}
 	if d, ok := req.Context().Deadline(); ok && !deadline.Before(d) {
 		// The caller's own deadline comes first (net/http skips it too).
 		return t.base.RoundTrip(req)

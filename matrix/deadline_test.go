@@ -130,3 +130,44 @@ func BenchmarkHomeserverClient(b *testing.B) {
 type wrapped struct{ base http.RoundTripper }
 
 func (w wrapped) RoundTrip(r *http.Request) (*http.Response, error) { return w.base.RoundTrip(r) }
+
+// Client.Timeout bounds a request together with its redirects; so does the
+// bound in the transport: three hops of 200 ms do not fit in 500 ms, though
+// each hop would.
+func TestBoundInTransportRedirects(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		switch r.URL.Path {
+		case "/a":
+			http.Redirect(w, r, "/b", http.StatusFound)
+		case "/b":
+			http.Redirect(w, r, "/c", http.StatusFound)
+		default:
+			_, _ = io.WriteString(w, "ok")
+		}
+	}))
+	defer srv.Close()
+	c := &http.Client{Timeout: 500 * time.Millisecond, Transport: srv.Client().Transport}
+	BoundInTransport(c)
+	resp, err := c.Get(srv.URL + "/a")
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("three hops of 200 ms under a bound of 500 ms: got %v, want a deadline error", err)
+	}
+	// A chain that fits still goes, on the same client.
+	c2 := &http.Client{Timeout: 2 * time.Second, Transport: srv.Client().Transport}
+	BoundInTransport(c2)
+	resp, err = c2.Get(srv.URL + "/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || string(body) != "ok" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+}

@@ -327,9 +327,9 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		m.submitFlush(pc.RoomID)
 	}
 	if err == nil && movedTo != "" && pc.Op == connector.OpSendMessage {
-		// Relations the user queued behind it in the new room waited for
-		// it there (flushMovedRoom).
-		m.submitFlush(movedTo)
+		// Relations the user queued behind it in the new room (or one
+		// upgraded again since) waited for it there (flushMovedRoom).
+		m.flushMovedRooms(ctx, pc, movedTo)
 	}
 	if err == nil && pc.Op == connector.OpSendMessage {
 		m.stats.toNetwork.Add(1)

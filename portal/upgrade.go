@@ -188,28 +188,40 @@ func (m *Manager) movedPortal(ctx context.Context, key database.PortalKey, old i
 // to room while the event waited for the network (commandPortal). The
 // user's relation (edit, reply, reaction, deletion) of a message still
 // queued in the old room is sent from the new one, the old one no longer
-// taking their messages, and must still find it.
+// taking their messages, and must still find it. The user may have
+// upgraded the room again since (A to B to C, the message queued in A and
+// the relation in B): room is then one the chat moved away from as well.
 func (m *Manager) sameChatRoom(ctx context.Context, key database.PortalKey, from, room id.RoomID) (bool, error) {
 	if from == room {
 		return true, nil
 	}
-	if p, err := m.db.Portal.GetByRoom(ctx, from); err != nil {
-		return false, fmt.Errorf("look up the event's portal: %w", err)
-	} else if p != nil {
-		return false, nil
-	}
-	p, err := m.movedPortal(ctx, key, from)
-	if err != nil {
+	p, err := m.movedFrom(ctx, key, from)
+	if err != nil || p == nil {
 		return false, err
 	}
-	return p != nil && p.RoomID == room, nil
+	if p.RoomID == room {
+		return true, nil
+	}
+	q, err := m.movedFrom(ctx, key, room)
+	return q != nil, err
 }
 
-// flushMovedRoom flushes the queue of the room the portal of pc's room
-// moved to, if it did: relations the user queued there behind pc, a send
-// from before the upgrade (resolveTarget), go now that it went (or fail
-// now that it failed). Nothing else would flush them: that room's queue
-// stopped at them, waiting.
+// movedFrom is the chat key's portal when room is no portal's room and the
+// chat moved away from it (movedPortal), or nil.
+func (m *Manager) movedFrom(ctx context.Context, key database.PortalKey, room id.RoomID) (*database.Portal, error) {
+	if p, err := m.db.Portal.GetByRoom(ctx, room); err != nil {
+		return nil, fmt.Errorf("look up the event's portal: %w", err)
+	} else if p != nil {
+		return nil, nil
+	}
+	return m.movedPortal(ctx, key, room)
+}
+
+// flushMovedRoom flushes the queues of the rooms the portal of pc's room
+// moved through, if it did: relations the user queued there behind pc, a
+// send from before the upgrade (resolveTarget), go now that it went (or
+// fail now that it failed). Nothing else would flush them: those rooms'
+// queues stopped at them, waiting.
 func (m *Manager) flushMovedRoom(ctx context.Context, pc *database.PendingCommand) {
 	if pc.Op != connector.OpSendMessage {
 		return
@@ -220,7 +232,26 @@ func (m *Manager) flushMovedRoom(ctx context.Context, pc *database.PendingComman
 		return
 	}
 	if moved {
-		m.submitFlush(p.RoomID)
+		m.flushMovedRooms(ctx, pc, p.RoomID)
+	}
+}
+
+// flushMovedRooms flushes the room the chat of pc moved to, and every other
+// room of the chat with commands still queued: one the user upgraded again
+// (A to B to C) holds relations that waited there for pc.
+func (m *Manager) flushMovedRooms(ctx context.Context, pc *database.PendingCommand, movedTo id.RoomID) {
+	m.submitFlush(movedTo)
+	cmds, err := m.db.PendingCm.ByConnector(ctx, pc.ConnectorID)
+	if err != nil {
+		zerolog.Ctx(ctx).Err(err).Str("txn", pc.Txn).Msg("Could not load the chat's queued commands; its relations wait for the next flush")
+		return
+	}
+	seen := map[id.RoomID]bool{pc.RoomID: true, movedTo: true}
+	for _, c := range cmds {
+		if c.PortalKey == pc.PortalKey && !seen[c.RoomID] {
+			seen[c.RoomID] = true
+			m.submitFlush(c.RoomID)
+		}
 	}
 }
 
