@@ -28,10 +28,27 @@ func (g *ghostCrypto) Init(context.Context) error { return nil }
 // sharing a new one with the members' devices when there is none yet (or it
 // expired, or a member's device has not got it).
 func (g *ghostCrypto) Encrypt(ctx context.Context, roomID id.RoomID, evtType event.Type, content any) (*event.EncryptedEventContent, error) {
-	d, err := g.m.active(ctx, g.userID)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		d, err := g.m.active(ctx, g.userID)
+		if err != nil {
+			return nil, err
+		}
+		enc, err := g.encrypt(ctx, d, roomID, evtType, content)
+		if attempt == 0 && errors.Is(err, mautrix.MUnknownToken) {
+			// The homeserver dropped the device's token (logged out or
+			// deleted) and its /sync loop has not noticed yet, or is
+			// renewing it now: the message would fail and the user would
+			// see a notice. Once the device is logged in again (or
+			// replaced, if that fails), it is encrypted again with it.
+			zerolog.Ctx(ctx).Warn().Err(err).Msg("Ghost device's token was dropped while sharing a room key; renewing it and trying again")
+			g.m.dropped(d)
+			continue
+		}
+		return enc, err
 	}
+}
+
+func (g *ghostCrypto) encrypt(ctx context.Context, d *device, roomID id.RoomID, evtType event.Type, content any) (*event.EncryptedEventContent, error) {
 	mach := d.mach
 	d.encMu.Lock()
 	defer d.encMu.Unlock()

@@ -94,8 +94,11 @@ type device struct {
 	mach   *crypto.OlmMachine
 	store  *crypto.SQLCryptoStore
 	// encMu serialises encryption: one outbound session per room.
-	encMu   sync.Mutex
-	syncing bool
+	encMu sync.Mutex
+	// renewOnce: the device is renewed (renew.go) once, by whichever of
+	// its users first finds its token dropped; the others wait for it.
+	renewOnce sync.Once
+	syncing   bool
 	// stopSync ends the device's /sync loop and syncDone is closed when it
 	// has (both under the manager's mu; nil without a loop).
 	stopSync context.CancelFunc

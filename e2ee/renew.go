@@ -18,6 +18,13 @@ const renewTimeout = 2 * time.Minute
 // errReplaced is a renewal that found the device replaced meanwhile.
 var errReplaced = errors.New("the ghost's device was replaced meanwhile")
 
+// dropped renews old once its token is found dropped, whether its /sync
+// loop or a send found it: later callers wait until the first is done, and
+// then find the new device (or none) in the manager.
+func (m *Manager) dropped(old *device) {
+	old.renewOnce.Do(func() { m.tokenDropped(old) })
+}
+
 // tokenDropped follows a /sync refused with M_UNKNOWN_TOKEN: the homeserver
 // no longer knows the device's access token, because the device was logged
 // out or deleted there (Dendrite drops its keys with it). Polling on with

@@ -71,7 +71,7 @@ func (m *Manager) startSync(d *device) {
 				// Polling again cannot help: the homeserver dropped the
 				// device's token (logged out, deleted). A new device
 				// object with a new token takes over, or none.
-				m.tokenDropped(d)
+				m.dropped(d)
 				return
 			}
 			if time.Since(began) > time.Minute {
