@@ -33,6 +33,20 @@ func rawRequest(t *testing.T, addr, path string) []byte {
 
 // switchableGate is a gate that is open until closed is set, as the lease
 // check is until the lease is lost.
+// getAll GETs srv's root, closes srv, and returns the response with all
+// of its body that arrived and the error that ended the reading, if any.
+func getAll(t *testing.T, srv *httptest.Server) (*http.Response, []byte, error) {
+	t.Helper()
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
 func switchableGate() (closed *atomic.Bool, gate func() error) {
 	closed = new(atomic.Bool)
 	return closed, func() error {
@@ -86,13 +100,7 @@ func TestFencedMidResponse(t *testing.T) {
 		closed.Store(true)
 		_, _ = io.WriteString(w, "second part\n")
 	}), gate, nil))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	_, body, err := getAll(t, srv)
 	if err == nil {
 		t.Fatalf("the response ended cleanly with %q; want it cut off", body)
 	}
@@ -176,13 +184,7 @@ func TestOpenGateAnswersWhole(t *testing.T) {
 		_, _ = io.WriteString(w, `{"a":`)
 		_, _ = io.WriteString(w, `1}`)
 	}), gate, nil))
-	defer srv.Close()
-	resp, err := http.Get(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	resp, body, err := getAll(t, srv)
 	if err != nil {
 		t.Fatal(err)
 	}
