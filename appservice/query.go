@@ -2,10 +2,10 @@ package appservice
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/internal/keyedmutex"
@@ -37,7 +37,7 @@ const queryTimeout = 30 * time.Second
 // registered first.
 type queryHandler struct {
 	link   *Link
-	budget *budget
+	budget *rate.Limiter
 	// names serialises the queries of one new name.
 	names keyedmutex.Mutex[id.UserID]
 	// refusedLog samples the warning about an exhausted budget: a script
@@ -48,7 +48,7 @@ type queryHandler struct {
 func newQueryHandler(l *Link) *queryHandler {
 	return &queryHandler{
 		link:       l,
-		budget:     newBudget(l.cfg.Appservice.NewGhostQueries.Burst, l.cfg.Appservice.NewGhostQueries.Every.D(), time.Now),
+		budget:     newBudget(l.cfg.Appservice.NewGhostQueries.Burst, l.cfg.Appservice.NewGhostQueries.Every.D()),
 		refusedLog: l.log.Sample(&zerolog.BurstSampler{Burst: 1, Period: time.Minute}),
 	}
 }
@@ -83,7 +83,7 @@ func (q *queryHandler) QueryUser(userID id.UserID) bool {
 		// new to say so.
 		return true
 	}
-	if !q.budget.take() {
+	if !q.budget.Allow() {
 		q.refusedLog.Warn().Stringer("user_id", userID).Msg("Too many user queries for unknown ghosts, answering that the user does not exist")
 		return false
 	}
@@ -118,34 +118,9 @@ func (q *queryHandler) ghostQueried(ctx context.Context, userID id.UserID) {
 	}
 }
 
-// budget is a token bucket: burst tokens, one more every interval.
-type budget struct {
-	mu     sync.Mutex
-	burst  float64
-	every  time.Duration
-	tokens float64
-	at     time.Time
-	now    func() time.Time
-}
-
-func newBudget(burst int, every time.Duration, now func() time.Time) *budget {
-	return &budget{burst: float64(burst), every: every, tokens: float64(burst), at: now(), now: now}
-}
-
-// take spends a token if there is one.
-func (b *budget) take() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := b.now()
-	// A clock stepping back refills nothing, and the time it stepped back
-	// is not counted twice.
-	if elapsed := now.Sub(b.at); elapsed > 0 {
-		b.tokens = min(b.burst, b.tokens+float64(elapsed)/float64(b.every))
-		b.at = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+// newBudget is a token bucket of burst names, refilled by one every
+// interval (golang.org/x/time/rate, which also ignores a clock that steps
+// back).
+func newBudget(burst int, every time.Duration) *rate.Limiter {
+	return rate.NewLimiter(rate.Every(every), burst)
 }
