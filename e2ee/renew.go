@@ -55,8 +55,20 @@ func (m *Manager) tokenDropped(old *device) {
 	if m.devices[old.userID] == old {
 		delete(m.devices, old.userID)
 	}
+	stop := old.stopSync
 	old.syncing, old.stopSync = false, nil
 	m.mu.Unlock()
+	stopLoop(stop)
+}
+
+// stopLoop ends a device's /sync loop, if it had one: a renewal started by
+// a send finds the old loop still polling with the dead token, and its
+// context would otherwise stay attached to the manager's until shutdown.
+// The loop itself may be the caller; cancelling its own context is fine.
+func stopLoop(stop context.CancelFunc) {
+	if stop != nil {
+		stop()
+	}
 }
 
 // renew logs the device in again under a new token and puts a new device
@@ -113,9 +125,13 @@ func (m *Manager) renew(ctx context.Context, old *device) error {
 		return errReplaced
 	}
 	m.devices[userID] = d
-	d.syncing, d.activeAt = old.syncing, old.activeAt
+	// The new loop waits for the old one to end (startSync), so that the
+	// two never poll at once.
+	d.syncing, d.activeAt, d.syncDone = old.syncing, old.activeAt, old.syncDone
+	stop := old.stopSync
 	old.syncing, old.stopSync = false, nil
 	m.mu.Unlock()
+	stopLoop(stop)
 	if d.syncing && !m.pushed {
 		m.startSync(d)
 	}
