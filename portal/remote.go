@@ -409,8 +409,10 @@ func (m *Manager) remoteLoginState(ctx context.Context, login *database.Login, e
 	if ev.State == connector.LoginBadCredentials {
 		return m.loginGone(ctx, login, ev, done)
 	}
-	if ev.State == connector.LoginConnected && login.State == connector.LoginBadCredentials {
-		// login is the row from before this event.
+	if ev.State == connector.LoginConnected && login.State != connector.LoginConnected {
+		// login is the row from before this event. Not only straight from
+		// bad_credentials: a disconnected in between must not leave a
+		// waiting chat sync for the connector's next connection.
 		m.loginBack(ctx, login.ConnectorID, login.ID)
 	}
 	return done(ctx)
