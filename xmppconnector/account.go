@@ -297,11 +297,12 @@ func (a *account) onPresence(c *xmppConn, p *presence) { a.enqueue(work{conn: c,
 const maxQueuedWork = 4096
 
 // droppable reports whether w may be dropped under load: availability
-// presence and headlines only tell of a state a later one tells again. A
-// subscription request or answer is asked once, and is kept.
+// presence and headlines only tell of a state a later one tells again, and
+// the worker acts on no other presence but a subscription request, which
+// is asked once and is kept.
 func (w work) droppable() bool {
 	if w.pres != nil {
-		return w.pres.Type == "" || w.pres.Type == "unavailable"
+		return w.pres.Type != "subscribe"
 	}
 	return w.msg != nil && w.msg.Type == "headline"
 }

@@ -134,4 +134,11 @@ func TestQueueDropsPresenceBeforeMessages(t *testing.T) {
 	if len(a.queue) != maxQueuedWork+4 {
 		t.Fatalf("queue %d: a subscription request was dropped", len(a.queue))
 	}
+	// Presence the worker does not act on grows the queue no further.
+	for _, typ := range []string{"subscribed", "unsubscribe", "unsubscribed", "probe", "error"} {
+		a.enqueue(work{pres: &presence{From: "eve@evil.example", Type: typ}})
+	}
+	if len(a.queue) != maxQueuedWork+4 {
+		t.Fatalf("queue %d: presence the worker ignores was kept past the bound", len(a.queue))
+	}
 }
