@@ -375,3 +375,47 @@ func TestEditQueuedInRoomUpgradedAgain(t *testing.T) {
 		}
 	})
 }
+
+// TestReactionInUpgradedRoomOfUnsupportedQueuedMessage: as above, but the
+// connector comes back with a network that carries no files, so the
+// queued picture is dropped with a notice before it is sent. The reaction
+// queued behind it in the new room is not left waiting there: the user is
+// told it was not delivered either, and nothing stays queued.
+func TestReactionInUpgradedRoomOfUnsupportedQueuedMessage(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		ctx := context.Background()
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		f.stop()
+		picture := makePNG(t, 8, 8)
+		up, err := s.alice.UploadBytes(ctx, picture, "image/png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := s.alice.SendMessageEvent(ctx, old, event.EventMessage, &event.MessageEventContent{
+			MsgType: event.MsgImage, Body: "cat.png", URL: up.ContentURI.CUString(),
+			Info: &event.FileInfo{MimeType: "image/png", Size: len(picture)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitQueued(sent.EventID, "the picture queued for the connector")
+		room := s.upgradeDM(old, ghost)
+		reaction, err := s.alice.SendReaction(ctx, room, sent.EventID, "👍")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitQueued(reaction.EventID, "the reaction queued behind the picture")
+
+		caps := helloFor().Capabilities
+		caps.Media = false
+		back := s.connectFakeWith(fakeSetup{store: f.store, caps: &caps})
+		s.waitNotice(s.sync, room, ghost, "does not support")
+		s.waitNotice(s.sync, room, ghost, "not confirmed as delivered")
+		s.waitNothingQueued("nothing left queued")
+		if got := back.commandsOf(connector.OpReact); len(got) != 0 {
+			t.Errorf("the network got reactions %+v to a picture it never got", got)
+		}
+	})
+}

@@ -47,16 +47,9 @@ func (m *Manager) prepareCommand(ctx context.Context, pc *database.PendingComman
 	}
 	if what := unsupported(caps, pc.Op, cmd); what != "" {
 		zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Str("op", pc.Op).Msg("Network cannot carry this, telling the user")
-		// The notice goes before the command is dropped (and before the
-		// caller marks its event handled): a crash in between then sends
-		// it again under the same transaction id, which shows it once,
-		// where the other order would leave the user without a word.
-		// A reply to the user's event (the command's txn is its id).
-		m.noticeCommand(ctx, pc, fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
+		// Told and dropped before the caller marks its event handled.
+		m.dropCommand(ctx, pc, fmt.Sprintf("⚠️ %s was not delivered: %s does not support %s.",
 			actionOf(pc), m.networkName(pc.ConnectorID), what), "dmb_unsupported_"+pc.Txn)
-		if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
-			zerolog.Ctx(ctx).Err(err).Msg("Failed to drop unsupported command")
-		}
 		return false
 	}
 	if !caps.HasFormat("html") {

@@ -354,9 +354,19 @@ func (m *Manager) commandFailed(ctx context.Context, pc *database.PendingCommand
 		// again blindly.
 		outcome = "may not have been delivered"
 	}
-	m.noticeCommand(ctx, pc, fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
+	m.dropCommand(ctx, pc, fmt.Sprintf("⚠️ %s %s: %s", actionOf(pc), outcome, describeError(cause)), "dmb_failed_"+pc.Txn)
+}
+
+// dropCommand tells the user about pc in noticeTxn's notice, then drops it.
+// In this order a crash in between sends the notice again under the same
+// transaction id, which shows it once, where the other order would leave
+// the user without a word. Relations the user queued behind pc in a room
+// its chat moved to are flushed then: nothing else would, and they would
+// wait there without a word.
+func (m *Manager) dropCommand(ctx context.Context, pc *database.PendingCommand, text, noticeTxn string) {
+	m.noticeCommand(ctx, pc, text, noticeTxn)
 	if err := m.db.PendingCm.Delete(ctx, pc.Txn); err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Failed to drop failed command")
+		zerolog.Ctx(ctx).Err(err).Str("txn", pc.Txn).Msg("Failed to drop a command the user was told about")
 	}
 	m.flushMovedRoom(ctx, pc)
 }
