@@ -62,7 +62,6 @@ type Metrics struct {
 	repairs    *prometheus.CounterVec
 	role       *roleCollector
 	dpSync     *dpSyncCollector
-	e2ee       *e2eeCollector
 
 	// remote and commands hold each kind's children, resolved once: a
 	// label lookup hashes and locks, a read-only map does neither.
@@ -182,8 +181,6 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.role)
 	m.dpSync = &dpSyncCollector{}
 	m.Registry.MustRegister(m.dpSync)
-	m.e2ee = &e2eeCollector{}
-	m.Registry.MustRegister(m.e2ee)
 	return m
 }
 
