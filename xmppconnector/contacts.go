@@ -43,7 +43,11 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 	}
 	if len(vc.Photo.BinVal) > 0 && a.avatarBase != "" {
 		data, err := photoBytes(vc.Photo.BinVal)
-		if err != nil {
+		if errors.Is(err, errPhotoTooLarge) {
+			// Within the base64 bound, over it once decoded.
+			a.log.Debug().Str("contact", who).Msg("Ignoring a vCard photo over the avatar limit")
+			return c, nil
+		} else if err != nil {
 			a.log.Debug().Err(err).Str("contact", who).Msg("Ignoring an undecodable vCard photo")
 			return c, nil
 		}
