@@ -167,10 +167,13 @@ func (m *Manager) matrixMessage(ctx context.Context, row *database.MXEvent, evt 
 	}
 	if replyTo := content.RelatesTo.GetReplyTo(); replyTo != "" && cmd.ReplyTo == "" {
 		// A reply to the user's message still queued (relations_queued.go).
-		if queued, err := m.queuedSend(ctx, replyTo, p.PortalKey, p.RoomID); err != nil {
+		if target, queued, err := m.sentOrQueued(ctx, p, replyTo); err != nil {
 			return err
 		} else if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpSendMessage, cmd, replyTo)
+		} else if target != nil {
+			// Sent since messageCommand looked (see sentOrQueued).
+			cmd.ReplyTo = target.RemoteID
 		}
 	}
 	return m.queueCommand(ctx, row, login, p, connector.OpSendMessage, cmd)

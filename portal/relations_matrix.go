@@ -22,7 +22,7 @@ import (
 // matrixEdit turns an m.replace into edit_message.
 func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal, content *event.MessageEventContent) error {
 	targetMX := content.RelatesTo.GetReplaceID()
-	target, err := m.portalMessage(ctx, p, targetMX)
+	target, queued, err := m.sentOrQueued(ctx, p, targetMX)
 	if err != nil {
 		return err
 	}
@@ -36,9 +36,7 @@ func (m *Manager) matrixEdit(ctx context.Context, row *database.MXEvent, evt *ev
 	}
 	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Text: text, HTML: html}
 	if target == nil {
-		if queued, err := m.queuedSend(ctx, targetMX, p.PortalKey, p.RoomID); err != nil {
-			return err
-		} else if queued != nil {
+		if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpEditMessage, cmd, targetMX)
 		}
 		// Only its sender can edit an event, so this is a message of the
@@ -61,15 +59,13 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 	if content.RelatesTo.Type != event.RelAnnotation || targetMX == "" || key == "" {
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 	}
-	target, err := m.portalMessage(ctx, p, targetMX)
+	target, queued, err := m.sentOrQueued(ctx, p, targetMX)
 	if err != nil {
 		return err
 	}
 	cmd := &connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID), Key: key}
 	if target == nil {
-		if queued, err := m.queuedSend(ctx, targetMX, p.PortalKey, p.RoomID); err != nil {
-			return err
-		} else if queued != nil {
+		if queued != nil {
 			return m.enqueue(ctx, row, login, p, connector.OpReact, cmd, targetMX)
 		}
 		zerolog.Ctx(ctx).Warn().Stringer("target", targetMX).Msg("Reaction to an event the bridge does not know, skipping it")
@@ -144,27 +140,54 @@ func (m *Manager) portalMessage(ctx context.Context, p *database.Portal, eventID
 	return nil, nil
 }
 
+// sentOrQueued finds the user's message targetMX in p, sent (target) or
+// still queued for the network (queued), or neither. A queued send's answer
+// stores the message and ends the queued send in one transaction, which
+// may commit between the two lookups: on another room's lane when the chat
+// moved to an upgraded room while the message waited. Found in neither, it
+// is looked for among the sent once more; the relation was refused as "not
+// delivered" while its message had arrived.
+func (m *Manager) sentOrQueued(ctx context.Context, p *database.Portal, targetMX id.EventID) (target *database.Message, queued *database.PendingCommand, err error) {
+	for look := 0; ; look++ {
+		if target, err = m.portalMessage(ctx, p, targetMX); err != nil || target != nil || look == 1 {
+			return target, nil, err
+		}
+		if queued, err = m.queuedSend(ctx, targetMX, p.PortalKey, p.RoomID); err != nil || queued != nil {
+			return nil, queued, err
+		}
+	}
+}
+
 // reactionByMXID finds a reaction in p by its Matrix event, including one
 // whose react command has not been answered yet: the unreact is queued
 // behind it, and waits for the same queued message as the react if that
 // does (targetMX; relations_queued.go).
 func (m *Manager) reactionByMXID(ctx context.Context, p *database.Portal, eventID id.EventID) (r *database.Reaction, targetMX id.EventID, err error) {
-	r, err = m.db.Reaction.GetByMXID(ctx, eventID)
-	if err != nil || r != nil {
-		if r != nil && r.PortalKey != p.PortalKey {
-			return nil, "", nil
-		}
+	if r, err = m.sentReaction(ctx, p, eventID); err != nil || r != nil {
 		return r, "", err
 	}
 	pc, err := m.db.PendingCm.Get(ctx, string(eventID))
 	if err != nil || pc == nil || pc.Op != connector.OpReact || pc.PortalKey != p.PortalKey {
-		return nil, "", err
+		if err == nil && pc == nil {
+			// Answered between the two lookups (see sentOrQueued).
+			r, err = m.sentReaction(ctx, p, eventID)
+		}
+		return r, "", err
 	}
 	var cmd connector.Command
 	if err := json.Unmarshal(pc.Data, &cmd); err != nil {
 		return nil, "", nil
 	}
 	return &database.Reaction{PortalKey: pc.PortalKey, TargetID: cmd.Target, SenderID: pc.LoginID, Key: cmd.Key, MXID: eventID}, pc.TargetMX, nil
+}
+
+// sentReaction is the reaction eventID in p that reached the network, or nil.
+func (m *Manager) sentReaction(ctx context.Context, p *database.Portal, eventID id.EventID) (*database.Reaction, error) {
+	r, err := m.db.Reaction.GetByMXID(ctx, eventID)
+	if err != nil || r == nil || r.PortalKey != p.PortalKey {
+		return nil, err
+	}
+	return r, nil
 }
 
 // refuseMatrix tells the user why a Matrix event of theirs did not reach

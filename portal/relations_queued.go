@@ -63,19 +63,9 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 	if pc.TargetMX == "" || *field != "" {
 		return true, false, nil
 	}
-	msg, err := m.db.Message.GetByMXID(ctx, pc.TargetMX)
-	if err != nil {
-		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
-	}
-	if msg != nil && (msg.RoomID == pc.RoomID || msg.PortalKey == pc.PortalKey) {
-		// The message went from the room the user then upgraded to this
-		// one, or from this one.
-		if same, err := m.sameChatRoom(ctx, pc.PortalKey, msg.RoomID, pc.RoomID); err != nil {
-			return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
-		} else if same {
-			*field = msg.RemoteID
-			return true, false, nil
-		}
+	if remote, err := m.deliveredAs(ctx, pc); err != nil || remote != "" {
+		*field = remote
+		return err == nil, false, err
 	}
 	if queued, err := m.queuedSend(ctx, pc.TargetMX, pc.PortalKey, pc.RoomID); err != nil {
 		return false, false, fmt.Errorf("look up the message the command refers to: %w", err)
@@ -86,6 +76,16 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 		zerolog.Ctx(ctx).Debug().Str("txn", pc.Txn).Msg("The message this refers to has not gone yet; trying again after it")
 		return false, true, nil
 	}
+	// The message's send may have been answered between the two lookups
+	// above: its result and the end of its queued send commit together
+	// (commandDone), in another room's lane when the chat moved to an
+	// upgraded room. Looked at again, it is there; without this second
+	// look the relation was refused as "not delivered" while the message
+	// had arrived.
+	if remote, err := m.deliveredAs(ctx, pc); err != nil || remote != "" {
+		*field = remote
+		return err == nil, false, err
+	}
 	if pc.Op == connector.OpSendMessage {
 		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")
 		return true, false, nil
@@ -93,6 +93,27 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 	zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Stringer("target", pc.TargetMX).Msg("The message this refers to never reached the network")
 	m.commandFailed(ctx, pc, errTargetNotDelivered)
 	return false, false, nil
+}
+
+// deliveredAs is the network id of the message pc refers to (TargetMX) if
+// it went from pc's room or one the chat moved from, or "".
+func (m *Manager) deliveredAs(ctx context.Context, pc *database.PendingCommand) (string, error) {
+	msg, err := m.db.Message.GetByMXID(ctx, pc.TargetMX)
+	if err != nil {
+		return "", fmt.Errorf("look up the message the command refers to: %w", err)
+	}
+	if msg == nil || (msg.RoomID != pc.RoomID && msg.PortalKey != pc.PortalKey) {
+		return "", nil
+	}
+	// The message went from the room the user then upgraded to this one,
+	// or from this one.
+	if same, err := m.sameChatRoom(ctx, pc.PortalKey, msg.RoomID, pc.RoomID); err != nil || !same {
+		if err != nil {
+			err = fmt.Errorf("look up the message the command refers to: %w", err)
+		}
+		return "", err
+	}
+	return msg.RemoteID, nil
 }
 
 // dropQueuedSend drops a queued send that never went out, with the

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -79,6 +80,8 @@ type unit struct {
 	db    *database.Database
 	conn  *unitConn
 	login *database.Login
+	// queries lets a test act between two database queries.
+	queries *queryHook
 }
 
 // newUnit builds a portal manager on a fresh SQLite database and a fake
@@ -94,6 +97,9 @@ func newUnitOn(t *testing.T, target testdb.Target, doublePuppet bool) *unit {
 	t.Helper()
 	ctx := context.Background()
 	db := testdb.Open(t, target)
+	// Set before the manager runs: its goroutines read db.Log.
+	queries := &queryHook{DatabaseLogger: db.Log}
+	db.Log = queries
 	cfg := config.Default()
 	cfg.Homeserver.Domain = "x"
 	// Never contacted: every Matrix call goes to the fake.
@@ -118,7 +124,23 @@ func newUnitOn(t *testing.T, target testdb.Target, doublePuppet bool) *unit {
 	if _, err = db.Login.Upsert(ctx, login); err != nil {
 		t.Fatal(err)
 	}
-	return &unit{m: m, hs: hs, db: db, conn: conn, login: login}
+	return &unit{m: m, hs: hs, db: db, conn: conn, login: login, queries: queries}
+}
+
+// queryHook is the unit database's query log: after each query its hook,
+// when set, sees the query and its arguments, on the goroutine that ran it.
+// A test can change the database there, between two queries of the code
+// under test.
+type queryHook struct {
+	dbutil.DatabaseLogger
+	hook atomic.Pointer[func(query string, args []any)]
+}
+
+func (q *queryHook) QueryTiming(ctx context.Context, method, query string, args []any, nrows int, d time.Duration, err error) {
+	q.DatabaseLogger.QueryTiming(ctx, method, query, args, nrows, d, err)
+	if f := q.hook.Load(); f != nil {
+		(*f)(query, args)
+	}
 }
 
 // newUnitPortal is newUnit (without double puppet) whose chat with bob
