@@ -158,27 +158,14 @@ func TestGhostDeviceTokenDroppedKeyUploadRefused(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
 		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		nio := startNio(t, s, "alice")
-		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "hi bob", "rotation_msgs": 1})
-		waitSent(t, f, 1)
-		f.send(textFrom("bob@network", "r1", "before the logout"))
-		_, dev := expectFromGhostDevice(t, s, nio, ghost, "before the logout")
-
+		f, ghost, nio, dev := rotatingEncryptedDM(t, s)
 		s.proxy.setRefuse(func(r *http.Request, _ []byte) (int, string) {
 			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/keys/upload") {
 				return http.StatusForbidden, "M_FORBIDDEN"
 			}
 			return 0, ""
 		})
-		dead, err := mautrix.NewClient(s.hs.URL, ghost, dev.AccessToken)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err = dead.Logout(ctx); err != nil {
-			t.Fatalf("log the ghost's device out: %v", err)
-		}
+		logOutDevice(ctx, t, s, ghost, dev.AccessToken)
 		tesths.WaitFor(t, 90*time.Second, "the failed renewal counted and the loop stopped", func() (bool, error) {
 			return s.br.E2EE.RenewFailures() == 1 && s.br.E2EE.SyncLoops() == 0, nil
 		})
