@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +121,58 @@ func TestDeletedInOldRoomAfterUpgradeReachesNetwork(t *testing.T) {
 			}
 			return n == len(want), nil
 		})
+	})
+}
+
+// TestRelationsOfMessageDeletedInOldRoomGoWithIt: the connector is away,
+// the user sends a message, upgrades the DM, corrects the message and
+// reacts to it from the new room (both queued there behind it), and then
+// deletes it in the old room. The correction and the reaction go with the
+// message, without a word, as they do in a room never upgraded: nothing
+// stays queued, the network gets none of it, and no notice says an edit
+// or a reaction was not delivered.
+func TestRelationsOfMessageDeletedInOldRoomGoWithIt(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, syncedRedactions)
+		ctx := context.Background()
+		f, ghost, room, waiting := s.upgradedWithQueued("see you tomorow")
+		s.waitFollowing(s.alice.UserID)
+		edit := s.editAs(room, waiting.EventID, "see you tomorrow")
+		reaction, err := s.alice.SendReaction(ctx, room, waiting.EventID, "👍")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.waitQueued(edit.EventID, "the edit queued behind the message")
+		s.waitQueued(reaction.EventID, "the reaction queued behind the message")
+
+		s.redactAs(s.predecessor(room), waiting.EventID)
+		tesths.WaitFor(t, 20*time.Second, "the deleted message dropped from the queue", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 0, nil
+		})
+
+		back := s.connectFake(f.store)
+		later, err := s.alice.SendText(ctx, room, "see you")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the later message at the network", func() (bool, error) {
+			return back.answeredID(connector.OpSendMessage, string(later.EventID)) != "", nil
+		})
+		s.waitNothingQueued("nothing left queued")
+		// Posted after any notice about what was queued: alice's sync
+		// has those once it has this.
+		back.send(textFrom("bob@network", "m2", "see you too"))
+		s.waitMessage(room, "see you too")
+		for _, op := range []string{connector.OpEditMessage, connector.OpReact} {
+			if got := back.commandsOf(op); len(got) != 0 {
+				t.Errorf("the network got %s %+v of a message the user deleted", op, got)
+			}
+		}
+		for _, evt := range s.sync.Events(room) {
+			if msg := evt.Content.AsMessage(); evt.Sender == ghost && msg != nil && msg.MsgType == event.MsgNotice &&
+				strings.Contains(msg.Body, "not delivered") {
+				t.Errorf("notice %q about a relation of a message the user deleted", msg.Body)
+			}
+		}
 	})
 }

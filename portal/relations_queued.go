@@ -117,9 +117,12 @@ func (m *Manager) deliveredAs(ctx context.Context, pc *database.PendingCommand) 
 }
 
 // dropQueuedSend drops a queued send that never went out, with the
-// relations queued behind it.
+// relations queued behind it: in its room, and in the room the user
+// upgraded it to, where they related to it from (queuedSend). Left there,
+// those failed each with a notice once the connector was back, as
+// relations of a message that never went, though the user had deleted it.
 func (m *Manager) dropQueuedSend(ctx context.Context, pc *database.PendingCommand) error {
-	if err := m.db.PendingCm.DeleteFor(ctx, id.EventID(pc.Txn), pc.RoomID); err != nil {
+	if err := m.db.PendingCm.DeleteFor(ctx, id.EventID(pc.Txn), pc.PortalKey); err != nil {
 		return fmt.Errorf("drop the commands waiting for %s: %w", pc.Txn, err)
 	}
 	return m.db.PendingCm.Delete(ctx, pc.Txn)
