@@ -90,6 +90,14 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")
 		return true, false, nil
 	}
+	// The user may have deleted the message meanwhile, in the room they
+	// upgraded this one from, on that room's lane: the relation went with
+	// it (dropQueuedSend), and there is nothing to tell them.
+	if still, err := m.db.PendingCm.Get(ctx, pc.Txn); err != nil {
+		return false, false, fmt.Errorf("look up the command: %w", err)
+	} else if still == nil {
+		return false, false, nil
+	}
 	zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Stringer("target", pc.TargetMX).Msg("The message this refers to never reached the network")
 	m.commandFailed(ctx, pc, errTargetNotDelivered)
 	return false, false, nil
