@@ -176,3 +176,34 @@ func TestRelationsOfMessageDeletedInOldRoomGoWithIt(t *testing.T) {
 		}
 	})
 }
+
+// TestReactionRemovedInOldRoomAfterUpgradeReachesNetwork: the user reacted
+// to the contact's message before the upgrade, and takes the reaction back
+// in the old room afterwards (where it is): the network gets the unreact.
+func TestReactionRemovedInOldRoomAfterUpgradeReachesNetwork(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, syncedRedactions)
+		f := s.connectFake(nil)
+		ghost := s.ghost("bob@network")
+		f.send(textFrom("bob@network", "m1", "lunch?"))
+		old := s.roomOf("bob@network")
+		msg := s.waitMessage(old, "lunch?")
+		reaction, err := s.alice.SendReaction(context.Background(), old, msg.ID, "👍")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tesths.WaitFor(t, 20*time.Second, "the reaction at the network", func() (bool, error) {
+			return len(f.commandsOf(connector.OpReact)) == 1, nil
+		})
+		s.upgradeDM(old, ghost)
+		s.waitFollowing(s.alice.UserID)
+
+		s.redactAs(old, reaction.EventID)
+		tesths.WaitFor(t, 20*time.Second, "the reaction taken back at the network", func() (bool, error) {
+			return len(f.commandsOf(connector.OpUnreact)) == 1, nil
+		})
+		if got := f.commandsOf(connector.OpUnreact)[0]; got.Target != "m1" || got.Key != "👍" {
+			t.Errorf("unreact at the network = target %q key %q, want m1 👍", got.Target, got.Key)
+		}
+	})
+}
