@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/connector/sdk"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 	"github.com/dmbridge/dmbridge/internal/tesths"
 )
@@ -205,5 +207,42 @@ func TestReactionRemovedInOldRoomAfterUpgradeReachesNetwork(t *testing.T) {
 		if got := f.commandsOf(connector.OpUnreact)[0]; got.Target != "m1" || got.Key != "👍" {
 			t.Errorf("unreact at the network = target %q key %q, want m1 👍", got.Target, got.Key)
 		}
+	})
+}
+
+// TestQueuedInOldRoomWhenPortalEnds: the user's message waits in the old
+// room's queue (the network refuses it for now, so it is retried) when
+// the chat is deleted on the network and the portal, now in the new room,
+// ends. As in a room never upgraded, the message is given up before the
+// farewell, and the user is told in the new room: it must not go out
+// later to a chat the user was told is no longer bridged, nor be dropped
+// without a word.
+func TestQueuedInOldRoomWhenPortalEnds(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target)
+		f, ghost, room, waiting := s.upgradedWithQueued("are you still there?")
+		var refusing atomic.Bool
+		var tries atomic.Int32
+		refusing.Store(true)
+		back := s.connectFakeWith(fakeSetup{store: f.store, before: func(_ context.Context, _ *sdk.Client, op string, cmd *connector.Command) error {
+			if op == connector.OpSendMessage && cmd.Txn == string(waiting.EventID) {
+				tries.Add(1)
+				if refusing.Load() {
+					return &connector.Error{Code: connector.ErrNetwork, Message: "bob's server is busy", Retryable: true}
+				}
+			}
+			return nil
+		}})
+		tesths.WaitFor(t, 20*time.Second, "the queued message tried", func() (bool, error) { return tries.Load() > 0, nil })
+
+		back.send(&connector.Event{Kind: connector.KindChatDeleted, Login: testLogin, TS: time.Now().UnixMilli(), Chat: dmChat("bob@network")})
+		s.waitNotice(s.sync, room, ghost, "deleted on")
+		// bob's server takes messages again: a retry would deliver it.
+		refusing.Store(false)
+		s.waitNothingQueued("the message given up")
+		if remote := back.answeredID(connector.OpSendMessage, string(waiting.EventID)); remote != "" {
+			t.Errorf("the network got the message (as %s) after the user was told the chat is no longer bridged", remote)
+		}
+		s.waitNotice(s.sync, room, ghost, string(waiting.EventID))
 	})
 }

@@ -237,6 +237,30 @@ func (m *Manager) movedFrom(ctx context.Context, key database.PortalKey, room id
 	return m.movedPortal(ctx, key, room)
 }
 
+// movedFromRooms lists the rooms with commands of p's chat still queued
+// that the chat moved away from (movedPortal): the user upgraded the DM
+// while they waited. A room the bridge cleaned up before is not one.
+func (m *Manager) movedFromRooms(ctx context.Context, login *database.Login, p *database.Portal) ([]id.RoomID, error) {
+	cmds, err := m.db.PendingCm.ByConnector(ctx, login.ConnectorID)
+	if err != nil {
+		return nil, fmt.Errorf("load the chat's queued commands: %w", err)
+	}
+	var rooms []id.RoomID
+	seen := map[id.RoomID]bool{p.RoomID: true}
+	for _, c := range cmds {
+		if c.PortalKey != p.PortalKey || seen[c.RoomID] {
+			continue
+		}
+		seen[c.RoomID] = true
+		if q, err := m.movedPortal(ctx, p.PortalKey, c.RoomID); err != nil {
+			return nil, err
+		} else if q != nil {
+			rooms = append(rooms, c.RoomID)
+		}
+	}
+	return rooms, nil
+}
+
 // flushMovedRoom flushes the queues of the rooms the portal of pc's room
 // moved through, if it did: relations the user queued there behind pc, a
 // send from before the upgrade (resolveTarget), go now that it went (or
