@@ -246,3 +246,49 @@ func TestQueuedInOldRoomWhenPortalEnds(t *testing.T) {
 		s.waitNotice(s.sync, room, ghost, string(waiting.EventID))
 	})
 }
+
+// TestInDoubtMessageDeletedInOldRoomAfterUpgrade: the connector passes the
+// user's message on to the network and its connection drops before the
+// answer; the user upgrades the DM and deletes the message in the old
+// room. The network may have it, so when the connector is back the send
+// goes again (answered with its first result) and the message is deleted
+// there.
+func TestInDoubtMessageDeletedInOldRoomAfterUpgrade(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, syncedRedactions)
+		const text = "sent as the connection dropped"
+		before, held, release := holdFirstSend(text)
+		f := s.connectFakeWith(fakeSetup{before: before})
+		defer func() {
+			select {
+			case <-release:
+			default:
+				close(release)
+			}
+		}()
+		ghost := s.ghost("bob@network")
+		old := s.bobPortal(f, "m1", "before the upgrade")
+		sent := s.sendUntilHeld(old, text, held)
+		f.cancel() // the connection closes; Run waits for the held command
+		s.waitQueued(sent, "the send queued after the dropped connection")
+		close(release)
+		<-f.done
+		first := f.answeredID(connector.OpSendMessage, string(sent))
+		if first == "" {
+			t.Fatal("the network has no id for the message")
+		}
+		s.upgradeDM(old, ghost)
+		s.waitFollowing(s.alice.UserID)
+
+		s.redactAs(old, sent)
+		tesths.WaitFor(t, 20*time.Second, "the deletion noted", func() (bool, error) {
+			return s.countRows("SELECT COUNT(*) FROM early_redaction WHERE event_id = $1", string(sent)) == 1, nil
+		})
+		back := s.connectFake(f.store)
+		tesths.WaitFor(t, 20*time.Second, "the message deleted at the network", func() (bool, error) {
+			dels := back.commandsOf(connector.OpDeleteMessage)
+			return len(dels) == 1 && dels[0].Target == first, nil
+		})
+		s.waitNothingQueued("nothing left queued")
+	})
+}
