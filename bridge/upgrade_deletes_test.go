@@ -256,23 +256,10 @@ func TestQueuedInOldRoomWhenPortalEnds(t *testing.T) {
 func TestInDoubtMessageDeletedInOldRoomAfterUpgrade(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, syncedRedactions)
-		const text = "sent as the connection dropped"
-		before, held, release := holdFirstSend(text)
-		f := s.connectFakeWith(fakeSetup{before: before})
-		defer func() {
-			select {
-			case <-release:
-			default:
-				close(release)
-			}
-		}()
+		f, old, sent := s.sentAsConnectionDropped(s.connectFakeWith, func(f *fakeConnector) id.RoomID {
+			return s.bobPortal(f, "m1", "before the upgrade")
+		})
 		ghost := s.ghost("bob@network")
-		old := s.bobPortal(f, "m1", "before the upgrade")
-		sent := s.sendUntilHeld(old, text, held)
-		f.cancel() // the connection closes; Run waits for the held command
-		s.waitQueued(sent, "the send queued after the dropped connection")
-		close(release)
-		<-f.done
 		first := f.answeredID(connector.OpSendMessage, string(sent))
 		if first == "" {
 			t.Fatal("the network has no id for the message")
