@@ -54,6 +54,30 @@ func (s *stack) sendUntilHeld(roomID id.RoomID, text string, held <-chan struct{
 	return sent.EventID
 }
 
+// sentAsConnectionDropped connects a fake (connect) that passes alice's
+// message on to the network and whose connection drops before the answer
+// leaves: alice sends it into the room that portal makes, and this returns
+// once the send is queued again and the fake has stopped, with the fake,
+// the room and alice's event.
+func (s *stack) sentAsConnectionDropped(connect func(fakeSetup) *fakeConnector, portal func(*fakeConnector) id.RoomID) (*fakeConnector, id.RoomID, id.EventID) {
+	s.t.Helper()
+	const text = "sent as the connection dropped"
+	before, held, release := holdFirstSend(text)
+	f := connect(fakeSetup{before: before})
+	var once sync.Once
+	releaseHeld := func() { once.Do(func() { close(release) }) }
+	// Registered after the fake's stop, so run before it: the stop waits
+	// for the held command.
+	s.t.Cleanup(releaseHeld)
+	room := portal(f)
+	sent := s.sendUntilHeld(room, text, held)
+	f.cancel() // the connection closes; Run waits for the held command
+	s.waitQueued(sent, "the send queued after the dropped connection")
+	releaseHeld()
+	<-f.done
+	return f, room, sent
+}
+
 // TestDeletedAfterConnectorDroppedMidSend: the connector passes alice's
 // message on to bob's network and its connection drops before the answer
 // leaves; alice deletes the message while the connector is away. The
@@ -63,26 +87,12 @@ func (s *stack) sendUntilHeld(roomID id.RoomID, text string, held <-chan struct{
 // message is then deleted on bob's network.
 func TestDeletedAfterConnectorDroppedMidSend(t *testing.T) {
 	s := newFidelityStack(t, testdb.SQLite(t), func(c *config.Config) { c.DoublePuppet.Sync = true })
-	const text = "sent as the connection dropped"
-	before, held, release := holdFirstSend(text)
-	f := s.fidConnect(fakeSetup{before: before})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	roomID, _ := s.fidPortal(f, "m1", "hello alice")
-	ctx := context.Background()
-	s.waitFollowing(s.alice.UserID)
-	sentID := s.sendUntilHeld(roomID, text, held)
-	f.cancel() // the connection closes; Run waits for the held command
-	tesths.WaitFor(t, 20*time.Second, "the send queued after the dropped connection", func() (bool, error) {
-		return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(sentID)) == 1, nil
+	f, roomID, sentID := s.sentAsConnectionDropped(s.fidConnect, func(f *fakeConnector) id.RoomID {
+		roomID, _ := s.fidPortal(f, "m1", "hello alice")
+		s.waitFollowing(s.alice.UserID)
+		return roomID
 	})
-	close(release)
-	<-f.done
+	ctx := context.Background()
 	first := f.answeredID(connector.OpSendMessage, string(sentID))
 	if first == "" {
 		t.Fatal("bob's network has no id for the message")

@@ -50,7 +50,7 @@ const (
 	addPendingCommandAttemptQuery = `UPDATE pending_command SET attempts=attempts+1 WHERE txn=$1`
 	deletePendingCommandQuery     = `DELETE FROM pending_command WHERE txn=$1`
 	markPendingCommandHandedQuery = `UPDATE pending_command SET handed=true WHERE txn=$1`
-	deletePendingCommandsForQuery = `DELETE FROM pending_command WHERE target_mx=$1 AND room_id=$2 AND op<>'send_message'`
+	deletePendingCommandsForQuery = `DELETE FROM pending_command WHERE target_mx=$1 AND login_id=$2 AND chat_id=$3 AND op<>'send_message'`
 )
 
 // Scan reads a pending_command row.
@@ -107,11 +107,13 @@ func (q *PendingCommandQuery) MarkHanded(ctx context.Context, txn string) (found
 	return n > 0, err
 }
 
-// DeleteFor removes the commands of a room waiting for the queued message
-// targetMX (its edits and reactions, not replies to it), when that message
-// will not go.
-func (q *PendingCommandQuery) DeleteFor(ctx context.Context, targetMX id.EventID, roomID id.RoomID) error {
-	_, err := q.st.exec(ctx, deletePendingCommandsForQuery, targetMX, roomID)
+// DeleteFor removes the commands of the chat key waiting for the queued
+// message targetMX (its edits and reactions, not replies to it), when that
+// message will not go. They may be queued in another room than the
+// message: the user upgraded the DM while it waited, and related to it
+// from the new room.
+func (q *PendingCommandQuery) DeleteFor(ctx context.Context, targetMX id.EventID, key PortalKey) error {
+	_, err := q.st.exec(ctx, deletePendingCommandsForQuery, targetMX, key.LoginID, key.ChatID)
 	return err
 }
 

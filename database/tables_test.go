@@ -300,18 +300,24 @@ func TestPendingCommandHanded(t *testing.T) {
 }
 
 // TestPendingCommandsForTarget: DeleteFor drops the edits and reactions
-// waiting for a queued message in its room, and keeps replies to it, other
-// rooms' commands and the message itself.
+// of the chat waiting for a queued message, in its room and in one the
+// chat moved to (an upgrade), and keeps replies to it, other chats'
+// commands and the message itself.
 func TestPendingCommandsForTarget(t *testing.T) {
 	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		chat := database.PortalKey{LoginID: "l", ChatID: "c"}
 		for _, c := range []*database.PendingCommand{
 			{Txn: "$m", Op: "send_message", RoomID: "!r:x"},
 			{Txn: "$edit", Op: "edit_message", RoomID: "!r:x", TargetMX: "$m"},
 			{Txn: "$react", Op: "react", RoomID: "!r:x", TargetMX: "$m"},
 			{Txn: "$reply", Op: "send_message", RoomID: "!r:x", TargetMX: "$m"},
-			{Txn: "$elsewhere", Op: "react", RoomID: "!other:x", TargetMX: "$m"},
+			{Txn: "$upgraded", Op: "react", RoomID: "!new:x", TargetMX: "$m"},
+			{Txn: "$otherchat", Op: "react", RoomID: "!other:x", TargetMX: "$m", PortalKey: database.PortalKey{LoginID: "l", ChatID: "d"}},
 		} {
-			c.ConnectorID, c.PortalKey, c.Data, c.MXSeq = "c", database.PortalKey{LoginID: "l", ChatID: "c"}, []byte("{}"), 1
+			if c.PortalKey == (database.PortalKey{}) {
+				c.PortalKey = chat
+			}
+			c.ConnectorID, c.Data, c.MXSeq = "c", []byte("{}"), 1
 			if err := db.PendingCm.Insert(ctx, c); err != nil {
 				t.Fatal(err)
 			}
@@ -319,11 +325,11 @@ func TestPendingCommandsForTarget(t *testing.T) {
 		if pc, err := db.PendingCm.Get(ctx, "$edit"); err != nil || pc == nil || pc.TargetMX != "$m" {
 			t.Fatalf("Get($edit) = %+v, %v; want its target kept", pc, err)
 		}
-		if err := db.PendingCm.DeleteFor(ctx, "$m", "!r:x"); err != nil {
+		if err := db.PendingCm.DeleteFor(ctx, "$m", chat); err != nil {
 			t.Fatal(err)
 		}
 		var left []string
-		for _, room := range []id.RoomID{"!r:x", "!other:x"} {
+		for _, room := range []id.RoomID{"!r:x", "!new:x", "!other:x"} {
 			pcs, err := db.PendingCm.ByRoom(ctx, room)
 			if err != nil {
 				t.Fatal(err)
@@ -333,7 +339,7 @@ func TestPendingCommandsForTarget(t *testing.T) {
 			}
 		}
 		slices.Sort(left)
-		if want := []string{"$elsewhere", "$m", "$reply"}; !slices.Equal(left, want) {
+		if want := []string{"$m", "$otherchat", "$reply"}; !slices.Equal(left, want) {
 			t.Errorf("left after DeleteFor = %v, want %v", left, want)
 		}
 	})

@@ -205,9 +205,9 @@ func (f *follower) start(ctx context.Context) error {
 	return nil
 }
 
-// collect picks the user's own redactions in portals, with their room_id
-// added (a /sync response leaves it out), and the portals' typing and
-// receipts.
+// collect picks the user's own redactions in portals and in rooms portals
+// left (pastPortalRedactions), with their room_id added (a /sync response
+// leaves it out), and the portals' typing and receipts.
 func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawMessage, []ephemeral, error) {
 	var events []json.RawMessage
 	var ephemerals []ephemeral
@@ -219,6 +219,11 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 		if err != nil {
 			return nil, nil, fmt.Errorf("look up portal of %s: %w", roomID, err)
 		} else if p == nil {
+			past, err := f.pastPortalRedactions(ctx, roomID, room.Timeline.Events)
+			if err != nil {
+				return nil, nil, err
+			}
+			events = append(events, past...)
 			continue
 		}
 		for _, raw := range room.Timeline.Events {
@@ -243,6 +248,49 @@ func (f *follower) collect(ctx context.Context, resp *syncResponse) ([]json.RawM
 		}
 	}
 	return events, ephemerals, nil
+}
+
+// pastPortalRedactions picks, in a room that is no portal's, the user's
+// redactions of events the bridge bridged there (database.BridgedIn): the
+// room a portal left when the user upgraded the DM. Their client still
+// shows its history, and deletes a message of it there, the only room a
+// homeserver takes the redaction in; skipped, the deletion of a message
+// that went never reached the network, and a message still queued went
+// after the user deleted it. The portal decides whether the room is one it
+// moved away from (portal.Manager.oldRoomPortal). A full page of them is
+// not paged back, unlike in a portal: the old room takes no new messages.
+func (f *follower) pastPortalRedactions(ctx context.Context, roomID id.RoomID, raws []json.RawMessage) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	for _, raw := range raws {
+		ev, ok := f.redaction(roomID, raw)
+		if !ok {
+			continue
+		}
+		if _, found, err := f.m.db.BridgedIn(ctx, redactedBy(raw), roomID); err != nil {
+			return nil, fmt.Errorf("look up what a redaction in %s removes: %w", roomID, err)
+		} else if found {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// redactedBy is the event a redaction removes: named in its content from
+// room version 11 on, at the top before.
+func redactedBy(raw json.RawMessage) id.EventID {
+	var red struct {
+		Redacts id.EventID `json:"redacts"`
+		Content struct {
+			Redacts id.EventID `json:"redacts"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(raw, &red) != nil {
+		return ""
+	}
+	if red.Content.Redacts != "" {
+		return red.Content.Redacts
+	}
+	return red.Redacts
 }
 
 // redaction returns raw with its room_id added (a /sync response leaves

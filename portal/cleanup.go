@@ -29,7 +29,12 @@ import (
 // last, together with finish (the triggering event marked handled), so a
 // replay of that event finds the portal and does it all again.
 func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *database.Portal, farewell string, finish func(context.Context) error) error {
-	defer m.ending.Delete(p.RoomID) // set by failQueued
+	var ending []id.RoomID // marked by failQueued
+	defer func() {
+		for _, room := range ending {
+			m.ending.Delete(room)
+		}
+	}()
 	ghost := m.ghosts.MXID(p.ContactID)
 	if p.RoomID != "" {
 		if err := m.db.Cleaned.Add(ctx, login.MatrixUser, p.RoomID, ghost); err != nil {
@@ -40,7 +45,7 @@ func (m *Manager) cleanupPortal(ctx context.Context, login *database.Login, p *d
 			// waiting for the network will not go now, and each gets its
 			// notice before the farewell (afterwards no portal is left to
 			// tell them in).
-			m.failQueued(ctx, p, errPortalEnded)
+			ending = m.failQueued(ctx, login, p, errPortalEnded)
 			m.sendOnce(ctx, p, "farewell", farewell)
 		}
 		if err := m.finishCleanup(ctx, login.MatrixUser, p.RoomID, ghost); err != nil {
@@ -69,22 +74,39 @@ func (m *Manager) portalEnding(roomID id.RoomID) bool {
 // not go (or, if it was written to the connector, may not have arrived).
 var errPortalEnded = errors.New("this room stopped being bridged")
 
-// failQueued tells the user about each of the room's commands still
-// waiting for the network, and drops them. It runs on the chat's lane, not
-// the room's, where a flush may be sending: the room is marked as ending
-// first, and a flush looks at the mark after it marked a command written
-// and before it sends it, so a command is either seen here as written (and
-// said to be possibly delivered) or not sent.
-func (m *Manager) failQueued(ctx context.Context, p *database.Portal, cause error) {
-	m.ending.Store(p.RoomID, struct{}{})
-	cmds, err := m.db.PendingCm.ByRoom(ctx, p.RoomID)
-	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Could not list the room's waiting commands; they will fail without a notice")
-		return
+// failQueued tells the user about each of the portal's commands still
+// waiting for the network, and drops them: those of its room and those of
+// the rooms the user upgraded it from (movedFromRooms), which would
+// otherwise go out after the farewell, or fail with no portal left to
+// tell the user in. It runs on the chat's lane, not the rooms', where a
+// flush may be sending: the rooms are marked as ending first, and a flush
+// looks at the mark after it marked a command written and before it sends
+// it, so a command is either seen here as written (and said to be
+// possibly delivered) or not sent. It returns the rooms it marked, for the
+// caller to unmark when the cleanup is over.
+func (m *Manager) failQueued(ctx context.Context, login *database.Login, p *database.Portal, cause error) []id.RoomID {
+	rooms := []id.RoomID{p.RoomID}
+	if moved, err := m.movedFromRooms(ctx, login, p); err != nil {
+		zerolog.Ctx(ctx).Err(err).Msg("Could not list the rooms the portal moved from; their waiting commands will fail without a notice")
+	} else {
+		rooms = append(rooms, moved...)
 	}
-	for _, pc := range cmds {
-		m.commandFailed(ctx, pc, cause)
+	for _, room := range rooms {
+		m.ending.Store(room, struct{}{})
 	}
+	for _, room := range rooms {
+		cmds, err := m.db.PendingCm.ByRoom(ctx, room)
+		if err != nil {
+			zerolog.Ctx(ctx).Err(err).Stringer("room_id", room).Msg("Could not list the room's waiting commands; they will fail without a notice")
+			continue
+		}
+		for _, pc := range cmds {
+			if pc.PortalKey == p.PortalKey {
+				m.commandFailed(ctx, pc, cause)
+			}
+		}
+	}
+	return rooms
 }
 
 // finishCleanup does the homeserver side of a cleanup: the room leaves the

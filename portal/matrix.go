@@ -50,7 +50,13 @@ func (m *Manager) handleMatrix(ctx context.Context, row *database.MXEvent) (err 
 		return fmt.Errorf("look up portal of %s: %w", evt.RoomID, err)
 	}
 	if p == nil {
-		return m.notPortal(ctx, row, evt)
+		// A room the portal left when the user upgraded the DM still
+		// has the user's deletions of what went from it (oldRoomPortal).
+		if p, err = m.oldRoomPortal(ctx, evt); err != nil {
+			return err
+		} else if p == nil {
+			return m.notPortal(ctx, row, evt)
+		}
 	}
 	login, err := m.db.Login.Get(ctx, p.LoginID)
 	if err != nil {

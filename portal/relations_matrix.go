@@ -78,12 +78,19 @@ func (m *Manager) matrixReaction(ctx context.Context, row *database.MXEvent, evt
 // matrixRedaction removes a reaction (unreact) or deletes a message
 // (delete_message), depending on what was redacted.
 func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, evt *event.Event, login *database.Login, p *database.Portal) error {
-	redacts := evt.Redacts
-	if redacts == "" {
-		redacts = evt.Content.AsRedaction().Redacts
-	}
+	redacts := redactedEvent(evt)
 	log := zerolog.Ctx(ctx).With().Stringer("redacts", redacts).Logger()
 	base := connector.Command{Login: login.ID, Chat: chatOf(p), Txn: string(evt.ID)}
+	// A redaction in the room the portal left when the user upgraded the
+	// DM (oldRoomPortal) is queued there, behind what still waits there,
+	// and on that room's lane, where this runs; notices go to the portal's
+	// room, where the user is.
+	here := p
+	if evt.RoomID != p.RoomID {
+		old := *p
+		old.RoomID = evt.RoomID
+		here = &old
+	}
 	if reaction, targetMX, err := m.reactionByMXID(ctx, p, redacts); err != nil {
 		return err
 	} else if reaction != nil {
@@ -92,7 +99,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 			return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
 		}
 		base.Target, base.Key = reaction.TargetID, reaction.Key
-		return m.enqueue(ctx, row, login, p, connector.OpUnreact, &base, targetMX)
+		return m.enqueue(ctx, row, login, here, connector.OpUnreact, &base, targetMX)
 	}
 	msg, err := m.portalMessage(ctx, p, redacts)
 	if err != nil {
@@ -102,10 +109,10 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		// A message waiting for the network that was never written to the
 		// connector: dropped here. This runs on the room's lane, as every send of the room does.
 		// Only in its own room: a homeserver refuses a redaction of an
-		// event of another room (the one the user upgraded this from).
+		// event of another room.
 		if pc, err := m.db.PendingCm.Get(ctx, string(redacts)); err != nil {
 			return err
-		} else if pc != nil && pc.RoomID == p.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed {
+		} else if pc != nil && pc.RoomID == evt.RoomID && pc.Op == connector.OpSendMessage && !pc.Handed {
 			log.Info().Msg("The user deleted a message that was waiting to be sent; it will not be")
 			if err := m.dropQueuedSend(ctx, pc); err != nil {
 				return err
@@ -115,7 +122,7 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		// Not bridged (yet), or sent and perhaps delivered: if the event
 		// or its command comes later, early_redaction.go deals with it.
 		log.Info().Msg("Redaction of an event the bridge has not bridged; it will not be sent if it comes")
-		if err := m.noteEarlyRedaction(ctx, redacts, p.RoomID, evt.ID); err != nil {
+		if err := m.noteEarlyRedaction(ctx, redacts, evt.RoomID, evt.ID); err != nil {
 			return err
 		}
 		return m.db.MXEvent.MarkDone(ctx, row.Seq, "")
@@ -124,7 +131,16 @@ func (m *Manager) matrixRedaction(ctx context.Context, row *database.MXEvent, ev
 		return m.refuseMatrix(ctx, row, p, "The message was removed on Matrix only: the bridge deletes only your own messages on "+m.networkName(login.ConnectorID)+".")
 	}
 	base.Target = msg.RemoteID
-	return m.queueCommand(ctx, row, login, p, connector.OpDeleteMessage, &base)
+	return m.queueCommand(ctx, row, login, here, connector.OpDeleteMessage, &base)
+}
+
+// redactedEvent is the event a redaction removes: named in its content from
+// room version 11 on, at the top before.
+func redactedEvent(evt *event.Event) id.EventID {
+	if evt.Redacts != "" {
+		return evt.Redacts
+	}
+	return evt.Content.AsRedaction().Redacts
 }
 
 // portalMessage finds the bridged message that a relation of the user's in

@@ -90,6 +90,14 @@ func (m *Manager) resolveTarget(ctx context.Context, pc *database.PendingCommand
 		zerolog.Ctx(ctx).Info().Str("txn", pc.Txn).Msg("The message this replies to never reached the network; sending it as a plain message")
 		return true, false, nil
 	}
+	// The user may have deleted the message meanwhile, in the room they
+	// upgraded this one from, on that room's lane: the relation went with
+	// it (dropQueuedSend), and there is nothing to tell them.
+	if still, err := m.db.PendingCm.Get(ctx, pc.Txn); err != nil {
+		return false, false, fmt.Errorf("look up the command: %w", err)
+	} else if still == nil {
+		return false, false, nil
+	}
 	zerolog.Ctx(ctx).Warn().Str("txn", pc.Txn).Stringer("target", pc.TargetMX).Msg("The message this refers to never reached the network")
 	m.commandFailed(ctx, pc, errTargetNotDelivered)
 	return false, false, nil
@@ -117,9 +125,12 @@ func (m *Manager) deliveredAs(ctx context.Context, pc *database.PendingCommand) 
 }
 
 // dropQueuedSend drops a queued send that never went out, with the
-// relations queued behind it.
+// relations queued behind it: in its room, and in the room the user
+// upgraded it to, where they related to it from (queuedSend). Left there,
+// those failed each with a notice once the connector was back, as
+// relations of a message that never went, though the user had deleted it.
 func (m *Manager) dropQueuedSend(ctx context.Context, pc *database.PendingCommand) error {
-	if err := m.db.PendingCm.DeleteFor(ctx, id.EventID(pc.Txn), pc.RoomID); err != nil {
+	if err := m.db.PendingCm.DeleteFor(ctx, id.EventID(pc.Txn), pc.PortalKey); err != nil {
 		return fmt.Errorf("drop the commands waiting for %s: %w", pc.Txn, err)
 	}
 	return m.db.PendingCm.Delete(ctx, pc.Txn)

@@ -301,14 +301,33 @@ func TestRelationsOrderedBeforeRefusedMessage(t *testing.T) {
 func (u *unit) answerBetweenLookups(t *testing.T, txn, remote string) (answered func() bool) {
 	t.Helper()
 	ctx := context.Background()
-	pc, err := u.db.PendingCm.Get(ctx, txn)
-	if err != nil || pc == nil {
-		t.Fatalf("queued %s = %v, %v", txn, pc, err)
-	}
+	pc := u.queued(t, txn)
 	var cmd connector.Command
 	if err := json.Unmarshal(pc.Data, &cmd); err != nil {
 		t.Fatal(err)
 	}
+	return u.betweenLookups(t, txn, func() {
+		if err := u.m.commandDone(ctx, pc, &cmd, &connector.Result{ID: remote}, 0); err != nil {
+			t.Errorf("answer %s: %v", txn, err)
+		}
+	})
+}
+
+// queued is the user's queued command txn.
+func (u *unit) queued(t *testing.T, txn string) *database.PendingCommand {
+	t.Helper()
+	pc, err := u.db.PendingCm.Get(context.Background(), txn)
+	if err != nil || pc == nil {
+		t.Fatalf("queued %s = %v, %v", txn, pc, err)
+	}
+	return pc
+}
+
+// betweenLookups runs act once, right after the code under test looked for
+// the user's message txn among the sent messages and before it looked for
+// it in the queue (see answerBetweenLookups). It reports whether act ran.
+func (u *unit) betweenLookups(t *testing.T, txn string, act func()) (ran func() bool) {
+	t.Helper()
 	var looked, done atomic.Bool
 	hook := func(query string, args []any) {
 		if len(args) != 1 || fmt.Sprint(args[0]) != txn {
@@ -318,14 +337,46 @@ func (u *unit) answerBetweenLookups(t *testing.T, txn, remote string) (answered 
 			looked.Store(true)
 		} else if strings.Contains(query, "FROM pending_command ") && strings.Contains(query, " WHERE txn=") &&
 			looked.Load() && done.CompareAndSwap(false, true) {
-			if err := u.m.commandDone(ctx, pc, &cmd, &connector.Result{ID: remote}, 0); err != nil {
-				t.Errorf("answer %s: %v", txn, err)
-			}
+			act()
 		}
 	}
 	u.queries.hook.Store(&hook)
 	t.Cleanup(func() { u.queries.hook.Store(nil) })
 	return done.Load
+}
+
+// TestRelationOfMessageDeletedMeanwhile: the user deletes their queued
+// message (in the room they upgraded the DM from, on that room's lane,
+// which drops its edits queued in the new room with it) just after its
+// queued edit looked for its network id and before it looked at the
+// queue. The edit went with the message: the user is not told it was not
+// delivered.
+func TestRelationOfMessageDeletedMeanwhile(t *testing.T) {
+	u, room, _ := queuedRelationsUnit(t)
+	ctx := context.Background()
+	u.handle(t, room, "$m", map[string]any{"type": "m.room.message", "content": map[string]any{"msgtype": "m.text", "body": "see you tomorow"}})
+	u.handle(t, room, "$e", editOf("$m", "see you tomorrow"))
+	edit := u.queued(t, "$e")
+	var editCmd connector.Command
+	if err := json.Unmarshal(edit.Data, &editCmd); err != nil {
+		t.Fatal(err)
+	}
+	msg := u.queued(t, "$m")
+	dropped := u.betweenLookups(t, "$m", func() {
+		if err := u.m.dropQueuedSend(ctx, msg); err != nil {
+			t.Errorf("drop $m: %v", err)
+		}
+	})
+	ok, wait, err := u.m.resolveTarget(ctx, edit, &editCmd)
+	if !dropped() {
+		t.Fatal("the message was not dropped between the lookups: the test does not test anything")
+	}
+	if err != nil || ok || wait {
+		t.Errorf("resolveTarget = ok %v wait %v err %v; want the edit not to go", ok, wait, err)
+	}
+	if n := u.notices(t); len(n) != 0 {
+		t.Errorf("the user was told %q about an edit of a message they deleted", n)
+	}
 }
 
 // TestRelationOfMessageAnsweredMeanwhile: the user's queued message is

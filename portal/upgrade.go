@@ -131,6 +131,26 @@ func (m *Manager) followUpgrade(ctx context.Context, login *database.Login, ghos
 	return nil
 }
 
+// oldRoomPortal is the portal that moved away from evt's room, which is no
+// portal's, when evt is the user's redaction there of an event the portal
+// bridged in it (database.BridgedIn), or nil. After an upgrade the user's
+// client still shows the old room's history, and a deletion of a message
+// of it is a redaction there: a homeserver refuses one in the new room
+// naming an event of the old. Ignored (the old room being no portal's),
+// a message the user deleted while it waited for the network went out
+// all the same, and the deletion of one that went never reached it. A
+// room the bridge cleaned up is no move (movedPortal).
+func (m *Manager) oldRoomPortal(ctx context.Context, evt *event.Event) (*database.Portal, error) {
+	if evt.Type != event.EventRedaction {
+		return nil, nil
+	}
+	key, found, err := m.db.BridgedIn(ctx, redactedEvent(evt), evt.RoomID)
+	if err != nil || !found {
+		return nil, err
+	}
+	return m.movedPortal(ctx, key, evt.RoomID)
+}
+
 // commandPortal finds the portal a command of the user's belongs to: the
 // portal of its room, or, when the user upgraded that room while the
 // command waited for the network (followUpgrade), the portal of its chat,
@@ -215,6 +235,30 @@ func (m *Manager) movedFrom(ctx context.Context, key database.PortalKey, room id
 		return nil, nil
 	}
 	return m.movedPortal(ctx, key, room)
+}
+
+// movedFromRooms lists the rooms with commands of p's chat still queued
+// that the chat moved away from (movedPortal): the user upgraded the DM
+// while they waited. A room the bridge cleaned up before is not one.
+func (m *Manager) movedFromRooms(ctx context.Context, login *database.Login, p *database.Portal) ([]id.RoomID, error) {
+	cmds, err := m.db.PendingCm.ByConnector(ctx, login.ConnectorID)
+	if err != nil {
+		return nil, fmt.Errorf("load the chat's queued commands: %w", err)
+	}
+	var rooms []id.RoomID
+	seen := map[id.RoomID]bool{p.RoomID: true}
+	for _, c := range cmds {
+		if c.PortalKey != p.PortalKey || seen[c.RoomID] {
+			continue
+		}
+		seen[c.RoomID] = true
+		if q, err := m.movedPortal(ctx, p.PortalKey, c.RoomID); err != nil {
+			return nil, err
+		} else if q != nil {
+			rooms = append(rooms, c.RoomID)
+		}
+	}
+	return rooms, nil
 }
 
 // flushMovedRoom flushes the queues of the rooms the portal of pc's room
