@@ -332,25 +332,8 @@ func (f *fakeConnector) txnOrder() map[string]int {
 func TestEditQueuedInRoomUpgradedAgain(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target)
-		ctx := context.Background()
-		f := s.connectFake(nil)
-		ghost := s.ghost("bob@network")
-		a := s.bobPortal(f, "m1", "before the upgrades")
-		f.stop()
-		waiting, err := s.alice.SendText(ctx, a, "see you tomorow")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tesths.WaitFor(t, 20*time.Second, "the message queued for the connector", func() (bool, error) {
-			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1", string(waiting.EventID)) == 1, nil
-		})
-		b := s.upgradeDM(a, ghost)
-		edit := &event.MessageEventContent{MsgType: event.MsgText, Body: "see you tomorrow"}
-		edit.SetEdit(waiting.EventID)
-		sent, err := s.alice.SendMessageEvent(ctx, b, event.EventMessage, edit)
-		if err != nil {
-			t.Fatal(err)
-		}
+		f, ghost, b, waiting := s.upgradedWithQueued("see you tomorow")
+		sent := s.editAs(b, waiting.EventID, "see you tomorrow")
 		tesths.WaitFor(t, 20*time.Second, "the edit queued behind the message", func() (bool, error) {
 			return s.countRows("SELECT COUNT(*) FROM pending_command WHERE txn = $1 AND target_mx = $2",
 				string(sent.EventID), string(waiting.EventID)) == 1, nil
