@@ -131,14 +131,27 @@ func (m *Manager) quoteElsewhere(ctx context.Context, p *database.Portal, target
 	} else {
 		quoteHTML = " a message from before this room was upgraded"
 	}
-	formatted := content.FormattedBody
+	quoteHTML = fmt.Sprintf(`<blockquote><a href="%s">%s</a>%s</blockquote>`, html.EscapeString(link), html.EscapeString(label), quoteHTML)
+	body, formatted := content.Body, content.FormattedBody
 	if content.Format != event.FormatHTML || formatted == "" {
-		formatted = strings.ReplaceAll(html.EscapeString(content.Body), "\n", "<br>")
+		formatted = strings.ReplaceAll(html.EscapeString(body), "\n", "<br>")
 	}
-	content.Body = quote + "\n\n" + content.Body
+	switch content.MsgType {
+	case event.MsgText, event.MsgNotice, event.MsgEmote:
+	default:
+		// A file's body, once it has a file name of its own, is its
+		// caption (Matrix v1.10): the quote is the caption of a file
+		// that had none, and the file keeps its name.
+		if content.FileName == "" {
+			content.FileName = body
+		}
+		if body == content.FileName {
+			body, formatted = "", ""
+		}
+	}
+	content.Body = strings.TrimSuffix(quote+"\n\n"+body, "\n\n")
 	content.Format = event.FormatHTML
-	content.FormattedBody = fmt.Sprintf(`<blockquote><a href="%s">%s</a>%s</blockquote>%s`,
-		html.EscapeString(link), html.EscapeString(label), quoteHTML, formatted)
+	content.FormattedBody = quoteHTML + formatted
 }
 
 // keyRunes bounds a reaction's key in a notice: the network's word, which

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/connector"
@@ -98,5 +99,29 @@ func TestDeleteElsewhereIsTold(t *testing.T) {
 	if len(sends) != 1 || sends[0].RoomID != "!new:x" || sends[0].Content["msgtype"] != "m.notice" ||
 		!strings.Contains(sends[0].Content["body"].(string), "deleted a message from before this room was upgraded") {
 		t.Errorf("sends = %+v, want one notice in the new room", sends)
+	}
+}
+
+// TestQuoteElsewhereOnFile: a reply to a message from before the upgrade
+// that is a file without a caption gets the quote as its caption; the file
+// keeps its name. A text keeps its text after the quote.
+func TestQuoteElsewhereOnFile(t *testing.T) {
+	u, _, _ := movedUnit(t)
+	ctx := context.Background()
+	p := u.portal(t)
+	target, err := u.db.Message.GetPart(ctx, p.PortalKey, "m1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const quote = "> In reply to a message from before this room was upgraded"
+	file := &event.MessageEventContent{MsgType: event.MsgImage, Body: "cat.jpg", FileName: "cat.jpg"}
+	u.m.quoteElsewhere(ctx, p, target, file, "In reply to")
+	if file.Body != quote || file.FileName != "cat.jpg" || !strings.HasPrefix(file.FormattedBody, "<blockquote>") {
+		t.Errorf("file after the quote: body %q, file name %q, html %q", file.Body, file.FileName, file.FormattedBody)
+	}
+	text := &event.MessageEventContent{MsgType: event.MsgText, Body: "a <b>"}
+	u.m.quoteElsewhere(ctx, p, target, text, "In reply to")
+	if text.Body != quote+"\n\na <b>" || !strings.HasSuffix(text.FormattedBody, "</blockquote>a &lt;b&gt;") {
+		t.Errorf("text after the quote: body %q, html %q", text.Body, text.FormattedBody)
 	}
 }
