@@ -82,6 +82,9 @@ type API interface {
 	JoinedRooms(ctx context.Context) (*mautrix.RespJoinedRooms, error)
 	// Messages pages through a room's timeline.
 	Messages(ctx context.Context, roomID id.RoomID, from, to string, dir mautrix.Direction, filter *mautrix.FilterPart, limit int) (*mautrix.RespMessages, error)
+	// GetEvent reads one event of a room, as far as the user may see it
+	// (a room left since: up to the leave, as history visibility allows).
+	GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (*event.Event, error)
 	// EventsAfter reads up to limit timeline events that follow an event
 	// (GET /context), each kept as raw JSON.
 	EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error)

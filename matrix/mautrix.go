@@ -193,6 +193,10 @@ func (i intent) Messages(ctx context.Context, roomID id.RoomID, from, to string,
 	return i.ia.Messages(ctx, roomID, from, to, dir, filter, limit)
 }
 
+func (i intent) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (*event.Event, error) {
+	return i.ia.GetEvent(ctx, roomID, eventID)
+}
+
 func (i intent) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error) {
 	// Read with /context rather than /messages, which needs a pagination
 	// token on some servers; the events stay raw for the caller to store.

@@ -15,7 +15,7 @@ import (
 // show it: the text, then one event per attachment. textParts is how many
 // of the first events carry the text (more than one for a long text), so
 // that an edit can tell them from the attachments.
-func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key database.PortalKey, ev *connector.Event) (contents []*event.MessageEventContent, textParts int, err error) {
+func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, p *database.Portal, ev *connector.Event) (contents []*event.MessageEventContent, textParts int, err error) {
 	if ev.Text != "" || ev.HTML != "" {
 		texts, err := m.fitText(ctx, intent, textContent(ev.Text, ev.HTML))
 		if err != nil {
@@ -25,7 +25,7 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key dat
 		textParts = len(texts)
 	}
 	if len(ev.Attachments) > 0 {
-		files, err := m.attachmentContents(ctx, intent, m.encryptsFor(ctx, intent, key), ev)
+		files, err := m.attachmentContents(ctx, intent, m.encryptsFor(ctx, intent, p.PortalKey), ev)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -39,12 +39,15 @@ func (m *Manager) remoteToMatrix(ctx context.Context, intent matrix.API, key dat
 		c.Mentions = &event.Mentions{}
 	}
 	if ev.ReplyTo != "" && len(contents) > 0 {
-		target, err := m.db.Message.GetPart(ctx, key, ev.ReplyTo, 0)
+		parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.ReplyTo)
 		if err != nil {
 			return nil, 0, err
 		}
-		if target != nil {
+		if target := shownPart(p, parts); target != nil {
 			contents[0].RelatesTo = (&event.RelatesTo{}).SetReplyTo(target.MXID)
+		} else if len(parts) > 0 && elsewhere(p, parts[0]) {
+			// A message from before the upgrade (relations_elsewhere.go).
+			m.quoteElsewhere(ctx, p, parts[0], contents[0], "In reply to")
 		}
 	}
 	return contents, textParts, nil

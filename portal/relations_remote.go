@@ -19,7 +19,8 @@ import (
 // remoteRelation applies an event that points at an earlier message: an
 // edit, a deletion, a reaction or its removal, a read receipt. Whatever
 // points at a message the bridge never mapped is logged and skipped: the
-// portal must keep going.
+// portal must keep going. One at a message of the room the user upgraded
+// the DM from is shown in the portal's room (relations_elsewhere.go).
 func (m *Manager) remoteRelation(ctx context.Context, login *database.Login, ev *connector.Event, done func(context.Context) error) error {
 	log := zerolog.Ctx(ctx)
 	if ev.Txn != "" && ev.Kind != connector.KindReadReceipt {
@@ -99,13 +100,13 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 	} else if len(parts) == 0 || parts[0].Part != 0 {
 		return skipUnknownTarget(ctx, ev, done)
 	}
-	target := parts[0]
-	if !sentBySameSide(target, ev.Sender) {
-		return skipOthersMessage(ctx, target, ev, done)
+	if !sentBySameSide(parts[0], ev.Sender) {
+		return skipOthersMessage(ctx, parts[0], ev, done)
 	}
 	var tails []*database.Message
 	for _, part := range parts[1:] {
-		if part.TextTail {
+		// Those of another room stay: no redaction reaches it.
+		if part.TextTail && !elsewhere(p, part) {
 			tails = append(tails, part)
 		}
 	}
@@ -116,14 +117,17 @@ func (m *Manager) remoteEdit(ctx context.Context, p *database.Portal, intent mat
 	if isMe && !intent.IsDoublePuppet() {
 		markAsUsers([]*event.MessageEventContent{content})
 	}
-	setEdit(content, target.MXID)
-	send := newRemoteSend(intent, p, ev, 0, event.EventMessage)
-	send.keepEventID = len(tails) > 0
-	send.send = func(ctx context.Context, txnID string) (*mautrix.RespSendEvent, error) {
-		return intent.SendMessageEvent(ctx, p.RoomID, event.EventMessage, sendContent(intent, content, txnID), mautrix.ReqSendEvent{
-			Timestamp: ev.TS, TransactionID: txnID,
-		})
+	target := shownPart(p, parts)
+	if elsewhere(p, parts[0]) {
+		// A message from before the upgrade (relations_elsewhere.go).
+		content = m.correction(ctx, p, parts[0], content)
+		if target == nil {
+			return m.remoteEditElsewhere(ctx, p, intent, content, parts, ev, done)
+		}
 	}
+	setEdit(content, target.MXID)
+	send := messageSend(intent, p, ev, 0, content)
+	send.keepEventID = len(tails) > 0
 	if _, err = m.sendRemote(ctx, send); err != nil {
 		return fmt.Errorf("send edit of %s: %w", ev.Target, err)
 	}
@@ -171,13 +175,27 @@ func (m *Manager) remoteDelete(ctx context.Context, p *database.Portal, intent m
 		return skipOthersMessage(ctx, parts[0], ev, done)
 	}
 	txns := make([]string, 0, len(parts))
+	var gone *database.Message
 	for i, part := range parts {
+		if elsewhere(p, part) {
+			// From before the upgrade: it stays in the old room, and
+			// the user is told below (relations_elsewhere.go).
+			gone = part
+			continue
+		}
 		send := remoteRedaction(intent, p, ev, i, part.MXID)
-		send.keepEventID = i < len(parts)-1
+		send.keepEventID = i < len(parts)-1 || gone != nil
 		if _, err := m.sendRemote(ctx, send); err != nil {
 			return fmt.Errorf("redact part %d of %s: %w", part.Part, ev.Target, err)
 		}
 		txns = append(txns, send.txnID)
+	}
+	if gone != nil {
+		txn, err := m.noticeElsewhere(ctx, p, ev, len(parts), parts[0], "deleted")
+		if err != nil {
+			return err
+		}
+		txns = append(txns, txn)
 	}
 	return m.doneWithSends(ctx, func(ctx context.Context) error {
 		if err := m.db.Reaction.DeleteTarget(ctx, p.PortalKey, ev.Target); err != nil {
@@ -213,6 +231,10 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 		return err
 	} else if target == nil {
 		return skipUnknownTarget(ctx, ev, done)
+	} else if elsewhere(p, target) {
+		// No reaction row: a reaction stays in the room of the message
+		// it is to (database.BridgedIn), which is not this one.
+		return m.toldElsewhere(ctx, p, ev, target, "reacted %s to", done)
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
 	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
@@ -240,6 +262,21 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 	r, err := m.db.Reaction.Get(ctx, p.PortalKey, ev.Target, reactionSender(login, ev), ev.Key)
 	if err != nil {
 		return err
+	}
+	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
+	if err != nil {
+		return err
+	} else if target != nil && elsewhere(p, target) {
+		// The reaction is in that room (bridged before the upgrade), or
+		// was a notice here (remoteReaction): either way it is told.
+		return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context) error {
+			if r != nil {
+				if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
+					return err
+				}
+			}
+			return done(ctx)
+		})
 	} else if r == nil {
 		return skipUnknownTarget(ctx, ev, done)
 	}
@@ -264,6 +301,11 @@ func (m *Manager) remoteReadReceipt(ctx context.Context, login *database.Login, 
 		return err
 	} else if msg == nil {
 		return skipUnknownTarget(ctx, ev, done)
+	} else if elsewhere(p, msg) {
+		// Read up to a message from before the upgrade: the receipt has
+		// nothing to mark in this room, and the ghost left that one.
+		zerolog.Ctx(ctx).Debug().Str("up_to", ev.UpTo).Msg("Read receipt on a message of another room, skipping it")
+		return done(ctx)
 	}
 	if !ev.Sender.IsMe {
 		if err = m.ghosts.Intent(p.ContactID).SendReceipt(ctx, p.RoomID, msg.MXID, event.ReceiptTypeRead, nil); err != nil {

@@ -192,7 +192,7 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	if err != nil {
 		return "", err
 	}
-	contents, textParts, err := m.remoteToMatrix(ctx, intent, key, ev)
+	contents, textParts, err := m.remoteToMatrix(ctx, intent, p, ev)
 	if err != nil {
 		return "", err
 	}

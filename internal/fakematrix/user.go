@@ -322,6 +322,22 @@ func (u *User) Sync(ctx context.Context, since, filter string, timeout time.Dura
 	})
 }
 
+// GetEvent implements matrix.API.
+func (u *User) GetEvent(ctx context.Context, roomID id.RoomID, eventID id.EventID) (*event.Event, error) {
+	var out *event.Event
+	err := u.hs.apply(Call{User: u.id, Method: "GetEvent", RoomID: roomID, EventID: eventID}, func() error {
+		for _, raw := range u.hs.timeline[roomID] {
+			var evt event.Event
+			if json.Unmarshal(raw, &evt) == nil && evt.ID == eventID {
+				out = &evt
+				return nil
+			}
+		}
+		return NotFound("event")
+	})
+	return out, err
+}
+
 // EventsAfter implements matrix.API.
 func (u *User) EventsAfter(ctx context.Context, roomID id.RoomID, eventID id.EventID, limit int) ([]json.RawMessage, error) {
 	var out []json.RawMessage
