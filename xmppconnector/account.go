@@ -232,7 +232,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := newConn(sess, a.login, a, a.log)
+	conn := newConn(sess, a.login, a, a.xcfg.MaxStanzaSize, a.log)
 	a.log.Info().Str("jid", sess.LocalAddr().String()).Msg("Connected to XMPP")
 	if err := conn.request(dctx, enableCarbonsIQ(), nil); err != nil {
 		// Without carbons, messages sent from other clients stay invisible

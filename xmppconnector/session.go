@@ -39,15 +39,15 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 	// above TLS: below it, the bytes are ciphertext.
 	switch cfg.TLS {
 	case TLSStartTLS:
-		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg)))
+		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg), cfg.MaxStanzaSize))
 	case TLSDirect:
 		state = xmpp.Secure
-		conn = newSplitConn(conn)
+		conn = newSplitConn(conn, cfg.MaxStanzaSize)
 	case TLSPlaintext:
 		// mellium authenticates only on a secure stream; the operator has
 		// declared this one secure (a loopback test server).
 		state = xmpp.Secure
-		conn = newSplitConn(conn)
+		conn = newSplitConn(conn, cfg.MaxStanzaSize)
 	}
 	features = append(features,
 		xmpp.SASL("", account.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
@@ -70,12 +70,12 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 // splitAfterStartTLS is the STARTTLS feature with the TLS connection it
 // negotiates read through a splitReader; the plaintext before it is only
 // the stream header and the STARTTLS exchange.
-func splitAfterStartTLS(f xmpp.StreamFeature) xmpp.StreamFeature {
+func splitAfterStartTLS(f xmpp.StreamFeature, maxStanza int) xmpp.StreamFeature {
 	negotiate := f.Negotiate
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
 		mask, rw, err := negotiate(ctx, s, data)
 		if c, ok := rw.(net.Conn); ok && err == nil {
-			rw = newSplitConn(c)
+			rw = newSplitConn(c, maxStanza)
 		}
 		return mask, rw, err
 	}

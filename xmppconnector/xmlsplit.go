@@ -72,10 +72,20 @@ type splitReader struct {
 	dashes int
 	bang   []byte  // bytes after "<!", until they tell what follows
 	tail   [2]byte // the last two bytes, for terminators
+
+	// What the limits are counted on (xmllimit.go).
+	limits   xmlLimits
+	level    int    // of elements: 1 inside the stream header, 2 in a stanza
+	held     int    // bytes of the stanza (or other item) being read
+	markup   int    // bytes of the markup being read
+	name     int    // bytes of the name being read in a tag; 0 between names
+	endTag   bool   // the tag being read is an end tag
+	inElName bool   // the name being read is the element's
+	elName   []byte // the element name of the tag being read
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
-	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096)}
+	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096), limits: defaultXMLLimits()}
 }
 
 func (s *splitReader) Read(p []byte) (int, error) {
@@ -86,7 +96,12 @@ func (s *splitReader) Read(p []byte) (int, error) {
 		n, err := s.r.Read(s.in)
 		s.out, s.pos = s.out[:0], 0
 		for _, b := range s.in[:n] {
-			s.step(b)
+			// The bytes before one over a limit are passed on: they may
+			// end stanzas that came with it.
+			if lerr := s.step(b); lerr != nil {
+				err = lerr
+				break
+			}
 		}
 		s.err = err
 	}
@@ -95,8 +110,10 @@ func (s *splitReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// step passes one byte on, after whatever must be inserted before it.
-func (s *splitReader) step(b byte) {
+// step passes one byte on, after whatever must be inserted before it, or
+// refuses it as past a limit.
+func (s *splitReader) step(b byte) error {
+	prev := s.state
 	switch s.state {
 	case lexText:
 		if b == '<' {
@@ -124,6 +141,12 @@ func (s *splitReader) step(b byte) {
 			s.state = lexPI
 		default:
 			s.state, s.quote = lexTag, 0
+			s.endTag, s.inElName, s.name, s.elName = b == '/', true, 0, s.elName[:0]
+			if !s.endTag {
+				if err := s.nameByte(b); err != nil {
+					return err
+				}
+			}
 		}
 	case lexTag:
 		switch {
@@ -135,6 +158,13 @@ func (s *splitReader) step(b byte) {
 			s.quote = b
 		case b == '>':
 			s.state = lexText
+			s.closeTag()
+		case isXMLSpace(b) || b == '=' || b == '/':
+			s.name, s.inElName = 0, false
+		default:
+			if err := s.nameByte(b); err != nil {
+				return err
+			}
 		}
 	case lexBang:
 		s.bang = append(s.bang, b)
@@ -176,8 +206,12 @@ func (s *splitReader) step(b byte) {
 			s.state = lexDecl
 		}
 	}
+	if err := s.account(prev); err != nil {
+		return err
+	}
 	s.tail = [2]byte{s.tail[1], b}
 	s.out = append(s.out, b)
+	return nil
 }
 
 // endsComment follows a comment to its "-->".
@@ -238,8 +272,14 @@ type splitConn struct {
 	r *splitReader
 }
 
-func newSplitConn(c net.Conn) *splitConn {
-	return &splitConn{Conn: c, r: newSplitReader(c, splitChunk)}
+// newSplitConn reads c through a splitReader that refuses stanzas over
+// maxStanza bytes (0 for the default).
+func newSplitConn(c net.Conn, maxStanza int) *splitConn {
+	r := newSplitReader(c, splitChunk)
+	if maxStanza > 0 {
+		r.limits.stanza = maxStanza
+	}
+	return &splitConn{Conn: c, r: r}
 }
 
 func (c *splitConn) Read(p []byte) (int, error) { return c.r.Read(p) }
