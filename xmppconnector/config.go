@@ -2,6 +2,7 @@ package xmppconnector
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,11 @@ type XMPPConfig struct {
 	// server, in bytes (default 1 MiB); a larger one ends the stream
 	// (xmllimit.go).
 	MaxStanzaSize int `yaml:"max_stanza_size"`
+
+	// rootCAs, if set, replaces the system's roots in verifying the
+	// server's certificate: tests trust their own server's certificate
+	// with it rather than skip verification.
+	rootCAs *x509.CertPool
 }
 
 // defaultArchiveSweep is the default of xmpp.archive_sweep: a message that

@@ -27,7 +27,7 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 		return nil, fmt.Errorf("account jid: %w", err)
 	}
 	domain := origin.Domain()
-	tlsCfg := &tls.Config{ServerName: domain.String(), InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{ServerName: domain.String(), RootCAs: cfg.rootCAs, InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 
 	conn, err := dialServer(ctx, cfg, origin, tlsCfg)
 	if err != nil {
@@ -69,15 +69,21 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 
 // splitAfterStartTLS is the STARTTLS feature with the TLS connection it
 // negotiates read through a splitReader; the plaintext before it is only
-// the stream header and the STARTTLS exchange.
+// the stream header and the STARTTLS exchange. mellium asks for STARTTLS
+// even of a server that does not offer it (RFC 7590: no downgrade), and
+// such a server answers with an error of its own, named here for what it
+// means to the operator.
 func splitAfterStartTLS(f xmpp.StreamFeature, maxStanza int) xmpp.StreamFeature {
 	negotiate := f.Negotiate
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
 		mask, rw, err := negotiate(ctx, s, data)
-		if c, ok := rw.(net.Conn); ok && err == nil {
+		if err != nil {
+			return mask, rw, fmt.Errorf("STARTTLS failed (xmpp.tls is starttls; the server may offer no TLS): %w", err)
+		}
+		if c, ok := rw.(net.Conn); ok {
 			rw = newSplitConn(c, maxStanza)
 		}
-		return mask, rw, err
+		return mask, rw, nil
 	}
 	return f
 }
