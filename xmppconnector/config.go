@@ -68,8 +68,8 @@ type XMPPConfig struct {
 	// here (CIDRs, addresses, host names, each optionally with a port).
 	UploadAllow []string `yaml:"upload_allow"`
 	// MaxStanzaSize is the largest stanza the connector takes from the
-	// server, in bytes (default 1 MiB); a larger one ends the stream
-	// (xmllimit.go).
+	// server, in bytes (default 1 MiB): one with more text is dropped, one
+	// with more markup ends the stream (xmllimit.go).
 	MaxStanzaSize int `yaml:"max_stanza_size"`
 
 	// rootCAs, if set, replaces the system's roots in verifying the

@@ -17,15 +17,14 @@ import (
 // so the login itself shows the stream was encrypted.
 func TestStartTLSMessagesBothWays(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, testxmpp.WithStartTLS())
-	e.cfg.XMPP.TLS = TLSStartTLS
-	e.cfg.XMPP.rootCAs = e.xmpp.Roots()
-	e.start(t)
-	bob := e.xmpp.Dial(t, "bob", bobPW)
+	e, bob := startConfiguredWithBob(t, func(e *env) {
+		e.cfg.XMPP.TLS, e.cfg.XMPP.rootCAs = TLSStartTLS, e.xmpp.Roots()
+	}, testxmpp.WithStartTLS())
 
-	// Longer than a split reader piece, so that the split runs on the
-	// decrypted stream.
-	long := strings.Repeat("over TLS ", 2*splitChunk/9)
+	// 200 KB, three split reader pieces (splitChunk), so that the split
+	// and the stanza limits run on the decrypted stream; under Prosody's
+	// own limit (256 KiB).
+	long := strings.Repeat("over TLS ", 200_000/9)
 	bob.SendChat(t, e.alice, long, "")
 	e.bridge.waitEvent(t, "bob's message over TLS", isMessage(long))
 

@@ -12,84 +12,71 @@ import (
 // connector hold a 32 MiB attribute value or element name, or a stanza of
 // any size. The server's own limits (Prosody's c2s_stanza_size_limit is
 // 256 KiB) bound only a server we trust, and the connector may be pointed
-// at one we do not. So the connector has limits of its own, in two places:
+// at one we do not. So the connector has a limit of its own,
+// xmpp.max_stanza_size, kept in two places:
 //
 //   - splitReader, which sees every byte before the decoder does, ends the
-//     stream at a name, tag, comment or declaration over its limit, or a
-//     stanza with more markup than xmpp.max_stanza_size, before the decoder
-//     has read more than the limit of it: the decoder would hold it whole,
-//     and a stream cannot go on past a token it did not read.
+//     stream at a stanza with more markup than the limit (tags with their
+//     names and attribute values, comments, declarations: everything but
+//     character data), or anything between stanzas that large, before the
+//     decoder has read more than the limit of it: the decoder would hold
+//     such a token whole, and a stream cannot go on past a token it did
+//     not read.
 //   - Character data reaches the decoder in pieces, so a stanza's text
 //     costs nothing until something keeps it. What decodes a stanza whole
-//     reads it through a textLimit, which fails the decoding past
-//     xmpp.max_stanza_size of text: that stanza is dropped with a warning
-//     and the stream goes on. A vCard answer is read as it arrives instead,
-//     its photo bounded on its own (vcard.go), so a contact's oversized
-//     photo costs neither the connection nor the contact's name.
+//     reads it through a textLimit, which fails the decoding past the
+//     limit: that stanza is dropped with a warning and the stream goes on.
+//     A vCard answer is read as it arrives instead, its photo bounded on
+//     its own (vcard.go), so a contact's oversized photo costs neither the
+//     connection nor the contact's name.
+//
+// Names and attribute values have no lower limit of their own, although
+// none in use comes near it (a JID is at most 3071 bytes): a stanza a
+// contact sent stays in the server's archive, and a limit below what the
+// server relays would let any contact end the connection again at every
+// catch-up. With the default limit above Prosody's own (512 KiB from other
+// servers), only the account's own server can end the stream this way.
 const (
-	// defaultMaxStanza is the default of xmpp.max_stanza_size: four times
-	// Prosody's default limit, room for a server's wrapping of a stanza
-	// (an archived or forwarded message) and for a server that allows
-	// larger ones.
+	// defaultMaxStanza is the default of xmpp.max_stanza_size: twice
+	// Prosody's default limit for stanzas from other servers, room for the
+	// server's wrapping of one (an archived or forwarded message).
 	defaultMaxStanza = 1 << 20
-	// maxMarkupBytes bounds one tag with its attributes (so any attribute
-	// value), comment, processing instruction or declaration: each is one
-	// token the decoder holds whole. JIDs, the longest attribute values in
-	// use, are at most 3071 bytes.
-	maxMarkupBytes = 64 << 10
-	// maxNameBytes bounds one element or attribute name with its prefix.
-	maxNameBytes = 1 << 10
-	// minMaxStanza is the smallest xmpp.max_stanza_size accepted: below a
-	// tag's limit, a stanza's start tag alone could pass it.
-	minMaxStanza = maxMarkupBytes
+	// minMaxStanza is the smallest xmpp.max_stanza_size accepted: a
+	// stream header or a stanza's addressing must fit.
+	minMaxStanza = 64 << 10
+	// maxHeaderName bounds the element name kept to tell a stream header
+	// ("stream:stream") from a stanza; longer ones are not headers.
+	maxHeaderName = 64
 )
 
 // errXMLTooLarge is what every xmlLimitError is.
 var errXMLTooLarge = errors.New("the XMPP server sent more XML than the connector holds")
 
-// xmlLimits are the sizes splitReader lets through, in bytes.
-type xmlLimits struct {
-	stanza int // the markup of a top-level element (a stanza), or of anything else between stanzas
-	markup int // a tag, comment, processing instruction or declaration
-	name   int // an element or attribute name
-}
-
-func defaultXMLLimits() xmlLimits {
-	return xmlLimits{stanza: defaultMaxStanza, markup: maxMarkupBytes, name: maxNameBytes}
-}
-
-// xmlLimitError ends a stream that passed a limit; the decoder returns it
-// as the read error, and the session's read loop ends with it.
+// xmlLimitError is a stanza over xmpp.max_stanza_size.
 type xmlLimitError struct {
 	what  string
 	limit int
 }
 
 func (e *xmlLimitError) Error() string {
-	return fmt.Sprintf("%v: %s longer than %d bytes", errXMLTooLarge, e.what, e.limit)
+	return fmt.Sprintf("%v: %s (xmpp.max_stanza_size %d bytes)", errXMLTooLarge, e.what, e.limit)
 }
 
 func (e *xmlLimitError) Is(target error) bool { return target == errXMLTooLarge }
 
-// account counts b, lexed from state prev into s.state, against the
-// limits of the markup and of the stanza it is part of.
+// account counts b, lexed from state prev into s.state, against the limit
+// if it is markup.
 func (s *splitReader) account(prev lexState) error {
-	if isCharData(prev) {
-		s.markup = 0 // b begins markup, if it is any
-	}
 	// Character data reaches the decoder in pieces (see textLimit); the
 	// byte ending markup is markup.
 	if !isCharData(prev) || !isCharData(s.state) {
-		if s.markup++; s.markup > s.limits.markup {
-			return &xmlLimitError{what: s.markupKind(), limit: s.limits.markup}
-		}
-		if s.held++; s.held > s.limits.stanza {
-			return &xmlLimitError{what: "the markup of a stanza (xmpp.max_stanza_size)", limit: s.limits.stanza}
+		if s.held++; s.held > s.maxStanza {
+			return &xmlLimitError{what: "a stanza with more markup than the limit, cut in " + s.markupKind(), limit: s.maxStanza}
 		}
 	}
 	if s.state == lexText && s.level <= 1 {
 		// Between stanzas.
-		s.markup, s.held = 0, 0
+		s.held = 0
 	}
 	return nil
 }
@@ -106,20 +93,15 @@ func (s *splitReader) markupKind() string {
 	case lexBang, lexDecl:
 		return "a declaration"
 	}
-	// Or its start, "<".
-	return "a tag with its attributes"
+	return "a tag"
 }
 
-// nameByte counts b, part of a name in a tag, and keeps it if the name is
-// the element's.
-func (s *splitReader) nameByte(b byte) error {
-	if s.name++; s.name > s.limits.name {
-		return &xmlLimitError{what: "an element or attribute name", limit: s.limits.name}
-	}
-	if s.inElName {
+// nameByte keeps b, part of the element name of a tag, as far as a
+// stream header's name could go.
+func (s *splitReader) nameByte(b byte) {
+	if s.inElName && len(s.elName) <= maxHeaderName {
 		s.elName = append(s.elName, b)
 	}
-	return nil
 }
 
 // closeTag follows the element level at the '>' ending a tag: 1 is inside
@@ -141,6 +123,9 @@ func (s *splitReader) closeTag() {
 // isStreamHeader reports whether an element name (prefix:local) is a
 // stream header's.
 func isStreamHeader(name []byte) bool {
+	if len(name) > maxHeaderName {
+		return false // cut short by nameByte
+	}
 	local := name
 	for i, b := range name {
 		if b == ':' {
@@ -166,7 +151,7 @@ func (l *textLimit) Token() (xml.Token, error) {
 	tok, err := l.r.Token()
 	if cd, ok := tok.(xml.CharData); ok {
 		if l.left -= len(cd); l.left < 0 {
-			return nil, &xmlLimitError{what: "the text of a stanza (xmpp.max_stanza_size)", limit: l.limit}
+			return nil, &xmlLimitError{what: "a stanza with more text than the limit", limit: l.limit}
 		}
 	}
 	return tok, err

@@ -45,22 +45,22 @@ func hostile(before string, fill io.Reader, after string) io.Reader {
 }
 
 // Every token the decoder would hold whole, and a stanza's markup, is refused
-// once it passes its limit, after reading no more than the limit (and one
+// once it passes the limit, after reading no more than the limit (and one
 // read of the source) of it: a hostile server's 32 MiB attribute value or
 // element name is not passed on to the decoder, which would hold it all.
 func TestSplitReaderRefusesOversizedXML(t *testing.T) {
 	const readSlack = 8 << 10 // a read of the source, and the header
 	cases := []struct {
-		name  string
-		src   io.Reader
-		limit int
+		name string
+		src  io.Reader
 	}{
-		{"attribute value", hostile(testStreamHeader+`<message to='a@x' id='`, repeatByte('a'), `'/>`), maxMarkupBytes},
-		{"element name", hostile(testStreamHeader+`<message><x`, repeatByte('x'), `/></message>`), maxNameBytes},
-		{"attribute name", hostile(testStreamHeader+`<message a`, repeatByte('a'), `='1'/>`), maxNameBytes},
-		{"many attributes", hostile(testStreamHeader+`<message`, repeatString(` a='1'`), `/>`), maxMarkupBytes},
-		{"comment between stanzas", hostile(testStreamHeader+`<!--`, repeatByte('c'), `-->`), maxMarkupBytes},
-		{"elements in a stanza", hostile(testStreamHeader+`<message>`, repeatString(`<x a='1'/>`), `</message>`), defaultMaxStanza},
+		{"attribute value", hostile(testStreamHeader+`<message to='a@x' id='`, repeatByte('a'), `'/>`)},
+		{"element name", hostile(testStreamHeader+`<message><x`, repeatByte('x'), `/></message>`)},
+		{"attribute name", hostile(testStreamHeader+`<message a`, repeatByte('a'), `='1'/>`)},
+		{"many attributes", hostile(testStreamHeader+`<message`, repeatString(` a='1'`), `/>`)},
+		{"comment between stanzas", hostile(testStreamHeader+`<!--`, repeatByte('c'), `-->`)},
+		{"elements in a stanza", hostile(testStreamHeader+`<message>`, repeatString(`<x a='1'/>`), `</message>`)},
+		{"elements between text", hostile(testStreamHeader+`<message>`, repeatString(`<x/>text`), `</message>`)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,8 +70,13 @@ func TestSplitReaderRefusesOversizedXML(t *testing.T) {
 				t.Fatalf("read %d bytes of a %d MiB %s, ending with %v; want it refused as too large", src.n, hostileSize>>20, tc.name, err)
 			}
 			t.Logf("refused after %d bytes: %v", src.n, err)
-			if src.n < int64(tc.limit) || src.n > int64(tc.limit)+readSlack {
-				t.Fatalf("refused after reading %d bytes; the limit is %d", src.n, tc.limit)
+			// The text between elements is not counted.
+			limit := int64(defaultMaxStanza)
+			if tc.name == "elements between text" {
+				limit *= 2
+			}
+			if src.n < limit || src.n > limit+readSlack {
+				t.Fatalf("refused after reading %d bytes; the limit is %d", src.n, defaultMaxStanza)
 			}
 		})
 	}
@@ -89,14 +94,15 @@ func (s repeatString) Read(p []byte) (int, error) {
 }
 
 // Many stanzas, each under the limit, and whitespace between them (a
-// server's keepalives), add up to nothing: only one stanza is bounded.
-// So does a stream restart, whose new header is not a stanza.
+// server's keepalives), add up to nothing: only one stanza is bounded, and
+// only its markup (16 KiB here), not its text (100 KiB). Nor does a stream
+// restart, whose new header is not a stanza.
 func TestSplitReaderLimitIsPerStanza(t *testing.T) {
-	stanza := `<message from='b@x/r'><body>` + strings.Repeat("x", 100<<10) + `</body></message>` + "\n "
+	stanza := `<message from='b@x/r'><body>` + strings.Repeat("x", 100<<10) + `</body>` + strings.Repeat("<x/>", 4<<10) + `</message>` + "\n "
 	doc := testStreamHeader + `<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'/>` + testStreamHeader +
 		strings.Repeat(stanza, 30) + `</stream:stream>`
 	r := newSplitReader(strings.NewReader(doc), splitChunk)
-	r.limits.stanza = 200 << 10
+	r.maxStanza = minMaxStanza
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		t.Fatalf("3 MiB of 100 KiB stanzas: %v", err)
 	}
@@ -170,7 +176,7 @@ func TestConnRefusesOversizedAttribute(t *testing.T) {
 	if n := len(sink.received()); n != 0 {
 		t.Fatalf("%d messages passed on from an oversized stanza", n)
 	}
-	if src.n > maxMarkupBytes+64<<10 {
+	if src.n > defaultMaxStanza+64<<10 {
 		t.Fatalf("read %d bytes of the stanza before refusing it", src.n)
 	}
 	if allocated > 8<<20 {

@@ -73,19 +73,17 @@ type splitReader struct {
 	bang   []byte  // bytes after "<!", until they tell what follows
 	tail   [2]byte // the last two bytes, for terminators
 
-	// What the limits are counted on (xmllimit.go).
-	limits   xmlLimits
-	level    int    // of elements: 1 inside the stream header, 2 in a stanza
-	held     int    // bytes of the stanza (or other item) being read
-	markup   int    // bytes of the markup being read
-	name     int    // bytes of the name being read in a tag; 0 between names
-	endTag   bool   // the tag being read is an end tag
-	inElName bool   // the name being read is the element's
-	elName   []byte // the element name of the tag being read
+	// What the limit is counted on (xmllimit.go).
+	maxStanza int    // bytes of markup in a stanza
+	level     int    // of elements: 1 inside the stream header, 2 in a stanza
+	held      int    // bytes of markup of the stanza (or other item) being read
+	endTag    bool   // the tag being read is an end tag
+	inElName  bool   // the element name of the tag is being read
+	elName    []byte // its start, up to maxHeaderName bytes
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
-	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096), limits: defaultXMLLimits()}
+	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096), maxStanza: defaultMaxStanza}
 }
 
 func (s *splitReader) Read(p []byte) (int, error) {
@@ -141,11 +139,9 @@ func (s *splitReader) step(b byte) error {
 			s.state = lexPI
 		default:
 			s.state, s.quote = lexTag, 0
-			s.endTag, s.inElName, s.name, s.elName = b == '/', true, 0, s.elName[:0]
+			s.endTag, s.inElName, s.elName = b == '/', true, s.elName[:0]
 			if !s.endTag {
-				if err := s.nameByte(b); err != nil {
-					return err
-				}
+				s.nameByte(b)
 			}
 		}
 	case lexTag:
@@ -159,12 +155,10 @@ func (s *splitReader) step(b byte) error {
 		case b == '>':
 			s.state = lexText
 			s.closeTag()
-		case isXMLSpace(b) || b == '=' || b == '/':
-			s.name, s.inElName = 0, false
+		case isXMLSpace(b) || b == '/':
+			s.inElName = false
 		default:
-			if err := s.nameByte(b); err != nil {
-				return err
-			}
+			s.nameByte(b)
 		}
 	case lexBang:
 		s.bang = append(s.bang, b)
@@ -277,7 +271,7 @@ type splitConn struct {
 func newSplitConn(c net.Conn, maxStanza int) *splitConn {
 	r := newSplitReader(c, splitChunk)
 	if maxStanza > 0 {
-		r.limits.stanza = maxStanza
+		r.maxStanza = maxStanza
 	}
 	return &splitConn{Conn: c, r: r}
 }
