@@ -49,7 +49,8 @@ const (
 )
 
 // splitReader is an io.Reader over an XML stream that splits long
-// character data (see splitChunk).
+// character data (see splitChunk) and refuses a stanza with too much
+// markup (see xmllimit.go).
 type splitReader struct {
 	r     io.Reader
 	chunk int
@@ -266,8 +267,8 @@ type splitConn struct {
 	r *splitReader
 }
 
-// newSplitConn reads c through a splitReader that refuses stanzas over
-// maxStanza bytes (0 for the default).
+// newSplitConn reads c through a splitReader that refuses a stanza with
+// more than maxStanza bytes of markup (0 for the default).
 func newSplitConn(c net.Conn, maxStanza int) *splitConn {
 	r := newSplitReader(c, splitChunk)
 	if maxStanza > 0 {
