@@ -143,6 +143,10 @@ func (a *account) run(ctx context.Context) {
 	defer wg.Wait()
 
 	delay := a.xcfg.MinBackoff
+	// tooLarge is set while connections end at xmpp.max_stanza_size: a
+	// stanza over it kept in the server's archive ends every connection
+	// at its catch-up, so a login that works is no reason to retry soon.
+	tooLarge := false
 	for {
 		conn, err := a.connect(ctx)
 		a.triedOnce.Do(func() { close(a.tried) })
@@ -153,7 +157,9 @@ func (a *account) run(ctx context.Context) {
 			return
 		}
 		if err == nil {
-			delay = a.xcfg.MinBackoff
+			if !tooLarge {
+				delay = a.xcfg.MinBackoff
+			}
 			a.setState(ctx, connector.LoginConnected, "")
 			go conn.keepAlive(ctx, a.xcfg.PingInterval)
 			if !a.serve(ctx, conn) {
@@ -161,7 +167,11 @@ func (a *account) run(ctx context.Context) {
 				a.dropConn(conn)
 				return
 			}
-			a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
+			if tooLarge = errors.Is(conn.err, errXMLTooLarge); tooLarge {
+				a.log.Error().Err(conn.err).Msg("XMPP connection ended: the server sent a stanza over xmpp.max_stanza_size; reconnecting later")
+			} else {
+				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
+			}
 			a.dropConn(conn)
 			a.setState(ctx, connector.LoginDisconnected, "connection to the XMPP server lost")
 		} else if errors.Is(err, errBadCredentials) {
@@ -232,7 +242,7 @@ func (a *account) connect(ctx context.Context) (*xmppConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := newConn(sess, a.login, a, a.log)
+	conn := newConn(sess, a.login, a, a.xcfg.MaxStanzaSize, a.log)
 	a.log.Info().Str("jid", sess.LocalAddr().String()).Msg("Connected to XMPP")
 	if err := conn.request(dctx, enableCarbonsIQ(), nil); err != nil {
 		// Without carbons, messages sent from other clients stay invisible

@@ -2,6 +2,7 @@ package xmppconnector
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,15 @@ type XMPPConfig struct {
 	// connector refuses to send files into its own network unless listed
 	// here (CIDRs, addresses, host names, each optionally with a port).
 	UploadAllow []string `yaml:"upload_allow"`
+	// MaxStanzaSize is the largest stanza the connector takes from the
+	// server, in bytes (default 1 MiB): one with more text is dropped, one
+	// with more markup ends the stream (xmllimit.go).
+	MaxStanzaSize int `yaml:"max_stanza_size"`
+
+	// rootCAs, if set, replaces the system's roots in verifying the
+	// server's certificate: tests trust their own server's certificate
+	// with it rather than skip verification.
+	rootCAs *x509.CertPool
 }
 
 // defaultArchiveSweep is the default of xmpp.archive_sweep: a message that
@@ -205,6 +215,12 @@ func (c *Config) Check() error {
 		if err := netguard.ValidateEntry(entry); err != nil {
 			return fmt.Errorf("xmpp.upload_allow[%d]: %w", i, err)
 		}
+	}
+	switch {
+	case c.XMPP.MaxStanzaSize == 0:
+		c.XMPP.MaxStanzaSize = defaultMaxStanza
+	case c.XMPP.MaxStanzaSize < minMaxStanza:
+		return fmt.Errorf("xmpp.max_stanza_size %d is below %d bytes, the limit of a single tag", c.XMPP.MaxStanzaSize, minMaxStanza)
 	}
 	if c.XMPP.MinBackoff <= 0 {
 		c.XMPP.MinBackoff = time.Second

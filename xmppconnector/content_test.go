@@ -55,7 +55,8 @@ accounts:
 		t.Fatal(err)
 	}
 	a := cfg.Accounts[0]
-	if a.JID != "alice@example.org" || a.Password != "s3cret" || cfg.Bridge.ConnectorID != "xmpp" || cfg.Avatars.BaseURL != "http://127.0.0.1:29351" {
+	if a.JID != "alice@example.org" || a.Password != "s3cret" || cfg.Bridge.ConnectorID != "xmpp" || cfg.Avatars.BaseURL != "http://127.0.0.1:29351" ||
+		cfg.XMPP.MaxStanzaSize != defaultMaxStanza {
 		t.Errorf("config = %+v", cfg)
 	}
 	bad := strings.Replace(yaml, "tls: plaintext", "tls: maybe", 1)
@@ -78,6 +79,7 @@ accounts:
 		{"connector_id", "conector_id", "field conector_id not found"},
 		{"token: 0123456789abcdef0123456789abcdef", "token: CHANGE-ME", "bridge.token is too short (9 characters)"},
 		{"accounts:", "log_level: verbose\naccounts:", `log_level "verbose"`},
+		{"tls: plaintext", "tls: plaintext, max_stanza_size: 1000", "xmpp.max_stanza_size 1000 is below"},
 	} {
 		src := strings.Replace(yaml, "bridge: {", "bridge: {connector_id: xmpp, ", 1)
 		bad = strings.Replace(src, tc.from, tc.to, 1)

@@ -124,7 +124,7 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 	if err != nil {
 		t.Fatalf("fake session: %v", err)
 	}
-	c := newConn(sess, login, sink, zerolog.Nop())
+	c := newConn(sess, login, sink, 0, zerolog.Nop())
 	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
 	return c, fs
 }

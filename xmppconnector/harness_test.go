@@ -242,7 +242,17 @@ func aliceConfig(t *testing.T, srv *testxmpp.Server) Config {
 // client: the setup of a test of alice's chat with bob.
 func startWithBob(t *testing.T) (*env, *testxmpp.Client) {
 	t.Helper()
-	e := newEnv(t)
+	return startConfiguredWithBob(t, nil)
+}
+
+// startConfiguredWithBob is startWithBob on a server started with opts,
+// after setup (if not nil) has changed the env (its connector config).
+func startConfiguredWithBob(t *testing.T, setup func(*env), opts ...testxmpp.Option) (*env, *testxmpp.Client) {
+	t.Helper()
+	e := newEnv(t, opts...)
+	if setup != nil {
+		setup(e)
+	}
 	e.start(t)
 	return e, e.xmpp.Dial(t, "bob", bobPW)
 }

@@ -27,7 +27,7 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 		return nil, fmt.Errorf("account jid: %w", err)
 	}
 	domain := origin.Domain()
-	tlsCfg := &tls.Config{ServerName: domain.String(), InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{ServerName: domain.String(), RootCAs: cfg.rootCAs, InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
 
 	conn, err := dialServer(ctx, cfg, origin, tlsCfg)
 	if err != nil {
@@ -39,15 +39,15 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 	// above TLS: below it, the bytes are ciphertext.
 	switch cfg.TLS {
 	case TLSStartTLS:
-		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg)))
+		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg), cfg.MaxStanzaSize))
 	case TLSDirect:
 		state = xmpp.Secure
-		conn = newSplitConn(conn)
+		conn = newSplitConn(conn, cfg.MaxStanzaSize)
 	case TLSPlaintext:
 		// mellium authenticates only on a secure stream; the operator has
 		// declared this one secure (a loopback test server).
 		state = xmpp.Secure
-		conn = newSplitConn(conn)
+		conn = newSplitConn(conn, cfg.MaxStanzaSize)
 	}
 	features = append(features,
 		xmpp.SASL("", account.Password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
@@ -69,15 +69,21 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 
 // splitAfterStartTLS is the STARTTLS feature with the TLS connection it
 // negotiates read through a splitReader; the plaintext before it is only
-// the stream header and the STARTTLS exchange.
-func splitAfterStartTLS(f xmpp.StreamFeature) xmpp.StreamFeature {
+// the stream header and the STARTTLS exchange. mellium asks for STARTTLS
+// even of a server that does not offer it (RFC 7590: no downgrade), and
+// such a server answers with an error of its own, named here for what it
+// means to the operator.
+func splitAfterStartTLS(f xmpp.StreamFeature, maxStanza int) xmpp.StreamFeature {
 	negotiate := f.Negotiate
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
 		mask, rw, err := negotiate(ctx, s, data)
-		if c, ok := rw.(net.Conn); ok && err == nil {
-			rw = newSplitConn(c)
+		if err != nil {
+			return mask, rw, fmt.Errorf("STARTTLS failed (xmpp.tls is starttls; the server may offer no TLS): %w", err)
 		}
-		return mask, rw, err
+		if c, ok := rw.(net.Conn); ok {
+			rw = newSplitConn(c, maxStanza)
+		}
+		return mask, rw, nil
 	}
 	return f
 }

@@ -34,6 +34,9 @@ type xmppConn struct {
 	log  zerolog.Logger
 	sink stanzaSink
 	caps capabilities
+	// maxText bounds the character data of a stanza decoded whole (see
+	// textLimit).
+	maxText int
 	// upload is the server's HTTP File Upload service, nil if it has none
 	// (or did not say); set before the connection is published.
 	upload *uploadService
@@ -66,17 +69,22 @@ type xmppConn struct {
 	flood *offlineFlood
 }
 
-// newConn starts the read loop of an established session.
-func newConn(sess *xmpp.Session, bare string, sink stanzaSink, log zerolog.Logger) *xmppConn {
+// newConn starts the read loop of an established session, whose stanzas
+// decoded whole may hold up to maxStanza bytes of text (0 for the default).
+func newConn(sess *xmpp.Session, bare string, sink stanzaSink, maxStanza int, log zerolog.Logger) *xmppConn {
+	if maxStanza <= 0 {
+		maxStanza = defaultMaxStanza
+	}
 	c := &xmppConn{
-		sess:  sess,
-		bare:  bare,
-		log:   log,
-		sink:  sink,
-		caps:  newCapabilities(),
-		done:  make(chan struct{}),
-		mam:   make(map[string]*[]mamItem),
-		flood: newOfflineFlood(),
+		sess:    sess,
+		bare:    bare,
+		log:     log,
+		sink:    sink,
+		caps:    newCapabilities(),
+		maxText: maxStanza,
+		done:    make(chan struct{}),
+		mam:     make(map[string]*[]mamItem),
+		flood:   newOfflineFlood(),
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	go func() {
@@ -122,7 +130,9 @@ func (c *xmppConn) keepAlive(ctx context.Context, interval time.Duration) {
 
 // handle runs on the read loop for every top-level element.
 func (c *xmppConn) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(*start), r))
+	// The stanza's rest is skipped by mellium when this returns, in pieces
+	// (xmlsplit.go), however large it was.
+	d := xml.NewTokenDecoder(newTextLimit(xmlstream.MultiReader(xmlstream.Token(*start), r), c.maxText))
 	switch start.Name.Local {
 	case "message":
 		var m message
@@ -256,7 +266,7 @@ func (c *xmppConn) request(ctx context.Context, iq any, payload any) error {
 	}
 	defer resp.Close()
 	var answer iqHeader
-	if err := xml.NewTokenDecoder(resp).Decode(&answer); err != nil {
+	if err := xml.NewTokenDecoder(newTextLimit(resp, c.maxText)).Decode(&answer); err != nil {
 		return fmt.Errorf("reading IQ answer: %w", err)
 	}
 	if answer.Type == "error" {

@@ -49,7 +49,8 @@ const (
 )
 
 // splitReader is an io.Reader over an XML stream that splits long
-// character data (see splitChunk).
+// character data (see splitChunk) and refuses a stanza with too much
+// markup (see xmllimit.go).
 type splitReader struct {
 	r     io.Reader
 	chunk int
@@ -72,10 +73,18 @@ type splitReader struct {
 	dashes int
 	bang   []byte  // bytes after "<!", until they tell what follows
 	tail   [2]byte // the last two bytes, for terminators
+
+	// What the limit is counted on (xmllimit.go).
+	maxStanza int    // bytes of markup in a stanza
+	level     int    // of elements: 1 inside the stream header, 2 in a stanza
+	held      int    // bytes of markup of the stanza (or other item) being read
+	endTag    bool   // the tag being read is an end tag
+	inElName  bool   // the element name of the tag is being read
+	elName    []byte // its start, up to maxHeaderName bytes
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
-	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096)}
+	return &splitReader{r: r, chunk: chunk, in: make([]byte, 4096), maxStanza: defaultMaxStanza}
 }
 
 func (s *splitReader) Read(p []byte) (int, error) {
@@ -86,7 +95,12 @@ func (s *splitReader) Read(p []byte) (int, error) {
 		n, err := s.r.Read(s.in)
 		s.out, s.pos = s.out[:0], 0
 		for _, b := range s.in[:n] {
-			s.step(b)
+			// The bytes before one over a limit are passed on: they may
+			// end stanzas that came with it.
+			if lerr := s.step(b); lerr != nil {
+				err = lerr
+				break
+			}
 		}
 		s.err = err
 	}
@@ -95,8 +109,10 @@ func (s *splitReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// step passes one byte on, after whatever must be inserted before it.
-func (s *splitReader) step(b byte) {
+// step passes one byte on, after whatever must be inserted before it, or
+// refuses it as past a limit.
+func (s *splitReader) step(b byte) error {
+	prev := s.state
 	switch s.state {
 	case lexText:
 		if b == '<' {
@@ -124,6 +140,10 @@ func (s *splitReader) step(b byte) {
 			s.state = lexPI
 		default:
 			s.state, s.quote = lexTag, 0
+			s.endTag, s.inElName, s.elName = b == '/', true, s.elName[:0]
+			if !s.endTag {
+				s.nameByte(b)
+			}
 		}
 	case lexTag:
 		switch {
@@ -135,6 +155,11 @@ func (s *splitReader) step(b byte) {
 			s.quote = b
 		case b == '>':
 			s.state = lexText
+			s.closeTag()
+		case isXMLSpace(b) || b == '/':
+			s.inElName = false
+		default:
+			s.nameByte(b)
 		}
 	case lexBang:
 		s.bang = append(s.bang, b)
@@ -176,8 +201,12 @@ func (s *splitReader) step(b byte) {
 			s.state = lexDecl
 		}
 	}
+	if err := s.account(prev); err != nil {
+		return err
+	}
 	s.tail = [2]byte{s.tail[1], b}
 	s.out = append(s.out, b)
+	return nil
 }
 
 // endsComment follows a comment to its "-->".
@@ -238,8 +267,14 @@ type splitConn struct {
 	r *splitReader
 }
 
-func newSplitConn(c net.Conn) *splitConn {
-	return &splitConn{Conn: c, r: newSplitReader(c, splitChunk)}
+// newSplitConn reads c through a splitReader that refuses a stanza with
+// more than maxStanza bytes of markup (0 for the default).
+func newSplitConn(c net.Conn, maxStanza int) *splitConn {
+	r := newSplitReader(c, splitChunk)
+	if maxStanza > 0 {
+		r.maxStanza = maxStanza
+	}
+	return &splitConn{Conn: c, r: r}
 }
 
 func (c *splitConn) Read(p []byte) (int, error) { return c.r.Read(p) }

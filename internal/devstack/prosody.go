@@ -37,6 +37,10 @@ type ProsodyOptions struct {
 	UploadLimit int64
 	// NoUpload leaves HTTP File Upload out, like a server without it.
 	NoUpload bool
+	// TLSCert and TLSKey are PEM files (under Dir, so that they are
+	// handed to Prosody's account) of the certificate Prosody offers with
+	// STARTTLS, which it then requires of every client. Empty: no TLS.
+	TLSCert, TLSKey string
 	// DeathSignal reaches Prosody if this process dies without stopping
 	// it; default SIGKILL.
 	DeathSignal syscall.Signal
@@ -119,7 +123,7 @@ func StartProsody(ctx context.Context, opts ProsodyOptions) (*Prosody, error) {
 		if opts.NoUpload {
 			limit = 0
 		}
-		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts.Dir, s.Port, s.HTTPPort, limit, !opts.NoOffline, !opts.NoArchive)), 0o640); err != nil {
+		if err := os.WriteFile(s.cfgPath, []byte(prosodyConfig(opts, s.Port, s.HTTPPort, limit)), 0o640); err != nil {
 			return nil, err
 		}
 		if err := handOver(opts.Dir, cred); err != nil {

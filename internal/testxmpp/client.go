@@ -2,6 +2,7 @@ package testxmpp
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/xml"
 	"fmt"
 	"net"
@@ -66,13 +67,21 @@ func (s *Server) Dial(t testing.TB, user, password string) *Client {
 	}
 	origin := jid.MustParse(s.JID(user))
 	// Secure because the loopback stream has no TLS, which the server
-	// config allows, and mellium would otherwise refuse to authenticate.
-	sess, err := xmpp.NewSession(ctx, origin.Domain(), origin, conn, xmpp.Secure, xmpp.NewNegotiator(
+	// config allows, and mellium would otherwise refuse to authenticate;
+	// a server that requires TLS gets STARTTLS.
+	state := xmpp.Secure
+	var features []xmpp.StreamFeature
+	if s.cert != nil {
+		state = 0
+		features = append(features, xmpp.StartTLS(&tls.Config{ServerName: Domain, RootCAs: s.cert.roots, MinVersion: tls.VersionTLS12}))
+	}
+	features = append(features,
+		xmpp.SASL("", password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
+		xmpp.BindResource(),
+	)
+	sess, err := xmpp.NewSession(ctx, origin.Domain(), origin, conn, state, xmpp.NewNegotiator(
 		func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
-			return xmpp.StreamConfig{Features: []xmpp.StreamFeature{
-				xmpp.SASL("", password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain),
-				xmpp.BindResource(),
-			}}
+			return xmpp.StreamConfig{Features: features}
 		}))
 	if err != nil {
 		_ = conn.Close()

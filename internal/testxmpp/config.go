@@ -8,6 +8,7 @@ type options struct {
 	uploadLimit int64
 	noUpload    bool
 	noArchive   bool
+	startTLS    bool
 }
 
 func defaultOptions() options { return options{offline: true} }
@@ -35,4 +36,11 @@ func WithoutUpload() Option {
 // was away gets what it missed.
 func WithoutArchive() Option {
 	return func(o *options) { o.noArchive = true }
+}
+
+// WithStartTLS starts the server with a self-signed certificate for Domain,
+// made for the test, and requires STARTTLS of every client, as a public
+// server does. Server.Roots trusts the certificate; Dial uses it.
+func WithStartTLS() Option {
+	return func(o *options) { o.startTLS = true }
 }

@@ -10,6 +10,7 @@ package testxmpp
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"testing"
 	"time"
@@ -32,7 +33,8 @@ const (
 
 // Server is a running Prosody owned by one test.
 type Server struct {
-	p *devstack.Prosody
+	p    *devstack.Prosody
+	cert *serverCert // nil without WithStartTLS
 }
 
 // Start launches a fresh Prosody on 127.0.0.1 with host Domain. It is
@@ -53,14 +55,28 @@ func Start(t testing.TB, opts ...Option) *Server {
 		t.Fatalf("testxmpp: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	p, err := devstack.StartProsody(t.Context(), devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline, UploadLimit: o.uploadLimit, NoUpload: o.noUpload, NoArchive: o.noArchive})
-	if err != nil {
+	popts := devstack.ProsodyOptions{Dir: dir, NoOffline: !o.offline, UploadLimit: o.uploadLimit, NoUpload: o.noUpload, NoArchive: o.noArchive}
+	s := &Server{}
+	if o.startTLS {
+		if s.cert, err = newServerCert(dir); err != nil {
+			t.Fatalf("testxmpp: %v", err)
+		}
+		popts.TLSCert, popts.TLSKey = s.cert.certFile, s.cert.keyFile
+	}
+	if s.p, err = devstack.StartProsody(t.Context(), popts); err != nil {
 		t.Fatalf("testxmpp: %v", err)
 	}
-	s := &Server{p: p}
 	t.Cleanup(func() { s.cleanup(t) })
 	t.Logf("testxmpp: prosody up at %s in %s (data in %s)", s.Addr(), time.Since(began).Round(time.Millisecond), dir)
 	return s
+}
+
+// Roots trusts the server's certificate (WithStartTLS); nil without TLS.
+func (s *Server) Roots() *x509.CertPool {
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.roots
 }
 
 // Addr is the host:port of the client-to-server listener.

@@ -1,0 +1,158 @@
+package xmppconnector
+
+import (
+	"encoding/xml"
+	"errors"
+	"fmt"
+)
+
+// The decoder holds every token whole but character data (which
+// splitReader cuts into pieces), and decoding a stanza into a struct holds
+// the whole stanza: a server, or a contact through it, could make the
+// connector hold a 32 MiB attribute value or element name, or a stanza of
+// any size. The server's own limits (Prosody's c2s_stanza_size_limit is
+// 256 KiB) bound only a server we trust, and the connector may be pointed
+// at one we do not. So the connector has a limit of its own,
+// xmpp.max_stanza_size, kept in two places:
+//
+//   - splitReader, which sees every byte before the decoder does, ends the
+//     stream at a stanza with more markup than the limit (tags with their
+//     names and attribute values, comments, declarations: everything but
+//     character data), or anything between stanzas that large, before the
+//     decoder has read more than the limit of it: the decoder would hold
+//     such a token whole, and a stream cannot go on past a token it did
+//     not read.
+//   - Character data reaches the decoder in pieces, so a stanza's text
+//     costs nothing until something keeps it. What decodes a stanza whole
+//     reads it through a textLimit, which fails the decoding past the
+//     limit: that stanza is dropped with a warning and the stream goes on.
+//     A vCard answer is read as it arrives instead, its photo bounded on
+//     its own (vcard.go), so a contact's oversized photo costs neither the
+//     connection nor the contact's name.
+//
+// Names and attribute values have no lower limit of their own, although
+// none in use comes near it (a JID is at most 3071 bytes): a stanza a
+// contact sent stays in the server's archive, and a limit below what the
+// server relays would let any contact end the connection again at every
+// catch-up. With the default limit above Prosody's own (512 KiB from other
+// servers), only the account's own server can end the stream this way.
+const (
+	// defaultMaxStanza is the default of xmpp.max_stanza_size: twice
+	// Prosody's default limit for stanzas from other servers, room for the
+	// server's wrapping of one (an archived or forwarded message).
+	defaultMaxStanza = 1 << 20
+	// minMaxStanza is the smallest xmpp.max_stanza_size accepted: a
+	// stream header or a stanza's addressing must fit.
+	minMaxStanza = 64 << 10
+	// maxHeaderName bounds the element name kept to tell a stream header
+	// ("stream:stream") from a stanza; longer ones are not headers.
+	maxHeaderName = 64
+)
+
+// errXMLTooLarge is what every xmlLimitError is.
+var errXMLTooLarge = errors.New("the XMPP server sent more XML than the connector holds")
+
+// xmlLimitError is a stanza over xmpp.max_stanza_size.
+type xmlLimitError struct {
+	what  string
+	limit int
+}
+
+func (e *xmlLimitError) Error() string {
+	return fmt.Sprintf("%v: %s (xmpp.max_stanza_size %d bytes)", errXMLTooLarge, e.what, e.limit)
+}
+
+func (e *xmlLimitError) Is(target error) bool { return target == errXMLTooLarge }
+
+// account counts b, lexed from state prev into s.state, against the limit
+// if it is markup.
+func (s *splitReader) account(prev lexState) error {
+	// Character data reaches the decoder in pieces (see textLimit); the
+	// byte ending markup is markup.
+	if !isCharData(prev) || !isCharData(s.state) {
+		if s.held++; s.held > s.maxStanza {
+			return &xmlLimitError{what: "a stanza with more markup than the limit, cut in " + s.markupKind(), limit: s.maxStanza}
+		}
+	}
+	if s.state == lexText && s.level <= 1 {
+		// Between stanzas.
+		s.held = 0
+	}
+	return nil
+}
+
+func isCharData(st lexState) bool { return st == lexText || st == lexCDATA }
+
+// markupKind names the markup being read, for the error that refuses it.
+func (s *splitReader) markupKind() string {
+	switch s.state {
+	case lexComment, lexDeclComment:
+		return "a comment"
+	case lexPI:
+		return "a processing instruction"
+	case lexBang, lexDecl:
+		return "a declaration"
+	}
+	return "a tag"
+}
+
+// nameByte keeps b, part of the element name of a tag, as far as a
+// stream header's name could go.
+func (s *splitReader) nameByte(b byte) {
+	if s.inElName && len(s.elName) <= maxHeaderName {
+		s.elName = append(s.elName, b)
+	}
+}
+
+// closeTag follows the element level at the '>' ending a tag: 1 is inside
+// the stream header, 2 inside a stanza. A stream header read at level 1 is
+// a stream restart (after SASL), not a stanza: the server opens a new
+// stream without closing the old one.
+func (s *splitReader) closeTag() {
+	switch {
+	case s.endTag:
+		s.level = max(s.level-1, 0)
+	case s.tail[1] == '/':
+		// An empty element, <x/>.
+	case s.level == 1 && isStreamHeader(s.elName):
+	default:
+		s.level++
+	}
+}
+
+// isStreamHeader reports whether an element name (prefix:local) is a
+// stream header's.
+func isStreamHeader(name []byte) bool {
+	if len(name) > maxHeaderName {
+		return false // cut short by nameByte
+	}
+	local := name
+	for i, b := range name {
+		if b == ':' {
+			local = name[i+1:]
+		}
+	}
+	return string(local) == "stream"
+}
+
+// textLimit is a token reader that fails once the character data it has
+// passed on is over limit bytes.
+type textLimit struct {
+	r     xml.TokenReader
+	left  int
+	limit int
+}
+
+func newTextLimit(r xml.TokenReader, limit int) *textLimit {
+	return &textLimit{r: r, left: limit, limit: limit}
+}
+
+func (l *textLimit) Token() (xml.Token, error) {
+	tok, err := l.r.Token()
+	if cd, ok := tok.(xml.CharData); ok {
+		if l.left -= len(cd); l.left < 0 {
+			return nil, &xmlLimitError{what: "a stanza with more text than the limit", limit: l.limit}
+		}
+	}
+	return tok, err
+}
