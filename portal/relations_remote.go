@@ -296,17 +296,21 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 // on another device. The user's receipt is marked as the bridge's so that it
 // does not come back from the homeserver as a mark_read.
 func (m *Manager) remoteReadReceipt(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error) error {
-	msg, err := m.db.Message.LastPart(ctx, p.PortalKey, ev.UpTo)
+	parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.UpTo)
 	if err != nil {
 		return err
-	} else if msg == nil {
+	} else if len(parts) == 0 {
 		return skipUnknownTarget(ctx, ev, done)
-	} else if elsewhere(p, msg) {
+	} else if elsewhere(p, parts[0]) {
 		// Read up to a message from before the upgrade: the receipt has
-		// nothing to mark in this room, and the ghost left that one.
+		// nothing to mark in this room, and the ghost left that one. Not
+		// even the message's stand-in here, which came when it was
+		// edited, after what was sent in this room up to then.
 		zerolog.Ctx(ctx).Debug().Str("up_to", ev.UpTo).Msg("Read receipt on a message of another room, skipping it")
 		return done(ctx)
 	}
+	// On a message with attachments it belongs on its last event.
+	msg := parts[len(parts)-1]
 	if !ev.Sender.IsMe {
 		if err = m.ghosts.Intent(p.ContactID).SendReceipt(ctx, p.RoomID, msg.MXID, event.ReceiptTypeRead, nil); err != nil {
 			return fmt.Errorf("set ghost read receipt: %w", err)
