@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
@@ -39,7 +40,8 @@ import (
 //     message's stand-in here. A reaction is not put on the stand-in: the
 //     reaction table keeps no room, a reaction being in the room of its
 //     message's first part (database.BridgedIn), and its removal must find
-//     it there;
+//     it there. It is stored all the same, with no event (toldReaction),
+//     so that the network handing it over again is not told twice;
 //   - a read receipt on such a message is skipped: this room has nothing
 //     to mark, and nothing is lost.
 
@@ -213,12 +215,21 @@ func (m *Manager) noticeElsewhere(ctx context.Context, p *database.Portal, ev *c
 }
 
 // toldElsewhere tells of a reaction or its removal (did says which, with
-// %s for its key) of a message of another room, then runs done with the
-// notice's send.
-func (m *Manager) toldElsewhere(ctx context.Context, p *database.Portal, ev *connector.Event, target *database.Message, did string, done func(context.Context) error) error {
+// %s for its key) of a message of another room, then runs done, given the
+// notice's transaction id, with the notice's send.
+func (m *Manager) toldElsewhere(ctx context.Context, p *database.Portal, ev *connector.Event, target *database.Message, did string, done func(ctx context.Context, txnID string) error) error {
 	txn, err := m.noticeElsewhere(ctx, p, ev, 0, target, fmt.Sprintf(did, config.TruncateRunes(ev.Key, keyRunes)))
 	if err != nil {
 		return err
 	}
-	return m.doneWithSends(ctx, done, txn)
+	return m.doneWithSends(ctx, func(ctx context.Context) error { return done(ctx, txn) }, txn)
+}
+
+// toldReaction is the event id stored for a reaction told of in a notice:
+// the notice's transaction id, which names no event. The reaction is in
+// no room, and no redaction on Matrix may find it: the user deleting the
+// notice takes nothing back on the network. Its row is what drops a
+// repeat of the reaction, and what its removal finds.
+func toldReaction(txnID string) id.EventID {
+	return id.EventID(txnID)
 }

@@ -232,9 +232,18 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 	} else if target == nil {
 		return skipUnknownTarget(ctx, ev, done)
 	} else if elsewhere(p, target) {
-		// No reaction row: a reaction stays in the room of the message
-		// it is to (database.BridgedIn), which is not this one.
-		return m.toldElsewhere(ctx, p, ev, target, "reacted %s to", done)
+		// Told in a notice (relations_elsewhere.go), and stored, so
+		// that a repeat of it is dropped as above.
+		return m.toldElsewhere(ctx, p, ev, target, "reacted %s to", func(ctx context.Context, txnID string) error {
+			err := m.db.Reaction.Insert(ctx, &database.Reaction{
+				PortalKey: p.PortalKey, TargetID: ev.Target, SenderID: sender, Key: ev.Key, RemoteID: ev.ID,
+				MXID: toldReaction(txnID),
+			})
+			if err != nil {
+				return fmt.Errorf("store the reaction told of: %w", err)
+			}
+			return done(ctx)
+		})
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
 	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
@@ -266,14 +275,13 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
 	if err != nil {
 		return err
-	} else if target != nil && elsewhere(p, target) {
+	} else if r != nil && target != nil && elsewhere(p, target) {
 		// The reaction is in that room (bridged before the upgrade), or
-		// was a notice here (remoteReaction): either way it is told.
-		return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context) error {
-			if r != nil {
-				if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
-					return err
-				}
+		// was a notice here (remoteReaction): either way it is told. One
+		// with no row was taken back already (a repeat): skipped below.
+		return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context, _ string) error {
+			if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
+				return err
 			}
 			return done(ctx)
 		})
