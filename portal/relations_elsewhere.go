@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"strings"
@@ -135,7 +136,8 @@ func (m *Manager) quoteElsewhere(ctx context.Context, p *database.Portal, target
 	}
 	quoteHTML = fmt.Sprintf(`<blockquote><a href="%s">%s</a>%s</blockquote>`, html.EscapeString(link), html.EscapeString(label), quoteHTML)
 	body, formatted := content.Body, content.FormattedBody
-	if content.Format != event.FormatHTML || formatted == "" {
+	plain := content.Format != event.FormatHTML || formatted == ""
+	if plain {
 		formatted = strings.ReplaceAll(html.EscapeString(body), "\n", "<br>")
 	}
 	switch content.MsgType {
@@ -154,6 +156,16 @@ func (m *Manager) quoteElsewhere(ctx context.Context, p *database.Portal, target
 	content.Body = strings.TrimSuffix(quote+"\n\n"+body, "\n\n")
 	content.Format = event.FormatHTML
 	content.FormattedBody = quoteHTML + formatted
+	if plain {
+		// HTML spelled out of a plain text up to maxContentBytes
+		// (fitText, fitEdit) weighs several times as much for short
+		// lines ("<br>", JSON-escaped, for each line break): past what
+		// a homeserver takes in one event, which would refuse the
+		// message for good. The quote is in the body too.
+		if encoded, err := json.Marshal(content); err != nil || len(encoded) > maxContentBytes {
+			content.Format, content.FormattedBody = "", ""
+		}
+	}
 }
 
 // keyRunes bounds a reaction's key in a notice: the network's word, which
