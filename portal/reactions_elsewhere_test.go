@@ -1,10 +1,15 @@
 package portal
 
 import (
+	"context"
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix/event"
+
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/database"
+	"github.com/dmbridge/dmbridge/internal/fakematrix"
 )
 
 // bodiesWith are the bodies of the messages sent that contain text.
@@ -42,5 +47,55 @@ func TestReactionElsewhereRepeated(t *testing.T) {
 	u.remote(t, unreact)
 	if got := u.bodiesWith("took back the 👍 reaction"); len(got) != 1 {
 		t.Errorf("notices of the reaction's removal, handed over twice: %q, want one", got)
+	}
+}
+
+// TestUserReactionOnStandInTakenBack: the user reacted on Matrix to the
+// stand-in in the new room of bob's message from before the upgrade (the
+// reaction reached the network as one to that message), then took it back
+// on another device. The reaction is an event of the new room, which a
+// redaction there removes: it must not stay on Matrix, told of as taken
+// back in a notice, while the network has it no more.
+func TestUserReactionOnStandInTakenBack(t *testing.T) {
+	u, _, _ := movedUnit(t)
+	edit := bobOn(connector.KindEdit, "e1")
+	edit.Text = "see you tomorrow"
+	u.remote(t, edit)
+	ctx := context.Background()
+	p := u.portal(t)
+	standIn, err := u.db.Message.GetPart(ctx, p.PortalKey, "m1", 1)
+	if err != nil || standIn == nil {
+		t.Fatalf("no stand-in: %v", err)
+	}
+	// The user's reaction, as the homeserver has it and as the answer to
+	// its react command stored it (relationDone).
+	user, err := u.hs.DoublePuppet(unitUser, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := user.SendMessageEvent(ctx, p.RoomID, event.EventReaction, &event.ReactionEventContent{
+		RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: standIn.MXID, Key: "👍"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = u.db.Reaction.Insert(ctx, &database.Reaction{PortalKey: p.PortalKey, TargetID: "m1",
+		SenderID: unitLoginID, Key: "👍", MXID: resp.EventID}); err != nil {
+		t.Fatal(err)
+	}
+	// The ghost still reads this room; only the old one is closed to it.
+	u.hs.Fail = func(c fakematrix.Call) error {
+		if c.RoomID != p.RoomID {
+			return fakematrix.Forbidden("not in the room")
+		}
+		return nil
+	}
+	u.hs.Reset()
+	unreact := bobOn(connector.KindReactionRemove, "x1")
+	unreact.Sender, unreact.Key = &connector.Sender{IsMe: true}, "👍"
+	u.remote(t, unreact)
+	redactions := u.hs.Calls("RedactEvent")
+	if len(redactions) != 1 || redactions[0].EventID != resp.EventID || redactions[0].RoomID != p.RoomID {
+		t.Errorf("redactions = %+v, want the user's reaction %s in %s; notices: %q",
+			redactions, resp.EventID, p.RoomID, u.bodiesWith("took back"))
 	}
 }
