@@ -237,6 +237,26 @@ func (m *Manager) toldElsewhere(ctx context.Context, p *database.Portal, ev *con
 	return m.doneWithSends(ctx, func(ctx context.Context) error { return done(ctx, txn) }, txn)
 }
 
+// reactionHere reports whether r, a reaction to a message of another
+// room, is an event of the portal's room all the same: the user's own,
+// made on Matrix on the message's stand-in here, which a redaction here
+// removes when they take it back on another device. Only the user's can
+// be: the network's are told of (toldReaction) or in that room. Which
+// room it is in, the reaction table does not keep; the homeserver says
+// (Dendrite answers for an event of any room, so its room is compared).
+func (m *Manager) reactionHere(ctx context.Context, login *database.Login, p *database.Portal, r *database.Reaction) (bool, error) {
+	if r.SenderID != login.ID || !strings.HasPrefix(string(r.MXID), "$") {
+		return false, nil
+	}
+	evt, err := m.ghosts.Intent(p.ContactID).GetEvent(ctx, p.RoomID, r.MXID)
+	if matrix.IsNotFound(err) || matrix.IsRefusal(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("look up the reaction %s: %w", r.MXID, err)
+	}
+	return evt.RoomID == p.RoomID, nil
+}
+
 // toldReaction is the event id stored for a reaction told of in a notice:
 // the notice's transaction id, which names no event. The reaction is in
 // no room, and no redaction on Matrix may find it: the user deleting the

@@ -272,21 +272,27 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 	if err != nil {
 		return err
 	}
+	if r == nil {
+		// Never bridged, or taken back already (a repeat).
+		return skipUnknownTarget(ctx, ev, done)
+	}
 	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
 	if err != nil {
 		return err
-	} else if r != nil && target != nil && elsewhere(p, target) {
+	} else if target != nil && elsewhere(p, target) {
 		// The reaction is in that room (bridged before the upgrade), or
-		// was a notice here (remoteReaction): either way it is told. One
-		// with no row was taken back already (a repeat): skipped below.
-		return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context, _ string) error {
-			if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
-				return err
-			}
-			return done(ctx)
-		})
-	} else if r == nil {
-		return skipUnknownTarget(ctx, ev, done)
+		// was a notice here (remoteReaction): either way it is told,
+		// unless it is the user's on the message's stand-in here.
+		if here, err := m.reactionHere(ctx, login, p, r); err != nil {
+			return err
+		} else if !here {
+			return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context, _ string) error {
+				if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
+					return err
+				}
+				return done(ctx)
+			})
+		}
 	}
 	if _, err = m.sendRemote(ctx, remoteRedaction(intent, p, ev, 0, r.MXID)); err != nil {
 		return fmt.Errorf("redact reaction %s: %w", r.MXID, err)
