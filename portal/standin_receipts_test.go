@@ -89,3 +89,21 @@ func TestContactReadsStandInTarget(t *testing.T) {
 		t.Errorf("receipts sent for a read up to m1: %+v", calls)
 	}
 }
+
+// TestUserReadsOnlyStandIn: bob sent nothing in the new room before he
+// corrected m1; the user reads the stand-in, and mark_read goes up to
+// m1, the message it shows.
+func TestUserReadsOnlyStandIn(t *testing.T) {
+	u, _, _ := movedUnit(t)
+	edit := bobOn(connector.KindEdit, "e1")
+	edit.Text, edit.TS = "see you tomorrow", 3000
+	u.remote(t, edit)
+	p := u.portal(t)
+	standIn, err := u.db.Message.GetPart(context.Background(), p.PortalKey, "m1", 1)
+	if err != nil || standIn == nil {
+		t.Fatalf("no stand-in: %v", err)
+	}
+	if got := u.markReadUpTo(t, p, standIn.MXID, 3500); got != "m1" {
+		t.Errorf("receipt on m1's stand-in: mark_read up to %q, want m1", got)
+	}
+}
