@@ -32,21 +32,18 @@ func (u *unit) bodiesWith(text string) []string {
 // reaction's removal, repeated in the same way.
 func TestReactionElsewhereRepeated(t *testing.T) {
 	u, _, _ := movedUnit(t)
-	react := bobOn(connector.KindReaction, "r1")
-	react.Key = "👍"
-	u.remote(t, react)
-	u.hs.ForgetTransactions()
-	u.remote(t, react)
-	if got := u.bodiesWith("reacted 👍 to"); len(got) != 1 {
-		t.Errorf("notices of the reaction, handed over twice: %q, want one", got)
-	}
-	unreact := bobOn(connector.KindReactionRemove, "x1")
-	unreact.Key = "👍"
-	u.remote(t, unreact)
-	u.hs.ForgetTransactions()
-	u.remote(t, unreact)
-	if got := u.bodiesWith("took back the 👍 reaction"); len(got) != 1 {
-		t.Errorf("notices of the reaction's removal, handed over twice: %q, want one", got)
+	for _, step := range []struct{ kind, id, told string }{
+		{connector.KindReaction, "r1", "reacted 👍 to"},
+		{connector.KindReactionRemove, "x1", "took back the 👍 reaction"},
+	} {
+		ev := bobOn(step.kind, step.id)
+		ev.Key = "👍"
+		u.remote(t, ev)
+		u.hs.ForgetTransactions()
+		u.remote(t, ev)
+		if got := u.bodiesWith(step.told); len(got) != 1 {
+			t.Errorf("notices of %s, handed over twice: %q, want one", step.kind, got)
+		}
 	}
 }
 
