@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -94,5 +95,32 @@ func TestUserReactionOnStandInTakenBack(t *testing.T) {
 	if len(redactions) != 1 || redactions[0].EventID != resp.EventID || redactions[0].RoomID != p.RoomID {
 		t.Errorf("redactions = %+v, want the user's reaction %s in %s; notices: %q",
 			redactions, resp.EventID, p.RoomID, u.bodiesWith("took back"))
+	}
+}
+
+// TestStandInSentButNotStored: the bridge stops after m1's stand-in went
+// out and before its row was stored (the event's transaction, marker
+// cleared and row written, fails). Applied again, with a homeserver that
+// does not remember the transaction id (Dendrite forgets a request cut
+// off), the edit finds its stand-in in the room (its in-doubt marker
+// says to look) and sends nothing: one stand-in, stored.
+func TestStandInSentButNotStored(t *testing.T) {
+	u, _, _ := movedUnit(t)
+	edit := bobOn(connector.KindEdit, "e1")
+	edit.Text, edit.Login = "see you tomorrow", unitLoginID
+	edit.Chat = &connector.Chat{ID: "bob", Type: connector.ChatTypeDM, With: "bob"}
+	crash := errors.New("killed")
+	if err := u.m.applyRemote(context.Background(), unitConnID, edit, func(context.Context) error { return crash }); !errors.Is(err, crash) {
+		t.Fatalf("first try: %v, want it cut off", err)
+	}
+	u.hs.ForgetTransactions()
+	u.remote(t, edit)
+	sends := u.sends()
+	parts, err := u.db.Message.GetParts(context.Background(), u.portal(t).PortalKey, "m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sends) != 1 || len(parts) != 2 || parts[1].MXID != sends[0].EventID {
+		t.Errorf("%d sends, parts %+v: want one stand-in, stored", len(sends), parts)
 	}
 }
