@@ -33,10 +33,9 @@ const (
 	getMessageBaseQuery      = `SELECT login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, text_tail FROM message`
 	getMessagePartQuery      = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 AND part=$4`
 	getMessagePartsQuery     = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 ORDER BY part`
-	getMessageLastPartQuery  = getMessageBaseQuery + ` WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 ORDER BY part DESC LIMIT 1`
 	getMessageByMXIDQuery    = getMessageBaseQuery + ` WHERE mxid=$1`
-	getLatestRemoteQuery     = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false ORDER BY ts DESC, part DESC LIMIT 1`
-	getLatestRemoteUpToQuery = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false AND ts<=$2 ORDER BY ts DESC, part DESC LIMIT 1`
+	getLatestRemoteQuery     = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false AND part=0 ORDER BY ts DESC LIMIT 1`
+	getLatestRemoteUpToQuery = getMessageBaseQuery + ` WHERE room_id=$1 AND is_me=false AND part=0 AND ts<=$2 ORDER BY ts DESC LIMIT 1`
 	insertMessageQuery       = `
 		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, text_tail)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -73,19 +72,16 @@ func (q *MessageQuery) GetParts(ctx context.Context, key PortalKey, remoteID str
 	return q.QueryMany(ctx, getMessagePartsQuery, key.LoginID, key.ChatID, remoteID)
 }
 
-// LastPart returns the last part of a remote message, or nil: a receipt on a
-// message with attachments belongs on its last event.
-func (q *MessageQuery) LastPart(ctx context.Context, key PortalKey, remoteID string) (*Message, error) {
-	return q.QueryOne(ctx, getMessageLastPartQuery, key.LoginID, key.ChatID, remoteID)
-}
-
 // GetByMXID returns the mapping of a Matrix event, or nil.
 func (q *MessageQuery) GetByMXID(ctx context.Context, eventID id.EventID) (*Message, error) {
 	return q.QueryOne(ctx, getMessageByMXIDQuery, eventID)
 }
 
 // LatestRemote returns the newest message in the room that came from the
-// contact (not from the user), or nil.
+// contact (not from the user), or nil. Only first parts count: a message's
+// stand-in in a room upgraded from its own (portal/relations_elsewhere.go)
+// is a later part, stamped with the time of the edit it showed, and would
+// pass for a message newer than those sent before that edit.
 func (q *MessageQuery) LatestRemote(ctx context.Context, roomID id.RoomID) (*Message, error) {
 	return q.QueryOne(ctx, getLatestRemoteQuery, roomID)
 }
@@ -93,6 +89,7 @@ func (q *MessageQuery) LatestRemote(ctx context.Context, roomID id.RoomID) (*Mes
 // LatestRemoteUpTo returns the newest message from the contact in the room
 // that is not newer than ts, or nil. A read marker on any event (even the
 // user's own message) means everything the contact sent before it was read.
+// Only first parts count, as in LatestRemote.
 func (q *MessageQuery) LatestRemoteUpTo(ctx context.Context, roomID id.RoomID, ts int64) (*Message, error) {
 	return q.QueryOne(ctx, getLatestRemoteUpToQuery, roomID, ts)
 }

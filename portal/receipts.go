@@ -58,10 +58,18 @@ func (m *Manager) readUpTo(ctx context.Context, p *database.Portal, eventID id.E
 		return nil, err
 	}
 	if msg != nil && msg.RoomID == p.RoomID {
-		if !msg.IsMe {
+		if !msg.IsMe && msg.Part == 0 {
 			return msg, nil
 		}
-		return m.db.Message.LatestRemoteUpTo(ctx, p.RoomID, msg.TS)
+		// A later part may be the stand-in of a message from before an
+		// upgrade (relations_elsewhere.go), posted when the contact
+		// edited it: what the contact sent up to then is read, not only
+		// that old message, which is read all the same if nothing was.
+		latest, err := m.db.Message.LatestRemoteUpTo(ctx, p.RoomID, msg.TS)
+		if err != nil || latest != nil || msg.IsMe {
+			return latest, err
+		}
+		return msg, nil
 	}
 	if at.IsZero() {
 		at = time.Now()

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"html"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
@@ -39,7 +41,8 @@ import (
 //     message's stand-in here. A reaction is not put on the stand-in: the
 //     reaction table keeps no room, a reaction being in the room of its
 //     message's first part (database.BridgedIn), and its removal must find
-//     it there;
+//     it there. It is stored all the same, with no event (toldReaction),
+//     so that the network handing it over again is not told twice;
 //   - a read receipt on such a message is skipped: this room has nothing
 //     to mark, and nothing is lost.
 
@@ -133,7 +136,8 @@ func (m *Manager) quoteElsewhere(ctx context.Context, p *database.Portal, target
 	}
 	quoteHTML = fmt.Sprintf(`<blockquote><a href="%s">%s</a>%s</blockquote>`, html.EscapeString(link), html.EscapeString(label), quoteHTML)
 	body, formatted := content.Body, content.FormattedBody
-	if content.Format != event.FormatHTML || formatted == "" {
+	plain := content.Format != event.FormatHTML || formatted == ""
+	if plain {
 		formatted = strings.ReplaceAll(html.EscapeString(body), "\n", "<br>")
 	}
 	switch content.MsgType {
@@ -152,6 +156,16 @@ func (m *Manager) quoteElsewhere(ctx context.Context, p *database.Portal, target
 	content.Body = strings.TrimSuffix(quote+"\n\n"+body, "\n\n")
 	content.Format = event.FormatHTML
 	content.FormattedBody = quoteHTML + formatted
+	if plain {
+		// HTML spelled out of a plain text up to maxContentBytes
+		// (fitText, fitEdit) weighs several times as much for short
+		// lines ("<br>", JSON-escaped, for each line break): past what
+		// a homeserver takes in one event, which would refuse the
+		// message for good. The quote is in the body too.
+		if encoded, err := json.Marshal(content); err != nil || len(encoded) > maxContentBytes {
+			content.Format, content.FormattedBody = "", ""
+		}
+	}
 }
 
 // keyRunes bounds a reaction's key in a notice: the network's word, which
@@ -213,12 +227,41 @@ func (m *Manager) noticeElsewhere(ctx context.Context, p *database.Portal, ev *c
 }
 
 // toldElsewhere tells of a reaction or its removal (did says which, with
-// %s for its key) of a message of another room, then runs done with the
-// notice's send.
-func (m *Manager) toldElsewhere(ctx context.Context, p *database.Portal, ev *connector.Event, target *database.Message, did string, done func(context.Context) error) error {
+// %s for its key) of a message of another room, then runs done, given the
+// notice's transaction id, with the notice's send.
+func (m *Manager) toldElsewhere(ctx context.Context, p *database.Portal, ev *connector.Event, target *database.Message, did string, done func(ctx context.Context, txnID string) error) error {
 	txn, err := m.noticeElsewhere(ctx, p, ev, 0, target, fmt.Sprintf(did, config.TruncateRunes(ev.Key, keyRunes)))
 	if err != nil {
 		return err
 	}
-	return m.doneWithSends(ctx, done, txn)
+	return m.doneWithSends(ctx, func(ctx context.Context) error { return done(ctx, txn) }, txn)
+}
+
+// reactionHere reports whether r, a reaction to a message of another
+// room, is an event of the portal's room all the same: the user's own,
+// made on Matrix on the message's stand-in here, which a redaction here
+// removes when they take it back on another device. Only the user's can
+// be: the network's are told of (toldReaction) or in that room. Which
+// room it is in, the reaction table does not keep; the homeserver says
+// (Dendrite answers for an event of any room, so its room is compared).
+func (m *Manager) reactionHere(ctx context.Context, login *database.Login, p *database.Portal, r *database.Reaction) (bool, error) {
+	if r.SenderID != login.ID || !strings.HasPrefix(string(r.MXID), "$") {
+		return false, nil
+	}
+	evt, err := m.ghosts.Intent(p.ContactID).GetEvent(ctx, p.RoomID, r.MXID)
+	if matrix.IsNotFound(err) || matrix.IsRefusal(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("look up the reaction %s: %w", r.MXID, err)
+	}
+	return evt.RoomID == p.RoomID, nil
+}
+
+// toldReaction is the event id stored for a reaction told of in a notice:
+// the notice's transaction id, which names no event. The reaction is in
+// no room, and no redaction on Matrix may find it: the user deleting the
+// notice takes nothing back on the network. Its row is what drops a
+// repeat of the reaction, and what its removal finds.
+func toldReaction(txnID string) id.EventID {
+	return id.EventID(txnID)
 }

@@ -232,9 +232,18 @@ func (m *Manager) remoteReaction(ctx context.Context, login *database.Login, p *
 	} else if target == nil {
 		return skipUnknownTarget(ctx, ev, done)
 	} else if elsewhere(p, target) {
-		// No reaction row: a reaction stays in the room of the message
-		// it is to (database.BridgedIn), which is not this one.
-		return m.toldElsewhere(ctx, p, ev, target, "reacted %s to", done)
+		// Told in a notice (relations_elsewhere.go), and stored, so
+		// that a repeat of it is dropped as above.
+		return m.toldElsewhere(ctx, p, ev, target, "reacted %s to", func(ctx context.Context, txnID string) error {
+			err := m.db.Reaction.Insert(ctx, &database.Reaction{
+				PortalKey: p.PortalKey, TargetID: ev.Target, SenderID: sender, Key: ev.Key, RemoteID: ev.ID,
+				MXID: toldReaction(txnID),
+			})
+			if err != nil {
+				return fmt.Errorf("store the reaction told of: %w", err)
+			}
+			return done(ctx)
+		})
 	}
 	content := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: target.MXID, Key: ev.Key}}
 	send := newRemoteSend(intent, p, ev, 0, event.EventReaction)
@@ -263,22 +272,27 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 	if err != nil {
 		return err
 	}
+	if r == nil {
+		// Never bridged, or taken back already (a repeat).
+		return skipUnknownTarget(ctx, ev, done)
+	}
 	target, err := m.db.Message.GetPart(ctx, p.PortalKey, ev.Target, 0)
 	if err != nil {
 		return err
 	} else if target != nil && elsewhere(p, target) {
 		// The reaction is in that room (bridged before the upgrade), or
-		// was a notice here (remoteReaction): either way it is told.
-		return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context) error {
-			if r != nil {
+		// was a notice here (remoteReaction): either way it is told,
+		// unless it is the user's on the message's stand-in here.
+		if here, err := m.reactionHere(ctx, login, p, r); err != nil {
+			return err
+		} else if !here {
+			return m.toldElsewhere(ctx, p, ev, target, "took back the %s reaction to", func(ctx context.Context, _ string) error {
 				if err := m.db.Reaction.Delete(ctx, r.MXID); err != nil {
 					return err
 				}
-			}
-			return done(ctx)
-		})
-	} else if r == nil {
-		return skipUnknownTarget(ctx, ev, done)
+				return done(ctx)
+			})
+		}
 	}
 	if _, err = m.sendRemote(ctx, remoteRedaction(intent, p, ev, 0, r.MXID)); err != nil {
 		return fmt.Errorf("redact reaction %s: %w", r.MXID, err)
@@ -296,17 +310,21 @@ func (m *Manager) remoteReactionRemove(ctx context.Context, login *database.Logi
 // on another device. The user's receipt is marked as the bridge's so that it
 // does not come back from the homeserver as a mark_read.
 func (m *Manager) remoteReadReceipt(ctx context.Context, login *database.Login, p *database.Portal, ev *connector.Event, done func(context.Context) error) error {
-	msg, err := m.db.Message.LastPart(ctx, p.PortalKey, ev.UpTo)
+	parts, err := m.db.Message.GetParts(ctx, p.PortalKey, ev.UpTo)
 	if err != nil {
 		return err
-	} else if msg == nil {
+	} else if len(parts) == 0 {
 		return skipUnknownTarget(ctx, ev, done)
-	} else if elsewhere(p, msg) {
+	} else if elsewhere(p, parts[0]) {
 		// Read up to a message from before the upgrade: the receipt has
-		// nothing to mark in this room, and the ghost left that one.
+		// nothing to mark in this room, and the ghost left that one. Not
+		// even the message's stand-in here, which came when it was
+		// edited, after what was sent in this room up to then.
 		zerolog.Ctx(ctx).Debug().Str("up_to", ev.UpTo).Msg("Read receipt on a message of another room, skipping it")
 		return done(ctx)
 	}
+	// On a message with attachments it belongs on its last event.
+	msg := parts[len(parts)-1]
 	if !ev.Sender.IsMe {
 		if err = m.ghosts.Intent(p.ContactID).SendReceipt(ctx, p.RoomID, msg.MXID, event.ReceiptTypeRead, nil); err != nil {
 			return fmt.Errorf("set ghost read receipt: %w", err)

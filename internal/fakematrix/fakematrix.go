@@ -131,6 +131,16 @@ func (hs *Homeserver) Reset() {
 	hs.mu.Unlock()
 }
 
+// ForgetTransactions forgets which events the transaction ids sent so far
+// created, as a homeserver does after a restart or once its transaction
+// cache expired (Dendrite's keeps them for half an hour): a repeated id
+// then creates a new event.
+func (hs *Homeserver) ForgetTransactions() {
+	hs.mu.Lock()
+	clear(hs.sent)
+	hs.mu.Unlock()
+}
+
 // Registered reports whether a user was registered.
 func (hs *Homeserver) Registered(userID id.UserID) bool {
 	hs.mu.Lock()
