@@ -38,9 +38,7 @@ func TestUpgradedEncryptedDM(t *testing.T) {
 		if got := s.roomOf("bob@network"); got != room {
 			t.Fatalf("portal room = %s, want the upgraded room %s", got, room)
 		}
-		if joined := nio.do(map[string]any{"cmd": "use_room", "room_id": string(room), "member": string(ghost)}); joined["encrypted"] != true {
-			t.Fatalf("the upgraded room as the user's client sees it = %v, want encrypted", joined)
-		}
+		nioFollows(t, nio, room, ghost)
 		if encrypted, err := s.br.Link.StateStore.IsEncrypted(ctx, room); err != nil || !encrypted {
 			t.Fatalf("the bridge's state store says the upgraded room is encrypted: %v (%v), want true", encrypted, err)
 		}
@@ -57,6 +55,16 @@ func TestUpgradedEncryptedDM(t *testing.T) {
 		if got := nio.do(map[string]any{"cmd": "expect_file", "name": "photo.txt"}); got["data"] != "bob's file" ||
 			got["encrypted"] != true || got["plain_url"] != nil {
 			t.Errorf("contact's file in the new room as the client saw it = %v, want an encrypted event with an encrypted file", got)
+		}
+
+		// The user's own message from the network comes in as them (double
+		// puppet), encrypted with the ghost's device in the new room, and
+		// its echo does not go back to the network.
+		back.send(&connector.Event{Kind: connector.KindMessage, Login: testLogin, TS: time.Now().UnixMilli(),
+			Chat: dmChat("bob@network"), Sender: &connector.Sender{ID: testLogin, IsMe: true}, ID: "me1", Text: "from my phone"})
+		if echo := nio.do(map[string]any{"cmd": "expect", "own": true, "body": "from my phone"}); echo["encrypted"] != true ||
+			echo["sender_key_owner"] != string(ghost) {
+			t.Errorf("the user's own message in the new room as the client saw it = %v, want encrypted with the ghost's session", echo)
 		}
 
 		// Nothing doubled: each of the user's messages reached the network
@@ -95,4 +103,47 @@ func ghostMessages(s *stack, room id.RoomID) []*event.Event {
 		}
 	}
 	return out
+}
+
+// TestUpgradedEncryptedDMEarlyMessage: the user upgrades the encrypted DM
+// and writes in the new room at once, before the ghost joined it (here the
+// bridge is down meanwhile). Their client shares the new room's key with
+// the invited ghost's device; once the ghost is in, the message is read
+// back, decrypted and reaches the network once, and the contact's answer
+// arrives in the new room encrypted by the ghost's device.
+func TestUpgradedEncryptedDMEarlyMessage(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{encryption: true})
+		f, ghost, nio, _ := encryptedDMWithBob(t, s, "hello bob", "hello alice")
+		old := s.roomOf("bob@network")
+
+		s.stopBridge()
+		room := s.upgradeAndInvite(old, ghost)
+		nioFollows(t, nio, room, ghost)
+		early := nio.do(map[string]any{"cmd": "send", "text": "written right after the upgrade"})
+		s.startBridge()
+		s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
+
+		waitSent(t, f, 2)
+		f.send(textFrom("bob@network", "r2", "answer in the new room"))
+		expectFromGhostDevice(t, s, nio, ghost, "answer in the new room")
+		if sent := f.commandsOf(connector.OpSendMessage); len(sent) != 2 || sent[1].Text != "written right after the upgrade" ||
+			sent[1].Txn != early["event_id"] {
+			t.Errorf("send_message commands = %+v, want the message written in the new room once after the first", sent)
+		}
+		for _, evt := range ghostMessages(s, room) {
+			if evt.Type != event.EventEncrypted {
+				t.Errorf("the ghost sent %s %s in the clear into the encrypted room", evt.Type.Type, evt.ID)
+			}
+		}
+	})
+}
+
+// nioFollows moves alice's nio client to room, the upgrade of the DM with
+// ghost that her other client made, and checks that it is encrypted there.
+func nioFollows(t *testing.T, nio *nioClient, room id.RoomID, ghost id.UserID) {
+	t.Helper()
+	if joined := nio.do(map[string]any{"cmd": "use_room", "room_id": string(room), "member": string(ghost)}); joined["encrypted"] != true {
+		t.Fatalf("the upgraded room as the user's client sees it = %v, want encrypted", joined)
+	}
 }
