@@ -147,3 +147,21 @@ func nioFollows(t *testing.T, nio *nioClient, room id.RoomID, ghost id.UserID) {
 		t.Fatalf("the upgraded room as the user's client sees it = %v, want encrypted", joined)
 	}
 }
+
+// TestUpgradedEncryptedDMQuotes: after the user upgraded the encrypted DM,
+// bob edits his message from before the upgrade. The edit shows in the new
+// room, encrypted, quoting the message it corrects: the ghost reads it in
+// the old room, where it is encrypted too, and opens it with its device.
+func TestUpgradedEncryptedDMQuotes(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{encryption: true})
+		f, ghost, nio, _ := encryptedDMWithBob(t, s, "shall we meet at noon?", "noon works")
+		room := s.upgradeDM(s.roomOf("bob@network"), ghost)
+		nioFollows(t, nio, room, ghost)
+
+		edit := bobAbout(connector.KindEdit, "e1", "r1")
+		edit.Text = "noon works for me"
+		f.send(edit)
+		expectFromGhostDevice(t, s, nio, ghost, "> noon works\n\n* noon works for me")
+	})
+}

@@ -177,7 +177,10 @@ func decryptOwn(ctx context.Context, intent matrix.API, evts []*event.Event) []*
 	out := make([]*event.Event, 0, len(evts))
 	for _, evt := range evts {
 		if evt.Type == event.EventEncrypted && evt.Sender == intent.UserID() {
-			if err := evt.Content.ParseRaw(evt.Type); err == nil {
+			// An event may come parsed already (mautrix's GetEvent parses
+			// what it reads), and ParseRaw refuses to parse it again: that
+			// refusal must not leave the event closed.
+			if err := evt.Content.ParseRaw(evt.Type); err == nil || errors.Is(err, event.ErrContentAlreadyParsed) {
 				if dec, err := crypto.Decrypt(ctx, evt); err == nil {
 					evt = dec
 				}
