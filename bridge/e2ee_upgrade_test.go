@@ -149,13 +149,15 @@ func nioFollows(t *testing.T, nio *nioClient, room id.RoomID, ghost id.UserID) {
 }
 
 // TestUpgradedEncryptedDMQuotes: after the user upgraded the encrypted DM,
-// bob edits his message from before the upgrade. The edit shows in the new
-// room, encrypted, quoting the message it corrects: the ghost reads it in
-// the old room, where it is encrypted too, and opens it with its device.
+// bob edits his message from before the upgrade and replies to the user's.
+// Both show in the new room, encrypted, quoting the message they are
+// about: the ghost reads it in the old room, where it is encrypted too,
+// and opens it with its device.
 func TestUpgradedEncryptedDMQuotes(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
 		f, ghost, nio, _ := encryptedDMWithBob(t, s, "shall we meet at noon?", "noon works")
+		hello := f.commandsOf(connector.OpSendMessage)[0]
 		room := s.upgradeDM(s.roomOf("bob@network"), ghost)
 		nioFollows(t, nio, room, ghost)
 
@@ -163,5 +165,9 @@ func TestUpgradedEncryptedDMQuotes(t *testing.T) {
 		edit.Text = "noon works for me"
 		f.send(edit)
 		expectFromGhostDevice(t, s, nio, ghost, "> noon works\n\n* noon works for me")
+		reply := textFrom("bob@network", "r2", "see you then")
+		reply.ReplyTo = f.answeredID(connector.OpSendMessage, hello.Txn)
+		f.send(reply)
+		expectFromGhostDevice(t, s, nio, ghost, "> shall we meet at noon?\n\nsee you then")
 	})
 }

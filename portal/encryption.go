@@ -170,25 +170,38 @@ func (m *Manager) replyNotice(ctx context.Context, p *database.Portal, to id.Eve
 // plaintext, where its device can open them (it keeps the keys of what it
 // sent), so that a send in doubt is recognised in an encrypted room too.
 func decryptOwn(ctx context.Context, intent matrix.API, evts []*event.Event) []*event.Event {
-	crypto := intent.Crypto()
-	if crypto == nil {
+	if intent.Crypto() == nil {
 		return evts
 	}
 	out := make([]*event.Event, 0, len(evts))
 	for _, evt := range evts {
-		if evt.Type == event.EventEncrypted && evt.Sender == intent.UserID() {
-			// An event may come parsed already (mautrix's GetEvent parses
-			// what it reads), and ParseRaw refuses to parse it again: that
-			// refusal must not leave the event closed.
-			if err := evt.Content.ParseRaw(evt.Type); err == nil || errors.Is(err, event.ErrContentAlreadyParsed) {
-				if dec, err := crypto.Decrypt(ctx, evt); err == nil {
-					evt = dec
-				}
-			}
+		if evt.Sender == intent.UserID() {
+			evt = openEvent(ctx, intent, evt)
 		}
 		out = append(out, evt)
 	}
 	return out
+}
+
+// openEvent is the plaintext of evt, when it is encrypted and the intent's
+// device can open it (without waiting for a missing key), or else evt.
+func openEvent(ctx context.Context, intent matrix.API, evt *event.Event) *event.Event {
+	crypto := intent.Crypto()
+	if crypto == nil || evt.Type != event.EventEncrypted {
+		return evt
+	}
+	// An event may come parsed already (mautrix's GetEvent parses what it
+	// reads), and ParseRaw refuses to parse it again: that refusal must
+	// not leave the event closed.
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) {
+		return evt
+	}
+	dec, err := crypto.Decrypt(ctx, evt)
+	if err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Stringer("event_id", evt.ID).Msg("Cannot open the encrypted event")
+		return evt
+	}
+	return dec
 }
 
 // encryptsFor reports whether what the intent sends into the portal is
