@@ -2,6 +2,9 @@ package bridge_test
 
 import (
 	"context"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,5 +172,32 @@ func TestUpgradedEncryptedDMQuotes(t *testing.T) {
 		reply.ReplyTo = f.answeredID(connector.OpSendMessage, hello.Txn)
 		f.send(reply)
 		expectFromGhostDevice(t, s, nio, ghost, "> shall we meet at noon?\n\nsee you then")
+	})
+}
+
+// TestUpgradedEncryptedDMEncryptionReadFails: the ghost's read of the new
+// room's m.room.encryption as it joins fails once. The bridge learns of
+// the room's encryption no other way (the homeserver pushes it no state
+// from before the ghost's invite), so the portal must not move there
+// taking the room for a plain one: the contact's next message still
+// arrives encrypted.
+func TestUpgradedEncryptedDMEncryptionReadFails(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		s := newStack(t, target, stackOptions{encryption: true, hsProxy: true})
+		f, ghost, nio, _ := encryptedDMWithBob(t, s, "hello bob", "hello alice")
+		var reads atomic.Int32
+		s.proxy.setRefuse(func(r *http.Request, _ []byte) (int, string) {
+			if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/state/m.room.encryption") && reads.Add(1) == 1 {
+				return http.StatusInternalServerError, "M_UNKNOWN"
+			}
+			return 0, ""
+		})
+		room := s.upgradeDM(s.roomOf("bob@network"), ghost)
+		nioFollows(t, nio, room, ghost)
+		if reads.Load() == 0 {
+			t.Fatal("the ghost never read the new room's encryption")
+		}
+		f.send(textFrom("bob@network", "r2", "after the upgrade"))
+		expectFromGhostDevice(t, s, nio, ghost, "after the upgrade")
 	})
 }

@@ -60,21 +60,28 @@ func (m *Manager) ghostBeforeJoin(ctx context.Context, ghost id.UserID) {
 }
 
 // ghostJoined reads whether the room the ghost joined is encrypted; if it
-// is, the ghost's device starts receiving its keys.
-func (m *Manager) ghostJoined(ctx context.Context, intent matrix.API, roomID id.RoomID) {
+// is, the ghost's device starts receiving its keys. A failed read is an
+// error, for the invite to be handled again: for the upgrade of an
+// encrypted DM this read is the only way the bridge learns that the new
+// room is encrypted (Dendrite pushes the appservice none of the state
+// /upgrade copied in before the ghost's invite), and a room taken for a
+// plain one would get the contact's messages in the clear. A device that
+// fails to start only costs a retry of the first send, which starts it
+// again.
+func (m *Manager) ghostJoined(ctx context.Context, intent matrix.API, roomID id.RoomID) error {
 	if m.e2ee == nil {
-		return
+		return nil
 	}
 	encrypted, err := m.e2ee.RoomEncryption(ctx, intent, roomID)
 	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Failed to read the room's encryption state")
-		return
+		return fmt.Errorf("read whether the joined room is encrypted: %w", err)
 	}
 	if encrypted {
 		if _, err = m.e2ee.Active(ctx, intent.UserID()); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to start the ghost's device")
 		}
 	}
+	return nil
 }
 
 // encryptionEnabled follows the user switching encryption on in a portal:
