@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
 )
@@ -200,4 +201,23 @@ func TestUpgradedEncryptedDMEncryptionReadFails(t *testing.T) {
 		f.send(textFrom("bob@network", "r2", "after the upgrade"))
 		expectFromGhostDevice(t, s, nio, ghost, "after the upgrade")
 	})
+}
+
+// TestUpgradedEncryptedDMPushed: the upgrade of an encrypted DM with
+// encryption.appservice, where the ghost's device has no /sync loop and
+// gets the user's room keys for the new room pushed: both directions stay
+// encrypted in the new room.
+func TestUpgradedEncryptedDMPushed(t *testing.T) {
+	s := newStack(t, testdb.Targets(t)[0], stackOptions{encryption: true,
+		configure: func(c *config.Config) { c.Encryption.Appservice = true }})
+	startPushRelay(t, s)
+	f, ghost, nio, _ := encryptedDMWithBob(t, s, "hello bob", "hello alice")
+	room := s.upgradeDM(s.roomOf("bob@network"), ghost)
+	nioFollows(t, nio, room, ghost)
+	f.send(textFrom("bob@network", "r2", "after the upgrade"))
+	expectFromGhostDevice(t, s, nio, ghost, "after the upgrade")
+	nio.sendText(f, 2, "sent in the new room")
+	if loops := s.br.E2EE.SyncLoops(); loops != 0 {
+		t.Errorf("%d ghost /sync loops with encryption.appservice, want none", loops)
+	}
 }
