@@ -14,6 +14,7 @@ import (
 	"github.com/dmbridge/dmbridge/config"
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/internal/testdb"
+	"github.com/dmbridge/dmbridge/internal/tesths"
 )
 
 // TestUpgradedEncryptedDM: the user upgrades an encrypted DM while a
@@ -24,7 +25,8 @@ import (
 // ghost's device under a room key shared with the user's device (a
 // plaintext message there, or one the user cannot decrypt, is a defect),
 // the user's encrypted message in the new room reaches the network, and so
-// does the one queued in the old room, each once.
+// does the one queued in the old room, each once, and the user's edit of
+// the queued message, sent from the new room, after it.
 func TestUpgradedEncryptedDM(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newStack(t, target, stackOptions{encryption: true})
@@ -46,9 +48,17 @@ func TestUpgradedEncryptedDM(t *testing.T) {
 		if encrypted, err := s.br.Link.StateStore.IsEncrypted(ctx, room); err != nil || !encrypted {
 			t.Fatalf("the bridge's state store says the upgraded room is encrypted: %v (%v), want true", encrypted, err)
 		}
+		// From the new room (the old one takes no more messages) the user
+		// corrects the queued message: the edit waits behind it.
+		edit := nio.do(map[string]any{"cmd": "edit", "target": queued["event_id"], "text": "sent before the upgrade, corrected"})
+		s.waitQueued(id.EventID(edit["event_id"].(string)), "the encrypted edit queued behind the message")
 
 		back := s.connectFake(f.store)
 		waitSent(t, back, 1)
+		tesths.WaitFor(t, 60*time.Second, "the edit at the network", func() (bool, error) {
+			return back.answeredID(connector.OpEditMessage, edit["event_id"].(string)) != "", nil
+		})
+		wantEditOf(t, back, back.answeredID(connector.OpSendMessage, queued["event_id"].(string)), "sent before the upgrade, corrected")
 		back.send(textFrom("bob@network", "r2", "after the upgrade"))
 		expectFromGhostDevice(t, s, nio, ghost, "after the upgrade")
 		nio.sendText(back, 2, "sent in the new room")
