@@ -59,6 +59,16 @@ func TestUpgradedDMFollowsTheUser(t *testing.T) {
 // new room and out of the old one; it returns the new room.
 func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
 	s.t.Helper()
+	room := s.upgradeAndInvite(old, ghost)
+	s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
+	s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
+	return room
+}
+
+// upgradeAndInvite upgrades the DM as alice and invites the ghost into the
+// new room, which it returns, without waiting for the bridge.
+func (s *stack) upgradeAndInvite(old id.RoomID, ghost id.UserID) id.RoomID {
+	s.t.Helper()
 	ctx := context.Background()
 	var create event.CreateEventContent
 	if err := s.alice.StateEvent(ctx, old, event.StateCreate, "", &create); err != nil {
@@ -79,8 +89,6 @@ func (s *stack) upgradeDM(old id.RoomID, ghost id.UserID) id.RoomID {
 	if _, err := s.alice.InviteUser(ctx, room, &mautrix.ReqInviteUser{UserID: ghost}); err != nil {
 		s.t.Fatal(err)
 	}
-	s.waitMembership(s.sync, room, ghost, event.MembershipJoin)
-	s.waitMembership(s.sync, old, ghost, event.MembershipLeave)
 	return room
 }
 

@@ -60,21 +60,28 @@ func (m *Manager) ghostBeforeJoin(ctx context.Context, ghost id.UserID) {
 }
 
 // ghostJoined reads whether the room the ghost joined is encrypted; if it
-// is, the ghost's device starts receiving its keys.
-func (m *Manager) ghostJoined(ctx context.Context, intent matrix.API, roomID id.RoomID) {
+// is, the ghost's device starts receiving its keys. A failed read is an
+// error, for the invite to be handled again: for the upgrade of an
+// encrypted DM this read is the only way the bridge learns that the new
+// room is encrypted (Dendrite pushes the appservice none of the state
+// /upgrade copied in before the ghost's invite), and a room taken for a
+// plain one would get the contact's messages in the clear. A device that
+// fails to start only costs a retry of the first send, which starts it
+// again.
+func (m *Manager) ghostJoined(ctx context.Context, intent matrix.API, roomID id.RoomID) error {
 	if m.e2ee == nil {
-		return
+		return nil
 	}
 	encrypted, err := m.e2ee.RoomEncryption(ctx, intent, roomID)
 	if err != nil {
-		zerolog.Ctx(ctx).Err(err).Msg("Failed to read the room's encryption state")
-		return
+		return fmt.Errorf("read whether the joined room is encrypted: %w", err)
 	}
 	if encrypted {
 		if _, err = m.e2ee.Active(ctx, intent.UserID()); err != nil {
 			zerolog.Ctx(ctx).Err(err).Msg("Failed to start the ghost's device")
 		}
 	}
+	return nil
 }
 
 // encryptionEnabled follows the user switching encryption on in a portal:
@@ -170,22 +177,38 @@ func (m *Manager) replyNotice(ctx context.Context, p *database.Portal, to id.Eve
 // plaintext, where its device can open them (it keeps the keys of what it
 // sent), so that a send in doubt is recognised in an encrypted room too.
 func decryptOwn(ctx context.Context, intent matrix.API, evts []*event.Event) []*event.Event {
-	crypto := intent.Crypto()
-	if crypto == nil {
+	if intent.Crypto() == nil {
 		return evts
 	}
 	out := make([]*event.Event, 0, len(evts))
 	for _, evt := range evts {
-		if evt.Type == event.EventEncrypted && evt.Sender == intent.UserID() {
-			if err := evt.Content.ParseRaw(evt.Type); err == nil {
-				if dec, err := crypto.Decrypt(ctx, evt); err == nil {
-					evt = dec
-				}
-			}
+		if evt.Sender == intent.UserID() {
+			evt = openEvent(ctx, intent, evt)
 		}
 		out = append(out, evt)
 	}
 	return out
+}
+
+// openEvent is the plaintext of evt, when it is encrypted and the intent's
+// device can open it (without waiting for a missing key), or else evt.
+func openEvent(ctx context.Context, intent matrix.API, evt *event.Event) *event.Event {
+	crypto := intent.Crypto()
+	if crypto == nil || evt.Type != event.EventEncrypted {
+		return evt
+	}
+	// An event may come parsed already (mautrix's GetEvent parses what it
+	// reads), and ParseRaw refuses to parse it again: that refusal must
+	// not leave the event closed.
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrContentAlreadyParsed) {
+		return evt
+	}
+	dec, err := crypto.Decrypt(ctx, evt)
+	if err != nil {
+		zerolog.Ctx(ctx).Debug().Err(err).Stringer("event_id", evt.ID).Msg("Cannot open the encrypted event")
+		return evt
+	}
+	return dec
 }
 
 // encryptsFor reports whether what the intent sends into the portal is

@@ -274,14 +274,17 @@ func (m *Manager) joinInvited(ctx context.Context, intent matrix.API, roomID id.
 
 // joinWithDevice is joinInvited for a ghost that may stay in the room: it
 // gets its device before it joins (ghostBeforeJoin), and once it is in, the
-// room's encryption is read (ghostJoined). A ghost that joins only to
+// room's encryption is read (ghostJoined); if that fails, the invite is
+// handled again (the join is then a no-op). A ghost that joins only to
 // refuse needs neither.
 func (m *Manager) joinWithDevice(ctx context.Context, intent matrix.API, roomID id.RoomID) (bool, error) {
 	m.ghostBeforeJoin(ctx, intent.UserID())
 	if joined, err := m.joinInvited(ctx, intent, roomID); err != nil || !joined {
 		return false, err
 	}
-	m.ghostJoined(ctx, intent, roomID)
+	if err := m.ghostJoined(ctx, intent, roomID); err != nil {
+		return false, err
+	}
 	return true, nil
 }
 

@@ -178,9 +178,12 @@ const quoteRunes = 200
 
 // originalText is the text of target, a message of another room, as the
 // ghost still reads it there: it was in the room when the message was
-// sent, which history visibility lets it see after leaving, and it opens
-// its own encrypted events. It is "" where that fails (the user's own
-// encrypted message, say), and the quote then only links to the message.
+// sent, which history visibility lets it see after leaving. An encrypted
+// one its device opens: its own with the keys of what it sent, the user's
+// with the keys the user's client shared with it, which it decrypted the
+// message with for the network then (the quote goes to the upgraded room,
+// encrypted as the old one was). It is "" where that fails, and the quote
+// then only links to the message.
 func (m *Manager) originalText(ctx context.Context, p *database.Portal, target *database.Message) string {
 	ghost := m.ghosts.Intent(p.ContactID)
 	evt, err := ghost.GetEvent(ctx, target.RoomID, target.MXID)
@@ -189,10 +192,7 @@ func (m *Manager) originalText(ctx context.Context, p *database.Portal, target *
 			Msg("Cannot read the message from before the upgrade; quoting only a link to it")
 		return ""
 	}
-	if evt.Type == event.EventEncrypted {
-		_ = evt.Content.ParseRaw(evt.Type)
-		evt = decryptOwn(ctx, ghost, []*event.Event{evt})[0]
-	}
+	evt = openEvent(ctx, ghost, evt)
 	if evt.Type != event.EventMessage {
 		return ""
 	}

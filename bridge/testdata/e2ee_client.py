@@ -14,6 +14,10 @@ on stdout:
   {"cmd": "join_invite", "timeout": S}  joins the first room it is invited to
       (or takes the first new room the double puppet joined it to)
       -> {"room_id"}
+  {"cmd": "use_room", "room_id": R, "member": M, "timeout": S}  moves to R,
+      a room another client of the user's joined it to (the upgrade of the
+      DM): syncs until the client is in R with M, and only R's events count
+      from then on -> {"room_id", "encrypted"}
   {"cmd": "enable_encryption"}  sends m.room.encryption into the room -> {}
   {"cmd": "send", "text": T}                    -> {"event_id"}
   {"cmd": "react", "target": E, "key": K}       -> {"event_id"}
@@ -133,12 +137,26 @@ class Session:
             self.room_id = next(iter(new_joined()))
         while self.room_id not in self.client.rooms or self.client.user_id not in self.client.rooms[self.room_id].users:
             await self.sync_once(1000)
-        # nio may not have the room's encryption state from the join's
-        # sync; read it, as a client does before sending.
+        return await self.read_encryption()
+
+    async def read_encryption(self):
+        # nio may not have the room's encryption state from the sync that
+        # brought the room; read it, as a client does before sending.
         state = await self.client.room_get_state_event(self.room_id, "m.room.encryption")
         if getattr(state, "content", {}).get("algorithm"):
             self.client.rooms[self.room_id].encrypted = True
         return {"room_id": self.room_id, "encrypted": self.client.rooms[self.room_id].encrypted}
+
+    async def use_room(self, room_id, member, timeout):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.room_id = room_id
+        self.seen = []
+        while room_id not in self.client.rooms or member not in self.client.rooms[room_id].users:
+            if loop.time() > deadline:
+                return {"error": "not in %s with %s" % (room_id, member)}
+            await self.sync_once(1000)
+        return await self.read_encryption()
 
     async def enable_encryption(self):
         resp = await self.client.room_put_state(self.room_id, "m.room.encryption",
@@ -320,6 +338,8 @@ async def main():
                 out(await s.create_dm(cmd["ghost"], cmd["text"], cmd.get("rotation_msgs")))
             elif cmd["cmd"] == "join_invite":
                 out(await s.join_invite(cmd.get("timeout", 60)))
+            elif cmd["cmd"] == "use_room":
+                out(await s.use_room(cmd["room_id"], cmd["member"], cmd.get("timeout", 60)))
             elif cmd["cmd"] == "enable_encryption":
                 out(await s.enable_encryption())
             elif cmd["cmd"] == "react":
