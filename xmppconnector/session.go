@@ -33,13 +33,23 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 	if err != nil {
 		return nil, err
 	}
+	return negotiate(ctx, cfg, account, origin, tlsCfg, conn)
+}
+
+// negotiate negotiates an authenticated, bound stream for account on conn,
+// a connection to its server (with TLS already if cfg.TLS is direct).
+func negotiate(ctx context.Context, cfg *XMPPConfig, account *AccountConfig, origin jid.JID, tlsCfg *tls.Config, conn net.Conn) (*xmpp.Session, error) {
+	domain := origin.Domain()
 	var state xmpp.SessionState
 	features := []xmpp.StreamFeature{}
 	// What the XML decoder reads goes through a splitReader (xmlsplit.go),
-	// above TLS: below it, the bytes are ciphertext.
+	// above TLS: below it, the bytes are ciphertext. The plaintext before
+	// STARTTLS is bounded on its own (pretls.go).
 	switch cfg.TLS {
 	case TLSStartTLS:
-		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg), cfg.MaxStanzaSize))
+		pre := newPreTLSConn(conn)
+		conn = pre
+		features = append(features, splitAfterStartTLS(xmpp.StartTLS(tlsCfg), cfg.MaxStanzaSize, pre))
 	case TLSDirect:
 		state = xmpp.Secure
 		conn = newSplitConn(conn, cfg.MaxStanzaSize)
@@ -69,17 +79,25 @@ func login(ctx context.Context, cfg *XMPPConfig, account *AccountConfig) (*xmpp.
 
 // splitAfterStartTLS is the STARTTLS feature with the TLS connection it
 // negotiates read through a splitReader; the plaintext before it is only
-// the stream header and the STARTTLS exchange. mellium asks for STARTTLS
+// the stream header and the STARTTLS exchange, read through pre, whose
+// limit is lifted once the server said proceed. mellium asks for STARTTLS
 // even of a server that does not offer it (RFC 7590: no downgrade), and
 // such a server answers with an error of its own, named here for what it
 // means to the operator.
-func splitAfterStartTLS(f xmpp.StreamFeature, maxStanza int) xmpp.StreamFeature {
+func splitAfterStartTLS(f xmpp.StreamFeature, maxStanza int, pre *preTLSConn) xmpp.StreamFeature {
 	negotiate := f.Negotiate
 	f.Negotiate = func(ctx context.Context, s *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
 		mask, rw, err := negotiate(ctx, s, data)
+		if errors.Is(err, errPreTLSTooLarge) {
+			return mask, rw, err
+		}
 		if err != nil {
 			return mask, rw, fmt.Errorf("STARTTLS failed (xmpp.tls is starttls; the server may offer no TLS): %w", err)
 		}
+		// The TLS handshake starts at the next write, after this returns:
+		// everything read below TLS from now on is ciphertext, bounded by
+		// crypto/tls, and what it decrypts by the splitReader.
+		pre.lift()
 		if c, ok := rw.(net.Conn); ok {
 			rw = newSplitConn(c, maxStanza)
 		}
