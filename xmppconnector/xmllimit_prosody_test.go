@@ -37,3 +37,24 @@ func TestOversizedStanzaInArchiveBacksOff(t *testing.T) {
 	bob.SendChat(t, e.alice, "small", "")
 	e.bridge.waitEvent(t, "the message after the oversized one", isMessage("small"))
 }
+
+// Prosody counts a stanza against its limit as the client sent it, but
+// relays it as it serializes it, escaping every quote in an attribute
+// value (' becomes &apos;, six bytes): bob's 200 KiB attribute of quotes,
+// under Prosody's 256 KiB, reaches alice as 1.2 MiB of markup. It must
+// not end her connection at the default xmpp.max_stanza_size: it would
+// again at every catch-up, while the message is in the archive.
+func TestEscapedAttributeUnderServerLimitKeepsConnection(t *testing.T) {
+	t.Parallel()
+	e, bob := startConfiguredWithBob(t, nil)
+	bob.SendBytes(t, `<message to='`+e.alice+`' type='chat' id='quotes'><body>quotes</body><x xmlns='urn:example:quotes' a="`+
+		strings.Repeat("'", 200<<10)+`"/></message>`)
+	bob.SendChat(t, e.alice, "after the quotes", "")
+	e.bridge.waitEvent(t, "the message after the quoted attribute", isMessage("after the quotes"))
+	if n := len(e.bridge.matching(isLogin(connector.LoginConnected))); n != 1 {
+		t.Fatalf("%d logins: the quoted attribute ended the connection", n)
+	}
+	if len(e.bridge.matching(isMessage("quotes"))) == 0 {
+		t.Fatal("the message with the quoted attribute was not bridged")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -116,6 +117,18 @@ func (c *Client) SendRaw(t testing.TB, stanza string) {
 	// breaking a concurrent writer's stanza (the handler answers IQs).
 	if err := c.sess.Send(context.Background(), xml.NewDecoder(strings.NewReader(stanza))); err != nil {
 		t.Fatalf("testxmpp: sending %s: %v", stanza, err)
+	}
+}
+
+// SendBytes writes one stanza to the connection as it is given: SendRaw
+// goes through mellium's encoder, which escapes every quote in an
+// attribute value, so it cannot send the bytes a test about the server's
+// own escaping needs. Only for a client whose handler writes nothing
+// meanwhile.
+func (c *Client) SendBytes(t testing.TB, stanza string) {
+	t.Helper()
+	if _, err := io.WriteString(c.sess.Conn(), stanza); err != nil {
+		t.Fatalf("testxmpp: writing %d bytes: %v", len(stanza), err)
 	}
 }
 
