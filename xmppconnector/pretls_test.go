@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +19,6 @@ import (
 // connector read, so the count is exactly what the connector took in.
 func TestStartTLSBoundsWhatComesBeforeTLS(t *testing.T) {
 	t.Parallel()
-	const flood = 32 << 20
 	header := `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' from='localhost' id='1' version='1.0'`
 	for _, tc := range []struct {
 		name               string
@@ -31,9 +29,7 @@ func TestStartTLSBoundsWhatComesBeforeTLS(t *testing.T) {
 		{"endless stream header", header + ` a='`, `a`, `'><stream:features/>`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := io.MultiReader(strings.NewReader(tc.prefix),
-				io.LimitReader(newRepeatReader(tc.pad), int64(flood/len(tc.pad)*len(tc.pad))), strings.NewReader(tc.final))
-			read, err := loginAgainst(t, src)
+			read, err := loginAgainst(t, hostile(tc.prefix, repeatOf(tc.pad), tc.final))
 			t.Logf("the connector read %d bytes: %v", read, err)
 			if !errors.Is(err, errPreTLSTooLarge) {
 				t.Errorf("the login did not fail at the pre-TLS limit: %v", err)
@@ -79,22 +75,4 @@ func loginAgainst(t *testing.T, src io.Reader) (int, error) {
 	}
 	_ = cli.Close()
 	return <-written, err
-}
-
-// repeatReader is an endless stream of pad, continued across reads.
-type repeatReader struct {
-	pad string
-	off int
-}
-
-func newRepeatReader(pad string) *repeatReader { return &repeatReader{pad: pad} }
-
-func (r *repeatReader) Read(p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		m := copy(p[n:], r.pad[r.off:])
-		n += m
-		r.off = (r.off + m) % len(r.pad)
-	}
-	return n, nil
 }

@@ -57,10 +57,10 @@ func TestSplitReaderRefusesOversizedXML(t *testing.T) {
 		{"attribute value", hostile(testStreamHeader+`<message to='a@x' id='`, repeatByte('a'), `'/>`)},
 		{"element name", hostile(testStreamHeader+`<message><x`, repeatByte('x'), `/></message>`)},
 		{"attribute name", hostile(testStreamHeader+`<message a`, repeatByte('a'), `='1'/>`)},
-		{"many attributes", hostile(testStreamHeader+`<message`, repeatString(` a='1'`), `/>`)},
+		{"many attributes", hostile(testStreamHeader+`<message`, repeatOf(` a='1'`), `/>`)},
 		{"comment between stanzas", hostile(testStreamHeader+`<!--`, repeatByte('c'), `-->`)},
-		{"elements in a stanza", hostile(testStreamHeader+`<message>`, repeatString(`<x a='1'/>`), `</message>`)},
-		{"elements between text", hostile(testStreamHeader+`<message>`, repeatString(`<x/>text`), `</message>`)},
+		{"elements in a stanza", hostile(testStreamHeader+`<message>`, repeatOf(`<x a='1'/>`), `</message>`)},
+		{"elements between text", hostile(testStreamHeader+`<message>`, repeatOf(`<x/>text`), `</message>`)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,15 +82,58 @@ func TestSplitReaderRefusesOversizedXML(t *testing.T) {
 	}
 }
 
-// repeatString is an endless repetition of s.
-type repeatString string
+// repeatString is an endless repetition of s, each read going on where
+// the last one stopped, so that the pattern stays whole.
+type repeatString struct {
+	s   string
+	off int
+}
 
-func (s repeatString) Read(p []byte) (int, error) {
+func repeatOf(s string) *repeatString { return &repeatString{s: s} }
+
+func (r *repeatString) Read(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
-		n += copy(p[n:], s[n%len(s):])
+		m := copy(p[n:], r.s[r.off:])
+		n += m
+		r.off = (r.off + m) % len(r.s)
 	}
 	return n, nil
+}
+
+// A reference in an attribute value counts for what it decodes to, which
+// is what the decoder holds and what the server counted: Prosody writes
+// every quote as &apos; or &quot;, so a value under its limit arrives up
+// to six times as long. A hostile server still cannot pass the limit with
+// references: the longest character (&#x10FFFF;, four bytes) counts four,
+// and a '&' that never ends counts as it is.
+func TestSplitReaderCountsReferencesAsDecoded(t *testing.T) {
+	quotes := testStreamHeader + `<message a='` + strings.Repeat("&apos;", defaultMaxStanza-1024) + `'/>`
+	if _, err := io.Copy(io.Discard, newSplitReader(strings.NewReader(quotes), splitChunk)); err != nil {
+		t.Fatalf("%d bytes of &apos; (%d decoded): %v", len(quotes), defaultMaxStanza-1024, err)
+	}
+	const readSlack = 8 << 10
+	for _, tc := range []struct {
+		name string
+		src  io.Reader
+		max  int64 // raw bytes read at most before the refusal
+	}{
+		{"four-byte characters", hostile(testStreamHeader+`<message a='`, repeatOf("&#x10FFFF;"), `'/>`), defaultMaxStanza / 4 * 10},
+		{"a reference that never ends", hostile(testStreamHeader+`<message a='&`, repeatByte('a'), `;'/>`), defaultMaxStanza},
+		{"quotes", hostile(testStreamHeader+`<message a="`, repeatOf("&quot;"), `"/>`), defaultMaxStanza * 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &countingReader{r: tc.src}
+			_, err := io.Copy(io.Discard, newSplitReader(src, splitChunk))
+			if !errors.Is(err, errXMLTooLarge) {
+				t.Fatalf("read %d bytes, ending with %v; want it refused as too large", src.n, err)
+			}
+			t.Logf("refused after %d bytes", src.n)
+			if src.n > tc.max+readSlack {
+				t.Fatalf("refused after reading %d bytes, over %d", src.n, tc.max)
+			}
+		})
+	}
 }
 
 // Many stanzas, each under the limit, and whitespace between them (a

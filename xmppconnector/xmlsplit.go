@@ -81,6 +81,7 @@ type splitReader struct {
 	endTag    bool   // the tag being read is an end tag
 	inElName  bool   // the element name of the tag is being read
 	elName    []byte // its start, up to maxHeaderName bytes
+	attrRef   []byte // the reference being read in an attribute value
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
@@ -113,6 +114,7 @@ func (s *splitReader) Read(p []byte) (int, error) {
 // refuses it as past a limit.
 func (s *splitReader) step(b byte) error {
 	prev := s.state
+	weight := 1 // what b counts for against the limit, if markup
 	switch s.state {
 	case lexText:
 		if b == '<' {
@@ -140,7 +142,7 @@ func (s *splitReader) step(b byte) error {
 			s.state = lexPI
 		default:
 			s.state, s.quote = lexTag, 0
-			s.endTag, s.inElName, s.elName = b == '/', true, s.elName[:0]
+			s.endTag, s.inElName, s.elName, s.attrRef = b == '/', true, s.elName[:0], s.attrRef[:0]
 			if !s.endTag {
 				s.nameByte(b)
 			}
@@ -148,6 +150,7 @@ func (s *splitReader) step(b byte) error {
 	case lexTag:
 		switch {
 		case s.quote != 0:
+			weight = s.attrByte(b)
 			if b == s.quote {
 				s.quote = 0
 			}
@@ -201,7 +204,7 @@ func (s *splitReader) step(b byte) error {
 			s.state = lexDecl
 		}
 	}
-	if err := s.account(prev); err != nil {
+	if err := s.account(prev, weight); err != nil {
 		return err
 	}
 	s.tail = [2]byte{s.tail[1], b}
