@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/xml"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"sync"
@@ -142,11 +141,7 @@ func (a *account) run(ctx context.Context) {
 	}()
 	defer wg.Wait()
 
-	delay := a.xcfg.MinBackoff
-	// tooLarge is set while connections end at xmpp.max_stanza_size: a
-	// stanza over it kept in the server's archive ends every connection
-	// at its catch-up, so a login that works is no reason to retry soon.
-	tooLarge := false
+	wait := newBackoff(a.xcfg.MinBackoff, a.xcfg.MaxBackoff)
 	for {
 		conn, err := a.connect(ctx)
 		a.triedOnce.Do(func() { close(a.tried) })
@@ -157,9 +152,7 @@ func (a *account) run(ctx context.Context) {
 			return
 		}
 		if err == nil {
-			if !tooLarge {
-				delay = a.xcfg.MinBackoff
-			}
+			wait.loggedIn()
 			a.setState(ctx, connector.LoginConnected, "")
 			go conn.keepAlive(ctx, a.xcfg.PingInterval)
 			if !a.serve(ctx, conn) {
@@ -167,7 +160,7 @@ func (a *account) run(ctx context.Context) {
 				a.dropConn(conn)
 				return
 			}
-			if tooLarge = errors.Is(conn.err, errXMLTooLarge); tooLarge {
+			if wait.ended(conn.err) {
 				a.log.Error().Err(conn.err).Msg("XMPP connection ended: the server sent a stanza over xmpp.max_stanza_size; reconnecting later")
 			} else {
 				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
@@ -177,19 +170,18 @@ func (a *account) run(ctx context.Context) {
 		} else if errors.Is(err, errBadCredentials) {
 			a.log.Error().Err(err).Msg("XMPP login refused")
 			a.setState(ctx, connector.LoginBadCredentials, "the XMPP server refused the password")
-			delay = a.xcfg.MaxBackoff
+			wait.refused()
 		} else {
 			a.log.Warn().Err(err).Msg("Could not connect to the XMPP server")
 			a.setState(ctx, connector.LoginDisconnected, "cannot reach the XMPP server")
 		}
-		wait := delay/2 + rand.N(delay/2+1)
-		a.log.Debug().Dur("retry_in", wait).Msg("Reconnecting to XMPP later")
+		retryIn := wait.next()
+		a.log.Debug().Dur("retry_in", retryIn).Msg("Reconnecting to XMPP later")
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(retryIn):
 		}
-		delay = min(2*delay, a.xcfg.MaxBackoff)
 	}
 }
 
