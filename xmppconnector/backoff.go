@@ -28,9 +28,14 @@ func (b *backoff) loggedIn() {
 }
 
 // ended is told why a connection that logged in ended, and reports
-// whether it was at xmpp.max_stanza_size.
+// whether it was at xmpp.max_stanza_size. A connection that ended for
+// any other reason was fine until then: the wait the limit built up is
+// dropped, as a login that works drops the wait of failed ones.
 func (b *backoff) ended(err error) bool {
 	b.tooLarge = errors.Is(err, errXMLTooLarge)
+	if !b.tooLarge {
+		b.delay = b.min
+	}
 	return b.tooLarge
 }
 
