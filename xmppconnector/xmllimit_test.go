@@ -180,6 +180,26 @@ func TestConnRefusesOversizedAttribute(t *testing.T) {
 	sink := &recordingSink{}
 	conn, fs := newFakeConn(t, "alice@example.org", sink, nil)
 	src := &countingReader{r: hostile(`<message from='eve@evil.example/r' type='chat' id='`, repeatByte('a'), `'><body>hi</body></message>`)}
+	allocated := feedHostile(t, conn, fs, src, "a message with a 32 MiB attribute")
+	if !errors.Is(conn.err, errXMLTooLarge) {
+		t.Fatalf("the stream ended with %v, want errXMLTooLarge", conn.err)
+	}
+	if n := len(sink.received()); n != 0 {
+		t.Fatalf("%d messages passed on from an oversized stanza", n)
+	}
+	if src.n > defaultMaxStanza+64<<10 {
+		t.Fatalf("read %d bytes of the stanza before refusing it", src.n)
+	}
+	if allocated > 8<<20 {
+		t.Fatalf("allocated %d MiB for a stanza refused after %d bytes", allocated>>20, src.n)
+	}
+}
+
+// feedHostile has the fake server write src, what, to conn until the
+// stream ends, and returns what the process allocated meanwhile; a stream
+// that takes all of src and goes on fails the test.
+func feedHostile(t *testing.T, conn *xmppConn, fs *fakeServer, src *countingReader, what string) uint64 {
+	t.Helper()
 	runtime.GC()
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
@@ -200,7 +220,7 @@ func TestConnRefusesOversizedAttribute(t *testing.T) {
 			ended = false
 		}
 	case <-time.After(waitLong):
-		t.Fatal("the connection neither ended nor took the stanza")
+		t.Fatalf("the connection neither ended nor took %s", what)
 	}
 	runtime.ReadMemStats(&after)
 	_ = fs.conn.Close()
@@ -209,22 +229,10 @@ func TestConnRefusesOversizedAttribute(t *testing.T) {
 	}
 	allocated := after.TotalAlloc - before.TotalAlloc
 	if !ended {
-		t.Fatalf("the connection took all %d bytes of a message with a %d MiB attribute, allocating %d MiB, and kept going; %d messages received",
-			src.n, hostileSize>>20, allocated>>20, len(sink.received()))
+		t.Fatalf("the connection took all %d bytes of %s, allocating %d MiB, and kept going", src.n, what, allocated>>20)
 	}
-	t.Logf("stream ended after %d bytes of the stanza, %d KiB allocated: %v", src.n, allocated>>10, conn.err)
-	if !errors.Is(conn.err, errXMLTooLarge) {
-		t.Fatalf("the stream ended with %v, want errXMLTooLarge", conn.err)
-	}
-	if n := len(sink.received()); n != 0 {
-		t.Fatalf("%d messages passed on from an oversized stanza", n)
-	}
-	if src.n > defaultMaxStanza+64<<10 {
-		t.Fatalf("read %d bytes of the stanza before refusing it", src.n)
-	}
-	if allocated > 8<<20 {
-		t.Fatalf("allocated %d MiB for a stanza refused after %d bytes", allocated>>20, src.n)
-	}
+	t.Logf("stream ended after %d bytes of %s, %d KiB allocated: %v", src.n, what, allocated>>10, conn.err)
+	return allocated
 }
 
 // Messages under the limit still pass, a large one among them, and the
@@ -297,4 +305,22 @@ func hasID(msgs []*message, id string) bool {
 		}
 	}
 	return false
+}
+
+// What is not a stanza (a stream error, stream features, a SASL
+// challenge) mellium decodes itself, holding its text whole: a stream
+// error with 32 MiB of text is refused after the limit like a stanza with
+// too much markup, not read and held.
+// Not parallel: the allocation count is the whole process's.
+func TestConnRefusesOversizedStreamError(t *testing.T) {
+	conn, fs := newFakeConn(t, "alice@example.org", &recordingSink{}, nil)
+	src := &countingReader{r: hostile(`<stream:error><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>`,
+		repeatByte('t'), `</text></stream:error>`)}
+	allocated := feedHostile(t, conn, fs, src, "a stream error with 32 MiB of text")
+	if !errors.Is(conn.err, errXMLTooLarge) {
+		t.Errorf("the stream ended with %v, want errXMLTooLarge", conn.err)
+	}
+	if src.n > defaultMaxStanza+64<<10 || allocated > 8<<20 {
+		t.Fatalf("read %d bytes of the stream error and allocated %d MiB", src.n, allocated>>20)
+	}
 }
