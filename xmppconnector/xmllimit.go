@@ -24,7 +24,9 @@ import (
 //     character data), or anything between stanzas that large, before the
 //     decoder has read more than the limit of it: the decoder would hold
 //     such a token whole, and a stream cannot go on past a token it did
-//     not read.
+//     not read. It counts the text of what is not a stanza (a stream
+//     error, stream features, SASL challenges) as markup: mellium decodes
+//     those itself and holds their text whole.
 //   - Character data reaches the decoder in pieces, so a stanza's text
 //     costs nothing until something keeps it. What decodes a stanza whole
 //     reads it through a textLimit, which fails the decoding past the
@@ -72,9 +74,15 @@ func (e *xmlLimitError) Is(target error) bool { return target == errXMLTooLarge 
 func (s *splitReader) account(prev lexState, weight int) error {
 	// Character data reaches the decoder in pieces (see textLimit); the
 	// byte ending markup is markup.
-	if !isCharData(prev) || !isCharData(s.state) {
+	switch {
+	case !isCharData(prev) || !isCharData(s.state):
 		if s.held += weight; s.held > s.maxStanza {
 			return &xmlLimitError{what: "a stanza with more markup than the limit, cut in " + s.markupKind(), limit: s.maxStanza}
+		}
+	case s.notStanza != "" && s.level >= 2:
+		// Text of what mellium decodes whole (see closeTag).
+		if s.held += weight; s.held > s.maxStanza {
+			return &xmlLimitError{what: s.notStanza + ", not a stanza, with more text and markup than the limit", limit: s.maxStanza}
 		}
 	}
 	if s.state == lexText && s.level <= 1 {
@@ -174,17 +182,32 @@ func (s *splitReader) closeTag() {
 		s.level = max(s.level-1, 0)
 	case s.tail[1] == '/':
 		// An empty element, <x/>.
-	case s.level == 1 && isStreamHeader(s.elName):
+	case s.level == 1 && localName(s.elName) == "stream":
+	case s.level == 1:
+		// A stanza's text is bounded where the connector decodes it
+		// (textLimit, vcard.go), and may be larger than its markup (a
+		// vCard photo). Anything else at this level (a stream error,
+		// stream features, SASL challenges) mellium decodes itself,
+		// holding its text whole, so its text counts as markup does.
+		switch localName(s.elName) {
+		case "message", "presence", "iq":
+			s.notStanza = ""
+		case "":
+			s.notStanza = "an element with a long name"
+		default:
+			s.notStanza = "<" + string(s.elName) + ">"
+		}
+		s.level++
 	default:
 		s.level++
 	}
 }
 
-// isStreamHeader reports whether an element name (prefix:local) is a
-// stream header's.
-func isStreamHeader(name []byte) bool {
+// localName is the local part of an element name (prefix:local), "" if
+// nameByte cut it short.
+func localName(name []byte) string {
 	if len(name) > maxHeaderName {
-		return false // cut short by nameByte
+		return ""
 	}
 	local := name
 	for i, b := range name {
@@ -192,7 +215,7 @@ func isStreamHeader(name []byte) bool {
 			local = name[i+1:]
 		}
 	}
-	return string(local) == "stream"
+	return string(local)
 }
 
 // textLimit is a token reader that fails once the character data it has

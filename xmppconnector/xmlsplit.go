@@ -82,6 +82,9 @@ type splitReader struct {
 	inElName  bool   // the element name of the tag is being read
 	elName    []byte // its start, up to maxHeaderName bytes
 	attrRef   []byte // the reference being read in an attribute value
+	// notStanza names the element at level 2 if it is not a stanza, whose
+	// text counts against the limit (see closeTag); "" for a stanza.
+	notStanza string
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
