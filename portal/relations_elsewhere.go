@@ -177,16 +177,15 @@ const keyRunes = 32
 const quoteRunes = 200
 
 // originalText is the text of target, a message of another room, as the
-// ghost still reads it there: it was in the room when the message was
-// sent, which history visibility lets it see after leaving. An encrypted
-// one its device opens: its own with the keys of what it sent, the user's
-// with the keys the user's client shared with it, which it decrypted the
-// message with for the network then (the quote goes to the upgraded room,
-// encrypted as the old one was). It is "" where that fails, and the quote
-// then only links to the message.
+// ghost or the user still reads it there (readElsewhere). An encrypted one
+// the ghost's device opens: its own with the keys of what it sent, the
+// user's with the keys the user's client shared with it, which it
+// decrypted the message with for the network then (the quote goes to the
+// upgraded room, encrypted as the old one was). It is "" where that fails,
+// and the quote then only links to the message.
 func (m *Manager) originalText(ctx context.Context, p *database.Portal, target *database.Message) string {
 	ghost := m.ghosts.Intent(p.ContactID)
-	evt, err := ghost.GetEvent(ctx, target.RoomID, target.MXID)
+	evt, err := m.readElsewhere(ctx, p, ghost, target)
 	if err != nil {
 		zerolog.Ctx(ctx).Debug().Err(err).Stringer("old_room_id", target.RoomID).
 			Msg("Cannot read the message from before the upgrade; quoting only a link to it")
@@ -198,6 +197,36 @@ func (m *Manager) originalText(ctx context.Context, p *database.Portal, target *
 	}
 	_ = evt.Content.ParseRaw(evt.Type)
 	return config.TruncateRunes(strings.TrimSpace(evt.Content.AsMessage().Body), quoteRunes)
+}
+
+// readElsewhere reads target, an event of a room the portal moved away
+// from, as the ghost, and where the homeserver refuses that, as the user.
+// The ghost left that room, and a DM's history visibility ("shared") shows
+// a former member only what was sent while it was joined: the user's
+// first message, which clients send as soon as the room is made, before
+// the ghost has taken up its invite, is then hidden from it. The user
+// still is in the old room (their client shows its history there), so
+// their double puppet, where there is one, reads it.
+func (m *Manager) readElsewhere(ctx context.Context, p *database.Portal, ghost matrix.API, target *database.Message) (*event.Event, error) {
+	evt, err := ghost.GetEvent(ctx, target.RoomID, target.MXID)
+	if err == nil || !(matrix.IsNotFound(err) || matrix.IsRefusal(err)) {
+		return evt, err
+	}
+	login, lerr := m.db.Login.Get(ctx, p.LoginID)
+	if lerr != nil || login == nil {
+		return nil, err
+	}
+	dp, lerr := m.dps.Intent(ctx, login.MatrixUser)
+	if lerr != nil || dp == nil {
+		return nil, err
+	}
+	evt, dpErr := dp.GetEvent(ctx, target.RoomID, target.MXID)
+	if dpErr != nil {
+		return nil, fmt.Errorf("as the ghost: %w; as the user: %w", err, dpErr)
+	}
+	zerolog.Ctx(ctx).Debug().Stringer("old_room_id", target.RoomID).
+		Msg("The ghost may no longer read the message from before the upgrade; read it as the user")
+	return evt, nil
 }
 
 // noticeElsewhere tells the user, as a notice in the portal's room, what
