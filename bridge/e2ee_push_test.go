@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,14 +41,31 @@ type pushRelay struct {
 
 	mu      sync.Mutex
 	started map[id.DeviceID]bool
-	txn     atomic.Int64
+	// counts are the signed_curve25519 counts pushed per device, in order,
+	// each once the bridge answered 200 (printed if the test fails).
+	counts map[id.DeviceID][]pushedCount
+	txn    atomic.Int64
 	// toDevice and otk count what was pushed.
 	toDevice, otk, deviceLists atomic.Int64
 }
 
 func startPushRelay(t *testing.T, s *stack) *pushRelay {
 	r := &pushRelay{t: t, hsURL: s.hs.URL, asURL: s.cfg.Appservice.Address, hsToken: s.cfg.Appservice.HSToken,
-		db: testdb.Open(t, s.target), started: map[id.DeviceID]bool{}}
+		db: testdb.Open(t, s.target), started: map[id.DeviceID]bool{}, counts: map[id.DeviceID][]pushedCount{}}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for dev, counts := range r.counts {
+			line := make([]string, len(counts))
+			for i, c := range counts {
+				line[i] = fmt.Sprintf("%s %d", c.at.Format("15:04:05.000"), c.n)
+			}
+			t.Logf("relay: one-time-key counts pushed for %s: %s", dev, strings.Join(line, ", "))
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
@@ -63,6 +81,23 @@ func startPushRelay(t *testing.T, s *stack) *pushRelay {
 		}
 	}()
 	return r
+}
+
+// pushedCount is a one-time-key count the relay pushed, and when.
+type pushedCount struct {
+	at time.Time
+	n  int
+}
+
+// pushedCounts are the signed_curve25519 counts pushed for the device so far.
+func (r *pushRelay) pushedCounts(dev id.DeviceID) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]int, len(r.counts[dev]))
+	for i, c := range r.counts[dev] {
+		out[i] = c.n
+	}
+	return out
 }
 
 // startNew starts a /sync loop for each ghost device not yet relayed.
@@ -149,6 +184,12 @@ func (r *pushRelay) relay(ctx context.Context, dev database.GhostDevice) {
 		r.toDevice.Add(int64(len(resp.ToDevice.Events)))
 		if _, ok := txn["org.matrix.msc3202.device_one_time_keys_count"]; ok {
 			r.otk.Add(1)
+			var count mautrix.OTKCount
+			if json.Unmarshal(resp.OTKCount, &count) == nil {
+				r.mu.Lock()
+				r.counts[dev.DeviceID] = append(r.counts[dev.DeviceID], pushedCount{time.Now(), count.SignedCurve25519})
+				r.mu.Unlock()
+			}
 		}
 		if _, ok := txn["org.matrix.msc3202.device_lists"]; ok {
 			r.deviceLists.Add(1)
@@ -207,7 +248,17 @@ func TestEncryptedDMPushed(t *testing.T) {
 	nio.sendText(f, 2, "second pushed words")
 
 	// Pushed one-time-key counts are acted on: once other clients have
-	// claimed the ghost device's keys below half, it uploads new ones.
+	// claimed the ghost device's keys below half, it uploads new ones. It
+	// holds at most the 51 of its first upload: a count pushed while that
+	// upload was being stored (Dendrite counted 3 of them) once made it
+	// upload 47 more, and 5 claims never took it below half.
+	tesths.WaitFor(t, 30*time.Second, "a one-time-key count pushed for the ghost device", func() (bool, error) {
+		return len(relay.pushedCounts(dev.DeviceID)) > 0, nil
+	})
+	before := relay.pushedCounts(dev.DeviceID)
+	if held := slices.Max(before); held > 51 {
+		t.Fatalf("the ghost device held %d one-time keys before the claims, want at most the 51 of its first upload", held)
+	}
 	early, earlyTotal := reqs.take()
 	for range 5 {
 		if _, err := s.alice.ClaimKeys(context.Background(), &mautrix.ReqClaimKeys{
@@ -215,11 +266,27 @@ func TestEncryptedDMPushed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Dendrite's /sync does not wake for a claim: the new count comes when
+	// the relay's long poll (5 s) times out, and the upload about 5 s after
+	// the claims even under load.
 	tesths.WaitFor(t, 30*time.Second, "the ghost device's new one-time keys", func() (bool, error) {
-		reqs.mu.Lock()
-		defer reqs.mu.Unlock()
-		return reqs.n["POST /_matrix/client/v3/keys/upload"] >= 1, nil
+		// Pushed after the claims: a count below half, then a later one
+		// back at half or more.
+		low := false
+		for _, n := range relay.pushedCounts(dev.DeviceID)[len(before):] {
+			low = low || n < 50
+			if low && n >= 50 {
+				return true, nil
+			}
+		}
+		return false, nil
 	})
+	reqs.mu.Lock()
+	uploads := reqs.n["POST /_matrix/client/v3/keys/upload"]
+	reqs.mu.Unlock()
+	if uploads == 0 {
+		t.Fatal("the ghost device's keys were topped up, yet the bridge uploaded none")
+	}
 
 	// The sessions survive a restart: the pushed keys were stored before
 	// the relay (the homeserver) heard 200.

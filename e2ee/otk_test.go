@@ -39,24 +39,8 @@ func TestEveryHandedOutKeyIsKnown(t *testing.T) {
 	hs := tesths.Start(t)
 	ghost := hs.CreateUser(t, "ghost")
 	alice := hs.CreateUser(t, "alice")
-	db := testdb.Open(t, testdb.SQLite(t))
+	load := otkMachines(t, hs.URL, ghost)
 	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
-	if err := crypto.NewSQLCryptoStore(db.Database, dbutil.ZeroLogger(log), "", "", nil).DB.Upgrade(ctx); err != nil {
-		t.Fatal(err)
-	}
-	load := func() *crypto.OlmMachine {
-		store := crypto.NewSQLCryptoStore(db.Database, dbutil.ZeroLogger(log), string(ghost.UserID), ghost.DeviceID, []byte("pickle"))
-		client, err := mautrix.NewClient(hs.URL, ghost.UserID, ghost.AccessToken)
-		if err != nil {
-			t.Fatal(err)
-		}
-		client.DeviceID, client.Store, client.Log = ghost.DeviceID, store, log
-		mach := crypto.NewOlmMachine(client, &log, store, noRooms{})
-		if err := mach.Load(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return mach
-	}
 	if err := load().ShareKeys(ctx, -1); err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +62,61 @@ func TestEveryHandedOutKeyIsKnown(t *testing.T) {
 	t.Logf("the account holds %d one-time keys; the homeserver handed out %d", len(held), claimed)
 	if claimed == 0 || unknown > 0 {
 		t.Errorf("%d of %d handed-out one-time keys are unknown to the device", unknown, claimed)
+	}
+}
+
+// TestStalePushedCountAddsNoKeys: a new ghost device uploads its 51
+// one-time keys from one Olm machine, and a second one loaded from the
+// store (as the push path loads a device the user query made and let go
+// of) gets a pushed count of 3, which Dendrite was seen to report while
+// storing that upload. The device must top up from the server's count, not
+// the pushed one: taken as it was, it uploaded 47 more, and the homeserver
+// held 98.
+func TestStalePushedCountAddsNoKeys(t *testing.T) {
+	ctx := context.Background()
+	hs := tesths.Start(t)
+	ghost := hs.CreateUser(t, "ghost")
+	alice := hs.CreateUser(t, "alice")
+	load := otkMachines(t, hs.URL, ghost)
+	if err := load().ShareKeys(ctx, -1); err != nil {
+		t.Fatal(err)
+	}
+	mach := load()
+	topUp(ctx, mach, &mautrix.OTKCount{SignedCurve25519: 3, UserID: ghost.UserID, DeviceID: ghost.DeviceID})
+
+	held, _, err := heldOneTimeKeys(mach)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimed, unknown := claimAll(t, alice, ghost.UserID, ghost.DeviceID, held)
+	t.Logf("after a pushed count of 3 the homeserver handed out %d one-time keys", claimed)
+	if claimed > 51 || unknown > 0 {
+		t.Errorf("the homeserver holds %d one-time keys (%d unknown to the device), want the 51 of the first upload", claimed, unknown)
+	}
+}
+
+// otkMachines returns a function that loads an Olm machine for the user's
+// device from one crypto store, each call a new machine over the same
+// account, as the bridge loads a device again after letting go of it.
+func otkMachines(t *testing.T, hsURL string, user *mautrix.Client) func() *crypto.OlmMachine {
+	t.Helper()
+	db := testdb.Open(t, testdb.SQLite(t))
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+	if err := crypto.NewSQLCryptoStore(db.Database, dbutil.ZeroLogger(log), "", "", nil).DB.Upgrade(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return func() *crypto.OlmMachine {
+		store := crypto.NewSQLCryptoStore(db.Database, dbutil.ZeroLogger(log), string(user.UserID), user.DeviceID, []byte("pickle"))
+		client, err := mautrix.NewClient(hsURL, user.UserID, user.AccessToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client.DeviceID, client.Store, client.Log = user.DeviceID, store, log
+		mach := crypto.NewOlmMachine(client, &log, store, noRooms{})
+		if err := mach.Load(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return mach
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -133,10 +135,31 @@ func (m *Manager) deliver(ctx context.Context, dl *delivery) {
 	}
 	// Not while the repair claims the device's keys: it uploads when done.
 	if dl.otk != nil && !d.repairing {
-		mach.HandleOTKCounts(ctx, dl.otk)
+		topUp(ctx, mach, dl.otk)
 	}
 	if len(dl.toDevice) > 0 {
 		mach.MarkOlmHashSavePoint(ctx)
+	}
+}
+
+// topUp acts on a pushed one-time-key count: below half of what the
+// account keeps, the device uploads more. The count is the homeserver's as
+// of when it made the transaction, which can be before the device's last
+// upload was stored (Dendrite was seen counting 3, 19 or 32 of the 51 keys
+// a new device was storing), and the machine may be one loaded since that
+// upload (a queried ghost's device is made and let go, then loaded again
+// for the push), with no memory of it to make it check. Taken as it is,
+// such a count made the device upload up to 47 keys on top of the 51 the
+// server held, near the 100 its account keeps, past which it drops keys
+// the server still hands out (otkrepair.go). So a low count only says to
+// look: how many to upload comes from the server's own count, which
+// ShareKeys reads first when given a negative one.
+func topUp(ctx context.Context, mach *crypto.OlmMachine, count *mautrix.OTKCount) {
+	if count.SignedCurve25519 >= int(mach.GetAccount().Internal.MaxNumberOfOneTimeKeys()/2) {
+		return
+	}
+	if err := mach.ShareKeys(ctx, -1); err != nil {
+		zerolog.Ctx(ctx).Err(err).Int("pushed_count", count.SignedCurve25519).Msg("Failed to top up the ghost device's one-time keys")
 	}
 }
 
