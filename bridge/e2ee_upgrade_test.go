@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -178,6 +179,9 @@ func TestUpgradedEncryptedDMQuotes(t *testing.T) {
 		ghost := s.ghost("bob@network")
 		nio := startNio(t, s, "alice")
 		sent := make(chan struct{})
+		release := sync.OnceFunc(func() { close(sent) })
+		// Before the proxy's own cleanup, which waits for the held join.
+		t.Cleanup(release)
 		var held atomic.Bool
 		s.proxy.setRefuse(func(r *http.Request, _ []byte) (int, string) {
 			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/join") &&
@@ -190,7 +194,7 @@ func TestUpgradedEncryptedDMQuotes(t *testing.T) {
 			return 0, ""
 		})
 		nio.do(map[string]any{"cmd": "create_dm", "ghost": string(ghost), "text": "shall we meet at noon?"})
-		close(sent)
+		release()
 		waitSent(t, f, 1)
 		if !held.Load() {
 			t.Fatal("the ghost's join was not held: the test does not test a message sent before it")
