@@ -111,19 +111,17 @@ func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, si
 	// machine tops up 50 keys without asking the server (unless it uploaded
 	// in the last minute), past the 100 its account keeps: the account drops
 	// its oldest key, which the server still hands out, and the pre-key
-	// message made with it cannot be opened. The server's own count decides.
-	// While the repair claims the device's keys (otkrepair.go) the count is
-	// not acted on at all: the repair uploads when it is done.
-	askServer := resp.DeviceOTKCount.SignedCurve25519 == 0 && !s.d.repairing
-	if resp.DeviceOTKCount.SignedCurve25519 == 0 || s.d.repairing {
-		resp.DeviceOTKCount.SignedCurve25519 = int(mach.GetAccount().Internal.MaxNumberOfOneTimeKeys())
-	}
+	// message made with it cannot be opened. A partial count, read while an
+	// upload was being stored, does the same on a machine loaded since that
+	// upload. So mautrix never acts on the count itself here: topUp (push.go)
+	// asks the server for its own whenever the count is low. While the
+	// repair claims the device's keys (otkrepair.go) the count is not acted
+	// on at all: the repair uploads when it is done.
+	count := resp.DeviceOTKCount
+	resp.DeviceOTKCount.SignedCurve25519 = int(mach.GetAccount().Internal.MaxNumberOfOneTimeKeys())
 	mach.ProcessSyncResponse(ctx, resp, since)
-	if askServer {
-		// Negative: ShareKeys reads the count from the server first.
-		if err := mach.ShareKeys(ctx, -1); err != nil {
-			s.log.Warn().Err(err).Msg("Failed to check the ghost device's one-time keys")
-		}
+	if !s.d.repairing {
+		topUp(ctx, mach, &count)
 	}
 	return nil
 }
