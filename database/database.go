@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	_ "github.com/lib/pq"           // PostgreSQL driver
 	_ "github.com/mattn/go-sqlite3" // SQLite driver
@@ -107,6 +108,12 @@ func helper[R any, P interface {
 // Open connects to the database of the given dbutil dialect ("sqlite3-fk-wal",
 // "sqlite3" or "postgres") and runs the migrations.
 func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Database, error) {
+	return open(ctx, dialect, uri, log, checkpointQuiet)
+}
+
+// open is Open with the WAL checkpointer's quiet tick given, so that a test
+// of the checkpointer need not wait out seconds of it (export_test.go).
+func open(ctx context.Context, dialect, uri string, log zerolog.Logger, quiet time.Duration) (*Database, error) {
 	if strings.HasPrefix(dialect, "sqlite") {
 		// The database holds messages and user ids: readable by its owner only.
 		if err := privatefile.CreateSQLite(uri); err != nil {
@@ -126,6 +133,7 @@ func Open(ctx context.Context, dialect, uri string, log zerolog.Logger) (*Databa
 	if dialect == "sqlite3-fk-wal" {
 		var pool *sql.DB
 		pool, cp = openSQLite(uri)
+		cp.quietTick = quiet
 		raw, err = dbutil.NewWithDB(pool, dialect)
 	} else {
 		raw, err = dbutil.NewWithDialect(uri, dialect)

@@ -73,6 +73,10 @@ type Manager struct {
 	pushed bool
 	// syncLoops counts running /sync loops.
 	syncLoops atomic.Int32
+	// syncRetry is the wait before a failed /sync, or a loop that ended,
+	// is tried again: syncBackoff (a test of the retry sets its own rather
+	// than wait out seconds).
+	syncRetry func(fails int) time.Duration
 	// renewFailures counts devices whose dropped token could not be
 	// replaced (renew.go).
 	renewFailures atomic.Int32
@@ -140,7 +144,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	// matrix.BoundInTransport).
 	httpClient := &http.Client{Transport: matrix.Unbounded(o.AS.HTTPClient.Transport)}
 	m := &Manager{
-		o: o, http: httpClient, keyWait: keyWait, shared: store, pushed: o.Config.Encryption.Appservice,
+		o: o, http: httpClient, keyWait: keyWait, syncRetry: syncBackoff, shared: store, pushed: o.Config.Encryption.Appservice,
 		log:     o.Log.With().Str("component", "e2ee").Logger(),
 		devices: map[id.UserID]*device{},
 		prep:    newPreparer(),

@@ -32,7 +32,7 @@ func syncFilter() *mautrix.Filter {
 // startSync runs the device's /sync loop until the manager stops.
 func (m *Manager) startSync(d *device) {
 	client := d.mach.Client
-	client.Syncer = &syncer{d: d, log: m.log.With().Stringer("user_id", d.userID).Logger()}
+	client.Syncer = &syncer{d: d, log: m.log.With().Stringer("user_id", d.userID).Logger(), retry: m.syncRetry}
 	// A sync without set_presence marks the ghost online at every sync on
 	// Synapse, over the presence the bridge sets from the network; offline
 	// leaves that alone there. (Dendrite, with presence on, recomputes it
@@ -78,7 +78,7 @@ func (m *Manager) startSync(d *device) {
 				fails = 0
 			}
 			fails++
-			wait := syncBackoff(fails)
+			wait := m.syncRetry(fails)
 			m.log.Warn().Err(err).Stringer("user_id", d.userID).Dur("retry_in", wait).Msg("Ghost device sync stopped, starting it again")
 			select {
 			case <-ctx.Done():
@@ -98,6 +98,7 @@ type syncer struct {
 	d     *device
 	log   zerolog.Logger
 	fails int
+	retry func(fails int) time.Duration // the manager's syncRetry
 }
 
 func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
@@ -135,7 +136,7 @@ func (s *syncer) OnFailedSync(_ *mautrix.RespSync, err error) (time.Duration, er
 		return 0, err
 	}
 	s.fails++
-	wait := syncBackoff(s.fails)
+	wait := s.retry(s.fails)
 	s.log.Warn().Err(err).Dur("retry_in", wait).Msg("Ghost device sync failed")
 	return wait, nil
 }

@@ -76,6 +76,9 @@ func TestGhostSyncSurvivesFailedFilterUpload(t *testing.T) {
 		ff.base = base
 		return ff
 	})
+	// The loop is started again after the production backoff of 2 s; a
+	// short one shows the same restart (set before Active starts a loop).
+	m.syncRetry = func(int) time.Duration { return 20 * time.Millisecond }
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := m.Active(ctx, "@dm_bob:localhost"); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -182,6 +183,7 @@ func TestStartTimesAreBounded(t *testing.T) {
 func TestPprofOnTheMetricsMux(t *testing.T) {
 	srv := httptest.NewServer(New().Handler())
 	defer srv.Close()
+	var wg sync.WaitGroup
 	for _, c := range []struct {
 		path string
 		code int
@@ -197,19 +199,25 @@ func TestPprofOnTheMetricsMux(t *testing.T) {
 		{"/debug/pprof/nonsense", 404},
 		{"/metrics", 200},
 	} {
-		resp, err := http.Get(srv.URL + c.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != c.code {
-			t.Errorf("GET %s = %d, want %d", c.path, resp.StatusCode, c.code)
-		}
-		if c.code == 200 && len(body) == 0 {
-			t.Errorf("GET %s: empty body", c.path)
-		}
+		// Side by side: the profile and the trace take a second each, and
+		// one does not stop the other.
+		wg.Go(func() {
+			resp, err := http.Get(srv.URL + c.path)
+			if err != nil {
+				t.Errorf("GET %s: %v", c.path, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != c.code {
+				t.Errorf("GET %s = %d, want %d", c.path, resp.StatusCode, c.code)
+			}
+			if c.code == 200 && len(body) == 0 {
+				t.Errorf("GET %s: empty body", c.path)
+			}
+		})
 	}
+	wg.Wait()
 	// The default mux stays untouched.
 	if _, pattern := http.DefaultServeMux.Handler(httptest.NewRequest("GET", "/debug/pprof/", nil)); pattern != "" {
 		t.Errorf("pprof is registered on http.DefaultServeMux (%q)", pattern)

@@ -51,11 +51,14 @@ func (m *Manager) submitFlush(roomID id.RoomID) {
 	})
 }
 
+// flushRetryAfter is how long flushLater waits (Manager.flushRetry).
+const flushRetryAfter = time.Second
+
 // flushLater flushes the room's queue again in a second, after a failure
 // of the database: nothing else may come to wake it (a quiet room, a
 // connector that stays up).
 func (m *Manager) flushLater(roomID id.RoomID) {
-	time.AfterFunc(time.Second, func() {
+	time.AfterFunc(m.flushRetry, func() {
 		if m.ctx.Err() == nil {
 			m.submitFlush(roomID)
 		}
@@ -198,7 +201,7 @@ func (m *Manager) commandError(ctx context.Context, pc *database.PendingCommand,
 	retryable := !errors.As(err, &cerr) || cerr.Retryable
 	if retryable && pc.Attempts+1 < maxCommandAttempts {
 		_ = m.db.PendingCm.AddAttempt(ctx, pc.Txn)
-		delay := backoff(pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
+		delay := backoff(m.retryFirst, pc.Attempts+1, m.cfg.Bridge.RetryMaxDelay.D())
 		log.Warn().Err(err).Str("txn", pc.Txn).Dur("retry_in", delay).Msg("Command failed, will retry")
 		roomID := pc.RoomID
 		time.AfterFunc(delay, func() { m.submitFlush(roomID) })

@@ -220,7 +220,7 @@ func (m *Manager) retry(ctx context.Context, attempts int, fn func(context.Conte
 			giveUp(ctx, err)
 			return
 		}
-		wait := backoff(attempts, m.cfg.Bridge.RetryMaxDelay.D())
+		wait := backoff(m.retryFirst, attempts, m.cfg.Bridge.RetryMaxDelay.D())
 		zerolog.Ctx(ctx).Warn().Err(err).Int("attempt", attempts).Stringer("retry_in", wait).Msg("Failed, will retry")
 		if ferr := failed(ctx, err, attempts); ferr != nil {
 			zerolog.Ctx(ctx).Err(ferr).Msg("Failed to count attempt")
@@ -240,12 +240,15 @@ func (m *Manager) databaseDown(ctx context.Context) bool {
 	return m.db.RawDB.PingContext(ctx) != nil
 }
 
-// backoff doubles from 500 ms up to limit (30 s when unset).
-func backoff(attempt int, limit time.Duration) time.Duration {
+// firstRetry is the wait before the first retry (Manager.retryFirst).
+const firstRetry = 500 * time.Millisecond
+
+// backoff doubles from first (firstRetry) up to limit (30 s when unset).
+func backoff(first time.Duration, attempt int, limit time.Duration) time.Duration {
 	if limit <= 0 {
 		limit = 30 * time.Second
 	}
-	d := 500 * time.Millisecond
+	d := first
 	for i := 1; i < attempt && d < limit; i++ {
 		d *= 2
 	}

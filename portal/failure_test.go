@@ -76,14 +76,14 @@ func TestFailureKinds(t *testing.T) {
 }
 
 func TestBackoffIsCapped(t *testing.T) {
-	if d := backoff(1, time.Minute); d != 500*time.Millisecond {
+	if d := backoff(firstRetry, 1, time.Minute); d != 500*time.Millisecond {
 		t.Errorf("first wait %s, want 500ms", d)
 	}
-	if d := backoff(4, time.Minute); d != 4*time.Second {
+	if d := backoff(firstRetry, 4, time.Minute); d != 4*time.Second {
 		t.Errorf("fourth wait %s, want 4s", d)
 	}
 	for _, attempt := range []int{10, 100, 1 << 20} {
-		if d := backoff(attempt, 30*time.Second); d != 30*time.Second {
+		if d := backoff(firstRetry, attempt, 30*time.Second); d != 30*time.Second {
 			t.Errorf("wait after %d attempts %s, want the 30s cap", attempt, d)
 		}
 	}

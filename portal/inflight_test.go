@@ -148,6 +148,7 @@ func TestNewEventDeletedWhileAwayIsDropped(t *testing.T) {
 func TestQueueRetriedAfterResultWriteFails(t *testing.T) {
 	t.Parallel() // waits out flushLater
 	u, p, _ := newRecordingUnit(t)
+	u.shortRetries()
 	ctx := context.Background()
 	if err := u.db.PendingCm.Insert(ctx, &database.PendingCommand{Txn: "$m", ConnectorID: unitConnID,
 		PortalKey: p.PortalKey, RoomID: p.RoomID, Op: connector.OpSendMessage, Data: []byte(`{"txn":"$m","text":"hi"}`), MXSeq: 1}); err != nil {

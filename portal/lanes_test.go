@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,16 +17,29 @@ func TestPauseGivesTheSlotBack(t *testing.T) {
 	defer cancel()
 	l := newLanes(ctx, 1, zerolog.Nop())
 	events := make(chan string, 10)
+	var bRan atomic.Bool
 	l.submit("a", "a1", func(ctx context.Context) {
 		events <- "a1 waits"
-		pause(ctx, 2*time.Second)
+		// Short pauses until b1 has run, rather than one long one that
+		// b1 surely fits in: b1 can only run while a1 has given the slot
+		// back, and a pause that kept it makes a1 give up after 10 s and
+		// come first.
+		for began := time.Now(); !bRan.Load() && time.Since(began) < 10*time.Second; {
+			if !pause(ctx, 20*time.Millisecond) {
+				events <- "a1 pause ended early"
+				return
+			}
+		}
 		events <- "a1 done"
 	})
 	l.submit("a", "a2", func(context.Context) { events <- "a2" })
 	if got := <-events; got != "a1 waits" {
 		t.Fatalf("first %q", got)
 	}
-	l.submit("b", "b1", func(context.Context) { events <- "b1" })
+	l.submit("b", "b1", func(context.Context) {
+		bRan.Store(true)
+		events <- "b1"
+	})
 	want := []string{"b1", "a1 done", "a2"}
 	for _, w := range want {
 		select {

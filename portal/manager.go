@@ -78,7 +78,11 @@ type Manager struct {
 	contested contestedLogins
 	// watch: see loginwatch.go.
 	watch *loginWatch
-	stats bridgeStats
+	// retryFirst is the first wait of backoff (firstRetry) and flushRetry
+	// flushLater's (flushRetryAfter); tests of a retry shorten them
+	// (unit.shortRetries) instead of waiting out seconds.
+	retryFirst, flushRetry time.Duration
+	stats                  bridgeStats
 	// earlyRedactions: see early_redaction.go.
 	earlyRedactions atomic.Int64
 	// ending holds the rooms whose portals are being cleaned up (see
@@ -139,6 +143,8 @@ func NewManager(cfg *config.Config, db *database.Database, link *appservice.Link
 		running:    make(chan struct{}),
 		started:    time.Now(),
 		watch:      newLoginWatch(),
+		retryFirst: firstRetry,
+		flushRetry: flushRetryAfter,
 	}
 	m.lanes = newLanes(ctx, cfg.Bridge.HomeserverConcurrency, m.log)
 	m.lanes.onIdle = m.wakeThrottled

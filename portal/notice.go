@@ -60,7 +60,7 @@ func (m *Manager) postNotice(ctx context.Context, intent matrix.API, roomID id.R
 		if err == nil {
 			return true
 		}
-		if isPermanent(err) || try >= noticeTries || !pause(ctx, backoff(try, m.cfg.Bridge.RetryMaxDelay.D())) {
+		if isPermanent(err) || try >= noticeTries || !pause(ctx, backoff(m.retryFirst, try, m.cfg.Bridge.RetryMaxDelay.D())) {
 			zerolog.Ctx(ctx).Err(err).Stringer("room_id", roomID).Msg("Failed to send notice")
 			return false
 		}

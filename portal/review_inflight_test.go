@@ -42,6 +42,7 @@ func wantDeleted(t *testing.T, u *unit, n *recordingNetwork) {
 func TestNetworkErrorAfterStanzaThenDeleted(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
+	u.shortRetries()
 	ctx := context.Background()
 	var mu sync.Mutex
 	first := true
@@ -65,6 +66,7 @@ func TestNetworkErrorAfterStanzaThenDeleted(t *testing.T) {
 func TestRepeatRefusedAfterTimeoutThenDeleted(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
+	u.shortRetries()
 	ctx := context.Background()
 	var mu sync.Mutex
 	calls, busy := 0, true
@@ -129,6 +131,7 @@ func handleThenDelete(t *testing.T, u *unit, p *database.Portal, n *recordingNet
 func TestRestartedSendRefusedThenDeleted(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
+	u.shortRetries()
 	ctx := context.Background()
 	n.has["r$m"] = true // the earlier process's send arrived
 	busy := refuseSends(u, n)
@@ -144,6 +147,7 @@ func TestRestartedSendRefusedThenDeleted(t *testing.T) {
 func TestDirectSendRetriedRefusedThenDeleted(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, p, n := newRecordingUnit(t)
+	u.shortRetries()
 	ctx := context.Background()
 	busy := refuseSends(u, n)
 	restore := failMessageWrites(t, u)
@@ -191,6 +195,9 @@ func TestCleanupNoticeBeforeDeleteRace(t *testing.T) {
 func TestDeferredEditKeepsBackoff(t *testing.T) {
 	t.Parallel() // waits out backoffs
 	u, room, _ := queuedRelationsUnit(t)
+	// A fifth of the production first wait, and the span checked with it.
+	const first = firstRetry / 5
+	u.m.retryFirst = first
 	ctx := context.Background()
 	p := u.portal(t)
 	var mu sync.Mutex
@@ -215,12 +222,12 @@ func TestDeferredEditKeepsBackoff(t *testing.T) {
 	}
 	u.conn.down.Store(false)
 	u.m.flushCommands(ctx, room)
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(5 * first)
 	mu.Lock()
 	n := sends
 	mu.Unlock()
-	// Backoff alone: tries at 0, 0.5, 1.5 s (the 4th at 3.5 s).
+	// Backoff alone: tries at 0, first, 3*first (the 4th at 7*first).
 	if n > 3 {
-		t.Errorf("the message was sent %d times in 2.5 s; its backoff allows 3 (notices %q)", n, u.notices(t))
+		t.Errorf("the message was sent %d times in %v; its backoff allows 3 (notices %q)", n, 5*first, u.notices(t))
 	}
 }

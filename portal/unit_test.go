@@ -127,6 +127,14 @@ func newUnitOn(t *testing.T, target testdb.Target, doublePuppet bool) *unit {
 	return &unit{m: m, hs: hs, db: db, conn: conn, login: login, queries: queries}
 }
 
+// shortRetries has the manager retry after 20 ms where it waits 500 ms
+// (backoff's first step) or a second (flushLater): for tests that wait
+// out retries and check only what the retries do. Called before the test
+// starts anything that may retry.
+func (u *unit) shortRetries() {
+	u.m.retryFirst, u.m.flushRetry = 20*time.Millisecond, 20*time.Millisecond
+}
+
 // queryHook is the unit database's query log: after each query its hook,
 // when set, sees the query and its arguments, on the goroutine that ran it.
 // A test can change the database there, between two queries of the code

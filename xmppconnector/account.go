@@ -58,6 +58,10 @@ type account struct {
 	droppable, dropped int
 
 	profiles *profileFetches // vCards to fetch, off the worker
+	// firstProfileWait is how long a new contact's first message waits
+	// for its profile (the constant; tests of a server that never answers
+	// shorten it rather than wait out seconds).
+	firstProfileWait time.Duration
 }
 
 // work is one item for the worker: a stanza, or an archive catch-up (at
@@ -85,6 +89,8 @@ func newAccount(cfg *AccountConfig, xcfg *XMPPConfig, store *Store, events event
 		tried:      make(chan struct{}),
 		uploadHTTP: newUploadClient(xcfg.UploadAllow, log),
 		profiles:   newProfileFetches(),
+
+		firstProfileWait: firstProfileWait,
 	}
 }
 

@@ -70,7 +70,7 @@ func (a *account) fetchContact(ctx context.Context, conn *xmppConn, who string) 
 
 // ensureContact has a contact introduced to the bridge the first time it
 // shows up: its profile is fetched in the background (fetchProfiles), and
-// the contact's first message waits for it up to firstProfileWait.
+// the contact's first message waits for it up to a.firstProfileWait.
 func (a *account) ensureContact(ctx context.Context, who string) error {
 	_, known, err := a.store.Contact(ctx, a.login, who)
 	if err != nil || known {
@@ -78,7 +78,7 @@ func (a *account) ensureContact(ctx context.Context, who string) error {
 	}
 	a.requestProfile(who, false)
 	if ready := a.profiles.firstFetch(who); ready != nil {
-		t := time.NewTimer(firstProfileWait)
+		t := time.NewTimer(a.firstProfileWait)
 		defer t.Stop()
 		select {
 		case <-ready:

@@ -124,13 +124,14 @@ func TestTooBigCloseKeepsBackoff(t *testing.T) {
 		_, _, _ = ws.ReadMessage()
 	})
 	c := NewClient(ClientOptions{URL: url, Token: "t", Hello: *connectortest.Hello("c"), Log: connectortest.Log(t),
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 5 * time.Second})
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 5 * time.Second})
+	const span = 400 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), span)
 	defer cancel()
 	_ = c.Run(ctx)
-	// Doubling from 20 ms (jittered down to half) fits at most about 8
-	// attempts into 1.5 s; resetting after each welcome would fit dozens.
+	// Doubling from 5 ms (jittered down to half) fits at most about 8
+	// attempts into 400 ms; resetting after each welcome would fit dozens.
 	if n := conns.Load(); n > 10 {
-		t.Fatalf("%d connections in 1.5 s", n)
+		t.Fatalf("%d connections in %v", n, span)
 	}
 }

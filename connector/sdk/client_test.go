@@ -265,6 +265,7 @@ func fakeHandshake(t testing.TB, ws *websocket.Conn, w connector.Welcome) bool {
 }
 
 func TestClientMaxInFlight(t *testing.T) {
+	t.Parallel() // mostly waits out the silence checks
 	const window = 4
 	const total = 20
 	finished := make(chan struct{})

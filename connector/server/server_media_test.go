@@ -72,6 +72,9 @@ func TestMediaEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Dropped before the harness closes the server, which otherwise waits
+	// its close grace (2 s) for a close frame this reader never answers.
+	t.Cleanup(func() { _ = rc.Close() })
 	if err := rc.WriteFrame(connector.Frame{Type: connector.TypeHello}, connectortest.Hello("own")); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,14 @@
+package database
+
+import (
+	"context"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// OpenQuiet is Open with the WAL checkpointer's quiet tick at quiet rather
+// than checkpointQuiet, for the external tests that wait for that tick.
+func OpenQuiet(ctx context.Context, dialect, uri string, log zerolog.Logger, quiet time.Duration) (*Database, error) {
+	return open(ctx, dialect, uri, log, quiet)
+}
