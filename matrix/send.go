@@ -188,9 +188,21 @@ func readSendResponse(req *http.Request, res *http.Response, limit int64) ([]byt
 		return nil, mautrix.HTTPError{Request: req, Response: res, Message: "not reading response",
 			WrappedError: fmt.Errorf("%w (%.2f MiB)", mautrix.ErrResponseTooLong, float64(res.ContentLength)/1024/1024)}
 	}
-	got, err := io.ReadAll(io.LimitReader(res.Body, limit+1))
-	if err == nil && int64(len(got)) > limit {
-		err = mautrix.ErrBodyReadReachedLimit
+	var got []byte
+	var err error
+	if n := res.ContentLength; n >= 0 && n < 4096 {
+		// The usual answer, {"event_id":…} with its length, in one
+		// buffer of its size (net/http's body ends at the length and
+		// fails, as for io.ReadAll, if the connection ends before it).
+		got = make([]byte, n)
+		if _, err = io.ReadFull(res.Body, got); err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+	} else {
+		got, err = io.ReadAll(io.LimitReader(res.Body, limit+1))
+		if err == nil && int64(len(got)) > limit {
+			err = mautrix.ErrBodyReadReachedLimit
+		}
 	}
 	if err != nil {
 		return nil, mautrix.HTTPError{Request: req, Response: res, Message: "failed to read response body", WrappedError: err}
