@@ -1,0 +1,86 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"sync/atomic"
+)
+
+// heapFloor is the least heap the garbage collector lets grow before it
+// collects. With Go's default (GOGC=100) the goal is twice the live heap,
+// and a busy bridge's live heap is a few MB: it collected every ~4 MB
+// allocated, every couple of hundred messages, and the collections' fixed
+// costs were a sixth of its CPU per message. With the floor a collection
+// comes after ~32 MB; once the live heap is past half the floor (a bridge
+// of many portals, issue 14's P4) the goal is the default's again, so the
+// peak memory of a large bridge does not change, and a small one's grows
+// by the floor at most.
+const heapFloor = 32 << 20
+
+// gcFloor raises GOGC after each collection so that the next goal is
+// heapFloor while twice the live heap is less, and keeps the default
+// otherwise. An operator's GOGC or GOMEMLIMIT turns it off: theirs is the
+// say.
+type gcFloor struct {
+	// floor is heapFloor (tests change it while collections run).
+	floor   atomic.Uint64
+	percent int
+	sample  []metrics.Sample
+	// set is debug.SetGCPercent (tests watch it).
+	set func(int) int
+}
+
+// startGCFloor starts the floor unless the environment sets the collector.
+func startGCFloor() {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	f := newGCFloor(heapFloor, debug.SetGCPercent)
+	f.tune()
+	f.arm()
+}
+
+func newGCFloor(floor uint64, set func(int) int) *gcFloor {
+	f := &gcFloor{percent: 100, set: set, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	f.floor.Store(floor)
+	return f
+}
+
+// gcSentinel's finalizer runs once after each collection that finds it
+// unreachable, which is every collection, since the finalizer makes it
+// reachable again until the next one. It holds a pointer so that it is
+// not one of the tiny allocations whose finalizers may never run.
+type gcSentinel struct{ f *gcFloor }
+
+func (f *gcFloor) arm() {
+	runtime.SetFinalizer(&gcSentinel{f: f}, func(s *gcSentinel) {
+		s.f.tune()
+		s.f.arm()
+	})
+}
+
+// tune sets the GOGC that puts the next goal at the floor, given the heap
+// the last collection found live.
+func (f *gcFloor) tune() {
+	metrics.Read(f.sample)
+	if f.sample[0].Value.Kind() != metrics.KindUint64 {
+		return
+	}
+	percent := floorPercent(f.sample[0].Value.Uint64(), f.floor.Load())
+	// Only a change worth the call: the goal moves with every collection.
+	if d := percent - f.percent; d > f.percent/8 || -d > f.percent/8 {
+		f.set(percent)
+		f.percent = percent
+	}
+}
+
+// floorPercent is the GOGC whose goal for a live heap of live bytes is
+// floor, and never less than Go's default of 100.
+func floorPercent(live, floor uint64) int {
+	if live == 0 || 2*live >= floor {
+		return 100
+	}
+	return int(floor*100/live) - 100
+}
