@@ -74,9 +74,10 @@ func (g *writeGate) leave(entered bool) {
 type gatedConn struct {
 	*sqlite3.SQLiteConn
 	gate *writeGate
-	// inTx: a transaction of this connection holds the gate; its
-	// statements run without asking again.
-	inTx bool
+	// inTx: a transaction of this connection is open; its statements run
+	// without asking for the gate again. txHeld: it holds the gate (it
+	// did not give up waiting for it).
+	inTx, txHeld bool
 }
 
 var errNotSQLite = errors.New("sqlite driver returned a connection of another type")
@@ -101,7 +102,7 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		c.gate.leave(entered)
 		return nil, err
 	}
-	c.inTx = true
+	c.inTx, c.txHeld = true, entered
 	return &gatedTx{Tx: tx, c: c, entered: entered}, nil
 }
 
@@ -109,7 +110,7 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 // waits for the gate.
 func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if c.inTx {
-		return c.SQLiteConn.ExecContext(holding(ctx), query, args)
+		return c.SQLiteConn.ExecContext(c.txContext(ctx), query, args)
 	}
 	entered, err := c.gate.enter(ctx)
 	if err != nil {
@@ -152,7 +153,7 @@ func (t *gatedTx) Rollback() error {
 }
 
 func (t *gatedTx) end() {
-	t.c.inTx = false
+	t.c.inTx, t.c.txHeld = false, false
 	t.c.gate.leave(t.entered)
 }
 
@@ -165,7 +166,7 @@ type gatedStmt struct {
 // in a transaction.
 func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
 	if s.c.inTx {
-		return s.SQLiteStmt.ExecContext(holding(ctx), args)
+		return s.SQLiteStmt.ExecContext(s.c.txContext(ctx), args)
 	}
 	if s.Readonly() {
 		return s.SQLiteStmt.ExecContext(ctx, args)
@@ -181,6 +182,15 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 	return s.SQLiteStmt.ExecContext(ctx, args)
 }
 
+// txContext is the context of a statement in the connection's
+// transaction: holding's when the transaction holds the gate.
+func (c *gatedConn) txContext(ctx context.Context) context.Context {
+	if c.txHeld {
+		return holding(ctx)
+	}
+	return ctx
+}
+
 // holding is the context a write runs on once its connection holds the
 // gate: ctx's values without its cancellation. go-sqlite3 runs each
 // statement whose context can end on a goroutine of its own, so that it
@@ -193,9 +203,9 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 // and the gate's wait honours it) and after it (a transaction whose
 // context ended is rolled back); a statement that then completes is the
 // outcome of a cancellation that came a moment too late, which every
-// caller already has to handle. A write that gave up on the gate (its
-// holder stuck) keeps its context, and SQLite's busy wait stays
-// interruptible.
+// caller already has to handle. A write, or a transaction, that gave up on
+// the gate (its holder stuck) keeps its context, and SQLite's busy wait
+// stays interruptible.
 func holding(ctx context.Context) context.Context {
 	if ctx.Done() == nil {
 		return ctx
