@@ -10,17 +10,24 @@ import (
 func TestFloorPercent(t *testing.T) {
 	const mb = 1 << 20
 	for _, c := range []struct {
-		live, floor uint64
-		want        int
+		live, roots, floor uint64
+		want               int
 	}{
-		{4 * mb, 32 * mb, 700},  // goal 32 MB instead of 8
-		{8 * mb, 32 * mb, 300},  // 32 instead of 16
-		{16 * mb, 32 * mb, 100}, // twice the live heap is the floor
-		{27 * mb, 32 * mb, 100}, // P4's live heap: the default
-		{0, 32 * mb, 100},
+		{4 * mb, 0, 32 * mb, 700},      // goal 32 MB instead of 8
+		{8 * mb, 0, 32 * mb, 300},      // 32 instead of 16
+		{4 * mb, 4 * mb, 32 * mb, 350}, // the stacks count: 4 + 8 × 3.5
+		{2 * mb, 6 * mb, 32 * mb, 375}, // not 1,500% of them (122 MB)
+		{16 * mb, 0, 32 * mb, 100},     // twice the live heap is the floor
+		{12 * mb, 8 * mb, 32 * mb, 100},
+		{27 * mb, 6 * mb, 32 * mb, 100}, // P4's live heap: the default
+		{0, 1 * mb, 32 * mb, 100},
 	} {
-		if got := floorPercent(c.live, c.floor); got != c.want {
-			t.Errorf("floorPercent(%d, %d) = %d, want %d", c.live, c.floor, got, c.want)
+		got := floorPercent(c.live, c.roots, c.floor)
+		if got != c.want {
+			t.Errorf("floorPercent(%d, %d, %d) = %d, want %d", c.live, c.roots, c.floor, got, c.want)
+		}
+		if goal := c.live + (c.live+c.roots)*uint64(got)/100; got > 100 && goal > c.floor {
+			t.Errorf("floorPercent(%d, %d, %d) = %d: goal %d above the floor", c.live, c.roots, c.floor, got, goal)
 		}
 	}
 }
