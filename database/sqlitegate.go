@@ -74,9 +74,10 @@ func (g *writeGate) leave(entered bool) {
 type gatedConn struct {
 	*sqlite3.SQLiteConn
 	gate *writeGate
-	// inTx: a transaction of this connection holds the gate; its
-	// statements run without asking again.
-	inTx bool
+	// inTx: a transaction of this connection is open; its statements run
+	// without asking for the gate again. txHeld: it holds the gate (it
+	// did not give up waiting for it).
+	inTx, txHeld bool
 }
 
 var errNotSQLite = errors.New("sqlite driver returned a connection of another type")
@@ -101,7 +102,7 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		c.gate.leave(entered)
 		return nil, err
 	}
-	c.inTx = true
+	c.inTx, c.txHeld = true, entered
 	return &gatedTx{Tx: tx, c: c, entered: entered}, nil
 }
 
@@ -109,13 +110,16 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 // waits for the gate.
 func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if c.inTx {
-		return c.SQLiteConn.ExecContext(ctx, query, args)
+		return c.SQLiteConn.ExecContext(c.txContext(ctx), query, args)
 	}
 	entered, err := c.gate.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer c.gate.leave(entered)
+	if entered {
+		ctx = holding(ctx)
+	}
 	return c.SQLiteConn.ExecContext(ctx, query, args)
 }
 
@@ -149,7 +153,7 @@ func (t *gatedTx) Rollback() error {
 }
 
 func (t *gatedTx) end() {
-	t.c.inTx = false
+	t.c.inTx, t.c.txHeld = false, false
 	t.c.gate.leave(t.entered)
 }
 
@@ -161,7 +165,10 @@ type gatedStmt struct {
 // ExecContext waits for the gate unless the statement only reads or runs
 // in a transaction.
 func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (driver.Result, error) {
-	if s.c.inTx || s.Readonly() {
+	if s.c.inTx {
+		return s.SQLiteStmt.ExecContext(s.c.txContext(ctx), args)
+	}
+	if s.Readonly() {
 		return s.SQLiteStmt.ExecContext(ctx, args)
 	}
 	entered, err := s.c.gate.enter(ctx)
@@ -169,5 +176,39 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 		return nil, err
 	}
 	defer s.c.gate.leave(entered)
+	if entered {
+		ctx = holding(ctx)
+	}
 	return s.SQLiteStmt.ExecContext(ctx, args)
+}
+
+// txContext is the context of a statement in the connection's
+// transaction: holding's when the transaction holds the gate.
+func (c *gatedConn) txContext(ctx context.Context) context.Context {
+	if c.txHeld {
+		return holding(ctx)
+	}
+	return ctx
+}
+
+// holding is the context a write runs on once its connection holds the
+// gate: ctx's values without its cancellation. go-sqlite3 runs each
+// statement whose context can end on a goroutine of its own, so that it
+// can interrupt SQLite when the context ends first; on the per-message
+// path that goroutine, and the handoffs to it and back, cost more than the
+// statement. Holding the gate, a write never waits for a lock except one
+// taken by a write that bypasses the gate (a query that writes), which
+// holds it for a single statement, so it ends soon anyway. Its caller's
+// cancellation still counts before the statement (database/sql checks it,
+// and the gate's wait honours it) and after it (a transaction whose
+// context ended is rolled back); a statement that then completes is the
+// outcome of a cancellation that came a moment too late, which every
+// caller already has to handle. A write, or a transaction, that gave up on
+// the gate (its holder stuck) keeps its context, and SQLite's busy wait
+// stays interruptible.
+func holding(ctx context.Context) context.Context {
+	if ctx.Done() == nil {
+		return ctx
+	}
+	return context.WithoutCancel(ctx)
 }

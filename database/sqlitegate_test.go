@@ -114,3 +114,55 @@ func TestWriteGateFreedByRollbackAndCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestGatedWriteRunsOnCallersGoroutine: a write that holds the gate costs
+// as many allocations with a context that can end as with one that cannot,
+// so go-sqlite3 did not start its per-statement goroutine (with its
+// channel and closure) for it; a read outside the gate is not affected.
+func TestGatedWriteRunsOnCallersGoroutine(t *testing.T) {
+	ctx, conn, _ := gateTestConns(t)
+	cancellable, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stmt, err := conn.PrepareContext(ctx, "INSERT INTO w DEFAULT VALUES")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stmt.Close()
+	allocs := func(ctx context.Context, inTx bool) float64 {
+		return testing.AllocsPerRun(200, func() {
+			if !inTx {
+				if _, err := stmt.ExecContext(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := conn.ExecContext(ctx, "INSERT INTO w DEFAULT VALUES"); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			// Begun on a context that cannot end, so that only the
+			// statements' contexts differ (database/sql watches a
+			// transaction's context on a goroutine of its own).
+			tx, err := conn.BeginTx(context.Background(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err = tx.StmtContext(ctx, stmt).ExecContext(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err = tx.ExecContext(ctx, "INSERT INTO w DEFAULT VALUES"); err != nil {
+				t.Fatal(err)
+			}
+			if err = tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	for _, inTx := range []bool{false, true} {
+		plain, withDone := allocs(ctx, inTx), allocs(cancellable, inTx)
+		// context.WithoutCancel is one allocation per statement; the
+		// goroutine's channel, closure and results would be several.
+		if withDone > plain+2 {
+			t.Errorf("in a transaction %v: %.0f allocations with a cancellable context, %.0f without", inTx, withDone, plain)
+		}
+	}
+}

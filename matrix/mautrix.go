@@ -110,10 +110,27 @@ func (i intent) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventTyp
 			if err != nil {
 				return nil, fmt.Errorf("encrypt %s: %w", eventType.Type, err)
 			}
-			return i.ia.SendMessageEvent(ctx, roomID, event.EventEncrypted, enc, extra...)
+			return i.send(ctx, roomID, event.EventEncrypted, enc, extra...)
 		}
 	}
-	return i.ia.SendMessageEvent(ctx, roomID, eventType, content, extra...)
+	return i.send(ctx, roomID, eventType, content, extra...)
+}
+
+// send is IntentAPI.SendMessageEvent, whose request sendPlain makes when
+// it can.
+func (i intent) send(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+	if err := i.ia.EnsureJoined(ctx, roomID); err != nil {
+		return nil, err
+	}
+	content = i.ia.AddDoublePuppetValue(content)
+	var req mautrix.ReqSendEvent
+	if len(extra) > 0 {
+		req = extra[0]
+	}
+	if resp, sent, err := sendPlain(ctx, i.ia.Client, roomID, eventType, content, req); sent {
+		return resp, err
+	}
+	return i.ia.Client.SendMessageEvent(ctx, roomID, eventType, content, extra...)
 }
 
 func (i intent) Crypto() mautrix.CryptoHelper { return i.ia.Client.Crypto }
