@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -69,29 +68,18 @@ func plainSendable(ctx context.Context, cli *mautrix.Client, req mautrix.ReqSend
 	return homeserverPrefix(cli.HomeserverURL)
 }
 
-// sendPrefix caches the scheme and host of the last homeserver URL seen
-// (the appservice's clients share one).
-type sendPrefix struct {
-	hs     *url.URL
-	prefix string
-}
-
-var lastPrefix atomic.Pointer[sendPrefix]
-
 // homeserverPrefix is "scheme://host" of hs, when hs is a bare homeserver
 // address (no path, query or user info), the only kind for which the URL
-// below is what mautrix.BuildURL makes; false for any other.
+// below is what mautrix.BuildURL makes; false for any other. It is worked
+// out for every send rather than kept: a package-level cache would be
+// state shared by every bridge in the process, and this costs one small
+// string.
 func homeserverPrefix(hs *url.URL) (string, bool) {
-	if p := lastPrefix.Load(); p != nil && p.hs == hs {
-		return p.prefix, true
-	}
 	if hs == nil || hs.Scheme == "" || hs.Host == "" || hs.Opaque != "" || hs.User != nil ||
 		(hs.Path != "" && hs.Path != "/") || hs.RawPath != "" || hs.RawQuery != "" || hs.ForceQuery || hs.Fragment != "" {
 		return "", false
 	}
-	p := &sendPrefix{hs: hs, prefix: (&url.URL{Scheme: hs.Scheme, Host: hs.Host}).String()}
-	lastPrefix.Store(p)
-	return p.prefix, true
+	return (&url.URL{Scheme: hs.Scheme, Host: hs.Host}).String(), true
 }
 
 // sendURL is mautrix's URL for the send: each path segment escaped with
