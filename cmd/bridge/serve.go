@@ -31,7 +31,6 @@ func serve(opts *options, stderr io.Writer) int {
 		return 1
 	}
 	defer logFile.Close()
-	startGCFloor()
 	logWarnings(log, warnings)
 	ensurePickleKey(cfg, log)
 	log.Info().Str("version", version).Str("config", opts.configPath).Msg("Starting dmbridge")
