@@ -89,7 +89,7 @@ func (l *lanes) work(key string) {
 				// Settled while the lane is still this goroutine's: a
 				// job queued meanwhile runs here, after it.
 				l.mu.Unlock()
-				here.settle(l.ctx)
+				here.settle(l.ctx, nil)
 				continue
 			}
 			l.queued -= len(q)
@@ -100,13 +100,13 @@ func (l *lanes) work(key string) {
 		next := q[0]
 		l.mu.Unlock()
 		if here.behind != nil && !here.behind.lets(next.peek) {
-			here.settle(l.ctx)
+			here.settle(l.ctx, next.peek)
 		}
 
 		s := &slot{sem: l.sem, stopping: l.stopping}
 		if !s.acquire(l.ctx) {
 			if here.behind != nil {
-				here.settle(l.ctx)
+				here.settle(l.ctx, nil)
 			}
 			l.mu.Lock()
 			l.queued -= len(l.queues[key])
@@ -186,15 +186,17 @@ type behind interface {
 	lets(peek any) bool
 	// finish waits for the work and sees to what failed. It runs on the
 	// lane, with ctx of the lane (laneOf finds it), and may run jobs'
-	// work again.
-	finish(ctx context.Context)
+	// work again. next is the peek of the job that runs after it, nil
+	// when none does; what finish returns stays behind for that job (nil
+	// for nothing).
+	finish(ctx context.Context, next any) behind
 }
 
-// settle finishes what is behind the lane. behind stays set while it
-// finishes, so that work run again meanwhile sees it.
-func (h *laneHere) settle(ctx context.Context) {
-	h.behind.finish(context.WithValue(ctx, laneKey{}, h))
-	h.behind = nil
+// settle finishes what is behind the lane before the job whose peek is
+// next (nil: none). behind stays set while it finishes, so that work run
+// again meanwhile sees it.
+func (h *laneHere) settle(ctx context.Context, next any) {
+	h.behind = h.behind.finish(context.WithValue(ctx, laneKey{}, h), next)
 }
 
 // laneOf returns the lane of the job that ctx belongs to, or nil outside one.

@@ -105,7 +105,16 @@ func (pl *pipeline) leaveBehind(ctx context.Context, w *groupWrite, e *inbox.Ent
 	return true
 }
 
-func (pl *pipeline) finish(ctx context.Context) {
+// finish waits for the results left behind and applies again those whose
+// commit failed, then releases the chat's lock. The premarks go with it,
+// deleted, unless the lane settles only because maxBehind results are
+// behind and next is the message of the first premark: then they stay
+// behind for it, in a pipeline of their own, and the chat's next messages
+// do not each write their marker alone, before their sends, after every
+// maxBehind messages of a busy chat. A premark that waits while the lock
+// is free is a marker written earlier than its send, as every premark is;
+// the send that takes it checks its room again (sameSend).
+func (pl *pipeline) finish(ctx context.Context, next any) behind {
 	pl.finishing = true
 	defer func() {
 		if pl.unlock != nil {
@@ -115,13 +124,15 @@ func (pl *pipeline) finish(ctx context.Context) {
 	}()
 	results := pl.results
 	pl.results = nil
+	failed := false
 	for _, r := range results {
 		if !r.write.wait(ctx) {
 			// Stopping: the event is still stored, and runs again
 			// after a restart.
-			return
+			return nil
 		}
 		if r.write.err != nil {
+			failed = true
 			zerolog.Ctx(ctx).Warn().Err(r.write.err).Str("connector_id", r.entry.ConnectorID).Int64("seq", r.entry.Seq).
 				Msg("Storing a sent message's result failed, applying it again")
 			pl.m.applyInbox(ctx, r.entry)
@@ -129,7 +140,11 @@ func (pl *pipeline) finish(ctx context.Context) {
 	}
 	marks := pl.marks
 	pl.marks = nil
+	if !failed && next != nil && len(marks) > 0 && next == any(marks[0].entry) {
+		return &pipeline{m: pl.m, marks: marks}
+	}
 	pl.m.dropPremarks(ctx, marks)
+	return nil
 }
 
 // chatHold is applyRemote's hold on its chat's lock, which a pipeline may

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,5 +221,50 @@ func checkReply(t *testing.T, u *unit, body, remoteID string) {
 		if inReply == nil || id.EventID(inReply["event_id"].(string)) != target.MXID {
 			t.Errorf("%s replies to %v, want %s's event %s", body, rel, remoteID, target.MXID)
 		}
+	}
+}
+
+// A busy chat's pipeline settles after maxBehind results to let the chat's
+// lock go, and the premarks of the messages queued next stay for them: each
+// message's marker is written once, none dropped at the settle and written
+// again alone before its send (a commit in series per message there).
+func TestPremarksKeptAcrossSettle(t *testing.T) {
+	testdb.Each(t, testPremarksKeptAcrossSettle)
+}
+
+func testPremarksKeptAcrossSettle(t *testing.T, target testdb.Target) {
+	u, in := pipelineUnit(t, target)
+	ctx := context.Background()
+	trigger := []string{
+		"CREATE TABLE marker_log (txn_id TEXT NOT NULL)",
+		"CREATE TRIGGER log_marker AFTER INSERT ON in_doubt_send BEGIN INSERT INTO marker_log VALUES (NEW.txn_id); END",
+	}
+	if target.Type == testdb.TypePostgres {
+		trigger = []string{
+			"CREATE TABLE marker_log (txn_id TEXT NOT NULL)",
+			"CREATE FUNCTION log_marker() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO marker_log VALUES (NEW.txn_id); RETURN NULL; END $$",
+			"CREATE TRIGGER log_marker AFTER INSERT ON in_doubt_send FOR EACH ROW EXECUTE FUNCTION log_marker()",
+		}
+	}
+	for _, q := range trigger {
+		if _, err := u.db.Exec(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var evs []*connector.Event
+	var ids []string
+	for i := 2; i < 2+maxBehind+2*premarkDepth; i++ {
+		id := fmt.Sprintf("m%d", i)
+		evs = append(evs, bobEvent(id))
+		ids = append(ids, id)
+	}
+	queueEntries(t, u, in, evs...).wait(t)
+	checkBridgedOnce(t, u, ids...)
+	var written, distinct int
+	if err := u.db.QueryRow(ctx, "SELECT COUNT(*), COUNT(DISTINCT txn_id) FROM marker_log").Scan(&written, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if written != len(evs) || distinct != len(evs) {
+		t.Errorf("%d markers written for %d distinct sends, want one each for %d messages", written, distinct, len(evs))
 	}
 }
