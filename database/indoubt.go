@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/lib/pq"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 )
@@ -51,6 +52,7 @@ const (
 		ON CONFLICT (txn_id) DO NOTHING`
 	setInDoubtEventIDQuery = `UPDATE in_doubt_send SET event_id=$2 WHERE txn_id=$1`
 	deleteInDoubtQuery     = `DELETE FROM in_doubt_send WHERE txn_id=$1`
+	deleteInDoubtManyQuery = `DELETE FROM in_doubt_send WHERE txn_id = ANY($1::text[])`
 	pruneInDoubtQuery      = `DELETE FROM in_doubt_send WHERE started_at < $1`
 )
 
@@ -119,8 +121,13 @@ func (q *InDoubtQuery) SetEventID(ctx context.Context, txnID string, eventID id.
 }
 
 // Delete removes markers: their result is stored, or the send is known not
-// to have reached the homeserver.
+// to have reached the homeserver. On PostgreSQL several go in one
+// statement (a round trip, and outside a transaction a commit, each).
 func (q *InDoubtQuery) Delete(ctx context.Context, txnIDs ...string) error {
+	if len(txnIDs) > 1 && q.GetDB().Dialect == dbutil.Postgres {
+		_, err := q.st.exec(ctx, deleteInDoubtManyQuery, pq.Array(txnIDs))
+		return err
+	}
 	for _, txn := range txnIDs {
 		if _, err := q.st.exec(ctx, deleteInDoubtQuery, txn); err != nil {
 			return err

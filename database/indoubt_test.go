@@ -48,6 +48,31 @@ func TestBeginFreshUnlessBridged(t *testing.T) {
 	})
 }
 
+// TestDeleteMarkers: Delete removes the markers named, one or several (on
+// PostgreSQL in one statement), and no other.
+func TestDeleteMarkers(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		key := storeBobPortal(ctx, t, db)
+		for _, txn := range []string{"t1", "t2", "t3", "t4"} {
+			if err := db.InDoubt.Begin(ctx, &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: key, RemoteID: txn,
+				EventType: "m.room.message", StartedAt: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.InDoubt.Delete(ctx, "t1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.InDoubt.Delete(ctx, "t2", "t4", "nothing"); err != nil {
+			t.Fatal(err)
+		}
+		for txn, want := range map[string]bool{"t1": false, "t2": false, "t3": true, "t4": false} {
+			if got, err := db.InDoubt.Get(ctx, txn); err != nil || (got != nil) != want {
+				t.Errorf("marker %s = %+v, %v; want stored %v", txn, got, err, want)
+			}
+		}
+	})
+}
+
 // TestStoreSent: the one statement of a sent message's result clears its
 // marker, marks its inbox row applied, maps it, and writes the next
 // message's marker unless that one is bridged already.

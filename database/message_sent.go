@@ -11,10 +11,11 @@ import (
 
 // The result of a remote message sent in one part, on PostgreSQL: the
 // send's in-doubt marker goes, the inbox row is marked applied, the
-// mapping goes in and, ahead of the chat's next message, that message's
-// marker is written (portal/premark.go). StoreSent does it for one message
-// in one statement; StoreSentMany for a group commit's messages, of any
-// chats, in one statement too.
+// mapping goes in and, ahead of the chat's next messages, their markers
+// are written (portal/premark.go). StoreSent does it for one message and at
+// most one next marker in one statement; StoreSentMany for a group commit's
+// messages, of any chats (of one connector), or for a message with several
+// next markers, in one statement too.
 
 // storeSentQuery is the result of a remote message's one send on
 // PostgreSQL as one statement (data-modifying WITH): the send's in-doubt
@@ -73,14 +74,20 @@ func (q *MessageQuery) StoreSent(ctx context.Context, m *Message, txnID, connect
 // never holds both). The check for a bridged message is a scalar subquery,
 // not NOT EXISTS: PostgreSQL turns NOT EXISTS into an anti-join, which it
 // may run by hashing the whole message table; a scalar subquery stays a
-// look-up by primary key per marker.
+// look-up by primary key per marker. For the same reason the inbox rows are
+// those of one connector ($11), found by their seqs: a join of the inbox
+// with the rows' (connector, seq) pairs got a generic plan that hashed
+// the rows and scanned the whole inbox, planned once per connection while
+// the table was small and kept as it grew (auto_explain over
+// BenchmarkGoals' 8-chat run: 98 blocks a group for 12 rows), where
+// "connector_id = $11 AND seq = ANY($12)" is an index scan in every plan.
 const storeSentManyQuery = `
 	WITH r AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
-			$7::text[], $8::boolean[], $9::bigint[], $10::text[], $11::text[], $12::bigint[])
-		AS r(login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, txn_id, connector_id, seq)),
+			$7::text[], $8::boolean[], $9::bigint[])
+		AS r(login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)),
 	cleared AS (DELETE FROM in_doubt_send WHERE txn_id = ANY($10::text[])),
-	applied AS (UPDATE inbox i SET done=true, error='' FROM r WHERE i.connector_id = r.connector_id AND i.seq = r.seq),
+	applied AS (UPDATE inbox SET done=true, error='' WHERE connector_id = $11 AND seq = ANY($12::bigint[])),
 	mapped AS (
 		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)
 		SELECT login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts FROM r
@@ -95,29 +102,37 @@ const storeSentManyQuery = `
 	RETURNING txn_id`
 
 // SentResult is one message's result for StoreSentMany: its mapping, its
-// send's transaction id, its inbox row and, if not nil, the marker of the
-// chat's next message.
+// send's transaction id, its inbox row and the markers of the chat's next
+// messages (premarks; none, one or more).
 type SentResult struct {
 	Message     *Message
 	TxnID       string
 	ConnectorID string
 	Seq         int64
-	Next        *InDoubtSend
+	Next        []*InDoubtSend
 }
 
 // StoreSentMany is StoreSent for several results in one statement, on
 // PostgreSQL only: a group commit's results in one round trip instead of
-// one each. premarked holds the transaction ids of the Next markers it
-// wrote. The statement is atomic: when it fails, none of it is stored
-// (but see Rejected for whether that is known).
+// one each, or one result with several next markers. The results' inbox
+// rows must be of one connector. premarked holds the transaction ids of the
+// Next markers it wrote. The statement is atomic: when it fails, none of it
+// is stored (but see Rejected for whether that is known).
 func (q *MessageQuery) StoreSentMany(ctx context.Context, results []SentResult) (premarked map[string]bool, err error) {
 	if q.GetDB().Dialect != dbutil.Postgres {
 		return nil, errors.New("StoreSentMany: PostgreSQL only")
 	}
+	if len(results) == 0 {
+		return nil, nil
+	}
 	var c sentColumns
 	for _, r := range results {
+		if r.ConnectorID != results[0].ConnectorID {
+			return nil, fmt.Errorf("StoreSentMany: inbox rows of connectors %q and %q", results[0].ConnectorID, r.ConnectorID)
+		}
 		c.add(r)
 	}
+	c.connector = results[0].ConnectorID
 	rows, err := q.st.query(ctx, storeSentManyQuery, c.args()...)
 	txnIDs, err := dbutil.NewRowIterWithError(rows, dbutil.ScanSingleColumn[string], err).AsList()
 	if err != nil {
@@ -132,9 +147,10 @@ func (q *MessageQuery) StoreSentMany(ctx context.Context, results []SentResult) 
 
 // sentColumns are StoreSentMany's rows as columns.
 type sentColumns struct {
-	login, chat, remote, mxid, room, sender, txn, connector []string
-	part, ts, seq                                           []int64
-	isMe                                                    []bool
+	login, chat, remote, mxid, room, sender, txn []string
+	part, ts, seq                                []int64
+	isMe                                         []bool
+	connector                                    string
 	// The next messages' markers.
 	nTxn, nRoom, nLogin, nChat, nRemote, nType []string
 	nPart, nStarted                            []int64
@@ -145,8 +161,8 @@ func (c *sentColumns) add(r SentResult) {
 	c.login, c.chat, c.remote = append(c.login, m.LoginID), append(c.chat, m.ChatID), append(c.remote, m.RemoteID)
 	c.part, c.mxid, c.room = append(c.part, int64(m.Part)), append(c.mxid, string(m.MXID)), append(c.room, string(m.RoomID))
 	c.sender, c.isMe, c.ts = append(c.sender, m.SenderID), append(c.isMe, m.IsMe), append(c.ts, m.TS)
-	c.txn, c.connector, c.seq = append(c.txn, r.TxnID), append(c.connector, r.ConnectorID), append(c.seq, r.Seq)
-	if n := r.Next; n != nil {
+	c.txn, c.seq = append(c.txn, r.TxnID), append(c.seq, r.Seq)
+	for _, n := range r.Next {
 		c.nTxn, c.nRoom = append(c.nTxn, n.TxnID), append(c.nRoom, string(n.RoomID))
 		c.nLogin, c.nChat = append(c.nLogin, n.PortalKey.LoginID), append(c.nChat, n.PortalKey.ChatID)
 		c.nRemote, c.nPart = append(c.nRemote, n.RemoteID), append(c.nPart, int64(n.Part))
@@ -157,7 +173,7 @@ func (c *sentColumns) add(r SentResult) {
 func (c *sentColumns) args() []any {
 	return []any{
 		pq.Array(c.login), pq.Array(c.chat), pq.Array(c.remote), pq.Array(c.part), pq.Array(c.mxid), pq.Array(c.room),
-		pq.Array(c.sender), pq.Array(c.isMe), pq.Array(c.ts), pq.Array(c.txn), pq.Array(c.connector), pq.Array(c.seq),
+		pq.Array(c.sender), pq.Array(c.isMe), pq.Array(c.ts), pq.Array(c.txn), c.connector, pq.Array(c.seq),
 		pq.Array(c.nTxn), pq.Array(c.nRoom), pq.Array(c.nLogin), pq.Array(c.nChat), pq.Array(c.nRemote),
 		pq.Array(c.nPart), pq.Array(c.nType), pq.Array(c.nStarted),
 	}

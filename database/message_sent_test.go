@@ -33,6 +33,11 @@ func TestStoreSentMany(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Another connector's row of the same seq is not the results'.
+	other := &database.InboxRow{ConnectorID: "other", Seq: 1, LoginID: "l1", ChatID: "eve", Kind: "message", Data: []byte("{}")}
+	if err := db.Inbox.Insert(ctx, other); err != nil {
+		t.Fatal(err)
+	}
 	mark := func(key database.PortalKey, txn, remoteID string) *database.InDoubtSend {
 		return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: key, RemoteID: remoteID,
 			EventType: "m.room.message", StartedAt: time.UnixMilli(1700000000000)}
@@ -51,17 +56,17 @@ func TestStoreSentMany(t *testing.T) {
 		}
 	}
 	results := []database.SentResult{
-		{Message: msg(bob, "m1"), TxnID: "t1", ConnectorID: "c", Seq: 1, Next: mark(bob, "t3", "m3")},
-		{Message: msg(bob, "m2"), TxnID: "t2", ConnectorID: "c", Seq: 2, Next: mark(bob, "t0", "m0")},
-		{Message: msg(eve, "e1"), TxnID: "u1", ConnectorID: "c", Seq: 3, Next: mark(eve, "u9", "e9")},
+		{Message: msg(bob, "m1"), TxnID: "t1", ConnectorID: "c", Seq: 1, Next: []*database.InDoubtSend{mark(bob, "t3", "m3"), mark(bob, "t4", "m4")}},
+		{Message: msg(bob, "m2"), TxnID: "t2", ConnectorID: "c", Seq: 2, Next: []*database.InDoubtSend{mark(bob, "t0", "m0")}},
+		{Message: msg(eve, "e1"), TxnID: "u1", ConnectorID: "c", Seq: 3, Next: []*database.InDoubtSend{mark(eve, "u9", "e9")}},
 		{Message: msg(eve, "e2"), TxnID: "u2", ConnectorID: "c", Seq: 4},
 	}
 	premarked, err := db.Message.StoreSentMany(ctx, results)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := slices.Sorted(maps.Keys(premarked)); !slices.Equal(got, []string{"t3"}) {
-		t.Errorf("markers written %v, want only t3 (m0 is bridged, u9 was there)", got)
+	if got := slices.Sorted(maps.Keys(premarked)); !slices.Equal(got, []string{"t3", "t4"}) {
+		t.Errorf("markers written %v, want only t3 and t4 (m0 is bridged, u9 was there)", got)
 	}
 	for _, r := range results {
 		got, err := db.Message.GetPart(ctx, r.Message.PortalKey, r.Message.RemoteID, 0)
@@ -69,7 +74,7 @@ func TestStoreSentMany(t *testing.T) {
 			t.Errorf("mapping of %s = %+v, %v", r.Message.RemoteID, got, err)
 		}
 	}
-	for txn, want := range map[string]bool{"t1": false, "t2": false, "u1": false, "t3": true, "t0": false, "u9": true} {
+	for txn, want := range map[string]bool{"t1": false, "t2": false, "u1": false, "t3": true, "t4": true, "t0": false, "u9": true} {
 		got, err := db.InDoubt.Get(ctx, txn)
 		if err != nil || (got != nil) != want {
 			t.Errorf("marker %s = %+v, %v; want stored %v", txn, got, err, want)
@@ -81,6 +86,9 @@ func TestStoreSentMany(t *testing.T) {
 	if pending, err := db.Inbox.Pending(ctx, "c", 0, 10); err != nil || len(pending) != 0 {
 		t.Errorf("pending inbox rows %+v, %v; want none", pending, err)
 	}
+	if pending, err := db.Inbox.Pending(ctx, "other", 0, 10); err != nil || len(pending) != 1 {
+		t.Errorf("pending inbox rows of the other connector %+v, %v; want its one", pending, err)
+	}
 
 	// A result for a chat without a portal breaks the message table's
 	// foreign key: PostgreSQL refuses the statement, and the good result
@@ -90,7 +98,7 @@ func TestStoreSentMany(t *testing.T) {
 	}
 	nobody := database.PortalKey{LoginID: "l1", ChatID: "nobody"}
 	_, err = db.Message.StoreSentMany(ctx, []database.SentResult{
-		{Message: msg(bob, "m5"), TxnID: "t5", ConnectorID: "c", Seq: 5, Next: mark(bob, "t6", "m6")},
+		{Message: msg(bob, "m5"), TxnID: "t5", ConnectorID: "c", Seq: 5, Next: []*database.InDoubtSend{mark(bob, "t6", "m6")}},
 		{Message: msg(nobody, "x1"), TxnID: "x1", ConnectorID: "c", Seq: 6},
 	})
 	if err == nil || !database.Rejected(err) {
@@ -103,6 +111,14 @@ func TestStoreSentMany(t *testing.T) {
 		if got, err := db.InDoubt.Get(ctx, txn); err != nil || (got != nil) != want {
 			t.Errorf("after the refusal, marker %s = %+v, %v; want stored %v", txn, got, err, want)
 		}
+	}
+	// The inbox rows of one statement are one connector's: results of
+	// two are refused before anything is sent.
+	if _, err := db.Message.StoreSentMany(ctx, []database.SentResult{
+		{Message: msg(bob, "m5"), TxnID: "t5", ConnectorID: "c", Seq: 5},
+		{Message: msg(eve, "e5"), TxnID: "u5", ConnectorID: "other", Seq: 1},
+	}); err == nil {
+		t.Error("results of two connectors in one statement: no error")
 	}
 	if database.Rejected(fmt.Errorf("wrapped: %w", context.Canceled)) {
 		t.Error("a cancelled context counts as PostgreSQL's refusal")
@@ -139,7 +155,7 @@ func BenchmarkStoreSent(b *testing.B) {
 			}
 			next := &database.InDoubtSend{TxnID: "n" + txn, RoomID: "!r:x", PortalKey: key, RemoteID: "n" + txn, EventType: "m.room.message", StartedAt: time.Now()}
 			rs = append(rs, database.SentResult{Message: &database.Message{PortalKey: key, RemoteID: txn, MXID: id.EventID("$" + txn), RoomID: "!r:x"},
-				TxnID: txn, ConnectorID: "c", Seq: seq, Next: next})
+				TxnID: txn, ConnectorID: "c", Seq: seq, Next: []*database.InDoubtSend{next}})
 		}
 		return rs
 	}
@@ -157,7 +173,7 @@ func BenchmarkStoreSent(b *testing.B) {
 				t := time.Now()
 				each := func(ctx context.Context) error {
 					for _, r := range rs {
-						if _, err := db.Message.StoreSent(ctx, r.Message, r.TxnID, r.ConnectorID, r.Seq, r.Next); err != nil {
+						if _, err := db.Message.StoreSent(ctx, r.Message, r.TxnID, r.ConnectorID, r.Seq, r.Next[0]); err != nil {
 							return err
 						}
 					}

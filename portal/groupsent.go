@@ -19,23 +19,33 @@ import (
 // faster.
 
 // sentWrite is a write's result as a row of StoreSentMany: when the write
-// began, and how to tell the write whether its next message's marker was
-// written.
+// began, and how to tell the write which of its next messages' markers
+// were written.
 type sentWrite struct {
 	result    database.SentResult
 	writtenAt *time.Time
-	premarked func(bool)
+	premarked func(written func(txnID string) bool)
 }
 
 // sentResult is the write of a plain message's result on PostgreSQL: one
-// statement alone (database.StoreSent), a row of a group's statement with
-// other results. premarked is told whether r.Next was written; writtenAt
-// is when the write began.
-func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premarked func(bool)) *groupWrite {
+// statement alone (database.StoreSent, or StoreSentMany of this one result
+// when it carries more than one next marker), a row of a group's statement
+// with other results. premarked is told which of r.Next were written;
+// writtenAt is when the write began.
+func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premarked func(written func(txnID string) bool)) *groupWrite {
 	w := newGroupWrite(func(ctx context.Context) error {
 		*writtenAt = time.Now()
-		ok, err := m.db.Message.StoreSent(ctx, r.Message, r.TxnID, r.ConnectorID, r.Seq, r.Next)
-		premarked(ok)
+		if len(r.Next) > 1 {
+			written, err := m.db.Message.StoreSentMany(ctx, []database.SentResult{r})
+			premarked(func(txnID string) bool { return written[txnID] })
+			return err
+		}
+		var next *database.InDoubtSend
+		if len(r.Next) == 1 {
+			next = r.Next[0]
+		}
+		ok, err := m.db.Message.StoreSent(ctx, r.Message, r.TxnID, r.ConnectorID, r.Seq, next)
+		premarked(func(string) bool { return ok })
 		return err
 	}, true)
 	w.sent = &sentWrite{result: r, writtenAt: writtenAt, premarked: premarked}
@@ -49,11 +59,20 @@ func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premar
 const minSentRows = 2
 
 // splitSent separates the group's results that go as one statement from
-// the writes that run one by one; sent is nil when they are too few.
+// the writes that run one by one; sent is nil when they are too few. The
+// statement's results are those of the first result's connector (their
+// inbox rows are found by seq within it); another connector's run alone.
 func splitSent(group []*groupWrite) (sent, rest []*groupWrite) {
+	var connectorID string
+	together := func(w *groupWrite) bool {
+		return w.sent != nil && w.sent.result.ConnectorID == connectorID
+	}
 	n := 0
 	for _, w := range group {
-		if w.sent != nil {
+		if w.sent != nil && n == 0 {
+			connectorID = w.sent.result.ConnectorID
+		}
+		if together(w) {
 			n++
 		}
 	}
@@ -62,7 +81,7 @@ func splitSent(group []*groupWrite) (sent, rest []*groupWrite) {
 	}
 	sent, rest = make([]*groupWrite, 0, n), make([]*groupWrite, 0, len(group)-n)
 	for _, w := range group {
-		if w.sent != nil {
+		if together(w) {
 			sent = append(sent, w)
 		} else {
 			rest = append(rest, w)
@@ -88,9 +107,9 @@ func storeTogether(ctx context.Context, db *database.Database, sent []*groupWrit
 	if err != nil {
 		return err
 	}
+	written := func(txnID string) bool { return premarked[txnID] }
 	for _, w := range sent {
-		next := w.sent.result.Next
-		w.sent.premarked(next != nil && premarked[next.TxnID])
+		w.sent.premarked(written)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -73,13 +74,22 @@ func testGroupSent(t *testing.T, withMarker bool, bad int) {
 	var wg sync.WaitGroup
 	errs, premarked, writtenAt := make([]error, chats+1), make([]bool, chats), make([]time.Time, chats)
 	for i := 0; i < chats; i++ {
-		var next *database.InDoubtSend
+		var next []*database.InDoubtSend
 		if i%2 == 0 {
-			next = mark(i, 2)
+			next = append(next, mark(i, 2))
+		}
+		if i == 4 {
+			// Two of chat 4's next messages are queued.
+			next = append(next, mark(i, 3))
 		}
 		r := database.SentResult{Message: &database.Message{PortalKey: key(i), RemoteID: "m1", MXID: id.EventID(fmt.Sprintf("$e%d", i)),
 			RoomID: "!r:x"}, TxnID: mark(i, 1).TxnID, ConnectorID: "c", Seq: int64(i + 1), Next: next}
-		w := m.sentResult(r, &writtenAt[i], func(ok bool) { premarked[i] = ok })
+		w := m.sentResult(r, &writtenAt[i], func(written func(string) bool) {
+			premarked[i] = len(next) > 0
+			for _, n := range next {
+				premarked[i] = premarked[i] && written(n.TxnID)
+			}
+		})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -131,6 +141,11 @@ func testGroupSent(t *testing.T, withMarker bool, bad int) {
 		if mk, err := db.InDoubt.Get(ctx, mark(i, 1).TxnID); err != nil || mk != nil {
 			t.Errorf("chat %d: its send's marker is left: %+v, %v", i, mk, err)
 		}
+		if i == 4 {
+			if mk, err := db.InDoubt.Get(ctx, mark(i, 3).TxnID); err != nil || mk == nil {
+				t.Errorf("chat 4: the marker of its second next message is not stored: %v", err)
+			}
+		}
 	}
 	if withMarker {
 		if mk, err := db.InDoubt.Get(ctx, mark(9, 1).TxnID); errs[chats] != nil || err != nil || mk == nil {
@@ -157,5 +172,70 @@ func TestSplitSent(t *testing.T) {
 	group = append(group, &groupWrite{sent: &sentWrite{}})
 	if sent, rest := splitSent(group); len(sent) != minSentRows || len(rest) != 1 || rest[0] != plain {
 		t.Errorf("%d results: sent %d, rest %d", minSentRows, len(sent), len(rest))
+	}
+	// Another connector's result runs on its own: the statement finds
+	// its inbox rows by seq within one connector.
+	other := &groupWrite{sent: &sentWrite{result: database.SentResult{ConnectorID: "other"}}}
+	group = append(group, other)
+	if sent, rest := splitSent(group); len(sent) != minSentRows || len(rest) != 2 || rest[0] != plain || rest[1] != other {
+		t.Errorf("%d results and one of another connector: sent %d, rest %d", minSentRows, len(sent), len(rest))
+	}
+}
+
+// TestSentResultWithSeveralMarkers: on PostgreSQL a message's result that
+// carries the markers of several next messages is one statement too; the
+// write learns which were written (not a bridged message's).
+func TestSentResultWithSeveralMarkers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := testdb.Open(t, testdb.Postgres(t))
+	m := &Manager{db: db, commits: newGroupCommit(db)}
+	go m.commits.run(ctx)
+	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
+		t.Fatal(err)
+	}
+	key := database.PortalKey{LoginID: "l", ChatID: "bob"}
+	if _, err := db.Portal.GetOrCreate(ctx, key, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Inbox.Insert(ctx, &database.InboxRow{ConnectorID: "c", Seq: 1, LoginID: "l", ChatID: "bob", Kind: "message", Data: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	mark := func(n int) *database.InDoubtSend {
+		return &database.InDoubtSend{TxnID: fmt.Sprintf("t%d", n), RoomID: "!r:x", PortalKey: key,
+			RemoteID: fmt.Sprintf("m%d", n), EventType: "m.room.message", StartedAt: time.Now()}
+	}
+	if err := db.InDoubt.Begin(ctx, mark(1)); err != nil {
+		t.Fatal(err)
+	}
+	// m3 is bridged already.
+	if err := db.Message.Insert(ctx, &database.Message{PortalKey: key, RemoteID: "m3", MXID: "$m3", RoomID: "!r:x"}); err != nil {
+		t.Fatal(err)
+	}
+	r := database.SentResult{Message: &database.Message{PortalKey: key, RemoteID: "m1", MXID: "$m1", RoomID: "!r:x"},
+		TxnID: "t1", ConnectorID: "c", Seq: 1, Next: []*database.InDoubtSend{mark(2), mark(3), mark(4)}}
+	var writtenAt time.Time
+	written := map[string]bool{}
+	w := m.sentResult(r, &writtenAt, func(was func(string) bool) {
+		for _, n := range r.Next {
+			written[n.TxnID] = was(n.TxnID)
+		}
+	})
+	if err := m.group(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]bool{"t2": true, "t3": false, "t4": true}; !maps.Equal(written, want) {
+		t.Errorf("markers written %v, want %v", written, want)
+	}
+	for txn, want := range map[string]bool{"t1": false, "t2": true, "t3": false, "t4": true} {
+		if mk, err := db.InDoubt.Get(ctx, txn); err != nil || (mk != nil) != want {
+			t.Errorf("marker %s stored %v (%v), want %v", txn, mk != nil, err, want)
+		}
+	}
+	if got, err := db.Message.GetPart(ctx, key, "m1", 0); err != nil || got == nil {
+		t.Errorf("m1 not mapped: %v", err)
+	}
+	if pending, err := db.Inbox.Pending(ctx, "c", 0, 10); err != nil || len(pending) != 0 {
+		t.Errorf("pending inbox rows %+v, %v; want none", pending, err)
 	}
 }

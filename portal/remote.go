@@ -242,16 +242,20 @@ func (m *Manager) postMessageChecked(ctx context.Context, login *database.Login,
 	// between the write and the line) can be told from late work.
 	var writtenAt time.Time
 	var w *groupWrite
-	if e != nil && len(msgs) == 1 && len(marks) <= 1 && m.db.Dialect == dbutil.Postgres {
-		// The usual message: its whole result in one statement.
-		var next *database.InDoubtSend
-		if len(marks) == 1 {
-			next = marks[0].mark
+	if e != nil && len(msgs) == 1 && m.db.Dialect == dbutil.Postgres {
+		// The usual message: its whole result in one statement, with
+		// the markers of the chat's next messages.
+		var next []*database.InDoubtSend
+		if len(marks) > 0 {
+			next = make([]*database.InDoubtSend, len(marks))
+			for i, mk := range marks {
+				next[i] = mk.mark
+			}
 		}
 		result := database.SentResult{Message: msgs[0], TxnID: txns[0], ConnectorID: e.ConnectorID, Seq: e.Seq, Next: next}
-		w = m.sentResult(result, &writtenAt, func(ok bool) {
-			if len(marks) == 1 {
-				marks[0].written = ok
+		w = m.sentResult(result, &writtenAt, func(written func(string) bool) {
+			for _, mk := range marks {
+				mk.written = written(mk.mark.TxnID)
 			}
 		})
 	} else {
