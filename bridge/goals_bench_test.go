@@ -192,8 +192,10 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	cpu0, harness0, t0 := g.cpu(), harnessCPU(), time.Now()
 	busy0, total0 := machineJiffies()
 	var server0 time.Duration
+	var postmaster int
 	if dbName == "postgres" {
-		server0 = postgresCPU()
+		postmaster = postmasterOf(target.URI)
+		server0 = postgresCPU(postmaster)
 	}
 	var bodies []string
 	for i := 0; i < n8; i++ {
@@ -208,7 +210,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 		out.machineBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	if dbName == "postgres" {
-		out.serverCPUPerMsg = (postgresCPU() - server0) / n8
+		out.serverCPUPerMsg = (postgresCPU(postmaster) - server0) / n8
 	}
 	out.rate8 = n8 / arr.last(bodies).Sub(t0).Seconds()
 	out.cpuPerMsg = cpu / n8

@@ -2,6 +2,7 @@ package bridge_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
@@ -167,11 +168,14 @@ func machineJiffies() (busy, total int64) {
 	return busy, total
 }
 
-// postgresCPU is the CPU time of every postgres process on the machine:
-// the server's share of a run's cost, as far as its processes outlive the
-// run (the bridge's pool keeps its connections). Other users of the same
-// server count too.
-func postgresCPU() time.Duration {
+// postgresCPU is the CPU time of the processes of the PostgreSQL server
+// the run uses (its postmaster and the postmaster's children), the server's
+// share of a run's cost as far as its processes outlive the run (the
+// bridge's pool keeps its connections). Other users of the same server
+// count too, but not other servers on the machine. When the server's
+// postmaster is not found (postmaster 0: not on this machine), every
+// postgres process on the machine counts.
+func postgresCPU(postmaster int) time.Duration {
 	entries, _ := os.ReadDir("/proc")
 	var sum time.Duration
 	for _, e := range entries {
@@ -179,9 +183,49 @@ func postgresCPU() time.Duration {
 		if err != nil {
 			continue
 		}
-		if comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); strings.TrimSpace(string(comm)) == "postgres" {
+		if postmaster != 0 {
+			if pid == postmaster || procParent(pid) == postmaster {
+				sum += procCPU(pid)
+			}
+		} else if comm, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); strings.TrimSpace(string(comm)) == "postgres" {
 			sum += procCPU(pid)
 		}
 	}
 	return sum
+}
+
+// postmasterOf returns the pid of the postmaster of the server at uri, the
+// parent of a backend, or 0 when that process is not on this machine.
+func postmasterOf(uri string) int {
+	db, err := sql.Open("postgres", uri)
+	if err != nil {
+		return 0
+	}
+	defer db.Close()
+	var backend int
+	if err := db.QueryRow("SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0
+	}
+	if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", backend)); strings.TrimSpace(string(comm)) != "postgres" {
+		return 0
+	}
+	return procParent(backend)
+}
+
+// procParent is the parent pid of pid, 0 when it is not known.
+func procParent(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest) // fields[0] is field 3 (state)
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
 }
