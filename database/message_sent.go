@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/lib/pq"
 	"go.mau.fi/util/dbutil"
@@ -66,28 +67,33 @@ func (q *MessageQuery) StoreSent(ctx context.Context, m *Message, txnID, connect
 }
 
 // storeSentManyQuery is storeSentNextQuery for many results at once, each
-// column an array (one prepared form for any count): $1–$12 are the
-// results, $13–$20 the next messages' markers, and the markers it wrote
-// come back. As in storeSentNextQuery every part reads one snapshot: no
+// column an array (one prepared form for any count): $1–$12 and $21–$22
+// are the results, $13–$20 the next messages' markers, and the markers it
+// wrote come back. As in storeSentNextQuery every part reads one snapshot: no
 // marker may be for a message whose result is among the rows (a message's
 // marker is committed before its send, its result after it, so a group
 // never holds both). The check for a bridged message is a scalar subquery,
 // not NOT EXISTS: PostgreSQL turns NOT EXISTS into an anti-join, which it
 // may run by hashing the whole message table; a scalar subquery stays a
-// look-up by primary key per marker. For the same reason the inbox rows are
-// those of one connector ($11), found by their seqs: a join of the inbox
-// with the rows' (connector, seq) pairs got a generic plan that hashed
-// the rows and scanned the whole inbox, planned once per connection while
+// look-up by primary key per marker. The inbox rows are those of one
+// connector ($11), read as the range of the primary key from the lowest
+// of their seqs to the highest ($21, $22): a join of the inbox with the
+// rows' (connector, seq) pairs got a generic plan that hashed the pairs
+// and scanned the whole inbox, planned once per pooled connection while
 // the table was small and kept as it grew (auto_explain over
-// BenchmarkGoals' 8-chat run: 98 blocks a group for 12 rows), where
-// "connector_id = $11 AND seq = ANY($12)" is an index scan in every plan.
+// BenchmarkGoals' 8-chat run: 98 blocks a group for 12 rows), and
+// "connector_id = $11 AND seq = ANY($12)" alone, on a table without
+// statistics (PostgreSQL's autovacuum off), a bitmap scan of all the
+// connector's rows. With the range, every plan (generic or not, statistics
+// or not) is an index scan of the rows between the group's seqs.
 const storeSentManyQuery = `
 	WITH r AS (
 		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::text[],
 			$7::text[], $8::boolean[], $9::bigint[])
 		AS r(login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)),
 	cleared AS (DELETE FROM in_doubt_send WHERE txn_id = ANY($10::text[])),
-	applied AS (UPDATE inbox SET done=true, error='' WHERE connector_id = $11 AND seq = ANY($12::bigint[])),
+	applied AS (UPDATE inbox SET done=true, error=''
+		WHERE connector_id = $11 AND seq >= $21 AND seq <= $22 AND seq = ANY($12::bigint[])),
 	mapped AS (
 		INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts)
 		SELECT login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts FROM r
@@ -175,7 +181,7 @@ func (c *sentColumns) args() []any {
 		pq.Array(c.login), pq.Array(c.chat), pq.Array(c.remote), pq.Array(c.part), pq.Array(c.mxid), pq.Array(c.room),
 		pq.Array(c.sender), pq.Array(c.isMe), pq.Array(c.ts), pq.Array(c.txn), c.connector, pq.Array(c.seq),
 		pq.Array(c.nTxn), pq.Array(c.nRoom), pq.Array(c.nLogin), pq.Array(c.nChat), pq.Array(c.nRemote),
-		pq.Array(c.nPart), pq.Array(c.nType), pq.Array(c.nStarted),
+		pq.Array(c.nPart), pq.Array(c.nType), pq.Array(c.nStarted), slices.Min(c.seq), slices.Max(c.seq),
 	}
 }
 
