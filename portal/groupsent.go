@@ -58,19 +58,29 @@ func (m *Manager) sentResult(r database.SentResult, writtenAt *time.Time, premar
 // 0.44 ms as one statement, eight 2.5 ms against 0.6 ms.
 const minSentRows = 2
 
+// maxSentSpan bounds how far apart in their connector's stream the results
+// of one statement are: StoreSentMany reads the inbox rows between the
+// lowest and the highest seq, so a result of a chat that was held up (a
+// send retried for minutes) would otherwise make the statement read every
+// row that arrived meanwhile, until the housekeeping prunes them.
+const maxSentSpan = 4096
+
 // splitSent separates the group's results that go as one statement from
 // the writes that run one by one; sent is nil when they are too few. The
 // statement's results are those of the first result's connector (their
-// inbox rows are found by seq within it); another connector's run alone.
+// inbox rows are found by seq within it) within maxSentSpan of its seq;
+// the others run alone.
 func splitSent(group []*groupWrite) (sent, rest []*groupWrite) {
 	var connectorID string
+	var first int64
 	together := func(w *groupWrite) bool {
-		return w.sent != nil && w.sent.result.ConnectorID == connectorID
+		return w.sent != nil && w.sent.result.ConnectorID == connectorID &&
+			w.sent.result.Seq > first-maxSentSpan && w.sent.result.Seq < first+maxSentSpan
 	}
 	n := 0
 	for _, w := range group {
 		if w.sent != nil && n == 0 {
-			connectorID = w.sent.result.ConnectorID
+			connectorID, first = w.sent.result.ConnectorID, w.sent.result.Seq
 		}
 		if together(w) {
 			n++

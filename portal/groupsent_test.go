@@ -180,6 +180,18 @@ func TestSplitSent(t *testing.T) {
 	if sent, rest := splitSent(group); len(sent) != minSentRows || len(rest) != 2 || rest[0] != plain || rest[1] != other {
 		t.Errorf("%d results and one of another connector: sent %d, rest %d", minSentRows, len(sent), len(rest))
 	}
+	// A result far behind in the stream (a chat held up) runs on its own
+	// too: the statement reads the inbox between the lowest and highest
+	// seq.
+	late := &groupWrite{sent: &sentWrite{result: database.SentResult{Seq: maxSentSpan}}}
+	group = append(group, late)
+	if sent, rest := splitSent(group); len(sent) != minSentRows || len(rest) != 3 || rest[2] != late {
+		t.Errorf("%d results, one of another connector and one %d seqs on: sent %d, rest %d", minSentRows, maxSentSpan, len(sent), len(rest))
+	}
+	near := &groupWrite{sent: &sentWrite{result: database.SentResult{Seq: maxSentSpan - 1}}}
+	if sent, _ := splitSent(append(group, near)); len(sent) != minSentRows+1 || sent[minSentRows] != near {
+		t.Errorf("a result %d seqs on is not in the statement: sent %d", maxSentSpan-1, len(sent))
+	}
 }
 
 // TestSentResultWithSeveralMarkers: on PostgreSQL a message's result that
