@@ -78,6 +78,10 @@ type gatedConn struct {
 	// without asking for the gate again. txHeld: it holds the gate (it
 	// did not give up waiting for it).
 	inTx, txHeld bool
+	// held is the context its statements run on while txHeld: the
+	// transaction's without cancellation (holding), made once at BEGIN
+	// rather than for each statement.
+	held context.Context
 }
 
 var errNotSQLite = errors.New("sqlite driver returned a connection of another type")
@@ -103,6 +107,9 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		return nil, err
 	}
 	c.inTx, c.txHeld = true, entered
+	if entered {
+		c.held = holding(ctx)
+	}
 	return &gatedTx{Tx: tx, c: c, entered: entered}, nil
 }
 
@@ -153,7 +160,7 @@ func (t *gatedTx) Rollback() error {
 }
 
 func (t *gatedTx) end() {
-	t.c.inTx, t.c.txHeld = false, false
+	t.c.inTx, t.c.txHeld, t.c.held = false, false, nil
 	t.c.gate.leave(t.entered)
 }
 
@@ -183,10 +190,12 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 }
 
 // txContext is the context of a statement in the connection's
-// transaction: holding's when the transaction holds the gate.
+// transaction: holding's when the transaction holds the gate. The driver
+// uses a statement's context only to interrupt it, so the transaction's
+// (held) serves every statement in it.
 func (c *gatedConn) txContext(ctx context.Context) context.Context {
 	if c.txHeld {
-		return holding(ctx)
+		return c.held
 	}
 	return ctx
 }
