@@ -148,7 +148,8 @@ func open(ctx context.Context, dialect, uri string, log zerolog.Logger, quiet ti
 		return nil, err
 	}
 	db.lock = lock
-	// The pool's driver keeps statements prepared by their text (withStmtCache).
+	// The pool's connections keep the statements run by their text in a
+	// transaction prepared (gatedConn.execKept).
 	db.stmts.byTextInTx = cp != nil
 	if cp != nil {
 		db.checkpointer = cp

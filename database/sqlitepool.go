@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,29 +42,8 @@ func openSQLite(uri string) (*sql.DB, *walCheckpointer) {
 		c.RegisterCommitHook(cp.committed)
 		return nil
 	}}
-	pool := sql.OpenDB(dsnConnector{dsn: withStmtCache(uri), drv: drv, gate: newWriteGate()})
+	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate()})
 	return pool, cp
-}
-
-// sqliteStmtCache is how many statements each connection keeps prepared
-// by their text (go-sqlite3's _stmt_cache_size), unless the URI sets its
-// own number. The statements of the per-message path that run in a
-// transaction are run by their text (stmtCache.byText) and so are parsed
-// once per connection; any other statement that runs by its text is
-// prepared once as well, while it is among the connection's most recently
-// used. A statement of several (a script) is never kept.
-const sqliteStmtCache = 32
-
-// withStmtCache adds _stmt_cache_size to uri.
-func withStmtCache(uri string) string {
-	if strings.Contains(uri, "_stmt_cache_size=") {
-		return uri
-	}
-	sep := "?"
-	if strings.Contains(uri, "?") {
-		sep = "&"
-	}
-	return uri + sep + "_stmt_cache_size=" + strconv.Itoa(sqliteStmtCache)
 }
 
 type dsnConnector struct {

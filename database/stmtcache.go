@@ -27,7 +27,7 @@ type stmtCache struct {
 	db *dbutil.Database
 	// byTextInTx: in a transaction, a statement runs by its text on the
 	// transaction, whose connection keeps it prepared (a sqlite3-fk-wal
-	// pool, whose driver caches statements: withStmtCache). Binding the
+	// pool's gatedConn, for a text marked keptPrefix). Binding the
 	// pool's prepared statement to the transaction instead
 	// (database/sql's Tx.StmtContext) builds a Stmt, registers it with
 	// the pool under the pool's lock, grabs the connection twice and
@@ -37,7 +37,8 @@ type stmtCache struct {
 	byTextInTx bool
 	mu         sync.Mutex
 	m          map[string]*sql.Stmt
-	// texts holds the SQLite form of each query (sqlitePlaceholders).
+	// texts holds the SQLite form of each query: sqlitePlaceholders',
+	// marked keptPrefix.
 	texts map[string]string
 }
 
@@ -45,7 +46,8 @@ func newStmtCache(db *dbutil.Database) *stmtCache {
 	return &stmtCache{db: db, m: make(map[string]*sql.Stmt), texts: make(map[string]string)}
 }
 
-// text is query as the driver takes it: on SQLite with ?N placeholders.
+// text is query as the driver takes it: on SQLite with ?N placeholders,
+// and marked as a single statement that a connection may keep prepared.
 func (c *stmtCache) text(query string) string {
 	if c.db.Dialect != dbutil.SQLite {
 		return query
@@ -55,7 +57,7 @@ func (c *stmtCache) text(query string) string {
 	if t, ok := c.texts[query]; ok {
 		return t
 	}
-	t := sqlitePlaceholders(query)
+	t := keptPrefix + sqlitePlaceholders(query)
 	if len(c.texts) < maxPrepared {
 		c.texts[query] = t
 	}
@@ -124,16 +126,16 @@ func (c *stmtCache) query(ctx context.Context, query string, args ...any) (dbuti
 		return c.db.Query(ctx, query, args...)
 	}, func(st *sql.Stmt) (dbutil.Rows, error) {
 		return st.QueryContext(ctx, args...)
-	}, func(tx *sql.Tx, text string) (dbutil.Rows, error) {
-		return tx.QueryContext(ctx, text, args...)
-	})
+	}, nil)
 }
 
 // runStmt runs query through prepared when it can, else through plain
-// (dbutil, unprepared), or in a transaction by its text (byTextInTx).
+// (dbutil, unprepared), or in a transaction by its text (byTextInTx; only
+// statements without rows, which the connection keeps prepared: a query
+// by its text would be prepared for each run).
 func runStmt[T any](c *stmtCache, ctx context.Context, query string, plain func() (T, error), prepared func(*sql.Stmt) (T, error),
 	byText func(*sql.Tx, string) (T, error)) (T, error) {
-	if c.byTextInTx {
+	if c.byTextInTx && byText != nil {
 		if tx, ok := c.db.Execable(ctx).(*dbutil.LoggingTxn); ok {
 			return byText(tx.UnderlyingTx, c.text(query))
 		}
