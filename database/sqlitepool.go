@@ -42,14 +42,15 @@ func openSQLite(uri string) (*sql.DB, *walCheckpointer) {
 		c.RegisterCommitHook(cp.committed)
 		return nil
 	}}
-	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate()})
+	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate(), begin: beginStatement(uri)})
 	return pool, cp
 }
 
 type dsnConnector struct {
-	dsn  string
-	drv  driver.Driver
-	gate *writeGate
+	dsn   string
+	drv   driver.Driver
+	gate  *writeGate
+	begin string // beginStatement(dsn)
 }
 
 func (c dsnConnector) Connect(context.Context) (driver.Conn, error) {
@@ -57,7 +58,7 @@ func (c dsnConnector) Connect(context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newGatedConn(conn, c.gate)
+	return newGatedConn(conn, c.gate, c.begin)
 }
 
 func (c dsnConnector) Driver() driver.Driver { return c.drv }
