@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
-	"net/url"
 	"strings"
 	"time"
 
@@ -87,8 +86,6 @@ type gatedConn struct {
 	// kept are the statements marked keptPrefix, prepared on this
 	// connection once (at most maxPrepared of them) and closed with it.
 	kept map[string]*sqlite3.SQLiteStmt
-	// begin is the BEGIN of the DSN's _txlock, marked keptPrefix.
-	begin string
 }
 
 // keptPrefix marks the text of a statement that stmtCache runs by its
@@ -98,59 +95,31 @@ const keptPrefix = "/*kept*/ "
 
 var errNotSQLite = errors.New("sqlite driver returned a connection of another type")
 
-func newGatedConn(c driver.Conn, gate *writeGate, begin string) (driver.Conn, error) {
+func newGatedConn(c driver.Conn, gate *writeGate) (driver.Conn, error) {
 	sc, ok := c.(*sqlite3.SQLiteConn)
 	if !ok {
 		_ = c.Close()
 		return nil, errNotSQLite
 	}
-	return &gatedConn{SQLiteConn: sc, gate: gate, begin: keptPrefix + begin}, nil
+	return &gatedConn{SQLiteConn: sc, gate: gate}, nil
 }
 
-// The statements that end a transaction, kept prepared as its begin is.
-const (
-	keptCommit   = keptPrefix + "COMMIT"
-	keptRollback = keptPrefix + "ROLLBACK"
-)
-
-// beginStatement is the BEGIN that go-sqlite3 runs for the DSN's _txlock
-// (deferred unless it says otherwise); an unknown value is left to the
-// driver, which refuses it when the connection opens.
-func beginStatement(dsn string) string {
-	_, query, _ := strings.Cut(dsn, "?")
-	params, _ := url.ParseQuery(query)
-	switch params.Get("_txlock") {
-	case "immediate":
-		return "BEGIN IMMEDIATE"
-	case "exclusive":
-		return "BEGIN EXCLUSIVE"
-	default:
-		return "BEGIN"
-	}
-}
-
-// BeginTx holds the gate until the transaction ends. It runs BEGIN, and
-// its transaction's COMMIT or ROLLBACK, as statements the connection keeps
-// prepared, as go-sqlite3's own transaction does but for that: the driver
-// parses each of them anew every time, and runs a BEGIN whose context can
-// end on a goroutine of its own (see holding).
-func (c *gatedConn) BeginTx(ctx context.Context, _ driver.TxOptions) (driver.Tx, error) {
+// BeginTx holds the gate until the transaction ends.
+func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
 	entered, err := c.gate.enter(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if entered {
-		ctx = holding(ctx)
-	}
-	if _, err = c.runKept(ctx, c.begin, nil); err != nil {
+	tx, err := c.SQLiteConn.BeginTx(ctx, opts)
+	if err != nil {
 		c.gate.leave(entered)
 		return nil, err
 	}
 	c.inTx, c.txHeld = true, entered
 	if entered {
-		c.held = ctx
+		c.held = holding(ctx)
 	}
-	return &gatedTx{c: c, entered: entered}, nil
+	return &gatedTx{Tx: tx, c: c, entered: entered}, nil
 }
 
 // ExecContext runs a statement that may write; outside a transaction it
@@ -173,13 +142,9 @@ func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver
 	return c.SQLiteConn.ExecContext(ctx, query, args)
 }
 
-// execKept runs a keptPrefix statement of the transaction.
+// execKept runs a keptPrefix statement of the transaction, prepared once
+// per connection.
 func (c *gatedConn) execKept(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	return c.runKept(c.txContext(ctx), query, args)
-}
-
-// runKept runs a keptPrefix statement, prepared once per connection.
-func (c *gatedConn) runKept(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	st, ok := c.kept[query]
 	if !ok {
 		s, err := c.SQLiteConn.PrepareContext(ctx, query)
@@ -199,7 +164,7 @@ func (c *gatedConn) runKept(ctx context.Context, query string, args []driver.Nam
 			c.kept[query] = st
 		}
 	}
-	return st.ExecContext(ctx, args)
+	return st.ExecContext(c.txContext(ctx), args)
 }
 
 // Close closes the kept statements, then the connection.
@@ -225,26 +190,19 @@ func (c *gatedConn) PrepareContext(ctx context.Context, query string) (driver.St
 }
 
 type gatedTx struct {
+	driver.Tx
 	c       *gatedConn
 	entered bool
 }
 
-// Commit commits; after a failed COMMIT it rolls back, as go-sqlite3's
-// transaction does: SQLite may leave the transaction open then, and
-// database/sql takes it as ended (a ROLLBACK with none open does no harm).
 func (t *gatedTx) Commit() error {
 	defer t.end()
-	_, err := t.c.runKept(context.Background(), keptCommit, nil)
-	if err != nil {
-		_, _ = t.c.runKept(context.Background(), keptRollback, nil)
-	}
-	return err
+	return t.Tx.Commit()
 }
 
 func (t *gatedTx) Rollback() error {
 	defer t.end()
-	_, err := t.c.runKept(context.Background(), keptRollback, nil)
-	return err
+	return t.Tx.Rollback()
 }
 
 func (t *gatedTx) end() {

@@ -42,15 +42,14 @@ func openSQLite(uri string) (*sql.DB, *walCheckpointer) {
 		c.RegisterCommitHook(cp.committed)
 		return nil
 	}}
-	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate(), begin: beginStatement(uri)})
+	pool := sql.OpenDB(dsnConnector{dsn: uri, drv: drv, gate: newWriteGate()})
 	return pool, cp
 }
 
 type dsnConnector struct {
-	dsn   string
-	drv   driver.Driver
-	gate  *writeGate
-	begin string // beginStatement(dsn)
+	dsn  string
+	drv  driver.Driver
+	gate *writeGate
 }
 
 func (c dsnConnector) Connect(context.Context) (driver.Conn, error) {
@@ -58,7 +57,7 @@ func (c dsnConnector) Connect(context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newGatedConn(conn, c.gate, c.begin)
+	return newGatedConn(conn, c.gate)
 }
 
 func (c dsnConnector) Driver() driver.Driver { return c.drv }
