@@ -188,7 +188,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	const n8 = 3000
 	pg := newPGStats(b, target)
 	pg.settle()
-	mallocs0, bytes0 := g.countersStart(b)
+	c0 := g.countersStart(b)
 	cpu0, harness0, t0 := g.cpu(), harnessCPU(), time.Now()
 	busy0, total0 := machineJiffies()
 	var server0 time.Duration
@@ -205,7 +205,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	}
 	arr.wait(b, "8-chat run", bodies...)
 	cpu, harness := g.cpu()-cpu0, harnessCPU()-harness0
-	g.countersEnd(b, mallocs0, bytes0, n8)
+	g.countersEnd(b, c0, n8)
 	if busy1, total1 := machineJiffies(); total1 > total0 {
 		out.machineBusy = float64(busy1-busy0) / float64(total1-total0)
 	}

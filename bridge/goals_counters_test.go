@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Counters of BenchmarkGoals' 8-chat run that do not depend on the load of
@@ -103,21 +104,35 @@ func pgssDump(b *testing.B, uri string, n int) {
 	fmt.Printf("PGSS total %6.3f statements %6.3f rows %6.2f blocks per message\n", tc, tr, tb)
 }
 
-// countersStart reads the bridge process's allocation counters and, under
-// callgrind, zeroes its instruction counters.
-func (g *goalsBridge) countersStart(b *testing.B) (mallocs, bytes float64) {
+// procCounters are the bridge process's counters that countersEnd turns
+// into figures per message.
+type procCounters struct {
+	mallocs, bytes float64
+	// syscr and syscw count the system calls that read and write
+	// (/proc/PID/io: sockets, files, pipes), switches the context switches
+	// of all its threads: what callgrind, which counts user-space
+	// instructions only, does not see of the wall-clock CPU.
+	syscr, syscw, switches int64
+	// user and sys are its CPU time in user space and in the kernel
+	// (/proc/PID/stat, clock ticks of 10 ms).
+	user, sys time.Duration
+}
+
+// countersStart reads the bridge process's allocation and system-call
+// counters and, under callgrind, zeroes its instruction counters.
+func (g *goalsBridge) countersStart(b *testing.B) procCounters {
 	if g.inProcess() {
-		return 0, 0
+		return procCounters{}
 	}
 	if os.Getenv("DMBRIDGE_BENCH_CALLGRIND") == "1" {
 		out, err := exec.Command("callgrind_control", "-z", strconv.Itoa(g.proc.cmd.Process.Pid)).CombinedOutput()
 		fmt.Printf("CALLGRIND zero: %v %s\n", err, out)
 	}
-	return g.memstats(b)
+	return g.readCounters(b)
 }
 
 // countersEnd prints the counters' change per message of the n sent.
-func (g *goalsBridge) countersEnd(b *testing.B, m0, b0 float64, n int) {
+func (g *goalsBridge) countersEnd(b *testing.B, c0 procCounters, n int) {
 	if g.inProcess() {
 		return
 	}
@@ -125,8 +140,46 @@ func (g *goalsBridge) countersEnd(b *testing.B, m0, b0 float64, n int) {
 		out, err := exec.Command("callgrind_control", "--dump=8chat", strconv.Itoa(g.proc.cmd.Process.Pid)).CombinedOutput()
 		fmt.Printf("CALLGRIND dump: %v %s\n", err, out)
 	}
-	m1, b1 := g.memstats(b)
-	fmt.Printf("ALLOCS per message over %d: %.1f objects, %.0f bytes\n", n, (m1-m0)/float64(n), (b1-b0)/float64(n))
+	c1 := g.readCounters(b)
+	per := func(a, b int64) float64 { return float64(b-a) / float64(n) }
+	fmt.Printf("ALLOCS per message over %d: %.1f objects, %.0f bytes\n", n, (c1.mallocs-c0.mallocs)/float64(n), (c1.bytes-c0.bytes)/float64(n))
+	fmt.Printf("SYSCALLS per message over %d: %.2f reads, %.2f writes, %.2f context switches; CPU %.3f ms user, %.3f ms system\n", n,
+		per(c0.syscr, c1.syscr), per(c0.syscw, c1.syscw), per(c0.switches, c1.switches),
+		float64(c1.user-c0.user)/float64(n)/1e6, float64(c1.sys-c0.sys)/float64(n)/1e6)
+}
+
+func (g *goalsBridge) readCounters(b *testing.B) procCounters {
+	var c procCounters
+	c.mallocs, c.bytes = g.memstats(b)
+	pid := g.proc.cmd.Process.Pid
+	if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, _ := strings.Cut(line, ": ")
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "syscr":
+				c.syscr = n
+			case "syscw":
+				c.syscw = n
+			}
+		}
+	}
+	c.user, c.sys = procUserSys(pid)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				c.switches += n
+			}
+		}
+	}
+	return c
 }
 
 // memstats reads go_memstats_mallocs_total and _alloc_bytes_total.
@@ -151,4 +204,26 @@ func (g *goalsBridge) memstats(b *testing.B) (mallocs, bytes float64) {
 		}
 	}
 	return mallocs, bytes
+}
+
+// procUserSys reads utime and stime of /proc/PID/stat (fields 14 and 15,
+// in clock ticks of 1/100 s on Linux, for all of the process's threads).
+func procUserSys(pid int) (user, sys time.Duration) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	rest := string(data)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest) // fields[0] is field 3 (state)
+	if len(fields) < 13 {
+		return 0, 0
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	const tick = 10 * time.Millisecond
+	return time.Duration(utime) * tick, time.Duration(stime) * tick
 }

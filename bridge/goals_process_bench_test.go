@@ -69,26 +69,11 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// procCPU reads utime and stime of /proc/PID/stat (fields 14 and 15, in
-// clock ticks of 1/100 s on Linux, for all of the process's threads).
+// procCPU is the bridge process's CPU time, user and system, for all of
+// its threads (procUserSys).
 func procCPU(pid int) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	rest := string(data)
-	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
-		rest = rest[i+1:]
-	}
-	fields := strings.Fields(rest) // fields[0] is field 3 (state)
-	if len(fields) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	const tick = 10 * time.Millisecond
-	return time.Duration(utime+stime) * tick
+	user, sys := procUserSys(pid)
+	return user + sys
 }
 
 // profile takes a CPU profile of the bridge process while load runs for

@@ -148,6 +148,9 @@ func open(ctx context.Context, dialect, uri string, log zerolog.Logger, quiet ti
 		return nil, err
 	}
 	db.lock = lock
+	// The pool's connections keep the statements run by their text in a
+	// transaction prepared (gatedConn.execKept).
+	db.stmts.byTextInTx = cp != nil
 	if cp != nil {
 		db.checkpointer = cp
 		go cp.run(raw.RawDB)

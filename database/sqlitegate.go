@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -78,7 +79,19 @@ type gatedConn struct {
 	// without asking for the gate again. txHeld: it holds the gate (it
 	// did not give up waiting for it).
 	inTx, txHeld bool
+	// held is the context its statements run on while txHeld: the
+	// transaction's without cancellation (holding), made once at BEGIN
+	// rather than for each statement.
+	held context.Context
+	// kept are the statements marked keptPrefix, prepared on this
+	// connection once (at most maxPrepared of them) and closed with it.
+	kept map[string]*sqlite3.SQLiteStmt
 }
+
+// keptPrefix marks the text of a statement that stmtCache runs by its
+// text in a transaction (byTextInTx): a single statement, which the
+// connection keeps prepared. SQLite reads it as a comment.
+const keptPrefix = "/*kept*/ "
 
 var errNotSQLite = errors.New("sqlite driver returned a connection of another type")
 
@@ -103,6 +116,9 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 		return nil, err
 	}
 	c.inTx, c.txHeld = true, entered
+	if entered {
+		c.held = holding(ctx)
+	}
 	return &gatedTx{Tx: tx, c: c, entered: entered}, nil
 }
 
@@ -110,6 +126,9 @@ func (c *gatedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.
 // waits for the gate.
 func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
 	if c.inTx {
+		if strings.HasPrefix(query, keptPrefix) {
+			return c.execKept(ctx, query, args)
+		}
 		return c.SQLiteConn.ExecContext(c.txContext(ctx), query, args)
 	}
 	entered, err := c.gate.enter(ctx)
@@ -121,6 +140,40 @@ func (c *gatedConn) ExecContext(ctx context.Context, query string, args []driver
 		ctx = holding(ctx)
 	}
 	return c.SQLiteConn.ExecContext(ctx, query, args)
+}
+
+// execKept runs a keptPrefix statement of the transaction, prepared once
+// per connection.
+func (c *gatedConn) execKept(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	st, ok := c.kept[query]
+	if !ok {
+		s, err := c.SQLiteConn.PrepareContext(ctx, query)
+		if err != nil {
+			return nil, err
+		}
+		if st, ok = s.(*sqlite3.SQLiteStmt); !ok {
+			_ = s.Close()
+			return nil, errNotSQLite
+		}
+		if len(c.kept) >= maxPrepared {
+			defer st.Close()
+		} else {
+			if c.kept == nil {
+				c.kept = make(map[string]*sqlite3.SQLiteStmt)
+			}
+			c.kept[query] = st
+		}
+	}
+	return st.ExecContext(c.txContext(ctx), args)
+}
+
+// Close closes the kept statements, then the connection.
+func (c *gatedConn) Close() error {
+	for q, st := range c.kept {
+		_ = st.Close()
+		delete(c.kept, q)
+	}
+	return c.SQLiteConn.Close()
 }
 
 // PrepareContext returns a statement that asks for the gate when it writes.
@@ -153,7 +206,7 @@ func (t *gatedTx) Rollback() error {
 }
 
 func (t *gatedTx) end() {
-	t.c.inTx, t.c.txHeld = false, false
+	t.c.inTx, t.c.txHeld, t.c.held = false, false, nil
 	t.c.gate.leave(t.entered)
 }
 
@@ -183,10 +236,12 @@ func (s *gatedStmt) ExecContext(ctx context.Context, args []driver.NamedValue) (
 }
 
 // txContext is the context of a statement in the connection's
-// transaction: holding's when the transaction holds the gate.
+// transaction: holding's when the transaction holds the gate. The driver
+// uses a statement's context only to interrupt it, so the transaction's
+// (held) serves every statement in it.
 func (c *gatedConn) txContext(ctx context.Context) context.Context {
 	if c.txHeld {
-		return holding(ctx)
+		return c.held
 	}
 	return ctx
 }

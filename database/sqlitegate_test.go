@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/mattn/go-sqlite3"
 )
 
 // gateTestConns opens a gated pool on a fresh file with a table, and takes
@@ -164,5 +166,69 @@ func TestGatedWriteRunsOnCallersGoroutine(t *testing.T) {
 		if withDone > plain+2 {
 			t.Errorf("in a transaction %v: %.0f allocations with a cancellable context, %.0f without", inTx, withDone, plain)
 		}
+	}
+}
+
+// TestKeptStatementsInTransactions: a statement marked keptPrefix runs in a
+// transaction on the statement its connection prepared the first time, in
+// every later transaction too; a failed run (a constraint) leaves it
+// usable and writes nothing; a rollback takes back what it wrote; and the
+// connection's statements are closed with it.
+func TestKeptStatementsInTransactions(t *testing.T) {
+	ctx, c, _ := gateTestConns(t)
+	insert := keptPrefix + "INSERT INTO w (n) VALUES (?1)"
+	var kept map[string]*sqlite3.SQLiteStmt
+	inTx := func(fn func(tx *sql.Tx) error, commit bool) {
+		t.Helper()
+		tx, err := c.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err = fn(tx); err != nil {
+			t.Fatal(err)
+		}
+		if err = c.Raw(func(dc any) error { kept = dc.(*gatedConn).kept; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			err = tx.Commit()
+		} else {
+			err = tx.Rollback()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var first *sqlite3.SQLiteStmt
+	for i := 1; i <= 3; i++ {
+		inTx(func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, insert, i)
+			return err
+		}, true)
+		if len(kept) != 1 || kept[insert] == nil {
+			t.Fatalf("transaction %d: kept %v", i, kept)
+		}
+		if first == nil {
+			first = kept[insert]
+		} else if kept[insert] != first {
+			t.Fatalf("transaction %d prepared the statement again", i)
+		}
+	}
+	inTx(func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, insert, 1); err == nil {
+			t.Error("a duplicate key was inserted")
+		}
+		_, err := tx.ExecContext(ctx, insert, 4)
+		return err
+	}, false)
+	var n int
+	if err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM w").Scan(&n); err != nil || n != 3 {
+		t.Fatalf("rows after the rolled-back transaction: %d, %v; want 3", n, err)
+	}
+	if err := c.Raw(func(dc any) error { return dc.(*gatedConn).Close() }); err != nil {
+		t.Fatal(err)
+	}
+	if len(kept) != 0 {
+		t.Fatalf("statements left after the connection closed: %v", kept)
 	}
 }

@@ -25,12 +25,43 @@ const maxPrepared = 64
 // connection that does not have it, inside a transaction too).
 type stmtCache struct {
 	db *dbutil.Database
-	mu sync.Mutex
-	m  map[string]*sql.Stmt
+	// byTextInTx: in a transaction, a statement runs by its text on the
+	// transaction, whose connection keeps it prepared (a sqlite3-fk-wal
+	// pool's gatedConn, for a text marked keptPrefix). Binding the
+	// pool's prepared statement to the transaction instead
+	// (database/sql's Tx.StmtContext) builds a Stmt, registers it with
+	// the pool under the pool's lock, grabs the connection twice and
+	// closes it all again at the end: on SQLite more work than the
+	// statement itself, four times per bridged message. It is set before
+	// the database is used (open) and never changes.
+	byTextInTx bool
+	mu         sync.Mutex
+	m          map[string]*sql.Stmt
+	// texts holds the SQLite form of each query: sqlitePlaceholders',
+	// marked keptPrefix.
+	texts map[string]string
 }
 
 func newStmtCache(db *dbutil.Database) *stmtCache {
-	return &stmtCache{db: db, m: make(map[string]*sql.Stmt)}
+	return &stmtCache{db: db, m: make(map[string]*sql.Stmt), texts: make(map[string]string)}
+}
+
+// text is query as the driver takes it: on SQLite with ?N placeholders,
+// and marked as a single statement that a connection may keep prepared.
+func (c *stmtCache) text(query string) string {
+	if c.db.Dialect != dbutil.SQLite {
+		return query
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.texts[query]; ok {
+		return t
+	}
+	t := keptPrefix + sqlitePlaceholders(query)
+	if len(c.texts) < maxPrepared {
+		c.texts[query] = t
+	}
+	return t
 }
 
 // get returns the prepared form of query, or nil when the cache is full.
@@ -42,10 +73,7 @@ func (c *stmtCache) get(ctx context.Context, query string) (*sql.Stmt, error) {
 	if ok || full {
 		return st, nil
 	}
-	text := query
-	if c.db.Dialect == dbutil.SQLite {
-		text = sqlitePlaceholders(query)
-	}
+	text := c.text(query)
 	// Prepared on the pool, not in the caller's transaction: a statement
 	// prepared on a transaction is closed with it.
 	st, err := c.db.RawDB.PrepareContext(context.WithoutCancel(ctx), text)
@@ -87,6 +115,8 @@ func (c *stmtCache) exec(ctx context.Context, query string, args ...any) (sql.Re
 		return c.db.Exec(ctx, query, args...)
 	}, func(st *sql.Stmt) (sql.Result, error) {
 		return st.ExecContext(ctx, args...)
+	}, func(tx *sql.Tx, text string) (sql.Result, error) {
+		return tx.ExecContext(ctx, text, args...)
 	})
 }
 
@@ -96,12 +126,20 @@ func (c *stmtCache) query(ctx context.Context, query string, args ...any) (dbuti
 		return c.db.Query(ctx, query, args...)
 	}, func(st *sql.Stmt) (dbutil.Rows, error) {
 		return st.QueryContext(ctx, args...)
-	})
+	}, nil)
 }
 
 // runStmt runs query through prepared when it can, else through plain
-// (dbutil, unprepared).
-func runStmt[T any](c *stmtCache, ctx context.Context, query string, plain func() (T, error), prepared func(*sql.Stmt) (T, error)) (T, error) {
+// (dbutil, unprepared), or in a transaction by its text (byTextInTx; only
+// statements without rows, which the connection keeps prepared: a query
+// by its text would be prepared for each run).
+func runStmt[T any](c *stmtCache, ctx context.Context, query string, plain func() (T, error), prepared func(*sql.Stmt) (T, error),
+	byText func(*sql.Tx, string) (T, error)) (T, error) {
+	if c.byTextInTx && byText != nil {
+		if tx, ok := c.db.Execable(ctx).(*dbutil.LoggingTxn); ok {
+			return byText(tx.UnderlyingTx, c.text(query))
+		}
+	}
 	if c.inOtherTxn(ctx) {
 		return plain()
 	}

@@ -47,6 +47,35 @@ func TestInboxInsertManyChunks(t *testing.T) {
 	})
 }
 
+// TestInboxInsertManySizes: batches of every shape of chunking (SQLite
+// splits them into statements of a power of two rows) stored in a
+// transaction, as the intake does, come back whole and in order.
+func TestInboxInsertManySizes(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		seq := int64(0)
+		for _, n := range []int{1, 2, 3, 7, 63, 64, 65, 99, 127, 128, 200} {
+			rows := make([]*database.InboxRow, n)
+			for i := range rows {
+				seq++
+				rows[i] = &database.InboxRow{ConnectorID: "c", Seq: seq, LoginID: "l",
+					ChatID: fmt.Sprint("chat", seq%5), Kind: "message", Data: []byte(fmt.Sprintf(`{"n":%d}`, seq))}
+			}
+			if err := db.DoTxn(ctx, nil, func(ctx context.Context) error { return db.Inbox.InsertMany(ctx, rows) }); err != nil {
+				t.Fatalf("batch of %d: %v", n, err)
+			}
+			got, err := db.Inbox.Pending(ctx, "c", rows[0].Seq-1, n+1)
+			if err != nil || len(got) != n {
+				t.Fatalf("batch of %d: pending = %d rows, %v", n, len(got), err)
+			}
+			for i, r := range got {
+				if r.Seq != rows[i].Seq || r.ChatID != rows[i].ChatID || string(r.Data) != string(rows[i].Data) {
+					t.Fatalf("batch of %d, row %d = %+v, want %+v", n, i, r, rows[i])
+				}
+			}
+		}
+	})
+}
+
 // TestCleanedRoomsAndDirectUsers: the cleaned_room queries in one place, and
 // the users with a stake in m.direct, who include those whose login is gone.
 func TestCleanedRoomsAndDirectUsers(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"unicode/utf8"
 
 	"maunium.net/go/mautrix"
@@ -31,6 +32,9 @@ const (
 // depend on the text only, so a retry sends the same ones under the same
 // transaction ids.
 func (m *Manager) fitText(ctx context.Context, intent matrix.API, content *event.MessageEventContent) ([]*event.MessageEventContent, error) {
+	if surelyFits(content) {
+		return []*event.MessageEventContent{content}, nil
+	}
 	if encoded, err := json.Marshal(content); err == nil && len(encoded) <= maxContentBytes {
 		return []*event.MessageEventContent{content}, nil
 	}
@@ -58,6 +62,27 @@ func (m *Manager) fitText(ctx context.Context, intent matrix.API, content *event
 	}
 	return []*event.MessageEventContent{head, file}, nil
 }
+
+// surelyFits reports, without encoding it, that content fits in one event
+// as fitText weighs it: a text content (textContent sets no field but
+// these four) whose strings, even if every byte of them took the most JSON
+// can make of a byte (six, as in \u00XX or \ufffd for an invalid one),
+// stay under maxContentBytes with the keys and punctuation around them.
+// The usual message is far under it, and it was encoded once here and
+// again for its send. Any other content is encoded and measured.
+func surelyFits(content *event.MessageEventContent) bool {
+	n := len(content.MsgType) + len(content.Body) + len(content.Format) + len(content.FormattedBody)
+	if 6*n+textKeysBytes > maxContentBytes {
+		return false
+	}
+	rest := *content
+	rest.MsgType, rest.Body, rest.Format, rest.FormattedBody = "", "", "", ""
+	return reflect.ValueOf(&rest).Elem().IsZero()
+}
+
+// textKeysBytes bounds what the JSON of a text content adds to its four
+// strings: {"msgtype":"","body":"","format":"","formatted_body":""} is 57.
+const textKeysBytes = 64
 
 // fitEdit bounds the text of an edit from the network. An edit replaces
 // one event, so it cannot be split like a message: a text too long for one

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -71,11 +72,12 @@ type serverConn struct {
 	// starts after the handshake set it.
 	rlog        zerolog.Logger // log with the connector id
 	welcomed    bool
-	committing  bool  // the committer runs; teardown must stop it
-	queued      int64 // the last seq accepted from this connector: stored or queued for storing
-	gapReported bool  // M_BAD_SEQ sent for the current gap; stay quiet until it is filled
-	closeQueued bool  // sendClose was called; the writer will send the close frame
-	readFailed  bool  // the websocket reader returned an error and is unusable
+	committing  bool   // the committer runs; teardown must stop it
+	queued      int64  // the last seq accepted from this connector: stored or queued for storing
+	gapReported bool   // M_BAD_SEQ sent for the current gap; stay quiet until it is filled
+	closeQueued bool   // sendClose was called; the writer will send the close frame
+	readFailed  bool   // the websocket reader returned an error and is unusable
+	rbuf        []byte // read's buffer, reused for every frame
 	badInRow    int
 }
 
@@ -277,14 +279,33 @@ func parseHello(typ int, msg []byte) (*connector.Hello, connws.Refs, *connector.
 // reader must not be used again. The peer gets DeadAfter from the moment we
 // wait, so time spent in Store or Handler never counts as its silence;
 // pongs extend the wait. Reader goroutine only.
+//
+// The message is read into the reader's buffer, which the next read
+// reuses: what is kept of a frame is copied out of it by decoding (strings
+// and the event's raw data), so its bytes are dead once the frame is
+// handled, and a buffer per frame (gorilla's ReadMessage) was one of the
+// largest allocations per bridged message.
 func (c *serverConn) read() (int, []byte, error) {
 	_ = c.ws.SetReadDeadline(connws.Deadline(c.srv.opts.DeadAfter))
-	typ, msg, err := c.ws.ReadMessage()
+	typ, r, err := c.ws.NextReader()
+	if err == nil {
+		if cap(c.rbuf) > maxKeptReadBuf {
+			c.rbuf = nil
+		}
+		buf := bytes.NewBuffer(c.rbuf[:0])
+		_, err = buf.ReadFrom(r)
+		c.rbuf = buf.Bytes()
+	}
 	if err != nil {
 		c.readFailed = true
 	}
-	return typ, msg, err
+	return typ, c.rbuf, err
 }
+
+// maxKeptReadBuf bounds the read buffer a connection keeps between frames:
+// a rare large frame (up to MaxFrameBytes) is not held for the
+// connection's life.
+const maxKeptReadBuf = 64 << 10
 
 // closeWith starts the closing handshake: it sends a close frame now and
 // drops the TCP connection after closeGrace if the peer has not closed by
