@@ -77,6 +77,10 @@ func TestRegressionTxnOutcomeLostOnShutdown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("first client did not stop")
 	}
+	// The bridge notices the first connection's end before the restart:
+	// otherwise "connected" below can be the old connection's, and the
+	// command goes out on it as it closes (M_NOT_CONNECTED).
+	connectortest.Eventually(t, "bridge sees first go", func() bool { return !h.Srv.Connected("c") })
 
 	// The restarted process, same store. The bridge re-sends the command.
 	second := newClient(t, h, "c", func(o *ClientOptions) { o.Store = store; o.Handle = handle })
