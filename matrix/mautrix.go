@@ -110,15 +110,17 @@ func (i intent) SendMessageEvent(ctx context.Context, roomID id.RoomID, eventTyp
 			if err != nil {
 				return nil, fmt.Errorf("encrypt %s: %w", eventType.Type, err)
 			}
-			return i.send(ctx, roomID, event.EventEncrypted, enc, extra...)
+			return i.send(ctx, roomID, event.EventEncrypted, enc, false, extra...)
 		}
+		return i.send(ctx, roomID, eventType, content, true, extra...)
 	}
-	return i.send(ctx, roomID, eventType, content, extra...)
+	return i.send(ctx, roomID, eventType, content, false, extra...)
 }
 
 // send is IntentAPI.SendMessageEvent, whose request sendPlain makes when
-// it can.
-func (i intent) send(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
+// it can. unencrypted: the room was just looked up and is not encrypted,
+// so sendPlain need not look again.
+func (i intent) send(ctx context.Context, roomID id.RoomID, eventType event.Type, content any, unencrypted bool, extra ...mautrix.ReqSendEvent) (*mautrix.RespSendEvent, error) {
 	if err := i.ia.EnsureJoined(ctx, roomID); err != nil {
 		return nil, err
 	}
@@ -127,7 +129,7 @@ func (i intent) send(ctx context.Context, roomID id.RoomID, eventType event.Type
 	if len(extra) > 0 {
 		req = extra[0]
 	}
-	if resp, sent, err := sendPlain(ctx, i.ia.Client, roomID, eventType, content, req); sent {
+	if resp, sent, err := sendPlain(ctx, i.ia.Client, roomID, eventType, content, req, unencrypted); sent {
 		return resp, err
 	}
 	return i.ia.Client.SendMessageEvent(ctx, roomID, eventType, content, extra...)

@@ -33,13 +33,14 @@ import (
 // mautrix.
 
 // sendPlain sends content as it is, or reports false when mautrix must
-// make the request (see plainSendable).
-func sendPlain(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, eventType event.Type, content any, req mautrix.ReqSendEvent) (*mautrix.RespSendEvent, bool, error) {
+// make the request (see plainSendable). unencrypted: the caller has just
+// found the room unencrypted in the state store, which is not asked again.
+func sendPlain(ctx context.Context, cli *mautrix.Client, roomID id.RoomID, eventType event.Type, content any, req mautrix.ReqSendEvent, unencrypted bool) (*mautrix.RespSendEvent, bool, error) {
 	prefix, ok := plainSendable(ctx, cli, req)
 	if !ok {
 		return nil, false, nil
 	}
-	if cli.Crypto != nil && !req.DontEncrypt && eventType != event.EventReaction && eventType != event.EventEncrypted {
+	if cli.Crypto != nil && !unencrypted && !req.DontEncrypt && eventType != event.EventReaction && eventType != event.EventEncrypted {
 		// mautrix encrypts it in an encrypted room (and reports a failed
 		// check): both are its to do.
 		if encrypted, err := cli.StateStore.IsEncrypted(ctx, roomID); err != nil || encrypted {

@@ -124,7 +124,7 @@ func TestSendPlainAsMautrix(t *testing.T) {
 			}
 			wantResp, wantErr := cli.SendMessageEvent(ctx, v.room, v.evType, msg, v.req)
 			want := l.take()
-			gotResp, sent, gotErr := sendPlain(ctx, cli, v.room, v.evType, msg, v.req)
+			gotResp, sent, gotErr := sendPlain(ctx, cli, v.room, v.evType, msg, v.req, false)
 			got := l.take()
 			if !sent {
 				t.Fatalf("%+v: sendPlain left the send to mautrix", v)
@@ -152,7 +152,7 @@ func TestSendPlainAsMautrix(t *testing.T) {
 	cli := as2.NewMautrixClient("@dm_bob:x")
 	req := mautrix.ReqSendEvent{TransactionID: "t5"}
 	wantResp, wantErr := cli.SendMessageEvent(ctx, "!room:x", event.EventMessage, msg, req)
-	gotResp, sent, gotErr := sendPlain(ctx, cli, "!room:x", event.EventMessage, msg, req)
+	gotResp, sent, gotErr := sendPlain(ctx, cli, "!room:x", event.EventMessage, msg, req, false)
 	if !sent || gotErr == nil || outcome(gotResp, gotErr) != outcome(wantResp, wantErr) {
 		t.Errorf("unreachable homeserver: sent=%v %s, mautrix %s", sent, outcome(gotResp, gotErr), outcome(wantResp, wantErr))
 	}
@@ -169,15 +169,15 @@ func TestSendPlainLeavesTheRestToMautrix(t *testing.T) {
 	}
 	once := mautrix.WithMaxRetries(context.Background(), 0)
 	req := mautrix.ReqSendEvent{TransactionID: "t"}
-	if _, sent, _ := sendPlain(once, as.NewMautrixClient("@dm_bob:x"), "!r:x", event.EventMessage, struct{}{}, req); sent {
+	if _, sent, _ := sendPlain(once, as.NewMautrixClient("@dm_bob:x"), "!r:x", event.EventMessage, struct{}{}, req, false); sent {
 		t.Error("took over a send to a homeserver URL with a path")
 	}
 	as = testAppService(t)
 	cli := as.NewMautrixClient("@dm_bob:x")
-	if _, sent, _ := sendPlain(mautrix.WithMaxRetries(context.Background(), 2), cli, "!r:x", event.EventMessage, struct{}{}, req); sent {
+	if _, sent, _ := sendPlain(mautrix.WithMaxRetries(context.Background(), 2), cli, "!r:x", event.EventMessage, struct{}{}, req, false); sent {
 		t.Error("took over a send mautrix would retry")
 	}
-	if _, sent, _ := sendPlain(once, cli, "!r:x", event.EventMessage, struct{}{}, mautrix.ReqSendEvent{}); sent {
+	if _, sent, _ := sendPlain(once, cli, "!r:x", event.EventMessage, struct{}{}, mautrix.ReqSendEvent{}, false); sent {
 		t.Error("took over a send without a transaction id")
 	}
 	ctx := context.Background()
@@ -185,7 +185,7 @@ func TestSendPlainLeavesTheRestToMautrix(t *testing.T) {
 		t.Fatal(err)
 	}
 	cli.Crypto = &fakeCrypto{}
-	if _, sent, _ := sendPlain(once, cli, "!enc:x", event.EventMessage, struct{}{}, req); sent {
+	if _, sent, _ := sendPlain(once, cli, "!enc:x", event.EventMessage, struct{}{}, req, false); sent {
 		t.Error("took over a send mautrix would encrypt")
 	}
 }
