@@ -38,6 +38,11 @@ func (a *account) backfill(ctx context.Context, cmd *connector.Command) (*connec
 	if err != nil {
 		return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
 	}
+	if page.cut {
+		// The items newer than the oversized one never came, and asking
+		// again would end the connection again.
+		return nil, archiveCutError(page)
+	}
 	res := &connector.Result{HasMore: !page.complete}
 	for i := range page.items {
 		ev, err := a.archivedMessage(ctx, peer, &page.items[i])
@@ -117,6 +122,9 @@ func (a *account) listChats(ctx context.Context, cmd *connector.Command) (*conne
 		if err != nil {
 			return nil, &connector.Error{Code: connector.ErrNetwork, Message: err.Error(), Retryable: true}
 		}
+		if items.cut {
+			return nil, archiveCutError(items)
+		}
 		for i := len(items.items) - 1; i >= 0 && len(res.Chats) < limit; i-- {
 			peer := a.archivePeer(items.items[i].msg)
 			if peer == "" || seen[peer] {
@@ -147,4 +155,11 @@ func (a *account) archivePeer(m *message) string {
 		return ""
 	}
 	return peer
+}
+
+// archiveCutError answers a history request whose archive page the
+// connection's end cut short at an oversized item: not retryable, since
+// every retry would end the connection again at the same item.
+func archiveCutError(page archivePage) *connector.Error {
+	return &connector.Error{Code: connector.ErrNetwork, Message: (&errArchiveCut{id: page.last}).Error()}
 }

@@ -37,7 +37,10 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 		}
 		if n := len(page.items); n > 0 {
 			a.log.Info().Str("cursor", page.items[n-1].id).Msg("First start: archive cursor set to the newest message")
-			return a.store.SetCursor(ctx, a.login, page.items[n-1].id)
+			if err := a.store.SetCursor(ctx, a.login, page.items[n-1].id); err != nil || !page.cut {
+				return err
+			}
+			return &errArchiveCut{id: page.last}
 		}
 		a.log.Info().Msg("First start on an empty archive: catching up from its beginning from now on")
 		return a.store.SetCursor(ctx, a.login, cursorArchiveStart)
@@ -77,6 +80,11 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 			if err := a.store.SetCursor(ctx, a.login, page.last); err != nil {
 				return fmt.Errorf("moving archive cursor: %w", err)
 			}
+		}
+		if page.cut {
+			// The connection ended at an oversized item, bridged as a
+			// stand-in: the next connection's catch-up goes on after it.
+			return &errArchiveCut{id: page.last}
 		}
 		if page.complete || len(page.items) == 0 || page.last == "" {
 			break

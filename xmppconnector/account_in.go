@@ -50,6 +50,8 @@ func (a *account) handleStanza(ctx context.Context, conn *xmppConn, m *message) 
 		return nil
 	case m.Type == "headline":
 		return nil
+	case m.tooLarge:
+		return a.oversizedLive(ctx, conn, m)
 	}
 	if m.Received != nil || m.Sent != nil {
 		// Carbons are only genuine from our own account (mellium empties

@@ -44,11 +44,16 @@ type fakeServer struct {
 	mu      sync.Mutex
 	handler func(s *fakeStanza) []string
 	got     []fakeStanza
+	// wmu orders writes. Answers are written off the reading goroutine:
+	// a client that stopped reading at an oversized answer writes its
+	// stream's close, and a net.Pipe takes it only while this side reads.
+	wmu     sync.Mutex
+	answers chan []string
 }
 
 func (f *fakeServer) write(raw string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
 	// In pieces: a net.Pipe takes no string, and converting a huge answer
 	// at once would count as the connector's allocation in tests that
 	// measure it.
@@ -87,8 +92,16 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 		out.XMLNS = "jabber:client"
 		return xmpp.Ready, nil, nil, nil
 	}
-	fs := &fakeServer{conn: srv, handler: handler}
+	fs := &fakeServer{conn: srv, handler: handler, answers: make(chan []string, 1024)}
 	go func() {
+		for out := range fs.answers {
+			for _, o := range out {
+				fs.write(o)
+			}
+		}
+	}()
+	go func() {
+		defer close(fs.answers)
 		d := xml.NewDecoder(srv)
 		for {
 			tok, err := d.Token()
@@ -113,9 +126,7 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 			} else if st.XMLName.Local == "iq" && (st.attr("type") == "get" || st.attr("type") == "set") {
 				out = []string{fmt.Sprintf(`<iq type="result" id="%s"/>`, st.attr("id"))}
 			}
-			for _, o := range out {
-				fs.write(o)
-			}
+			fs.answers <- out
 		}
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -11,6 +11,9 @@ type mamItem struct {
 	id    string // the archive id: our stanza-id for the message
 	delay *delayEl
 	msg   *message
+	// tooLarge: the item was over xmpp.max_stanza_size, and msg is its
+	// stand-in (see oversized.go).
+	tooLarge bool
 }
 
 // archiveQuery selects a page of the account's archive.
@@ -26,6 +29,9 @@ type archivePage struct {
 	complete bool   // no more pages in the paging direction
 	first    string // the first and last archive ids of the page
 	last     string
+	// cut: the connection ended at the page's last item, which is over
+	// xmpp.max_stanza_size; the page holds the items up to it.
+	cut bool
 }
 
 type formField struct {
@@ -108,10 +114,31 @@ func (c *xmppConn) queryArchive(ctx context.Context, q archiveQuery) (archivePag
 
 	var fin mamFin
 	if err := c.request(ctx, iq, &fin); err != nil {
+		if page, cut := c.cutPage(&items); cut {
+			return page, nil
+		}
 		return archivePage{}, fmt.Errorf("archive query: %w", err)
 	}
 	c.mamMu.Lock()
 	page := archivePage{items: items, complete: fin.Complete, first: fin.Set.First, last: fin.Set.Last}
 	c.mamMu.Unlock()
 	return page, nil
+}
+
+// cutPage returns the page of a query that ended in an error right after
+// an item over the limit, as a query ends when that item ends the
+// connection: the items up to it, all the server sent before it, in the
+// archive's order. The read loop files that item before the connection
+// ends (see oversized), so a query failed by that end finds it there.
+// Whatever else failed the query, the items up to the oversized one are
+// whole and in order, so the page is good to bridge and move past.
+func (c *xmppConn) cutPage(got *[]mamItem) (archivePage, bool) {
+	c.mamMu.Lock()
+	items := *got
+	c.mamMu.Unlock()
+	n := len(items)
+	if n == 0 || !items[n-1].tooLarge {
+		return archivePage{}, false
+	}
+	return archivePage{items: items, first: items[0].id, last: items[n-1].id, cut: true}, true
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -136,7 +137,10 @@ func (c *xmppConn) handle(r xmlstream.TokenReadEncoder, start *xml.StartElement)
 	switch start.Name.Local {
 	case "message":
 		var m message
-		if err := d.Decode(&m); err != nil {
+		if err := d.Decode(&m); errors.Is(err, errXMLTooLarge) {
+			c.oversized(&m, err)
+			return nil
+		} else if err != nil {
 			c.log.Warn().Err(err).Msg("Could not decode a message stanza")
 			return nil
 		}

@@ -144,6 +144,9 @@ type message struct {
 	// stored is set by the read loop on a message that arrived in the
 	// offline flood (see offline.go): not XML, never decoded.
 	stored bool
+	// tooLarge is set by the read loop on a message over
+	// xmpp.max_stanza_size: it holds only the addresses (see oversized.go).
+	tooLarge bool
 }
 
 // lastDelay is the message's last delay element, nil if it has none: the

@@ -1,6 +1,7 @@
 package xmppconnector
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,32 +11,72 @@ import (
 
 // On real Prosody: a contact's message with more markup than
 // xmpp.max_stanza_size (a 100 KiB attribute, under Prosody's own 256 KiB
-// limit, against a 64 KiB max_stanza_size) ends the connection, and stays
-// in the archive, so every catch-up after a reconnect ends it again.
-// Each connection that ends so is followed by a longer wait, as failed
-// logins are: before, a successful login reset the wait, and the
-// connector logged in again about ten times a second (101 logins in 10 s
-// with the tests' 100 ms minimum), for as long as the message was in the
-// archive.
-func TestOversizedStanzaInArchiveBacksOff(t *testing.T) {
+// limit, against a 64 KiB max_stanza_size) ends the connection when it
+// comes live, and stays in the archive, so the catch-up after the
+// reconnect meets it again. Before, every catch-up ended there: the
+// connector logged in again and again (101 logins in 10 s before it backed
+// off, about 10 in 5 s after), the user was never told, and the message
+// bob sent after it waited behind it in the archive for as long as the
+// archive kept it. Now that catch-up bridges a stand-in in its place,
+// saying a message was not bridged, and moves past it: the next connection
+// stays up and bob's next message follows the stand-in.
+func TestOversizedStanzaInArchiveIsSkipped(t *testing.T) {
 	t.Parallel()
 	e, bob := startConfiguredWithBob(t, func(e *env) { e.cfg.XMPP.MaxStanzaSize = minMaxStanza })
 	bob.SendRaw(t, `<message to='`+e.alice+`' type='chat' id='big'><body>big</body><x xmlns='urn:example:big' a='`+
 		strings.Repeat("a", 100<<10)+`'/></message>`)
-	time.Sleep(5 * time.Second)
-	logins := len(e.bridge.matching(isLogin(connector.LoginConnected)))
-	t.Logf("%d logins in 5 s", logins)
-	// 100 ms doubling to the 1 s maximum: 100+200+400+800+1000+1000+...,
-	// with jitter halving each wait at most: 10 logins, 13 at the most.
-	if logins > 20 {
-		t.Fatalf("%d logins in 5 s: the connector does not back off from a stanza over its limit", logins)
-	}
-	if logins < 2 {
-		t.Fatalf("%d logins: the oversized stanza did not end the connection", logins)
-	}
-	// Messages under the limit still arrive between the reconnects.
 	bob.SendChat(t, e.alice, "small", "")
-	e.bridge.waitEvent(t, "the message after the oversized one", isMessage("small"))
+	assertStandInThen(t, e, "small")
+	// Each connection ended by the stanza is followed by a longer wait
+	// (backoff.go); two end at it (live, then at the catch-up), and the
+	// one after stays.
+	time.Sleep(3 * time.Second)
+	if logins := len(e.bridge.matching(isLogin(connector.LoginConnected))); logins < 2 || logins > 3 {
+		t.Fatalf("%d logins: want the oversized stanza to end the connection once or twice, and no more", logins)
+	}
+	if n := len(e.bridge.matching(isStandIn)); n != 1 {
+		t.Fatalf("%d stand-ins for one oversized message", n)
+	}
+}
+
+// On real Prosody: a contact's message with more text than
+// xmpp.max_stanza_size (100 KiB of body against 64 KiB) is dropped from
+// the stream, which goes on; before, the user was never told. The
+// connector takes it from the archive as a stand-in instead, once.
+func TestOversizedTextBecomesStandIn(t *testing.T) {
+	t.Parallel()
+	e, bob := startConfiguredWithBob(t, func(e *env) { e.cfg.XMPP.MaxStanzaSize = minMaxStanza })
+	bob.SendChat(t, e.alice, strings.Repeat("t", 100<<10), "")
+	bob.SendChat(t, e.alice, "after the long one", "")
+	assertStandInThen(t, e, "after the long one")
+	if n := len(e.bridge.matching(isLogin(connector.LoginConnected))); n != 1 {
+		t.Fatalf("%d logins: the oversized text ended the connection", n)
+	}
+	if n := len(e.bridge.matching(isStandIn)); n != 1 {
+		t.Fatalf("%d stand-ins for one oversized message", n)
+	}
+}
+
+func isStandIn(ev *connector.Event) bool {
+	return ev.Kind == connector.KindMessage && strings.HasPrefix(ev.Text, standInPrefix)
+}
+
+// assertStandInThen waits for a stand-in from bob and then the message
+// text, in that order.
+func assertStandInThen(t *testing.T, e *env, text string) {
+	t.Helper()
+	standIn := e.bridge.waitEvent(t, "the stand-in for the oversized message", isStandIn)
+	after := e.bridge.waitEvent(t, "the message after the oversized one", isMessage(text))
+	if standIn.Sender == nil || standIn.Sender.ID != e.bob || standIn.Chat == nil || standIn.Chat.ID != e.bob {
+		t.Fatalf("the stand-in is not bob's, in bob's chat: %+v in %+v", standIn.Sender, standIn.Chat)
+	}
+	all := e.bridge.matching(func(*connector.Event) bool { return true })
+	at := func(id string) int {
+		return slices.IndexFunc(all, func(ev connector.Event) bool { return ev.ID == id })
+	}
+	if at(standIn.ID) > at(after.ID) {
+		t.Fatalf("the stand-in came after the message sent after it:\n%s", e.bridge.dump())
+	}
 }
 
 // Prosody counts a stanza against its limit as the client sent it, but
