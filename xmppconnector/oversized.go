@@ -60,9 +60,11 @@ func (c *xmppConn) oversized(m *message, err error) {
 	c.sink.onMessage(c, head)
 }
 
-// head is a copy of m's addresses, all that is kept of an oversized one.
+// head is a copy of m's addresses, all that is kept of an oversized one,
+// and its group chat mark if it came before the limit (a private message
+// in a group chat is no DM).
 func (m *message) head() *message {
-	return &message{XMLName: m.XMLName, From: m.From, To: m.To, ID: m.ID, Type: m.Type}
+	return &message{XMLName: m.XMLName, From: m.From, To: m.To, ID: m.ID, Type: m.Type, MUCUser: m.MUCUser}
 }
 
 // standIn is the message bridged in place of m, an oversized one: from the
