@@ -444,15 +444,22 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 // emit hands an event to the SDK, which stores it (with eff) before
 // returning. An event the SDK refuses as invalid or too large would be
 // refused forever (and stop every catch-up at it), so its archive item is
-// marked handled rather than retried.
+// marked handled rather than retried. A message refused so is not left
+// unsaid: a stand-in goes in its place (see oversized.go). Text under
+// xmpp.max_stanza_size can still make an event over the bridge's frame:
+// JSON writes each '<', '>' and '&' in six bytes, so 200 KiB of '>' (one
+// byte each in XML, under Prosody's 256 KiB) is a 1.2 MiB event.
 func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) error {
 	sctx := ctx
 	if eff != nil {
 		sctx = withEffects(ctx, eff)
 	}
 	_, err := a.events.Send(sctx, ev)
-	var verr *connector.ValidationError
-	if errors.As(err, &verr) || errors.Is(err, sdk.ErrEventTooLarge) {
+	if refused(err) && ev.Kind == connector.KindMessage {
+		a.log.Error().Err(err).Str("id", ev.ID).Msg("The SDK refuses a message; bridging a stand-in")
+		_, err = a.events.Send(sctx, refusedStandIn(ev))
+	}
+	if refused(err) {
 		a.log.Error().Err(err).Str("kind", ev.Kind).Msg("Dropping an event the SDK refuses")
 		return a.skip(ctx, eff)
 	}
@@ -460,6 +467,13 @@ func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) e
 		return fmt.Errorf("queueing %s event: %w", ev.Kind, err)
 	}
 	return nil
+}
+
+// refused reports whether the SDK refused an event for good: invalid, or
+// too large for a frame.
+func refused(err error) bool {
+	var verr *connector.ValidationError
+	return errors.As(err, &verr) || errors.Is(err, sdk.ErrEventTooLarge)
 }
 
 // skip commits eff's bookkeeping for a stanza that produces no event.

@@ -152,7 +152,8 @@ func TestQueueCatchUpOnce(t *testing.T) {
 
 // An archived message the SDK refuses as too large for a frame is refused
 // on every catch-up; failing on it would stop catch-up there for good, so
-// it is skipped like an invalid one.
+// it is not retried: a stand-in saying that a message was not bridged goes
+// in its place, under its id (before, nothing did).
 func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
 	ctx := t.Context()
 	const me, bob = "alice@example.org", "bob@example.org"
@@ -174,8 +175,13 @@ func TestOversizeArchivedMessageIsSkipped(t *testing.T) {
 	if c, _ := store.Cursor(ctx, me); c != "arch-7" {
 		t.Fatalf("cursor = %q, want arch-7", c)
 	}
-	if next, _ := store.NextSeq(ctx); next != 1 {
-		t.Fatalf("next seq = %d: the oversize event was stored", next)
+	stored, err := store.Unacked(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 1 || !strings.HasPrefix(stored[0].Event.Text, standInPrefix) || stored[0].Event.ID != "arch-7" ||
+		stored[0].Event.Sender == nil || stored[0].Event.Sender.ID != bob {
+		t.Fatalf("stored %+v, want only a stand-in from bob under arch-7", stored)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/dmbridge/dmbridge/connector"
 )
 
 // A message stanza over xmpp.max_stanza_size is not decoded (see
@@ -67,12 +69,24 @@ func (m *message) head() *message {
 	return &message{XMLName: m.XMLName, From: m.From, To: m.To, ID: m.ID, Type: m.Type, MUCUser: m.MUCUser}
 }
 
+// standInPrefix begins the text of every stand-in.
+const standInPrefix = "⚠️ A message was not bridged"
+
 // standIn is the message bridged in place of m, an oversized one: from the
 // same sender in the same chat, saying that a message was not bridged.
 func (m *message) standIn(limit int) *message {
 	s := m.head()
-	s.Body = fmt.Sprintf("⚠️ A message was not bridged: it is larger than the %d KiB this bridge accepts from XMPP (xmpp.max_stanza_size).", limit>>10)
+	s.Body = fmt.Sprintf("%s: it is larger than the %d KiB this bridge accepts from XMPP (xmpp.max_stanza_size).", standInPrefix, limit>>10)
 	return s
+}
+
+// refusedStandIn is the event bridged in place of ev, a message the SDK
+// refused: the same id, sender, chat and time, its text replaced.
+func refusedStandIn(ev *connector.Event) *connector.Event {
+	s := *ev
+	s.Text = standInPrefix + ": it is larger than this bridge can carry."
+	s.HTML, s.Attachments, s.ReplyTo = "", nil, ""
+	return &s
 }
 
 // oversizedLive handles a live message over the limit. The server's

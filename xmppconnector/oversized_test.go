@@ -7,8 +7,6 @@ import (
 	"time"
 )
 
-const standInPrefix = "⚠️ A message was not bridged"
-
 // An archived message with more markup than xmpp.max_stanza_size ends the
 // connection, and one with more text is dropped from the stream: before,
 // the first ended every catch-up at it, so what the archive held after it

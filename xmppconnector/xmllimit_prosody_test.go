@@ -99,3 +99,19 @@ func TestEscapedAttributeUnderServerLimitKeepsConnection(t *testing.T) {
 		t.Fatal("the message with the quoted attribute was not bridged")
 	}
 }
+
+// On real Prosody: a message under every XML limit can still make an event
+// over the bridge's frame, since JSON writes each '>' in six bytes: bob's
+// 200 KiB of '>' (under Prosody's 256 KiB, and one byte each in XML text)
+// is a 1.2 MiB event, which the SDK refuses. Before, the connector dropped
+// it with a log line; now a stand-in goes in its place.
+func TestMessageOverTheFrameBecomesStandIn(t *testing.T) {
+	t.Parallel()
+	e, bob := startConfiguredWithBob(t, nil)
+	bob.SendBytes(t, `<message to='`+e.alice+`' type='chat' id='wide'><body>`+strings.Repeat(">", 200<<10)+`</body></message>`)
+	bob.SendChat(t, e.alice, "after the wide one", "")
+	assertStandInThen(t, e, "after the wide one")
+	if n := len(e.bridge.matching(isStandIn)); n != 1 {
+		t.Fatalf("%d stand-ins for one message", n)
+	}
+}
