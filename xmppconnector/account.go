@@ -168,6 +168,10 @@ func (a *account) run(ctx context.Context) {
 			}
 			if wait.ended(conn.err) {
 				a.log.Error().Err(conn.err).Msg("XMPP connection ended: the server sent a stanza over xmpp.max_stanza_size; reconnecting later")
+				if conn.skippedOversized.Load() {
+					// It was an archived message, now behind the cursor.
+					wait.skipped()
+				}
 			} else {
 				a.log.Warn().AnErr("reason", conn.err).Msg("XMPP connection ended")
 			}

@@ -40,6 +40,7 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 			if err := a.store.SetCursor(ctx, a.login, page.items[n-1].id); err != nil || !page.cut {
 				return err
 			}
+			conn.skippedOversized.Store(true)
 			return &errArchiveCut{id: page.last}
 		}
 		a.log.Info().Msg("First start on an empty archive: catching up from its beginning from now on")
@@ -84,6 +85,7 @@ func (a *account) catchUp(ctx context.Context, conn *xmppConn) error {
 		if page.cut {
 			// The connection ended at an oversized item, bridged as a
 			// stand-in: the next connection's catch-up goes on after it.
+			conn.skippedOversized.Store(true)
 			return &errArchiveCut{id: page.last}
 		}
 		if page.complete || len(page.items) == 0 || page.last == "" {

@@ -39,6 +39,14 @@ func (b *backoff) ended(err error) bool {
 	return b.tooLarge
 }
 
+// skipped is told that the stanza over the limit that ended the last
+// connection is behind the archive cursor now (see oversized.go): the next
+// catch-up will not meet it, so the wait it built up is dropped.
+func (b *backoff) skipped() {
+	b.tooLarge = false
+	b.delay = b.min
+}
+
 // refused is told of a login the server refused: only the operator can
 // fix that, so the next attempt is as late as allowed.
 func (b *backoff) refused() { b.delay = b.max }

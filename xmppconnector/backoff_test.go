@@ -33,14 +33,40 @@ func TestBackoffResetsOnceConnectionsEndForOtherReasons(t *testing.T) {
 	// While connections still end at the limit, logins that work do not
 	// shorten the wait.
 	b = newBackoff(minDelay, maxDelay)
-	for range 8 {
-		b.loggedIn()
-		b.ended(overLimit)
-		b.next()
-	}
-	b.loggedIn()
-	b.ended(overLimit)
+	endAtLimit(b, 9)
 	if wait := b.next(); wait < maxDelay/2 {
 		t.Fatalf("connections still ending at the limit, the wait fell to %v", wait)
+	}
+}
+
+// A connection ended by an archived stanza over the limit whose catch-up
+// moved the cursor past it (oversized.go) is retried as soon as any lost
+// connection: the next catch-up does not meet that stanza again. Before,
+// each such message doubled the wait, and a contact sending a few kept
+// the account offline for up to max_backoff at a time.
+func TestBackoffDropsOnceTheOversizedStanzaIsSkipped(t *testing.T) {
+	const minDelay, maxDelay = time.Second, time.Minute
+	b := newBackoff(minDelay, maxDelay)
+	endAtLimit(b, 9)
+	b.skipped()
+	if wait := b.next(); wait > minDelay {
+		t.Fatalf("after the stanza was skipped, the next login waits %v; want at most %v", wait, minDelay)
+	}
+	b.loggedIn()
+	b.ended(io.EOF)
+	if wait := b.next(); wait > minDelay {
+		t.Fatalf("the wait grew to %v after a connection lost for another reason", wait)
+	}
+}
+
+// endAtLimit has n connections log in and end at the limit, and leaves the
+// last one's wait to the caller's next.
+func endAtLimit(b *backoff, n int) {
+	for i := range n {
+		if i > 0 {
+			b.next()
+		}
+		b.loggedIn()
+		b.ended(&xmlLimitError{what: "a stanza", limit: defaultMaxStanza})
 	}
 }

@@ -41,6 +41,9 @@ func TestOversizedArchiveItemsBecomeStandIns(t *testing.T) {
 	if cursor, _ := store.Cursor(ctx, me); cursor != "arch-2" {
 		t.Fatalf("cursor %q after the catch-up the oversized item cut short, want arch-2 (past it)", cursor)
 	}
+	if !conn.skippedOversized.Load() {
+		t.Fatal("the connection does not say that its catch-up moved past the oversized item")
+	}
 	conn2, _ := newFakeConn(t, me, a, arch.answer)
 	a.do(ctx, work{conn: conn2, catchUp: true})
 	if !conn2.caughtUp.Load() || !conn2.alive() {

@@ -62,6 +62,10 @@ type xmppConn struct {
 	// catchUpQueued is set while a catch-up of this connection waits in
 	// the worker's queue (see queueCatchUp).
 	catchUpQueued atomic.Bool
+	// skippedOversized is set once a catch-up of this connection, cut
+	// short by an archived stanza over the limit, moved its cursor past it
+	// (see oversized.go).
+	skippedOversized atomic.Bool
 	// noArchive is set once the server answered an archive query as one
 	// without an archive: later sweeps of this connection do not ask.
 	noArchive atomic.Bool
