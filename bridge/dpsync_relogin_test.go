@@ -19,11 +19,15 @@ func TestDeletionRightAfterReLogin(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
 		s := newFidelityStack(t, target, func(c *config.Config) { c.DoublePuppet.Sync = true })
 		f := s.fidConnect(fakeSetup{})
-		s.fidPortal(f, "m1", "hello alice")
+		old, _ := s.fidPortal(f, "m1", "hello alice")
 		s.waitFollowing(s.alice.UserID)
 		s.logOut(f)
 		f.send(&connector.Event{Kind: connector.KindLogin, Login: testLogin, TS: time.Now().UnixMilli(), State: connector.LoginConnected})
-		roomID, _ := s.fidPortal(f, "m2", "hello again")
+		// logOut returns at the notice, which comes before the old portal's
+		// row is gone: roomOf could still read the old room then.
+		f.send(textFrom(fidBob, "m2", "hello again"))
+		roomID := s.roomOfOther(fidBob, old)
+		s.waitMessage(roomID, "hello again")
 		ctx := context.Background()
 		sent, _ := s.fidSendText(roomID, "oops")
 		red, err := s.alice.RedactEvent(ctx, roomID, sent)
