@@ -455,9 +455,14 @@ func (a *account) emit(ctx context.Context, ev *connector.Event, eff *effects) e
 		sctx = withEffects(ctx, eff)
 	}
 	_, err := a.events.Send(sctx, ev)
-	if refused(err) && ev.Kind == connector.KindMessage {
-		a.log.Error().Err(err).Str("id", ev.ID).Msg("The SDK refuses a message; bridging a stand-in")
-		_, err = a.events.Send(sctx, refusedStandIn(ev))
+	if refused(err) && (ev.Kind == connector.KindMessage || ev.Kind == connector.KindEdit) {
+		// The user is told in the chat rather than left with silence.
+		a.log.Error().Err(err).Str("id", ev.ID).Str("kind", ev.Kind).Msg("The SDK refuses an event; bridging a stand-in")
+		standIn := refusedStandIn(ev)
+		if ev.Kind == connector.KindEdit {
+			standIn = refusedEditStandIn(ev)
+		}
+		_, err = a.events.Send(sctx, standIn)
 	}
 	if refused(err) {
 		a.log.Error().Err(err).Str("kind", ev.Kind).Msg("Dropping an event the SDK refuses")

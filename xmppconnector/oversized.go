@@ -89,6 +89,21 @@ func refusedStandIn(ev *connector.Event) *connector.Event {
 	return &s
 }
 
+// refusedEditStandIn is the event bridged in place of ev, a correction the
+// SDK refused: a message with the correction's id, from its sender, in
+// reply to the message it corrects, saying the correction was not bridged.
+// Not an edit: one that replaced the text would hide the message the user
+// still has.
+func refusedEditStandIn(ev *connector.Event) *connector.Event {
+	return &connector.Event{
+		Kind: connector.KindMessage, Login: ev.Login, TS: ev.TS, Chat: ev.Chat, Sender: ev.Sender, ID: ev.ID, Txn: ev.Txn,
+		ReplyTo: ev.Target, Text: editStandInPrefix + ": it is larger than this bridge can carry.",
+	}
+}
+
+// editStandInPrefix begins the text of a refused correction's stand-in.
+const editStandInPrefix = "⚠️ A correction of this message was not bridged"
+
 // oversizedLive handles a live message over the limit. The server's
 // archive has it too (unless the server keeps none), so the stand-in comes
 // from there, under its archive id as every message the archive holds, so

@@ -115,3 +115,39 @@ func TestMessageOverTheFrameBecomesStandIn(t *testing.T) {
 		t.Fatalf("%d stand-ins for one message", n)
 	}
 }
+
+// On real Prosody: a correction over the bridge's frame (200 KiB of '>',
+// as above) was dropped with a log line, so the user kept the old text
+// and never learnt of the new one. Now a message from bob, in reply to the
+// message he corrected, says that a correction was not bridged; the
+// original stays as it was.
+func TestCorrectionOverTheFrameBecomesStandIn(t *testing.T) {
+	t.Parallel()
+	e, bob := startConfiguredWithBob(t, nil)
+	orig := bob.SendChat(t, e.alice, "before the correction", "")
+	first := e.bridge.waitEvent(t, "the message bob corrects", isMessage("before the correction"))
+	bob.SendBytes(t, `<message to='`+e.alice+`' type='chat' id='wide-fix'><body>`+strings.Repeat(">", 200<<10)+
+		`</body><replace xmlns='urn:xmpp:message-correct:0' id='`+orig+`'/></message>`)
+	bob.SendChat(t, e.alice, "after the wide correction", "")
+	isEditStandIn := func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindMessage && strings.HasPrefix(ev.Text, editStandInPrefix)
+	}
+	standIn := e.bridge.waitEvent(t, "the stand-in for the correction", isEditStandIn)
+	after := e.bridge.waitEvent(t, "the message after the correction", isMessage("after the wide correction"))
+	if standIn.ReplyTo != first.ID || standIn.Sender == nil || standIn.Sender.ID != e.bob || standIn.Chat == nil || standIn.Chat.ID != e.bob {
+		t.Fatalf("the stand-in is not bob's reply to the corrected message %q in his chat: %+v", first.ID, standIn)
+	}
+	all := e.bridge.matching(func(*connector.Event) bool { return true })
+	at := func(id string) int {
+		return slices.IndexFunc(all, func(ev connector.Event) bool { return ev.ID == id })
+	}
+	if at(standIn.ID) > at(after.ID) {
+		t.Fatalf("the stand-in came after the message sent after it:\n%s", e.bridge.dump())
+	}
+	if n := len(e.bridge.matching(isEditStandIn)); n != 1 {
+		t.Fatalf("%d stand-ins for one correction", n)
+	}
+	if edits := e.bridge.matching(func(ev *connector.Event) bool { return ev.Kind == connector.KindEdit }); len(edits) != 0 {
+		t.Fatalf("an edit was bridged: %+v", edits)
+	}
+}
