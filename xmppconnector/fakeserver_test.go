@@ -74,10 +74,12 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 	origin := jid.MustParse(login + "/bridge")
 	header := `<stream:stream xmlns="jabber:client" xmlns:stream="http://etherx.jabber.org/streams" from="` +
 		origin.Domain().String() + `" to="` + origin.String() + `" id="1" version="1.0">`
+	split := newSplitReader(io.MultiReader(strings.NewReader(header), cli), splitChunk)
+	split.answers = newStreamedAnswers()
 	rw := struct {
 		io.Reader
 		io.Writer
-	}{newSplitReader(io.MultiReader(strings.NewReader(header), cli), splitChunk), cli} // read as login's streams are
+	}{split, cli} // read as login's streams are
 	neg := func(ctx context.Context, in, out *stream.Info, s *xmpp.Session, data interface{}) (xmpp.SessionState, io.ReadWriter, interface{}, error) {
 		r := s.TokenReader()
 		defer r.Close()
@@ -136,6 +138,7 @@ func newFakeConn(t *testing.T, login string, sink stanzaSink, handler func(s *fa
 		t.Fatalf("fake session: %v", err)
 	}
 	c := newConn(sess, login, sink, 0, zerolog.Nop())
+	c.streamed = split.answers
 	t.Cleanup(func() { _ = cli.Close(); _ = srv.Close() })
 	return c, fs
 }

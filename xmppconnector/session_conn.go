@@ -38,6 +38,10 @@ type xmppConn struct {
 	// maxText bounds the character data of a stanza decoded whole (see
 	// textLimit).
 	maxText int
+	// streamed is where requestStreamed registers the ids of answers it
+	// reads as they arrive; nil on a connection not read through a
+	// splitReader.
+	streamed *streamedAnswers
 	// upload is the server's HTTP File Upload service, nil if it has none
 	// (or did not say); set before the connection is published.
 	upload *uploadService
@@ -90,6 +94,9 @@ func newConn(sess *xmpp.Session, bare string, sink stanzaSink, maxStanza int, lo
 		done:    make(chan struct{}),
 		mam:     make(map[string]*[]mamItem),
 		flood:   newOfflineFlood(),
+	}
+	if sc, ok := sess.Conn().(*splitConn); ok {
+		c.streamed = sc.r.answers
 	}
 	c.life, c.endLife = context.WithCancel(context.Background())
 	go func() {
@@ -266,6 +273,23 @@ func (c *xmppConn) alive() bool {
 // request sends an IQ (with its ID set) and decodes the answer's header and
 // payload; an error IQ comes back as *iqError.
 func (c *xmppConn) request(ctx context.Context, iq any, payload any) error {
+	return c.exchange(ctx, iq, func(resp xml.TokenReader) error {
+		var answer iqHeader
+		if err := xml.NewTokenDecoder(newTextLimit(resp, c.maxText)).Decode(&answer); err != nil {
+			return fmt.Errorf("reading IQ answer: %w", err)
+		}
+		if answer.Type == "error" {
+			return &iqError{Condition: answer.condition()}
+		}
+		if payload == nil || len(answer.Raw) == 0 {
+			return nil
+		}
+		return answer.Raw[0].decode(payload)
+	})
+}
+
+// exchange sends iq and hands its answer, start tag first, to read.
+func (c *xmppConn) exchange(ctx context.Context, iq any, read func(resp xml.TokenReader) error) error {
 	ctx, cancel := c.bound(ctx)
 	defer cancel()
 	resp, err := c.sess.EncodeIQ(ctx, iq)
@@ -273,17 +297,7 @@ func (c *xmppConn) request(ctx context.Context, iq any, payload any) error {
 		return fmt.Errorf("sending IQ: %w", err)
 	}
 	defer resp.Close()
-	var answer iqHeader
-	if err := xml.NewTokenDecoder(newTextLimit(resp, c.maxText)).Decode(&answer); err != nil {
-		return fmt.Errorf("reading IQ answer: %w", err)
-	}
-	if answer.Type == "error" {
-		return &iqError{Condition: answer.condition()}
-	}
-	if payload == nil || len(answer.Raw) == 0 {
-		return nil
-	}
-	return answer.Raw[0].decode(payload)
+	return read(resp)
 }
 
 // rawEl keeps an element's tokens so it can be decoded a second time, once

@@ -34,6 +34,8 @@ import (
 //     A vCard answer is read as it arrives instead, its photo bounded on
 //     its own (vcard.go), so a contact's oversized photo costs neither the
 //     connection nor the contact's name.
+//   - An IQ answer the connector reads as it arrives (the roster) has its
+//     markup bounded per tag instead of as a whole (streamed.go).
 //
 // Names and attribute values have no lower limit of their own, although
 // none in use comes near it (a JID is at most 3071 bytes): a stanza a
@@ -85,8 +87,9 @@ func (s *splitReader) account(prev lexState, weight int) error {
 			return &xmlLimitError{what: s.notStanza + ", not a stanza, with more text and markup than the limit", limit: s.maxStanza}
 		}
 	}
-	if s.state == lexText && s.level <= 1 {
-		// Between stanzas.
+	if s.state == lexText && (s.level <= 1 || s.perTag && prev == lexTag) {
+		// Between stanzas, or at the end of a tag of an answer read as
+		// it arrives (streamed.go).
 		s.held = 0
 	}
 	return nil
@@ -180,6 +183,9 @@ func (s *splitReader) closeTag() {
 	switch {
 	case s.endTag:
 		s.level = max(s.level-1, 0)
+		if s.level <= 1 {
+			s.perTag = false
+		}
 	case s.tail[1] == '/':
 		// An empty element, <x/>.
 	case s.level == 1 && localName(s.elName) == "stream":
@@ -192,6 +198,7 @@ func (s *splitReader) closeTag() {
 		switch localName(s.elName) {
 		case "message", "presence", "iq":
 			s.notStanza = ""
+			s.streamedStart()
 		case "":
 			s.notStanza = "an element with a long name"
 		default:

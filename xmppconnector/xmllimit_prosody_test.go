@@ -1,12 +1,14 @@
 package xmppconnector
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dmbridge/dmbridge/connector"
+	"github.com/dmbridge/dmbridge/internal/testxmpp"
 )
 
 // On real Prosody: a contact's message with more markup than
@@ -149,5 +151,46 @@ func TestCorrectionOverTheFrameBecomesStandIn(t *testing.T) {
 	}
 	if edits := e.bridge.matching(func(ev *connector.Event) bool { return ev.Kind == connector.KindEdit }); len(edits) != 0 {
 		t.Fatalf("an edit was bridged: %+v", edits)
+	}
+}
+
+// On real Prosody: alice's roster has 400 contacts with long names, over
+// 100 KiB of markup against a 64 KiB xmpp.max_stanza_size (as some 15,000
+// contacts are against the default 1 MiB). Carol, whom alice added, asks to see her
+// presence; the connector reads the roster to tell a contact from a
+// stranger. Before, that answer ended the connection, and the server
+// handed the request over again at every login, so every connection
+// ended there. Now the roster is read as it arrives: carol is approved
+// and the connection stays.
+func TestRosterOverTheLimitKeepsConnection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.cfg.XMPP.MaxStanzaSize = minMaxStanza
+	e.xmpp.Register(t, "carol", "carol-pw")
+	carolJID := e.xmpp.JID("carol")
+	carol := e.xmpp.Dial(t, "carol", "carol-pw")
+	e.start(t)
+
+	// alice's other client fills her roster, then asks carol, whose
+	// client approves at once; her stanzas are handled in order, so once
+	// carol approved, the roster is full.
+	other := e.xmpp.Dial(t, "alice", alicePW)
+	var sets strings.Builder
+	// Long names make the roster large with few items: Prosody saves the
+	// whole roster at every change, so 2,000 short items took 25 s.
+	name := strings.Repeat("n", 250)
+	for i := range 400 {
+		fmt.Fprintf(&sets, `<iq type='set' id='fill%d'><query xmlns='jabber:iq:roster'><item jid='contact%04d@%s' name='%s'/></query></iq>`, i, i, testxmpp.Domain, name)
+	}
+	other.SendBytes(t, sets.String())
+	other.Subscribe(t, carolJID)
+	waitWithin(t, 30*time.Second, "carol approves alice's request", func() bool { return other.ApprovedBy(carolJID) })
+	// Closed, so that the connector alone answers carol.
+	other.Close()
+
+	carol.Subscribe(t, e.alice)
+	waitWithin(t, 30*time.Second, "the connector approves carol's request", func() bool { return carol.ApprovedBy(e.alice) })
+	if n := len(e.bridge.matching(isLogin(connector.LoginConnected))); n != 1 {
+		t.Fatalf("%d logins: the roster ended the connection", n)
 	}
 }

@@ -85,6 +85,15 @@ type splitReader struct {
 	// notStanza names the element at level 2 if it is not a stanza, whose
 	// text counts against the limit (see closeTag); "" for a stanza.
 	notStanza string
+
+	// Answers read as they arrive (streamed.go): the registered ids, and
+	// what is kept of a tag's attributes to find them.
+	answers  *streamedAnswers
+	attrName []byte // the start of the attribute name being read
+	attrEq   bool   // its '=' was read
+	keepID   bool   // the value being read is a stanza's id
+	idVal    []byte // that value, up to maxStreamedID bytes and one
+	perTag   bool   // the stanza being read is bounded per tag
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
@@ -146,6 +155,8 @@ func (s *splitReader) step(b byte) error {
 		default:
 			s.state, s.quote = lexTag, 0
 			s.endTag, s.inElName, s.elName, s.attrRef = b == '/', true, s.elName[:0], s.attrRef[:0]
+			s.endAttr()
+			s.idVal = s.idVal[:0]
 			if !s.endTag {
 				s.nameByte(b)
 			}
@@ -156,16 +167,25 @@ func (s *splitReader) step(b byte) error {
 			weight = s.attrByte(b)
 			if b == s.quote {
 				s.quote = 0
+				s.endAttr()
+			} else {
+				s.valueByte(b)
 			}
 		case b == '"' || b == '\'':
 			s.quote = b
+			s.openValue()
 		case b == '>':
 			s.state = lexText
 			s.closeTag()
 		case isXMLSpace(b) || b == '/':
+			if !s.inElName {
+				s.endAttr()
+			}
 			s.inElName = false
-		default:
+		case s.inElName:
 			s.nameByte(b)
+		default:
+			s.attrNameByte(b)
 		}
 	case lexBang:
 		s.bang = append(s.bang, b)
@@ -280,6 +300,7 @@ func newSplitConn(c net.Conn, maxStanza int) *splitConn {
 	if maxStanza > 0 {
 		r.maxStanza = maxStanza
 	}
+	r.answers = newStreamedAnswers()
 	return &splitConn{Conn: c, r: r}
 }
 
