@@ -39,6 +39,11 @@ func TestOversizedStanzaInArchiveIsSkipped(t *testing.T) {
 	if n := len(e.bridge.matching(isStandIn)); n != 1 {
 		t.Fatalf("%d stand-ins for one oversized message", n)
 	}
+	// The server was told why: before, mellium's own stream error never
+	// left its buffer, and Prosody logged a plain disconnect.
+	if !e.xmpp.LogContains("Session closed by remote with error: policy-violation (a stanza is larger than this client accepts") {
+		t.Fatal("Prosody did not log the connector's policy-violation stream error")
+	}
 }
 
 // On real Prosody: a contact's message with more text than

@@ -2,8 +2,10 @@ package xmppconnector
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 )
 
 // encoding/xml, which mellium reads the stream with, returns a run of
@@ -94,6 +96,10 @@ type splitReader struct {
 	keepID   bool   // the value being read is a stanza's id
 	idVal    []byte // that value, up to maxStreamedID bytes and one
 	perTag   bool   // the stanza being read is bounded per tag
+
+	// overLimit is set once the stream was refused at a limit (read by
+	// splitConn's writers).
+	overLimit atomic.Bool
 }
 
 func newSplitReader(r io.Reader, chunk int) *splitReader {
@@ -112,6 +118,7 @@ func (s *splitReader) Read(p []byte) (int, error) {
 			// end stanzas that came with it.
 			if lerr := s.step(b); lerr != nil {
 				err = lerr
+				s.overLimit.Store(true)
 				break
 			}
 		}
@@ -290,7 +297,8 @@ func splittable(b byte) bool {
 // splitConn is a connection whose reads go through a splitReader.
 type splitConn struct {
 	net.Conn
-	r *splitReader
+	r    *splitReader
+	told atomic.Bool // the stream error was written (see Write)
 }
 
 // newSplitConn reads c through a splitReader that refuses a stanza with
@@ -305,6 +313,30 @@ func newSplitConn(c net.Conn, maxStanza int) *splitConn {
 }
 
 func (c *splitConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// Write passes p on. Once the stream was refused at a limit, the end of
+// the stream that follows is preceded by a stream error saying why
+// (policy-violation, RFC 6120 4.9.3.12): mellium writes its own stream
+// error (undefined-condition) to a buffer that it does not flush before it
+// writes the end of the stream to the connection, so the server would
+// never learn why the connection ended.
+func (c *splitConn) Write(p []byte) (int, error) {
+	if c.r.overLimit.Load() && string(p) == streamEnd && c.told.CompareAndSwap(false, true) {
+		if _, err := c.Conn.Write([]byte(fmt.Sprintf(limitStreamError, c.r.maxStanza))); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+const (
+	// streamEnd is how mellium ends its stream, in one write.
+	streamEnd = "</stream:stream>"
+	// limitStreamError is the stream error sent before it after a stanza
+	// over the limit; the stream header declared the stream prefix.
+	limitStreamError = `<stream:error><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>` +
+		`<text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>a stanza is larger than this client accepts (xmpp.max_stanza_size, %d bytes)</text></stream:error>`
+)
 
 // ConnectionState is the TLS state of the connection underneath, which
 // mellium looks for; empty on a connection without TLS.

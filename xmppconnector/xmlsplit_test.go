@@ -3,7 +3,9 @@ package xmppconnector
 import (
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -177,5 +179,45 @@ func TestSplitReaderFollowsCommentsAndDeclarations(t *testing.T) {
 				t.Errorf("doc %d, chunk %d: %v\n got %q\nwant %q", i, chunk, err, got, want)
 			}
 		}
+	}
+}
+
+// Once the stream was refused at the limit, the end of the stream is
+// preceded by a policy-violation stream error, once; before that, the end
+// goes alone.
+func TestSplitConnTellsServerWhy(t *testing.T) {
+	endAfter := func(over bool) string {
+		cli, srv := net.Pipe()
+		defer cli.Close()
+		c := newSplitConn(cli, minMaxStanza)
+		go func() {
+			doc := testStreamHeader + `<message><body>hi</body></message>`
+			if over {
+				doc += `<message a='` + strings.Repeat("a", minMaxStanza) + `'/>`
+			}
+			_, _ = io.WriteString(srv, doc)
+			_ = srv.Close()
+		}()
+		if _, err := io.Copy(io.Discard, c); over != errors.Is(err, errXMLTooLarge) {
+			t.Fatalf("over the limit %v: read error %v", over, err)
+		}
+		cli2, srv2 := net.Pipe()
+		c.Conn = cli2
+		got := make(chan string)
+		go func() { b, _ := io.ReadAll(srv2); got <- string(b) }()
+		for range 2 {
+			if _, err := c.Write([]byte(streamEnd)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = cli2.Close()
+		return <-got
+	}
+	if got := endAfter(false); got != streamEnd+streamEnd {
+		t.Fatalf("without a refusal: %q", got)
+	}
+	want := fmt.Sprintf(limitStreamError, minMaxStanza) + streamEnd + streamEnd
+	if got := endAfter(true); got != want {
+		t.Fatalf("after a refusal: %q, want %q", got, want)
 	}
 }

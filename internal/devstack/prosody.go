@@ -209,6 +209,14 @@ func (s *Prosody) Logs(n int) string {
 	return fmt.Sprintf("--- prosody output ---\n%s\n--- last %d lines of prosody.log ---\n%s", Tail(s.outPath, 20), n, Tail(s.logPath, n))
 }
 
+// LogContains reports whether Prosody's log holds sub: how a test sees
+// what the server made of a client's stream (its log is the only place
+// that says).
+func (s *Prosody) LogContains(sub string) bool {
+	data, err := os.ReadFile(s.logPath)
+	return err == nil && strings.Contains(string(data), sub)
+}
+
 func (s *Prosody) launch(ctx context.Context) error {
 	var logStart int64
 	if fi, err := os.Stat(s.logPath); err == nil {

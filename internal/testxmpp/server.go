@@ -85,6 +85,9 @@ func (s *Server) Addr() string { return s.p.Addr() }
 // JID returns the bare JID of a local user.
 func (s *Server) JID(user string) string { return s.p.JID(user) }
 
+// LogContains reports whether the server's log holds sub.
+func (s *Server) LogContains(sub string) bool { return s.p.LogContains(sub) }
+
 // Register creates an account with prosodyctl. It works while the server
 // runs: the internal storage reads accounts from disk at each login.
 func (s *Server) Register(t testing.TB, user, password string) {
