@@ -45,7 +45,7 @@ FUZZ_TARGETS := \
 	./connector/server:FuzzFrameDecode ./connector/server:FuzzParseHello ./connector/server:FuzzCloseMessage \
 	./appservice:FuzzTransactionIntake ./appservice:FuzzParseEvent ./appservice:FuzzParseCryptoPush \
 	./portal:FuzzRemoteToMatrix ./portal:FuzzMatrixToRemote ./portal:FuzzSanitizeRemoteHTML \
-	./puppet:FuzzMergeDirect ./xmppconnector:FuzzInboundMessage
+	./puppet:FuzzMergeDirect ./xmppconnector:FuzzInboundMessage ./xmppconnector:FuzzSplitReader
 FUZZTIME ?= 60s
 FUZZTIME_SHORT ?= 20000x
 # e.g. FUZZFLAGS=-parallel=1 on a shared machine.

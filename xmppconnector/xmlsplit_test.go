@@ -127,6 +127,7 @@ func FuzzSplitReader(f *testing.F) {
 	f.Add(`<r>`+strings.Repeat("é]", 10)+`<![CDATA[`+strings.Repeat("]é", 10)+`]]></r>`, 2)
 	f.Add(`<r><!---> x --><!-- y --></r>`, 1)
 	f.Add(`<!DOCTYPE r [<!-- ] ' --><!ENTITY e "<>">]><r a='x>y'>z</r>`, 1)
+	f.Add(`<s><iq id='x' type="result"><q><i j='a'/></q></iq><iq id="x"/></s>`, 3)
 	f.Fuzz(func(t *testing.T, doc string, chunk int) {
 		if chunk < 1 || chunk > 100 {
 			return
@@ -135,7 +136,11 @@ func FuzzSplitReader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		got, _, err := decodeTokens(newSplitReader(strings.NewReader(doc), chunk))
+		// With an answer registered, so that the id tracking runs too.
+		r := newSplitReader(strings.NewReader(doc), chunk)
+		r.answers = newStreamedAnswers()
+		r.answers.add("x")
+		got, _, err := decodeTokens(r)
 		if err != nil || !slices.Equal(got, want) {
 			t.Fatalf("chunk %d: %v\n got %q\nwant %q", chunk, err, got, want)
 		}
