@@ -130,3 +130,53 @@ func TestStoreSent(t *testing.T) {
 		t.Errorf("m3's mapping = %+v, %v", got, err)
 	}
 }
+
+// TestLoneMarkerCommitsAsync: on PostgreSQL a marker written outside a
+// transaction commits with synchronous_commit off for its own transaction
+// only: the session's setting is on again after it, and a marker written
+// in a transaction leaves the transaction's setting alone (it would hold
+// for every write of it).
+func TestLoneMarkerCommitsAsync(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.Postgres(t))
+	// One connection, so that SHOW asks the session that wrote.
+	db.RawDB.SetMaxOpenConns(1)
+	key := storeBobPortal(ctx, t, db)
+	setting := func(ctx context.Context) string {
+		var v string
+		if err := db.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	mark := func(txn string) *database.InDoubtSend {
+		return &database.InDoubtSend{TxnID: txn, RoomID: "!r:x", PortalKey: key, RemoteID: txn, EventType: "m.room.message", StartedAt: time.Now()}
+	}
+	if fresh, err := db.InDoubt.BeginFreshUnlessBridged(ctx, mark("t1")); err != nil || !fresh {
+		t.Fatalf("lone marker: %v, %v", fresh, err)
+	}
+	if fresh, err := db.InDoubt.BeginFresh(ctx, mark("t2")); err != nil || !fresh {
+		t.Fatalf("lone marker: %v, %v", fresh, err)
+	}
+	if v := setting(ctx); v != "on" {
+		t.Fatalf("synchronous_commit is %q after a lone marker, want on", v)
+	}
+	db.RawDB.SetMaxOpenConns(0)
+	err := db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if fresh, err := db.InDoubt.BeginFreshUnlessBridged(ctx, mark("t3")); err != nil || !fresh {
+			t.Fatalf("marker in a transaction: %v, %v", fresh, err)
+		}
+		if v := setting(ctx); v != "on" {
+			t.Fatalf("synchronous_commit is %q in a transaction after a marker, want on", v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, txn := range []string{"t1", "t2", "t3"} {
+		if got, err := db.InDoubt.Get(ctx, txn); err != nil || got == nil {
+			t.Fatalf("marker %s = %+v, %v", txn, got, err)
+		}
+	}
+}
