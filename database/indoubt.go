@@ -45,26 +45,20 @@ const (
 		ON CONFLICT (txn_id) DO NOTHING`
 	// beginFreshUnlessBridgedQuery is beginFreshInDoubtQuery that also
 	// refuses when part 0 of the message is already mapped.
-	beginFreshUnlessBridgedInDoubtQuery = `
-		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
-		SELECT $1, $2, $3, $4, $5, CAST($6 AS INTEGER), $7, CAST($8 AS BIGINT), ''
-		WHERE NOT EXISTS (SELECT 1 FROM message WHERE login_id=$3 AND chat_id=$4 AND remote_id=$5 AND part=0)
-		ON CONFLICT (txn_id) DO NOTHING`
+	beginFreshUnlessBridgedInDoubtQuery = insertInDoubtSelect + ` WHERE ` + inDoubtNotBridged + inDoubtIfAbsent
 	// The same two, for PostgreSQL outside a transaction: the statement's
 	// own transaction commits without waiting for its WAL flush (see
 	// insertedOne). set_config in the WHERE clause runs in the statement,
 	// so no round trip is added.
-	beginFreshInDoubtAsyncPGQuery = `
+	beginFreshInDoubtAsyncPGQuery              = insertInDoubtSelect + ` WHERE ` + asyncCommitPG + inDoubtIfAbsent
+	beginFreshUnlessBridgedInDoubtAsyncPGQuery = insertInDoubtSelect + ` WHERE ` + asyncCommitPG + ` AND ` + inDoubtNotBridged + inDoubtIfAbsent
+
+	insertInDoubtSelect = `
 		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
-		SELECT $1, $2, $3, $4, $5, CAST($6 AS INTEGER), $7, CAST($8 AS BIGINT), ''
-		WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
-		ON CONFLICT (txn_id) DO NOTHING`
-	beginFreshUnlessBridgedInDoubtAsyncPGQuery = `
-		INSERT INTO in_doubt_send (txn_id, room_id, login_id, chat_id, remote_id, part, event_type, started_at, event_id)
-		SELECT $1, $2, $3, $4, $5, CAST($6 AS INTEGER), $7, CAST($8 AS BIGINT), ''
-		WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL
-			AND NOT EXISTS (SELECT 1 FROM message WHERE login_id=$3 AND chat_id=$4 AND remote_id=$5 AND part=0)
-		ON CONFLICT (txn_id) DO NOTHING`
+		SELECT $1, $2, $3, $4, $5, CAST($6 AS INTEGER), $7, CAST($8 AS BIGINT), ''`
+	inDoubtNotBridged      = `NOT EXISTS (SELECT 1 FROM message WHERE login_id=$3 AND chat_id=$4 AND remote_id=$5 AND part=0)`
+	asyncCommitPG          = `set_config('synchronous_commit', 'off', true) IS NOT NULL`
+	inDoubtIfAbsent        = ` ON CONFLICT (txn_id) DO NOTHING`
 	setInDoubtEventIDQuery = `UPDATE in_doubt_send SET event_id=$2 WHERE txn_id=$1`
 	deleteInDoubtQuery     = `DELETE FROM in_doubt_send WHERE txn_id=$1`
 	deleteInDoubtManyQuery = `DELETE FROM in_doubt_send WHERE txn_id = ANY($1::text[])`

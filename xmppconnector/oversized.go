@@ -84,7 +84,7 @@ func (m *message) standIn(limit int) *message {
 // refused: the same id, sender, chat and time, its text replaced.
 func refusedStandIn(ev *connector.Event) *connector.Event {
 	s := *ev
-	s.Text = standInPrefix + ": it is larger than this bridge can carry."
+	s.Text = standInPrefix + refusedReason
 	s.HTML, s.Attachments, s.ReplyTo = "", nil, ""
 	return &s
 }
@@ -97,12 +97,16 @@ func refusedStandIn(ev *connector.Event) *connector.Event {
 func refusedEditStandIn(ev *connector.Event) *connector.Event {
 	return &connector.Event{
 		Kind: connector.KindMessage, Login: ev.Login, TS: ev.TS, Chat: ev.Chat, Sender: ev.Sender, ID: ev.ID, Txn: ev.Txn,
-		ReplyTo: ev.Target, Text: editStandInPrefix + ": it is larger than this bridge can carry.",
+		ReplyTo: ev.Target, Text: editStandInPrefix + refusedReason,
 	}
 }
 
-// editStandInPrefix begins the text of a refused correction's stand-in.
-const editStandInPrefix = "⚠️ A correction of this message was not bridged"
+const (
+	// editStandInPrefix begins the text of a refused correction's stand-in.
+	editStandInPrefix = "⚠️ A correction of this message was not bridged"
+	// refusedReason ends the text of a stand-in for an event the SDK refused.
+	refusedReason = ": it is larger than this bridge can carry."
+)
 
 // oversizedLive handles a live message over the limit. The server's
 // archive has it too (unless the server keeps none), so the stand-in comes

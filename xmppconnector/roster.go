@@ -29,11 +29,11 @@ func (a *account) inRoster(ctx context.Context, conn *xmppConn, who string) (boo
 	defer cancel()
 	req := rosterGetIQ{iqOut: newRequest("get", "")}
 	var contact bool
-	err := conn.requestStreamed(rctx, req, req.ID, func(r xml.TokenReader) error {
+	err := conn.requestStreamed(rctx, req, req.ID, func(d *xml.Decoder) error {
 		// Read to its end, not just to who's item: the answer is whole
 		// only then.
 		for {
-			tok, err := r.Token()
+			tok, err := d.Token()
 			if err == io.EOF {
 				return nil
 			}

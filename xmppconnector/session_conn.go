@@ -288,6 +288,40 @@ func (c *xmppConn) request(ctx context.Context, iq any, payload any) error {
 	})
 }
 
+// readAnswer sends iq and hands its answer to read as it arrives, after
+// its start tag (the decoder is at the IQ's first child); an error answer
+// comes back as *iqError, read without its payload, and read is not called.
+func (c *xmppConn) readAnswer(ctx context.Context, iq any, read func(d *xml.Decoder) error) error {
+	return c.exchange(ctx, iq, func(resp xml.TokenReader) error {
+		d := xml.NewTokenDecoder(resp)
+		tok, err := d.Token()
+		if err != nil {
+			return fmt.Errorf("reading IQ answer: %w", err)
+		}
+		start, ok := tok.(xml.StartElement)
+		if !ok {
+			return fmt.Errorf("reading IQ answer: %T where the IQ should start", tok)
+		}
+		for _, at := range start.Attr {
+			if at.Name.Local == "type" && at.Value == "error" {
+				// Decoded without iqHeader's Raw, which would keep a copy
+				// of whatever payload the error carries.
+				var e iqErrorAnswer
+				if err := d.DecodeElement(&e, &start); err != nil {
+					return fmt.Errorf("reading IQ error: %w", err)
+				}
+				return &iqError{Condition: e.Error.condition()}
+			}
+		}
+		return read(d)
+	})
+}
+
+// iqErrorAnswer is an IQ of type error, without its payload.
+type iqErrorAnswer struct {
+	Error *stanzaErrorEl `xml:"error"`
+}
+
 // exchange sends iq and hands its answer, start tag first, to read.
 func (c *xmppConn) exchange(ctx context.Context, iq any, read func(resp xml.TokenReader) error) error {
 	ctx, cancel := c.bound(ctx)

@@ -231,10 +231,34 @@ type iqHeader struct {
 	Raw []rawEl `xml:",any"`
 }
 
-// stanzaErrorEl is the error element of an error stanza.
+// stanzaErrorEl is the error element of an error stanza. It keeps the
+// first defined condition only, so that an error with any number of
+// children costs nothing to read (an answer read as it arrives has no
+// whole-stanza limit on its markup: streamed.go).
 type stanzaErrorEl struct {
-	Type      string  `xml:"type,attr"`
-	Condition []anyEl `xml:",any"`
+	cond string
+}
+
+const nsStanzas = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+func (e *stanzaErrorEl) UnmarshalXML(d *xml.Decoder, _ xml.StartElement) error {
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			if e.cond == "" && t.Name.Space == nsStanzas {
+				e.cond = t.Name.Local
+			}
+			if err := d.Skip(); err != nil {
+				return err
+			}
+		case xml.EndElement:
+			return nil
+		}
+	}
 }
 
 // condition names the first defined condition of an error IQ.
@@ -242,13 +266,11 @@ func (h *iqHeader) condition() string { return h.Error.condition() }
 
 // condition names the first defined condition; "" for no error at all.
 func (e *stanzaErrorEl) condition() string {
-	if e == nil {
+	switch {
+	case e == nil:
 		return ""
-	}
-	for _, c := range e.Condition {
-		if c.XMLName.Space == "urn:ietf:params:xml:ns:xmpp-stanzas" {
-			return c.XMLName.Local
-		}
+	case e.cond != "":
+		return e.cond
 	}
 	return "undefined-condition"
 }

@@ -3,11 +3,8 @@ package xmppconnector
 import (
 	"context"
 	"encoding/xml"
-	"fmt"
 	"sync"
 	"sync/atomic"
-
-	"mellium.im/xmlstream"
 )
 
 // An answer the connector asked for may be larger than
@@ -120,35 +117,13 @@ func (s *splitReader) streamedStart() {
 	s.perTag = localName(s.elName) == "iq" && s.answers.take(s.idVal)
 }
 
-// requestStreamed sends iq, whose id is id, and hands its answer to read as
-// it arrives, token by token, without the whole-stanza limit on its markup
-// (see above). read gets the answer's tokens after its start tag; an error
-// answer is returned as an *iqError and read is not called.
-func (c *xmppConn) requestStreamed(ctx context.Context, iq any, id string, read func(r xml.TokenReader) error) error {
+// requestStreamed is readAnswer for an answer whose markup is bounded per
+// tag rather than as a whole (see above): iq's id, id, is registered with
+// the splitReader until the answer has been read.
+func (c *xmppConn) requestStreamed(ctx context.Context, iq any, id string, read func(d *xml.Decoder) error) error {
 	if c.streamed != nil {
 		c.streamed.add(id)
 		defer c.streamed.remove(id)
 	}
-	return c.exchange(ctx, iq, func(resp xml.TokenReader) error {
-		tok, err := resp.Token()
-		if err != nil {
-			return fmt.Errorf("reading IQ answer: %w", err)
-		}
-		start, ok := tok.(xml.StartElement)
-		if !ok {
-			return fmt.Errorf("reading IQ answer: %T where the IQ should start", tok)
-		}
-		for _, a := range start.Attr {
-			if a.Name.Local == "type" && a.Value == "error" {
-				// Small: decoded whole, its text bounded as any stanza's.
-				var answer iqHeader
-				whole := xmlstream.MultiReader(xmlstream.Token(start), resp)
-				if err := xml.NewTokenDecoder(newTextLimit(whole, c.maxText)).Decode(&answer); err != nil {
-					return fmt.Errorf("reading IQ error: %w", err)
-				}
-				return &iqError{Condition: answer.condition()}
-			}
-		}
-		return read(resp)
-	})
+	return c.readAnswer(ctx, iq, read)
 }

@@ -87,16 +87,22 @@ func TestInRosterReadsRosterOverTheLimit(t *testing.T) {
 	}
 }
 
-// An error answer to a streamed request is an *iqError, as from request.
+// An error answer to a streamed request is an *iqError, as from request;
+// one with more children than the whole-stanza limit would allow is read
+// without keeping them (stanzaErrorEl keeps the first condition only).
 func TestRequestStreamedError(t *testing.T) {
 	conn, _ := newFakeConn(t, "alice@example.org", &recordingSink{}, func(s *fakeStanza) []string {
-		return []string{`<iq type='error' id='` + s.attr("id") + `'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`}
+		return []string{`<iq type='error' id='` + s.attr("id") + `'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>` +
+			strings.Repeat(`<item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>`, 20_000) + `</error></iq>`}
 	})
 	req := rosterGetIQ{iqOut: newRequest("get", "")}
 	called := false
-	err := conn.requestStreamed(context.Background(), req, req.ID, func(xml.TokenReader) error { called = true; return nil })
+	err := conn.requestStreamed(context.Background(), req, req.ID, func(*xml.Decoder) error { called = true; return nil })
 	var iqErr *iqError
 	if !errors.As(err, &iqErr) || iqErr.Condition != "service-unavailable" || called {
 		t.Fatalf("requestStreamed = %v (read called: %v), want the service-unavailable error", err, called)
+	}
+	if !conn.alive() {
+		t.Fatalf("the error answer ended the connection: %v", conn.err)
 	}
 }

@@ -197,54 +197,31 @@ func isXMLSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c ==
 // arrives (see above). An account without a vCard is answered with an
 // error, which comes back as *iqError.
 func (c *xmppConn) fetchVCard(ctx context.Context, who string) (*vCard, error) {
-	ctx, cancel := c.bound(ctx)
-	defer cancel()
-	resp, err := c.sess.EncodeIQ(ctx, vCardGetIQ{iqOut: newRequest("get", who)})
+	var card *vCard
+	err := c.readAnswer(ctx, vCardGetIQ{iqOut: newRequest("get", who)}, func(d *xml.Decoder) error {
+		for {
+			tok, err := d.Token()
+			if err != nil {
+				return fmt.Errorf("reading vCard answer: %w", err)
+			}
+			switch t := tok.(type) {
+			case xml.StartElement:
+				if t.Name.Space == nsVCard && t.Name.Local == "vCard" {
+					card, err = readVCard(d)
+					return err
+				}
+				if err := d.Skip(); err != nil {
+					return fmt.Errorf("reading vCard answer: %w", err)
+				}
+			case xml.EndElement:
+				// A result without a vCard: a contact with no profile.
+				card = &vCard{}
+				return nil
+			}
+		}
+	})
 	if err != nil {
-		return nil, fmt.Errorf("sending vCard request: %w", err)
+		return nil, err
 	}
-	defer resp.Close()
-	d := xml.NewTokenDecoder(resp)
-	tok, err := d.Token()
-	if err != nil {
-		return nil, fmt.Errorf("reading vCard answer: %w", err)
-	}
-	iq, ok := tok.(xml.StartElement)
-	if !ok {
-		return nil, fmt.Errorf("reading vCard answer: unexpected %T", tok)
-	}
-	for _, at := range iq.Attr {
-		if at.Name.Local == "type" && at.Value == "error" {
-			// Decoded without iqHeader's Raw, which would keep a copy of
-			// whatever payload the error carries.
-			var e iqErrorAnswer
-			if err := d.DecodeElement(&e, &iq); err != nil {
-				return nil, fmt.Errorf("reading vCard error: %w", err)
-			}
-			return nil, &iqError{Condition: e.Error.condition()}
-		}
-	}
-	for {
-		tok, err := d.Token()
-		if err != nil {
-			return nil, fmt.Errorf("reading vCard answer: %w", err)
-		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if t.Name.Space == nsVCard && t.Name.Local == "vCard" {
-				return readVCard(d)
-			}
-			if err := d.Skip(); err != nil {
-				return nil, fmt.Errorf("reading vCard answer: %w", err)
-			}
-		case xml.EndElement:
-			// A result without a vCard: a contact with no profile.
-			return &vCard{}, nil
-		}
-	}
-}
-
-// iqErrorAnswer is an IQ of type error, without its payload.
-type iqErrorAnswer struct {
-	Error *stanzaErrorEl `xml:"error"`
+	return card, nil
 }
