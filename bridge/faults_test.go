@@ -377,11 +377,15 @@ func (s *stack) startStream(ctx context.Context, t *testing.T, f *fakeConnector,
 }
 
 // finish stops the stream, waits until the bridge acked all of it, and
-// returns every body sent.
+// returns every body sent. The wait is bounded: a bridge that lost events
+// it had acked asks for them again and never acks the rest, and that
+// should fail the test, not run it into its timeout.
 func (b *backgroundStream) finish(ctx context.Context, t *testing.T) []string {
 	t.Helper()
 	close(b.stop)
 	<-b.done
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
 	if err := b.client.WaitAcked(ctx, b.last); err != nil {
 		t.Fatalf("wait for the last ack: %v", err)
 	}

@@ -29,6 +29,7 @@ const (
 		ON CONFLICT (connector_id) DO UPDATE SET acked_seq=excluded.acked_seq
 		WHERE connector_stream.acked_seq = 0`
 	advanceStreamFromQuery = `UPDATE connector_stream SET acked_seq=$3 WHERE connector_id=$1 AND acked_seq=$2`
+	flushStreamQuery       = `UPDATE connector_stream SET acked_seq=acked_seq WHERE connector_id=$1`
 )
 
 // AckedSeq returns the highest seq accepted from a connector, 0 if none.
@@ -80,4 +81,19 @@ func (q *StreamQuery) AdvanceFrom(ctx context.Context, connectorID string, from,
 		return fmt.Errorf("advance stream %s from %d to %d: acked_seq is not %d", connectorID, from, to, from)
 	}
 	return nil
+}
+
+// Flush makes what was committed without waiting for the WAL flush
+// (InboxQuery.StoreAdvancing) durable, on PostgreSQL: a write committed
+// synchronously waits for the log up to its own commit record, and the log
+// is written in order, so everything committed before it is on disk when
+// it returns. The write changes nothing (acked_seq to itself, the row the
+// batches move anyway, so no other table is touched); on SQLite nothing
+// commits that way and Flush does nothing.
+func (q *StreamQuery) Flush(ctx context.Context, connectorID string) error {
+	if q.db.Dialect != dbutil.Postgres {
+		return nil
+	}
+	_, err := q.st.exec(ctx, flushStreamQuery, connectorID)
+	return err
 }

@@ -394,3 +394,40 @@ func TestClearManagementRoom(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreAdvancingThenFlush: on PostgreSQL the intake's one statement
+// commits without waiting for the WAL flush and leaves the session's
+// setting as it was, and Flush then puts the log on disk at least up to
+// that commit (what the connector's ack waits for), without moving
+// acked_seq.
+func TestStoreAdvancingThenFlush(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.Postgres(t))
+	// One connection, so that SHOW asks the session that wrote.
+	db.RawDB.SetMaxOpenConns(1)
+	if err := db.Stream.AdvanceFrom(ctx, "c", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	rows := []*database.InboxRow{{ConnectorID: "c", Seq: 2, LoginID: "l", ChatID: "chat", Kind: "message", Data: []byte(`{}`)}}
+	if ok, err := db.Inbox.StoreAdvancing(ctx, "c", rows, 1, 2); !ok || err != nil {
+		t.Fatalf("StoreAdvancing: %v, %v", ok, err)
+	}
+	var setting, written string
+	if err := db.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting); err != nil || setting != "on" {
+		t.Fatalf("synchronous_commit is %q (%v) after the intake's statement, want on", setting, err)
+	}
+	// The log as far as it is written now, which holds the commit.
+	if err := db.QueryRow(ctx, "SELECT pg_current_wal_insert_lsn()::text").Scan(&written); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Stream.Flush(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	var flushed bool
+	if err := db.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn", written).Scan(&flushed); err != nil || !flushed {
+		t.Fatalf("after Flush the log is flushed up to %s: %v, %v", written, flushed, err)
+	}
+	if acked, err := db.Stream.AckedSeq(ctx, "c"); err != nil || acked != 2 {
+		t.Fatalf("acked_seq %d, %v after Flush; want 2", acked, err)
+	}
+}

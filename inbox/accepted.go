@@ -20,9 +20,13 @@ type acceptedConns struct {
 	conns map[string]*storedRows
 	// held counts the rows in conns, bounded by maxHandoff.
 	held int
-	// all is set at start, after a failed or page-filling look, and when
-	// the periodic look comes round (Reader.Rescan).
+	// all is set at start, after a failed or page-filling look, when
+	// the periodic look comes round (Reader.Rescan) and with a rewind.
 	all bool
+	// rewound holds, per connector, the seq before rows that may have to
+	// be read again (see Inbox.AcceptBatch): the reader moves its cursor
+	// back to it.
+	rewound map[string]int64
 }
 
 // storedRows are a connector's rows committed since the reader last looked,
@@ -53,21 +57,36 @@ func (a *acceptedConns) add(connectorID string, rows []*database.InboxRow) {
 	a.held += len(rows)
 }
 
+// rewind makes the reader return the rows of connectorID after seq again,
+// from the database, whether or not it returned them before.
+func (a *acceptedConns) rewind(connectorID string, seq int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.rewound == nil {
+		a.rewound = make(map[string]int64)
+	}
+	if old, ok := a.rewound[connectorID]; !ok || seq < old {
+		a.rewound[connectorID] = seq
+	}
+	a.all = true
+}
+
 func (a *acceptedConns) setAll() {
 	a.mu.Lock()
 	a.all = true
 	a.mu.Unlock()
 }
 
-// take returns what to look at and starts collecting anew. With all, the
-// rows are of no use (the reader reads every connector's from the database)
-// and are dropped.
-func (a *acceptedConns) take() (conns map[string]*storedRows, all bool) {
+// take returns what to look at, and the rewinds, and starts collecting
+// anew. With all, the rows are of no use (the reader reads every
+// connector's from the database) and are dropped.
+func (a *acceptedConns) take() (conns map[string]*storedRows, all bool, rewound map[string]int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	conns, all = a.conns, a.all
+	conns, all, rewound = a.conns, a.all, a.rewound
 	a.conns = make(map[string]*storedRows)
 	a.held = 0
 	a.all = false
-	return conns, all
+	a.rewound = nil
+	return conns, all, rewound
 }

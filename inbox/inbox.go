@@ -34,11 +34,20 @@ type Inbox struct {
 	// accepted names the connectors whose events were stored since the
 	// reader last looked, with the rows.
 	accepted acceptedConns
-	// storing holds a *sync.Mutex per connector id: one batch of a
-	// connector is committed and handed to accepted before the next, so
-	// the reader gets each connector's rows in seq order even when an old
-	// and a new connection of it overlap.
+	// storing holds a *stream per connector id.
 	storing sync.Map
+}
+
+// stream is what the writer keeps of one connector's stream.
+type stream struct {
+	// mu is held while a batch is committed and handed to accepted, so the
+	// reader gets each connector's rows in seq order even when an old and
+	// a new connection of it overlap.
+	mu sync.Mutex
+	// handed is the highest seq handed to the reader. A batch that starts
+	// at or below it is stored again after PostgreSQL lost it (see
+	// AcceptBatch).
+	handed int64
 }
 
 var _ server.BatchStore = (*Inbox)(nil)
@@ -55,8 +64,14 @@ func New(db *database.Database, mx *metrics.Metrics, log zerolog.Logger) *Inbox 
 	}
 }
 
-// AckedSeq is the highest seq stored from connectorID, ever.
+// AckedSeq is the highest seq stored from connectorID, ever. It is what a
+// new connection's welcome tells the connector it may forget, so it first
+// makes durable what an earlier connection committed without the WAL flush
+// and could not flush (see AcceptBatch).
 func (in *Inbox) AckedSeq(ctx context.Context, connectorID string) (int64, error) {
+	if err := in.db.Stream.Flush(ctx, connectorID); err != nil {
+		return 0, fmt.Errorf("flush stream %s: %w", connectorID, err)
+	}
 	return in.db.Stream.AckedSeq(ctx, connectorID)
 }
 
@@ -75,9 +90,11 @@ func (in *Inbox) Accept(ctx context.Context, connectorID string, seq int64, ev *
 }
 
 // AcceptBatch stores the events of items as the connector sent them and moves
-// acked_seq to the last item's seq, in one transaction; after an error
-// nothing of it is stored. Once it commits, the reader is woken: acks go out
-// batched and possibly delayed, and a lone event must not wait for that.
+// acked_seq to the last item's seq, in one transaction, and returns once
+// that is durable. Once it commits, the reader is woken: acks go out
+// batched and possibly delayed, and a lone event must not wait for that
+// (nor, on PostgreSQL, for the log's flush, see below). After an error the
+// batch is stored either wholly or not at all, and AckedSeq says which.
 func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []server.Accepted) error {
 	if len(items) == 0 {
 		return nil
@@ -106,9 +123,10 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		}
 		rows = append(rows, row)
 	}
-	mu, _ := in.storing.LoadOrStore(connectorID, &sync.Mutex{})
-	mu.(*sync.Mutex).Lock()
-	defer mu.(*sync.Mutex).Unlock()
+	st, _ := in.storing.LoadOrStore(connectorID, &stream{})
+	s := st.(*stream)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	// Handed over before the commit, so that the reader, which can see the
 	// rows only after it, always finds them; taken back if the commit fails.
 	in.handoff.put(connectorID, items)
@@ -137,9 +155,32 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		}
 		return err
 	}
+	if first <= s.handed {
+		// These seqs were stored and handed over before, and acked_seq
+		// went back below them since: PostgreSQL crashed before the batch
+		// that held them reached the disk (below), and the connector,
+		// never acked, sends them again. The reader, which may have
+		// returned them, would skip them as returned; it reads them again
+		// instead (an event applied twice is applied once: the second
+		// finds the first's mapping or marker).
+		in.accepted.rewind(connectorID, first-1)
+	}
+	s.handed = last
 	if len(rows) > 0 {
 		in.accepted.add(connectorID, rows)
 		in.Wake()
+	}
+	if done {
+		// StoreAdvancing committed without waiting for the WAL flush, so
+		// that the reader could start on the rows at once; the connector
+		// may forget them only once they are durable, which this
+		// synchronous commit makes them (PostgreSQL writes its log in
+		// order). The server acks after this call returns, and not after
+		// an error: if PostgreSQL lost the rows, the connector sends them
+		// again.
+		if err := in.db.Stream.Flush(ctx, connectorID); err != nil {
+			return fmt.Errorf("flush events %d-%d: %w", first, last, err)
+		}
 	}
 	return nil
 }

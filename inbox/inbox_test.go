@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/rs/zerolog"
@@ -186,6 +187,60 @@ func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 	}
 	if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 3 {
 		t.Fatalf("acked_seq %d, %v; want 3", acked, err)
+	}
+}
+
+// TestUnflushedBatchIsReadAgain: on PostgreSQL a batch commits without
+// the WAL flush and the reader gets it at once; when the flush that must
+// follow fails, AcceptBatch fails (so the server does not ack), and if
+// PostgreSQL then lost the rows, the connector's resend under the same seqs
+// is returned to the reader again rather than skipped as returned. A new
+// connection's acked_seq is read only after a flush of its own.
+func TestUnflushedBatchIsReadAgain(t *testing.T) {
+	ctx := context.Background()
+	db := testdb.Open(t, testdb.Postgres(t))
+	in := New(db, nil, zerolog.Nop())
+	r := in.Reader()
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "one")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(r); len(got) != 1 {
+		t.Fatalf("read %+v, want seq 1", got)
+	}
+	// A flush is the write that moves acked_seq to itself: refuse it.
+	refuse := `CREATE FUNCTION refuse_flush() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.acked_seq = OLD.acked_seq THEN RAISE EXCEPTION 'flush refused'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse_flush BEFORE UPDATE ON connector_stream FOR EACH ROW EXECUTE FUNCTION refuse_flush()`
+	if _, err := db.Exec(ctx, refuse); err != nil {
+		t.Fatal(err)
+	}
+	err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two"), item(t, 3, "three")})
+	if err == nil || !strings.Contains(err.Error(), "flush refused") {
+		t.Fatalf("AcceptBatch with the flush refused: %v, want its error", err)
+	}
+	if got := next(r); len(got) != 2 || got[0].Seq != 2 {
+		t.Fatalf("read %+v, want seqs 2 and 3 before their flush", got)
+	}
+	if _, err := in.AckedSeq(ctx, "c"); err == nil {
+		t.Fatal("acked_seq read without a flush")
+	}
+	// PostgreSQL crashed before the log reached the disk: the rows and
+	// acked_seq's move are gone.
+	if _, err := db.Exec(ctx, `DELETE FROM inbox WHERE seq > 1; UPDATE connector_stream SET acked_seq = 1;
+		DROP TRIGGER refuse_flush ON connector_stream`); err != nil {
+		t.Fatal(err)
+	}
+	if acked, err := in.AckedSeq(ctx, "c"); err != nil || acked != 1 {
+		t.Fatalf("acked_seq %d, %v; want 1", acked, err)
+	}
+	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 2, "two"), item(t, 3, "three")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(r); len(got) != 2 || got[0].Seq != 2 || got[1].Seq != 3 {
+		t.Fatalf("after the resend read %+v, want seqs 2 and 3 again", got)
+	}
+	if again := next(r); len(again) != 0 {
+		t.Fatalf("read %+v a third time", again)
 	}
 }
 

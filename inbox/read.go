@@ -77,7 +77,12 @@ func (r *Reader) Rescan() { r.in.accepted.setAll() }
 // stored after that look began, and so handed over. Rows handed over that
 // an earlier database look returned already are skipped by their seq.
 func (r *Reader) Next(ctx context.Context, perConnector int) (entries []*Entry, more, failed bool) {
-	stored, all := r.in.accepted.take()
+	stored, all, rewound := r.in.accepted.take()
+	for connID, seq := range rewound {
+		if r.after[connID] > seq {
+			r.after[connID] = seq
+		}
+	}
 	var conns []string
 	if all {
 		listed, err := r.in.db.Inbox.Connectors(ctx)

@@ -30,8 +30,9 @@ type Accepted struct {
 type BatchStore interface {
 	Store
 	// AcceptBatch durably stores items and advances acked_seq to the last
-	// item's seq, all in one transaction: after an error nothing of the
-	// batch may be stored or counted as acked. items is non-empty, its seqs
+	// item's seq, all in one transaction: after an error the batch is not
+	// acked, and it is stored wholly or not at all (AckedSeq, which the
+	// next connection reads, says which). items is non-empty, its seqs
 	// run from acked_seq+1 up by exactly one, and the server calls it one
 	// call at a time per connector id. items is reused after the call
 	// returns and must not be retained.
