@@ -192,5 +192,27 @@ func upgrade(ctx context.Context, raw *dbutil.Database, log zerolog.Logger) (*Da
 		_ = raw.Close()
 		return nil, fmt.Errorf("upgrade database: %w", err)
 	}
+	if off, err := db.CommitsUnflushed(ctx); err != nil {
+		log.Warn().Err(err).Msg("Could not read synchronous_commit")
+	} else if off {
+		log.Warn().Msg("PostgreSQL's synchronous_commit is off for the bridge's sessions: " +
+			"a crash of the server can lose events the bridge told connectors it stored; set it to on")
+	}
 	return db, nil
+}
+
+// CommitsUnflushed says whether this PostgreSQL database's sessions commit
+// without waiting for the WAL flush by default (synchronous_commit off, set
+// for the server, the database or the role). The intake acks an event only
+// after a commit made with the default setting (StreamQuery.Flush), which
+// then no longer makes it durable. Always false on SQLite.
+func (db *Database) CommitsUnflushed(ctx context.Context) (bool, error) {
+	if db.Dialect != dbutil.Postgres {
+		return false, nil
+	}
+	var setting string
+	if err := db.QueryRow(ctx, "SHOW synchronous_commit").Scan(&setting); err != nil {
+		return false, err
+	}
+	return setting == "off", nil
 }

@@ -1,11 +1,13 @@
 package database_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -529,5 +531,40 @@ func TestSQLiteFileIsPrivate(t *testing.T) {
 		for _, suffix := range []string{"-wal", "-shm"} {
 			_ = os.Remove(path + suffix)
 		}
+	}
+}
+
+// TestWarnsWhenCommitsAreUnflushed: a PostgreSQL database whose sessions
+// commit without the WAL flush by default (synchronous_commit off) is
+// named at start, since the intake's acks rely on that flush; the default
+// is not, and neither is SQLite.
+func TestWarnsWhenCommitsAreUnflushed(t *testing.T) {
+	ctx := context.Background()
+	if off, err := testdb.Open(t, testdb.SQLite(t)).CommitsUnflushed(ctx); err != nil || off {
+		t.Fatalf("SQLite: %v, %v", off, err)
+	}
+	target := testdb.Postgres(t)
+	db := testdb.Open(t, target)
+	if off, err := db.CommitsUnflushed(ctx); err != nil || off {
+		t.Fatalf("PostgreSQL by default: %v, %v", off, err)
+	}
+	var name string
+	if err := db.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %q SET synchronous_commit = off`, name)); err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	again, err := database.Open(ctx, target.Type, target.URI, zerolog.New(&logged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if off, err := again.CommitsUnflushed(ctx); err != nil || !off {
+		t.Fatalf("PostgreSQL with synchronous_commit off: %v, %v", off, err)
+	}
+	if !strings.Contains(logged.String(), "synchronous_commit is off") {
+		t.Fatalf("nothing said at start: %s", logged.String())
 	}
 }
