@@ -88,8 +88,10 @@ func FuzzRemoteToMatrix(f *testing.F) {
 
 // FuzzMatrixToRemote parses arbitrary message content as the bridge does and
 // derives what the network gets. Properties: nothing panics; the text is
-// bounded by the content's size; HTML goes out only for HTML content; a
-// reply fallback never reaches the network.
+// bounded by the decoded content's size and the HTML by the formatted body
+// (not by the raw JSON's: decoding turns each byte of invalid UTF-8 into a
+// three-byte U+FFFD); HTML goes out only for HTML content; a reply fallback
+// never reaches the network.
 func FuzzMatrixToRemote(f *testing.F) {
 	seeds := []string{
 		`{"msgtype":"m.text","body":"hi"}`,
@@ -112,10 +114,11 @@ func FuzzMatrixToRemote(f *testing.F) {
 		if json.Unmarshal(raw, &c) != nil {
 			return
 		}
-		limit := plainBound(len(raw))
+		decoded := len(c.Body) + len(c.FormattedBody)
 		text, html := matrixText(&c)
-		if len(text) > limit || len(html) > len(raw) {
-			t.Fatalf("%d bytes of content gave %d bytes of text and %d of HTML", len(raw), len(text), len(html))
+		if len(text) > plainBound(decoded) || len(html) > len(c.FormattedBody) {
+			t.Fatalf("%d bytes of content (%d of body, %d of formatted body) gave %d bytes of text and %d of HTML",
+				len(raw), len(c.Body), len(c.FormattedBody), len(text), len(html))
 		}
 		if html != "" && c.Format != event.FormatHTML {
 			t.Fatalf("HTML %q sent for content of format %q", html, c.Format)
@@ -123,8 +126,15 @@ func FuzzMatrixToRemote(f *testing.F) {
 		if c.RelatesTo.GetReplyTo() != "" && event.HTMLReplyFallbackRegex.MatchString(c.FormattedBody) && event.HTMLReplyFallbackRegex.MatchString(html) {
 			t.Fatalf("reply fallback reached the network: %q", html)
 		}
+		// An edit's text comes from m.new_content when there is one, and an
+		// emote's gains "/me ".
+		editHTML := len(c.FormattedBody)
+		if n := c.NewContent; n != nil {
+			decoded += len(n.Body) + len(n.FormattedBody)
+			editHTML = len(n.FormattedBody)
+		}
 		etext, ehtml := editText(&c)
-		if len(etext) > limit || len(ehtml) > len(raw) {
+		if len(etext) > plainBound(decoded) || len(ehtml) > editHTML+len("/me ") {
 			t.Fatalf("%d bytes of edit gave %d bytes of text and %d of HTML", len(raw), len(etext), len(ehtml))
 		}
 	})
