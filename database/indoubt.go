@@ -125,7 +125,8 @@ func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSe
 // wal_writer_delay (600 ms by default); any later synchronous commit, such
 // as the result's that deletes it, flushes it too. Only the PostgreSQL
 // server crashing in that window loses it, and then the event is applied
-// again (its inbox row was committed synchronously) and sent again under
+// again (its inbox row was durable before the connector was acked, or the
+// connector sends it again: inbox.AcceptBatch) and sent again under
 // the same transaction id, which the homeserver answers with the first
 // event once the first request has finished, as it has unless this process
 // died too. In a transaction the setting would hold for all of it, so the
