@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 )
 
@@ -14,6 +16,10 @@ import (
 type StreamQuery struct {
 	db *dbutil.Database
 	st *stmtCache
+	// flushByUpdate is set once PostgreSQL refused the flush's message
+	// (a server that does not let this role emit one): Flush falls back
+	// to the write on the stream's row.
+	flushByUpdate atomic.Bool
 }
 
 const (
@@ -29,7 +35,11 @@ const (
 		ON CONFLICT (connector_id) DO UPDATE SET acked_seq=excluded.acked_seq
 		WHERE connector_stream.acked_seq = 0`
 	advanceStreamFromQuery = `UPDATE connector_stream SET acked_seq=$3 WHERE connector_id=$1 AND acked_seq=$2`
-	flushStreamQuery       = `UPDATE connector_stream SET acked_seq=acked_seq WHERE connector_id=$1`
+	// The flush is a transactional message in the log, which gives its
+	// commit a record to wait for and locks no row; the fallback is a
+	// write of the stream's row that changes nothing.
+	flushMessageQuery = `SELECT pg_logical_emit_message(true, 'dmbridge', '')`
+	flushStreamQuery  = `UPDATE connector_stream SET acked_seq=acked_seq WHERE connector_id=$1`
 )
 
 // AckedSeq returns the highest seq accepted from a connector, 0 if none.
@@ -84,15 +94,28 @@ func (q *StreamQuery) AdvanceFrom(ctx context.Context, connectorID string, from,
 }
 
 // Flush makes what was committed without waiting for the WAL flush
-// (InboxQuery.StoreAdvancing) durable, on PostgreSQL: a write committed
-// synchronously waits for the log up to its own commit record, and the log
-// is written in order, so everything committed before it is on disk when
-// it returns. The write changes nothing (acked_seq to itself, the row the
-// batches move anyway, so no other table is touched); on SQLite nothing
-// commits that way and Flush does nothing.
+// (InboxQuery.StoreAdvancing) durable, on PostgreSQL: a transaction that
+// writes to the log and commits synchronously waits for the log up to its
+// own commit record, and the log is written in order, so everything
+// committed before it is on disk when it returns. What it writes is a
+// logical-decoding message (no table is touched): a write of the stream's
+// row would hold that row's lock while it waits for the disk, and the
+// connector's next batch, which moves acked_seq, would wait behind it
+// (the connector server stores that batch while this one is flushed,
+// server.SyncStore). Where PostgreSQL refuses the message it falls back
+// to that write. On SQLite nothing commits without its flush and Flush
+// does nothing.
 func (q *StreamQuery) Flush(ctx context.Context, connectorID string) error {
 	if q.db.Dialect != dbutil.Postgres {
 		return nil
+	}
+	if !q.flushByUpdate.Load() {
+		_, err := q.st.exec(ctx, flushMessageQuery)
+		if !Rejected(err) {
+			return err
+		}
+		zerolog.Ctx(ctx).Warn().Err(err).Msg("PostgreSQL refused a logical message; flushing the inbox by a write of the connector's row instead")
+		q.flushByUpdate.Store(true)
 	}
 	_, err := q.st.exec(ctx, flushStreamQuery, connectorID)
 	return err

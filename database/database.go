@@ -81,7 +81,7 @@ func New(db *dbutil.Database) *Database {
 		Cleaned:   &CleanedRoomQuery{helper[CleanedRoom](db)},
 		Message:   &MessageQuery{helper[Message](db), st},
 		Reaction:  &ReactionQuery{helper[Reaction](db)},
-		Stream:    &StreamQuery{db, st},
+		Stream:    &StreamQuery{db: db, st: st},
 		Inbox:     &InboxQuery{helper[InboxRow](db), st},
 		ASTxn:     &ASTxnQuery{db},
 		MXEvent:   &MXEventQuery{helper[MXEvent](db), st},

@@ -50,7 +50,7 @@ type stream struct {
 	handed int64
 }
 
-var _ server.BatchStore = (*Inbox)(nil)
+var _ server.SyncStore = (*Inbox)(nil)
 
 // New returns an inbox on db; mx may be nil.
 func New(db *database.Database, mx *metrics.Metrics, log zerolog.Logger) *Inbox {
@@ -91,13 +91,36 @@ func (in *Inbox) Accept(ctx context.Context, connectorID string, seq int64, ev *
 
 // AcceptBatch stores the events of items as the connector sent them and moves
 // acked_seq to the last item's seq, in one transaction, and returns once
-// that is durable. Once it commits, the reader is woken: acks go out
-// batched and possibly delayed, and a lone event must not wait for that
-// (nor, on PostgreSQL, for the log's flush, see below). After an error the
+// that is durable: StoreBatch, then Sync when it has to. After an error the
 // batch is stored either wholly or not at all, and AckedSeq says which.
 func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []server.Accepted) error {
+	durable, err := in.StoreBatch(ctx, connectorID, items)
+	if err == nil && !durable {
+		err = in.Sync(ctx, connectorID)
+	}
+	return err
+}
+
+// Sync makes durable what StoreBatch stored for connectorID without
+// waiting for that (on PostgreSQL, a batch of up to four events: see
+// StoreBatch).
+func (in *Inbox) Sync(ctx context.Context, connectorID string) error {
+	if err := in.db.Stream.Flush(ctx, connectorID); err != nil {
+		return fmt.Errorf("flush the events of connector %s: %w", connectorID, err)
+	}
+	return nil
+}
+
+// StoreBatch stores the events of items as the connector sent them and
+// moves acked_seq to the last item's seq, in one transaction. Once it
+// commits, the reader is woken: acks go out batched and possibly delayed,
+// and a lone event must not wait for that, nor, on PostgreSQL, for the
+// log's flush: a small batch there commits without it and durable is
+// false. The connector server then stores its next batch while a Sync
+// makes this one durable, and acks it after that (server.SyncStore).
+func (in *Inbox) StoreBatch(ctx context.Context, connectorID string, items []server.Accepted) (durable bool, err error) {
 	if len(items) == 0 {
-		return nil
+		return true, nil
 	}
 	first, last := items[0].Seq, items[len(items)-1].Seq
 	// The intake of an event is where its bridge latency starts.
@@ -109,13 +132,13 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		// AdvanceFrom only checks the ends; a hole or a repeat in between
 		// would be acked without being stored.
 		if it.Seq != first+int64(i) {
-			return fmt.Errorf("batch of connector %s is not consecutive at seq %d", connectorID, it.Seq)
+			return false, fmt.Errorf("batch of connector %s is not consecutive at seq %d", connectorID, it.Seq)
 		}
 		if it.Event == nil {
 			continue
 		}
 		if len(it.Raw) == 0 {
-			return fmt.Errorf("event %d of connector %s comes without its data", it.Seq, connectorID)
+			return false, fmt.Errorf("event %d of connector %s comes without its data", it.Seq, connectorID)
 		}
 		row := &database.InboxRow{ConnectorID: connectorID, Seq: it.Seq, LoginID: it.Event.Login, Kind: it.Event.Kind, Data: it.Raw}
 		if it.Event.Chat != nil {
@@ -153,7 +176,7 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		for _, r := range rows {
 			in.metrics.RemoteForgotten(connectorID, r.Seq)
 		}
-		return err
+		return false, err
 	}
 	if first <= s.handed {
 		// These seqs were stored and handed over before, and acked_seq
@@ -170,19 +193,12 @@ func (in *Inbox) AcceptBatch(ctx context.Context, connectorID string, items []se
 		in.accepted.add(connectorID, rows)
 		in.Wake()
 	}
-	if done {
-		// StoreAdvancing committed without waiting for the WAL flush, so
-		// that the reader could start on the rows at once; the connector
-		// may forget them only once they are durable, which this
-		// synchronous commit makes them (PostgreSQL writes its log in
-		// order). The server acks after this call returns, and not after
-		// an error: if PostgreSQL lost the rows, the connector sends them
-		// again.
-		if err := in.db.Stream.Flush(ctx, connectorID); err != nil {
-			return fmt.Errorf("flush events %d-%d: %w", first, last, err)
-		}
-	}
-	return nil
+	// StoreAdvancing commits without waiting for the WAL flush, so that
+	// the reader can start on the rows at once; the connector may forget
+	// them only once they are durable, which Sync makes them. If
+	// PostgreSQL loses them before, they were never acked and the
+	// connector sends them again.
+	return !done, nil
 }
 
 // Wake makes the reader look for stored events, as after a commit. Wakes

@@ -198,7 +198,12 @@ func failedBatchStoresNothing(t *testing.T, target testdb.Target) {
 // connection's acked_seq is read only after a flush of its own.
 func TestUnflushedBatchIsReadAgain(t *testing.T) {
 	ctx := context.Background()
-	db := testdb.Open(t, testdb.Postgres(t))
+	// A flush is a logical message in the log, or where that is refused,
+	// as here, the write that moves acked_seq to itself, which a trigger
+	// refuses below.
+	target := testdb.Postgres(t)
+	testdb.RefuseLogicalMessages(t, target)
+	db := testdb.Open(t, target)
 	in := New(db, nil, zerolog.Nop())
 	r := in.Reader()
 	if err := in.AcceptBatch(ctx, "c", []server.Accepted{item(t, 1, "one")}); err != nil {
@@ -207,7 +212,6 @@ func TestUnflushedBatchIsReadAgain(t *testing.T) {
 	if got := next(r); len(got) != 1 {
 		t.Fatalf("read %+v, want seq 1", got)
 	}
-	// A flush is the write that moves acked_seq to itself: refuse it.
 	refuse := `CREATE FUNCTION refuse_flush() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN IF NEW.acked_seq = OLD.acked_seq THEN RAISE EXCEPTION 'flush refused'; END IF; RETURN NEW; END $$;
 		CREATE TRIGGER refuse_flush BEFORE UPDATE ON connector_stream FOR EACH ROW EXECUTE FUNCTION refuse_flush()`

@@ -113,15 +113,31 @@ func (c *serverConn) storeFailed() error {
 // whatever else is queued by then (up to the batch limit) and stores them
 // together. While a batch is being stored the next one accumulates, so the
 // slower the store, the larger the batches. Only stored events are reported
-// to the writer for acking. On a failure it closes the connection with 1011
-// and stops; what was queued behind the failed batch is never stored or
-// acked, and the connector replays it from acked_seq on its next connection.
+// to the writer for acking; with a SyncStore, once the syncer made them
+// durable (server_sync.go), while this loop stores the next batch. On a
+// failure it closes the connection with 1011 and stops; what was queued
+// behind the failed batch is never stored or acked, and the connector
+// replays it from acked_seq on its next connection.
 func (c *serverConn) commitLoop() {
 	defer close(c.commitDone)
+	var syncing *syncer
+	var failed <-chan struct{}
+	if ss, ok := c.srv.opts.Store.(SyncStore); ok {
+		syncing = newSyncer()
+		failed = syncing.failed
+		go c.syncLoop(ss, syncing)
+		defer syncing.stop()
+	}
 	limit := c.srv.opts.batchLimit()
 	batch := make([]Accepted, 0, limit)
 	for {
-		first, ok := <-c.commitIn
+		var first Accepted
+		var ok bool
+		select {
+		case first, ok = <-c.commitIn:
+		case <-failed:
+			return // the syncer closed the connection
+		}
 		if !ok {
 			return
 		}
@@ -138,12 +154,26 @@ func (c *serverConn) commitLoop() {
 				break fill
 			}
 		}
-		stored, err := c.store(batch)
+		stored, durable, err := c.store(batch)
 		if stored > 0 {
-			c.committed.Store(batch[stored-1].Seq)
-			c.noteStored(batch[stored-1].Seq, stored)
+			if syncing != nil {
+				syncing.stored(batch[stored-1].Seq, stored, durable)
+			} else {
+				c.committed.Store(batch[stored-1].Seq)
+				c.noteStored(batch[stored-1].Seq, stored)
+			}
 		}
 		if err != nil {
+			if syncing != nil {
+				// What was stored before is acked first, unless a
+				// failed Sync closes the connection already.
+				syncing.stop()
+				select {
+				case <-failed:
+					return
+				default:
+				}
+			}
 			c.failCommit(err, batch[stored].Seq)
 			return
 		}
@@ -151,21 +181,28 @@ func (c *serverConn) commitLoop() {
 }
 
 // store writes batch and returns how many of its events, from the start,
-// are durably stored. A BatchStore stores all or nothing; a plain Store one
-// event per transaction, so a failure may come after a stored prefix.
-func (c *serverConn) store(batch []Accepted) (int, error) {
-	if bs, ok := c.srv.opts.Store.(BatchStore); ok {
-		if err := bs.AcceptBatch(c.ctx, c.id, batch); err != nil {
-			return 0, err
+// are stored, and whether durably (a SyncStore's may not be yet). A
+// BatchStore stores all or nothing; a plain Store one event per
+// transaction, so a failure may come after a stored prefix.
+func (c *serverConn) store(batch []Accepted) (stored int, durable bool, err error) {
+	switch st := c.srv.opts.Store.(type) {
+	case SyncStore:
+		if durable, err = st.StoreBatch(c.ctx, c.id, batch); err != nil {
+			return 0, false, err
 		}
-		return len(batch), nil
+		return len(batch), durable, nil
+	case BatchStore:
+		if err := st.AcceptBatch(c.ctx, c.id, batch); err != nil {
+			return 0, false, err
+		}
+		return len(batch), true, nil
 	}
 	for i, it := range batch {
 		if err := c.srv.opts.Store.Accept(c.ctx, c.id, it.Seq, it.Event); err != nil {
-			return i, err
+			return i, true, err
 		}
 	}
-	return len(batch), nil
+	return len(batch), true, nil
 }
 
 // failCommit closes the connection with 1011 after a store failure: the

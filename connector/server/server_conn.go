@@ -63,7 +63,8 @@ type serverConn struct {
 	// The committer (server_commit.go) stores what the reader queued on
 	// commitIn, in order; commitDone is closed when it has stopped, for
 	// good after a store failure. committed is the highest seq known
-	// stored: set by the reader in the handshake, then by the committer.
+	// durably stored, so ackable: set by the reader in the handshake, then
+	// by the committer (by its syncer for a SyncStore, server_sync.go).
 	commitIn   chan Accepted
 	commitDone chan struct{}
 	committed  atomic.Int64

@@ -275,3 +275,29 @@ func Open(t testing.TB, target Target) *database.Database {
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
+
+// RefuseLogicalMessages makes target, a PostgreSQL database, refuse
+// pg_logical_emit_message to the sessions opened after it returns, as a
+// server that does not grant it to the bridge's role would: a function of
+// that name that raises insufficient_privilege comes first in the
+// database's search path (schema refuse, where tables created by name
+// alone now go too).
+func RefuseLogicalMessages(t testing.TB, target Target) {
+	t.Helper()
+	ctx := context.Background()
+	db := target.Open(t)
+	var name string
+	if err := db.QueryRow(ctx, "SELECT current_database()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE SCHEMA refuse`,
+		`CREATE FUNCTION refuse.pg_logical_emit_message(boolean, text, text) RETURNS pg_lsn
+			LANGUAGE plpgsql AS $$ BEGIN RAISE insufficient_privilege USING MESSAGE = 'not for you'; END $$`,
+		`ALTER DATABASE "` + name + `" SET search_path = refuse, pg_catalog, public`,
+	} {
+		if _, err := db.Exec(ctx, q); err != nil {
+			t.Fatalf("testdb: %s: %v", q, err)
+		}
+	}
+}
