@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
 
 	"github.com/dmbridge/dmbridge/connector"
 	"github.com/dmbridge/dmbridge/connector/server"
@@ -246,6 +247,36 @@ func TestUnflushedBatchIsReadAgain(t *testing.T) {
 	if again := next(r); len(again) != 0 {
 		t.Fatalf("read %+v a third time", again)
 	}
+}
+
+// TestStoreBatchSaysWhatIsDurable: on PostgreSQL a small batch (the
+// first event stores alone, then up to four) comes back not durable yet and
+// is readable at once; Sync makes it durable, and a larger batch is
+// durable when StoreBatch returns. On SQLite every batch is.
+func TestStoreBatchSaysWhatIsDurable(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		pg := db.Dialect == dbutil.Postgres
+		in := New(db, nil, zerolog.Nop())
+		r := in.Reader()
+		batches := [][]server.Accepted{
+			{item(t, 1, "a")},
+			{item(t, 2, "b"), item(t, 3, "c")},
+			{item(t, 4, "d"), item(t, 5, "e"), item(t, 6, "f"), item(t, 7, "g"), item(t, 8, "h")},
+		}
+		want := []bool{true, !pg, true}
+		for i, b := range batches {
+			durable, err := in.StoreBatch(ctx, "c", b)
+			if err != nil || durable != want[i] {
+				t.Fatalf("batch %d: durable %v, %v; want %v", i+1, durable, err, want[i])
+			}
+			if got := next(r); len(got) != len(b) {
+				t.Fatalf("batch %d: read %d entries before any Sync, want %d", i+1, len(got), len(b))
+			}
+			if err := in.Sync(ctx, "c"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 // TestUnparsableRow: a row whose data does not decode comes back without

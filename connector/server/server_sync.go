@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // SyncStore is an optional extension of BatchStore, for a store whose
@@ -26,8 +27,11 @@ type SyncStore interface {
 
 // syncer is a connection's second stage after the committer, for a
 // SyncStore: it makes what the committer stored durable and only then
-// tells the writer to ack it. Stored batches that arrive while a Sync
-// runs are covered by the next one, a single call for all of them.
+// tells the writer to ack it. Syncs are at least half an ack delay apart
+// (10 ms by default), since an ack waits that long anyway: the batches
+// stored in between share the next Sync, so a busy stream of small
+// batches costs PostgreSQL one flush per interval instead of one per
+// batch, and a lone event, long after the last Sync, is synced at once.
 type syncer struct {
 	mu       sync.Mutex
 	seq      int64 // highest seq stored and not yet handed to the writer
@@ -74,14 +78,25 @@ func (s *syncer) stop() {
 // fails, which closes the connection as a failed store does.
 func (c *serverConn) syncLoop(ss SyncStore, s *syncer) {
 	defer close(s.done)
+	every := c.srv.opts.AckDelay / 2
+	var last time.Time
 	for {
 		<-s.wake
+		if wait := time.Until(last.Add(every)); wait > 0 {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if !closing {
+				time.Sleep(wait)
+			}
+		}
 		s.mu.Lock()
 		seq, n, unsynced, closing := s.seq, s.n, s.unsynced, s.closing
 		s.n, s.unsynced = 0, false
 		s.mu.Unlock()
 		if n > 0 {
 			if unsynced {
+				last = time.Now()
 				if err := ss.Sync(c.ctx, c.id); err != nil {
 					close(s.failed)
 					c.failCommit(err, seq)

@@ -141,3 +141,41 @@ func TestFailedSyncAcksNothingAndCloses(t *testing.T) {
 		t.Fatalf("acked %d after every Sync failed", maxAck)
 	}
 }
+
+// TestSyncsAreSpacedOut: events stored one at a time in quick succession
+// share Syncs, at most one per half ack delay, and are all acked; the
+// first, after a quiet time, is synced at once.
+func TestSyncsAreSpacedOut(t *testing.T) {
+	ss := &syncStore{}
+	ss.syncing = make(chan struct{})
+	h := connectortest.NewHarness(t, func(o *server.Options) {
+		ss.Store = connectortest.NewStore(t)
+		o.Store = ss
+		o.AckDelay = 400 * time.Millisecond
+	})
+	h.Store = ss.Store
+	rc, _ := h.Connect(t, "c")
+	start := time.Now()
+	connectortest.SendEvent(t, rc, 1, connectortest.Message(1))
+	select {
+	case <-ss.syncing:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first event was never synced")
+	}
+	if waited := time.Since(start); waited > 150*time.Millisecond {
+		t.Errorf("the first Sync came %v after the event, want it at once", waited)
+	}
+	for seq := int64(2); seq <= 10; seq++ {
+		connectortest.SendEvent(t, rc, seq, connectortest.Message(int(seq)))
+		connectortest.Eventually(t, "stored", func() bool { return len(h.Store.Snapshot("c")) == int(seq) })
+	}
+	connectortest.WaitAck(t, rc, 10)
+	ss.smu.Lock()
+	syncs := ss.syncs
+	ss.smu.Unlock()
+	// 10 batches, stored well within 200 ms on any machine: the first
+	// Sync and one or two after it.
+	if elapsed := time.Since(start); syncs > 3 && elapsed < 600*time.Millisecond {
+		t.Fatalf("%d Syncs for 10 batches in %v, want at most 3", syncs, elapsed)
+	}
+}
