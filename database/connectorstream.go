@@ -20,6 +20,7 @@ type StreamQuery struct {
 	// (a server that does not let this role emit one): Flush falls back
 	// to the write on the stream's row.
 	flushByUpdate atomic.Bool
+	log           zerolog.Logger // set by Open; New leaves it silent
 }
 
 const (
@@ -114,7 +115,7 @@ func (q *StreamQuery) Flush(ctx context.Context, connectorID string) error {
 		if !Rejected(err) {
 			return err
 		}
-		zerolog.Ctx(ctx).Warn().Err(err).Msg("PostgreSQL refused a logical message; flushing the inbox by a write of the connector's row instead")
+		q.log.Warn().Err(err).Msg("PostgreSQL refused a logical message; flushing the inbox by a write of the connector's row instead")
 		q.flushByUpdate.Store(true)
 	}
 	_, err := q.st.exec(ctx, flushStreamQuery, connectorID)

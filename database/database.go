@@ -81,7 +81,7 @@ func New(db *dbutil.Database) *Database {
 		Cleaned:   &CleanedRoomQuery{helper[CleanedRoom](db)},
 		Message:   &MessageQuery{helper[Message](db), st},
 		Reaction:  &ReactionQuery{helper[Reaction](db)},
-		Stream:    &StreamQuery{db: db, st: st},
+		Stream:    &StreamQuery{db: db, st: st, log: zerolog.Nop()},
 		Inbox:     &InboxQuery{helper[InboxRow](db), st},
 		ASTxn:     &ASTxnQuery{db},
 		MXEvent:   &MXEventQuery{helper[MXEvent](db), st},
@@ -188,6 +188,7 @@ func OpenPool(ctx context.Context, pool *sql.DB, dialect string, log zerolog.Log
 func upgrade(ctx context.Context, raw *dbutil.Database, log zerolog.Logger) (*Database, error) {
 	raw.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
 	db := New(raw)
+	db.Stream.log = log.With().Str("component", "database").Logger()
 	if err := db.Upgrade(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("upgrade database: %w", err)

@@ -1,9 +1,13 @@
 package database_test
 
 import (
+	"bytes"
 	"context"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/dmbridge/dmbridge/database"
 	"github.com/dmbridge/dmbridge/internal/testdb"
@@ -74,7 +78,7 @@ func TestFlushTakesNoRowLock(t *testing.T) {
 
 // TestFlushFallsBackToTheRow: a server that refuses the flush's logical
 // message (testdb.RefuseLogicalMessages) still gets its log flushed, by the write of the
-// stream's row, and Flush reports no error.
+// stream's row, and Flush reports no error; the log says so once.
 func TestFlushFallsBackToTheRow(t *testing.T) {
 	ctx := context.Background()
 	target := testdb.Postgres(t)
@@ -82,7 +86,12 @@ func TestFlushFallsBackToTheRow(t *testing.T) {
 	if _, err := target.Open(t).Exec(ctx, `CREATE TABLE refuse.probe (x int)`); err != nil {
 		t.Fatal(err)
 	}
-	db := testdb.Open(t, target)
+	var logged bytes.Buffer
+	db, err := database.Open(ctx, target.Type, target.URI, zerolog.New(&logged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
 	// The refusing function is what the bridge's sessions find.
 	var n int
 	if err := db.QueryRow(ctx, "SELECT count(*) FROM probe").Scan(&n); err != nil {
@@ -107,5 +116,8 @@ func TestFlushFallsBackToTheRow(t *testing.T) {
 		if err := db.QueryRow(ctx, "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn", written).Scan(&flushed); err != nil || !flushed {
 			t.Fatalf("after Flush %d the log is flushed up to %s: %v, %v", i+1, written, flushed, err)
 		}
+	}
+	if n := strings.Count(logged.String(), "PostgreSQL refused a logical message"); n != 1 {
+		t.Fatalf("the fallback was logged %d times, want once: %s", n, logged.String())
 	}
 }
