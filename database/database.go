@@ -186,9 +186,10 @@ func OpenPool(ctx context.Context, pool *sql.DB, dialect string, log zerolog.Log
 }
 
 func upgrade(ctx context.Context, raw *dbutil.Database, log zerolog.Logger) (*Database, error) {
-	raw.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
+	dblog := log.With().Str("component", "database").Logger()
+	raw.Log = dbutil.ZeroLogger(dblog)
 	db := New(raw)
-	db.Stream.log = log.With().Str("component", "database").Logger()
+	db.Stream.log = dblog
 	if err := db.Upgrade(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("upgrade database: %w", err)
