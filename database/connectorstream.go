@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/lib/pq"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 )
@@ -112,7 +113,7 @@ func (q *StreamQuery) Flush(ctx context.Context, connectorID string) error {
 	}
 	if !q.flushByUpdate.Load() {
 		_, err := q.st.exec(ctx, flushMessageQuery)
-		if !Rejected(err) {
+		if !refusesMessage(err) {
 			return err
 		}
 		q.log.Warn().Err(err).Msg("PostgreSQL refused a logical message; flushing the inbox by a write of the connector's row instead")
@@ -120,4 +121,16 @@ func (q *StreamQuery) Flush(ctx context.Context, connectorID string) error {
 	}
 	_, err := q.st.exec(ctx, flushStreamQuery, connectorID)
 	return err
+}
+
+// refusesMessage reports whether err is the server refusing
+// pg_logical_emit_message itself (not granted to this role, or not there),
+// which no retry changes. Any other error, a server shutting down or a
+// statement cancelled, leaves the message the way to flush.
+func refusesMessage(err error) bool {
+	var pqErr *pq.Error
+	if !errors.As(err, &pqErr) {
+		return false
+	}
+	return pqErr.Code == "42501" || pqErr.Code == "42883" // insufficient_privilege, undefined_function
 }
