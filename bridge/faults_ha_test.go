@@ -433,8 +433,8 @@ func TestFaultHAPostgresRestart(t *testing.T) {
 		t.Skip("set DMBRIDGE_FAULTS=full to run")
 	}
 	run := killRun{kills: 1, messages: 40, replies: 6}
-	pg := startPrivatePG(t)
-	p := newHAPair(t, pg.target())
+	pg := testdb.StartPrivate(t)
+	p := newHAPair(t, pg.Target())
 	stop := make(chan struct{})
 	defer close(stop)
 	go p.a.supervise(stop)
@@ -444,7 +444,7 @@ func TestFaultHAPostgresRestart(t *testing.T) {
 		if !eventually(5*time.Minute, 10*time.Millisecond, func() bool { return remoteShown(p.messagesIn(roomID)) >= run.messages/3 }) {
 			return fmt.Errorf("the room stays below %d messages", run.messages/3)
 		}
-		pg.restart(2 * time.Second)
+		pg.Restart(2 * time.Second)
 		return nil
 	}
 	sent := haStream(ctx, t, p.stack, f, roomID, run, restarter)
