@@ -130,10 +130,13 @@ func (q *InDoubtQuery) BeginFreshUnlessBridged(ctx context.Context, s *InDoubtSe
 // the same transaction id, which the homeserver answers with the first
 // event once the first request has finished, as it has unless this process
 // died too. In a transaction the setting would hold for all of it, so the
-// statement is the synchronous one there.
+// statement is the synchronous one there, unless the transaction writes
+// markers and nothing else (MarkersOnly), for which the same holds.
 func (q *InDoubtQuery) insertedOne(ctx context.Context, query, asyncPG string, s *InDoubtSend) (bool, error) {
-	if _, inTxn := q.GetDB().Execable(ctx).(dbutil.Transaction); !inTxn && q.GetDB().Dialect == dbutil.Postgres {
-		query = asyncPG
+	if q.GetDB().Dialect == dbutil.Postgres {
+		if _, inTxn := q.GetDB().Execable(ctx).(dbutil.Transaction); !inTxn || markersOnly(ctx) {
+			query = asyncPG
+		}
 	}
 	res, err := q.st.exec(ctx, query, s.sqlVariables()...)
 	if err != nil {
@@ -141,6 +144,23 @@ func (q *InDoubtQuery) insertedOne(ctx context.Context, query, asyncPG string, s
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+type markersOnlyKey struct{}
+
+// MarkersOnly returns ctx for a transaction that writes in-doubt markers
+// (BeginFresh, BeginFreshUnlessBridged) and nothing else: on PostgreSQL
+// the first of them makes the transaction commit without waiting for the
+// WAL flush, as a marker written alone does (see insertedOne). Another
+// write in that transaction would lose its flush wait too, so it must
+// not be given any.
+func MarkersOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, markersOnlyKey{}, true)
+}
+
+func markersOnly(ctx context.Context) bool {
+	only, _ := ctx.Value(markersOnlyKey{}).(bool)
+	return only
 }
 
 // SetEventID records the homeserver's answer for a send whose result is

@@ -135,8 +135,9 @@ func TestStoreSent(t *testing.T) {
 // outside a transaction turns synchronous_commit off for its own
 // transaction only: the session's setting is on again after it, and a
 // marker written in a transaction leaves the transaction's setting alone
-// (it would hold for every write of it). That the lone marker's commit
-// skips the WAL flush is measured (docs/design.md), not tested here.
+// (it would hold for every write of it), unless the transaction holds
+// markers only (database.MarkersOnly). That such a commit skips the WAL
+// flush is measured (docs/design.md), not tested here.
 func TestLoneMarkerAsyncCommitStaysLocal(t *testing.T) {
 	ctx := context.Background()
 	db := testdb.Open(t, testdb.Postgres(t))
@@ -175,7 +176,29 @@ func TestLoneMarkerAsyncCommitStaysLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, txn := range []string{"t1", "t2", "t3"} {
+	// A transaction of markers only (a group commit's) commits as a lone
+	// marker does: the setting is off from its first marker to its end
+	// (is_local, as for the lone marker above).
+	var before, inside string
+	err = db.DoTxn(database.MarkersOnly(ctx), nil, func(ctx context.Context) error {
+		before = setting(ctx)
+		if _, err := db.InDoubt.BeginFresh(ctx, mark("t4")); err != nil {
+			return err
+		}
+		if _, err := db.InDoubt.BeginFreshUnlessBridged(ctx, mark("t5")); err != nil {
+			return err
+		}
+		inside = setting(ctx)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != "on" || inside != "off" {
+		t.Fatalf("synchronous_commit before and after the markers of a transaction of markers: %q, %q; want on, off",
+			before, inside)
+	}
+	for _, txn := range []string{"t1", "t2", "t3", "t4", "t5"} {
 		if got, err := db.InDoubt.Get(ctx, txn); err != nil || got == nil {
 			t.Fatalf("marker %s = %+v, %v", txn, got, err)
 		}

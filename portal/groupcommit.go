@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +57,9 @@ type groupWrite struct {
 	// beforeSend: a send waits for this write (its in-doubt marker), so
 	// its group does not linger (see linger).
 	beforeSend bool
+	// marker: the write is an in-doubt marker and nothing else, which on
+	// PostgreSQL commits without waiting for the WAL flush (commit).
+	marker bool
 	// finished is closed once the write's outcome, err, is known.
 	finished chan struct{}
 	err      error
@@ -204,7 +208,62 @@ func (g *groupCommit) run(ctx context.Context) {
 	}
 }
 
+// commit runs group's writes. On PostgreSQL the group's in-doubt markers,
+// which remote messages' sends wait for, commit in a transaction of their
+// own that does not wait for the WAL flush (database.MarkersOnly), as a
+// marker written alone always has (database's insertedOne says why that is
+// safe); the other writes, results above all, in another with their
+// flush, side by side. In one transaction, each marker's send waited for
+// the whole group's flush: where a flush takes milliseconds (a network
+// disk), most of a busy bridge's added latency (docs/design.md, "Markers
+// without the flush"). Two committers run at once, so writes of different
+// groups were never ordered; splitting one changes nothing there. On
+// SQLite a commit does not wait for the disk (synchronous = NORMAL), and
+// one more commit would only queue at its single writer.
 func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
+	if g.db.Dialect != dbutil.Postgres || !anyMarker(group) {
+		g.commitTogether(ctx, group)
+		return
+	}
+	marks, rest := splitMarkers(group)
+	if len(rest) == 0 {
+		g.commitTogether(database.MarkersOnly(ctx), marks)
+		return
+	}
+	// Side by side, on two connections: one after the other, the group
+	// took a transaction more in turn than it had together (8 chats
+	// 15% slower on this machine's fast disk).
+	marked := make(chan struct{})
+	go func() {
+		defer close(marked)
+		g.commitTogether(database.MarkersOnly(ctx), marks)
+	}()
+	g.commitTogether(ctx, rest)
+	<-marked
+}
+
+func anyMarker(group []*groupWrite) bool {
+	return slices.ContainsFunc(group, func(w *groupWrite) bool { return w.marker })
+}
+
+// splitMarkers separates group's in-doubt markers from its other writes
+// (a command's queueing, which its send waits for too, among them), each
+// in the group's order.
+func splitMarkers(group []*groupWrite) (marks, rest []*groupWrite) {
+	for _, w := range group {
+		if w.marker {
+			marks = append(marks, w)
+		} else {
+			rest = append(rest, w)
+		}
+	}
+	return marks, rest
+}
+
+// commitTogether runs group's writes in one transaction (or, for one write,
+// as runWrite does); after a failure that is not BEGIN's or COMMIT's, each
+// write runs again alone.
+func (g *groupCommit) commitTogether(ctx context.Context, group []*groupWrite) {
 	if len(group) == 1 {
 		group[0].finish(g.alone(ctx, group[0]))
 		return
@@ -274,9 +333,11 @@ func (m *Manager) groupStatement(ctx context.Context, fn func(context.Context) e
 }
 
 // groupMarker is groupStatement for the in-doubt marker a send waits for.
+// fn must write that marker and nothing else: on PostgreSQL its
+// transaction commits without waiting for the WAL flush (commit).
 func (m *Manager) groupMarker(ctx context.Context, fn func(context.Context) error) error {
 	w := newGroupWrite(fn, true)
-	w.beforeSend = true
+	w.beforeSend, w.marker = true, true
 	return m.group(ctx, w)
 }
 

@@ -109,3 +109,74 @@ func TestLoneWriteFencedInTransaction(t *testing.T) {
 		}
 	}
 }
+
+// TestMarkersCommitApart: on PostgreSQL a group's in-doubt markers commit
+// in a transaction of their own that does not wait for the WAL flush, and
+// the group's other writes (a result; a command's queueing, which its send
+// waits for too) in another that does, side by side. On SQLite the group
+// stays one transaction, in its order.
+func TestMarkersCommitApart(t *testing.T) {
+	testdb.Each(t, func(t *testing.T, target testdb.Target) {
+		ctx := context.Background()
+		db := testdb.Open(t, target)
+		pg := db.Dialect == dbutil.Postgres
+		g := newGroupCommit(db)
+		var mu sync.Mutex
+		var order []string
+		txnOf := map[string]dbutil.Execable{}
+		setting := map[string]string{}
+		record := func(ctx context.Context, name string) error {
+			var v string
+			if pg {
+				if err := db.QueryRow(ctx, "SHOW synchronous_commit").Scan(&v); err != nil {
+					return err
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, name)
+			txnOf[name] = db.Execable(ctx)
+			setting[name] = v
+			return nil
+		}
+		marker := func(name string) *groupWrite {
+			w := newGroupWrite(func(ctx context.Context) error {
+				if _, err := db.InDoubt.BeginFresh(ctx, &database.InDoubtSend{TxnID: name, RoomID: "!r:x",
+					PortalKey: database.PortalKey{LoginID: "l", ChatID: name}, RemoteID: name,
+					EventType: "m.room.message", StartedAt: time.Now()}); err != nil {
+					return err
+				}
+				return record(ctx, name)
+			}, true)
+			w.beforeSend, w.marker = true, true
+			return w
+		}
+		result := newGroupWrite(func(ctx context.Context) error {
+			if err := db.InDoubt.Delete(ctx, "gone"); err != nil {
+				return err
+			}
+			return record(ctx, "result")
+		}, true)
+		queue := newGroupWrite(func(ctx context.Context) error { return record(ctx, "queue") }, false)
+		queue.beforeSend = true
+		group := []*groupWrite{result, marker("m1"), queue, marker("m2")}
+		g.commit(ctx, group)
+		for _, w := range group {
+			if !w.wait(ctx) || w.err != nil {
+				t.Fatalf("write failed: %v", w.err)
+			}
+		}
+		if !pg {
+			if fmt.Sprint(order) != "[result m1 queue m2]" || txnOf["m1"] != txnOf["result"] || txnOf["m2"] != txnOf["queue"] {
+				t.Fatalf("SQLite: order %v, want the group's in one transaction", order)
+			}
+			return
+		}
+		if txnOf["m1"] != txnOf["m2"] || txnOf["result"] != txnOf["queue"] || txnOf["m1"] == txnOf["result"] {
+			t.Fatal("want the markers in one transaction and the other writes in another")
+		}
+		if setting["m1"] != "off" || setting["m2"] != "off" || setting["result"] != "on" || setting["queue"] != "on" {
+			t.Fatalf("synchronous_commit %v; want off for the markers' transaction only", setting)
+		}
+	})
+}
