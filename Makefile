@@ -80,12 +80,14 @@ bench: prerequisites
 # (10 s each database, through the pprof endpoint of its metrics listener):
 # go tool pprof -top bin/bridge-cpu-sqlite.out (or -postgres, and
 # bin/bridge-allocs-*.out); the benchmark's own process (homeserver,
-# connector) in bin/bench-cpu.out.
+# connector) in bin/bench-cpu.out. An execution trace of the bridge over the
+# 1,000/s load run too (go tool trace bin/bridge-trace-*.out), with the
+# messages that were over 4 ms late and when they were sent.
 bench-profile: prerequisites
 	@mkdir -p $(BIN)
 	DMBRIDGE_BENCH_PROFILE=$(abspath $(BIN)) $(GO) test -run '^$$' -bench '^BenchmarkGoals$$' -benchtime 1x -timeout 10m \
 		-cpuprofile $(BIN)/bench-cpu.out -o $(BIN)/bridge.test ./bridge/ > $(BIN)/bench.log 2>&1; rc=$$?; \
-		sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; grep -E '^profiles of' $(BIN)/bench.log; exit $$rc
+		sed -n '/^dmbridge against/,/^new DM calls (PostgreSQL)/p' $(BIN)/bench.log; grep -E '^(profiles of|execution trace of)' $(BIN)/bench.log; exit $$rc
 
 # The bridge binary's resident memory while 100,000 contacts each open a DM
 # (a ghost and a portal each), idle, and after a restart (issue 14's P4;

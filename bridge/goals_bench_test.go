@@ -236,6 +236,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	const nLoad = 2000
 	sentAt := make([]time.Time, nLoad)
 	bodies = bodies[:0]
+	traced := g.traceLoad(b, dbName)
 	tick := time.NewTicker(time.Millisecond)
 	for i := 0; i < nLoad; i++ {
 		<-tick.C
@@ -251,6 +252,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 		load = append(load, arr.when(body).Sub(sentAt[i]))
 	}
 	out.loadP50, out.loadP99 = percentile(load, 50), percentile(load, 99)
+	traced(load, sentAt)
 
 	var rooms []string
 	for c := 0; c < 8; c++ {

@@ -107,6 +107,38 @@ func (g *goalsBridge) profile(b *testing.B, dbName string, load func(stop <-chan
 		filepath.Join(dir, "bridge-cpu-"+dbName+".out"))
 }
 
+// traceLoad starts, for make bench-profile only, an execution trace of the
+// bridge process that covers the 1,000/s load run (2 s); the func it
+// returns waits for the trace and prints the messages that were over 4 ms
+// late, with when they were sent, so that a tail can be laid against the
+// trace (go tool trace). The tail's late messages came in runs (see
+// docs/design.md), and only a trace shows what the process did meanwhile.
+func (g *goalsBridge) traceLoad(b *testing.B, dbName string) func(late []time.Duration, sentAt []time.Time) {
+	dir := os.Getenv("DMBRIDGE_BENCH_PROFILE")
+	if dir == "" || g.inProcess() {
+		return func([]time.Duration, []time.Time) {}
+	}
+	path := filepath.Join(dir, "bridge-trace-"+dbName+".out")
+	got := make(chan error, 1)
+	go func() { got <- fetchTo(g.metrics+"/debug/pprof/trace?seconds=3", path) }()
+	// The trace starts when the request arrives: give it a moment.
+	time.Sleep(50 * time.Millisecond)
+	return func(load []time.Duration, sentAt []time.Time) {
+		if err := <-got; err != nil {
+			b.Fatalf("execution trace of the bridge: %v", err)
+		}
+		var late []string
+		for i, d := range load {
+			if d > 4*time.Millisecond {
+				late = append(late, fmt.Sprintf("%d at +%.1f ms: %.2f ms", i,
+					float64(sentAt[i].Sub(sentAt[0]).Microseconds())/1000, float64(d.Microseconds())/1000))
+			}
+		}
+		fmt.Printf("execution trace of the bridge process (%s) over the 1,000/s load: go tool trace %s; "+
+			"messages over 4 ms: %d (%s)\n", dbName, path, len(late), strings.Join(late, "; "))
+	}
+}
+
 func fetchTo(url, path string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
