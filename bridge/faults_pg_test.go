@@ -17,8 +17,9 @@ import (
 func TestFaultPostgresRestarts(t *testing.T) { postgresRestarts(t, "fast") }
 
 // TestFaultPostgresCrashes is TestFaultPostgresRestarts with the server
-// crashing (pg_ctl -m immediate) instead: a lone in-doubt marker commits
-// without waiting for its WAL flush (database/indoubt.go), so a crash can
+// crashing (pg_ctl -m immediate) instead: in-doubt markers commit without
+// waiting for their WAL flush, alone (database/indoubt.go) or in a group
+// commit's transaction of markers (portal/groupcommit.go), so a crash can
 // lose one whose send went out; the event is applied again and its resend
 // under the same transaction id must not show twice.
 func TestFaultPostgresCrashes(t *testing.T) { postgresRestarts(t, "immediate") }

@@ -113,7 +113,7 @@ func (g *goalsBridge) profile(b *testing.B, dbName string, load func(stop <-chan
 // late, with when they were sent, so that a tail can be laid against the
 // trace (go tool trace). The tail's late messages came in runs (see
 // docs/design.md), and only a trace shows what the process did meanwhile.
-func (g *goalsBridge) traceLoad(b *testing.B, dbName string) func(late []time.Duration, sentAt []time.Time) {
+func (g *goalsBridge) traceLoad(b *testing.B, dbName string) func(load []time.Duration, sentAt []time.Time) {
 	dir := os.Getenv("DMBRIDGE_BENCH_PROFILE")
 	if dir == "" || g.inProcess() {
 		return func([]time.Duration, []time.Time) {}
