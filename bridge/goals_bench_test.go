@@ -48,6 +48,8 @@ type goalFigures struct {
 	newDMBreakdown           string
 	xactPerMsg, rowsPerMsg   float64
 	orderKept                bool
+	// server says which PostgreSQL server ran, when not the shared one.
+	server string
 }
 
 // arrivals records when each message body reached the homeserver.
@@ -121,8 +123,9 @@ func (a *arrivals) roomOf(body string) string {
 
 func measureGoals(b *testing.B, dbName string) *goalFigures {
 	target := testdb.SQLite(b)
+	var server string
 	if dbName == "postgres" {
-		target = testdb.Postgres(b)
+		target, server = goalsPostgres(b)
 	}
 	g := startGoalsBridge(b, target)
 	started := time.Now()
@@ -131,7 +134,7 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	s.mem.OnSend = arr.record
 	f := s.connectFake(nil)
 	ctx := context.Background()
-	out := &goalFigures{inProcess: g.inProcess()}
+	out := &goalFigures{inProcess: g.inProcess(), server: server}
 	send := func(contact, body string) {
 		if _, err := f.client.Send(ctx, textFrom(contact, body, body)); err != nil {
 			b.Fatal(err)
@@ -370,4 +373,17 @@ func breakdown(calls map[string]int) string {
 	}
 	slices.Sort(parts)
 	return strings.Join(parts, ", ")
+}
+
+// goalsPostgres is the benchmark's PostgreSQL database: a fresh one on the
+// shared server, or, with DMBRIDGE_BENCH_PG_SETTINGS ("name=value ..."),
+// on a private server started with those settings, described in the second
+// result. make bench-slow-flush so simulates a disk whose flush is slow (a
+// network disk) without changing the shared server under other tests.
+func goalsPostgres(b *testing.B) (testdb.Target, string) {
+	settings := strings.Fields(os.Getenv("DMBRIDGE_BENCH_PG_SETTINGS"))
+	if len(settings) == 0 {
+		return testdb.Postgres(b), ""
+	}
+	return testdb.StartPrivate(b, settings...).Target(), "a private server started with " + strings.Join(settings, " ")
 }

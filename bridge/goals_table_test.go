@@ -87,18 +87,27 @@ func (p *pgStats) perMessage(n int) (float64, float64) {
 
 // printGoals prints issue 14's goals beside the figures of both databases.
 func printGoals(w io.Writer, sq, pg *goalFigures) {
-	// A database left out (-bench BenchmarkGoals/sqlite) shows zeros.
+	// A database left out (-bench BenchmarkGoals/postgres) shows dashes.
+	var left *goalFigures
 	if sq == nil {
 		sq = &goalFigures{}
+		left = sq
 	}
 	if pg == nil {
 		pg = &goalFigures{}
+		left = pg
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
 	rate := func(r float64) string { return fmt.Sprintf("%.0f/s", r) }
 	const format = "| %-52s | %-13s | %-16s | %-16s |\n"
 	row := func(what, goal string, v func(g *goalFigures) string) {
-		fmt.Fprintf(w, format, what, goal, v(sq), v(pg))
+		shown := func(g *goalFigures) string {
+			if g == left {
+				return "—"
+			}
+			return v(g)
+		}
+		fmt.Fprintf(w, format, what, goal, shown(sq), shown(pg))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "dmbridge against the in-memory homeserver (internal/memhs), issue 14's goals:")
@@ -142,6 +151,9 @@ func printGoals(w io.Writer, sq, pg *goalFigures) {
 		fmt.Fprintln(w, "* DMBRIDGE_BENCH_INPROCESS=1: the bridge ran in the benchmark's process, with the in-memory homeserver and the connector client.")
 	} else {
 		fmt.Fprintln(w, "The bridge ran as its own process (the production binary, logging at warn); the homeserver and the connector client in the benchmark's.")
+	}
+	if pg.server != "" {
+		fmt.Fprintf(w, "PostgreSQL: %s.\n", pg.server)
 	}
 	fmt.Fprintf(w, "new DM calls (SQLite): %s\n", sq.newDMBreakdown)
 	fmt.Fprintf(w, "new DM calls (PostgreSQL): %s\n", pg.newDMBreakdown)

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +33,16 @@ import (
 // one collects the next group while another waits for its commit.
 const committers = 2
 
+// markerCommitters is how many more commit only in-doubt markers, on
+// PostgreSQL. A marker is what a send waits for, and its transaction does
+// not wait for the WAL flush (database.MarkersOnly); in the committers
+// above it queued behind other chats' results, whose transactions do: with
+// both committers in a flush, a marker waited out the rest of one, which
+// is where a slow disk (a flush of milliseconds) put most of a busy
+// bridge's added latency (docs/design.md, "Markers without the flush").
+// In a queue of their own, markers wait only for other markers' commits.
+const markerCommitters = 2
+
 // committersFor is committers for the dialect. SQLite takes one writer at a
 // time, so a second committer only waits for the first one's lock; with
 // one, the writes that queue meanwhile share the next commit, whose cost
@@ -58,7 +68,8 @@ type groupWrite struct {
 	// its group does not linger (see linger).
 	beforeSend bool
 	// marker: the write is an in-doubt marker and nothing else, which on
-	// PostgreSQL commits without waiting for the WAL flush (commit).
+	// PostgreSQL commits without waiting for the WAL flush, in the
+	// markers' own queue (markerCommitters).
 	marker bool
 	// finished is closed once the write's outcome, err, is known.
 	finished chan struct{}
@@ -111,6 +122,9 @@ func runWrite(ctx context.Context, db *database.Database, w *groupWrite) error {
 type groupCommit struct {
 	db     *database.Database
 	writes chan *groupWrite
+	// markers is the in-doubt markers' own queue on PostgreSQL
+	// (markerCommitters); nil on SQLite, where they share writes.
+	markers chan *groupWrite
 	// expected counts the lanes whose send is out and whose result write
 	// will follow; nudge wakes a lingering committer when it drops.
 	expected atomic.Int64
@@ -123,7 +137,22 @@ type groupCommit struct {
 }
 
 func newGroupCommit(db *database.Database) *groupCommit {
-	return &groupCommit{db: db, writes: make(chan *groupWrite, maxGroup), nudge: make(chan struct{}, 1), lingerFor: maxLinger}
+	g := &groupCommit{db: db, writes: make(chan *groupWrite, maxGroup), nudge: make(chan struct{}, 1), lingerFor: maxLinger}
+	if db.Dialect == dbutil.Postgres {
+		// On SQLite a commit does not wait for the disk (synchronous =
+		// NORMAL), and more transactions would only queue at its single
+		// writer.
+		g.markers = make(chan *groupWrite, maxGroup)
+	}
+	return g
+}
+
+// queueOf is the queue that commits w.
+func (g *groupCommit) queueOf(w *groupWrite) chan *groupWrite {
+	if w.marker && g.markers != nil {
+		return g.markers
+	}
+	return g.writes
 }
 
 // maxLinger bounds how long a committer holds a group open for the writes
@@ -183,12 +212,25 @@ func (g *groupCommit) linger(group []*groupWrite) []*groupWrite {
 	return group
 }
 
-// run is one committer, until ctx ends.
-func (g *groupCommit) run(ctx context.Context) {
+// start runs the committers until ctx ends, each counted in wg.
+func (g *groupCommit) start(ctx context.Context, wg *sync.WaitGroup) {
+	for range committersFor(g.db.Dialect) {
+		wg.Go(func() { g.run(ctx, g.writes) })
+	}
+	if g.markers != nil {
+		markersCtx := database.MarkersOnly(ctx)
+		for range markerCommitters {
+			wg.Go(func() { g.run(markersCtx, g.markers) })
+		}
+	}
+}
+
+// run is one committer of queue, until ctx ends.
+func (g *groupCommit) run(ctx context.Context, queue chan *groupWrite) {
 	group := make([]*groupWrite, 0, maxGroup)
 	for {
 		select {
-		case w := <-g.writes:
+		case w := <-queue:
 			group = append(group[:0], w)
 		case <-ctx.Done():
 			return
@@ -196,74 +238,24 @@ func (g *groupCommit) run(ctx context.Context) {
 	collect:
 		for len(group) < maxGroup {
 			select {
-			case w := <-g.writes:
+			case w := <-queue:
 				group = append(group, w)
 			default:
 				break collect
 			}
 		}
-		group = g.linger(group)
+		if queue == g.writes {
+			group = g.linger(group)
+		}
 		g.commit(ctx, group)
 		clear(group)
 	}
 }
 
-// commit runs group's writes. On PostgreSQL the group's in-doubt markers,
-// which remote messages' sends wait for, commit in a transaction of their
-// own that does not wait for the WAL flush (database.MarkersOnly), as a
-// marker written alone always has (database's insertedOne says why that is
-// safe); the other writes, results above all, in another with their
-// flush, side by side. In one transaction, each marker's send waited for
-// the whole group's flush: where a flush takes milliseconds (a network
-// disk), most of a busy bridge's added latency (docs/design.md, "Markers
-// without the flush"). Two committers run at once, so writes of different
-// groups were never ordered; splitting one changes nothing there. On
-// SQLite a commit does not wait for the disk (synchronous = NORMAL), and
-// one more commit would only queue at its single writer.
-func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
-	if g.db.Dialect != dbutil.Postgres || !anyMarker(group) {
-		g.commitTogether(ctx, group)
-		return
-	}
-	marks, rest := splitMarkers(group)
-	if len(rest) == 0 {
-		g.commitTogether(database.MarkersOnly(ctx), marks)
-		return
-	}
-	// Side by side, on two connections: one after the other, the group
-	// took a transaction more in turn than it had together (8 chats
-	// 15% slower on this machine's fast disk).
-	marked := make(chan struct{})
-	go func() {
-		defer close(marked)
-		g.commitTogether(database.MarkersOnly(ctx), marks)
-	}()
-	g.commitTogether(ctx, rest)
-	<-marked
-}
-
-func anyMarker(group []*groupWrite) bool {
-	return slices.ContainsFunc(group, func(w *groupWrite) bool { return w.marker })
-}
-
-// splitMarkers separates group's in-doubt markers from its other writes
-// (a command's queueing, which its send waits for too, among them), each
-// in the group's order.
-func splitMarkers(group []*groupWrite) (marks, rest []*groupWrite) {
-	for _, w := range group {
-		if w.marker {
-			marks = append(marks, w)
-		} else {
-			rest = append(rest, w)
-		}
-	}
-	return marks, rest
-}
-
-// commitTogether runs group's writes in one transaction (or, for one write,
-// as runWrite does); after a failure that is not BEGIN's or COMMIT's, each
+// commit runs group's writes in one transaction (or, for one write, as
+// runWrite does); after a failure that is not BEGIN's or COMMIT's, each
 // write runs again alone.
-func (g *groupCommit) commitTogether(ctx context.Context, group []*groupWrite) {
+func (g *groupCommit) commit(ctx context.Context, group []*groupWrite) {
 	if len(group) == 1 {
 		group[0].finish(g.alone(ctx, group[0]))
 		return
@@ -334,7 +326,8 @@ func (m *Manager) groupStatement(ctx context.Context, fn func(context.Context) e
 
 // groupMarker is groupStatement for the in-doubt marker a send waits for.
 // fn must write that marker and nothing else: on PostgreSQL its
-// transaction commits without waiting for the WAL flush (commit).
+// transaction commits without waiting for the WAL flush
+// (markerCommitters).
 func (m *Manager) groupMarker(ctx context.Context, fn func(context.Context) error) error {
 	w := newGroupWrite(fn, true)
 	w.beforeSend, w.marker = true, true
@@ -359,7 +352,7 @@ func (m *Manager) groupAsync(ctx context.Context, w *groupWrite) bool {
 		return true
 	}
 	select {
-	case g.writes <- w:
+	case g.queueOf(w) <- w:
 	case <-ctx.Done():
 		// Never run: whoever waits for it learns so at once.
 		w.finish(ctx.Err())

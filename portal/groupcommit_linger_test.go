@@ -22,7 +22,7 @@ func TestGroupCommitLingersForSendsOut(t *testing.T) {
 	// Long enough that B's write surely comes within it, even under -race
 	// on a loaded machine; the last part checks the bound itself.
 	m.commits.lingerFor = 10 * time.Second
-	go m.commits.run(ctx)
+	go m.commits.runOneEach(ctx)
 	// A lane's context, as lanes.runOne gives its job.
 	laneCtx := func(key string) (context.Context, *laneHere) {
 		here := &laneHere{key: key}
@@ -107,7 +107,7 @@ func TestFailedSendEndsItsExpectation(t *testing.T) {
 	defer cancel()
 	u.remote(t, bobEvent("m1"))
 	u.m.commits = newGroupCommit(u.db)
-	go u.m.commits.run(ctx)
+	go u.m.commits.runOneEach(ctx)
 	u.hs.Fail = func(c fakematrix.Call) error {
 		if c.Method == "SendMessageEvent" {
 			return errors.New("homeserver unreachable")

@@ -62,7 +62,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		for i := 0; i < committers; i++ {
-			go m.commits.run(ctx)
+			go m.commits.runOneEach(ctx)
 		}
 		wg.Wait()
 		for i, err := range results {
@@ -110,14 +110,16 @@ func TestLoneWriteFencedInTransaction(t *testing.T) {
 	}
 }
 
-// TestMarkersCommitApart: on PostgreSQL a group's in-doubt markers commit
-// in a transaction of their own that does not wait for the WAL flush, and
-// the group's other writes (a result; a command's queueing, which its send
-// waits for too) in another that does, side by side. On SQLite the group
-// stays one transaction, in its order.
+// TestMarkersCommitApart: on PostgreSQL the in-doubt markers commit in
+// their own queue, in transactions that do not wait for the WAL flush, and
+// never behind other writes (a result; a command's queueing, which its send
+// waits for too), which commit with their flush: here two such writes hold
+// both committers, and the markers commit meanwhile. On SQLite they all
+// share the one committer, in their order.
 func TestMarkersCommitApart(t *testing.T) {
 	testdb.Each(t, func(t *testing.T, target testdb.Target) {
-		ctx := context.Background()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
 		db := testdb.Open(t, target)
 		pg := db.Dialect == dbutil.Postgres
 		g := newGroupCommit(db)
@@ -151,32 +153,82 @@ func TestMarkersCommitApart(t *testing.T) {
 			w.beforeSend, w.marker = true, true
 			return w
 		}
-		result := newGroupWrite(func(ctx context.Context) error {
-			if err := db.InDoubt.Delete(ctx, "gone"); err != nil {
-				return err
+		// On PostgreSQL, the writes with a flush hold their committers
+		// until released.
+		release, started := make(chan struct{}), make(chan struct{}, 2)
+		held := func(name string) func(context.Context) error {
+			return func(ctx context.Context) error {
+				if pg {
+					started <- struct{}{}
+					select {
+					case <-release:
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+				return record(ctx, name)
 			}
-			return record(ctx, "result")
-		}, true)
-		queue := newGroupWrite(func(ctx context.Context) error { return record(ctx, "queue") }, false)
+		}
+		result := newGroupWrite(held("result"), true)
+		queue := newGroupWrite(held("queue"), false)
 		queue.beforeSend = true
-		group := []*groupWrite{result, marker("m1"), queue, marker("m2")}
-		g.commit(ctx, group)
+		m1, m2 := marker("m1"), marker("m2")
+		group := []*groupWrite{result, queue, m1, m2}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		defer cancel()
+		if !pg {
+			// Queued before the one committer runs: one group.
+			for _, w := range group {
+				g.queueOf(w) <- w
+			}
+			wg.Go(func() { g.run(ctx, g.writes) })
+		} else {
+			for range committers {
+				wg.Go(func() { g.run(ctx, g.writes) })
+			}
+			wg.Go(func() { g.run(database.MarkersOnly(ctx), g.markers) })
+			// One committer each, then the markers.
+			for _, w := range []*groupWrite{result, queue} {
+				g.queueOf(w) <- w
+				<-started
+			}
+			g.queueOf(m1) <- m1
+			g.queueOf(m2) <- m2
+		}
+		for _, w := range []*groupWrite{m1, m2} {
+			select {
+			case <-w.finished:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a marker waited for the writes with a flush")
+			}
+		}
+		close(release)
 		for _, w := range group {
 			if !w.wait(ctx) || w.err != nil {
 				t.Fatalf("write failed: %v", w.err)
 			}
 		}
 		if !pg {
-			if fmt.Sprint(order) != "[result m1 queue m2]" || txnOf["m1"] != txnOf["result"] || txnOf["m2"] != txnOf["queue"] {
-				t.Fatalf("SQLite: order %v, want the group's in one transaction", order)
+			if fmt.Sprint(order) != "[result queue m1 m2]" || txnOf["m1"] != txnOf["result"] {
+				t.Fatalf("SQLite: order %v, want the writes in one transaction", order)
 			}
 			return
 		}
-		if txnOf["m1"] != txnOf["m2"] || txnOf["result"] != txnOf["queue"] || txnOf["m1"] == txnOf["result"] {
-			t.Fatal("want the markers in one transaction and the other writes in another")
+		if txnOf["m1"] != txnOf["m2"] || txnOf["m1"] == txnOf["result"] || txnOf["m1"] == txnOf["queue"] {
+			t.Fatal("want the markers in one transaction, apart from the other writes")
 		}
 		if setting["m1"] != "off" || setting["m2"] != "off" || setting["result"] != "on" || setting["queue"] != "on" {
 			t.Fatalf("synchronous_commit %v; want off for the markers' transaction only", setting)
 		}
 	})
+}
+
+// runOneEach runs one committer of the writes and, on PostgreSQL, one of
+// the markers, until ctx ends.
+func (g *groupCommit) runOneEach(ctx context.Context) {
+	if g.markers != nil {
+		go g.run(database.MarkersOnly(ctx), g.markers)
+	}
+	g.run(ctx, g.writes)
 }

@@ -109,10 +109,10 @@ func testGroupSent(t *testing.T, withMarker bool, bad int) {
 		}()
 	}
 	// Everything queues before a committer runs, so that it is one group.
-	for len(m.commits.writes) < queued {
+	for len(m.commits.writes)+len(m.commits.markers) < queued {
 		time.Sleep(time.Millisecond)
 	}
-	go m.commits.run(ctx)
+	go m.commits.runOneEach(ctx)
 	wg.Wait()
 
 	if want := map[bool]int64{true: 0, false: chats}[bad >= 0]; m.commits.together.Load() != want {
@@ -202,7 +202,7 @@ func TestSentResultWithSeveralMarkers(t *testing.T) {
 	defer cancel()
 	db := testdb.Open(t, testdb.Postgres(t))
 	m := &Manager{db: db, commits: newGroupCommit(db)}
-	go m.commits.run(ctx)
+	go m.commits.runOneEach(ctx)
 	if _, err := db.Login.Upsert(ctx, &database.Login{ID: "l", ConnectorID: "c", MatrixUser: "@a:x"}); err != nil {
 		t.Fatal(err)
 	}

@@ -179,14 +179,8 @@ func (m *Manager) Start() {
 	m.countEarlyRedactions(m.ctx)
 	m.setBootSeq(m.ctx)
 	m.commits = newGroupCommit(m.db)
-	n := committersFor(m.db.Dialect)
-	m.wg.Add(5 + n)
-	for i := 0; i < n; i++ {
-		go func() {
-			defer m.wg.Done()
-			m.commits.run(m.ctx)
-		}()
-	}
+	m.commits.start(m.ctx, &m.wg)
+	m.wg.Add(5)
 	go m.remoteLoop()
 	go m.matrixLoop()
 	go m.housekeepingLoop()

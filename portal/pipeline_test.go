@@ -29,7 +29,7 @@ func pipelineUnit(t *testing.T, target testdb.Target) (*unit, *inbox.Inbox) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	u.m.commits = newGroupCommit(u.db)
-	go u.m.commits.run(ctx)
+	go u.m.commits.runOneEach(ctx)
 	in := inbox.New(u.db, nil, zerolog.Nop())
 	u.m.SetInbox(in)
 	// The chat's portal exists: the pipeline is a busy chat's.
