@@ -3,6 +3,7 @@ package bridge_test
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,6 +138,17 @@ func TestXMPPEditsReactionsRetractions(t *testing.T) {
 	})
 	if reaction.Sender != ghost {
 		t.Errorf("reaction sent by %s, want the ghost", reaction.Sender)
+	}
+	// A key too long to be an emoji is not bridged, and alice is told so:
+	// a reply from the ghost to the message bob reacted to.
+	x.bob.React(t, x.login, first, "👍", strings.Repeat("z", 300))
+	standIn := x.roomEvent(room, func(evt *event.Event) bool {
+		mc := evt.Content.AsMessage()
+		return evt.Type == event.EventMessage && mc.RelatesTo != nil && mc.RelatesTo.GetReplyTo() == firstEvt.ID &&
+			strings.Contains(mc.Body, "A reaction to this message was not bridged")
+	})
+	if standIn.Sender != ghost {
+		t.Errorf("the stand-in for the long reaction sent by %s, want the ghost", standIn.Sender)
 	}
 
 	// A retraction (XEP-0424) redacts the message.

@@ -385,8 +385,16 @@ func (a *account) resolveOwn(ctx context.Context, chat, ref, author string) (str
 // many; the first ones in the set are kept.
 const maxReactionsPerSender = 64
 
-// maxReactionKeyBytes bounds one reaction's key; longer ones are left out.
+// maxReactionKeyBytes bounds one reaction's key; longer ones are left out,
+// and the user is told so in the chat (longReactionStandIn).
 const maxReactionKeyBytes = 256
+
+// toldLongReaction stands in a sender's stored reaction set once the user
+// was told that a reaction of the set was left out for its length, so that
+// the next sets (XEP-0444 sends the whole set each time) do not tell again.
+// It is longer than any key kept, so no reaction can be it, and it is never
+// bridged as one.
+var toldLongReaction = strings.Repeat("~", maxReactionKeyBytes+1)
 
 // bridgeReactions turns a XEP-0444 reaction set (always the sender's
 // complete set) into adds and removes against what the bridge was told.
@@ -399,17 +407,27 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 	if err != nil {
 		return err
 	}
-	now := firstDistinct(slices.DeleteFunc(slices.Clone(r.Reactions), func(k string) bool {
+	tooLong := func(k string) bool {
 		// A key is an emoji (XEP-0444); one this long is not, and with
 		// the message id it would pass the protocol's id bound.
 		return len(k) > maxReactionKeyBytes
-	}), maxReactionsPerSender)
+	}
+	now := firstDistinct(slices.DeleteFunc(slices.Clone(r.Reactions), tooLong), maxReactionsPerSender)
 	if len(now) == maxReactionsPerSender && len(r.Reactions) > len(now) {
 		a.log.Warn().Str("chat_id", base.Chat.ID).Int("reactions", len(r.Reactions)).
 			Msg("Keeping only the first reactions of an oversized set")
 	}
-	eff.reactions = &reactionSet{chat: base.Chat.ID, target: target, sender: base.Sender.ID, keys: now}
+	keys := now
+	long := slices.ContainsFunc(r.Reactions, tooLong)
+	if long {
+		keys = append(slices.Clone(now), toldLongReaction)
+	}
+	eff.reactions = &reactionSet{chat: base.Chat.ID, target: target, sender: base.Sender.ID, keys: keys}
 	var evs []*connector.Event
+	if long && !contains(old, toldLongReaction) {
+		// The user is told once, not at every set that still has it.
+		evs = append(evs, longReactionStandIn(base, target))
+	}
 	for _, k := range now {
 		if !contains(old, k) {
 			ev := *base
@@ -418,7 +436,7 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 		}
 	}
 	for _, k := range old {
-		if !contains(now, k) {
+		if !contains(now, k) && k != toldLongReaction {
 			ev := *base
 			ev.Kind, ev.Target, ev.Key, ev.ID = connector.KindReactionRemove, target, k, base.ID+"/-"+k
 			evs = append(evs, &ev)

@@ -123,6 +123,9 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 		if err != nil {
 			return nil, err
 		}
+		// The user's other client may have set a reaction too long to
+		// bridge; the mark that the user was told of it is no key.
+		keys = slices.DeleteFunc(keys, func(k string) bool { return k == toldLongReaction })
 		if op == connector.OpReact && !slices.Contains(keys, cmd.Key) {
 			keys = append(keys, cmd.Key)
 		} else if op == connector.OpUnreact {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,6 +92,77 @@ func TestOversizedReactionSetIsBounded(t *testing.T) {
 	}
 	if n := len(e.bridge.matching(kind(connector.KindReactionRemove))); n != maxReactionsPerSender-1 {
 		t.Errorf("%d removes bridged, want %d", n, maxReactionsPerSender-1)
+	}
+}
+
+// On real Prosody: a reaction whose key is too long to be an emoji is
+// left out, and the user was never told. Now bob's reply to the message he
+// reacted to says that a reaction was not bridged, once: his next set,
+// which still holds the long key beside a thumbs-up, bridges the thumbs-up
+// and no second stand-in; a set without the long key removes nothing the
+// user saw but the thumbs-up.
+func TestLongReactionBecomesStandIn(t *testing.T) {
+	t.Parallel()
+	e, bob := startWithBob(t)
+	x := bob.SendChat(t, e.alice, "react to me at length", "")
+	msg := e.bridge.waitEvent(t, "the message", isMessage("react to me at length"))
+	long := strings.Repeat("x", maxReactionKeyBytes+1)
+	isStandIn := func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindMessage && strings.HasPrefix(ev.Text, reactionStandInPrefix)
+	}
+	bob.React(t, e.alice, x, long)
+	standIn := e.bridge.waitEvent(t, "the stand-in for the long reaction", isStandIn)
+	if standIn.ReplyTo != msg.ID || standIn.Sender == nil || standIn.Sender.ID != e.bob || standIn.Chat == nil || standIn.Chat.ID != e.bob {
+		t.Fatalf("the stand-in is not bob's reply to %q in his chat: %+v", msg.ID, standIn)
+	}
+	bob.React(t, e.alice, x, long, "👍")
+	e.bridge.waitEvent(t, "the thumbs-up", func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindReaction && ev.Key == "👍" && ev.Target == msg.ID
+	})
+	bob.React(t, e.alice, x)
+	e.bridge.waitEvent(t, "the thumbs-up removed", func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindReactionRemove && ev.Key == "👍"
+	})
+	if n := len(e.bridge.matching(isStandIn)); n != 1 {
+		t.Errorf("%d stand-ins for one long reaction, want 1", n)
+	}
+	for _, ev := range e.bridge.matching(func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindReaction || ev.Kind == connector.KindReactionRemove
+	}) {
+		if ev.Key != "👍" {
+			t.Errorf("a reaction event with key %.20q… was bridged", ev.Key)
+		}
+	}
+}
+
+// On real Prosody: alice's other client reacts to bob's message with a key
+// too long to bridge; she is told in the chat (a stand-in from her), and
+// her next reaction from Matrix sends bob a set without the mark the
+// connector keeps that she was told.
+func TestOwnLongReactionFromAnotherClient(t *testing.T) {
+	t.Parallel()
+	e, bob := startWithBob(t)
+	x := bob.SendChat(t, e.alice, "react to me elsewhere", "")
+	msg := e.bridge.waitEvent(t, "the message", isMessage("react to me elsewhere"))
+	phone := e.xmpp.Dial(t, "alice", alicePW)
+	long := strings.Repeat("y", maxReactionKeyBytes+1)
+	phone.React(t, e.bob, x, long)
+	if got := bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.ReactionsTo != "" }); len(got.Reactions) != 1 {
+		t.Fatalf("bob got %d reactions from alice's phone, want 1", len(got.Reactions))
+	}
+	standIn := e.bridge.waitEvent(t, "the stand-in for alice's long reaction", func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindMessage && strings.HasPrefix(ev.Text, reactionStandInPrefix)
+	})
+	if standIn.ReplyTo != msg.ID || standIn.Sender == nil || standIn.Sender.ID != e.alice {
+		t.Fatalf("the stand-in is not alice's reply to %q: %+v", msg.ID, standIn)
+	}
+	if _, err := e.bridge.command(t, connector.OpReact, &connector.Command{Login: e.alice, Chat: e.bobChat(),
+		Txn: "$r", Target: msg.ID, Key: "👍"}); err != nil {
+		t.Fatal(err)
+	}
+	got := bob.Next(t, waitLong, func(m *testxmpp.Message) bool { return m.ReactionsTo != "" })
+	if !slices.Equal(got.Reactions, []string{"👍"}) {
+		t.Fatalf("bob got the set %.40q from the bridge, want only the thumbs-up", got.Reactions)
 	}
 }
 

@@ -101,7 +101,22 @@ func refusedEditStandIn(ev *connector.Event) *connector.Event {
 	}
 }
 
+// longReactionStandIn is the event bridged in place of a reaction whose key
+// is over maxReactionKeyBytes: a message from its sender, in reply to the
+// message reacted to, saying that a reaction was not bridged, rather than
+// silence. Its id is the stanza's with a suffix no reaction's can be (a
+// reaction's is the stanza's, "/" and a key of maxReactionKeyBytes at most).
+func longReactionStandIn(base *connector.Event, target string) *connector.Event {
+	return &connector.Event{
+		Kind: connector.KindMessage, Login: base.Login, TS: base.TS, Chat: base.Chat, Sender: base.Sender,
+		ID: base.ID + "/" + toldLongReaction, ReplyTo: target, Text: reactionStandInPrefix + ": it is longer than this bridge carries.",
+	}
+}
+
 const (
+	// reactionStandInPrefix begins the text of a too long reaction's
+	// stand-in.
+	reactionStandInPrefix = "⚠️ A reaction to this message was not bridged"
 	// editStandInPrefix begins the text of a refused correction's stand-in.
 	editStandInPrefix = "⚠️ A correction of this message was not bridged"
 	// refusedReason ends the text of a stand-in for an event the SDK refused.
