@@ -29,8 +29,9 @@ import (
 // the same (after a failed COMMIT, unknown), as it was for a transaction of
 // their own; every write given here is safe to run again.
 
-// committers is how many group transactions run at once on PostgreSQL:
-// one collects the next group while another waits for its commit.
+// committers is how many committers of the writes other than in-doubt
+// markers run on PostgreSQL: one collects the next group while another
+// waits for its commit.
 const committers = 2
 
 // markerCommitters is how many more commit only in-doubt markers, on
@@ -218,15 +219,18 @@ func (g *groupCommit) start(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Go(func() { g.run(ctx, g.writes) })
 	}
 	if g.markers != nil {
-		markersCtx := database.MarkersOnly(ctx)
 		for range markerCommitters {
-			wg.Go(func() { g.run(markersCtx, g.markers) })
+			wg.Go(func() { g.run(ctx, g.markers) })
 		}
 	}
 }
 
-// run is one committer of queue, until ctx ends.
+// run is one committer of queue, until ctx ends. The markers' queue's
+// transactions are MarkersOnly: they skip the WAL flush.
 func (g *groupCommit) run(ctx context.Context, queue chan *groupWrite) {
+	if queue == g.markers {
+		ctx = database.MarkersOnly(ctx)
+	}
 	group := make([]*groupWrite, 0, maxGroup)
 	for {
 		select {

@@ -187,7 +187,7 @@ func TestMarkersCommitApart(t *testing.T) {
 			for range committers {
 				wg.Go(func() { g.run(ctx, g.writes) })
 			}
-			wg.Go(func() { g.run(database.MarkersOnly(ctx), g.markers) })
+			wg.Go(func() { g.run(ctx, g.markers) })
 			// One committer each, then the markers.
 			for _, w := range []*groupWrite{result, queue} {
 				g.queueOf(w) <- w
@@ -228,7 +228,7 @@ func TestMarkersCommitApart(t *testing.T) {
 // the markers, until ctx ends.
 func (g *groupCommit) runOneEach(ctx context.Context) {
 	if g.markers != nil {
-		go g.run(database.MarkersOnly(ctx), g.markers)
+		go g.run(ctx, g.markers)
 	}
 	g.run(ctx, g.writes)
 }
