@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -182,11 +183,20 @@ func (q *LoginQuery) All(ctx context.Context) ([]*Login, error) {
 	return q.qh.QueryMany(ctx, getAllLogins)
 }
 
-// Delete removes a login and, by cascade, its portals and their messages.
+// Delete removes a login, its messages and, by cascade, its portals. The
+// messages go by a statement of their own: on PostgreSQL their mapping has
+// no foreign key to the portal (upgrades/15-message-no-fkey.sql).
 func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
 	q.wrote(ctx, loginID, true)
 	defer q.wrote(ctx, loginID, true)
-	return q.qh.Exec(ctx, deleteLoginQuery, loginID)
+	db := q.qh.GetDB()
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := db.Exec(ctx, deleteLoginMessagesQuery, loginID); err != nil {
+			return fmt.Errorf("delete the messages of login %s: %w", loginID, err)
+		}
+		_, err := db.Exec(ctx, deleteLoginQuery, loginID)
+		return err
+	})
 }
 
 // Owners lists the Matrix users who own a login.

@@ -42,6 +42,8 @@ const (
 		ON CONFLICT DO NOTHING`
 	deleteRemoteMessageQuery = `DELETE FROM message WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3`
 	deleteTextTailsQuery     = `DELETE FROM message WHERE login_id=$1 AND chat_id=$2 AND remote_id=$3 AND text_tail=true`
+	deleteChatMessagesQuery  = `DELETE FROM message WHERE login_id=$1 AND chat_id=$2`
+	deleteLoginMessagesQuery = `DELETE FROM message WHERE login_id=$1`
 )
 
 // Scan reads a message row.

@@ -90,19 +90,17 @@ func TestStoreSentMany(t *testing.T) {
 		t.Errorf("pending inbox rows of the other connector %+v, %v; want its one", pending, err)
 	}
 
-	// A result for a chat without a portal breaks the message table's
-	// foreign key: PostgreSQL refuses the statement, and the good result
-	// beside it is not stored either.
+	// A result PostgreSQL cannot store (a NUL byte in a text): it refuses
+	// the statement, and the good result beside it is not stored either.
 	if err := db.InDoubt.Begin(ctx, mark(bob, "t5", "m5")); err != nil {
 		t.Fatal(err)
 	}
-	nobody := database.PortalKey{LoginID: "l1", ChatID: "nobody"}
 	_, err = db.Message.StoreSentMany(ctx, []database.SentResult{
 		{Message: msg(bob, "m5"), TxnID: "t5", ConnectorID: "c", Seq: 5, Next: []*database.InDoubtSend{mark(bob, "t6", "m6")}},
-		{Message: msg(nobody, "x1"), TxnID: "x1", ConnectorID: "c", Seq: 6},
+		{Message: msg(bob, "x\x001"), TxnID: "x1", ConnectorID: "c", Seq: 6},
 	})
 	if err == nil || !database.Rejected(err) {
-		t.Fatalf("a result breaking a foreign key: %v; want PostgreSQL's refusal", err)
+		t.Fatalf("a result with a NUL byte: %v; want PostgreSQL's refusal", err)
 	}
 	if got, err := db.Message.GetPart(ctx, bob, "m5", 0); err != nil || got != nil {
 		t.Errorf("m5 stored by a refused statement: %+v, %v", got, err)

@@ -3,6 +3,7 @@ package database
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -104,6 +105,13 @@ func (q *PortalQuery) GetOrCreate(ctx context.Context, key PortalKey, contactID 
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
+		// A message's result that committed after the chat's previous
+		// portal was deleted left its mapping behind (on PostgreSQL no
+		// foreign key refused it): the new portal starts without it, so
+		// that no message counts as bridged into a room that is gone.
+		if _, err = db.Exec(ctx, deleteChatMessagesQuery, key.LoginID, key.ChatID); err != nil {
+			return fmt.Errorf("delete stale messages of %s: %w", key.ChatID, err)
+		}
 		return (&BackfillQuery{db: db, c: q.c}).add(ctx, key)
 	})
 	if err != nil {
@@ -180,7 +188,18 @@ func (q *PortalQuery) SetInDirect(ctx context.Context, key PortalKey, in bool) e
 	return q.update(ctx, setPortalInDirectQuery, key, in)
 }
 
-// Delete forgets a portal and, by cascade, its messages and reactions.
+// Delete forgets a portal, its messages and, by cascade, its reactions.
+// The messages go by a statement of their own: on PostgreSQL their mapping
+// has no foreign key to the portal (upgrades/15-message-no-fkey.sql).
 func (q *PortalQuery) Delete(ctx context.Context, key PortalKey) error {
-	return q.update(ctx, deletePortalQuery, key)
+	q.wrote(ctx, key)
+	defer q.wrote(ctx, key)
+	db := q.qh.GetDB()
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := db.Exec(ctx, deleteChatMessagesQuery, key.LoginID, key.ChatID); err != nil {
+			return fmt.Errorf("delete the messages of %s: %w", key.ChatID, err)
+		}
+		_, err := db.Exec(ctx, deletePortalQuery, key.LoginID, key.ChatID)
+		return err
+	})
 }

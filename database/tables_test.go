@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/dmbridge/dmbridge/database"
@@ -393,4 +394,104 @@ func TestClearManagementRoom(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A message's mapping has no foreign key to its portal on PostgreSQL
+// (upgrades/15-message-no-fkey.sql), so what the cascade did is the code's.
+
+// TestDeletingAPortalDeletesItsMessages: deleting a portal deletes its
+// messages and no other chat's, deleting a login deletes all of its
+// messages, on both databases.
+func TestDeletingAPortalDeletesItsMessages(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		bob := storeBobPortal(ctx, t, db)
+		carol := database.PortalKey{LoginID: "l1", ChatID: "carol"}
+		if _, err := db.Portal.GetOrCreate(ctx, carol, "carol"); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []database.PortalKey{bob, carol} {
+			insertMessages(ctx, t, db, key, 3)
+		}
+		if err := db.Portal.Delete(ctx, bob); err != nil {
+			t.Fatal(err)
+		}
+		if n := countMessages(ctx, t, db, bob); n != 0 {
+			t.Errorf("%d messages of the deleted portal are left", n)
+		}
+		if n := countMessages(ctx, t, db, carol); n != 3 {
+			t.Errorf("the other portal has %d messages, want 3", n)
+		}
+		if err := db.Login.Delete(ctx, "l1"); err != nil {
+			t.Fatal(err)
+		}
+		if n := countMessages(ctx, t, db, carol); n != 0 {
+			t.Errorf("%d messages of the deleted login are left", n)
+		}
+	})
+}
+
+// TestNewPortalForgetsALateMapping: on PostgreSQL a message's result that
+// commits after its portal was deleted still stores the mapping (nothing
+// refuses it); the chat's next portal starts without it, so the message
+// does not count as bridged into the new room. SQLite refuses the mapping.
+func TestNewPortalForgetsALateMapping(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		bob := storeBobPortal(ctx, t, db)
+		if err := db.Portal.Delete(ctx, bob); err != nil {
+			t.Fatal(err)
+		}
+		err := db.Message.Insert(ctx, lateMessage(bob))
+		if db.Dialect != dbutil.Postgres {
+			if err == nil {
+				t.Fatal("SQLite stored a message of no portal")
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("a late result: %v", err)
+		}
+		if n := countMessages(ctx, t, db, bob); n != 1 {
+			t.Fatalf("%d late mappings stored, want 1", n)
+		}
+		if _, err = db.Portal.GetOrCreate(ctx, bob, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.Message.GetPart(ctx, bob, "late", 0); err != nil || got != nil {
+			t.Fatalf("the new portal sees the old room's mapping: %+v, %v", got, err)
+		}
+		// Only a portal that is created anew deletes: asking for it again
+		// keeps what it has.
+		insertMessages(ctx, t, db, bob, 2)
+		if _, err = db.Portal.GetOrCreate(ctx, bob, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		if n := countMessages(ctx, t, db, bob); n != 2 {
+			t.Fatalf("the portal has %d messages after GetOrCreate, want 2", n)
+		}
+	})
+}
+
+func insertMessages(ctx context.Context, t *testing.T, db *database.Database, key database.PortalKey, n int) {
+	t.Helper()
+	for i := range n {
+		m := &database.Message{PortalKey: key, RemoteID: fmt.Sprintf("m%d", i), RoomID: "!r:x", SenderID: key.ChatID,
+			MXID: id.EventID(fmt.Sprintf("$%s-%s-%d", key.LoginID, key.ChatID, i)), TS: int64(i)}
+		if err := db.Message.Insert(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func lateMessage(key database.PortalKey) *database.Message {
+	return &database.Message{PortalKey: key, RemoteID: "late", RoomID: "!old:x", SenderID: key.ChatID, MXID: "$late", TS: 1}
+}
+
+func countMessages(ctx context.Context, t *testing.T, db *database.Database, key database.PortalKey) int {
+	t.Helper()
+	var n int
+	err := db.QueryRow(ctx, "SELECT count(*) FROM message WHERE login_id=$1 AND chat_id=$2", key.LoginID, key.ChatID).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

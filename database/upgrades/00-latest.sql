@@ -1,4 +1,4 @@
--- v0 -> v15: Latest revision
+-- v0 -> v16: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -87,8 +87,11 @@ CREATE TABLE message (
 	-- split part, message.txt): an edit from the network redacts it.
 	text_tail BOOLEAN NOT NULL DEFAULT false,
 
-	PRIMARY KEY (login_id, chat_id, remote_id, part),
-	CONSTRAINT message_portal_fkey FOREIGN KEY (login_id, chat_id) REFERENCES portal (login_id, chat_id)
+	PRIMARY KEY (login_id, chat_id, remote_id, part)
+	-- No foreign key to the portal on PostgreSQL (see 15-message-no-fkey.sql):
+	-- the code deletes a portal's messages itself (database/portal.go).
+-- only: sqlite for next 2 lines
+	, CONSTRAINT message_portal_fkey FOREIGN KEY (login_id, chat_id) REFERENCES portal (login_id, chat_id)
 		ON DELETE CASCADE ON UPDATE CASCADE
 );
 CREATE INDEX message_room_ts_idx ON message (room_id, ts);

@@ -1,0 +1,13 @@
+-- v15 -> v16: No foreign key from a message's mapping to its portal on PostgreSQL
+-- Every bridged message inserts a mapping, and PostgreSQL checks a foreign
+-- key with a trigger per row that locks the portal's row (SELECT ... FOR
+-- KEY SHARE), writing to the portal's page: on the hot path that was a
+-- statement and a row lock per message, and about a fifth of the results'
+-- statement's time (docs/design.md, "The message's foreign key"). The code
+-- does what the cascade did (database/portal.go, database/login.go):
+-- deleting a portal or a login deletes its messages in the same
+-- transaction, and a portal created anew first deletes any mapping left
+-- under its key by a result that committed after the old portal went.
+-- SQLite keeps the key: its check takes no lock.
+-- only: postgres
+ALTER TABLE message DROP CONSTRAINT IF EXISTS message_portal_fkey;
