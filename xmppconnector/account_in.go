@@ -382,19 +382,21 @@ func (a *account) resolveOwn(ctx context.Context, chat, ref, author string) (str
 // own Matrix event: without a bound, one stanza of a few hundred kilobytes
 // put thousands of reactions on a message (and the distinct check cost
 // their count squared). No client lets a person pick anywhere near this
-// many; the first ones in the set are kept.
+// many; the first ones in the set are kept, and the user is told in the
+// chat that the rest were not bridged (reactionStandIn).
 const maxReactionsPerSender = 64
 
 // maxReactionKeyBytes bounds one reaction's key; longer ones are left out,
-// and the user is told so in the chat (longReactionStandIn).
+// and the user is told so in the chat (reactionStandIn).
 const maxReactionKeyBytes = 256
 
-// toldLongReaction stands in a sender's stored reaction set once the user
-// was told that a reaction of the set was left out for its length, so that
-// the next sets (XEP-0444 sends the whole set each time) do not tell again.
+// toldReactionLeftOut stands in a sender's stored reaction set once the
+// user was told that a reaction of the set was left out (too long, or past
+// maxReactionsPerSender), so that the next sets (XEP-0444 sends the whole
+// set each time) do not tell again.
 // It is longer than any key kept, so no reaction can be it, and it is never
 // bridged as one.
-var toldLongReaction = strings.Repeat("~", maxReactionKeyBytes+1)
+var toldReactionLeftOut = strings.Repeat("~", maxReactionKeyBytes+1)
 
 // bridgeReactions turns a XEP-0444 reaction set (always the sender's
 // complete set) into adds and removes against what the bridge was told.
@@ -412,21 +414,23 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 		// the message id it would pass the protocol's id bound.
 		return len(k) > maxReactionKeyBytes
 	}
-	now := firstDistinct(slices.DeleteFunc(slices.Clone(r.Reactions), tooLong), maxReactionsPerSender)
-	if len(now) == maxReactionsPerSender && len(r.Reactions) > len(now) {
+	valid := slices.DeleteFunc(slices.Clone(r.Reactions), tooLong)
+	now := firstDistinct(valid, maxReactionsPerSender)
+	tooMany := len(now) == maxReactionsPerSender && len(firstDistinct(valid, maxReactionsPerSender+1)) > maxReactionsPerSender
+	if tooMany {
 		a.log.Warn().Str("chat_id", base.Chat.ID).Int("reactions", len(r.Reactions)).
 			Msg("Keeping only the first reactions of an oversized set")
 	}
 	keys := now
 	long := slices.ContainsFunc(r.Reactions, tooLong)
-	if long {
-		keys = append(slices.Clone(now), toldLongReaction)
+	if long || tooMany {
+		keys = append(slices.Clone(now), toldReactionLeftOut)
 	}
 	eff.reactions = &reactionSet{chat: base.Chat.ID, target: target, sender: base.Sender.ID, keys: keys}
 	var evs []*connector.Event
-	if long && !contains(old, toldLongReaction) {
+	if (long || tooMany) && !contains(old, toldReactionLeftOut) {
 		// The user is told once, not at every set that still has it.
-		evs = append(evs, longReactionStandIn(base, target))
+		evs = append(evs, reactionStandIn(base, target, long))
 	}
 	for _, k := range now {
 		if !contains(old, k) {
@@ -436,7 +440,7 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 		}
 	}
 	for _, k := range old {
-		if !contains(now, k) && k != toldLongReaction {
+		if !contains(now, k) && k != toldReactionLeftOut {
 			ev := *base
 			ev.Kind, ev.Target, ev.Key, ev.ID = connector.KindReactionRemove, target, k, base.ID+"/-"+k
 			evs = append(evs, &ev)

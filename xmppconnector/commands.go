@@ -125,7 +125,7 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 		}
 		// The user's other client may have set a reaction too long to
 		// bridge; the mark that the user was told of it is no key.
-		keys = slices.DeleteFunc(keys, func(k string) bool { return k == toldLongReaction })
+		keys = slices.DeleteFunc(keys, func(k string) bool { return k == toldReactionLeftOut })
 		if op == connector.OpReact && !slices.Contains(keys, cmd.Key) {
 			keys = append(keys, cmd.Key)
 		} else if op == connector.OpUnreact {

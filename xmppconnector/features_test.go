@@ -65,7 +65,8 @@ func TestIncomingReactionsRetractionsRepliesTyping(t *testing.T) {
 
 // TestOversizedReactionSetIsBounded: a contact's reaction set of 500
 // keys on one message becomes maxReactionsPerSender reactions, the first
-// ones of the set, not 500 Matrix events; the next, smaller set is still
+// ones of the set, not 500 Matrix events, and bob's reply to the message
+// says that reactions were left out, once; the next, smaller set is still
 // bridged as removes against what was kept.
 func TestOversizedReactionSetIsBounded(t *testing.T) {
 	t.Parallel()
@@ -76,7 +77,16 @@ func TestOversizedReactionSetIsBounded(t *testing.T) {
 	for i := range keys {
 		keys[i] = fmt.Sprintf("r%03d", i)
 	}
+	isStandIn := func(ev *connector.Event) bool {
+		return ev.Kind == connector.KindMessage && strings.HasPrefix(ev.Text, reactionStandInPrefix)
+	}
 	bob.React(t, e.alice, x, keys...)
+	standIn := e.bridge.waitEvent(t, "the stand-in for the reactions left out", isStandIn)
+	if standIn.ReplyTo != msg.ID || standIn.Sender == nil || standIn.Sender.ID != e.bob ||
+		!strings.Contains(standIn.Text, fmt.Sprint(maxReactionsPerSender)) {
+		t.Fatalf("the stand-in is not bob's reply to %q naming the bound: %+v", msg.ID, standIn)
+	}
+	bob.React(t, e.alice, x, keys[:maxReactionsPerSender+1]...)
 	bob.React(t, e.alice, x, keys[0])
 	e.bridge.waitEvent(t, "reactions removed", func(ev *connector.Event) bool {
 		return ev.Kind == connector.KindReactionRemove && ev.Key == keys[maxReactionsPerSender-1]
@@ -92,6 +102,9 @@ func TestOversizedReactionSetIsBounded(t *testing.T) {
 	}
 	if n := len(e.bridge.matching(kind(connector.KindReactionRemove))); n != maxReactionsPerSender-1 {
 		t.Errorf("%d removes bridged, want %d", n, maxReactionsPerSender-1)
+	}
+	if n := len(e.bridge.matching(isStandIn)); n != 1 {
+		t.Errorf("%d stand-ins for the reactions left out, want 1", n)
 	}
 }
 

@@ -101,15 +101,21 @@ func refusedEditStandIn(ev *connector.Event) *connector.Event {
 	}
 }
 
-// longReactionStandIn is the event bridged in place of a reaction whose key
-// is over maxReactionKeyBytes: a message from its sender, in reply to the
+// reactionStandIn is the event bridged in place of reactions left out of a
+// set, one whose key is over maxReactionKeyBytes (long) or those past
+// maxReactionsPerSender: a message from its sender, in reply to the
 // message reacted to, saying that a reaction was not bridged, rather than
 // silence. Its id is the stanza's with a suffix no reaction's can be (a
 // reaction's is the stanza's, "/" and a key of maxReactionKeyBytes at most).
-func longReactionStandIn(base *connector.Event, target string) *connector.Event {
+func reactionStandIn(base *connector.Event, target string, long bool) *connector.Event {
+	text := reactionStandInPrefix + ": it is longer than this bridge carries."
+	if !long {
+		text = fmt.Sprintf("%s: this bridge carries the first %d reactions of one person on a message.",
+			reactionStandInPrefix, maxReactionsPerSender)
+	}
 	return &connector.Event{
 		Kind: connector.KindMessage, Login: base.Login, TS: base.TS, Chat: base.Chat, Sender: base.Sender,
-		ID: base.ID + "/" + toldLongReaction, ReplyTo: target, Text: reactionStandInPrefix + ": it is longer than this bridge carries.",
+		ID: base.ID + "/" + toldReactionLeftOut, ReplyTo: target, Text: text,
 	}
 }
 
