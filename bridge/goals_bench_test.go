@@ -261,7 +261,11 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 	for c := 0; c < 8; c++ {
 		rooms = append(rooms, arr.roomOf(fmt.Sprintf("warm c%d", c)))
 	}
+	pgssReset(b)
 	out.cmdRate = measureCommands(b, s, f, rooms)
+	if target.Type == testdb.TypePostgres {
+		pgssDump(b, target.URI, "Matrix→remote commands", commandsMeasured)
+	}
 
 	// Last, and only for make bench-profile: the 8-chat load again, for as
 	// long as the bridge process's CPU profile runs.
@@ -287,8 +291,11 @@ func measureGoals(b *testing.B, dbName string) *goalFigures {
 // measureCommands pushes Matrix messages of the user into the 8 portals, as
 // the homeserver's appservice transactions, and times until the connector
 // received every send_message command.
+// commandsMeasured is how many commands measureCommands sends.
+const commandsMeasured = 4000
+
 func measureCommands(b *testing.B, s *stack, f *fakeConnector, rooms []string) float64 {
-	const n, perTxn = 4000, 50
+	const n, perTxn = commandsMeasured, 50
 	before := len(f.commandsOf(connector.OpSendMessage))
 	t0 := time.Now()
 	for i := 0; i < n; i += perTxn {

@@ -63,9 +63,10 @@ func pgssReset(b *testing.B) {
 	}
 }
 
-// pgssDump prints the run's statements of the test database per message:
-// calls, rows, buffer blocks, mean ms and the statement.
-func pgssDump(b *testing.B, uri string, n int) {
+// pgssDump prints the run's statements of the test database per message
+// (what names the messages): calls, rows, buffer blocks, mean ms and the
+// statement.
+func pgssDump(b *testing.B, uri, what string, n int) {
 	if !pgssOn() {
 		return
 	}
@@ -80,7 +81,7 @@ func pgssDump(b *testing.B, uri string, n int) {
 	}
 	defer rows.Close()
 	var tc, tr, tb float64
-	fmt.Printf("PGSS per message over %d messages: calls rows blocks ms query\n", n)
+	fmt.Printf("PGSS per message over %d %s: calls rows blocks ms query\n", n, what)
 	for rows.Next() {
 		var calls, nrows, blks int64
 		var ms float64
@@ -101,7 +102,7 @@ func pgssDump(b *testing.B, uri string, n int) {
 			fmt.Printf("PGSS %6.3f %6.3f %6.2f %8.4f %s\n", c, r, bl, ms/float64(calls), q)
 		}
 	}
-	fmt.Printf("PGSS total %6.3f statements %6.3f rows %6.2f blocks per message\n", tc, tr, tb)
+	fmt.Printf("PGSS total %6.3f statements %6.3f rows %6.2f blocks per message (%s)\n", tc, tr, tb, what)
 }
 
 // procCounters are the bridge process's counters that countersEnd turns

@@ -81,7 +81,7 @@ func (p *pgStats) perMessage(n int) (float64, float64) {
 		return 0, 0
 	}
 	x, f := p.stable()
-	pgssDump(p.b, p.uri, n)
+	pgssDump(p.b, p.uri, "remote messages over 8 chats", n)
 	return float64(x-p.xacts0) / float64(n), float64(f-p.fetched) / float64(n)
 }
 

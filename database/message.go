@@ -64,6 +64,35 @@ func (q *MessageQuery) Insert(ctx context.Context, m *Message) error {
 	return err
 }
 
+// insertMessageMarkingDoneQuery is insertMessageQuery that also marks the
+// Matrix event handled ($11), on PostgreSQL: one round trip for a command
+// sent straight from its event instead of two.
+const insertMessageMarkingDoneQuery = `
+	WITH done AS (UPDATE mx_event SET done=true, error='' WHERE seq=$11)
+	INSERT INTO message (login_id, chat_id, remote_id, part, mxid, room_id, sender_id, is_me, ts, text_tail)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+	ON CONFLICT DO NOTHING`
+
+// InsertMarkingDone is Insert and MXEventQuery.MarkDone(doneSeq, "")
+// together: the mapping of a message the user sent and the Matrix event
+// it came from marked handled, atomically. On SQLite, where a statement
+// is no round trip, it is the two statements in a transaction (the
+// caller's, where there is one).
+func (q *MessageQuery) InsertMarkingDone(ctx context.Context, m *Message, doneSeq int64) error {
+	args := append(m.sqlVariables(), m.TextTail)
+	if db := q.GetDB(); db.Dialect != dbutil.Postgres {
+		return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+			if _, err := q.st.exec(ctx, insertMessageQuery, args...); err != nil {
+				return err
+			}
+			_, err := q.st.exec(ctx, markMXEventDoneQuery, doneSeq, "")
+			return err
+		})
+	}
+	_, err := q.st.exec(ctx, insertMessageMarkingDoneQuery, append(args, doneSeq)...)
+	return err
+}
+
 // GetPart returns one part of a remote message, or nil.
 func (q *MessageQuery) GetPart(ctx context.Context, key PortalKey, remoteID string, part int) (*Message, error) {
 	return q.QueryOne(ctx, getMessagePartQuery, key.LoginID, key.ChatID, remoteID, part)

@@ -495,3 +495,36 @@ func countMessages(ctx context.Context, t *testing.T, db *database.Database, key
 	}
 	return n
 }
+
+// TestInsertMarkingDone: a sent message's mapping and its Matrix event
+// marked handled go together; a mapping stored already (an echo that came
+// first) stays as it was, and the event is marked all the same.
+func TestInsertMarkingDone(t *testing.T) {
+	testdb.EachDatabase(t, func(ctx context.Context, t *testing.T, db *database.Database) {
+		bob := storeBobPortal(ctx, t, db)
+		if _, err := db.MXEvent.InsertMany(ctx, []*database.NewMXEvent{
+			{EventID: "$sent", RoomID: "!r:x", Data: []byte(`{}`)}, {EventID: "$again", RoomID: "!r:x", Data: []byte(`{}`)},
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.MXEvent.Pending(ctx, 0, 10)
+		if err != nil || len(rows) != 2 {
+			t.Fatalf("pending events %v, %v", rows, err)
+		}
+		m := &database.Message{PortalKey: bob, RemoteID: "r1", MXID: "$sent", RoomID: "!r:x", SenderID: "l1", IsMe: true, TS: 5}
+		if err = db.Message.InsertMarkingDone(ctx, m, rows[0].Seq); err != nil {
+			t.Fatal(err)
+		}
+		echo := *m
+		echo.MXID, echo.TS = "$again", 6
+		if err = db.Message.InsertMarkingDone(ctx, &echo, rows[1].Seq); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := db.Message.GetPart(ctx, bob, "r1", 0); err != nil || got == nil || got.MXID != "$sent" || got.TS != 5 {
+			t.Errorf("mapping %+v, %v; want the first one's", got, err)
+		}
+		if left, err := db.MXEvent.Pending(ctx, 0, 10); err != nil || len(left) != 0 {
+			t.Errorf("events still pending: %v, %v", left, err)
+		}
+	})
+}

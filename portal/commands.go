@@ -278,7 +278,10 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 	var movedTo id.RoomID
 	err := m.groupTxn(ctx, func(ctx context.Context) error {
 		followUp = false
-		if doneSeq != 0 {
+		// A message's mapping marks its event handled in the same statement
+		// (one round trip less on PostgreSQL); otherwise it is marked here.
+		byMapping := doneSeq != 0 && pc.Op == connector.OpSendMessage && res.ID != ""
+		if doneSeq != 0 && !byMapping {
 			if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
 				return err
 			}
@@ -292,6 +295,11 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 		} else if p == nil {
 			// The portal was cleaned up while the command was out (see
 			// cleanup.go): the network has it, and there is no room to map it to.
+			if byMapping {
+				if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
+					return err
+				}
+			}
 			return m.db.PendingCm.Delete(ctx, pc.Txn)
 		} else if moved {
 			movedTo = p.RoomID
@@ -305,10 +313,15 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 			if ts == 0 {
 				ts = time.Now().UnixMilli()
 			}
-			if err := m.db.Message.Insert(ctx, &database.Message{
+			msg := &database.Message{
 				PortalKey: pc.PortalKey, RemoteID: res.ID, MXID: id.EventID(pc.Txn), RoomID: pc.RoomID,
 				SenderID: pc.LoginID, IsMe: true, TS: ts,
-			}); err != nil {
+			}
+			if byMapping {
+				if err := m.db.Message.InsertMarkingDone(ctx, msg, doneSeq); err != nil {
+					return err
+				}
+			} else if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return err
 			}
 			var err error
