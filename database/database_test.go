@@ -362,7 +362,7 @@ func TestLoginUpsertWithoutState(t *testing.T) {
 }
 
 // latestVersion is the schema version of 00-latest.sql.
-const latestVersion = 16
+const latestVersion = 17
 
 // TestUpgradeToV4 takes a database back to before v4 (without the login
 // alert columns) and checks that opening it adds them: a login stored before
@@ -474,6 +474,10 @@ var undoUpgrade = map[int][]string{
 	// SQLite kept the key.
 	16: {postgresOnly + `ALTER TABLE message ADD CONSTRAINT message_portal_fkey FOREIGN KEY (login_id, chat_id)
 		REFERENCES portal (login_id, chat_id) ON DELETE CASCADE ON UPDATE CASCADE`},
+	17: {
+		"DROP INDEX inbox_pending_idx", "CREATE INDEX inbox_pending_idx ON inbox (done, connector_id, seq)",
+		"DROP INDEX mx_event_pending_idx", "CREATE INDEX mx_event_pending_idx ON mx_event (done, seq)",
+	},
 }
 
 // postgresOnly starts an undoUpgrade statement that SQLite skips.

@@ -30,9 +30,10 @@ type Counts struct {
 	Ghosts       int64
 }
 
-// Counts reads every count in one round trip. Each subquery is served by an
-// index or by a table that pruning keeps small (done inbox rows go, parked
-// ones stay).
+// Counts reads every count in one round trip. The pending counts are
+// served by the partial indexes of pending rows; the parked counts read
+// what pruning leaves (done inbox rows go, parked ones stay; Matrix events
+// stay a day).
 func (q *StatsQuery) Counts(ctx context.Context) (*Counts, error) {
 	var c Counts
 	err := q.db.QueryRow(ctx, `

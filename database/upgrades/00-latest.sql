@@ -1,4 +1,4 @@
--- v0 -> v16: Latest revision
+-- v0 -> v17: Latest revision
 
 -- A network account held by a connector, owned by one Matrix user.
 CREATE TABLE login (
@@ -130,7 +130,8 @@ CREATE TABLE inbox (
 
 	PRIMARY KEY (connector_id, seq)
 );
-CREATE INDEX inbox_pending_idx ON inbox (done, connector_id, seq);
+-- Only the pending rows (16-pending-partial-indexes.sql).
+CREATE INDEX inbox_pending_idx ON inbox (connector_id, seq) WHERE done=false;
 
 -- Appservice transactions already taken in (dedup across restarts).
 CREATE TABLE as_txn (
@@ -153,7 +154,7 @@ CREATE TABLE mx_event (seq INTEGER PRIMARY KEY AUTOINCREMENT,
 	-- homeserver's retry, which may carry them again under any txn id.
 	received_at BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX mx_event_pending_idx ON mx_event (done, seq);
+CREATE INDEX mx_event_pending_idx ON mx_event (seq) WHERE done=false;
 
 -- Commands to the connector whose result is not yet stored. txn is the Matrix
 -- event id that caused it, the connector's idempotency key.
