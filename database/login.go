@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
 	"go.mau.fi/util/dbutil"
@@ -189,14 +188,7 @@ func (q *LoginQuery) All(ctx context.Context) ([]*Login, error) {
 func (q *LoginQuery) Delete(ctx context.Context, loginID string) error {
 	q.wrote(ctx, loginID, true)
 	defer q.wrote(ctx, loginID, true)
-	db := q.qh.GetDB()
-	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if _, err := db.Exec(ctx, deleteLoginMessagesQuery, loginID); err != nil {
-			return fmt.Errorf("delete the messages of login %s: %w", loginID, err)
-		}
-		_, err := db.Exec(ctx, deleteLoginQuery, loginID)
-		return err
-	})
+	return deleteWithMessages(ctx, q.qh.GetDB(), deleteLoginMessagesQuery, deleteLoginQuery, loginID)
 }
 
 // Owners lists the Matrix users who own a login.

@@ -2,6 +2,7 @@ package database
 
 import (
 	"context"
+	"fmt"
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix/id"
@@ -62,6 +63,20 @@ func (m *Message) sqlVariables() []any {
 func (q *MessageQuery) Insert(ctx context.Context, m *Message) error {
 	_, err := q.st.exec(ctx, insertMessageQuery, append(m.sqlVariables(), m.TextTail)...)
 	return err
+}
+
+// deleteWithMessages runs messages, which deletes the mappings of a portal
+// or a login, then owner, which deletes that portal or login, with args
+// each, in one transaction: on PostgreSQL a mapping has no foreign key to
+// its portal (upgrades/15-message-no-fkey.sql) whose cascade would.
+func deleteWithMessages(ctx context.Context, db *dbutil.Database, messages, owner string, args ...any) error {
+	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if _, err := db.Exec(ctx, messages, args...); err != nil {
+			return fmt.Errorf("delete the messages of %v: %w", args, err)
+		}
+		_, err := db.Exec(ctx, owner, args...)
+		return err
+	})
 }
 
 // insertMessageMarkingDoneQuery is insertMessageQuery that also marks the

@@ -194,12 +194,5 @@ func (q *PortalQuery) SetInDirect(ctx context.Context, key PortalKey, in bool) e
 func (q *PortalQuery) Delete(ctx context.Context, key PortalKey) error {
 	q.wrote(ctx, key)
 	defer q.wrote(ctx, key)
-	db := q.qh.GetDB()
-	return db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if _, err := db.Exec(ctx, deleteChatMessagesQuery, key.LoginID, key.ChatID); err != nil {
-			return fmt.Errorf("delete the messages of %s: %w", key.ChatID, err)
-		}
-		_, err := db.Exec(ctx, deletePortalQuery, key.LoginID, key.ChatID)
-		return err
-	})
+	return deleteWithMessages(ctx, q.qh.GetDB(), deleteChatMessagesQuery, deletePortalQuery, key.LoginID, key.ChatID)
 }
