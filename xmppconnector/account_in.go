@@ -414,10 +414,11 @@ func (a *account) bridgeReactions(ctx context.Context, base *connector.Event, ef
 		// the message id it would pass the protocol's id bound.
 		return len(k) > maxReactionKeyBytes
 	}
-	valid := slices.DeleteFunc(slices.Clone(r.Reactions), tooLong)
-	now := firstDistinct(valid, maxReactionsPerSender)
-	tooMany := len(now) == maxReactionsPerSender && len(firstDistinct(valid, maxReactionsPerSender+1)) > maxReactionsPerSender
+	// One key past the bound tells that the set is over it.
+	now := firstDistinct(slices.DeleteFunc(slices.Clone(r.Reactions), tooLong), maxReactionsPerSender+1)
+	tooMany := len(now) > maxReactionsPerSender
 	if tooMany {
+		now = now[:maxReactionsPerSender]
 		a.log.Warn().Str("chat_id", base.Chat.ID).Int("reactions", len(r.Reactions)).
 			Msg("Keeping only the first reactions of an oversized set")
 	}

@@ -123,8 +123,8 @@ func (a *account) command(ctx context.Context, op string, cmd *connector.Command
 		if err != nil {
 			return nil, err
 		}
-		// The user's other client may have set a reaction too long to
-		// bridge; the mark that the user was told of it is no key.
+		// The user's other client may have set reactions the bridge left
+		// out; the mark that the user was told of them is no key.
 		keys = slices.DeleteFunc(keys, func(k string) bool { return k == toldReactionLeftOut })
 		if op == connector.OpReact && !slices.Contains(keys, cmd.Key) {
 			keys = append(keys, cmd.Key)

@@ -120,8 +120,8 @@ func reactionStandIn(base *connector.Event, target string, long bool) *connector
 }
 
 const (
-	// reactionStandInPrefix begins the text of a too long reaction's
-	// stand-in.
+	// reactionStandInPrefix begins the text of the stand-in for reactions
+	// left out of a set (reactionStandIn).
 	reactionStandInPrefix = "⚠️ A reaction to this message was not bridged"
 	// editStandInPrefix begins the text of a refused correction's stand-in.
 	editStandInPrefix = "⚠️ A correction of this message was not bridged"
