@@ -61,8 +61,9 @@ type Handler interface {
 	Ephemeral(ctx context.Context, connectorID string, e *connector.Ephemeral)
 	// Connected is called after welcome was sent; Command works from then on.
 	Connected(connectorID string)
-	// Disconnected is called once the connection stopped reading. For a
-	// replaced connection it comes before the new connection's Connected.
+	// Disconnected is called once the connection stopped reading. It comes
+	// before the Connected of the id's next connection, whether that one
+	// replaced it or came after it had dropped.
 	Disconnected(connectorID string)
 }
 

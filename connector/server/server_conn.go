@@ -172,7 +172,11 @@ func (c *serverConn) handshake() error {
 	c.rlog = c.log.With().Str("connector_id", c.id).Logger()
 
 	if old := c.srv.claim(c); old != nil {
-		c.rlog.Info().Msg("New connection replaces the old one of this connector")
+		if old.ready.Load() {
+			c.rlog.Info().Msg("New connection replaces the old one of this connector")
+		} else {
+			c.rlog.Debug().Msg("New connection waits for the old one of this connector to end")
+		}
 		old.closeWith(connector.CloseReplaced, "replaced")
 		// The old committer may still be storing; reading acked_seq before
 		// it finished would hand out a stale value, and two committers for
@@ -340,10 +344,11 @@ func (c *serverConn) teardown(readErr error) {
 	ev.Msg("Connector connection ended")
 
 	c.ready.Store(false)
-	// Before release: until then a replacing connection finds this one and
-	// waits for stopped, so it never reads acked_seq while we still store.
+	// Release comes after stopped: until then a connection of the same id
+	// finds this one and waits for stopped, so it never reads acked_seq
+	// while we still store, and its Connected never comes before our
+	// Disconnected, whether it replaced us or we had dropped first.
 	c.stopCommitter()
-	c.srv.release(c)
 	c.failPending()
 
 	// How to end the TCP connection without losing the last words. The
@@ -374,6 +379,7 @@ func (c *serverConn) teardown(readErr error) {
 		c.srv.opts.Handler.Disconnected(c.id)
 	}
 	close(c.stopped)
+	c.srv.release(c)
 	switch mode {
 	case awaitClose:
 		_ = c.ws.SetReadDeadline(connws.Deadline(connws.CloseGrace))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -321,6 +322,41 @@ func TestReplacedConnection(t *testing.T) {
 	}
 	if !h.Srv.Connected("c") {
 		t.Error("replacement not connected")
+	}
+}
+
+// A connection that dropped (no replacement yet) must still say
+// Disconnected before the next connection of its id says Connected; a
+// handler tracking the state would otherwise end on "disconnected" while
+// the connector is there. Disconnected is held so the next connection
+// arrives while the first one is still tearing down.
+func TestDroppedConnectionDisconnectsBeforeNextConnects(t *testing.T) {
+	h := connectortest.NewHarness(t, nil)
+	entered := make(chan struct{})
+	var once sync.Once
+	h.Handler.Mu.Lock()
+	h.Handler.BeforeDisconnected = func(string) {
+		once.Do(func() {
+			close(entered)
+			time.Sleep(300 * time.Millisecond)
+		})
+	}
+	h.Handler.Mu.Unlock()
+	h.Connect(t, "c")
+	h.Kick("c")
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the dropped connection never reached Disconnected")
+	}
+	h.Connect(t, "c")
+	want := []string{"connected:c", "disconnected:c", "connected:c"}
+	connectortest.Eventually(t, "handler callbacks", func() bool { return len(h.Handler.Events()) >= len(want) })
+	if got := h.Handler.Events(); !slices.Equal(got, want) {
+		t.Errorf("handler saw %v, want %v", got, want)
+	}
+	if !h.Srv.Connected("c") {
+		t.Error("the new connection is not connected")
 	}
 }
 

@@ -103,6 +103,9 @@ type Handler struct {
 	Log        []string        // "connected:x", "disconnected:x", in order
 	Ephemerals []connector.Ephemeral
 	Changed    chan struct{}
+	// BeforeDisconnected, if set, runs at the start of Disconnected, to
+	// hold a teardown where a race would show.
+	BeforeDisconnected func(id string)
 }
 
 func NewHandler() *Handler {
@@ -166,6 +169,12 @@ func (h *Handler) Connected(id string) {
 }
 
 func (h *Handler) Disconnected(id string) {
+	h.Mu.Lock()
+	before := h.BeforeDisconnected
+	h.Mu.Unlock()
+	if before != nil {
+		before(id)
+	}
 	h.Mu.Lock()
 	h.Log = append(h.Log, "disconnected:"+id)
 	h.Mu.Unlock()
