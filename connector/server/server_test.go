@@ -100,10 +100,7 @@ func TestHandshake(t *testing.T) {
 	if got, ok := h.Srv.Hello("xmpp"); !ok || got.Network.ID != "testnet" {
 		t.Errorf("Hello = %+v %v", got, ok)
 	}
-	connectortest.Eventually(t, "Connected callback", func() bool { return len(h.Handler.Events()) > 0 })
-	if got := h.Handler.Events(); !slices.Equal(got, []string{"connected:xmpp"}) {
-		t.Errorf("handler saw %v", got)
-	}
+	h.Handler.WaitEvents(t, "connected:xmpp")
 }
 
 func TestHandshakeRefusals(t *testing.T) {
@@ -315,11 +312,7 @@ func TestReplacedConnection(t *testing.T) {
 	if err := <-oldClosed; connws.CloseCode(err) != connector.CloseReplaced {
 		t.Errorf("old connection: want close 4001, got %v", err)
 	}
-	want := []string{"connected:c", "disconnected:c", "connected:c"}
-	connectortest.Eventually(t, "handler callbacks", func() bool { return len(h.Handler.Events()) >= len(want) })
-	if got := h.Handler.Events(); !slices.Equal(got, want) {
-		t.Errorf("handler saw %v, want %v", got, want)
-	}
+	h.Handler.WaitEvents(t, "connected:c", "disconnected:c", "connected:c")
 	if !h.Srv.Connected("c") {
 		t.Error("replacement not connected")
 	}
@@ -350,11 +343,7 @@ func TestDroppedConnectionDisconnectsBeforeNextConnects(t *testing.T) {
 		t.Fatal("the dropped connection never reached Disconnected")
 	}
 	h.Connect(t, "c")
-	want := []string{"connected:c", "disconnected:c", "connected:c"}
-	connectortest.Eventually(t, "handler callbacks", func() bool { return len(h.Handler.Events()) >= len(want) })
-	if got := h.Handler.Events(); !slices.Equal(got, want) {
-		t.Errorf("handler saw %v, want %v", got, want)
-	}
+	h.Handler.WaitEvents(t, "connected:c", "disconnected:c", "connected:c")
 	if !h.Srv.Connected("c") {
 		t.Error("the new connection is not connected")
 	}

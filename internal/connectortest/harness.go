@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -185,6 +186,16 @@ func (h *Handler) Events() []string {
 	h.Mu.Lock()
 	defer h.Mu.Unlock()
 	return append([]string(nil), h.Log...)
+}
+
+// WaitEvents waits until the handler has seen as many callbacks as want
+// and fails the test unless they were want, in that order.
+func (h *Handler) WaitEvents(t testing.TB, want ...string) {
+	t.Helper()
+	Eventually(t, "handler callbacks", func() bool { return len(h.Events()) >= len(want) })
+	if got := h.Events(); !slices.Equal(got, want) {
+		t.Errorf("handler saw %v, want %v", got, want)
+	}
 }
 
 // harness is a Server behind an httptest listener.
