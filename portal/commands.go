@@ -278,28 +278,25 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 	var movedTo id.RoomID
 	err := m.groupTxn(ctx, func(ctx context.Context) error {
 		followUp = false
+		// A portal that moved to an upgraded room while the command
+		// waited still maps the user's event (in the old room) to what
+		// the network made of it (commandPortal).
+		movedTo = ""
+		p, moved, err := m.commandPortal(ctx, pc)
+		if err != nil {
+			return err
+		}
 		// A message's mapping marks its event handled in the same statement
 		// (one round trip less on PostgreSQL); otherwise it is marked here.
-		byMapping := doneSeq != 0 && pc.Op == connector.OpSendMessage && res.ID != ""
+		byMapping := p != nil && doneSeq != 0 && pc.Op == connector.OpSendMessage && res.ID != ""
 		if doneSeq != 0 && !byMapping {
 			if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
 				return err
 			}
 		}
-		// A portal that moved to an upgraded room while the command
-		// waited still maps the user's event (in the old room) to what
-		// the network made of it (commandPortal).
-		movedTo = ""
-		if p, moved, err := m.commandPortal(ctx, pc); err != nil {
-			return err
-		} else if p == nil {
+		if p == nil {
 			// The portal was cleaned up while the command was out (see
 			// cleanup.go): the network has it, and there is no room to map it to.
-			if byMapping {
-				if err := m.db.MXEvent.MarkDone(ctx, doneSeq, ""); err != nil {
-					return err
-				}
-			}
 			return m.db.PendingCm.Delete(ctx, pc.Txn)
 		} else if moved {
 			movedTo = p.RoomID
@@ -324,7 +321,6 @@ func (m *Manager) commandDone(ctx context.Context, pc *database.PendingCommand, 
 			} else if err := m.db.Message.Insert(ctx, msg); err != nil {
 				return err
 			}
-			var err error
 			if followUp, err = m.deleteAfterSend(ctx, pc, res.ID); err != nil {
 				return err
 			}

@@ -118,6 +118,34 @@ func TestUnitCommandSentDirectly(t *testing.T) {
 	}
 }
 
+// TestUnitDirectSendWhosePortalWent: the portal is cleaned up while a
+// message sent directly is with the connector. The network has it and no
+// room is left to map it to: no mapping is stored, nothing stays queued,
+// and the Matrix event is handled all the same (not applied again, sent
+// twice, at the next start).
+func TestUnitDirectSendWhosePortalWent(t *testing.T) {
+	u, p := newUnitPortal(t)
+	ctx := context.Background()
+	u.conn.answer = func(op string, cmd *connector.Command) (*connector.Result, error) {
+		if err := u.db.Portal.Delete(ctx, p.PortalKey); err != nil {
+			t.Error(err)
+		}
+		return &connector.Result{ID: "r-gone", TS: 5}, nil
+	}
+	if err := u.m.handleMatrix(ctx, u.userMessage(t, p.RoomID, "$gone", "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := u.db.Message.GetByMXID(ctx, "$gone"); err != nil || msg != nil {
+		t.Errorf("mapping of a message whose portal went = %+v, %v; want none", msg, err)
+	}
+	if waiting, _ := u.db.PendingCm.ByRoom(ctx, p.RoomID); len(waiting) != 0 {
+		t.Errorf("commands left queued: %+v", waiting)
+	}
+	if pending := u.pendingEvents(t); len(pending) != 0 {
+		t.Errorf("events still pending: %v", pending)
+	}
+}
+
 // TestUnitEchoOfDirectSend: the echo of a command sent without being
 // stored can overtake its result; the Matrix event, still pending, is what
 // recognises it, and the result's write afterwards does not fail on the
